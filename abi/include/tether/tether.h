@@ -1,0 +1,530 @@
+/*
+ * tether.h - the public C interface of libtether, ABI version 1.
+ *
+ * tether runs guest code (scripts, plugins, callbacks from other languages)
+ * on threads the host created, safely: interpreter and thread states, a GIL
+ * with a switch interval and forced switching, ensure/release for foreign
+ * threads, an eval breaker that delivers asynchronous exceptions, and
+ * joinable threads with a clean finalize.
+ *
+ * If a function does not appear in this file (or in tether_plugin.h), it is
+ * not part of the published interface.
+ *
+ * Conventions, which every declaration below follows:
+ *
+ *  - Every function that can fail returns int: TETHER_OK (0) or a negative
+ *    TETHER_E* status.  Results go through out-parameters, which are written
+ *    only on success.  A failed call changes nothing.
+ *  - After a failure, tether_last_error() on the same thread returns a
+ *    sentence that names the function and the problem.
+ *  - Handles are 64-bit values issued from a typed, generation-checked table.
+ *    A zero, stale, forged or wrong-type handle gets TETHER_EBADHANDLE, never
+ *    a crash.  A handle a function hands out is owned by the caller until the
+ *    matching _free/_release; a handle passed in is only borrowed.
+ *    Passing 0 to a _free or _release function is a harmless no-op.
+ *  - Timeouts are int64_t nanoseconds on the monotonic clock: a negative
+ *    timeout waits forever, 0 tries once.
+ *  - Thread tags: [any-thread] may be called by any thread, attached or not;
+ *    [gil-held] only by a thread holding its interpreter's GIL;
+ *    [owner-thread] only by the thread that made the handle or token;
+ *    [async-signal-safe] also from a signal handler.
+ */
+#ifndef TETHER_H
+#define TETHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TETHER_BUILDING_LIBRARY) && defined(__GNUC__)
+#define TETHER_API __attribute__((visibility("default")))
+#else
+#define TETHER_API
+#endif
+
+/* ------------------------------------------------------------------------
+ * Status codes
+ *
+ * One list generates the constants, tether_status_name() and
+ * tether_strerror(), so names, values and messages cannot drift apart.  The
+ * values are part of the ABI and never change.
+ * ---------------------------------------------------------------------- */
+
+#define TETHER_STATUS_MAP(XX)                                                 \
+    XX(OK, 0, "success")                                                      \
+    XX(EINVAL, -1, "invalid argument")                                        \
+    XX(EBADHANDLE, -2, "stale, forged or wrong-type handle")                  \
+    XX(ENOMEM, -3, "out of memory")                                           \
+    XX(ETIMEDOUT, -4, "the timeout elapsed")                                  \
+    XX(ESTATE, -5, "not valid in the current state")                          \
+    XX(EDEADLK, -6, "the operation would deadlock")                           \
+    XX(EFINALIZING, -7, "the runtime or interpreter is shutting down")        \
+    XX(EASYNC, -8, "an asynchronous exception was delivered to this thread")  \
+    XX(EVERSION, -9, "ABI version mismatch")                                  \
+    XX(EPLUGIN, -10, "a plugin failed to load, resolve or initialise")        \
+    XX(EAGAIN, -11, "a resource is temporarily exhausted")                    \
+    XX(ESIGNATURE, -12, "malformed FFI signature")
+
+enum {
+#define TETHER__STATUS_ENUM(name, value, msg) TETHER_##name = (value),
+    TETHER_STATUS_MAP(TETHER__STATUS_ENUM)
+#undef TETHER__STATUS_ENUM
+    TETHER__STATUS_LAST = -12
+};
+
+/* A thread function's silent exit, like Python's SystemExit. */
+#define TETHER_EXIT 1
+
+/* Returns a static English description of `code` ("the timeout elapsed"), or
+   "unknown status" for a value that is not a status.  Never NULL.
+   [any-thread] [async-signal-safe] */
+TETHER_API const char *tether_strerror(int code);
+
+/* Returns the constant's name without its prefix's TETHER_ part
+   ("ETIMEDOUT", "OK"), or "UNKNOWN".  Never NULL.
+   [any-thread] [async-signal-safe] */
+TETHER_API const char *tether_status_name(int code);
+
+/* Returns a sentence about the most recent failure of a tether call on the
+   calling thread ("tether_thread_join: a thread cannot join itself"), or ""
+   if there was none.  Never NULL.  The string is owned by the library and
+   stays valid until the calling thread's next failing tether call.
+   [any-thread] */
+TETHER_API const char *tether_last_error(void);
+
+/* ------------------------------------------------------------------------
+ * Version
+ * ---------------------------------------------------------------------- */
+
+/* (TETHER_ABI_MAJOR << 16) | TETHER_ABI_MINOR of the loaded library.
+   [any-thread] [async-signal-safe] */
+TETHER_API uint32_t tether_abi_version(void);
+
+/* "MAJOR.MINOR.PATCH" of the loaded library, e.g. "1.0.0".
+   [any-thread] [async-signal-safe] */
+TETHER_API const char *tether_version_string(void);
+
+/* ------------------------------------------------------------------------
+ * Handles
+ * ---------------------------------------------------------------------- */
+
+typedef uint64_t tether_runtime;
+typedef uint64_t tether_interp;
+typedef uint64_t tether_thread;
+typedef uint64_t tether_lock;
+typedef uint64_t tether_event;
+typedef uint64_t tether_plugin;
+typedef uint64_t tether_callback;
+
+/* An ensure token; pass it back to tether_release on the same thread. */
+typedef uint64_t tether_gilstate;
+/* A saved thread state; pass it back to tether_restore_thread. */
+typedef uint64_t tether_tstate;
+
+/* ------------------------------------------------------------------------
+ * Runtime and interpreters
+ * ---------------------------------------------------------------------- */
+
+/* Each interpreter has its own GIL, so threads of different interpreters run
+   in parallel.  Without it, all interpreters of a runtime share one GIL. */
+#define TETHER_CONFIG_PER_INTERP_GIL 0x1u
+/* Misuse (bad handles, unbalanced release, wrong-thread tokens, ...) prints
+   the last-error sentence and aborts, instead of returning the status. */
+#define TETHER_CONFIG_ABORT_ON_MISUSE 0x2u
+
+/* Called for a thread whose function returned an error status.  `message`
+   is the thread's last-error sentence at exit, or "".  Called on the dying
+   thread, holding its interpreter's GIL. */
+typedef void (*tether_excepthook_fn)(tether_thread t, int code,
+                                     const char *message, void *ud);
+
+typedef struct tether_config {
+    size_t size;                 /* sizeof(tether_config) */
+    uint32_t flags;              /* TETHER_CONFIG_* */
+    uint32_t switch_interval_us; /* 0 = the default, 5000 */
+    tether_excepthook_fn excepthook; /* NULL = one line on stderr */
+    void *excepthook_ud;
+} tether_config;
+
+/* Creates a runtime with its main interpreter and leaves the calling thread
+   attached to the main interpreter, holding its GIL (like Py_Initialize).
+   `cfg` may be NULL for the defaults; its `size` must be at least
+   offsetof(tether_config, flags) + sizeof(uint32_t) and members beyond
+   `size` take their defaults.
+   Returns TETHER_EINVAL (NULL out, bad size or unknown flags),
+   TETHER_ESTATE (the calling thread already holds a GIL), TETHER_ENOMEM.
+   [any-thread] */
+TETHER_API int tether_runtime_create(const tether_config *cfg,
+                                     tether_runtime *out);
+
+/* Returns the runtime's main interpreter (a borrowed handle, valid until the
+   runtime is finalized).
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_runtime_main_interp(tether_runtime rt,
+                                          tether_interp *out);
+
+/* Shuts the runtime down.  Waits up to `timeout_ns` in all for every
+   non-daemon thread of every interpreter to finish; then every daemon or
+   foreign thread's next tether_ensure, tether_restore_thread,
+   tether_checkpoint or wait fails with TETHER_EFINALIZING, and threads blocked
+   in a tether wait are woken.  The handles of the runtime and its
+   interpreters become invalid.  Memory is freed only when the last thread
+   has left, so a late daemon thread never touches freed memory, and the
+   call never waits past its timeout.  The caller must not be a thread the
+   runtime started; if it holds the GIL of the runtime it is detached.
+   Returns TETHER_OK, TETHER_ETIMEDOUT (non-daemon threads were still running;
+   the runtime was finalized anyway and they fail at their next checkpoint),
+   TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread of this runtime).
+   [any-thread] */
+TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
+
+/* Creates an interpreter in `rt`.  The calling thread is not attached to it.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_EFINALIZING, TETHER_ENOMEM.
+   [any-thread] */
+TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
+
+/* Joins the interpreter's non-daemon threads (up to `timeout_ns`), then
+   finalizes it with the same guarantees as tether_runtime_finalize.  The
+   main interpreter is destroyed only by tether_runtime_finalize.
+   Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
+   main interpreter), TETHER_ESTATE (the caller is attached to it).
+   [any-thread] */
+TETHER_API int tether_interp_destroy(tether_interp interp, int64_t timeout_ns);
+
+/* Sets the switch interval of every GIL of the runtime, in microseconds
+   (1 .. 10,000,000).  Returns TETHER_EINVAL, TETHER_EBADHANDLE.
+   [any-thread] */
+TETHER_API int tether_set_switch_interval(tether_runtime rt, uint32_t us);
+
+/* Reads the switch interval in microseconds.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_get_switch_interval(tether_runtime rt, uint32_t *out);
+
+/* ------------------------------------------------------------------------
+ * The GIL and thread states
+ * ---------------------------------------------------------------------- */
+
+/* Makes the calling thread hold `interp`'s GIL with a thread state of that
+   interpreter, creating the state on first use; works on any thread,
+   including threads the runtime did not create.  Calls nest: each returns a
+   token to pass to tether_release, innermost first.  A thread holds at most
+   one GIL: ensuring interpreter B while attached to A detaches from A, and
+   the matching release re-attaches A.  After the outermost release the
+   thread state stays cached on the OS thread until it exits, so the next
+   ensure costs one GIL acquisition.
+   Returns TETHER_EINVAL (NULL out), TETHER_EBADHANDLE, TETHER_EFINALIZING
+   (never hangs at shutdown), TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
+
+/* Undoes the tether_ensure that returned `st`: drops the GIL if that ensure
+   took it and re-attaches what the ensure detached.
+   Returns TETHER_ESTATE (a token of another thread, out of order, or
+   already released; nothing changes), TETHER_EINVAL (zero token).
+   [owner-thread] */
+TETHER_API int tether_release(tether_gilstate st);
+
+/* Detaches the calling thread from its interpreter and drops the GIL, so
+   other threads run while it blocks.  *out must be passed back to
+   tether_restore_thread on the same thread.
+   Returns TETHER_EINVAL (NULL out), TETHER_ESTATE (not attached).
+   [gil-held] */
+TETHER_API int tether_save_thread(tether_tstate *out);
+
+/* Re-takes the GIL and re-attaches the state saved by tether_save_thread.
+   A thread coming back from a blocking call is not made to wait a whole
+   switch interval behind a CPU-bound holder: it asks for the GIL at once.
+   Returns TETHER_OK (attached), TETHER_EASYNC (attached, and an asynchronous
+   exception is pending: fetch it with tether_async_fetch),
+   TETHER_EFINALIZING (attached, but the interpreter is shutting down: clean
+   up and return), TETHER_ESTATE (not a state saved on this thread, or the
+   thread is attached).  [owner-thread] */
+TETHER_API int tether_restore_thread(tether_tstate ts);
+
+/* The eval breaker: guest code calls this periodically while holding the
+   GIL.  With nothing pending it costs one relaxed atomic load.  It hands the
+   GIL over when another thread has waited longer than the switch interval,
+   runs pending calls (on the main thread), and reports asynchronous
+   exceptions and shutdown.
+   Returns TETHER_OK, TETHER_EASYNC (an asynchronous exception was delivered:
+   tether_async_fetch takes it), TETHER_EFINALIZING, TETHER_ESTATE (not
+   attached), or the first error status of a pending call.  [gil-held] */
+TETHER_API int tether_checkpoint(void);
+
+/* 1 if the calling thread holds its interpreter's GIL, else 0.
+   [any-thread] */
+TETHER_API int tether_gil_held(void);
+
+#define TETHER_BEGIN_ALLOW_THREADS                                            \
+    {                                                                         \
+        tether_tstate tether__save = 0;                                       \
+        (void)tether_save_thread(&tether__save);
+#define TETHER_END_ALLOW_THREADS                                              \
+        (void)tether_restore_thread(tether__save);                            \
+    }
+
+/* ------------------------------------------------------------------------
+ * Threads
+ * ---------------------------------------------------------------------- */
+
+/* Runs holding the interpreter's GIL.  Returns TETHER_OK, TETHER_EXIT
+   (silent exit) or an error status, which goes to the excepthook. */
+typedef int (*tether_thread_fn)(void *arg);
+
+typedef struct tether_thread_opts {
+    size_t size;       /* sizeof(tether_thread_opts) */
+    const char *name;  /* copied; NULL = "Thread-N" */
+    int daemon;        /* 0 = non-daemon: finalize waits for it */
+    size_t stack_size; /* 0 = the default */
+} tether_thread_opts;
+
+/* Starts an OS thread that attaches to `interp` and runs fn(arg) holding its
+   GIL.  Returns only once the new thread has started and is registered (the
+   started handshake); the caller's GIL is released while it waits.  `opts`
+   may be NULL.
+   Returns TETHER_EINVAL (NULL fn or out, bad opts), TETHER_EBADHANDLE,
+   TETHER_EFINALIZING, TETHER_ENOMEM, TETHER_EAGAIN (the OS refused a thread;
+   nothing is left registered).  [any-thread] */
+TETHER_API int tether_thread_start(tether_interp interp, tether_thread_fn fn,
+                                   void *arg, const tether_thread_opts *opts,
+                                   tether_thread *out);
+
+/* Waits up to `timeout_ns` for the thread to finish.  The thread counts as
+   finished once its thread state is deleted; join then reaps the OS thread
+   (once, whichever joiner gets there first), so when join returns OK no
+   instruction of the thread is still running.  Any number of threads may
+   join the same thread.  The caller's GIL is released while it waits, and an
+   asynchronous exception wakes it.
+   Returns TETHER_OK, TETHER_ETIMEDOUT (still running), TETHER_EDEADLK (join
+   itself), TETHER_ESTATE (a thread that was not started by
+   tether_thread_start, e.g. the main thread), TETHER_EASYNC,
+   TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_thread_join(tether_thread t, int64_t timeout_ns);
+
+/* 1 while the thread runs, 0 once it finished, or TETHER_EBADHANDLE.
+   [any-thread] */
+TETHER_API int tether_thread_is_alive(tether_thread t);
+
+/* Returns a handle to the calling thread (a new reference: release it with
+   tether_thread_release).  Works on threads the runtime did not start once
+   they are attached.
+   Returns TETHER_EINVAL, TETHER_ESTATE (not attached), TETHER_ENOMEM.
+   [gil-held] */
+TETHER_API int tether_thread_current(tether_thread *out);
+
+/* The thread's OS identifier (the value tether_raise_by_ident takes).
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_thread_ident(tether_thread t, uint64_t *out);
+
+/* The thread's name, owned by the handle and valid until its last release.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_thread_name(tether_thread t, const char **out);
+
+/* The value the thread function returned, once the thread finished.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_ESTATE (still running).
+   [any-thread] */
+TETHER_API int tether_thread_result(tether_thread t, int *out);
+
+/* Drops one reference to the handle; the thread runs on.  The handle dies
+   with its last reference.  Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK).
+   [any-thread] */
+TETHER_API int tether_thread_release(tether_thread t);
+
+/* Writes up to `cap` handles (new references) of the live threads of
+   `interp` to `buf`, and the number of live threads to *count (which may
+   exceed `cap`).  `buf` may be NULL when `cap` is 0.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_thread_list(tether_interp interp, tether_thread *buf,
+                                  size_t cap, size_t *count);
+
+/* ------------------------------------------------------------------------
+ * Blocking calls that can be interrupted
+ * ---------------------------------------------------------------------- */
+
+typedef void (*tether_unblock_fn)(void *arg);
+
+/* Runs fn(arg) with the GIL released.  While it runs, an asynchronous
+   exception raised at this thread, or finalize, calls ubf(ubf_arg) from the
+   raising thread so that fn returns early.  `ubf` may be NULL.
+   Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
+   re-attaching found one pending (fn's result is then lost);
+   TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
+TETHER_API int tether_call_blocking(int (*fn)(void *arg), void *arg,
+                                    tether_unblock_fn ubf, void *ubf_arg);
+
+/* ------------------------------------------------------------------------
+ * Asynchronous exceptions
+ * ---------------------------------------------------------------------- */
+
+typedef void (*tether_dtor)(void *payload);
+
+/* Raises an asynchronous exception in thread `t`: it sees TETHER_EASYNC at
+   its next checkpoint, or at once when blocked in any tether wait.  A newer
+   raise replaces an undelivered older one (the older payload's destructor
+   runs).  On failure the payload is not taken.
+   Returns TETHER_EBADHANDLE, TETHER_ESTATE (the thread has finished).
+   [any-thread] */
+TETHER_API int tether_thread_raise(tether_thread t, int64_t code,
+                                   void *payload, tether_dtor dtor);
+
+/* Like tether_thread_raise, for the attached thread of `interp` whose ident
+   is `ident`.  *count_out (may be NULL) is 1 if one was found, else 0, and
+   the payload is not taken (CPython's PyThreadState_SetAsyncExc).
+   Returns TETHER_OK, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_raise_by_ident(tether_interp interp, uint64_t ident,
+                                     int64_t code, void *payload,
+                                     tether_dtor dtor, int *count_out);
+
+/* Takes the delivered asynchronous exception off the calling thread; the
+   caller owns the payload (and calls dtor on it if it wants).  Any out may
+   be NULL.  Returns TETHER_ESTATE (nothing delivered or not attached).
+   [owner-thread] */
+TETHER_API int tether_async_fetch(int64_t *code_out, void **payload_out,
+                                  tether_dtor *dtor_out);
+
+/* Holds asynchronous exceptions of the calling thread pending (nestable),
+   for cleanup code that must not be torn in half.
+   Returns TETHER_ESTATE (not attached).  [gil-held] */
+TETHER_API int tether_async_defer(void);
+
+/* Undoes one tether_async_defer; a pending exception is delivered at the
+   next checkpoint or wait.  Returns TETHER_ESTATE (no defer to undo).
+   [gil-held] */
+TETHER_API int tether_async_allow(void);
+
+/* ------------------------------------------------------------------------
+ * Interruptible waits and synchronisation
+ *
+ * Every wait first tries once without blocking, then releases the caller's
+ * GIL while blocked, measures its timeout on the monotonic clock, and is
+ * woken by an asynchronous exception (TETHER_EASYNC) or finalize
+ * (TETHER_EFINALIZING).  Waits may also be called by unattached threads.
+ * ---------------------------------------------------------------------- */
+
+/* Sleeps `ns` (0 yields the GIL to a waiting thread).
+   Returns TETHER_OK, TETHER_EASYNC, TETHER_EFINALIZING, TETHER_EINVAL
+   (negative).  [any-thread] */
+TETHER_API int tether_sleep(int64_t ns);
+
+/* A non-recursive lock that any thread may release (like Python's Lock).
+   Returns TETHER_EINVAL, TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_lock_new(tether_lock *out);
+/* Frees the lock; waiters wake with TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_lock_free(tether_lock l);
+/* Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EDEADLK (the caller holds it
+   and would wait forever), TETHER_EASYNC, TETHER_EFINALIZING,
+   TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_lock_acquire(tether_lock l, int64_t timeout_ns);
+/* Returns TETHER_ESTATE (not locked), TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_lock_release(tether_lock l);
+
+/* An event flag (like Python's threading.Event).
+   Returns TETHER_EINVAL, TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_event_new(tether_event *out);
+/* Frees the event; waiters wake with TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_event_free(tether_event e);
+/* Sets the flag and wakes every waiter.  [any-thread] */
+TETHER_API int tether_event_set(tether_event e);
+/* Clears the flag.  [any-thread] */
+TETHER_API int tether_event_clear(tether_event e);
+/* Waits for the flag.  Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EASYNC,
+   TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_event_wait(tether_event e, int64_t timeout_ns);
+/* 1 if set, 0 if not, or TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_event_is_set(tether_event e);
+
+/* ------------------------------------------------------------------------
+ * Observability
+ * ---------------------------------------------------------------------- */
+
+typedef struct tether_gil_stats {
+    size_t size;            /* sizeof(tether_gil_stats) */
+    uint64_t acquisitions;  /* times any thread took the GIL */
+    uint64_t switches;      /* acquisitions by a thread other than the last holder */
+    uint64_t forced_drops;  /* drops caused by a drop request */
+    uint64_t wait_ns_total; /* time threads spent waiting for the GIL */
+    uint64_t wait_ns_max;
+} tether_gil_stats;
+
+/* Copies the counters of the GIL `interp` uses; out->size must be set and
+   only that many bytes are written.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_gil_stats_get(tether_interp interp,
+                                    tether_gil_stats *out);
+
+/* ------------------------------------------------------------------------
+ * Pending calls
+ * ---------------------------------------------------------------------- */
+
+/* Queues fn(arg) to run on the interpreter's main thread at its next
+   checkpoint, holding the GIL.  A non-OK return of fn is returned by that
+   checkpoint.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_EFINALIZING,
+   TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_call_soon(tether_interp interp, int (*fn)(void *),
+                                void *arg);
+
+/* ------------------------------------------------------------------------
+ * Bindings: waking a guest language's own loop
+ * ---------------------------------------------------------------------- */
+
+/* Called by the library when it sets something in the eval breaker of the
+   thread that currently holds `interp`'s GIL (a drop request, an
+   asynchronous exception, a pending call, shutdown), so that a binding can
+   arrange for its guest to call tether_checkpoint soon (the Lua binding
+   installs a one-shot hook).  `thread_ud` is the holder's value of
+   tether_set_thread_userdata.  It runs on the requesting thread while the
+   holder cannot let go of the GIL, so it must be quick, must not block and
+   must not call tether.  */
+typedef void (*tether_breaker_fn)(void *thread_ud, void *ud);
+
+/* Installs (or with NULL fn removes) the interpreter's breaker hook.
+   Returns TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_interp_set_breaker_hook(tether_interp interp,
+                                              tether_breaker_fn fn, void *ud);
+
+/* Sets the calling thread's user value for its current interpreter.
+   Returns TETHER_ESTATE (not attached).  [gil-held] */
+TETHER_API int tether_set_thread_userdata(void *ud);
+
+/* Reads it (NULL if unset).  Returns TETHER_EINVAL, TETHER_ESTATE.
+   [gil-held] */
+TETHER_API int tether_get_thread_userdata(void **out);
+
+/* ------------------------------------------------------------------------
+ * Memory and fault injection
+ * ---------------------------------------------------------------------- */
+
+typedef struct tether_allocator {
+    size_t size; /* sizeof(tether_allocator) */
+    void *(*malloc_fn)(size_t n, void *ud);
+    void (*free_fn)(void *p, void *ud);
+    void *ud;
+} tether_allocator;
+
+/* Replaces the allocator every later allocation of the library uses (NULL
+   restores malloc/free).  Only while no runtime exists.
+   Returns TETHER_EINVAL (bad size or NULL members), TETHER_ESTATE (a runtime
+   exists).  [any-thread] */
+TETHER_API int tether_set_allocator(const tether_allocator *a);
+
+/* What tether_fault_inject can make fail. */
+#define TETHER_FAULT_ALLOC 1u         /* an allocation returns NULL */
+#define TETHER_FAULT_THREAD_CREATE 2u /* pthread_create fails with EAGAIN */
+
+/* For tests: makes the `nth` next operation of kind `what` (1 = the very
+   next) fail, and the `count` - 1 after it too (count 0 = every one from
+   then on).  nth 0 turns the fault off.  Process-wide.
+   Returns TETHER_EINVAL (unknown kind).  [any-thread] */
+TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
+                                   uint64_t count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TETHER_H */

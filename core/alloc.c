@@ -1,0 +1,119 @@
+/*
+ * alloc.c - the replaceable allocator and the fault-injection switches.
+ */
+#include "alloc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+static void *default_malloc(size_t n, void *ud) { (void)ud; return malloc(n); }
+static void default_free(void *p, void *ud) { (void)ud; free(p); }
+
+/* Synchronization: written only while no runtime exists (checked with
+   g_runtimes); the caller of tether_set_allocator must not allocate through
+   tether on other threads meanwhile. */
+static tether_allocator g_alloc = {sizeof(tether_allocator), default_malloc,
+                                   default_free, NULL};
+/* Synchronization: atomic.  Runtimes alive. */
+static atomic_int g_runtimes;
+
+/* One fault switch per kind.  `armed` is read without the lock on every
+   allocation (Synchronization: atomic); `skip` and `left` are
+   Synchronization: g_fault_lock, a leaf lock taken with no other held. */
+struct fault {
+    atomic_bool armed;
+    uint64_t skip;  /* operations that still succeed before the first failure */
+    int64_t left;   /* failures still to come; -1 = forever */
+};
+static struct fault g_faults[3];
+static pthread_mutex_t g_fault_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void alloc_runtime_add(int delta) { atomic_fetch_add(&g_runtimes, delta); }
+
+int fault_hit(uint32_t what)
+{
+    struct fault *f = &g_faults[what];
+    if (!atomic_load_explicit(&f->armed, memory_order_relaxed))
+        return 0;
+    int hit = 0;
+    pthread_mutex_lock(&g_fault_lock);
+    if (atomic_load_explicit(&f->armed, memory_order_relaxed)) {
+        if (f->skip > 0) {
+            f->skip--;
+        } else {
+            hit = 1;
+            if (f->left > 0 && --f->left == 0)
+                atomic_store(&f->armed, 0);
+        }
+    }
+    pthread_mutex_unlock(&g_fault_lock);
+    return hit;
+}
+
+int tether_fault_inject(uint32_t what, uint64_t nth, uint64_t count)
+{
+    if (what != TETHER_FAULT_ALLOC && what != TETHER_FAULT_THREAD_CREATE)
+        return err_set(TETHER_EINVAL, "tether_fault_inject",
+                       "unknown fault kind %u", what);
+    struct fault *f = &g_faults[what];
+    pthread_mutex_lock(&g_fault_lock);
+    f->skip = nth ? nth - 1 : 0;
+    f->left = count ? (int64_t)count : -1;
+    atomic_store(&f->armed, nth != 0);
+    pthread_mutex_unlock(&g_fault_lock);
+    return TETHER_OK;
+}
+
+int tether_set_allocator(const tether_allocator *a)
+{
+    static const char fn[] = "tether_set_allocator";
+    if (a && (a->size < sizeof(tether_allocator) || !a->malloc_fn || !a->free_fn))
+        return err_set(TETHER_EINVAL, fn,
+                       "the allocator needs size = sizeof(tether_allocator) "
+                       "and both functions");
+    if (atomic_load(&g_runtimes) != 0)
+        return err_set(TETHER_ESTATE, fn,
+                       "the allocator can only be replaced while no runtime exists");
+    if (a)
+        g_alloc = *a;
+    else
+        g_alloc = (tether_allocator){sizeof(tether_allocator), default_malloc,
+                                     default_free, NULL};
+    return TETHER_OK;
+}
+
+void *t_malloc(size_t n)
+{
+    if (fault_hit(TETHER_FAULT_ALLOC))
+        return NULL;
+    return g_alloc.malloc_fn(n ? n : 1, g_alloc.ud);
+}
+
+void *t_calloc(size_t count, size_t n)
+{
+    if (n && count > SIZE_MAX / n)
+        return NULL;
+    void *p = t_malloc(count * n);
+    if (p)
+        memset(p, 0, count * n);
+    return p;
+}
+
+void t_free(void *p)
+{
+    if (p)
+        g_alloc.free_fn(p, g_alloc.ud);
+}
+
+char *t_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = t_malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}

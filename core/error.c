@@ -1,0 +1,79 @@
+/*
+ * error.c - status names and messages from TETHER_STATUS_MAP, and the
+ * per-thread last-error sentence.
+ */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define ERR_BUF 512
+
+/* Synchronization: thread-local. */
+static _Thread_local char t_err[ERR_BUF];
+
+/* Synchronization: atomic.  Runtimes alive with ABORT_ON_MISUSE. */
+static atomic_int g_abort_on_misuse;
+
+const char *tether_strerror(int code)
+{
+    switch (code) {
+#define XX(name, value, msg) case value: return msg;
+        TETHER_STATUS_MAP(XX)
+#undef XX
+    case TETHER_EXIT:
+        return "the thread exited silently";
+    default:
+        return "unknown status";
+    }
+}
+
+const char *tether_status_name(int code)
+{
+    switch (code) {
+#define XX(name, value, msg) case value: return #name;
+        TETHER_STATUS_MAP(XX)
+#undef XX
+    case TETHER_EXIT:
+        return "EXIT";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+const char *tether_last_error(void) { return t_err; }
+
+static void vset(const char *func, const char *fmt, va_list ap)
+{
+    int n = snprintf(t_err, ERR_BUF, "%s: ", func);
+    if (n < 0 || n >= ERR_BUF)
+        return;
+    vsnprintf(t_err + n, ERR_BUF - (size_t)n, fmt, ap);
+}
+
+int err_set(int code, const char *func, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vset(func, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int err_misuse(int code, const char *func, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vset(func, fmt, ap);
+    va_end(ap);
+    if (atomic_load_explicit(&g_abort_on_misuse, memory_order_relaxed) > 0) {
+        fprintf(stderr, "tether: misuse (TETHER_CONFIG_ABORT_ON_MISUSE): %s\n",
+                t_err);
+        abort();
+    }
+    return code;
+}
+
+void err_abort_on_misuse_add(int delta) { atomic_fetch_add(&g_abort_on_misuse, delta); }

@@ -1,0 +1,28 @@
+/*
+ * error.h - status codes and the per-thread last-error sentence.
+ */
+#ifndef TETHER_ERROR_H
+#define TETHER_ERROR_H
+
+#include "tether/tether.h"
+
+#if defined(__GNUC__)
+#define T_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define T_PRINTF(f, a)
+#endif
+
+/* Formats "func: message" into the calling thread's last-error buffer and
+   returns `code`, so a failing path reads `return err_set(...)`. */
+int err_set(int code, const char *func, const char *fmt, ...) T_PRINTF(3, 4);
+
+/* Like err_set, for misuse by the caller (bad handle, wrong thread,
+   unbalanced release): aborts with the message when any runtime was
+   created with TETHER_CONFIG_ABORT_ON_MISUSE. */
+int err_misuse(int code, const char *func, const char *fmt, ...)
+    T_PRINTF(3, 4);
+
+/* Number of runtimes alive with TETHER_CONFIG_ABORT_ON_MISUSE. */
+void err_abort_on_misuse_add(int delta);
+
+#endif

@@ -1,0 +1,228 @@
+/*
+ * handle.c - the typed, generation-checked handle table (see handle.h).
+ *
+ * Lookups never lock: slots sit in chunks that are allocated once and never
+ * freed or moved, and the slot's state is one atomic word, so a stale
+ * handle reads a slot that still exists and fails the generation check.
+ * Only issuing a handle and recycling a slot take g_handle_lock.
+ */
+#include "handle.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "platform.h"
+
+#define CHUNK_BITS 10
+#define CHUNK_SLOTS (1u << CHUNK_BITS)
+#define MAX_CHUNKS 4096u /* 4 Mi live handles */
+
+#define W_REFS_MASK 0xffffffffull
+#define W_TYPE_SHIFT 32
+#define W_TYPE_MASK 0x7full
+#define W_OPEN (1ull << 39)
+#define W_GEN_SHIFT 40
+#define GEN_MASK 0xffffffull
+
+#define W_REFS(w) ((w) & W_REFS_MASK)
+#define W_TYPE(w) ((int)(((w) >> W_TYPE_SHIFT) & W_TYPE_MASK))
+#define W_GEN(w) (((w) >> W_GEN_SHIFT) & GEN_MASK)
+
+#define H_INDEX(h) ((uint32_t)(h))
+#define H_GEN(h) (((h) >> 32) & GEN_MASK)
+#define H_TYPE(h) ((int)((h) >> 56))
+
+struct slot {
+    _Atomic uint64_t word; /* Synchronization: atomic (see handle.h) */
+    /* The fields below are written by the issuer before the release store
+       that opens the slot, and by the destroyer after the last reference
+       is gone: Synchronization: owned by whoever holds the slot's life. */
+    void *obj;
+    handle_dtor dtor;
+    char *name;            /* for the leak report; freed under g_handle_lock */
+    uint64_t creator;      /* OS thread ident of the creator */
+    uint32_t next_free;    /* free-list link + 1; Synchronization: g_handle_lock */
+};
+
+/* Synchronization: each entry is written once (under g_handle_lock) with a
+   release store and never changes again. */
+static _Atomic(struct slot *) g_chunks[MAX_CHUNKS];
+
+/* g_handle_lock protects the free list, the chunk count and slot names.
+   Lock order: a leaf; it is taken with no other tether lock held, or after
+   any of them, and nothing is taken while holding it. */
+static pthread_mutex_t g_handle_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t g_free_head; /* index + 1 of the first free slot, 0 = none */
+static uint32_t g_nchunks;
+
+static const char *const g_type_names[HT__COUNT] = {
+    "?", "runtime", "interp", "thread", "lock", "event", "plugin", "callback",
+    "channel"};
+
+const char *handle_type_name(int type)
+{
+    return type > 0 && type < HT__COUNT ? g_type_names[type] : "unknown";
+}
+
+static struct slot *slot_at(uint32_t idx)
+{
+    uint32_t c = idx >> CHUNK_BITS;
+    if (c >= MAX_CHUNKS)
+        return NULL;
+    struct slot *chunk = atomic_load_explicit(&g_chunks[c], memory_order_acquire);
+    return chunk ? &chunk[idx & (CHUNK_SLOTS - 1)] : NULL;
+}
+
+/* Takes a free slot index, growing the table by one chunk when needed.
+   Called with g_handle_lock held. */
+static int take_slot(uint32_t *idx)
+{
+    if (g_free_head == 0) {
+        if (g_nchunks == MAX_CHUNKS)
+            return TETHER_ENOMEM;
+        struct slot *chunk = t_calloc(CHUNK_SLOTS, sizeof *chunk);
+        if (!chunk)
+            return TETHER_ENOMEM;
+        uint32_t base = g_nchunks << CHUNK_BITS;
+        for (uint32_t i = 0; i < CHUNK_SLOTS; i++)
+            chunk[i].next_free = i + 1 < CHUNK_SLOTS ? base + i + 2 : 0;
+        atomic_store_explicit(&g_chunks[g_nchunks], chunk, memory_order_release);
+        g_nchunks++;
+        g_free_head = base + 1;
+    }
+    *idx = g_free_head - 1;
+    g_free_head = slot_at(*idx)->next_free;
+    return TETHER_OK;
+}
+
+int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
+               uint64_t *out)
+{
+    char *copy = NULL;
+    if (name && !(copy = t_strdup(name)))
+        return TETHER_ENOMEM;
+    pthread_mutex_lock(&g_handle_lock);
+    uint32_t idx;
+    int rc = take_slot(&idx);
+    if (rc != TETHER_OK) {
+        pthread_mutex_unlock(&g_handle_lock);
+        t_free(copy);
+        return rc;
+    }
+    struct slot *s = slot_at(idx);
+    uint64_t gen = (W_GEN(atomic_load_explicit(&s->word, memory_order_relaxed)) + 1) & GEN_MASK;
+    if (gen == 0)
+        gen = 1;
+    s->obj = obj;
+    s->dtor = dtor;
+    s->name = copy;
+    s->creator = plat_thread_ident();
+    atomic_store_explicit(&s->word,
+                          gen << W_GEN_SHIFT | W_OPEN |
+                              (uint64_t)type << W_TYPE_SHIFT | 1u,
+                          memory_order_release);
+    pthread_mutex_unlock(&g_handle_lock);
+    *out = (uint64_t)type << 56 | gen << 32 | idx;
+    return TETHER_OK;
+}
+
+static void *get(uint64_t h, int type, uint64_t need)
+{
+    if (H_TYPE(h) != type)
+        return NULL;
+    struct slot *s = slot_at(H_INDEX(h));
+    if (!s)
+        return NULL;
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+    do {
+        if (W_GEN(w) != H_GEN(h) || W_TYPE(w) != type || (w & need) != need ||
+            W_REFS(w) == 0 || W_REFS(w) == W_REFS_MASK)
+            return NULL;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &s->word, &w, w + 1, memory_order_acquire, memory_order_acquire));
+    return s->obj;
+}
+
+void *handle_get(uint64_t h, int type) { return get(h, type, W_OPEN); }
+void *handle_get_any(uint64_t h, int type) { return get(h, type, 0); }
+
+void handle_ref(uint64_t h)
+{
+    atomic_fetch_add_explicit(&slot_at(H_INDEX(h))->word, 1, memory_order_relaxed);
+}
+
+/* Runs the destructor of a slot whose last reference is gone and puts the
+   slot back on the free list. */
+static void destroy(uint32_t idx, struct slot *s)
+{
+    void *obj = s->obj;
+    handle_dtor dtor = s->dtor;
+    pthread_mutex_lock(&g_handle_lock);
+    char *name = s->name;
+    s->name = NULL;
+    s->obj = NULL;
+    s->next_free = g_free_head;
+    g_free_head = idx + 1;
+    pthread_mutex_unlock(&g_handle_lock);
+    t_free(name);
+    if (dtor)
+        dtor(obj);
+}
+
+void handle_put(uint64_t h)
+{
+    uint32_t idx = H_INDEX(h);
+    struct slot *s = slot_at(idx);
+    uint64_t w = atomic_fetch_sub_explicit(&s->word, 1, memory_order_acq_rel);
+    if (W_REFS(w) == 1 && !(w & W_OPEN))
+        destroy(idx, s);
+}
+
+int handle_close(uint64_t h, int type)
+{
+    if (H_TYPE(h) != type)
+        return TETHER_EBADHANDLE;
+    uint32_t idx = H_INDEX(h);
+    struct slot *s = slot_at(idx);
+    if (!s)
+        return TETHER_EBADHANDLE;
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire), nw;
+    do {
+        if (W_GEN(w) != H_GEN(h) || W_TYPE(w) != type || !(w & W_OPEN) ||
+            W_REFS(w) == 0)
+            return TETHER_EBADHANDLE;
+        nw = (w & ~W_OPEN) - 1;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &s->word, &w, nw, memory_order_acq_rel, memory_order_acquire));
+    if (W_REFS(nw) == 0)
+        destroy(idx, s);
+    return TETHER_OK;
+}
+
+void handle_foreach_open(void (*fn)(uint64_t h, int type, const char *name,
+                                    uint64_t creator, void *ud),
+                         void *ud)
+{
+    pthread_mutex_lock(&g_handle_lock);
+    for (uint32_t c = 0; c < g_nchunks; c++) {
+        struct slot *chunk = atomic_load(&g_chunks[c]);
+        for (uint32_t i = 0; i < CHUNK_SLOTS; i++) {
+            uint64_t w = atomic_load(&chunk[i].word);
+            if (!(w & W_OPEN))
+                continue;
+            uint64_t h = (uint64_t)W_TYPE(w) << 56 | W_GEN(w) << 32 |
+                         (c << CHUNK_BITS | i);
+            fn(h, W_TYPE(w), chunk[i].name, chunk[i].creator, ud);
+        }
+    }
+    pthread_mutex_unlock(&g_handle_lock);
+}
+
+void handle_atfork_child(void)
+{
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    memcpy(&g_handle_lock, &fresh, sizeof fresh);
+}

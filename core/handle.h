@@ -1,0 +1,70 @@
+/*
+ * handle.h - the typed, generation-checked handle table.
+ *
+ * A handle is 64 bits: [ 8 type | 24 generation | 32 slot index ], never 0.
+ * Each slot holds one atomic word [ 24 generation | 1 open | 7 type |
+ * 32 references ] and the object pointer.  Slots live in chunks that are
+ * never moved or freed, so a lookup is lock-free: read the word, check the
+ * generation, type and open bit, and take a reference with one CAS.  The
+ * object stays alive while references remain; when the last one goes and
+ * the handle is closed, the slot's destructor runs and the slot is recycled
+ * with a new generation, so an old handle can never reach a new object.
+ */
+#ifndef TETHER_HANDLE_H
+#define TETHER_HANDLE_H
+
+#include <stdint.h>
+
+enum handle_type {
+    HT_RUNTIME = 1,
+    HT_INTERP,
+    HT_THREAD,
+    HT_LOCK,
+    HT_EVENT,
+    HT_PLUGIN,
+    HT_CALLBACK,
+    HT_CHANNEL,
+    HT__COUNT
+};
+
+typedef void (*handle_dtor)(void *obj);
+
+/* Issues a handle for `obj` with one reference (the creator's).  `name` is
+   copied for the TETHER_DEBUG leak report (may be NULL).
+   Returns TETHER_OK or TETHER_ENOMEM. */
+int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
+               uint64_t *out);
+
+/* Takes a reference: returns the object, or NULL if `h` is zero, stale,
+   forged, closed or of another type. */
+void *handle_get(uint64_t h, int type);
+
+/* Like handle_get, and also accepts a closed handle that still has
+   references (so a finalizing object can answer EFINALIZING). */
+void *handle_get_any(uint64_t h, int type);
+
+/* Takes one more reference on a handle already referenced by the caller. */
+void handle_ref(uint64_t h);
+
+/* Drops a reference; the last one of a closed handle runs the destructor. */
+void handle_put(uint64_t h);
+
+/* Closes the handle (lookups fail from now on) and drops the creator's
+   reference.  Returns TETHER_OK, or TETHER_EBADHANDLE if it was not open. */
+int handle_close(uint64_t h, int type);
+
+/* A name for error messages: "runtime", "interp", ... */
+const char *handle_type_name(int type);
+
+/* The type a handle claims in its top byte (not validated). */
+static inline int handle_claimed_type(uint64_t h) { return (int)(h >> 56); }
+
+/* Calls fn for every open handle (for the TETHER_DEBUG report). */
+void handle_foreach_open(void (*fn)(uint64_t h, int type, const char *name,
+                                    uint64_t creator, void *ud),
+                         void *ud);
+
+/* Resets the table's lock in a forked child. */
+void handle_atfork_child(void);
+
+#endif
