@@ -32,6 +32,11 @@ struct fault {
 static struct fault g_faults[3];
 static pthread_mutex_t g_fault_lock = PTHREAD_MUTEX_INITIALIZER;
 
+void alloc_atfork_child(void)
+{
+    pthread_mutex_init(&g_fault_lock, NULL);
+}
+
 void alloc_runtime_add(int delta) { atomic_fetch_add(&g_runtimes, delta); }
 
 int fault_hit(uint32_t what)

@@ -19,6 +19,9 @@ char *t_strdup(const char *s);
 /* 1 if the next operation of kind `what` (TETHER_FAULT_*) must fail. */
 int fault_hit(uint32_t what);
 
+/* Fork child: the fault switch lock may have been held by a vanished thread. */
+void alloc_atfork_child(void);
+
 /* Counts runtimes alive, so the allocator is swapped only when none is. */
 void alloc_runtime_add(int delta);
 

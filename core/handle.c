@@ -10,7 +10,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <string.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -202,8 +201,9 @@ int handle_close(uint64_t h, int type)
     return TETHER_OK;
 }
 
-void handle_foreach_open(void (*fn)(uint64_t h, int type, const char *name,
-                                    uint64_t creator, void *ud),
+void handle_foreach_open(void (*fn)(uint64_t h, int type, void *obj,
+                                    const char *name, uint64_t creator,
+                                    void *ud),
                          void *ud)
 {
     pthread_mutex_lock(&g_handle_lock);
@@ -215,14 +215,12 @@ void handle_foreach_open(void (*fn)(uint64_t h, int type, const char *name,
                 continue;
             uint64_t h = (uint64_t)W_TYPE(w) << 56 | W_GEN(w) << 32 |
                          (c << CHUNK_BITS | i);
-            fn(h, W_TYPE(w), chunk[i].name, chunk[i].creator, ud);
+            fn(h, W_TYPE(w), chunk[i].obj, chunk[i].name, chunk[i].creator, ud);
         }
     }
     pthread_mutex_unlock(&g_handle_lock);
 }
 
-void handle_atfork_child(void)
-{
-    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    memcpy(&g_handle_lock, &fresh, sizeof fresh);
-}
+void handle_atfork_prepare(void) { pthread_mutex_lock(&g_handle_lock); }
+void handle_atfork_parent(void) { pthread_mutex_unlock(&g_handle_lock); }
+void handle_atfork_child(void) { pthread_mutex_unlock(&g_handle_lock); }

@@ -60,11 +60,16 @@ const char *handle_type_name(int type);
 static inline int handle_claimed_type(uint64_t h) { return (int)(h >> 56); }
 
 /* Calls fn for every open handle (for the TETHER_DEBUG report). */
-void handle_foreach_open(void (*fn)(uint64_t h, int type, const char *name,
-                                    uint64_t creator, void *ud),
+/* Calls fn for every open handle, with the table lock held (fn must not
+   issue, close or drop handles). */
+void handle_foreach_open(void (*fn)(uint64_t h, int type, void *obj,
+                                    const char *name, uint64_t creator,
+                                    void *ud),
                          void *ud);
 
-/* Resets the table's lock in a forked child. */
+/* pthread_atfork: prepare takes the table lock, parent and child release it. */
+void handle_atfork_prepare(void);
+void handle_atfork_parent(void);
 void handle_atfork_child(void);
 
 #endif

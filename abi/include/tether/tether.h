@@ -239,10 +239,11 @@ TETHER_API int tether_save_thread(tether_tstate *out);
    A thread coming back from a blocking call is not made to wait a whole
    switch interval behind a CPU-bound holder: it asks for the GIL at once.
    Returns TETHER_OK (attached), TETHER_EASYNC (attached, and an asynchronous
-   exception is pending: fetch it with tether_async_fetch),
-   TETHER_EFINALIZING (attached, but the interpreter is shutting down: clean
-   up and return), TETHER_ESTATE (not a state saved on this thread, or the
-   thread is attached).  [owner-thread] */
+   exception was delivered: fetch it with tether_async_fetch),
+   TETHER_EFINALIZING (the interpreter is shutting down: the thread stays
+   detached and must return without touching guest state),
+   TETHER_ESTATE (not a state saved on this thread, or the thread is
+   attached).  [owner-thread] */
 TETHER_API int tether_restore_thread(tether_tstate ts);
 
 /* The eval breaker: guest code calls this periodically while holding the
@@ -251,8 +252,10 @@ TETHER_API int tether_restore_thread(tether_tstate ts);
    runs pending calls (on the main thread), and reports asynchronous
    exceptions and shutdown.
    Returns TETHER_OK, TETHER_EASYNC (an asynchronous exception was delivered:
-   tether_async_fetch takes it), TETHER_EFINALIZING, TETHER_ESTATE (not
-   attached), or the first error status of a pending call.  [gil-held] */
+   tether_async_fetch takes it), TETHER_EFINALIZING (the interpreter is
+   shutting down: the GIL has been dropped and the thread is detached, so it
+   must return without touching guest state), TETHER_ESTATE (not attached),
+   or the first error status of a pending call.  [gil-held] */
 TETHER_API int tether_checkpoint(void);
 
 /* 1 if the calling thread holds its interpreter's GIL, else 0.
@@ -402,7 +405,11 @@ TETHER_API int tether_async_allow(void);
  * Every wait first tries once without blocking, then releases the caller's
  * GIL while blocked, measures its timeout on the monotonic clock, and is
  * woken by an asynchronous exception (TETHER_EASYNC) or finalize
- * (TETHER_EFINALIZING).  Waits may also be called by unattached threads.
+ * (TETHER_EFINALIZING, after which the thread stays detached, as after
+ * tether_checkpoint).  A wait that succeeded is not undone by an asynchronous
+ * exception that arrives while it re-takes the GIL: the exception is
+ * delivered at the next checkpoint or wait.  Waits may also be called by
+ * unattached threads, which they cannot interrupt.
  * ---------------------------------------------------------------------- */
 
 /* Sleeps `ns` (0 yields the GIL to a waiting thread).
@@ -522,6 +529,127 @@ TETHER_API int tether_set_allocator(const tether_allocator *a);
    Returns TETHER_EINVAL (unknown kind).  [any-thread] */
 TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
                                    uint64_t count);
+
+/* ------------------------------------------------------------------------
+ * Plugins
+ *
+ * A plugin is a shared object that exports tether_plugin_entry, declared
+ * with the descriptor and the host API table in tether_plugin.h; the guide
+ * is docs/plugins.md.
+ * ---------------------------------------------------------------------- */
+
+/* Loads the plugin at `path` into `rt`: dlopen(RTLD_NOW | RTLD_LOCAL), calls
+   its tether_plugin_entry with this library's ABI version, checks the
+   descriptor it returns, and runs its init holding the GIL of the runtime's
+   main interpreter.  Loading a library that is already loaded into `rt`
+   (through any path naming the same file) returns the same handle and
+   counts one more reference; each load needs its own tether_plugin_unload.
+   The caller's GIL is released while the library is opened.  On failure
+   nothing stays loaded.
+   Returns TETHER_EINVAL (NULL path or out), TETHER_EBADHANDLE,
+   TETHER_EVERSION (built for another ABI major, or needing a newer minor
+   than this library: the message names both versions and the file),
+   TETHER_EPLUGIN (no such file, not a loadable shared object, no
+   tether_plugin_entry, the entry returned NULL, a malformed descriptor, or
+   init failed: the message says which, with the dynamic loader's text when
+   there is one), TETHER_EFINALIZING, TETHER_EASYNC (an asynchronous
+   exception arrived while the GIL was released), TETHER_ENOMEM.
+   [any-thread] */
+TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
+                                  tether_plugin *out);
+
+/* Drops one reference to the plugin; the last one unloads it.  Unloading
+   waits until no tether_ffi_call into the plugin's code is in progress,
+   runs its fini holding no GIL, and forgets it.  By default the library
+   stays mapped for the life of the process.  A plugin whose descriptor sets
+   TETHER_PLUGIN_UNLOADABLE is then dlclosed, once no callback whose function
+   is in its code is alive and no thread started with a function in its code
+   is running.  All the waiting together takes at most `timeout_ns`, with
+   the caller's GIL released.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ETIMEDOUT (calls into the
+   plugin were still in progress: it stays loaded, usable, and the reference
+   is kept; or, for an unloadable plugin, callbacks or threads into it were
+   still alive after fini: it stays mapped but finalized, and a later unload
+   waits again), TETHER_ESTATE (another unload of the last reference is in
+   progress), TETHER_EASYNC / TETHER_EFINALIZING (an asynchronous exception
+   or shutdown was pending when the caller re-took its GIL; if it cut the
+   waiting short the plugin stays loaded, and tether_plugin_info tells).
+   [any-thread] */
+TETHER_API int tether_plugin_unload(tether_plugin p, int64_t timeout_ns);
+
+/* Looks up `name` in the plugin's library (dlsym).  The pointer stays valid
+   until the plugin is unloaded, or for ever unless it is unloadable.
+   Returns TETHER_EINVAL (NULL name or out), TETHER_EBADHANDLE,
+   TETHER_EPLUGIN (no such symbol; the message has the loader's text),
+   TETHER_ESTATE (the plugin is being unloaded).  [any-thread] */
+TETHER_API int tether_plugin_symbol(tether_plugin p, const char *name,
+                                    void **out);
+
+/* The name and version from the plugin's descriptor: copies owned by the
+   handle, valid until the plugin is unloaded.  Either out may be NULL.
+   Returns TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_plugin_info(tether_plugin p, const char **name,
+                                  const char **version);
+
+/* ------------------------------------------------------------------------
+ * FFI: C callbacks into guest code, and dynamic calls
+ *
+ * A signature is "ret(arg,arg,...)" over the types void i8 u8 i16 u16 i32
+ * u32 i64 u64 f32 f64 ptr str, e.g. "i32(i32,f64,ptr)" or "void()".  str is
+ * a const char *; void is allowed only as the return type or alone between
+ * the parentheses; spaces between tokens are ignored; at most 32 arguments.
+ * A malformed signature gets TETHER_ESIGNATURE and a message with the
+ * column of the problem.  Values travel by address: args[i] points to a
+ * value of the i-th argument's C type (int8_t ... uint64_t, float, double,
+ * void *, const char *) and `ret` to storage of the return type's.  The
+ * guide is docs/ffi.md.
+ * ---------------------------------------------------------------------- */
+
+/* The guest side of a callback.  Called holding the GIL of the callback's
+   interpreter; `ret` is NULL when the return type is void.  Returns
+   TETHER_OK, or an error status: the C caller then gets a zeroed return
+   value, and the status with the thread's last-error sentence goes to the
+   runtime's excepthook, as ctypes does for a callback that raised. */
+typedef int (*tether_guest_fn)(void **args, void *ret, void *userdata);
+
+/* Makes a C function with the given signature that runs fn(args, ret,
+   userdata) under tether_ensure/tether_release of `interp` (a libffi
+   closure; tether_callback_code gives its address).
+   Returns TETHER_EINVAL (NULL signature, fn or out), TETHER_ESIGNATURE,
+   TETHER_EBADHANDLE (interp), TETHER_ESTATE (fn is in a plugin that is
+   being unloaded), TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_callback_new(tether_interp interp, const char *signature,
+                                   tether_guest_fn fn, void *userdata,
+                                   tether_callback *out);
+
+/* The callback's address: a real C function of the callback's signature
+   that any C code may call, on any thread, attached or not, until
+   tether_callback_free.  Cast it to the matching function pointer type.
+   Once the interpreter is finalized or destroyed a call does not run fn: it
+   returns zero, and the first such call prints one line on stderr.
+   Returns NULL for a bad handle.  [any-thread] */
+TETHER_API void *tether_callback_code(tether_callback cb);
+
+/* Frees the callback.  Calls running on other threads are waited for (with
+   the caller's GIL released), so that when this returns fn runs no more and
+   its userdata may be released; calls that had not yet reached fn return
+   zero.  Freed from inside its own fn, the callback is freed when that call
+   returns.  It is an error to call the code after this returns.
+   Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK), TETHER_EASYNC /
+   TETHER_EFINALIZING (the caller waited without its GIL and re-attaching
+   found one pending; the callback is freed all the same).  [any-thread] */
+TETHER_API int tether_callback_free(tether_callback cb);
+
+/* Calls the C function at `fnptr` as the signature describes: args[i]
+   points to the i-th argument, and the return value is stored in *ret
+   (`ret` may be NULL to discard it).  The call runs on the calling thread
+   and leaves the GIL as it is.  While it runs, an unloadable plugin holding
+   fnptr is not unloaded.
+   Returns TETHER_OK, TETHER_EINVAL (NULL fnptr or signature, or NULL args
+   with arguments), TETHER_ESIGNATURE, TETHER_ESTATE (fnptr is in a plugin
+   that is being unloaded).  [any-thread] */
+TETHER_API int tether_ffi_call(void *fnptr, const char *signature, void **args,
+                               void *ret);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,335 @@
+/*
+ * gil.c - the global interpreter lock.
+ *
+ * Notes on the implementation
+ * ===========================
+ *
+ * What it guarantees.  At most one thread holds a GIL at a time; a thread
+ * that waits gets it within about one switch interval as long as the holder
+ * keeps calling tether_checkpoint; a thread coming back from a blocking
+ * call does not queue behind a CPU-bound holder for a whole interval.
+ *
+ * The state machine.  A GIL is one atomic word plus a mutex and two
+ * condition variables:
+ *
+ *     word = locked (bit 0) | pins << 1
+ *
+ * A "pin" is a thread inside the slow path: a waiter, a holder doing a
+ * forced switch, or a thread that needs to look at the holder (to post a
+ * drop request or an asynchronous exception).  The rule that makes the
+ * rest simple: while any pin is present, the GIL changes hands only under
+ * the mutex.  So:
+ *
+ *   - take, fast path: CAS word 0 -> 1.  It succeeds only when the GIL is
+ *     free *and* nobody waits, so an uncontended take is one CAS.
+ *   - drop, fast path: CAS word 1 -> 0, again only with no pins.
+ *   - slow paths: lock the mutex, add a pin, and flip the locked bit with a
+ *     CAS that preserves the pins; drops signal `cond`.
+ *
+ * A thread that holds the mutex and has pinned the word can read `holder`
+ * and know it stays the holder until the mutex is released: the holder's
+ * drop cannot use the fast path (pins are present) and its slow path needs
+ * the mutex.  That is how waiters post drop requests to the holder's own
+ * thread state, and how asynchronous exceptions reach the binding's hook,
+ * without a reference count on thread states.
+ *
+ * The drop-request protocol (CPython's, since 3.2).  A waiter sleeps on
+ * `cond` for one switch interval.  If it times out, the GIL is still held,
+ * and no acquisition happened during the interval (the acquisition counter
+ * did not move), it sets BRK_DROP in the holder's eval breaker.  The holder
+ * sees it at its next tether_checkpoint (one relaxed load when nothing is
+ * pending) and calls gil_yield.  The request lives in the holder's own
+ * breaker word, not in the GIL, and every drop clears it: a thread that
+ * exits or blocks cannot leave a stale request for the next holder
+ * (CPython gh-96387).
+ *
+ * Forced switching.  A holder that drops because of a request must not
+ * take the GIL straight back, or on a multi-core machine it usually wins
+ * the race against the waiter it was asked to make way for.  gil_yield
+ * therefore drops, then waits on `switch_cond` until the acquisition
+ * counter moves (someone else took it), and only then queues again.  Every
+ * slow-path take signals `switch_cond` when a yielder is waiting.
+ *
+ * The convoy effect, and what we do about it.  In CPython a thread that
+ * comes back from a short blocking call (an I/O read, a 1 ms sleep) while a
+ * CPU-bound thread holds the GIL waits a full switch interval (5 ms) before
+ * it even asks for a drop: every short blocking call costs 5 ms of latency.
+ * Here a returning thread (gil_take with `urgent`) looks at the acquisition
+ * counter it recorded when it dropped: if exactly one acquisition happened
+ * since, the current holder took the GIL right after it and has held it
+ * ever since, so it is CPU-bound relative to us and the request is posted
+ * at once.  If the counter moved more, the GIL is changing hands freely
+ * (threads re-taking it in a loop) and the thread waits the normal way,
+ * which keeps acquisition throughput high when everybody releases often.
+ *
+ * Barging.  A thread may take a free GIL even though others wait (under
+ * the mutex).  That keeps a thread that releases and re-takes the GIL in a
+ * loop fast; fairness comes from drop requests and forced switching.
+ *
+ * Finalize.  Once the interpreter of the taking thread is finalizing,
+ * gil_take returns TETHER_EFINALIZING instead of the GIL (CPython hangs
+ * such threads forever).  gil_wake_all wakes every waiter so they notice.
+ *
+ * errno.  Nothing here can change errno on success paths that matter to
+ * guests: pthread functions return their errors instead of setting errno,
+ * and clock_gettime on CLOCK_MONOTONIC does not fail.
+ */
+#include "internal.h"
+#include "platform.h"
+
+#define W_LOCKED 1u
+#define W_PIN 2u
+
+static inline void stat_add(_Atomic uint64_t *c, uint64_t n)
+{
+    /* Written only by the GIL holder: a plain load and store suffice. */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+void gil_init(struct gil *g, uint32_t interval_us)
+{
+    atomic_init(&g->word, 0);
+    atomic_init(&g->holder, NULL);
+    atomic_init(&g->acquisitions, 0);
+    atomic_init(&g->switches, 0);
+    atomic_init(&g->forced_drops, 0);
+    atomic_init(&g->wait_ns_total, 0);
+    atomic_init(&g->wait_ns_max, 0);
+    atomic_init(&g->interval_us, interval_us);
+    g->last_holder = NULL;
+    g->switch_waiters = 0;
+    pthread_mutex_init(&g->mutex, NULL);
+    plat_cond_init(&g->cond);
+    plat_cond_init(&g->switch_cond);
+}
+
+void gil_destroy(struct gil *g)
+{
+    pthread_cond_destroy(&g->switch_cond);
+    pthread_cond_destroy(&g->cond);
+    pthread_mutex_destroy(&g->mutex);
+}
+
+/* Bookkeeping of the new holder. */
+static void took(struct gil *g, struct tstate *ts)
+{
+    atomic_store_explicit(&g->holder, ts, memory_order_relaxed);
+    stat_add(&g->acquisitions, 1);
+    if (g->last_holder != ts) {
+        stat_add(&g->switches, 1);
+        g->last_holder = ts;
+    }
+}
+
+static int interp_finalizing(struct tstate *ts)
+{
+    return atomic_load_explicit(&ts->interp->finalizing, memory_order_acquire);
+}
+
+/* Asks the holder to drop the GIL.  Called pinned, with the mutex held, so
+   the holder cannot go away.  Returns 1 if a holder was found. */
+static int request_drop(struct gil *g)
+{
+    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_relaxed);
+    if (!h || !(atomic_load(&g->word) & W_LOCKED))
+        return 0;
+    atomic_fetch_or(&h->breaker, BRK_DROP);
+    tether_breaker_fn hook = atomic_load(&h->interp->hook);
+    if (hook)
+        hook(atomic_load_explicit(&h->userdata, memory_order_relaxed),
+             atomic_load(&h->interp->hook_ud));
+    return 1;
+}
+
+static void record_wait(struct gil *g, int64_t t0)
+{
+    uint64_t waited = (uint64_t)(plat_now_ns() - t0);
+    stat_add(&g->wait_ns_total, waited);
+    if (waited > atomic_load_explicit(&g->wait_ns_max, memory_order_relaxed))
+        atomic_store_explicit(&g->wait_ns_max, waited, memory_order_relaxed);
+}
+
+static int take_slow(struct gil *g, struct tstate *ts, int urgent)
+{
+    int64_t t0 = plat_now_ns();
+    int rc = TETHER_OK, requested = 0, taken = 0;
+    pthread_mutex_lock(&g->mutex);
+    atomic_fetch_add(&g->word, W_PIN);
+    /* Urgent only if the holder has held the GIL since this thread left. */
+    urgent = urgent && atomic_load(&g->acquisitions) == ts->acq_at_drop + 1;
+    for (;;) {
+        if (interp_finalizing(ts)) {
+            rc = TETHER_EFINALIZING;
+            break;
+        }
+        uint64_t w = atomic_load(&g->word);
+        if (!(w & W_LOCKED)) {
+            if (atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED)) {
+                taken = 1;
+                break;
+            }
+            continue;
+        }
+        if (urgent && !requested)
+            requested = request_drop(g);
+        uint64_t seen = atomic_load(&g->acquisitions);
+        int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
+        int timed_out = plat_cond_wait(&g->cond, &g->mutex, plat_now_ns() + interval);
+        if (timed_out && atomic_load(&g->acquisitions) == seen)
+            request_drop(g);
+    }
+    atomic_fetch_sub(&g->word, W_PIN);
+    if (taken) {
+        /* The GIL is ours from the CAS on: the stats are ours to write. */
+        took(g, ts);
+        record_wait(g, t0);
+        if (g->switch_waiters)
+            pthread_cond_broadcast(&g->switch_cond);
+    }
+    pthread_mutex_unlock(&g->mutex);
+    return rc;
+}
+
+int gil_take(struct gil *g, struct tstate *ts, int urgent)
+{
+    uint64_t w = 0;
+    int rc;
+    if (atomic_compare_exchange_strong_explicit(&g->word, &w, W_LOCKED,
+                                                memory_order_acquire,
+                                                memory_order_relaxed)) {
+        took(g, ts);
+        rc = TETHER_OK;
+    } else {
+        rc = take_slow(g, ts, urgent);
+    }
+    /* Checked after taking: the finalizer sets the flag and then passes
+       through the GIL (gil_barrier), so whoever takes the GIL after that
+       pass sees the flag here, and whoever took it before was made to drop
+       it by BRK_FINAL before the pass completed. */
+    if (rc == TETHER_OK && interp_finalizing(ts)) {
+        gil_drop(g, ts);
+        rc = TETHER_EFINALIZING;
+    }
+    return rc;
+}
+
+/* Clears the locked bit under the mutex and wakes one waiter. */
+static void release_locked(struct gil *g)
+{
+    atomic_fetch_and(&g->word, ~(uint64_t)W_LOCKED);
+    pthread_cond_signal(&g->cond);
+}
+
+void gil_drop(struct gil *g, struct tstate *ts)
+{
+    if (atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BRK_DROP)
+        atomic_fetch_and(&ts->breaker, ~BRK_DROP);
+    ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
+    atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
+    uint64_t w = W_LOCKED;
+    if (atomic_compare_exchange_strong_explicit(&g->word, &w, 0,
+                                                memory_order_release,
+                                                memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&g->mutex);
+    /* A pinned thread may have posted a drop request meanwhile: this drop
+       answers it. */
+    atomic_fetch_and(&ts->breaker, ~BRK_DROP);
+    release_locked(g);
+    pthread_mutex_unlock(&g->mutex);
+}
+
+int gil_yield(struct gil *g, struct tstate *ts)
+{
+    pthread_mutex_lock(&g->mutex);
+    if (atomic_fetch_and(&ts->breaker, ~BRK_DROP) & BRK_DROP)
+        stat_add(&g->forced_drops, 1);
+    uint64_t seen = atomic_load(&g->acquisitions);
+    ts->acq_at_drop = seen;
+    atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
+    atomic_fetch_add(&g->word, W_PIN);
+    release_locked(g);
+    /* Forced switching: wait until another thread took the GIL, as long as
+       one is still waiting for it (a pin other than ours). */
+    g->switch_waiters++;
+    while (atomic_load(&g->acquisitions) == seen &&
+           (atomic_load(&g->word) >> 1) > 1 && !interp_finalizing(ts)) {
+        int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
+        plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval);
+    }
+    g->switch_waiters--;
+    atomic_fetch_sub(&g->word, W_PIN);
+    pthread_mutex_unlock(&g->mutex);
+    return gil_take(g, ts, 0);
+}
+
+int gil_contended(struct gil *g)
+{
+    return (atomic_load_explicit(&g->word, memory_order_relaxed) >> 1) != 0;
+}
+
+void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
+                     void *ud)
+{
+    pthread_mutex_lock(&g->mutex);
+    atomic_fetch_add(&g->word, W_PIN);
+    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_relaxed);
+    if (h && (atomic_load(&g->word) & W_LOCKED))
+        fn(h, ud);
+    atomic_fetch_sub(&g->word, W_PIN);
+    pthread_mutex_unlock(&g->mutex);
+}
+
+void gil_wake_all(struct gil *g)
+{
+    pthread_mutex_lock(&g->mutex);
+    pthread_cond_broadcast(&g->cond);
+    pthread_cond_broadcast(&g->switch_cond);
+    pthread_mutex_unlock(&g->mutex);
+}
+
+int gil_barrier(struct gil *g, int64_t deadline)
+{
+    int rc = -1;
+    pthread_mutex_lock(&g->mutex);
+    atomic_fetch_add(&g->word, W_PIN);
+    for (;;) {
+        uint64_t w = atomic_load(&g->word);
+        if (!(w & W_LOCKED)) {
+            if (!atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED))
+                continue;
+            release_locked(g); /* nobody ran meanwhile: hand it straight on */
+            rc = 0;
+            break;
+        }
+        int64_t now = plat_now_ns();
+        if (deadline >= 0 && now >= deadline)
+            break;
+        request_drop(g);
+        int64_t until = now + (int64_t)atomic_load(&g->interval_us) * 1000;
+        plat_cond_wait(&g->cond, &g->mutex,
+                       deadline >= 0 && deadline < until ? deadline : until);
+    }
+    atomic_fetch_sub(&g->word, W_PIN);
+    pthread_mutex_unlock(&g->mutex);
+    return rc;
+}
+
+void gil_atfork_prepare(struct gil *g) { pthread_mutex_lock(&g->mutex); }
+void gil_atfork_parent(struct gil *g) { pthread_mutex_unlock(&g->mutex); }
+
+void gil_atfork_child(struct gil *g, struct tstate *survivor)
+{
+    /* The mutex was taken by prepare on this very thread; the conds may
+       have had waiters that no longer exist, so both are made anew. */
+    pthread_mutex_unlock(&g->mutex);
+    plat_cond_init(&g->cond);
+    plat_cond_init(&g->switch_cond);
+    g->switch_waiters = 0;
+    int held = survivor && atomic_load(&g->holder) == survivor &&
+               (atomic_load(&g->word) & W_LOCKED);
+    atomic_store(&g->word, held ? W_LOCKED : 0);
+    atomic_store(&g->holder, held ? survivor : NULL);
+    g->last_holder = held ? survivor : NULL;
+}

@@ -1,0 +1,602 @@
+/*
+ * gilstate.c - attaching threads: ensure/release, save/restore, the eval
+ * breaker (tether_checkpoint), asynchronous exceptions, blocking calls and
+ * pending calls.
+ *
+ * The eval breaker is one atomic word per thread state (BRK_* bits).  Other
+ * threads only ever set bits in it (with interp->mutex held, so a bit and
+ * the data it announces are published together); the owner clears them.
+ * With nothing pending, tether_checkpoint is a TLS read and one relaxed
+ * load.
+ */
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "handle.h"
+#include "internal.h"
+#include "platform.h"
+
+/* Ensure tokens: [ 40 OS-thread serial | 24 depth ]. */
+#define TOKEN_DEPTH_BITS 24
+#define TOKEN(os) ((os)->serial << TOKEN_DEPTH_BITS | (os)->depth)
+
+static int finalizing(struct tstate *ts)
+{
+    return atomic_load_explicit(&ts->interp->finalizing, memory_order_acquire);
+}
+
+int ts_attach(struct tstate *ts, int urgent)
+{
+    int rc = gil_take(ts->interp->gil, ts, urgent);
+    if (rc == TETHER_OK) {
+        ts->attached = 1;
+        ts->os->current = ts;
+    }
+    return rc;
+}
+
+void ts_detach(struct tstate *ts)
+{
+    ts->attached = 0;
+    ts->os->current = NULL;
+    gil_drop(ts->interp->gil, ts);
+}
+
+/* Moves the calling thread from `from` to `to`, both of this OS thread.
+   With one GIL for both, only the bookkeeping changes hands. */
+static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
+{
+    struct gil *g = to->interp->gil;
+    if (from->interp->gil != g || finalizing(to)) {
+        ts_detach(from);
+        return ts_attach(to, urgent);
+    }
+    from->attached = 0;
+    to->attached = 1;
+    to->os->current = to;
+    atomic_store_explicit(&g->holder, to, memory_order_relaxed);
+    g->last_holder = to;
+    return TETHER_OK;
+}
+
+/* ---- ensure / release --------------------------------------------------- */
+
+static int push_frame(struct osthread *os, struct tstate *ts,
+                      struct tstate *prev, int took, tether_gilstate *out)
+{
+    os->frames[os->depth++] = (struct frame){ts, prev, took};
+    atomic_store_explicit(&ts->ensures,
+                          atomic_load_explicit(&ts->ensures, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    *out = TOKEN(os);
+    return TETHER_OK;
+}
+
+/* The state the calling thread uses for interp handle `h`, created on first
+   use.  Returns TETHER_OK, or TETHER_EBADHANDLE/EFINALIZING/ENOMEM. */
+static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
+{
+    static const char fn[] = "tether_ensure";
+    struct tstate *ts = ts_cached(os, h);
+    if (ts) {
+        if (finalizing(ts) && !ts->attached) {
+            ts_forget(os, ts);
+            return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
+        }
+        *out = ts;
+        return TETHER_OK;
+    }
+    struct interp *interp = interp_get(h);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    if (atomic_load(&interp->finalizing))
+        rc = err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
+    else if (!(ts = ts_new(interp)))
+        rc = err_set(TETHER_ENOMEM, fn, "out of memory for a thread state");
+    else
+        ts_bind(ts, os);
+    interp_unref(interp);
+    *out = ts;
+    return rc;
+}
+
+static int ensure_slow(tether_interp h, tether_gilstate *out)
+{
+    static const char fn[] = "tether_ensure";
+    struct osthread *os = os_get();
+    if (!os)
+        return err_set(TETHER_ENOMEM, fn, "out of memory for the thread record");
+    if (os->depth == os->cap && os_grow_frames(os) != TETHER_OK)
+        return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
+    struct tstate *ts, *cur = os->current;
+    int rc = state_for(os, h, &ts);
+    if (rc != TETHER_OK)
+        return rc;
+    if (cur == ts)
+        return push_frame(os, ts, ts, 0, out);
+    rc = cur ? ts_switch(cur, ts, 0) : ts_attach(ts, 0);
+    if (rc != TETHER_OK) {
+        if (cur && !cur->attached)
+            (void)ts_attach(cur, 1); /* put back what we detached */
+        return err_set(rc, fn, "the interpreter is finalizing");
+    }
+    return push_frame(os, ts, cur, 1, out);
+}
+
+int tether_ensure(tether_interp h, tether_gilstate *out)
+{
+    if (!out)
+        return err_misuse(TETHER_EINVAL, "tether_ensure", "out is NULL");
+    struct osthread *os = t_os_fast();
+    struct tstate *cur;
+    /* Nested ensure of the interpreter already attached: two stores. */
+    if (os && (cur = os->current) && cur->interp->handle == h &&
+        os->depth < os->cap)
+        return push_frame(os, cur, cur, 0, out);
+    return ensure_slow(h, out);
+}
+
+static int bad_token(const char *why)
+{
+    return err_misuse(TETHER_ESTATE, "tether_release", "%s", why);
+}
+
+int tether_release(tether_gilstate st)
+{
+    if (st == 0)
+        return err_misuse(TETHER_EINVAL, "tether_release", "the token is 0");
+    struct osthread *os = t_os_fast();
+    if (!os || st >> TOKEN_DEPTH_BITS != os->serial)
+        return bad_token("the token belongs to another thread");
+    if (os->depth == 0 || (st & ((1u << TOKEN_DEPTH_BITS) - 1)) != os->depth)
+        return bad_token("tokens must be released innermost first, once");
+    struct frame *f = &os->frames[os->depth - 1];
+    if (os->current != f->ts && f->ts->attached == 0 && !finalizing(f->ts))
+        return bad_token("the thread state of this ensure is not attached "
+                         "(unbalanced tether_save_thread?)");
+    os->depth--;
+    atomic_store_explicit(&f->ts->ensures,
+                          atomic_load_explicit(&f->ts->ensures, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    if (f->ts == f->prev || !f->ts->attached)
+        return TETHER_OK; /* nested, or already detached by finalize */
+    if (!f->prev) {
+        ts_detach(f->ts);
+        return TETHER_OK;
+    }
+    int rc = ts_switch(f->ts, f->prev, 1);
+    return rc == TETHER_OK ? rc
+                           : err_set(rc, "tether_release",
+                                     "could not re-attach the outer interpreter");
+}
+
+/* ---- save / restore ----------------------------------------------------- */
+
+int tether_save_thread(tether_tstate *out)
+{
+    static const char fn[] = "tether_save_thread";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
+    ts->saved = 1;
+    ts_detach(ts);
+    *out = (tether_tstate)(uintptr_t)ts;
+    return TETHER_OK;
+}
+
+int breaker_after_block(struct tstate *ts)
+{
+    unsigned b = atomic_load_explicit(&ts->breaker, memory_order_acquire);
+    if (b & BRK_FINAL) {
+        ts_detach(ts);
+        return TETHER_EFINALIZING;
+    }
+    if (b & BRK_ASYNC)
+        return async_deliver(ts);
+    return TETHER_OK;
+}
+
+int tether_restore_thread(tether_tstate tok)
+{
+    static const char fn[] = "tether_restore_thread";
+    struct osthread *os = os_peek();
+    struct tstate *ts = NULL;
+    if (os && tok)
+        for (ts = os->cache; ts && (uintptr_t)ts != tok; ts = ts->os_next)
+            ;
+    if (!ts || !ts->saved)
+        return err_misuse(TETHER_ESTATE, fn, "not a state saved on this thread");
+    if (os->current)
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread is attached");
+    ts->saved = 0;
+    int rc = ts_attach(ts, 1);
+    if (rc != TETHER_OK)
+        return err_set(rc, fn, "the interpreter is finalizing");
+    return breaker_after_block(ts);
+}
+
+int tether_gil_held(void) { return ts_current() != NULL; }
+
+/* ---- the eval breaker --------------------------------------------------- */
+
+static int run_pending(struct tstate *ts);
+
+static int checkpoint_slow(struct tstate *ts)
+{
+    unsigned b = atomic_load(&ts->breaker);
+    if (b & BRK_FINAL) {
+        ts_detach(ts);
+        return err_set(TETHER_EFINALIZING, "tether_checkpoint",
+                       "the interpreter is finalizing; the thread was detached");
+    }
+    if (b & BRK_DROP) {
+        int rc = gil_yield(ts->interp->gil, ts);
+        if (rc != TETHER_OK) {
+            ts->attached = 0;
+            ts->os->current = NULL;
+            return err_set(rc, "tether_checkpoint",
+                           "the interpreter is finalizing; the thread was detached");
+        }
+    }
+    if (b & BRK_PENDING) {
+        int rc = run_pending(ts);
+        if (rc != TETHER_OK)
+            return rc;
+    }
+    return breaker_after_block(ts);
+}
+
+int tether_checkpoint(void)
+{
+    struct osthread *os = t_os_fast();
+    struct tstate *ts;
+    if (!os || !(ts = os->current))
+        return err_misuse(TETHER_ESTATE, "tether_checkpoint",
+                          "the calling thread is not attached");
+    if (atomic_load_explicit(&ts->breaker, memory_order_relaxed) == 0)
+        return TETHER_OK;
+    return checkpoint_slow(ts);
+}
+
+static void hook_if_holder(struct tstate *holder, void *target)
+{
+    if (holder != target)
+        return;
+    tether_breaker_fn hook = atomic_load(&holder->interp->hook);
+    if (hook)
+        hook(atomic_load_explicit(&holder->userdata, memory_order_relaxed),
+             atomic_load(&holder->interp->hook_ud));
+}
+
+void breaker_signal(struct tstate *ts, unsigned bits)
+{
+    atomic_fetch_or(&ts->breaker, bits);
+    if (ts->wait_mutex) {
+        pthread_mutex_lock(ts->wait_mutex);
+        pthread_cond_broadcast(ts->wait_cond);
+        pthread_mutex_unlock(ts->wait_mutex);
+    }
+    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)))
+        ts->ubf(ts->ubf_arg);
+    if (atomic_load(&ts->interp->hook))
+        gil_with_holder(ts->interp->gil, hook_if_holder, ts);
+}
+
+/* ---- asynchronous exceptions -------------------------------------------- */
+
+void async_clear(struct tstate *ts)
+{
+    if (ts->has_pending && ts->pending_dtor)
+        ts->pending_dtor(ts->pending_payload);
+    if (ts->has_delivered && ts->delivered_dtor)
+        ts->delivered_dtor(ts->delivered_payload);
+    ts->has_pending = ts->has_delivered = 0;
+}
+
+int async_deliver(struct tstate *ts)
+{
+    struct interp *interp = ts->interp;
+    void *old = NULL;
+    tether_dtor old_dtor = NULL;
+    int rc = TETHER_OK;
+    pthread_mutex_lock(&interp->mutex);
+    atomic_fetch_and(&ts->breaker, ~BRK_ASYNC);
+    if (ts->has_pending && ts->defer == 0) {
+        if (ts->has_delivered) {
+            old = ts->delivered_payload;
+            old_dtor = ts->delivered_dtor;
+        }
+        ts->has_delivered = 1;
+        ts->delivered_code = ts->pending_code;
+        ts->delivered_payload = ts->pending_payload;
+        ts->delivered_dtor = ts->pending_dtor;
+        ts->has_pending = 0;
+        rc = TETHER_EASYNC;
+    }
+    pthread_mutex_unlock(&interp->mutex);
+    if (old_dtor)
+        old_dtor(old);
+    if (rc == TETHER_EASYNC)
+        err_set(rc, "tether_checkpoint", "an asynchronous exception (code %lld) "
+                "was delivered", (long long)ts->delivered_code);
+    return rc;
+}
+
+/* Posts an exception to `ts`; called with interp->mutex held.  Returns the
+   replaced payload's destructor call through old and old_dtor. */
+static void post_async(struct tstate *ts, int64_t code, void *payload,
+                       tether_dtor dtor, void **old, tether_dtor *old_dtor)
+{
+    if (ts->has_pending) {
+        *old = ts->pending_payload;
+        *old_dtor = ts->pending_dtor;
+    }
+    ts->has_pending = 1;
+    ts->pending_code = code;
+    ts->pending_payload = payload;
+    ts->pending_dtor = dtor;
+    if (ts->defer == 0)
+        breaker_signal(ts, BRK_ASYNC);
+}
+
+int tether_thread_raise(tether_thread h, int64_t code, void *payload,
+                        tether_dtor dtor)
+{
+    static const char fn[] = "tether_thread_raise";
+    struct thread *t = handle_get(h, HT_THREAD);
+    if (!t)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
+                          (unsigned long long)h);
+    struct interp *interp = t->interp;
+    void *old = NULL;
+    tether_dtor old_dtor = NULL;
+    int rc = TETHER_OK;
+    pthread_mutex_lock(&interp->mutex);
+    if (t->ts)
+        post_async(t->ts, code, payload, dtor, &old, &old_dtor);
+    else
+        rc = err_set(TETHER_ESTATE, fn, "the thread '%s' has finished", t->name);
+    pthread_mutex_unlock(&interp->mutex);
+    handle_put(h);
+    if (old_dtor)
+        old_dtor(old);
+    return rc;
+}
+
+int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
+                          void *payload, tether_dtor dtor, int *count_out)
+{
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, "tether_raise_by_ident",
+                          "not an interp handle (0x%llx)", (unsigned long long)h);
+    void *old = NULL;
+    tether_dtor old_dtor = NULL;
+    int count = 0;
+    pthread_mutex_lock(&interp->mutex);
+    for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
+        if (ts->os && ts->ident == ident) {
+            post_async(ts, code, payload, dtor, &old, &old_dtor);
+            count = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&interp->mutex);
+    handle_put(h);
+    if (old_dtor)
+        old_dtor(old);
+    if (count_out)
+        *count_out = count;
+    return TETHER_OK;
+}
+
+int tether_async_fetch(int64_t *code_out, void **payload_out,
+                       tether_dtor *dtor_out)
+{
+    static const char fn[] = "tether_async_fetch";
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
+    int rc = TETHER_OK;
+    pthread_mutex_lock(&ts->interp->mutex);
+    if (!ts->has_delivered) {
+        rc = err_set(TETHER_ESTATE, fn, "no asynchronous exception was delivered");
+    } else {
+        ts->has_delivered = 0;
+        if (code_out)
+            *code_out = ts->delivered_code;
+        if (payload_out)
+            *payload_out = ts->delivered_payload;
+        if (dtor_out)
+            *dtor_out = ts->delivered_dtor;
+    }
+    pthread_mutex_unlock(&ts->interp->mutex);
+    return rc;
+}
+
+int tether_async_defer(void)
+{
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, "tether_async_defer",
+                          "the calling thread is not attached");
+    pthread_mutex_lock(&ts->interp->mutex);
+    ts->defer++;
+    pthread_mutex_unlock(&ts->interp->mutex);
+    return TETHER_OK;
+}
+
+int tether_async_allow(void)
+{
+    static const char fn[] = "tether_async_allow";
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
+    int rc = TETHER_OK;
+    pthread_mutex_lock(&ts->interp->mutex);
+    if (ts->defer == 0)
+        rc = err_misuse(TETHER_ESTATE, fn, "no tether_async_defer to undo");
+    else if (--ts->defer == 0 && ts->has_pending)
+        atomic_fetch_or(&ts->breaker, BRK_ASYNC);
+    pthread_mutex_unlock(&ts->interp->mutex);
+    return rc;
+}
+
+/* ---- blocking calls ----------------------------------------------------- */
+
+static void set_ubf(struct tstate *ts, tether_unblock_fn ubf, void *arg)
+{
+    pthread_mutex_lock(&ts->interp->mutex);
+    ts->ubf = ubf;
+    ts->ubf_arg = arg;
+    pthread_mutex_unlock(&ts->interp->mutex);
+}
+
+int tether_call_blocking(int (*fn)(void *arg), void *arg,
+                         tether_unblock_fn ubf, void *ubf_arg)
+{
+    static const char name[] = "tether_call_blocking";
+    if (!fn)
+        return err_misuse(TETHER_EINVAL, name, "fn is NULL");
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, name, "the calling thread is not attached");
+    /* Something already pending: do not start what would be interrupted. */
+    if (atomic_load(&ts->breaker) & (BRK_ASYNC | BRK_FINAL)) {
+        int rc = breaker_after_block(ts);
+        if (rc != TETHER_OK)
+            return rc;
+    }
+    set_ubf(ts, ubf, ubf_arg);
+    ts_detach(ts);
+    int result = fn(arg);
+    set_ubf(ts, NULL, NULL);
+    int rc = ts_attach(ts, 1);
+    if (rc != TETHER_OK)
+        return err_set(rc, name, "the interpreter is finalizing");
+    rc = breaker_after_block(ts);
+    return rc != TETHER_OK ? rc : result;
+}
+
+/* ---- pending calls ------------------------------------------------------ */
+
+int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
+{
+    static const char name[] = "tether_call_soon";
+    if (!fn)
+        return err_misuse(TETHER_EINVAL, name, "fn is NULL");
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, name, "not an interp handle (0x%llx)",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    struct pending_call *c = NULL;
+    if (atomic_load(&interp->finalizing))
+        rc = err_set(TETHER_EFINALIZING, name, "the interpreter is finalizing");
+    else if (!(c = t_malloc(sizeof *c)))
+        rc = err_set(TETHER_ENOMEM, name, "out of memory");
+    if (c) {
+        *c = (struct pending_call){fn, arg, NULL};
+        pthread_mutex_lock(&interp->mutex);
+        if (interp->pending_tail)
+            interp->pending_tail->next = c;
+        else
+            interp->pending_head = c;
+        interp->pending_tail = c;
+        if (interp->main_ts)
+            breaker_signal(interp->main_ts, BRK_PENDING);
+        pthread_mutex_unlock(&interp->mutex);
+    }
+    handle_put(h);
+    return rc;
+}
+
+/* Runs the queued calls on the interpreter's main thread; stops at the
+   first failure, leaving the rest queued for the next checkpoint. */
+static int run_pending(struct tstate *ts)
+{
+    struct interp *interp = ts->interp;
+    for (;;) {
+        pthread_mutex_lock(&interp->mutex);
+        struct pending_call *c = interp->main_ts == ts ? interp->pending_head : NULL;
+        if (c) {
+            interp->pending_head = c->next;
+            if (!c->next)
+                interp->pending_tail = NULL;
+        } else {
+            atomic_fetch_and(&ts->breaker, ~BRK_PENDING);
+        }
+        pthread_mutex_unlock(&interp->mutex);
+        if (!c)
+            return TETHER_OK;
+        int rc = c->fn(c->arg);
+        t_free(c);
+        if (rc != TETHER_OK)
+            return rc;
+    }
+}
+
+/* ---- bindings ----------------------------------------------------------- */
+
+int tether_interp_set_breaker_hook(tether_interp h, tether_breaker_fn fn,
+                                   void *ud)
+{
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, "tether_interp_set_breaker_hook",
+                          "not an interp handle (0x%llx)", (unsigned long long)h);
+    atomic_store(&interp->hook_ud, ud);
+    atomic_store(&interp->hook, fn);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_set_thread_userdata(void *ud)
+{
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, "tether_set_thread_userdata",
+                          "the calling thread is not attached");
+    atomic_store_explicit(&ts->userdata, ud, memory_order_relaxed);
+    return TETHER_OK;
+}
+
+int tether_get_thread_userdata(void **out)
+{
+    static const char fn[] = "tether_get_thread_userdata";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
+    *out = atomic_load_explicit(&ts->userdata, memory_order_relaxed);
+    return TETHER_OK;
+}
+
+int tether_gil_stats_get(tether_interp h, tether_gil_stats *out)
+{
+    static const char fn[] = "tether_gil_stats_get";
+    if (!out || out->size < sizeof(size_t))
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL or out->size is not set");
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
+                          (unsigned long long)h);
+    struct gil *g = interp->gil;
+    tether_gil_stats s = {sizeof s,
+                          atomic_load(&g->acquisitions),
+                          atomic_load(&g->switches),
+                          atomic_load(&g->forced_drops),
+                          atomic_load(&g->wait_ns_total),
+                          atomic_load(&g->wait_ns_max)};
+    size_t n = out->size < sizeof s ? out->size : sizeof s;
+    memcpy((char *)out + sizeof(size_t), (char *)&s + sizeof(size_t),
+           n - sizeof(size_t));
+    handle_put(h);
+    return TETHER_OK;
+}

@@ -1,0 +1,311 @@
+/*
+ * internal.h - the core's data structures and the functions its files share.
+ *
+ * Lock order (a thread takes them only in this order, and never waits for
+ * the GIL itself while holding any of them):
+ *
+ *   0  g_rt_lock          the list of live runtimes (runtime.c)
+ *   1  runtime->mutex     a runtime's interpreters and finalize state
+ *   2  interp->mutex      an interpreter's thread states, thread registry,
+ *                         pending calls, and every thread state's
+ *                         asynchronous-exception slots and wait registration
+ *   3  gil->mutex         the GIL's slow path
+ *   4  object mutexes     a thread's sentinel, a lock, an event, a thread
+ *                         state's sleep cond; never two at once
+ *   5  leaves             the handle table, the fault switches
+ *
+ * Every shared field says how it is synchronised, in the same words:
+ * "Synchronization: <mutex> | atomic | owner | immutable".  "owner" means
+ * only the OS thread the thread state belongs to touches it.
+ */
+#ifndef TETHER_INTERNAL_H
+#define TETHER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "tether/tether.h"
+
+/* Eval-breaker bits (tstate->breaker). */
+#define BRK_DROP 0x1u    /* another thread waits for the GIL: drop it */
+#define BRK_ASYNC 0x2u   /* an asynchronous exception waits for delivery */
+#define BRK_PENDING 0x4u /* pending calls (main thread only) */
+#define BRK_FINAL 0x8u   /* the interpreter is finalizing */
+
+#define DEFAULT_SWITCH_US 5000u
+
+struct tstate;
+
+struct gil {
+    /* Bit 0: locked.  Bits 1..: threads pinning the slow path (waiters, and
+       threads that must read `holder` safely).  While any pin is present,
+       the GIL changes hands only under `mutex`.  Synchronization: atomic. */
+    _Atomic uint64_t word;
+    /* The thread state holding the GIL, or NULL while being taken or
+       released.  Synchronization: atomic; stable while pinned and locked. */
+    _Atomic(struct tstate *) holder;
+    /* Counts every acquisition; a waiter compares it across its timed wait
+       to see whether any switch happened.  Synchronization: atomic, written
+       by the holder. */
+    _Atomic uint64_t acquisitions;
+    _Atomic uint64_t switches;
+    _Atomic uint64_t forced_drops;
+    _Atomic uint64_t wait_ns_total;
+    _Atomic uint64_t wait_ns_max;
+    _Atomic uint32_t interval_us;
+    /* The last thread state that held the GIL.  Synchronization: gil (the
+       logical lock: only the holder reads or writes it). */
+    struct tstate *last_holder;
+    /* Threads in forced switching, waiting on switch_cond for an
+       acquisition by someone else.  Synchronization: mutex. */
+    int switch_waiters;
+    pthread_mutex_t mutex; /* rank 3: the slow path and the two conds */
+    pthread_cond_t cond;        /* the GIL was released, or finalize */
+    pthread_cond_t switch_cond; /* someone took the GIL */
+};
+
+/* One level of tether_ensure on an OS thread. */
+struct frame {
+    struct tstate *ts;   /* the state this ensure attached */
+    struct tstate *prev; /* the state attached before (re-attached later) */
+    int took;            /* this ensure took ts's GIL */
+};
+
+/* Per-OS-thread record: what this thread is attached to, its ensure stack,
+   and its cached thread states.  Synchronization: owner (thread-local),
+   except `cache`, which the fork child and finalize walk only for their own
+   thread. */
+struct osthread {
+    struct tstate *current; /* attached state, or NULL */
+    struct tstate *cache;   /* states of this thread, linked by os_next */
+    struct frame *frames;
+    uint32_t depth, cap;
+    uint64_t serial; /* unique per OS thread; identifies ensure tokens */
+    uint64_t ident;
+};
+
+struct interp;
+struct thread;
+
+struct tstate {
+    struct interp *interp;  /* holds a reference.  Synchronization: immutable */
+    struct osthread *os;    /* Synchronization: immutable once bound */
+    uint64_t ident;         /* Synchronization: immutable once bound */
+    _Atomic unsigned breaker; /* BRK_*.  Synchronization: atomic */
+    int attached;           /* holds its GIL.  Synchronization: owner */
+    int saved;              /* detached by tether_save_thread.  Synchronization: owner */
+    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.  owner */
+    _Atomic(void *) userdata; /* read by requesting threads.  atomic */
+    _Atomic uint32_t ensures; /* outstanding ensure frames.  atomic (debug report) */
+    struct tstate *os_next; /* Synchronization: owner */
+    struct tstate *prev, *next; /* interp list.  Synchronization: interp->mutex */
+    struct thread *thread;  /* Synchronization: interp->mutex */
+
+    /* Asynchronous exceptions.  Synchronization: interp->mutex. */
+    int defer;
+    int has_pending, has_delivered;
+    int64_t pending_code, delivered_code;
+    void *pending_payload, *delivered_payload;
+    tether_dtor pending_dtor, delivered_dtor;
+    /* The wait this thread is blocked in, woken by a raise or finalize.
+       Synchronization: interp->mutex. */
+    pthread_mutex_t *wait_mutex;
+    pthread_cond_t *wait_cond;
+    tether_unblock_fn ubf;
+    void *ubf_arg;
+
+    /* tether_sleep waits here.  rank 4 */
+    pthread_mutex_t sleep_mutex;
+    pthread_cond_t sleep_cond;
+};
+
+struct pending_call {
+    int (*fn)(void *);
+    void *arg;
+    struct pending_call *next;
+};
+
+struct runtime;
+
+struct interp {
+    uint64_t handle;        /* Synchronization: immutable */
+    struct runtime *rt;     /* holds a reference.  Synchronization: immutable */
+    struct gil *gil;        /* Synchronization: immutable */
+    struct gil own_gil;     /* used with TETHER_CONFIG_PER_INTERP_GIL */
+    int is_main;            /* Synchronization: immutable */
+    pthread_mutex_t mutex;  /* rank 2 */
+    struct tstate *tstates; /* Synchronization: mutex */
+    struct tstate *main_ts; /* runs pending calls.  Synchronization: mutex */
+    struct thread *threads; /* started, not finished.  Synchronization: mutex */
+    struct pending_call *pending_head, *pending_tail; /* mutex */
+    _Atomic int finalizing;
+    _Atomic(tether_breaker_fn) hook;
+    _Atomic(void *) hook_ud;
+    struct interp *next;    /* Synchronization: rt->mutex */
+};
+
+struct runtime {
+    uint64_t handle;          /* Synchronization: immutable */
+    uint32_t flags;           /* Synchronization: immutable */
+    tether_excepthook_fn excepthook; /* Synchronization: immutable */
+    void *excepthook_ud;
+    pthread_mutex_t mutex;    /* rank 1 */
+    struct interp *interps;   /* Synchronization: mutex */
+    struct interp *main;      /* Synchronization: immutable */
+    struct gil gil;           /* shared by the interpreters by default */
+    _Atomic int finalizing;
+    _Atomic uint64_t thread_names; /* for "Thread-N".  atomic */
+    uint64_t creator_serial;  /* the creating OS thread.  immutable */
+    struct runtime *next;     /* Synchronization: g_rt_lock */
+};
+
+struct thread {
+    uint64_t handle;         /* Synchronization: immutable */
+    struct interp *interp;   /* referenced while the OS thread runs; NULL for
+                                threads tether did not start.  immutable */
+    char *name;              /* Synchronization: immutable */
+    int daemon;              /* Synchronization: immutable */
+    int joinable;            /* started by tether_thread_start.  immutable */
+    size_t stack_size;
+    tether_thread_fn fn;
+    void *arg;
+    pthread_t pt;
+    uint64_t ident;          /* Synchronization: mutex (set at handshake) */
+    pthread_mutex_t mutex;   /* rank 4: the sentinel and the fields below */
+    pthread_cond_t cond;
+    int started, done;       /* Synchronization: mutex */
+    int reap;                /* 0 not yet, 1 in progress, 2 reaped/detached */
+    int result;
+    int user_refs;
+    struct tstate *ts;       /* Synchronization: interp->mutex */
+    struct thread *reg_prev, *reg_next; /* Synchronization: interp->mutex */
+};
+
+/* ---- tstate.c ------------------------------------------------------- */
+
+/* The calling thread's record (see tstate.c).  Synchronization: thread-local. */
+extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
+#define t_os_fast() t_os
+
+/* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
+int os_grow_frames(struct osthread *os);
+/* A record for a thread about to start (os_adopt installs it there);
+   os_free frees one never adopted. */
+struct osthread *os_new(void);
+void os_free(struct osthread *os);
+void os_adopt(struct osthread *os);
+/* Removes a state from the calling thread's cache and deletes it. */
+void ts_forget(struct osthread *os, struct tstate *ts);
+
+/* The calling thread's record, created on first use (NULL on ENOMEM). */
+struct osthread *os_get(void);
+/* The record if it exists; never allocates. */
+struct osthread *os_peek(void);
+/* The attached thread state of the calling thread, or NULL. */
+struct tstate *ts_current(void);
+
+/* A new, unbound thread state of `interp` (takes an interp reference). */
+struct tstate *ts_new(struct interp *interp);
+/* Binds a state to the calling OS thread and its cache. */
+void ts_bind(struct tstate *ts, struct osthread *os);
+/* Unlinks and frees a detached state (drops its interp reference). */
+void ts_delete(struct tstate *ts);
+/* The calling thread's cached state for `interp` handle value, or NULL. */
+struct tstate *ts_cached(struct osthread *os, tether_interp h);
+/* Deletes the calling thread's cached states of the finalized `rt` (or of
+   one interp when `only` is set). */
+void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only);
+
+/* ---- gil.c ----------------------------------------------------------- */
+
+void gil_init(struct gil *g, uint32_t interval_us);
+void gil_destroy(struct gil *g);
+/* Takes the GIL for `ts`.  `urgent`: the caller is coming back from a
+   blocking call (the convoy rule).  Returns TETHER_OK or TETHER_EFINALIZING
+   (its interpreter is finalizing; the GIL was not taken). */
+int gil_take(struct gil *g, struct tstate *ts, int urgent);
+/* Releases the GIL held by `ts`. */
+void gil_drop(struct gil *g, struct tstate *ts);
+/* Drops and, once another thread took it, re-takes the GIL (a forced
+   switch, or tether_sleep(0)).  Same returns as gil_take. */
+int gil_yield(struct gil *g, struct tstate *ts);
+/* 1 if another thread is waiting for the GIL. */
+int gil_contended(struct gil *g);
+/* Calls fn(holder, ud) with the holder pinned (it cannot release), if the
+   GIL is held; fn runs under the gil mutex. */
+void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
+                     void *ud);
+/* Wakes every waiter (finalize). */
+void gil_wake_all(struct gil *g);
+/* Takes and at once drops the GIL, ignoring finalize, to be sure every
+   thread that held it before has let go (threads that take it afterwards
+   see the finalizing flag).  Returns 0, or -1 if the deadline passed first. */
+int gil_barrier(struct gil *g, int64_t deadline);
+void gil_atfork_prepare(struct gil *g);
+void gil_atfork_parent(struct gil *g);
+void gil_atfork_child(struct gil *g, struct tstate *survivor);
+
+/* ---- gilstate.c ------------------------------------------------------ */
+
+/* Attaches `ts` (takes its GIL).  Same returns as gil_take. */
+int ts_attach(struct tstate *ts, int urgent);
+/* Detaches the attached `ts` (drops its GIL). */
+void ts_detach(struct tstate *ts);
+/* Sets breaker bits and wakes what must be woken (a blocked wait, an
+   unblock function, the binding's hook).  Called with interp->mutex held. */
+void breaker_signal(struct tstate *ts, unsigned bits);
+/* Moves the pending asynchronous exception to the delivered slot and
+   returns TETHER_EASYNC, or TETHER_OK if there was none (interp->mutex not
+   held). */
+int async_deliver(struct tstate *ts);
+/* Frees a thread state's exception payloads (ts being deleted). */
+void async_clear(struct tstate *ts);
+/* Checks the breaker of a thread that just re-attached after blocking:
+   TETHER_EASYNC (delivered), or TETHER_EFINALIZING (now detached). */
+int breaker_after_block(struct tstate *ts);
+
+/* ---- wait.c ---------------------------------------------------------- */
+
+/* What a wait waits for: `poll` is called with `mutex` held and returns
+   WAIT_AGAIN, or a final status (having taken the resource on TETHER_OK);
+   `undo` gives the resource back when the waiter cannot re-attach. */
+#define WAIT_AGAIN 1
+struct waitspec {
+    pthread_mutex_t *mutex;
+    pthread_cond_t *cond;
+    int (*poll)(void *obj);
+    void (*undo)(void *obj);
+    void *obj;
+};
+/* Tries once, then waits with the caller's GIL released, interruptible by
+   asynchronous exceptions and finalize.  Returns poll's final status,
+   TETHER_ETIMEDOUT, TETHER_EASYNC or TETHER_EFINALIZING. */
+int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
+
+/* Fork child: makes a lock's or an event's mutex and cond anew. */
+void wait_atfork_child_object(int type, void *obj);
+
+/* ---- thread.c -------------------------------------------------------- */
+
+/* The thread object of the calling thread's attached state, created for
+   threads tether did not start (a new user reference).  */
+int thread_of_current(struct tstate *ts, uint64_t *out);
+/* Joins a thread object (wait on the sentinel, then reap). */
+int thread_join_obj(struct thread *t, int64_t timeout_ns);
+/* Marks the thread of a deleted state finished (releases the sentinel). */
+void thread_finish(struct thread *t, int result);
+/* Reports a thread's failure to the runtime's excepthook (GIL held). */
+void thread_report(struct interp *interp, struct thread *t, int code);
+/* Fork child: a thread of the parent that vanished. */
+void thread_atfork_vanished(struct thread *t);
+
+/* ---- runtime.c ------------------------------------------------------- */
+
+void interp_ref(struct interp *interp);
+void interp_unref(struct interp *interp);
+/* Looks an interp handle up; accepts one being finalized (so the caller
+   can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
+struct interp *interp_get(tether_interp h);
+
+#endif

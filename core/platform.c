@@ -1,0 +1,72 @@
+/*
+ * platform.c - pthreads and the monotonic clock (see platform.h).
+ */
+#include "platform.h"
+
+#include <errno.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "tether/tether.h"
+
+int64_t plat_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t plat_deadline(int64_t timeout_ns)
+{
+    if (timeout_ns < 0)
+        return -1;
+    int64_t now = plat_now_ns();
+    return timeout_ns > INT64_MAX - now ? INT64_MAX : now + timeout_ns;
+}
+
+uint64_t plat_thread_ident(void) { return (uint64_t)pthread_self(); }
+
+void plat_cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+}
+
+int plat_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns)
+{
+    if (deadline_ns < 0) {
+        pthread_cond_wait(c, m);
+        return 0;
+    }
+    struct timespec ts = {(time_t)(deadline_ns / 1000000000),
+                          (long)(deadline_ns % 1000000000)};
+    if (pthread_cond_timedwait(c, m, &ts) == ETIMEDOUT)
+        return 1;
+    return plat_now_ns() >= deadline_ns;
+}
+
+int plat_thread_create(pthread_t *pt, size_t stack_size, void *(*fn)(void *),
+                       void *arg)
+{
+    if (fault_hit(TETHER_FAULT_THREAD_CREATE))
+        return EAGAIN;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    int rc = 0;
+    if (stack_size)
+        rc = pthread_attr_setstacksize(&a, stack_size);
+    if (rc == 0)
+        rc = pthread_create(pt, &a, fn, arg);
+    pthread_attr_destroy(&a);
+    return rc;
+}
+
+void plat_sleep_ns(int64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
+        ;
+}

@@ -1,0 +1,38 @@
+/*
+ * platform.h - the thin layer over pthreads and the clock.
+ *
+ * Everything else in core/ reads without clock_gettime or pthread_attr_*:
+ * they live here.  Times are int64_t nanoseconds on CLOCK_MONOTONIC.
+ */
+#ifndef TETHER_PLATFORM_H
+#define TETHER_PLATFORM_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Nanoseconds on the monotonic clock. */
+int64_t plat_now_ns(void);
+
+/* The absolute deadline for a relative timeout; -1 (forever) stays -1. */
+int64_t plat_deadline(int64_t timeout_ns);
+
+/* The calling thread's identifier, the value tether_thread_ident reports. */
+uint64_t plat_thread_ident(void);
+
+/* Initialises a condition variable that measures on CLOCK_MONOTONIC. */
+void plat_cond_init(pthread_cond_t *c);
+
+/* Waits on `c` until signalled or the absolute monotonic `deadline_ns`
+   (-1 = no deadline).  Returns 1 if the deadline has passed. */
+int plat_cond_wait(pthread_cond_t *c, pthread_mutex_t *m, int64_t deadline_ns);
+
+/* Starts an OS thread; honours TETHER_FAULT_THREAD_CREATE.  Returns 0 or an
+   errno value. */
+int plat_thread_create(pthread_t *pt, size_t stack_size, void *(*fn)(void *),
+                       void *arg);
+
+/* Sleeps the calling thread without any lock held. */
+void plat_sleep_ns(int64_t ns);
+
+#endif

@@ -1,0 +1,659 @@
+/*
+ * runtime.c - runtimes and interpreters: create, finalize, destroy, the
+ * TETHER_DEBUG report, and fork().
+ *
+ * Lifetime.  Memory is reference-counted through the handle table: a
+ * runtime is referenced by its handle and by each interpreter; an
+ * interpreter by its handle, each thread state, each thread object and each
+ * lookup in progress.  Finalize closes the handles; the memory goes with
+ * the last reference, so a daemon or foreign thread that wakes up late
+ * still unlinks itself from valid memory.
+ *
+ * Finalize, in order (tether_runtime_finalize; tether_interp_destroy does
+ * the same for one interpreter):
+ *   1. detach the caller if it is attached to this runtime;
+ *   2. join every non-daemon thread, until none is left or the deadline;
+ *   3. set `finalizing` on each interpreter and BRK_FINAL in every thread
+ *      state's breaker; wake blocked waits, unblock functions, hooks;
+ *   4. pass through each GIL once (gil_barrier): every thread that held
+ *      it before has let go, and any later taker sees `finalizing`;
+ *   5. report leaks (TETHER_DEBUG=1) and close the handles.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "handle.h"
+#include "internal.h"
+#include "platform.h"
+
+#define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
+#define MAX_SWITCH_US 10000000u
+
+/* g_rt_lock (rank 0) protects g_runtimes, the runtimes whose memory is
+   alive, for fork(). */
+static pthread_mutex_t g_rt_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct runtime *g_runtimes;
+static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
+
+uint32_t tether_abi_version(void) { return TETHER_ABI_VERSION; }
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+const char *tether_version_string(void)
+{
+    return STR(TETHER_VERSION_MAJOR) "." STR(TETHER_VERSION_MINOR) "." STR(
+        TETHER_VERSION_PATCH);
+}
+
+/* ---- references ---------------------------------------------------------- */
+
+void interp_ref(struct interp *interp) { handle_ref(interp->handle); }
+void interp_unref(struct interp *interp) { handle_put(interp->handle); }
+struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP); }
+
+static void runtime_dtor(void *p)
+{
+    struct runtime *rt = p;
+    pthread_mutex_lock(&g_rt_lock);
+    for (struct runtime **q = &g_runtimes; *q; q = &(*q)->next) {
+        if (*q == rt) {
+            *q = rt->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_rt_lock);
+    if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
+        err_abort_on_misuse_add(-1);
+    gil_destroy(&rt->gil);
+    pthread_mutex_destroy(&rt->mutex);
+    t_free(rt);
+    alloc_runtime_add(-1);
+}
+
+static void interp_dtor(void *p)
+{
+    struct interp *interp = p;
+    struct runtime *rt = interp->rt;
+    pthread_mutex_lock(&rt->mutex);
+    for (struct interp **q = &rt->interps; *q; q = &(*q)->next) {
+        if (*q == interp) {
+            *q = interp->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&rt->mutex);
+    while (interp->pending_head) {
+        struct pending_call *c = interp->pending_head;
+        interp->pending_head = c->next;
+        t_free(c);
+    }
+    if (interp->gil == &interp->own_gil)
+        gil_destroy(&interp->own_gil);
+    pthread_mutex_destroy(&interp->mutex);
+    uint64_t rth = rt->handle;
+    t_free(interp);
+    handle_put(rth);
+}
+
+static int interp_new(struct runtime *rt, int is_main, struct interp **out)
+{
+    struct interp *interp = t_calloc(1, sizeof *interp);
+    if (!interp)
+        return TETHER_ENOMEM;
+    interp->rt = rt;
+    interp->is_main = is_main;
+    pthread_mutex_init(&interp->mutex, NULL);
+    if (rt->flags & TETHER_CONFIG_PER_INTERP_GIL) {
+        gil_init(&interp->own_gil, atomic_load(&rt->gil.interval_us));
+        interp->gil = &interp->own_gil;
+    } else {
+        interp->gil = &rt->gil;
+    }
+    if (handle_new(HT_INTERP, interp, interp_dtor, is_main ? "main" : NULL,
+                   &interp->handle) != TETHER_OK) {
+        if (interp->gil == &interp->own_gil)
+            gil_destroy(&interp->own_gil);
+        pthread_mutex_destroy(&interp->mutex);
+        t_free(interp);
+        return TETHER_ENOMEM;
+    }
+    handle_ref(rt->handle);
+    pthread_mutex_lock(&rt->mutex);
+    interp->next = rt->interps;
+    rt->interps = interp;
+    pthread_mutex_unlock(&rt->mutex);
+    *out = interp;
+    return TETHER_OK;
+}
+
+/* ---- create ------------------------------------------------------------- */
+
+static void atfork_prepare(void);
+static void atfork_parent(void);
+static void atfork_child(void);
+static void atfork_install(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static int read_config(const tether_config *cfg, tether_config *c)
+{
+    static const char fn[] = "tether_runtime_create";
+    memset(c, 0, sizeof *c);
+    if (!cfg)
+        return TETHER_OK;
+    size_t min = offsetof(tether_config, flags) + sizeof cfg->flags;
+    if (cfg->size < min)
+        return err_misuse(TETHER_EINVAL, fn, "cfg->size (%zu) is too small; set "
+                          "it to sizeof(tether_config)", cfg->size);
+    memcpy(c, cfg, cfg->size < sizeof *c ? cfg->size : sizeof *c);
+    if (c->flags & ~KNOWN_FLAGS)
+        return err_misuse(TETHER_EINVAL, fn, "unknown flags 0x%x",
+                          c->flags & ~KNOWN_FLAGS);
+    if (c->switch_interval_us > MAX_SWITCH_US)
+        return err_misuse(TETHER_EINVAL, fn, "switch interval %u us is over "
+                          "%u us", c->switch_interval_us, MAX_SWITCH_US);
+    return TETHER_OK;
+}
+
+static struct runtime *runtime_alloc(const tether_config *c)
+{
+    struct runtime *rt = t_calloc(1, sizeof *rt);
+    if (!rt)
+        return NULL;
+    rt->flags = c->flags;
+    rt->excepthook = c->excepthook;
+    rt->excepthook_ud = c->excepthook_ud;
+    pthread_mutex_init(&rt->mutex, NULL);
+    gil_init(&rt->gil, c->switch_interval_us ? c->switch_interval_us
+                                              : DEFAULT_SWITCH_US);
+    if (handle_new(HT_RUNTIME, rt, runtime_dtor, NULL, &rt->handle) != TETHER_OK) {
+        gil_destroy(&rt->gil);
+        pthread_mutex_destroy(&rt->mutex);
+        t_free(rt);
+        return NULL;
+    }
+    if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
+        err_abort_on_misuse_add(1);
+    pthread_mutex_lock(&g_rt_lock);
+    rt->next = g_runtimes;
+    g_runtimes = rt;
+    pthread_mutex_unlock(&g_rt_lock);
+    return rt;
+}
+
+int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
+{
+    static const char fn[] = "tether_runtime_create";
+    tether_config c;
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    int rc = read_config(cfg, &c);
+    if (rc != TETHER_OK)
+        return rc;
+    if (ts_current())
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread already holds a GIL");
+    pthread_once(&g_atfork_once, atfork_install);
+    struct osthread *os = os_get();
+    if (!os)
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    alloc_runtime_add(1); /* undone by runtime_dtor */
+    struct runtime *rt = runtime_alloc(&c);
+    if (!rt) {
+        alloc_runtime_add(-1);
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    }
+    rt->creator_serial = os->serial;
+    struct tstate *ts = NULL;
+    if (interp_new(rt, 1, &rt->main) != TETHER_OK || !(ts = ts_new(rt->main))) {
+        if (rt->main)
+            handle_close(rt->main->handle, HT_INTERP);
+        handle_close(rt->handle, HT_RUNTIME);
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    }
+    ts_bind(ts, os);
+    ts_attach(ts, 0); /* a new GIL is free */
+    *out = rt->handle;
+    return TETHER_OK;
+}
+
+int tether_runtime_main_interp(tether_runtime h, tether_interp *out)
+{
+    static const char fn[] = "tether_runtime_main_interp";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    if (!rt)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
+                          (unsigned long long)h);
+    *out = rt->main->handle;
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_interp_create(tether_runtime h, tether_interp *out)
+{
+    static const char fn[] = "tether_interp_create";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    if (!rt)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
+                          (unsigned long long)h);
+    struct interp *interp = NULL;
+    int rc = TETHER_OK;
+    if (atomic_load(&rt->finalizing))
+        rc = err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
+    else if (interp_new(rt, 0, &interp) != TETHER_OK)
+        rc = err_set(TETHER_ENOMEM, fn, "out of memory");
+    else
+        *out = interp->handle;
+    handle_put(h);
+    return rc;
+}
+
+static int check_interval(const char *fn, uint32_t us)
+{
+    if (us == 0 || us > MAX_SWITCH_US)
+        return err_misuse(TETHER_EINVAL, fn, "the interval must be 1..%u us, "
+                          "not %u", MAX_SWITCH_US, us);
+    return TETHER_OK;
+}
+
+int tether_set_switch_interval(tether_runtime h, uint32_t us)
+{
+    static const char fn[] = "tether_set_switch_interval";
+    int rc = check_interval(fn, us);
+    if (rc != TETHER_OK)
+        return rc;
+    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    if (!rt)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
+                          (unsigned long long)h);
+    atomic_store(&rt->gil.interval_us, us);
+    pthread_mutex_lock(&rt->mutex);
+    for (struct interp *i = rt->interps; i; i = i->next)
+        atomic_store(&i->gil->interval_us, us);
+    pthread_mutex_unlock(&rt->mutex);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_get_switch_interval(tether_runtime h, uint32_t *out)
+{
+    static const char fn[] = "tether_get_switch_interval";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    if (!rt)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
+                          (unsigned long long)h);
+    *out = atomic_load(&rt->gil.interval_us);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+/* ---- finalize ----------------------------------------------------------- */
+
+/* Takes a reference to one non-daemon thread still registered, or NULL. */
+static struct thread *next_nondaemon(struct interp *interp)
+{
+    struct thread *found = NULL;
+    pthread_mutex_lock(&interp->mutex);
+    for (struct thread *t = interp->threads; t; t = t->reg_next) {
+        if (!t->daemon) {
+            found = t;
+            handle_ref(t->handle);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&interp->mutex);
+    return found;
+}
+
+/* Step 2 for one interpreter.  Returns TETHER_OK or TETHER_ETIMEDOUT. */
+static int join_nondaemon(struct interp *interp, int64_t deadline)
+{
+    struct thread *t;
+    while ((t = next_nondaemon(interp))) {
+        int64_t left = deadline < 0 ? -1 : deadline - plat_now_ns();
+        int rc = thread_join_obj(t, left < 0 && deadline >= 0 ? 0 : left);
+        handle_put(t->handle);
+        if (rc != TETHER_OK)
+            return TETHER_ETIMEDOUT;
+    }
+    return TETHER_OK;
+}
+
+/* Step 3. */
+static void mark_finalizing(struct interp *interp)
+{
+    atomic_store(&interp->finalizing, 1);
+    pthread_mutex_lock(&interp->mutex);
+    for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
+        breaker_signal(ts, BRK_FINAL);
+    pthread_mutex_unlock(&interp->mutex);
+    gil_wake_all(interp->gil);
+}
+
+static void report_handle(uint64_t h, int type, void *obj, const char *name,
+                          uint64_t creator, void *ud)
+{
+    struct runtime *rt = ud;
+    if (type == HT_RUNTIME || (type == HT_INTERP && ((struct interp *)obj)->rt == rt))
+        return;
+    if (type == HT_THREAD)
+        name = ((struct thread *)obj)->name;
+    fprintf(stderr, "tether: TETHER_DEBUG: %s handle 0x%016llx%s%s%s still open, "
+            "made by thread %llu\n", handle_type_name(type),
+            (unsigned long long)h, name ? " \"" : "", name ? name : "",
+            name ? "\"" : "", (unsigned long long)creator);
+}
+
+static void report_ensures(struct interp *interp)
+{
+    pthread_mutex_lock(&interp->mutex);
+    for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
+        unsigned n = atomic_load(&ts->ensures);
+        if (n)
+            fprintf(stderr, "tether: TETHER_DEBUG: thread %llu never released "
+                    "%u ensure(s) of interp 0x%016llx\n",
+                    (unsigned long long)ts->ident, n,
+                    (unsigned long long)interp->handle);
+    }
+    pthread_mutex_unlock(&interp->mutex);
+}
+
+static int debug_enabled(void)
+{
+    const char *v = getenv("TETHER_DEBUG");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Detaches the caller from `rt` (or from `only`) and forgets its cached
+   states there; its ensure tokens into them become invalid. */
+static void detach_caller(struct runtime *rt, struct interp *only)
+{
+    struct osthread *os = os_peek();
+    if (!os)
+        return;
+    struct tstate *cur = os->current;
+    if (cur && cur->interp->rt == rt && (!only || cur->interp == only)) {
+        ts_detach(cur);
+        os->depth = 0;
+    }
+    ts_evict(os, rt, only);
+}
+
+/* Steps 3-4 for a set of interpreters sharing the runtime. */
+static int stop_interps(struct interp **v, size_t n, int64_t deadline)
+{
+    int rc = TETHER_OK;
+    for (size_t i = 0; i < n; i++)
+        mark_finalizing(v[i]);
+    for (size_t i = 0; i < n; i++) {
+        int seen = 0; /* each GIL once */
+        for (size_t j = 0; j < i; j++)
+            seen |= v[j]->gil == v[i]->gil;
+        if (!seen && gil_barrier(v[i]->gil, deadline) != 0)
+            rc = TETHER_ETIMEDOUT;
+    }
+    return rc;
+}
+
+/* A snapshot of the runtime's interpreters (referenced), or NULL. */
+static struct interp **snapshot(struct runtime *rt, size_t *n)
+{
+    pthread_mutex_lock(&rt->mutex);
+    size_t count = 0;
+    for (struct interp *i = rt->interps; i; i = i->next)
+        count++;
+    struct interp **v = t_calloc(count ? count : 1, sizeof *v);
+    if (v) {
+        count = 0;
+        for (struct interp *i = rt->interps; i; i = i->next) {
+            if (atomic_load(&i->finalizing))
+                continue; /* destroyed already */
+            interp_ref(i);
+            v[count++] = i;
+        }
+    }
+    pthread_mutex_unlock(&rt->mutex);
+    *n = count;
+    return v;
+}
+
+static int caller_is_our_thread(struct runtime *rt, struct interp *only)
+{
+    struct tstate *cur = ts_current();
+    if (!cur || cur->interp->rt != rt || (only && cur->interp != only))
+        return 0;
+    pthread_mutex_lock(&cur->interp->mutex);
+    int ours = cur->thread && cur->thread->joinable;
+    pthread_mutex_unlock(&cur->interp->mutex);
+    return ours;
+}
+
+int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
+{
+    static const char fn[] = "tether_runtime_finalize";
+    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    if (!rt)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
+                          (unsigned long long)h);
+    int64_t deadline = plat_deadline(timeout_ns);
+    if (caller_is_our_thread(rt, NULL)) {
+        handle_put(h);
+        return err_misuse(TETHER_ESTATE, fn, "a thread the runtime started "
+                          "cannot finalize it");
+    }
+    if (atomic_exchange(&rt->finalizing, 1)) {
+        handle_put(h);
+        return err_misuse(TETHER_ESTATE, fn, "the runtime is already finalizing");
+    }
+    detach_caller(rt, NULL);
+    size_t n;
+    struct interp **v = snapshot(rt, &n);
+    int rc = TETHER_OK;
+    for (size_t i = 0; v && i < n && rc == TETHER_OK; i++)
+        rc = join_nondaemon(v[i], deadline);
+    if (v && stop_interps(v, n, deadline) != TETHER_OK)
+        rc = TETHER_ETIMEDOUT;
+    if (debug_enabled()) {
+        handle_foreach_open(report_handle, rt);
+        for (size_t i = 0; v && i < n; i++)
+            report_ensures(v[i]);
+    }
+    for (size_t i = 0; v && i < n; i++) {
+        handle_close(v[i]->handle, HT_INTERP);
+        interp_unref(v[i]);
+    }
+    t_free(v);
+    handle_close(h, HT_RUNTIME);
+    handle_put(h);
+    if (!v)
+        return err_set(TETHER_ENOMEM, fn, "out of memory; threads were not stopped");
+    if (rc != TETHER_OK)
+        return err_set(rc, fn, "threads were still running at the deadline; they "
+                       "fail at their next checkpoint");
+    return TETHER_OK;
+}
+
+int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
+{
+    static const char fn[] = "tether_interp_destroy";
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    struct tstate *cur = ts_current();
+    if (interp->is_main)
+        rc = err_misuse(TETHER_EINVAL, fn, "the main interpreter is destroyed "
+                        "by tether_runtime_finalize");
+    else if (cur && cur->interp == interp)
+        rc = err_misuse(TETHER_ESTATE, fn, "the calling thread is attached to it");
+    if (rc != TETHER_OK) {
+        handle_put(h);
+        return rc;
+    }
+    int64_t deadline = plat_deadline(timeout_ns);
+    rc = join_nondaemon(interp, deadline);
+    if (stop_interps(&interp, 1, deadline) != TETHER_OK)
+        rc = TETHER_ETIMEDOUT;
+    detach_caller(interp->rt, interp);
+    handle_close(h, HT_INTERP);
+    handle_put(h);
+    if (rc != TETHER_OK)
+        return err_set(rc, fn, "threads were still running at the deadline");
+    return TETHER_OK;
+}
+
+/* ---- fork --------------------------------------------------------------- */
+
+/* Every lock that guards shared structure is taken, in rank order, so the
+   child inherits it consistent; the child then rebuilds what belonged to
+   threads that do not exist in it. */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&g_rt_lock);
+    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
+        pthread_mutex_lock(&rt->mutex);
+        for (struct interp *i = rt->interps; i; i = i->next)
+            pthread_mutex_lock(&i->mutex);
+        gil_atfork_prepare(&rt->gil);
+        for (struct interp *i = rt->interps; i; i = i->next)
+            if (i->gil == &i->own_gil)
+                gil_atfork_prepare(&i->own_gil);
+    }
+    handle_atfork_prepare();
+}
+
+static void atfork_parent(void)
+{
+    handle_atfork_parent();
+    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
+        for (struct interp *i = rt->interps; i; i = i->next)
+            if (i->gil == &i->own_gil)
+                gil_atfork_parent(&i->own_gil);
+        gil_atfork_parent(&rt->gil);
+        for (struct interp *i = rt->interps; i; i = i->next)
+            pthread_mutex_unlock(&i->mutex);
+        pthread_mutex_unlock(&rt->mutex);
+    }
+    pthread_mutex_unlock(&g_rt_lock);
+}
+
+/* Unlinks the states of vanished threads; their references are dropped
+   once every lock is released (a dropped reference may free memory whose
+   destructor takes those locks).  Returns the list through ts->next. */
+static struct tstate *drop_vanished(struct interp *interp, struct osthread *self)
+{
+    struct tstate *gone = NULL, *ts = interp->tstates, *next;
+    for (; ts; ts = next) {
+        next = ts->next;
+        if (self && ts->os == self)
+            continue;
+        if (ts->prev)
+            ts->prev->next = ts->next;
+        else
+            interp->tstates = ts->next;
+        if (ts->next)
+            ts->next->prev = ts->prev;
+        if (interp->main_ts == ts)
+            interp->main_ts = NULL;
+        if (ts->thread) {
+            thread_atfork_vanished(ts->thread);
+            ts->thread->ts = NULL;
+        }
+        ts->next = gone;
+        gone = ts;
+    }
+    /* Keep only the registered threads that still have a state. */
+    struct thread **p = &interp->threads;
+    while (*p) {
+        if ((*p)->ts) {
+            p = &(*p)->reg_next;
+        } else {
+            struct thread *t = *p;
+            *p = t->reg_next;
+            if (t->reg_next)
+                t->reg_next->reg_prev = t->reg_prev;
+            t->reg_prev = t->reg_next = NULL;
+        }
+    }
+    return gone;
+}
+
+static void reinit_object(uint64_t h, int type, void *obj, const char *name,
+                          uint64_t creator, void *ud)
+{
+    (void)h, (void)name, (void)creator, (void)ud;
+    wait_atfork_child_object(type, obj);
+}
+
+/* Drops what vanished threads held: their thread objects' own references,
+   their states and their OS-thread records (each freed once). */
+static void release_vanished(struct tstate *gone)
+{
+    while (gone) {
+        struct tstate *ts = gone;
+        gone = ts->next;
+        if (ts->os) {
+            struct osthread *os = ts->os;
+            for (struct tstate *o = gone; o; o = o->next)
+                if (o->os == os)
+                    o->os = NULL;
+            os_free(os);
+        }
+        struct thread *t = ts->thread;
+        ts->thread = NULL;
+        if (t) {
+            int close = t->user_refs == 0;
+            if (close)
+                handle_close(t->handle, HT_THREAD);
+            handle_put(t->handle); /* the vanished thread's own reference */
+        }
+        struct interp *interp = ts->interp;
+        t_free(ts); /* payloads are left alone: their owners are gone */
+        interp_unref(interp);
+    }
+}
+
+static void atfork_child(void)
+{
+    struct osthread *self = os_peek();
+    struct tstate *survivor = self ? self->current : NULL;
+    struct tstate *gone = NULL;
+    handle_atfork_child();
+    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
+        gil_atfork_child(&rt->gil, survivor);
+        for (struct interp *i = rt->interps; i; i = i->next) {
+            if (i->gil == &i->own_gil)
+                gil_atfork_child(&i->own_gil, survivor);
+            struct tstate *g = drop_vanished(i, self);
+            while (g) {
+                struct tstate *ts = g;
+                g = ts->next;
+                ts->next = gone;
+                gone = ts;
+            }
+            if (self)
+                for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
+                    pthread_mutex_init(&ts->sleep_mutex, NULL);
+                    plat_cond_init(&ts->sleep_cond);
+                    if (!i->main_ts)
+                        i->main_ts = ts;
+                }
+            pthread_mutex_unlock(&i->mutex);
+        }
+        pthread_mutex_unlock(&rt->mutex);
+    }
+    pthread_mutex_unlock(&g_rt_lock);
+    handle_foreach_open(reinit_object, NULL);
+    alloc_atfork_child();
+    release_vanished(gone);
+}

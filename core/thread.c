@@ -1,0 +1,526 @@
+/*
+ * thread.c - threads: start with a started-handshake, the bootstrap, the
+ * registry, join on a sentinel, and thread handles.
+ *
+ * Life of a thread started by tether_thread_start:
+ *
+ *   parent                                 child
+ *   ------                                 -----
+ *   make thread object, thread state,
+ *   register in interp->threads
+ *   pthread_create  ------------------->   bind the state to this OS thread
+ *   drop GIL, wait for `started`  <-----   started = 1 (the handshake)
+ *   re-take GIL, return the handle         take the GIL, run fn(arg)
+ *                                          report an error to the excepthook
+ *                                          drop the GIL, delete the state,
+ *                                          unregister, done = 1 (the sentinel)
+ *   join: wait for done, pthread_join      exit
+ *
+ * The thread object (the handle) is refcounted apart from the thread
+ * state: the state dies with the thread, the handle when its last user
+ * reference is released and the thread is done (as CPython 3.13's
+ * ThreadHandle).  Threads tether did not start get a thread object the
+ * first time they ask for tether_thread_current; it finishes when their
+ * state is deleted, and cannot be joined.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "handle.h"
+#include "internal.h"
+#include "platform.h"
+
+static void thread_dtor(void *p)
+{
+    struct thread *t = p;
+    if (t->joinable && t->reap == 0 && t->started)
+        pthread_detach(t->pt);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->mutex);
+    t_free(t->name);
+    struct interp *interp = t->interp;
+    t_free(t);
+    interp_unref(interp);
+}
+
+/* A thread object with one user reference and one more reference held by
+   the thread itself (dropped when it finishes). */
+static int thread_new(struct interp *interp, const char *name, int joinable,
+                      struct thread **out)
+{
+    struct thread *t = t_calloc(1, sizeof *t);
+    if (!t || !(t->name = t_strdup(name))) {
+        t_free(t);
+        return TETHER_ENOMEM;
+    }
+    pthread_mutex_init(&t->mutex, NULL);
+    plat_cond_init(&t->cond);
+    t->interp = interp;
+    t->joinable = joinable;
+    t->user_refs = 1;
+    if (handle_new(HT_THREAD, t, thread_dtor, name, &t->handle) != TETHER_OK) {
+        pthread_cond_destroy(&t->cond);
+        pthread_mutex_destroy(&t->mutex);
+        t_free(t->name);
+        t_free(t);
+        return TETHER_ENOMEM;
+    }
+    interp_ref(interp);
+    handle_ref(t->handle);
+    *out = t;
+    return TETHER_OK;
+}
+
+/* Drops a user reference; the handle closes with the last one once the
+   thread is done. */
+static int thread_unref_user(struct thread *t)
+{
+    pthread_mutex_lock(&t->mutex);
+    if (t->user_refs == 0) {
+        pthread_mutex_unlock(&t->mutex);
+        return TETHER_EBADHANDLE;
+    }
+    int close = --t->user_refs == 0 && t->done;
+    pthread_mutex_unlock(&t->mutex);
+    if (close)
+        handle_close(t->handle, HT_THREAD);
+    return TETHER_OK;
+}
+
+void thread_finish(struct thread *t, int result)
+{
+    struct interp *interp = t->interp;
+    if (t->joinable) {
+        pthread_mutex_lock(&interp->mutex);
+        if (t->reg_prev)
+            t->reg_prev->reg_next = t->reg_next;
+        else if (interp->threads == t)
+            interp->threads = t->reg_next;
+        if (t->reg_next)
+            t->reg_next->reg_prev = t->reg_prev;
+        t->reg_prev = t->reg_next = NULL;
+        pthread_mutex_unlock(&interp->mutex);
+    }
+    pthread_mutex_lock(&t->mutex);
+    t->done = 1;
+    t->result = result;
+    int close = t->user_refs == 0;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mutex);
+    if (close)
+        handle_close(t->handle, HT_THREAD);
+}
+
+void thread_report(struct interp *interp, struct thread *t, int code)
+{
+    struct runtime *rt = interp->rt;
+    if (rt->excepthook) {
+        rt->excepthook(t->handle, code, tether_last_error(), rt->excepthook_ud);
+        return;
+    }
+    fprintf(stderr, "tether: exception in thread '%s' (%llu): %s (%s)%s%s\n",
+            t->name, (unsigned long long)t->ident, tether_status_name(code),
+            tether_strerror(code), *tether_last_error() ? ": " : "",
+            tether_last_error());
+}
+
+/* ---- start and the bootstrap -------------------------------------------- */
+
+struct boot {
+    struct thread *t;
+    struct tstate *ts;
+    struct osthread *os; /* made by the parent so the child cannot fail */
+};
+
+static void *bootstrap(void *p)
+{
+    struct boot b = *(struct boot *)p; /* the parent's copy dies at the handshake */
+    struct thread *t = b.t;
+    struct tstate *ts = b.ts;
+    os_adopt(b.os);
+    ts_bind(ts, b.os);
+    pthread_mutex_lock(&t->mutex);
+    t->ident = b.os->ident;
+    t->started = 1;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->mutex);
+
+    int result = ts_attach(ts, 0);
+    if (result == TETHER_OK) {
+        result = t->fn(t->arg);
+        if (result != TETHER_OK && result != TETHER_EXIT && ts->attached)
+            thread_report(t->interp, t, result);
+    }
+    while (b.os->current) /* also anything fn ensured and never released */
+        ts_detach(b.os->current);
+    b.os->depth = 0;
+    ts_forget(b.os, ts);
+    thread_finish(t, result);
+    handle_put(t->handle); /* the thread's own reference */
+    return NULL;
+}
+
+static int start_error(int rc, const char *fmt, const char *detail)
+{
+    return err_set(rc, "tether_thread_start", fmt, detail);
+}
+
+/* Validates opts; fills the name (a default "Thread-N" when NULL). */
+static int read_opts(const tether_thread_opts *o, struct runtime *rt,
+                     char *name, size_t cap, int *daemon, size_t *stack)
+{
+    *daemon = 0;
+    *stack = 0;
+    const char *n = NULL;
+    if (o) {
+        if (o->size < offsetof(tether_thread_opts, name) + sizeof o->name)
+            return start_error(TETHER_EINVAL, "%s", "opts->size is too small");
+        n = o->name;
+        if (o->size >= offsetof(tether_thread_opts, daemon) + sizeof o->daemon)
+            *daemon = o->daemon != 0;
+        if (o->size >= offsetof(tether_thread_opts, stack_size) + sizeof o->stack_size)
+            *stack = o->stack_size;
+    }
+    if (n)
+        snprintf(name, cap, "%s", n);
+    else
+        snprintf(name, cap, "Thread-%llu",
+                 (unsigned long long)atomic_fetch_add(&rt->thread_names, 1) + 1);
+    return TETHER_OK;
+}
+
+/* Waits for the child's handshake with the caller's GIL released. */
+static void wait_started(struct thread *t)
+{
+    struct tstate *cur = ts_current();
+    if (cur)
+        ts_detach(cur);
+    pthread_mutex_lock(&t->mutex);
+    while (!t->started)
+        pthread_cond_wait(&t->cond, &t->mutex);
+    pthread_mutex_unlock(&t->mutex);
+    if (cur)
+        (void)ts_attach(cur, 1); /* a failure shows at the next checkpoint */
+}
+
+/* Undoes a start whose OS thread never ran. */
+static void start_undo(struct thread *t, struct tstate *ts)
+{
+    struct interp *interp = t->interp;
+    pthread_mutex_lock(&interp->mutex);
+    if (t->reg_next)
+        t->reg_next->reg_prev = t->reg_prev;
+    if (t->reg_prev)
+        t->reg_prev->reg_next = t->reg_next;
+    else
+        interp->threads = t->reg_next;
+    pthread_mutex_unlock(&interp->mutex);
+    ts_delete(ts); /* also clears t->ts */
+    t->joinable = 0;
+    t->done = 1;
+    handle_put(t->handle); /* the thread's own reference */
+    handle_close(t->handle, HT_THREAD);
+}
+
+static int start_registered(struct thread *t, struct tstate *ts,
+                            struct osthread *os)
+{
+    struct interp *interp = t->interp;
+    pthread_mutex_lock(&interp->mutex);
+    int fin = atomic_load(&interp->finalizing);
+    if (!fin) {
+        t->ts = ts;
+        ts->thread = t;
+        t->reg_next = interp->threads;
+        if (t->reg_next)
+            t->reg_next->reg_prev = t;
+        interp->threads = t;
+    }
+    pthread_mutex_unlock(&interp->mutex);
+    if (fin) {
+        start_undo(t, ts);
+        return start_error(TETHER_EFINALIZING, "%s", "the interpreter is finalizing");
+    }
+    struct boot b = {t, ts, os};
+    int err = plat_thread_create(&t->pt, t->stack_size, bootstrap, &b);
+    if (err) {
+        start_undo(t, ts);
+        return start_error(err == EINVAL ? TETHER_EINVAL : TETHER_EAGAIN,
+                           "the OS refused a thread: %s", strerror(err));
+    }
+    wait_started(t);
+    return TETHER_OK;
+}
+
+int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
+                        const tether_thread_opts *opts, tether_thread *out)
+{
+    if (!fn || !out)
+        return err_misuse(TETHER_EINVAL, "tether_thread_start",
+                          "fn and out must not be NULL");
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, "tether_thread_start",
+                          "not an interp handle (0x%llx)", (unsigned long long)h);
+    char name[128];
+    int daemon, rc;
+    size_t stack;
+    struct thread *t = NULL;
+    struct tstate *ts = NULL;
+    struct osthread *os = NULL;
+    rc = read_opts(opts, interp->rt, name, sizeof name, &daemon, &stack);
+    if (rc == TETHER_OK && atomic_load(&interp->finalizing))
+        rc = start_error(TETHER_EFINALIZING, "%s", "the interpreter is finalizing");
+    if (rc == TETHER_OK && thread_new(interp, name, 1, &t) != TETHER_OK)
+        rc = start_error(TETHER_ENOMEM, "%s", "out of memory for the thread");
+    if (rc == TETHER_OK && (!(ts = ts_new(interp)) || !(os = os_new()))) {
+        if (ts)
+            ts_delete(ts);
+        t->joinable = 0;
+        handle_put(t->handle);
+        handle_close(t->handle, HT_THREAD);
+        rc = start_error(TETHER_ENOMEM, "%s", "out of memory for the thread state");
+    }
+    if (rc == TETHER_OK) {
+        t->daemon = daemon;
+        t->stack_size = stack;
+        t->fn = fn;
+        t->arg = arg;
+        rc = start_registered(t, ts, os);
+        if (rc != TETHER_OK)
+            os_free(os);
+    }
+    handle_put(h);
+    if (rc == TETHER_OK)
+        *out = t->handle;
+    return rc;
+}
+
+/* ---- join --------------------------------------------------------------- */
+
+static int poll_done(void *p)
+{
+    return ((struct thread *)p)->done ? TETHER_OK : WAIT_AGAIN;
+}
+
+/* Reaps the OS thread once; later joiners wait until it is reaped. */
+static void reap(struct thread *t)
+{
+    pthread_mutex_lock(&t->mutex);
+    if (t->reap == 0) {
+        t->reap = 1;
+        pthread_mutex_unlock(&t->mutex);
+        pthread_join(t->pt, NULL);
+        pthread_mutex_lock(&t->mutex);
+        t->reap = 2;
+        pthread_cond_broadcast(&t->cond);
+    }
+    while (t->reap == 1)
+        pthread_cond_wait(&t->cond, &t->mutex);
+    pthread_mutex_unlock(&t->mutex);
+}
+
+int thread_join_obj(struct thread *t, int64_t timeout_ns)
+{
+    struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, t};
+    int rc = wait_run("tether_thread_join", &w, timeout_ns);
+    if (rc == TETHER_OK)
+        reap(t);
+    return rc;
+}
+
+int tether_thread_join(tether_thread h, int64_t timeout_ns)
+{
+    static const char fn[] = "tether_thread_join";
+    struct thread *t = handle_get(h, HT_THREAD);
+    if (!t)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
+                          (unsigned long long)h);
+    pthread_mutex_lock(&t->mutex);
+    int self = t->ident == plat_thread_ident() && !t->done;
+    pthread_mutex_unlock(&t->mutex);
+    int rc;
+    if (self)
+        rc = err_misuse(TETHER_EDEADLK, fn, "a thread cannot join itself");
+    else if (!t->joinable)
+        rc = err_misuse(TETHER_ESTATE, fn, "the thread '%s' was not started by "
+                        "tether_thread_start", t->name);
+    else
+        rc = thread_join_obj(t, timeout_ns);
+    handle_put(h);
+    return rc;
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+static struct thread *get_thread(tether_thread h, const char *fn)
+{
+    struct thread *t = handle_get(h, HT_THREAD);
+    if (!t)
+        err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
+                   (unsigned long long)h);
+    return t;
+}
+
+int tether_thread_is_alive(tether_thread h)
+{
+    struct thread *t = get_thread(h, "tether_thread_is_alive");
+    if (!t)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&t->mutex);
+    int alive = t->started && !t->done;
+    pthread_mutex_unlock(&t->mutex);
+    handle_put(h);
+    return alive;
+}
+
+int tether_thread_ident(tether_thread h, uint64_t *out)
+{
+    if (!out)
+        return err_misuse(TETHER_EINVAL, "tether_thread_ident", "out is NULL");
+    struct thread *t = get_thread(h, "tether_thread_ident");
+    if (!t)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&t->mutex);
+    *out = t->ident;
+    pthread_mutex_unlock(&t->mutex);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_thread_name(tether_thread h, const char **out)
+{
+    if (!out)
+        return err_misuse(TETHER_EINVAL, "tether_thread_name", "out is NULL");
+    struct thread *t = get_thread(h, "tether_thread_name");
+    if (!t)
+        return TETHER_EBADHANDLE;
+    *out = t->name;
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_thread_result(tether_thread h, int *out)
+{
+    static const char fn[] = "tether_thread_result";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct thread *t = get_thread(h, fn);
+    if (!t)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&t->mutex);
+    int done = t->done, result = t->result;
+    pthread_mutex_unlock(&t->mutex);
+    handle_put(h);
+    if (!done)
+        return err_set(TETHER_ESTATE, fn, "the thread '%s' is still running", t->name);
+    *out = result;
+    return TETHER_OK;
+}
+
+int tether_thread_release(tether_thread h)
+{
+    if (h == 0)
+        return TETHER_OK;
+    struct thread *t = get_thread(h, "tether_thread_release");
+    if (!t)
+        return TETHER_EBADHANDLE;
+    int rc = thread_unref_user(t);
+    handle_put(h);
+    if (rc != TETHER_OK)
+        return err_misuse(rc, "tether_thread_release",
+                          "every reference to the handle was already released");
+    return TETHER_OK;
+}
+
+/* Adds a user reference; the handle is open (the caller holds a lookup
+   reference or the thread's state). */
+static void thread_ref_user(struct thread *t)
+{
+    pthread_mutex_lock(&t->mutex);
+    t->user_refs++;
+    pthread_mutex_unlock(&t->mutex);
+}
+
+int thread_of_current(struct tstate *ts, uint64_t *out)
+{
+    struct interp *interp = ts->interp;
+    pthread_mutex_lock(&interp->mutex);
+    struct thread *t = ts->thread;
+    if (t)
+        thread_ref_user(t);
+    pthread_mutex_unlock(&interp->mutex);
+    if (!t) {
+        /* A thread tether did not start: its object finishes with its state. */
+        char name[64];
+        if (interp->is_main && ts->os->serial == interp->rt->creator_serial)
+            snprintf(name, sizeof name, "MainThread");
+        else
+            snprintf(name, sizeof name, "Dummy-%llu",
+                     (unsigned long long)atomic_fetch_add(&interp->rt->thread_names, 1) + 1);
+        if (thread_new(interp, name, 0, &t) != TETHER_OK)
+            return TETHER_ENOMEM;
+        t->ident = ts->ident;
+        t->started = 1;
+        pthread_mutex_lock(&interp->mutex);
+        t->ts = ts;
+        ts->thread = t;
+        pthread_mutex_unlock(&interp->mutex);
+    }
+    *out = t->handle;
+    return TETHER_OK;
+}
+
+int tether_thread_current(tether_thread *out)
+{
+    static const char fn[] = "tether_thread_current";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct tstate *ts = ts_current();
+    if (!ts)
+        return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
+    if (thread_of_current(ts, out) != TETHER_OK)
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    return TETHER_OK;
+}
+
+int tether_thread_list(tether_interp h, tether_thread *buf, size_t cap,
+                       size_t *count)
+{
+    static const char fn[] = "tether_thread_list";
+    if (!count || (cap && !buf))
+        return err_misuse(TETHER_EINVAL, fn, "count is NULL, or buf is NULL "
+                          "with cap > 0");
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
+                          (unsigned long long)h);
+    size_t n = 0;
+    pthread_mutex_lock(&interp->mutex);
+    for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
+        struct thread *t = ts->thread;
+        if (!t)
+            continue;
+        if (n < cap) {
+            thread_ref_user(t);
+            buf[n] = t->handle;
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&interp->mutex);
+    handle_put(h);
+    *count = n;
+    return TETHER_OK;
+}
+
+void thread_atfork_vanished(struct thread *t)
+{
+    pthread_mutex_init(&t->mutex, NULL);
+    plat_cond_init(&t->cond);
+    t->done = 1;
+    t->reap = 2; /* the OS thread exists only in the parent */
+    t->reg_prev = t->reg_next = NULL;
+}

@@ -1,0 +1,227 @@
+/*
+ * tstate.c - thread states and the per-OS-thread record.
+ *
+ * A thread state belongs to one interpreter and one OS thread.  The OS
+ * thread's record (struct osthread, reached through one initial-exec TLS
+ * pointer) keeps the state it is attached to, its ensure stack, and a cache
+ * of its states, one per interpreter it has used.  Cached states outlive
+ * the outermost tether_release so that the next ensure costs one GIL
+ * acquisition; they are freed by a pthread key destructor when the OS
+ * thread exits, or as soon as their interpreter is found finalizing.
+ *
+ * A state holds a reference on its interpreter, which holds one on its
+ * runtime: their memory lives until the last state is gone, so a foreign
+ * thread that exits long after finalize still finds valid memory to unlink
+ * itself from.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "handle.h"
+#include "internal.h"
+#include "platform.h"
+
+#define INLINE_FRAMES 8
+
+/* The calling thread's record.  Synchronization: thread-local.  The
+   initial-exec model makes the access one instruction; it is one pointer,
+   well inside the static TLS that glibc keeps for dlopen'ed libraries. */
+__thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
+
+/* Runs the destructor at thread exit.  Synchronization: immutable after
+   g_os_once. */
+static pthread_key_t g_os_key;
+static pthread_once_t g_os_once = PTHREAD_ONCE_INIT;
+static _Atomic uint64_t g_os_serial;
+
+static void os_exit(void *p);
+
+static void os_key_init(void) { pthread_key_create(&g_os_key, os_exit); }
+
+struct osthread *os_peek(void) { return t_os; }
+
+struct tstate *ts_current(void) { return t_os ? t_os->current : NULL; }
+
+/* The record is libc memory, not the runtime's allocator: it belongs to
+   the OS thread and can outlive every runtime.  It still honours the
+   allocation fault switch, so OOM sweeps reach it. */
+struct osthread *os_new(void)
+{
+    pthread_once(&g_os_once, os_key_init);
+    if (fault_hit(TETHER_FAULT_ALLOC))
+        return NULL;
+    struct osthread *os =
+        calloc(1, sizeof *os + INLINE_FRAMES * sizeof(struct frame));
+    if (!os)
+        return NULL;
+    os->frames = (struct frame *)(os + 1);
+    os->cap = INLINE_FRAMES;
+    os->serial = atomic_fetch_add(&g_os_serial, 1) + 1;
+    return os;
+}
+
+void os_free(struct osthread *os)
+{
+    if (os->frames != (struct frame *)(os + 1))
+        free(os->frames);
+    free(os);
+}
+
+void os_adopt(struct osthread *os)
+{
+    os->ident = plat_thread_ident();
+    pthread_setspecific(g_os_key, os);
+    t_os = os;
+}
+
+struct osthread *os_get(void)
+{
+    if (!t_os) {
+        struct osthread *os = os_new();
+        if (os)
+            os_adopt(os);
+    }
+    return t_os;
+}
+
+static void os_unlink_cached(struct osthread *os, struct tstate *ts)
+{
+    for (struct tstate **p = &os->cache; *p; p = &(*p)->os_next) {
+        if (*p == ts) {
+            *p = ts->os_next;
+            return;
+        }
+    }
+}
+
+/* Thread exit: a thread that still holds a GIL lets go of it (else every
+   other thread would wait forever), then its states are deleted. */
+static void os_exit(void *p)
+{
+    struct osthread *os = p;
+    t_os = os; /* other key destructors may have run tether code */
+    if (os->current) {
+        if (getenv("TETHER_DEBUG"))
+            fprintf(stderr,
+                    "tether: TETHER_DEBUG: thread %llu exited while attached "
+                    "(%u ensure(s) never released)\n",
+                    (unsigned long long)os->ident,
+                    (unsigned)atomic_load(&os->current->ensures));
+        ts_detach(os->current);
+    }
+    while (os->cache) {
+        struct tstate *ts = os->cache;
+        os->cache = ts->os_next;
+        ts_delete(ts);
+    }
+    os_free(os);
+    t_os = NULL;
+}
+
+struct tstate *ts_new(struct interp *interp)
+{
+    struct tstate *ts = t_calloc(1, sizeof *ts);
+    if (!ts)
+        return NULL;
+    ts->interp = interp;
+    atomic_init(&ts->breaker, 0);
+    atomic_init(&ts->userdata, NULL);
+    atomic_init(&ts->ensures, 0);
+    pthread_mutex_init(&ts->sleep_mutex, NULL);
+    plat_cond_init(&ts->sleep_cond);
+    interp_ref(interp);
+    pthread_mutex_lock(&interp->mutex);
+    ts->next = interp->tstates;
+    if (ts->next)
+        ts->next->prev = ts;
+    interp->tstates = ts;
+    if (!interp->main_ts) {
+        interp->main_ts = ts;
+        if (interp->pending_head)
+            atomic_fetch_or(&ts->breaker, BRK_PENDING);
+    }
+    if (atomic_load(&interp->finalizing))
+        atomic_fetch_or(&ts->breaker, BRK_FINAL);
+    pthread_mutex_unlock(&interp->mutex);
+    return ts;
+}
+
+void ts_bind(struct tstate *ts, struct osthread *os)
+{
+    ts->os = os;
+    ts->ident = os->ident;
+    ts->os_next = os->cache;
+    os->cache = ts;
+}
+
+void ts_delete(struct tstate *ts)
+{
+    struct interp *interp = ts->interp;
+    pthread_mutex_lock(&interp->mutex);
+    if (ts->prev)
+        ts->prev->next = ts->next;
+    else
+        interp->tstates = ts->next;
+    if (ts->next)
+        ts->next->prev = ts->prev;
+    if (interp->main_ts == ts)
+        interp->main_ts = NULL;
+    struct thread *t = ts->thread;
+    ts->thread = NULL;
+    if (t)
+        t->ts = NULL;
+    pthread_mutex_unlock(&interp->mutex);
+    /* A thread tether did not start finishes with its state; tether's own
+       threads finish in their bootstrap, right after this. */
+    if (t && !t->joinable) {
+        thread_finish(t, TETHER_OK);
+        handle_put(t->handle);
+    }
+    async_clear(ts);
+    pthread_cond_destroy(&ts->sleep_cond);
+    pthread_mutex_destroy(&ts->sleep_mutex);
+    t_free(ts);
+    interp_unref(interp);
+}
+
+struct tstate *ts_cached(struct osthread *os, tether_interp h)
+{
+    for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
+        if (ts->interp->handle == h)
+            return ts;
+    return NULL;
+}
+
+void ts_forget(struct osthread *os, struct tstate *ts)
+{
+    os_unlink_cached(os, ts);
+    ts_delete(ts);
+}
+
+void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only)
+{
+    struct tstate *ts = os->cache, *next;
+    for (; ts; ts = next) {
+        next = ts->os_next;
+        if (ts->interp->rt == rt && (!only || ts->interp == only) &&
+            !ts->attached)
+            ts_forget(os, ts);
+    }
+}
+
+int os_grow_frames(struct osthread *os)
+{
+    if (os->cap >= (1u << 23))
+        return TETHER_ENOMEM;
+    struct frame *f = malloc(2 * os->cap * sizeof *f);
+    if (!f)
+        return TETHER_ENOMEM;
+    for (uint32_t i = 0; i < os->depth; i++)
+        f[i] = os->frames[i];
+    if (os->frames != (struct frame *)(os + 1))
+        free(os->frames);
+    os->frames = f;
+    os->cap *= 2;
+    return TETHER_OK;
+}

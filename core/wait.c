@@ -1,0 +1,350 @@
+/*
+ * wait.c - interruptible timed waits: the generic wait, sleep, locks and
+ * events.
+ *
+ * Every wait follows one shape (wait_run):
+ *
+ *   1. try once under the object's mutex, GIL still held;
+ *   2. register the object's mutex/cond on the thread state, so that a
+ *      raise or finalize can wake exactly this wait, and drop the GIL;
+ *   3. wait on the cond until the object is ready, an asynchronous
+ *      exception or finalize is flagged in the breaker, or the absolute
+ *      monotonic deadline passes;
+ *   4. unregister and re-take the GIL with the convoy priority.
+ *
+ * The raiser sets the breaker bit first and then, under the interp mutex,
+ * looks for a registered wait and broadcasts its cond under its mutex.  The
+ * waiter registers before it checks the bit under the object mutex.  So
+ * either the waiter sees the bit before sleeping, or the raiser finds the
+ * registration and its broadcast reaches the sleeping waiter: no lost
+ * wake-up.  This is what CPython cannot do: its waits only end on their
+ * own, and the exception waits for them.
+ */
+#include "alloc.h"
+#include "error.h"
+#include "handle.h"
+#include "internal.h"
+#include "platform.h"
+
+#define INTERRUPTS (BRK_ASYNC | BRK_FINAL)
+
+static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
+{
+    pthread_mutex_lock(&ts->interp->mutex);
+    ts->wait_mutex = m;
+    ts->wait_cond = c;
+    pthread_mutex_unlock(&ts->interp->mutex);
+}
+
+/* Step 3: returns poll's final status, ETIMEDOUT, or WAIT_AGAIN when the
+   breaker interrupted the wait. */
+static int block(const struct waitspec *w, struct tstate *ts, int64_t deadline)
+{
+    int rc, expired = 0;
+    pthread_mutex_lock(w->mutex);
+    for (;;) {
+        if ((rc = w->poll(w->obj)) != WAIT_AGAIN)
+            break;
+        if (ts && (atomic_load(&ts->breaker) & INTERRUPTS))
+            break;
+        if (expired) {
+            rc = TETHER_ETIMEDOUT;
+            break;
+        }
+        expired = plat_cond_wait(w->cond, w->mutex, deadline);
+    }
+    pthread_mutex_unlock(w->mutex);
+    return rc;
+}
+
+static int try_once(const struct waitspec *w)
+{
+    pthread_mutex_lock(w->mutex);
+    int rc = w->poll(w->obj);
+    pthread_mutex_unlock(w->mutex);
+    return rc;
+}
+
+int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns)
+{
+    int rc = try_once(w);
+    if (rc != WAIT_AGAIN)
+        return rc;
+    int64_t deadline = plat_deadline(timeout_ns);
+    struct tstate *ts = ts_current();
+    for (;;) {
+        if (ts && (atomic_load(&ts->breaker) & INTERRUPTS)) {
+            rc = breaker_after_block(ts);
+            if (rc != TETHER_OK)
+                return err_set(rc, func, "%s", rc == TETHER_EASYNC
+                               ? "interrupted by an asynchronous exception"
+                               : "interrupted by finalize; the thread was detached");
+        }
+        if (timeout_ns == 0)
+            return err_set(TETHER_ETIMEDOUT, func, "the timeout elapsed");
+        if (ts) {
+            set_wait(ts, w->mutex, w->cond);
+            ts_detach(ts);
+        }
+        rc = block(w, ts, deadline);
+        if (!ts)
+            break;
+        set_wait(ts, NULL, NULL);
+        if (ts_attach(ts, 1) != TETHER_OK) {
+            if (rc == TETHER_OK && w->undo)
+                w->undo(w->obj);
+            return err_set(TETHER_EFINALIZING, func, "the interpreter is "
+                           "finalizing; the thread stays detached");
+        }
+        if (rc != WAIT_AGAIN)
+            break;
+        /* Interrupted: deliver at the loop top, or wait on if a defer
+           swallowed it meanwhile. */
+        timeout_ns = deadline < 0 ? -1 : deadline - plat_now_ns();
+        if (timeout_ns < 0 && deadline >= 0)
+            timeout_ns = 0;
+    }
+    if (rc == TETHER_ETIMEDOUT)
+        return err_set(rc, func, "the timeout elapsed");
+    return rc;
+}
+
+/* ---- sleep -------------------------------------------------------------- */
+
+static int poll_never(void *obj)
+{
+    (void)obj;
+    return WAIT_AGAIN;
+}
+
+int tether_sleep(int64_t ns)
+{
+    static const char fn[] = "tether_sleep";
+    if (ns < 0)
+        return err_misuse(TETHER_EINVAL, fn, "negative duration %lld",
+                          (long long)ns);
+    struct tstate *ts = ts_current();
+    if (!ts) {
+        plat_sleep_ns(ns);
+        return TETHER_OK;
+    }
+    if (ns == 0) {
+        if (gil_contended(ts->interp->gil) &&
+            gil_yield(ts->interp->gil, ts) != TETHER_OK) {
+            ts->attached = 0;
+            ts->os->current = NULL;
+            return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
+        }
+        return breaker_after_block(ts);
+    }
+    struct waitspec w = {&ts->sleep_mutex, &ts->sleep_cond, poll_never, NULL, NULL};
+    int rc = wait_run(fn, &w, ns);
+    return rc == TETHER_ETIMEDOUT ? TETHER_OK : rc;
+}
+
+/* ---- locks -------------------------------------------------------------- */
+
+struct lock {
+    pthread_mutex_t mutex; /* rank 4: the fields below */
+    pthread_cond_t cond;
+    int locked;
+    int dead;              /* freed: waiters leave with EBADHANDLE */
+    uint64_t owner;        /* ident of the thread that acquired it */
+};
+
+static void lock_dtor(void *p)
+{
+    struct lock *l = p;
+    pthread_cond_destroy(&l->cond);
+    pthread_mutex_destroy(&l->mutex);
+    t_free(l);
+}
+
+/* Shared by tether_lock_new and tether_event_new (same layout prefix). */
+static int object_new(const char *fn, int type, size_t size, uint64_t *out)
+{
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct lock *o = t_calloc(1, size);
+    if (!o)
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    pthread_mutex_init(&o->mutex, NULL);
+    plat_cond_init(&o->cond);
+    if (handle_new(type, o, lock_dtor, NULL, out) != TETHER_OK) {
+        lock_dtor(o);
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    }
+    return TETHER_OK;
+}
+
+/* Marks the object dead, wakes its waiters and closes the handle. */
+static int object_free(const char *fn, int type, uint64_t h)
+{
+    if (h == 0)
+        return TETHER_OK;
+    struct lock *o = handle_get(h, type);
+    if (!o)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a %s handle (0x%llx)",
+                          handle_type_name(type), (unsigned long long)h);
+    pthread_mutex_lock(&o->mutex);
+    o->dead = 1;
+    pthread_cond_broadcast(&o->cond);
+    pthread_mutex_unlock(&o->mutex);
+    int rc = handle_close(h, type);
+    handle_put(h);
+    if (rc != TETHER_OK)
+        return err_misuse(rc, fn, "the handle was freed concurrently");
+    return TETHER_OK;
+}
+
+static struct lock *object_get(const char *fn, int type, uint64_t h)
+{
+    struct lock *o = handle_get(h, type);
+    if (!o)
+        err_misuse(TETHER_EBADHANDLE, fn, "not a %s handle (0x%llx)",
+                   handle_type_name(type), (unsigned long long)h);
+    return o;
+}
+
+int tether_lock_new(tether_lock *out)
+{
+    return object_new("tether_lock_new", HT_LOCK, sizeof(struct lock), out);
+}
+
+int tether_lock_free(tether_lock l)
+{
+    return object_free("tether_lock_free", HT_LOCK, l);
+}
+
+static int poll_lock(void *p)
+{
+    struct lock *l = p;
+    if (l->dead)
+        return TETHER_EBADHANDLE;
+    if (l->locked)
+        return WAIT_AGAIN;
+    l->locked = 1;
+    l->owner = plat_thread_ident();
+    return TETHER_OK;
+}
+
+static void undo_lock(void *p)
+{
+    struct lock *l = p;
+    pthread_mutex_lock(&l->mutex);
+    l->locked = 0;
+    pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mutex);
+}
+
+int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
+{
+    static const char fn[] = "tether_lock_acquire";
+    struct lock *l = object_get(fn, HT_LOCK, h);
+    if (!l)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&l->mutex);
+    int self = l->locked && l->owner == plat_thread_ident();
+    pthread_mutex_unlock(&l->mutex);
+    int rc;
+    if (self && timeout_ns < 0) {
+        rc = err_misuse(TETHER_EDEADLK, fn, "the calling thread holds this lock "
+                        "and would wait forever");
+    } else {
+        struct waitspec w = {&l->mutex, &l->cond, poll_lock, undo_lock, l};
+        rc = wait_run(fn, &w, timeout_ns);
+        if (rc == TETHER_EBADHANDLE)
+            err_set(rc, fn, "the lock was freed while waiting");
+    }
+    handle_put(h);
+    return rc;
+}
+
+int tether_lock_release(tether_lock h)
+{
+    static const char fn[] = "tether_lock_release";
+    struct lock *l = object_get(fn, HT_LOCK, h);
+    if (!l)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&l->mutex);
+    int was = l->locked;
+    l->locked = 0;
+    if (was)
+        pthread_cond_signal(&l->cond);
+    pthread_mutex_unlock(&l->mutex);
+    handle_put(h);
+    return was ? TETHER_OK : err_misuse(TETHER_ESTATE, fn, "the lock is not locked");
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+/* An event is a lock object whose `locked` field is the flag. */
+int tether_event_new(tether_event *out)
+{
+    return object_new("tether_event_new", HT_EVENT, sizeof(struct lock), out);
+}
+
+int tether_event_free(tether_event e)
+{
+    return object_free("tether_event_free", HT_EVENT, e);
+}
+
+static int event_set_to(const char *fn, tether_event h, int value)
+{
+    struct lock *e = object_get(fn, HT_EVENT, h);
+    if (!e)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&e->mutex);
+    e->locked = value;
+    if (value)
+        pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->mutex);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_event_set(tether_event e) { return event_set_to("tether_event_set", e, 1); }
+int tether_event_clear(tether_event e) { return event_set_to("tether_event_clear", e, 0); }
+
+static int poll_event(void *p)
+{
+    struct lock *e = p;
+    if (e->dead)
+        return TETHER_EBADHANDLE;
+    return e->locked ? TETHER_OK : WAIT_AGAIN;
+}
+
+int tether_event_wait(tether_event h, int64_t timeout_ns)
+{
+    static const char fn[] = "tether_event_wait";
+    struct lock *e = object_get(fn, HT_EVENT, h);
+    if (!e)
+        return TETHER_EBADHANDLE;
+    struct waitspec w = {&e->mutex, &e->cond, poll_event, NULL, e};
+    int rc = wait_run(fn, &w, timeout_ns);
+    if (rc == TETHER_EBADHANDLE)
+        err_set(rc, fn, "the event was freed while waiting");
+    handle_put(h);
+    return rc;
+}
+
+int tether_event_is_set(tether_event h)
+{
+    struct lock *e = object_get("tether_event_is_set", HT_EVENT, h);
+    if (!e)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&e->mutex);
+    int set = e->locked;
+    pthread_mutex_unlock(&e->mutex);
+    handle_put(h);
+    return set;
+}
+
+void wait_atfork_child_object(int type, void *obj)
+{
+    if (type != HT_LOCK && type != HT_EVENT)
+        return;
+    struct lock *o = obj;
+    pthread_mutex_init(&o->mutex, NULL);
+    plat_cond_init(&o->cond);
+}
