@@ -285,6 +285,8 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
 
 /* Fork child: makes a lock's or an event's mutex and cond anew. */
 void wait_atfork_child_object(int type, void *obj);
+/* Fork child: the same for a channel. */
+void channel_atfork_child_object(int type, void *obj);
 
 /* ---- thread.c -------------------------------------------------------- */
 

@@ -593,6 +593,7 @@ static void reinit_object(uint64_t h, int type, void *obj, const char *name,
 {
     (void)h, (void)name, (void)creator, (void)ud;
     wait_atfork_child_object(type, obj);
+    channel_atfork_child_object(type, obj);
 }
 
 /* Drops what vanished threads held: their thread objects' own references,

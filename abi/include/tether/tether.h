@@ -68,13 +68,14 @@ extern "C" {
     XX(EVERSION, -9, "ABI version mismatch")                                  \
     XX(EPLUGIN, -10, "a plugin failed to load, resolve or initialise")        \
     XX(EAGAIN, -11, "a resource is temporarily exhausted")                    \
-    XX(ESIGNATURE, -12, "malformed FFI signature")
+    XX(ESIGNATURE, -12, "malformed FFI signature")                            \
+    XX(ECLOSED, -13, "the channel is closed")
 
 enum {
 #define TETHER__STATUS_ENUM(name, value, msg) TETHER_##name = (value),
     TETHER_STATUS_MAP(TETHER__STATUS_ENUM)
 #undef TETHER__STATUS_ENUM
-    TETHER__STATUS_LAST = -12
+    TETHER__STATUS_LAST = -13
 };
 
 /* A thread function's silent exit, like Python's SystemExit. */
@@ -120,6 +121,7 @@ typedef uint64_t tether_lock;
 typedef uint64_t tether_event;
 typedef uint64_t tether_plugin;
 typedef uint64_t tether_callback;
+typedef uint64_t tether_channel;
 
 /* An ensure token; pass it back to tether_release on the same thread. */
 typedef uint64_t tether_gilstate;
@@ -650,6 +652,66 @@ TETHER_API int tether_callback_free(tether_callback cb);
    that is being unloaded).  [any-thread] */
 TETHER_API int tether_ffi_call(void *fnptr, const char *signature, void **args,
                                void *ret);
+
+/* ------------------------------------------------------------------------
+ * Channels (ABI 1.1)
+ *
+ * A channel is a FIFO of byte messages that any thread of any interpreter
+ * may send to and receive from: the way isolated interpreters talk.  It is
+ * bounded by `capacity` messages (0 = unbounded).  Sending copies the bytes;
+ * receiving hands the receiver a buffer it owns.  Send and receive are
+ * interruptible waits (see above): they release the GIL while blocked and
+ * are woken by asynchronous exceptions and finalize.  Closing wakes every
+ * waiter: blocked senders get TETHER_ECLOSED; receivers first drain what is
+ * queued, then get TETHER_ECLOSED.
+ * ---------------------------------------------------------------------- */
+
+/* Makes a channel holding up to `capacity` messages (0 = no bound), with
+   one reference owned by the caller.
+   Returns TETHER_EINVAL (NULL out), TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_channel_new(size_t capacity, tether_channel *out);
+
+/* Adds a reference (for another owner, e.g. another interpreter).
+   Returns TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_channel_retain(tether_channel ch);
+
+/* Drops a reference; with the last one the channel is closed, its waiters
+   are woken with TETHER_EBADHANDLE, and queued messages are freed.
+   Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK).  [any-thread] */
+TETHER_API int tether_channel_release(tether_channel ch);
+
+/* Queues a copy of `len` bytes at `data` (`data` may be NULL when `len` is
+   0), waiting up to `timeout_ns` for room.
+   Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_ECLOSED, TETHER_EASYNC,
+   TETHER_EFINALIZING (the message may have been queued: the thread could
+   not re-attach afterwards), TETHER_EINVAL, TETHER_EBADHANDLE,
+   TETHER_ENOMEM.  [any-thread] */
+TETHER_API int tether_channel_send(tether_channel ch, const void *data,
+                                   size_t len, int64_t timeout_ns);
+
+/* Takes the oldest message, waiting up to `timeout_ns` for one.  *data
+   receives a buffer owned by the caller (free it with
+   tether_channel_msg_free; never NULL on success, even for 0 bytes) and
+   *len its length.
+   Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_ECLOSED (closed and empty),
+   TETHER_EASYNC, TETHER_EFINALIZING (nothing was taken), TETHER_EINVAL,
+   TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_channel_recv(tether_channel ch, void **data, size_t *len,
+                                   int64_t timeout_ns);
+
+/* Frees a buffer returned by tether_channel_recv (NULL is a no-op).
+   [any-thread] */
+TETHER_API void tether_channel_msg_free(void *data);
+
+/* Closes the channel: later sends fail with TETHER_ECLOSED, receives drain
+   what is queued and then fail with TETHER_ECLOSED, and every waiter is
+   woken.  Closing twice is harmless.
+   Returns TETHER_OK, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_channel_close(tether_channel ch);
+
+/* The number of messages queued now.
+   Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_channel_count(tether_channel ch, size_t *out);
 
 #ifdef __cplusplus
 }

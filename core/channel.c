@@ -1,0 +1,278 @@
+/*
+ * channel.c - bounded MPMC channels of byte messages.
+ *
+ * A channel belongs to no interpreter: its handle may travel to any of
+ * them, and every owner holds a user reference (tether_channel_retain).
+ * Send and receive are interruptible waits built on wait_run, so they
+ * release the GIL, honour asynchronous exceptions and finalize, and measure
+ * their timeouts on the monotonic clock.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "handle.h"
+#include "internal.h"
+#include "platform.h"
+
+struct msg {
+    struct msg *next;
+    size_t len;
+    max_align_t data[]; /* the bytes, aligned for any use */
+};
+
+struct channel {
+    pthread_mutex_t mutex;    /* rank 4: everything below */
+    pthread_cond_t not_empty; /* receivers wait here */
+    pthread_cond_t not_full;  /* senders wait here */
+    size_t cap, count;
+    struct msg *head, *tail;
+    int closed;
+    int dead;                 /* last reference gone: waiters leave */
+    int user_refs;
+};
+
+/* What one send or receive is doing, for the poll functions. */
+struct op {
+    struct channel *ch;
+    struct msg *m;
+};
+
+static struct msg *msg_of(void *data)
+{
+    return (struct msg *)((char *)data - offsetof(struct msg, data));
+}
+
+void tether_channel_msg_free(void *data)
+{
+    if (data)
+        t_free(msg_of(data));
+}
+
+static void channel_dtor(void *p)
+{
+    struct channel *ch = p;
+    while (ch->head) {
+        struct msg *m = ch->head;
+        ch->head = m->next;
+        t_free(m);
+    }
+    pthread_cond_destroy(&ch->not_full);
+    pthread_cond_destroy(&ch->not_empty);
+    pthread_mutex_destroy(&ch->mutex);
+    t_free(ch);
+}
+
+int tether_channel_new(size_t capacity, tether_channel *out)
+{
+    static const char fn[] = "tether_channel_new";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct channel *ch = t_calloc(1, sizeof *ch);
+    if (!ch)
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    pthread_mutex_init(&ch->mutex, NULL);
+    plat_cond_init(&ch->not_empty);
+    plat_cond_init(&ch->not_full);
+    ch->cap = capacity;
+    ch->user_refs = 1;
+    if (handle_new(HT_CHANNEL, ch, channel_dtor, NULL, out) != TETHER_OK) {
+        channel_dtor(ch);
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    }
+    return TETHER_OK;
+}
+
+static struct channel *get(const char *fn, tether_channel h)
+{
+    struct channel *ch = handle_get(h, HT_CHANNEL);
+    if (!ch)
+        err_misuse(TETHER_EBADHANDLE, fn, "not a channel handle (0x%llx)",
+                   (unsigned long long)h);
+    return ch;
+}
+
+int tether_channel_retain(tether_channel h)
+{
+    struct channel *ch = get("tether_channel_retain", h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&ch->mutex);
+    ch->user_refs++;
+    pthread_mutex_unlock(&ch->mutex);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_channel_release(tether_channel h)
+{
+    if (h == 0)
+        return TETHER_OK;
+    struct channel *ch = get("tether_channel_release", h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&ch->mutex);
+    int last = --ch->user_refs == 0;
+    if (last) {
+        ch->dead = 1;
+        pthread_cond_broadcast(&ch->not_empty);
+        pthread_cond_broadcast(&ch->not_full);
+    }
+    pthread_mutex_unlock(&ch->mutex);
+    if (last)
+        handle_close(h, HT_CHANNEL);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+static int poll_send(void *p)
+{
+    struct op *op = p;
+    struct channel *ch = op->ch;
+    if (ch->dead)
+        return TETHER_EBADHANDLE;
+    if (ch->closed)
+        return TETHER_ECLOSED;
+    if (ch->cap && ch->count >= ch->cap)
+        return WAIT_AGAIN;
+    if (ch->tail)
+        ch->tail->next = op->m;
+    else
+        ch->head = op->m;
+    ch->tail = op->m;
+    ch->count++;
+    op->m = NULL;
+    pthread_cond_signal(&ch->not_empty);
+    return TETHER_OK;
+}
+
+/* A status of the wait with the channel's own words for its own codes. */
+static int explain(const char *fn, int rc)
+{
+    if (rc == TETHER_ECLOSED)
+        return err_set(rc, fn, "the channel is closed");
+    if (rc == TETHER_EBADHANDLE)
+        return err_set(rc, fn, "the channel was released while waiting");
+    return rc;
+}
+
+int tether_channel_send(tether_channel h, const void *data, size_t len,
+                        int64_t timeout_ns)
+{
+    static const char fn[] = "tether_channel_send";
+    if (!data && len)
+        return err_misuse(TETHER_EINVAL, fn, "data is NULL with len %zu", len);
+    if (len > SIZE_MAX - sizeof(struct msg))
+        return err_misuse(TETHER_EINVAL, fn, "len %zu is too large", len);
+    struct channel *ch = get(fn, h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    struct op op = {ch, t_malloc(sizeof(struct msg) + len)};
+    int rc;
+    if (!op.m) {
+        rc = err_set(TETHER_ENOMEM, fn, "out of memory for a %zu-byte message", len);
+    } else {
+        op.m->next = NULL;
+        op.m->len = len;
+        if (len)
+            memcpy(op.m->data, data, len);
+        struct waitspec w = {&ch->mutex, &ch->not_full, poll_send, NULL, &op};
+        rc = explain(fn, wait_run(fn, &w, timeout_ns));
+        t_free(op.m); /* still ours unless it was queued */
+    }
+    handle_put(h);
+    return rc;
+}
+
+static int poll_recv(void *p)
+{
+    struct op *op = p;
+    struct channel *ch = op->ch;
+    if (ch->dead)
+        return TETHER_EBADHANDLE;
+    if (!ch->head)
+        return ch->closed ? TETHER_ECLOSED : WAIT_AGAIN;
+    op->m = ch->head;
+    ch->head = op->m->next;
+    if (!ch->head)
+        ch->tail = NULL;
+    ch->count--;
+    pthread_cond_signal(&ch->not_full);
+    return TETHER_OK;
+}
+
+/* The receiver could not re-attach: the message goes back to the front. */
+static void undo_recv(void *p)
+{
+    struct op *op = p;
+    struct channel *ch = op->ch;
+    pthread_mutex_lock(&ch->mutex);
+    op->m->next = ch->head;
+    ch->head = op->m;
+    if (!ch->tail)
+        ch->tail = op->m;
+    ch->count++;
+    op->m = NULL;
+    pthread_cond_signal(&ch->not_empty);
+    pthread_mutex_unlock(&ch->mutex);
+}
+
+int tether_channel_recv(tether_channel h, void **data, size_t *len,
+                        int64_t timeout_ns)
+{
+    static const char fn[] = "tether_channel_recv";
+    if (!data || !len)
+        return err_misuse(TETHER_EINVAL, fn, "data and len must not be NULL");
+    struct channel *ch = get(fn, h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    struct op op = {ch, NULL};
+    struct waitspec w = {&ch->mutex, &ch->not_empty, poll_recv, undo_recv, &op};
+    int rc = explain(fn, wait_run(fn, &w, timeout_ns));
+    if (rc == TETHER_OK) {
+        *data = op.m->data;
+        *len = op.m->len;
+    }
+    handle_put(h);
+    return rc;
+}
+
+int tether_channel_close(tether_channel h)
+{
+    struct channel *ch = get("tether_channel_close", h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&ch->mutex);
+    ch->closed = 1;
+    pthread_cond_broadcast(&ch->not_empty);
+    pthread_cond_broadcast(&ch->not_full);
+    pthread_mutex_unlock(&ch->mutex);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_channel_count(tether_channel h, size_t *out)
+{
+    static const char fn[] = "tether_channel_count";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
+    struct channel *ch = get(fn, h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    pthread_mutex_lock(&ch->mutex);
+    *out = ch->count;
+    pthread_mutex_unlock(&ch->mutex);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+void channel_atfork_child_object(int type, void *obj)
+{
+    if (type != HT_CHANNEL)
+        return;
+    struct channel *ch = obj;
+    pthread_mutex_init(&ch->mutex, NULL);
+    plat_cond_init(&ch->not_empty);
+    plat_cond_init(&ch->not_full);
+}
