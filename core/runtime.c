@@ -501,12 +501,17 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
         return rc;
     }
     int64_t deadline = plat_deadline(timeout_ns);
+    if (cur) /* the GIL may be shared with `interp`: let its threads run */
+        ts_detach(cur);
     rc = join_nondaemon(interp, deadline);
     if (stop_interps(&interp, 1, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     detach_caller(interp->rt, interp);
     handle_close(h, HT_INTERP);
     handle_put(h);
+    if (cur && ts_attach(cur, 1) != TETHER_OK)
+        return err_set(TETHER_EFINALIZING, fn, "the caller's interpreter is "
+                       "finalizing; the caller stays detached");
     if (rc != TETHER_OK)
         return err_set(rc, fn, "threads were still running at the deadline");
     return TETHER_OK;

@@ -1,0 +1,283 @@
+/*
+ * test_channel.c - channels: FIFO order across threads and interpreters,
+ * capacity, timeouts, close, release while waiting, asynchronous exceptions
+ * into blocked senders and receivers, interp_destroy of a receiver's
+ * interpreter, and bad input.
+ */
+#include <stdatomic.h>
+#include <string.h>
+#include <tether/tether.h>
+
+#include "runner.h"
+#include "support.h"
+
+static const tether_config per_interp = {sizeof(tether_config),
+                                         TETHER_CONFIG_PER_INTERP_GIL, 0, NULL,
+                                         NULL};
+
+static tether_channel new_channel(size_t cap)
+{
+    tether_channel ch;
+    ASSERT_OK(tether_channel_new(cap, &ch));
+    return ch;
+}
+
+static int recv_int(tether_channel ch, int *v, int64_t timeout)
+{
+    void *d;
+    size_t n;
+    int rc = tether_channel_recv(ch, &d, &n, timeout);
+    if (rc == TETHER_OK) {
+        ASSERT_EQ(n, sizeof *v);
+        memcpy(v, d, sizeof *v);
+        tether_channel_msg_free(d);
+    }
+    return rc;
+}
+
+TEST(fifo_and_sizes)
+{
+    tether_channel ch = new_channel(0);
+    const char *words[] = {"", "a", "hello, channel"};
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(tether_channel_send(ch, words[i], strlen(words[i]), 0));
+    size_t count;
+    ASSERT_OK(tether_channel_count(ch, &count));
+    ASSERT_EQ(count, 3);
+    for (int i = 0; i < 3; i++) {
+        void *d;
+        size_t n;
+        ASSERT_OK(tether_channel_recv(ch, &d, &n, 0));
+        ASSERT(d != NULL);
+        ASSERT_EQ(n, strlen(words[i]));
+        ASSERT(memcmp(d, words[i], n) == 0);
+        tether_channel_msg_free(d);
+    }
+    void *d;
+    size_t n;
+    ASSERT_FAILS(tether_channel_recv(ch, &d, &n, 0), TETHER_ETIMEDOUT,
+                 "tether_channel_recv");
+    ASSERT_FAILS(tether_channel_recv(ch, &d, &n, MS(10)), TETHER_ETIMEDOUT,
+                 "tether_channel_recv");
+    ASSERT_OK(tether_channel_release(ch));
+}
+
+TEST(capacity_bounds_senders)
+{
+    tether_channel ch = new_channel(2);
+    int v = 1;
+    ASSERT_OK(tether_channel_send(ch, &v, sizeof v, 0));
+    ASSERT_OK(tether_channel_send(ch, &v, sizeof v, 0));
+    ASSERT_FAILS(tether_channel_send(ch, &v, sizeof v, 0), TETHER_ETIMEDOUT,
+                 "tether_channel_send");
+    ASSERT_FAILS(tether_channel_send(ch, &v, sizeof v, MS(5)), TETHER_ETIMEDOUT,
+                 "tether_channel_send");
+    ASSERT_OK(recv_int(ch, &v, 0));
+    ASSERT_OK(tether_channel_send(ch, &v, sizeof v, 0));
+    ASSERT_OK(tether_channel_release(ch));
+}
+
+/* Producers in several interpreters, one consumer: every message arrives
+   once, and each producer's messages arrive in its order. */
+#define PRODUCERS 4
+#define PER_PRODUCER 2000
+
+struct producer {
+    tether_channel ch;
+    int id;
+};
+
+static int produce(void *arg)
+{
+    struct producer *p = arg;
+    for (int i = 0; i < PER_PRODUCER; i++) {
+        int v = p->id * PER_PRODUCER + i;
+        int rc = tether_channel_send(p->ch, &v, sizeof v, -1);
+        if (rc != TETHER_OK)
+            return rc;
+    }
+    return TETHER_OK;
+}
+
+TEST(many_producers_across_interps)
+{
+    tether_runtime rt = t_runtime(&per_interp);
+    tether_channel ch = new_channel(16);
+    struct producer p[PRODUCERS];
+    tether_thread t[PRODUCERS];
+    for (int i = 0; i < PRODUCERS; i++) {
+        tether_interp in;
+        ASSERT_OK(tether_interp_create(rt, &in));
+        p[i] = (struct producer){ch, i};
+        t[i] = t_start(in, produce, &p[i]);
+    }
+    int next[PRODUCERS] = {0};
+    for (int n = 0; n < PRODUCERS * PER_PRODUCER; n++) {
+        int v;
+        ASSERT_OK(recv_int(ch, &v, SECONDS(30)));
+        int id = v / PER_PRODUCER;
+        ASSERT(id >= 0 && id < PRODUCERS);
+        ASSERT_EQ(v % PER_PRODUCER, next[id]);
+        next[id]++;
+    }
+    for (int i = 0; i < PRODUCERS; i++)
+        ASSERT_OK(t_join(t[i]));
+    ASSERT_OK(tether_channel_release(ch));
+    t_finalize(rt);
+}
+
+static int recv_blocked(void *arg)
+{
+    int v;
+    return recv_int(*(tether_channel *)arg, &v, -1);
+}
+
+static int send_blocked(void *arg)
+{
+    int v = 7;
+    tether_channel ch = *(tether_channel *)arg;
+    int rc;
+    while ((rc = tether_channel_send(ch, &v, sizeof v, -1)) == TETHER_OK)
+        ;
+    return rc;
+}
+
+/* Waits until `t` is blocked: its thread state stays alive, so poll a
+   little with the GIL released. */
+static void let_it_block(void) { ASSERT_OK(tether_sleep(MS(20))); }
+
+TEST(close_wakes_receivers_and_senders)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp in = t_main_interp(rt);
+    tether_channel empty = new_channel(1), full = new_channel(1);
+    tether_thread r = t_start(in, recv_blocked, &empty);
+    tether_thread s = t_start(in, send_blocked, &full);
+    let_it_block();
+    ASSERT_EQ(tether_thread_is_alive(r), 1);
+    ASSERT_OK(tether_channel_close(empty));
+    ASSERT_OK(tether_channel_close(full));
+    ASSERT_OK(tether_channel_close(full)); /* twice is harmless */
+    ASSERT_STATUS(t_join(r), TETHER_ECLOSED);
+    ASSERT_STATUS(t_join(s), TETHER_ECLOSED);
+    /* Receivers drain before they see the close. */
+    int v;
+    ASSERT_OK(recv_int(full, &v, 0));
+    ASSERT_EQ(v, 7);
+    ASSERT_FAILS(recv_int(full, &v, 0), TETHER_ECLOSED, "tether_channel_recv");
+    ASSERT_FAILS(tether_channel_send(full, &v, sizeof v, 0), TETHER_ECLOSED,
+                 "tether_channel_send");
+    ASSERT_OK(tether_channel_release(empty));
+    ASSERT_OK(tether_channel_release(full));
+    t_finalize(rt);
+}
+
+TEST(release_while_waiting)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_channel ch = new_channel(1);
+    ASSERT_OK(tether_channel_retain(ch));
+    tether_thread r = t_start(t_main_interp(rt), recv_blocked, &ch);
+    let_it_block();
+    ASSERT_OK(tether_channel_release(ch)); /* one reference left */
+    ASSERT_EQ(tether_thread_is_alive(r), 1);
+    ASSERT_OK(tether_channel_release(ch)); /* the last: waiters leave */
+    ASSERT_STATUS(t_join(r), TETHER_EBADHANDLE);
+    ASSERT_FAILS(tether_channel_release(ch), TETHER_EBADHANDLE,
+                 "tether_channel_release");
+    t_finalize(rt);
+}
+
+TEST(async_exception_wakes_blocked_recv_in_other_interp)
+{
+    tether_runtime rt = t_runtime(&per_interp);
+    tether_interp b;
+    ASSERT_OK(tether_interp_create(rt, &b));
+    tether_channel ch = new_channel(1);
+    tether_thread r = t_start(b, recv_blocked, &ch);
+    let_it_block();
+    ASSERT_OK(tether_thread_raise(r, 5, NULL, NULL));
+    ASSERT_STATUS(t_join(r), TETHER_EASYNC);
+    /* Nothing was taken: a message sent now is still there. */
+    int v = 3;
+    ASSERT_OK(tether_channel_send(ch, &v, sizeof v, 0));
+    size_t count;
+    ASSERT_OK(tether_channel_count(ch, &count));
+    ASSERT_EQ(count, 1);
+    ASSERT_OK(tether_channel_release(ch));
+    t_finalize(rt);
+}
+
+TEST(destroy_interp_with_threads_blocked_on_channel)
+{
+    tether_runtime rt = t_runtime(&per_interp);
+    tether_interp b;
+    ASSERT_OK(tether_interp_create(rt, &b));
+    tether_channel ch = new_channel(1);
+    tether_thread rs[3];
+    for (int i = 0; i < 3; i++)
+        rs[i] = t_start_daemon(b, recv_blocked, &ch);
+    let_it_block();
+    ASSERT_OK(tether_interp_destroy(b, SECONDS(30)));
+    for (int i = 0; i < 3; i++)
+        ASSERT_STATUS(t_join(rs[i]), TETHER_EFINALIZING);
+    ASSERT_OK(tether_channel_release(ch));
+    t_finalize(rt);
+}
+
+TEST(unattached_threads_use_channels)
+{
+    tether_channel ch = new_channel(0);
+    int v = 42;
+    ASSERT_OK(tether_channel_send(ch, &v, sizeof v, -1));
+    ASSERT_OK(recv_int(ch, &v, -1));
+    ASSERT_EQ(v, 42);
+    ASSERT_OK(tether_channel_release(ch));
+}
+
+TEST(bad_input)
+{
+    tether_channel ch = new_channel(1);
+    void *d;
+    size_t n;
+    ASSERT_FAILS(tether_channel_new(1, NULL), TETHER_EINVAL, "tether_channel_new");
+    ASSERT_FAILS(tether_channel_send(ch, NULL, 3, 0), TETHER_EINVAL,
+                 "tether_channel_send");
+    ASSERT_FAILS(tether_channel_recv(ch, NULL, &n, 0), TETHER_EINVAL,
+                 "tether_channel_recv");
+    ASSERT_FAILS(tether_channel_recv(ch, &d, NULL, 0), TETHER_EINVAL,
+                 "tether_channel_recv");
+    ASSERT_FAILS(tether_channel_count(ch, NULL), TETHER_EINVAL,
+                 "tether_channel_count");
+    tether_lock l;
+    ASSERT_OK(tether_lock_new(&l));
+    uint64_t bad[] = {0, ch + 1, ch ^ (1ull << 40), l};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ASSERT_FAILS(tether_channel_send(bad[i], "x", 1, 0), TETHER_EBADHANDLE,
+                     "tether_channel_send");
+        ASSERT_FAILS(tether_channel_recv(bad[i], &d, &n, 0), TETHER_EBADHANDLE,
+                     "tether_channel_recv");
+        ASSERT_FAILS(tether_channel_close(bad[i]), TETHER_EBADHANDLE,
+                     "tether_channel_close");
+        ASSERT_FAILS(tether_channel_retain(bad[i]), TETHER_EBADHANDLE,
+                     "tether_channel_retain");
+        ASSERT_FAILS(tether_channel_count(bad[i], &n), TETHER_EBADHANDLE,
+                     "tether_channel_count");
+    }
+    ASSERT_OK(tether_channel_release(0));
+    tether_channel_msg_free(NULL);
+    ASSERT_OK(tether_lock_free(l));
+    /* Nothing changed: the channel still works. */
+    ASSERT_OK(tether_channel_send(ch, "x", 1, 0));
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_FAILS(tether_channel_send(ch, "x", 1, 0), TETHER_EBADHANDLE,
+                 "tether_channel_send");
+}
+
+RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(capacity_bounds_senders),
+            TEST_ENTRY(many_producers_across_interps),
+            TEST_ENTRY(close_wakes_receivers_and_senders),
+            TEST_ENTRY(release_while_waiting),
+            TEST_ENTRY(async_exception_wakes_blocked_recv_in_other_interp),
+            TEST_ENTRY(destroy_interp_with_threads_blocked_on_channel),
+            TEST_ENTRY(unattached_threads_use_channels), TEST_ENTRY(bad_input))
