@@ -17,9 +17,9 @@
 #include "internal.h"
 #include "platform.h"
 
-/* Ensure tokens: [ 40 OS-thread serial | 24 depth ]. */
-#define TOKEN_DEPTH_BITS 24
-#define TOKEN(os) ((os)->serial << TOKEN_DEPTH_BITS | (os)->depth)
+/* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
+   24 nesting level ] (see struct osthread). */
+#define TOKEN_LEVEL_MASK ((1u << TOKEN_LEVEL_BITS) - 1)
 
 static int finalizing(struct tstate *ts)
 {
@@ -62,14 +62,22 @@ static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
 
 /* ---- ensure / release --------------------------------------------------- */
 
-static int push_frame(struct osthread *os, struct tstate *ts,
-                      struct tstate *prev, int took, tether_gilstate *out)
+/* Counts outstanding ensure frames for the TETHER_DEBUG report; only the
+   owner writes, so a load and a store do (no locked instruction). */
+static void ensures_add(struct tstate *ts, uint32_t n)
 {
-    os->frames[os->depth++] = (struct frame){ts, prev, took};
     atomic_store_explicit(&ts->ensures,
-                          atomic_load_explicit(&ts->ensures, memory_order_relaxed) + 1,
+                          atomic_load_explicit(&ts->ensures, memory_order_relaxed) + n,
                           memory_order_relaxed);
-    *out = TOKEN(os);
+}
+
+/* Records an ensure that attached `ts` (detaching `prev`, if any). */
+static int push_frame(struct osthread *os, struct tstate *ts,
+                      struct tstate *prev, tether_gilstate *out)
+{
+    os->frames[os->depth++] = (struct frame){ts, prev, ++os->tok};
+    ensures_add(ts, 1);
+    *out = os->tok;
     return TETHER_OK;
 }
 
@@ -103,27 +111,32 @@ static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
     return rc;
 }
 
-static int ensure_slow(tether_interp h, tether_gilstate *out)
+T_NOINLINE static int ensure_slow(tether_interp h, tether_gilstate *out)
 {
     static const char fn[] = "tether_ensure";
     struct osthread *os = os_get();
     if (!os)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the thread record");
+    if ((os->tok & TOKEN_LEVEL_MASK) == TOKEN_LEVEL_MASK)
+        return err_misuse(TETHER_ESTATE, fn, "ensures nested %u deep",
+                          TOKEN_LEVEL_MASK);
     if (os->depth == os->cap && os_grow_frames(os) != TETHER_OK)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
     struct tstate *ts, *cur = os->current;
     int rc = state_for(os, h, &ts);
     if (rc != TETHER_OK)
         return rc;
-    if (cur == ts)
-        return push_frame(os, ts, ts, 0, out);
+    if (cur == ts) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
     rc = cur ? ts_switch(cur, ts, 0) : ts_attach(ts, 0);
     if (rc != TETHER_OK) {
         if (cur && !cur->attached)
             (void)ts_attach(cur, 1); /* put back what we detached */
         return err_set(rc, fn, "the interpreter is finalizing");
     }
-    return push_frame(os, ts, cur, 1, out);
+    return push_frame(os, ts, cur, out);
 }
 
 int tether_ensure(tether_interp h, tether_gilstate *out)
@@ -132,37 +145,39 @@ int tether_ensure(tether_interp h, tether_gilstate *out)
         return err_misuse(TETHER_EINVAL, "tether_ensure", "out is NULL");
     struct osthread *os = t_os_fast();
     struct tstate *cur;
-    /* Nested ensure of the interpreter already attached: two stores. */
+    /* Nested ensure of the interpreter already attached: one increment. */
     if (os && (cur = os->current) && cur->interp->handle == h &&
-        os->depth < os->cap)
-        return push_frame(os, cur, cur, 0, out);
+        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
     return ensure_slow(h, out);
 }
 
-static int bad_token(const char *why)
+T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
 {
-    return err_misuse(TETHER_ESTATE, "tether_release", "%s", why);
+    static const char fn[] = "tether_release";
+    if (st == 0)
+        return err_misuse(TETHER_EINVAL, fn, "the token is 0");
+    if (!os || st >> TOKEN_LEVEL_BITS != os->tok >> TOKEN_LEVEL_BITS)
+        return err_misuse(TETHER_ESTATE, fn, "the token belongs to another thread");
+    return err_misuse(TETHER_ESTATE, fn, "tokens must be released innermost "
+                      "first, once");
 }
 
-int tether_release(tether_gilstate st)
+/* Undoes an ensure that attached a state. */
+T_NOINLINE static int release_frame(struct osthread *os)
 {
-    if (st == 0)
-        return err_misuse(TETHER_EINVAL, "tether_release", "the token is 0");
-    struct osthread *os = t_os_fast();
-    if (!os || st >> TOKEN_DEPTH_BITS != os->serial)
-        return bad_token("the token belongs to another thread");
-    if (os->depth == 0 || (st & ((1u << TOKEN_DEPTH_BITS) - 1)) != os->depth)
-        return bad_token("tokens must be released innermost first, once");
     struct frame *f = &os->frames[os->depth - 1];
-    if (os->current != f->ts && f->ts->attached == 0 && !finalizing(f->ts))
-        return bad_token("the thread state of this ensure is not attached "
-                         "(unbalanced tether_save_thread?)");
+    if (os->current != f->ts && !finalizing(f->ts))
+        return err_misuse(TETHER_ESTATE, "tether_release",
+                          "the thread state of this ensure is not attached "
+                          "(unbalanced tether_save_thread?)");
     os->depth--;
-    atomic_store_explicit(&f->ts->ensures,
-                          atomic_load_explicit(&f->ts->ensures, memory_order_relaxed) - 1,
-                          memory_order_relaxed);
-    if (f->ts == f->prev || !f->ts->attached)
-        return TETHER_OK; /* nested, or already detached by finalize */
+    os->tok--;
+    ensures_add(f->ts, (uint32_t)-1);
+    if (!f->ts->attached)
+        return TETHER_OK; /* already detached by finalize */
     if (!f->prev) {
         ts_detach(f->ts);
         return TETHER_OK;
@@ -171,6 +186,17 @@ int tether_release(tether_gilstate st)
     return rc == TETHER_OK ? rc
                            : err_set(rc, "tether_release",
                                      "could not re-attach the outer interpreter");
+}
+
+int tether_release(tether_gilstate st)
+{
+    struct osthread *os = t_os_fast();
+    if (!os || st != os->tok || (st & TOKEN_LEVEL_MASK) == 0)
+        return release_bad(os, st);
+    if (os->depth && os->frames[os->depth - 1].tok == st)
+        return release_frame(os);
+    os->tok--; /* a nested ensure took nothing */
+    return TETHER_OK;
 }
 
 /* ---- save / restore ----------------------------------------------------- */
@@ -226,7 +252,7 @@ int tether_gil_held(void) { return ts_current() != NULL; }
 
 static int run_pending(struct tstate *ts);
 
-static int checkpoint_slow(struct tstate *ts)
+T_NOINLINE static int checkpoint_slow(struct tstate *ts)
 {
     unsigned b = atomic_load(&ts->breaker);
     if (b & BRK_FINAL) {

@@ -35,6 +35,13 @@
 
 #define DEFAULT_SWITCH_US 5000u
 
+/* Keeps a slow path out of its fast path's frame. */
+#if defined(__GNUC__)
+#define T_NOINLINE __attribute__((noinline))
+#else
+#define T_NOINLINE
+#endif
+
 struct tstate;
 
 struct gil {
@@ -65,12 +72,15 @@ struct gil {
     pthread_cond_t switch_cond; /* someone took the GIL */
 };
 
-/* One level of tether_ensure on an OS thread. */
+/* An ensure that attached a state (nested ensures of the state already
+   attached only move os->tok). */
 struct frame {
     struct tstate *ts;   /* the state this ensure attached */
     struct tstate *prev; /* the state attached before (re-attached later) */
-    int took;            /* this ensure took ts's GIL */
+    uint64_t tok;        /* the token this ensure returned */
 };
+
+#define TOKEN_LEVEL_BITS 24
 
 /* Per-OS-thread record: what this thread is attached to, its ensure stack,
    and its cached thread states.  Synchronization: owner (thread-local),
@@ -81,7 +91,11 @@ struct osthread {
     struct tstate *cache;   /* states of this thread, linked by os_next */
     struct frame *frames;
     uint32_t depth, cap;
-    uint64_t serial; /* unique per OS thread; identifies ensure tokens */
+    /* [ serial | nesting level ]: the token of the innermost ensure; the
+       serial is unique per OS thread, so a token of another thread never
+       matches. */
+    uint64_t tok;
+    uint64_t serial;
     uint64_t ident;
 };
 

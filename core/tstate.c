@@ -58,6 +58,7 @@ struct osthread *os_new(void)
     os->frames = (struct frame *)(os + 1);
     os->cap = INLINE_FRAMES;
     os->serial = atomic_fetch_add(&g_os_serial, 1) + 1;
+    os->tok = os->serial << TOKEN_LEVEL_BITS;
     return os;
 }
 

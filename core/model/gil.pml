@@ -1,28 +1,42 @@
 /*
  * gil.pml - a Promela model of tether's GIL protocol, checked with spin.
  *
- * It models core/gil.c line by line (the names of the inlines are the names
- * of the C functions), plus the parts of core/gilstate.c and the finalize
- * path of core/runtime.c that touch the GIL.  README.md next to this file
- * maps every variable and process to the C and gives the spin commands.
+ * It follows core/gil.c statement by statement (each inline is named after
+ * the C function it models), plus the parts of core/gilstate.c, core/wait.c
+ * and core/runtime.c that take, drop or interrupt the GIL: ensure/release,
+ * the eval breaker, asynchronous exceptions delivered to a thread that
+ * checkpoints or is blocked in a tether wait, and finalize.  README.md next
+ * to this file maps every variable and process to the C, says what each
+ * check proves, and gives the spin command lines.
  *
- * Configurations (spin -D...):
- *   (default)  NT worker threads contending: take, guest code, checkpoint
- *              (drop requests, forced switching), drop, and blocking
- *              sections that come back with the convoy rule.
- *   FIN        finalize racing with a daemon thread, a foreign thread in an
- *              ensure loop, and a waiter that posts drop requests.
+ * Configurations (spin -D<name>):
+ *   (none)  NT workers contend for the GIL: take, guest code with
+ *           checkpoints (drop requests, forced switching), drop, and
+ *           blocking sections that come back with the convoy rule.
+ *   FIN     finalize racing with a daemon thread that checkpoints, a
+ *           foreign thread in a nested ensure/release loop, and a thread
+ *           blocked in an event wait.
+ *   ASYNC   asynchronous exceptions raised at a thread that alternates
+ *           between checkpoints (with defer/allow) and a blocked event wait.
  *
- * Everything here is sequentially consistent: the model checks the protocol,
- * not the memory orderings of the C (ThreadSanitizer covers those).
+ * Everything is sequentially consistent: the model checks the protocol,
+ * not the C memory orderings (ThreadSanitizer runs cover those).
  */
 
+#if defined(FIN) || defined(ASYNC)
+#undef NT
+#define NT 3
+#endif
 #ifndef NT
 #define NT 2
 #endif
+#define NPROC (NT + 1)       /* thread ids 1..NT, plus the finalizer/raiser */
+#define CTL NPROC            /* the finalizer's or raiser's id */
 
 #define OK 0
 #define EFINALIZING 7
+#define EASYNC 8
+#define AGAIN 1              /* WAIT_AGAIN */
 
 /* gil->word */
 #define LOCKED 1
@@ -33,109 +47,148 @@
 #define BRK_ASYNC 2
 #define BRK_FINAL 8
 
+/* ---- mutexes: FIFO ticket locks, so that weak fairness makes them
+        starvation-free and a liveness failure is the protocol's ---------- */
+
+#define M_GIL 0              /* gil->mutex (rank 3) */
+#define M_INTERP 1           /* interp->mutex (rank 2) */
+#define M_OBJ 2              /* the event's mutex (rank 4) */
+#define NMUTEX 3
+#define TICKETS (NPROC + 2)
+
+byte mtx[NMUTEX];            /* owner id, 0 = free */
+byte tk_next[NMUTEX];
+byte tk_serve[NMUTEX];
+
 /* ---- struct gil ------------------------------------------------------ */
 
-byte word;           /* locked bit | pins << 1 */
-byte holder;         /* thread id holding the GIL, 0 = NULL */
+byte word;                   /* locked bit | pins << 1 */
+byte holder;                 /* the holding thread id, 0 = NULL */
 byte switch_waiters;
 /*
- * gil->acquisitions.  The C only ever compares it with a sample taken
- * earlier by the same thread, so the model keeps, per thread, how many
- * acquisitions happened since each sample (saturating), which is exact
- * without an unbounded counter:
- *   since_seen[t]  since take_slow sampled `seen`      (0 or 1)
- *   since_drop[t]  since ts->acq_at_drop was recorded  (0, 1 or 2+)
+ * gil->acquisitions.  The C only compares it with a sample the same thread
+ * took earlier, so the model keeps, per thread, how many acquisitions
+ * happened since each sample (saturating), which is exact and bounded:
+ *   since_seen[t]  since take_slow or gil_barrier sampled `seen` (0, 1)
+ *   since_drop[t]  since ts->acq_at_drop was recorded          (0, 1, 2+)
  */
-byte since_seen[NT + 1];
-byte since_drop[NT + 1];
+byte since_seen[NPROC + 1];
+byte since_drop[NPROC + 1];
 
-/* gil->mutex: a FIFO ticket lock, so weak fairness implies the mutex is
-   starvation-free and a liveness failure is the GIL's, not glibc's. */
-byte mtx;            /* owner, 0 = free */
-byte tk_next, tk_serve;
-#define TICKETS (NT + 3)
-
-/* gil->cond and gil->switch_cond: FIFO queues of waiting thread ids.
-   `woken` counts threads a signal or broadcast removed from a queue that
-   have not yet queued for the mutex again (see Worker: it is how the model
-   says "a blocking call lasts longer than a wake-up"). */
-chan cond = [NT + 2] of { byte };
-chan switch_cond = [NT + 2] of { byte };
-byte woken;
+/* gil->cond, gil->switch_cond and the event's cond: FIFO queues of ids.
+   woken[c] counts threads a signal or broadcast took off queue c that have
+   not queued for the mutex yet. */
+chan cond = [NPROC] of { byte };
+chan switch_cond = [NPROC] of { byte };
+chan obj_cond = [NPROC] of { byte };
+#define W_COND 0
+#define W_SWITCH 1
+#define W_OBJ 2
+byte woken[3];
 
 /* ---- interpreter and thread states ------------------------------------ */
 
-byte breaker[NT + 1]; /* tstate->breaker */
-bit finalizing;       /* interp->finalizing */
-byte attached;        /* interp->attached */
+bit finalizing;              /* interp->finalizing */
+byte breaker[NPROC + 1];     /* tstate->breaker */
+bit attached[NPROC + 1];     /* tstate->attached */
+bit wait_reg[NPROC + 1];     /* tstate->wait_mutex/wait_cond registered */
+bit has_pending[NPROC + 1];  /* asynchronous exception slots */
+bit has_delivered[NPROC + 1];
+byte defer[NPROC + 1];
 
 /* ---- observation, for the properties ---------------------------------- */
 
-byte in_guest;       /* threads running guest code (holding the GIL) */
-bit want[NT + 1];    /* in gil_take */
-bit has[NT + 1];     /* took the GIL and runs guest code */
+byte in_guest;               /* threads running guest code */
+bit want[NPROC + 1];         /* asked for the GIL ... */
+bit has[NPROC + 1];          /* ... and got it */
+bit fin_done;                /* finalize returned */
+bit gone[NPROC + 1];         /* the thread returned for good */
+byte raised, delivered, replaced;
 
-/* ---- gil->mutex and the condition variables --------------------------- */
+/* ---- mutexes and condition variables ---------------------------------- */
 
-inline mutex_lock(me)
+inline mutex_lock(m, me)
 {
-    atomic { tk = tk_next; tk_next = (tk_next + 1) % TICKETS };
-    atomic { tk_serve == tk -> mtx = me }
+    atomic { tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS };
+    atomic { tk_serve[m] == tk -> mtx[m] = me }
 }
 
-inline mutex_unlock(me)
+inline mutex_unlock(m, me)
 {
-    atomic { assert(mtx == me); mtx = 0; tk_serve = (tk_serve + 1) % TICKETS }
+    atomic { assert(mtx[m] == me); mtx[m] = 0; tk_serve[m] = (tk_serve[m] + 1) % TICKETS }
 }
 
-/* plat_cond_wait with a deadline: releases the mutex and queues in one
-   step, wakes when signalled or when the deadline passes, re-takes the
-   mutex; `timed_out` is what plat_cond_wait returns (it compares the clock
-   with the deadline after waking, so a signalled wait may report 1). */
-inline cond_timedwait(c, me, timed_out)
+/* Releases the mutex and queues on `c` in one step (as pthread_cond_wait). */
+inline cond_enqueue(c, m, me)
 {
-    atomic { c!me; assert(mtx == me); mtx = 0; tk_serve = (tk_serve + 1) % TICKETS };
+    atomic { c!me; assert(mtx[m] == me); mtx[m] = 0; tk_serve[m] = (tk_serve[m] + 1) % TICKETS }
+}
+
+/*
+ * plat_cond_wait with a deadline.  `timed_out` is what it returns: it
+ * compares the clock with the deadline after waking, so a signalled wait
+ * may report 1 too.  All waits on one condition variable use the same
+ * interval, so the thread that queued first times out first: only the head
+ * of the queue may time out, and only once the threads a signal woke ahead
+ * of it have queued for the mutex (wake-ups reach the mutex in the order
+ * the threads queued).
+ */
+inline cond_timedwait(c, w, m, me, timed_out)
+{
+    cond_enqueue(c, m, me);
     if
-    :: atomic { !(c??[eval(me)]) -> timed_out = 0; woken--;
-                tk = tk_next; tk_next = (tk_next + 1) % TICKETS }
-    :: atomic { !(c??[eval(me)]) -> timed_out = 1; woken--;
-                tk = tk_next; tk_next = (tk_next + 1) % TICKETS }
-    :: atomic { c??[eval(me)] -> c??eval(me); timed_out = 1;
-                tk = tk_next; tk_next = (tk_next + 1) % TICKETS }
+    :: atomic { !(c??[eval(me)]) -> timed_out = 0; woken[w]--;
+                tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS }
+    :: atomic { !(c??[eval(me)]) -> timed_out = 1; woken[w]--;
+                tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS }
+    :: atomic { c?[eval(me)] && woken[w] == 0 -> c?_; timed_out = 1;
+                tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS }
     fi;
-    atomic { tk_serve == tk -> mtx = me }
+    atomic { tk_serve[m] == tk -> mtx[m] = me }
 }
 
-inline cond_signal(c)
+/* plat_cond_wait without a deadline (no spurious wake-ups: the C re-checks
+   its predicate in a loop, so they only add iterations). */
+inline cond_wait(c, w, m, me)
+{
+    cond_enqueue(c, m, me);
+    atomic { !(c??[eval(me)]) -> woken[w]--;
+             tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS };
+    atomic { tk_serve[m] == tk -> mtx[m] = me }
+}
+
+inline cond_signal(c, w)
 {
     atomic {
         if
-        :: nempty(c) -> c?_; woken++
+        :: nempty(c) -> c?_; woken[w]++
         :: empty(c) -> skip
         fi
     }
 }
 
-inline cond_broadcast(c)
+inline cond_broadcast(c, w)
 {
     atomic {
         do
-        :: nempty(c) -> c?_; woken++
+        :: nempty(c) -> c?_; woken[w]++
         :: empty(c) -> break
         od
     }
 }
 
-/* ---- gil.c ------------------------------------------------------------- */
+/* ======================================================================
+ * gil.c
+ * ====================================================================== */
 
-/* took(): the bookkeeping of the new holder. */
+/* took(): the new holder's bookkeeping (holder, acquisitions). */
 inline took(me)
 {
     holder = me;
     d_step {
         i = 1;
         do
-        :: i <= NT ->
+        :: i <= NPROC ->
             since_seen[i] = 1;
             if
             :: since_drop[i] < 2 -> since_drop[i]++
@@ -148,11 +201,11 @@ inline took(me)
     }
 }
 
-/* request_drop(): pinned, mutex held. */
-inline request_drop(me, found)
+/* request_drop(): pinned, gil mutex held, so the holder cannot change. */
+inline request_drop(me)
 {
-    assert(mtx == me);
     atomic {
+        assert(mtx[M_GIL] == me && (word >> 1) > 0);
         if
         :: holder != 0 && (word & LOCKED) -> breaker[holder] = breaker[holder] | BRK_DROP; found = 1
         :: else -> found = 0
@@ -160,21 +213,19 @@ inline request_drop(me, found)
     }
 }
 
-/* release_locked(): mutex held. */
+/* release_locked(): gil mutex held. */
 inline release_locked(me)
 {
-    assert(mtx == me);
+    assert(mtx[M_GIL] == me);
     word = word & ~LOCKED;
-    cond_signal(cond)
+    cond_signal(cond, W_COND)
 }
 
 inline take_slow(me, rc)
 {
-    mutex_lock(me);
+    mutex_lock(M_GIL, me);
     word = word + PIN;
     urg = (urg && since_drop[me] == 1);
-    requested = 0;
-    taken = 0;
     do
     :: finalizing -> rc = EFINALIZING; break
     :: else ->
@@ -182,13 +233,13 @@ inline take_slow(me, rc)
         :: !(word & LOCKED) -> word = word | LOCKED; taken = 1; break
         :: else ->
             if
-            :: urg && !requested -> request_drop(me, requested)
+            :: urg && !requested -> request_drop(me); requested = found
             :: else -> skip
             fi;
             since_seen[me] = 0;
-            cond_timedwait(cond, me, timed_out);
+            cond_timedwait(cond, W_COND, M_GIL, me, timed_out);
             if
-            :: timed_out && since_seen[me] == 0 -> request_drop(me, found)
+            :: timed_out && since_seen[me] == 0 -> request_drop(me)
             :: else -> skip
             fi
         fi
@@ -198,26 +249,28 @@ inline take_slow(me, rc)
     :: taken ->
         took(me);
         if
-        :: switch_waiters > 0 -> cond_broadcast(switch_cond)
+        :: switch_waiters > 0 -> cond_broadcast(switch_cond, W_SWITCH)
         :: else -> skip
         fi
     :: else -> skip
     fi;
-    mutex_unlock(me)
+    mutex_unlock(M_GIL, me)
 }
 
+/* gil_take: the fast CAS, else the slow path; then the finalizing check
+   made after taking (the GIL is dropped again if it is set). */
 inline gil_take(me, urgent, rc)
 {
     urg = urgent;
     rc = OK;
-    fast = 0;
-    if
-    :: !finalizing -> atomic { if :: word == 0 -> word = LOCKED; fast = 1 :: else -> skip fi }
-    :: else -> skip
-    fi;
+    atomic { if :: word == 0 -> word = LOCKED; fast = 1 :: else -> fast = 0 fi };
     if
     :: fast -> took(me)
     :: else -> take_slow(me, rc)
+    fi;
+    if
+    :: rc == OK && finalizing -> gil_drop(me); rc = EFINALIZING
+    :: else -> skip
     fi;
     fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0
 }
@@ -231,17 +284,17 @@ inline gil_drop(me)
     if
     :: fast -> skip
     :: else ->
-        mutex_lock(me);
+        mutex_lock(M_GIL, me);
         breaker[me] = breaker[me] & ~BRK_DROP;
         release_locked(me);
-        mutex_unlock(me)
+        mutex_unlock(M_GIL, me)
     fi;
     fast = 0
 }
 
 inline gil_yield(me, rc)
 {
-    mutex_lock(me);
+    mutex_lock(M_GIL, me);
     breaker[me] = breaker[me] & ~BRK_DROP;
     since_drop[me] = 0;
     holder = 0;
@@ -250,48 +303,265 @@ inline gil_yield(me, rc)
     switch_waiters++;
     do
     :: since_drop[me] == 0 && (word >> 1) > 1 && !finalizing ->
-        cond_timedwait(switch_cond, me, timed_out)
+        cond_timedwait(switch_cond, W_SWITCH, M_GIL, me, timed_out)
     :: else -> break
     od;
     switch_waiters--;
     word = word - PIN;
-    mutex_unlock(me);
+    mutex_unlock(M_GIL, me);
     timed_out = 0;
     gil_take(me, 0, rc)
 }
 
-/* ---- gilstate.c (the parts that touch the GIL) ------------------------- */
+inline gil_wake_all(me)
+{
+    mutex_lock(M_GIL, me);
+    cond_broadcast(cond, W_COND);
+    cond_broadcast(switch_cond, W_SWITCH);
+    mutex_unlock(M_GIL, me)
+}
 
-/* Guest code: the one place a thread may be while it holds the GIL. */
+/* gil_barrier with no deadline: pass through the GIL once. */
+inline gil_barrier(me)
+{
+    mutex_lock(M_GIL, me);
+    word = word + PIN;
+    do
+    :: !(word & LOCKED) -> word = word | LOCKED; release_locked(me); break
+    :: else ->
+        request_drop(me);
+        cond_timedwait(cond, W_COND, M_GIL, me, timed_out)
+    od;
+    word = word - PIN;
+    mutex_unlock(M_GIL, me);
+    timed_out = 0; found = 0
+}
+
+/* ======================================================================
+ * gilstate.c
+ * ====================================================================== */
+
+inline ts_attach(me, urgent, rc)
+{
+    gil_take(me, urgent, rc);
+    if
+    :: rc == OK -> attached[me] = 1
+    :: else -> skip
+    fi
+}
+
+inline ts_detach(me)
+{
+    attached[me] = 0;
+    gil_drop(me)
+}
+
+/* Guest code: where a thread may only be while it holds the GIL. */
 inline guest(me)
 {
     want[me] = 0;
     has[me] = 1;
-    atomic { in_guest++; assert(in_guest == 1 && (word & LOCKED)) };
+    atomic {
+        in_guest++;
+        assert(in_guest == 1 && (word & LOCKED) && attached[me]);
+        assert(!fin_done)      /* nothing runs guest code after finalize */
+    };
     in_guest--;
     has[me] = 0
 }
 
-/* tether_checkpoint with a drop request: yield. */
-inline checkpoint(me, rc)
+/* async_deliver: move pending to delivered (interp mutex). */
+inline async_deliver(me, rc)
 {
+    mutex_lock(M_INTERP, me);
+    breaker[me] = breaker[me] & ~BRK_ASYNC;
     if
-    :: breaker[me] & BRK_DROP -> gil_yield(me, rc)
+    :: has_pending[me] && defer[me] == 0 ->
+        has_pending[me] = 0; has_delivered[me] = 1; delivered++; rc = EASYNC
     :: else -> rc = OK
+    fi;
+    mutex_unlock(M_INTERP, me)
+}
+
+inline breaker_after_block(me, rc)
+{
+    b = breaker[me];
+    if
+    :: b & BRK_FINAL -> ts_detach(me); rc = EFINALIZING
+    :: else ->
+        if
+        :: b & BRK_ASYNC -> async_deliver(me, rc)
+        :: else -> rc = OK
+        fi
     fi
 }
 
-#define LOCALS  byte tk, i; bit fast, taken, requested, timed_out, found, urg; byte rc
+/* tether_checkpoint (the relaxed-load fast path, then checkpoint_slow). */
+inline checkpoint(me, rc)
+{
+    rc = OK;
+    if
+    :: breaker[me] == 0 -> skip
+    :: else ->
+        b = breaker[me];
+        if
+        :: b & BRK_FINAL -> ts_detach(me); rc = EFINALIZING
+        :: else ->
+            if
+            :: b & BRK_DROP ->
+                gil_yield(me, rc);
+                if
+                :: rc != OK -> attached[me] = 0
+                :: else -> skip
+                fi
+            :: else -> skip
+            fi;
+            if
+            :: rc == OK -> breaker_after_block(me, rc)
+            :: else -> skip
+            fi
+        fi
+    fi
+}
+
+/* breaker_signal: called with the interp mutex held. */
+inline breaker_signal(t, bits, me)
+{
+    assert(mtx[M_INTERP] == me);
+    breaker[t] = breaker[t] | bits;
+    if
+    :: wait_reg[t] ->
+        mutex_lock(M_OBJ, me);
+        cond_broadcast(obj_cond, W_OBJ);
+        mutex_unlock(M_OBJ, me)
+    :: else -> skip
+    fi
+}
+
+/* tether_thread_raise -> post_async. */
+inline thread_raise(t, me)
+{
+    mutex_lock(M_INTERP, me);
+    raised++;
+    if
+    :: has_pending[t] -> replaced++
+    :: else -> skip
+    fi;
+    has_pending[t] = 1;
+    if
+    :: defer[t] == 0 -> breaker_signal(t, BRK_ASYNC, me)
+    :: else -> skip
+    fi;
+    mutex_unlock(M_INTERP, me)
+}
+
+inline async_fetch(me)
+{
+    mutex_lock(M_INTERP, me);
+    assert(has_delivered[me]);
+    has_delivered[me] = 0;
+    mutex_unlock(M_INTERP, me)
+}
+
+inline async_defer(me)
+{
+    mutex_lock(M_INTERP, me);
+    defer[me]++;
+    mutex_unlock(M_INTERP, me)
+}
+
+inline async_allow(me)
+{
+    mutex_lock(M_INTERP, me);
+    defer[me]--;
+    if
+    :: defer[me] == 0 && has_pending[me] -> breaker[me] = breaker[me] | BRK_ASYNC
+    :: else -> skip
+    fi;
+    mutex_unlock(M_INTERP, me)
+}
+
+/* ======================================================================
+ * wait.c: wait_run on an event nobody sets (only an asynchronous exception
+ * or finalize ends it), with no timeout.
+ * ====================================================================== */
+
+inline set_wait(me, v)
+{
+    mutex_lock(M_INTERP, me);
+    wait_reg[me] = v;
+    mutex_unlock(M_INTERP, me)
+}
+
+/* block(): the event is never set, so poll always says WAIT_AGAIN. */
+inline block(me)
+{
+    mutex_lock(M_OBJ, me);
+    do
+    :: breaker[me] & (BRK_ASYNC | BRK_FINAL) -> break
+    :: else -> cond_wait(obj_cond, W_OBJ, M_OBJ, me)
+    od;
+    mutex_unlock(M_OBJ, me)
+}
+
+inline event_wait(me, rc)
+{
+    rc = AGAIN;
+    do
+    :: breaker[me] & (BRK_ASYNC | BRK_FINAL) ->
+        breaker_after_block(me, rc);
+        if
+        :: rc != OK -> break
+        :: else -> skip         /* a defer swallowed it: wait on */
+        fi
+    :: else ->
+        set_wait(me, 1);
+        ts_detach(me);
+        block(me);
+        set_wait(me, 0);
+        ts_attach(me, 1, rc);
+        if
+        :: rc != OK -> break    /* EFINALIZING: stays detached */
+        :: else -> skip         /* interrupted: deliver at the top */
+        fi
+    od
+}
+
+/* ======================================================================
+ * runtime.c: finalize of the interpreter (steps 3 and 4; there is no
+ * non-daemon thread to join, and no deadline).
+ * ====================================================================== */
+
+inline mark_finalizing(me)
+{
+    finalizing = 1;
+    mutex_lock(M_INTERP, me);
+    i = 1;
+    do
+    :: i <= NT -> breaker_signal(i, BRK_FINAL, me); i++
+    :: else -> break
+    od;
+    i = 0;
+    mutex_unlock(M_INTERP, me);
+    gil_wake_all(me)
+}
+
+#define LOCALS byte tk, i, rc, b, depth; bit fast, taken, requested, timed_out, found, urg
+
+/* ======================================================================
+ * The threads of each configuration
+ * ====================================================================== */
+
+#if !defined(FIN) && !defined(ASYNC)
 
 /*
- * A thread that takes the GIL, runs guest code with checkpoints (possibly
- * forever: a CPU-bound thread), and drops it, to do something else before
- * it takes the GIL again: either non-GIL work (tether_release, then a later
- * tether_ensure) or a blocking call (save/restore, which re-takes the GIL
- * with the convoy rule).  Time is not modelled, so "something else" is
- * assumed to last at least as long as it takes a thread that a signal woke
- * to queue for the mutex again (woken == 0).  With -DTIGHT it may also
- * re-take at once (a release/ensure loop with nothing in between).
+ * A worker takes the GIL, runs guest code with checkpoints (possibly
+ * forever: a CPU-bound thread), drops it, and does something else before
+ * it asks again: non-GIL work, or a blocking call (which re-takes with the
+ * convoy rule).  Time is not modelled; "something else" is assumed to last
+ * at least as long as a signalled thread takes to queue for the mutex
+ * (woken[] == 0).  -DTIGHT drops that assumption: a release/ensure loop with
+ * nothing in between (see README: it starves the other thread).
  */
 proctype Worker(byte me)
 {
@@ -299,25 +569,25 @@ proctype Worker(byte me)
     bit blocked;
     do
     :: want[me] = 1;
-       gil_take(me, blocked, rc);
+       ts_attach(me, blocked, rc);
        assert(rc == OK);
        guest(me);
        do
        :: checkpoint(me, rc); assert(rc == OK); guest(me)
        :: break
        od;
-       gil_drop(me);
+       ts_detach(me);
        if
        :: blocked = 0
        :: blocked = 1
        fi;
 #ifdef TIGHT
        if
-       :: woken == 0
+       :: woken[W_COND] == 0 && woken[W_SWITCH] == 0
        :: skip
        fi
 #else
-       woken == 0
+       woken[W_COND] == 0 && woken[W_SWITCH] == 0
 #endif
     od
 }
@@ -332,8 +602,160 @@ init {
     }
 }
 
-/* Liveness, compiled in with -DLIVE=t: thread t, once it asks for the GIL,
-   eventually gets it (checked with pan -a -f, weak fairness). */
+#endif /* default */
+
+#ifdef FIN
+
+/* Thread 1: a daemon thread started by tether, running guest code with
+   checkpoints; it returns when a take or a checkpoint says EFINALIZING. */
+proctype Daemon(byte me)
+{
+    LOCALS;
+    ts_attach(me, 0, rc);
+    do
+    :: rc != OK -> break
+    :: else ->
+        guest(me);
+        checkpoint(me, rc);
+        if
+        :: rc == OK ->
+            if
+            :: ts_detach(me); ts_attach(me, 1, rc)  /* a blocking call */
+            :: skip
+            fi
+        :: else -> skip
+        fi
+    od;
+    assert(!attached[me]);
+    gone[me] = 1
+}
+
+/* Thread 2: a foreign thread calling into the interpreter in a loop with
+   nested ensures; ensure says EFINALIZING once finalize started. */
+proctype Foreign(byte me)
+{
+    LOCALS;
+    do
+    :: finalizing -> break      /* state_for: the cached state is finalizing */
+    :: else ->
+        want[me] = 1;
+        ts_attach(me, 0, rc);
+        if
+        :: rc != OK -> want[me] = 0; break
+        :: else -> skip
+        fi;
+        guest(me);
+        depth = 1;              /* a nested ensure: a frame, no GIL work */
+        checkpoint(me, rc);
+        if
+        :: rc == OK -> guest(me); depth = 0; ts_detach(me)  /* outermost release */
+        :: else -> depth = 0; break                         /* detached by finalize */
+        fi
+    od;
+    assert(!attached[me]);
+    gone[me] = 1
+}
+
+/* Thread 3: blocked in tether_event_wait(e, -1) on an event nobody sets. */
+proctype Waiter(byte me)
+{
+    LOCALS;
+    ts_attach(me, 0, rc);
+    if
+    :: rc == OK -> guest(me); event_wait(me, rc); assert(rc == EFINALIZING)
+    :: else -> skip
+    fi;
+    assert(!attached[me]);
+    gone[me] = 1
+}
+
+proctype Finalizer(byte me)
+{
+    LOCALS;
+    mark_finalizing(me);
+    gil_barrier(me);
+    fin_done = 1
+}
+
+init {
+    atomic {
+        run Daemon(1);
+        run Foreign(2);
+        run Waiter(3);
+        run Finalizer(CTL)
+    }
+}
+
+#endif /* FIN */
+
+#ifdef ASYNC
+
+#define RAISES 2
+
+/* Thread 1: the target.  It runs guest code with checkpoints, sometimes
+   inside defer/allow, and sometimes blocks in an event wait that only an
+   asynchronous exception can end. */
+proctype Target(byte me)
+{
+    LOCALS;
+    ts_attach(me, 0, rc);
+    assert(rc == OK);
+    do
+    :: guest(me); checkpoint(me, rc);
+       if
+       :: rc == EASYNC -> async_fetch(me)
+       :: else -> assert(rc == OK)
+       fi
+    :: async_defer(me); guest(me); checkpoint(me, rc); assert(rc == OK);
+       async_allow(me)
+    :: event_wait(me, rc); assert(rc == EASYNC); async_fetch(me)
+    od
+}
+
+/* Thread 2: contends for the GIL, so the target's waits and checkpoints
+   go through the slow paths. */
+proctype Other(byte me)
+{
+    LOCALS;
+    do
+    :: ts_attach(me, 0, rc); assert(rc == OK); guest(me);
+       checkpoint(me, rc); assert(rc == OK); ts_detach(me)
+    od
+}
+
+proctype Raiser(byte me)
+{
+    LOCALS;
+    do
+    :: raised < RAISES -> thread_raise(1, me)
+    :: else -> break
+    od
+}
+
+init {
+    atomic {
+        run Target(1);
+        run Other(2);
+        run Raiser(CTL)
+    }
+}
+
+#endif /* ASYNC */
+
+/* ======================================================================
+ * Liveness, compiled in on demand (pan -a -f: weak fairness)
+ * ====================================================================== */
+
 #ifdef LIVE
+/* Thread LIVE, once it asks for the GIL, eventually gets it. */
 ltl starve { [] (want[LIVE] -> <> has[LIVE]) }
+#endif
+#ifdef FIN_LIVE
+/* Finalize returns, and every thread then leaves for good. */
+ltl finalize_ends { <> (fin_done && gone[1] && gone[2] && gone[3]) }
+#endif
+#ifdef ASYNC_LIVE
+/* Every raise is delivered or replaced by a newer one: nothing stays
+   pending while the target is not deferring. */
+ltl delivered_all { [] ((has_pending[1] && defer[1] == 0) -> <> !has_pending[1]) }
 #endif

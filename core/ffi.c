@@ -1,0 +1,428 @@
+/*
+ * ffi.c - libffi callbacks that attach any thread, and dynamic calls.
+ *
+ * A callback is a libffi closure whose handler ensures the callback's
+ * interpreter, runs the guest function and releases (ctypes' callbacks are
+ * the model).  The handler counts itself in `active` while it runs, so that
+ * tether_callback_free can wait for calls on other threads to leave before
+ * the closure and the guest's userdata go away: with the GIL released,
+ * since a call in progress may be waiting for it.  A call that finds the
+ * callback freed (before or after taking the GIL) returns zero without
+ * running the guest.  A thread that frees a callback from inside one of its
+ * own calls cannot wait for itself: the free is deferred to the last call
+ * that leaves.  Each thread keeps the callbacks it is inside of on a
+ * thread-local stack to tell the two apart.
+ *
+ * Return values.  libffi widens integer returns narrower than ffi_arg to a
+ * full ffi_arg, in both directions; the public API passes every value at
+ * its exact C type.  The code below converts between the two.
+ */
+#include <ffi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "ffisig.h"
+#include "handle.h"
+#include "hooks.h"
+#include "plugin.h"
+
+static ffi_type *const g_ffi_types[FT__COUNT] = {
+    [FT_VOID] = &ffi_type_void,  [FT_I8] = &ffi_type_sint8,
+    [FT_U8] = &ffi_type_uint8,   [FT_I16] = &ffi_type_sint16,
+    [FT_U16] = &ffi_type_uint16, [FT_I32] = &ffi_type_sint32,
+    [FT_U32] = &ffi_type_uint32, [FT_I64] = &ffi_type_sint64,
+    [FT_U64] = &ffi_type_uint64, [FT_F32] = &ffi_type_float,
+    [FT_F64] = &ffi_type_double, [FT_PTR] = &ffi_type_pointer,
+    [FT_STR] = &ffi_type_pointer};
+
+/* Storage for any return value, as libffi reads or writes it. */
+union ffi_value {
+    ffi_arg u;
+    ffi_sarg s;
+    uint64_t u64;
+    float f32;
+    double f64;
+    void *ptr;
+};
+
+/* A prepared call interface. */
+struct call_if {
+    struct ffisig sig;
+    ffi_cif cif;
+    ffi_type *atypes[FFISIG_MAX_ARGS];
+};
+
+/* Parses `text` and prepares libffi's description of it. */
+static int prepare(const char *fn, const char *text, struct call_if *ci)
+{
+    struct ffisig_error e;
+    if (ffisig_parse(text, &ci->sig, &e) != 0) {
+        int n = (int)strlen(text);
+        return err_set(TETHER_ESIGNATURE, fn,
+                       "bad signature \"%.*s%s\" at column %zu: %s",
+                       n > 64 ? 64 : n, text, n > 64 ? "..." : "", e.column,
+                       e.what);
+    }
+    for (unsigned i = 0; i < ci->sig.nargs; i++)
+        ci->atypes[i] = g_ffi_types[ci->sig.args[i]];
+    if (ffi_prep_cif(&ci->cif, FFI_DEFAULT_ABI, ci->sig.nargs,
+                     g_ffi_types[ci->sig.ret], ci->atypes) != FFI_OK)
+        return err_set(TETHER_EINVAL, fn,
+                       "libffi cannot prepare a call of \"%s\"", text);
+    return TETHER_OK;
+}
+
+/* Copies a value libffi returned into *out, at the return type's size. */
+static void value_from_ffi(int type, const union ffi_value *v, void *out)
+{
+    int8_t i8; uint8_t u8; int16_t i16; uint16_t u16; int32_t i32; uint32_t u32;
+    switch (type) {
+    case FT_I8:  i8 = (int8_t)v->s;    memcpy(out, &i8, sizeof i8);   break;
+    case FT_U8:  u8 = (uint8_t)v->u;   memcpy(out, &u8, sizeof u8);   break;
+    case FT_I16: i16 = (int16_t)v->s;  memcpy(out, &i16, sizeof i16); break;
+    case FT_U16: u16 = (uint16_t)v->u; memcpy(out, &u16, sizeof u16); break;
+    case FT_I32: i32 = (int32_t)v->s;  memcpy(out, &i32, sizeof i32); break;
+    case FT_U32: u32 = (uint32_t)v->u; memcpy(out, &u32, sizeof u32); break;
+    default:     memcpy(out, v, ffisig_type_size(type));              break;
+    }
+}
+
+/* Stores a value of the return type, read from `in`, where libffi expects
+   a closure's return value. */
+static void value_to_ffi(int type, const void *in, void *ret)
+{
+    int8_t i8; uint8_t u8; int16_t i16; uint16_t u16; int32_t i32; uint32_t u32;
+    switch (type) {
+    case FT_VOID: break;
+    case FT_I8:  memcpy(&i8, in, sizeof i8);   *(ffi_sarg *)ret = i8;  break;
+    case FT_U8:  memcpy(&u8, in, sizeof u8);   *(ffi_arg *)ret = u8;   break;
+    case FT_I16: memcpy(&i16, in, sizeof i16); *(ffi_sarg *)ret = i16; break;
+    case FT_U16: memcpy(&u16, in, sizeof u16); *(ffi_arg *)ret = u16;  break;
+    case FT_I32: memcpy(&i32, in, sizeof i32); *(ffi_sarg *)ret = i32; break;
+    case FT_U32: memcpy(&u32, in, sizeof u32); *(ffi_arg *)ret = u32;  break;
+    default:     memcpy(ret, in, ffisig_type_size(type));              break;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Dynamic calls
+ * ---------------------------------------------------------------------- */
+
+int tether_ffi_call(void *fnptr, const char *signature, void **args, void *ret)
+{
+    static const char fn[] = "tether_ffi_call";
+    if (!fnptr || !signature)
+        return err_misuse(TETHER_EINVAL, fn,
+                          "the function and the signature must not be NULL");
+    struct call_if ci;
+    int rc = prepare(fn, signature, &ci);
+    if (rc != TETHER_OK)
+        return rc;
+    for (unsigned i = 0; i < ci.sig.nargs; i++)
+        if (!args || !args[i])
+            return err_misuse(TETHER_EINVAL, fn, "argument %u has no value", i + 1);
+    struct plugin *pin;
+    if (plugin_pin_code((uintptr_t)fnptr, PLUGIN_PIN_CALL, &pin) != TETHER_OK)
+        return err_set(TETHER_ESTATE, fn,
+                       "the function is in a plugin that is being unloaded");
+    void (*code)(void);
+    memcpy(&code, &fnptr, sizeof code); /* ISO C has no object-to-function cast */
+    union ffi_value v;
+    memset(&v, 0, sizeof v);
+    ffi_call(&ci.cif, code, &v, args);
+    plugin_unpin(pin, PLUGIN_PIN_CALL);
+    if (ret && ci.sig.ret != FT_VOID)
+        value_from_ffi(ci.sig.ret, &v, ret);
+    return TETHER_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Callbacks
+ * ---------------------------------------------------------------------- */
+
+static const char NEW[] = "tether_callback_new";
+static const char FREE[] = "tether_callback_free";
+
+struct callback {
+    /* Synchronization: immutable after tether_callback_new. */
+    struct call_if ci;
+    ffi_closure *closure;
+    void *code;
+    tether_interp interp;
+    tether_guest_fn fn;
+    void *userdata;
+    struct plugin *pin; /* a hold on the unloadable plugin holding fn */
+    uint64_t handle;
+    char text[96];      /* the canonical signature, for messages */
+
+    /* `mu` protects the three fields after it.  Lock order: a leaf among
+       the object mutexes; nothing is taken while holding it. */
+    pthread_mutex_t mu;
+    pthread_cond_t idle; /* active reached 0 while closing */
+    unsigned active;     /* calls inside the handler */
+    bool closing;        /* freed: calls that have not reached fn return 0 */
+    bool deferred;       /* freed from inside a call: the last call destroys */
+
+    /* Synchronization: atomic. */
+    atomic_flag reported; /* the after-finalize line was printed */
+};
+
+/* The callbacks the calling thread is inside of, innermost first. */
+struct cb_frame {
+    struct callback *cb;
+    struct cb_frame *up;
+};
+/* Synchronization: thread-local. */
+static _Thread_local struct cb_frame *t_inside;
+
+/* The handle's destructor: runs once the handle is closed and unused. */
+static void callback_destroy(void *obj)
+{
+    struct callback *cb = obj;
+    ffi_closure_free(cb->closure);
+    plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
+    pthread_cond_destroy(&cb->idle);
+    pthread_mutex_destroy(&cb->mu);
+    t_free(cb);
+}
+
+/* Counts a call in, unless the callback was freed. */
+static bool enter(struct callback *cb, struct cb_frame *fr)
+{
+    pthread_mutex_lock(&cb->mu);
+    bool open = !cb->closing;
+    if (open)
+        cb->active++;
+    pthread_mutex_unlock(&cb->mu);
+    if (open) {
+        fr->cb = cb;
+        fr->up = t_inside;
+        t_inside = fr;
+    }
+    return open;
+}
+
+/* Counts a call out; the last one wakes a waiting free, or does a deferred
+   one.  `cb` may be gone when this returns. */
+static void leave(struct callback *cb, struct cb_frame *fr)
+{
+    t_inside = fr->up;
+    pthread_mutex_lock(&cb->mu);
+    bool last = --cb->active == 0 && cb->closing;
+    bool destroy = last && cb->deferred;
+    if (last && !destroy)
+        pthread_cond_broadcast(&cb->idle);
+    pthread_mutex_unlock(&cb->mu);
+    if (destroy)
+        handle_put(cb->handle); /* the reference the free left to us */
+}
+
+static bool is_closing(struct callback *cb)
+{
+    pthread_mutex_lock(&cb->mu);
+    bool closing = cb->closing;
+    pthread_mutex_unlock(&cb->mu);
+    return closing;
+}
+
+/* A call that could not attach: after finalize it says so once, since the
+   runtime and its excepthook are gone; anything else every time. */
+static void report_detached(struct callback *cb, int rc)
+{
+    if (rc == TETHER_EFINALIZING || rc == TETHER_EBADHANDLE) {
+        if (!atomic_flag_test_and_set(&cb->reported))
+            fprintf(stderr,
+                    "tether: callback %s was called after its interpreter "
+                    "was finalized; it returns zero\n", cb->text);
+        return;
+    }
+    fprintf(stderr, "tether: callback %s could not attach (%s); it returns "
+            "zero\n", cb->text, tether_last_error());
+}
+
+/* Runs the guest under the GIL.  Returns its status (non-OK: the caller
+   gets zero). */
+static int run_guest(struct callback *cb, void **args, void *ret)
+{
+    tether_gilstate g;
+    int rc = tether_ensure(cb->interp, &g);
+    if (rc != TETHER_OK) {
+        report_detached(cb, rc);
+        return rc;
+    }
+    if (is_closing(cb)) { /* freed while this call waited for the GIL */
+        tether_release(g);
+        return TETHER_ESTATE;
+    }
+    rc = cb->fn(args, ret, cb->userdata);
+    if (rc != TETHER_OK) {
+        char msg[512];
+        const char *why = tether_last_error();
+        snprintf(msg, sizeof msg, "callback %s failed with %s%s%s", cb->text,
+                 tether_status_name(rc), *why ? ": " : "", why);
+        runtime_report_error(cb->interp, rc, msg);
+    }
+    tether_release(g);
+    return rc;
+}
+
+/* The closure's handler: what every call of the callback's code runs. */
+static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
+{
+    struct callback *cb = arg;
+    int type = cb->ci.sig.ret; /* read now: cb may be gone after leave */
+    union ffi_value v;
+    struct cb_frame fr;
+    (void)cif;
+    memset(&v, 0, sizeof v);
+    if (enter(cb, &fr)) {
+        if (run_guest(cb, args, type == FT_VOID ? NULL : &v) != TETHER_OK)
+            memset(&v, 0, sizeof v);
+        leave(cb, &fr);
+    }
+    value_to_ffi(type, &v, ret);
+}
+
+/* Builds the closure of a callback whose call interface is prepared. */
+static int make_closure(struct callback *cb)
+{
+    cb->closure = ffi_closure_alloc(sizeof(ffi_closure), &cb->code);
+    if (!cb->closure)
+        return err_set(TETHER_ENOMEM, NEW, "libffi could not allocate a closure");
+    if (ffi_prep_closure_loc(cb->closure, &cb->ci.cif, on_call, cb, cb->code) !=
+        FFI_OK) {
+        ffi_closure_free(cb->closure);
+        return err_set(TETHER_EINVAL, NEW, "libffi could not prepare a closure");
+    }
+    return TETHER_OK;
+}
+
+/* Pins fn's plugin, then issues the handle. */
+static int publish(struct callback *cb)
+{
+    if (plugin_pin_code((uintptr_t)cb->fn, PLUGIN_PIN_HOLD, &cb->pin) != TETHER_OK)
+        return err_set(TETHER_ESTATE, NEW,
+                       "the guest function is in a plugin that is being unloaded");
+    char name[sizeof cb->text + 16];
+    snprintf(name, sizeof name, "callback %s", cb->text);
+    if (handle_new(HT_CALLBACK, cb, callback_destroy, name, &cb->handle) != 0) {
+        plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
+        return err_set(TETHER_ENOMEM, NEW, "out of memory");
+    }
+    return TETHER_OK;
+}
+
+int tether_callback_new(tether_interp interp, const char *signature,
+                        tether_guest_fn fn, void *userdata, tether_callback *out)
+{
+    if (!signature || !fn || !out)
+        return err_misuse(TETHER_EINVAL, NEW,
+                          "signature, fn and out must not be NULL");
+    if (!handle_get(interp, HT_INTERP))
+        return err_misuse(TETHER_EBADHANDLE, NEW, "%#llx is not an interpreter handle",
+                          (unsigned long long)interp);
+    handle_put(interp);
+    struct callback *cb = t_calloc(1, sizeof *cb);
+    if (!cb)
+        return err_set(TETHER_ENOMEM, NEW, "out of memory");
+    int rc = prepare(NEW, signature, &cb->ci);
+    if (rc == TETHER_OK)
+        rc = make_closure(cb);
+    if (rc != TETHER_OK) {
+        t_free(cb);
+        return rc;
+    }
+    cb->interp = interp;
+    cb->fn = fn;
+    cb->userdata = userdata;
+    ffisig_format(&cb->ci.sig, cb->text, sizeof cb->text);
+    pthread_mutex_init(&cb->mu, NULL);
+    pthread_cond_init(&cb->idle, NULL);
+    atomic_flag_clear(&cb->reported);
+    rc = publish(cb);
+    if (rc != TETHER_OK) {
+        cb->pin = NULL;
+        callback_destroy(cb);
+        return rc;
+    }
+    *out = cb->handle;
+    return TETHER_OK;
+}
+
+void *tether_callback_code(tether_callback h)
+{
+    struct callback *cb = handle_get(h, HT_CALLBACK);
+    if (!cb) {
+        err_misuse(TETHER_EBADHANDLE, "tether_callback_code",
+                   "%#llx is not a callback handle", (unsigned long long)h);
+        return NULL;
+    }
+    void *code = cb->code;
+    handle_put(h);
+    return code;
+}
+
+static bool inside(const struct callback *cb)
+{
+    for (const struct cb_frame *fr = t_inside; fr; fr = fr->up)
+        if (fr->cb == cb)
+            return true;
+    return false;
+}
+
+/* Waits until no call is active, then drops the free's reference (which
+   destroys the callback).  A caller holding a GIL lets go of it meanwhile:
+   the calls may be waiting for it.  Not interruptible, since the calls end
+   by themselves; what re-attaching finds is returned. */
+static int wait_idle(struct callback *cb)
+{
+    tether_tstate ts = 0;
+    bool attached = tether_gil_held() && tether_save_thread(&ts) == TETHER_OK;
+    pthread_mutex_lock(&cb->mu);
+    while (cb->active > 0)
+        pthread_cond_wait(&cb->idle, &cb->mu);
+    pthread_mutex_unlock(&cb->mu);
+    handle_put(cb->handle);
+    return attached ? tether_restore_thread(ts) : TETHER_OK;
+}
+
+int tether_callback_free(tether_callback h)
+{
+    if (h == 0)
+        return TETHER_OK;
+    struct callback *cb = handle_get(h, HT_CALLBACK);
+    if (!cb || handle_close(h, HT_CALLBACK) != TETHER_OK) {
+        if (cb)
+            handle_put(h); /* another thread freed it first */
+        return err_misuse(TETHER_EBADHANDLE, FREE,
+                          "%#llx is not a callback handle", (unsigned long long)h);
+    }
+    /* From here our reference from handle_get is the only one that keeps
+       the callback alive, apart from lookups in progress. */
+    pthread_mutex_lock(&cb->mu);
+    cb->closing = true;
+    bool busy = cb->active > 0;
+    bool deferred = cb->deferred = busy && inside(cb);
+    pthread_mutex_unlock(&cb->mu);
+    if (!busy) {
+        handle_put(h);
+        return TETHER_OK;
+    }
+    if (deferred) /* cb may already be gone: the last call destroys it */
+        return TETHER_OK;
+    return wait_idle(cb);
+}
+
+/* Until the runtime provides it (core/hooks.h): report on stderr. */
+__attribute__((weak)) void runtime_report_error(tether_interp interp, int code,
+                                                const char *message)
+{
+    (void)interp;
+    (void)code;
+    fprintf(stderr, "tether: %s\n", message);
+}

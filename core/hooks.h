@@ -1,0 +1,15 @@
+/*
+ * hooks.h - what the plugin loader and the FFI need from the runtime.
+ */
+#ifndef TETHER_HOOKS_H
+#define TETHER_HOOKS_H
+
+#include "tether/tether.h"
+
+/* Reports an error that no caller can receive (the guest function of a
+   callback failed) to the excepthook of `interp`'s runtime, as the error of
+   the calling thread.  `message` is a sentence, copied if kept.  Called on
+   a thread that holds `interp`'s GIL.  [gil-held] */
+void runtime_report_error(tether_interp interp, int code, const char *message);
+
+#endif

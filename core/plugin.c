@@ -1,0 +1,779 @@
+/*
+ * plugin.c - the plugin loader: dlopen, entry negotiation, the registry of
+ * loaded plugins, unload safety.
+ *
+ * A load goes through two phases.  The first runs without the caller's GIL
+ * (opening a library runs its constructors, which may want the GIL):
+ * dlopen, then either find the library already loaded into this runtime,
+ * or call its entry, check the descriptor and build a candidate record.
+ * The second runs with the GIL back: under the registry lock, take a
+ * reference on the loaded record or insert the candidate as LOADING, then
+ * run init and publish it.  A load that meets a record of the same library
+ * still LOADING goes back to the first phase and waits there, without the
+ * GIL that the other load's init needs.
+ *
+ * The states of a record:
+ *
+ *   LOADING --init ok--> LOADED --last unload--> DRAINING --calls 0--> FINALIZED
+ *      |                   ^                        |                      |
+ *   init failed            +---- a load, timeout ---+       holds 0, dlclose
+ *      v                                                                   v
+ *   (removed)                                                       (removed)
+ *
+ * DRAINING waits for calls into the plugin (PLUGIN_PIN_CALL, see plugin.h)
+ * before fini runs; FINALIZED waits for callbacks and threads into an
+ * unloadable plugin (PLUGIN_PIN_HOLD) before it is dlclosed.  A load that
+ * finds its library DRAINING takes it back; one that finds it FINALIZED
+ * makes a new record (the old one only waits to unmap).
+ *
+ * Libraries are keyed by their dlopen handle, which is the same for every
+ * path that names the same file, and by runtime: a library loaded into two
+ * runtimes has two records, each with its own init.
+ */
+#include "plugin.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "handle.h"
+
+/* What an ABI 1.0 descriptor holds: everything up to and including fini. */
+#define DESC_MIN_SIZE                                                         \
+    (offsetof(tether_plugin_desc, fini) + sizeof(void (*)(void *)))
+/* What must be readable before the version is known. */
+#define DESC_VERSION_SIZE                                                     \
+    (offsetof(tether_plugin_desc, abi_version) + sizeof(uint32_t))
+#define KNOWN_FLAGS TETHER_PLUGIN_UNLOADABLE
+
+/* Internal outcomes, apart from the statuses: a load's first phase must
+   start over; an unload found its record taken back by a load. */
+#define RETRY 1
+#define TAKEN_BACK 2
+
+enum pstate { PS_LOADING, PS_LOADED, PS_DRAINING, PS_FINALIZED };
+
+struct plugin {
+    /* Synchronization: immutable once the record is inserted. */
+    tether_runtime rt;
+    tether_interp interp;  /* the runtime's main interpreter */
+    void *dl;              /* our dlopen reference */
+    uint64_t handle;
+    const tether_plugin_desc *desc;
+    char *path;
+    char *name;
+    char *version;
+    uintptr_t lo, hi;      /* the mapped image of an unloadable plugin, else 0 */
+    pthread_t loader;      /* the thread running init while LOADING */
+
+    /* Synchronization: written by init before the record is published, read
+       by fini after the last unload. */
+    void *state;
+
+    /* Synchronization: g_reg.lock. */
+    enum pstate st;
+    uint32_t refs;         /* loads not yet unloaded */
+    uint32_t calls;        /* PLUGIN_PIN_CALL pins */
+    uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
+    bool unloading;        /* an unload of the last reference is running */
+    struct plugin *next;
+};
+
+/* The registry.  `lock` protects the list and the state, refs, pins and
+   unloading flag of every record; `cond` is broadcast when a record changes
+   state, when a pin count reaches zero, and when an unload is interrupted.
+   Lock order: after every core lock (an unblock function takes it while
+   the core holds its own) and before the handle table and the fault switch;
+   nothing else is taken while holding it. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* on CLOCK_MONOTONIC */
+    struct plugin *head;
+    /* Synchronization: written under lock, read without it by
+       plugin_pin_code's fast path. */
+    atomic_uint unloadable;
+} g_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void reg_init(void)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_reg.cond, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static void reg_lock(void)
+{
+    pthread_once(&g_once, reg_init);
+    pthread_mutex_lock(&g_reg.lock);
+}
+
+static void reg_unlock(void) { pthread_mutex_unlock(&g_reg.lock); }
+
+/* ------------------------------------------------------------------------
+ * Records
+ * ---------------------------------------------------------------------- */
+
+/* The handle's destructor: runs when the handle is closed and unused. */
+static void plugin_destroy(void *obj)
+{
+    struct plugin *p = obj;
+    t_free(p->path);
+    t_free(p->name);
+    t_free(p->version);
+    t_free(p);
+}
+
+/* The live record of library `dl` in runtime `rt`, or NULL.  Called with
+   g_reg.lock held. */
+static struct plugin *reg_find(void *dl, tether_runtime rt)
+{
+    for (struct plugin *p = g_reg.head; p; p = p->next)
+        if (p->dl == dl && p->rt == rt && p->st != PS_FINALIZED)
+            return p;
+    return NULL;
+}
+
+/* Called with g_reg.lock held. */
+static void reg_insert(struct plugin *p)
+{
+    p->next = g_reg.head;
+    g_reg.head = p;
+    if (p->hi)
+        atomic_fetch_add(&g_reg.unloadable, 1);
+}
+
+/* Called with g_reg.lock held. */
+static void reg_remove(struct plugin *p)
+{
+    struct plugin **pp = &g_reg.head;
+    while (*pp != p)
+        pp = &(*pp)->next;
+    *pp = p->next;
+    if (p->hi)
+        atomic_fetch_sub(&g_reg.unloadable, 1);
+    pthread_cond_broadcast(&g_reg.cond);
+}
+
+/* What dl_iterate_phdr looks for: the object loaded at `base` as `name`. */
+struct image_query {
+    uintptr_t base;
+    const char *name;
+    uintptr_t lo, hi;
+};
+
+static int image_cb(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    struct image_query *q = arg;
+    (void)size;
+    if (info->dlpi_addr != q->base || strcmp(info->dlpi_name, q->name) != 0)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t lo = q->base + ph->p_vaddr;
+        if (lo < q->lo)
+            q->lo = lo;
+        if (lo + ph->p_memsz > q->hi)
+            q->hi = lo + ph->p_memsz;
+    }
+    return 1;
+}
+
+/* Finds the address range that library `dl` is mapped at. */
+static int image_range(void *dl, uintptr_t *lo, uintptr_t *hi)
+{
+    struct link_map *lm;
+    if (dlinfo(dl, RTLD_DI_LINKMAP, &lm) != 0)
+        return -1;
+    struct image_query q = {lm->l_addr, lm->l_name, UINTPTR_MAX, 0};
+    if (dl_iterate_phdr(image_cb, &q) == 0 || q.hi == 0)
+        return -1;
+    *lo = q.lo;
+    *hi = q.hi;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Loading
+ * ---------------------------------------------------------------------- */
+
+static const char LOAD[] = "tether_plugin_load";
+
+/* One load, carried through its phases. */
+struct load {
+    tether_runtime rt;
+    tether_interp interp;
+    const char *path;
+    void *dl;             /* our dlopen reference, while we have one */
+    struct plugin *fresh; /* a candidate record, or NULL if already loaded */
+};
+
+/* Opens the library, with a message that tells a missing file from a file
+   the dynamic loader refuses. */
+static int open_library(struct load *l)
+{
+    struct stat st;
+    if (strchr(l->path, '/') && stat(l->path, &st) != 0)
+        return err_set(TETHER_EPLUGIN, LOAD, "cannot open plugin '%s': %s",
+                       l->path, strerror(errno));
+    dlerror();
+    l->dl = dlopen(l->path, RTLD_NOW | RTLD_LOCAL);
+    if (!l->dl)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "'%s' is not a loadable shared object: %s", l->path,
+                       dlerror());
+    return TETHER_OK;
+}
+
+/* Checks the descriptor's size and version; every way it can be wrong has
+   its own message. */
+static int check_desc(const char *path, const tether_plugin_desc *d)
+{
+    if (d->size < DESC_VERSION_SIZE)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "the descriptor of '%s' is %zu bytes, too small to "
+                       "hold even its ABI version", path, d->size);
+    unsigned major = d->abi_version >> 16, minor = d->abi_version & 0xffffu;
+    if (major != TETHER_ABI_MAJOR || minor > TETHER_ABI_MINOR)
+        return err_set(TETHER_EVERSION, LOAD,
+                       "'%s' needs tether ABI %u.%u, but this host has ABI "
+                       "%u.%u (%s)", path, major, minor, TETHER_ABI_MAJOR,
+                       TETHER_ABI_MINOR,
+                       major != TETHER_ABI_MAJOR ? "another major version"
+                                                 : "a newer minor version");
+    if (d->size < DESC_MIN_SIZE)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "the descriptor of '%s' is %zu bytes, smaller than "
+                       "the %zu of tether ABI 1.0", path, d->size,
+                       (size_t)DESC_MIN_SIZE);
+    if (d->flags & ~KNOWN_FLAGS)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "the descriptor of '%s' has unknown flags %#x", path,
+                       d->flags & ~KNOWN_FLAGS);
+    if (!d->name || !*d->name)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "the descriptor of '%s' has no name", path);
+    return TETHER_OK;
+}
+
+/* Calls the library's entry and checks what it returns. */
+static int negotiate(struct load *l, const tether_plugin_desc **out)
+{
+    dlerror();
+    void *sym = dlsym(l->dl, "tether_plugin_entry");
+    if (!sym)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "'%s' has no tether_plugin_entry, so it is not a "
+                       "tether plugin: %s", l->path, dlerror());
+    tether_plugin_entry_fn entry;
+    memcpy(&entry, &sym, sizeof entry); /* ISO C has no object-to-function cast */
+    const tether_plugin_desc *d = entry(TETHER_ABI_VERSION);
+    if (!d)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "tether_plugin_entry of '%s' returned NULL: the plugin "
+                       "refused host ABI %u.%u", l->path, TETHER_ABI_MAJOR,
+                       TETHER_ABI_MINOR);
+    int rc = check_desc(l->path, d);
+    if (rc == TETHER_OK)
+        *out = d;
+    return rc;
+}
+
+/* Builds the candidate record of a library not loaded yet. */
+static int make_record(struct load *l, const tether_plugin_desc *d)
+{
+    struct plugin *p = t_calloc(1, sizeof *p);
+    if (!p)
+        goto nomem;
+    p->rt = l->rt;
+    p->interp = l->interp;
+    p->dl = l->dl;
+    p->desc = d;
+    p->path = t_strdup(l->path);
+    p->name = t_strdup(d->name);
+    p->version = t_strdup(d->version ? d->version : "");
+    if (!p->path || !p->name || !p->version)
+        goto nomem;
+    if ((d->flags & TETHER_PLUGIN_UNLOADABLE) &&
+        image_range(l->dl, &p->lo, &p->hi) != 0) {
+        plugin_destroy(p);
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "cannot find where '%s' is mapped", l->path);
+    }
+    if (handle_new(HT_PLUGIN, p, plugin_destroy, p->name, &p->handle) != 0)
+        goto nomem;
+    l->fresh = p;
+    return TETHER_OK;
+nomem:
+    if (p)
+        plugin_destroy(p);
+    return err_set(TETHER_ENOMEM, LOAD, "out of memory loading '%s'", l->path);
+}
+
+/* Drops whatever the first phase left: the candidate and our reference. */
+static void discard(struct load *l)
+{
+    if (l->fresh) {
+        handle_close(l->fresh->handle, HT_PLUGIN); /* frees the record */
+        l->fresh = NULL;
+    }
+    if (l->dl) {
+        dlclose(l->dl);
+        l->dl = NULL;
+    }
+}
+
+/* Waits, without any GIL, while a record of this library is LOADING.
+   Returns TETHER_OK with *found telling whether it is loaded. */
+static int wait_loading(struct load *l, bool *found)
+{
+    int rc = TETHER_OK;
+    reg_lock();
+    struct plugin *p;
+    while ((p = reg_find(l->dl, l->rt)) && p->st == PS_LOADING) {
+        if (pthread_equal(p->loader, pthread_self())) {
+            rc = err_set(TETHER_EDEADLK, LOAD,
+                         "the init of '%s' loads the plugin itself", l->path);
+            break;
+        }
+        pthread_cond_wait(&g_reg.cond, &g_reg.lock);
+    }
+    *found = p != NULL;
+    reg_unlock();
+    return rc;
+}
+
+/* The first phase, run without the caller's GIL. */
+static int load_open(struct load *l)
+{
+    int rc = open_library(l);
+    bool found = false;
+    if (rc == TETHER_OK)
+        rc = wait_loading(l, &found);
+    if (rc == TETHER_OK && !found) {
+        const tether_plugin_desc *d = NULL;
+        rc = negotiate(l, &d);
+        if (rc == TETHER_OK)
+            rc = make_record(l, d);
+    }
+    if (rc != TETHER_OK)
+        discard(l);
+    return rc;
+}
+
+/* Runs the first phase with the caller's GIL released, if it holds one. */
+static int load_open_released(struct load *l)
+{
+    if (!tether_gil_held())
+        return load_open(l);
+    tether_tstate ts;
+    int rc = tether_save_thread(&ts);
+    if (rc != TETHER_OK)
+        return load_open(l);
+    rc = load_open(l);
+    int rrc = tether_restore_thread(ts);
+    if (rrc == TETHER_OK)
+        return rc;
+    if (rc == TETHER_OK)
+        discard(l);
+    return err_set(rrc, LOAD, "interrupted while opening '%s' (%s)", l->path,
+                   tether_strerror(rrc));
+}
+
+/* The second phase, under the registry lock: takes a reference on the
+   loaded record, or inserts the candidate.  Returns RETRY when the first
+   phase must run again. */
+static int load_admit(struct load *l, tether_plugin *out)
+{
+    reg_lock();
+    struct plugin *p = reg_find(l->dl, l->rt);
+    if (p && p->st != PS_LOADING) {
+        p->refs++;
+        p->st = PS_LOADED; /* takes back a DRAINING record */
+        pthread_cond_broadcast(&g_reg.cond);
+        *out = p->handle;
+        reg_unlock();
+        discard(l);
+        return TETHER_OK;
+    }
+    if (p || !l->fresh) {
+        reg_unlock(); /* LOADING elsewhere, or gone since the first phase */
+        discard(l);
+        return RETRY;
+    }
+    p = l->fresh;
+    p->st = PS_LOADING;
+    p->refs = 1;
+    p->loader = pthread_self();
+    reg_insert(p);
+    reg_unlock();
+    return TETHER_OK;
+}
+
+/* Runs init holding the main interpreter's GIL. */
+static int run_init(struct plugin *p)
+{
+    if (!p->desc->init)
+        return TETHER_OK;
+    tether_gilstate g;
+    int rc = tether_ensure(p->interp, &g);
+    if (rc != TETHER_OK)
+        return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
+                       p->path, tether_strerror(rc));
+    rc = p->desc->init(host_api(), p->interp, &p->state);
+    tether_release(g);
+    if (rc != TETHER_OK)
+        return err_set(TETHER_EPLUGIN, LOAD,
+                       "the init of plugin '%s' (%s) failed with %s (%d)",
+                       p->name, p->path, tether_status_name(rc), rc);
+    return TETHER_OK;
+}
+
+/* Makes a library that is not unloadable stay mapped for ever. */
+static void pin_mapping(struct plugin *p)
+{
+    struct link_map *lm;
+    if (p->hi || dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+        return;
+    void *again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (again)
+        dlclose(again);
+}
+
+/* Ends a LOADING record: publishes it, or removes it when init failed. */
+static int load_finish(struct load *l, int rc)
+{
+    struct plugin *p = l->fresh;
+    if (rc == TETHER_OK)
+        pin_mapping(p);
+    reg_lock();
+    if (rc == TETHER_OK)
+        p->st = PS_LOADED;
+    else
+        reg_remove(p);
+    pthread_cond_broadcast(&g_reg.cond);
+    reg_unlock();
+    if (rc == TETHER_OK) {
+        l->fresh = NULL;
+        l->dl = NULL;
+    } else {
+        discard(l);
+    }
+    return rc;
+}
+
+int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
+{
+    if (!path || !out)
+        return err_misuse(TETHER_EINVAL, LOAD, "path and out must not be NULL");
+    struct load l = {.rt = rt, .path = path};
+    if (tether_runtime_main_interp(rt, &l.interp) != TETHER_OK)
+        return err_misuse(TETHER_EBADHANDLE, LOAD,
+                          "%#llx is not a runtime handle", (unsigned long long)rt);
+    int rc;
+    do {
+        rc = load_open_released(&l);
+        if (rc == TETHER_OK)
+            rc = load_admit(&l, out);
+    } while (rc == RETRY);
+    if (rc != TETHER_OK || !l.fresh)
+        return rc;
+    struct plugin *p = l.fresh;
+    rc = load_finish(&l, run_init(p));
+    if (rc == TETHER_OK)
+        *out = p->handle;
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Unloading
+ * ---------------------------------------------------------------------- */
+
+static const char UNLOAD[] = "tether_plugin_unload";
+
+/* The last unload of one record. */
+struct unload {
+    struct plugin *p;
+    bool forever;
+    struct timespec deadline; /* CLOCK_MONOTONIC */
+    bool interrupted;         /* Synchronization: g_reg.lock */
+    bool ran;                 /* unload_last started */
+};
+
+static void set_deadline(struct unload *u, int64_t timeout_ns)
+{
+    u->forever = timeout_ns < 0;
+    clock_gettime(CLOCK_MONOTONIC, &u->deadline);
+    if (timeout_ns <= 0)
+        return;
+    u->deadline.tv_sec += (time_t)(timeout_ns / 1000000000);
+    u->deadline.tv_nsec += (long)(timeout_ns % 1000000000);
+    if (u->deadline.tv_nsec >= 1000000000) {
+        u->deadline.tv_sec++;
+        u->deadline.tv_nsec -= 1000000000;
+    }
+}
+
+/* Waits until *count is zero, a load takes the record back, the deadline
+   passes or the unload is interrupted.  Called with g_reg.lock held. */
+static void wait_zero(struct unload *u, const uint32_t *count)
+{
+    while (*count > 0 && u->p->refs == 0 && !u->interrupted) {
+        if (u->forever)
+            pthread_cond_wait(&g_reg.cond, &g_reg.lock);
+        else if (pthread_cond_timedwait(&g_reg.cond, &g_reg.lock,
+                                        &u->deadline) == ETIMEDOUT)
+            return;
+    }
+}
+
+/* The unblock function: an asynchronous exception or finalize cuts the
+   wait short. */
+static void unload_unblock(void *arg)
+{
+    struct unload *u = arg;
+    reg_lock();
+    u->interrupted = true;
+    pthread_cond_broadcast(&g_reg.cond);
+    reg_unlock();
+}
+
+/* Why a wait ended without reaching zero.  Called with g_reg.lock held. */
+static int wait_failed(struct unload *u, const char *what)
+{
+    u->p->unloading = false;
+    if (u->interrupted)
+        return err_set(TETHER_EASYNC, UNLOAD,
+                       "unloading '%s' was interrupted while %s",
+                       u->p->name, what);
+    return err_set(TETHER_ETIMEDOUT, UNLOAD,
+                   "timed out unloading '%s': %s", u->p->name, what);
+}
+
+/* DRAINING: waits for calls in progress to end, then runs fini.  Called
+   with g_reg.lock held; returns with it held. */
+static int drain(struct unload *u)
+{
+    struct plugin *p = u->p;
+    wait_zero(u, &p->calls);
+    if (p->refs > 0) {
+        p->unloading = false;
+        return TAKEN_BACK;
+    }
+    if (p->calls > 0) {
+        p->st = PS_LOADED;
+        p->refs = 1;
+        return wait_failed(u, "calls into it were still in progress; it "
+                              "stays loaded");
+    }
+    p->st = PS_FINALIZED;
+    reg_unlock();
+    if (p->desc->fini)
+        p->desc->fini(p->state);
+    reg_lock();
+    return TETHER_OK;
+}
+
+/* FINALIZED: waits until nothing can call into the plugin any more, then
+   removes it from the registry.  Called with g_reg.lock held. */
+static int retire(struct unload *u)
+{
+    struct plugin *p = u->p;
+    wait_zero(u, &p->holds);
+    if (p->holds > 0)
+        return wait_failed(u, "callbacks or threads into it were still alive "
+                              "after fini; it stays mapped");
+    reg_remove(p);
+    return TETHER_OK;
+}
+
+/* Runs the last unload of a record, holding no GIL. */
+static int unload_last(void *arg)
+{
+    struct unload *u = arg;
+    struct plugin *p = u->p;
+    u->ran = true;
+    reg_lock();
+    int rc = p->st == PS_DRAINING ? drain(u) : TETHER_OK;
+    if (rc == TETHER_OK)
+        rc = retire(u);
+    reg_unlock();
+    if (rc == TETHER_OK) {
+        dlclose(p->dl);
+        handle_close(p->handle, HT_PLUGIN);
+    }
+    return rc == TAKEN_BACK ? TETHER_OK : rc;
+}
+
+/* Drops one reference; tells whether the caller must run the last unload.
+   Called with g_reg.lock held. */
+static int drop_ref(struct plugin *p, bool *last)
+{
+    *last = false;
+    if (p->unloading || (p->st != PS_LOADED && p->st != PS_FINALIZED))
+        return err_misuse(TETHER_ESTATE, UNLOAD,
+                          "'%s' is being loaded or unloaded by another thread",
+                          p->name);
+    if (p->st == PS_LOADED && --p->refs > 0)
+        return TETHER_OK;
+    if (p->st == PS_LOADED)
+        p->st = PS_DRAINING;
+    p->unloading = true;
+    *last = true;
+    return TETHER_OK;
+}
+
+/* Gives back the reference drop_ref took, when the last unload could not
+   even start (an asynchronous exception was already pending). */
+static void undo_drop(struct plugin *p)
+{
+    reg_lock();
+    if (p->st != PS_FINALIZED) {
+        p->st = PS_LOADED;
+        p->refs++;
+    }
+    p->unloading = false;
+    pthread_cond_broadcast(&g_reg.cond);
+    reg_unlock();
+}
+
+int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
+{
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, UNLOAD,
+                          "%#llx is not a plugin handle", (unsigned long long)h);
+    bool last;
+    reg_lock();
+    int rc = drop_ref(p, &last);
+    reg_unlock();
+    if (rc == TETHER_OK && last) {
+        struct unload u = {.p = p};
+        set_deadline(&u, timeout_ns);
+        if (tether_gil_held())
+            rc = tether_call_blocking(unload_last, &u, unload_unblock, &u);
+        else
+            rc = unload_last(&u);
+        if (!u.ran)
+            undo_drop(p);
+    }
+    handle_put(h);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Symbols, information, pins
+ * ---------------------------------------------------------------------- */
+
+int tether_plugin_symbol(tether_plugin h, const char *name, void **out)
+{
+    static const char fn[] = "tether_plugin_symbol";
+    if (!name || !out)
+        return err_misuse(TETHER_EINVAL, fn, "name and out must not be NULL");
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    reg_lock();
+    if (p->st == PS_FINALIZED)
+        rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
+    else
+        p->calls++; /* keeps p->dl open while dlsym reads it */
+    reg_unlock();
+    if (rc == TETHER_OK) {
+        dlerror();
+        void *sym = dlsym(p->dl, name);
+        const char *why = dlerror();
+        if (why)
+            rc = err_set(TETHER_EPLUGIN, fn, "plugin '%s' has no symbol '%s': %s",
+                         p->name, name, why);
+        else
+            *out = sym;
+        plugin_unpin(p, PLUGIN_PIN_CALL);
+    }
+    handle_put(h);
+    return rc;
+}
+
+int tether_plugin_info(tether_plugin h, const char **name, const char **version)
+{
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, "tether_plugin_info",
+                          "%#llx is not a plugin handle", (unsigned long long)h);
+    if (name)
+        *name = p->name;
+    if (version)
+        *version = p->version;
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out)
+{
+    *out = NULL;
+    /* A pointer into a plugin reaches the caller only after its record was
+       inserted under the lock, so a zero here means there is nothing to pin. */
+    if (atomic_load_explicit(&g_reg.unloadable, memory_order_acquire) == 0)
+        return TETHER_OK;
+    bool closing = false;
+    reg_lock();
+    for (struct plugin *p = g_reg.head; p; p = p->next) {
+        if (addr < p->lo || addr >= p->hi)
+            continue;
+        if (p->st == PS_FINALIZED) {
+            closing = true;
+            continue;
+        }
+        if (kind == PLUGIN_PIN_CALL)
+            p->calls++;
+        else
+            p->holds++;
+        *out = p;
+        break;
+    }
+    reg_unlock();
+    return *out || !closing ? TETHER_OK : TETHER_ESTATE;
+}
+
+void plugin_unpin(struct plugin *p, enum plugin_pin kind)
+{
+    if (!p)
+        return;
+    reg_lock();
+    uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
+    if (--*count == 0)
+        pthread_cond_broadcast(&g_reg.cond);
+    reg_unlock();
+}
+
+/* ------------------------------------------------------------------------
+ * Fork
+ * ---------------------------------------------------------------------- */
+
+void plugin_atfork_prepare(void) { reg_lock(); }
+
+void plugin_atfork_parent(void) { reg_unlock(); }
+
+void plugin_atfork_child(void)
+{
+    /* The child has one thread: the lock is ours, and no other thread can
+       be waiting on the condition. */
+    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
+    memcpy(&g_reg.lock, &fresh, sizeof fresh);
+    reg_init();
+}
