@@ -17,6 +17,7 @@
  * full ffi_arg, in both directions; the public API passes every value at
  * its exact C type.  The code below converts between the two.
  */
+#include <errno.h>
 #include <ffi.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -202,7 +203,15 @@ static bool enter(struct callback *cb, struct cb_frame *fr)
     if (open) {
         fr->cb = cb;
         fr->up = t_inside;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic push
+/* leave() pops the frame before on_call returns: it never dangles. */
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
         t_inside = fr;
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif
     }
     return open;
 }
@@ -245,9 +254,9 @@ static void report_detached(struct callback *cb, int rc)
             "zero\n", cb->text, tether_last_error());
 }
 
-/* Runs the guest under the GIL.  Returns its status (non-OK: the caller
-   gets zero). */
-static int run_guest(struct callback *cb, void **args, void *ret)
+/* Runs the guest under the GIL, with errno at *err before and saved to
+   *err after.  Returns its status (non-OK: the caller gets zero). */
+static int run_guest(struct callback *cb, void **args, void *ret, int *err)
 {
     tether_gilstate g;
     int rc = tether_ensure(cb->interp, &g);
@@ -259,7 +268,9 @@ static int run_guest(struct callback *cb, void **args, void *ret)
         tether_release(g);
         return TETHER_ESTATE;
     }
+    errno = *err;
     rc = cb->fn(args, ret, cb->userdata);
+    *err = errno;
     if (rc != TETHER_OK) {
         char msg[512];
         const char *why = tether_last_error();
@@ -271,21 +282,25 @@ static int run_guest(struct callback *cb, void **args, void *ret)
     return rc;
 }
 
-/* The closure's handler: what every call of the callback's code runs. */
+/* The closure's handler: what every call of the callback's code runs.
+   errno is the guest's business: the caller sees it as the guest left it,
+   and the guest as the caller left it, whatever attaching did meanwhile. */
 static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
 {
     struct callback *cb = arg;
     int type = cb->ci.sig.ret; /* read now: cb may be gone after leave */
+    int err = errno;
     union ffi_value v;
     struct cb_frame fr;
     (void)cif;
     memset(&v, 0, sizeof v);
     if (enter(cb, &fr)) {
-        if (run_guest(cb, args, type == FT_VOID ? NULL : &v) != TETHER_OK)
+        if (run_guest(cb, args, type == FT_VOID ? NULL : &v, &err) != TETHER_OK)
             memset(&v, 0, sizeof v);
         leave(cb, &fr);
     }
     value_to_ffi(type, &v, ret);
+    errno = err;
 }
 
 /* Builds the closure of a callback whose call interface is prepared. */
@@ -416,13 +431,4 @@ int tether_callback_free(tether_callback h)
     if (deferred) /* cb may already be gone: the last call destroys it */
         return TETHER_OK;
     return wait_idle(cb);
-}
-
-/* Until the runtime provides it (core/hooks.h): report on stderr. */
-__attribute__((weak)) void runtime_report_error(tether_interp interp, int code,
-                                                const char *message)
-{
-    (void)interp;
-    (void)code;
-    fprintf(stderr, "tether: %s\n", message);
 }

@@ -48,7 +48,10 @@
  * the race against the waiter it was asked to make way for.  gil_yield
  * therefore drops, then waits on `switch_cond` until the acquisition
  * counter moves (someone else took it), and only then queues again.  Every
- * slow-path take signals `switch_cond` when a yielder is waiting.
+ * slow-path take signals `switch_cond` when a yielder is waiting.  A plain
+ * drop (save_thread, a wait) with a request pending does the same, or a
+ * thread that releases and re-takes the GIL in a loop without ever
+ * checkpointing would win every race against the waiter that asked.
  *
  * The convoy effect, and what we do about it.  In CPython a thread that
  * comes back from a short blocking call (an I/O read, a 1 ms sleep) while a
@@ -152,7 +155,7 @@ static void record_wait(struct gil *g, int64_t t0)
 
 static int take_slow(struct gil *g, struct tstate *ts, int urgent)
 {
-    int64_t t0 = plat_now_ns();
+    int64_t t0 = 0; /* read the clock only once we have to wait */
     int rc = TETHER_OK, requested = 0, taken = 0;
     pthread_mutex_lock(&g->mutex);
     atomic_fetch_add(&g->word, W_PIN);
@@ -175,7 +178,10 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
             requested = request_drop(g);
         uint64_t seen = atomic_load(&g->acquisitions);
         int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
-        int timed_out = plat_cond_wait(&g->cond, &g->mutex, plat_now_ns() + interval);
+        int64_t now = plat_now_ns();
+        if (!t0)
+            t0 = now;
+        int timed_out = plat_cond_wait(&g->cond, &g->mutex, now + interval);
         if (timed_out && atomic_load(&g->acquisitions) == seen)
             request_drop(g);
     }
@@ -183,7 +189,8 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
     if (taken) {
         /* The GIL is ours from the CAS on: the stats are ours to write. */
         took(g, ts);
-        record_wait(g, t0);
+        if (t0)
+            record_wait(g, t0);
         if (g->switch_waiters)
             pthread_cond_broadcast(&g->switch_cond);
     }
@@ -221,45 +228,54 @@ static void release_locked(struct gil *g)
     pthread_cond_signal(&g->cond);
 }
 
-void gil_drop(struct gil *g, struct tstate *ts)
+/* Releases the GIL held by `ts`, with the mutex held.  Forced switching:
+   if a drop was requested of `ts` (or `always`), waits until another
+   thread took the GIL, as long as one still waits for it. */
+static void drop_locked(struct gil *g, struct tstate *ts, int always)
 {
-    if (atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BRK_DROP)
-        atomic_fetch_and(&ts->breaker, ~BRK_DROP);
-    ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
-    atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
-    uint64_t w = W_LOCKED;
-    if (atomic_compare_exchange_strong_explicit(&g->word, &w, 0,
-                                                memory_order_release,
-                                                memory_order_relaxed))
-        return;
-    pthread_mutex_lock(&g->mutex);
-    /* A pinned thread may have posted a drop request meanwhile: this drop
-       answers it. */
-    atomic_fetch_and(&ts->breaker, ~BRK_DROP);
-    release_locked(g);
-    pthread_mutex_unlock(&g->mutex);
-}
-
-int gil_yield(struct gil *g, struct tstate *ts)
-{
-    pthread_mutex_lock(&g->mutex);
-    if (atomic_fetch_and(&ts->breaker, ~BRK_DROP) & BRK_DROP)
+    int requested = (atomic_fetch_and(&ts->breaker, ~BRK_DROP) & BRK_DROP) != 0;
+    if (requested)
         stat_add(&g->forced_drops, 1);
     uint64_t seen = atomic_load(&g->acquisitions);
     ts->acq_at_drop = seen;
     atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
     atomic_fetch_add(&g->word, W_PIN);
     release_locked(g);
-    /* Forced switching: wait until another thread took the GIL, as long as
-       one is still waiting for it (a pin other than ours). */
-    g->switch_waiters++;
-    while (atomic_load(&g->acquisitions) == seen &&
-           (atomic_load(&g->word) >> 1) > 1 && !interp_finalizing(ts)) {
-        int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
-        plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval);
+    if (requested || always) {
+        g->switch_waiters++;
+        while (atomic_load(&g->acquisitions) == seen &&
+               (atomic_load(&g->word) >> 1) > 1 && !interp_finalizing(ts)) {
+            int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
+            plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval);
+        }
+        g->switch_waiters--;
     }
-    g->switch_waiters--;
     atomic_fetch_sub(&g->word, W_PIN);
+}
+
+void gil_drop(struct gil *g, struct tstate *ts)
+{
+    if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BRK_DROP)) {
+        ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
+        atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
+        uint64_t w = W_LOCKED;
+        if (atomic_compare_exchange_strong_explicit(&g->word, &w, 0,
+                                                    memory_order_release,
+                                                    memory_order_relaxed))
+            return;
+    }
+    /* Someone waits: hand over under the mutex, and if they asked for the
+       GIL (a drop request, even one posted just now), make sure they get it
+       before this thread can come back for it (as CPython does). */
+    pthread_mutex_lock(&g->mutex);
+    drop_locked(g, ts, 0);
+    pthread_mutex_unlock(&g->mutex);
+}
+
+int gil_yield(struct gil *g, struct tstate *ts)
+{
+    pthread_mutex_lock(&g->mutex);
+    drop_locked(g, ts, 1);
     pthread_mutex_unlock(&g->mutex);
     return gil_take(g, ts, 0);
 }

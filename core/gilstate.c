@@ -16,6 +16,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
+#include "plugin.h"
 
 /* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
    24 nesting level ] (see struct osthread). */
@@ -235,6 +236,9 @@ int tether_restore_thread(tether_tstate tok)
     if (os && tok)
         for (ts = os->cache; ts && (uintptr_t)ts != tok; ts = ts->os_next)
             ;
+    if (!ts && os && tok && os->evicted_tok == tok)
+        return err_set(TETHER_EFINALIZING, fn, "the interpreter was finalized "
+                       "while the state was saved; the thread stays detached");
     if (!ts || !ts->saved)
         return err_misuse(TETHER_ESTATE, fn, "not a state saved on this thread");
     if (os->current)
@@ -492,13 +496,17 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
     struct tstate *ts = ts_current();
     if (!ts)
         return err_misuse(TETHER_ESTATE, name, "the calling thread is not attached");
-    /* Something already pending: do not start what would be interrupted. */
+    /* The unblock function is published before the breaker is looked at:
+       a raise after this point calls it, one before it is seen here, and
+       fn is not started only to be interrupted. */
+    set_ubf(ts, ubf, ubf_arg);
     if (atomic_load(&ts->breaker) & (BRK_ASYNC | BRK_FINAL)) {
+        set_ubf(ts, NULL, NULL);
         int rc = breaker_after_block(ts);
         if (rc != TETHER_OK)
             return rc;
+        set_ubf(ts, ubf, ubf_arg);
     }
-    set_ubf(ts, ubf, ubf_arg);
     ts_detach(ts);
     int result = fn(arg);
     set_ubf(ts, NULL, NULL);
@@ -522,12 +530,17 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
                           (unsigned long long)h);
     int rc = TETHER_OK;
     struct pending_call *c = NULL;
+    struct plugin *pin = NULL;
     if (atomic_load(&interp->finalizing))
         rc = err_set(TETHER_EFINALIZING, name, "the interpreter is finalizing");
-    else if (!(c = t_malloc(sizeof *c)))
+    else if (plugin_pin_code((uintptr_t)fn, PLUGIN_PIN_HOLD, &pin) != TETHER_OK)
+        rc = err_set(TETHER_ESTATE, name, "fn is in a plugin being unloaded");
+    else if (!(c = t_malloc(sizeof *c))) {
+        plugin_unpin(pin, PLUGIN_PIN_HOLD);
         rc = err_set(TETHER_ENOMEM, name, "out of memory");
+    }
     if (c) {
-        *c = (struct pending_call){fn, arg, NULL};
+        *c = (struct pending_call){fn, arg, pin, NULL};
         pthread_mutex_lock(&interp->mutex);
         if (interp->pending_tail)
             interp->pending_tail->next = c;
@@ -561,6 +574,7 @@ static int run_pending(struct tstate *ts)
         if (!c)
             return TETHER_OK;
         int rc = c->fn(c->arg);
+        plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
         t_free(c);
         if (rc != TETHER_OK)
             return rc;

@@ -96,6 +96,9 @@ struct osthread {
        matches. */
     uint64_t tok;
     uint64_t serial;
+    /* The last saved state that finalize deleted from the cache, so that
+       restoring it answers EFINALIZING rather than "not saved here". */
+    uint64_t evicted_tok;
     uint64_t ident;
 };
 
@@ -134,9 +137,12 @@ struct tstate {
     pthread_cond_t sleep_cond;
 };
 
+struct plugin;
+
 struct pending_call {
     int (*fn)(void *);
     void *arg;
+    struct plugin *pin; /* keeps an unloadable plugin holding fn mapped */
     struct pending_call *next;
 };
 
@@ -184,6 +190,7 @@ struct thread {
     size_t stack_size;
     tether_thread_fn fn;
     void *arg;
+    struct plugin *pin;      /* fn's unloadable plugin, while fn may run */
     pthread_t pt;
     uint64_t ident;          /* Synchronization: mutex (set at handshake) */
     pthread_mutex_t mutex;   /* rank 4: the sentinel and the fields below */

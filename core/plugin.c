@@ -84,6 +84,7 @@ struct plugin {
     uint32_t calls;        /* PLUGIN_PIN_CALL pins */
     uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
     bool unloading;        /* an unload of the last reference is running */
+    uint32_t epoch;        /* loads that took the record back from DRAINING */
     struct plugin *next;
 };
 
@@ -401,9 +402,13 @@ static int load_admit(struct load *l, tether_plugin *out)
     reg_lock();
     struct plugin *p = reg_find(l->dl, l->rt);
     if (p && p->st != PS_LOADING) {
+        if (p->st == PS_DRAINING) { /* take it back from its unloader */
+            p->st = PS_LOADED;
+            p->unloading = false;
+            p->epoch++;
+            pthread_cond_broadcast(&g_reg.cond);
+        }
         p->refs++;
-        p->st = PS_LOADED; /* takes back a DRAINING record */
-        pthread_cond_broadcast(&g_reg.cond);
         *out = p->handle;
         reg_unlock();
         discard(l);
@@ -507,6 +512,7 @@ static const char UNLOAD[] = "tether_plugin_unload";
 /* The last unload of one record. */
 struct unload {
     struct plugin *p;
+    uint32_t epoch;           /* the record's epoch when it began */
     bool forever;
     struct timespec deadline; /* CLOCK_MONOTONIC */
     bool interrupted;         /* Synchronization: g_reg.lock */
@@ -527,11 +533,19 @@ static void set_deadline(struct unload *u, int64_t timeout_ns)
     }
 }
 
+/* Whether a load took the record back since the unload began: then the
+   unload's reference is gone and the plugin stays.  Called with g_reg.lock
+   held. */
+static bool taken_back(const struct unload *u)
+{
+    return u->p->refs > 0 || u->p->epoch != u->epoch;
+}
+
 /* Waits until *count is zero, a load takes the record back, the deadline
    passes or the unload is interrupted.  Called with g_reg.lock held. */
 static void wait_zero(struct unload *u, const uint32_t *count)
 {
-    while (*count > 0 && u->p->refs == 0 && !u->interrupted) {
+    while (*count > 0 && !taken_back(u) && !u->interrupted) {
         if (u->forever)
             pthread_cond_wait(&g_reg.cond, &g_reg.lock);
         else if (pthread_cond_timedwait(&g_reg.cond, &g_reg.lock,
@@ -569,8 +583,9 @@ static int drain(struct unload *u)
 {
     struct plugin *p = u->p;
     wait_zero(u, &p->calls);
-    if (p->refs > 0) {
-        p->unloading = false;
+    if (taken_back(u)) {
+        if (p->epoch == u->epoch)
+            p->unloading = false; /* else the taker cleared it */
         return TAKEN_BACK;
     }
     if (p->calls > 0) {
@@ -637,15 +652,18 @@ static int drop_ref(struct plugin *p, bool *last)
 }
 
 /* Gives back the reference drop_ref took, when the last unload could not
-   even start (an asynchronous exception was already pending). */
-static void undo_drop(struct plugin *p)
+   even start (an asynchronous exception was already pending).  A later
+   unloader waiting meanwhile sees the reference and leaves the plugin. */
+static void undo_drop(struct unload *u)
 {
+    struct plugin *p = u->p;
     reg_lock();
     if (p->st != PS_FINALIZED) {
         p->st = PS_LOADED;
         p->refs++;
     }
-    p->unloading = false;
+    if (p->epoch == u->epoch)
+        p->unloading = false;
     pthread_cond_broadcast(&g_reg.cond);
     reg_unlock();
 }
@@ -659,16 +677,16 @@ int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
     bool last;
     reg_lock();
     int rc = drop_ref(p, &last);
+    struct unload u = {.p = p, .epoch = p->epoch};
     reg_unlock();
     if (rc == TETHER_OK && last) {
-        struct unload u = {.p = p};
         set_deadline(&u, timeout_ns);
         if (tether_gil_held())
             rc = tether_call_blocking(unload_last, &u, unload_unblock, &u);
         else
             rc = unload_last(&u);
         if (!u.ran)
-            undo_drop(p);
+            undo_drop(&u);
     }
     handle_put(h);
     return rc;

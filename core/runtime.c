@@ -26,8 +26,10 @@
 #include "alloc.h"
 #include "error.h"
 #include "handle.h"
+#include "hooks.h"
 #include "internal.h"
 #include "platform.h"
+#include "plugin.h"
 
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
 #define MAX_SWITCH_US 10000000u
@@ -88,6 +90,7 @@ static void interp_dtor(void *p)
     while (interp->pending_head) {
         struct pending_call *c = interp->pending_head;
         interp->pending_head = c->next;
+        plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
         t_free(c);
     }
     if (interp->gil == &interp->own_gil)
@@ -296,6 +299,28 @@ int tether_get_switch_interval(tether_runtime h, uint32_t *out)
     return TETHER_OK;
 }
 
+/* ---- errors nobody can receive ------------------------------------------ */
+
+void runtime_report_error(tether_interp h, int code, const char *message)
+{
+    struct interp *interp = interp_get(h);
+    if (!interp)
+        return;
+    struct runtime *rt = interp->rt;
+    tether_thread t = 0;
+    struct tstate *ts = ts_current();
+    if (ts && ts->interp == interp)
+        (void)thread_of_current(ts, &t);
+    if (rt->excepthook)
+        rt->excepthook(t, code, message, rt->excepthook_ud);
+    else
+        fprintf(stderr, "tether: error in a callback on thread %llu: %s (%s): %s\n",
+                (unsigned long long)plat_thread_ident(), tether_status_name(code),
+                tether_strerror(code), message);
+    tether_thread_release(t);
+    interp_unref(interp);
+}
+
 /* ---- finalize ----------------------------------------------------------- */
 
 /* Takes a reference to one non-daemon thread still registered, or NULL. */
@@ -339,14 +364,20 @@ static void mark_finalizing(struct interp *interp)
     gil_wake_all(interp->gil);
 }
 
+/* Reports an open handle that belongs to `rt`, or to no runtime at all
+   (locks, events, channels, callbacks); other runtimes' handles are theirs
+   to report. */
 static void report_handle(uint64_t h, int type, void *obj, const char *name,
                           uint64_t creator, void *ud)
 {
     struct runtime *rt = ud;
-    if (type == HT_RUNTIME || (type == HT_INTERP && ((struct interp *)obj)->rt == rt))
+    if (type == HT_RUNTIME || type == HT_INTERP || type == HT_PLUGIN)
         return;
-    if (type == HT_THREAD)
+    if (type == HT_THREAD) {
+        if (((struct thread *)obj)->interp->rt != rt)
+            return;
         name = ((struct thread *)obj)->name;
+    }
     fprintf(stderr, "tether: TETHER_DEBUG: %s handle 0x%016llx%s%s%s still open, "
             "made by thread %llu\n", handle_type_name(type),
             (unsigned long long)h, name ? " \"" : "", name ? name : "",
@@ -534,12 +565,14 @@ static void atfork_prepare(void)
             if (i->gil == &i->own_gil)
                 gil_atfork_prepare(&i->own_gil);
     }
+    plugin_atfork_prepare();
     handle_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
     handle_atfork_parent();
+    plugin_atfork_parent();
     for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
         for (struct interp *i = rt->interps; i; i = i->next)
             if (i->gil == &i->own_gil)
@@ -635,6 +668,7 @@ static void atfork_child(void)
     struct tstate *survivor = self ? self->current : NULL;
     struct tstate *gone = NULL;
     handle_atfork_child();
+    plugin_atfork_child();
     for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
         gil_atfork_child(&rt->gil, survivor);
         for (struct interp *i = rt->interps; i; i = i->next) {

@@ -32,6 +32,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
+#include "plugin.h"
 
 static void thread_dtor(void *p)
 {
@@ -154,6 +155,8 @@ static void *bootstrap(void *p)
         if (result != TETHER_OK && result != TETHER_EXIT && ts->attached)
             thread_report(t->interp, t, result);
     }
+    plugin_unpin(t->pin, PLUGIN_PIN_HOLD); /* no instruction of fn runs now */
+    t->pin = NULL;
     while (b.os->current) /* also anything fn ensured and never released */
         ts_detach(b.os->current);
     b.os->depth = 0;
@@ -271,9 +274,13 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
     struct thread *t = NULL;
     struct tstate *ts = NULL;
     struct osthread *os = NULL;
+    struct plugin *pin = NULL;
     rc = read_opts(opts, interp->rt, name, sizeof name, &daemon, &stack);
     if (rc == TETHER_OK && atomic_load(&interp->finalizing))
         rc = start_error(TETHER_EFINALIZING, "%s", "the interpreter is finalizing");
+    if (rc == TETHER_OK &&
+        plugin_pin_code((uintptr_t)fn, PLUGIN_PIN_HOLD, &pin) != TETHER_OK)
+        rc = start_error(TETHER_ESTATE, "%s", "fn is in a plugin being unloaded");
     if (rc == TETHER_OK && thread_new(interp, name, 1, &t) != TETHER_OK)
         rc = start_error(TETHER_ENOMEM, "%s", "out of memory for the thread");
     if (rc == TETHER_OK && (!(ts = ts_new(interp)) || !(os = os_new()))) {
@@ -289,10 +296,13 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
         t->stack_size = stack;
         t->fn = fn;
         t->arg = arg;
+        t->pin = pin;
         rc = start_registered(t, ts, os);
         if (rc != TETHER_OK)
             os_free(os);
     }
+    if (rc != TETHER_OK)
+        plugin_unpin(pin, PLUGIN_PIN_HOLD);
     handle_put(h);
     if (rc == TETHER_OK)
         *out = t->handle;

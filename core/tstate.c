@@ -166,8 +166,12 @@ void ts_delete(struct tstate *ts)
         interp->tstates = ts->next;
     if (ts->next)
         ts->next->prev = ts->prev;
-    if (interp->main_ts == ts)
-        interp->main_ts = NULL;
+    if (interp->main_ts == ts) {
+        /* Pending calls move on to the interpreter's next thread. */
+        interp->main_ts = interp->tstates;
+        if (interp->main_ts && interp->pending_head)
+            breaker_signal(interp->main_ts, BRK_PENDING);
+    }
     struct thread *t = ts->thread;
     ts->thread = NULL;
     if (t)
@@ -196,6 +200,8 @@ struct tstate *ts_cached(struct osthread *os, tether_interp h)
 
 void ts_forget(struct osthread *os, struct tstate *ts)
 {
+    if (ts->saved)
+        os->evicted_tok = (uint64_t)(uintptr_t)ts;
     os_unlink_cached(os, ts);
     ts_delete(ts);
 }

@@ -13,9 +13,10 @@
  *   (none)  NT workers contend for the GIL: take, guest code with
  *           checkpoints (drop requests, forced switching), drop, and
  *           blocking sections that come back with the convoy rule.
- *   FIN     finalize racing with a daemon thread that checkpoints, a
- *           foreign thread in a nested ensure/release loop, and a thread
- *           blocked in an event wait.
+ *   FIN     finalize racing with a daemon thread that checkpoints and
+ *           makes blocking calls, and a foreign thread in a nested
+ *           ensure/release loop (with -DWAITER: a thread blocked in an
+ *           event wait instead of the foreign thread).
  *   ASYNC   asynchronous exceptions raised at a thread that alternates
  *           between checkpoints (with defer/allow) and a blocked event wait.
  *
@@ -25,7 +26,7 @@
 
 #if defined(FIN) || defined(ASYNC)
 #undef NT
-#define NT 3
+#define NT 2
 #endif
 #ifndef NT
 #define NT 2
@@ -48,7 +49,9 @@
 #define BRK_FINAL 8
 
 /* ---- mutexes: FIFO ticket locks, so that weak fairness makes them
-        starvation-free and a liveness failure is the protocol's ---------- */
+        starvation-free and a liveness failure is the protocol's.  Safety
+        runs use -DPLAIN_MUTEX (a test-and-set mutex, fewer states: mutual
+        exclusion and deadlock freedom do not depend on the mutex's order). */
 
 #define M_GIL 0              /* gil->mutex (rank 3) */
 #define M_INTERP 1           /* interp->mutex (rank 2) */
@@ -72,8 +75,8 @@ byte switch_waiters;
  *   since_seen[t]  since take_slow or gil_barrier sampled `seen` (0, 1)
  *   since_drop[t]  since ts->acq_at_drop was recorded          (0, 1, 2+)
  */
-byte since_seen[NPROC + 1];
-byte since_drop[NPROC + 1];
+byte since_seen[NT + 1];
+byte since_drop[NT + 1];
 
 /* gil->cond, gil->switch_cond and the event's cond: FIFO queues of ids.
    woken[c] counts threads a signal or broadcast took off queue c that have
@@ -99,29 +102,52 @@ byte defer[NPROC + 1];
 /* ---- observation, for the properties ---------------------------------- */
 
 byte in_guest;               /* threads running guest code */
-bit want[NPROC + 1];         /* asked for the GIL ... */
-bit has[NPROC + 1];          /* ... and got it */
 bit fin_done;                /* finalize returned */
 bit gone[NPROC + 1];         /* the thread returned for good */
-byte raised, delivered, replaced;
+byte raised;
+#ifdef LIVE
+bit want[NPROC + 1];         /* asked for the GIL ... */
+bit has[NPROC + 1];          /* ... and got it */
+#define WANT(t, v) want[t] = v
+#define HAS(t, v)  has[t] = v
+#else
+#define WANT(t, v) skip
+#define HAS(t, v)  skip
+#endif
 
 /* ---- mutexes and condition variables ---------------------------------- */
 
+#ifdef PLAIN_MUTEX
+#define TICKET(m)    skip
+#define TURN(m)      mtx[m] == 0
+#define NEXT(m)      skip
+#else
+#define TICKET(m)    tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS
+#define TURN(m)      tk_serve[m] == tk
+/* The next ticket; with nobody queued, both counters go back to 0 so that
+   equal states are not told apart by where the counters happen to be. */
+#define NEXT(m)      tk_serve[m] = (tk_serve[m] + 1) % TICKETS;              \
+                     if                                                      \
+                     :: tk_serve[m] == tk_next[m] -> tk_serve[m] = 0; tk_next[m] = 0 \
+                     :: else -> skip                                         \
+                     fi
+#endif
+
 inline mutex_lock(m, me)
 {
-    atomic { tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS };
-    atomic { tk_serve[m] == tk -> mtx[m] = me }
+    atomic { TICKET(m) };
+    atomic { TURN(m) -> mtx[m] = me; tk = 0 }
 }
 
 inline mutex_unlock(m, me)
 {
-    atomic { assert(mtx[m] == me); mtx[m] = 0; tk_serve[m] = (tk_serve[m] + 1) % TICKETS }
+    atomic { assert(mtx[m] == me); mtx[m] = 0; NEXT(m) }
 }
 
 /* Releases the mutex and queues on `c` in one step (as pthread_cond_wait). */
 inline cond_enqueue(c, m, me)
 {
-    atomic { c!me; assert(mtx[m] == me); mtx[m] = 0; tk_serve[m] = (tk_serve[m] + 1) % TICKETS }
+    atomic { c!me; assert(mtx[m] == me); mtx[m] = 0; NEXT(m) }
 }
 
 /*
@@ -138,13 +164,13 @@ inline cond_timedwait(c, w, m, me, timed_out)
     cond_enqueue(c, m, me);
     if
     :: atomic { !(c??[eval(me)]) -> timed_out = 0; woken[w]--;
-                tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS }
+                TICKET(m) }
     :: atomic { !(c??[eval(me)]) -> timed_out = 1; woken[w]--;
-                tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS }
+                TICKET(m) }
     :: atomic { c?[eval(me)] && woken[w] == 0 -> c?_; timed_out = 1;
-                tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS }
+                TICKET(m) }
     fi;
-    atomic { tk_serve[m] == tk -> mtx[m] = me }
+    atomic { TURN(m) -> mtx[m] = me; tk = 0 }
 }
 
 /* plat_cond_wait without a deadline (no spurious wake-ups: the C re-checks
@@ -153,8 +179,8 @@ inline cond_wait(c, w, m, me)
 {
     cond_enqueue(c, m, me);
     atomic { !(c??[eval(me)]) -> woken[w]--;
-             tk = tk_next[m]; tk_next[m] = (tk_next[m] + 1) % TICKETS };
-    atomic { tk_serve[m] == tk -> mtx[m] = me }
+             TICKET(m) };
+    atomic { TURN(m) -> mtx[m] = me; tk = 0 }
 }
 
 inline cond_signal(c, w)
@@ -188,7 +214,7 @@ inline took(me)
     d_step {
         i = 1;
         do
-        :: i <= NPROC ->
+        :: i <= NT ->
             since_seen[i] = 1;
             if
             :: since_drop[i] < 2 -> since_drop[i]++
@@ -359,15 +385,15 @@ inline ts_detach(me)
 /* Guest code: where a thread may only be while it holds the GIL. */
 inline guest(me)
 {
-    want[me] = 0;
-    has[me] = 1;
+    WANT(me, 0);
+    HAS(me, 1);
     atomic {
         in_guest++;
         assert(in_guest == 1 && (word & LOCKED) && attached[me]);
         assert(!fin_done)      /* nothing runs guest code after finalize */
     };
     in_guest--;
-    has[me] = 0
+    HAS(me, 0)
 }
 
 /* async_deliver: move pending to delivered (interp mutex). */
@@ -377,7 +403,7 @@ inline async_deliver(me, rc)
     breaker[me] = breaker[me] & ~BRK_ASYNC;
     if
     :: has_pending[me] && defer[me] == 0 ->
-        has_pending[me] = 0; has_delivered[me] = 1; delivered++; rc = EASYNC
+        has_pending[me] = 0; has_delivered[me] = 1; rc = EASYNC
     :: else -> rc = OK
     fi;
     mutex_unlock(M_INTERP, me)
@@ -443,11 +469,7 @@ inline thread_raise(t, me)
 {
     mutex_lock(M_INTERP, me);
     raised++;
-    if
-    :: has_pending[t] -> replaced++
-    :: else -> skip
-    fi;
-    has_pending[t] = 1;
+    has_pending[t] = 1;         /* replaces an undelivered one */
     if
     :: defer[t] == 0 -> breaker_signal(t, BRK_ASYNC, me)
     :: else -> skip
@@ -546,7 +568,7 @@ inline mark_finalizing(me)
     gil_wake_all(me)
 }
 
-#define LOCALS byte tk, i, rc, b, depth; bit fast, taken, requested, timed_out, found, urg
+#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg
 
 /* ======================================================================
  * The threads of each configuration
@@ -568,7 +590,7 @@ proctype Worker(byte me)
     LOCALS;
     bit blocked;
     do
-    :: want[me] = 1;
+    :: WANT(me, 1);
        ts_attach(me, blocked, rc);
        assert(rc == OK);
        guest(me);
@@ -617,6 +639,7 @@ proctype Daemon(byte me)
     :: else ->
         guest(me);
         checkpoint(me, rc);
+#ifndef NO_BLOCKING
         if
         :: rc == OK ->
             if
@@ -625,6 +648,8 @@ proctype Daemon(byte me)
             fi
         :: else -> skip
         fi
+#endif
+        skip
     od;
     assert(!attached[me]);
     gone[me] = 1
@@ -638,25 +663,25 @@ proctype Foreign(byte me)
     do
     :: finalizing -> break      /* state_for: the cached state is finalizing */
     :: else ->
-        want[me] = 1;
         ts_attach(me, 0, rc);
         if
-        :: rc != OK -> want[me] = 0; break
+        :: rc != OK -> break
         :: else -> skip
         fi;
         guest(me);
-        depth = 1;              /* a nested ensure: a frame, no GIL work */
+        /* a nested ensure: a frame only, no GIL work */
         checkpoint(me, rc);
         if
-        :: rc == OK -> guest(me); depth = 0; ts_detach(me)  /* outermost release */
-        :: else -> depth = 0; break                         /* detached by finalize */
+        :: rc == OK -> guest(me); ts_detach(me)  /* inner release: nothing; outermost: drop */
+        :: else -> break                         /* detached by finalize: releases are no-ops */
         fi
     od;
     assert(!attached[me]);
     gone[me] = 1
 }
 
-/* Thread 3: blocked in tether_event_wait(e, -1) on an event nobody sets. */
+/* Thread 2 with -DWAITER: blocked in tether_event_wait(e, -1) on an event
+   nobody sets. */
 proctype Waiter(byte me)
 {
     LOCALS;
@@ -680,8 +705,11 @@ proctype Finalizer(byte me)
 init {
     atomic {
         run Daemon(1);
+#ifdef WAITER
+        run Waiter(2);
+#else
         run Foreign(2);
-        run Waiter(3);
+#endif
         run Finalizer(CTL)
     }
 }
@@ -692,8 +720,9 @@ init {
 
 #define RAISES 2
 
-/* Thread 1: the target.  It runs guest code with checkpoints, sometimes
-   inside defer/allow, and sometimes blocks in an event wait that only an
+/* Thread 1: the target.  Each round it may run a cleanup section inside
+   defer/allow (where exceptions stay pending), and then either runs guest
+   code with a checkpoint or blocks in an event wait that only an
    asynchronous exception can end. */
 proctype Target(byte me)
 {
@@ -701,14 +730,19 @@ proctype Target(byte me)
     ts_attach(me, 0, rc);
     assert(rc == OK);
     do
-    :: guest(me); checkpoint(me, rc);
+    :: if
+       :: async_defer(me); guest(me); checkpoint(me, rc); assert(rc == OK);
+          async_allow(me)
+       :: skip
+       fi;
        if
-       :: rc == EASYNC -> async_fetch(me)
-       :: else -> assert(rc == OK)
+       :: guest(me); checkpoint(me, rc);
+          if
+          :: rc == EASYNC -> async_fetch(me)
+          :: else -> assert(rc == OK)
+          fi
+       :: event_wait(me, rc); assert(rc == EASYNC); async_fetch(me)
        fi
-    :: async_defer(me); guest(me); checkpoint(me, rc); assert(rc == OK);
-       async_allow(me)
-    :: event_wait(me, rc); assert(rc == EASYNC); async_fetch(me)
     od
 }
 
@@ -719,7 +753,8 @@ proctype Other(byte me)
     LOCALS;
     do
     :: ts_attach(me, 0, rc); assert(rc == OK); guest(me);
-       checkpoint(me, rc); assert(rc == OK); ts_detach(me)
+       checkpoint(me, rc); assert(rc == OK); ts_detach(me);
+       woken[W_COND] == 0 && woken[W_SWITCH] == 0   /* as Worker */
     od
 }
 
@@ -735,7 +770,9 @@ proctype Raiser(byte me)
 init {
     atomic {
         run Target(1);
+#ifndef NO_OTHER
         run Other(2);
+#endif
         run Raiser(CTL)
     }
 }
@@ -752,7 +789,7 @@ ltl starve { [] (want[LIVE] -> <> has[LIVE]) }
 #endif
 #ifdef FIN_LIVE
 /* Finalize returns, and every thread then leaves for good. */
-ltl finalize_ends { <> (fin_done && gone[1] && gone[2] && gone[3]) }
+ltl finalize_ends { <> (fin_done && gone[1] && gone[2]) }
 #endif
 #ifdef ASYNC_LIVE
 /* Every raise is delivered or replaced by a newer one: nothing stays

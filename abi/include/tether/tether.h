@@ -106,7 +106,7 @@ TETHER_API const char *tether_last_error(void);
    [any-thread] [async-signal-safe] */
 TETHER_API uint32_t tether_abi_version(void);
 
-/* "MAJOR.MINOR.PATCH" of the loaded library, e.g. "1.0.0".
+/* "MAJOR.MINOR.PATCH" of the loaded library, e.g. "1.1.0".
    [any-thread] [async-signal-safe] */
 TETHER_API const char *tether_version_string(void);
 
@@ -291,9 +291,11 @@ typedef struct tether_thread_opts {
    GIL.  Returns only once the new thread has started and is registered (the
    started handshake); the caller's GIL is released while it waits.  `opts`
    may be NULL.
+   While fn may run, an unloadable plugin holding it stays loaded.
    Returns TETHER_EINVAL (NULL fn or out, bad opts), TETHER_EBADHANDLE,
    TETHER_EFINALIZING, TETHER_ENOMEM, TETHER_EAGAIN (the OS refused a thread;
-   nothing is left registered).  [any-thread] */
+   nothing is left registered), TETHER_ESTATE (fn is in a plugin being
+   unloaded).  [any-thread] */
 TETHER_API int tether_thread_start(tether_interp interp, tether_thread_fn fn,
                                    void *arg, const tether_thread_opts *opts,
                                    tether_thread *out);
@@ -469,11 +471,13 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
  * Pending calls
  * ---------------------------------------------------------------------- */
 
-/* Queues fn(arg) to run on the interpreter's main thread at its next
-   checkpoint, holding the GIL.  A non-OK return of fn is returned by that
-   checkpoint.
+/* Queues fn(arg) to run on the interpreter's main thread (the first thread
+   attached to it that is still alive) at its next checkpoint, holding the
+   GIL.  A non-OK return of fn is returned by that checkpoint.  Calls still
+   queued at finalize are dropped.
    Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_EFINALIZING,
-   TETHER_ENOMEM.  [any-thread] */
+   TETHER_ESTATE (fn is in a plugin being unloaded), TETHER_ENOMEM.
+   [any-thread] */
 TETHER_API int tether_call_soon(tether_interp interp, int (*fn)(void *),
                                 void *arg);
 
@@ -635,8 +639,9 @@ TETHER_API void *tether_callback_code(tether_callback cb);
 /* Frees the callback.  Calls running on other threads are waited for (with
    the caller's GIL released), so that when this returns fn runs no more and
    its userdata may be released; calls that had not yet reached fn return
-   zero.  Freed from inside its own fn, the callback is freed when that call
-   returns.  It is an error to call the code after this returns.
+   zero.  Freed from inside its own fn, it does not wait: the callback is
+   freed when the last running call returns.  It is an error to call the
+   code after this returns.
    Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK), TETHER_EASYNC /
    TETHER_EFINALIZING (the caller waited without its GIL and re-attaching
    found one pending; the callback is freed all the same).  [any-thread] */

@@ -142,6 +142,17 @@ typedef struct tether_host_api {
     int (*ffi_call)(void *fnptr, const char *signature, void **args,
                     void *ret);
 
+    /* Channels (ABI 1.1) */
+    int (*channel_new)(size_t capacity, tether_channel *out);
+    int (*channel_retain)(tether_channel ch);
+    int (*channel_release)(tether_channel ch);
+    int (*channel_send)(tether_channel ch, const void *data, size_t len,
+                        int64_t timeout_ns);
+    int (*channel_recv)(tether_channel ch, void **data, size_t *len,
+                        int64_t timeout_ns);
+    void (*channel_msg_free)(void *data);
+    int (*channel_close)(tether_channel ch);
+    int (*channel_count)(tether_channel ch, size_t *out);
 
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;

@@ -1,0 +1,294 @@
+/*
+ * lt.h - internals of the Lua 5.4 binding (tether.so), shared by its files.
+ *
+ * The model
+ * =========
+ *
+ * One Lua state is one tether interpreter.  Every OS thread that runs Lua
+ * in it runs its own coroutine of that state (a tether.thread gets one made
+ * by lua_newthread; a native thread calling a callback borrows one from a
+ * pool), and only the holder of the interpreter's GIL touches the state.
+ * Everything GIL-protected below says "Synchronization: gil".
+ *
+ * The GIL changes hands in two ways.  Every blocking function of the module
+ * calls a tether wait, which drops the GIL while it blocks.  And while Lua
+ * code runs, the core calls lt_on_breaker (lt_hook.c) on the thread that
+ * wants something from the holder (a waiter that timed out, a raise, the
+ * finalizer); it installs a one-shot line hook on the coroutine the holder
+ * runs *now* (lt_tstate.running, kept current by the module's own
+ * coroutine.resume/wrap/close); at the holder's next line, loop iteration
+ * or call the hook removes itself, calls tether_checkpoint, and raises a
+ * delivered asynchronous exception as a Lua error.  Nothing is installed
+ * when nothing is asked: a thread alone runs at plain-Lua speed.
+ *
+ * Leaving Lua for good.  When a wait or checkpoint answers
+ * TETHER_EFINALIZING the thread no longer holds the GIL and must not touch
+ * the state again.  It longjmps to its nearest exit point (the bootstrap
+ * of a tether.thread, or the callback it is in), skipping the Lua frames in
+ * between the way a Lua error skips C frames, but without running any Lua;
+ * a thread with no exit point (the one that required the module) parks for
+ * ever.
+ *
+ * Closing.  The newest of the module's finalizable objects is always a
+ * "sentinel" userdata (renewed whenever the module makes one), so when
+ * lua_close runs finalizers newest first, the sentinel's runs before any
+ * other tether object's: it joins the non-daemon threads and finalizes the
+ * runtime while locks, queues and callbacks still work.
+ */
+#ifndef TETHER_LT_H
+#define TETHER_LT_H
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include <tether/tether.h>
+
+/* Metatable names, which tostring and error messages show. */
+#define LT_THREAD_MT "tether.thread"
+#define LT_LOCK_MT "tether.lock"
+#define LT_RLOCK_MT "tether.rlock"
+#define LT_EVENT_MT "tether.event"
+#define LT_COND_MT "tether.condition"
+#define LT_QUEUE_MT "tether.queue"
+#define LT_CALLBACK_MT "tether.callback"
+#define LT_PLUGIN_MT "tether.plugin"
+
+/* Registry fields the host may set before `require "tether"` to make the
+   module join a runtime it created (integers holding the handles). */
+#define LT_REG_HOST_RUNTIME "tether.runtime"
+#define LT_REG_HOST_INTERP "tether.interp"
+
+/* Codes of the asynchronous exceptions the module raises.  LT_ASYNC_VALUE
+   carries an lt_payload whose destructor is lt_payload_free. */
+#define LT_ASYNC_CANCEL INT64_C(0x4c7561436e636c64) /* "LuaCncld" */
+#define LT_ASYNC_VALUE INT64_C(0x4c75615261697365)  /* "LuaRaise" */
+
+/* Idle callback coroutines kept for reuse. */
+#define LT_CB_POOL 8
+
+/* Room for hooks of other code set on coroutines that the module hooks over
+   at the same time (see lt_hook.c). */
+#define LT_SAVED_HOOKS 8
+
+typedef struct lt_state lt_state;
+typedef struct lt_tstate lt_tstate;
+typedef struct lt_worker lt_worker;
+typedef struct lt_pool lt_pool;
+
+/* What the module knows of one OS thread running Lua in a state.  It is
+   the thread's tether userdata (tether_set_thread_userdata) while the
+   thread runs Lua. */
+struct lt_tstate {
+    lt_state *S;       /* Synchronization: immutable. */
+    lt_worker *worker; /* Synchronization: immutable; NULL unless a tether.thread. */
+    /* Synchronization: atomic, by the protocol of lt_hook.c. */
+    _Atomic(lua_State *) running; /* the coroutine the thread runs now, or NULL */
+    atomic_int requested;         /* a checkpoint was asked for, not yet made */
+    atomic_int arming;            /* a requester is hooking `running` */
+    /* Synchronization: S->hook_mu. */
+    int in_sethook; /* debug.sethook is changing this thread's hooks */
+    /* Synchronization: owner thread. */
+    jmp_buf *exit;        /* where to leave Lua at shutdown; NULL = park */
+    tether_event wait_ev; /* for condition and queue waits; 0 until used */
+    int async_ref;        /* registry ref of the last asynchronous value raised */
+    void *outer;          /* the userdata this one replaced (nested callbacks) */
+};
+
+/* One Lua state and the tether interpreter it is.  Reference counted: the
+   state, each worker record, each raised value and each callback hold one,
+   so threads that outlive the state never touch freed memory. */
+struct lt_state {
+    atomic_int refs;
+    /* Synchronization: immutable after luaopen_tether. */
+    tether_runtime rt;
+    tether_interp interp;
+    int owns_runtime;           /* created here, so finalized at close */
+    tether_thread main_thread;  /* a reference to the requiring thread */
+    lua_State *seed;            /* makes callback coroutines (lt_ffi.c) */
+    lt_pool *pool;              /* the small-block cache (lt_alloc.c), or NULL */
+    /* Synchronization: atomic.  Set once the Lua state is closing: threads
+       that come back to Lua after that leave at once. */
+    atomic_int closed;
+    /* Synchronization: gil. */
+    int shutting_down;
+    lt_worker *workers;         /* every tether.thread record, newest first */
+    lt_tstate main_ts;          /* of the thread that required the module */
+    lua_State *cb_pool[LT_CB_POOL]; /* idle callback coroutines */
+    int cb_refs[LT_CB_POOL];        /* their registry references */
+    int cb_idle;
+    tether_plugin *plugins;     /* loaded and not unloaded, one per load */
+    int nplugins, plugins_cap;
+    /* Protects every lt_tstate's in_sethook, saved[], and each
+       lua_sethook/lua_gethook on a coroutine that another thread may be
+       running; serialises requesters.  A leaf: taken under the GIL's mutex
+       by lt_on_breaker, and nothing is taken under it. */
+    pthread_mutex_t hook_mu;
+    struct lt_saved {
+        lua_State *co;
+        lua_Hook hook;
+        int mask, count;
+    } saved[LT_SAVED_HOOKS];
+    /* Protects `dead`.  A leaf. */
+    pthread_mutex_t dead_mu;
+    struct lt_payload *dead;    /* raised values whose exception died */
+};
+
+/* A tether.thread: its coroutine, results and bookkeeping.  Freed once no
+   Lua handle refers to it and its OS thread has finished. */
+struct lt_worker {
+    lt_tstate ts;       /* the thread's own; ts.worker points back here */
+    /* Synchronization: gil. */
+    tether_thread h;    /* the reference tether_thread_start gave */
+    lua_State *co;      /* the thread's coroutine (anchored by co_ref) */
+    int co_ref;
+    int nargs;          /* arguments waiting on co until the thread runs */
+    int status;         /* LT_RUNNING, LT_DONE, LT_ERROR, LT_CANCELLED */
+    int nres;           /* values on co once finished: results, or err + tb */
+    int handles;        /* Lua handles (lt_handle) pointing here */
+    int reported;       /* the error went to join or to the excepthook */
+    int daemon;
+    lt_worker *next, *prev; /* S->workers */
+};
+
+enum { LT_RUNNING, LT_DONE, LT_ERROR, LT_CANCELLED };
+
+/* A value raised with t:raise, travelling as an exception payload. */
+typedef struct lt_payload {
+    lt_state *S;
+    int ref; /* registry reference of the value */
+    struct lt_payload *next;
+} lt_payload;
+
+/* A thread waiting on an lt_waitq (condition and queue waits). */
+typedef struct lt_waiter {
+    struct lt_waiter *prev, *next;
+    tether_event ev;
+    int linked, notified;
+} lt_waiter;
+
+/* Synchronization: gil. */
+typedef struct lt_waitq {
+    lt_waiter *head, *tail;
+} lt_waitq;
+
+/* ---- lt_state.c: the state, errors, waits, asynchronous exceptions ---- */
+
+/* The state of the module function or method running (upvalue 1). */
+lt_state *lt_S(lua_State *L);
+/* The state of Lua state L, from its registry (for hooks).  [gil-held] */
+lt_state *lt_state_of(lua_State *L);
+/* The calling thread's lt_tstate, or NULL for a thread the module does not
+   know.  [gil-held] */
+lt_tstate *lt_ts(void);
+/* Initialises a thread's lt_tstate (worker may be NULL). */
+void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker);
+/* Makes `ts` the calling thread's userdata, remembering the one it
+   replaces; lt_ts_pop puts that back.  [gil-held] */
+void lt_ts_push(lt_tstate *ts);
+void lt_ts_pop(lt_tstate *ts);
+void lt_state_ref(lt_state *S);
+void lt_state_unref(lt_state *S);
+
+/* Optional timeout in seconds at `idx`: nil/none = for ever (-1), else
+   nanoseconds; negative or NaN is an argument error. */
+int64_t lt_opt_timeout(lua_State *L, int idx);
+/* Raises "what: <tether's last error>" for status `rc`. */
+int lt_fail(lua_State *L, const char *what, int rc);
+/* Turns the status of a tether wait into Lua: 1 for TETHER_OK, 0 for
+   TETHER_ETIMEDOUT; raises the delivered exception for TETHER_EASYNC;
+   leaves Lua for TETHER_EFINALIZING; raises an error naming `what` for
+   anything else. */
+int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what);
+/* Runs tether_checkpoint and acts on its answer like lt_wait_result. */
+void lt_checkpoint(lua_State *L, lt_tstate *ts);
+/* Raises the asynchronous exception delivered to the calling thread. */
+int lt_raise_async(lua_State *L, lt_tstate *ts);
+/* Raises an exception already taken with tether_async_fetch. */
+int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
+                     tether_dtor dtor);
+/* Leaves Lua for good (see the model above).  Never returns. */
+_Noreturn void lt_leave(lt_tstate *ts);
+/* Pushes tether.Cancelled. */
+void lt_push_cancelled(lua_State *L);
+/* The destructor of an lt_payload: any thread, with or without the GIL. */
+void lt_payload_free(void *p);
+/* Releases the registry references of dead payloads.  [gil-held] */
+void lt_payload_drain(lua_State *L, lt_state *S);
+/* Makes a fresh sentinel the newest finalizable object of the module. */
+void lt_renew_sentinel(lua_State *L, lt_state *S);
+/* Creates metatable `name` whose __index is a table of `methods`, with the
+   entries of `meta`; every function gets S as upvalue 1. */
+void lt_new_class(lua_State *L, lt_state *S, const char *name,
+                  const luaL_Reg *methods, const luaL_Reg *meta);
+/* Pushes the module table.  [gil-held] */
+void lt_push_module(lua_State *L);
+
+/* ---- lt_alloc.c: the small-block cache -------------------------------- */
+
+/* Puts the cache in front of L's allocator; NULL if out of memory or
+   disabled (TETHER_LUA_POOL=0). */
+lt_pool *lt_pool_install(lua_State *L);
+/* Empties it and puts the previous allocator back (at close). */
+void lt_pool_remove(lua_State *L, lt_pool *pool);
+
+/* ---- lt_hook.c: switching while Lua runs, coroutine tracking ---------- */
+
+/* The interpreter's breaker hook (tether_breaker_fn). */
+void lt_on_breaker(void *thread_ud, void *ud);
+/* Records that `ts` now runs `co` (NULL: none), arming it if a request is
+   pending.  [gil-held] */
+void lt_switch(lt_tstate *ts, lua_State *co);
+/* Arms the calling thread's running coroutine, so that it checkpoints at
+   its next line, loop iteration or call.  [gil-held] */
+void lt_request_self(lt_tstate *ts);
+/* Replaces coroutine.resume/wrap/close and debug.sethook with tracking
+   versions (upvalue 1 = S). */
+void lt_open_hooks(lua_State *L, lt_state *S);
+
+/* ---- lt_thread.c: tether.thread and the thread handles --------------- */
+
+void lt_open_thread(lua_State *L, lt_state *S);
+/* Joins every non-daemon tether.thread, the GIL released while waiting. */
+void lt_join_all(lt_state *S);
+/* As the state closes: waits up to timeout_ns in all for the threads that
+   are leaving Lua, so that their records can be freed.  Returns 1 if some
+   were still running at the deadline. */
+int lt_reap_workers(lt_state *S, int64_t timeout_ns);
+/* Frees the records of finished threads that no handle refers to. */
+void lt_sweep_workers(lua_State *L, lt_state *S);
+/* Pushes a handle of the calling thread. */
+void lt_push_current(lua_State *L, lt_state *S);
+/* Calls tether.excepthook(thread at `thread_idx`, err, tb) protected; a
+   failure of the hook itself is printed on stderr. */
+void lt_call_excepthook(lua_State *L, int thread_idx, int err_idx, int tb_idx);
+/* A message handler that stores the traceback in the registry under the
+   lightuserdata key in its upvalue 1 and returns the error unchanged. */
+int lt_traceback_handler(lua_State *L);
+
+/* ---- lt_sync.c: sleep, lock, rlock, event, condition, queue ---------- */
+
+void lt_open_sync(lua_State *L, lt_state *S);
+/* Blocks on `q` until lt_waitq_wake or the timeout; *notified says which.
+   Returns the status of the underlying event wait. */
+int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns,
+                  int *notified);
+/* Wakes up to `n` waiters of `q`, oldest first.  Returns how many. */
+int lt_waitq_wake(lt_waitq *q, int n);
+/* Frees the thread's cached wait event. */
+void lt_ts_release(lua_State *L, lt_tstate *ts);
+
+/* ---- lt_ffi.c: tether.callback and tether.load ----------------------- */
+
+void lt_open_ffi(lua_State *L, lt_state *S);
+/* Unloads the plugins still loaded (at close, after finalize). */
+void lt_unload_plugins(lt_state *S);
+
+/* The module's entry point: the only symbol tether.so exports. */
+__attribute__((visibility("default"))) int luaopen_tether(lua_State *L);
+
+#endif

@@ -1,0 +1,450 @@
+/*
+ * lt_hook.c - handing the GIL over while Lua code runs, and knowing which
+ * coroutine each thread runs.
+ *
+ * Notes on the implementation
+ * ===========================
+ *
+ * The request.  The core calls lt_on_breaker on the thread that sets
+ * something in the eval breaker of the GIL holder: a waiter that waited a
+ * switch interval (again every interval while it waits), a raise, the
+ * finalizer.  It runs with the GIL's mutex held and a pin on the GIL, so
+ * the holder cannot let go of the GIL meanwhile and its lt_tstate stays
+ * valid.  It sets `requested` and arms the coroutine the holder runs now
+ * with a *line* hook (lua_sethook is documented as safe to call
+ * asynchronously; lua.c does it from a signal handler).
+ *
+ * Why a line hook.  The VM notices a hook installed from outside only where
+ * it re-reads its `trap` flag: loop back-edges, calls, and instructions
+ * that went through a slow path (`#`, a new table key, ...).  A count hook
+ * with count 1 would then fire at the next instruction, which after a slow
+ * path is in the middle of a statement; worse, right after any hook has
+ * fired the VM keeps `trap` on for one more instruction, so a request that
+ * lands then fires between the read and the write of `x = x + 1`.  A line
+ * hook fires only when the holder starts a new line, jumps back (a loop
+ * iteration, even on one line), or enters or leaves a function; and since
+ * the armed mask includes LUA_MASKLINE, the VM keeps `oldpc` exact across
+ * the hook that fired, so a re-arm in that one-instruction window waits for
+ * the next line too.  The GIL therefore changes hands only between lines
+ * and at calls: a one-line `x = x + 1` or `t[#t + 1] = v` is never split.
+ *
+ * The hook.  On a line, call or return event lt_hook takes itself off the
+ * coroutine (putting back any hook it covered), clears `requested`, and
+ * calls tether_checkpoint, which hands the GIL over, delivers an
+ * asynchronous exception (raised here as a Lua error) or reports shutdown
+ * (the thread leaves Lua; see lt.h).  So a hook is installed only between
+ * a request and the line that serves it: a thread that nobody waits for
+ * runs at plain-Lua speed.  (Count events reach lt_hook only for a covered
+ * count hook, which gets them and nothing else happens.)
+ *
+ * Which coroutine.  A count hook is per coroutine, so it must land on the
+ * one the holder runs now.  The module replaces coroutine.resume,
+ * coroutine.wrap and coroutine.close with versions that record each switch
+ * in lt_tstate.running (lt_switch) and arm the coroutine switched to when a
+ * request is pending.  The switch costs no lock, by a Dekker-style protocol
+ * on three sequentially consistent atomics of the holder's lt_tstate:
+ *
+ *     requester (hook_mu held)         holder, switching to co
+ *     arming = 1                       running = co
+ *     requested = 1                    while (arming) yield
+ *     c = running; arm c               if (requested) arm co (hook_mu)
+ *     arming = 0 (release)
+ *
+ * No request is lost: of "requested = 1 / read running" and "running = co /
+ * read requested", one side sees the other's store, so co gets armed by one
+ * of them (or both: harmless).  No coroutine is hooked after it may be
+ * gone: if the requester read the coroutine the holder left, its
+ * `arming = 1` came before the holder read `arming`, so the holder waits
+ * until the requester is done with it (acquire/release on arming orders
+ * the hooking before whatever the holder does next, such as letting the
+ * coroutine be collected).  A hook left on a coroutine the holder left
+ * before the hook fired fires once when that coroutine runs again: one
+ * extra checkpoint.
+ *
+ * Other hooks.  A hook already on the coroutine (debug.sethook, a
+ * profiler, lua.c's Ctrl-C hook) is saved in S->saved and keeps its mask
+ * and count under lt_hook, which passes every event the saved mask asks
+ * for on to it, and puts it back when the request is served (its count
+ * then starts again).  The module's debug.sethook marks the thread as changing its
+ * hooks, so that a requester does not arm while the real debug.sethook
+ * runs, and arms afterwards if a request came meanwhile.  With more than
+ * LT_SAVED_HOOKS coroutines carrying foreign hooks under an unserved
+ * request at once, a request leaves the extra ones alone (served at the
+ * next wait instead).
+ */
+#include <sched.h>
+#include <string.h>
+
+#include "lt.h"
+
+static void lt_hook(lua_State *L, lua_Debug *ar);
+
+/* ------------------------------------------------------------------------
+ * Saved hooks.  All under S->hook_mu.
+ * ---------------------------------------------------------------------- */
+
+static int saved_find(lt_state *S, lua_State *co)
+{
+    for (int i = 0; i < LT_SAVED_HOOKS; i++)
+        if (S->saved[i].co == co)
+            return i;
+    return -1;
+}
+
+/* Remembers co's current hook.  Returns 0 when there is no room. */
+static int saved_put(lt_state *S, lua_State *co, lua_Hook hook)
+{
+    int i = saved_find(S, co);
+    if (i < 0)
+        i = saved_find(S, NULL);
+    if (i < 0)
+        return 0;
+    S->saved[i] = (struct lt_saved){co, hook, lua_gethookmask(co),
+                                    lua_gethookcount(co)};
+    return 1;
+}
+
+/* Takes co's saved hook off the list into *out ({0} when none). */
+static void saved_take(lt_state *S, lua_State *co, struct lt_saved *out)
+{
+    int i = saved_find(S, co);
+    *out = (struct lt_saved){NULL, NULL, 0, 0};
+    if (i >= 0) {
+        *out = S->saved[i];
+        S->saved[i].co = NULL;
+    }
+}
+
+/* Installs the one-shot hook on co, over whatever hook co has. */
+static void arm_locked(lt_state *S, lua_State *co)
+{
+    lua_Hook h = lua_gethook(co);
+    if (h == lt_hook)
+        return;
+    if (h == NULL) {
+        struct lt_saved stale;
+        saved_take(S, co, &stale);
+    } else if (!saved_put(S, co, h)) {
+        return;
+    }
+    lua_sethook(co, lt_hook, lua_gethookmask(co) | LUA_MASKLINE, lua_gethookcount(co));
+}
+
+/* ------------------------------------------------------------------------
+ * Requests and the hook
+ * ---------------------------------------------------------------------- */
+
+void lt_on_breaker(void *thread_ud, void *ud)
+{
+    lt_tstate *ts = thread_ud;
+    lt_state *S = ud;
+    if (!ts)
+        return;
+    pthread_mutex_lock(&S->hook_mu);
+    /* Once the state is closed, ts may be a stale pointer: not touched. */
+    if (!atomic_load(&S->closed) && ts->S == S) {
+        atomic_store(&ts->arming, 1);
+        atomic_store(&ts->requested, 1);
+        lua_State *co = atomic_load(&ts->running);
+        if (co && !ts->in_sethook)
+            arm_locked(S, co);
+        atomic_store_explicit(&ts->arming, 0, memory_order_release);
+    }
+    pthread_mutex_unlock(&S->hook_mu);
+}
+
+/* Arms the coroutine the calling thread runs, if a request is pending. */
+static void arm_self(lt_tstate *ts)
+{
+    lt_state *S = ts->S;
+    pthread_mutex_lock(&S->hook_mu);
+    lua_State *co = atomic_load(&ts->running);
+    if (co && atomic_load(&ts->requested) && !ts->in_sethook)
+        arm_locked(S, co);
+    pthread_mutex_unlock(&S->hook_mu);
+}
+
+void lt_switch(lt_tstate *ts, lua_State *co)
+{
+    atomic_store(&ts->running, co);
+    /* A requester that read the coroutine left behind must be done hooking
+       it before this thread goes on (it may be collected after that). */
+    while (atomic_load_explicit(&ts->arming, memory_order_acquire))
+        sched_yield();
+    if (co && atomic_load(&ts->requested))
+        arm_self(ts);
+}
+
+void lt_request_self(lt_tstate *ts)
+{
+    atomic_store(&ts->requested, 1);
+    arm_self(ts);
+}
+
+/* Hands the event on to the hook lt_hook covered, if it asked for it. */
+static void forward(const struct lt_saved *prev, lua_State *L, lua_Debug *ar)
+{
+    int bit = ar->event == LUA_HOOKTAILCALL ? LUA_MASKCALL : 1 << ar->event;
+    if (prev->hook && (prev->mask & bit))
+        prev->hook(L, ar);
+}
+
+/* A count event: only a covered count hook asks for those, and it gets
+   them; the request waits for a line. */
+static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
+{
+    struct lt_saved prev = {NULL, NULL, 0, 0};
+    pthread_mutex_lock(&S->hook_mu);
+    int i = saved_find(S, L);
+    if (i >= 0)
+        prev = S->saved[i];
+    pthread_mutex_unlock(&S->hook_mu);
+    forward(&prev, L, ar);
+}
+
+static void lt_hook(lua_State *L, lua_Debug *ar)
+{
+    lt_tstate *ts = lt_ts();
+    lt_state *S = ts ? ts->S : lt_state_of(L);
+    struct lt_saved prev;
+    if (ar->event == LUA_HOOKCOUNT) {
+        forward_count(S, L, ar);
+        return;
+    }
+    pthread_mutex_lock(&S->hook_mu);
+    saved_take(S, L, &prev);
+    lua_sethook(L, prev.hook, prev.mask, prev.count);
+    if (ts)
+        atomic_store(&ts->requested, 0);
+    pthread_mutex_unlock(&S->hook_mu);
+    lt_checkpoint(L, ts);
+    forward(&prev, L, ar);
+}
+
+/* ------------------------------------------------------------------------
+ * coroutine.resume, coroutine.wrap, coroutine.close
+ *
+ * The same behaviour as the standard library's, plus the tracking, plus
+ * one rule: an asynchronous exception that ends a coroutine is not turned
+ * into a return value; it goes on in the resumer, because it is aimed at
+ * the thread, not at the coroutine.
+ * ---------------------------------------------------------------------- */
+
+enum { COS_RUN, COS_DEAD, COS_YIELD, COS_NORM };
+static const char *const status_names[] = {"running", "dead", "suspended", "normal"};
+
+static int co_status(lua_State *L, lua_State *co)
+{
+    lua_Debug ar;
+    if (L == co)
+        return COS_RUN;
+    switch (lua_status(co)) {
+    case LUA_YIELD:
+        return COS_YIELD;
+    case LUA_OK:
+        if (lua_getstack(co, 0, &ar))
+            return COS_NORM;
+        return lua_gettop(co) == 0 ? COS_DEAD : COS_YIELD;
+    default:
+        return COS_DEAD;
+    }
+}
+
+/* The calling thread's lt_tstate if it belongs to this state (upvalue 1). */
+static lt_tstate *ts_here(lua_State *L)
+{
+    lt_tstate *ts = lt_ts();
+    return ts && ts->S == lua_touserdata(L, lua_upvalueindex(1)) ? ts : NULL;
+}
+
+static lua_State *check_co(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co, 1, "coroutine");
+    return co;
+}
+
+/* 1 if the error on L's top is an asynchronous exception raised in this
+   thread (tether.Cancelled, or the value the last t:raise delivered). */
+static int is_async(lua_State *L, lt_tstate *ts)
+{
+    lt_push_cancelled(L);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (yes || !ts || ts->async_ref == LUA_NOREF)
+        return yes;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ts->async_ref);
+    yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (yes) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ts->async_ref);
+        ts->async_ref = LUA_NOREF;
+    }
+    return yes;
+}
+
+/* Resumes co with the top narg values of L.  Returns the number of values
+   moved to L, or -1 with the error on L's top. */
+static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
+{
+    int nres;
+    if (!lua_checkstack(co, narg)) {
+        lua_pushliteral(L, "too many arguments to resume");
+        return -1;
+    }
+    lua_xmove(L, co, narg);
+    if (ts)
+        lt_switch(ts, co);
+    int st = lua_resume(co, L, narg, &nres);
+    if (ts)
+        lt_switch(ts, L);
+    if (st == LUA_OK || st == LUA_YIELD) {
+        if (!lua_checkstack(L, nres + 1)) {
+            lua_pop(co, nres);
+            lua_pushliteral(L, "too many results to resume");
+            return -1;
+        }
+        lua_xmove(co, L, nres);
+        return nres;
+    }
+    lua_xmove(co, L, 1);
+    return -1;
+}
+
+/* lua_resetthread with the tracking: co's __close handlers run on co. */
+static int close_thread(lua_State *L, lua_State *co, lt_tstate *ts)
+{
+    if (ts)
+        lt_switch(ts, co);
+    int st = lua_resetthread(co);
+    if (ts)
+        lt_switch(ts, L);
+    return st;
+}
+
+static int l_resume(lua_State *L)
+{
+    lua_State *co = check_co(L);
+    lt_tstate *ts = ts_here(L);
+    int r = resume(L, co, lua_gettop(L) - 1, ts);
+    if (r < 0) {
+        if (is_async(L, ts))
+            return lua_error(L);
+        lua_pushboolean(L, 0);
+        lua_insert(L, -2);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    lua_insert(L, -(r + 1));
+    return r + 1;
+}
+
+static int wrapped(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, lua_upvalueindex(2));
+    lt_tstate *ts = ts_here(L);
+    int r = resume(L, co, lua_gettop(L), ts);
+    if (r >= 0)
+        return r;
+    int st = lua_status(co);
+    if (st != LUA_OK && st != LUA_YIELD) { /* an error in co: close it */
+        st = close_thread(L, co, ts);
+        lua_xmove(co, L, 1);
+    }
+    if (!is_async(L, ts) && st != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+        luaL_where(L, 1);
+        lua_insert(L, -2);
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+static int l_wrap(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_State *co = lua_newthread(L);
+    lua_pushvalue(L, 1);
+    lua_xmove(L, co, 1);
+    lua_pushcclosure(L, wrapped, 2);
+    return 1;
+}
+
+static int l_close(lua_State *L)
+{
+    lua_State *co = check_co(L);
+    int status = co_status(L, co);
+    if (status != COS_DEAD && status != COS_YIELD)
+        return luaL_error(L, "cannot close a %s coroutine", status_names[status]);
+    lt_tstate *ts = ts_here(L);
+    if (close_thread(L, co, ts) == LUA_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_xmove(co, L, 1);
+    if (is_async(L, ts))
+        return lua_error(L);
+    return 2;
+}
+
+/* ------------------------------------------------------------------------
+ * debug.sethook
+ * ---------------------------------------------------------------------- */
+
+static void set_in_sethook(lt_state *S, lt_tstate *ts, int on)
+{
+    pthread_mutex_lock(&S->hook_mu);
+    ts->in_sethook = on;
+    pthread_mutex_unlock(&S->hook_mu);
+    if (!on)
+        arm_self(ts);
+}
+
+/* Calls the real debug.sethook (upvalue 2) with no request arming the
+   calling thread meanwhile, then arms it if a request came. */
+static int l_sethook(lua_State *L)
+{
+    lt_tstate *ts = ts_here(L);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    if (!ts) {
+        lua_call(L, lua_gettop(L) - 1, 0);
+        return 0;
+    }
+    set_in_sethook(ts->S, ts, 1);
+    int st = lua_pcall(L, lua_gettop(L) - 1, 0, 0);
+    set_in_sethook(ts->S, ts, 0);
+    if (st == LUA_OK)
+        return 0;
+    const char *msg = lua_tostring(L, -1);
+    if (msg && strncmp(msg, "bad argument", 12) == 0) { /* as the real one says it */
+        luaL_where(L, 1);
+        luaL_gsub(L, msg, "to '?'", "to 'sethook'");
+        lua_concat(L, 2);
+    }
+    return lua_error(L);
+}
+
+void lt_open_hooks(lua_State *L, lt_state *S)
+{
+    static const luaL_Reg co_funcs[] = {
+        {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
+        lua_pushlightuserdata(L, S);
+        luaL_setfuncs(L, co_funcs, 1);
+    }
+    lua_pop(L, 1);
+    if (lua_getfield(L, -1, "debug") == LUA_TTABLE) {
+        if (lua_getfield(L, -1, "sethook") == LUA_TFUNCTION) {
+            lua_pushlightuserdata(L, S);
+            lua_insert(L, -2);
+            lua_pushcclosure(L, l_sethook, 2);
+            lua_setfield(L, -2, "sethook");
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 2);
+}

@@ -1,0 +1,571 @@
+/*
+ * lt_state.c - luaopen_tether, the per-state record, closing, and the
+ * helpers every file uses: errors, waits, asynchronous exceptions, leaving
+ * Lua at shutdown.  Also tether.switchinterval, tether.deferred,
+ * tether.clock and tether.gil_stats.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lt.h"
+
+/* Registry keys: the addresses of these. */
+static const char k_module = 0;    /* the module table */
+static const char k_anchor = 0;    /* userdata whose __gc drops the state */
+static const char k_state = 0;     /* lightuserdata: the lt_state */
+static const char k_sentinel = 0;  /* the current sentinel */
+static const char k_cancelled = 0; /* tether.Cancelled */
+static const char k_guard = 0;     /* tether.deferred's to-be-closed guard */
+
+/* How long closing waits for daemon threads to leave Lua after finalize. */
+#define LT_REAP_TIMEOUT_NS INT64_C(2000000000)
+
+/* ------------------------------------------------------------------------
+ * The state and the calling thread
+ * ---------------------------------------------------------------------- */
+
+lt_state *lt_S(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+lt_state *lt_state_of(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_state);
+    lt_state *S = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return S;
+}
+
+lt_tstate *lt_ts(void)
+{
+    void *ud = NULL;
+    if (tether_get_thread_userdata(&ud) != TETHER_OK)
+        return NULL;
+    return ud;
+}
+
+void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
+{
+    ts->S = S;
+    ts->worker = worker;
+    atomic_init(&ts->running, NULL);
+    atomic_init(&ts->requested, 0);
+    atomic_init(&ts->arming, 0);
+    ts->in_sethook = 0;
+    ts->exit = NULL;
+    ts->wait_ev = 0;
+    ts->async_ref = LUA_NOREF;
+    ts->outer = NULL;
+}
+
+void lt_ts_push(lt_tstate *ts)
+{
+    (void)tether_get_thread_userdata(&ts->outer);
+    (void)tether_set_thread_userdata(ts);
+}
+
+void lt_ts_pop(lt_tstate *ts)
+{
+    (void)tether_set_thread_userdata(ts->outer);
+    ts->outer = NULL;
+}
+
+void lt_state_ref(lt_state *S)
+{
+    atomic_fetch_add(&S->refs, 1);
+}
+
+void lt_state_unref(lt_state *S)
+{
+    if (atomic_fetch_sub(&S->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&S->hook_mu);
+    pthread_mutex_destroy(&S->dead_mu);
+    free(S->plugins);
+    free(S);
+}
+
+void lt_push_module(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_module);
+}
+
+/* ------------------------------------------------------------------------
+ * Errors, waits and asynchronous exceptions
+ * ---------------------------------------------------------------------- */
+
+int64_t lt_opt_timeout(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx))
+        return -1;
+    lua_Number s = luaL_checknumber(L, idx);
+    luaL_argcheck(L, s >= 0, idx, "timeout must be a non-negative number of seconds");
+    if (s >= 9e9) /* past INT64_MAX nanoseconds, math.huge included */
+        return -1;
+    return (int64_t)(s * 1e9);
+}
+
+int lt_fail(lua_State *L, const char *what, int rc)
+{
+    const char *why = tether_last_error();
+    return luaL_error(L, "%s: %s", what, *why ? why : tether_strerror(rc));
+}
+
+_Noreturn void lt_leave(lt_tstate *ts)
+{
+    if (tether_gil_held()) { /* the state closed under a thread holding it */
+        tether_tstate gone;
+        (void)tether_save_thread(&gone);
+    }
+    if (ts && ts->exit)
+        longjmp(*ts->exit, 1);
+    for (;;) /* nowhere to go back to: this thread must never run again */
+        pause();
+}
+
+int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what)
+{
+    if (rc == TETHER_EFINALIZING || (ts && atomic_load(&ts->S->closed)))
+        lt_leave(ts);
+    switch (rc) {
+    case TETHER_OK:
+        return 1;
+    case TETHER_ETIMEDOUT:
+        return 0;
+    case TETHER_EASYNC:
+        return lt_raise_async(L, ts);
+    default:
+        return lt_fail(L, what, rc);
+    }
+}
+
+void lt_checkpoint(lua_State *L, lt_tstate *ts)
+{
+    int rc = tether_checkpoint();
+    if (rc != TETHER_OK || (ts && atomic_load(&ts->S->closed)))
+        (void)lt_wait_result(L, ts, rc, "tether_checkpoint");
+}
+
+void lt_push_cancelled(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cancelled);
+}
+
+/* Pushes the Lua value of an exception taken with tether_async_fetch and
+   disposes of its payload. */
+static void push_async_value(lua_State *L, int64_t code, void *payload,
+                             tether_dtor dtor)
+{
+    if (dtor == lt_payload_free && payload) {
+        lt_payload *pl = payload;
+        lua_rawgeti(L, LUA_REGISTRYINDEX, pl->ref);
+        luaL_unref(L, LUA_REGISTRYINDEX, pl->ref);
+        lt_state_unref(pl->S);
+        free(pl);
+    } else if (code == LT_ASYNC_CANCEL) {
+        lt_push_cancelled(L);
+    } else {
+        if (dtor)
+            dtor(payload);
+        lua_pushfstring(L, "tether: asynchronous exception %I raised from C",
+                        (lua_Integer)code);
+    }
+}
+
+/* Remembers the raised value (the top), so that the module's
+   coroutine.resume can tell it from an ordinary error and pass it on. */
+static void remember_async(lua_State *L, lt_tstate *ts)
+{
+    luaL_unref(L, LUA_REGISTRYINDEX, ts->async_ref);
+    lua_pushvalue(L, -1);
+    ts->async_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
+                     tether_dtor dtor)
+{
+    push_async_value(L, code, payload, dtor);
+    if (ts)
+        remember_async(L, ts);
+    return lua_error(L);
+}
+
+int lt_raise_async(lua_State *L, lt_tstate *ts)
+{
+    int64_t code = 0;
+    void *payload = NULL;
+    tether_dtor dtor = NULL;
+    if (tether_async_fetch(&code, &payload, &dtor) != TETHER_OK)
+        return luaL_error(L, "tether: no asynchronous exception was delivered");
+    return lt_raise_fetched(L, ts, code, payload, dtor);
+}
+
+void lt_payload_free(void *p)
+{
+    lt_payload *pl = p;
+    lt_state *S = pl->S;
+    pthread_mutex_lock(&S->dead_mu);
+    int closed = atomic_load(&S->closed);
+    if (!closed) {
+        pl->next = S->dead;
+        S->dead = pl;
+    }
+    pthread_mutex_unlock(&S->dead_mu);
+    if (closed) { /* its registry reference went with the state */
+        free(pl);
+        lt_state_unref(S);
+    }
+}
+
+void lt_payload_drain(lua_State *L, lt_state *S)
+{
+    pthread_mutex_lock(&S->dead_mu);
+    lt_payload *pl = S->dead;
+    S->dead = NULL;
+    pthread_mutex_unlock(&S->dead_mu);
+    while (pl) {
+        lt_payload *next = pl->next;
+        luaL_unref(L, LUA_REGISTRYINDEX, pl->ref);
+        free(pl);
+        lt_state_unref(S);
+        pl = next;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Classes
+ * ---------------------------------------------------------------------- */
+
+void lt_new_class(lua_State *L, lt_state *S, const char *name,
+                  const luaL_Reg *methods, const luaL_Reg *meta)
+{
+    luaL_newmetatable(L, name);
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, meta, 1);
+    if (methods) {
+        lua_newtable(L);
+        lua_pushlightuserdata(L, S);
+        luaL_setfuncs(L, methods, 1);
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Closing the state
+ * ---------------------------------------------------------------------- */
+
+/* From now on no thread touches the Lua state, and the breaker hook no
+   longer touches its coroutines. */
+static void mark_closed(lt_state *S)
+{
+    pthread_mutex_lock(&S->hook_mu);
+    atomic_store(&S->closed, 1);
+    atomic_store(&S->main_ts.running, NULL);
+    for (lt_worker *w = S->workers; w; w = w->next)
+        atomic_store(&w->ts.running, NULL);
+    pthread_mutex_unlock(&S->hook_mu);
+}
+
+/* What closing the Lua state does first, as Python does at exit: join the
+   non-daemon threads, then finalize, which stops the daemon threads (they
+   leave Lua at their next checkpoint or wait without touching it). */
+static void shut_down(lua_State *L, lt_state *S)
+{
+    if (S->shutting_down)
+        return;
+    S->shutting_down = 1;
+    if (S->interp) {
+        lt_join_all(S);
+        if (S->owns_runtime)
+            (void)tether_runtime_finalize(S->rt, -1);
+        if (lt_reap_workers(S, LT_REAP_TIMEOUT_NS) && !S->owns_runtime)
+            fprintf(stderr, "tether: threads still run Lua as the Lua state "
+                    "closes: the host must finalize the runtime (or destroy "
+                    "the interpreter) before lua_close\n");
+        lt_sweep_workers(L, S);
+        lt_unload_plugins(S);
+    }
+    mark_closed(S);
+    lt_payload_drain(L, S);
+}
+
+static int sentinel_gc(lua_State *L)
+{
+    lt_state **p = lua_touserdata(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_sentinel);
+    int current = lua_rawequal(L, -1, 1);
+    lua_pop(L, 1);
+    /* Only the current sentinel can be finalized while reachable, which
+       happens when the state closes; retired ones are plain garbage. */
+    if (current)
+        shut_down(L, *p);
+    lt_state_unref(*p);
+    return 0;
+}
+
+void lt_renew_sentinel(lua_State *L, lt_state *S)
+{
+    lt_state **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = S;
+    lt_state_ref(S);
+    if (luaL_newmetatable(L, "tether.sentinel")) {
+        lua_pushcfunction(L, sentinel_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_sentinel);
+}
+
+/* The anchor is the module's oldest finalizable object, so its __gc is
+   the last of the module's to run. */
+static int anchor_gc(lua_State *L)
+{
+    lt_state **p = lua_touserdata(L, 1);
+    lt_state *S = *p;
+    if (!S)
+        return 0;
+    *p = NULL;
+    shut_down(L, S);
+    lt_ts_release(L, &S->main_ts);
+    if (!S->owns_runtime && S->interp) { /* the host's thread lives on */
+        void *ud = NULL;
+        (void)tether_interp_set_breaker_hook(S->interp, NULL, NULL);
+        if (tether_get_thread_userdata(&ud) == TETHER_OK && ud == &S->main_ts)
+            (void)tether_set_thread_userdata(NULL);
+    }
+    (void)tether_thread_release(S->main_thread);
+    lt_pool_remove(L, S->pool);
+    S->pool = NULL;
+    lt_state_unref(S);
+    return 0;
+}
+
+/* Makes the state record, owned by the anchor userdata (so a failure later
+   in luaopen_tether leaves nothing behind). */
+static lt_state *new_state(lua_State *L)
+{
+    lt_state **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = NULL;
+    lua_newtable(L);
+    lua_pushcfunction(L, anchor_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_anchor);
+    lt_state *S = calloc(1, sizeof *S);
+    if (!S)
+        luaL_error(L, "tether: out of memory");
+    atomic_init(&S->refs, 1);
+    atomic_init(&S->closed, 0);
+    pthread_mutex_init(&S->hook_mu, NULL);
+    pthread_mutex_init(&S->dead_mu, NULL);
+    lt_ts_init(&S->main_ts, S, NULL);
+    *p = S;
+    lua_pushlightuserdata(L, S);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_state);
+    return S;
+}
+
+/* Joins the runtime the host made (registry fields, see lt.h) or creates
+   one, leaving the calling thread attached and holding the GIL. */
+static void open_runtime(lua_State *L, lt_state *S)
+{
+    int rc;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_RUNTIME) != LUA_TNIL) {
+        S->rt = (tether_runtime)lua_tointeger(L, -1);
+        if (lua_getfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_INTERP) != LUA_TNIL)
+            S->interp = (tether_interp)lua_tointeger(L, -1);
+        else if ((rc = tether_runtime_main_interp(S->rt, &S->interp)) != TETHER_OK)
+            lt_fail(L, "tether: the host's runtime", rc);
+        lua_pop(L, 2);
+        if (!tether_gil_held())
+            luaL_error(L, "tether: the host must hold the interpreter's GIL "
+                       "while it requires the module");
+        return;
+    }
+    lua_pop(L, 1);
+    rc = tether_runtime_create(NULL, &S->rt);
+    if (rc == TETHER_ESTATE)
+        luaL_error(L, "tether: this thread already holds a tether GIL (another "
+                   "Lua state using tether on the same thread?)");
+    if (rc != TETHER_OK)
+        lt_fail(L, "tether: creating the runtime", rc);
+    S->owns_runtime = 1;
+    if ((rc = tether_runtime_main_interp(S->rt, &S->interp)) != TETHER_OK)
+        lt_fail(L, "tether: the main interpreter", rc);
+}
+
+/* Makes the requiring thread known: its userdata, its thread object. */
+static void attach_main(lua_State *L, lt_state *S)
+{
+    atomic_store(&S->main_ts.running, L);
+    lt_ts_push(&S->main_ts);
+    int rc = tether_thread_current(&S->main_thread);
+    if (rc != TETHER_OK)
+        lt_fail(L, "tether: the main thread", rc);
+    rc = tether_interp_set_breaker_hook(S->interp, lt_on_breaker, S);
+    if (rc != TETHER_OK)
+        lt_fail(L, "tether: the breaker hook", rc);
+}
+
+/* ------------------------------------------------------------------------
+ * Module functions
+ * ---------------------------------------------------------------------- */
+
+static int l_switchinterval(lua_State *L)
+{
+    lt_state *S = lt_S(L);
+    uint32_t us = 0;
+    int rc;
+    if (!lua_isnoneornil(L, 1)) {
+        lua_Number s = luaL_checknumber(L, 1);
+        luaL_argcheck(L, s > 0 && s <= 10, 1, "interval must be in (0, 10] seconds");
+        us = s * 1e6 < 1 ? 1 : (uint32_t)(s * 1e6 + 0.5);
+        if ((rc = tether_set_switch_interval(S->rt, us)) != TETHER_OK)
+            return lt_fail(L, "switchinterval", rc);
+    }
+    if ((rc = tether_get_switch_interval(S->rt, &us)) != TETHER_OK)
+        return lt_fail(L, "switchinterval", rc);
+    lua_pushnumber(L, us / 1e6);
+    return 1;
+}
+
+/* The guard's __close(guard, err): ends the deferral.  Leaving by an error,
+   it also arms the hook so that an exception held back meanwhile is raised
+   at the next line instead of being lost. */
+static int guard_close(lua_State *L)
+{
+    (void)tether_async_allow();
+    lt_tstate *ts = lt_ts();
+    if (!lua_isnil(L, 2) && ts)
+        lt_request_self(ts);
+    return 0;
+}
+
+/* tether.deferred(fn, ...): fn(...) with asynchronous exceptions held back.
+   A to-be-closed guard ends the deferral however fn leaves, and fn's errors
+   keep their traceback (no pcall in between). */
+static int l_deferred(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lt_tstate *ts = lt_ts();
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_guard);
+    lua_insert(L, 1);
+    lua_toclose(L, 1);
+    if (tether_async_defer() != TETHER_OK)
+        return lt_fail(L, "deferred", TETHER_ESTATE);
+    lua_call(L, lua_gettop(L) - 2, LUA_MULTRET);
+    lua_closeslot(L, 1);
+    lt_checkpoint(L, ts);
+    return lua_gettop(L) - 1;
+}
+
+static int l_clock(lua_State *L)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    lua_pushnumber(L, (lua_Number)t.tv_sec + (lua_Number)t.tv_nsec * 1e-9);
+    return 1;
+}
+
+static int l_gil_stats(lua_State *L)
+{
+    tether_gil_stats st = {sizeof st, 0, 0, 0, 0, 0};
+    int rc = tether_gil_stats_get(lt_S(L)->interp, &st);
+    if (rc != TETHER_OK)
+        return lt_fail(L, "gil_stats", rc);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)st.acquisitions);
+    lua_setfield(L, -2, "acquisitions");
+    lua_pushinteger(L, (lua_Integer)st.switches);
+    lua_setfield(L, -2, "switches");
+    lua_pushinteger(L, (lua_Integer)st.forced_drops);
+    lua_setfield(L, -2, "forced_drops");
+    lua_pushnumber(L, (lua_Number)st.wait_ns_total * 1e-9);
+    lua_setfield(L, -2, "wait_total");
+    lua_pushnumber(L, (lua_Number)st.wait_ns_max * 1e-9);
+    lua_setfield(L, -2, "wait_max");
+    return 1;
+}
+
+/* The default tether.excepthook(thread, err, traceback). */
+static int l_default_excepthook(lua_State *L)
+{
+    const char *name = "?";
+    if (luaL_testudata(L, 1, LT_THREAD_MT) && lua_getfield(L, 1, "name") == LUA_TSTRING)
+        name = lua_tostring(L, -1);
+    const char *err = luaL_tolstring(L, 2, NULL);
+    const char *tb = lua_isstring(L, 3) ? lua_tostring(L, 3) : "";
+    fprintf(stderr, "tether: exception in thread '%s': %s\n%s\n", name, err, tb);
+    fflush(stderr);
+    return 0;
+}
+
+static const luaL_Reg state_funcs[] = {
+    {"switchinterval", l_switchinterval},
+    {"deferred", l_deferred},
+    {"clock", l_clock},
+    {"gil_stats", l_gil_stats},
+    {NULL, NULL}};
+
+/* tether.Cancelled: a table that prints as its name. */
+static void make_cancelled(lua_State *L)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "tether.Cancelled");
+    lua_setfield(L, -2, "__name");
+    luaL_loadstring(L, "return 'tether.Cancelled'");
+    lua_setfield(L, -2, "__tostring");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cancelled);
+    lua_setfield(L, -2, "Cancelled");
+}
+
+static void make_guard(lua_State *L)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushcfunction(L, guard_close);
+    lua_setfield(L, -2, "__close");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_guard);
+}
+
+/* Fills the module table on the top. */
+static void fill_module(lua_State *L, lt_state *S)
+{
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, state_funcs, 1);
+    lt_open_thread(L, S);
+    lt_open_sync(L, S);
+    lt_open_ffi(L, S);
+    make_cancelled(L);
+    make_guard(L);
+    lua_pushcfunction(L, l_default_excepthook);
+    lua_setfield(L, -2, "excepthook");
+    lua_pushstring(L, tether_version_string());
+    lua_setfield(L, -2, "version");
+}
+
+int luaopen_tether(lua_State *L)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_module) == LUA_TTABLE)
+        return 1;
+    lua_pop(L, 1);
+    lt_state *S = new_state(L);
+    S->pool = lt_pool_install(L);
+    open_runtime(L, S);
+    attach_main(L, S);
+    lua_newtable(L);
+    fill_module(L, S);
+    lt_open_hooks(L, S);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_module);
+    lt_renew_sentinel(L, S);
+    return 1;
+}

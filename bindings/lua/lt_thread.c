@@ -1,0 +1,657 @@
+/*
+ * lt_thread.c - tether.thread, its handles, tether.current, tether.threads
+ * and the excepthook.
+ *
+ * A tether.thread is a worker record (lt_worker, lt.h) and an OS thread
+ * started with tether_thread_start.  The thread runs fn on its own
+ * coroutine under lua_pcall; the results (or the error and its traceback)
+ * stay on that coroutine until the record is freed, so every join gets
+ * them.
+ *
+ * Handles.  A Lua handle (lt_handle) owns one reference to the core's
+ * thread handle and points at the worker record when there is one (not for
+ * the main thread or foreign threads).  A weak table keyed by the handle
+ * value keeps one Lua handle per thread while it lives, so that
+ * tether.current() == t.  The record counts its Lua handles: an error that
+ * ends a thread is reported to tether.excepthook when nobody can join it
+ * any more (the thread ends with no handle left, or its last handle is
+ * collected) unless a join returned it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lt.h"
+
+static const char k_cache = 0; /* weak table: handle value -> Lua handle */
+
+typedef struct lt_handle {
+    tether_thread h; /* a reference owned by this userdata; 0 when closed */
+    lt_worker *w;    /* the worker record, or NULL */
+} lt_handle;
+
+/* ------------------------------------------------------------------------
+ * Handles
+ * ---------------------------------------------------------------------- */
+
+/* Pushes a closed handle. */
+static lt_handle *new_handle(lua_State *L)
+{
+    lt_handle *hd = lua_newuserdatauv(L, sizeof *hd, 0);
+    hd->h = 0;
+    hd->w = NULL;
+    luaL_setmetatable(L, LT_THREAD_MT);
+    return hd;
+}
+
+static lt_handle *check_handle(lua_State *L, int idx)
+{
+    lt_handle *hd = luaL_checkudata(L, idx, LT_THREAD_MT);
+    luaL_argcheck(L, hd->h != 0, idx, "closed thread handle");
+    return hd;
+}
+
+static void bind_worker(lt_handle *hd, lt_worker *w)
+{
+    hd->w = w;
+    if (w)
+        w->handles++;
+}
+
+static lt_worker *find_worker(lt_state *S, tether_thread h)
+{
+    for (lt_worker *w = S->workers; w; w = w->next)
+        if (w->h == h)
+            return w;
+    return NULL;
+}
+
+/* Replaces the handle on the top with the cached handle of the same thread
+   if there is one, else caches it. */
+static void cache_or_use(lua_State *L, tether_thread h)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cache);
+    if (lua_rawgeti(L, -1, (lua_Integer)h) != LUA_TNIL) {
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, (lua_Integer)h);
+    lua_pop(L, 1);
+}
+
+void lt_push_current(lua_State *L, lt_state *S)
+{
+    lt_tstate *ts = lt_ts();
+    lt_handle *hd = new_handle(L);
+    int rc = tether_thread_current(&hd->h);
+    if (rc != TETHER_OK)
+        lt_fail(L, "current", rc);
+    lt_worker *w = ts && ts->worker ? ts->worker : find_worker(S, hd->h);
+    bind_worker(hd, w);
+    if (w && !w->h)
+        w->h = hd->h; /* asked before tether_thread_start returned */
+    cache_or_use(L, hd->h);
+}
+
+/* ------------------------------------------------------------------------
+ * Worker records
+ * ---------------------------------------------------------------------- */
+
+static void unlink_worker(lt_state *S, lt_worker *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else if (S->workers == w)
+        S->workers = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+}
+
+static void free_worker(lua_State *L, lt_worker *w)
+{
+    lt_state *S = w->ts.S;
+    unlink_worker(S, w);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->co_ref);
+    lt_ts_release(L, &w->ts);
+    free(w);
+    lt_state_unref(S);
+}
+
+/* Whether the OS thread is done with the record.  Once it has set the
+   status it touches the record only while it holds the GIL, which a free
+   needs too (the one place it lets go of the GIL after that, inside the
+   excepthook, it holds a handle); a thread that left Lua at shutdown is
+   done once the core says so. */
+static int worker_done(const lt_worker *w)
+{
+    return w->status != LT_RUNNING || tether_thread_is_alive(w->h) != 1;
+}
+
+static void maybe_free(lua_State *L, lt_worker *w)
+{
+    if (w->handles == 0 && worker_done(w))
+        free_worker(L, w);
+}
+
+void lt_sweep_workers(lua_State *L, lt_state *S)
+{
+    lt_worker *w = S->workers;
+    while (w) {
+        lt_worker *next = w->next;
+        maybe_free(L, w);
+        w = next;
+    }
+}
+
+/* A new record, owned by the handle on the top of the stack, linked. */
+static lt_worker *new_worker(lua_State *L, lt_state *S, lt_handle *hd)
+{
+    lt_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        luaL_error(L, "thread: out of memory");
+    lt_ts_init(&w->ts, S, w);
+    w->co_ref = LUA_NOREF;
+    w->status = LT_RUNNING;
+    lt_state_ref(S);
+    w->next = S->workers;
+    if (w->next)
+        w->next->prev = w;
+    S->workers = w;
+    bind_worker(hd, w);
+    return w;
+}
+
+/* Gives w its coroutine: [traceback handler, fn, args...] from L's values
+   first..last. */
+static void load_coroutine(lua_State *L, lt_worker *w, int first, int last)
+{
+    int n = last - first + 1;
+    w->co = lua_newthread(L);
+    w->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!lua_checkstack(w->co, n + LUA_MINSTACK))
+        luaL_error(L, "thread: too many arguments");
+    lua_pushlightuserdata(L, w);
+    lua_pushcclosure(L, lt_traceback_handler, 1);
+    lua_xmove(L, w->co, 1);
+    for (int i = first; i <= last; i++) {
+        lua_pushvalue(L, i);
+        lua_xmove(L, w->co, 1);
+    }
+    w->nargs = n - 1;
+}
+
+/* ------------------------------------------------------------------------
+ * The excepthook
+ * ---------------------------------------------------------------------- */
+
+int lt_traceback_handler(lua_State *L)
+{
+    luaL_traceback(L, L, NULL, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, lua_touserdata(L, lua_upvalueindex(1)));
+    lua_settop(L, 1);
+    return 1;
+}
+
+void lt_call_excepthook(lua_State *L, int thread_idx, int err_idx, int tb_idx)
+{
+    thread_idx = lua_absindex(L, thread_idx);
+    err_idx = lua_absindex(L, err_idx);
+    tb_idx = lua_absindex(L, tb_idx);
+    lt_push_module(L);
+    lua_getfield(L, -1, "excepthook");
+    lua_remove(L, -2);
+    lua_pushvalue(L, thread_idx);
+    lua_pushvalue(L, err_idx);
+    lua_pushvalue(L, tb_idx);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+        fprintf(stderr, "tether: tether.excepthook failed (%s) while reporting: %s\n",
+                lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
+                lua_isstring(L, err_idx) ? lua_tostring(L, err_idx) : "?");
+        lua_pop(L, 1);
+    }
+}
+
+/* Copies value i of co to L's top. */
+static void push_co_value(lua_State *L, lua_State *co, int i)
+{
+    if (!lua_checkstack(co, 1))
+        luaL_error(L, "tether: stack overflow");
+    lua_pushvalue(co, i);
+    lua_xmove(co, L, 1);
+}
+
+/* Reports w's error with the handle at hd_idx, which stays usable only for
+   the duration of the call; the error and traceback are at err_idx and
+   err_idx + 1. */
+static void report(lua_State *L, lt_worker *w, int hd_idx, int err_idx)
+{
+    w->reported = 1;
+    err_idx = lua_absindex(L, err_idx);
+    lt_call_excepthook(L, hd_idx, err_idx, err_idx + 1);
+}
+
+/* Protected, on the dying thread's own coroutine: reports its error (the
+   arguments are the record, the error and the traceback) with a handle
+   that is closed afterwards. */
+static int report_from_thread(lua_State *L)
+{
+    lt_worker *w = lua_touserdata(L, 1);
+    lt_handle *hd = new_handle(L);
+    int rc = tether_thread_current(&hd->h);
+    if (rc != TETHER_OK)
+        return lt_fail(L, "excepthook", rc);
+    bind_worker(hd, w);
+    report(L, w, -1, 2);
+    w->handles--;
+    hd->w = NULL;
+    (void)tether_thread_release(hd->h);
+    hd->h = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The thread's life
+ * ---------------------------------------------------------------------- */
+
+/* Records how fn ended; co holds [results...] or [err, traceback]. */
+static void finish(lt_worker *w, int st)
+{
+    lua_State *co = w->co;
+    lua_remove(co, 1); /* the traceback handler */
+    if (st == LUA_OK) {
+        w->status = LT_DONE;
+        w->nres = lua_gettop(co);
+        return;
+    }
+    lua_settop(co, 1);
+    if (lua_checkstack(co, 2)) {
+        lua_rawgetp(co, LUA_REGISTRYINDEX, w);
+        lua_pushnil(co);
+        lua_rawsetp(co, LUA_REGISTRYINDEX, w);
+    } else {
+        lua_pushnil(co);
+    }
+    lt_push_cancelled(co);
+    w->status = lua_rawequal(co, 1, -1) ? LT_CANCELLED : LT_ERROR;
+    lua_pop(co, 1);
+    w->nres = 2;
+    if (w->status == LT_ERROR && w->handles == 0 && lua_checkstack(co, 4)) {
+        lua_pushcfunction(co, report_from_thread);
+        lua_pushlightuserdata(co, w);
+        lua_pushvalue(co, 1);
+        lua_pushvalue(co, 2);
+        if (lua_pcall(co, 3, 0, 0) != LUA_OK)
+            lua_pop(co, 1);
+    }
+}
+
+/* The thread function: runs holding the GIL. */
+static int worker_main(void *arg)
+{
+    lt_worker *w = arg;
+    jmp_buf out;
+    if (setjmp(out) != 0)
+        return TETHER_EXIT; /* left Lua at shutdown; touches nothing */
+    w->ts.exit = &out;
+    if (atomic_load(&w->ts.S->closed))
+        lt_leave(&w->ts);
+    lt_ts_push(&w->ts);
+    lt_switch(&w->ts, w->co);
+    int st = lua_pcall(w->co, w->nargs, LUA_MULTRET, 1);
+    finish(w, st);
+    lt_switch(&w->ts, NULL);
+    lt_ts_pop(&w->ts);
+    w->ts.exit = NULL;
+    return st == LUA_OK ? TETHER_OK : TETHER_EXIT;
+}
+
+/* Reads tether.thread's options table at idx into o. */
+static void read_opts(lua_State *L, int idx, tether_thread_opts *o)
+{
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        if (strcmp(k, "name") == 0) {
+            if (lua_type(L, -1) != LUA_TSTRING)
+                luaL_argerror(L, idx, "option 'name' must be a string");
+            o->name = lua_tostring(L, -1); /* anchored by the options table */
+        } else if (strcmp(k, "daemon") == 0) {
+            o->daemon = lua_toboolean(L, -1);
+        } else if (strcmp(k, "stack_size") == 0) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+                luaL_argerror(L, idx, "option 'stack_size' must be an integer >= 0");
+            o->stack_size = (size_t)lua_tointeger(L, -1);
+        } else {
+            lua_pushfstring(L, "unknown option '%s'", k);
+            luaL_argerror(L, idx, lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* tether.thread([opts,] fn, ...) */
+static int l_thread(lua_State *L)
+{
+    lt_state *S = lt_S(L);
+    lt_tstate *ts = lt_ts();
+    tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
+    int fi = 1;
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        read_opts(L, 1, &o);
+        fi = 2;
+    }
+    luaL_checktype(L, fi, LUA_TFUNCTION);
+    int last = lua_gettop(L);
+    lt_sweep_workers(L, S);
+    lt_handle *hd = new_handle(L);
+    lt_worker *w = new_worker(L, S, hd);
+    w->daemon = o.daemon;
+    load_coroutine(L, w, fi, last);
+    int rc = tether_thread_start(S->interp, worker_main, w, &o, &hd->h);
+    if (rc != TETHER_OK) {
+        hd->h = 0;
+        hd->w = NULL;
+        w->handles = 0;
+        free_worker(L, w);
+        return lt_fail(L, "thread", rc);
+    }
+    w->h = hd->h;
+    cache_or_use(L, hd->h);
+    lt_renew_sentinel(L, S);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Handle methods
+ * ---------------------------------------------------------------------- */
+
+static int push_results(lua_State *L, lt_worker *w)
+{
+    if (!w) { /* a thread tether.thread did not start */
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    luaL_checkstack(L, w->nres + 1, "too many results");
+    lua_pushboolean(L, w->status == LT_DONE);
+    for (int i = 1; i <= w->nres; i++)
+        push_co_value(L, w->co, i);
+    if (w->status != LT_DONE)
+        w->reported = 1;
+    return w->nres + 1;
+}
+
+static int l_join(lua_State *L)
+{
+    lt_handle *hd = check_handle(L, 1);
+    int64_t ns = lt_opt_timeout(L, 2);
+    lt_tstate *ts = lt_ts();
+    int rc = tether_thread_join(hd->h, ns);
+    if (rc == TETHER_EDEADLK)
+        return luaL_error(L, "join: a thread cannot join itself");
+    if (rc == TETHER_ESTATE)
+        return luaL_error(L, "join: this thread was not started by tether.thread");
+    if (!lt_wait_result(L, ts, rc, "join")) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+    }
+    return push_results(L, hd->w);
+}
+
+static int l_alive(lua_State *L)
+{
+    lt_handle *hd = check_handle(L, 1);
+    lua_pushboolean(L, tether_thread_is_alive(hd->h) == 1);
+    return 1;
+}
+
+static const char *status_name(const lt_handle *hd)
+{
+    static const char *const names[] = {"running", "done", "error", "cancelled"};
+    if (hd->w)
+        return names[hd->w->status];
+    return tether_thread_is_alive(hd->h) == 1 ? "running" : "done";
+}
+
+static int l_status(lua_State *L)
+{
+    lua_pushstring(L, status_name(check_handle(L, 1)));
+    return 1;
+}
+
+/* t:raise(value): true if the thread was running, false if it finished. */
+static int l_raise(lua_State *L)
+{
+    lt_state *S = lt_S(L);
+    lt_handle *hd = check_handle(L, 1);
+    luaL_checkany(L, 2);
+    lt_payload_drain(L, S);
+    lua_settop(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lt_payload *pl = malloc(sizeof *pl);
+    if (!pl) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "raise: out of memory");
+    }
+    *pl = (lt_payload){S, ref, NULL};
+    lt_state_ref(S);
+    int rc = tether_thread_raise(hd->h, LT_ASYNC_VALUE, pl, lt_payload_free);
+    if (rc != TETHER_OK) { /* not taken */
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        free(pl);
+        lt_state_unref(S);
+        if (rc != TETHER_ESTATE)
+            return lt_fail(L, "raise", rc);
+    }
+    lua_pushboolean(L, rc == TETHER_OK);
+    return 1;
+}
+
+/* t:cancel(): raises tether.Cancelled in t. */
+static int l_cancel(lua_State *L)
+{
+    lt_handle *hd = check_handle(L, 1);
+    int rc = tether_thread_raise(hd->h, LT_ASYNC_CANCEL, NULL, NULL);
+    if (rc != TETHER_OK && rc != TETHER_ESTATE)
+        return lt_fail(L, "cancel", rc);
+    lua_pushboolean(L, rc == TETHER_OK);
+    return 1;
+}
+
+/* __index: the methods (upvalue 2), then name, ident and daemon. */
+static int l_index(lua_State *L)
+{
+    lt_handle *hd = luaL_checkudata(L, 1, LT_THREAD_MT);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL || !hd->h)
+        return 1;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
+    const char *name;
+    uint64_t ident;
+    if (strcmp(k, "name") == 0 && tether_thread_name(hd->h, &name) == TETHER_OK)
+        lua_pushstring(L, name);
+    else if (strcmp(k, "ident") == 0 && tether_thread_ident(hd->h, &ident) == TETHER_OK)
+        lua_pushinteger(L, (lua_Integer)ident);
+    else if (strcmp(k, "daemon") == 0)
+        lua_pushboolean(L, hd->w && hd->w->daemon);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int l_tostring(lua_State *L)
+{
+    lt_handle *hd = luaL_checkudata(L, 1, LT_THREAD_MT);
+    const char *name = "?";
+    if (!hd->h)
+        return lua_pushliteral(L, "tether.thread (closed)"), 1;
+    (void)tether_thread_name(hd->h, &name);
+    lua_pushfstring(L, "tether.thread: %s (%s)", name, status_name(hd));
+    return 1;
+}
+
+static int l_eq(lua_State *L)
+{
+    lt_handle *a = luaL_testudata(L, 1, LT_THREAD_MT);
+    lt_handle *b = luaL_testudata(L, 2, LT_THREAD_MT);
+    lua_pushboolean(L, a && b && a->h && a->h == b->h);
+    return 1;
+}
+
+static int l_handle_gc(lua_State *L)
+{
+    lt_handle *hd = lua_touserdata(L, 1);
+    lt_worker *w = hd->w;
+    if (w) {
+        if (w->handles == 1 && w->status == LT_ERROR && !w->reported && L != w->co) {
+            push_co_value(L, w->co, 1);
+            push_co_value(L, w->co, 2);
+            report(L, w, 1, -2);
+        }
+        hd->w = NULL;
+        w->handles--;
+        maybe_free(L, w);
+    }
+    (void)tether_thread_release(hd->h);
+    hd->h = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Module functions
+ * ---------------------------------------------------------------------- */
+
+static int l_current(lua_State *L)
+{
+    lt_push_current(L, lt_S(L));
+    return 1;
+}
+
+/* Lists up to cap live threads into buf; returns their number (which may
+   exceed cap: then no reference was kept). */
+static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t cap)
+{
+    size_t n = 0;
+    int rc = tether_thread_list(S->interp, buf, cap, &n);
+    if (rc != TETHER_OK)
+        lt_fail(L, "threads", rc);
+    if (n > cap) {
+        for (size_t i = 0; i < cap; i++)
+            (void)tether_thread_release(buf[i]);
+    }
+    return n;
+}
+
+/* tether.threads(): every live thread of the interpreter.  The handles are
+   made before the references are taken, so no error can leak one. */
+static int l_threads(lua_State *L)
+{
+    lt_state *S = lt_S(L);
+    size_t n = 0, cap = 0;
+    tether_thread *buf = NULL;
+    do {
+        cap = n + 8;
+        lua_settop(L, 0);
+        buf = lua_newuserdatauv(L, cap * sizeof *buf, 0);
+        for (size_t i = 0; i < cap; i++)
+            new_handle(L);
+        n = list_into(L, S, buf, cap);
+    } while (n > cap);
+    for (size_t i = 0; i < n; i++) {
+        lt_handle *hd = lua_touserdata(L, (int)i + 2);
+        hd->h = buf[i];
+        bind_worker(hd, find_worker(S, buf[i]));
+    }
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_pushvalue(L, (int)i + 2);
+        cache_or_use(L, buf[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* Takes the delivered asynchronous exception and disposes of it. */
+static void drop_async(void)
+{
+    void *payload = NULL;
+    tether_dtor dtor = NULL;
+    if (tether_async_fetch(NULL, &payload, &dtor) == TETHER_OK && dtor)
+        dtor(payload);
+}
+
+/* A non-daemon thread still running, other than the caller. */
+static int to_join_at_exit(const lt_worker *w, const lt_tstate *self)
+{
+    return !w->daemon && w->status == LT_RUNNING && !(self && self->worker == w) &&
+           tether_thread_is_alive(w->h) == 1;
+}
+
+void lt_join_all(lt_state *S)
+{
+    lt_tstate *self = lt_ts();
+    for (;;) {
+        lt_worker *w = S->workers;
+        while (w && !to_join_at_exit(w, self))
+            w = w->next;
+        if (!w)
+            return;
+        int rc = tether_thread_join(w->h, -1);
+        if (rc == TETHER_EASYNC) /* aimed at a thread that is leaving anyway */
+            drop_async();
+        else if (rc == TETHER_EFINALIZING)
+            return;
+    }
+}
+
+int lt_reap_workers(lt_state *S, int64_t timeout_ns)
+{
+    struct timespec t;
+    int left_alive = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    int64_t deadline = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec + timeout_ns;
+    for (lt_worker *w = S->workers; w; w = w->next) {
+        if (tether_thread_is_alive(w->h) != 1)
+            continue;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t left = deadline - ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec);
+        left_alive |= tether_thread_join(w->h, left > 0 ? left : 0) == TETHER_ETIMEDOUT;
+    }
+    return left_alive;
+}
+
+void lt_open_thread(lua_State *L, lt_state *S)
+{
+    static const luaL_Reg methods[] = {
+        {"join", l_join},     {"alive", l_alive},   {"status", l_status},
+        {"raise", l_raise},   {"cancel", l_cancel}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", l_handle_gc}, {"__tostring", l_tostring}, {"__eq", l_eq},
+        {NULL, NULL}};
+    static const luaL_Reg funcs[] = {
+        {"thread", l_thread}, {"current", l_current}, {"threads", l_threads},
+        {NULL, NULL}};
+    luaL_newmetatable(L, LT_THREAD_MT);
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, meta, 1);
+    lua_pushlightuserdata(L, S);
+    lua_newtable(L);
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, methods, 1);
+    lua_pushcclosure(L, l_index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    lua_newtable(L); /* the handle cache, weak-valued */
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cache);
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, funcs, 1);
+}

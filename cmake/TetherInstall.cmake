@@ -1,0 +1,51 @@
+# TetherInstall.cmake - installs libtether for consumers: the headers, the
+# library (libtether.so.1 with its links), the CMake package
+# (tetherConfig.cmake, tetherConfigVersion.cmake, tetherTargets.cmake, giving
+# tether::tether) and tether.pc, all in the install component `tether`
+# (`cmake --install <build> --component tether` installs only these).
+# Included from core/CMakeLists.txt once the `tether` target exists.
+include(CMakePackageConfigHelpers)
+
+set(TETHER_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/tether")
+set(TETHER_PKGCONFIG_DIR "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
+
+install(TARGETS tether EXPORT tetherTargets
+  LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tether
+  INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/abi/include/tether"
+  DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT tether
+  FILES_MATCHING PATTERN "*.h")
+install(EXPORT tetherTargets
+  NAMESPACE tether::
+  DESTINATION "${TETHER_CMAKE_DIR}" COMPONENT tether)
+
+configure_package_config_file(
+  "${PROJECT_SOURCE_DIR}/cmake/tetherConfig.cmake.in"
+  "${PROJECT_BINARY_DIR}/tetherConfig.cmake"
+  INSTALL_DESTINATION "${TETHER_CMAKE_DIR}")
+# A consumer asking for 1.x gets any 1.y >= x: one major, one ABI.
+write_basic_package_version_file(
+  "${PROJECT_BINARY_DIR}/tetherConfigVersion.cmake"
+  COMPATIBILITY SameMajorVersion)
+install(FILES
+  "${PROJECT_BINARY_DIR}/tetherConfig.cmake"
+  "${PROJECT_BINARY_DIR}/tetherConfigVersion.cmake"
+  DESTINATION "${TETHER_CMAKE_DIR}" COMPONENT tether)
+
+# tether.pc locates the prefix from its own directory (${pcfiledir}), so an
+# install with `cmake --install --prefix` elsewhere is still found right.
+file(RELATIVE_PATH TETHER_PC_PREFIX_FROM_PCDIR
+  "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
+string(REGEX REPLACE "/$" "" TETHER_PC_PREFIX_FROM_PCDIR
+  "${TETHER_PC_PREFIX_FROM_PCDIR}")
+foreach(_dir INCLUDEDIR LIBDIR)
+  if(IS_ABSOLUTE "${CMAKE_INSTALL_${_dir}}")
+    set(TETHER_PC_${_dir} "${CMAKE_INSTALL_${_dir}}")
+  else()
+    set(TETHER_PC_${_dir} "\${prefix}/${CMAKE_INSTALL_${_dir}}")
+  endif()
+endforeach()
+configure_file("${PROJECT_SOURCE_DIR}/cmake/tether.pc.in"
+  "${PROJECT_BINARY_DIR}/tether.pc" @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/tether.pc"
+  DESTINATION "${TETHER_PKGCONFIG_DIR}" COMPONENT tether)

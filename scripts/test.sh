@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds tether and runs its tests under each preset: dev, asan-ubsan, tsan.
+#
+#   scripts/test.sh [preset...]      (default: dev asan-ubsan tsan)
+#
+# Every preset is configured, built and tested even when an earlier one
+# failed; a summary with one line per preset comes last, and the exit status
+# is non-zero if any build or test failed.
+#
+# Environment:
+#   TETHER_BUILD_ROOT     where the build trees go (default: build, as in
+#                         CMakePresets.json), e.g. build/mine on a shared box
+#   TETHER_CTEST_TIMEOUT  seconds after which ctest kills one test (default 600)
+#   TETHER_JOBS           parallel compile jobs (default: nproc)
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+scripts/deps.sh all || exit 1
+
+if [ "$#" -gt 0 ]; then presets=("$@"); else presets=(dev asan-ubsan tsan); fi
+root="${TETHER_BUILD_ROOT:-build}"
+ctest_timeout="${TETHER_CTEST_TIMEOUT:-600}"
+jobs="${TETHER_JOBS:-$(nproc)}"
+
+summary=()
+failed=0
+
+# Configures, builds and tests one preset; sets $stage to the step that
+# failed (or "ok") and $build_s / $test_s to the seconds each part took.
+run_preset() {
+  local preset="$1" dir="$root/$1" t0="$SECONDS"
+  build_s=0 test_s=0
+  stage=configure
+  cmake --preset "$preset" -B "$dir" || return 1
+  stage=build
+  cmake --build "$dir" -j"$jobs" || { build_s=$((SECONDS - t0)); return 1; }
+  build_s=$((SECONDS - t0))
+  stage="test"
+  t0="$SECONDS"
+  # Not `ctest --preset`: it ignores --test-dir and would test the preset's
+  # own binaryDir.  The test presets add nothing but --output-on-failure.
+  ctest --test-dir "$dir" --output-on-failure -j2 --timeout "$ctest_timeout" \
+    --no-tests=error || { test_s=$((SECONDS - t0)); return 1; }
+  test_s=$((SECONDS - t0))
+  stage=ok
+}
+
+total0="$SECONDS"
+for preset in "${presets[@]}"; do
+  echo
+  echo "=== $preset ==="
+  if run_preset "$preset"; then
+    result="ok"
+  else
+    result="FAILED at $stage"
+    failed=1
+  fi
+  summary+=("$(printf '%-12s %-20s build %4ds  test %4ds' \
+    "$preset" "$result" "$build_s" "$test_s")")
+done
+
+echo
+echo "=== summary ($((SECONDS - total0)) s in all) ==="
+printf '%s\n' "${summary[@]}"
+exit "$failed"

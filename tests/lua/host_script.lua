@@ -1,0 +1,32 @@
+-- Run by tether_lua_host (host.c): the module joins the host's runtime.
+local tether = require "tether"
+
+assert(tether.current().name == "MainThread")
+local shared, lock = {}, tether.lock()
+local ts = {}
+for i = 1, 4 do
+  ts[i] = tether.thread(function()
+    for k = 1, 1000 do
+      local held <close> = lock:held() -- `#` and a new key: not one step
+      shared[#shared + 1] = k
+    end
+    return i
+  end)
+end
+for i = 1, 4 do
+  local ok, v = ts[i]:join()
+  assert(ok and v == i)
+end
+assert(#shared == 4000)
+
+local ready = tether.event()
+local spinner = tether.thread(function() ready:set() while true do end end)
+ready:wait()
+spinner:cancel()
+assert(spinner:join() == false and spinner:status() == "cancelled")
+
+-- a daemon thread left running: the host's finalize stops it; the host's
+-- finalize also joins the non-daemon one, and then checks what it left
+HOST_CHECK = {}
+tether.thread({daemon = true}, function() while true do end end)
+tether.thread(function() tether.sleep(0.02) HOST_CHECK.nondaemon = "done" end)

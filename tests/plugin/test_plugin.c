@@ -1,0 +1,725 @@
+/*
+ * test_plugin.c - the plugin loader: the sample plugins at work, every way a
+ * load is refused, version skew in both directions, reference counts, and
+ * unload safety (label "plugin").
+ *
+ * Whether a library is still mapped is read with dlopen(RTLD_NOLOAD), which
+ * finds a loaded library without loading it.
+ */
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <tether/tether_plugin.h>
+
+#include "support.h"
+
+#define FIXTURE(name) FIXTURE_DIR "/fx_" name ".so"
+
+/* 1 if the library at `path` is mapped in this process. */
+static int is_mapped(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (h)
+        dlclose(h);
+    return h != NULL;
+}
+
+static tether_plugin load(tether_runtime rt, const char *path)
+{
+    tether_plugin p = 0;
+    ASSERT_OK(tether_plugin_load(rt, path, &p));
+    ASSERT(p != 0);
+    return p;
+}
+
+/* Sets `var`, a function pointer, to the plugin's symbol `name`. */
+#define LOOKUP(var, p, name)                                                  \
+    do {                                                                      \
+        void *sym_ = NULL;                                                    \
+        ASSERT_OK(tether_plugin_symbol((p), (name), &sym_));                  \
+        ASSERT(sym_ != NULL);                                                 \
+        memcpy(&(var), &sym_, sizeof(var));                                   \
+    } while (0)
+
+/* Sleeps with the GIL released until *flag is nonzero. */
+static void await_flag(atomic_int *flag)
+{
+    while (!atomic_load(flag))
+        ASSERT_OK(tether_sleep(MS(1)));
+}
+
+/* The sample plugins' exports. */
+typedef void (*tick_fn)(void *ud, int32_t thread, int32_t tick);
+typedef int32_t (*ticker_start_fn)(tick_fn, void *, int32_t, int32_t, int32_t);
+typedef int32_t (*ticker_wait_fn)(int64_t timeout_ms);
+typedef int64_t (*ticker_delivered_fn)(void);
+
+struct ticker {
+    ticker_start_fn start;
+    ticker_wait_fn wait;
+    ticker_delivered_fn delivered;
+};
+
+static struct ticker ticker_api(tether_plugin p)
+{
+    struct ticker t;
+    LOOKUP(t.start, p, "ticker_start");
+    LOOKUP(t.wait, p, "ticker_wait");
+    LOOKUP(t.delivered, p, "ticker_delivered");
+    return t;
+}
+
+/* ------------------------------------------------------------------------
+ * ticker: native threads calling back into guest code
+ * ---------------------------------------------------------------------- */
+
+static int64_t g_ticks; /* not atomic: only touched holding the GIL */
+
+static void count_tick(void *ud, int32_t thread, int32_t tick)
+{
+    (void)ud, (void)thread, (void)tick;
+    ASSERT(tether_gil_held());
+    g_ticks++;
+}
+
+TEST(ticker_native_threads_count_exactly)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, TICKER_PATH);
+    const char *name = NULL, *version = NULL;
+    ASSERT_OK(tether_plugin_info(p, &name, &version));
+    ASSERT_STREQ(name, "ticker");
+    ASSERT_STREQ(version, "1.0.0");
+    struct ticker t = ticker_api(p);
+
+    ASSERT_OK(t.start(count_tick, NULL, 8, 1000, 0));
+    ASSERT_OK(t.wait(-1)); /* releases the GIL while the workers run */
+    ASSERT_EQ(g_ticks, 8 * 1000);
+    ASSERT_EQ(t.delivered(), 8 * 1000);
+
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(TICKER_PATH)); /* ticker is unloadable */
+    t_finalize(rt);
+}
+
+/* The guest side of a "void(ptr,i32,i32)" callback handed to ticker. */
+static int guest_tick(void **args, void *ret, void *userdata)
+{
+    (void)ret;
+    int64_t *sum = userdata;
+    *sum += *(int32_t *)args[2] + 1;
+    return TETHER_OK;
+}
+
+TEST(ticker_calls_a_callback_through_ffi_call)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, TICKER_PATH);
+    int64_t sum = 0; /* only touched holding the GIL */
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "void(ptr,i32,i32)",
+                                  guest_tick, &sum, &cb));
+
+    void *start = NULL, *wait = NULL, *code = tether_callback_code(cb);
+    ASSERT_OK(tether_plugin_symbol(p, "ticker_start", &start));
+    ASSERT_OK(tether_plugin_symbol(p, "ticker_wait", &wait));
+    void *ud = NULL;
+    int32_t nthreads = 4, ticks = 50, interval = 0, rc = -99;
+    void *start_args[] = {&code, &ud, &nthreads, &ticks, &interval};
+    ASSERT_OK(tether_ffi_call(start, "i32(ptr,ptr,i32,i32,i32)", start_args, &rc));
+    ASSERT_OK(rc);
+    int64_t forever = -1;
+    void *wait_args[] = {&forever};
+    ASSERT_OK(tether_ffi_call(wait, "i32(i64)", wait_args, &rc));
+    ASSERT_OK(rc);
+    ASSERT_EQ(sum, 4 * (50 * 51 / 2)); /* each thread: ticks 0..49, plus one */
+
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    t_finalize(rt);
+}
+
+static atomic_long g_async_ticks;
+
+static void atomic_tick(void *ud, int32_t thread, int32_t tick)
+{
+    (void)ud, (void)thread, (void)tick;
+    atomic_fetch_add(&g_async_ticks, 1);
+}
+
+TEST(unload_stops_ticker_threads_that_still_call_back)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, TICKER_PATH);
+    struct ticker t = ticker_api(p);
+    ASSERT_OK(t.start(atomic_tick, NULL, 4, 1000000, 100)); /* for ever */
+    while (atomic_load(&g_async_ticks) < 100)
+        ASSERT_OK(tether_sleep(MS(1)));
+
+    /* fini stops and joins the threads; unload waits for it. */
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(TICKER_PATH));
+    long after = atomic_load(&g_async_ticks);
+    ASSERT_OK(tether_sleep(MS(20)));
+    ASSERT_EQ(atomic_load(&g_async_ticks), after); /* no thread is left */
+    t_finalize(rt);
+}
+
+static atomic_int g_final_seen;
+
+/* Keeps the GIL busy until finalize makes the checkpoint fail. */
+static void busy_tick(void *ud, int32_t thread, int32_t tick)
+{
+    (void)ud, (void)thread, (void)tick;
+    atomic_fetch_add(&g_async_ticks, 1);
+    for (int i = 0; i < 1000; i++)
+        if (tether_checkpoint() == TETHER_EFINALIZING) {
+            atomic_fetch_add(&g_final_seen, 1);
+            return; /* detached now: must not touch guest state */
+        }
+}
+
+TEST(finalize_while_native_threads_are_mid_callback)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, TICKER_PATH);
+    struct ticker t = ticker_api(p);
+    ASSERT_OK(t.start(busy_tick, NULL, 4, 1000000, 0));
+    while (atomic_load(&g_async_ticks) < 50)
+        ASSERT_OK(tether_sleep(MS(1)));
+
+    int rc = tether_runtime_finalize(rt, SECONDS(10));
+    ASSERT(rc == TETHER_OK || rc == TETHER_ETIMEDOUT);
+    /* Every worker's next ensure fails, so the run ends by itself. */
+    ASSERT_OK(t.wait(-1));
+    long after = atomic_load(&g_async_ticks);
+    ASSERT(after < 4L * 1000000);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT_EQ(atomic_load(&g_async_ticks), after);
+    ASSERT(!is_mapped(TICKER_PATH));
+}
+
+/* ------------------------------------------------------------------------
+ * pool: a directly linked plugin; blockio: interruptible blocking reads
+ * ---------------------------------------------------------------------- */
+
+static int g_jobs_run; /* only touched holding the GIL */
+
+static int32_t job_times_ten(void *ud)
+{
+    ASSERT(tether_gil_held());
+    g_jobs_run++;
+    return *(int *)ud * 10;
+}
+
+TEST(pool_runs_guest_jobs_on_its_workers)
+{
+    typedef void *(*submit_fn)(int32_t (*)(void *), void *, int32_t);
+    typedef int32_t (*wait_fn)(void *, int64_t, int32_t *);
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, POOL_PATH);
+    submit_fn submit;
+    wait_fn wait;
+    LOOKUP(submit, p, "pool_submit");
+    LOOKUP(wait, p, "pool_wait");
+
+    int values[16];
+    void *tickets[16];
+    for (int i = 0; i < 16; i++) {
+        values[i] = i;
+        ASSERT((tickets[i] = submit(job_times_ten, &values[i], 1000)) != NULL);
+    }
+    for (int i = 0; i < 16; i++) {
+        int32_t r = -1;
+        ASSERT_OK(wait(tickets[i], -1, &r));
+        ASSERT_EQ(r, i * 10);
+    }
+    ASSERT_EQ(g_jobs_run, 16);
+
+    /* The job's guest part needs the GIL, which this thread keeps while it
+       tries once: the wait must time out, and the ticket stays valid. */
+    void *late = submit(job_times_ten, &values[3], 0);
+    int32_t r = -1;
+    ASSERT_STATUS(wait(late, 0, &r), TETHER_ETIMEDOUT);
+    ASSERT_OK(wait(late, 5000, &r));
+    ASSERT_EQ(r, 30);
+
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(is_mapped(POOL_PATH)); /* not unloadable: stays mapped */
+    t_finalize(rt);
+}
+
+typedef int32_t (*blockio_read_fn)(int32_t, void *, int32_t, int32_t *);
+
+TEST(blockio_reads_what_was_written)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, BLOCKIO_PATH);
+    blockio_read_fn read_fn;
+    int32_t (*pipe_fn)(int32_t *);
+    int32_t (*write_fn)(int32_t, const void *, int32_t);
+    LOOKUP(read_fn, p, "blockio_read");
+    LOOKUP(pipe_fn, p, "blockio_pipe");
+    LOOKUP(write_fn, p, "blockio_write");
+    int32_t fds[2];
+    ASSERT_OK(pipe_fn(fds));
+    ASSERT_EQ(write_fn(fds[1], "hello", 5), 5);
+    char buf[16] = {0};
+    int32_t n = -1;
+    ASSERT_OK(read_fn(fds[0], buf, sizeof buf, &n));
+    ASSERT_EQ(n, 5);
+    ASSERT_STREQ(buf, "hello");
+    close(fds[0]);
+    close(fds[1]);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    t_finalize(rt);
+}
+
+struct reader {
+    blockio_read_fn read;
+    int fd;
+    atomic_int started;
+    int rc;
+    int64_t code;
+    t_sem done;
+};
+
+static int reader_thread(void *arg)
+{
+    struct reader *r = arg;
+    char buf[8];
+    int32_t n;
+    atomic_store(&r->started, 1);
+    r->rc = r->read(r->fd, buf, sizeof buf, &n);
+    if (r->rc == TETHER_EASYNC)
+        ASSERT_OK(tether_async_fetch(&r->code, NULL, NULL));
+    t_sem_post(&r->done); /* no tether call after finalize */
+    return TETHER_OK;
+}
+
+/* Starts a thread blocked reading an empty pipe; returns blockio. */
+static tether_plugin start_reader(tether_runtime rt, struct reader *r,
+                                  int fds[2], tether_thread *t, int daemon)
+{
+    tether_plugin p = load(rt, BLOCKIO_PATH);
+    LOOKUP(r->read, p, "blockio_read");
+    ASSERT_EQ(pipe(fds), 0);
+    r->fd = fds[0];
+    t_sem_init(&r->done);
+    *t = daemon ? t_start_daemon(t_main_interp(rt), reader_thread, r)
+                : t_start(t_main_interp(rt), reader_thread, r);
+    await_flag(&r->started);
+    ASSERT_OK(tether_sleep(MS(20))); /* most likely blocked in poll by now */
+    return p;
+}
+
+TEST(blockio_read_is_interrupted_by_an_async_exception)
+{
+    tether_runtime rt = t_runtime(NULL);
+    struct reader r = {0};
+    int fds[2];
+    tether_thread t;
+    tether_plugin p = start_reader(rt, &r, fds, &t, 0);
+    ASSERT_OK(tether_thread_raise(t, 42, NULL, NULL));
+    ASSERT_OK(t_join(t));
+    ASSERT_STATUS(r.rc, TETHER_EASYNC);
+    ASSERT_EQ(r.code, 42);
+    close(fds[0]);
+    close(fds[1]);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    t_finalize(rt);
+}
+
+TEST(blockio_read_is_interrupted_by_finalize)
+{
+    tether_runtime rt = t_runtime(NULL);
+    struct reader r = {0};
+    int fds[2];
+    tether_thread t;
+    tether_plugin p = start_reader(rt, &r, fds, &t, 1);
+    ASSERT_OK(tether_thread_release(t));
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(10)));
+    t_sem_wait(&r.done);
+    ASSERT_STATUS(r.rc, TETHER_EFINALIZING);
+    ASSERT_OK(tether_plugin_unload(p, -1)); /* a plugin outlives its runtime */
+}
+
+/* ------------------------------------------------------------------------
+ * Refused loads: each has its own status and sentence, and leaves nothing
+ * loaded
+ * ---------------------------------------------------------------------- */
+
+/* `also` (may be NULL) is a second fragment the sentence must contain. */
+static void expect_refused(const char *path, int status, const char *fragment,
+                           const char *also)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = 12345;
+    ASSERT_STATUS(tether_plugin_load(rt, path, &p), status);
+    ASSERT_EQ(p, 12345); /* out is written only on success */
+    ASSERT_CONTAINS(tether_last_error(), "tether_plugin_load: ");
+    ASSERT_CONTAINS(tether_last_error(), path);
+    ASSERT_CONTAINS(tether_last_error(), fragment);
+    if (also)
+        ASSERT_CONTAINS(tether_last_error(), also);
+    ASSERT(!is_mapped(path));
+    t_finalize(rt);
+}
+
+TEST(refuses_a_missing_file)
+{
+    expect_refused("/nonexistent/plugin.so", TETHER_EPLUGIN,
+                   "cannot open plugin '/nonexistent/plugin.so': No such file", NULL);
+}
+
+TEST(refuses_a_file_that_is_not_a_shared_object)
+{
+    expect_refused(NOT_A_PLUGIN, TETHER_EPLUGIN, "is not a loadable shared object: ", NULL);
+}
+
+TEST(refuses_a_library_without_an_entry)
+{
+    expect_refused(FIXTURE("no_entry"), TETHER_EPLUGIN,
+                   "has no tether_plugin_entry, so it is not a tether plugin", NULL);
+}
+
+TEST(refuses_an_entry_returning_null)
+{
+    expect_refused(FIXTURE("null_desc"), TETHER_EPLUGIN,
+                   "returned NULL: the plugin refused host ABI", NULL);
+}
+
+TEST(refuses_a_descriptor_too_small_for_its_version)
+{
+    expect_refused(FIXTURE("tiny_desc"), TETHER_EPLUGIN,
+                   "is 4 bytes, too small to hold even its ABI version", NULL);
+}
+
+TEST(refuses_an_undersized_descriptor)
+{
+    char want[128];
+    snprintf(want, sizeof want, "is %zu bytes, smaller than the %zu of tether "
+             "ABI 1.0", offsetof(tether_plugin_desc, init),
+             sizeof(tether_plugin_desc));
+    expect_refused(FIXTURE("small_desc"), TETHER_EPLUGIN, want, NULL);
+}
+
+TEST(refuses_another_major_version)
+{
+    char want[128];
+    snprintf(want, sizeof want, "needs tether ABI %d.0, but this host has ABI %d.%d "
+             "(another major version)", TETHER_ABI_MAJOR + 1, TETHER_ABI_MAJOR,
+             TETHER_ABI_MINOR);
+    expect_refused(FIXTURE("wrong_major"), TETHER_EVERSION, want, NULL);
+}
+
+TEST(refuses_a_newer_minor_version)
+{
+    char want[128];
+    snprintf(want, sizeof want, "needs tether ABI %d.%d, but this host has ABI %d.%d "
+             "(a newer minor version)", TETHER_ABI_MAJOR, TETHER_ABI_MINOR + 1,
+             TETHER_ABI_MAJOR, TETHER_ABI_MINOR);
+    expect_refused(FIXTURE("newer_minor"), TETHER_EVERSION, want, NULL);
+}
+
+TEST(refuses_unknown_flags)
+{
+    expect_refused(FIXTURE("bad_flags"), TETHER_EPLUGIN, "has unknown flags 0x80", NULL);
+}
+
+TEST(refuses_a_descriptor_without_a_name)
+{
+    expect_refused(FIXTURE("no_name"), TETHER_EPLUGIN, "has no name", NULL);
+}
+
+TEST(refuses_a_plugin_whose_init_fails)
+{
+    expect_refused(FIXTURE("failing_init"), TETHER_EPLUGIN,
+                   "the init of plugin 'failing_init' (",
+                   ") failed with EINVAL (-1)");
+}
+
+/* ------------------------------------------------------------------------
+ * Version skew in both directions
+ * ---------------------------------------------------------------------- */
+
+TEST(plugin_for_a_newer_host_degrades_with_api_has)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("skew_newer"));
+    int32_t (*mode)(void);
+    LOOKUP(mode, p, "skew_mode");
+    ASSERT_EQ(mode(), 1); /* fell back: this host has no future_call */
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    t_finalize(rt);
+}
+
+TEST(plugin_for_an_older_host_finds_its_members)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("skew_older"));
+    int32_t (*ok)(void);
+    LOOKUP(ok, p, "skew_older_ok");
+    ASSERT_EQ(ok(), 1);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    t_finalize(rt);
+}
+
+/* ------------------------------------------------------------------------
+ * References and unload safety
+ * ---------------------------------------------------------------------- */
+
+TEST(loading_the_same_file_twice_counts_references)
+{
+    tether_runtime rt = t_runtime(NULL);
+    /* The same file through another spelling of its path: dir/./file. */
+    char other[PATH_MAX];
+    const char *slash = strrchr(TICKER_PATH, '/');
+    snprintf(other, sizeof other, "%.*s/.%s", (int)(slash - TICKER_PATH),
+             TICKER_PATH, slash);
+    tether_plugin a = load(rt, TICKER_PATH), b = load(rt, other);
+    ASSERT_EQ(a, b);
+
+    ASSERT_OK(tether_plugin_unload(a, -1));
+    ASSERT(is_mapped(TICKER_PATH));
+    struct ticker t = ticker_api(b); /* still loaded and usable */
+    ASSERT_EQ(t.delivered(), 0);
+    ASSERT_OK(tether_plugin_unload(b, -1));
+    ASSERT(!is_mapped(TICKER_PATH));
+    ASSERT_STATUS(tether_plugin_unload(a, -1), TETHER_EBADHANDLE);
+    t_finalize(rt);
+}
+
+struct loader {
+    tether_runtime rt;
+    tether_plugin p;
+    int rc;
+};
+
+static void *load_on_foreign_thread(void *arg)
+{
+    struct loader *l = arg;
+    l->rc = tether_plugin_load(l->rt, FIXTURE("unloadable"), &l->p);
+    return NULL;
+}
+
+TEST(concurrent_loads_share_one_init)
+{
+    tether_runtime rt = t_runtime(NULL);
+    ASSERT_EQ(setenv("FX_INIT_SLEEP_MS", "30", 1), 0); /* loads meet init */
+    struct loader l[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        l[i] = (struct loader){rt, 0, -99};
+        th[i] = t_pthread(load_on_foreign_thread, &l[i]);
+    }
+    TETHER_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < 4; i++)
+        t_pthread_join(th[i]);
+    TETHER_END_ALLOW_THREADS
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(l[i].rc);
+        ASSERT_EQ(l[i].p, l[0].p);
+    }
+    int32_t (*inits)(void);
+    LOOKUP(inits, l[0].p, "fx_inits");
+    ASSERT_EQ(inits(), 1);
+    for (int i = 0; i < 4; i++) {
+        ASSERT(is_mapped(FIXTURE("unloadable")));
+        ASSERT_OK(tether_plugin_unload(l[i].p, -1));
+    }
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    t_finalize(rt);
+}
+
+struct blocked_call {
+    void *fn;
+    atomic_int flags[2]; /* [0]: inside the plugin; [1]: may return */
+    int rc;
+    int32_t result;
+};
+
+static void *call_into_plugin(void *arg)
+{
+    struct blocked_call *b = arg;
+    atomic_int *flags = b->flags;
+    void *args[] = {&flags};
+    b->rc = tether_ffi_call(b->fn, "i32(ptr)", args, &b->result);
+    return NULL;
+}
+
+TEST(unload_times_out_while_a_call_is_in_progress)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    struct blocked_call b = {0};
+    ASSERT_OK(tether_plugin_symbol(p, "fx_block", &b.fn));
+    pthread_t th = t_pthread(call_into_plugin, &b);
+    await_flag(&b.flags[0]);
+
+    ASSERT_STATUS(tether_plugin_unload(p, MS(50)), TETHER_ETIMEDOUT);
+    ASSERT_CONTAINS(tether_last_error(), "calls into it were still in progress");
+    /* Kept: loaded, usable, and the reference is still ours. */
+    int32_t (*call_self)(int32_t);
+    LOOKUP(call_self, p, "fx_call_self");
+    ASSERT_EQ(call_self(21), 42);
+
+    atomic_store(&b.flags[1], 1);
+    t_pthread_join(th);
+    ASSERT_OK(b.rc);
+    ASSERT_EQ(b.result, 7);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    t_finalize(rt);
+}
+
+struct unloader {
+    tether_plugin p;
+    atomic_int *release_flag;
+    int rc;
+    int released_before_return;
+};
+
+static void *unload_on_foreign_thread(void *arg)
+{
+    struct unloader *u = arg;
+    u->rc = tether_plugin_unload(u->p, -1);
+    u->released_before_return = atomic_load(u->release_flag);
+    return NULL;
+}
+
+TEST(unload_waits_for_a_call_in_progress)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    struct blocked_call b = {0};
+    ASSERT_OK(tether_plugin_symbol(p, "fx_block", &b.fn));
+    pthread_t caller = t_pthread(call_into_plugin, &b);
+    await_flag(&b.flags[0]);
+
+    struct unloader u = {p, &b.flags[1], -99, 0};
+    pthread_t unloader = t_pthread(unload_on_foreign_thread, &u);
+    ASSERT_OK(tether_sleep(MS(20))); /* most likely waiting by now */
+    atomic_store(&b.flags[1], 1);
+    TETHER_BEGIN_ALLOW_THREADS
+    t_pthread_join(caller);
+    t_pthread_join(unloader);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(b.rc);
+    ASSERT_OK(u.rc);
+    ASSERT_EQ(u.released_before_return, 1);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    t_finalize(rt);
+}
+
+TEST(unload_keeps_a_plugin_mapped_while_a_callback_into_it_lives)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    tether_guest_fn guest;
+    LOOKUP(guest, p, "fx_guest");
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", guest, NULL, &cb));
+    int32_t (*code)(int32_t);
+    void *c = tether_callback_code(cb);
+    memcpy(&code, &c, sizeof code);
+    ASSERT_EQ(code(5), 10);
+
+    /* fini runs (and frees the plugin's own callback), then the wait for
+       ours times out: finalized, but still mapped. */
+    ASSERT_STATUS(tether_plugin_unload(p, MS(20)), TETHER_ETIMEDOUT);
+    ASSERT_CONTAINS(tether_last_error(), "still alive after fini");
+    ASSERT(is_mapped(FIXTURE("unloadable")));
+    ASSERT_EQ(code(6), 12);
+    void *sym;
+    ASSERT_STATUS(tether_plugin_symbol(p, "fx_guest", &sym), TETHER_ESTATE);
+    tether_callback late;
+    ASSERT_STATUS(tether_callback_new(interp, "i32(i32)", guest, NULL, &late),
+                  TETHER_ESTATE);
+
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    t_finalize(rt);
+}
+
+TEST(load_survives_every_allocation_failure)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = 0;
+    int rc;
+    for (uint64_t n = 1;; n++) {
+        ASSERT(n < 1000);
+        ASSERT_OK(tether_fault_inject(TETHER_FAULT_ALLOC, n, 1));
+        rc = tether_plugin_load(rt, FIXTURE("unloadable"), &p);
+        ASSERT_OK(tether_fault_inject(TETHER_FAULT_ALLOC, 0, 0));
+        if (rc == TETHER_OK)
+            break;
+        /* The failed allocation was the loader's, or init's own. */
+        if (rc == TETHER_EPLUGIN)
+            ASSERT_CONTAINS(tether_last_error(), "failed with ENOMEM");
+        else
+            ASSERT_STATUS(rc, TETHER_ENOMEM);
+        ASSERT(!is_mapped(FIXTURE("unloadable")));
+    }
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    t_finalize(rt);
+}
+
+TEST(bad_arguments_get_errors)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = 0;
+    ASSERT_STATUS(tether_plugin_load(rt, NULL, &p), TETHER_EINVAL);
+    ASSERT_STATUS(tether_plugin_load(rt, TICKER_PATH, NULL), TETHER_EINVAL);
+    ASSERT_STATUS(tether_plugin_load(0, TICKER_PATH, &p), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_plugin_unload(0, -1), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_plugin_info(0, NULL, NULL), TETHER_EBADHANDLE);
+    void *sym;
+    ASSERT_STATUS(tether_plugin_symbol(0, "x", &sym), TETHER_EBADHANDLE);
+
+    p = load(rt, BLOCKIO_PATH);
+    ASSERT_OK(tether_plugin_info(p, NULL, NULL));
+    ASSERT_STATUS(tether_plugin_symbol(p, "nope", &sym), TETHER_EPLUGIN);
+    ASSERT_CONTAINS(tether_last_error(), "plugin 'blockio' has no symbol 'nope'");
+    ASSERT_STATUS(tether_plugin_symbol(p, NULL, &sym), TETHER_EINVAL);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT_STATUS(tether_plugin_symbol(p, "blockio_read", &sym), TETHER_EBADHANDLE);
+    t_finalize(rt);
+    ASSERT_STATUS(tether_plugin_load(rt, TICKER_PATH, &p), TETHER_EBADHANDLE);
+}
+
+RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
+            TEST_ENTRY(ticker_calls_a_callback_through_ffi_call),
+            TEST_ENTRY(unload_stops_ticker_threads_that_still_call_back),
+            TEST_ENTRY(finalize_while_native_threads_are_mid_callback),
+            TEST_ENTRY(pool_runs_guest_jobs_on_its_workers),
+            TEST_ENTRY(blockio_reads_what_was_written),
+            TEST_ENTRY(blockio_read_is_interrupted_by_an_async_exception),
+            TEST_ENTRY(blockio_read_is_interrupted_by_finalize),
+            TEST_ENTRY(refuses_a_missing_file),
+            TEST_ENTRY(refuses_a_file_that_is_not_a_shared_object),
+            TEST_ENTRY(refuses_a_library_without_an_entry),
+            TEST_ENTRY(refuses_an_entry_returning_null),
+            TEST_ENTRY(refuses_a_descriptor_too_small_for_its_version),
+            TEST_ENTRY(refuses_an_undersized_descriptor),
+            TEST_ENTRY(refuses_another_major_version),
+            TEST_ENTRY(refuses_a_newer_minor_version),
+            TEST_ENTRY(refuses_unknown_flags),
+            TEST_ENTRY(refuses_a_descriptor_without_a_name),
+            TEST_ENTRY(refuses_a_plugin_whose_init_fails),
+            TEST_ENTRY(plugin_for_a_newer_host_degrades_with_api_has),
+            TEST_ENTRY(plugin_for_an_older_host_finds_its_members),
+            TEST_ENTRY(loading_the_same_file_twice_counts_references),
+            TEST_ENTRY(concurrent_loads_share_one_init),
+            TEST_ENTRY(unload_times_out_while_a_call_is_in_progress),
+            TEST_ENTRY(unload_waits_for_a_call_in_progress),
+            TEST_ENTRY(unload_keeps_a_plugin_mapped_while_a_callback_into_it_lives),
+            TEST_ENTRY(load_survives_every_allocation_failure),
+            TEST_ENTRY(bad_arguments_get_errors))

@@ -1,0 +1,503 @@
+/*
+ * test_oom_sweep.c - allocation-failure sweeps with exact accounting.
+ *
+ * SQLite's malloc sweep, applied to every tether operation that allocates:
+ * fail allocation 1, then 2, then 3, ... of the operation until it
+ * succeeds, once with a transient fault (only allocation n fails) and once
+ * with a persistent one (allocation n and every later one fail).  Each
+ * failing step must
+ *   - return TETHER_ENOMEM with a sentence naming the function, and write
+ *     no out-parameter;
+ *   - give back every block it took: the suite counts the library's blocks
+ *     through tether_set_allocator, so this is checked exactly in every
+ *     build, not only when LeakSanitizer runs at exit;
+ *   - leave the runtime usable: the GIL, thread start and join, locks,
+ *     events and nested ensure all work right after it.
+ * And the sweep must really reach every allocation: it goes on until the
+ * operation succeeds, and must have failed at least as many steps as the
+ * operation makes allocations when nothing fails (a failure that is
+ * swallowed and "succeeds" anyway is reported).
+ *
+ * tests/unit/test_oom.c runs the transient sweep of the main operations
+ * with the ASan build's leak check; this file adds the persistent faults,
+ * the exact accounting, the usability check and the operations reached
+ * only from particular states (a second interpreter while attached, a
+ * thread object for a foreign thread, a plugin).
+ */
+#include <tether/tether.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "rel.h"
+#include "runner.h"
+#include "support.h"
+
+#define UNTOUCHED 0x5e5e5e5eu
+enum { MAX_STEPS = 300 };
+
+/* What one attempt runs with: allocation `nth` fails, and `count` - 1
+   after it (count 0: all later ones).  nth 0 is the fault-free run. */
+typedef struct fault {
+    uint64_t nth, count;
+} fault;
+
+/* An attempt: runs the operation under `f`, undoes a success, and returns
+   the operation's status.  It stores in g_made the number of blocks the
+   operation took (the dry run's count is the sweep's target). */
+typedef int (*attempt_fn)(const fault *f);
+
+static tether_runtime g_rt;
+static tether_interp g_interp, g_second;
+static atomic_long g_made;
+static long g_before;
+
+static void arm(const fault *f)
+{
+    g_before = rel_allocs();
+    ASSERT_OK(tether_fault_inject(TETHER_FAULT_ALLOC, f->nth, f->count));
+}
+
+/* Turns the fault off at once and records what the operation allocated. */
+static int disarm(int rc)
+{
+    ASSERT_OK(tether_fault_inject(TETHER_FAULT_ALLOC, 0, 0));
+    atomic_store(&g_made, rel_allocs() - g_before);
+    return rc;
+}
+
+/* The runtime still works: the GIL, a thread, a lock, an event, nested
+   ensure.  Everything it makes it frees, so it must not change the count
+   of live blocks either. */
+static void check_usable(void)
+{
+    long live = rel_live_blocks();
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(g_interp, &st));
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_EQ(t_join(t_start(g_interp, t_return_arg, RESULT(TETHER_EXIT))),
+              TETHER_EXIT);
+    tether_lock l;
+    tether_event e;
+    ASSERT_OK(tether_lock_new(&l));
+    ASSERT_OK(tether_lock_acquire(l, 0));
+    ASSERT_OK(tether_lock_release(l));
+    ASSERT_OK(tether_lock_free(l));
+    ASSERT_OK(tether_event_new(&e));
+    ASSERT_OK(tether_event_set(e));
+    ASSERT_OK(tether_event_wait(e, 0));
+    ASSERT_OK(tether_event_free(e));
+    ASSERT_OK(tether_release(st));
+    ASSERT_EQ(rel_live_blocks(), live);
+}
+
+/* Sweeps one operation with faults of `count` (1 transient, 0 persistent). */
+static void sweep(const char *what, attempt_fn attempt, uint64_t count)
+{
+    const fault none = {0, 0};
+    ASSERT_OK(attempt(&none)); /* warm caches, grow the handle table */
+    ASSERT_OK(attempt(&none));
+    long need = atomic_load(&g_made);
+    ASSERT(need > 0);
+    for (uint64_t n = 1;; n++) {
+        if (n > MAX_STEPS)
+            runner_fail(__FILE__, __LINE__, "%s never succeeded", what);
+        long live = rel_live_blocks();
+        int rc = attempt(&(fault){n, count});
+        if (rc == TETHER_OK) {
+            if ((long)n - 1 < need)
+                runner_fail(__FILE__, __LINE__,
+                            "%s succeeded with allocation %llu of %ld failing",
+                            what, (unsigned long long)n, need);
+            break;
+        }
+        if (rc != TETHER_ENOMEM)
+            runner_fail(__FILE__, __LINE__, "%s, allocation %llu failing: got "
+                        "%s: %s", what, (unsigned long long)n,
+                        tether_status_name(rc), tether_last_error());
+        if (rel_live_blocks() != live)
+            runner_fail(__FILE__, __LINE__, "%s, allocation %llu failing: %ld "
+                        "block(s) leaked", what, (unsigned long long)n,
+                        rel_live_blocks() - live);
+        if (g_rt)
+            check_usable();
+    }
+}
+
+static void sweep_both(const char *what, attempt_fn attempt)
+{
+    sweep(what, attempt, 1);
+    sweep(what, attempt, 0);
+}
+
+/* A runtime (and a second interpreter) made with the counting allocator;
+   the main thread holds the GIL. */
+static void setup(uint32_t flags)
+{
+    rel_count_allocations();
+    tether_config cfg = {sizeof cfg, flags, 0, NULL, NULL};
+    ASSERT_OK(tether_runtime_create(&cfg, &g_rt));
+    g_interp = t_main_interp(g_rt);
+    ASSERT_OK(tether_interp_create(g_rt, &g_second));
+}
+
+static void teardown(void)
+{
+    ASSERT_OK(tether_interp_destroy(g_second, SECONDS(10)));
+    t_finalize(g_rt);
+    g_rt = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Attempts on the calling thread
+ * ---------------------------------------------------------------------- */
+
+static uint32_t g_create_flags;
+
+static int try_runtime_create(const fault *f)
+{
+    tether_runtime rt = UNTOUCHED;
+    tether_config cfg = {sizeof cfg, g_create_flags, 0, NULL, NULL};
+    arm(f);
+    int rc = disarm(tether_runtime_create(&cfg, &rt));
+    if (rc == TETHER_OK) {
+        t_finalize(rt);
+        return rc;
+    }
+    ASSERT_EQ(rt, UNTOUCHED);
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_CONTAINS(tether_last_error(), "tether_runtime_create");
+    return rc;
+}
+
+static int try_interp_create(const fault *f)
+{
+    tether_interp interp = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_interp_create(g_rt, &interp));
+    if (rc == TETHER_OK)
+        ASSERT_OK(tether_interp_destroy(interp, SECONDS(10)));
+    else
+        ASSERT_EQ(interp, UNTOUCHED);
+    return rc;
+}
+
+static tether_thread_opts g_opts;
+
+static int try_thread_start(const fault *f)
+{
+    size_t before = t_thread_count(g_interp);
+    tether_thread t = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_thread_start(g_interp, t_return_arg, NULL,
+                                        g_opts.size ? &g_opts : NULL, &t));
+    if (rc == TETHER_OK) {
+        ASSERT_EQ(t_join(t), TETHER_OK);
+        return rc;
+    }
+    ASSERT_EQ(t, UNTOUCHED);
+    ASSERT_EQ(t_thread_count(g_interp), before);
+    ASSERT_CONTAINS(tether_last_error(), "tether_thread_start");
+    return rc;
+}
+
+/* Ensure of an interpreter the caller never used, while attached to the
+   main one: a failure must leave the caller attached to the main
+   interpreter.  Each attempt uses a new interpreter (destroying it evicts
+   the caller's cached state), so each one makes a thread state. */
+static int try_ensure_other(const fault *f)
+{
+    tether_interp other;
+    tether_gilstate st = UNTOUCHED;
+    ASSERT_OK(tether_interp_create(g_rt, &other));
+    arm(f);
+    int rc = disarm(tether_ensure(other, &st));
+    ASSERT_EQ(tether_gil_held(), 1);
+    if (rc == TETHER_OK) {
+        ASSERT_OK(tether_release(st));
+    } else {
+        ASSERT_EQ(st, UNTOUCHED);
+        ASSERT_CONTAINS(tether_last_error(), "tether_ensure");
+    }
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_interp_destroy(other, SECONDS(10)));
+    return rc;
+}
+
+static int try_lock_new(const fault *f)
+{
+    tether_lock l = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_lock_new(&l));
+    if (rc == TETHER_OK)
+        ASSERT_OK(tether_lock_free(l));
+    else
+        ASSERT_EQ(l, UNTOUCHED);
+    return rc;
+}
+
+static int try_event_new(const fault *f)
+{
+    tether_event e = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_event_new(&e));
+    if (rc == TETHER_OK)
+        ASSERT_OK(tether_event_free(e));
+    else
+        ASSERT_EQ(e, UNTOUCHED);
+    return rc;
+}
+
+static int try_channel_new(const fault *f)
+{
+    tether_channel ch = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_channel_new(4, &ch));
+    if (rc == TETHER_OK)
+        ASSERT_OK(tether_channel_release(ch));
+    else
+        ASSERT_EQ(ch, UNTOUCHED);
+    return rc;
+}
+
+static int g_soon_runs;
+
+static int soon(void *arg)
+{
+    (void)arg;
+    g_soon_runs++;
+    return TETHER_OK;
+}
+
+static int try_call_soon(const fault *f)
+{
+    int before = g_soon_runs;
+    arm(f);
+    int rc = disarm(tether_call_soon(g_interp, soon, NULL));
+    ASSERT_OK(tether_checkpoint()); /* runs it, if it was queued */
+    ASSERT_EQ(g_soon_runs, before + (rc == TETHER_OK));
+    return rc;
+}
+
+static int guest_noop(void **args, void *ret, void *ud)
+{
+    (void)args, (void)ret, (void)ud;
+    return TETHER_OK;
+}
+
+static int try_callback_new(const fault *f)
+{
+    tether_callback cb = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_callback_new(g_interp, "i32(i32,ptr)", guest_noop,
+                                        NULL, &cb));
+    if (rc == TETHER_OK)
+        ASSERT_OK(tether_callback_free(cb));
+    else
+        ASSERT_EQ(cb, UNTOUCHED);
+    return rc;
+}
+
+#ifdef REL_PLUGIN_PATH
+static int try_plugin_load(const fault *f)
+{
+    tether_plugin p = UNTOUCHED;
+    arm(f);
+    int rc = disarm(tether_plugin_load(g_rt, REL_PLUGIN_PATH, &p));
+    if (rc == TETHER_OK)
+        ASSERT_OK(tether_plugin_unload(p, SECONDS(10)));
+    else
+        ASSERT_EQ(p, UNTOUCHED);
+    return rc;
+}
+#endif
+
+/* ------------------------------------------------------------------------
+ * Attempts on a new pthread (a thread the runtime has never seen)
+ * ---------------------------------------------------------------------- */
+
+struct remote {
+    const fault *f;
+    int rc;
+};
+
+/* Ensure on a thread with no state: the thread record and the state are
+   made now.  The pthread exits afterwards, so each attempt starts afresh. */
+static void *ensure_fresh(void *p)
+{
+    struct remote *r = p;
+    tether_gilstate st = UNTOUCHED;
+    arm(r->f);
+    r->rc = disarm(tether_ensure(g_interp, &st));
+    if (r->rc == TETHER_OK) {
+        ASSERT_OK(tether_release(st));
+    } else {
+        ASSERT_EQ(st, UNTOUCHED);
+        ASSERT_EQ(tether_gil_held(), 0);
+        ASSERT_CONTAINS(tether_last_error(), "tether_ensure");
+    }
+    return NULL;
+}
+
+/* A foreign thread attached to the main interpreter ensures the second. */
+static void *ensure_second_fresh(void *p)
+{
+    struct remote *r = p;
+    tether_gilstate outer, st = UNTOUCHED;
+    ASSERT_OK(tether_ensure(g_interp, &outer));
+    arm(r->f);
+    r->rc = disarm(tether_ensure(g_second, &st));
+    ASSERT_EQ(tether_gil_held(), 1);
+    if (r->rc == TETHER_OK)
+        ASSERT_OK(tether_release(st));
+    else
+        ASSERT_EQ(st, UNTOUCHED);
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_release(outer));
+    return NULL;
+}
+
+/* A foreign thread asks for its thread object (made on first use). */
+static void *current_fresh(void *p)
+{
+    struct remote *r = p;
+    tether_gilstate st;
+    tether_thread t = UNTOUCHED;
+    ASSERT_OK(tether_ensure(g_interp, &st));
+    arm(r->f);
+    r->rc = disarm(tether_thread_current(&t));
+    if (r->rc == TETHER_OK)
+        ASSERT_OK(tether_thread_release(t));
+    else
+        ASSERT_EQ(t, UNTOUCHED);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static void *(*g_remote_fn)(void *);
+
+static int try_remote(const fault *f)
+{
+    struct remote r = {f, -1000};
+    t_run_foreign(g_remote_fn, &r);
+    return r.rc;
+}
+
+static void sweep_remote(const char *what, void *(*fn)(void *))
+{
+    g_remote_fn = fn;
+    sweep_both(what, try_remote);
+}
+
+/* ------------------------------------------------------------------------
+ * Cases
+ * ---------------------------------------------------------------------- */
+
+TEST(sweep_runtime_create)
+{
+    rel_count_allocations();
+    sweep_both("tether_runtime_create", try_runtime_create);
+    g_create_flags = TETHER_CONFIG_PER_INTERP_GIL;
+    sweep_both("tether_runtime_create (per-interp GIL)", try_runtime_create);
+}
+
+TEST(sweep_interp_create)
+{
+    setup(0);
+    sweep_both("tether_interp_create", try_interp_create);
+    teardown();
+}
+
+TEST(sweep_interp_create_own_gil)
+{
+    setup(TETHER_CONFIG_PER_INTERP_GIL);
+    sweep_both("tether_interp_create (per-interp GIL)", try_interp_create);
+    teardown();
+}
+
+TEST(sweep_thread_start)
+{
+    setup(0);
+    sweep_both("tether_thread_start", try_thread_start);
+    g_opts = (tether_thread_opts){sizeof g_opts, "named", 1, 256 * 1024};
+    sweep_both("tether_thread_start (named daemon)", try_thread_start);
+    teardown();
+}
+
+TEST(sweep_ensure_new_thread)
+{
+    setup(0);
+    sweep_remote("tether_ensure (new thread)", ensure_fresh);
+    teardown();
+}
+
+TEST(sweep_ensure_second_interp)
+{
+    setup(0);
+    sweep_both("tether_ensure (second interp)", try_ensure_other);
+    sweep_remote("tether_ensure (second interp, new thread)", ensure_second_fresh);
+    teardown();
+}
+
+TEST(sweep_ensure_second_interp_own_gil)
+{
+    setup(TETHER_CONFIG_PER_INTERP_GIL);
+    sweep_both("tether_ensure (second interp, own GIL)", try_ensure_other);
+    sweep_remote("tether_ensure (second interp, own GIL, new thread)",
+                 ensure_second_fresh);
+    teardown();
+}
+
+TEST(sweep_thread_current_foreign)
+{
+    setup(0);
+    sweep_remote("tether_thread_current (foreign thread)", current_fresh);
+    teardown();
+}
+
+TEST(sweep_sync_objects)
+{
+    setup(0);
+    sweep_both("tether_lock_new", try_lock_new);
+    sweep_both("tether_event_new", try_event_new);
+    sweep_both("tether_channel_new", try_channel_new);
+    teardown();
+}
+
+TEST(sweep_call_soon)
+{
+    setup(0);
+    sweep_both("tether_call_soon", try_call_soon);
+    teardown();
+}
+
+TEST(sweep_callback_new)
+{
+    setup(0);
+    sweep_both("tether_callback_new", try_callback_new);
+    teardown();
+}
+
+#ifdef REL_PLUGIN_PATH
+TEST(sweep_plugin_load)
+{
+    setup(0);
+    sweep_both("tether_plugin_load", try_plugin_load);
+    teardown();
+}
+#define PLUGIN_CASES , TEST_ENTRY(sweep_plugin_load)
+#else
+/* TODO(plugins): built only when the sample plugin target exists. */
+#define PLUGIN_CASES
+#endif
+
+/* TODO(lua): the Lua binding's tether.thread / tether.queue /
+   tether.callback under a failing lua_Alloc belong with the Lua suites
+   (tests/lua); not covered here. */
+
+RUNNER_MAIN(TEST_ENTRY(sweep_runtime_create), TEST_ENTRY(sweep_interp_create),
+            TEST_ENTRY(sweep_interp_create_own_gil), TEST_ENTRY(sweep_thread_start),
+            TEST_ENTRY(sweep_ensure_new_thread), TEST_ENTRY(sweep_ensure_second_interp),
+            TEST_ENTRY(sweep_ensure_second_interp_own_gil),
+            TEST_ENTRY(sweep_thread_current_foreign), TEST_ENTRY(sweep_sync_objects),
+            TEST_ENTRY(sweep_call_soon), TEST_ENTRY(sweep_callback_new) PLUGIN_CASES)

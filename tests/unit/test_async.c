@@ -1,0 +1,388 @@
+/*
+ * test_async.c - asynchronous exceptions: delivery at checkpoints and into
+ * every kind of blocked wait, defer/allow, raise by ident, replacement of
+ * an undelivered raise, and tether_call_blocking's unblock function.
+ */
+#include <tether/tether.h>
+
+#include <errno.h>
+#include <unistd.h>
+
+#include "runner.h"
+#include "support.h"
+
+static tether_runtime g_rt;
+static tether_interp g_interp;
+static tether_event g_ready; /* the target is about to block or spin */
+
+/* What the target thread saw. */
+static struct {
+    atomic_int rc;
+    atomic_llong code;
+    _Atomic(void *) payload;
+    _Atomic(tether_dtor) dtor;
+} g_seen;
+
+static int g_payload_a, g_payload_b;
+
+static void setup(void)
+{
+    g_rt = t_runtime(NULL);
+    g_interp = t_main_interp(g_rt);
+    ASSERT_OK(tether_event_new(&g_ready));
+    atomic_store(&g_seen.rc, 1000);
+}
+
+static void teardown(void)
+{
+    ASSERT_OK(tether_event_free(g_ready));
+    t_finalize(g_rt);
+}
+
+/* Records `rc` and, if it is EASYNC, fetches the exception. */
+static int record(int rc)
+{
+    atomic_store(&g_seen.rc, rc);
+    if (rc == TETHER_EASYNC) {
+        int64_t code = 0;
+        void *payload = NULL;
+        tether_dtor dtor = NULL;
+        ASSERT_OK(tether_async_fetch(&code, &payload, &dtor));
+        atomic_store(&g_seen.code, code);
+        atomic_store(&g_seen.payload, payload);
+        atomic_store(&g_seen.dtor, dtor);
+        ASSERT_FAILS(tether_async_fetch(NULL, NULL, NULL), TETHER_ESTATE,
+                     "tether_async_fetch");
+    }
+    return TETHER_OK;
+}
+
+static void expect_seen(int64_t code, void *payload)
+{
+    ASSERT_STATUS(atomic_load(&g_seen.rc), TETHER_EASYNC);
+    ASSERT_EQ(atomic_load(&g_seen.code), code);
+    ASSERT(atomic_load(&g_seen.payload) == payload);
+    ASSERT(atomic_load(&g_seen.dtor) == t_count_dtor);
+    ASSERT_EQ(atomic_load(&t_dtor_calls), 0); /* the fetcher owns it */
+}
+
+/* Raises at `t` once it announced itself, then joins it. */
+static void raise_and_join(tether_thread t, int64_t code, void *payload)
+{
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_sleep(MS(20))); /* let it get into its wait */
+    ASSERT_OK(tether_thread_raise(t, code, payload, t_count_dtor));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+}
+
+/* ------------------------------------------------------------------------
+ * Delivery
+ * ---------------------------------------------------------------------- */
+
+static int spinner(void *arg)
+{
+    (void)arg;
+    int rc;
+    ASSERT_OK(tether_event_set(g_ready));
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    return record(rc);
+}
+
+TEST(into_checkpoint_loop)
+{
+    setup();
+    raise_and_join(t_start(g_interp, spinner, NULL), 42, &g_payload_a);
+    expect_seen(42, &g_payload_a);
+    teardown();
+}
+
+/* The kinds of wait a target blocks in, forever but for the exception. */
+enum blocker { IN_JOIN, IN_LOCK, IN_EVENT, IN_SLEEP };
+static tether_thread g_parked;
+static tether_lock g_lock;
+static tether_event g_never;
+
+static int parked(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_event_wait(g_never, -1));
+    return TETHER_OK;
+}
+
+static int blocked(void *arg)
+{
+    ASSERT_OK(tether_event_set(g_ready));
+    switch ((enum blocker)(intptr_t)arg) {
+    case IN_JOIN:
+        return record(tether_thread_join(g_parked, -1));
+    case IN_LOCK:
+        return record(tether_lock_acquire(g_lock, -1));
+    case IN_EVENT:
+        return record(tether_event_wait(g_never, -1));
+    case IN_SLEEP:
+        return record(tether_sleep(SECONDS(3600)));
+    }
+    return TETHER_EINVAL;
+}
+
+static void into_wait(enum blocker kind)
+{
+    setup();
+    ASSERT_OK(tether_event_new(&g_never));
+    ASSERT_OK(tether_lock_new(&g_lock));
+    ASSERT_OK(tether_lock_acquire(g_lock, 0));
+    g_parked = t_start(g_interp, parked, NULL);
+
+    raise_and_join(t_start(g_interp, blocked, (void *)(intptr_t)kind), 7,
+                   &g_payload_b);
+    expect_seen(7, &g_payload_b);
+
+    ASSERT_OK(tether_event_set(g_never));
+    ASSERT_EQ(t_join(g_parked), TETHER_OK);
+    ASSERT_OK(tether_lock_release(g_lock));
+    ASSERT_OK(tether_lock_free(g_lock));
+    ASSERT_OK(tether_event_free(g_never));
+    teardown();
+}
+
+TEST(into_join) { into_wait(IN_JOIN); }
+TEST(into_lock_acquire) { into_wait(IN_LOCK); }
+TEST(into_event_wait) { into_wait(IN_EVENT); }
+TEST(into_sleep) { into_wait(IN_SLEEP); }
+
+/* A raise made while the target holds the GIL is seen by its next wait. */
+static int wait_after_raise(void *arg)
+{
+    (void)arg;
+    tether_thread me;
+    ASSERT_OK(tether_thread_current(&me));
+    ASSERT_OK(tether_thread_raise(me, 5, &g_payload_a, t_count_dtor));
+    ASSERT_OK(tether_thread_release(me));
+    return record(tether_sleep(SECONDS(3600)));
+}
+
+TEST(pending_before_wait)
+{
+    setup();
+    ASSERT_EQ(t_join(t_start(g_interp, wait_after_raise, NULL)), TETHER_OK);
+    expect_seen(5, &g_payload_a);
+    teardown();
+}
+
+/* ------------------------------------------------------------------------
+ * Defer and allow
+ * ---------------------------------------------------------------------- */
+
+static atomic_int g_raised; /* main has raised (twice, for `replace`) */
+
+static void spin_until_raised(void)
+{
+    while (!atomic_load(&g_raised))
+        ASSERT_OK(tether_checkpoint());
+    for (int i = 0; i < 1000; i++)
+        ASSERT_OK(tether_checkpoint());
+}
+
+static int deferring(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_async_defer());
+    ASSERT_OK(tether_async_defer());
+    ASSERT_OK(tether_event_set(g_ready));
+    spin_until_raised();
+    ASSERT_OK(tether_sleep(MS(1))); /* waits hold it too */
+    ASSERT_OK(tether_async_allow());
+    ASSERT_OK(tether_checkpoint()); /* one defer left */
+    ASSERT_OK(tether_async_allow());
+    int rc = record(tether_checkpoint());
+    ASSERT_FAILS(tether_async_allow(), TETHER_ESTATE, "tether_async_allow");
+    return rc;
+}
+
+TEST(defer_holds_until_allow)
+{
+    setup();
+    tether_thread t = t_start(g_interp, deferring, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_thread_raise(t, 9, &g_payload_a, t_count_dtor));
+    atomic_store(&g_raised, 1);
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    expect_seen(9, &g_payload_a);
+    teardown();
+}
+
+/* A newer raise replaces an undelivered one, whose destructor runs. */
+TEST(replace_undelivered)
+{
+    setup();
+    tether_thread t = t_start(g_interp, deferring, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_thread_raise(t, 1, &g_payload_a, t_count_dtor));
+    ASSERT_EQ(atomic_load(&t_dtor_calls), 0);
+    ASSERT_OK(tether_thread_raise(t, 2, &g_payload_b, t_count_dtor));
+    ASSERT_EQ(atomic_load(&t_dtor_calls), 1);
+    ASSERT(atomic_load(&t_dtor_last) == &g_payload_a);
+    atomic_store(&g_raised, 1);
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    atomic_store(&t_dtor_calls, 0);
+    expect_seen(2, &g_payload_b);
+    teardown();
+}
+
+/* ------------------------------------------------------------------------
+ * Raise by ident, finished targets, fetch
+ * ---------------------------------------------------------------------- */
+
+TEST(raise_by_ident)
+{
+    setup();
+    tether_thread t = t_start(g_interp, spinner, NULL);
+    uint64_t ident = 0;
+    int count = -1;
+    ASSERT_OK(tether_thread_ident(t, &ident));
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+
+    ASSERT_OK(tether_raise_by_ident(g_interp, ~ident, 3, &g_payload_b,
+                                    t_count_dtor, &count));
+    ASSERT_EQ(count, 0);
+    ASSERT_OK(tether_raise_by_ident(g_interp, 0, 3, &g_payload_b, t_count_dtor, NULL));
+    ASSERT_EQ(atomic_load(&t_dtor_calls), 0); /* not taken */
+
+    ASSERT_OK(tether_raise_by_ident(g_interp, ident, 3, &g_payload_a,
+                                    t_count_dtor, &count));
+    ASSERT_EQ(count, 1);
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    expect_seen(3, &g_payload_a);
+
+    /* The thread is gone now: nobody has that ident. */
+    ASSERT_OK(tether_raise_by_ident(g_interp, ident, 3, &g_payload_b,
+                                    t_count_dtor, &count));
+    ASSERT_EQ(count, 0);
+    ASSERT_EQ(atomic_load(&t_dtor_calls), 0);
+    teardown();
+}
+
+/* The main thread raises at itself by ident and sees it at once. */
+TEST(raise_by_ident_self)
+{
+    setup();
+    tether_thread me;
+    uint64_t ident;
+    int count = 0;
+    ASSERT_OK(tether_thread_current(&me));
+    ASSERT_OK(tether_thread_ident(me, &ident));
+    ASSERT_OK(tether_thread_release(me));
+    ASSERT_OK(tether_raise_by_ident(g_interp, ident, 11, &g_payload_a,
+                                    t_count_dtor, &count));
+    ASSERT_EQ(count, 1);
+    record(tether_checkpoint());
+    expect_seen(11, &g_payload_a);
+    ASSERT_OK(tether_checkpoint());
+    teardown();
+}
+
+TEST(raise_finished_thread)
+{
+    setup();
+    tether_thread t = t_start(g_interp, t_return_arg, NULL);
+    ASSERT_OK(tether_thread_join(t, -1));
+    ASSERT_FAILS(tether_thread_raise(t, 1, &g_payload_a, t_count_dtor),
+                 TETHER_ESTATE, "tether_thread_raise");
+    ASSERT_EQ(atomic_load(&t_dtor_calls), 0);
+    ASSERT_OK(tether_thread_release(t));
+    teardown();
+}
+
+TEST(fetch_nothing)
+{
+    setup();
+    int64_t code = 5;
+    ASSERT_FAILS(tether_async_fetch(&code, NULL, NULL), TETHER_ESTATE,
+                 "tether_async_fetch");
+    ASSERT_EQ(code, 5);
+    teardown();
+}
+
+/* ------------------------------------------------------------------------
+ * tether_call_blocking
+ * ---------------------------------------------------------------------- */
+
+static int g_pipe[2];
+static atomic_int g_ubf_calls;
+
+/* Blocks in read(2) on the pipe until the unblock function writes to it. */
+static int read_pipe(void *arg)
+{
+    char byte;
+    ssize_t n;
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_event_set(g_ready));
+    while ((n = read(g_pipe[0], &byte, 1)) < 0 && errno == EINTR)
+        ;
+    ASSERT_EQ(n, 1);
+    return (int)(intptr_t)arg;
+}
+
+static void write_pipe(void *arg)
+{
+    ASSERT(arg == &g_pipe);
+    atomic_fetch_add(&g_ubf_calls, 1);
+    ASSERT_EQ(write(g_pipe[1], "x", 1), 1);
+}
+
+static int blocking_reader(void *arg)
+{
+    (void)arg;
+    int rc = tether_call_blocking(read_pipe, RESULT(TETHER_OK),
+                                  write_pipe, &g_pipe);
+    ASSERT_EQ(tether_gil_held(), 1);
+    return record(rc);
+}
+
+TEST(call_blocking_unblocked)
+{
+    setup();
+    ASSERT_EQ(pipe(g_pipe), 0);
+    raise_and_join(t_start(g_interp, blocking_reader, NULL), 13, &g_payload_a);
+    expect_seen(13, &g_payload_a);
+    ASSERT_EQ(atomic_load(&g_ubf_calls), 1);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+    teardown();
+}
+
+static void *call_blocking_unattached(void *arg)
+{
+    (void)arg;
+    ASSERT_FAILS(tether_call_blocking(read_pipe, NULL, NULL, NULL), TETHER_ESTATE,
+                 "tether_call_blocking");
+    return NULL;
+}
+
+/* Without an exception, fn's result comes back and the GIL is re-taken. */
+TEST(call_blocking_result)
+{
+    setup();
+    ASSERT_EQ(pipe(g_pipe), 0);
+    ASSERT_EQ(write(g_pipe[1], "x", 1), 1);
+    ASSERT_STATUS(tether_call_blocking(read_pipe, RESULT(TETHER_ETIMEDOUT),
+                                       write_pipe, &g_pipe),
+                  TETHER_ETIMEDOUT);
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_EQ(atomic_load(&g_ubf_calls), 0);
+    ASSERT_FAILS(tether_call_blocking(NULL, NULL, NULL, NULL), TETHER_EINVAL,
+                 "tether_call_blocking");
+    t_run_foreign(call_blocking_unattached, NULL);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+    teardown();
+}
+
+RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
+            TEST_ENTRY(into_lock_acquire), TEST_ENTRY(into_event_wait),
+            TEST_ENTRY(into_sleep), TEST_ENTRY(pending_before_wait),
+            TEST_ENTRY(defer_holds_until_allow), TEST_ENTRY(replace_undelivered),
+            TEST_ENTRY(raise_by_ident), TEST_ENTRY(raise_by_ident_self),
+            TEST_ENTRY(raise_finished_thread), TEST_ENTRY(fetch_nothing),
+            TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result))
