@@ -117,7 +117,9 @@ void gil_destroy(struct gil *g)
 /* Bookkeeping of the new holder. */
 static void took(struct gil *g, struct tstate *ts)
 {
-    atomic_store_explicit(&g->holder, ts, memory_order_relaxed);
+    /* Release: a pinned reader that finds `ts` here also sees its
+       initialisation (a brand-new state of a foreign thread). */
+    atomic_store_explicit(&g->holder, ts, memory_order_release);
     stat_add(&g->acquisitions, 1);
     if (g->last_holder != ts) {
         stat_add(&g->switches, 1);
@@ -134,13 +136,13 @@ static int interp_finalizing(struct tstate *ts)
    the holder cannot go away.  Returns 1 if a holder was found. */
 static int request_drop(struct gil *g)
 {
-    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_relaxed);
+    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
     if (!h || !(atomic_load(&g->word) & W_LOCKED))
         return 0;
     atomic_fetch_or(&h->breaker, BRK_DROP);
     tether_breaker_fn hook = atomic_load(&h->interp->hook);
     if (hook)
-        hook(atomic_load_explicit(&h->userdata, memory_order_relaxed),
+        hook(atomic_load_explicit(&h->userdata, memory_order_acquire),
              atomic_load(&h->interp->hook_ud));
     return 1;
 }
@@ -290,7 +292,7 @@ void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
 {
     pthread_mutex_lock(&g->mutex);
     atomic_fetch_add(&g->word, W_PIN);
-    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_relaxed);
+    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
     if (h && (atomic_load(&g->word) & W_LOCKED))
         fn(h, ud);
     atomic_fetch_sub(&g->word, W_PIN);

@@ -56,7 +56,7 @@ static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
     from->attached = 0;
     to->attached = 1;
     to->os->current = to;
-    atomic_store_explicit(&g->holder, to, memory_order_relaxed);
+    atomic_store_explicit(&g->holder, to, memory_order_release);
     g->last_holder = to;
     return TETHER_OK;
 }
@@ -299,7 +299,7 @@ static void hook_if_holder(struct tstate *holder, void *target)
         return;
     tether_breaker_fn hook = atomic_load(&holder->interp->hook);
     if (hook)
-        hook(atomic_load_explicit(&holder->userdata, memory_order_relaxed),
+        hook(atomic_load_explicit(&holder->userdata, memory_order_acquire),
              atomic_load(&holder->interp->hook_ud));
 }
 
@@ -602,7 +602,7 @@ int tether_set_thread_userdata(void *ud)
     if (!ts)
         return err_misuse(TETHER_ESTATE, "tether_set_thread_userdata",
                           "the calling thread is not attached");
-    atomic_store_explicit(&ts->userdata, ud, memory_order_relaxed);
+    atomic_store_explicit(&ts->userdata, ud, memory_order_release);
     return TETHER_OK;
 }
 

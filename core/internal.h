@@ -23,6 +23,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tether/tether.h"
@@ -106,6 +107,11 @@ struct interp;
 struct thread;
 
 struct tstate {
+    /* tether_sleep waits here.  rank 4.  First, so that clearing the rest
+       (TS_CLEAR_FROM) leaves them initialised. */
+    pthread_mutex_t sleep_mutex;
+    pthread_cond_t sleep_cond;
+
     struct interp *interp;  /* holds a reference.  Synchronization: immutable */
     struct osthread *os;    /* Synchronization: immutable once bound */
     uint64_t ident;         /* Synchronization: immutable once bound */
@@ -131,11 +137,8 @@ struct tstate {
     pthread_cond_t *wait_cond;
     tether_unblock_fn ubf;
     void *ubf_arg;
-
-    /* tether_sleep waits here.  rank 4 */
-    pthread_mutex_t sleep_mutex;
-    pthread_cond_t sleep_cond;
 };
+#define TS_CLEAR_FROM offsetof(struct tstate, interp)
 
 struct plugin;
 
@@ -211,11 +214,8 @@ extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")))
 
 /* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
 int os_grow_frames(struct osthread *os);
-/* A record for a thread about to start (os_adopt installs it there);
-   os_free frees one never adopted. */
-struct osthread *os_new(void);
-void os_free(struct osthread *os);
-void os_adopt(struct osthread *os);
+/* Frees a state that is not linked anywhere. */
+void ts_free(struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
 void ts_forget(struct osthread *os, struct tstate *ts);
 

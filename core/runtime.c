@@ -634,20 +634,14 @@ static void reinit_object(uint64_t h, int type, void *obj, const char *name,
     channel_atfork_child_object(type, obj);
 }
 
-/* Drops what vanished threads held: their thread objects' own references,
-   their states and their OS-thread records (each freed once). */
+/* Drops what vanished threads held: their thread objects' own references
+   and their states (their OS-thread records were thread-local storage). */
 static void release_vanished(struct tstate *gone)
 {
     while (gone) {
         struct tstate *ts = gone;
         gone = ts->next;
-        if (ts->os) {
-            struct osthread *os = ts->os;
-            for (struct tstate *o = gone; o; o = o->next)
-                if (o->os == os)
-                    o->os = NULL;
-            os_free(os);
-        }
+
         struct thread *t = ts->thread;
         ts->thread = NULL;
         if (t) {
@@ -657,7 +651,10 @@ static void release_vanished(struct tstate *gone)
             handle_put(t->handle); /* the vanished thread's own reference */
         }
         struct interp *interp = ts->interp;
-        t_free(ts); /* payloads are left alone: their owners are gone */
+        /* Plain free: its sleep cond may count a waiter that vanished, and
+           destroying such a cond waits for ever.  Payloads are left alone:
+           their owners are gone. */
+        t_free(ts);
         interp_unref(interp);
     }
 }

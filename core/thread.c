@@ -133,7 +133,6 @@ void thread_report(struct interp *interp, struct thread *t, int code)
 struct boot {
     struct thread *t;
     struct tstate *ts;
-    struct osthread *os; /* made by the parent so the child cannot fail */
 };
 
 static void *bootstrap(void *p)
@@ -141,10 +140,10 @@ static void *bootstrap(void *p)
     struct boot b = *(struct boot *)p; /* the parent's copy dies at the handshake */
     struct thread *t = b.t;
     struct tstate *ts = b.ts;
-    os_adopt(b.os);
-    ts_bind(ts, b.os);
+    struct osthread *os = os_get(); /* thread-local storage: cannot fail */
+    ts_bind(ts, os);
     pthread_mutex_lock(&t->mutex);
-    t->ident = b.os->ident;
+    t->ident = os->ident;
     t->started = 1;
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->mutex);
@@ -157,10 +156,10 @@ static void *bootstrap(void *p)
     }
     plugin_unpin(t->pin, PLUGIN_PIN_HOLD); /* no instruction of fn runs now */
     t->pin = NULL;
-    while (b.os->current) /* also anything fn ensured and never released */
-        ts_detach(b.os->current);
-    b.os->depth = 0;
-    ts_forget(b.os, ts);
+    while (os->current) /* also anything fn ensured and never released */
+        ts_detach(os->current);
+    os->depth = 0;
+    ts_forget(os, ts);
     thread_finish(t, result);
     handle_put(t->handle); /* the thread's own reference */
     return NULL;
@@ -228,8 +227,7 @@ static void start_undo(struct thread *t, struct tstate *ts)
     handle_close(t->handle, HT_THREAD);
 }
 
-static int start_registered(struct thread *t, struct tstate *ts,
-                            struct osthread *os)
+static int start_registered(struct thread *t, struct tstate *ts)
 {
     struct interp *interp = t->interp;
     pthread_mutex_lock(&interp->mutex);
@@ -247,7 +245,7 @@ static int start_registered(struct thread *t, struct tstate *ts,
         start_undo(t, ts);
         return start_error(TETHER_EFINALIZING, "%s", "the interpreter is finalizing");
     }
-    struct boot b = {t, ts, os};
+    struct boot b = {t, ts};
     int err = plat_thread_create(&t->pt, t->stack_size, bootstrap, &b);
     if (err) {
         start_undo(t, ts);
@@ -273,7 +271,6 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
     size_t stack;
     struct thread *t = NULL;
     struct tstate *ts = NULL;
-    struct osthread *os = NULL;
     struct plugin *pin = NULL;
     rc = read_opts(opts, interp->rt, name, sizeof name, &daemon, &stack);
     if (rc == TETHER_OK && atomic_load(&interp->finalizing))
@@ -283,9 +280,7 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
         rc = start_error(TETHER_ESTATE, "%s", "fn is in a plugin being unloaded");
     if (rc == TETHER_OK && thread_new(interp, name, 1, &t) != TETHER_OK)
         rc = start_error(TETHER_ENOMEM, "%s", "out of memory for the thread");
-    if (rc == TETHER_OK && (!(ts = ts_new(interp)) || !(os = os_new()))) {
-        if (ts)
-            ts_delete(ts);
+    if (rc == TETHER_OK && !(ts = ts_new(interp))) {
         t->joinable = 0;
         handle_put(t->handle);
         handle_close(t->handle, HT_THREAD);
@@ -297,9 +292,7 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
         t->fn = fn;
         t->arg = arg;
         t->pin = pin;
-        rc = start_registered(t, ts, os);
-        if (rc != TETHER_OK)
-            os_free(os);
+        rc = start_registered(t, ts);
     }
     if (rc != TETHER_OK)
         plugin_unpin(pin, PLUGIN_PIN_HOLD);

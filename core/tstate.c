@@ -16,6 +16,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "handle.h"
@@ -43,45 +44,27 @@ struct osthread *os_peek(void) { return t_os; }
 
 struct tstate *ts_current(void) { return t_os ? t_os->current : NULL; }
 
-/* The record is libc memory, not the runtime's allocator: it belongs to
-   the OS thread and can outlive every runtime.  It still honours the
-   allocation fault switch, so OOM sweeps reach it. */
-struct osthread *os_new(void)
-{
-    pthread_once(&g_os_once, os_key_init);
-    if (fault_hit(TETHER_FAULT_ALLOC))
-        return NULL;
-    struct osthread *os =
-        calloc(1, sizeof *os + INLINE_FRAMES * sizeof(struct frame));
-    if (!os)
-        return NULL;
-    os->frames = (struct frame *)(os + 1);
-    os->cap = INLINE_FRAMES;
-    os->serial = atomic_fetch_add(&g_os_serial, 1) + 1;
-    os->tok = os->serial << TOKEN_LEVEL_BITS;
-    return os;
-}
-
-void os_free(struct osthread *os)
-{
-    if (os->frames != (struct frame *)(os + 1))
-        free(os->frames);
-    free(os);
-}
-
-void os_adopt(struct osthread *os)
-{
-    os->ident = plat_thread_ident();
-    pthread_setspecific(g_os_key, os);
-    t_os = os;
-}
+/* The record lives in the thread's own TLS (no allocation: a brand-new
+   thread's first ensure must not pay for its first malloc), and outlives
+   every runtime.  The default TLS model is used for it; only the pointer
+   above is initial-exec. */
+static __thread struct {
+    struct osthread os;
+    struct frame frames[INLINE_FRAMES];
+} t_os_store;
 
 struct osthread *os_get(void)
 {
     if (!t_os) {
-        struct osthread *os = os_new();
-        if (os)
-            os_adopt(os);
+        pthread_once(&g_os_once, os_key_init);
+        struct osthread *os = &t_os_store.os;
+        os->frames = t_os_store.frames;
+        os->cap = INLINE_FRAMES;
+        os->serial = atomic_fetch_add(&g_os_serial, 1) + 1;
+        os->tok = os->serial << TOKEN_LEVEL_BITS;
+        os->ident = plat_thread_ident();
+        pthread_setspecific(g_os_key, os);
+        t_os = os;
     }
     return t_os;
 }
@@ -116,23 +99,17 @@ static void os_exit(void *p)
         os->cache = ts->os_next;
         ts_delete(ts);
     }
-    os_free(os);
+    if (os->frames != t_os_store.frames)
+        free(os->frames);
+    memset(os, 0, sizeof *os);
     t_os = NULL;
 }
 
-struct tstate *ts_new(struct interp *interp)
+/* Clears a new state and links it into `interp`.  Called with interp->mutex held. */
+static void ts_link(struct tstate *ts, struct interp *interp)
 {
-    struct tstate *ts = t_calloc(1, sizeof *ts);
-    if (!ts)
-        return NULL;
+    memset((char *)ts + TS_CLEAR_FROM, 0, sizeof *ts - TS_CLEAR_FROM);
     ts->interp = interp;
-    atomic_init(&ts->breaker, 0);
-    atomic_init(&ts->userdata, NULL);
-    atomic_init(&ts->ensures, 0);
-    pthread_mutex_init(&ts->sleep_mutex, NULL);
-    plat_cond_init(&ts->sleep_cond);
-    interp_ref(interp);
-    pthread_mutex_lock(&interp->mutex);
     ts->next = interp->tstates;
     if (ts->next)
         ts->next->prev = ts;
@@ -144,7 +121,19 @@ struct tstate *ts_new(struct interp *interp)
     }
     if (atomic_load(&interp->finalizing))
         atomic_fetch_or(&ts->breaker, BRK_FINAL);
+}
+
+struct tstate *ts_new(struct interp *interp)
+{
+    struct tstate *ts = t_malloc(sizeof *ts);
+    if (!ts)
+        return NULL;
+    pthread_mutex_init(&ts->sleep_mutex, NULL);
+    plat_cond_init(&ts->sleep_cond);
+    pthread_mutex_lock(&interp->mutex);
+    ts_link(ts, interp);
     pthread_mutex_unlock(&interp->mutex);
+    interp_ref(interp);
     return ts;
 }
 
@@ -184,10 +173,15 @@ void ts_delete(struct tstate *ts)
         handle_put(t->handle);
     }
     async_clear(ts);
+    ts_free(ts);
+    interp_unref(interp);
+}
+
+void ts_free(struct tstate *ts)
+{
     pthread_cond_destroy(&ts->sleep_cond);
     pthread_mutex_destroy(&ts->sleep_mutex);
     t_free(ts);
-    interp_unref(interp);
 }
 
 struct tstate *ts_cached(struct osthread *os, tether_interp h)
@@ -226,7 +220,7 @@ int os_grow_frames(struct osthread *os)
         return TETHER_ENOMEM;
     for (uint32_t i = 0; i < os->depth; i++)
         f[i] = os->frames[i];
-    if (os->frames != (struct frame *)(os + 1))
+    if (os->frames != t_os_store.frames)
         free(os->frames);
     os->frames = f;
     os->cap *= 2;

@@ -100,7 +100,7 @@ struct lt_tstate {
 };
 
 /* One Lua state and the tether interpreter it is.  Reference counted: the
-   state, each worker record, each raised value and each callback hold one,
+   state, each worker record, sentinel, raised value and callback hold one,
    so threads that outlive the state never touch freed memory. */
 struct lt_state {
     atomic_int refs;
@@ -143,7 +143,7 @@ struct lt_state {
 struct lt_worker {
     lt_tstate ts;       /* the thread's own; ts.worker points back here */
     /* Synchronization: gil. */
-    tether_thread h;    /* the reference tether_thread_start gave */
+    tether_thread h;    /* the thread's handle (the Lua handles own the references) */
     lua_State *co;      /* the thread's coroutine (anchored by co_ref) */
     int co_ref;
     int nargs;          /* arguments waiting on co until the thread runs */

@@ -173,34 +173,51 @@ static void push_value(lua_State *L, int type, const void *p)
 
 static void *code_of(lua_State *L, int idx);
 
-/* Converts the Lua value at idx to `type` in *out.  Returns NULL, or a
-   sentence saying what is wrong. */
-static const char *to_c(lua_State *L, int idx, int type, lt_value *out)
+/* Converts the Lua value at idx to one of the integer types narrower than
+   64 bits.  Returns NULL, or what is wrong. */
+static const char *to_small_int(lua_State *L, int idx, int type, lt_value *out)
 {
     static const lua_Integer lo[] = {[T_I8] = INT8_MIN, [T_U8] = 0, [T_I16] = INT16_MIN,
                                      [T_U16] = 0, [T_I32] = INT32_MIN, [T_U32] = 0};
     static const lua_Integer hi[] = {[T_I8] = INT8_MAX, [T_U8] = UINT8_MAX,
                                      [T_I16] = INT16_MAX, [T_U16] = UINT16_MAX,
                                      [T_I32] = INT32_MAX, [T_U32] = UINT32_MAX};
-    int ok = 1;
-    lua_Integer i;
+    int ok = 0;
+    lua_Integer i = lua_tointegerx(L, idx, &ok);
+    if (!ok)
+        return "integer expected";
+    if (i < lo[type] || i > hi[type])
+        return "integer out of range";
+    switch (type) {
+    case T_I8: out->i8 = (int8_t)i; break;
+    case T_U8: out->u8 = (uint8_t)i; break;
+    case T_I16: out->i16 = (int16_t)i; break;
+    case T_U16: out->u16 = (uint16_t)i; break;
+    case T_I32: out->i32 = (int32_t)i; break;
+    default: out->u32 = (uint32_t)i; break;
+    }
+    return NULL;
+}
+
+/* Converts a pointer argument: nil, a light userdata or a tether.callback. */
+static const char *to_ptr(lua_State *L, int idx, lt_value *out)
+{
+    if (lua_isnil(L, idx))
+        return NULL;
+    if (lua_islightuserdata(L, idx))
+        out->ptr = lua_touserdata(L, idx);
+    else if (!(out->ptr = code_of(L, idx)))
+        return "light userdata, tether.callback or nil expected";
+    return NULL;
+}
+
+/* Converts the Lua value at idx to `type` in *out.  Returns NULL, or a
+   sentence saying what is wrong. */
+static const char *to_c(lua_State *L, int idx, int type, lt_value *out)
+{
+    int ok = 0;
     memset(out, 0, sizeof *out);
     switch (type) {
-    case T_I8: case T_U8: case T_I16: case T_U16: case T_I32: case T_U32:
-        i = lua_tointegerx(L, idx, &ok);
-        if (!ok)
-            return "integer expected";
-        if (i < lo[type] || i > hi[type])
-            return "integer out of range";
-        switch (type) {
-        case T_I8: out->i8 = (int8_t)i; break;
-        case T_U8: out->u8 = (uint8_t)i; break;
-        case T_I16: out->i16 = (int16_t)i; break;
-        case T_U16: out->u16 = (uint16_t)i; break;
-        case T_I32: out->i32 = (int32_t)i; break;
-        default: out->u32 = (uint32_t)i; break;
-        }
-        return NULL;
     case T_I64: case T_U64:
         out->i64 = lua_tointegerx(L, idx, &ok);
         return ok ? NULL : "integer expected";
@@ -213,13 +230,7 @@ static const char *to_c(lua_State *L, int idx, int type, lt_value *out)
             out->f64 = lua_tonumber(L, idx);
         return NULL;
     case T_PTR:
-        if (lua_isnil(L, idx))
-            return NULL;
-        if (lua_islightuserdata(L, idx))
-            out->ptr = lua_touserdata(L, idx);
-        else if (!(out->ptr = code_of(L, idx)))
-            return "light userdata, tether.callback or nil expected";
-        return NULL;
+        return to_ptr(L, idx, out);
     case T_STR:
         if (lua_isnil(L, idx))
             return NULL;
@@ -227,8 +238,10 @@ static const char *to_c(lua_State *L, int idx, int type, lt_value *out)
             return "string or nil expected";
         out->str = lua_tostring(L, idx);
         return NULL;
-    default:
+    case T_VOID:
         return NULL;
+    default:
+        return to_small_int(L, idx, type, out);
     }
 }
 

@@ -204,9 +204,11 @@ static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
 
 static void lt_hook(lua_State *L, lua_Debug *ar)
 {
+    lt_state *S = lt_state_of(L);
     lt_tstate *ts = lt_ts();
-    lt_state *S = ts ? ts->S : lt_state_of(L);
     struct lt_saved prev;
+    if (ts && ts->S != S)
+        ts = NULL; /* this thread runs another state's Lua too */
     if (ar->event == LUA_HOOKCOUNT) {
         forward_count(S, L, ar);
         return;

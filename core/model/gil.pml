@@ -301,18 +301,46 @@ inline gil_take(me, urgent, rc)
     fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0
 }
 
-inline gil_drop(me)
+/* drop_locked(): releases the GIL with the mutex held; forced switching
+   if a drop was requested of this thread (or `always`): wait until another
+   thread took the GIL, as long as one still waits for it. */
+inline drop_locked(me, always)
 {
-    breaker[me] = breaker[me] & ~BRK_DROP;
+    atomic { requested = ((breaker[me] & BRK_DROP) != 0); breaker[me] = breaker[me] & ~BRK_DROP };
     since_drop[me] = 0;
     holder = 0;
-    atomic { if :: word == LOCKED -> word = 0; fast = 1 :: else -> fast = 0 fi };
+    word = word + PIN;
+    release_locked(me);
+    if
+    :: requested || always ->
+        switch_waiters++;
+        do
+        :: since_drop[me] == 0 && (word >> 1) > 1 && !finalizing ->
+            cond_timedwait(switch_cond, W_SWITCH, M_GIL, me, timed_out)
+        :: else -> break
+        od;
+        switch_waiters--
+    :: else -> skip
+    fi;
+    word = word - PIN;
+    requested = 0; timed_out = 0
+}
+
+/* gil_drop(): the fast CAS only with no drop request pending. */
+inline gil_drop(me)
+{
+    if
+    :: !(breaker[me] & BRK_DROP) ->
+        since_drop[me] = 0;
+        holder = 0;
+        atomic { if :: word == LOCKED -> word = 0; fast = 1 :: else -> fast = 0 fi }
+    :: else -> fast = 0
+    fi;
     if
     :: fast -> skip
     :: else ->
         mutex_lock(M_GIL, me);
-        breaker[me] = breaker[me] & ~BRK_DROP;
-        release_locked(me);
+        drop_locked(me, 0);
         mutex_unlock(M_GIL, me)
     fi;
     fast = 0
@@ -321,21 +349,8 @@ inline gil_drop(me)
 inline gil_yield(me, rc)
 {
     mutex_lock(M_GIL, me);
-    breaker[me] = breaker[me] & ~BRK_DROP;
-    since_drop[me] = 0;
-    holder = 0;
-    word = word + PIN;
-    release_locked(me);
-    switch_waiters++;
-    do
-    :: since_drop[me] == 0 && (word >> 1) > 1 && !finalizing ->
-        cond_timedwait(switch_cond, W_SWITCH, M_GIL, me, timed_out)
-    :: else -> break
-    od;
-    switch_waiters--;
-    word = word - PIN;
+    drop_locked(me, 1);
     mutex_unlock(M_GIL, me);
-    timed_out = 0;
     gil_take(me, 0, rc)
 }
 

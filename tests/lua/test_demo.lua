@@ -1,9 +1,9 @@
--- The demo script (bindings/lua/demo.lua) runs and checks itself.
+-- The demo script (examples/demo.lua) runs and checks itself.
 local T = require "testlib"
 
 T.case("demo.lua", function()
   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-  local demo = here .. "/../../bindings/lua/demo.lua"
+  local demo = here .. "/../../examples/demo.lua"
   local ticker = os.getenv("TETHER_TICKER")
   local status, out = T.run_lua(string.format("arg = {%s}\ndofile(%q)",
                                               ticker and string.format("%q", ticker) or "", demo))

@@ -10,10 +10,12 @@ end
 
 T.case("a script ending with running non-daemon threads waits for them", function()
   local status, out = child([[
+    local go = tether.event()
     for i = 1, 3 do
-      tether.thread(function() tether.sleep(0.05 * i) print("worker " .. i .. " done") end)
+      tether.thread(function() go:wait() tether.sleep(0.01 * i) print("worker " .. i .. " done") end)
     end
     print("main ends")
+    go:set() -- the workers run on after the last line
   ]])
   assert(status == 0, out)
   local m = out:find("main ends", 1, true)

@@ -24,7 +24,7 @@ spin $spin_defs -a "$model" > spin.log
 cat pan.log
 if ! grep -q "errors: 0" pan.log; then
     echo "run_spin.sh: spin found an error; replay it with:" >&2
-    echo "  (cd $dir && spin $spin_defs -t -p $model)" >&2
+    echo "  (cd $dir && spin $spin_defs -t -k gil.pml.trail -p $model)" >&2
     exit 1
 fi
 if grep -E "max search depth too small|reached -DMEMLIM|Search not completed" pan.log; then

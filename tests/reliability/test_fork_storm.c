@@ -11,7 +11,7 @@
  * thread held it, ensure and checkpoint working, joins of the parent's
  * threads returning at once, new threads starting and joining, and
  * finalize working where the forking thread may call it.  The child exits
- * 0 (an alarm turns a deadlock in the child into a failure).  The parent's
+ * 0; one that deadlocks (even inside fork() itself) is killed and counted.  The parent's
  * threads go on undisturbed, and all of them are joined at the end.
  */
 #include <tether/tether.h>
@@ -20,7 +20,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "rel.h"
@@ -62,9 +64,28 @@ static atomic_int g_stop, g_rounds;
    g_forked counts the forks done, g_failed the children that failed. */
 static atomic_int g_request, g_forked, g_failed;
 
-static void alarm_child(void)
+enum { CHILD_SECONDS = 60 };
+
+/* Waits for the child; one that has not exited after CHILD_SECONDS (a
+   deadlock, possibly inside fork() itself, before its alarm was set) is
+   killed and counts as failed.  Returns the exit status, or -1. */
+static int wait_child(pid_t pid)
 {
-    alarm((unsigned)(60 * runner_timeout_scale()));
+    long limit_ms = (long)CHILD_SECONDS * 1000 * runner_timeout_scale();
+    struct timespec ms = {0, 1000000};
+    int status = 0;
+    for (long waited = 0;; waited++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        ASSERT(r == 0 || errno == EINTR);
+        if (waited == limit_ms) {
+            fprintf(stderr, "fork_storm: child %d still running after %d s; "
+                    "killed\n", (int)pid, CHILD_SECONDS * runner_timeout_scale());
+            kill(pid, SIGKILL);
+        }
+        nanosleep(&ms, NULL);
+    }
 }
 
 /* In the child: the runtime works for this, the only thread. */
@@ -104,18 +125,17 @@ static void fork_here(enum how how, int self)
     pid_t pid = fork();
     ASSERT(pid >= 0);
     if (pid == 0) {
-        alarm_child();
+        alarm((unsigned)(CHILD_SECONDS * runner_timeout_scale()));
         check_child(how, self);
     }
-    int held = tether_gil_held(), status = 0;
+    int held = tether_gil_held();
     tether_tstate ts = 0;
     if (held)
         ASSERT_OK(tether_save_thread(&ts));
-    while (waitpid(pid, &status, 0) < 0)
-        ASSERT(errno == EINTR);
+    int status = wait_child(pid);
     if (held)
         ASSERT_OK(tether_restore_thread(ts));
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    if (status != 0)
         atomic_fetch_add(&g_failed, 1);
     atomic_fetch_add(&g_forked, 1);
 }

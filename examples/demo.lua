@@ -1,6 +1,6 @@
 -- demo.lua - a tour of `require "tether"` in one script.
 --
---   LUA_CPATH='build/dev/bindings/lua/?.so;;' lua5.4 bindings/lua/demo.lua [ticker.so]
+--   LUA_CPATH='build/dev/bindings/lua/?.so;;' lua5.4 examples/demo.lua [ticker.so]
 --
 -- Lua threads share a table; the ticker plugin's native threads call back
 -- into Lua; a runaway thread is cancelled; joins have timeouts; a summary
@@ -67,8 +67,10 @@ say("3. cancelled a busy loop in %.0f us: join -> %s, %s (status %s)",
 assert(ok == false and err == tether.Cancelled)
 
 -- 4. Joins with timeouts, and results.
-local slow = tether.thread(function() tether.sleep(0.05) return "slow result" end)
+local go = tether.event()
+local slow = tether.thread(function() go:wait() return "slow result" end)
 local r1, why = slow:join(0.001)
+go:set()
 local r2, value = slow:join(5)
 say("4. join(0.001) -> %s, %s; join(5) -> %s, %s", tostring(r1), why, tostring(r2), value)
 assert(r1 == nil and why == "timeout" and r2 == true and value == "slow result")
