@@ -2,6 +2,7 @@
  * alloc.c - the replaceable allocator and the fault-injection switches.
  */
 #include "alloc.h"
+#include "lockrank.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,7 +24,7 @@ static atomic_int g_runtimes;
 
 /* One fault switch per kind.  `armed` is read without the lock on every
    allocation (Synchronization: atomic); `skip` and `left` are
-   Synchronization: g_fault_lock, a leaf lock taken with no other held. */
+   Synchronization: g_fault_lock (RANK_FAULT, the innermost lock). */
 struct fault {
     atomic_bool armed;
     uint64_t skip;  /* operations that still succeed before the first failure */
@@ -45,7 +46,7 @@ int fault_hit(uint32_t what)
     if (!atomic_load_explicit(&f->armed, memory_order_relaxed))
         return 0;
     int hit = 0;
-    pthread_mutex_lock(&g_fault_lock);
+    rank_lock(&g_fault_lock, RANK_FAULT);
     if (atomic_load_explicit(&f->armed, memory_order_relaxed)) {
         if (f->skip > 0) {
             f->skip--;
@@ -55,7 +56,7 @@ int fault_hit(uint32_t what)
                 atomic_store(&f->armed, 0);
         }
     }
-    pthread_mutex_unlock(&g_fault_lock);
+    rank_unlock(&g_fault_lock, RANK_FAULT);
     return hit;
 }
 
@@ -65,11 +66,11 @@ int tether_fault_inject(uint32_t what, uint64_t nth, uint64_t count)
         return err_set(TETHER_EINVAL, "tether_fault_inject",
                        "unknown fault kind %u", what);
     struct fault *f = &g_faults[what];
-    pthread_mutex_lock(&g_fault_lock);
+    rank_lock(&g_fault_lock, RANK_FAULT);
     f->skip = nth ? nth - 1 : 0;
     f->left = count ? (int64_t)count : -1;
     atomic_store(&f->armed, nth != 0);
-    pthread_mutex_unlock(&g_fault_lock);
+    rank_unlock(&g_fault_lock, RANK_FAULT);
     return TETHER_OK;
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "lockrank.h"
 #include "error.h"
 #include "handle.h"
 #include "internal.h"
@@ -98,9 +99,9 @@ int tether_channel_retain(tether_channel h)
     struct channel *ch = get("tether_channel_retain", h);
     if (!ch)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&ch->mutex);
+    rank_lock(&ch->mutex, RANK_OBJECT);
     ch->user_refs++;
-    pthread_mutex_unlock(&ch->mutex);
+    rank_unlock(&ch->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }
@@ -112,14 +113,14 @@ int tether_channel_release(tether_channel h)
     struct channel *ch = get("tether_channel_release", h);
     if (!ch)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&ch->mutex);
+    rank_lock(&ch->mutex, RANK_OBJECT);
     int last = --ch->user_refs == 0;
     if (last) {
         ch->dead = 1;
         pthread_cond_broadcast(&ch->not_empty);
         pthread_cond_broadcast(&ch->not_full);
     }
-    pthread_mutex_unlock(&ch->mutex);
+    rank_unlock(&ch->mutex, RANK_OBJECT);
     if (last)
         handle_close(h, HT_CHANNEL);
     handle_put(h);
@@ -207,7 +208,7 @@ static void undo_recv(void *p)
 {
     struct op *op = p;
     struct channel *ch = op->ch;
-    pthread_mutex_lock(&ch->mutex);
+    rank_lock(&ch->mutex, RANK_OBJECT);
     op->m->next = ch->head;
     ch->head = op->m;
     if (!ch->tail)
@@ -215,7 +216,7 @@ static void undo_recv(void *p)
     ch->count++;
     op->m = NULL;
     pthread_cond_signal(&ch->not_empty);
-    pthread_mutex_unlock(&ch->mutex);
+    rank_unlock(&ch->mutex, RANK_OBJECT);
 }
 
 int tether_channel_recv(tether_channel h, void **data, size_t *len,
@@ -243,11 +244,11 @@ int tether_channel_close(tether_channel h)
     struct channel *ch = get("tether_channel_close", h);
     if (!ch)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&ch->mutex);
+    rank_lock(&ch->mutex, RANK_OBJECT);
     ch->closed = 1;
     pthread_cond_broadcast(&ch->not_empty);
     pthread_cond_broadcast(&ch->not_full);
-    pthread_mutex_unlock(&ch->mutex);
+    rank_unlock(&ch->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }
@@ -260,9 +261,9 @@ int tether_channel_count(tether_channel h, size_t *out)
     struct channel *ch = get(fn, h);
     if (!ch)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&ch->mutex);
+    rank_lock(&ch->mutex, RANK_OBJECT);
     *out = ch->count;
-    pthread_mutex_unlock(&ch->mutex);
+    rank_unlock(&ch->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }

@@ -77,3 +77,24 @@ int err_misuse(int code, const char *func, const char *fmt, ...)
 }
 
 void err_abort_on_misuse_add(int delta) { atomic_fetch_add(&g_abort_on_misuse, delta); }
+
+#ifndef NDEBUG
+#include "lockrank.h"
+
+/* Synchronization: thread-local.  Locks of each rank the thread holds. */
+static _Thread_local unsigned char t_ranks[RANK__COUNT];
+
+void rank_check_take(enum lock_rank r)
+{
+    for (int q = (int)r; q < RANK__COUNT; q++) {
+        if (t_ranks[q]) {
+            fprintf(stderr, "tether: lock order violated: taking a rank-%d lock "
+                    "while holding a rank-%d lock (core/lockrank.h)\n", (int)r, q);
+            abort();
+        }
+    }
+    t_ranks[r]++;
+}
+
+void rank_note_give(enum lock_rank r) { t_ranks[r]--; }
+#endif

@@ -78,6 +78,7 @@
  * and clock_gettime on CLOCK_MONOTONIC does not fail.
  */
 #include "internal.h"
+#include "lockrank.h"
 #include "platform.h"
 
 #define W_LOCKED 1u
@@ -159,7 +160,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
 {
     int64_t t0 = 0; /* read the clock only once we have to wait */
     int rc = TETHER_OK, requested = 0, taken = 0;
-    pthread_mutex_lock(&g->mutex);
+    rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     /* Urgent only if the holder has held the GIL since this thread left. */
     urgent = urgent && atomic_load(&g->acquisitions) == ts->acq_at_drop + 1;
@@ -196,7 +197,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         if (g->switch_waiters)
             pthread_cond_broadcast(&g->switch_cond);
     }
-    pthread_mutex_unlock(&g->mutex);
+    rank_unlock(&g->mutex, RANK_GIL);
     return rc;
 }
 
@@ -269,16 +270,16 @@ void gil_drop(struct gil *g, struct tstate *ts)
     /* Someone waits: hand over under the mutex, and if they asked for the
        GIL (a drop request, even one posted just now), make sure they get it
        before this thread can come back for it (as CPython does). */
-    pthread_mutex_lock(&g->mutex);
+    rank_lock(&g->mutex, RANK_GIL);
     drop_locked(g, ts, 0);
-    pthread_mutex_unlock(&g->mutex);
+    rank_unlock(&g->mutex, RANK_GIL);
 }
 
 int gil_yield(struct gil *g, struct tstate *ts)
 {
-    pthread_mutex_lock(&g->mutex);
+    rank_lock(&g->mutex, RANK_GIL);
     drop_locked(g, ts, 1);
-    pthread_mutex_unlock(&g->mutex);
+    rank_unlock(&g->mutex, RANK_GIL);
     return gil_take(g, ts, 0);
 }
 
@@ -290,27 +291,27 @@ int gil_contended(struct gil *g)
 void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
                      void *ud)
 {
-    pthread_mutex_lock(&g->mutex);
+    rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
     if (h && (atomic_load(&g->word) & W_LOCKED))
         fn(h, ud);
     atomic_fetch_sub(&g->word, W_PIN);
-    pthread_mutex_unlock(&g->mutex);
+    rank_unlock(&g->mutex, RANK_GIL);
 }
 
 void gil_wake_all(struct gil *g)
 {
-    pthread_mutex_lock(&g->mutex);
+    rank_lock(&g->mutex, RANK_GIL);
     pthread_cond_broadcast(&g->cond);
     pthread_cond_broadcast(&g->switch_cond);
-    pthread_mutex_unlock(&g->mutex);
+    rank_unlock(&g->mutex, RANK_GIL);
 }
 
 int gil_barrier(struct gil *g, int64_t deadline)
 {
     int rc = -1;
-    pthread_mutex_lock(&g->mutex);
+    rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     for (;;) {
         uint64_t w = atomic_load(&g->word);
@@ -330,7 +331,7 @@ int gil_barrier(struct gil *g, int64_t deadline)
                        deadline >= 0 && deadline < until ? deadline : until);
     }
     atomic_fetch_sub(&g->word, W_PIN);
-    pthread_mutex_unlock(&g->mutex);
+    rank_unlock(&g->mutex, RANK_GIL);
     return rc;
 }
 

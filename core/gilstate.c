@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "lockrank.h"
 #include "error.h"
 #include "handle.h"
 #include "internal.h"
@@ -307,9 +308,9 @@ void breaker_signal(struct tstate *ts, unsigned bits)
 {
     atomic_fetch_or(&ts->breaker, bits);
     if (ts->wait_mutex) {
-        pthread_mutex_lock(ts->wait_mutex);
+        rank_lock(ts->wait_mutex, RANK_OBJECT);
         pthread_cond_broadcast(ts->wait_cond);
-        pthread_mutex_unlock(ts->wait_mutex);
+        rank_unlock(ts->wait_mutex, RANK_OBJECT);
     }
     if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)))
         ts->ubf(ts->ubf_arg);
@@ -334,7 +335,7 @@ int async_deliver(struct tstate *ts)
     void *old = NULL;
     tether_dtor old_dtor = NULL;
     int rc = TETHER_OK;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     atomic_fetch_and(&ts->breaker, ~BRK_ASYNC);
     if (ts->has_pending && ts->defer == 0) {
         if (ts->has_delivered) {
@@ -348,7 +349,7 @@ int async_deliver(struct tstate *ts)
         ts->has_pending = 0;
         rc = TETHER_EASYNC;
     }
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     if (old_dtor)
         old_dtor(old);
     if (rc == TETHER_EASYNC)
@@ -386,12 +387,12 @@ int tether_thread_raise(tether_thread h, int64_t code, void *payload,
     void *old = NULL;
     tether_dtor old_dtor = NULL;
     int rc = TETHER_OK;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     if (t->ts)
         post_async(t->ts, code, payload, dtor, &old, &old_dtor);
     else
         rc = err_set(TETHER_ESTATE, fn, "the thread '%s' has finished", t->name);
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     handle_put(h);
     if (old_dtor)
         old_dtor(old);
@@ -408,7 +409,7 @@ int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
     void *old = NULL;
     tether_dtor old_dtor = NULL;
     int count = 0;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
         if (ts->os && ts->ident == ident) {
             post_async(ts, code, payload, dtor, &old, &old_dtor);
@@ -416,7 +417,7 @@ int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
             break;
         }
     }
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     handle_put(h);
     if (old_dtor)
         old_dtor(old);
@@ -433,7 +434,7 @@ int tether_async_fetch(int64_t *code_out, void **payload_out,
     if (!ts)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
     int rc = TETHER_OK;
-    pthread_mutex_lock(&ts->interp->mutex);
+    rank_lock(&ts->interp->mutex, RANK_INTERP);
     if (!ts->has_delivered) {
         rc = err_set(TETHER_ESTATE, fn, "no asynchronous exception was delivered");
     } else {
@@ -445,7 +446,7 @@ int tether_async_fetch(int64_t *code_out, void **payload_out,
         if (dtor_out)
             *dtor_out = ts->delivered_dtor;
     }
-    pthread_mutex_unlock(&ts->interp->mutex);
+    rank_unlock(&ts->interp->mutex, RANK_INTERP);
     return rc;
 }
 
@@ -455,9 +456,9 @@ int tether_async_defer(void)
     if (!ts)
         return err_misuse(TETHER_ESTATE, "tether_async_defer",
                           "the calling thread is not attached");
-    pthread_mutex_lock(&ts->interp->mutex);
+    rank_lock(&ts->interp->mutex, RANK_INTERP);
     ts->defer++;
-    pthread_mutex_unlock(&ts->interp->mutex);
+    rank_unlock(&ts->interp->mutex, RANK_INTERP);
     return TETHER_OK;
 }
 
@@ -468,12 +469,12 @@ int tether_async_allow(void)
     if (!ts)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
     int rc = TETHER_OK;
-    pthread_mutex_lock(&ts->interp->mutex);
+    rank_lock(&ts->interp->mutex, RANK_INTERP);
     if (ts->defer == 0)
         rc = err_misuse(TETHER_ESTATE, fn, "no tether_async_defer to undo");
     else if (--ts->defer == 0 && ts->has_pending)
         atomic_fetch_or(&ts->breaker, BRK_ASYNC);
-    pthread_mutex_unlock(&ts->interp->mutex);
+    rank_unlock(&ts->interp->mutex, RANK_INTERP);
     return rc;
 }
 
@@ -481,10 +482,10 @@ int tether_async_allow(void)
 
 static void set_ubf(struct tstate *ts, tether_unblock_fn ubf, void *arg)
 {
-    pthread_mutex_lock(&ts->interp->mutex);
+    rank_lock(&ts->interp->mutex, RANK_INTERP);
     ts->ubf = ubf;
     ts->ubf_arg = arg;
-    pthread_mutex_unlock(&ts->interp->mutex);
+    rank_unlock(&ts->interp->mutex, RANK_INTERP);
 }
 
 int tether_call_blocking(int (*fn)(void *arg), void *arg,
@@ -541,7 +542,7 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     }
     if (c) {
         *c = (struct pending_call){fn, arg, pin, NULL};
-        pthread_mutex_lock(&interp->mutex);
+        rank_lock(&interp->mutex, RANK_INTERP);
         if (interp->pending_tail)
             interp->pending_tail->next = c;
         else
@@ -549,7 +550,7 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
         interp->pending_tail = c;
         if (interp->main_ts)
             breaker_signal(interp->main_ts, BRK_PENDING);
-        pthread_mutex_unlock(&interp->mutex);
+        rank_unlock(&interp->mutex, RANK_INTERP);
     }
     handle_put(h);
     return rc;
@@ -561,7 +562,7 @@ static int run_pending(struct tstate *ts)
 {
     struct interp *interp = ts->interp;
     for (;;) {
-        pthread_mutex_lock(&interp->mutex);
+        rank_lock(&interp->mutex, RANK_INTERP);
         struct pending_call *c = interp->main_ts == ts ? interp->pending_head : NULL;
         if (c) {
             interp->pending_head = c->next;
@@ -570,7 +571,7 @@ static int run_pending(struct tstate *ts)
         } else {
             atomic_fetch_and(&ts->breaker, ~BRK_PENDING);
         }
-        pthread_mutex_unlock(&interp->mutex);
+        rank_unlock(&interp->mutex, RANK_INTERP);
         if (!c)
             return TETHER_OK;
         int rc = c->fn(c->arg);

@@ -7,6 +7,7 @@
  * Only issuing a handle and recycling a slot take g_handle_lock.
  */
 #include "handle.h"
+#include "lockrank.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,8 +52,8 @@ struct slot {
 static _Atomic(struct slot *) g_chunks[MAX_CHUNKS];
 
 /* g_handle_lock protects the free list, the chunk count and slot names.
-   Lock order: a leaf; it is taken with no other tether lock held, or after
-   any of them, and nothing is taken while holding it. */
+   Lock order: RANK_LEAF, after any other core lock; only the fault switch
+   (an allocation growing the table) is taken while holding it. */
 static pthread_mutex_t g_handle_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint32_t g_free_head; /* index + 1 of the first free slot, 0 = none */
 static uint32_t g_nchunks;
@@ -103,11 +104,11 @@ int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
     char *copy = NULL;
     if (name && !(copy = t_strdup(name)))
         return TETHER_ENOMEM;
-    pthread_mutex_lock(&g_handle_lock);
+    rank_lock(&g_handle_lock, RANK_LEAF);
     uint32_t idx;
     int rc = take_slot(&idx);
     if (rc != TETHER_OK) {
-        pthread_mutex_unlock(&g_handle_lock);
+        rank_unlock(&g_handle_lock, RANK_LEAF);
         t_free(copy);
         return rc;
     }
@@ -123,7 +124,7 @@ int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
                           gen << W_GEN_SHIFT | W_OPEN |
                               (uint64_t)type << W_TYPE_SHIFT | 1u,
                           memory_order_release);
-    pthread_mutex_unlock(&g_handle_lock);
+    rank_unlock(&g_handle_lock, RANK_LEAF);
     *out = (uint64_t)type << 56 | gen << 32 | idx;
     return TETHER_OK;
 }
@@ -159,13 +160,13 @@ static void destroy(uint32_t idx, struct slot *s)
 {
     void *obj = s->obj;
     handle_dtor dtor = s->dtor;
-    pthread_mutex_lock(&g_handle_lock);
+    rank_lock(&g_handle_lock, RANK_LEAF);
     char *name = s->name;
     s->name = NULL;
     s->obj = NULL;
     s->next_free = g_free_head;
     g_free_head = idx + 1;
-    pthread_mutex_unlock(&g_handle_lock);
+    rank_unlock(&g_handle_lock, RANK_LEAF);
     t_free(name);
     if (dtor)
         dtor(obj);
@@ -206,7 +207,7 @@ void handle_foreach_open(void (*fn)(uint64_t h, int type, void *obj,
                                     void *ud),
                          void *ud)
 {
-    pthread_mutex_lock(&g_handle_lock);
+    rank_lock(&g_handle_lock, RANK_LEAF);
     for (uint32_t c = 0; c < g_nchunks; c++) {
         struct slot *chunk = atomic_load(&g_chunks[c]);
         for (uint32_t i = 0; i < CHUNK_SLOTS; i++) {
@@ -218,7 +219,7 @@ void handle_foreach_open(void (*fn)(uint64_t h, int type, void *obj,
             fn(h, W_TYPE(w), chunk[i].obj, chunk[i].name, chunk[i].creator, ud);
         }
     }
-    pthread_mutex_unlock(&g_handle_lock);
+    rank_unlock(&g_handle_lock, RANK_LEAF);
 }
 
 void handle_atfork_prepare(void) { pthread_mutex_lock(&g_handle_lock); }

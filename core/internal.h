@@ -1,8 +1,9 @@
 /*
  * internal.h - the core's data structures and the functions its files share.
  *
- * Lock order (a thread takes them only in this order, and never waits for
- * the GIL itself while holding any of them):
+ * Lock order (core/lockrank.h ranks them and debug builds check it; a
+ * thread takes them only in this order, and never waits for the GIL itself
+ * while holding any of them):
  *
  *   0  g_rt_lock          the list of live runtimes (runtime.c)
  *   1  runtime->mutex     a runtime's interpreters and finalize state
@@ -10,9 +11,10 @@
  *                         pending calls, and every thread state's
  *                         asynchronous-exception slots and wait registration
  *   3  gil->mutex         the GIL's slow path
- *   4  object mutexes     a thread's sentinel, a lock, an event, a thread
- *                         state's sleep cond; never two at once
- *   5  leaves             the handle table, the fault switches
+ *   4  object mutexes     a thread's sentinel, a lock, an event, a channel,
+ *                         a thread state's sleep cond; never two at once
+ *   5  g_handle_lock      the handle table's free list and names
+ *   6  g_fault_lock       the fault switches
  *
  * Every shared field says how it is synchronised, in the same words:
  * "Synchronization: <mutex> | atomic | owner | immutable".  "owner" means

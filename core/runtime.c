@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "lockrank.h"
 #include "error.h"
 #include "handle.h"
 #include "hooks.h"
@@ -59,14 +60,14 @@ struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP)
 static void runtime_dtor(void *p)
 {
     struct runtime *rt = p;
-    pthread_mutex_lock(&g_rt_lock);
+    rank_lock(&g_rt_lock, RANK_RT_LIST);
     for (struct runtime **q = &g_runtimes; *q; q = &(*q)->next) {
         if (*q == rt) {
             *q = rt->next;
             break;
         }
     }
-    pthread_mutex_unlock(&g_rt_lock);
+    rank_unlock(&g_rt_lock, RANK_RT_LIST);
     if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
         err_abort_on_misuse_add(-1);
     gil_destroy(&rt->gil);
@@ -79,14 +80,14 @@ static void interp_dtor(void *p)
 {
     struct interp *interp = p;
     struct runtime *rt = interp->rt;
-    pthread_mutex_lock(&rt->mutex);
+    rank_lock(&rt->mutex, RANK_RUNTIME);
     for (struct interp **q = &rt->interps; *q; q = &(*q)->next) {
         if (*q == interp) {
             *q = interp->next;
             break;
         }
     }
-    pthread_mutex_unlock(&rt->mutex);
+    rank_unlock(&rt->mutex, RANK_RUNTIME);
     while (interp->pending_head) {
         struct pending_call *c = interp->pending_head;
         interp->pending_head = c->next;
@@ -124,10 +125,10 @@ static int interp_new(struct runtime *rt, int is_main, struct interp **out)
         return TETHER_ENOMEM;
     }
     handle_ref(rt->handle);
-    pthread_mutex_lock(&rt->mutex);
+    rank_lock(&rt->mutex, RANK_RUNTIME);
     interp->next = rt->interps;
     rt->interps = interp;
-    pthread_mutex_unlock(&rt->mutex);
+    rank_unlock(&rt->mutex, RANK_RUNTIME);
     *out = interp;
     return TETHER_OK;
 }
@@ -181,10 +182,10 @@ static struct runtime *runtime_alloc(const tether_config *c)
     }
     if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
         err_abort_on_misuse_add(1);
-    pthread_mutex_lock(&g_rt_lock);
+    rank_lock(&g_rt_lock, RANK_RT_LIST);
     rt->next = g_runtimes;
     g_runtimes = rt;
-    pthread_mutex_unlock(&g_rt_lock);
+    rank_unlock(&g_rt_lock, RANK_RT_LIST);
     return rt;
 }
 
@@ -277,10 +278,10 @@ int tether_set_switch_interval(tether_runtime h, uint32_t us)
         return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
                           (unsigned long long)h);
     atomic_store(&rt->gil.interval_us, us);
-    pthread_mutex_lock(&rt->mutex);
+    rank_lock(&rt->mutex, RANK_RUNTIME);
     for (struct interp *i = rt->interps; i; i = i->next)
         atomic_store(&i->gil->interval_us, us);
-    pthread_mutex_unlock(&rt->mutex);
+    rank_unlock(&rt->mutex, RANK_RUNTIME);
     handle_put(h);
     return TETHER_OK;
 }
@@ -327,7 +328,7 @@ void runtime_report_error(tether_interp h, int code, const char *message)
 static struct thread *next_nondaemon(struct interp *interp)
 {
     struct thread *found = NULL;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     for (struct thread *t = interp->threads; t; t = t->reg_next) {
         if (!t->daemon) {
             found = t;
@@ -335,7 +336,7 @@ static struct thread *next_nondaemon(struct interp *interp)
             break;
         }
     }
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     return found;
 }
 
@@ -357,10 +358,10 @@ static int join_nondaemon(struct interp *interp, int64_t deadline)
 static void mark_finalizing(struct interp *interp)
 {
     atomic_store(&interp->finalizing, 1);
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
         breaker_signal(ts, BRK_FINAL);
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     gil_wake_all(interp->gil);
 }
 
@@ -386,7 +387,7 @@ static void report_handle(uint64_t h, int type, void *obj, const char *name,
 
 static void report_ensures(struct interp *interp)
 {
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
         unsigned n = atomic_load(&ts->ensures);
         if (n)
@@ -395,7 +396,7 @@ static void report_ensures(struct interp *interp)
                     (unsigned long long)ts->ident, n,
                     (unsigned long long)interp->handle);
     }
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
 static int debug_enabled(void)
@@ -438,7 +439,7 @@ static int stop_interps(struct interp **v, size_t n, int64_t deadline)
 /* A snapshot of the runtime's interpreters (referenced), or NULL. */
 static struct interp **snapshot(struct runtime *rt, size_t *n)
 {
-    pthread_mutex_lock(&rt->mutex);
+    rank_lock(&rt->mutex, RANK_RUNTIME);
     size_t count = 0;
     for (struct interp *i = rt->interps; i; i = i->next)
         count++;
@@ -452,7 +453,7 @@ static struct interp **snapshot(struct runtime *rt, size_t *n)
             v[count++] = i;
         }
     }
-    pthread_mutex_unlock(&rt->mutex);
+    rank_unlock(&rt->mutex, RANK_RUNTIME);
     *n = count;
     return v;
 }
@@ -462,9 +463,9 @@ static int caller_is_our_thread(struct runtime *rt, struct interp *only)
     struct tstate *cur = ts_current();
     if (!cur || cur->interp->rt != rt || (only && cur->interp != only))
         return 0;
-    pthread_mutex_lock(&cur->interp->mutex);
+    rank_lock(&cur->interp->mutex, RANK_INTERP);
     int ours = cur->thread && cur->thread->joinable;
-    pthread_mutex_unlock(&cur->interp->mutex);
+    rank_unlock(&cur->interp->mutex, RANK_INTERP);
     return ours;
 }
 

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "lockrank.h"
 #include "error.h"
 #include "handle.h"
 #include "internal.h"
@@ -79,13 +80,13 @@ static int thread_new(struct interp *interp, const char *name, int joinable,
    thread is done. */
 static int thread_unref_user(struct thread *t)
 {
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     if (t->user_refs == 0) {
-        pthread_mutex_unlock(&t->mutex);
+        rank_unlock(&t->mutex, RANK_OBJECT);
         return TETHER_EBADHANDLE;
     }
     int close = --t->user_refs == 0 && t->done;
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     if (close)
         handle_close(t->handle, HT_THREAD);
     return TETHER_OK;
@@ -95,7 +96,7 @@ void thread_finish(struct thread *t, int result)
 {
     struct interp *interp = t->interp;
     if (t->joinable) {
-        pthread_mutex_lock(&interp->mutex);
+        rank_lock(&interp->mutex, RANK_INTERP);
         if (t->reg_prev)
             t->reg_prev->reg_next = t->reg_next;
         else if (interp->threads == t)
@@ -103,14 +104,14 @@ void thread_finish(struct thread *t, int result)
         if (t->reg_next)
             t->reg_next->reg_prev = t->reg_prev;
         t->reg_prev = t->reg_next = NULL;
-        pthread_mutex_unlock(&interp->mutex);
+        rank_unlock(&interp->mutex, RANK_INTERP);
     }
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     t->done = 1;
     t->result = result;
     int close = t->user_refs == 0;
     pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     if (close)
         handle_close(t->handle, HT_THREAD);
 }
@@ -142,11 +143,11 @@ static void *bootstrap(void *p)
     struct tstate *ts = b.ts;
     struct osthread *os = os_get(); /* thread-local storage: cannot fail */
     ts_bind(ts, os);
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
     pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
 
     int result = ts_attach(ts, 0);
     if (result == TETHER_OK) {
@@ -200,10 +201,10 @@ static void wait_started(struct thread *t)
     struct tstate *cur = ts_current();
     if (cur)
         ts_detach(cur);
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     while (!t->started)
         pthread_cond_wait(&t->cond, &t->mutex);
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     if (cur)
         (void)ts_attach(cur, 1); /* a failure shows at the next checkpoint */
 }
@@ -212,14 +213,14 @@ static void wait_started(struct thread *t)
 static void start_undo(struct thread *t, struct tstate *ts)
 {
     struct interp *interp = t->interp;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     if (t->reg_next)
         t->reg_next->reg_prev = t->reg_prev;
     if (t->reg_prev)
         t->reg_prev->reg_next = t->reg_next;
     else
         interp->threads = t->reg_next;
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     ts_delete(ts); /* also clears t->ts */
     t->joinable = 0;
     t->done = 1;
@@ -230,7 +231,7 @@ static void start_undo(struct thread *t, struct tstate *ts)
 static int start_registered(struct thread *t, struct tstate *ts)
 {
     struct interp *interp = t->interp;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     int fin = atomic_load(&interp->finalizing);
     if (!fin) {
         t->ts = ts;
@@ -240,7 +241,7 @@ static int start_registered(struct thread *t, struct tstate *ts)
             t->reg_next->reg_prev = t;
         interp->threads = t;
     }
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     if (fin) {
         start_undo(t, ts);
         return start_error(TETHER_EFINALIZING, "%s", "the interpreter is finalizing");
@@ -312,18 +313,18 @@ static int poll_done(void *p)
 /* Reaps the OS thread once; later joiners wait until it is reaped. */
 static void reap(struct thread *t)
 {
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     if (t->reap == 0) {
         t->reap = 1;
-        pthread_mutex_unlock(&t->mutex);
+        rank_unlock(&t->mutex, RANK_OBJECT);
         pthread_join(t->pt, NULL);
-        pthread_mutex_lock(&t->mutex);
+        rank_lock(&t->mutex, RANK_OBJECT);
         t->reap = 2;
         pthread_cond_broadcast(&t->cond);
     }
     while (t->reap == 1)
         pthread_cond_wait(&t->cond, &t->mutex);
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
 }
 
 int thread_join_obj(struct thread *t, int64_t timeout_ns)
@@ -342,9 +343,9 @@ int tether_thread_join(tether_thread h, int64_t timeout_ns)
     if (!t)
         return err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
                           (unsigned long long)h);
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     int self = t->ident == plat_thread_ident() && !t->done;
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     int rc;
     if (self)
         rc = err_misuse(TETHER_EDEADLK, fn, "a thread cannot join itself");
@@ -373,9 +374,9 @@ int tether_thread_is_alive(tether_thread h)
     struct thread *t = get_thread(h, "tether_thread_is_alive");
     if (!t)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     int alive = t->started && !t->done;
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     handle_put(h);
     return alive;
 }
@@ -387,9 +388,9 @@ int tether_thread_ident(tether_thread h, uint64_t *out)
     struct thread *t = get_thread(h, "tether_thread_ident");
     if (!t)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     *out = t->ident;
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }
@@ -414,9 +415,9 @@ int tether_thread_result(tether_thread h, int *out)
     struct thread *t = get_thread(h, fn);
     if (!t)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     int done = t->done, result = t->result;
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
     handle_put(h);
     if (!done)
         return err_set(TETHER_ESTATE, fn, "the thread '%s' is still running", t->name);
@@ -443,19 +444,19 @@ int tether_thread_release(tether_thread h)
    reference or the thread's state). */
 static void thread_ref_user(struct thread *t)
 {
-    pthread_mutex_lock(&t->mutex);
+    rank_lock(&t->mutex, RANK_OBJECT);
     t->user_refs++;
-    pthread_mutex_unlock(&t->mutex);
+    rank_unlock(&t->mutex, RANK_OBJECT);
 }
 
 int thread_of_current(struct tstate *ts, uint64_t *out)
 {
     struct interp *interp = ts->interp;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     struct thread *t = ts->thread;
     if (t)
         thread_ref_user(t);
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     if (!t) {
         /* A thread tether did not start: its object finishes with its state. */
         char name[64];
@@ -468,10 +469,10 @@ int thread_of_current(struct tstate *ts, uint64_t *out)
             return TETHER_ENOMEM;
         t->ident = ts->ident;
         t->started = 1;
-        pthread_mutex_lock(&interp->mutex);
+        rank_lock(&interp->mutex, RANK_INTERP);
         t->ts = ts;
         ts->thread = t;
-        pthread_mutex_unlock(&interp->mutex);
+        rank_unlock(&interp->mutex, RANK_INTERP);
     }
     *out = t->handle;
     return TETHER_OK;
@@ -502,7 +503,7 @@ int tether_thread_list(tether_interp h, tether_thread *buf, size_t cap,
         return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
                           (unsigned long long)h);
     size_t n = 0;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
         struct thread *t = ts->thread;
         if (!t)
@@ -513,7 +514,7 @@ int tether_thread_list(tether_interp h, tether_thread *buf, size_t cap,
         }
         n++;
     }
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     handle_put(h);
     *count = n;
     return TETHER_OK;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "lockrank.h"
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
@@ -130,9 +131,9 @@ struct tstate *ts_new(struct interp *interp)
         return NULL;
     pthread_mutex_init(&ts->sleep_mutex, NULL);
     plat_cond_init(&ts->sleep_cond);
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     ts_link(ts, interp);
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     interp_ref(interp);
     return ts;
 }
@@ -148,7 +149,7 @@ void ts_bind(struct tstate *ts, struct osthread *os)
 void ts_delete(struct tstate *ts)
 {
     struct interp *interp = ts->interp;
-    pthread_mutex_lock(&interp->mutex);
+    rank_lock(&interp->mutex, RANK_INTERP);
     if (ts->prev)
         ts->prev->next = ts->next;
     else
@@ -165,7 +166,7 @@ void ts_delete(struct tstate *ts)
     ts->thread = NULL;
     if (t)
         t->ts = NULL;
-    pthread_mutex_unlock(&interp->mutex);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     /* A thread tether did not start finishes with its state; tether's own
        threads finish in their bootstrap, right after this. */
     if (t && !t->joinable) {

@@ -21,6 +21,7 @@
  * own, and the exception waits for them.
  */
 #include "alloc.h"
+#include "lockrank.h"
 #include "error.h"
 #include "handle.h"
 #include "internal.h"
@@ -30,10 +31,10 @@
 
 static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
 {
-    pthread_mutex_lock(&ts->interp->mutex);
+    rank_lock(&ts->interp->mutex, RANK_INTERP);
     ts->wait_mutex = m;
     ts->wait_cond = c;
-    pthread_mutex_unlock(&ts->interp->mutex);
+    rank_unlock(&ts->interp->mutex, RANK_INTERP);
 }
 
 /* Step 3: returns poll's final status, ETIMEDOUT, or WAIT_AGAIN when the
@@ -41,7 +42,7 @@ static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
 static int block(const struct waitspec *w, struct tstate *ts, int64_t deadline)
 {
     int rc, expired = 0;
-    pthread_mutex_lock(w->mutex);
+    rank_lock(w->mutex, RANK_OBJECT);
     for (;;) {
         if ((rc = w->poll(w->obj)) != WAIT_AGAIN)
             break;
@@ -53,15 +54,15 @@ static int block(const struct waitspec *w, struct tstate *ts, int64_t deadline)
         }
         expired = plat_cond_wait(w->cond, w->mutex, deadline);
     }
-    pthread_mutex_unlock(w->mutex);
+    rank_unlock(w->mutex, RANK_OBJECT);
     return rc;
 }
 
 static int try_once(const struct waitspec *w)
 {
-    pthread_mutex_lock(w->mutex);
+    rank_lock(w->mutex, RANK_OBJECT);
     int rc = w->poll(w->obj);
-    pthread_mutex_unlock(w->mutex);
+    rank_unlock(w->mutex, RANK_OBJECT);
     return rc;
 }
 
@@ -186,10 +187,10 @@ static int object_free(const char *fn, int type, uint64_t h)
     if (!o)
         return err_misuse(TETHER_EBADHANDLE, fn, "not a %s handle (0x%llx)",
                           handle_type_name(type), (unsigned long long)h);
-    pthread_mutex_lock(&o->mutex);
+    rank_lock(&o->mutex, RANK_OBJECT);
     o->dead = 1;
     pthread_cond_broadcast(&o->cond);
-    pthread_mutex_unlock(&o->mutex);
+    rank_unlock(&o->mutex, RANK_OBJECT);
     int rc = handle_close(h, type);
     handle_put(h);
     if (rc != TETHER_OK)
@@ -231,10 +232,10 @@ static int poll_lock(void *p)
 static void undo_lock(void *p)
 {
     struct lock *l = p;
-    pthread_mutex_lock(&l->mutex);
+    rank_lock(&l->mutex, RANK_OBJECT);
     l->locked = 0;
     pthread_cond_signal(&l->cond);
-    pthread_mutex_unlock(&l->mutex);
+    rank_unlock(&l->mutex, RANK_OBJECT);
 }
 
 int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
@@ -243,9 +244,9 @@ int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
     struct lock *l = object_get(fn, HT_LOCK, h);
     if (!l)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&l->mutex);
+    rank_lock(&l->mutex, RANK_OBJECT);
     int self = l->locked && l->owner == plat_thread_ident();
-    pthread_mutex_unlock(&l->mutex);
+    rank_unlock(&l->mutex, RANK_OBJECT);
     int rc;
     if (self && timeout_ns < 0) {
         rc = err_misuse(TETHER_EDEADLK, fn, "the calling thread holds this lock "
@@ -266,12 +267,12 @@ int tether_lock_release(tether_lock h)
     struct lock *l = object_get(fn, HT_LOCK, h);
     if (!l)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&l->mutex);
+    rank_lock(&l->mutex, RANK_OBJECT);
     int was = l->locked;
     l->locked = 0;
     if (was)
         pthread_cond_signal(&l->cond);
-    pthread_mutex_unlock(&l->mutex);
+    rank_unlock(&l->mutex, RANK_OBJECT);
     handle_put(h);
     return was ? TETHER_OK : err_misuse(TETHER_ESTATE, fn, "the lock is not locked");
 }
@@ -294,11 +295,11 @@ static int event_set_to(const char *fn, tether_event h, int value)
     struct lock *e = object_get(fn, HT_EVENT, h);
     if (!e)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&e->mutex);
+    rank_lock(&e->mutex, RANK_OBJECT);
     e->locked = value;
     if (value)
         pthread_cond_broadcast(&e->cond);
-    pthread_mutex_unlock(&e->mutex);
+    rank_unlock(&e->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }
@@ -333,9 +334,9 @@ int tether_event_is_set(tether_event h)
     struct lock *e = object_get("tether_event_is_set", HT_EVENT, h);
     if (!e)
         return TETHER_EBADHANDLE;
-    pthread_mutex_lock(&e->mutex);
+    rank_lock(&e->mutex, RANK_OBJECT);
     int set = e->locked;
-    pthread_mutex_unlock(&e->mutex);
+    rank_unlock(&e->mutex, RANK_OBJECT);
     handle_put(h);
     return set;
 }

@@ -82,7 +82,7 @@ int main(int argc, char **argv)
     int park = strcmp(mode, "ensure-open") == 0;
     tether_runtime rt;
     tether_lock leaked;
-    pthread_t parked;
+    pthread_t parked = 0;
     CHECK(tether_runtime_create(NULL, &rt));
     CHECK(tether_runtime_main_interp(rt, &g_interp));
 
