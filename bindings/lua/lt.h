@@ -57,6 +57,9 @@
 #define LT_QUEUE_MT "tether.queue"
 #define LT_CALLBACK_MT "tether.callback"
 #define LT_PLUGIN_MT "tether.plugin"
+#define LT_CHANNEL_MT "tether.channel"
+#define LT_INTERP_MT "tether.interp"
+#define LT_ITHREAD_MT "tether.ithread"
 
 /* Registry fields the host may set before `require "tether"` to make the
    module join a runtime it created (integers holding the handles). */
@@ -67,6 +70,9 @@
    carries an lt_payload whose destructor is lt_payload_free. */
 #define LT_ASYNC_CANCEL INT64_C(0x4c7561436e636c64) /* "LuaCncld" */
 #define LT_ASYNC_VALUE INT64_C(0x4c75615261697365)  /* "LuaRaise" */
+/* LT_ASYNC_COPY carries an lt_blob (a value raised from another
+   interpreter) whose destructor is lt_blob_dtor. */
+#define LT_ASYNC_COPY INT64_C(0x4c7561436f707921)   /* "LuaCopy!" */
 
 /* Idle callback coroutines kept for reuse. */
 #define LT_CB_POOL 8
@@ -259,6 +265,13 @@ void lt_join_all(lt_state *S);
    are leaving Lua, so that their records can be freed.  Returns 1 if some
    were still running at the deadline. */
 int lt_reap_workers(lt_state *S, int64_t timeout_ns);
+/* Starts a tether.thread running the function at `first` with the values
+   up to `last` as arguments, with no Lua handle: *out receives the
+   reference tether_thread_start returned, which the caller must keep until
+   the thread's record is freed (the record borrows it).  Raises on
+   failure.  [gil-held] */
+void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
+                          tether_thread *out);
 /* Frees the records of finished threads that no handle refers to. */
 void lt_sweep_workers(lua_State *L, lt_state *S);
 /* Pushes a handle of the calling thread. */
@@ -281,6 +294,55 @@ int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns,
 int lt_waitq_wake(lt_waitq *q, int n);
 /* Frees the thread's cached wait event. */
 void lt_ts_release(lua_State *L, lt_tstate *ts);
+
+/* ---- lt_copy.c: copying values between states, tether.channel ------ */
+
+/* An encoding of values (see lt_copy.c), and the channel references it
+   holds.  As a Lua userdata (lt_blob_push) it is freed with the state; on
+   the heap (lt_blob_move) with lt_blob_dtor. */
+typedef struct lt_blob {
+    unsigned char *data;
+    size_t len, cap;
+    void (*release)(void *); /* frees `data`: free or tether_channel_msg_free */
+    tether_channel *chans;   /* references dropped when the blob is freed */
+    size_t nchans, chcap;
+} lt_blob;
+
+/* A tether.channel userdata: one reference, 0 once collected. */
+typedef struct lt_chan {
+    tether_channel ch;
+} lt_chan;
+
+/* Pushes an empty blob userdata. */
+lt_blob *lt_blob_push(lua_State *L);
+/* Moves the contents of `b` to a new heap blob, leaving `b` empty. */
+lt_blob *lt_blob_move(lua_State *L, lt_blob *b);
+/* Frees the contents of a blob and leaves it empty. */
+void lt_blob_clear(lt_blob *b);
+/* Clears and frees a heap blob (a tether_dtor: any thread). */
+void lt_blob_dtor(void *b);
+/* Appends the values at first..last to `b`.  Raises "cannot copy a <type>
+   at <path>" for a value that cannot be copied; `root` names the value
+   (numbered when there are several). */
+void lt_encode(lua_State *L, lt_blob *b, int first, int last, const char *root);
+/* Pushes the values encoded in data[0..len) and returns their number.
+   With `adopt`, the channels take over the references the encoding holds
+   (a received message); otherwise they take new ones.  Raises on a
+   malformed encoding. */
+int lt_decode(lua_State *L, const void *data, size_t len, int adopt);
+/* Pushes the bytecode of the Lua function at `arg`, which
+   must have no upvalue but _ENV (an argument error otherwise). */
+void lt_dump_function(lua_State *L, int arg);
+/* Pushes the function whose bytecode is the string at idx, its _ENV
+   upvalues set to L's globals. */
+void lt_load_function(lua_State *L, int idx);
+/* Pushes a channel userdata owning the reference `ch`. */
+void lt_push_channel(lua_State *L, tether_channel ch);
+void lt_open_copy(lua_State *L, lt_state *S);
+
+/* ---- lt_interp.c: tether.interp and threads of other interpreters ---- */
+
+void lt_open_interp(lua_State *L, lt_state *S);
 
 /* ---- lt_ffi.c: tether.callback and tether.load ----------------------- */
 

@@ -165,6 +165,13 @@ static void push_async_value(lua_State *L, int64_t code, void *payload,
         luaL_unref(L, LUA_REGISTRYINDEX, pl->ref);
         lt_state_unref(pl->S);
         free(pl);
+    } else if (dtor == lt_blob_dtor && payload) { /* from another interpreter */
+        lt_blob *b = lt_blob_push(L);
+        *b = *(lt_blob *)payload;
+        free(payload);
+        if (lt_decode(L, b->data, b->len, 0) != 1)
+            luaL_error(L, "tether: corrupt raised value");
+        lua_remove(L, -2);
     } else if (code == LT_ASYNC_CANCEL) {
         lt_push_cancelled(L);
     } else {
@@ -387,7 +394,12 @@ static void open_runtime(lua_State *L, lt_state *S)
         return;
     }
     lua_pop(L, 1);
-    rc = tether_runtime_create(NULL, &S->rt);
+    /* Each interpreter its own GIL, so that tether.interp runs in parallel;
+       the threads of one interpreter still share one. */
+    tether_config cfg = {0};
+    cfg.size = sizeof cfg;
+    cfg.flags = TETHER_CONFIG_PER_INTERP_GIL;
+    rc = tether_runtime_create(&cfg, &S->rt);
     if (rc == TETHER_ESTATE)
         luaL_error(L, "tether: this thread already holds a tether GIL (another "
                    "Lua state using tether on the same thread?)");
@@ -544,6 +556,8 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_open_thread(L, S);
     lt_open_sync(L, S);
     lt_open_ffi(L, S);
+    lt_open_copy(L, S);
+    lt_open_interp(L, S);
     make_cancelled(L);
     make_guard(L);
     lua_pushcfunction(L, l_default_excepthook);
@@ -558,12 +572,18 @@ int luaopen_tether(lua_State *L)
         return 1;
     lua_pop(L, 1);
     lt_state *S = new_state(L);
+    fprintf(stderr, "DBG %s\n", "lt_state *S = new_state(L);");
     S->pool = lt_pool_install(L);
+    fprintf(stderr, "DBG %s\n", "S->pool = lt_pool_install(L);");
     open_runtime(L, S);
+    fprintf(stderr, "DBG %s\n", "open_runtime(L, S);");
     attach_main(L, S);
+    fprintf(stderr, "DBG %s\n", "attach_main(L, S);");
     lua_newtable(L);
     fill_module(L, S);
+    fprintf(stderr, "DBG %s\n", "fill_module(L, S);");
     lt_open_hooks(L, S);
+    fprintf(stderr, "DBG %s\n", "lt_open_hooks(L, S);");
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_module);
     lt_renew_sentinel(L, S);

@@ -148,7 +148,8 @@ void lt_sweep_workers(lua_State *L, lt_state *S)
     }
 }
 
-/* A new record, owned by the handle on the top of the stack, linked. */
+/* A new record, owned by the handle on the top of the stack (if hd is not
+   NULL), linked. */
 static lt_worker *new_worker(lua_State *L, lt_state *S, lt_handle *hd)
 {
     lt_worker *w = calloc(1, sizeof *w);
@@ -162,7 +163,8 @@ static lt_worker *new_worker(lua_State *L, lt_state *S, lt_handle *hd)
     if (w->next)
         w->next->prev = w;
     S->workers = w;
-    bind_worker(hd, w);
+    if (hd)
+        bind_worker(hd, w);
     return w;
 }
 
@@ -364,6 +366,24 @@ static int l_thread(lua_State *L)
     cache_or_use(L, hd->h);
     lt_renew_sentinel(L, S);
     return 1;
+}
+
+void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
+                          tether_thread *out)
+{
+    tether_thread_opts o = {sizeof o, NULL, 0, 0};
+    first = lua_absindex(L, first);
+    last = lua_absindex(L, last);
+    lt_sweep_workers(L, S);
+    lt_worker *w = new_worker(L, S, NULL);
+    load_coroutine(L, w, first, last);
+    int rc = tether_thread_start(S->interp, worker_main, w, &o, out);
+    if (rc != TETHER_OK) {
+        free_worker(L, w);
+        lt_fail(L, "thread", rc);
+    }
+    w->h = *out;
+    lt_renew_sentinel(L, S);
 }
 
 /* ------------------------------------------------------------------------

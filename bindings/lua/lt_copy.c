@@ -1,0 +1,621 @@
+/*
+ * lt_copy.c - copying values between Lua states, and tether.channel.
+ *
+ * Isolated interpreters share no Lua values: what crosses from one to
+ * another is encoded into bytes by the sender and decoded by the receiver.
+ * Copyable values are nil, booleans, integers and floats (the subtype is
+ * kept), strings, channels, tether.Cancelled, and tables of copyable keys
+ * and values.  Tables are copied deeply; a table met twice (a shared
+ * subtable, or a cycle) is encoded once and referred to afterwards, so the
+ * copy has the same shape.  Metatables are not copied.  Anything else is an
+ * error at the sender naming where it was found ("cannot copy a function at
+ * value.a.b[3]").
+ *
+ * The encoding
+ * ============
+ *
+ * A value is a tag byte followed by its payload, integers little-endian:
+ *
+ *   NIL FALSE TRUE CANCELLED     no payload
+ *   INT                          8 bytes, two's complement
+ *   FLT                          8 bytes, the bits of the double
+ *   STR                          8 bytes length, then the bytes
+ *   CHAN                         8 bytes, a channel handle
+ *   TABLE                        key, value pairs, then END
+ *   REF                          8 bytes, the number (from 1, in order of
+ *                                TABLE tags) of a table already decoded
+ *
+ * The decoder reads only our own encoding but trusts none of it: every
+ * length is checked against the bytes left, nesting is bounded, and a REF
+ * must name a table already made.
+ *
+ * Channel references.  Each channel in an encoding holds a reference taken
+ * by the encoder and listed in the blob (lt_blob), which drops them when it
+ * is freed.  A message sent on a channel hands them on to the message: the
+ * receiver's decoder adopts them.  Other encodings (thread arguments,
+ * results, raised values) keep them and may be decoded many times: their
+ * decoders take references of their own.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt.h"
+
+enum {
+    TAG_NIL = 1,
+    TAG_FALSE,
+    TAG_TRUE,
+    TAG_INT,
+    TAG_FLT,
+    TAG_STR,
+    TAG_CHAN,
+    TAG_TABLE,
+    TAG_END,
+    TAG_REF,
+    TAG_CANCELLED
+};
+
+/* How deeply tables may nest, in an encoding and in a decoding. */
+#define LT_COPY_DEPTH 200
+
+#define LT_BLOB_MT "tether.blob"
+
+/* ------------------------------------------------------------------------
+ * Blobs
+ * ---------------------------------------------------------------------- */
+
+void lt_blob_clear(lt_blob *b)
+{
+    if (b->data)
+        b->release(b->data);
+    for (size_t i = 0; i < b->nchans; i++)
+        (void)tether_channel_release(b->chans[i]);
+    free(b->chans);
+    memset(b, 0, sizeof *b);
+    b->release = free;
+}
+
+void lt_blob_dtor(void *p)
+{
+    lt_blob_clear(p);
+    free(p);
+}
+
+static int blob_gc(lua_State *L)
+{
+    lt_blob_clear(lua_touserdata(L, 1));
+    return 0;
+}
+
+lt_blob *lt_blob_push(lua_State *L)
+{
+    lt_blob *b = lua_newuserdatauv(L, sizeof *b, 0);
+    memset(b, 0, sizeof *b);
+    b->release = free;
+    if (luaL_newmetatable(L, LT_BLOB_MT)) {
+        lua_pushcfunction(L, blob_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return b;
+}
+
+lt_blob *lt_blob_move(lua_State *L, lt_blob *b)
+{
+    lt_blob *h = malloc(sizeof *h);
+    if (!h)
+        luaL_error(L, "tether: out of memory");
+    *h = *b;
+    memset(b, 0, sizeof *b);
+    b->release = free;
+    return h;
+}
+
+static void put(lua_State *L, lt_blob *b, const void *p, size_t n)
+{
+    if (b->cap - b->len < n) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap - b->len < n)
+            cap *= 2;
+        unsigned char *d = realloc(b->data, cap);
+        if (!d)
+            luaL_error(L, "tether: out of memory");
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_tag(lua_State *L, lt_blob *b, int tag)
+{
+    unsigned char t = (unsigned char)tag;
+    put(L, b, &t, 1);
+}
+
+static void put_u64(lua_State *L, lt_blob *b, uint64_t v)
+{
+    unsigned char w[8];
+    for (int i = 0; i < 8; i++)
+        w[i] = (unsigned char)(v >> (8 * i));
+    put(L, b, w, 8);
+}
+
+static void keep_channel(lua_State *L, lt_blob *b, tether_channel ch)
+{
+    if (b->nchans == b->chcap) {
+        size_t cap = b->chcap ? b->chcap * 2 : 4;
+        tether_channel *c = realloc(b->chans, cap * sizeof *c);
+        if (!c)
+            luaL_error(L, "tether: out of memory");
+        b->chans = c;
+        b->chcap = cap;
+    }
+    if (tether_channel_retain(ch) != TETHER_OK)
+        luaL_error(L, "tether: a channel was released while being copied");
+    b->chans[b->nchans++] = ch;
+}
+
+/* ------------------------------------------------------------------------
+ * Encoding
+ * ---------------------------------------------------------------------- */
+
+typedef struct enc {
+    lua_State *L;
+    lt_blob *b;
+    int seen;          /* stack index of table -> its number */
+    lua_Integer ntables;
+    const char *root;  /* the name of the value being encoded */
+    int depth;
+    int keys[LT_COPY_DEPTH]; /* stack indices of the keys on the path */
+} enc;
+
+/* Appends the key at idx to the path in buffer B. */
+static void add_key(lua_State *L, luaL_Buffer *B, int idx)
+{
+    size_t n;
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        const char *s = lua_tolstring(L, idx, &n);
+        int ident = n > 0 && (s[0] == '_' || (s[0] | 32) >= 'a') && (s[0] | 32) <= 'z';
+        for (size_t i = 0; ident && i < n; i++)
+            ident = s[i] == '_' || ((s[i] | 32) >= 'a' && (s[i] | 32) <= 'z') ||
+                    (s[i] >= '0' && s[i] <= '9');
+        lua_pushfstring(L, ident ? ".%s" : "[\"%s\"]", s);
+    } else if (lua_type(L, idx) == LUA_TNUMBER || lua_type(L, idx) == LUA_TBOOLEAN) {
+        luaL_tolstring(L, idx, NULL);
+        lua_pushfstring(L, "[%s]", lua_tostring(L, -1));
+        lua_remove(L, -2);
+    } else {
+        lua_pushfstring(L, "[%s]", luaL_typename(L, idx));
+    }
+    luaL_addvalue(B);
+}
+
+/* Raises "cannot copy a <type> at <path>" for the value at idx. */
+static _Noreturn void enc_fail(enc *e, int idx, const char *as)
+{
+    lua_State *L = e->L;
+    const char *type = luaL_typename(L, idx);
+    if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING)
+        type = lua_tostring(L, -1);
+    luaL_Buffer B;
+    luaL_buffinit(L, &B);
+    luaL_addstring(&B, e->root);
+    for (int i = 0; i < e->depth; i++)
+        add_key(L, &B, e->keys[i]);
+    luaL_pushresult(&B);
+    luaL_error(L, "cannot copy a %s%s at %s", type, as, lua_tostring(L, -1));
+    abort(); /* not reached */
+}
+
+static void enc_value(enc *e, int idx, const char *as);
+
+static void enc_table(enc *e, int idx)
+{
+    lua_State *L = e->L;
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+        put_tag(L, e->b, TAG_REF);
+        put_u64(L, e->b, (uint64_t)lua_tointeger(L, -1));
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lt_push_cancelled(L);
+    int cancelled = lua_rawequal(L, idx, -1);
+    lua_pop(L, 1);
+    if (cancelled) {
+        put_tag(L, e->b, TAG_CANCELLED);
+        return;
+    }
+    if (e->depth == LT_COPY_DEPTH)
+        luaL_error(L, "cannot copy %s: tables nested too deeply", e->root);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, ++e->ntables);
+    lua_rawset(L, e->seen);
+    put_tag(L, e->b, TAG_TABLE);
+    luaL_checkstack(L, 4, "tables nested too deeply");
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        enc_value(e, -2, " as a key");
+        e->keys[e->depth++] = lua_absindex(L, -2);
+        enc_value(e, -1, "");
+        e->depth--;
+        lua_pop(L, 1);
+    }
+    put_tag(L, e->b, TAG_END);
+}
+
+static void enc_value(enc *e, int idx, const char *as)
+{
+    lua_State *L = e->L;
+    idx = lua_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        put_tag(L, e->b, TAG_NIL);
+        return;
+    case LUA_TBOOLEAN:
+        put_tag(L, e->b, lua_toboolean(L, idx) ? TAG_TRUE : TAG_FALSE);
+        return;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            put_tag(L, e->b, TAG_INT);
+            put_u64(L, e->b, (uint64_t)lua_tointeger(L, idx));
+        } else {
+            lua_Number n = lua_tonumber(L, idx);
+            uint64_t bits;
+            memcpy(&bits, &n, sizeof bits);
+            put_tag(L, e->b, TAG_FLT);
+            put_u64(L, e->b, bits);
+        }
+        return;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        put_tag(L, e->b, TAG_STR);
+        put_u64(L, e->b, n);
+        put(L, e->b, s, n);
+        return;
+    }
+    case LUA_TTABLE:
+        enc_table(e, idx);
+        return;
+    case LUA_TUSERDATA: {
+        lt_chan *c = luaL_testudata(L, idx, LT_CHANNEL_MT);
+        if (c && c->ch) {
+            keep_channel(L, e->b, c->ch);
+            put_tag(L, e->b, TAG_CHAN);
+            put_u64(L, e->b, c->ch);
+            return;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    enc_fail(e, idx, as);
+}
+
+void lt_encode(lua_State *L, lt_blob *b, int first, int last, const char *root)
+{
+    first = lua_absindex(L, first);
+    last = lua_absindex(L, last);
+    enc e = {L, b, 0, 0, root, 0, {0}};
+    lua_newtable(L);
+    e.seen = lua_gettop(L);
+    for (int i = first; i <= last; i++) {
+        if (last > first) {
+            lua_pushfstring(L, "%s #%d", root, i - first + 1);
+            e.root = lua_tostring(L, -1);
+        }
+        enc_value(&e, i, "");
+        if (last > first)
+            lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------------------------
+ * Decoding
+ * ---------------------------------------------------------------------- */
+
+typedef struct dec {
+    lua_State *L;
+    const unsigned char *p, *end;
+    int tables;        /* stack index of number -> table */
+    lua_Integer ntables;
+    int depth;
+    int adopt;         /* channel references are the message's to give */
+} dec;
+
+static _Noreturn void corrupt(dec *d)
+{
+    luaL_error(d->L, "tether: corrupt message");
+    abort(); /* not reached */
+}
+
+static uint64_t get_u64(dec *d)
+{
+    if (d->end - d->p < 8)
+        corrupt(d);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)d->p[i] << (8 * i);
+    d->p += 8;
+    return v;
+}
+
+static int get_tag(dec *d)
+{
+    if (d->p == d->end)
+        corrupt(d);
+    return *d->p++;
+}
+
+static void dec_value(dec *d, int tag);
+
+static void dec_table(dec *d)
+{
+    lua_State *L = d->L;
+    if (d->depth == LT_COPY_DEPTH)
+        corrupt(d);
+    luaL_checkstack(L, 4, "tether: message nested too deeply");
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->tables, ++d->ntables);
+    d->depth++;
+    for (int tag; (tag = get_tag(d)) != TAG_END;) {
+        dec_value(d, tag);
+        dec_value(d, get_tag(d));
+        if (lua_isnil(L, -2) || (lua_type(L, -2) == LUA_TNUMBER &&
+                                 lua_tonumber(L, -2) != lua_tonumber(L, -2)))
+            corrupt(d); /* not a valid key: the encoder never writes one */
+        lua_rawset(L, -3);
+    }
+    d->depth--;
+}
+
+static void dec_channel(dec *d)
+{
+    tether_channel ch = get_u64(d);
+    if (!d->adopt && tether_channel_retain(ch) != TETHER_OK)
+        corrupt(d);
+    lt_push_channel(d->L, ch);
+}
+
+static void dec_value(dec *d, int tag)
+{
+    lua_State *L = d->L;
+    switch (tag) {
+    case TAG_NIL: lua_pushnil(L); return;
+    case TAG_FALSE: lua_pushboolean(L, 0); return;
+    case TAG_TRUE: lua_pushboolean(L, 1); return;
+    case TAG_CANCELLED: lt_push_cancelled(L); return;
+    case TAG_INT: lua_pushinteger(L, (lua_Integer)get_u64(d)); return;
+    case TAG_FLT: {
+        uint64_t bits = get_u64(d);
+        lua_Number n;
+        memcpy(&n, &bits, sizeof n);
+        lua_pushnumber(L, n);
+        return;
+    }
+    case TAG_STR: {
+        uint64_t n = get_u64(d);
+        if (n > (uint64_t)(d->end - d->p))
+            corrupt(d);
+        lua_pushlstring(L, (const char *)d->p, (size_t)n);
+        d->p += n;
+        return;
+    }
+    case TAG_CHAN: dec_channel(d); return;
+    case TAG_TABLE: dec_table(d); return;
+    case TAG_REF: {
+        uint64_t i = get_u64(d);
+        if (i == 0 || i > (uint64_t)d->ntables)
+            corrupt(d);
+        lua_rawgeti(L, d->tables, (lua_Integer)i);
+        return;
+    }
+    default:
+        corrupt(d);
+    }
+}
+
+int lt_decode(lua_State *L, const void *data, size_t len, int adopt)
+{
+    lua_newtable(L);
+    dec d = {L, data, (const unsigned char *)data + len, lua_gettop(L), 0, 0, adopt};
+    int n = 0;
+    while (d.p != d.end) {
+        luaL_checkstack(L, 2, "tether: too many values");
+        dec_value(&d, get_tag(&d));
+        n++;
+    }
+    lua_remove(L, d.tables);
+    return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Functions
+ * ---------------------------------------------------------------------- */
+
+static int writer(lua_State *L, const void *p, size_t n, void *ud)
+{
+    (void)L;
+    luaL_addlstring(ud, p, n);
+    return 0;
+}
+
+void lt_dump_function(lua_State *L, int arg)
+{
+    luaL_checktype(L, arg, LUA_TFUNCTION);
+    luaL_argcheck(L, !lua_iscfunction(L, arg), arg, "a C function cannot be copied");
+    const char *name;
+    for (int i = 1; (name = lua_getupvalue(L, arg, i)) != NULL; i++) {
+        lua_pop(L, 1);
+        if (strcmp(name, "_ENV") != 0) {
+            lua_pushfstring(L, "function with upvalues cannot be copied: upvalue '%s'",
+                            *name ? name : "?");
+            luaL_argerror(L, arg, lua_tostring(L, -1));
+        }
+    }
+    luaL_Buffer B;
+    lua_pushvalue(L, arg);
+    luaL_buffinit(L, &B);
+    if (lua_dump(L, writer, &B, 0) != 0)
+        luaL_argerror(L, arg, "the function cannot be dumped");
+    luaL_pushresult(&B);
+    lua_remove(L, -2);
+}
+
+void lt_load_function(lua_State *L, int idx)
+{
+    size_t n;
+    const char *code = lua_tolstring(L, idx, &n);
+    if (!code || luaL_loadbufferx(L, code, n, "=(copied function)", "b") != LUA_OK)
+        luaL_error(L, "tether: the copied function cannot be loaded");
+    const char *name;
+    for (int i = 1; (name = lua_getupvalue(L, -1, i)) != NULL; i++) {
+        lua_pop(L, 1);
+        if (strcmp(name, "_ENV") == 0) {
+            lua_pushglobaltable(L);
+            lua_setupvalue(L, -2, i);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * tether.channel
+ * ---------------------------------------------------------------------- */
+
+void lt_push_channel(lua_State *L, tether_channel ch)
+{
+    lt_chan *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->ch = ch;
+    luaL_setmetatable(L, LT_CHANNEL_MT);
+}
+
+static lt_chan *check_chan(lua_State *L)
+{
+    lt_chan *c = luaL_checkudata(L, 1, LT_CHANNEL_MT);
+    luaL_argcheck(L, c->ch != 0, 1, "released channel");
+    return c;
+}
+
+/* tether.channel([capacity]) */
+static int l_channel(lua_State *L)
+{
+    lua_Integer cap = luaL_optinteger(L, 1, 0);
+    luaL_argcheck(L, cap >= 0, 1, "capacity must be >= 0 (0: no bound)");
+    lt_chan *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->ch = 0;
+    luaL_setmetatable(L, LT_CHANNEL_MT);
+    int rc = tether_channel_new((size_t)cap, &c->ch);
+    if (rc != TETHER_OK)
+        return lt_fail(L, "channel", rc);
+    return 1;
+}
+
+/* ch:send(v, [timeout]) --> true | false [, "closed"] */
+static int l_send(lua_State *L)
+{
+    lt_chan *c = check_chan(L);
+    luaL_checkany(L, 2);
+    int64_t ns = lt_opt_timeout(L, 3);
+    lt_tstate *ts = lt_ts();
+    lt_blob *b = lt_blob_push(L);
+    lt_encode(L, b, 2, 2, "value");
+    int rc = tether_channel_send(c->ch, b->data, b->len, ns);
+    if (rc == TETHER_ECLOSED) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    int ok = lt_wait_result(L, ts, rc, "send");
+    if (ok)
+        b->nchans = 0; /* the message owns their references now */
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+/* ch:recv([timeout]) --> v | nil, "timeout" | nil, "closed" */
+static int l_recv(lua_State *L)
+{
+    lt_chan *c = check_chan(L);
+    int64_t ns = lt_opt_timeout(L, 2);
+    lt_tstate *ts = lt_ts();
+    lt_blob *b = lt_blob_push(L);
+    b->release = tether_channel_msg_free;
+    void *data = NULL;
+    int rc = tether_channel_recv(c->ch, &data, &b->len, ns);
+    if (rc == TETHER_ECLOSED) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    b->data = data;
+    if (!lt_wait_result(L, ts, rc, "recv")) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+    }
+    if (lt_decode(L, b->data, b->len, 1) != 1)
+        return luaL_error(L, "tether: corrupt message");
+    return 1;
+}
+
+/* ch:close(): wakes every waiter; later sends fail, receives drain. */
+static int l_close(lua_State *L)
+{
+    int rc = tether_channel_close(check_chan(L)->ch);
+    if (rc != TETHER_OK)
+        return lt_fail(L, "close", rc);
+    return 0;
+}
+
+static int l_count(lua_State *L)
+{
+    size_t n = 0;
+    int rc = tether_channel_count(check_chan(L)->ch, &n);
+    if (rc != TETHER_OK)
+        return lt_fail(L, "count", rc);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+static int l_chan_gc(lua_State *L)
+{
+    lt_chan *c = lua_touserdata(L, 1);
+    (void)tether_channel_release(c->ch);
+    c->ch = 0;
+    return 0;
+}
+
+static int l_chan_eq(lua_State *L)
+{
+    lt_chan *a = luaL_testudata(L, 1, LT_CHANNEL_MT);
+    lt_chan *b = luaL_testudata(L, 2, LT_CHANNEL_MT);
+    lua_pushboolean(L, a && b && a->ch == b->ch);
+    return 1;
+}
+
+static int l_chan_tostring(lua_State *L)
+{
+    lt_chan *c = luaL_checkudata(L, 1, LT_CHANNEL_MT);
+    lua_pushfstring(L, "tether.channel: 0x%p", (void *)(uintptr_t)c->ch);
+    return 1;
+}
+
+void lt_open_copy(lua_State *L, lt_state *S)
+{
+    static const luaL_Reg methods[] = {
+        {"send", l_send}, {"recv", l_recv}, {"close", l_close},
+        {"count", l_count}, {NULL, NULL}};
+    static const luaL_Reg meta[] = {
+        {"__gc", l_chan_gc}, {"__eq", l_chan_eq},
+        {"__tostring", l_chan_tostring}, {NULL, NULL}};
+    lt_new_class(L, S, LT_CHANNEL_MT, methods, meta);
+    lua_pushlightuserdata(L, S);
+    lua_pushcclosure(L, l_channel, 1);
+    lua_setfield(L, -2, "channel");
+}
