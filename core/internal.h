@@ -70,6 +70,9 @@ struct gil {
     /* Threads in forced switching, waiting on switch_cond for an
        acquisition by someone else.  Synchronization: mutex. */
     int switch_waiters;
+    /* Threads asleep on `cond`, and how many of them were signalled and
+       have not yet come back.  Synchronization: mutex. */
+    int sleepers, woken;
     pthread_mutex_t mutex; /* rank 3: the slow path and the two conds */
     pthread_cond_t cond;        /* the GIL was released, or finalize */
     pthread_cond_t switch_cond; /* someone took the GIL */

@@ -29,7 +29,7 @@ while [ "$#" -gt 0 ]; do
   case "$1" in
     --smoke) args+=(--smoke); docs=0 ;;
     --reps) args+=(--reps "$2"); shift ;;
-    --only) args+=(--only "$2"); docs=0 ;;
+    --only) args+=(--only "$2"); docs=0; shift ;;
     --no-docs) docs=0 ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
   esac

@@ -58,7 +58,7 @@
 #define LT_CALLBACK_MT "tether.callback"
 #define LT_PLUGIN_MT "tether.plugin"
 #define LT_CHANNEL_MT "tether.channel"
-#define LT_INTERP_MT "tether.interp"
+#define LT_INTERP_MT "tether.interpreter" /* "tether.interp" is a registry field */
 #define LT_ITHREAD_MT "tether.ithread"
 
 /* Registry fields the host may set before `require "tether"` to make the
@@ -321,10 +321,9 @@ lt_blob *lt_blob_move(lua_State *L, lt_blob *b);
 void lt_blob_clear(lt_blob *b);
 /* Clears and frees a heap blob (a tether_dtor: any thread). */
 void lt_blob_dtor(void *b);
-/* Appends the values at first..last to `b`.  Raises "cannot copy a <type>
-   at <path>" for a value that cannot be copied; `root` names the value
-   (numbered when there are several). */
-void lt_encode(lua_State *L, lt_blob *b, int first, int last, const char *root);
+/* Appends the value at idx to `b`.  Raises "cannot copy a <type> at
+   <root><path>" if it cannot be copied (or holds what cannot be). */
+void lt_encode(lua_State *L, lt_blob *b, int idx, const char *root);
 /* Pushes the values encoded in data[0..len) and returns their number.
    With `adopt`, the channels take over the references the encoding holds
    (a received message); otherwise they take new ones.  Raises on a

@@ -296,22 +296,13 @@ static void enc_value(enc *e, int idx, const char *as)
     enc_fail(e, idx, as);
 }
 
-void lt_encode(lua_State *L, lt_blob *b, int first, int last, const char *root)
+void lt_encode(lua_State *L, lt_blob *b, int idx, const char *root)
 {
-    first = lua_absindex(L, first);
-    last = lua_absindex(L, last);
+    idx = lua_absindex(L, idx);
     enc e = {L, b, 0, 0, root, 0, {0}};
     lua_newtable(L);
     e.seen = lua_gettop(L);
-    for (int i = first; i <= last; i++) {
-        if (last > first) {
-            lua_pushfstring(L, "%s #%d", root, i - first + 1);
-            e.root = lua_tostring(L, -1);
-        }
-        enc_value(&e, i, "");
-        if (last > first)
-            lua_pop(L, 1);
-    }
+    enc_value(&e, idx, "");
     lua_pop(L, 1);
 }
 
@@ -439,10 +430,21 @@ int lt_decode(lua_State *L, const void *data, size_t len, int adopt)
  * Functions
  * ---------------------------------------------------------------------- */
 
+/* lua_dump's writer: the buffer is set up at the first piece, once the
+   function is no longer needed on the top (luaL_buffinit pushes). */
+typedef struct dumpbuf {
+    luaL_Buffer B;
+    int init;
+} dumpbuf;
+
 static int writer(lua_State *L, const void *p, size_t n, void *ud)
 {
-    (void)L;
-    luaL_addlstring(ud, p, n);
+    dumpbuf *d = ud;
+    if (!d->init) {
+        d->init = 1;
+        luaL_buffinit(L, &d->B);
+    }
+    luaL_addlstring(&d->B, p, n);
     return 0;
 }
 
@@ -459,12 +461,12 @@ void lt_dump_function(lua_State *L, int arg)
             luaL_argerror(L, arg, lua_tostring(L, -1));
         }
     }
-    luaL_Buffer B;
+    dumpbuf d;
+    d.init = 0;
     lua_pushvalue(L, arg);
-    luaL_buffinit(L, &B);
-    if (lua_dump(L, writer, &B, 0) != 0)
+    if (lua_dump(L, writer, &d, 0) != 0 || !d.init)
         luaL_argerror(L, arg, "the function cannot be dumped");
-    luaL_pushresult(&B);
+    luaL_pushresult(&d.B);
     lua_remove(L, -2);
 }
 
@@ -524,7 +526,7 @@ static int l_send(lua_State *L)
     int64_t ns = lt_opt_timeout(L, 3);
     lt_tstate *ts = lt_ts();
     lt_blob *b = lt_blob_push(L);
-    lt_encode(L, b, 2, 2, "value");
+    lt_encode(L, b, 2, "value");
     int rc = tether_channel_send(c->ch, b->data, b->len, ns);
     if (rc == TETHER_ECLOSED) {
         lua_pushboolean(L, 0);

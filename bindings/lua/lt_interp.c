@@ -65,7 +65,6 @@ static void irec_unref(lt_irec *rec)
  * Running code in the other state
  * ---------------------------------------------------------------------- */
 
-static int dbg_tb(lua_State *L) { luaL_traceback(L, L, lua_tostring(L, 1), 1); return 1; }
 /* Runs fn(ud) protected in I->L holding its interpreter's GIL; on failure
    raises fn's error message in L (the caller's state). */
 static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
@@ -77,10 +76,9 @@ static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
         lt_fail(L, "interp", rc);
     lua_State *L2 = I->L;
     int top = lua_gettop(L2);
-    lua_pushcfunction(L2, dbg_tb);
     lua_pushcfunction(L2, fn);
     lua_pushlightuserdata(L2, ud);
-    if (lua_pcall(L2, 1, 0, top + 1) != LUA_OK)
+    if (lua_pcall(L2, 1, 0, 0) != LUA_OK)
         snprintf(msg, sizeof msg, "%s", lua_isstring(L2, -1) ? lua_tostring(L2, -1)
                                                              : "(error object is not a string)");
     lua_settop(L2, top);
@@ -102,9 +100,7 @@ typedef struct setup {
 static int setup_in(lua_State *L)
 {
     setup *s = lua_touserdata(L, 1);
-    fprintf(stderr, "DBG setup_in %p top=%d\n", (void *)s, lua_gettop(L));
     luaL_openlibs(L);
-    fprintf(stderr, "DBG openlibs top=%d\n", lua_gettop(L));
     lua_getglobal(L, "package");
     lua_pushstring(L, s->path);
     lua_setfield(L, -2, "path");
@@ -114,9 +110,7 @@ static int setup_in(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_RUNTIME);
     lua_pushinteger(L, (lua_Integer)s->interp);
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_INTERP);
-    fprintf(stderr, "DBG before requiref top=%d\n", lua_gettop(L));
     luaL_requiref(L, "tether", luaopen_tether, 0);
-    fprintf(stderr, "DBG after requiref top=%d\n", lua_gettop(L));
     /* The thread that required it was only visiting. */
     lt_state *S = lt_state_of(L);
     atomic_store(&S->main_ts.running, NULL);
@@ -124,18 +118,18 @@ static int setup_in(lua_State *L)
     return 0;
 }
 
+/* Pushes package[k] of L's `require` and returns it if it is a string,
+   else "" (the value stays on the stack, anchoring the string). */
 static const char *package_field(lua_State *L, const char *k)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_getfield(L, -1, "package");
-    const char *v = NULL;
-    if (lua_istable(L, -1) && lua_getfield(L, -1, k) == LUA_TSTRING)
-        v = lua_tostring(L, -1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "package") == LUA_TTABLE)
+        lua_getfield(L, -1, k);
     else
         lua_pushnil(L);
-    lua_replace(L, -3); /* keeps the string anchored */
+    lua_replace(L, -3);
     lua_pop(L, 1);
-    return v ? v : "";
+    return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
 }
 
 /* tether.interp() */
@@ -150,13 +144,7 @@ static int l_interp(lua_State *L)
     if (rc != TETHER_OK)
         return lt_fail(L, "interp", rc);
     s.interp = I->interp;
-    tether_gilstate gs;
-    if ((rc = tether_ensure(I->interp, &gs)) != TETHER_OK)
-        return lt_fail(L, "interp", rc);
-    I->L = luaL_newstate();
-    rc = tether_release(gs);
-    if (rc != TETHER_OK)
-        (void)lt_wait_result(L, lt_ts(), rc, "interp");
+    I->L = luaL_newstate(); /* nobody else sees it yet: no GIL needed */
     if (!I->L)
         return luaL_error(L, "interp: out of memory");
     run_in(L, I, setup_in, &s);
@@ -195,7 +183,7 @@ static int encode_all(lua_State *L)
     int n = lua_gettop(L);
     for (int i = 2; i <= n; i++) {
         lua_pushfstring(L, "result #%d", i - 1);
-        lt_encode(L, b, i, i, lua_tostring(L, -1));
+        lt_encode(L, b, i, lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     return 0;
@@ -304,10 +292,10 @@ static int l_ithread(lua_State *L)
     int n = lua_gettop(L);
     lt_dump_function(L, 2);
     lt_blob *b = lt_blob_push(L);
-    lt_encode(L, b, -2, -2, "function");
+    lt_encode(L, b, -2, "function");
     for (int i = 3; i <= n; i++) {
         lua_pushfstring(L, "argument #%d", i - 1);
-        lt_encode(L, b, i, i, lua_tostring(L, -1));
+        lt_encode(L, b, i, lua_tostring(L, -1));
         lua_pop(L, 1);
     }
     lt_ihandle *hd = lua_newuserdatauv(L, sizeof *hd, 1);
@@ -436,18 +424,25 @@ static int l_istatus(lua_State *L)
     return 1;
 }
 
+/* Whether a raise failed because the thread finished (ESTATE) or went
+   with its interpreter (EBADHANDLE): t:raise and t:cancel answer false. */
+static int thread_gone(int rc)
+{
+    return rc == TETHER_ESTATE || rc == TETHER_EBADHANDLE;
+}
+
 /* t:raise(value): the value is copied into the thread's interpreter. */
 static int l_iraise(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     luaL_checkany(L, 2);
     lt_blob *b = lt_blob_push(L);
-    lt_encode(L, b, 2, 2, "value");
+    lt_encode(L, b, 2, "value");
     lt_blob *heap = lt_blob_move(L, b);
     int rc = tether_thread_raise(rec->h, LT_ASYNC_COPY, heap, lt_blob_dtor);
     if (rc != TETHER_OK) { /* not taken */
         lt_blob_dtor(heap);
-        if (rc != TETHER_ESTATE)
+        if (!thread_gone(rc))
             return lt_fail(L, "raise", rc);
     }
     lua_pushboolean(L, rc == TETHER_OK);
@@ -457,7 +452,7 @@ static int l_iraise(lua_State *L)
 static int l_icancel(lua_State *L)
 {
     int rc = tether_thread_raise(check_rec(L)->h, LT_ASYNC_CANCEL, NULL, NULL);
-    if (rc != TETHER_OK && rc != TETHER_ESTATE)
+    if (rc != TETHER_OK && !thread_gone(rc))
         return lt_fail(L, "cancel", rc);
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;

@@ -572,18 +572,12 @@ int luaopen_tether(lua_State *L)
         return 1;
     lua_pop(L, 1);
     lt_state *S = new_state(L);
-    fprintf(stderr, "DBG %s\n", "lt_state *S = new_state(L);");
     S->pool = lt_pool_install(L);
-    fprintf(stderr, "DBG %s\n", "S->pool = lt_pool_install(L);");
     open_runtime(L, S);
-    fprintf(stderr, "DBG %s\n", "open_runtime(L, S);");
     attach_main(L, S);
-    fprintf(stderr, "DBG %s\n", "attach_main(L, S);");
     lua_newtable(L);
     fill_module(L, S);
-    fprintf(stderr, "DBG %s\n", "fill_module(L, S);");
     lt_open_hooks(L, S);
-    fprintf(stderr, "DBG %s\n", "lt_open_hooks(L, S);");
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_module);
     lt_renew_sentinel(L, S);

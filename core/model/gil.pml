@@ -18,7 +18,13 @@
  *           ensure/release loop (with -DWAITER: a thread blocked in an
  *           event wait instead of the foreign thread).
  *   ASYNC   asynchronous exceptions raised at a thread that alternates
- *           between checkpoints (with defer/allow) and a blocked event wait.
+ *           between checkpoints (with defer/allow) and a blocked event wait,
+ *           while another thread contends for the GIL.
+ * Variants: -DNO_BLOCKING (FIN: the daemon makes no blocking calls),
+ * -DNO_OTHER (ASYNC: no contending thread), -DTIGHT (default: a worker may
+ * re-take the GIL at once, see README), -DPLAIN_MUTEX (safety runs).
+ * Properties: -DLIVE=t, -DFIN_LIVE, -DASYNC_LIVE select an LTL formula
+ * (at the end of the file); without one, assertions and deadlocks.
  *
  * Everything is sequentially consistent: the model checks the protocol,
  * not the C memory orderings (ThreadSanitizer runs cover those).
@@ -72,8 +78,9 @@ byte switch_waiters;
  * gil->acquisitions.  The C only compares it with a sample the same thread
  * took earlier, so the model keeps, per thread, how many acquisitions
  * happened since each sample (saturating), which is exact and bounded:
- *   since_seen[t]  since take_slow or gil_barrier sampled `seen` (0, 1)
- *   since_drop[t]  since ts->acq_at_drop was recorded          (0, 1, 2+)
+ *   since_seen[t]  since take_slow sampled `seen` before a timed wait (0, 1)
+ *   since_drop[t]  since ts->acq_at_drop was recorded by a drop (0, 1, 2+);
+ *                  drop_locked's `seen` is the same sample
  */
 byte since_seen[NT + 1];
 byte since_drop[NT + 1];

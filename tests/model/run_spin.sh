@@ -12,6 +12,10 @@ spin_defs=$3
 cc_defs=$4
 pan_flags=$5
 
+case $model in
+/*) ;;
+*) model=$PWD/$model ;;
+esac
 mkdir -p "$dir"
 cd "$dir"
 rm -f pan pan.* ./*.trail
