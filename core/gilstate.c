@@ -91,7 +91,8 @@ static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
     struct tstate *ts = ts_cached(os, h);
     if (ts) {
         if (finalizing(ts) && !ts->attached) {
-            ts_forget(os, ts);
+            if (!os_refers(os, ts)) /* an outer frame may still need it */
+                ts_forget(os, ts);
             return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
         }
         *out = ts;
@@ -134,8 +135,11 @@ T_NOINLINE static int ensure_slow(tether_interp h, tether_gilstate *out)
     }
     rc = cur ? ts_switch(cur, ts, 0) : ts_attach(ts, 0);
     if (rc != TETHER_OK) {
-        if (cur && !cur->attached)
-            (void)ts_attach(cur, 1); /* put back what we detached */
+        /* Put back what was detached; if that interpreter is finalizing
+           too, the thread stays detached, as the message says. */
+        if (cur && !cur->attached && ts_attach(cur, 1) != TETHER_OK)
+            return err_set(rc, fn, "the interpreter is finalizing, and so is "
+                           "the one the thread was attached to: it is detached");
         return err_set(rc, fn, "the interpreter is finalizing");
     }
     return push_frame(os, ts, cur, out);

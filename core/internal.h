@@ -221,6 +221,8 @@ extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")))
 int os_grow_frames(struct osthread *os);
 /* Frees a state that is not linked anywhere. */
 void ts_free(struct tstate *ts);
+/* 1 if `ts` is attached or named by an ensure frame of `os`. */
+int os_refers(const struct osthread *os, const struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
 void ts_forget(struct osthread *os, struct tstate *ts);
 

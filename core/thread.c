@@ -195,8 +195,10 @@ static int read_opts(const tether_thread_opts *o, struct runtime *rt,
     return TETHER_OK;
 }
 
-/* Waits for the child's handshake with the caller's GIL released. */
-static void wait_started(struct thread *t)
+/* Waits for the child's handshake with the caller's GIL released.
+   Returns TETHER_OK, or TETHER_EFINALIZING if the caller could not
+   re-attach (it stays detached). */
+static int wait_started(struct thread *t)
 {
     struct tstate *cur = ts_current();
     if (cur)
@@ -205,8 +207,7 @@ static void wait_started(struct thread *t)
     while (!t->started)
         pthread_cond_wait(&t->cond, &t->mutex);
     rank_unlock(&t->mutex, RANK_OBJECT);
-    if (cur)
-        (void)ts_attach(cur, 1); /* a failure shows at the next checkpoint */
+    return cur ? ts_attach(cur, 1) : TETHER_OK;
 }
 
 /* Undoes a start whose OS thread never ran. */
@@ -253,7 +254,12 @@ static int start_registered(struct thread *t, struct tstate *ts)
         return start_error(err == EINVAL ? TETHER_EINVAL : TETHER_EAGAIN,
                            "the OS refused a thread: %s", strerror(err));
     }
-    wait_started(t);
+    if (wait_started(t) != TETHER_OK) {
+        thread_unref_user(t); /* started, but the caller cannot use it */
+        return start_error(TETHER_EFINALIZING, "%s", "the thread started, but "
+                           "the interpreter began finalizing meanwhile; the "
+                           "caller is detached");
+    }
     return TETHER_OK;
 }
 

@@ -201,13 +201,25 @@ void ts_forget(struct osthread *os, struct tstate *ts)
     ts_delete(ts);
 }
 
+int os_refers(const struct osthread *os, const struct tstate *ts)
+{
+    if (os->current == ts)
+        return 1;
+    for (uint32_t i = 0; i < os->depth; i++)
+        if (os->frames[i].ts == ts || os->frames[i].prev == ts)
+            return 1;
+    return 0;
+}
+
 void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only)
 {
     struct tstate *ts = os->cache, *next;
     for (; ts; ts = next) {
         next = ts->os_next;
+        /* A state an outer ensure frame will switch back to stays (its
+           release then answers EFINALIZING); the thread frees it later. */
         if (ts->interp->rt == rt && (!only || ts->interp == only) &&
-            !ts->attached)
+            !os_refers(os, ts))
             ts_forget(os, ts);
     }
 }

@@ -1,11 +1,8 @@
 /*
  * test_core_findings.c - regression cases for core bugs the reliability
- * work found, registered DISABLED until the core is fixed (then enable
- * rel_core_findings in CMakeLists.txt).  Run them by hand with
- *   ctest -R rel_core_findings -C Debug --output-on-failure   (after enabling)
- *   build/asan-ubsan/tests/reliability/rel_core_findings      (directly)
- * The first two are use-after-free: the ASan build reports them; the plain
- * build may pass by luck.
+ * work found (all fixed): outer ensure frames whose state finalize freed,
+ * and tether_thread_start returning OK with its caller detached.  The first
+ * two are use-after-free: the ASan build is the one that would see them.
  */
 #include <tether/tether.h>
 

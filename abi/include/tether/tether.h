@@ -293,7 +293,9 @@ typedef struct tether_thread_opts {
    may be NULL.
    While fn may run, an unloadable plugin holding it stays loaded.
    Returns TETHER_EINVAL (NULL fn or out, bad opts), TETHER_EBADHANDLE,
-   TETHER_EFINALIZING, TETHER_ENOMEM, TETHER_EAGAIN (the OS refused a thread;
+   TETHER_EFINALIZING (also when finalize began while the caller waited for
+   the handshake: the thread runs on, without a handle, and the caller stays
+   detached), TETHER_ENOMEM, TETHER_EAGAIN (the OS refused a thread;
    nothing is left registered), TETHER_ESTATE (fn is in a plugin being
    unloaded).  [any-thread] */
 TETHER_API int tether_thread_start(tether_interp interp, tether_thread_fn fn,
