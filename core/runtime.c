@@ -224,15 +224,24 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
     return TETHER_OK;
 }
 
+/* Looks a runtime handle up (a new reference), or sets the last error. */
+static struct runtime *runtime_get(tether_runtime h, const char *fn)
+{
+    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    if (!rt)
+        err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
+                   (unsigned long long)h);
+    return rt;
+}
+
 int tether_runtime_main_interp(tether_runtime h, tether_interp *out)
 {
     static const char fn[] = "tether_runtime_main_interp";
     if (!out)
         return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    struct runtime *rt = runtime_get(h, fn);
     if (!rt)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     *out = rt->main->handle;
     handle_put(h);
     return TETHER_OK;
@@ -243,10 +252,9 @@ int tether_interp_create(tether_runtime h, tether_interp *out)
     static const char fn[] = "tether_interp_create";
     if (!out)
         return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    struct runtime *rt = runtime_get(h, fn);
     if (!rt)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     struct interp *interp = NULL;
     int rc = TETHER_OK;
     if (atomic_load(&rt->finalizing))
@@ -273,10 +281,9 @@ int tether_set_switch_interval(tether_runtime h, uint32_t us)
     int rc = check_interval(fn, us);
     if (rc != TETHER_OK)
         return rc;
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    struct runtime *rt = runtime_get(h, fn);
     if (!rt)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     atomic_store(&rt->gil.interval_us, us);
     rank_lock(&rt->mutex, RANK_RUNTIME);
     for (struct interp *i = rt->interps; i; i = i->next)
@@ -291,10 +298,9 @@ int tether_get_switch_interval(tether_runtime h, uint32_t *out)
     static const char fn[] = "tether_get_switch_interval";
     if (!out)
         return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    struct runtime *rt = runtime_get(h, fn);
     if (!rt)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     *out = atomic_load(&rt->gil.interval_us);
     handle_put(h);
     return TETHER_OK;
@@ -472,10 +478,9 @@ static int caller_is_our_thread(struct runtime *rt, struct interp *only)
 int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_runtime_finalize";
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
+    struct runtime *rt = runtime_get(h, fn);
     if (!rt)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     int64_t deadline = plat_deadline(timeout_ns);
     if (caller_is_our_thread(rt, NULL)) {
         handle_put(h);
