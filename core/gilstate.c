@@ -406,10 +406,9 @@ int tether_thread_raise(tether_thread h, int64_t code, void *payload,
 int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
                           void *payload, tether_dtor dtor, int *count_out)
 {
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, "tether_raise_by_ident");
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, "tether_raise_by_ident",
-                          "not an interp handle (0x%llx)", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     void *old = NULL;
     tether_dtor old_dtor = NULL;
     int count = 0;
@@ -529,10 +528,9 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     static const char name[] = "tether_call_soon";
     if (!fn)
         return err_misuse(TETHER_EINVAL, name, "fn is NULL");
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, name);
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, name, "not an interp handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
     struct pending_call *c = NULL;
     struct plugin *pin = NULL;
@@ -591,10 +589,9 @@ static int run_pending(struct tstate *ts)
 int tether_interp_set_breaker_hook(tether_interp h, tether_breaker_fn fn,
                                    void *ud)
 {
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, "tether_interp_set_breaker_hook");
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, "tether_interp_set_breaker_hook",
-                          "not an interp handle (0x%llx)", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     atomic_store(&interp->hook_ud, ud);
     atomic_store(&interp->hook, fn);
     handle_put(h);
@@ -628,10 +625,9 @@ int tether_gil_stats_get(tether_interp h, tether_gil_stats *out)
     static const char fn[] = "tether_gil_stats_get";
     if (!out || out->size < sizeof(size_t))
         return err_misuse(TETHER_EINVAL, fn, "out is NULL or out->size is not set");
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, fn);
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     struct gil *g = interp->gil;
     tether_gil_stats s = {sizeof s,
                           atomic_load(&g->acquisitions),

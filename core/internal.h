@@ -337,5 +337,8 @@ void interp_unref(struct interp *interp);
 /* Looks an interp handle up; accepts one being finalized (so the caller
    can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
 struct interp *interp_get(tether_interp h);
+/* Looks up an open interp handle (a new reference); on failure sets the
+   last error of `fn` and returns NULL. */
+struct interp *interp_open(tether_interp h, const char *fn);
 
 #endif

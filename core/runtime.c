@@ -57,6 +57,15 @@ void interp_ref(struct interp *interp) { handle_ref(interp->handle); }
 void interp_unref(struct interp *interp) { handle_put(interp->handle); }
 struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP); }
 
+struct interp *interp_open(tether_interp h, const char *fn)
+{
+    struct interp *interp = handle_get(h, HT_INTERP);
+    if (!interp)
+        err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
+                   (unsigned long long)h);
+    return interp;
+}
+
 static void runtime_dtor(void *p)
 {
     struct runtime *rt = p;
@@ -522,10 +531,9 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
 int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_interp_destroy";
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, fn);
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
     struct tstate *cur = ts_current();
     if (interp->is_main)

@@ -269,10 +269,9 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
     if (!fn || !out)
         return err_misuse(TETHER_EINVAL, "tether_thread_start",
                           "fn and out must not be NULL");
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, "tether_thread_start");
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, "tether_thread_start",
-                          "not an interp handle (0x%llx)", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     char name[128];
     int daemon, rc;
     size_t stack;
@@ -504,10 +503,9 @@ int tether_thread_list(tether_interp h, tether_thread *buf, size_t cap,
     if (!count || (cap && !buf))
         return err_misuse(TETHER_EINVAL, fn, "count is NULL, or buf is NULL "
                           "with cap > 0");
-    struct interp *interp = handle_get(h, HT_INTERP);
+    struct interp *interp = interp_open(h, fn);
     if (!interp)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     size_t n = 0;
     rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
