@@ -32,6 +32,8 @@ struct channel {
     int closed;
     int dead;                 /* last reference gone: waiters leave */
     int user_refs;
+    tether_channel_discard_fn discard; /* for undelivered messages */
+    void *discard_ud;
 };
 
 /* What one send or receive is doing, for the poll functions. */
@@ -106,6 +108,20 @@ int tether_channel_retain(tether_channel h)
     return TETHER_OK;
 }
 
+/* Hands the undelivered messages in `m` (a detached list) to the discard
+   function, if any, and frees them.  Called with no lock held: the
+   function may release other channels, whose discards then run in turn. */
+static void discard_all(struct msg *m, tether_channel_discard_fn fn, void *ud)
+{
+    while (m) {
+        struct msg *next = m->next;
+        if (fn)
+            fn(m->data, m->len, ud);
+        t_free(m);
+        m = next;
+    }
+}
+
 int tether_channel_release(tether_channel h)
 {
     if (h == 0)
@@ -113,16 +129,40 @@ int tether_channel_release(tether_channel h)
     struct channel *ch = get("tether_channel_release", h);
     if (!ch)
         return TETHER_EBADHANDLE;
+    struct msg *left = NULL;
+    tether_channel_discard_fn fn = NULL;
+    void *ud = NULL;
     rank_lock(&ch->mutex, RANK_OBJECT);
     int last = --ch->user_refs == 0;
     if (last) {
-        ch->dead = 1;
+        ch->dead = 1; /* nobody takes a message from now on */
+        fn = ch->discard;
+        ud = ch->discard_ud;
+        left = ch->head;
+        ch->head = ch->tail = NULL;
+        ch->count = 0;
         pthread_cond_broadcast(&ch->not_empty);
         pthread_cond_broadcast(&ch->not_full);
     }
     rank_unlock(&ch->mutex, RANK_OBJECT);
-    if (last)
+    if (last) {
         handle_close(h, HT_CHANNEL);
+        discard_all(left, fn, ud);
+    }
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_channel_set_discard(tether_channel h, tether_channel_discard_fn fn,
+                               void *ud)
+{
+    struct channel *ch = get("tether_channel_set_discard", h);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    rank_lock(&ch->mutex, RANK_OBJECT);
+    ch->discard = fn;
+    ch->discard_ud = ud;
+    rank_unlock(&ch->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }

@@ -76,6 +76,7 @@ static const tether_host_api g_host_api = {
     .channel_msg_free = tether_channel_msg_free,
     .channel_close = tether_channel_close,
     .channel_count = tether_channel_count,
+    .channel_set_discard = tether_channel_set_discard,
 };
 
 const tether_host_api *host_api(void) { return &g_host_api; }

@@ -268,10 +268,14 @@ int lt_reap_workers(lt_state *S, int64_t timeout_ns);
 /* Starts a tether.thread running the function at `first` with the values
    up to `last` as arguments, with no Lua handle: *out receives the
    reference tether_thread_start returned, which the caller must keep until
-   the thread's record is freed (the record borrows it).  Raises on
+   the thread's record is freed (the record borrows it).  `o` is passed to
+   tether_thread_start (its daemon flag is the thread's too).  Raises on
    failure.  [gil-held] */
 void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
-                          tether_thread *out);
+                          const tether_thread_opts *o, tether_thread *out);
+/* Reads a thread options table at idx (name, daemon, stack_size) into o;
+   an argument error for anything else.  o->name points into the table. */
+void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o);
 /* Frees the records of finished threads that no handle refers to. */
 void lt_sweep_workers(lua_State *L, lt_state *S);
 /* Pushes a handle of the calling thread. */
@@ -306,6 +310,7 @@ typedef struct lt_blob {
     void (*release)(void *); /* frees `data`: free or tether_channel_msg_free */
     tether_channel *chans;   /* references dropped when the blob is freed */
     size_t nchans, chcap;
+    int message; /* a received message: holds the references in `data` */
 } lt_blob;
 
 /* A tether.channel userdata: one reference, 0 once collected. */
@@ -324,11 +329,14 @@ void lt_blob_dtor(void *b);
 /* Appends the value at idx to `b`.  Raises "cannot copy a <type> at
    <root><path>" if it cannot be copied (or holds what cannot be). */
 void lt_encode(lua_State *L, lt_blob *b, int idx, const char *root);
-/* Pushes the values encoded in data[0..len) and returns their number.
-   With `adopt`, the channels take over the references the encoding holds
-   (a received message); otherwise they take new ones.  Raises on a
+/* Pushes the values encoded in data[0..len) and returns their number; the
+   channels among them take references of their own.  Raises on a
    malformed encoding. */
-int lt_decode(lua_State *L, const void *data, size_t len, int adopt);
+int lt_decode(lua_State *L, const void *data, size_t len);
+/* Drops the channel references an encoding holds (a message freed
+   undecoded or once decoded); stops at anything that is not our
+   encoding.  [any-thread] */
+void lt_drop_channels(const void *data, size_t len);
 /* Pushes the bytecode of the Lua function at `arg`, which
    must have no upvalue but _ENV (an argument error otherwise). */
 void lt_dump_function(lua_State *L, int arg);

@@ -31,10 +31,12 @@
  *
  * Channel references.  Each channel in an encoding holds a reference taken
  * by the encoder and listed in the blob (lt_blob), which drops them when it
- * is freed.  A message sent on a channel hands them on to the message: the
- * receiver's decoder adopts them.  Other encodings (thread arguments,
- * results, raised values) keep them and may be decoded many times: their
- * decoders take references of their own.
+ * is freed.  A message sent on a channel hands them on to the message, and
+ * the message drops them when it is freed: by the receiver once decoded
+ * (lt_blob.message), or by the channel's discard function if it is never
+ * received (lt_drop_channels walks the encoding for them).  Every decoder
+ * takes references of its own for the channels it makes, so an encoding
+ * may be decoded many times (thread arguments, results, raised values).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -64,8 +66,47 @@ enum {
  * Blobs
  * ---------------------------------------------------------------------- */
 
+/* Reads 8 bytes little-endian. */
+static uint64_t load_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+void lt_drop_channels(const void *data, size_t len)
+{
+    const unsigned char *p = data, *end = p + len;
+    while (p != end) {
+        uint64_t skip = 0;
+        switch (*p++) {
+        case TAG_INT: case TAG_FLT: case TAG_REF: case TAG_CHAN:
+            skip = 8;
+            break;
+        case TAG_STR:
+            if (end - p < 8 || load_u64(p) > (uint64_t)(end - p) - 8)
+                return;
+            skip = 8 + load_u64(p);
+            break;
+        case TAG_NIL: case TAG_FALSE: case TAG_TRUE: case TAG_CANCELLED:
+        case TAG_TABLE: case TAG_END:
+            break;
+        default:
+            return; /* not our encoding */
+        }
+        if (skip > (uint64_t)(end - p))
+            return;
+        if (p[-1] == TAG_CHAN)
+            (void)tether_channel_release(load_u64(p));
+        p += skip;
+    }
+}
+
 void lt_blob_clear(lt_blob *b)
 {
+    if (b->data && b->message)
+        lt_drop_channels(b->data, b->len);
     if (b->data)
         b->release(b->data);
     for (size_t i = 0; i < b->nchans; i++)
@@ -316,7 +357,6 @@ typedef struct dec {
     int tables;        /* stack index of number -> table */
     lua_Integer ntables;
     int depth;
-    int adopt;         /* channel references are the message's to give */
 } dec;
 
 static _Noreturn void corrupt(dec *d)
@@ -329,9 +369,7 @@ static uint64_t get_u64(dec *d)
 {
     if (d->end - d->p < 8)
         corrupt(d);
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)d->p[i] << (8 * i);
+    uint64_t v = load_u64(d->p);
     d->p += 8;
     return v;
 }
@@ -366,12 +404,15 @@ static void dec_table(dec *d)
     d->depth--;
 }
 
+/* The userdata first, so that no reference is taken that an error could
+   leave without an owner. */
 static void dec_channel(dec *d)
 {
     tether_channel ch = get_u64(d);
-    if (!d->adopt && tether_channel_retain(ch) != TETHER_OK)
+    lt_push_channel(d->L, 0);
+    if (tether_channel_retain(ch) != TETHER_OK)
         corrupt(d);
-    lt_push_channel(d->L, ch);
+    ((lt_chan *)lua_touserdata(d->L, -1))->ch = ch;
 }
 
 static void dec_value(dec *d, int tag)
@@ -412,10 +453,10 @@ static void dec_value(dec *d, int tag)
     }
 }
 
-int lt_decode(lua_State *L, const void *data, size_t len, int adopt)
+int lt_decode(lua_State *L, const void *data, size_t len)
 {
     lua_newtable(L);
-    dec d = {L, data, (const unsigned char *)data + len, lua_gettop(L), 0, 0, adopt};
+    dec d = {L, data, (const unsigned char *)data + len, lua_gettop(L), 0, 0};
     int n = 0;
     while (d.p != d.end) {
         luaL_checkstack(L, 2, "tether: too many values");
@@ -504,6 +545,13 @@ static lt_chan *check_chan(lua_State *L)
     return c;
 }
 
+/* A message nobody received: the channels it holds lose its references. */
+static void discard(void *data, size_t len, void *ud)
+{
+    (void)ud;
+    lt_drop_channels(data, len);
+}
+
 /* tether.channel([capacity]) */
 static int l_channel(lua_State *L)
 {
@@ -513,6 +561,8 @@ static int l_channel(lua_State *L)
     c->ch = 0;
     luaL_setmetatable(L, LT_CHANNEL_MT);
     int rc = tether_channel_new((size_t)cap, &c->ch);
+    if (rc == TETHER_OK)
+        rc = tether_channel_set_discard(c->ch, discard, NULL);
     if (rc != TETHER_OK)
         return lt_fail(L, "channel", rc);
     return 1;
@@ -556,12 +606,13 @@ static int l_recv(lua_State *L)
         return 2;
     }
     b->data = data;
+    b->message = 1; /* its channel references go with it */
     if (!lt_wait_result(L, ts, rc, "recv")) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
     }
-    if (lt_decode(L, b->data, b->len, 1) != 1)
+    if (lt_decode(L, b->data, b->len) != 1)
         return luaL_error(L, "tether: corrupt message");
     return 1;
 }

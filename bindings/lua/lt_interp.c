@@ -45,6 +45,11 @@ typedef struct lt_irec {
     atomic_int status;
     tether_thread h; /* Synchronization: immutable once the thread started. */
     lt_blob res;     /* results, or error and traceback */
+    /* Copied at the start, so that they outlive the interpreter.
+       Synchronization: the creating state's GIL. */
+    char *name;
+    uint64_t ident;
+    int daemon;
 } lt_irec;
 
 /* The creator's handle: uservalue 1 is the interpreter handle. */
@@ -58,6 +63,7 @@ static void irec_unref(lt_irec *rec)
         return;
     (void)tether_thread_release(rec->h);
     lt_blob_clear(&rec->res);
+    free(rec->name);
     free(rec);
 }
 
@@ -251,6 +257,7 @@ static int bootstrap(lua_State *L)
 typedef struct spawn {
     lt_blob *code; /* the function's bytecode, then the arguments */
     lt_irec *rec;
+    const tether_thread_opts *opts;
 } spawn;
 
 static int spawn_in(lua_State *L)
@@ -267,10 +274,11 @@ static int spawn_in(lua_State *L)
     atomic_fetch_add(&sp->rec->refs, 1);
     lua_pushcclosure(L, bootstrap, 1);
     int first = lua_gettop(L);
-    lt_decode(L, sp->code->data, sp->code->len, 0);
+    lt_decode(L, sp->code->data, sp->code->len);
     lt_load_function(L, first + 1);
     lua_replace(L, first + 1);
-    lt_thread_start_bare(L, lt_state_of(L), first, lua_gettop(L), &sp->rec->h);
+    lt_thread_start_bare(L, lt_state_of(L), first, lua_gettop(L), sp->opts,
+                         &sp->rec->h);
     return 0;
 }
 
@@ -285,15 +293,21 @@ static lt_interp *check_interp(lua_State *L)
     return I;
 }
 
-/* i:thread(fn, ...) */
+/* i:thread([opts,] fn, ...) */
 static int l_ithread(lua_State *L)
 {
     lt_interp *I = check_interp(L);
+    tether_thread_opts o = {sizeof o, NULL, 0, 0};
+    int fi = 2;
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lt_read_thread_opts(L, 2, &o);
+        fi = 3;
+    }
     int n = lua_gettop(L);
-    lt_dump_function(L, 2);
+    lt_dump_function(L, fi);
     lt_blob *b = lt_blob_push(L);
     lt_encode(L, b, -2, "function");
-    for (int i = 3; i <= n; i++) {
+    for (int i = fi + 1; i <= n; i++) {
         lua_pushfstring(L, "argument #%d", i - 1);
         lt_encode(L, b, i, lua_tostring(L, -1));
         lua_pop(L, 1);
@@ -309,9 +323,14 @@ static int l_ithread(lua_State *L)
     atomic_init(&rec->refs, 1);
     atomic_init(&rec->status, LT_RUNNING);
     rec->res.release = free;
+    rec->daemon = o.daemon;
     hd->rec = rec;
-    spawn sp = {b, rec};
+    spawn sp = {b, rec, &o};
     run_in(L, I, spawn_in, &sp);
+    const char *name = NULL;
+    (void)tether_thread_ident(rec->h, &rec->ident);
+    if (tether_thread_name(rec->h, &name) == TETHER_OK && !(rec->name = strdup(name)))
+        return luaL_error(L, "thread: out of memory");
     return 1;
 }
 
@@ -404,7 +423,7 @@ static int l_ijoin(lua_State *L)
         return 3;
     }
     lua_pushboolean(L, st == LT_DONE);
-    return 1 + lt_decode(L, rec->res.data, rec->res.len, 0);
+    return 1 + lt_decode(L, rec->res.data, rec->res.len);
 }
 
 static int l_ialive(lua_State *L)
@@ -467,10 +486,30 @@ static int l_ithread_gc(lua_State *L)
     return 0;
 }
 
+/* __index: the methods (upvalue 1), then name, ident and daemon. */
+static int l_ithread_index(lua_State *L)
+{
+    lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL || !hd->rec)
+        return 1;
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
+    if (strcmp(k, "name") == 0)
+        lua_pushstring(L, hd->rec->name);
+    else if (strcmp(k, "ident") == 0)
+        lua_pushinteger(L, (lua_Integer)hd->rec->ident);
+    else if (strcmp(k, "daemon") == 0)
+        lua_pushboolean(L, hd->rec->daemon);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
 static int l_ithread_tostring(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
-    lua_pushfstring(L, "tether.ithread: %p", (void *)hd);
+    const char *name = hd->rec && hd->rec->name ? hd->rec->name : "?";
+    lua_pushfstring(L, "tether.ithread: %s", name);
     return 1;
 }
 
@@ -486,7 +525,14 @@ void lt_open_interp(lua_State *L, lt_state *S)
     static const luaL_Reg tmeta[] = {
         {"__gc", l_ithread_gc}, {"__tostring", l_ithread_tostring}, {NULL, NULL}};
     lt_new_class(L, S, LT_INTERP_MT, imethods, imeta);
-    lt_new_class(L, S, LT_ITHREAD_MT, tmethods, tmeta);
+    lt_new_class(L, S, LT_ITHREAD_MT, NULL, tmeta);
+    luaL_getmetatable(L, LT_ITHREAD_MT);
+    luaL_newlibtable(L, tmethods);
+    lua_pushlightuserdata(L, S);
+    luaL_setfuncs(L, tmethods, 1);
+    lua_pushcclosure(L, l_ithread_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     lua_pushlightuserdata(L, S);
     lua_pushcclosure(L, l_interp, 1);
     lua_setfield(L, -2, "interp");

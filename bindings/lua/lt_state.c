@@ -169,7 +169,7 @@ static void push_async_value(lua_State *L, int64_t code, void *payload,
         lt_blob *b = lt_blob_push(L);
         *b = *(lt_blob *)payload;
         free(payload);
-        if (lt_decode(L, b->data, b->len, 0) != 1)
+        if (lt_decode(L, b->data, b->len) != 1)
             luaL_error(L, "tether: corrupt raised value");
         lua_remove(L, -2);
     } else if (code == LT_ASYNC_CANCEL) {
@@ -287,8 +287,12 @@ static void shut_down(lua_State *L, lt_state *S)
     S->shutting_down = 1;
     if (S->interp) {
         lt_join_all(S);
-        if (S->owns_runtime)
+        if (S->owns_runtime) {
+            /* Ours to drop, so TETHER_DEBUG does not report it open. */
+            (void)tether_thread_release(S->main_thread);
+            S->main_thread = 0;
             (void)tether_runtime_finalize(S->rt, -1);
+        }
         if (lt_reap_workers(S, LT_REAP_TIMEOUT_NS) && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
                     "closes: the host must finalize the runtime (or destroy "

@@ -312,8 +312,7 @@ static int worker_main(void *arg)
     return st == LUA_OK ? TETHER_OK : TETHER_EXIT;
 }
 
-/* Reads tether.thread's options table at idx into o. */
-static void read_opts(lua_State *L, int idx, tether_thread_opts *o)
+void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 {
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -344,7 +343,7 @@ static int l_thread(lua_State *L)
     tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
     int fi = 1;
     if (lua_type(L, 1) == LUA_TTABLE) {
-        read_opts(L, 1, &o);
+        lt_read_thread_opts(L, 1, &o);
         fi = 2;
     }
     luaL_checktype(L, fi, LUA_TFUNCTION);
@@ -369,15 +368,15 @@ static int l_thread(lua_State *L)
 }
 
 void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
-                          tether_thread *out)
+                          const tether_thread_opts *o, tether_thread *out)
 {
-    tether_thread_opts o = {sizeof o, NULL, 0, 0};
     first = lua_absindex(L, first);
     last = lua_absindex(L, last);
     lt_sweep_workers(L, S);
     lt_worker *w = new_worker(L, S, NULL);
+    w->daemon = o->daemon;
     load_coroutine(L, w, first, last);
-    int rc = tether_thread_start(S->interp, worker_main, w, &o, out);
+    int rc = tether_thread_start(S->interp, worker_main, w, o, out);
     if (rc != TETHER_OK) {
         free_worker(L, w);
         lt_fail(L, "thread", rc);

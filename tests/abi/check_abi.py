@@ -224,8 +224,31 @@ def _shape_sig(el):
     return tuple(_shape(c) for c in el)
 
 
+def _underlying(corpus, type_id):
+    """The type a chain of typedefs names (the id itself if none)."""
+    for _ in range(16):
+        el = corpus.types.get(type_id)
+        if el is None or el.tag != "typedef-decl":
+            break
+        type_id = el.get("type-id")
+    return type_id
+
+
+def _fn_shape(corpus, el):
+    """A function type with its typedefs seen through: abidw keeps one
+    function type for every signature that is the same once typedefs are
+    resolved (int (tether_lock) and int (tether_tstate) are one type), and
+    which typedef it names can change from one dump to the next."""
+    return tuple((c.tag, _underlying(corpus, c.get("type-id"))) for c in el)
+
+
 def _compare_type(old, new, el, nel, breaks, growth):
     name = old.describe(el.get("id"))
+    if el.tag == "function-type" and nel.tag == "function-type":
+        if _fn_shape(old, el) != _fn_shape(new, nel):
+            breaks.append("the type %s became %s" % (
+                name, new.describe(nel.get("id"))))
+        return
     if el.tag != "class-decl" or nel.tag != "class-decl":
         if _shape(el) != _shape(nel):
             breaks.append("the type %s became %s" % (

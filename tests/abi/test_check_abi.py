@@ -103,6 +103,35 @@ class RuleTest(unittest.TestCase):
         self.assertTrue(any("tether_gil_stats grew at its end: appended" in g
                             for g in growth), growth)
 
+    def _retype_function_type(self, pick):
+        """Points the first parameter of a function type that takes a
+        typedef at the type `pick(root, typedef)` returns."""
+        def edit(root):
+            types = {e.get("id"): e for e in root.iter() if e.get("id")}
+            for ft in root.iter("function-type"):
+                p = ft.find("parameter")
+                td = types.get(p.get("type-id")) if p is not None else None
+                if td is not None and td.tag == "typedef-decl":
+                    p.set("type-id", pick(root, td))
+                    return
+            self.fail("no function type takes a typedef")
+        return compare(edited(edit))
+
+    def test_function_type_naming_a_same_typedef_is_nothing(self):
+        # abidw keeps one function type for int (tether_lock) and
+        # int (tether_tstate); which name it shows can change between dumps.
+        def same(root, td):
+            return next(t.get("id") for t in root.iter("typedef-decl")
+                        if t.get("type-id") == td.get("type-id")
+                        and t.get("id") != td.get("id"))
+        self.assertEqual(self._retype_function_type(same), ([], []))
+
+    def test_function_type_with_another_parameter_type_is_a_break(self):
+        def other(root, td):
+            return function(root, "tether_sleep").find("return").get("type-id")
+        breaks, _ = self._retype_function_type(other)
+        self.assertTrue(any(b.startswith("the type") for b in breaks), breaks)
+
     def test_added_function_is_growth(self):
         breaks, growth = compare(edited(
             lambda r: add_symbol(r, "tether_new_thing")))

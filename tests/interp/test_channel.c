@@ -4,6 +4,7 @@
  * into blocked senders and receivers, interp_destroy of a receiver's
  * interpreter, and bad input.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <tether/tether.h>
@@ -235,6 +236,85 @@ TEST(unattached_threads_use_channels)
     ASSERT_OK(tether_channel_release(ch));
 }
 
+/* What the discard functions saw. */
+static struct {
+    int calls;
+    char seen[8];  /* first byte of each discarded message, in order */
+    uint64_t thread; /* pthread_self of the last call, as an integer */
+} g_disc;
+
+static void count_discard(void *data, size_t len, void *ud)
+{
+    ASSERT(ud == &g_disc);
+    ASSERT(len >= 1);
+    if (g_disc.calls < (int)sizeof g_disc.seen)
+        g_disc.seen[g_disc.calls] = *(char *)data;
+    g_disc.calls++;
+    g_disc.thread = (uint64_t)pthread_self();
+}
+
+/* A message that carries a channel handle (its first byte is 'h'). */
+static void release_carried(void *data, size_t len, void *ud)
+{
+    count_discard(data, len, ud);
+    tether_channel inner;
+    ASSERT_EQ(len, 1 + sizeof inner);
+    memcpy(&inner, (char *)data + 1, sizeof inner);
+    ASSERT_OK(tether_channel_release(inner));
+}
+
+TEST(discard_undelivered_messages)
+{
+    memset(&g_disc, 0, sizeof g_disc);
+    tether_channel ch = new_channel(0);
+    ASSERT_OK(tether_channel_set_discard(ch, count_discard, &g_disc));
+    ASSERT_OK(tether_channel_send(ch, "a", 1, 0));
+    ASSERT_OK(tether_channel_send(ch, "b", 1, 0));
+    ASSERT_OK(tether_channel_send(ch, "c", 1, 0));
+    void *d;
+    size_t n;
+    ASSERT_OK(tether_channel_recv(ch, &d, &n, 0)); /* delivered: not discarded */
+    tether_channel_msg_free(d);
+    ASSERT_OK(tether_channel_retain(ch));
+    ASSERT_OK(tether_channel_release(ch)); /* not the last reference */
+    ASSERT_OK(tether_channel_close(ch));   /* closing keeps the messages */
+    ASSERT_EQ(g_disc.calls, 0);
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_EQ(g_disc.calls, 2);
+    ASSERT(memcmp(g_disc.seen, "bc", 2) == 0);
+    ASSERT(g_disc.thread == (uint64_t)pthread_self());
+
+    /* NULL removes the function: messages are just freed. */
+    memset(&g_disc, 0, sizeof g_disc);
+    ch = new_channel(0);
+    ASSERT_OK(tether_channel_set_discard(ch, count_discard, &g_disc));
+    ASSERT_OK(tether_channel_set_discard(ch, NULL, NULL));
+    ASSERT_OK(tether_channel_send(ch, "x", 1, 0));
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_EQ(g_disc.calls, 0);
+}
+
+/* A discarded message that holds the last reference to another channel
+   with queued messages: that channel's discard runs from inside the first
+   one's, and everything is freed (LeakSanitizer checks the rest). */
+TEST(discard_releases_carried_channels)
+{
+    memset(&g_disc, 0, sizeof g_disc);
+    tether_channel outer = new_channel(0), inner = new_channel(0);
+    ASSERT_OK(tether_channel_set_discard(inner, count_discard, &g_disc));
+    ASSERT_OK(tether_channel_set_discard(outer, release_carried, &g_disc));
+    ASSERT_OK(tether_channel_send(inner, "i", 1, 0));
+    char msg[1 + sizeof inner] = {'h'};
+    memcpy(msg + 1, &inner, sizeof inner); /* the message owns the reference */
+    ASSERT_OK(tether_channel_send(outer, msg, sizeof msg, 0));
+    ASSERT_OK(tether_channel_release(outer));
+    ASSERT_EQ(g_disc.calls, 2);
+    ASSERT(memcmp(g_disc.seen, "hi", 2) == 0);
+    size_t n;
+    ASSERT_FAILS(tether_channel_count(inner, &n), TETHER_EBADHANDLE,
+                 "tether_channel_count");
+}
+
 TEST(bad_input)
 {
     tether_channel ch = new_channel(1);
@@ -263,6 +343,8 @@ TEST(bad_input)
                      "tether_channel_retain");
         ASSERT_FAILS(tether_channel_count(bad[i], &n), TETHER_EBADHANDLE,
                      "tether_channel_count");
+        ASSERT_FAILS(tether_channel_set_discard(bad[i], NULL, NULL),
+                     TETHER_EBADHANDLE, "tether_channel_set_discard");
     }
     ASSERT_OK(tether_channel_release(0));
     tether_channel_msg_free(NULL);
@@ -274,7 +356,8 @@ TEST(bad_input)
                  "tether_channel_send");
 }
 
-RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(capacity_bounds_senders),
+RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(discard_undelivered_messages),
+            TEST_ENTRY(discard_releases_carried_channels), TEST_ENTRY(capacity_bounds_senders),
             TEST_ENTRY(many_producers_across_interps),
             TEST_ENTRY(close_wakes_receivers_and_senders),
             TEST_ENTRY(release_while_waiting),

@@ -93,6 +93,58 @@ T.case("i:thread copies the function and its arguments; join copies back", funct
   T.raises("closed interpreter", i.thread, i, function() end)
 end)
 
+T.case("i:thread takes thread options; handles have name, ident, daemon", function()
+  local i = tether.interp()
+  local ready, go = tether.channel(), tether.channel()
+  local t = i:thread({name = "iworker", daemon = true}, function(ready, go)
+    local tether = require "tether"
+    local me = tether.current()
+    ready:send({me.name, me.ident, me.daemon})
+    go:recv()
+  end, ready, go)
+  local seen = ready:recv()
+  assert(t.name == "iworker" and seen[1] == "iworker", t.name)
+  assert(math.type(t.ident) == "integer" and t.ident == seen[2])
+  assert(t.daemon == true and seen[3] == true)
+  assert(tostring(t) == "tether.ithread: iworker", tostring(t))
+  assert(t.join and t.nosuchfield == nil)
+  go:send(true)
+  assert(t:join(L))
+  local d = i:thread(function() end)
+  assert(d.daemon == false and d.name:find("^Thread%-") and math.type(d.ident) == "integer")
+  assert(d:join(L))
+  assert(i:close(L))
+  assert(t.name == "iworker" and t.ident == seen[2], "fields outlive the interpreter")
+  T.raises("unknown option 'nme'", i.thread, tether.interp(), {nme = "x"}, function() end)
+end)
+
+T.case("channels inside messages nobody receives are released", function()
+  -- TETHER_DEBUG=1 lists every handle still open when the runtime
+  -- finalizes: a channel reference lost with a message would show there.
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local outer, inner, taken = tether.channel(), tether.channel(), tether.channel()
+    inner:send("queued in inner")
+    outer:send({reply = inner, again = {inner}, more = taken}) -- never received
+    local i = tether.interp()
+    local t = i:thread(function(outer, taken)
+      outer:send(taken)                 -- sent from another interpreter
+      local q = require("tether").channel()
+      outer:send(q)                     -- a channel that only messages hold
+    end, outer, taken)
+    assert(t:join())
+    local echo = tether.channel()
+    echo:send(taken)
+    assert(echo:recv() == taken)        -- received: its reference goes with it
+    outer, inner, taken, echo, t = nil
+    collectgarbage()
+    assert(i:close())
+    print("done")
+  ]], "TETHER_DEBUG=1")
+  assert(status == 0 and out:find("done"), status .. ": " .. out)
+  assert(not out:find("still open"), out)
+end)
+
 T.case("functions with upvalues and C functions cannot be copied", function()
   local i = tether.interp()
   local x = 1

@@ -52,16 +52,19 @@ function T.wait_for(pred, what)
   end
 end
 
--- Runs `code` in a fresh lua5.4 with this environment and returns its exit
--- status and everything it wrote (stdout and stderr together).
-function T.run_lua(code)
+-- Runs `code` in a fresh lua5.4 with this environment (plus `env`, e.g.
+-- "TETHER_DEBUG=1", when given) and returns its exit status and everything
+-- it wrote (stdout and stderr together).
+function T.run_lua(code, env)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(code)
   f:close()
   local lua = os.getenv("TETHER_LUA") or "lua5.4"
   local preload = os.getenv("TETHER_CHILD_PRELOAD") -- see child_env.c
-  if preload then lua = "env LD_PRELOAD=" .. preload .. " " .. lua end
+  if preload then lua = "LD_PRELOAD=" .. preload .. " " .. lua end
+  if env then lua = env .. " " .. lua end
+  if preload or env then lua = "env " .. lua end
   local p = assert(io.popen(lua .. " " .. path .. " 2>&1", "r"))
   local out = p:read("a")
   local ok, how, status = p:close()

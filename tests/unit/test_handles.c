@@ -271,6 +271,16 @@ static int c_channel_count(uint64_t h)
     return rc;
 }
 
+static void discard_nothing(void *data, size_t len, void *ud)
+{
+    (void)data, (void)len, (void)ud;
+}
+
+static int c_channel_set_discard(uint64_t h)
+{
+    return tether_channel_set_discard(h, discard_nothing, NULL);
+}
+
 struct api_fn {
     const char *name;
     enum kind kind;
@@ -323,6 +333,7 @@ static const struct api_fn k_api[] = {
     API(channel_recv, K_CHANNEL, 0),
     API(channel_close, K_CHANNEL, 0),
     API(channel_count, K_CHANNEL, 0),
+    API(channel_set_discard, K_CHANNEL, 0),
 };
 #define N_API (sizeof k_api / sizeof k_api[0])
 

@@ -683,7 +683,9 @@ TETHER_API int tether_channel_new(size_t capacity, tether_channel *out);
 TETHER_API int tether_channel_retain(tether_channel ch);
 
 /* Drops a reference; with the last one the channel is closed, its waiters
-   are woken with TETHER_EBADHANDLE, and queued messages are freed.
+   are woken with TETHER_EBADHANDLE, and the messages still queued are
+   passed to its discard function (tether_channel_set_discard), on this
+   thread, and freed.
    Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK).  [any-thread] */
 TETHER_API int tether_channel_release(tether_channel ch);
 
@@ -719,6 +721,21 @@ TETHER_API int tether_channel_close(tether_channel ch);
 /* The number of messages queued now.
    Returns TETHER_EINVAL, TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_channel_count(tether_channel ch, size_t *out);
+
+/* Called once for each message a channel frees without delivering it:
+   those still queued when its last reference is released.  `data` and
+   `len` are the message (the function must not free it) and `ud` the
+   pointer given with the function.  It runs on the thread that released
+   the last reference, with no lock of the channel held, and may call any
+   tether function, including releasing other channels.  Use it when
+   messages carry references (handles, pointers) of their own. */
+typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
+
+/* Sets the channel's discard function (NULL: none, the default) and its
+   `ud`, replacing any earlier one.
+   Returns TETHER_OK, TETHER_EBADHANDLE.  [any-thread] */
+TETHER_API int tether_channel_set_discard(tether_channel ch,
+                                          tether_channel_discard_fn fn, void *ud);
 
 #ifdef __cplusplus
 }

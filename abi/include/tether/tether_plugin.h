@@ -153,6 +153,8 @@ typedef struct tether_host_api {
     void (*channel_msg_free)(void *data);
     int (*channel_close)(tether_channel ch);
     int (*channel_count)(tether_channel ch, size_t *out);
+    int (*channel_set_discard)(tether_channel ch, tether_channel_discard_fn fn,
+                               void *ud);
 
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;
