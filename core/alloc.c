@@ -2,6 +2,7 @@
  * alloc.c - the replaceable allocator and the fault-injection switches.
  */
 #include "alloc.h"
+#include "annotate.h"
 #include "lockrank.h"
 
 #include <pthread.h>
@@ -38,7 +39,11 @@ void alloc_atfork_child(void)
     pthread_mutex_init(&g_fault_lock, NULL);
 }
 
-void alloc_runtime_add(int delta) { atomic_fetch_add(&g_runtimes, delta); }
+void alloc_runtime_add(int delta)
+{
+    ann_atomic(g_runtimes); /* atomics only (helgrind, DRD: annotate.h) */
+    atomic_fetch_add(&g_runtimes, delta);
+}
 
 int fault_hit(uint32_t what)
 {
@@ -69,6 +74,7 @@ int tether_fault_inject(uint32_t what, uint64_t nth, uint64_t count)
     rank_lock(&g_fault_lock, RANK_FAULT);
     f->skip = nth ? nth - 1 : 0;
     f->left = count ? (int64_t)count : -1;
+    ann_atomic(f->armed); /* read by every allocation: atomics only */
     atomic_store(&f->armed, nth != 0);
     rank_unlock(&g_fault_lock, RANK_FAULT);
     return TETHER_OK;

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "annotate.h"
+
 #define ERR_BUF 512
 
 /* Synchronization: thread-local. */
@@ -76,7 +78,11 @@ int err_misuse(int code, const char *func, const char *fmt, ...)
     return code;
 }
 
-void err_abort_on_misuse_add(int delta) { atomic_fetch_add(&g_abort_on_misuse, delta); }
+void err_abort_on_misuse_add(int delta)
+{
+    ann_atomic(g_abort_on_misuse); /* atomics only (helgrind, DRD: annotate.h) */
+    atomic_fetch_add(&g_abort_on_misuse, delta);
+}
 
 #ifndef NDEBUG
 #include "lockrank.h"

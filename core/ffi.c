@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "error.h"
 #include "ffisig.h"
 #include "handle.h"
@@ -359,6 +360,7 @@ int tether_callback_new(tether_interp interp, const char *signature,
     pthread_mutex_init(&cb->mu, NULL);
     pthread_cond_init(&cb->idle, NULL);
     atomic_flag_clear(&cb->reported);
+    ann_atomic(cb->reported); /* atomics only (helgrind, DRD: annotate.h) */
     rc = publish(cb);
     if (rc != TETHER_OK) {
         cb->pin = NULL;

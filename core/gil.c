@@ -76,6 +76,7 @@
  * guests: pthread functions return their errors instead of setting errno,
  * and clock_gettime on CLOCK_MONOTONIC does not fail.
  */
+#include "annotate.h"
 #include "internal.h"
 #include "lockrank.h"
 #include "platform.h"
@@ -103,6 +104,17 @@ void gil_init(struct gil *g, uint32_t interval_us)
     g->last_holder = NULL;
     g->switch_waiters = 0;
     g->sleepers = g->woken = 0;
+    /* For helgrind and DRD (annotate.h): these are read and written only
+       through C11 atomics, concurrently by design (waiters read the word,
+       the holder and the counters while the holder writes them). */
+    ann_atomic(g->word);
+    ann_atomic(g->holder);
+    ann_atomic(g->acquisitions);
+    ann_atomic(g->switches);
+    ann_atomic(g->forced_drops);
+    ann_atomic(g->wait_ns_total);
+    ann_atomic(g->wait_ns_max);
+    ann_atomic(g->interval_us);
     pthread_mutex_init(&g->mutex, NULL);
     plat_cond_init(&g->cond);
     plat_cond_init(&g->switch_cond);
@@ -119,7 +131,10 @@ void gil_destroy(struct gil *g)
 static void took(struct gil *g, struct tstate *ts)
 {
     /* Release: a pinned reader that finds `ts` here also sees its
-       initialisation (a brand-new state of a foreign thread). */
+       initialisation (a brand-new state of a foreign thread).  For helgrind
+       and DRD the publication is named &ts->interp: `ts` itself is the
+       address of its sleep_mutex, and DRD keeps one object per address. */
+    ann_happens_before(&ts->interp);
     atomic_store_explicit(&g->holder, ts, memory_order_release);
     stat_add(&g->acquisitions, 1);
     if (g->last_holder != ts) {
@@ -140,11 +155,16 @@ static int request_drop(struct gil *g)
     struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
     if (!h || !(atomic_load(&g->word) & W_LOCKED))
         return 0;
+    ann_happens_after(&h->interp); /* the acquire of took()'s release */
     atomic_fetch_or(&h->breaker, BRK_DROP);
     tether_breaker_fn hook = atomic_load(&h->interp->hook);
-    if (hook)
-        hook(atomic_load_explicit(&h->userdata, memory_order_acquire),
-             atomic_load(&h->interp->hook_ud));
+    if (hook) {
+        ann_happens_after(&h->interp->hook); /* see set_breaker_hook */
+        void *ud = atomic_load_explicit(&h->userdata, memory_order_acquire);
+        if (ud)
+            ann_happens_after(&h->userdata); /* see set_thread_userdata */
+        hook(ud, atomic_load(&h->interp->hook_ud));
+    }
     return 1;
 }
 
@@ -161,6 +181,7 @@ static void record_wait(struct gil *g, int64_t t0)
    free, and waking a second one only makes them fight for the mutex. */
 static void release_locked(struct gil *g)
 {
+    ann_happens_before(&g->word); /* the hand-over: see gil_take */
     atomic_fetch_and(&g->word, ~(uint64_t)W_LOCKED);
     if (g->sleepers > g->woken) {
         g->woken++;
@@ -195,6 +216,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         uint64_t w = atomic_load(&g->word);
         if (!(w & W_LOCKED)) {
             if (atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED)) {
+                ann_happens_after(&g->word);
                 taken = 1;
                 break;
             }
@@ -231,6 +253,10 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
     if (atomic_compare_exchange_strong_explicit(&g->word, &w, W_LOCKED,
                                                 memory_order_acquire,
                                                 memory_order_relaxed)) {
+        /* For helgrind and DRD: every take of the GIL (a CAS setting the
+           locked bit) acquires what every earlier drop (a CAS or fetch_and
+           clearing it, after ann_happens_before) released. */
+        ann_happens_after(&g->word);
         took(g, ts);
         rc = TETHER_OK;
     } else {
@@ -278,6 +304,8 @@ void gil_drop(struct gil *g, struct tstate *ts)
         ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
         uint64_t w = W_LOCKED;
+        /* Before the CAS: if it fails, the slow path announces again. */
+        ann_happens_before(&g->word);
         if (atomic_compare_exchange_strong_explicit(&g->word, &w, 0,
                                                     memory_order_release,
                                                     memory_order_relaxed))
@@ -314,8 +342,10 @@ void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
-    if (h && (atomic_load(&g->word) & W_LOCKED))
+    if (h && (atomic_load(&g->word) & W_LOCKED)) {
+        ann_happens_after(&h->interp); /* as in request_drop */
         fn(h, ud);
+    }
     atomic_fetch_sub(&g->word, W_PIN);
     rank_unlock(&g->mutex, RANK_GIL);
 }
@@ -338,6 +368,7 @@ int gil_barrier(struct gil *g, int64_t deadline)
         if (!(w & W_LOCKED)) {
             if (!atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED))
                 continue;
+            ann_happens_after(&g->word);
             release_locked(g); /* nobody ran meanwhile: hand it straight on */
             rc = 0;
             break;
@@ -360,8 +391,13 @@ void gil_atfork_parent(struct gil *g) { pthread_mutex_unlock(&g->mutex); }
 void gil_atfork_child(struct gil *g, struct tstate *survivor)
 {
     /* The mutex was taken by prepare on this very thread; the conds may
-       have had waiters that no longer exist, so both are made anew. */
+       have had waiters that no longer exist, so both are made anew.  So is
+       the mutex, once unlocked: a thread that vanished asleep on `cond`
+       still counts as one of its users (glibc's cond wait releases the
+       mutex without dropping that count), and gil_destroy's
+       pthread_mutex_destroy would fail with EBUSY (helgrind reported it). */
     pthread_mutex_unlock(&g->mutex);
+    pthread_mutex_init(&g->mutex, NULL);
     plat_cond_init(&g->cond);
     plat_cond_init(&g->switch_cond);
     g->switch_waiters = 0;

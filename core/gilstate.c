@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
@@ -57,6 +58,7 @@ static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
     from->attached = 0;
     to->attached = 1;
     to->os->current = to;
+    ann_happens_before(&to->interp); /* published as holder: see took() */
     atomic_store_explicit(&g->holder, to, memory_order_release);
     g->last_holder = to;
     return TETHER_OK;
@@ -303,9 +305,13 @@ static void hook_if_holder(struct tstate *holder, void *target)
     if (holder != target)
         return;
     tether_breaker_fn hook = atomic_load(&holder->interp->hook);
-    if (hook)
-        hook(atomic_load_explicit(&holder->userdata, memory_order_acquire),
-             atomic_load(&holder->interp->hook_ud));
+    if (hook) {
+        ann_happens_after(&holder->interp->hook); /* see set_breaker_hook */
+        void *ud = atomic_load_explicit(&holder->userdata, memory_order_acquire);
+        if (ud)
+            ann_happens_after(&holder->userdata); /* see set_thread_userdata */
+        hook(ud, atomic_load(&holder->interp->hook_ud));
+    }
 }
 
 void breaker_signal(struct tstate *ts, unsigned bits)
@@ -593,6 +599,9 @@ int tether_interp_set_breaker_hook(tether_interp h, tether_breaker_fn fn,
     if (!interp)
         return TETHER_EBADHANDLE;
     atomic_store(&interp->hook_ud, ud);
+    /* For helgrind and DRD: a thread that loads `fn` and calls it sees what
+       the caller set up for it (the seq_cst store and load pair). */
+    ann_happens_before(&interp->hook);
     atomic_store(&interp->hook, fn);
     handle_put(h);
     return TETHER_OK;
@@ -604,6 +613,9 @@ int tether_set_thread_userdata(void *ud)
     if (!ts)
         return err_misuse(TETHER_ESTATE, "tether_set_thread_userdata",
                           "the calling thread is not attached");
+    /* For helgrind and DRD: the release store and the breaker hook's
+       acquire load (gil.c request_drop, hook_if_holder) pair up. */
+    ann_happens_before(&ts->userdata);
     atomic_store_explicit(&ts->userdata, ud, memory_order_release);
     return TETHER_OK;
 }

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "error.h"
 #include "platform.h"
 
@@ -73,7 +74,10 @@ static struct slot *slot_at(uint32_t idx)
     if (c >= MAX_CHUNKS)
         return NULL;
     struct slot *chunk = atomic_load_explicit(&g_chunks[c], memory_order_acquire);
-    return chunk ? &chunk[idx & (CHUNK_SLOTS - 1)] : NULL;
+    if (!chunk)
+        return NULL;
+    ann_happens_after(&g_chunks[c]);
+    return &chunk[idx & (CHUNK_SLOTS - 1)];
 }
 
 /* Takes a free slot index, growing the table by one chunk when needed.
@@ -87,8 +91,15 @@ static int take_slot(uint32_t *idx)
         if (!chunk)
             return TETHER_ENOMEM;
         uint32_t base = g_nchunks << CHUNK_BITS;
-        for (uint32_t i = 0; i < CHUNK_SLOTS; i++)
+        for (uint32_t i = 0; i < CHUNK_SLOTS; i++) {
             chunk[i].next_free = i + 1 < CHUNK_SLOTS ? base + i + 2 : 0;
+            ann_atomic(chunk[i].word); /* atomics only (helgrind, DRD) */
+        }
+        /* The entry is read lock-free (slot_at); the chunk's contents are
+           published by the release store, and by g_handle_lock to the
+           threads that read next_free. */
+        ann_atomic(g_chunks[g_nchunks]);
+        ann_happens_before(&g_chunks[g_nchunks]);
         atomic_store_explicit(&g_chunks[g_nchunks], chunk, memory_order_release);
         g_nchunks++;
         g_free_head = base + 1;
@@ -120,6 +131,14 @@ int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
     s->dtor = dtor;
     s->name = copy;
     s->creator = plat_thread_ident();
+    /* For helgrind and DRD: the slot's word is a reference count that
+       publishes the object.  Every release on it (this store, each
+       handle_put and handle_close) is an ann_happens_before(s); every
+       acquire that succeeds (a lookup's CAS, the last put or close before
+       destroy) an ann_happens_after(s): exactly the edges the C11 orders
+       make, since each read-modify-write continues the release sequences
+       before it. */
+    ann_happens_before(s);
     atomic_store_explicit(&s->word,
                           gen << W_GEN_SHIFT | W_OPEN |
                               (uint64_t)type << W_TYPE_SHIFT | 1u,
@@ -143,6 +162,7 @@ static void *get(uint64_t h, int type, uint64_t need)
             return NULL;
     } while (!atomic_compare_exchange_weak_explicit(
         &s->word, &w, w + 1, memory_order_acquire, memory_order_acquire));
+    ann_happens_after(s);
     return s->obj;
 }
 
@@ -160,6 +180,7 @@ static void destroy(uint32_t idx, struct slot *s)
 {
     void *obj = s->obj;
     handle_dtor dtor = s->dtor;
+    ann_forget(s); /* the next generation starts with no history */
     rank_lock(&g_handle_lock, RANK_LEAF);
     char *name = s->name;
     s->name = NULL;
@@ -176,9 +197,12 @@ void handle_put(uint64_t h)
 {
     uint32_t idx = H_INDEX(h);
     struct slot *s = slot_at(idx);
+    ann_happens_before(s);
     uint64_t w = atomic_fetch_sub_explicit(&s->word, 1, memory_order_acq_rel);
-    if (W_REFS(w) == 1 && !(w & W_OPEN))
+    if (W_REFS(w) == 1 && !(w & W_OPEN)) {
+        ann_happens_after(s);
         destroy(idx, s);
+    }
 }
 
 int handle_close(uint64_t h, int type)
@@ -195,10 +219,13 @@ int handle_close(uint64_t h, int type)
             W_REFS(w) == 0)
             return TETHER_EBADHANDLE;
         nw = (w & ~W_OPEN) - 1;
+        ann_happens_before(s);
     } while (!atomic_compare_exchange_weak_explicit(
         &s->word, &w, nw, memory_order_acq_rel, memory_order_acquire));
-    if (W_REFS(nw) == 0)
+    if (W_REFS(nw) == 0) {
+        ann_happens_after(s);
         destroy(idx, s);
+    }
     return TETHER_OK;
 }
 

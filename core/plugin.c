@@ -43,16 +43,10 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "error.h"
 #include "handle.h"
-
-/* What an ABI 1.0 descriptor holds: everything up to and including fini. */
-#define DESC_MIN_SIZE                                                         \
-    (offsetof(tether_plugin_desc, fini) + sizeof(void (*)(void *)))
-/* What must be readable before the version is known. */
-#define DESC_VERSION_SIZE                                                     \
-    (offsetof(tether_plugin_desc, abi_version) + sizeof(uint32_t))
-#define KNOWN_FLAGS TETHER_PLUGIN_UNLOADABLE
+#include "plugindesc.h"
 
 /* Internal outcomes, apart from the statuses: a load's first phase must
    start over; an unload found its record taken back by a load. */
@@ -107,6 +101,7 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void reg_init(void)
 {
+    ann_atomic(g_reg.unloadable); /* atomics only (helgrind, DRD: annotate.h) */
     pthread_condattr_t a;
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
@@ -239,38 +234,8 @@ static int open_library(struct load *l)
     return TETHER_OK;
 }
 
-/* Checks the descriptor's size and version; every way it can be wrong has
-   its own message. */
-static int check_desc(const char *path, const tether_plugin_desc *d)
-{
-    if (d->size < DESC_VERSION_SIZE)
-        return err_set(TETHER_EPLUGIN, LOAD,
-                       "the descriptor of '%s' is %zu bytes, too small to "
-                       "hold even its ABI version", path, d->size);
-    unsigned major = d->abi_version >> 16, minor = d->abi_version & 0xffffu;
-    if (major != TETHER_ABI_MAJOR || minor > TETHER_ABI_MINOR)
-        return err_set(TETHER_EVERSION, LOAD,
-                       "'%s' needs tether ABI %u.%u, but this host has ABI "
-                       "%u.%u (%s)", path, major, minor, TETHER_ABI_MAJOR,
-                       TETHER_ABI_MINOR,
-                       major != TETHER_ABI_MAJOR ? "another major version"
-                                                 : "a newer minor version");
-    if (d->size < DESC_MIN_SIZE)
-        return err_set(TETHER_EPLUGIN, LOAD,
-                       "the descriptor of '%s' is %zu bytes, smaller than "
-                       "the %zu of tether ABI 1.0", path, d->size,
-                       (size_t)DESC_MIN_SIZE);
-    if (d->flags & ~KNOWN_FLAGS)
-        return err_set(TETHER_EPLUGIN, LOAD,
-                       "the descriptor of '%s' has unknown flags %#x", path,
-                       d->flags & ~KNOWN_FLAGS);
-    if (!d->name || !*d->name)
-        return err_set(TETHER_EPLUGIN, LOAD,
-                       "the descriptor of '%s' has no name", path);
-    return TETHER_OK;
-}
-
-/* Calls the library's entry and checks what it returns. */
+/* Calls the library's entry and checks what it returns (plugindesc.c:
+   every way a descriptor can be wrong has its own message). */
 static int negotiate(struct load *l, const tether_plugin_desc **out)
 {
     dlerror();
@@ -282,15 +247,13 @@ static int negotiate(struct load *l, const tether_plugin_desc **out)
     tether_plugin_entry_fn entry;
     memcpy(&entry, &sym, sizeof entry); /* ISO C has no object-to-function cast */
     const tether_plugin_desc *d = entry(TETHER_ABI_VERSION);
-    if (!d)
-        return err_set(TETHER_EPLUGIN, LOAD,
-                       "tether_plugin_entry of '%s' returned NULL: the plugin "
-                       "refused host ABI %u.%u", l->path, TETHER_ABI_MAJOR,
-                       TETHER_ABI_MINOR);
-    int rc = check_desc(l->path, d);
-    if (rc == TETHER_OK)
-        *out = d;
-    return rc;
+    char why[PLUGINDESC_MSG];
+    int rc = plugindesc_check(d, PLUGINDESC_UNBOUNDED, l->path, why,
+                              sizeof why);
+    if (rc != TETHER_OK)
+        return err_set(rc, LOAD, "%s", why);
+    *out = d;
+    return TETHER_OK;
 }
 
 /* Builds the candidate record of a library not loaded yet. */
@@ -789,9 +752,10 @@ void plugin_atfork_parent(void) { reg_unlock(); }
 
 void plugin_atfork_child(void)
 {
-    /* The child has one thread: the lock is ours, and no other thread can
-       be waiting on the condition. */
-    pthread_mutex_t fresh = PTHREAD_MUTEX_INITIALIZER;
-    memcpy(&g_reg.lock, &fresh, sizeof fresh);
+    /* The child has one thread, the one whose prepare took the lock: it
+       unlocks it (as the GIL and the handle table do; re-initialising a
+       locked mutex instead left helgrind believing it held forever).  No
+       other thread can be waiting on the condition: it is made anew. */
+    reg_unlock();
     reg_init();
 }

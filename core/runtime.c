@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
@@ -118,6 +119,11 @@ static int interp_new(struct runtime *rt, int is_main, struct interp **out)
         return TETHER_ENOMEM;
     interp->rt = rt;
     interp->is_main = is_main;
+    /* For helgrind and DRD (annotate.h): flags read and written only
+       through C11 atomics, by any thread. */
+    ann_atomic(interp->finalizing);
+    ann_atomic(interp->hook);
+    ann_atomic(interp->hook_ud);
     pthread_mutex_init(&interp->mutex, NULL);
     if (rt->flags & TETHER_CONFIG_PER_INTERP_GIL) {
         gil_init(&interp->own_gil, atomic_load(&rt->gil.interval_us));
@@ -180,6 +186,8 @@ static struct runtime *runtime_alloc(const tether_config *c)
     rt->flags = c->flags;
     rt->excepthook = c->excepthook;
     rt->excepthook_ud = c->excepthook_ud;
+    ann_atomic(rt->finalizing); /* atomics only, as in interp_new */
+    ann_atomic(rt->thread_names);
     pthread_mutex_init(&rt->mutex, NULL);
     gil_init(&rt->gil, c->switch_interval_us ? c->switch_interval_us
                                               : DEFAULT_SWITCH_US);

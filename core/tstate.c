@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "lockrank.h"
 #include "handle.h"
 #include "internal.h"
@@ -39,7 +40,11 @@ static _Atomic uint64_t g_os_serial;
 
 static void os_exit(void *p);
 
-static void os_key_init(void) { pthread_key_create(&g_os_key, os_exit); }
+static void os_key_init(void)
+{
+    ann_atomic(g_os_serial); /* atomics only (helgrind, DRD: annotate.h) */
+    pthread_key_create(&g_os_key, os_exit);
+}
 
 struct osthread *os_peek(void) { return t_os; }
 
@@ -131,6 +136,11 @@ struct tstate *ts_new(struct interp *interp)
         return NULL;
     pthread_mutex_init(&ts->sleep_mutex, NULL);
     plat_cond_init(&ts->sleep_cond);
+    /* For helgrind and DRD (annotate.h): atomics only; other threads set
+       breaker bits and read userdata and the ensure count concurrently. */
+    ann_atomic(ts->breaker);
+    ann_atomic(ts->userdata);
+    ann_atomic(ts->ensures);
     rank_lock(&interp->mutex, RANK_INTERP);
     ts_link(ts, interp);
     rank_unlock(&interp->mutex, RANK_INTERP);
@@ -180,6 +190,7 @@ void ts_delete(struct tstate *ts)
 
 void ts_free(struct tstate *ts)
 {
+    ann_forget(&ts->interp); /* its publications as GIL holder (took()) end */
     pthread_cond_destroy(&ts->sleep_cond);
     pthread_mutex_destroy(&ts->sleep_mutex);
     t_free(ts);

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Builds tether and runs its tests under each preset: dev, asan-ubsan, tsan.
+# Builds tether and runs its tests under each preset: dev, asan-ubsan, tsan,
+# valgrind.
 #
-#   scripts/test.sh [preset...]      (default: dev asan-ubsan tsan)
+#   scripts/test.sh [preset...]      (default: dev asan-ubsan tsan valgrind)
+#
+# The valgrind preset runs only the tests labelled "valgrind" (the unit and
+# stress programs under helgrind and DRD); its other tests are the dev
+# preset's again.
 #
 # Every preset is configured, built and tested even when an earlier one
 # failed; a summary with one line per preset comes last, and the exit status
@@ -17,7 +22,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 scripts/deps.sh all || exit 1
 
-if [ "$#" -gt 0 ]; then presets=("$@"); else presets=(dev asan-ubsan tsan); fi
+if [ "$#" -gt 0 ]; then presets=("$@"); else presets=(dev asan-ubsan tsan valgrind); fi
 root="${TETHER_BUILD_ROOT:-build}"
 ctest_timeout="${TETHER_CTEST_TIMEOUT:-600}"
 jobs="${TETHER_JOBS:-$(nproc)}"
@@ -37,10 +42,13 @@ run_preset() {
   build_s=$((SECONDS - t0))
   stage="test"
   t0="$SECONDS"
+  local only=()
+  [ "$preset" = valgrind ] && only=(-L valgrind)
   # Not `ctest --preset`: it ignores --test-dir and would test the preset's
-  # own binaryDir.  The test presets add nothing but --output-on-failure.
+  # own binaryDir.  The test presets add nothing but --output-on-failure
+  # and the valgrind preset's label filter, both repeated here.
   ctest --test-dir "$dir" --output-on-failure -j2 --timeout "$ctest_timeout" \
-    --no-tests=error || { test_s=$((SECONDS - t0)); return 1; }
+    --no-tests=error "${only[@]}" || { test_s=$((SECONDS - t0)); return 1; }
   test_s=$((SECONDS - t0))
   stage=ok
 }

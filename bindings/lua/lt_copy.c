@@ -25,6 +25,11 @@
  *   REF                          8 bytes, the number (from 1, in order of
  *                                TABLE tags) of a table already decoded
  *
+ * An encoding may hold several values one after the other (thread
+ * arguments, results).  Each is encoded on its own (lt_encode), so tables
+ * are numbered from 1 again at each: a REF names a table of its own
+ * value, and a table passed twice arrives as two copies.
+ *
  * The decoder reads only our own encoding but trusts none of it: every
  * length is checked against the bytes left, nesting is bounded, and a REF
  * must name a table already made.
@@ -77,6 +82,8 @@ static uint64_t load_u64(const unsigned char *p)
 
 void lt_drop_channels(const void *data, size_t len)
 {
+    if (len == 0)
+        return; /* data may be NULL: no arithmetic on it */
     const unsigned char *p = data, *end = p + len;
     while (p != end) {
         uint64_t skip = 0;
@@ -209,6 +216,9 @@ typedef struct enc {
     const char *root;  /* the name of the value being encoded */
     int depth;
     int keys[LT_COPY_DEPTH]; /* stack indices of the keys on the path */
+    /* Tables being encoded, keys included (the path above counts values
+       only): bounded as the decoder bounds them, and bounding recursion. */
+    int open;
 } enc;
 
 /* Appends the key at idx to the path in buffer B. */
@@ -269,13 +279,14 @@ static void enc_table(enc *e, int idx)
         put_tag(L, e->b, TAG_CANCELLED);
         return;
     }
-    if (e->depth == LT_COPY_DEPTH)
+    if (e->open == LT_COPY_DEPTH)
         luaL_error(L, "cannot copy %s: tables nested too deeply", e->root);
     lua_pushvalue(L, idx);
     lua_pushinteger(L, ++e->ntables);
     lua_rawset(L, e->seen);
     put_tag(L, e->b, TAG_TABLE);
     luaL_checkstack(L, 4, "tables nested too deeply");
+    e->open++;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         enc_value(e, -2, " as a key");
@@ -284,6 +295,7 @@ static void enc_table(enc *e, int idx)
         e->depth--;
         lua_pop(L, 1);
     }
+    e->open--;
     put_tag(L, e->b, TAG_END);
 }
 
@@ -340,7 +352,7 @@ static void enc_value(enc *e, int idx, const char *as)
 void lt_encode(lua_State *L, lt_blob *b, int idx, const char *root)
 {
     idx = lua_absindex(L, idx);
-    enc e = {L, b, 0, 0, root, 0, {0}};
+    enc e = {L, b, 0, 0, root, 0, {0}, 0};
     lua_newtable(L);
     e.seen = lua_gettop(L);
     enc_value(&e, idx, "");
@@ -456,10 +468,14 @@ static void dec_value(dec *d, int tag)
 int lt_decode(lua_State *L, const void *data, size_t len)
 {
     lua_newtable(L);
-    dec d = {L, data, (const unsigned char *)data + len, lua_gettop(L), 0, 0};
+    /* An empty encoding (no values) may have no buffer: data is then NULL,
+       on which even + 0 is undefined. */
+    const unsigned char *p = data;
+    dec d = {L, p, len ? p + len : p, lua_gettop(L), 0, 0};
     int n = 0;
     while (d.p != d.end) {
         luaL_checkstack(L, 2, "tether: too many values");
+        d.ntables = 0; /* REFs count from the value's own first table */
         dec_value(&d, get_tag(&d));
         n++;
     }

@@ -327,10 +327,12 @@ static int l_ithread(lua_State *L)
     hd->rec = rec;
     spawn sp = {b, rec, &o};
     run_in(L, I, spawn_in, &sp);
+    /* The thread runs: from here on nothing may raise, or the caller would
+       lose its only handle.  Out of memory, the name is left out (nil). */
     const char *name = NULL;
     (void)tether_thread_ident(rec->h, &rec->ident);
-    if (tether_thread_name(rec->h, &name) == TETHER_OK && !(rec->name = strdup(name)))
-        return luaL_error(L, "thread: out of memory");
+    if (tether_thread_name(rec->h, &name) == TETHER_OK)
+        rec->name = strdup(name);
     return 1;
 }
 

@@ -307,6 +307,8 @@ static void shut_down(lua_State *L, lt_state *S)
 static int sentinel_gc(lua_State *L)
 {
     lt_state **p = lua_touserdata(L, 1);
+    if (!*p)
+        return 0;
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_sentinel);
     int current = lua_rawequal(L, -1, 1);
     lua_pop(L, 1);
@@ -321,13 +323,14 @@ static int sentinel_gc(lua_State *L)
 void lt_renew_sentinel(lua_State *L, lt_state *S)
 {
     lt_state **p = lua_newuserdatauv(L, sizeof *p, 0);
-    *p = S;
-    lt_state_ref(S);
+    *p = NULL; /* the reference only once __gc is set: both may raise */
     if (luaL_newmetatable(L, "tether.sentinel")) {
         lua_pushcfunction(L, sentinel_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_setmetatable(L, -2);
+    *p = S;
+    lt_state_ref(S);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_sentinel);
 }
 

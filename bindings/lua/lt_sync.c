@@ -609,7 +609,8 @@ static int l_put(lua_State *L)
     }
     lua_getiuservalue(L, 1, 1);
     lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, q->tail++);
+    lua_rawseti(L, -2, q->tail); /* may raise (out of memory): count after */
+    q->tail++;
     lt_waitq_wake(&q->getters, 1);
     lua_pushboolean(L, 1);
     return 1;

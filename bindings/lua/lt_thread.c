@@ -68,7 +68,7 @@ static lt_worker *find_worker(lt_state *S, tether_thread h)
 }
 
 /* Replaces the handle on the top with the cached handle of the same thread
-   if there is one, else caches it. */
+   if there is one, else caches it.  Raises when out of memory. */
 static void cache_or_use(lua_State *L, tether_thread h)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cache);
@@ -81,6 +81,29 @@ static void cache_or_use(lua_State *L, tether_thread h)
     lua_pushvalue(L, -2);
     lua_rawseti(L, -2, (lua_Integer)h);
     lua_pop(L, 1);
+}
+
+/* Protected: cache_or_use of the handle at 1. */
+static int cache_pcall(lua_State *L)
+{
+    lua_settop(L, 1);
+    cache_or_use(L, ((lt_handle *)lua_touserdata(L, 1))->h);
+    return 1;
+}
+
+/* cache_or_use of the handle on the top, of a thread that has just
+   started, without raising: once the thread runs, an error would lose its
+   only handle.  Out of memory, the handle stays uncached; then
+   tether.current() in that thread is a handle of its own (equal to it by
+   ==, not the same value). */
+static void cache_started(lua_State *L)
+{
+    lua_pushcfunction(L, cache_pcall); /* room: checked before the start */
+    lua_pushvalue(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+        lua_replace(L, -2);
+    else
+        lua_pop(L, 1);
 }
 
 void lt_push_current(lua_State *L, lt_state *S)
@@ -353,6 +376,10 @@ static int l_thread(lua_State *L)
     lt_worker *w = new_worker(L, S, hd);
     w->daemon = o.daemon;
     load_coroutine(L, w, fi, last);
+    /* Everything that may raise comes before the start: once the thread
+       runs, an error here would leave it running with no handle. */
+    luaL_checkstack(L, 4, "thread");
+    lt_renew_sentinel(L, S);
     int rc = tether_thread_start(S->interp, worker_main, w, &o, &hd->h);
     if (rc != TETHER_OK) {
         hd->h = 0;
@@ -362,8 +389,7 @@ static int l_thread(lua_State *L)
         return lt_fail(L, "thread", rc);
     }
     w->h = hd->h;
-    cache_or_use(L, hd->h);
-    lt_renew_sentinel(L, S);
+    cache_started(L);
     return 1;
 }
 
@@ -376,13 +402,13 @@ void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
     lt_worker *w = new_worker(L, S, NULL);
     w->daemon = o->daemon;
     load_coroutine(L, w, first, last);
+    lt_renew_sentinel(L, S); /* before the start, as in l_thread */
     int rc = tether_thread_start(S->interp, worker_main, w, o, out);
     if (rc != TETHER_OK) {
         free_worker(L, w);
         lt_fail(L, "thread", rc);
     }
     w->h = *out;
-    lt_renew_sentinel(L, S);
 }
 
 /* ------------------------------------------------------------------------

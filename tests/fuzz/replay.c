@@ -20,6 +20,8 @@ static int run_file(const char *path)
     uint8_t buf[1 << 16];
     size_t n = fread(buf, 1, sizeof buf, f);
     fclose(f);
+    printf("%s\n", path); /* the last one named is the one that aborted */
+    fflush(stdout);
     LLVMFuzzerTestOneInput(buf, n);
     return 1;
 }

@@ -50,6 +50,32 @@ T.case("tables: deep, cyclic, shared subtables, table keys", function()
   assert(k and k.k == true and v == "v")
 end)
 
+T.case("nesting is bounded alike for keys and values, at both ends", function()
+  -- n tables, each the value (or the key) of the next one out.
+  local function chain(n, as_key)
+    local t = {}
+    for _ = 2, n do
+      local outer = {}
+      if as_key then outer[t] = true else outer.v = t end
+      t = outer
+    end
+    return t
+  end
+  local ch = tether.channel()
+  for _, as_key in ipairs({false, true}) do
+    local c = roundtrip(chain(200, as_key))
+    for _ = 2, 200 do
+      c = as_key and next(c) or c.v
+    end
+    assert(type(c) == "table" and next(c) == nil)
+    -- Refused by the sender: the receiver would find the message corrupt.
+    T.raises("tables nested too deeply", ch.send, ch, chain(201, as_key))
+    -- Deep enough to overflow the C stack if the encoder recursed on.
+    T.raises("tables nested too deeply", ch.send, ch, chain(100000, as_key))
+  end
+  assert(ch:count() == 0)
+end)
+
 T.case("channels and tether.Cancelled travel", function()
   local inner = tether.channel()
   local c = roundtrip({ch = inner, both = {inner, inner}})
@@ -91,6 +117,33 @@ T.case("i:thread copies the function and its arguments; join copies back", funct
   assert(i:close(L) == true)
   assert(i:close() == true, "closing twice")
   T.raises("closed interpreter", i.thread, i, function() end)
+end)
+
+T.case("each argument and result keeps its own cycles and shared tables", function()
+  -- Several values in one encoding: a back reference inside the second
+  -- one once named a table of the first.
+  local function cyclic(tag)
+    local t = {tag = tag}
+    t.self, t.pair = t, {t, t}
+    return t
+  end
+  local i = tether.interp()
+  local x = cyclic("a")
+  local th = i:thread(function(a, b, c)
+    local function same(t, tag)
+      return t.tag == tag and t.self == t and t.pair[1] == t and t.pair[2] == t
+    end
+    assert(same(a, "a") and same(b, "b") and same(c, "a"), "arguments")
+    assert(c ~= a, "a table passed twice arrives as two copies")
+    return b, a
+  end, x, cyclic("b"), x)
+  local ok, b, a = th:join(L)
+  assert(ok, b)
+  for t, tag in pairs({[a] = "a", [b] = "b"}) do
+    assert(t.tag == tag and t.self == t and t.pair[1] == t and t.pair[2] == t,
+           "result " .. tag)
+  end
+  assert(i:close(L))
 end)
 
 T.case("i:thread takes thread options; handles have name, ident, daemon", function()

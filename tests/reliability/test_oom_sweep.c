@@ -491,9 +491,8 @@ TEST(sweep_plugin_load)
 #define PLUGIN_CASES
 #endif
 
-/* TODO(lua): the Lua binding's tether.thread / tether.queue /
-   tether.callback under a failing lua_Alloc belong with the Lua suites
-   (tests/lua); not covered here. */
+/* The Lua binding's operations (tether.thread, queue, callback, ...) under
+   a failing lua_Alloc and a failing tether allocator: test_lua_oom_sweep.c. */
 
 RUNNER_MAIN(TEST_ENTRY(sweep_runtime_create), TEST_ENTRY(sweep_interp_create),
             TEST_ENTRY(sweep_interp_create_own_gil), TEST_ENTRY(sweep_thread_start),
