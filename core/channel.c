@@ -8,6 +8,7 @@
  * their timeouts on the monotonic clock.
  */
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -16,6 +17,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
+#include "plugin.h"
 
 struct msg {
     struct msg *next;
@@ -34,6 +36,10 @@ struct channel {
     int user_refs;
     tether_channel_discard_fn discard; /* for undelivered messages */
     void *discard_ud;
+    struct plugin *pin;       /* keeps the discard's plugin mapped */
+    /* Synchronization: the releasing thread's (see bury). */
+    uint64_t handle;
+    struct channel *next_doomed;
 };
 
 /* What one send or receive is doing, for the poll functions. */
@@ -53,14 +59,32 @@ void tether_channel_msg_free(void *data)
         t_free(msg_of(data));
 }
 
+/* Takes the channel's messages off it and hands each to its discard
+   function, if any, then frees them.  No lock is held while the function
+   runs: it may release other channels (see bury). */
+static void discard_all(struct channel *ch)
+{
+    rank_lock(&ch->mutex, RANK_OBJECT);
+    struct msg *m = ch->head;
+    tether_channel_discard_fn fn = ch->discard;
+    void *ud = ch->discard_ud;
+    ch->head = ch->tail = NULL;
+    ch->count = 0;
+    rank_unlock(&ch->mutex, RANK_OBJECT);
+    while (m) {
+        struct msg *next = m->next;
+        if (fn)
+            fn(m->data, m->len, ud);
+        t_free(m);
+        m = next;
+    }
+}
+
 static void channel_dtor(void *p)
 {
     struct channel *ch = p;
-    while (ch->head) {
-        struct msg *m = ch->head;
-        ch->head = m->next;
-        t_free(m);
-    }
+    discard_all(ch); /* a message a receiver put back after the release */
+    plugin_unpin(ch->pin, PLUGIN_PIN_HOLD);
     pthread_cond_destroy(&ch->not_full);
     pthread_cond_destroy(&ch->not_empty);
     pthread_mutex_destroy(&ch->mutex);
@@ -108,18 +132,33 @@ int tether_channel_retain(tether_channel h)
     return TETHER_OK;
 }
 
-/* Hands the undelivered messages in `m` (a detached list) to the discard
-   function, if any, and frees them.  Called with no lock held: the
-   function may release other channels, whose discards then run in turn. */
-static void discard_all(struct msg *m, tether_channel_discard_fn fn, void *ud)
+/* Channels of this thread whose last reference is gone and whose
+   discards have not run yet; each keeps the reference its release took
+   (`handle`).  A discard function that releases the last reference of a
+   channel queued in the one being discarded adds to this list instead of
+   recursing, and the outermost bury runs them all in a loop: a chain of
+   channels, each queued in the one before, would otherwise nest one call
+   per channel and overflow the stack (CPython's trashcan does the same
+   for deeply nested containers). */
+static _Thread_local struct channel *t_doomed;
+static _Thread_local int t_burying;
+
+/* Runs the discards of the dead channel `ch` and drops `h`, the reference
+   its release took. */
+static void bury(struct channel *ch, uint64_t h)
 {
-    while (m) {
-        struct msg *next = m->next;
-        if (fn)
-            fn(m->data, m->len, ud);
-        t_free(m);
-        m = next;
+    ch->handle = h;
+    ch->next_doomed = t_doomed;
+    t_doomed = ch;
+    if (t_burying)
+        return; /* the loop below, further up this thread's stack */
+    t_burying = 1;
+    while ((ch = t_doomed) != NULL) {
+        t_doomed = ch->next_doomed;
+        discard_all(ch);
+        handle_put(ch->handle);
     }
+    t_burying = 0;
 }
 
 int tether_channel_release(tether_channel h)
@@ -129,40 +168,42 @@ int tether_channel_release(tether_channel h)
     struct channel *ch = get("tether_channel_release", h);
     if (!ch)
         return TETHER_EBADHANDLE;
-    struct msg *left = NULL;
-    tether_channel_discard_fn fn = NULL;
-    void *ud = NULL;
     rank_lock(&ch->mutex, RANK_OBJECT);
     int last = --ch->user_refs == 0;
     if (last) {
         ch->dead = 1; /* nobody takes a message from now on */
-        fn = ch->discard;
-        ud = ch->discard_ud;
-        left = ch->head;
-        ch->head = ch->tail = NULL;
-        ch->count = 0;
         pthread_cond_broadcast(&ch->not_empty);
         pthread_cond_broadcast(&ch->not_full);
     }
     rank_unlock(&ch->mutex, RANK_OBJECT);
-    if (last) {
-        handle_close(h, HT_CHANNEL);
-        discard_all(left, fn, ud);
+    if (!last) {
+        handle_put(h);
+        return TETHER_OK;
     }
-    handle_put(h);
+    handle_close(h, HT_CHANNEL);
+    bury(ch, h);
     return TETHER_OK;
 }
 
 int tether_channel_set_discard(tether_channel h, tether_channel_discard_fn fn,
                                void *ud)
 {
-    struct channel *ch = get("tether_channel_set_discard", h);
+    static const char name[] = "tether_channel_set_discard";
+    struct channel *ch = get(name, h);
     if (!ch)
         return TETHER_EBADHANDLE;
+    struct plugin *pin = NULL;
+    if (fn && plugin_pin_code((uintptr_t)fn, PLUGIN_PIN_HOLD, &pin) != TETHER_OK) {
+        handle_put(h);
+        return err_set(TETHER_ESTATE, name, "fn is in a plugin being unloaded");
+    }
     rank_lock(&ch->mutex, RANK_OBJECT);
     ch->discard = fn;
     ch->discard_ud = ud;
+    struct plugin *old = ch->pin;
+    ch->pin = pin;
     rank_unlock(&ch->mutex, RANK_OBJECT);
+    plugin_unpin(old, PLUGIN_PIN_HOLD);
     handle_put(h);
     return TETHER_OK;
 }

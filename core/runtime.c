@@ -676,6 +676,7 @@ static void release_vanished(struct tstate *gone)
         /* Plain free: its sleep cond may count a waiter that vanished, and
            destroying such a cond waits for ever.  Payloads are left alone:
            their owners are gone. */
+        ann_forget(&ts->interp); /* as ts_free does */
         t_free(ts);
         interp_unref(interp);
     }

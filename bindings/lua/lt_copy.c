@@ -599,9 +599,11 @@ static int l_send(lua_State *L)
         lua_pushliteral(L, "closed");
         return 2;
     }
+    /* Queued (EFINALIZING: maybe): the message owns their references now,
+       before lt_wait_result may leave Lua at shutdown. */
+    if (rc == TETHER_OK || rc == TETHER_EFINALIZING)
+        b->nchans = 0;
     int ok = lt_wait_result(L, ts, rc, "send");
-    if (ok)
-        b->nchans = 0; /* the message owns their references now */
     lua_pushboolean(L, ok);
     return 1;
 }
@@ -630,6 +632,7 @@ static int l_recv(lua_State *L)
     }
     if (lt_decode(L, b->data, b->len) != 1)
         return luaL_error(L, "tether: corrupt message");
+    lt_blob_clear(b); /* now, not at the next collection */
     return 1;
 }
 

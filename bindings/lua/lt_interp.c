@@ -434,14 +434,18 @@ static int l_ialive(lua_State *L)
     return 1;
 }
 
-static int l_istatus(lua_State *L)
+static const char *status_name(lt_irec *rec)
 {
     static const char *const names[] = {"running", "done", "error", "cancelled"};
-    lt_irec *rec = check_rec(L);
     int st = atomic_load_explicit(&rec->status, memory_order_acquire);
     if (st == LT_RUNNING && tether_thread_is_alive(rec->h) != 1)
         st = LT_ERROR; /* ended without finishing: see l_ijoin */
-    lua_pushstring(L, names[st]);
+    return names[st];
+}
+
+static int l_istatus(lua_State *L)
+{
+    lua_pushstring(L, status_name(check_rec(L)));
     return 1;
 }
 
@@ -510,8 +514,10 @@ static int l_ithread_index(lua_State *L)
 static int l_ithread_tostring(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
-    const char *name = hd->rec && hd->rec->name ? hd->rec->name : "?";
-    lua_pushfstring(L, "tether.ithread: %s", name);
+    if (!hd->rec)
+        return lua_pushliteral(L, "tether.ithread (not started)"), 1;
+    lua_pushfstring(L, "tether.ithread: %s (%s)", hd->rec->name ? hd->rec->name : "?",
+                    status_name(hd->rec));
     return 1;
 }
 

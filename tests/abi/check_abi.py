@@ -224,13 +224,20 @@ def _shape_sig(el):
     return tuple(_shape(c) for c in el)
 
 
-def _underlying(corpus, type_id):
-    """The type a chain of typedefs names (the id itself if none)."""
-    for _ in range(16):
-        el = corpus.types.get(type_id)
-        if el is None or el.tag != "typedef-decl":
-            break
-        type_id = el.get("type-id")
+def _canon(corpus, type_id, depth=0):
+    """A type with its typedefs seen through, at every level (pointers,
+    const, function types): what the type is, whatever it is called."""
+    el = corpus.types.get(type_id)
+    if el is None or depth > 16:
+        return type_id
+    if el.tag == "typedef-decl":
+        return _canon(corpus, el.get("type-id"), depth + 1)
+    if el.tag in ("pointer-type-def", "qualified-type-def"):
+        return (el.tag, el.get("const"), el.get("volatile"),
+                _canon(corpus, el.get("type-id"), depth + 1))
+    if el.tag == "function-type":
+        return ("fn",) + tuple((c.tag, _canon(corpus, c.get("type-id"),
+                                              depth + 1)) for c in el)
     return type_id
 
 
@@ -239,7 +246,7 @@ def _fn_shape(corpus, el):
     function type for every signature that is the same once typedefs are
     resolved (int (tether_lock) and int (tether_tstate) are one type), and
     which typedef it names can change from one dump to the next."""
-    return tuple((c.tag, _underlying(corpus, c.get("type-id"))) for c in el)
+    return _canon(corpus, el.get("id"))
 
 
 def _compare_type(old, new, el, nel, breaks, growth):

@@ -315,6 +315,39 @@ TEST(discard_releases_carried_channels)
                  "tether_channel_count");
 }
 
+/* Releases the channel a message carries (the whole message is a handle). */
+static void release_handle_msg(void *data, size_t len, void *ud)
+{
+    tether_channel inner;
+    ASSERT_EQ(len, sizeof inner);
+    memcpy(&inner, data, sizeof inner);
+    ASSERT_OK(tether_channel_release(inner));
+    (*(int *)ud)++;
+}
+
+/* 100,000 channels (fewer in the sanitizer and valgrind builds), each
+   queued in the one before: releasing the first frees them all, one
+   discard after another, in constant stack (nested, this overflowed the
+   8 MB main stack of the dev build; the test fails that way if it is). */
+TEST(discard_chain_runs_in_constant_stack)
+{
+    const int N = runner_rounds(100000);
+    int discarded = 0;
+    tether_channel first = new_channel(0), prev = first, last = first;
+    ASSERT_OK(tether_channel_set_discard(first, release_handle_msg, &discarded));
+    for (int i = 1; i < N; i++) {
+        tether_channel next = new_channel(0);
+        ASSERT_OK(tether_channel_set_discard(next, release_handle_msg, &discarded));
+        ASSERT_OK(tether_channel_send(prev, &next, sizeof next, 0)); /* owns it now */
+        prev = last = next;
+    }
+    ASSERT_OK(tether_channel_release(first));
+    ASSERT_EQ(discarded, N - 1);
+    size_t n;
+    ASSERT_FAILS(tether_channel_count(last, &n), TETHER_EBADHANDLE,
+                 "tether_channel_count");
+}
+
 TEST(bad_input)
 {
     tether_channel ch = new_channel(1);
@@ -357,7 +390,8 @@ TEST(bad_input)
 }
 
 RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(discard_undelivered_messages),
-            TEST_ENTRY(discard_releases_carried_channels), TEST_ENTRY(capacity_bounds_senders),
+            TEST_ENTRY(discard_releases_carried_channels),
+            TEST_ENTRY(discard_chain_runs_in_constant_stack), TEST_ENTRY(capacity_bounds_senders),
             TEST_ENTRY(many_producers_across_interps),
             TEST_ENTRY(close_wakes_receivers_and_senders),
             TEST_ENTRY(release_while_waiting),

@@ -159,7 +159,7 @@ T.case("i:thread takes thread options; handles have name, ident, daemon", functi
   assert(t.name == "iworker" and seen[1] == "iworker", t.name)
   assert(math.type(t.ident) == "integer" and t.ident == seen[2])
   assert(t.daemon == true and seen[3] == true)
-  assert(tostring(t) == "tether.ithread: iworker", tostring(t))
+  assert(tostring(t) == "tether.ithread: iworker (running)", tostring(t))
   assert(t.join and t.nosuchfield == nil)
   go:send(true)
   assert(t:join(L))

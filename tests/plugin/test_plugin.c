@@ -9,6 +9,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -648,6 +649,34 @@ TEST(unload_keeps_a_plugin_mapped_while_a_callback_into_it_lives)
     t_finalize(rt);
 }
 
+TEST(unload_keeps_a_plugin_mapped_while_a_channel_discards_into_it)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    tether_channel_discard_fn discard;
+    LOOKUP(discard, p, "fx_discard");
+    atomic_int discarded = 0;
+    tether_channel ch, other;
+    ASSERT_OK(tether_channel_new(0, &ch));
+    ASSERT_OK(tether_channel_new(0, &other));
+    ASSERT_OK(tether_channel_set_discard(ch, discard, &discarded));
+    ASSERT_OK(tether_channel_send(ch, "x", 1, 0));
+
+    /* The channel's discard pins the plugin: unloading times out, mapped. */
+    ASSERT_STATUS(tether_plugin_unload(p, MS(20)), TETHER_ETIMEDOUT);
+    ASSERT(is_mapped(FIXTURE("unloadable")));
+    ASSERT_STATUS(tether_channel_set_discard(other, discard, &discarded),
+                  TETHER_ESTATE);
+    ASSERT_CONTAINS(tether_last_error(), "plugin being unloaded");
+
+    ASSERT_OK(tether_channel_release(ch)); /* runs the discard, unpins */
+    ASSERT_EQ(atomic_load(&discarded), 1);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    ASSERT_OK(tether_channel_release(other));
+    t_finalize(rt);
+}
+
 TEST(load_survives_every_allocation_failure)
 {
     tether_runtime rt = t_runtime(NULL);
@@ -721,5 +750,6 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(unload_times_out_while_a_call_is_in_progress),
             TEST_ENTRY(unload_waits_for_a_call_in_progress),
             TEST_ENTRY(unload_keeps_a_plugin_mapped_while_a_callback_into_it_lives),
+            TEST_ENTRY(unload_keeps_a_plugin_mapped_while_a_channel_discards_into_it),
             TEST_ENTRY(load_survives_every_allocation_failure),
             TEST_ENTRY(bad_arguments_get_errors))

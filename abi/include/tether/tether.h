@@ -724,16 +724,25 @@ TETHER_API int tether_channel_count(tether_channel ch, size_t *out);
 
 /* Called once for each message a channel frees without delivering it:
    those still queued when its last reference is released.  `data` and
-   `len` are the message (the function must not free it) and `ud` the
-   pointer given with the function.  It runs on the thread that released
-   the last reference, with no lock of the channel held, and may call any
-   tether function, including releasing other channels.  Use it when
-   messages carry references (handles, pointers) of their own. */
+   `len` are the message (aligned as tether_channel_recv's; the function
+   must not free it) and `ud` the pointer given with the function.  It runs
+   on the thread that released the last reference, with no lock of the
+   channel held, and may call any tether function, including releasing
+   other channels: a channel whose last reference goes inside a discard has
+   its own discards run after that one returns, not nested, so chains of
+   channels queued in channels of any length are freed in constant stack.
+   Use it when messages carry references (handles, pointers) of their own;
+   a channel queued inside itself, directly or through others, is a
+   reference cycle and is never freed. */
 typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
 
 /* Sets the channel's discard function (NULL: none, the default) and its
-   `ud`, replacing any earlier one.
-   Returns TETHER_OK, TETHER_EBADHANDLE.  [any-thread] */
+   `ud`, replacing any earlier one.  Both must stay valid until the channel
+   is freed: a function inside an unloadable plugin keeps that plugin
+   mapped until then.  Only the channel's creator should set it: it
+   decides what the messages hold.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (fn lies in a plugin
+   being unloaded; nothing changed).  [any-thread] */
 TETHER_API int tether_channel_set_discard(tether_channel ch,
                                           tether_channel_discard_fn fn, void *ud);
 
