@@ -227,10 +227,14 @@ void lt_payload_free(void *p);
 void lt_payload_drain(lua_State *L, lt_state *S);
 /* Makes a fresh sentinel the newest finalizable object of the module. */
 void lt_renew_sentinel(lua_State *L, lt_state *S);
-/* Creates metatable `name` whose __index is a table of `methods`, with the
-   entries of `meta`; every function gets S as upvalue 1. */
+/* Creates metatable `name` whose __index is a table of `methods` (or
+   none), with the entries of `meta` (or none); every function gets S as
+   upvalue 1.  With `index`, __index is instead the C closure `index` with
+   upvalues S and the methods table, for fields besides the methods.
+   (lt_class.c) */
 void lt_new_class(lua_State *L, lt_state *S, const char *name,
-                  const luaL_Reg *methods, const luaL_Reg *meta);
+                  const luaL_Reg *methods, const luaL_Reg *meta,
+                  lua_CFunction index);
 /* Pushes the module table.  [gil-held] */
 void lt_push_module(lua_State *L);
 

@@ -686,7 +686,7 @@ void lt_open_copy(lua_State *L, lt_state *S)
     static const luaL_Reg meta[] = {
         {"__gc", l_chan_gc}, {"__eq", l_chan_eq},
         {"__tostring", l_chan_tostring}, {NULL, NULL}};
-    lt_new_class(L, S, LT_CHANNEL_MT, methods, meta);
+    lt_new_class(L, S, LT_CHANNEL_MT, methods, meta, NULL);
     lua_pushlightuserdata(L, S);
     lua_pushcclosure(L, l_channel, 1);
     lua_setfield(L, -2, "channel");

@@ -694,15 +694,8 @@ void lt_open_ffi(lua_State *L, lt_state *S)
         {"call", l_call}, {"symbol", l_symbol}, {"unload", l_unload}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
         {"callback", l_callback}, {"load", l_load}, {"ffi_call", l_ffi_call}, {NULL, NULL}};
-    lt_new_class(L, S, LT_CALLBACK_MT, cb_m, cb_mt);
-    luaL_newmetatable(L, LT_PLUGIN_MT);
-    lua_pushlightuserdata(L, S);
-    lua_newtable(L);
-    lua_pushlightuserdata(L, S);
-    luaL_setfuncs(L, pl_m, 1);
-    lua_pushcclosure(L, l_plugin_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lt_new_class(L, S, LT_CALLBACK_MT, cb_m, cb_mt, NULL);
+    lt_new_class(L, S, LT_PLUGIN_MT, pl_m, NULL, l_plugin_index);
     S->seed = lua_newthread(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_seed); /* for the life of the state */
     lua_pushlightuserdata(L, S);

@@ -492,12 +492,12 @@ static int l_ithread_gc(lua_State *L)
     return 0;
 }
 
-/* __index: the methods (upvalue 1), then name, ident and daemon. */
+/* __index: the methods (upvalue 2), then name, ident and daemon. */
 static int l_ithread_index(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
     lua_pushvalue(L, 2);
-    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL || !hd->rec)
+    if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL || !hd->rec)
         return 1;
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
     if (strcmp(k, "name") == 0)
@@ -532,15 +532,8 @@ void lt_open_interp(lua_State *L, lt_state *S)
         {"raise", l_iraise}, {"cancel", l_icancel}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
         {"__gc", l_ithread_gc}, {"__tostring", l_ithread_tostring}, {NULL, NULL}};
-    lt_new_class(L, S, LT_INTERP_MT, imethods, imeta);
-    lt_new_class(L, S, LT_ITHREAD_MT, NULL, tmeta);
-    luaL_getmetatable(L, LT_ITHREAD_MT);
-    luaL_newlibtable(L, tmethods);
-    lua_pushlightuserdata(L, S);
-    luaL_setfuncs(L, tmethods, 1);
-    lua_pushcclosure(L, l_ithread_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lt_new_class(L, S, LT_INTERP_MT, imethods, imeta, NULL);
+    lt_new_class(L, S, LT_ITHREAD_MT, tmethods, tmeta, l_ithread_index);
     lua_pushlightuserdata(L, S);
     lua_pushcclosure(L, l_interp, 1);
     lua_setfield(L, -2, "interp");

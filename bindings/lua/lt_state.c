@@ -243,25 +243,6 @@ void lt_payload_drain(lua_State *L, lt_state *S)
 }
 
 /* ------------------------------------------------------------------------
- * Classes
- * ---------------------------------------------------------------------- */
-
-void lt_new_class(lua_State *L, lt_state *S, const char *name,
-                  const luaL_Reg *methods, const luaL_Reg *meta)
-{
-    luaL_newmetatable(L, name);
-    lua_pushlightuserdata(L, S);
-    luaL_setfuncs(L, meta, 1);
-    if (methods) {
-        lua_newtable(L);
-        lua_pushlightuserdata(L, S);
-        luaL_setfuncs(L, methods, 1);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
-}
-
-/* ------------------------------------------------------------------------
  * Closing the state
  * ---------------------------------------------------------------------- */
 

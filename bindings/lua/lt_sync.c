@@ -674,11 +674,11 @@ void lt_open_sync(lua_State *L, lt_state *S)
         {"sleep", l_sleep},         {"lock", l_lock},   {"rlock", l_rlock},
         {"event", l_event},         {"condition", l_condition},
         {"queue", l_queue},         {NULL, NULL}};
-    lt_new_class(L, S, LT_LOCK_MT, lock_m, lock_mt);
-    lt_new_class(L, S, LT_RLOCK_MT, rlock_m, rlock_mt);
-    lt_new_class(L, S, LT_EVENT_MT, event_m, event_mt);
-    lt_new_class(L, S, LT_COND_MT, cond_m, cond_mt);
-    lt_new_class(L, S, LT_QUEUE_MT, queue_m, queue_mt);
+    lt_new_class(L, S, LT_LOCK_MT, lock_m, lock_mt, NULL);
+    lt_new_class(L, S, LT_RLOCK_MT, rlock_m, rlock_mt, NULL);
+    lt_new_class(L, S, LT_EVENT_MT, event_m, event_mt, NULL);
+    lt_new_class(L, S, LT_COND_MT, cond_m, cond_mt, NULL);
+    lt_new_class(L, S, LT_QUEUE_MT, queue_m, queue_mt, NULL);
     lua_pushlightuserdata(L, S);
     luaL_setfuncs(L, funcs, 1);
 }

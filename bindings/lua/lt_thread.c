@@ -681,16 +681,7 @@ void lt_open_thread(lua_State *L, lt_state *S)
     static const luaL_Reg funcs[] = {
         {"thread", l_thread}, {"current", l_current}, {"threads", l_threads},
         {NULL, NULL}};
-    luaL_newmetatable(L, LT_THREAD_MT);
-    lua_pushlightuserdata(L, S);
-    luaL_setfuncs(L, meta, 1);
-    lua_pushlightuserdata(L, S);
-    lua_newtable(L);
-    lua_pushlightuserdata(L, S);
-    luaL_setfuncs(L, methods, 1);
-    lua_pushcclosure(L, l_index, 2);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lt_new_class(L, S, LT_THREAD_MT, methods, meta, l_index);
     lua_newtable(L); /* the handle cache, weak-valued */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "v");

@@ -226,7 +226,11 @@ def _shape_sig(el):
 
 def _canon(corpus, type_id, depth=0):
     """A type with its typedefs seen through, at every level (pointers,
-    const, function types): what the type is, whatever it is called."""
+    const, function types): what the type is, whatever it is called.
+    abidw keeps one function type for every signature that is the same once
+    typedefs are resolved (int (tether_lock) and int (tether_tstate) are one
+    type), and which typedef it names can change from one dump to the
+    next."""
     el = corpus.types.get(type_id)
     if el is None or depth > 16:
         return type_id
@@ -241,18 +245,10 @@ def _canon(corpus, type_id, depth=0):
     return type_id
 
 
-def _fn_shape(corpus, el):
-    """A function type with its typedefs seen through: abidw keeps one
-    function type for every signature that is the same once typedefs are
-    resolved (int (tether_lock) and int (tether_tstate) are one type), and
-    which typedef it names can change from one dump to the next."""
-    return _canon(corpus, el.get("id"))
-
-
 def _compare_type(old, new, el, nel, breaks, growth):
     name = old.describe(el.get("id"))
     if el.tag == "function-type" and nel.tag == "function-type":
-        if _fn_shape(old, el) != _fn_shape(new, nel):
+        if _canon(old, el.get("id")) != _canon(new, nel.get("id")):
             breaks.append("the type %s became %s" % (
                 name, new.describe(nel.get("id"))))
         return

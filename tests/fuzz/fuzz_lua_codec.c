@@ -7,9 +7,9 @@
  * liblua5.4, and without libtether or the rest of the binding: this file
  * stubs what lt_copy.c calls outside itself.  The channel functions keep a
  * reference count for three fake channels (handles 1, 2 and 3) and refuse
- * any other handle as the core does (TETHER_EBADHANDLE); lt_new_class and
- * lt_push_cancelled do what lt_state.c does; the rest belongs to channel
- * methods the harness never calls, and aborts.  A new outside call in
+ * any other handle as the core does (TETHER_EBADHANDLE); lt_push_cancelled
+ * does what lt_state.c does (lt_new_class is the module's own, lt_class.c);
+ * the rest belongs to channel methods the harness never calls, and aborts.  A new outside call in
  * lt_copy.c shows up here as a link error, to be stubbed.
  *
  * Properties checked on every input (abort() on a violation):
@@ -150,21 +150,6 @@ static const char k_cancelled = 0;
 void lt_push_cancelled(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cancelled);
-}
-
-void lt_new_class(lua_State *L, lt_state *S, const char *name,
-                  const luaL_Reg *methods, const luaL_Reg *meta)
-{
-    luaL_newmetatable(L, name);
-    lua_pushlightuserdata(L, S);
-    luaL_setfuncs(L, meta, 1);
-    if (methods) {
-        lua_newtable(L);
-        lua_pushlightuserdata(L, S);
-        luaL_setfuncs(L, methods, 1);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------------------
