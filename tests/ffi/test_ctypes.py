@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -210,8 +211,12 @@ class ThreadTest(unittest.TestCase):
                     assert lib.tether_gil_held() == 1
                     overlaps[0] += inside[0]
                     inside[0] = 1
-                    lib.tether_checkpoint()
+                    # Let Python switch threads inside the window; only
+                    # tether's GIL may keep the others out.  (A checkpoint
+                    # here would be wrong: it may hand tether's GIL on.)
+                    time.sleep(0)
                     inside[0] = 0
+                    lib.tether_checkpoint()
                     T.check(lib.tether_release(tok), "release")
                     assert lib.tether_gil_held() == 0
             except Exception as exc:           # reported below
