@@ -143,6 +143,7 @@ static void *bootstrap(void *p)
     struct tstate *ts = b.ts;
     struct osthread *os = os_get(); /* thread-local storage: cannot fail */
     ts_bind(ts, os);
+    os->boot = ts; /* this function alone frees it, below */
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
@@ -160,6 +161,7 @@ static void *bootstrap(void *p)
     while (os->current) /* also anything fn ensured and never released */
         ts_detach(os->current);
     os->depth = 0;
+    os->boot = NULL;
     ts_forget(os, ts);
     thread_finish(t, result);
     handle_put(t->handle); /* the thread's own reference */

@@ -181,7 +181,10 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    runtime started; if it holds the GIL of the runtime it is detached.
    Returns TETHER_OK, TETHER_ETIMEDOUT (non-daemon threads were still running;
    the runtime was finalized anyway and they fail at their next checkpoint),
-   TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread of this runtime).
+   TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
+   started in this runtime, whether it is attached, detached, or attached to
+   another interpreter through tether_ensure; or the runtime is already
+   finalizing; nothing changes).
    [any-thread] */
 TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
 
@@ -194,7 +197,9 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
    finalizes it with the same guarantees as tether_runtime_finalize.  The
    main interpreter is destroyed only by tether_runtime_finalize.
    Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
-   main interpreter), TETHER_ESTATE (the caller is attached to it).
+   main interpreter), TETHER_ESTATE (the caller is attached to it, or is a
+   thread tether_thread_start started in it, even when detached or attached
+   to another interpreter; nothing changes).
    [any-thread] */
 TETHER_API int tether_interp_destroy(tether_interp interp, int64_t timeout_ns);
 
