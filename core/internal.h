@@ -105,6 +105,10 @@ struct osthread {
     /* The last saved state that finalize deleted from the cache, so that
        restoring it answers EFINALIZING rather than "not saved here". */
     uint64_t evicted_tok;
+    /* The innermost token when a tether_runtime_finalize on this thread
+       detached it and dropped its ensure frames: that token and every
+       outer one are invalid, and releasing one is refused. */
+    uint64_t tok_floor;
     uint64_t ident;
     /* The state tether_thread_start made for this thread, while its
        bootstrap runs.  Owned by the bootstrap: no other path frees it (an

@@ -439,6 +439,7 @@ static void detach_caller(struct runtime *rt, struct interp *only)
     if (cur && cur->interp->rt == rt && (!only || cur->interp == only)) {
         ts_detach(cur);
         os->depth = 0;
+        os->tok_floor = os->tok; /* tether_release refuses these tokens */
     }
     ts_evict(os, rt, only);
 }

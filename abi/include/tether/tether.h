@@ -229,9 +229,17 @@ TETHER_API int tether_get_switch_interval(tether_runtime rt, uint32_t *out);
 TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
 
 /* Undoes the tether_ensure that returned `st`: drops the GIL if that ensure
-   took it and re-attaches what the ensure detached.
-   Returns TETHER_ESTATE (a token of another thread, out of order, or
-   already released; nothing changes), TETHER_EINVAL (zero token).
+   took it and re-attaches what the ensure detached.  If finalize detached
+   the thread meanwhile (a checkpoint or wait answered TETHER_EFINALIZING),
+   the release still pairs with the ensure and re-attaches what the ensure
+   detached.
+   Returns TETHER_OK, TETHER_EFINALIZING (the interpreter the ensure
+   detached from is finalizing or was destroyed, so it could not be
+   re-attached: the token is released and the thread is left detached),
+   TETHER_ESTATE (a token of another thread, out of order, already
+   released, or made invalid by tether_runtime_finalize on this thread; or
+   the ensure's thread state is detached by tether_save_thread; nothing
+   changes), TETHER_EINVAL (zero token).
    [owner-thread] */
 TETHER_API int tether_release(tether_gilstate st);
 
