@@ -422,11 +422,8 @@ static void report_ensures(struct interp *interp)
     rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
-static int debug_enabled(void)
-{
-    const char *v = getenv("TETHER_DEBUG");
-    return v && *v && strcmp(v, "0") != 0;
-}
+/* The TETHER_DEBUG setting, decided in one place for every report. */
+static int debug_enabled(void) { return err_debug_enabled(); }
 
 /* Detaches the caller from `rt` (or from `only`) and forgets its cached
    states there; its ensure tokens into them become invalid. */

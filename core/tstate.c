@@ -22,6 +22,7 @@
 
 #include "alloc.h"
 #include "annotate.h"
+#include "error.h"
 #include "lockrank.h"
 #include "handle.h"
 #include "internal.h"
@@ -94,7 +95,7 @@ static void os_exit(void *p)
     struct osthread *os = p;
     t_os = os; /* other key destructors may have run tether code */
     if (os->current) {
-        if (getenv("TETHER_DEBUG"))
+        if (err_debug_enabled())
             fprintf(stderr,
                     "tether: TETHER_DEBUG: thread %llu exited while attached "
                     "(%u ensure(s) never released)\n",
