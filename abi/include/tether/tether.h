@@ -295,7 +295,8 @@ typedef int (*tether_thread_fn)(void *arg);
 
 typedef struct tether_thread_opts {
     size_t size;       /* sizeof(tether_thread_opts) */
-    const char *name;  /* copied; NULL = "Thread-N" */
+    const char *name;  /* copied; NULL = "Thread-N"; at most 127 bytes
+                          (without the NUL), else TETHER_EINVAL */
     int daemon;        /* 0 = non-daemon: finalize waits for it */
     size_t stack_size; /* 0 = the default */
 } tether_thread_opts;
@@ -305,7 +306,8 @@ typedef struct tether_thread_opts {
    started handshake); the caller's GIL is released while it waits.  `opts`
    may be NULL.
    While fn may run, an unloadable plugin holding it stays loaded.
-   Returns TETHER_EINVAL (NULL fn or out, bad opts), TETHER_EBADHANDLE,
+   Returns TETHER_EINVAL (NULL fn or out, bad opts, a name longer than
+   127 bytes: names are never cut), TETHER_EBADHANDLE,
    TETHER_EFINALIZING (also when finalize began while the caller waited for
    the handshake: the thread runs on, without a handle, and the caller stays
    detached), TETHER_ENOMEM, TETHER_EAGAIN (the OS refused a thread;
