@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "annotate.h"
 
@@ -76,6 +77,12 @@ int err_misuse(int code, const char *func, const char *fmt, ...)
         abort();
     }
     return code;
+}
+
+int err_debug_enabled(void)
+{
+    const char *v = getenv("TETHER_DEBUG");
+    return v && *v && strcmp(v, "0") != 0;
 }
 
 void err_abort_on_misuse_add(int delta)

@@ -22,6 +22,11 @@ int err_set(int code, const char *func, const char *fmt, ...) T_PRINTF(3, 4);
 int err_misuse(int code, const char *func, const char *fmt, ...)
     T_PRINTF(3, 4);
 
+/* 1 if the TETHER_DEBUG reports are on: the variable is set, not empty and
+   not "0".  Every report (finalize's leak report, the "exited while
+   attached" line) asks this one function. */
+int err_debug_enabled(void);
+
 /* Number of runtimes alive with TETHER_CONFIG_ABORT_ON_MISUSE. */
 void err_abort_on_misuse_add(int delta);
 

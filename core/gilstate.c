@@ -169,31 +169,71 @@ T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
         return err_misuse(TETHER_EINVAL, fn, "the token is 0");
     if (!os || st >> TOKEN_LEVEL_BITS != os->tok >> TOKEN_LEVEL_BITS)
         return err_misuse(TETHER_ESTATE, fn, "the token belongs to another thread");
+    if (st <= os->tok_floor)
+        return err_misuse(TETHER_ESTATE, fn, "the token was made invalid by "
+                          "tether_runtime_finalize on this thread");
     return err_misuse(TETHER_ESTATE, fn, "tokens must be released innermost "
                       "first, once");
 }
 
-/* Undoes an ensure that attached a state. */
+/* 1 if the state of the calling thread's innermost ensure is detached by
+   tether_save_thread (not by finalize). */
+static int innermost_saved(const struct osthread *os)
+{
+    if (os->depth) {
+        struct tstate *ts = os->frames[os->depth - 1].ts;
+        return ts->saved && !finalizing(ts);
+    }
+    /* No frame: the state attached without one (the runtime's creator, a
+       tether thread's own), one of the cached states. */
+    for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
+        if (ts->saved && !finalizing(ts))
+            return 1;
+    return 0;
+}
+
+/* A nested ensure's token on a detached thread, or one finalize made
+   invalid. */
+T_NOINLINE static int release_nested_slow(struct osthread *os, tether_gilstate st)
+{
+    if (st <= os->tok_floor)
+        return release_bad(os, st);
+    if (innermost_saved(os))
+        return err_misuse(TETHER_ESTATE, "tether_release",
+                          "the thread state of this ensure is saved "
+                          "(unbalanced tether_save_thread?)");
+    os->tok--; /* detached by finalize: the release still pairs */
+    return TETHER_OK;
+}
+
+/* Undoes an ensure that attached a state.  Its state is attached, or
+   finalize detached it (and nothing else is attached); either way the
+   state the ensure detached is attached again, or the call answers
+   TETHER_EFINALIZING and the thread stays detached. */
 T_NOINLINE static int release_frame(struct osthread *os)
 {
+    static const char fn[] = "tether_release";
     struct frame *f = &os->frames[os->depth - 1];
-    if (os->current != f->ts && !finalizing(f->ts))
-        return err_misuse(TETHER_ESTATE, "tether_release",
+    if (os->current != f->ts && (os->current || !finalizing(f->ts)))
+        return err_misuse(TETHER_ESTATE, fn,
                           "the thread state of this ensure is not attached "
                           "(unbalanced tether_save_thread?)");
     os->depth--;
     os->tok--;
     ensures_add(f->ts, (uint32_t)-1);
-    if (!f->ts->attached)
-        return TETHER_OK; /* already detached by finalize */
+    int was_attached = f->ts->attached;
     if (!f->prev) {
-        ts_detach(f->ts);
+        if (was_attached)
+            ts_detach(f->ts);
         return TETHER_OK;
     }
-    int rc = ts_switch(f->ts, f->prev, 1);
+    /* Detached by finalize: the outer state is taken back all the same
+       (the thread held its GIL before this ensure; issue 12 F7). */
+    int rc = was_attached ? ts_switch(f->ts, f->prev, 1) : ts_attach(f->prev, 1);
     return rc == TETHER_OK ? rc
-                           : err_set(rc, "tether_release",
-                                     "could not re-attach the outer interpreter");
+                           : err_set(rc, fn, "the interpreter the ensure "
+                                     "detached from is finalizing; the thread "
+                                     "stays detached");
 }
 
 int tether_release(tether_gilstate st)
@@ -203,6 +243,8 @@ int tether_release(tether_gilstate st)
         return release_bad(os, st);
     if (os->depth && os->frames[os->depth - 1].tok == st)
         return release_frame(os);
+    if (!os->current || st <= os->tok_floor)
+        return release_nested_slow(os, st);
     os->tok--; /* a nested ensure took nothing */
     return TETHER_OK;
 }

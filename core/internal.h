@@ -105,7 +105,17 @@ struct osthread {
     /* The last saved state that finalize deleted from the cache, so that
        restoring it answers EFINALIZING rather than "not saved here". */
     uint64_t evicted_tok;
+    /* The innermost token when a tether_runtime_finalize on this thread
+       detached it and dropped its ensure frames: that token and every
+       outer one are invalid, and releasing one is refused. */
+    uint64_t tok_floor;
     uint64_t ident;
+    /* The state tether_thread_start made for this thread, while its
+       bootstrap runs.  Owned by the bootstrap: no other path frees it (an
+       ensure that finds it finalizing, finalize's eviction), and finalize
+       and destroy refuse to run on this thread (docs/threading-model.md,
+       "Who owns a thread state"). */
+    struct tstate *boot;
 };
 
 struct interp;
@@ -221,7 +231,8 @@ extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")))
 int os_grow_frames(struct osthread *os);
 /* Frees a state that is not linked anywhere. */
 void ts_free(struct tstate *ts);
-/* 1 if `ts` is attached or named by an ensure frame of `os`. */
+/* 1 if `ts` must outlive what the caller is doing: attached, named by an
+   ensure frame of `os`, or its bootstrap's own state (os->boot). */
 int os_refers(const struct osthread *os, const struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
 void ts_forget(struct osthread *os, struct tstate *ts);

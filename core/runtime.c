@@ -422,11 +422,8 @@ static void report_ensures(struct interp *interp)
     rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
-static int debug_enabled(void)
-{
-    const char *v = getenv("TETHER_DEBUG");
-    return v && *v && strcmp(v, "0") != 0;
-}
+/* The TETHER_DEBUG setting, decided in one place for every report. */
+static int debug_enabled(void) { return err_debug_enabled(); }
 
 /* Detaches the caller from `rt` (or from `only`) and forgets its cached
    states there; its ensure tokens into them become invalid. */
@@ -439,6 +436,7 @@ static void detach_caller(struct runtime *rt, struct interp *only)
     if (cur && cur->interp->rt == rt && (!only || cur->interp == only)) {
         ts_detach(cur);
         os->depth = 0;
+        os->tok_floor = os->tok; /* tether_release refuses these tokens */
     }
     ts_evict(os, rt, only);
 }
@@ -481,15 +479,16 @@ static struct interp **snapshot(struct runtime *rt, size_t *n)
     return v;
 }
 
+/* 1 if the calling thread was started by tether_thread_start in `rt` (in
+   `only`, when set), whether it is attached, detached (inside
+   TETHER_BEGIN_ALLOW_THREADS) or attached to another interpreter through
+   an ensure: finalize would join itself, and would free the state its
+   bootstrap owns. */
 static int caller_is_our_thread(struct runtime *rt, struct interp *only)
 {
-    struct tstate *cur = ts_current();
-    if (!cur || cur->interp->rt != rt || (only && cur->interp != only))
-        return 0;
-    rank_lock(&cur->interp->mutex, RANK_INTERP);
-    int ours = cur->thread && cur->thread->joinable;
-    rank_unlock(&cur->interp->mutex, RANK_INTERP);
-    return ours;
+    struct osthread *os = os_peek();
+    struct tstate *boot = os ? os->boot : NULL;
+    return boot && boot->interp->rt == rt && (!only || boot->interp == only);
 }
 
 int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
@@ -549,6 +548,9 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
                         "by tether_runtime_finalize");
     else if (cur && cur->interp == interp)
         rc = err_misuse(TETHER_ESTATE, fn, "the calling thread is attached to it");
+    else if (caller_is_our_thread(interp->rt, interp))
+        rc = err_misuse(TETHER_ESTATE, fn, "a thread the interpreter started "
+                        "cannot destroy it");
     if (rc != TETHER_OK) {
         handle_put(h);
         return rc;

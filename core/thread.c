@@ -143,6 +143,7 @@ static void *bootstrap(void *p)
     struct tstate *ts = b.ts;
     struct osthread *os = os_get(); /* thread-local storage: cannot fail */
     ts_bind(ts, os);
+    os->boot = ts; /* this function alone frees it, below */
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
@@ -160,6 +161,7 @@ static void *bootstrap(void *p)
     while (os->current) /* also anything fn ensured and never released */
         ts_detach(os->current);
     os->depth = 0;
+    os->boot = NULL;
     ts_forget(os, ts);
     thread_finish(t, result);
     handle_put(t->handle); /* the thread's own reference */
@@ -171,7 +173,8 @@ static int start_error(int rc, const char *fmt, const char *detail)
     return err_set(rc, "tether_thread_start", fmt, detail);
 }
 
-/* Validates opts; fills the name (a default "Thread-N" when NULL). */
+/* Validates opts; fills the name (a default "Thread-N" when NULL).  A name
+   of `cap` bytes or more is TETHER_EINVAL. */
 static int read_opts(const tether_thread_opts *o, struct runtime *rt,
                      char *name, size_t cap, int *daemon, size_t *stack)
 {
@@ -187,6 +190,10 @@ static int read_opts(const tether_thread_opts *o, struct runtime *rt,
         if (o->size >= offsetof(tether_thread_opts, stack_size) + sizeof o->stack_size)
             *stack = o->stack_size;
     }
+    if (n && strlen(n) >= cap) /* refused, not cut (maybe inside a character) */
+        return err_set(TETHER_EINVAL, "tether_thread_start", "the thread name "
+                       "is %zu bytes long; the limit is %zu bytes",
+                       strlen(n), cap - 1);
     if (n)
         snprintf(name, cap, "%s", n);
     else

@@ -7,7 +7,9 @@
  * of its states, one per interpreter it has used.  Cached states outlive
  * the outermost tether_release so that the next ensure costs one GIL
  * acquisition; they are freed by a pthread key destructor when the OS
- * thread exits, or as soon as their interpreter is found finalizing.
+ * thread exits, or as soon as their interpreter is found finalizing.  The
+ * start-up state of a thread tether started (os->boot) is its bootstrap's
+ * alone to free (docs/threading-model.md, "Who owns a thread state").
  *
  * A state holds a reference on its interpreter, which holds one on its
  * runtime: their memory lives until the last state is gone, so a foreign
@@ -20,6 +22,7 @@
 
 #include "alloc.h"
 #include "annotate.h"
+#include "error.h"
 #include "lockrank.h"
 #include "handle.h"
 #include "internal.h"
@@ -92,7 +95,7 @@ static void os_exit(void *p)
     struct osthread *os = p;
     t_os = os; /* other key destructors may have run tether code */
     if (os->current) {
-        if (getenv("TETHER_DEBUG"))
+        if (err_debug_enabled())
             fprintf(stderr,
                     "tether: TETHER_DEBUG: thread %llu exited while attached "
                     "(%u ensure(s) never released)\n",
@@ -214,7 +217,7 @@ void ts_forget(struct osthread *os, struct tstate *ts)
 
 int os_refers(const struct osthread *os, const struct tstate *ts)
 {
-    if (os->current == ts)
+    if (os->current == ts || os->boot == ts)
         return 1;
     for (uint32_t i = 0; i < os->depth; i++)
         if (os->frames[i].ts == ts || os->frames[i].prev == ts)
@@ -228,7 +231,8 @@ void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only)
     for (; ts; ts = next) {
         next = ts->os_next;
         /* A state an outer ensure frame will switch back to stays (its
-           release then answers EFINALIZING); the thread frees it later. */
+           release then answers EFINALIZING); the thread frees it later.
+           So does the thread's start-up state: its bootstrap frees it. */
         if (ts->interp->rt == rt && (!only || ts->interp == only) &&
             !os_refers(os, ts))
             ts_forget(os, ts);

@@ -32,13 +32,12 @@ static char **make_env(char *extra)
     return env;
 }
 
-/* Runs the helper in `mode`, with TETHER_DEBUG=1 if `debug`; it must exit
-   0.  Returns its stderr (to free). */
-static char *run_helper(const char *mode, int debug)
+/* Runs the helper in `mode` with `setting` ("TETHER_DEBUG=..." or NULL)
+   in its environment; it must exit 0.  Returns its stderr (to free). */
+static char *run_helper_env(const char *mode, char *setting)
 {
-    static char debug_on[] = "TETHER_DEBUG=1";
     char *argv[] = {(char *)TETHER_DEBUG_HELPER, (char *)mode, NULL};
-    char **env = make_env(debug ? debug_on : NULL);
+    char **env = make_env(setting);
     int fds[2];
     ASSERT_EQ(pipe(fds), 0);
 
@@ -62,6 +61,13 @@ static char *run_helper(const char *mode, int debug)
         runner_fail(__FILE__, __LINE__, "helper %s: wait status 0x%x; stderr: %s",
                     mode, status, err);
     return err;
+}
+
+/* The same with TETHER_DEBUG=1 if `debug`, else without the variable. */
+static char *run_helper(const char *mode, int debug)
+{
+    static char debug_on[] = "TETHER_DEBUG=1";
+    return run_helper_env(mode, debug ? debug_on : NULL);
 }
 
 static void expect_report(const char *mode, const char *needle)
@@ -96,7 +102,24 @@ TEST(no_report_without_debug)
     expect_silence("ensure-exit", 0);
 }
 
+/* TETHER_DEBUG=0 (or empty) is off for every report alike: the line for a
+   thread that exits attached as well as the finalize report (issue 12 F18:
+   the first was printed for any value). */
+TEST(debug_zero_is_off)
+{
+    static char zero[] = "TETHER_DEBUG=0", empty[] = "TETHER_DEBUG=";
+    const char *modes[] = {"ensure-exit", "ensure-open", "lock"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        char *err = run_helper_env(modes[i], zero);
+        ASSERT_STREQ(err, "");
+        free(err);
+        err = run_helper_env(modes[i], empty);
+        ASSERT_STREQ(err, "");
+        free(err);
+    }
+}
+
 RUNNER_MAIN(TEST_ENTRY(clean_run_reports_nothing), TEST_ENTRY(leaked_lock_reported),
             TEST_ENTRY(unreleased_ensure_at_exit_reported),
             TEST_ENTRY(unreleased_ensure_at_finalize_reported),
-            TEST_ENTRY(no_report_without_debug))
+            TEST_ENTRY(no_report_without_debug), TEST_ENTRY(debug_zero_is_off))

@@ -330,6 +330,42 @@ TEST(names)
     teardown();
 }
 
+/* Names of 128 bytes or more are refused, not cut (a cut could split a
+   UTF-8 character), and nothing is started; 127 bytes are kept whole
+   (issue 12 F19). */
+TEST(long_names)
+{
+    setup();
+    char name[256];
+    memset(name, 'a', sizeof name);
+    /* "\xc3\xa9" (e-acute) across the old cut: bytes 126 and 127. */
+    name[126] = '\xc3';
+    name[127] = '\xa9';
+    name[200] = '\0';
+    tether_thread_opts opts = {.size = sizeof opts, .name = name};
+    tether_thread t = 0;
+    size_t before = t_thread_count(g_interp);
+    ASSERT_FAILS(tether_thread_start(g_interp, parked, NULL, &opts, &t),
+                 TETHER_EINVAL, "200 bytes");
+    ASSERT_EQ(t, 0);
+    name[128] = '\0';
+    ASSERT_FAILS(tether_thread_start(g_interp, parked, NULL, &opts, &t),
+                 TETHER_EINVAL, "limit is 127 bytes");
+    ASSERT_EQ(t, 0);
+    ASSERT_EQ(t_thread_count(g_interp), before);
+
+    name[126] = 'z';
+    name[127] = '\0'; /* 127 bytes: the longest name, kept whole */
+    tether_thread c = t_start_opts(g_interp, parked, NULL, &opts);
+    const char *got = NULL;
+    ASSERT_OK(tether_thread_name(c, &got));
+    ASSERT_STREQ(got, name);
+    ASSERT_EQ(strlen(got), 127);
+    ASSERT_OK(tether_event_set(g_go));
+    t_join(c);
+    teardown();
+}
+
 static int record_ident(void *arg)
 {
     tether_thread me;
@@ -440,5 +476,6 @@ RUNNER_MAIN(TEST_ENTRY(start_join_result), TEST_ENTRY(runs_holding_gil),
             TEST_ENTRY(join_not_started),
             TEST_ENTRY(join_after_other_handle_released),
             TEST_ENTRY(release_running_thread), TEST_ENTRY(names),
+            TEST_ENTRY(long_names),
             TEST_ENTRY(idents), TEST_ENTRY(thread_list), TEST_ENTRY(options),
             TEST_ENTRY(start_eagain))

@@ -181,7 +181,10 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    runtime started; if it holds the GIL of the runtime it is detached.
    Returns TETHER_OK, TETHER_ETIMEDOUT (non-daemon threads were still running;
    the runtime was finalized anyway and they fail at their next checkpoint),
-   TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread of this runtime).
+   TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
+   started in this runtime, whether it is attached, detached, or attached to
+   another interpreter through tether_ensure; or the runtime is already
+   finalizing; nothing changes).
    [any-thread] */
 TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
 
@@ -194,7 +197,9 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
    finalizes it with the same guarantees as tether_runtime_finalize.  The
    main interpreter is destroyed only by tether_runtime_finalize.
    Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
-   main interpreter), TETHER_ESTATE (the caller is attached to it).
+   main interpreter), TETHER_ESTATE (the caller is attached to it, or is a
+   thread tether_thread_start started in it, even when detached or attached
+   to another interpreter; nothing changes).
    [any-thread] */
 TETHER_API int tether_interp_destroy(tether_interp interp, int64_t timeout_ns);
 
@@ -224,9 +229,17 @@ TETHER_API int tether_get_switch_interval(tether_runtime rt, uint32_t *out);
 TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
 
 /* Undoes the tether_ensure that returned `st`: drops the GIL if that ensure
-   took it and re-attaches what the ensure detached.
-   Returns TETHER_ESTATE (a token of another thread, out of order, or
-   already released; nothing changes), TETHER_EINVAL (zero token).
+   took it and re-attaches what the ensure detached.  If finalize detached
+   the thread meanwhile (a checkpoint or wait answered TETHER_EFINALIZING),
+   the release still pairs with the ensure and re-attaches what the ensure
+   detached.
+   Returns TETHER_OK, TETHER_EFINALIZING (the interpreter the ensure
+   detached from is finalizing or was destroyed, so it could not be
+   re-attached: the token is released and the thread is left detached),
+   TETHER_ESTATE (a token of another thread, out of order, already
+   released, or made invalid by tether_runtime_finalize on this thread; or
+   the ensure's thread state is detached by tether_save_thread; nothing
+   changes), TETHER_EINVAL (zero token).
    [owner-thread] */
 TETHER_API int tether_release(tether_gilstate st);
 
@@ -282,7 +295,8 @@ typedef int (*tether_thread_fn)(void *arg);
 
 typedef struct tether_thread_opts {
     size_t size;       /* sizeof(tether_thread_opts) */
-    const char *name;  /* copied; NULL = "Thread-N" */
+    const char *name;  /* copied; NULL = "Thread-N"; at most 127 bytes
+                          (without the NUL), else TETHER_EINVAL */
     int daemon;        /* 0 = non-daemon: finalize waits for it */
     size_t stack_size; /* 0 = the default */
 } tether_thread_opts;
@@ -292,7 +306,8 @@ typedef struct tether_thread_opts {
    started handshake); the caller's GIL is released while it waits.  `opts`
    may be NULL.
    While fn may run, an unloadable plugin holding it stays loaded.
-   Returns TETHER_EINVAL (NULL fn or out, bad opts), TETHER_EBADHANDLE,
+   Returns TETHER_EINVAL (NULL fn or out, bad opts, a name longer than
+   127 bytes: names are never cut), TETHER_EBADHANDLE,
    TETHER_EFINALIZING (also when finalize began while the caller waited for
    the handshake: the thread runs on, without a handle, and the caller stays
    detached), TETHER_ENOMEM, TETHER_EAGAIN (the OS refused a thread;

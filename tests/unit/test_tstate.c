@@ -1,0 +1,431 @@
+/*
+ * test_tstate.c - who owns a thread state (docs/threading-model.md, "Who
+ * owns a thread state"), and what ensure tokens mean around finalize.
+ *
+ * A thread started by tether_thread_start owns its start-up state through
+ * its bootstrap: an ensure that finds it finalizing, and finalize or
+ * destroy called from the thread itself, must not free it (the thread's
+ * exit would free it again).  Before the fix these cases double-freed
+ * (glibc aborts; ASan reports it) or joined themselves.
+ */
+#include <tether/tether.h>
+
+#include "runner.h"
+#include "support.h"
+
+static tether_runtime g_rt;
+static tether_interp g_main, g_x;
+static tether_event g_entered, g_never;
+static atomic_int g_rc1, g_rc2, g_rc3;
+
+static void setup(void)
+{
+    g_rt = t_runtime(NULL);
+    g_main = t_main_interp(g_rt);
+    ASSERT_OK(tether_interp_create(g_rt, &g_x));
+    ASSERT_OK(tether_event_new(&g_entered));
+    ASSERT_OK(tether_event_new(&g_never));
+    atomic_store(&g_rc1, -1000);
+    atomic_store(&g_rc2, -1000);
+    atomic_store(&g_rc3, -1000);
+}
+
+static void teardown_events(void)
+{
+    ASSERT_OK(tether_event_free(g_entered));
+    ASSERT_OK(tether_event_free(g_never));
+}
+
+/* ------------------------------------------------------------------------
+ * F1: an ensure of the thread's own, finalizing interpreter
+ * ---------------------------------------------------------------------- */
+
+/* Waits until finalize wakes it, then ensures its own interpreter: the
+   ensure must answer EFINALIZING without freeing the start-up state. */
+static int wait_then_ensure_own(void *arg)
+{
+    tether_interp own = (tether_interp)(uintptr_t)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_event_set(g_entered));
+    atomic_store(&g_rc1, tether_event_wait(g_never, -1));
+    atomic_store(&g_rc2, tether_ensure(own, &st));
+    /* Twice: the state is still the thread's, and still finalizing. */
+    atomic_store(&g_rc3, tether_ensure(own, &st));
+    return TETHER_EXIT;
+}
+
+TEST(ensure_own_interp_after_finalize)
+{
+    setup();
+    tether_thread t = t_start_daemon(g_main, wait_then_ensure_own,
+                                     (void *)(uintptr_t)g_main);
+    ASSERT_OK(tether_event_wait(g_entered, -1));
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    ASSERT_EQ(t_join(t), TETHER_EXIT); /* its exit frees the state once */
+    ASSERT_EQ(atomic_load(&g_rc1), TETHER_EFINALIZING);
+    ASSERT_EQ(atomic_load(&g_rc2), TETHER_EFINALIZING);
+    ASSERT_EQ(atomic_load(&g_rc3), TETHER_EFINALIZING);
+    teardown_events();
+}
+
+TEST(ensure_own_interp_after_destroy)
+{
+    setup();
+    tether_thread t = t_start_daemon(g_x, wait_then_ensure_own,
+                                     (void *)(uintptr_t)g_x);
+    ASSERT_OK(tether_event_wait(g_entered, -1));
+    ASSERT_OK(tether_interp_destroy(g_x, SECONDS(30)));
+    ASSERT_EQ(t_join(t), TETHER_EXIT);
+    ASSERT_EQ(atomic_load(&g_rc1), TETHER_EFINALIZING);
+    ASSERT_EQ(atomic_load(&g_rc2), TETHER_EFINALIZING);
+    ASSERT_EQ(atomic_load(&g_rc3), TETHER_EFINALIZING);
+    t_finalize(g_rt);
+    teardown_events();
+}
+
+/* ------------------------------------------------------------------------
+ * F2, F3: finalize and destroy from a thread of the runtime, not attached
+ * to its own interpreter.  A finite timeout, so that the unfixed library
+ * fails (self-join times out, then a double free) instead of hanging.
+ * ---------------------------------------------------------------------- */
+
+enum how { DETACHED, VIA_MAIN, VIA_OTHER_RUNTIME };
+
+static tether_runtime g_other;
+
+/* Calls `call` with the thread detached (inside ALLOW_THREADS), attached
+   to the main interpreter through an ensure, or attached to another
+   runtime's interpreter. */
+static int call_as(enum how how, int (*call)(void))
+{
+    int rc = -1000;
+    if (how == DETACHED) {
+        TETHER_BEGIN_ALLOW_THREADS
+        ASSERT_EQ(tether_gil_held(), 0);
+        rc = call();
+        TETHER_END_ALLOW_THREADS
+    } else {
+        tether_interp target = how == VIA_MAIN ? g_main : t_main_interp(g_other);
+        tether_gilstate st;
+        ASSERT_OK(tether_ensure(target, &st));
+        rc = call();
+        ASSERT_EQ(tether_gil_held(), 1);
+        ASSERT_OK(tether_release(st));
+    }
+    ASSERT_EQ(tether_gil_held(), 1); /* back on its own state */
+    return rc;
+}
+
+static int finalize_rt(void) { return tether_runtime_finalize(g_rt, MS(300)); }
+static int destroy_x(void) { return tether_interp_destroy(g_x, MS(300)); }
+
+static int finalize_as(void *arg)
+{
+    atomic_store(&g_rc1, call_as((enum how)(intptr_t)arg, finalize_rt));
+    return TETHER_OK;
+}
+
+static int destroy_as(void *arg)
+{
+    atomic_store(&g_rc1, call_as((enum how)(intptr_t)arg, destroy_x));
+    return TETHER_OK;
+}
+
+/* Runs `fn(how)` on a non-daemon thread of `interp`; it must be refused
+   with ESTATE, after which the runtime finalizes normally. */
+static void expect_refused(tether_interp interp, tether_thread_fn fn, enum how how)
+{
+    tether_thread t = t_start(interp, fn, (void *)(intptr_t)how);
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    ASSERT_EQ(atomic_load(&g_rc1), TETHER_ESTATE);
+    t_finalize(g_rt);
+    teardown_events();
+}
+
+TEST(finalize_from_detached_thread)
+{
+    setup();
+    expect_refused(g_main, finalize_as, DETACHED);
+}
+
+TEST(finalize_from_thread_of_subinterp_detached)
+{
+    setup();
+    expect_refused(g_x, finalize_as, DETACHED);
+}
+
+TEST(finalize_from_thread_attached_elsewhere)
+{
+    setup();
+    expect_refused(g_x, finalize_as, VIA_MAIN);
+}
+
+TEST(finalize_from_thread_attached_to_other_runtime)
+{
+    tether_tstate mine, other;
+    setup();
+    ASSERT_OK(tether_save_thread(&mine));
+    g_other = t_runtime(NULL);
+    ASSERT_OK(tether_save_thread(&other));
+    ASSERT_OK(tether_restore_thread(mine));
+    tether_thread t = t_start(g_main, finalize_as, (void *)(intptr_t)VIA_OTHER_RUNTIME);
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    ASSERT_EQ(atomic_load(&g_rc1), TETHER_ESTATE);
+    t_finalize(g_rt);
+    teardown_events();
+    ASSERT_OK(tether_restore_thread(other));
+    t_finalize(g_other);
+}
+
+TEST(destroy_from_detached_thread)
+{
+    setup();
+    expect_refused(g_x, destroy_as, DETACHED);
+}
+
+TEST(destroy_from_thread_attached_to_main)
+{
+    setup();
+    expect_refused(g_x, destroy_as, VIA_MAIN);
+}
+
+/* A thread of the main interpreter may destroy another interpreter. */
+TEST(destroy_other_interp_from_thread_allowed)
+{
+    setup();
+    tether_thread t = t_start(g_main, destroy_as, (void *)(intptr_t)DETACHED);
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    ASSERT_EQ(atomic_load(&g_rc1), TETHER_OK);
+    t_finalize(g_rt);
+    teardown_events();
+}
+
+/* ------------------------------------------------------------------------
+ * F7, F15: release after the interpreter of the ensure, or the one it
+ * detached, was destroyed
+ * ---------------------------------------------------------------------- */
+
+static void *destroy_x_thread(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_interp_destroy(g_x, SECONDS(30)));
+    return NULL;
+}
+
+/* The creator, attached to the main interpreter, ensures X (a callback of
+   X, say); X is destroyed while the guest waits.  The release must give
+   the thread its main-interpreter GIL back. */
+static void release_reattaches_outer(uint32_t flags)
+{
+    tether_config cfg = {.size = sizeof cfg, .flags = flags};
+    g_rt = t_runtime(&cfg);
+    g_main = t_main_interp(g_rt);
+    ASSERT_OK(tether_interp_create(g_rt, &g_x));
+    ASSERT_OK(tether_event_new(&g_never));
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(g_x, &st));
+    pthread_t d = t_pthread(destroy_x_thread, NULL);
+    ASSERT_STATUS(tether_event_wait(g_never, -1), TETHER_EFINALIZING);
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_release(st));
+    ASSERT_EQ(tether_gil_held(), 1);
+    tether_thread self;
+    ASSERT_OK(tether_thread_current(&self)); /* attached to main again */
+    ASSERT_OK(tether_thread_release(self));
+    ASSERT_OK(tether_checkpoint());
+    TETHER_BEGIN_ALLOW_THREADS /* the destroyer passes through the GIL */
+    t_pthread_join(d);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_event_free(g_never));
+    t_finalize(g_rt);
+}
+
+TEST(release_reattaches_outer_shared_gil) { release_reattaches_outer(0); }
+
+TEST(release_reattaches_outer_own_gil)
+{
+    release_reattaches_outer(TETHER_CONFIG_PER_INTERP_GIL);
+}
+
+static tether_event g_ready, g_destroyed;
+
+/* Attached to X, then to main through a nested ensure; X is destroyed
+   meanwhile.  The release that must switch back to X answers EFINALIZING
+   and leaves the thread detached; the outer release still pairs. */
+static void *outer_destroyed(void *arg)
+{
+    (void)arg;
+    tether_gilstate gx, gm;
+    ASSERT_OK(tether_ensure(g_x, &gx));
+    ASSERT_OK(tether_ensure(g_main, &gm));
+    ASSERT_OK(tether_event_set(g_ready));
+    ASSERT_OK(tether_event_wait(g_destroyed, -1));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_FAILS(tether_release(gm), TETHER_EFINALIZING, "tether_release");
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_STATUS(tether_release(gm), TETHER_ESTATE); /* released already */
+    ASSERT_OK(tether_release(gx));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(release_outer_destroyed_answers_efinalizing)
+{
+    setup();
+    ASSERT_OK(tether_event_new(&g_ready));
+    ASSERT_OK(tether_event_new(&g_destroyed));
+    pthread_t f = t_pthread(outer_destroyed, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_interp_destroy(g_x, SECONDS(30)));
+    ASSERT_OK(tether_event_set(g_destroyed));
+    TETHER_BEGIN_ALLOW_THREADS
+    t_pthread_join(f);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_event_free(g_ready));
+    ASSERT_OK(tether_event_free(g_destroyed));
+    t_finalize(g_rt);
+    teardown_events();
+}
+
+/* ------------------------------------------------------------------------
+ * F16: tokens made invalid by finalize; nested releases while saved
+ * ---------------------------------------------------------------------- */
+
+/* The creator's nested ensure (no frame) is invalid after its own
+   finalize. */
+TEST(finalize_invalidates_nested_token)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(t_main_interp(rt), &st));
+    t_finalize(rt);
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "finalize");
+    /* A new runtime's tokens on the same thread work as usual. */
+    rt = t_runtime(NULL);
+    tether_gilstate a, b;
+    ASSERT_OK(tether_ensure(t_main_interp(rt), &a));
+    ASSERT_OK(tether_ensure(t_main_interp(rt), &b));
+    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_release(b));
+    ASSERT_OK(tether_release(a));
+    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "finalize");
+    t_finalize(rt);
+}
+
+static tether_runtime g_frt;
+
+/* A foreign thread's ensure (a frame) is invalid after it finalizes. */
+static void *ensure_then_finalize(void *arg)
+{
+    (void)arg;
+    tether_gilstate outer, inner;
+    ASSERT_OK(tether_ensure(t_main_interp(g_frt), &outer));
+    ASSERT_OK(tether_ensure(t_main_interp(g_frt), &inner));
+    ASSERT_OK(tether_runtime_finalize(g_frt, SECONDS(30)));
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_FAILS(tether_release(inner), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(outer), TETHER_ESTATE, "finalize");
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(finalize_invalidates_frame_tokens)
+{
+    g_frt = t_runtime(NULL);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    t_pthread_join(t_pthread(ensure_then_finalize, NULL));
+    ASSERT_STATUS(tether_restore_thread(saved), TETHER_EFINALIZING);
+}
+
+/* A release of a nested ensure (it took nothing) while the state is saved
+   is unbalanced, like one of an ensure that attached: refused, and
+   nothing changes. */
+TEST(nested_release_while_saved_refused)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_gilstate st;
+    tether_tstate saved;
+    ASSERT_OK(tether_ensure(t_main_interp(rt), &st));
+    ASSERT_OK(tether_save_thread(&saved));
+    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "saved");
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_OK(tether_release(st));
+    ASSERT_EQ(tether_gil_held(), 1);
+    t_finalize(rt);
+}
+
+/* The same on a foreign thread whose ensure attached (a frame) and then
+   nested. */
+static void *nested_saved_foreign(void *arg)
+{
+    (void)arg;
+    tether_gilstate outer, inner;
+    tether_tstate saved;
+    ASSERT_OK(tether_ensure(g_main, &outer));
+    ASSERT_OK(tether_ensure(g_main, &inner));
+    ASSERT_OK(tether_save_thread(&saved));
+    ASSERT_FAILS(tether_release(inner), TETHER_ESTATE, "saved");
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_OK(tether_release(inner));
+    ASSERT_OK(tether_release(outer));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(nested_release_while_saved_refused_foreign)
+{
+    setup();
+    t_run_foreign(nested_saved_foreign, NULL);
+    t_finalize(g_rt);
+    teardown_events();
+}
+
+/* A nested release after finalize detached the thread (not saved) still
+   pairs: the thread stays detached. */
+static void *nested_after_finalize(void *arg)
+{
+    (void)arg;
+    tether_gilstate outer, inner;
+    ASSERT_OK(tether_ensure(g_main, &outer));
+    ASSERT_OK(tether_ensure(g_main, &inner));
+    ASSERT_OK(tether_event_set(g_entered));
+    ASSERT_STATUS(tether_event_wait(g_never, -1), TETHER_EFINALIZING);
+    ASSERT_OK(tether_release(inner));
+    ASSERT_OK(tether_release(outer));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(nested_release_after_finalize_pairs)
+{
+    setup();
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    pthread_t f = t_pthread(nested_after_finalize, NULL);
+    ASSERT_OK(tether_event_wait(g_entered, -1));
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    t_pthread_join(f);
+    ASSERT_STATUS(tether_restore_thread(saved), TETHER_EFINALIZING);
+    teardown_events();
+}
+
+RUNNER_MAIN(TEST_ENTRY(ensure_own_interp_after_finalize),
+            TEST_ENTRY(ensure_own_interp_after_destroy),
+            TEST_ENTRY(finalize_from_detached_thread),
+            TEST_ENTRY(finalize_from_thread_of_subinterp_detached),
+            TEST_ENTRY(finalize_from_thread_attached_elsewhere),
+            TEST_ENTRY(finalize_from_thread_attached_to_other_runtime),
+            TEST_ENTRY(destroy_from_detached_thread),
+            TEST_ENTRY(destroy_from_thread_attached_to_main),
+            TEST_ENTRY(destroy_other_interp_from_thread_allowed),
+            TEST_ENTRY(release_reattaches_outer_shared_gil),
+            TEST_ENTRY(release_reattaches_outer_own_gil),
+            TEST_ENTRY(release_outer_destroyed_answers_efinalizing),
+            TEST_ENTRY(finalize_invalidates_nested_token),
+            TEST_ENTRY(finalize_invalidates_frame_tokens),
+            TEST_ENTRY(nested_release_while_saved_refused),
+            TEST_ENTRY(nested_release_while_saved_refused_foreign),
+            TEST_ENTRY(nested_release_after_finalize_pairs))
