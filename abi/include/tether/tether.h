@@ -429,8 +429,10 @@ TETHER_API int tether_lock_new(tether_lock *out);
 /* Frees the lock; waiters wake with TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_lock_free(tether_lock l);
 /* Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EDEADLK (the caller holds it
-   and would wait forever), TETHER_EASYNC, TETHER_EFINALIZING,
-   TETHER_EBADHANDLE.  [any-thread] */
+   and would wait forever: the calling thread itself acquired it, and no
+   release came since; a lock held by a thread that has exited is not held
+   by a new thread, even one the OS gave the same pthread_t),
+   TETHER_EASYNC, TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_lock_acquire(tether_lock l, int64_t timeout_ns);
 /* Returns TETHER_ESTATE (not locked), TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_lock_release(tether_lock l);
@@ -440,12 +442,17 @@ TETHER_API int tether_lock_release(tether_lock l);
 TETHER_API int tether_event_new(tether_event *out);
 /* Frees the event; waiters wake with TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_event_free(tether_event e);
-/* Sets the flag and wakes every waiter.  [any-thread] */
+/* Sets the flag and wakes every waiter: each wait that began before the
+   set returns TETHER_OK, even if the flag is cleared again before the
+   waiter runs (as Python's Event.wait returns True).  [any-thread] */
 TETHER_API int tether_event_set(tether_event e);
-/* Clears the flag.  [any-thread] */
+/* Clears the flag.  Waits that began before a set are not affected.
+   [any-thread] */
 TETHER_API int tether_event_clear(tether_event e);
-/* Waits for the flag.  Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EASYNC,
-   TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
+/* Waits for the flag: returns TETHER_OK if it is set, or once it has been
+   set since the wait began (cleared again or not).  Returns TETHER_OK,
+   TETHER_ETIMEDOUT, TETHER_EASYNC, TETHER_EFINALIZING, TETHER_EBADHANDLE.
+   [any-thread] */
 TETHER_API int tether_event_wait(tether_event e, int64_t timeout_ns);
 /* 1 if set, 0 if not, or TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_event_is_set(tether_event e);
