@@ -564,27 +564,55 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     return rc;
 }
 
-/* Runs the queued calls on the interpreter's main thread; stops at the
-   first failure, leaving the rest queued for the next checkpoint. */
+/* Runs the calls that were queued when it began, on the interpreter's main
+   thread, like CPython: a call that queues another (or itself) with
+   tether_call_soon does not make this checkpoint run for ever; the new one
+   waits for the next checkpoint, with BRK_PENDING left set.  Stops at the
+   first failure, leaving the rest queued for the next checkpoint.
+
+   A call may finalize the runtime, which detaches the thread and frees its
+   state (`ts`): then this stops at once, touching neither `ts` nor, since
+   a reference is held across the call, freed interpreter memory. */
 static int run_pending(struct tstate *ts)
 {
     struct interp *interp = ts->interp;
+    size_t budget = 0;
+    rank_lock(&interp->mutex, RANK_INTERP);
+    for (struct pending_call *c = interp->pending_head; c; c = c->next)
+        budget++;
+    rank_unlock(&interp->mutex, RANK_INTERP);
     for (;;) {
+        struct pending_call *c = NULL;
         rank_lock(&interp->mutex, RANK_INTERP);
-        struct pending_call *c = interp->main_ts == ts ? interp->pending_head : NULL;
+        if (interp->main_ts == ts && budget > 0)
+            c = interp->pending_head;
         if (c) {
+            budget--;
             interp->pending_head = c->next;
             if (!c->next)
                 interp->pending_tail = NULL;
-        } else {
+        } else if (!interp->pending_head || interp->main_ts != ts) {
             atomic_fetch_and(&ts->breaker, ~BRK_PENDING);
         }
         rank_unlock(&interp->mutex, RANK_INTERP);
         if (!c)
             return TETHER_OK;
+        interp_ref(interp);
         int rc = c->fn(c->arg);
         plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
         t_free(c);
+        if (ts_current() != ts) {
+            /* Detached by the call: its state may be gone. */
+            int fin = atomic_load(&interp->finalizing);
+            interp_unref(interp);
+            if (fin)
+                return err_set(TETHER_EFINALIZING, "tether_checkpoint",
+                               "a pending call finalized the interpreter; "
+                               "the thread is detached");
+            return err_set(TETHER_ESTATE, "tether_checkpoint",
+                           "a pending call left the thread detached");
+        }
+        interp_unref(interp);
         if (rc != TETHER_OK)
             return rc;
     }

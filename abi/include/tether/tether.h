@@ -482,8 +482,14 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
 
 /* Queues fn(arg) to run on the interpreter's main thread (the first thread
    attached to it that is still alive) at its next checkpoint, holding the
-   GIL.  A non-OK return of fn is returned by that checkpoint.  Calls still
-   queued at finalize are dropped.
+   GIL.  A checkpoint runs only the calls queued before it began, in order;
+   calls queued meanwhile, by other threads or by those calls themselves,
+   wait for the next checkpoint (as in CPython), so a call that queues
+   itself again cannot keep one checkpoint busy for ever.  A non-OK return
+   of fn is returned by that checkpoint, and the calls after it wait for the
+   next one.  fn may finalize the runtime: that checkpoint then returns
+   TETHER_EFINALIZING with the thread detached.  Calls still queued at
+   finalize are dropped.
    Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_EFINALIZING,
    TETHER_ESTATE (fn is in a plugin being unloaded), TETHER_ENOMEM.
    [any-thread] */
