@@ -16,6 +16,7 @@
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
+#include "hooks.h"
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
@@ -86,8 +87,11 @@ static int push_frame(struct osthread *os, struct tstate *ts,
 }
 
 /* The state the calling thread uses for interp handle `h`, created on first
-   use.  Returns TETHER_OK, or TETHER_EBADHANDLE/EFINALIZING/ENOMEM. */
-static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
+   use.  Returns TETHER_OK, or TETHER_EBADHANDLE/EFINALIZING/ENOMEM.  A bad
+   handle is the caller's misuse unless `internal` (the library's own
+   ensure of a callback whose interpreter is gone). */
+static int state_for(struct osthread *os, tether_interp h, int internal,
+                     struct tstate **out)
 {
     static const char fn[] = "tether_ensure";
     struct tstate *ts = ts_cached(os, h);
@@ -101,6 +105,9 @@ static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
         return TETHER_OK;
     }
     struct interp *interp = interp_get(h);
+    if (!interp && internal)
+        return err_set(TETHER_EBADHANDLE, fn, "the interpreter (0x%llx) is gone",
+                       (unsigned long long)h);
     if (!interp)
         return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
                           (unsigned long long)h);
@@ -116,7 +123,8 @@ static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
     return rc;
 }
 
-T_NOINLINE static int ensure_slow(tether_interp h, tether_gilstate *out)
+T_NOINLINE static int ensure_slow(tether_interp h, int internal,
+                                  tether_gilstate *out)
 {
     static const char fn[] = "tether_ensure";
     struct osthread *os = os_get();
@@ -128,7 +136,7 @@ T_NOINLINE static int ensure_slow(tether_interp h, tether_gilstate *out)
     if (os->depth == os->cap && os_grow_frames(os) != TETHER_OK)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
     struct tstate *ts, *cur = os->current;
-    int rc = state_for(os, h, &ts);
+    int rc = state_for(os, h, internal, &ts);
     if (rc != TETHER_OK)
         return rc;
     if (cur == ts) {
@@ -159,7 +167,19 @@ int tether_ensure(tether_interp h, tether_gilstate *out)
         *out = ++os->tok;
         return TETHER_OK;
     }
-    return ensure_slow(h, out);
+    return ensure_slow(h, 0, out);
+}
+
+int ensure_internal(tether_interp h, tether_gilstate *out)
+{
+    struct osthread *os = t_os_fast();
+    struct tstate *cur;
+    if (os && (cur = os->current) && cur->interp->handle == h &&
+        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
+    return ensure_slow(h, 1, out);
 }
 
 T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)

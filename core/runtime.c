@@ -78,8 +78,6 @@ static void runtime_dtor(void *p)
         }
     }
     rank_unlock(&g_rt_lock, RANK_RT_LIST);
-    if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
-        err_abort_on_misuse_add(-1);
     gil_destroy(&rt->gil);
     pthread_mutex_destroy(&rt->mutex);
     t_free(rt);
@@ -197,8 +195,6 @@ static struct runtime *runtime_alloc(const tether_config *c)
         t_free(rt);
         return NULL;
     }
-    if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
-        err_abort_on_misuse_add(1);
     rank_lock(&g_rt_lock, RANK_RT_LIST);
     rt->next = g_runtimes;
     g_runtimes = rt;

@@ -332,6 +332,71 @@ static void expect_child(void (*fn)(void), int sig, const char *func)
     free(err);
 }
 
+/* The flag is the runtime's: a thread attached to another runtime made
+   without it gets the status back. */
+static void misuse_in_other_runtime(void)
+{
+    abort_runtime();
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    tether_runtime plain = t_runtime(NULL); /* attached to this one now */
+    ASSERT_FAILS(tether_lock_acquire(0xdeadbeefull, 0), TETHER_EBADHANDLE,
+                 "tether_lock_acquire");
+    ASSERT_FAILS(tether_release(0x1234567), TETHER_ESTATE, "tether_release");
+    t_finalize(plain);
+    ASSERT_OK(tether_restore_thread(saved)); /* back in the aborting one */
+}
+
+/* ...and a thread that never used the aborting runtime too. */
+static void *misuse_unrelated_thread(void *arg)
+{
+    (void)arg;
+    ASSERT_FAILS(tether_lock_acquire(0xdeadbeefull, 0), TETHER_EBADHANDLE,
+                 "tether_lock_acquire");
+    ASSERT_FAILS(tether_checkpoint(), TETHER_ESTATE, "tether_checkpoint");
+    return NULL;
+}
+
+static void misuse_on_unrelated_thread(void)
+{
+    abort_runtime();
+    t_run_foreign(misuse_unrelated_thread, NULL);
+}
+
+/* Calling a callback whose interpreter was destroyed returns zero
+   (ffi.md), even on a thread of an aborting runtime: the library's own
+   ensure of the dead interpreter is not the caller's misuse. */
+static int never_called(void **args, void *ret, void *ud)
+{
+    (void)args, (void)ret, (void)ud;
+    ASSERT(0);
+    return TETHER_OK;
+}
+
+static void callback_of_destroyed_interp(void)
+{
+    tether_runtime rt = abort_runtime();
+    tether_interp sub;
+    tether_callback cb;
+    ASSERT_OK(tether_interp_create(rt, &sub));
+    ASSERT_OK(tether_callback_new(sub, "i32(i32)", never_called, NULL, &cb));
+    int32_t (*code)(int32_t);
+    *(void **)&code = tether_callback_code(cb);
+    ASSERT(code != NULL);
+    ASSERT_OK(tether_interp_destroy(sub, SECONDS(10)));
+    ASSERT_EQ(code(42), 0);
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_callback_free(cb));
+    t_finalize(rt);
+}
+
+TEST(abort_on_misuse_is_per_runtime)
+{
+    expect_child(misuse_in_other_runtime, 0, NULL);
+    expect_child(misuse_on_unrelated_thread, 0, NULL);
+    expect_child(callback_of_destroyed_interp, 0, NULL);
+}
+
 TEST(abort_on_misuse)
 {
     expect_child(misuse_release, SIGABRT, "tether_release");
@@ -353,4 +418,5 @@ RUNNER_MAIN(TEST_ENTRY(null_outs), TEST_ENTRY(bad_arguments),
             TEST_ENTRY(unattached_thread), TEST_ENTRY(attached_misuse),
             TEST_ENTRY(allocator_arguments), TEST_ENTRY(status_names),
             TEST_ENTRY(versions), TEST_ENTRY(last_error_per_thread),
-            TEST_ENTRY(abort_on_misuse), TEST_ENTRY(misuse_returns_by_default))
+            TEST_ENTRY(abort_on_misuse), TEST_ENTRY(misuse_returns_by_default),
+            TEST_ENTRY(abort_on_misuse_is_per_runtime))

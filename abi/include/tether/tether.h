@@ -136,7 +136,13 @@ typedef uint64_t tether_tstate;
    in parallel.  Without it, all interpreters of a runtime share one GIL. */
 #define TETHER_CONFIG_PER_INTERP_GIL 0x1u
 /* Misuse (bad handles, unbalanced release, wrong-thread tokens, ...) prints
-   the last-error sentence and aborts, instead of returning the status. */
+   the last-error sentence and aborts, instead of returning the status.
+   The flag is this runtime's: it applies to a thread attached to one of
+   its interpreters, or, attached to none, holding a thread state of one
+   (a saved state, or one cached after its last release).  A thread
+   attached to another runtime, or that never used this one, gets the
+   status back.  A call of an FFI callback whose interpreter is gone is not
+   misuse: it returns zero, as tether_callback_code says. */
 #define TETHER_CONFIG_ABORT_ON_MISUSE 0x2u
 
 /* Called for a thread whose function returned an error status.  `message`
