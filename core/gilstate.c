@@ -343,9 +343,33 @@ void breaker_signal(struct tstate *ts, unsigned bits)
         rank_unlock(ts->wait_mutex, RANK_OBJECT);
     }
     if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)))
-        ts->ubf(ts->ubf_arg);
+        ts->ubf_due = 1; /* called by breaker_unblock, without the lock */
     if (atomic_load(&ts->interp->hook))
         gil_with_holder(ts->interp->gil, hook_if_holder, ts);
+}
+
+void breaker_unblock(struct interp *interp)
+{
+    rank_lock(&interp->mutex, RANK_INTERP);
+    for (;;) {
+        struct tstate *ts = interp->tstates;
+        while (ts && !ts->ubf_due)
+            ts = ts->next;
+        if (!ts)
+            break;
+        /* ts stays alive: its owner, in tether_call_blocking, waits for
+           ubf_calls to drop to 0 before it goes on. */
+        ts->ubf_due = 0;
+        ts->ubf_calls++;
+        tether_unblock_fn fn = ts->ubf;
+        void *arg = ts->ubf_arg;
+        rank_unlock(&interp->mutex, RANK_INTERP);
+        fn(arg);
+        rank_lock(&interp->mutex, RANK_INTERP);
+        if (--ts->ubf_calls == 0)
+            pthread_cond_broadcast(&ts->ubf_idle);
+    }
+    rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
 /* ---- asynchronous exceptions -------------------------------------------- */
@@ -423,6 +447,7 @@ int tether_thread_raise(tether_thread h, int64_t code, void *payload,
     else
         rc = err_set(TETHER_ESTATE, fn, "the thread '%s' has finished", t->name);
     rank_unlock(&interp->mutex, RANK_INTERP);
+    breaker_unblock(interp); /* t's reference keeps interp */
     handle_put(h);
     if (old_dtor)
         old_dtor(old);
@@ -447,6 +472,7 @@ int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
         }
     }
     rank_unlock(&interp->mutex, RANK_INTERP);
+    breaker_unblock(interp);
     handle_put(h);
     if (old_dtor)
         old_dtor(old);
@@ -509,11 +535,19 @@ int tether_async_allow(void)
 
 /* ---- blocking calls ----------------------------------------------------- */
 
+/* Publishes the unblock function; removing it (NULL) also waits until no
+   call of the old one is in progress, so that once tether_call_blocking
+   returns its ubf_arg is the caller's again. */
 static void set_ubf(struct tstate *ts, tether_unblock_fn ubf, void *arg)
 {
     rank_lock(&ts->interp->mutex, RANK_INTERP);
     ts->ubf = ubf;
     ts->ubf_arg = arg;
+    if (!ubf) {
+        ts->ubf_due = 0;
+        while (ts->ubf_calls)
+            pthread_cond_wait(&ts->ubf_idle, &ts->interp->mutex);
+    }
     rank_unlock(&ts->interp->mutex, RANK_INTERP);
 }
 

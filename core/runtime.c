@@ -381,6 +381,7 @@ static void mark_finalizing(struct interp *interp)
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
         breaker_signal(ts, BRK_FINAL);
     rank_unlock(&interp->mutex, RANK_INTERP);
+    breaker_unblock(interp);
     gil_wake_all(interp->gil);
 }
 
@@ -701,6 +702,8 @@ static void atfork_child(void)
                 for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
                     pthread_mutex_init(&ts->sleep_mutex, NULL);
                     plat_cond_init(&ts->sleep_cond);
+                    plat_cond_init(&ts->ubf_idle);
+                    ts->ubf_calls = 0; /* callers that vanished */
                     if (!i->main_ts)
                         i->main_ts = ts;
                 }

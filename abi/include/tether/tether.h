@@ -365,6 +365,14 @@ typedef void (*tether_unblock_fn)(void *arg);
 /* Runs fn(arg) with the GIL released.  While it runs, an asynchronous
    exception raised at this thread, or finalize, calls ubf(ubf_arg) from the
    raising thread so that fn returns early.  `ubf` may be NULL.
+   The unblock function runs on the raising (or finalizing) thread, which
+   may hold its own GIL, with no lock of the library held: it may call
+   [any-thread] functions that do not wait, such as tether_call_soon,
+   tether_event_set, tether_channel_close or tether_thread_raise.  It must
+   be quick and must not wait for a GIL (no tether_ensure, no waits), since
+   this thread, holding its GIL, may be waiting for it to return.  It is
+   never called after tether_call_blocking has returned, so ubf_arg may be
+   freed then.
    Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
    re-attaching found one pending (fn's result is then lost);
    TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
