@@ -201,6 +201,70 @@ TEST(allocator_arguments)
     t_finalize(g_rt);
 }
 
+/* The allocator is replaced only while nothing made with the current one
+   is alive, so no block is freed by an allocator that did not make it:
+   a lock, an event, a channel and a received message each keep it. */
+static atomic_long g_swap_live;
+
+static void *swap_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&g_swap_live, 1);
+    return malloc(n);
+}
+
+static void swap_free(void *p, void *ud)
+{
+    (void)ud;
+    atomic_fetch_sub(&g_swap_live, 1);
+    free(p);
+}
+
+TEST(allocator_refused_while_blocks_live)
+{
+    tether_allocator a = {.size = sizeof a, .malloc_fn = swap_malloc,
+                          .free_fn = swap_free};
+    tether_lock l;
+    tether_event e;
+    tether_channel ch;
+    void *msg;
+    size_t len;
+
+    ASSERT_OK(tether_lock_new(&l));
+    ASSERT_FAILS(tether_set_allocator(&a), TETHER_ESTATE, "tether_set_allocator");
+    ASSERT_CONTAINS(tether_last_error(), "still alive");
+    ASSERT_OK(tether_lock_free(l));
+
+    ASSERT_OK(tether_event_new(&e));
+    ASSERT_FAILS(tether_set_allocator(&a), TETHER_ESTATE, "tether_set_allocator");
+    ASSERT_OK(tether_event_free(e));
+
+    ASSERT_OK(tether_channel_new(0, &ch));
+    ASSERT_OK(tether_channel_send(ch, "abc", 3, 0));
+    ASSERT_OK(tether_channel_recv(ch, &msg, &len, 0));
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_FAILS(tether_set_allocator(&a), TETHER_ESTATE, "tether_set_allocator");
+    tether_channel_msg_free(msg);
+
+    /* Nothing alive: it is replaced, and what it makes it frees. */
+    ASSERT_OK(tether_set_allocator(&a));
+    ASSERT_OK(tether_lock_new(&l));
+    ASSERT(atomic_load(&g_swap_live) > 0);
+    ASSERT_FAILS(tether_set_allocator(NULL), TETHER_ESTATE, "tether_set_allocator");
+    ASSERT_OK(tether_lock_free(l));
+    ASSERT_EQ(atomic_load(&g_swap_live), 0);
+    ASSERT_OK(tether_set_allocator(NULL));
+
+    /* After a runtime is finalized, its blocks are gone too. */
+    tether_runtime rt = t_runtime(NULL);
+    t_finalize(rt);
+    ASSERT_OK(tether_set_allocator(&a));
+    rt = t_runtime(NULL);
+    t_finalize(rt);
+    ASSERT_EQ(atomic_load(&g_swap_live), 0);
+    ASSERT_OK(tether_set_allocator(NULL));
+}
+
 /* ------------------------------------------------------------------------
  * Statuses, versions, the last error
  * ---------------------------------------------------------------------- */
@@ -419,4 +483,5 @@ RUNNER_MAIN(TEST_ENTRY(null_outs), TEST_ENTRY(bad_arguments),
             TEST_ENTRY(allocator_arguments), TEST_ENTRY(status_names),
             TEST_ENTRY(versions), TEST_ENTRY(last_error_per_thread),
             TEST_ENTRY(abort_on_misuse), TEST_ENTRY(misuse_returns_by_default),
-            TEST_ENTRY(abort_on_misuse_is_per_runtime))
+            TEST_ENTRY(abort_on_misuse_is_per_runtime),
+            TEST_ENTRY(allocator_refused_while_blocks_live))

@@ -549,9 +549,18 @@ typedef struct tether_allocator {
 } tether_allocator;
 
 /* Replaces the allocator every later allocation of the library uses (NULL
-   restores malloc/free).  Only while no runtime exists.
+   restores malloc/free).  Every block is freed by the allocator that made
+   it, so the allocator can be replaced only while no block made with the
+   current one is alive: no runtime exists, and every lock, event, channel,
+   received message, callback and thread handle made since the last
+   replacement has been freed or released, and every thread that used the
+   library has exited or had its states freed by finalize.  The simplest
+   is to set it once, before any other tether call.  Blocks the library
+   keeps for the life of the process (the handle table) come from the
+   system allocator.
    Returns TETHER_EINVAL (bad size or NULL members), TETHER_ESTATE (a runtime
-   exists).  [any-thread] */
+   exists, or blocks of the current allocator are alive: the message says
+   how many; nothing changed).  [any-thread] */
 TETHER_API int tether_set_allocator(const tether_allocator *a);
 
 /* What tether_fault_inject can make fail. */
