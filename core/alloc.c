@@ -6,6 +6,7 @@
 #include "lockrank.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +16,22 @@
 static void *default_malloc(size_t n, void *ud) { (void)ud; return malloc(n); }
 static void default_free(void *p, void *ud) { (void)ud; free(p); }
 
-/* Synchronization: written only while no runtime exists (checked with
-   g_runtimes); the caller of tether_set_allocator must not allocate through
-   tether on other threads meanwhile. */
+/* The allocator, and the blocks it made that are still alive.
+
+   The rule (tether.h): the allocator is replaced only while no block made
+   with the current one is alive, so every block is freed by the allocator
+   that made it.  g_live counts the blocks t_malloc handed out and t_free
+   has not taken back; bit 63 (SWAPPING) is set while tether_set_allocator
+   writes g_alloc, which it may do only by moving g_live from 0 to
+   SWAPPING.  An allocation counts itself in first, waits if the bit was
+   set, and only then reads g_alloc; a block's own count keeps g_alloc
+   from changing until it is freed.  So g_alloc is written only while no
+   thread reads it.  Synchronization: g_alloc through g_live (atomic,
+   acquire/release); g_live atomic. */
 static tether_allocator g_alloc = {sizeof(tether_allocator), default_malloc,
                                    default_free, NULL};
+#define SWAPPING (1ull << 63)
+static _Atomic uint64_t g_live;
 /* Synchronization: atomic.  Runtimes alive. */
 static atomic_int g_runtimes;
 
@@ -90,11 +102,25 @@ int tether_set_allocator(const tether_allocator *a)
     if (atomic_load(&g_runtimes) != 0)
         return err_set(TETHER_ESTATE, fn,
                        "the allocator can only be replaced while no runtime exists");
+    uint64_t zero = 0;
+    ann_atomic(g_live); /* atomics only (helgrind, DRD: annotate.h) */
+    if (!atomic_compare_exchange_strong_explicit(&g_live, &zero, SWAPPING,
+                                                 memory_order_acquire,
+                                                 memory_order_relaxed))
+        return err_set(TETHER_ESTATE, fn,
+                       "%llu block(s) made with the current allocator are "
+                       "still alive (locks, events, channels, messages, "
+                       "callbacks, thread states of threads that have not "
+                       "exited, ...); free them first",
+                       (unsigned long long)(zero & ~SWAPPING));
+    ann_happens_after(&g_live); /* every free made with the old allocator */
     if (a)
         g_alloc = *a;
     else
         g_alloc = (tether_allocator){sizeof(tether_allocator), default_malloc,
                                      default_free, NULL};
+    ann_happens_before(&g_live);
+    atomic_fetch_and_explicit(&g_live, ~SWAPPING, memory_order_release);
     return TETHER_OK;
 }
 
@@ -102,7 +128,17 @@ void *t_malloc(size_t n)
 {
     if (fault_hit(TETHER_FAULT_ALLOC))
         return NULL;
-    return g_alloc.malloc_fn(n ? n : 1, g_alloc.ud);
+    ann_atomic(g_live); /* atomics only (helgrind, DRD: annotate.h) */
+    uint64_t live = atomic_fetch_add_explicit(&g_live, 1, memory_order_acq_rel);
+    while (live & SWAPPING) { /* tether_set_allocator is writing g_alloc */
+        sched_yield();
+        live = atomic_load_explicit(&g_live, memory_order_acquire);
+    }
+    ann_happens_after(&g_live);
+    void *p = g_alloc.malloc_fn(n ? n : 1, g_alloc.ud);
+    if (!p)
+        atomic_fetch_sub_explicit(&g_live, 1, memory_order_release);
+    return p;
 }
 
 void *t_calloc(size_t count, size_t n)
@@ -117,8 +153,11 @@ void *t_calloc(size_t count, size_t n)
 
 void t_free(void *p)
 {
-    if (p)
+    if (p) {
         g_alloc.free_fn(p, g_alloc.ud);
+        ann_happens_before(&g_live);
+        atomic_fetch_sub_explicit(&g_live, 1, memory_order_release);
+    }
 }
 
 char *t_strdup(const char *s)

@@ -11,14 +11,12 @@
 #include <string.h>
 
 #include "annotate.h"
+#include "internal.h"
 
 #define ERR_BUF 512
 
 /* Synchronization: thread-local. */
 static _Thread_local char t_err[ERR_BUF];
-
-/* Synchronization: atomic.  Runtimes alive with ABORT_ON_MISUSE. */
-static atomic_int g_abort_on_misuse;
 
 const char *tether_strerror(int code)
 {
@@ -71,7 +69,7 @@ int err_misuse(int code, const char *func, const char *fmt, ...)
     va_start(ap, fmt);
     vset(func, fmt, ap);
     va_end(ap);
-    if (atomic_load_explicit(&g_abort_on_misuse, memory_order_relaxed) > 0) {
+    if (misuse_aborts()) {
         fprintf(stderr, "tether: misuse (TETHER_CONFIG_ABORT_ON_MISUSE): %s\n",
                 t_err);
         abort();
@@ -85,10 +83,24 @@ int err_debug_enabled(void)
     return v && *v && strcmp(v, "0") != 0;
 }
 
-void err_abort_on_misuse_add(int delta)
+/* TETHER_CONFIG_ABORT_ON_MISUSE is a runtime's: misuse aborts when the
+   calling thread is attached to an interpreter of a runtime made with it,
+   or, attached to none, has a thread state of one (it was attached to it
+   before: a saved state, or one cached after the last release).  Only the
+   calling thread's own record is read; its states hold references on
+   their interpreters and runtimes, so `rt` is valid, and `flags` never
+   changes. */
+int misuse_aborts(void)
 {
-    ann_atomic(g_abort_on_misuse); /* atomics only (helgrind, DRD: annotate.h) */
-    atomic_fetch_add(&g_abort_on_misuse, delta);
+    struct osthread *os = os_peek();
+    if (!os)
+        return 0;
+    if (os->current)
+        return (os->current->interp->rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE) != 0;
+    for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
+        if (ts->interp->rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
+            return 1;
+    return 0;
 }
 
 #ifndef NDEBUG

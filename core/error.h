@@ -17,8 +17,7 @@
 int err_set(int code, const char *func, const char *fmt, ...) T_PRINTF(3, 4);
 
 /* Like err_set, for misuse by the caller (bad handle, wrong thread,
-   unbalanced release): aborts with the message when any runtime was
-   created with TETHER_CONFIG_ABORT_ON_MISUSE. */
+   unbalanced release): aborts with the message when misuse_aborts(). */
 int err_misuse(int code, const char *func, const char *fmt, ...)
     T_PRINTF(3, 4);
 
@@ -27,7 +26,9 @@ int err_misuse(int code, const char *func, const char *fmt, ...)
    attached" line) asks this one function. */
 int err_debug_enabled(void);
 
-/* Number of runtimes alive with TETHER_CONFIG_ABORT_ON_MISUSE. */
-void err_abort_on_misuse_add(int delta);
+/* 1 if misuse by the calling thread aborts: it is attached to an
+   interpreter of a runtime created with TETHER_CONFIG_ABORT_ON_MISUSE, or,
+   attached to none, holds a thread state of one. */
+int misuse_aborts(void);
 
 #endif

@@ -260,7 +260,7 @@ static void report_detached(struct callback *cb, int rc)
 static int run_guest(struct callback *cb, void **args, void *ret, int *err)
 {
     tether_gilstate g;
-    int rc = tether_ensure(cb->interp, &g);
+    int rc = ensure_internal(cb->interp, &g);
     if (rc != TETHER_OK) {
         report_detached(cb, rc);
         return rc;

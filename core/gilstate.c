@@ -16,6 +16,7 @@
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
+#include "hooks.h"
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
@@ -86,8 +87,11 @@ static int push_frame(struct osthread *os, struct tstate *ts,
 }
 
 /* The state the calling thread uses for interp handle `h`, created on first
-   use.  Returns TETHER_OK, or TETHER_EBADHANDLE/EFINALIZING/ENOMEM. */
-static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
+   use.  Returns TETHER_OK, or TETHER_EBADHANDLE/EFINALIZING/ENOMEM.  A bad
+   handle is the caller's misuse unless `internal` (the library's own
+   ensure of a callback whose interpreter is gone). */
+static int state_for(struct osthread *os, tether_interp h, int internal,
+                     struct tstate **out)
 {
     static const char fn[] = "tether_ensure";
     struct tstate *ts = ts_cached(os, h);
@@ -101,6 +105,9 @@ static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
         return TETHER_OK;
     }
     struct interp *interp = interp_get(h);
+    if (!interp && internal)
+        return err_set(TETHER_EBADHANDLE, fn, "the interpreter (0x%llx) is gone",
+                       (unsigned long long)h);
     if (!interp)
         return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
                           (unsigned long long)h);
@@ -116,7 +123,8 @@ static int state_for(struct osthread *os, tether_interp h, struct tstate **out)
     return rc;
 }
 
-T_NOINLINE static int ensure_slow(tether_interp h, tether_gilstate *out)
+T_NOINLINE static int ensure_slow(tether_interp h, int internal,
+                                  tether_gilstate *out)
 {
     static const char fn[] = "tether_ensure";
     struct osthread *os = os_get();
@@ -128,7 +136,7 @@ T_NOINLINE static int ensure_slow(tether_interp h, tether_gilstate *out)
     if (os->depth == os->cap && os_grow_frames(os) != TETHER_OK)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
     struct tstate *ts, *cur = os->current;
-    int rc = state_for(os, h, &ts);
+    int rc = state_for(os, h, internal, &ts);
     if (rc != TETHER_OK)
         return rc;
     if (cur == ts) {
@@ -159,7 +167,19 @@ int tether_ensure(tether_interp h, tether_gilstate *out)
         *out = ++os->tok;
         return TETHER_OK;
     }
-    return ensure_slow(h, out);
+    return ensure_slow(h, 0, out);
+}
+
+int ensure_internal(tether_interp h, tether_gilstate *out)
+{
+    struct osthread *os = t_os_fast();
+    struct tstate *cur;
+    if (os && (cur = os->current) && cur->interp->handle == h &&
+        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
+    return ensure_slow(h, 1, out);
 }
 
 T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
@@ -365,9 +385,33 @@ void breaker_signal(struct tstate *ts, unsigned bits)
         rank_unlock(ts->wait_mutex, RANK_OBJECT);
     }
     if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)))
-        ts->ubf(ts->ubf_arg);
+        ts->ubf_due = 1; /* called by breaker_unblock, without the lock */
     if (atomic_load(&ts->interp->hook))
         gil_with_holder(ts->interp->gil, hook_if_holder, ts);
+}
+
+void breaker_unblock(struct interp *interp)
+{
+    rank_lock(&interp->mutex, RANK_INTERP);
+    for (;;) {
+        struct tstate *ts = interp->tstates;
+        while (ts && !ts->ubf_due)
+            ts = ts->next;
+        if (!ts)
+            break;
+        /* ts stays alive: its owner, in tether_call_blocking, waits for
+           ubf_calls to drop to 0 before it goes on. */
+        ts->ubf_due = 0;
+        ts->ubf_calls++;
+        tether_unblock_fn fn = ts->ubf;
+        void *arg = ts->ubf_arg;
+        rank_unlock(&interp->mutex, RANK_INTERP);
+        fn(arg);
+        rank_lock(&interp->mutex, RANK_INTERP);
+        if (--ts->ubf_calls == 0)
+            pthread_cond_broadcast(&ts->ubf_idle);
+    }
+    rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
 /* ---- asynchronous exceptions -------------------------------------------- */
@@ -445,6 +489,7 @@ int tether_thread_raise(tether_thread h, int64_t code, void *payload,
     else
         rc = err_set(TETHER_ESTATE, fn, "the thread '%s' has finished", t->name);
     rank_unlock(&interp->mutex, RANK_INTERP);
+    breaker_unblock(interp); /* t's reference keeps interp */
     handle_put(h);
     if (old_dtor)
         old_dtor(old);
@@ -469,6 +514,7 @@ int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
         }
     }
     rank_unlock(&interp->mutex, RANK_INTERP);
+    breaker_unblock(interp);
     handle_put(h);
     if (old_dtor)
         old_dtor(old);
@@ -531,11 +577,19 @@ int tether_async_allow(void)
 
 /* ---- blocking calls ----------------------------------------------------- */
 
+/* Publishes the unblock function; removing it (NULL) also waits until no
+   call of the old one is in progress, so that once tether_call_blocking
+   returns its ubf_arg is the caller's again. */
 static void set_ubf(struct tstate *ts, tether_unblock_fn ubf, void *arg)
 {
     rank_lock(&ts->interp->mutex, RANK_INTERP);
     ts->ubf = ubf;
     ts->ubf_arg = arg;
+    if (!ubf) {
+        ts->ubf_due = 0;
+        while (ts->ubf_calls)
+            pthread_cond_wait(&ts->ubf_idle, &ts->interp->mutex);
+    }
     rank_unlock(&ts->interp->mutex, RANK_INTERP);
 }
 
@@ -606,27 +660,55 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     return rc;
 }
 
-/* Runs the queued calls on the interpreter's main thread; stops at the
-   first failure, leaving the rest queued for the next checkpoint. */
+/* Runs the calls that were queued when it began, on the interpreter's main
+   thread, like CPython: a call that queues another (or itself) with
+   tether_call_soon does not make this checkpoint run for ever; the new one
+   waits for the next checkpoint, with BRK_PENDING left set.  Stops at the
+   first failure, leaving the rest queued for the next checkpoint.
+
+   A call may finalize the runtime, which detaches the thread and frees its
+   state (`ts`): then this stops at once, touching neither `ts` nor, since
+   a reference is held across the call, freed interpreter memory. */
 static int run_pending(struct tstate *ts)
 {
     struct interp *interp = ts->interp;
+    size_t budget = 0;
+    rank_lock(&interp->mutex, RANK_INTERP);
+    for (struct pending_call *c = interp->pending_head; c; c = c->next)
+        budget++;
+    rank_unlock(&interp->mutex, RANK_INTERP);
     for (;;) {
+        struct pending_call *c = NULL;
         rank_lock(&interp->mutex, RANK_INTERP);
-        struct pending_call *c = interp->main_ts == ts ? interp->pending_head : NULL;
+        if (interp->main_ts == ts && budget > 0)
+            c = interp->pending_head;
         if (c) {
+            budget--;
             interp->pending_head = c->next;
             if (!c->next)
                 interp->pending_tail = NULL;
-        } else {
+        } else if (!interp->pending_head || interp->main_ts != ts) {
             atomic_fetch_and(&ts->breaker, ~BRK_PENDING);
         }
         rank_unlock(&interp->mutex, RANK_INTERP);
         if (!c)
             return TETHER_OK;
+        interp_ref(interp);
         int rc = c->fn(c->arg);
         plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
         t_free(c);
+        if (ts_current() != ts) {
+            /* Detached by the call: its state may be gone. */
+            int fin = atomic_load(&interp->finalizing);
+            interp_unref(interp);
+            if (fin)
+                return err_set(TETHER_EFINALIZING, "tether_checkpoint",
+                               "a pending call finalized the interpreter; "
+                               "the thread is detached");
+            return err_set(TETHER_ESTATE, "tether_checkpoint",
+                           "a pending call left the thread detached");
+        }
+        interp_unref(interp);
         if (rc != TETHER_OK)
             return rc;
     }

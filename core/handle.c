@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 
 #include "alloc.h"
 #include "annotate.h"
@@ -87,7 +88,12 @@ static int take_slot(uint32_t *idx)
     if (g_free_head == 0) {
         if (g_nchunks == MAX_CHUNKS)
             return TETHER_ENOMEM;
-        struct slot *chunk = t_calloc(CHUNK_SLOTS, sizeof *chunk);
+        /* Chunks live as long as the process, so they come from the
+           system allocator: tether_set_allocator waits for every block of
+           its allocator to be freed. */
+        struct slot *chunk = fault_hit(TETHER_FAULT_ALLOC)
+                                 ? NULL
+                                 : calloc(CHUNK_SLOTS, sizeof *chunk);
         if (!chunk)
             return TETHER_ENOMEM;
         uint32_t base = g_nchunks << CHUNK_BITS;

@@ -12,4 +12,10 @@
    a thread that holds `interp`'s GIL.  [gil-held] */
 void runtime_report_error(tether_interp interp, int code, const char *message);
 
+/* tether_ensure for the library's own use (an FFI callback's call): a
+   handle of an interpreter that is gone is not the caller's misuse, so
+   TETHER_CONFIG_ABORT_ON_MISUSE does not abort.  Same returns.
+   [any-thread] */
+int ensure_internal(tether_interp h, tether_gilstate *out);
+
 #endif

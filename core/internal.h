@@ -126,6 +126,8 @@ struct tstate {
        (TS_CLEAR_FROM) leaves them initialised. */
     pthread_mutex_t sleep_mutex;
     pthread_cond_t sleep_cond;
+    /* ubf_calls went to 0; waited on with interp->mutex. */
+    pthread_cond_t ubf_idle;
 
     struct interp *interp;  /* holds a reference.  Synchronization: immutable */
     struct osthread *os;    /* Synchronization: immutable once bound */
@@ -152,6 +154,12 @@ struct tstate {
     pthread_cond_t *wait_cond;
     tether_unblock_fn ubf;
     void *ubf_arg;
+    /* A raise or finalize asked for ubf; breaker_unblock calls it once
+       interp->mutex is released.  ubf_calls counts the calls of ubf in
+       progress: tether_call_blocking does not return before they end.
+       Synchronization: interp->mutex. */
+    int ubf_due;
+    unsigned ubf_calls;
 };
 #define TS_CLEAR_FROM offsetof(struct tstate, interp)
 
@@ -291,9 +299,14 @@ void gil_atfork_child(struct gil *g, struct tstate *survivor);
 int ts_attach(struct tstate *ts, int urgent);
 /* Detaches the attached `ts` (drops its GIL). */
 void ts_detach(struct tstate *ts);
-/* Sets breaker bits and wakes what must be woken (a blocked wait, an
-   unblock function, the binding's hook).  Called with interp->mutex held. */
+/* Sets breaker bits and wakes what must be woken (a blocked wait, the
+   binding's hook), and marks an unblock function due.  Called with
+   interp->mutex held; the caller then calls breaker_unblock. */
 void breaker_signal(struct tstate *ts, unsigned bits);
+/* Calls the unblock functions of `interp`'s states marked due, with no
+   lock held (they may call tether_call_soon and the like).  Called without
+   interp->mutex, holding a reference on `interp`. */
+void breaker_unblock(struct interp *interp);
 /* Moves the pending asynchronous exception to the delivered slot and
    returns TETHER_EASYNC, or TETHER_OK if there was none (interp->mutex not
    held). */

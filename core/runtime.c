@@ -78,8 +78,6 @@ static void runtime_dtor(void *p)
         }
     }
     rank_unlock(&g_rt_lock, RANK_RT_LIST);
-    if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
-        err_abort_on_misuse_add(-1);
     gil_destroy(&rt->gil);
     pthread_mutex_destroy(&rt->mutex);
     t_free(rt);
@@ -197,8 +195,6 @@ static struct runtime *runtime_alloc(const tether_config *c)
         t_free(rt);
         return NULL;
     }
-    if (rt->flags & TETHER_CONFIG_ABORT_ON_MISUSE)
-        err_abort_on_misuse_add(1);
     rank_lock(&g_rt_lock, RANK_RT_LIST);
     rt->next = g_runtimes;
     g_runtimes = rt;
@@ -385,6 +381,7 @@ static void mark_finalizing(struct interp *interp)
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
         breaker_signal(ts, BRK_FINAL);
     rank_unlock(&interp->mutex, RANK_INTERP);
+    breaker_unblock(interp);
     gil_wake_all(interp->gil);
 }
 
@@ -707,6 +704,8 @@ static void atfork_child(void)
                 for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
                     pthread_mutex_init(&ts->sleep_mutex, NULL);
                     plat_cond_init(&ts->sleep_cond);
+                    plat_cond_init(&ts->ubf_idle);
+                    ts->ubf_calls = 0; /* callers that vanished */
                     if (!i->main_ts)
                         i->main_ts = ts;
                 }

@@ -139,6 +139,7 @@ struct tstate *ts_new(struct interp *interp)
         return NULL;
     pthread_mutex_init(&ts->sleep_mutex, NULL);
     plat_cond_init(&ts->sleep_cond);
+    plat_cond_init(&ts->ubf_idle);
     /* For helgrind and DRD (annotate.h): atomics only; other threads set
        breaker bits and read userdata and the ensure count concurrently. */
     ann_atomic(ts->breaker);
@@ -194,6 +195,7 @@ void ts_delete(struct tstate *ts)
 void ts_free(struct tstate *ts)
 {
     ann_forget(&ts->interp); /* its publications as GIL holder (took()) end */
+    pthread_cond_destroy(&ts->ubf_idle);
     pthread_cond_destroy(&ts->sleep_cond);
     pthread_mutex_destroy(&ts->sleep_mutex);
     t_free(ts);

@@ -148,10 +148,29 @@ int tether_sleep(int64_t ns)
 struct lock {
     pthread_mutex_t mutex; /* rank 4: the fields below */
     pthread_cond_t cond;
-    int locked;
+    int locked;            /* a lock: held; an event: the flag */
     int dead;              /* freed: waiters leave with EBADHANDLE */
-    uint64_t owner;        /* ident of the thread that acquired it */
+    /* A lock: the serial (thread_serial) of the thread that acquired it.
+       Not its pthread_t, which a thread started after the owner exited may
+       get again. */
+    uint64_t owner;
+    /* An event: how many times it was set.  A waiter that saw one value
+       before blocking and finds another has been woken by a set, even if a
+       clear came before it ran again. */
+    uint64_t sets;
 };
+
+/* A number for the calling thread that no other thread of the process ever
+   has, unlike its pthread_t or kernel id, which are reused once a thread
+   has exited.  0 is never issued. */
+static uint64_t thread_serial(void)
+{
+    static _Atomic uint64_t next; /* Synchronization: atomic */
+    static _Thread_local uint64_t mine; /* Synchronization: thread-local */
+    if (!mine)
+        mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) + 1;
+    return mine;
+}
 
 static void lock_dtor(void *p)
 {
@@ -225,7 +244,7 @@ static int poll_lock(void *p)
     if (l->locked)
         return WAIT_AGAIN;
     l->locked = 1;
-    l->owner = plat_thread_ident();
+    l->owner = thread_serial();
     return TETHER_OK;
 }
 
@@ -245,7 +264,7 @@ int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
     if (!l)
         return TETHER_EBADHANDLE;
     rank_lock(&l->mutex, RANK_OBJECT);
-    int self = l->locked && l->owner == plat_thread_ident();
+    int self = l->locked && l->owner == thread_serial();
     rank_unlock(&l->mutex, RANK_OBJECT);
     int rc;
     if (self && timeout_ns < 0) {
@@ -297,8 +316,10 @@ static int event_set_to(const char *fn, tether_event h, int value)
         return TETHER_EBADHANDLE;
     rank_lock(&e->mutex, RANK_OBJECT);
     e->locked = value;
-    if (value)
+    if (value) {
+        e->sets++;
         pthread_cond_broadcast(&e->cond);
+    }
     rank_unlock(&e->mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
@@ -307,12 +328,31 @@ static int event_set_to(const char *fn, tether_event h, int value)
 int tether_event_set(tether_event e) { return event_set_to("tether_event_set", e, 1); }
 int tether_event_clear(tether_event e) { return event_set_to("tether_event_clear", e, 0); }
 
+/* One wait on an event: the set count it saw first. */
+struct event_wait {
+    struct lock *e;
+    int seen;      /* `sets` was read */
+    uint64_t sets;
+};
+
+/* Like Python's Event.wait, a waiter returns OK if the event was set at any
+   moment after the wait began, even if it was cleared again before the
+   waiter could look: the first poll (under the mutex, before blocking)
+   notes the set count, and a later one that finds it moved succeeds. */
 static int poll_event(void *p)
 {
-    struct lock *e = p;
+    struct event_wait *w = p;
+    struct lock *e = w->e;
     if (e->dead)
         return TETHER_EBADHANDLE;
-    return e->locked ? TETHER_OK : WAIT_AGAIN;
+    if (e->locked)
+        return TETHER_OK;
+    if (!w->seen) {
+        w->seen = 1;
+        w->sets = e->sets;
+        return WAIT_AGAIN;
+    }
+    return e->sets != w->sets ? TETHER_OK : WAIT_AGAIN;
 }
 
 int tether_event_wait(tether_event h, int64_t timeout_ns)
@@ -321,7 +361,8 @@ int tether_event_wait(tether_event h, int64_t timeout_ns)
     struct lock *e = object_get(fn, HT_EVENT, h);
     if (!e)
         return TETHER_EBADHANDLE;
-    struct waitspec w = {&e->mutex, &e->cond, poll_event, NULL, e};
+    struct event_wait ew = {e, 0, 0};
+    struct waitspec w = {&e->mutex, &e->cond, poll_event, NULL, &ew};
     int rc = wait_run(fn, &w, timeout_ns);
     if (rc == TETHER_EBADHANDLE)
         err_set(rc, fn, "the event was freed while waiting");

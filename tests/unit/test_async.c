@@ -352,6 +352,88 @@ TEST(call_blocking_unblocked)
     teardown();
 }
 
+/* The unblock function runs with no lock of the library held, so it may
+   call tether: here it queues a pending call before waking fn.  (It was
+   called holding the interpreter's mutex, and tether_call_soon took that
+   mutex again: a deadlock, reported as a lock-order violation by debug
+   builds.) */
+static atomic_int g_soon_rc = 1000, g_soon_ran;
+
+static int soon_noop(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&g_soon_ran, 1);
+    return TETHER_OK;
+}
+
+static void queue_then_write(void *arg)
+{
+    atomic_store(&g_soon_rc, tether_call_soon(g_interp, soon_noop, NULL));
+    write_pipe(arg);
+}
+
+static int blocking_reader_calling_soon(void *arg)
+{
+    (void)arg;
+    int rc = tether_call_blocking(read_pipe, RESULT(TETHER_OK),
+                                  queue_then_write, &g_pipe);
+    return record(rc);
+}
+
+TEST(call_blocking_ubf_may_call_tether)
+{
+    setup();
+    ASSERT_EQ(pipe(g_pipe), 0);
+    raise_and_join(t_start(g_interp, blocking_reader_calling_soon, NULL), 14,
+                   &g_payload_a);
+    expect_seen(14, &g_payload_a);
+    ASSERT_EQ(atomic_load(&g_ubf_calls), 1);
+    ASSERT_OK(atomic_load(&g_soon_rc));
+    ASSERT_OK(tether_checkpoint()); /* this is the main thread: it runs it */
+    ASSERT_EQ(atomic_load(&g_soon_ran), 1);
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+    teardown();
+}
+
+/* The same from finalize: the daemon thread's unblock function lists the
+   interpreter's threads (which takes the interpreter's mutex) while
+   finalize stops it. */
+static atomic_size_t g_listed = 1000;
+
+static void list_then_write(void *arg)
+{
+    size_t n = 0;
+    atomic_store(&g_soon_rc, tether_thread_list(g_interp, NULL, 0, &n));
+    atomic_store(&g_listed, n);
+    write_pipe(arg);
+}
+
+static int blocking_daemon(void *arg)
+{
+    (void)arg;
+    int rc = tether_call_blocking(read_pipe, RESULT(TETHER_OK),
+                                  list_then_write, &g_pipe);
+    atomic_store(&g_seen.rc, rc);
+    return TETHER_OK;
+}
+
+TEST(call_blocking_ubf_calls_tether_at_finalize)
+{
+    setup();
+    ASSERT_EQ(pipe(g_pipe), 0);
+    tether_thread t = t_start_daemon(g_interp, blocking_daemon, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_event_free(g_ready));
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    /* The unblock function has returned before finalize did. */
+    ASSERT_EQ(atomic_load(&g_ubf_calls), 1);
+    ASSERT_OK(atomic_load(&g_soon_rc));
+    ASSERT_EQ(atomic_load(&g_listed), 1); /* the daemon */
+    ASSERT_OK(tether_thread_release(t));
+    close(g_pipe[1]); /* the daemon may still be on its way out */
+}
+
 static void *call_blocking_unattached(void *arg)
 {
     (void)arg;
@@ -385,4 +467,6 @@ RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(defer_holds_until_allow), TEST_ENTRY(replace_undelivered),
             TEST_ENTRY(raise_by_ident), TEST_ENTRY(raise_by_ident_self),
             TEST_ENTRY(raise_finished_thread), TEST_ENTRY(fetch_nothing),
-            TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result))
+            TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result),
+            TEST_ENTRY(call_blocking_ubf_may_call_tether),
+            TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize))

@@ -201,6 +201,70 @@ TEST(allocator_arguments)
     t_finalize(g_rt);
 }
 
+/* The allocator is replaced only while nothing made with the current one
+   is alive, so no block is freed by an allocator that did not make it:
+   a lock, an event, a channel and a received message each keep it. */
+static atomic_long g_swap_live;
+
+static void *swap_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&g_swap_live, 1);
+    return malloc(n);
+}
+
+static void swap_free(void *p, void *ud)
+{
+    (void)ud;
+    atomic_fetch_sub(&g_swap_live, 1);
+    free(p);
+}
+
+TEST(allocator_refused_while_blocks_live)
+{
+    tether_allocator a = {.size = sizeof a, .malloc_fn = swap_malloc,
+                          .free_fn = swap_free};
+    tether_lock l;
+    tether_event e;
+    tether_channel ch;
+    void *msg;
+    size_t len;
+
+    ASSERT_OK(tether_lock_new(&l));
+    ASSERT_FAILS(tether_set_allocator(&a), TETHER_ESTATE, "tether_set_allocator");
+    ASSERT_CONTAINS(tether_last_error(), "still alive");
+    ASSERT_OK(tether_lock_free(l));
+
+    ASSERT_OK(tether_event_new(&e));
+    ASSERT_FAILS(tether_set_allocator(&a), TETHER_ESTATE, "tether_set_allocator");
+    ASSERT_OK(tether_event_free(e));
+
+    ASSERT_OK(tether_channel_new(0, &ch));
+    ASSERT_OK(tether_channel_send(ch, "abc", 3, 0));
+    ASSERT_OK(tether_channel_recv(ch, &msg, &len, 0));
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_FAILS(tether_set_allocator(&a), TETHER_ESTATE, "tether_set_allocator");
+    tether_channel_msg_free(msg);
+
+    /* Nothing alive: it is replaced, and what it makes it frees. */
+    ASSERT_OK(tether_set_allocator(&a));
+    ASSERT_OK(tether_lock_new(&l));
+    ASSERT(atomic_load(&g_swap_live) > 0);
+    ASSERT_FAILS(tether_set_allocator(NULL), TETHER_ESTATE, "tether_set_allocator");
+    ASSERT_OK(tether_lock_free(l));
+    ASSERT_EQ(atomic_load(&g_swap_live), 0);
+    ASSERT_OK(tether_set_allocator(NULL));
+
+    /* After a runtime is finalized, its blocks are gone too. */
+    tether_runtime rt = t_runtime(NULL);
+    t_finalize(rt);
+    ASSERT_OK(tether_set_allocator(&a));
+    rt = t_runtime(NULL);
+    t_finalize(rt);
+    ASSERT_EQ(atomic_load(&g_swap_live), 0);
+    ASSERT_OK(tether_set_allocator(NULL));
+}
+
 /* ------------------------------------------------------------------------
  * Statuses, versions, the last error
  * ---------------------------------------------------------------------- */
@@ -332,6 +396,71 @@ static void expect_child(void (*fn)(void), int sig, const char *func)
     free(err);
 }
 
+/* The flag is the runtime's: a thread attached to another runtime made
+   without it gets the status back. */
+static void misuse_in_other_runtime(void)
+{
+    abort_runtime();
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    tether_runtime plain = t_runtime(NULL); /* attached to this one now */
+    ASSERT_FAILS(tether_lock_acquire(0xdeadbeefull, 0), TETHER_EBADHANDLE,
+                 "tether_lock_acquire");
+    ASSERT_FAILS(tether_release(0x1234567), TETHER_ESTATE, "tether_release");
+    t_finalize(plain);
+    ASSERT_OK(tether_restore_thread(saved)); /* back in the aborting one */
+}
+
+/* ...and a thread that never used the aborting runtime too. */
+static void *misuse_unrelated_thread(void *arg)
+{
+    (void)arg;
+    ASSERT_FAILS(tether_lock_acquire(0xdeadbeefull, 0), TETHER_EBADHANDLE,
+                 "tether_lock_acquire");
+    ASSERT_FAILS(tether_checkpoint(), TETHER_ESTATE, "tether_checkpoint");
+    return NULL;
+}
+
+static void misuse_on_unrelated_thread(void)
+{
+    abort_runtime();
+    t_run_foreign(misuse_unrelated_thread, NULL);
+}
+
+/* Calling a callback whose interpreter was destroyed returns zero
+   (ffi.md), even on a thread of an aborting runtime: the library's own
+   ensure of the dead interpreter is not the caller's misuse. */
+static int never_called(void **args, void *ret, void *ud)
+{
+    (void)args, (void)ret, (void)ud;
+    ASSERT(0);
+    return TETHER_OK;
+}
+
+static void callback_of_destroyed_interp(void)
+{
+    tether_runtime rt = abort_runtime();
+    tether_interp sub;
+    tether_callback cb;
+    ASSERT_OK(tether_interp_create(rt, &sub));
+    ASSERT_OK(tether_callback_new(sub, "i32(i32)", never_called, NULL, &cb));
+    int32_t (*code)(int32_t);
+    *(void **)&code = tether_callback_code(cb);
+    ASSERT(code != NULL);
+    ASSERT_OK(tether_interp_destroy(sub, SECONDS(10)));
+    ASSERT_EQ(code(42), 0);
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_callback_free(cb));
+    t_finalize(rt);
+}
+
+TEST(abort_on_misuse_is_per_runtime)
+{
+    expect_child(misuse_in_other_runtime, 0, NULL);
+    expect_child(misuse_on_unrelated_thread, 0, NULL);
+    expect_child(callback_of_destroyed_interp, 0, NULL);
+}
+
 TEST(abort_on_misuse)
 {
     expect_child(misuse_release, SIGABRT, "tether_release");
@@ -353,4 +482,6 @@ RUNNER_MAIN(TEST_ENTRY(null_outs), TEST_ENTRY(bad_arguments),
             TEST_ENTRY(unattached_thread), TEST_ENTRY(attached_misuse),
             TEST_ENTRY(allocator_arguments), TEST_ENTRY(status_names),
             TEST_ENTRY(versions), TEST_ENTRY(last_error_per_thread),
-            TEST_ENTRY(abort_on_misuse), TEST_ENTRY(misuse_returns_by_default))
+            TEST_ENTRY(abort_on_misuse), TEST_ENTRY(misuse_returns_by_default),
+            TEST_ENTRY(abort_on_misuse_is_per_runtime),
+            TEST_ENTRY(allocator_refused_while_blocks_live))

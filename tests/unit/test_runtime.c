@@ -214,6 +214,67 @@ TEST(call_soon_runs_on_main_thread)
     t_finalize(rt);
 }
 
+/* A call that queues itself again runs once per checkpoint, not for ever:
+   a checkpoint runs only the calls queued before it began (as CPython
+   does), so the GIL can change hands between them. */
+static int g_requeues;
+
+static int requeue_self(void *arg)
+{
+    (void)arg;
+    if (++g_requeues < 1000)
+        ASSERT_OK(tether_call_soon(g_interp, requeue_self, NULL));
+    return TETHER_OK;
+}
+
+TEST(call_soon_requeued_runs_at_next_checkpoint)
+{
+    tether_runtime rt = t_runtime(NULL);
+    g_interp = t_main_interp(rt);
+    ASSERT_OK(tether_call_soon(g_interp, requeue_self, NULL));
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_EQ(g_requeues, 1);
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_EQ(g_requeues, 2);
+    t_finalize(rt); /* drops the queued one */
+    ASSERT_EQ(g_requeues, 2);
+}
+
+/* A pending call may finalize the runtime of the thread running it: the
+   checkpoint then answers EFINALIZING with the thread detached, and
+   touches neither its freed thread state nor the interpreter; the calls
+   queued behind it are dropped. */
+static tether_runtime g_pending_rt;
+static int g_after_finalize;
+
+static int finalize_from_pending(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_runtime_finalize(g_pending_rt, SECONDS(30)));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return TETHER_OK;
+}
+
+static int count_after_finalize(void *arg)
+{
+    (void)arg;
+    g_after_finalize++;
+    return TETHER_OK;
+}
+
+TEST(call_soon_that_finalizes)
+{
+    g_pending_rt = t_runtime(NULL);
+    g_interp = t_main_interp(g_pending_rt);
+    ASSERT_OK(tether_call_soon(g_interp, finalize_from_pending, NULL));
+    ASSERT_OK(tether_call_soon(g_interp, count_after_finalize, NULL));
+    ASSERT_FAILS(tether_checkpoint(), TETHER_EFINALIZING, "tether_checkpoint");
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_EQ(g_after_finalize, 0);
+    /* The thread is free to make a new runtime. */
+    t_finalize(t_runtime(NULL));
+}
+
 /* ------------------------------------------------------------------------
  * GIL statistics
  * ---------------------------------------------------------------------- */
@@ -432,5 +493,7 @@ RUNNER_MAIN(TEST_ENTRY(create_finalize_twice), TEST_ENTRY(config_validation),
             TEST_ENTRY(interp_lifecycle), TEST_ENTRY(finalize_from_runtime_thread),
             TEST_ENTRY(call_soon_from_foreign_thread),
             TEST_ENTRY(call_soon_runs_on_main_thread), TEST_ENTRY(gil_stats_move),
+            TEST_ENTRY(call_soon_requeued_runs_at_next_checkpoint),
+            TEST_ENTRY(call_soon_that_finalizes),
             TEST_ENTRY(excepthook_called), TEST_ENTRY(default_excepthook),
             TEST_ENTRY(thread_userdata), TEST_ENTRY(breaker_hook))

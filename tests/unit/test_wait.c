@@ -228,6 +228,96 @@ TEST(lock_free_wakes_waiters)
     teardown();
 }
 
+/* A lock whose owner exited is not held by a new thread that got the same
+   pthread_t (glibc hands the exited thread's descriptor to the next thread
+   it creates): that thread's acquire waits like any other's, instead of
+   failing at once with EDEADLK.  The wait ends with an asynchronous
+   exception, so the test does not depend on timing. */
+static _Atomic pthread_t g_first_owner;
+static atomic_int g_same_id, g_reuse_rc;
+static t_sem g_attached;
+
+static void *acquire_and_exit(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_lock_acquire(g_lock, 0));
+    atomic_store(&g_first_owner, pthread_self());
+    return NULL;
+}
+
+static void *acquire_as_successor(void *arg)
+{
+    (void)arg;
+    pthread_t first = atomic_load(&g_first_owner);
+    atomic_store(&g_same_id, pthread_equal(first, pthread_self()) != 0);
+    tether_gilstate g;
+    ASSERT_OK(tether_ensure(g_interp, &g));
+    t_sem_post(&g_attached);
+    int rc = tether_lock_acquire(g_lock, -1);
+    atomic_store(&g_reuse_rc, rc);
+    if (rc == TETHER_EASYNC)
+        ASSERT_OK(tether_async_fetch(NULL, NULL, NULL));
+    ASSERT_OK(tether_release(g));
+    return NULL;
+}
+
+TEST(lock_owner_is_not_a_reused_pthread_id)
+{
+    setup();
+    t_sem_init(&g_attached);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    int reused = 0;
+    for (int round = 0; round < 100 && !reused; round++) {
+        t_pthread_join(t_pthread(acquire_and_exit, NULL));
+        pthread_t succ = t_pthread(acquire_as_successor, NULL);
+        t_sem_wait(&g_attached);
+        /* It is attached (its state exists) until it releases, after the
+           acquire ends: the raise finds it, blocked or about to block. */
+        int count = 0;
+        ASSERT_OK(tether_raise_by_ident(g_interp, (uint64_t)succ, 7, NULL, NULL,
+                                        &count));
+        t_pthread_join(succ);
+        reused = atomic_load(&g_same_id);
+        /* Not EDEADLK (then it may have left before the raise found it). */
+        ASSERT_STATUS(atomic_load(&g_reuse_rc), TETHER_EASYNC);
+        ASSERT_EQ(count, 1);
+        ASSERT_OK(tether_lock_release(g_lock));
+    }
+    ASSERT(reused); /* else this libc never reuses ids and the case proves nothing */
+    ASSERT_OK(tether_restore_thread(saved));
+    t_sem_destroy(&g_attached);
+    teardown();
+}
+
+/* An event set and at once cleared still wakes a waiter that was blocked
+   before the set (Python's Event.wait returns True). */
+static atomic_int g_about_to_wait;
+
+static int wait_for_set(void *arg)
+{
+    (void)arg;
+    /* Set holding the GIL, and the wait drops it only once it has looked
+       at the event: a thread that sees the flag holding the GIL knows the
+       wait has begun. */
+    atomic_store(&g_about_to_wait, 1);
+    return tether_event_wait(g_event, SECONDS(10));
+}
+
+TEST(event_set_then_clear_wakes_waiter)
+{
+    setup();
+    tether_thread t = t_start(g_interp, wait_for_set, NULL);
+    while (!atomic_load(&g_about_to_wait))
+        ASSERT_OK(tether_sleep(MS(1)));
+    ASSERT_OK(tether_event_set(g_event));
+    ASSERT_OK(tether_event_clear(g_event));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    /* A wait that begins after the clear is not woken by the old set. */
+    ASSERT_STATUS(tether_event_wait(g_event, 0), TETHER_ETIMEDOUT);
+    teardown();
+}
+
 /* ------------------------------------------------------------------------
  * Sleep
  * ---------------------------------------------------------------------- */
@@ -283,4 +373,6 @@ RUNNER_MAIN(TEST_ENTRY(lock_timeouts), TEST_ENTRY(lock_deadlock_and_state),
             TEST_ENTRY(lock_handoff), TEST_ENTRY(event_states),
             TEST_ENTRY(event_wakes_all), TEST_ENTRY(event_free_wakes_waiters),
             TEST_ENTRY(lock_free_wakes_waiters), TEST_ENTRY(sleep_basics),
-            TEST_ENTRY(sleep_zero_yields))
+            TEST_ENTRY(sleep_zero_yields),
+            TEST_ENTRY(lock_owner_is_not_a_reused_pthread_id),
+            TEST_ENTRY(event_set_then_clear_wakes_waiter))

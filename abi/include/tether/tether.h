@@ -136,7 +136,13 @@ typedef uint64_t tether_tstate;
    in parallel.  Without it, all interpreters of a runtime share one GIL. */
 #define TETHER_CONFIG_PER_INTERP_GIL 0x1u
 /* Misuse (bad handles, unbalanced release, wrong-thread tokens, ...) prints
-   the last-error sentence and aborts, instead of returning the status. */
+   the last-error sentence and aborts, instead of returning the status.
+   The flag is this runtime's: it applies to a thread attached to one of
+   its interpreters, or, attached to none, holding a thread state of one
+   (a saved state, or one cached after its last release).  A thread
+   attached to another runtime, or that never used this one, gets the
+   status back.  A call of an FFI callback whose interpreter is gone is not
+   misuse: it returns zero, as tether_callback_code says. */
 #define TETHER_CONFIG_ABORT_ON_MISUSE 0x2u
 
 /* Called for a thread whose function returned an error status.  `message`
@@ -374,6 +380,14 @@ typedef void (*tether_unblock_fn)(void *arg);
 /* Runs fn(arg) with the GIL released.  While it runs, an asynchronous
    exception raised at this thread, or finalize, calls ubf(ubf_arg) from the
    raising thread so that fn returns early.  `ubf` may be NULL.
+   The unblock function runs on the raising (or finalizing) thread, which
+   may hold its own GIL, with no lock of the library held: it may call
+   [any-thread] functions that do not wait, such as tether_call_soon,
+   tether_event_set, tether_channel_close or tether_thread_raise.  It must
+   be quick and must not wait for a GIL (no tether_ensure, no waits), since
+   this thread, holding its GIL, may be waiting for it to return.  It is
+   never called after tether_call_blocking has returned, so ubf_arg may be
+   freed then.
    Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
    re-attaching found one pending (fn's result is then lost);
    TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
@@ -444,8 +458,10 @@ TETHER_API int tether_lock_new(tether_lock *out);
 /* Frees the lock; waiters wake with TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_lock_free(tether_lock l);
 /* Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EDEADLK (the caller holds it
-   and would wait forever), TETHER_EASYNC, TETHER_EFINALIZING,
-   TETHER_EBADHANDLE.  [any-thread] */
+   and would wait forever: the calling thread itself acquired it, and no
+   release came since; a lock held by a thread that has exited is not held
+   by a new thread, even one the OS gave the same pthread_t),
+   TETHER_EASYNC, TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_lock_acquire(tether_lock l, int64_t timeout_ns);
 /* Returns TETHER_ESTATE (not locked), TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_lock_release(tether_lock l);
@@ -455,12 +471,17 @@ TETHER_API int tether_lock_release(tether_lock l);
 TETHER_API int tether_event_new(tether_event *out);
 /* Frees the event; waiters wake with TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_event_free(tether_event e);
-/* Sets the flag and wakes every waiter.  [any-thread] */
+/* Sets the flag and wakes every waiter: each wait that began before the
+   set returns TETHER_OK, even if the flag is cleared again before the
+   waiter runs (as Python's Event.wait returns True).  [any-thread] */
 TETHER_API int tether_event_set(tether_event e);
-/* Clears the flag.  [any-thread] */
+/* Clears the flag.  Waits that began before a set are not affected.
+   [any-thread] */
 TETHER_API int tether_event_clear(tether_event e);
-/* Waits for the flag.  Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EASYNC,
-   TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
+/* Waits for the flag: returns TETHER_OK if it is set, or once it has been
+   set since the wait began (cleared again or not).  Returns TETHER_OK,
+   TETHER_ETIMEDOUT, TETHER_EASYNC, TETHER_EFINALIZING, TETHER_EBADHANDLE.
+   [any-thread] */
 TETHER_API int tether_event_wait(tether_event e, int64_t timeout_ns);
 /* 1 if set, 0 if not, or TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_event_is_set(tether_event e);
@@ -490,8 +511,14 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
 
 /* Queues fn(arg) to run on the interpreter's main thread (the first thread
    attached to it that is still alive) at its next checkpoint, holding the
-   GIL.  A non-OK return of fn is returned by that checkpoint.  Calls still
-   queued at finalize are dropped.
+   GIL.  A checkpoint runs only the calls queued before it began, in order;
+   calls queued meanwhile, by other threads or by those calls themselves,
+   wait for the next checkpoint (as in CPython), so a call that queues
+   itself again cannot keep one checkpoint busy for ever.  A non-OK return
+   of fn is returned by that checkpoint, and the calls after it wait for the
+   next one.  fn may finalize the runtime: that checkpoint then returns
+   TETHER_EFINALIZING with the thread detached.  Calls still queued at
+   finalize are dropped.
    Returns TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_EFINALIZING,
    TETHER_ESTATE (fn is in a plugin being unloaded), TETHER_ENOMEM.
    [any-thread] */
@@ -537,9 +564,18 @@ typedef struct tether_allocator {
 } tether_allocator;
 
 /* Replaces the allocator every later allocation of the library uses (NULL
-   restores malloc/free).  Only while no runtime exists.
+   restores malloc/free).  Every block is freed by the allocator that made
+   it, so the allocator can be replaced only while no block made with the
+   current one is alive: no runtime exists, and every lock, event, channel,
+   received message, callback and thread handle made since the last
+   replacement has been freed or released, and every thread that used the
+   library has exited or had its states freed by finalize.  The simplest
+   is to set it once, before any other tether call.  Blocks the library
+   keeps for the life of the process (the handle table) come from the
+   system allocator.
    Returns TETHER_EINVAL (bad size or NULL members), TETHER_ESTATE (a runtime
-   exists).  [any-thread] */
+   exists, or blocks of the current allocator are alive: the message says
+   how many; nothing changed).  [any-thread] */
 TETHER_API int tether_set_allocator(const tether_allocator *a);
 
 /* What tether_fault_inject can make fail. */
