@@ -4,6 +4,8 @@
 #
 # Reads   dir/gil_sweep.dat and dir/convoy.{tether,cpython,floor}.cdf.dat
 # Writes  dir/gil-acquisitions.png, dir/convoy-cdf.png
+# A plot whose data is missing (a run with --only that left its group out)
+# is not drawn, and says so; the other one still is.
 
 if (!exists("dir")) dir = "."
 sweep = dir."/gil_sweep.dat"
@@ -11,8 +13,13 @@ cdf_tether = dir."/convoy.tether.cdf.dat"
 cdf_cpython = dir."/convoy.cpython.cdf.dat"
 cdf_floor = dir."/convoy.floor.cdf.dat"
 
+# A data file counts when it has a line that is not a comment: tether-bench
+# writes the header of gil_sweep.dat even when the contention group did not run.
+have(f) = system("grep -qs '^[^#]' '".f."' && echo 1 || echo 0") + 0
+have_sweep = have(sweep)
+have_convoy = have(cdf_tether)
 # Without CPython (no python3-dev) the convoy plot shows tether alone.
-have_cpython = system("test -s '".cdf_cpython."' && echo 1 || echo 0") + 0
+have_cpython = have(cdf_cpython)
 
 set terminal pngcairo size 900,560 font "sans,11"
 set grid
@@ -20,6 +27,9 @@ set key top right box opaque
 
 # GIL acquisitions per second against the number of contending threads:
 # the median of the repetitions, with bars from the min to the max.
+if (!have_sweep) {
+    print "plots: no ".sweep." (the contention group did not run): no GIL plot"
+} else {
 set output dir."/gil-acquisitions.png"
 set title "GIL acquisitions per second (higher is better)"
 set xlabel "threads taking and dropping the GIL in a loop"
@@ -32,9 +42,13 @@ plot sweep using 1:($2/1e6):($3/1e6):($4/1e6) with yerrorlines lw 2 pt 7 \
          title "tether", \
      sweep using 1:($5/1e6):($6/1e6):($7/1e6) with yerrorlines lw 2 pt 5 \
          title "CPython 3 (embedded)"
+}
 
 # The convoy effect: how long a short blocking call takes while another
 # thread is CPU-bound, as a cumulative distribution over every sample.
+if (!have_convoy) {
+    print "plots: no ".cdf_tether." (the convoy group did not run): no convoy plot"
+} else {
 set output dir."/convoy-cdf.png"
 set title "Convoy: latency of a short blocking call next to a CPU-bound thread"
 set xlabel "latency (µs, log scale)"
@@ -53,4 +67,5 @@ if (have_cpython) {
     plot cdf_tether using 1:2 with steps lw 2 title "tether", \
          cdf_floor using 1:2 with steps lw 1 dt 2 lc "gray40" \
              title "floor: the same threads, no GIL"
+}
 }

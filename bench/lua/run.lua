@@ -89,6 +89,12 @@ end
 for _, r in ipairs(results) do
   row(r.name, r.median, r.unit, r.target, string.format("(min %.1f, p90 %.1f, n %d)", r.min, r.p90, r.n),
       r.better == "higher")
+  -- A benchmark with a floor measured in the same run: the ratio to it,
+  -- which compares across machines where absolute times do not.
+  if r.floor and r.ratio then
+    row(r.name .. ".floor_ratio", r.ratio, "x", nil,
+        string.format("(floor median %.1f %s)", r.floor, r.unit))
+  end
 end
 local names = {}
 for name in pairs(pooled) do names[#names + 1] = name end

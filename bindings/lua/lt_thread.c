@@ -327,6 +327,10 @@ static int worker_main(void *arg)
         lt_leave(&w->ts);
     lt_ts_push(&w->ts);
     lt_switch(&w->ts, w->co);
+    /* A cancel or raise that came while this thread waited for its first
+       GIL found it holding none, so no hook was armed for it: ask for one
+       checkpoint at the first line, inside the protected call. */
+    lt_request_self(&w->ts);
     int st = lua_pcall(w->co, w->nargs, LUA_MULTRET, 1);
     finish(w, st);
     lt_switch(&w->ts, NULL);
