@@ -32,8 +32,9 @@ cap="${TETHER_MUTATE_TIMEOUT:-120}"
 jobs="${TETHER_JOBS:-2}"
 
 # mut <apply|revert|check|ids|describe> [ID]: the mutant file's parser.
+# apply keeps the original file under $build/orig for revert.
 mut() {
-  python3 -B - "$list" "$@" <<'PY'
+  MUTATE_ORIG="$build/orig" python3 -B - "$list" "$@" <<'PY'
 import sys, re
 path, op = sys.argv[1], sys.argv[2]
 mid = sys.argv[3] if len(sys.argv) > 3 else None
@@ -59,20 +60,33 @@ if op == "describe":
         if mid in (None, m["id"]):
             print(f'{m["id"]:4} {m["file"]}: {m["what"]}')
     sys.exit(0)
+import os
+keep = os.environ["MUTATE_ORIG"]
 bad = 0
 for m in muts:
     if mid not in (None, m["id"]):
         continue
+    saved = os.path.join(keep, m["id"])
+    if op == "revert":
+        # The original, kept by apply: mutated text need not be unique.
+        if os.path.exists(saved):
+            open(m["file"], "w").write(open(saved).read())
+            os.remove(saved)
+        else:
+            print(f'{m["id"]}: not applied', file=sys.stderr); bad = 1
+        continue
     src, mbad = open(m["file"]).read(), 0
+    orig = src
     for old, new in m["hunks"]:
-        a, b = (old, new) if op in ("apply", "check") else (new, old)
-        n = src.count(a)
+        n = src.count(old)
         if n != 1:
             print(f'{m["id"]}: a hunk matches {n} times in {m["file"]}', file=sys.stderr)
             bad = mbad = 1
             continue
-        src = src.replace(a, b)
-    if op in ("apply", "revert") and not mbad:
+        src = src.replace(old, new)
+    if op == "apply" and not mbad:
+        os.makedirs(keep, exist_ok=True)
+        open(saved, "w").write(orig)
         open(m["file"], "w").write(src)
     if op == "check" and not mbad:
         print(f'{m["id"]}: applies')
@@ -123,7 +137,7 @@ for id in "${ids[@]}"; do
   else
     cap_timeouts
     if ctest --test-dir "$build" -L 'unit|stress|lua|plugin|ffi' -LE valgrind \
-         -j2 --timeout "$cap" >"$build/mutant-$id.log" 2>&1; then
+         -j2 --timeout "$cap" --output-on-failure >"$build/mutant-$id.log" 2>&1; then
       survived+=("$id")
       verdict="SURVIVED"
     else
