@@ -20,9 +20,10 @@
  *      controller: arm a point to sleep N us or park, on the nth pass);
  *   2. TETHER_DELAY=name:us[:nth][,...]: sleeps `us` microseconds at the
  *      named point, on every pass or only on the nth (1-based);
- *   3. TETHER_CHAOS=seed: random small sleeps (up to 200 us) or yields at
- *      random points, from the seed (rr's chaos mode, at named places):
- *      the stress and reliability suites run once with it.
+ *   3. TETHER_CHAOS=seed: random small sleeps (up to 100 us, one pass in
+ *      2048) at the points, from the seed
+ *      (rr's chaos mode, at named places): the stress and reliability
+ *      suites run once with it (scripts/test.sh).
  *
  * Points exist only in builds with the CMake option TETHER_DELAY_POINTS
  * (on by default in Debug builds, so in the dev and sanitizer presets);

@@ -20,6 +20,9 @@
 # Environment:
 #   TETHER_MUTATE_BUILD    build tree (default build/mutate, dev preset)
 #   TETHER_MUTATE_TIMEOUT  per-test cap in seconds (default 120)
+#   TETHER_MUTATE_CASE_TIMEOUT  per-case cap of the C test programs
+#                          (TETHER_TEST_TIMEOUT_CAP, default 30 s): a
+#                          mutant that hangs a case fails it in 30 s
 #   TETHER_JOBS            compile jobs (default 2)
 #
 # The tree is restored after each mutant, and on exit or interrupt.  Do not
@@ -30,6 +33,7 @@ list=scripts/mutants.txt
 build="${TETHER_MUTATE_BUILD:-build/mutate}"
 cap="${TETHER_MUTATE_TIMEOUT:-120}"
 jobs="${TETHER_JOBS:-2}"
+case_cap="${TETHER_MUTATE_CASE_TIMEOUT:-30}"
 
 # mut <apply|revert|check|ids|describe> [ID]: the mutant file's parser.
 # apply keeps the original file under $build/orig for revert.
@@ -136,7 +140,7 @@ for id in "${ids[@]}"; do
     verdict="does not build"
   else
     cap_timeouts
-    if ctest --test-dir "$build" -L 'unit|stress|lua|plugin|ffi' -LE valgrind \
+    if TETHER_TEST_TIMEOUT_CAP="$case_cap" ctest --test-dir "$build" -L 'unit|stress|lua|plugin|ffi' -LE valgrind \
          -j2 --timeout "$cap" --output-on-failure >"$build/mutant-$id.log" 2>&1; then
       survived+=("$id")
       verdict="SURVIVED"
