@@ -77,6 +77,7 @@
  * and clock_gettime on CLOCK_MONOTONIC does not fail.
  */
 #include "annotate.h"
+#include "delay.h"
 #include "internal.h"
 #include "lockrank.h"
 #include "platform.h"
@@ -157,6 +158,7 @@ static int request_drop(struct gil *g)
         return 0;
     ann_happens_after(&h->interp); /* the acquire of took()'s release */
     atomic_fetch_or(&h->breaker, BRK_DROP);
+    TETHER_DELAY_POINT("gil.request_drop.posted");
     tether_breaker_fn hook = atomic_load(&h->interp->hook);
     if (hook) {
         ann_happens_after(&h->interp->hook); /* see set_breaker_hook */
@@ -204,6 +206,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
 {
     int64_t t0 = 0; /* read the clock only once we have to wait */
     int rc = TETHER_OK, requested = 0, taken = 0;
+    TETHER_DELAY_POINT("gil.take.slow.enter");
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     /* Urgent only if the holder has held the GIL since this thread left. */
@@ -215,6 +218,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         }
         uint64_t w = atomic_load(&g->word);
         if (!(w & W_LOCKED)) {
+            TETHER_DELAY_POINT("gil.take.slow.free");
             if (atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED)) {
                 ann_happens_after(&g->word);
                 taken = 1;
@@ -229,7 +233,9 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         int64_t now = plat_now_ns();
         if (!t0)
             t0 = now;
+        TETHER_DELAY_POINT("gil.take.slow.sleep");
         int timed_out = sleep_on_cond(g, now + interval);
+        TETHER_DELAY_POINT(timed_out ? "gil.take.slow.timed_out" : "gil.take.slow.woken");
         if (timed_out && atomic_load(&g->acquisitions) == seen)
             request_drop(g);
     }
@@ -256,6 +262,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
         /* For helgrind and DRD: every take of the GIL (a CAS setting the
            locked bit) acquires what every earlier drop (a CAS or fetch_and
            clearing it, after ann_happens_before) released. */
+        TETHER_DELAY_POINT("gil.take.fast.after_cas");
         ann_happens_after(&g->word);
         took(g, ts);
         rc = TETHER_OK;
@@ -304,6 +311,7 @@ void gil_drop(struct gil *g, struct tstate *ts)
         ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
         uint64_t w = W_LOCKED;
+        TETHER_DELAY_POINT("gil.drop.before_cas");
         /* Before the CAS: if it fails, the slow path announces again. */
         ann_happens_before(&g->word);
         if (atomic_compare_exchange_strong_explicit(&g->word, &w, 0,
@@ -318,6 +326,7 @@ void gil_drop(struct gil *g, struct tstate *ts)
        and re-take the GIL into a strict ping-pong of context switches
        (measured: 10x fewer acquisitions).  The dropper is about to block
        anyway; the waiter gets the GIL from the signal. */
+    TETHER_DELAY_POINT("gil.drop.slow");
     rank_lock(&g->mutex, RANK_GIL);
     drop_locked(g, ts, 0);
     rank_unlock(&g->mutex, RANK_GIL);
@@ -328,6 +337,7 @@ int gil_yield(struct gil *g, struct tstate *ts)
     rank_lock(&g->mutex, RANK_GIL);
     drop_locked(g, ts, 1);
     rank_unlock(&g->mutex, RANK_GIL);
+    TETHER_DELAY_POINT("gil.yield.dropped");
     return gil_take(g, ts, 0);
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "delay.h"
 #include "annotate.h"
 #include "lockrank.h"
 #include "error.h"
@@ -334,6 +335,7 @@ T_NOINLINE static int checkpoint_slow(struct tstate *ts)
                        "the interpreter is finalizing; the thread was detached");
     }
     if (b & BRK_DROP) {
+        TETHER_DELAY_POINT("checkpoint.drop_requested");
         int rc = gil_yield(ts->interp->gil, ts);
         if (rc != TETHER_OK) {
             ts->attached = 0;

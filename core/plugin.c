@@ -31,6 +31,7 @@
  * runtimes has two records, each with its own init.
  */
 #include "plugin.h"
+#include "delay.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -559,6 +560,7 @@ static int drain(struct unload *u)
     }
     p->st = PS_FINALIZED;
     reg_unlock();
+    TETHER_DELAY_POINT("unload.drained");
     if (p->desc->fini)
         p->desc->fini(p->state);
     reg_lock();
@@ -586,9 +588,11 @@ static int unload_last(void *arg)
     u->ran = true;
     reg_lock();
     int rc = p->st == PS_DRAINING ? drain(u) : TETHER_OK;
+    TETHER_DELAY_POINT("unload.finied");
     if (rc == TETHER_OK)
         rc = retire(u);
     reg_unlock();
+    TETHER_DELAY_POINT("unload.retired");
     if (rc == TETHER_OK) {
         dlclose(p->dl);
         handle_close(p->handle, HT_PLUGIN);

@@ -25,6 +25,7 @@
 
 #include "alloc.h"
 #include "annotate.h"
+#include "delay.h"
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
@@ -444,6 +445,7 @@ static int stop_interps(struct interp **v, size_t n, int64_t deadline)
     int rc = TETHER_OK;
     for (size_t i = 0; i < n; i++)
         mark_finalizing(v[i]);
+    TETHER_DELAY_POINT("finalize.marked");
     for (size_t i = 0; i < n; i++) {
         int seen = 0; /* each GIL once */
         for (size_t j = 0; j < i; j++)
@@ -505,13 +507,16 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
         return err_misuse(TETHER_ESTATE, fn, "the runtime is already finalizing");
     }
     detach_caller(rt, NULL);
+    TETHER_DELAY_POINT("finalize.detached");
     size_t n;
     struct interp **v = snapshot(rt, &n);
     int rc = TETHER_OK;
     for (size_t i = 0; v && i < n && rc == TETHER_OK; i++)
         rc = join_nondaemon(v[i], deadline);
+    TETHER_DELAY_POINT("finalize.joined");
     if (v && stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
+    TETHER_DELAY_POINT("finalize.stopped");
     if (debug_enabled()) {
         handle_foreach_open(report_handle, rt);
         for (size_t i = 0; v && i < n; i++)

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "delay.h"
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
@@ -142,6 +143,7 @@ static void *bootstrap(void *p)
     struct thread *t = b.t;
     struct tstate *ts = b.ts;
     struct osthread *os = os_get(); /* thread-local storage: cannot fail */
+    TETHER_DELAY_POINT("thread.boot.before_bind");
     ts_bind(ts, os);
     os->boot = ts; /* this function alone frees it, below */
     rank_lock(&t->mutex, RANK_OBJECT);
@@ -150,6 +152,7 @@ static void *bootstrap(void *p)
     pthread_cond_broadcast(&t->cond);
     rank_unlock(&t->mutex, RANK_OBJECT);
 
+    TETHER_DELAY_POINT("thread.boot.after_handshake");
     int result = ts_attach(ts, 0);
     if (result == TETHER_OK) {
         result = t->fn(t->arg);
@@ -162,7 +165,9 @@ static void *bootstrap(void *p)
         ts_detach(os->current);
     os->depth = 0;
     os->boot = NULL;
+    TETHER_DELAY_POINT("thread.boot.before_teardown");
     ts_forget(os, ts);
+    TETHER_DELAY_POINT("thread.boot.before_finish");
     thread_finish(t, result);
     handle_put(t->handle); /* the thread's own reference */
     return NULL;
@@ -261,6 +266,7 @@ static int start_registered(struct thread *t, struct tstate *ts)
         return start_error(err == EINVAL ? TETHER_EINVAL : TETHER_EAGAIN,
                            "the OS refused a thread: %s", strerror(err));
     }
+    TETHER_DELAY_POINT("thread.start.created");
     if (wait_started(t) != TETHER_OK) {
         thread_unref_user(t); /* started, but the caller cannot use it */
         return start_error(TETHER_EFINALIZING, "%s", "the thread started, but "

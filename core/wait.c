@@ -21,6 +21,7 @@
  * own, and the exception waits for them.
  */
 #include "alloc.h"
+#include "delay.h"
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
@@ -85,11 +86,13 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns)
             return err_set(TETHER_ETIMEDOUT, func, "the timeout elapsed");
         if (ts) {
             set_wait(ts, w->mutex, w->cond);
+            TETHER_DELAY_POINT("wait.registered");
             ts_detach(ts);
         }
         rc = block(w, ts, deadline);
         if (!ts)
             break;
+        TETHER_DELAY_POINT("wait.woken");
         set_wait(ts, NULL, NULL);
         if (ts_attach(ts, 1) != TETHER_OK) {
             if (rc == TETHER_OK && w->undo)

@@ -12,11 +12,15 @@
 # failed; a summary with one line per preset comes last, and the exit status
 # is non-zero if any build or test failed.
 #
+# The dev preset also runs the stress and reliability suites a second time
+# in chaos mode (TETHER_CHAOS, random sleeps at the core's delay points).
+#
 # Environment:
 #   TETHER_BUILD_ROOT     where the build trees go (default: build, as in
 #                         CMakePresets.json), e.g. build/mine on a shared box
 #   TETHER_CTEST_TIMEOUT  seconds after which ctest kills one test (default 600)
 #   TETHER_JOBS           parallel compile jobs (default: nproc)
+#   TETHER_CHAOS          the chaos run's seed (default: a random one)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -49,6 +53,19 @@ run_preset() {
   # and the valgrind preset's label filter, both repeated here.
   ctest --test-dir "$dir" --output-on-failure -j2 --timeout "$ctest_timeout" \
     --no-tests=error "${only[@]}" || { test_s=$((SECONDS - t0)); return 1; }
+  # The random-delay pass (dev only, about a minute): the stress and
+  # reliability suites again with the delay points sleeping at random
+  # (core/delay.h, docs/testing.md "Ordering tests").  The seed is printed;
+  # TETHER_CHAOS=seed gives each thread the same random choices again (the
+  # thread schedule itself still varies).
+  if [ "$preset" = dev ]; then
+    stage=chaos
+    local seed="${TETHER_CHAOS:-$(( (RANDOM << 15) | RANDOM | 1 ))}"
+    echo "=== dev: chaos run, TETHER_CHAOS=$seed ==="
+    TETHER_CHAOS="$seed" ctest --test-dir "$dir" --output-on-failure -j2 \
+      --timeout "$ctest_timeout" -L 'stress|reliability' -LE valgrind ||
+      { test_s=$((SECONDS - t0)); return 1; }
+  fi
   test_s=$((SECONDS - t0))
   stage=ok
 }

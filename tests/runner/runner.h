@@ -12,7 +12,9 @@
  * Environment: TETHER_TEST_TIMEOUT_SCALE multiplies every timeout (the
  * sanitizer builds set it); TETHER_TEST_NOFORK=1 runs cases in-process (for
  * a debugger); TETHER_TEST_ROUNDS_DIV divides the iteration counts of stress
- * loops that go through runner_rounds().  `--list` prints the case names.
+ * loops that go through runner_rounds(); TETHER_TEST_TIMEOUT_CAP (seconds)
+ * caps every case's timeout, scaled or not (scripts/mutate.sh sets it, so
+ * that a mutant that hangs costs seconds).  `--list` prints the case names.
  */
 #ifndef TETHER_TEST_RUNNER_H
 #define TETHER_TEST_RUNNER_H

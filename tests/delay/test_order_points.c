@@ -1,0 +1,228 @@
+/*
+ * test_order_points.c - orderings the documentation promises, checked by
+ * holding their window open at the core's named delay points (core/delay.h,
+ * debug builds).  Each case names the mutant of scripts/mutants.txt it
+ * kills; docs/testing.md ("Ordering tests") has the list.
+ *
+ * No case sleeps to make a window likely: a parked thread stays parked
+ * until the case has checked what must hold while it is there.
+ */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "delay_ctl.h"
+#include "support.h"
+
+/* ---- S1: while a pin is present, the GIL changes hands under the mutex -- */
+
+static tether_interp s1_interp;
+static char s1_log[8];
+static atomic_int s1_len;
+
+static void s1_took(char who)
+{
+    s1_log[atomic_fetch_add(&s1_len, 1)] = who;
+}
+
+static void *s1_waiter(void *arg)
+{
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(s1_interp, &st));
+    s1_took(*(const char *)arg);
+    if (*(const char *)arg == 'C')
+        dctl_note("test.c.took");
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* A waiter (B) is pinned, inside the slow path under the GIL mutex, and
+   has just seen the GIL free after the holder dropped it.  A third thread
+   (C) that asks for the GIL now must go through the mutex, and so queue
+   behind B: B takes it first.  With mutant S1, C's fast path takes the GIL
+   from under B's pin. */
+TEST(s1_pinned_gil_changes_hands_under_the_mutex)
+{
+    tether_runtime rt = t_runtime(NULL);
+    s1_interp = t_main_interp(rt);
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    dctl_arm("gil.take.slow.free", 1, DCTL_PARK, 0);
+    static const char b = 'B', c = 'C';
+    pthread_t tb = t_pthread(s1_waiter, (void *)&b);
+    /* B is about to sleep on the GIL's cond: it holds a pin. */
+    dctl_wait_passes("gil.take.slow.sleep", sleeps);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved)); /* the slow drop wakes B */
+    dctl_wait_parked("gil.take.slow.free");
+    unsigned long enters = dctl_passes("gil.take.slow.enter");
+    pthread_t tc = t_pthread(s1_waiter, (void *)&c);
+    /* C either entered the slow path (correct) or took the GIL already. */
+    int took = dctl_wait_either("gil.take.slow.enter", enters, "test.c.took", 0);
+    dctl_release("gil.take.slow.free");
+    t_pthread_join(tb);
+    t_pthread_join(tc);
+    ASSERT_EQ(took, 0);
+    ASSERT_EQ(atomic_load(&s1_len), 2);
+    ASSERT_EQ(s1_log[0], 'B');
+    ASSERT_EQ(s1_log[1], 'C');
+    ASSERT_OK(tether_restore_thread(saved));
+    t_finalize(rt);
+}
+
+/* ---- S2: a thread is alive until its state is gone ---------------------- */
+
+static t_sem s2_entered, s2_go;
+static atomic_int s2_dtor_runs;
+
+static void s2_blocking_dtor(void *payload)
+{
+    (void)payload;
+    atomic_fetch_add(&s2_dtor_runs, 1);
+    t_sem_post(&s2_entered);
+    t_sem_wait(&s2_go);
+}
+
+/* Leaves an undelivered asynchronous exception on its own state, so that
+   deleting the state runs s2_blocking_dtor. */
+static int s2_body(void *arg)
+{
+    (void)arg;
+    tether_thread self;
+    ASSERT_OK(tether_async_defer());
+    ASSERT_OK(tether_thread_current(&self));
+    ASSERT_OK(tether_thread_raise(self, 7, NULL, s2_blocking_dtor));
+    ASSERT_OK(tether_thread_release(self));
+    return TETHER_OK;
+}
+
+/* While the thread's state teardown runs (here: a payload destructor that
+   blocks), the thread is alive, has no result yet, and finalize would
+   still wait for it.  With mutant S2 (thread_finish before the teardown)
+   is_alive already says 0 and the result already answers. */
+TEST(s2_thread_alive_until_its_state_is_deleted)
+{
+    t_sem_init(&s2_entered);
+    t_sem_init(&s2_go);
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    tether_thread t = t_start(interp, s2_body, NULL);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    t_sem_wait(&s2_entered); /* the thread is inside its state's teardown */
+    int alive = tether_thread_is_alive(t), result = 0;
+    int rc = tether_thread_result(t, &result);
+    t_sem_post(&s2_go);
+    ASSERT_EQ(alive, 1);
+    ASSERT_STATUS(rc, TETHER_ESTATE);
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    ASSERT_EQ(atomic_load(&s2_dtor_runs), 1);
+    t_finalize(rt);
+}
+
+/* ---- S3: when thread_start returns, the thread is registered ------------ */
+
+static int s3_body(void *arg)
+{
+    (void)arg;
+    int rc = tether_checkpoint();
+    int64_t code = 0;
+    if (rc == TETHER_EASYNC)
+        ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    return code == 5 ? TETHER_OK : TETHER_EINVAL;
+}
+
+/* The child is parked right after the started-handshake.  Everything that
+   looks a thread up must already find it: an asynchronous exception by its
+   ident reaches it.  With mutant S3 (handshake before ts_bind) its state
+   has no OS thread yet and the raise finds nobody. */
+TEST(s3_thread_registered_when_start_returns)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    dctl_arm("thread.boot.after_handshake", 1, DCTL_PARK, 0);
+    tether_thread t = t_start(interp, s3_body, NULL);
+    uint64_t ident = 0;
+    ASSERT_OK(tether_thread_ident(t, &ident));
+    ASSERT_NE(ident, 0);
+    int found = -1;
+    ASSERT_OK(tether_raise_by_ident(interp, ident, 5, NULL, NULL, &found));
+    size_t live = t_thread_count(interp);
+    int alive = tether_thread_is_alive(t);
+    dctl_release("thread.boot.after_handshake");
+    ASSERT_EQ(found, 1);
+    ASSERT_EQ(alive, 1);
+    ASSERT_EQ(live, 1); /* the main thread has no thread object yet */
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    t_finalize(rt);
+}
+
+/* ---- a served drop request is cleared ----------------------------------- */
+
+static tether_interp dr_interp;
+static atomic_int dr_took;
+
+static void *dr_waiter(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(dr_interp, &st));
+    atomic_store(&dr_took, 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* A waiter's drop request is served at a checkpoint; after that, with
+   nobody waiting, checkpoints do not drop the GIL (the acquisition counter
+   stands still).  A request left set would make every later checkpoint
+   yield. */
+TEST(served_drop_request_is_cleared)
+{
+    tether_runtime rt = t_runtime_interval(1000);
+    dr_interp = t_main_interp(rt);
+    pthread_t w = t_pthread(dr_waiter, NULL);
+    while (!atomic_load(&dr_took))
+        ASSERT_OK(tether_checkpoint());
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    t_pthread_join(w);
+    ASSERT_OK(tether_restore_thread(saved));
+    tether_gil_stats before = t_gil_stats(dr_interp);
+    for (int i = 0; i < 1000; i++)
+        ASSERT_OK(tether_checkpoint());
+    tether_gil_stats after = t_gil_stats(dr_interp);
+    ASSERT_EQ(after.acquisitions, before.acquisitions);
+    ASSERT_EQ(after.forced_drops, before.forced_drops);
+    t_finalize(rt);
+}
+
+/* ---- a drop signals the waiter ------------------------------------------ */
+
+/* With a 10 s switch interval, a waiter that sleeps on the GIL is woken
+   by the drop's signal, not by its interval running out: its sleep ends
+   "woken", never "timed out".  (A lost signal would cost it 10 s and show
+   here as a timed-out sleep, not as a slow test.) */
+TEST(drop_signals_the_waiter)
+{
+    tether_runtime rt = t_runtime_interval(10000000);
+    dr_interp = t_main_interp(rt);
+    atomic_store(&dr_took, 0);
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    unsigned long timeouts = dctl_passes("gil.take.slow.timed_out");
+    unsigned long wakes = dctl_passes("gil.take.slow.woken");
+    pthread_t w = t_pthread(dr_waiter, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    t_pthread_join(w);
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_EQ(atomic_load(&dr_took), 1);
+    ASSERT_EQ(dctl_passes("gil.take.slow.timed_out"), timeouts);
+    ASSERT(dctl_passes("gil.take.slow.woken") > wakes);
+    t_finalize(rt);
+}
+
+RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
+            TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
+            TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
+            TEST_ENTRY_T(served_drop_request_is_cleared, 30),
+            TEST_ENTRY_T(drop_signals_the_waiter, 30))
