@@ -382,7 +382,7 @@ typedef void (*tether_unblock_fn)(void *arg);
    raising thread so that fn returns early.  `ubf` may be NULL.
    The unblock function runs on the raising (or finalizing) thread, which
    may hold its own GIL, with no lock of the library held: it may call
-   [any-thread] functions that do not wait, such as tether_call_soon,
+   any-thread functions that do not wait, such as tether_call_soon,
    tether_event_set, tether_channel_close or tether_thread_raise.  It must
    be quick and must not wait for a GIL (no tether_ensure, no waits), since
    this thread, holding its GIL, may be waiting for it to return.  It is
