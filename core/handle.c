@@ -22,20 +22,31 @@
 #define CHUNK_SLOTS (1u << CHUNK_BITS)
 #define MAX_CHUNKS 4096u /* 4 Mi live handles */
 
-#define W_REFS_MASK 0xffffffffull
-#define W_TYPE_SHIFT 32
-#define W_TYPE_MASK 0x7full
-#define W_OPEN (1ull << 39)
-#define W_GEN_SHIFT 40
-#define GEN_MASK 0xffffffull
+/* The slot word (handle.h): [ 32 generation | 1 open | 4 type | 27 refs ]. */
+#define W_REFS_MASK ((1ull << 27) - 1)
+#define W_TYPE_SHIFT 27
+#define W_TYPE_MASK 0xfull
+#define W_OPEN (1ull << 31)
+#define W_GEN_SHIFT 32
+#define GEN_MASK 0xffffffffull
+/* A slot that issued this generation is retired when it is freed. */
+#define GEN_LAST GEN_MASK
 
 #define W_REFS(w) ((w) & W_REFS_MASK)
 #define W_TYPE(w) ((int)(((w) >> W_TYPE_SHIFT) & W_TYPE_MASK))
 #define W_GEN(w) (((w) >> W_GEN_SHIFT) & GEN_MASK)
 
-#define H_INDEX(h) ((uint32_t)(h))
-#define H_GEN(h) (((h) >> 32) & GEN_MASK)
+/* The handle (handle.h): [ 8 type | 32 generation | 24 slot index ]. */
+#define H_INDEX_BITS 24
+#define H_INDEX(h) ((uint32_t)((h) & ((1ull << H_INDEX_BITS) - 1)))
+#define H_GEN(h) (((h) >> H_INDEX_BITS) & GEN_MASK)
 #define H_TYPE(h) ((int)((h) >> 56))
+#define MAKE_HANDLE(type, gen, idx)                                           \
+    ((uint64_t)(type) << 56 | (uint64_t)(gen) << H_INDEX_BITS | (uint64_t)(idx))
+
+_Static_assert(HT__COUNT - 1 <= W_TYPE_MASK, "handle types fit the slot word");
+_Static_assert((uint64_t)MAX_CHUNKS * CHUNK_SLOTS <= 1ull << H_INDEX_BITS,
+               "slot indexes fit the handle");
 
 struct slot {
     _Atomic uint64_t word; /* Synchronization: atomic (see handle.h) */
@@ -130,9 +141,9 @@ int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
         return rc;
     }
     struct slot *s = slot_at(idx);
-    uint64_t gen = (W_GEN(atomic_load_explicit(&s->word, memory_order_relaxed)) + 1) & GEN_MASK;
-    if (gen == 0)
-        gen = 1;
+    /* A free slot never issued GEN_LAST (destroy retires it), so this does
+       not wrap: no handle value is ever issued twice. */
+    uint64_t gen = W_GEN(atomic_load_explicit(&s->word, memory_order_relaxed)) + 1;
     s->obj = obj;
     s->dtor = dtor;
     s->name = copy;
@@ -150,7 +161,7 @@ int handle_new(int type, void *obj, handle_dtor dtor, const char *name,
                               (uint64_t)type << W_TYPE_SHIFT | 1u,
                           memory_order_release);
     rank_unlock(&g_handle_lock, RANK_LEAF);
-    *out = (uint64_t)type << 56 | gen << 32 | idx;
+    *out = MAKE_HANDLE(type, gen, idx);
     return TETHER_OK;
 }
 
@@ -181,18 +192,26 @@ void handle_ref(uint64_t h)
 }
 
 /* Runs the destructor of a slot whose last reference is gone and puts the
-   slot back on the free list. */
+   slot back on the free list, unless it has issued its last generation:
+   then it is retired for the life of the process, so that its handles stay
+   stale for ever (one slot lasts 2^32 - 1 handles; at ten million a second
+   that is seven minutes, and the table's four million slots, each retired
+   in turn, last over a thousand years). */
 static void destroy(uint32_t idx, struct slot *s)
 {
     void *obj = s->obj;
     handle_dtor dtor = s->dtor;
+    int retire = W_GEN(atomic_load_explicit(&s->word, memory_order_relaxed)) ==
+                 GEN_LAST;
     ann_forget(s); /* the next generation starts with no history */
     rank_lock(&g_handle_lock, RANK_LEAF);
     char *name = s->name;
     s->name = NULL;
     s->obj = NULL;
-    s->next_free = g_free_head;
-    g_free_head = idx + 1;
+    if (!retire) {
+        s->next_free = g_free_head;
+        g_free_head = idx + 1;
+    }
     rank_unlock(&g_handle_lock, RANK_LEAF);
     t_free(name);
     if (dtor)
@@ -247,12 +266,28 @@ void handle_foreach_open(void (*fn)(uint64_t h, int type, void *obj,
             uint64_t w = atomic_load(&chunk[i].word);
             if (!(w & W_OPEN))
                 continue;
-            uint64_t h = (uint64_t)W_TYPE(w) << 56 | W_GEN(w) << 32 |
-                         (c << CHUNK_BITS | i);
+            uint64_t h = MAKE_HANDLE(W_TYPE(w), W_GEN(w), c << CHUNK_BITS | i);
             fn(h, W_TYPE(w), chunk[i].obj, chunk[i].name, chunk[i].creator, ud);
         }
     }
     rank_unlock(&g_handle_lock, RANK_LEAF);
+}
+
+int handle_test_set_generation(uint64_t h, uint32_t gen)
+{
+    uint32_t idx = H_INDEX(h);
+    struct slot *s = slot_at(idx);
+    int rc = -1;
+    rank_lock(&g_handle_lock, RANK_LEAF);
+    uint64_t w = s ? atomic_load(&s->word) : 0;
+    if (s && W_GEN(w) == H_GEN(h) && !(w & W_OPEN) && W_REFS(w) == 0 &&
+        W_GEN(w) != GEN_LAST && gen != GEN_LAST) {
+        atomic_store(&s->word, (uint64_t)gen << W_GEN_SHIFT |
+                                   (w & ~(GEN_MASK << W_GEN_SHIFT)));
+        rc = 0;
+    }
+    rank_unlock(&g_handle_lock, RANK_LEAF);
+    return rc;
 }
 
 void handle_atfork_prepare(void) { pthread_mutex_lock(&g_handle_lock); }

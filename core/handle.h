@@ -1,14 +1,17 @@
 /*
  * handle.h - the typed, generation-checked handle table.
  *
- * A handle is 64 bits: [ 8 type | 24 generation | 32 slot index ], never 0.
- * Each slot holds one atomic word [ 24 generation | 1 open | 7 type |
- * 32 references ] and the object pointer.  Slots live in chunks that are
+ * A handle is 64 bits: [ 8 type | 32 generation | 24 slot index ], never 0.
+ * Each slot holds one atomic word [ 32 generation | 1 open | 4 type |
+ * 27 references ] and the object pointer.  Slots live in chunks that are
  * never moved or freed, so a lookup is lock-free: read the word, check the
  * generation, type and open bit, and take a reference with one CAS.  The
  * object stays alive while references remain; when the last one goes and
  * the handle is closed, the slot's destructor runs and the slot is recycled
- * with a new generation, so an old handle can never reach a new object.
+ * with the next generation, so an old handle can never reach a new object.
+ * Generations never wrap: a slot that issued generation 2^32 - 1 is retired
+ * when that handle dies and is never used again, so no handle value is
+ * ever issued twice in a process.
  */
 #ifndef TETHER_HANDLE_H
 #define TETHER_HANDLE_H
@@ -66,6 +69,13 @@ void handle_foreach_open(void (*fn)(uint64_t h, int type, void *obj,
                                     const char *name, uint64_t creator,
                                     void *ud),
                          void *ud);
+
+/* For tests (tests/unit/test_handle_table.c, which compiles the core in),
+   so that a slot's last generation is reached without four billion
+   cycles: sets the generation of the free slot that `h`, a dead handle of
+   the slot's current generation, names; its next handle gets gen + 1.
+   Returns 0, or -1 if `h` is not such a handle or gen is the last one. */
+int handle_test_set_generation(uint64_t h, uint32_t gen);
 
 /* pthread_atfork: prepare takes the table lock, parent and child release it. */
 void handle_atfork_prepare(void);

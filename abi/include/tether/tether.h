@@ -19,7 +19,10 @@
  *    sentence that names the function and the problem.
  *  - Handles are 64-bit values issued from a typed, generation-checked table.
  *    A zero, stale, forged or wrong-type handle gets TETHER_EBADHANDLE, never
- *    a crash.  A handle a function hands out is owned by the caller until the
+ *    a crash.  No handle value is issued twice in a process: each slot of
+ *    the table counts 2^32 - 1 generations and is then retired, never
+ *    reused, so a stale handle stays stale however many objects are made
+ *    after it.  The bits of a handle are not part of the ABI.  A handle a function hands out is owned by the caller until the
  *    matching _free/_release; a handle passed in is only borrowed.
  *    Passing 0 to a _free or _release function is a harmless no-op.
  *  - Timeouts are int64_t nanoseconds on the monotonic clock: a negative
@@ -381,13 +384,13 @@ typedef void (*tether_unblock_fn)(void *arg);
    exception raised at this thread, or finalize, calls ubf(ubf_arg) from the
    raising thread so that fn returns early.  `ubf` may be NULL.
    The unblock function runs on the raising (or finalizing) thread, which
-   may hold its own GIL, with no lock of the library held: it may call
-   any-thread functions that do not wait, such as tether_call_soon,
-   tether_event_set, tether_channel_close or tether_thread_raise.  It must
-   be quick and must not wait for a GIL (no tether_ensure, no waits), since
-   this thread, holding its GIL, may be waiting for it to return.  It is
-   never called after tether_call_blocking has returned, so ubf_arg may be
-   freed then.
+   may hold its own GIL, with no lock of the library held: it may call the
+   functions any thread may call that do not wait, such as
+   tether_call_soon, tether_event_set, tether_channel_close or
+   tether_thread_raise.  It must be quick and must not wait for a GIL (no
+   tether_ensure, no waits), since this thread, holding its GIL, may be
+   waiting for it to return.  It is never called after
+   tether_call_blocking has returned, so ubf_arg may be freed then.
    Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
    re-attaching found one pending (fn's result is then lost);
    TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
