@@ -14,7 +14,8 @@
 # Not in CI: each mutant costs a build and a run of the labels unit,
 # stress, lua, plugin and ffi (not valgrind), each test capped at
 # TETHER_MUTATE_TIMEOUT seconds (default 120; the cap overrides the tests'
-# own TIMEOUT, which ctest's --timeout does not).  Run it before resolving
+# own TIMEOUT, which ctest's --timeout does not); the run of a mutant stops
+# at its first failing test.  Run it before resolving
 # an issue that touches the core and record the score in docs/testing.md.
 #
 # Environment:
@@ -141,7 +142,7 @@ for id in "${ids[@]}"; do
   else
     cap_timeouts
     if TETHER_TEST_TIMEOUT_CAP="$case_cap" ctest --test-dir "$build" -L 'unit|stress|lua|plugin|ffi' -LE valgrind \
-         -j2 --timeout "$cap" --output-on-failure >"$build/mutant-$id.log" 2>&1; then
+         -j2 --timeout "$cap" --output-on-failure --stop-on-failure >"$build/mutant-$id.log" 2>&1; then
       survived+=("$id")
       verdict="SURVIVED"
     else
