@@ -516,6 +516,7 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
         rc = join_nondaemon(v[i], deadline);
     if (v && stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
+    plugin_finalize_runtime(h, deadline, debug_enabled());
     if (debug_enabled()) {
         handle_foreach_open(report_handle, rt);
         for (size_t i = 0; v && i < n; i++)

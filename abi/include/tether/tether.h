@@ -175,7 +175,9 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    foreign thread's next tether_ensure, tether_restore_thread,
    tether_checkpoint or wait fails with TETHER_EFINALIZING, and threads blocked
    in a tether wait are woken.  The handles of the runtime and its
-   interpreters become invalid.  Memory is freed only when the last thread
+   interpreters become invalid.  Then every plugin still loaded into the
+   runtime is unloaded (its fini runs; its handle becomes invalid), newest
+   first.  Memory is freed only when the last thread
    has left, so a late daemon thread never touches freed memory, and the
    call never waits past its timeout.  The caller must not be a thread the
    runtime started; if it holds the GIL of the runtime it is detached.
@@ -553,7 +555,9 @@ TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
    (through any path naming the same file) returns the same handle and
    counts one more reference; each load needs its own tether_plugin_unload.
    The caller's GIL is released while the library is opened.  On failure
-   nothing stays loaded.
+   the runtime keeps no reference and fini is not called; a failed init is
+   unloaded by tether_plugin_unload's rules (the library stays mapped while
+   code of it may run: for ever unless the plugin is unloadable).
    Returns TETHER_EINVAL (NULL path or out), TETHER_EBADHANDLE,
    TETHER_EVERSION (built for another ABI major, or needing a newer minor
    than this library: the message names both versions and the file),
@@ -574,7 +578,11 @@ TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
    is in its code is alive and no thread started with a function in its code
    is running.  All the waiting together takes at most `timeout_ns`, with
    the caller's GIL released.
-   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ETIMEDOUT (calls into the
+   tether_runtime_finalize unloads the plugins still loaded into its
+   runtime; their handles are stale afterwards.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_EDEADLK (the calling thread
+   is running code of the plugin: a callback called from it, a function of
+   it; nothing changes), TETHER_ETIMEDOUT (calls into the
    plugin were still in progress: it stays loaded, usable, and the reference
    is kept; or, for an unloadable plugin, callbacks or threads into it were
    still alive after fini: it stays mapped but finalized, and a later unload
