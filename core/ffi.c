@@ -13,6 +13,13 @@
  * that leaves.  Each thread keeps the callbacks it is inside of on a
  * thread-local stack to tell the two apart.
  *
+ * A call that has entered the handler but not yet counted itself in
+ * `active` is invisible to that count.  The handler therefore counts
+ * itself holding g_entry for reading, and tether_callback_free, after it
+ * has marked the callback closing, takes g_entry for writing once: every
+ * call that had entered the handler by then has either counted itself or
+ * seen the mark, before the free looks at `active`.
+ *
  * Return values.  libffi widens integer returns narrower than ffi_arg to a
  * full ffi_arg, in both directions; the public API passes every value at
  * its exact C type.  The code below converts between the two.
@@ -174,6 +181,33 @@ struct callback {
     atomic_flag reported; /* the after-finalize line was printed */
 };
 
+/* Held for reading by a call from its first instruction in the handler
+   until it has counted itself in (or seen the callback closing), and for
+   writing, empty-handed, by tether_callback_free: a grace period that
+   every such call has left.  Writers are preferred, so a stream of calls
+   cannot starve a free; readers never nest.  Lock order: taken before a
+   callback's `mu`, with nothing else held. */
+static pthread_rwlock_t g_entry;
+static pthread_once_t g_entry_once = PTHREAD_ONCE_INIT;
+
+static void entry_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+#ifdef __GLIBC__
+    pthread_rwlockattr_setkind_np(&a,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&g_entry, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+#ifdef TETHER_TEST_HOOKS
+/* Tests only (tests/ffi/test_ffi_race.c builds the core with it): runs in
+   a call's entry window, before the call counts itself. */
+void (*ffi_test_entry_hook)(void);
+#endif
+
 /* The callbacks the calling thread is inside of, innermost first. */
 struct cb_frame {
     struct callback *cb;
@@ -193,14 +227,23 @@ static void callback_destroy(void *obj)
     t_free(cb);
 }
 
-/* Counts a call in, unless the callback was freed. */
-static bool enter(struct callback *cb, struct cb_frame *fr)
+/* Counts a call in, unless the callback was freed; stores its return
+   type in *type either way (cb may be gone as soon as this returns false,
+   or after leave). */
+static bool enter(struct callback *cb, struct cb_frame *fr, int *type)
 {
+    pthread_rwlock_rdlock(&g_entry);
+#ifdef TETHER_TEST_HOOKS
+    if (ffi_test_entry_hook)
+        ffi_test_entry_hook();
+#endif
+    *type = cb->ci.sig.ret;
     pthread_mutex_lock(&cb->mu);
     bool open = !cb->closing;
     if (open)
         cb->active++;
     pthread_mutex_unlock(&cb->mu);
+    pthread_rwlock_unlock(&g_entry);
     if (open) {
         fr->cb = cb;
         fr->up = t_inside;
@@ -289,13 +332,13 @@ static int run_guest(struct callback *cb, void **args, void *ret, int *err)
 static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
 {
     struct callback *cb = arg;
-    int type = cb->ci.sig.ret; /* read now: cb may be gone after leave */
     int err = errno;
+    int type;
     union ffi_value v;
     struct cb_frame fr;
     (void)cif;
     memset(&v, 0, sizeof v);
-    if (enter(cb, &fr)) {
+    if (enter(cb, &fr, &type)) {
         if (run_guest(cb, args, type == FT_VOID ? NULL : &v, &err) != TETHER_OK)
             memset(&v, 0, sizeof v);
         leave(cb, &fr);
@@ -339,6 +382,7 @@ int tether_callback_new(tether_interp interp, const char *signature,
     if (!signature || !fn || !out)
         return err_misuse(TETHER_EINVAL, NEW,
                           "signature, fn and out must not be NULL");
+    pthread_once(&g_entry_once, entry_init); /* before any code exists */
     if (!handle_get(interp, HT_INTERP))
         return err_misuse(TETHER_EBADHANDLE, NEW, "%#llx is not an interpreter handle",
                           (unsigned long long)interp);
@@ -423,6 +467,11 @@ int tether_callback_free(tether_callback h)
        the callback alive, apart from lookups in progress. */
     pthread_mutex_lock(&cb->mu);
     cb->closing = true;
+    pthread_mutex_unlock(&cb->mu);
+    /* The grace period: calls still in their entry window count in now. */
+    pthread_rwlock_wrlock(&g_entry);
+    pthread_rwlock_unlock(&g_entry);
+    pthread_mutex_lock(&cb->mu);
     bool busy = cb->active > 0;
     bool deferred = cb->deferred = busy && inside(cb);
     pthread_mutex_unlock(&cb->mu);
