@@ -169,10 +169,11 @@ struct callback {
     uint64_t handle;
     char text[96];      /* the canonical signature, for messages */
 
-    /* `mu` protects the three fields after it.  Lock order: a leaf among
+    /* `mu` protects the four fields after it.  Lock order: a leaf among
        the object mutexes; nothing is taken while holding it. */
     pthread_mutex_t mu;
     pthread_cond_t idle; /* active reached 0 while closing */
+    unsigned owners;     /* tether_callback_new's, and one per retain */
     unsigned active;     /* calls inside the handler */
     bool closing;        /* freed: calls that have not reached fn return 0 */
     bool deferred;       /* freed from inside a call: the last call destroys */
@@ -400,6 +401,7 @@ int tether_callback_new(tether_interp interp, const char *signature,
     cb->interp = interp;
     cb->fn = fn;
     cb->userdata = userdata;
+    cb->owners = 1;
     ffisig_format(&cb->ci.sig, cb->text, sizeof cb->text);
     pthread_mutex_init(&cb->mu, NULL);
     pthread_cond_init(&cb->idle, NULL);
@@ -452,22 +454,53 @@ static int wait_idle(struct callback *cb)
     return attached ? tether_restore_thread(ts) : TETHER_OK;
 }
 
-int tether_callback_free(tether_callback h)
+int tether_callback_retain(tether_callback h)
+{
+    static const char fn[] = "tether_callback_retain";
+    struct callback *cb = handle_get(h, HT_CALLBACK);
+    if (!cb)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a callback handle",
+                          (unsigned long long)h);
+    pthread_mutex_lock(&cb->mu);
+    bool alive = cb->owners > 0;
+    if (alive)
+        cb->owners++;
+    pthread_mutex_unlock(&cb->mu);
+    handle_put(h);
+    if (!alive)
+        return err_misuse(TETHER_EBADHANDLE, fn, "callback %#llx is being freed",
+                          (unsigned long long)h);
+    return TETHER_OK;
+}
+
+/* Drops one owner; the last one frees the callback.  `fn` names the
+   public function for messages. */
+static int drop_owner(tether_callback h, const char *fn)
 {
     if (h == 0)
         return TETHER_OK;
     struct callback *cb = handle_get(h, HT_CALLBACK);
-    if (!cb || handle_close(h, HT_CALLBACK) != TETHER_OK) {
-        if (cb)
-            handle_put(h); /* another thread freed it first */
-        return err_misuse(TETHER_EBADHANDLE, FREE,
+    if (!cb)
+        return err_misuse(TETHER_EBADHANDLE, fn,
                           "%#llx is not a callback handle", (unsigned long long)h);
-    }
-    /* From here our reference from handle_get is the only one that keeps
-       the callback alive, apart from lookups in progress. */
     pthread_mutex_lock(&cb->mu);
-    cb->closing = true;
+    bool alive = cb->owners > 0;
+    bool last = alive && --cb->owners == 0;
+    if (last)
+        cb->closing = true;
     pthread_mutex_unlock(&cb->mu);
+    if (!last) {
+        handle_put(h);
+        if (!alive) /* another thread dropped the last owner first */
+            return err_misuse(TETHER_EBADHANDLE, fn,
+                              "%#llx is not a callback handle",
+                              (unsigned long long)h);
+        return TETHER_OK; /* other owners keep it */
+    }
+    /* The last owner: close the handle; from here our reference from
+       handle_get is the only one that keeps the callback alive, apart from
+       lookups in progress. */
+    handle_close(h, HT_CALLBACK);
     /* The grace period: calls still in their entry window count in now. */
     pthread_rwlock_wrlock(&g_entry);
     pthread_rwlock_unlock(&g_entry);
@@ -482,4 +515,11 @@ int tether_callback_free(tether_callback h)
     if (deferred) /* cb may already be gone: the last call destroys it */
         return TETHER_OK;
     return wait_idle(cb);
+}
+
+int tether_callback_free(tether_callback h) { return drop_owner(h, FREE); }
+
+int tether_callback_release(tether_callback h)
+{
+    return drop_owner(h, "tether_callback_release");
 }

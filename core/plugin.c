@@ -474,12 +474,16 @@ static int run_init(struct plugin *p)
     if (rc != TETHER_OK)
         return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
                        p->path, tether_strerror(rc));
+    tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
     rc = p->desc->init(host_api(), p->interp, &p->state);
+    char why[256];
+    snprintf(why, sizeof why, "%s", tether_last_error());
     tether_release(g);
     if (rc != TETHER_OK)
         return err_set(TETHER_EPLUGIN, LOAD,
-                       "the init of plugin '%s' (%s) failed with %s (%d)",
-                       p->name, p->path, tether_status_name(rc), rc);
+                       "the init of plugin '%s' (%s) failed with %s (%d)%s%s",
+                       p->name, p->path, tether_status_name(rc), rc,
+                       why[0] ? ": " : "", why);
     return TETHER_OK;
 }
 
@@ -881,6 +885,78 @@ int tether_plugin_symbol(tether_plugin h, const char *name, void **out)
     return rc;
 }
 
+/* Drops one pin's count (not its handle reference).  Called with
+   g_reg.lock held. */
+static void unpin_locked(struct plugin *p, enum plugin_pin kind)
+{
+    uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
+    if (--*count == 0)
+        pthread_cond_broadcast(&g_reg.cond);
+    if (p->orphan && p->st == PS_FINALIZED && p->calls == 0 && p->holds == 0) {
+        reg_remove(p); /* the last pin of an orphan: reap() unmaps it */
+        p->next = g_reg.zombies;
+        g_reg.zombies = p;
+    }
+}
+
+int tether_plugin_enter(tether_plugin h)
+{
+    static const char fn[] = "tether_plugin_enter";
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    reg_lock();
+    if (p->st >= PS_FINALIZED) {
+        rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
+    } else {
+        p->calls++; /* a PLUGIN_PIN_CALL pin, as tether_ffi_call's */
+        handle_ref(h);
+    }
+    reg_unlock();
+    handle_put(h);
+    return rc;
+}
+
+int tether_plugin_leave(tether_plugin h)
+{
+    static const char fn[] = "tether_plugin_leave";
+    /* A closed handle still answers while an enter holds its reference
+       (finalize may have unloaded the plugin meanwhile). */
+    struct plugin *p = handle_get_any(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    reg_lock();
+    bool open = p->calls > 0;
+    if (open)
+        unpin_locked(p, PLUGIN_PIN_CALL);
+    reg_unlock();
+    int rc = TETHER_OK;
+    if (open)
+        handle_put(h); /* the enter's reference */
+    else
+        rc = err_misuse(TETHER_ESTATE, fn, "no tether_plugin_enter of '%s' is "
+                        "open", p->name);
+    handle_put(h);
+    return rc;
+}
+
+int tether_plugin_state(tether_plugin h, void **out)
+{
+    static const char fn[] = "tether_plugin_state";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out must not be NULL");
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    *out = p->state;
+    handle_put(h);
+    return TETHER_OK;
+}
+
 int tether_plugin_info(tether_plugin h, const char **name, const char **version)
 {
     struct plugin *p = handle_get(h, HT_PLUGIN);
@@ -931,14 +1007,7 @@ void plugin_unpin(struct plugin *p, enum plugin_pin kind)
         return;
     uint64_t h = p->handle;
     reg_lock();
-    uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
-    if (--*count == 0)
-        pthread_cond_broadcast(&g_reg.cond);
-    if (p->orphan && p->st == PS_FINALIZED && p->calls == 0 && p->holds == 0) {
-        reg_remove(p); /* the last pin of an orphan: reap() unmaps it */
-        p->next = g_reg.zombies;
-        g_reg.zombies = p;
-    }
+    unpin_locked(p, kind);
     reg_unlock();
     handle_put(h);
 }

@@ -388,8 +388,37 @@ TEST(refuses_a_plugin_whose_init_fails)
     ASSERT_EQ(p, 12345);
     ASSERT_CONTAINS(tether_last_error(), "the init of plugin 'failing_init' (");
     ASSERT_CONTAINS(tether_last_error(), ") failed with EINVAL (-1)");
+    /* the failed host call's sentence is kept (issue 14 P7) */
+    ASSERT_CONTAINS(tether_last_error(), ": tether_event_new: ");
     ASSERT(is_mapped(path));
     t_finalize(rt);
+}
+
+TEST(init_says_why_it_failed_with_set_error)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p;
+    ASSERT_STATUS(tether_plugin_load(rt, FIXTURE("init_set_error"), &p),
+                  TETHER_EPLUGIN);
+    ASSERT_CONTAINS(tether_last_error(),
+                    ") failed with ENOMEM (-3): the device is busy");
+    t_finalize(rt);
+}
+
+TEST(set_error_cuts_at_a_character_boundary)
+{
+    char msg[1001];
+    for (int i = 0; i < 1000; i += 2) /* 500 times U+00E9, 2 bytes each */
+        msg[i] = (char)0xC3, msg[i + 1] = (char)0xA9;
+    msg[1000] = '\0';
+    ASSERT_EQ(tether_set_error(TETHER_EPLUGIN, msg), TETHER_EPLUGIN);
+    size_t n = strlen(tether_last_error());
+    ASSERT(n > 400 && n < 1000);
+    ASSERT_EQ(n % 2, 0); /* whole characters only */
+    ASSERT_EQ(tether_set_error(TETHER_EINVAL, "short"), TETHER_EINVAL);
+    ASSERT_STREQ(tether_last_error(), "short");
+    ASSERT_STATUS(tether_set_error(TETHER_OK, NULL), TETHER_EINVAL);
+    ASSERT_CONTAINS(tether_last_error(), "tether_set_error: message must not");
 }
 
 TEST(refuses_a_missing_file)
@@ -934,6 +963,114 @@ TEST(debug_report_lists_plugins_never_unloaded)
     free(err);
 }
 
+/* ------------------------------------------------------------------------
+ * The plugin SDK of ABI 1.2 (issue 14 P2, P4, P5)
+ * ---------------------------------------------------------------------- */
+
+TEST(enter_holds_off_the_unload_of_a_direct_call)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("default"));
+    int32_t (*call_self)(int32_t);
+    LOOKUP(call_self, p, "fx_call_self");
+    /* The docs' host pattern: enter, call, leave. */
+    ASSERT_OK(tether_plugin_enter(p));
+    ASSERT_STATUS(tether_plugin_unload(p, MS(20)), TETHER_ETIMEDOUT);
+    ASSERT_CONTAINS(tether_last_error(), "calls into it were still in progress");
+    ASSERT_EQ(call_self(4), 8); /* fini did not run */
+    ASSERT_OK(tether_plugin_leave(p));
+    ASSERT_STATUS(tether_plugin_leave(p), TETHER_ESTATE);
+    ASSERT_CONTAINS(tether_last_error(), "no tether_plugin_enter of 'default'");
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT_STATUS(tether_plugin_enter(p), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_plugin_leave(p), TETHER_EBADHANDLE);
+    t_finalize(rt);
+}
+
+TEST(leave_works_after_finalize_abandoned_the_plugin)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    ASSERT_OK(tether_plugin_enter(p));
+    /* finalize cannot run fini under the open enter: at its deadline it
+       abandons the plugin, mapped, and its handle is stale... */
+    ASSERT_OK(tether_runtime_finalize(rt, MS(20)));
+    ASSERT_STATUS(tether_plugin_info(p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT(is_mapped(FIXTURE("unloadable")));
+    /* ...but the enter can still be left. */
+    ASSERT_OK(tether_plugin_leave(p));
+    int rc = tether_plugin_leave(p); /* nothing left open */
+    ASSERT(rc == TETHER_ESTATE || rc == TETHER_EBADHANDLE);
+}
+
+struct instance_runtime {
+    tether_runtime rt;
+    tether_plugin p;
+    void *state;
+};
+
+static void *load_in_own_runtime(void *arg)
+{
+    struct instance_runtime *o = arg;
+    ASSERT_OK(tether_runtime_create(NULL, &o->rt));
+    o->p = load(o->rt, FIXTURE("unloadable"));
+    ASSERT_OK(tether_plugin_state(o->p, &o->state));
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    return NULL;
+}
+
+TEST(two_runtimes_get_two_instances_of_one_plugin)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    void *state;
+    ASSERT_OK(tether_plugin_state(p, &state));
+    ASSERT(state != NULL);
+    struct instance_runtime b;
+    t_run_foreign(load_in_own_runtime, &b);
+    ASSERT(b.p != p);
+    ASSERT(b.state != state);
+    int32_t (*call_instance)(void *, int32_t);
+    LOOKUP(call_instance, p, "fx_call_instance");
+    ASSERT_EQ(call_instance(state, 21), 42);
+    /* B's unload runs B's fini only: A's instance still works. */
+    ASSERT_OK(tether_plugin_unload(b.p, -1));
+    ASSERT_EQ(call_instance(state, 5), 10);
+    ASSERT_STATUS(tether_plugin_state(b.p, &state), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_plugin_state(p, NULL), TETHER_EINVAL);
+    t_finalize(b.rt);
+    t_finalize(rt);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+static int plus_one(void **args, void *ret, void *userdata)
+{
+    (void)userdata;
+    *(int32_t *)ret = *(int32_t *)args[0] + 1;
+    return TETHER_OK;
+}
+
+TEST(a_retained_callback_outlives_the_hosts_free)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32(i32)", plus_one,
+                                  NULL, &cb));
+    int32_t (*code)(int32_t);
+    void *c = tether_callback_code(cb);
+    memcpy(&code, &c, sizeof code);
+    ASSERT_OK(tether_callback_retain(cb)); /* e.g. a plugin's worker */
+    ASSERT_OK(tether_callback_free(cb));   /* the host lets go */
+    ASSERT_EQ(code(1), 2);                 /* still valid, still runs fn */
+    ASSERT(tether_callback_code(cb) == c);
+    ASSERT_OK(tether_callback_release(cb)); /* the last owner frees it */
+    ASSERT_STATUS(tether_callback_retain(cb), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_callback_release(cb), TETHER_EBADHANDLE);
+    ASSERT_OK(tether_callback_release(0));
+    t_finalize(rt);
+}
+
 TEST(load_survives_every_allocation_failure)
 {
     tether_runtime rt = t_runtime(NULL);
@@ -1015,5 +1152,11 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(concurrent_loads_and_unloads_of_one_path),
             TEST_ENTRY(finalize_unloads_the_plugins_of_its_runtime),
             TEST_ENTRY(debug_report_lists_plugins_never_unloaded),
+            TEST_ENTRY(init_says_why_it_failed_with_set_error),
+            TEST_ENTRY(set_error_cuts_at_a_character_boundary),
+            TEST_ENTRY(enter_holds_off_the_unload_of_a_direct_call),
+            TEST_ENTRY(leave_works_after_finalize_abandoned_the_plugin),
+            TEST_ENTRY(two_runtimes_get_two_instances_of_one_plugin),
+            TEST_ENTRY(a_retained_callback_outlives_the_hosts_free),
             TEST_ENTRY(load_survives_every_allocation_failure),
             TEST_ENTRY(bad_arguments_get_errors))

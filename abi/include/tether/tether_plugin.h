@@ -156,6 +156,14 @@ typedef struct tether_host_api {
     int (*channel_set_discard)(tether_channel ch, tether_channel_discard_fn fn,
                                void *ud);
 
+    /* Plugin SDK (ABI 1.2) */
+    int (*plugin_enter)(tether_plugin p);
+    int (*plugin_leave)(tether_plugin p);
+    int (*plugin_state)(tether_plugin p, void **out);
+    int (*callback_retain)(tether_callback cb);
+    int (*callback_release)(tether_callback cb);
+    int (*set_error)(int code, const char *message);
+
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;
 
