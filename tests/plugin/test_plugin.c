@@ -1044,6 +1044,22 @@ TEST(two_runtimes_get_two_instances_of_one_plugin)
     ASSERT(!is_mapped(FIXTURE("unloadable")));
 }
 
+TEST(host_table_allow_threads_macros_link_without_libtether)
+{
+    /* The fixture uses only the host table and links with -z defs: with
+       the plain macros it did not link (issue 14 P6). */
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    int32_t (*allow)(void);
+    LOOKUP(allow, p, "fx_allow_threads");
+    ASSERT_EQ(allow(), 1); /* released inside, held again after */
+    TETHER_BEGIN_ALLOW_THREADS
+    ASSERT_EQ(allow(), 0); /* a thread holding no GIL passes through */
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    t_finalize(rt);
+}
+
 static int plus_one(void **args, void *ret, void *userdata)
 {
     (void)userdata;
@@ -1158,5 +1174,6 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(leave_works_after_finalize_abandoned_the_plugin),
             TEST_ENTRY(two_runtimes_get_two_instances_of_one_plugin),
             TEST_ENTRY(a_retained_callback_outlives_the_hosts_free),
+            TEST_ENTRY(host_table_allow_threads_macros_link_without_libtether),
             TEST_ENTRY(load_survives_every_allocation_failure),
             TEST_ENTRY(bad_arguments_get_errors))
