@@ -46,6 +46,22 @@ const char *tether_status_name(int code)
 
 const char *tether_last_error(void) { return t_err; }
 
+int tether_set_error(int code, const char *message)
+{
+    if (!message)
+        return err_misuse(TETHER_EINVAL, "tether_set_error",
+                          "message must not be NULL");
+    size_t n = strlen(message);
+    if (n >= ERR_BUF) { /* cut before a UTF-8 continuation byte, not in it */
+        n = ERR_BUF - 1;
+        while (n > 0 && ((unsigned char)message[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memmove(t_err, message, n); /* message may be tether_last_error() */
+    t_err[n] = '\0';
+    return code;
+}
+
 static void vset(const char *func, const char *fmt, va_list ap)
 {
     int n = snprintf(t_err, ERR_BUF, "%s: ", func);

@@ -13,6 +13,13 @@
  * that leaves.  Each thread keeps the callbacks it is inside of on a
  * thread-local stack to tell the two apart.
  *
+ * A call that has entered the handler but not yet counted itself in
+ * `active` is invisible to that count.  The handler therefore counts
+ * itself holding g_entry for reading, and tether_callback_free, after it
+ * has marked the callback closing, takes g_entry for writing once: every
+ * call that had entered the handler by then has either counted itself or
+ * seen the mark, before the free looks at `active`.
+ *
  * Return values.  libffi widens integer returns narrower than ffi_arg to a
  * full ffi_arg, in both directions; the public API passes every value at
  * its exact C type.  The code below converts between the two.
@@ -162,10 +169,11 @@ struct callback {
     uint64_t handle;
     char text[96];      /* the canonical signature, for messages */
 
-    /* `mu` protects the three fields after it.  Lock order: a leaf among
+    /* `mu` protects the four fields after it.  Lock order: a leaf among
        the object mutexes; nothing is taken while holding it. */
     pthread_mutex_t mu;
     pthread_cond_t idle; /* active reached 0 while closing */
+    unsigned owners;     /* tether_callback_new's, and one per retain */
     unsigned active;     /* calls inside the handler */
     bool closing;        /* freed: calls that have not reached fn return 0 */
     bool deferred;       /* freed from inside a call: the last call destroys */
@@ -173,6 +181,33 @@ struct callback {
     /* Synchronization: atomic. */
     atomic_flag reported; /* the after-finalize line was printed */
 };
+
+/* Held for reading by a call from its first instruction in the handler
+   until it has counted itself in (or seen the callback closing), and for
+   writing, empty-handed, by tether_callback_free: a grace period that
+   every such call has left.  Writers are preferred, so a stream of calls
+   cannot starve a free; readers never nest.  Lock order: taken before a
+   callback's `mu`, with nothing else held. */
+static pthread_rwlock_t g_entry;
+static pthread_once_t g_entry_once = PTHREAD_ONCE_INIT;
+
+static void entry_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+#ifdef __GLIBC__
+    pthread_rwlockattr_setkind_np(&a,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    pthread_rwlock_init(&g_entry, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+#ifdef TETHER_TEST_HOOKS
+/* Tests only (tests/ffi/test_ffi_race.c builds the core with it): runs in
+   a call's entry window, before the call counts itself. */
+void (*ffi_test_entry_hook)(void);
+#endif
 
 /* The callbacks the calling thread is inside of, innermost first. */
 struct cb_frame {
@@ -193,14 +228,23 @@ static void callback_destroy(void *obj)
     t_free(cb);
 }
 
-/* Counts a call in, unless the callback was freed. */
-static bool enter(struct callback *cb, struct cb_frame *fr)
+/* Counts a call in, unless the callback was freed; stores its return
+   type in *type either way (cb may be gone as soon as this returns false,
+   or after leave). */
+static bool enter(struct callback *cb, struct cb_frame *fr, int *type)
 {
+    pthread_rwlock_rdlock(&g_entry);
+#ifdef TETHER_TEST_HOOKS
+    if (ffi_test_entry_hook)
+        ffi_test_entry_hook();
+#endif
+    *type = cb->ci.sig.ret;
     pthread_mutex_lock(&cb->mu);
     bool open = !cb->closing;
     if (open)
         cb->active++;
     pthread_mutex_unlock(&cb->mu);
+    pthread_rwlock_unlock(&g_entry);
     if (open) {
         fr->cb = cb;
         fr->up = t_inside;
@@ -289,13 +333,13 @@ static int run_guest(struct callback *cb, void **args, void *ret, int *err)
 static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
 {
     struct callback *cb = arg;
-    int type = cb->ci.sig.ret; /* read now: cb may be gone after leave */
     int err = errno;
+    int type;
     union ffi_value v;
     struct cb_frame fr;
     (void)cif;
     memset(&v, 0, sizeof v);
-    if (enter(cb, &fr)) {
+    if (enter(cb, &fr, &type)) {
         if (run_guest(cb, args, type == FT_VOID ? NULL : &v, &err) != TETHER_OK)
             memset(&v, 0, sizeof v);
         leave(cb, &fr);
@@ -339,6 +383,7 @@ int tether_callback_new(tether_interp interp, const char *signature,
     if (!signature || !fn || !out)
         return err_misuse(TETHER_EINVAL, NEW,
                           "signature, fn and out must not be NULL");
+    pthread_once(&g_entry_once, entry_init); /* before any code exists */
     if (!handle_get(interp, HT_INTERP))
         return err_misuse(TETHER_EBADHANDLE, NEW, "%#llx is not an interpreter handle",
                           (unsigned long long)interp);
@@ -356,6 +401,7 @@ int tether_callback_new(tether_interp interp, const char *signature,
     cb->interp = interp;
     cb->fn = fn;
     cb->userdata = userdata;
+    cb->owners = 1;
     ffisig_format(&cb->ci.sig, cb->text, sizeof cb->text);
     pthread_mutex_init(&cb->mu, NULL);
     pthread_cond_init(&cb->idle, NULL);
@@ -408,21 +454,57 @@ static int wait_idle(struct callback *cb)
     return attached ? tether_restore_thread(ts) : TETHER_OK;
 }
 
-int tether_callback_free(tether_callback h)
+int tether_callback_retain(tether_callback h)
+{
+    static const char fn[] = "tether_callback_retain";
+    struct callback *cb = handle_get(h, HT_CALLBACK);
+    if (!cb)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a callback handle",
+                          (unsigned long long)h);
+    pthread_mutex_lock(&cb->mu);
+    bool alive = cb->owners > 0;
+    if (alive)
+        cb->owners++;
+    pthread_mutex_unlock(&cb->mu);
+    handle_put(h);
+    if (!alive)
+        return err_misuse(TETHER_EBADHANDLE, fn, "callback %#llx is being freed",
+                          (unsigned long long)h);
+    return TETHER_OK;
+}
+
+/* Drops one owner; the last one frees the callback.  `fn` names the
+   public function for messages. */
+static int drop_owner(tether_callback h, const char *fn)
 {
     if (h == 0)
         return TETHER_OK;
     struct callback *cb = handle_get(h, HT_CALLBACK);
-    if (!cb || handle_close(h, HT_CALLBACK) != TETHER_OK) {
-        if (cb)
-            handle_put(h); /* another thread freed it first */
-        return err_misuse(TETHER_EBADHANDLE, FREE,
+    if (!cb)
+        return err_misuse(TETHER_EBADHANDLE, fn,
                           "%#llx is not a callback handle", (unsigned long long)h);
-    }
-    /* From here our reference from handle_get is the only one that keeps
-       the callback alive, apart from lookups in progress. */
     pthread_mutex_lock(&cb->mu);
-    cb->closing = true;
+    bool alive = cb->owners > 0;
+    bool last = alive && --cb->owners == 0;
+    if (last)
+        cb->closing = true;
+    pthread_mutex_unlock(&cb->mu);
+    if (!last) {
+        handle_put(h);
+        if (!alive) /* another thread dropped the last owner first */
+            return err_misuse(TETHER_EBADHANDLE, fn,
+                              "%#llx is not a callback handle",
+                              (unsigned long long)h);
+        return TETHER_OK; /* other owners keep it */
+    }
+    /* The last owner: close the handle; from here our reference from
+       handle_get is the only one that keeps the callback alive, apart from
+       lookups in progress. */
+    handle_close(h, HT_CALLBACK);
+    /* The grace period: calls still in their entry window count in now. */
+    pthread_rwlock_wrlock(&g_entry);
+    pthread_rwlock_unlock(&g_entry);
+    pthread_mutex_lock(&cb->mu);
     bool busy = cb->active > 0;
     bool deferred = cb->deferred = busy && inside(cb);
     pthread_mutex_unlock(&cb->mu);
@@ -433,4 +515,11 @@ int tether_callback_free(tether_callback h)
     if (deferred) /* cb may already be gone: the last call destroys it */
         return TETHER_OK;
     return wait_idle(cb);
+}
+
+int tether_callback_free(tether_callback h) { return drop_owner(h, FREE); }
+
+int tether_callback_release(tether_callback h)
+{
+    return drop_owner(h, "tether_callback_release");
 }

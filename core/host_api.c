@@ -77,6 +77,12 @@ static const tether_host_api g_host_api = {
     .channel_close = tether_channel_close,
     .channel_count = tether_channel_count,
     .channel_set_discard = tether_channel_set_discard,
+    .plugin_enter = tether_plugin_enter,
+    .plugin_leave = tether_plugin_leave,
+    .plugin_state = tether_plugin_state,
+    .callback_retain = tether_callback_retain,
+    .callback_release = tether_callback_release,
+    .set_error = tether_set_error,
 };
 
 const tether_host_api *host_api(void) { return &g_host_api; }

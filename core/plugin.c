@@ -24,7 +24,22 @@
  * before fini runs; FINALIZED waits for callbacks and threads into an
  * unloadable plugin (PLUGIN_PIN_HOLD) before it is dlclosed.  A load that
  * finds its library DRAINING takes it back; one that finds it FINALIZED
- * makes a new record (the old one only waits to unmap).
+ * makes a new record (the old one only waits to unmap).  A removed record
+ * is GONE: an unloader that still holds a reference to it finds nothing
+ * left to do.
+ *
+ * Every unload of the last reference remembers the record's epoch; a load
+ * that takes the record back bumps it, and from then on the old unloader
+ * only leaves (its reference became the taker's), whatever it finds.
+ *
+ * Orphans.  A record whose init failed, or that tether_runtime_finalize
+ * unloaded, has no handle left, yet code of the plugin may still run (a
+ * thread init started, a call in progress).  It stays FINALIZED and mapped
+ * until its pins are gone; the last unpin moves it to the zombie list, and
+ * the next load, unload or finalize, holding no GIL, dlcloses it ("reap").
+ * A plugin that is not unloadable is never unmapped at all (pin_mapping).
+ * Every pin holds a reference to the record's handle, so an unpin never
+ * touches freed memory.
  *
  * Libraries are keyed by their dlopen handle, which is the same for every
  * path that names the same file, and by runtime: a library loaded into two
@@ -35,10 +50,12 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -47,6 +64,7 @@
 #include "annotate.h"
 #include "error.h"
 #include "handle.h"
+#include "platform.h"
 #include "plugindesc.h"
 
 /* Internal outcomes, apart from the statuses: a load's first phase must
@@ -54,7 +72,7 @@
 #define RETRY 1
 #define TAKEN_BACK 2
 
-enum pstate { PS_LOADING, PS_LOADED, PS_DRAINING, PS_FINALIZED };
+enum pstate { PS_LOADING, PS_LOADED, PS_DRAINING, PS_FINALIZED, PS_GONE };
 
 struct plugin {
     /* Synchronization: immutable once the record is inserted. */
@@ -66,7 +84,8 @@ struct plugin {
     char *path;
     char *name;
     char *version;
-    uintptr_t lo, hi;      /* the mapped image of an unloadable plugin, else 0 */
+    uintptr_t lo, hi;      /* the mapped image of the library */
+    bool unloadable;       /* TETHER_PLUGIN_UNLOADABLE */
     pthread_t loader;      /* the thread running init while LOADING */
 
     /* Synchronization: written by init before the record is published, read
@@ -80,7 +99,9 @@ struct plugin {
     uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
     bool unloading;        /* an unload of the last reference is running */
     uint32_t epoch;        /* loads that took the record back from DRAINING */
-    struct plugin *next;
+    bool orphan;           /* no handle: the last unpin makes it a zombie */
+    bool in_fini;          /* fini is running: loads of the library wait */
+    struct plugin *next;   /* in the registry, or in the zombie list */
 };
 
 /* The registry.  `lock` protects the list and the state, refs, pins and
@@ -93,16 +114,17 @@ static struct {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* on CLOCK_MONOTONIC */
     struct plugin *head;
+    struct plugin *zombies; /* removed orphans waiting for reap() */
     /* Synchronization: written under lock, read without it by
-       plugin_pin_code's fast path. */
-    atomic_uint unloadable;
+       plugin_pin_code's fast path: the number of records in the list. */
+    atomic_uint ranged;
 } g_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void reg_init(void)
 {
-    ann_atomic(g_reg.unloadable); /* atomics only (helgrind, DRD: annotate.h) */
+    ann_atomic(g_reg.ranged); /* atomics only (helgrind, DRD: annotate.h) */
     pthread_condattr_t a;
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
@@ -137,7 +159,19 @@ static void plugin_destroy(void *obj)
 static struct plugin *reg_find(void *dl, tether_runtime rt)
 {
     for (struct plugin *p = g_reg.head; p; p = p->next)
-        if (p->dl == dl && p->rt == rt && p->st != PS_FINALIZED)
+        if (p->dl == dl && p->rt == rt && p->st < PS_FINALIZED)
+            return p;
+    return NULL;
+}
+
+/* A record of library `dl` in runtime `rt` whose init or fini is running
+   on a thread other than the caller, or NULL: a load waits for it, since
+   the plugin's statics are shared by every record of the library.  Called
+   with g_reg.lock held. */
+static struct plugin *reg_busy(void *dl, tether_runtime rt)
+{
+    for (struct plugin *p = g_reg.head; p; p = p->next)
+        if (p->dl == dl && p->rt == rt && (p->st == PS_LOADING || p->in_fini))
             return p;
     return NULL;
 }
@@ -147,8 +181,7 @@ static void reg_insert(struct plugin *p)
 {
     p->next = g_reg.head;
     g_reg.head = p;
-    if (p->hi)
-        atomic_fetch_add(&g_reg.unloadable, 1);
+    atomic_fetch_add(&g_reg.ranged, 1);
 }
 
 /* Called with g_reg.lock held. */
@@ -158,9 +191,43 @@ static void reg_remove(struct plugin *p)
     while (*pp != p)
         pp = &(*pp)->next;
     *pp = p->next;
-    if (p->hi)
-        atomic_fetch_sub(&g_reg.unloadable, 1);
+    p->next = NULL;
+    p->st = PS_GONE;
+    atomic_fetch_sub(&g_reg.ranged, 1);
     pthread_cond_broadcast(&g_reg.cond);
+}
+
+/* Makes a FINALIZED record without a handle an orphan: removed now if
+   nothing pins it, else by the last unpin.  The registry keeps a reference
+   to the handle until reap() has dlclosed the library.  Called with
+   g_reg.lock held; the caller closes the handle after unlocking. */
+static void orphan_locked(struct plugin *p)
+{
+    p->st = PS_FINALIZED;
+    p->orphan = true;
+    handle_ref(p->handle);
+    if (p->calls == 0 && p->holds == 0) {
+        reg_remove(p);
+        p->next = g_reg.zombies;
+        g_reg.zombies = p;
+    }
+}
+
+/* dlcloses the zombies.  Called holding no lock and no GIL (a library's
+   destructors may want either). */
+static void reap(void)
+{
+    reg_lock();
+    struct plugin *z = g_reg.zombies;
+    g_reg.zombies = NULL;
+    reg_unlock();
+    while (z) {
+        struct plugin *next = z->next;
+        uint64_t h = z->handle;
+        dlclose(z->dl);
+        handle_put(h); /* the registry's reference: frees the record */
+        z = next;
+    }
 }
 
 /* What dl_iterate_phdr looks for: the object loaded at `base` as `name`. */
@@ -272,8 +339,8 @@ static int make_record(struct load *l, const tether_plugin_desc *d)
     p->version = t_strdup(d->version ? d->version : "");
     if (!p->path || !p->name || !p->version)
         goto nomem;
-    if ((d->flags & TETHER_PLUGIN_UNLOADABLE) &&
-        image_range(l->dl, &p->lo, &p->hi) != 0) {
+    p->unloadable = (d->flags & TETHER_PLUGIN_UNLOADABLE) != 0;
+    if (image_range(l->dl, &p->lo, &p->hi) != 0) {
         plugin_destroy(p);
         return err_set(TETHER_EPLUGIN, LOAD,
                        "cannot find where '%s' is mapped", l->path);
@@ -308,15 +375,15 @@ static int wait_loading(struct load *l, bool *found)
     int rc = TETHER_OK;
     reg_lock();
     struct plugin *p;
-    while ((p = reg_find(l->dl, l->rt)) && p->st == PS_LOADING) {
-        if (pthread_equal(p->loader, pthread_self())) {
+    while ((p = reg_busy(l->dl, l->rt))) {
+        if (p->st == PS_LOADING && pthread_equal(p->loader, pthread_self())) {
             rc = err_set(TETHER_EDEADLK, LOAD,
                          "the init of '%s' loads the plugin itself", l->path);
             break;
         }
         pthread_cond_wait(&g_reg.cond, &g_reg.lock);
     }
-    *found = p != NULL;
+    *found = reg_find(l->dl, l->rt) != NULL;
     reg_unlock();
     return rc;
 }
@@ -324,6 +391,7 @@ static int wait_loading(struct load *l, bool *found)
 /* The first phase, run without the caller's GIL. */
 static int load_open(struct load *l)
 {
+    reap();
     int rc = open_library(l);
     bool found = false;
     if (rc == TETHER_OK)
@@ -364,6 +432,11 @@ static int load_open_released(struct load *l)
 static int load_admit(struct load *l, tether_plugin *out)
 {
     reg_lock();
+    if (reg_busy(l->dl, l->rt)) { /* an init or a fini began meanwhile */
+        reg_unlock();
+        discard(l);
+        return RETRY;
+    }
     struct plugin *p = reg_find(l->dl, l->rt);
     if (p && p->st != PS_LOADING) {
         if (p->st == PS_DRAINING) { /* take it back from its unloader */
@@ -402,12 +475,16 @@ static int run_init(struct plugin *p)
     if (rc != TETHER_OK)
         return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
                        p->path, tether_strerror(rc));
+    tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
     rc = p->desc->init(host_api(), p->interp, &p->state);
+    char why[256];
+    snprintf(why, sizeof why, "%s", tether_last_error());
     tether_release(g);
     if (rc != TETHER_OK)
         return err_set(TETHER_EPLUGIN, LOAD,
-                       "the init of plugin '%s' (%s) failed with %s (%d)",
-                       p->name, p->path, tether_status_name(rc), rc);
+                       "the init of plugin '%s' (%s) failed with %s (%d)%s%s",
+                       p->name, p->path, tether_status_name(rc), rc,
+                       why[0] ? ": " : "", why);
     return TETHER_OK;
 }
 
@@ -415,31 +492,33 @@ static int run_init(struct plugin *p)
 static void pin_mapping(struct plugin *p)
 {
     struct link_map *lm;
-    if (p->hi || dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+    if (p->unloadable || dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
         return;
     void *again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
     if (again)
         dlclose(again);
 }
 
-/* Ends a LOADING record: publishes it, or removes it when init failed. */
+/* Ends a LOADING record: publishes it, or, when init failed, unloads it
+   by the rules of an unload without fini: whatever init started may still
+   run plugin code, so the library stays mapped while anything pins it (for
+   ever unless it is unloadable).  The record then has no handle. */
 static int load_finish(struct load *l, int rc)
 {
     struct plugin *p = l->fresh;
-    if (rc == TETHER_OK)
-        pin_mapping(p);
+    pin_mapping(p);
     reg_lock();
     if (rc == TETHER_OK)
         p->st = PS_LOADED;
     else
-        reg_remove(p);
+        orphan_locked(p);
     pthread_cond_broadcast(&g_reg.cond);
     reg_unlock();
-    if (rc == TETHER_OK) {
-        l->fresh = NULL;
-        l->dl = NULL;
-    } else {
-        discard(l);
+    l->fresh = NULL;
+    l->dl = NULL; /* the record's now, or the zombie's */
+    if (rc != TETHER_OK) {
+        handle_close(p->handle, HT_PLUGIN);
+        reap(); /* at once when nothing pins it */
     }
     return rc;
 }
@@ -559,11 +638,14 @@ static int drain(struct unload *u)
                               "stays loaded");
     }
     p->st = PS_FINALIZED;
+    p->in_fini = true;
     reg_unlock();
     TETHER_DELAY_POINT("unload.drained");
     if (p->desc->fini)
         p->desc->fini(p->state);
     reg_lock();
+    p->in_fini = false;
+    pthread_cond_broadcast(&g_reg.cond);
     return TETHER_OK;
 }
 
@@ -580,14 +662,21 @@ static int retire(struct unload *u)
     return TETHER_OK;
 }
 
-/* Runs the last unload of a record, holding no GIL. */
+/* Runs the last unload of a record, holding no GIL.  An unloader whose
+   record was taken back (or finished by another thread since) only
+   leaves: the record may be anything by now. */
 static int unload_last(void *arg)
 {
     struct unload *u = arg;
     struct plugin *p = u->p;
     u->ran = true;
+    reap();
     reg_lock();
-    int rc = p->st == PS_DRAINING ? drain(u) : TETHER_OK;
+    int rc;
+    if (p->epoch != u->epoch || p->st == PS_GONE || p->orphan)
+        rc = TAKEN_BACK;
+    else
+        rc = p->st == PS_DRAINING ? drain(u) : TETHER_OK;
     TETHER_DELAY_POINT("unload.finied");
     if (rc == TETHER_OK)
         rc = retire(u);
@@ -605,6 +694,10 @@ static int unload_last(void *arg)
 static int drop_ref(struct plugin *p, bool *last)
 {
     *last = false;
+    if (p->st == PS_GONE || p->orphan)
+        return err_misuse(TETHER_EBADHANDLE, UNLOAD,
+                          "%#llx is not a plugin handle (it was unloaded)",
+                          (unsigned long long)p->handle);
     if (p->unloading || (p->st != PS_LOADED && p->st != PS_FINALIZED))
         return err_misuse(TETHER_ESTATE, UNLOAD,
                           "'%s' is being loaded or unloaded by another thread",
@@ -625,14 +718,31 @@ static void undo_drop(struct unload *u)
 {
     struct plugin *p = u->p;
     reg_lock();
-    if (p->st != PS_FINALIZED) {
+    if (p->epoch == u->epoch && p->st == PS_DRAINING) {
         p->st = PS_LOADED;
         p->refs++;
     }
-    if (p->epoch == u->epoch)
+    if (p->epoch == u->epoch && p->st != PS_GONE)
         p->unloading = false;
     pthread_cond_broadcast(&g_reg.cond);
     reg_unlock();
+}
+
+/* Whether the calling thread is running code of `p`: a return address in
+   its image on the stack (a callback called from one of the plugin's
+   workers, a function of it called directly or through tether_ffi_call, a
+   thread started with a function of it).  Such a thread would return into
+   the plugin after its fini, or into unmapped code. */
+static bool on_stack(const struct plugin *p)
+{
+    void *frames[256];
+    int n = backtrace(frames, 256);
+    for (int i = 0; i < n; i++) {
+        uintptr_t a = (uintptr_t)frames[i];
+        if (a >= p->lo && a < p->hi)
+            return true;
+    }
+    return false;
 }
 
 int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
@@ -641,6 +751,13 @@ int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
     if (!p)
         return err_misuse(TETHER_EBADHANDLE, UNLOAD,
                           "%#llx is not a plugin handle", (unsigned long long)h);
+    if (on_stack(p)) {
+        handle_put(h);
+        return err_misuse(TETHER_EDEADLK, UNLOAD,
+                          "the calling thread is running code of '%s' (a "
+                          "callback called from it, or a function of it); "
+                          "unload it from another thread", p->name);
+    }
     bool last;
     reg_lock();
     int rc = drop_ref(p, &last);
@@ -660,6 +777,82 @@ int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
 }
 
 /* ------------------------------------------------------------------------
+ * Finalize
+ * ---------------------------------------------------------------------- */
+
+/* The next record of `rt` that finalize must unload (newest first, which
+   is the reverse load order), made DRAINING with no reference and marked
+   unloading; or NULL.  Records being loaded or unloaded by another thread
+   are left to it. */
+static struct plugin *next_to_finalize(tether_runtime rt, bool debug)
+{
+    struct plugin *found = NULL;
+    reg_lock();
+    for (struct plugin *p = g_reg.head; p; p = p->next) {
+        if (p->rt != rt || p->orphan || p->unloading ||
+            (p->st != PS_LOADED && p->st != PS_FINALIZED))
+            continue;
+        if (debug)
+            fprintf(stderr, "tether: TETHER_DEBUG: plugin handle 0x%016llx "
+                    "\"%s\" (%s) still loaded with %u reference(s); "
+                    "tether_runtime_finalize unloads it\n",
+                    (unsigned long long)p->handle, p->name, p->path, p->refs);
+        if (p->st == PS_LOADED)
+            p->st = PS_DRAINING;
+        p->refs = 0;
+        p->unloading = true;
+        handle_ref(p->handle);
+        found = p;
+        break;
+    }
+    reg_unlock();
+    return found;
+}
+
+void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
+{
+    struct plugin *p;
+    reap();
+    while ((p = next_to_finalize(rt, debug))) {
+        struct unload u = {.p = p, .epoch = p->epoch};
+        int64_t left = deadline_ns < 0 ? -1 : deadline_ns - plat_now_ns();
+        set_deadline(&u, deadline_ns < 0 ? -1 : left > 0 ? left : 0);
+        reg_lock();
+        int rc = p->st == PS_DRAINING ? drain(&u) : TETHER_OK;
+        if (rc == TAKEN_BACK) { /* a load on another thread: look again */
+            reg_unlock();
+            handle_put(p->handle);
+            continue;
+        }
+        if (rc == TETHER_ETIMEDOUT && p->st == PS_LOADED) {
+            /* A call into it outlived the deadline: fini cannot run under
+               it, so the plugin is abandoned without fini (and mapped). */
+            p->refs = 0;
+            if (debug)
+                fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': a call "
+                        "into it was still running at the deadline; its fini "
+                        "does not run\n", p->name);
+        }
+        if (rc == TETHER_OK) {
+            wait_zero(&u, &p->holds);
+            if (p->holds == 0) {
+                reg_remove(p);
+                reg_unlock();
+                dlclose(p->dl);
+                handle_close(p->handle, HT_PLUGIN);
+                handle_put(p->handle);
+                continue;
+            }
+        }
+        orphan_locked(p); /* unmapped when what still runs is gone */
+        reg_unlock();
+        handle_close(p->handle, HT_PLUGIN);
+        handle_put(p->handle);
+    }
+    reap();
+}
+
+/* ------------------------------------------------------------------------
  * Symbols, information, pins
  * ---------------------------------------------------------------------- */
 
@@ -674,10 +867,12 @@ int tether_plugin_symbol(tether_plugin h, const char *name, void **out)
                           (unsigned long long)h);
     int rc = TETHER_OK;
     reg_lock();
-    if (p->st == PS_FINALIZED)
+    if (p->st >= PS_FINALIZED)
         rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
-    else
+    else {
         p->calls++; /* keeps p->dl open while dlsym reads it */
+        handle_ref(h); /* as every pin does */
+    }
     reg_unlock();
     if (rc == TETHER_OK) {
         dlerror();
@@ -692,6 +887,78 @@ int tether_plugin_symbol(tether_plugin h, const char *name, void **out)
     }
     handle_put(h);
     return rc;
+}
+
+/* Drops one pin's count (not its handle reference).  Called with
+   g_reg.lock held. */
+static void unpin_locked(struct plugin *p, enum plugin_pin kind)
+{
+    uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
+    if (--*count == 0)
+        pthread_cond_broadcast(&g_reg.cond);
+    if (p->orphan && p->st == PS_FINALIZED && p->calls == 0 && p->holds == 0) {
+        reg_remove(p); /* the last pin of an orphan: reap() unmaps it */
+        p->next = g_reg.zombies;
+        g_reg.zombies = p;
+    }
+}
+
+int tether_plugin_enter(tether_plugin h)
+{
+    static const char fn[] = "tether_plugin_enter";
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    reg_lock();
+    if (p->st >= PS_FINALIZED) {
+        rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
+    } else {
+        p->calls++; /* a PLUGIN_PIN_CALL pin, as tether_ffi_call's */
+        handle_ref(h);
+    }
+    reg_unlock();
+    handle_put(h);
+    return rc;
+}
+
+int tether_plugin_leave(tether_plugin h)
+{
+    static const char fn[] = "tether_plugin_leave";
+    /* A closed handle still answers while an enter holds its reference
+       (finalize may have unloaded the plugin meanwhile). */
+    struct plugin *p = handle_get_any(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    reg_lock();
+    bool open = p->calls > 0;
+    if (open)
+        unpin_locked(p, PLUGIN_PIN_CALL);
+    reg_unlock();
+    int rc = TETHER_OK;
+    if (open)
+        handle_put(h); /* the enter's reference */
+    else
+        rc = err_misuse(TETHER_ESTATE, fn, "no tether_plugin_enter of '%s' is "
+                        "open", p->name);
+    handle_put(h);
+    return rc;
+}
+
+int tether_plugin_state(tether_plugin h, void **out)
+{
+    static const char fn[] = "tether_plugin_state";
+    if (!out)
+        return err_misuse(TETHER_EINVAL, fn, "out must not be NULL");
+    struct plugin *p = handle_get(h, HT_PLUGIN);
+    if (!p)
+        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
+                          (unsigned long long)h);
+    *out = p->state;
+    handle_put(h);
+    return TETHER_OK;
 }
 
 int tether_plugin_info(tether_plugin h, const char **name, const char **version)
@@ -713,14 +980,16 @@ int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out)
     *out = NULL;
     /* A pointer into a plugin reaches the caller only after its record was
        inserted under the lock, so a zero here means there is nothing to pin. */
-    if (atomic_load_explicit(&g_reg.unloadable, memory_order_acquire) == 0)
+    if (atomic_load_explicit(&g_reg.ranged, memory_order_acquire) == 0)
         return TETHER_OK;
     bool closing = false;
     reg_lock();
     for (struct plugin *p = g_reg.head; p; p = p->next) {
         if (addr < p->lo || addr >= p->hi)
             continue;
-        if (p->st == PS_FINALIZED) {
+        if (kind == PLUGIN_PIN_HOLD && !p->unloadable)
+            break; /* never unmapped: nothing to hold */
+        if (p->st >= PS_FINALIZED) {
             closing = true;
             continue;
         }
@@ -728,6 +997,7 @@ int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out)
             p->calls++;
         else
             p->holds++;
+        handle_ref(p->handle); /* the record outlives the pin */
         *out = p;
         break;
     }
@@ -739,11 +1009,11 @@ void plugin_unpin(struct plugin *p, enum plugin_pin kind)
 {
     if (!p)
         return;
+    uint64_t h = p->handle;
     reg_lock();
-    uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
-    if (--*count == 0)
-        pthread_cond_broadcast(&g_reg.cond);
+    unpin_locked(p, kind);
     reg_unlock();
+    handle_put(h);
 }
 
 /* ------------------------------------------------------------------------

@@ -19,6 +19,7 @@
 #ifndef TETHER_PLUGIN_INTERNAL_H
 #define TETHER_PLUGIN_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tether/tether_plugin.h"
@@ -37,6 +38,16 @@ int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out);
 
 /* Drops a pin taken by plugin_pin_code (NULL is a no-op).  [any-thread] */
 void plugin_unpin(struct plugin *p, enum plugin_pin kind);
+
+/* Step of tether_runtime_finalize, after its threads are stopped: unloads
+   every plugin `rt` still has loaded, newest first, whatever its reference
+   count (waiting for calls into it, running fini holding no GIL, then
+   waiting for what holds an unloadable one), until the absolute monotonic
+   `deadline_ns` (plat_now_ns; -1 = none).  A plugin still called into at
+   the deadline is abandoned without fini; one still held stays mapped
+   until it is not.  Their handles are closed either way.  With `debug`
+   each one is listed on stderr (TETHER_DEBUG).  [no-gil] */
+void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug);
 
 /* The host API table handed to every plugin's init (host_api.c). */
 const tether_host_api *host_api(void);

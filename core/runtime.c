@@ -517,6 +517,7 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
     if (v && stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     TETHER_DELAY_POINT("finalize.stopped");
+    plugin_finalize_runtime(h, deadline, debug_enabled());
     if (debug_enabled()) {
         handle_foreach_open(report_handle, rt);
         for (size_t i = 0; v && i < n; i++)

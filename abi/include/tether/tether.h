@@ -184,7 +184,9 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    foreign thread's next tether_ensure, tether_restore_thread,
    tether_checkpoint or wait fails with TETHER_EFINALIZING, and threads blocked
    in a tether wait are woken.  The handles of the runtime and its
-   interpreters become invalid.  Memory is freed only when the last thread
+   interpreters become invalid.  Then every plugin still loaded into the
+   runtime is unloaded (its fini runs; its handle becomes invalid), newest
+   first.  Memory is freed only when the last thread
    has left, so a late daemon thread never touches freed memory, and the
    call never waits past its timeout.  The caller must not be a thread the
    runtime started; if it holds the GIL of the runtime it is detached.
@@ -607,7 +609,9 @@ TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
    (through any path naming the same file) returns the same handle and
    counts one more reference; each load needs its own tether_plugin_unload.
    The caller's GIL is released while the library is opened.  On failure
-   nothing stays loaded.
+   the runtime keeps no reference and fini is not called; a failed init is
+   unloaded by tether_plugin_unload's rules (the library stays mapped while
+   code of it may run: for ever unless the plugin is unloadable).
    Returns TETHER_EINVAL (NULL path or out), TETHER_EBADHANDLE,
    TETHER_EVERSION (built for another ABI major, or needing a newer minor
    than this library: the message names both versions and the file),
@@ -628,7 +632,11 @@ TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
    is in its code is alive and no thread started with a function in its code
    is running.  All the waiting together takes at most `timeout_ns`, with
    the caller's GIL released.
-   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ETIMEDOUT (calls into the
+   tether_runtime_finalize unloads the plugins still loaded into its
+   runtime; their handles are stale afterwards.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_EDEADLK (the calling thread
+   is running code of the plugin: a callback called from it, a function of
+   it; nothing changes), TETHER_ETIMEDOUT (calls into the
    plugin were still in progress: it stays loaded, usable, and the reference
    is kept; or, for an unloadable plugin, callbacks or threads into it were
    still alive after fini: it stays mapped but finalized, and a later unload
@@ -799,6 +807,61 @@ typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
    being unloaded; nothing changed).  [any-thread] */
 TETHER_API int tether_channel_set_discard(tether_channel ch,
                                           tether_channel_discard_fn fn, void *ud);
+
+/* ------------------------------------------------------------------------
+ * Plugin SDK (ABI 1.2)
+ *
+ * Direct calls into a plugin that unload waits for, the state of each load,
+ * callbacks a plugin can keep alive, and an error sentence a plugin can
+ * leave for its caller.  docs/plugins.md is the guide.
+ * ---------------------------------------------------------------------- */
+
+/* Marks the calling thread as running code of the plugin, for a host that
+   calls a function found with tether_plugin_symbol directly: until the
+   matching tether_plugin_leave, the plugin's last unload waits (as for a
+   tether_ffi_call in progress) and does not run fini.  Pairs nest and may
+   be used on any number of threads.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (the plugin is being
+   unloaded: do not call into it).  [any-thread] */
+TETHER_API int tether_plugin_enter(tether_plugin p);
+
+/* Ends one tether_plugin_enter of the plugin; works after the handle was
+   unloaded by finalize, as long as the enter is still open.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (no enter of this
+   plugin is open).  [any-thread] */
+TETHER_API int tether_plugin_leave(tether_plugin p);
+
+/* The instance state the plugin's init stored in *state for this load:
+   one per runtime that loads the plugin (a repeated load into the same
+   runtime shares it).  A plugin whose exported functions need their
+   instance takes it as their first argument; the host passes this.
+   Returns TETHER_OK, TETHER_EINVAL (NULL out), TETHER_EBADHANDLE.
+   [any-thread] */
+TETHER_API int tether_plugin_state(tether_plugin p, void **out);
+
+/* Adds an owner to the callback: its code stays valid, and calls keep
+   running fn, until every owner has let go (tether_callback_new makes the
+   first owner; tether_callback_free and tether_callback_release each drop
+   one).  A plugin that keeps a callback's code for its own threads
+   retains it so that the host freeing it cannot leave it with a dangling
+   pointer.
+   Returns TETHER_OK, TETHER_EBADHANDLE (also once the last owner is
+   gone).  [any-thread] */
+TETHER_API int tether_callback_retain(tether_callback cb);
+
+/* Drops one owner of the callback; the last one frees it exactly as
+   tether_callback_free does (and returns what it returns).
+   Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK), TETHER_EASYNC /
+   TETHER_EFINALIZING (as tether_callback_free).  [any-thread] */
+TETHER_API int tether_callback_release(tether_callback cb);
+
+/* Sets the calling thread's last-error sentence (tether_last_error) to
+   `message`, cut to the buffer's size at a character boundary, and returns
+   `code`: a plugin's init writes `return host->set_error(TETHER_EINVAL,
+   "no device");` and the load error quotes the sentence.
+   Returns `code`, or TETHER_EINVAL (NULL message; nothing is set).
+   [any-thread] */
+TETHER_API int tether_set_error(int code, const char *message);
 
 #ifdef __cplusplus
 }

@@ -156,6 +156,14 @@ typedef struct tether_host_api {
     int (*channel_set_discard)(tether_channel ch, tether_channel_discard_fn fn,
                                void *ud);
 
+    /* Plugin SDK (ABI 1.2) */
+    int (*plugin_enter)(tether_plugin p);
+    int (*plugin_leave)(tether_plugin p);
+    int (*plugin_state)(tether_plugin p, void **out);
+    int (*callback_retain)(tether_callback cb);
+    int (*callback_release)(tether_callback cb);
+    int (*set_error)(int code, const char *message);
+
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;
 
@@ -164,6 +172,26 @@ typedef struct tether_host_api {
    before calling any newer one. */
 #define TETHER_API_HAS(api, member)                                           \
     (offsetof(tether_host_api, member) < (api)->size)
+
+/* TETHER_BEGIN/END_ALLOW_THREADS for a plugin that reaches the library
+   only through the host table (it does not link libtether, so the plain
+   macros' tether_save_thread would be an undefined symbol):
+
+       TETHER_HOST_BEGIN_ALLOW_THREADS(host)
+       blocking_call();            (holding no GIL)
+       TETHER_HOST_END_ALLOW_THREADS(host)
+
+   A thread that holds no GIL passes through unchanged. */
+#define TETHER_HOST_BEGIN_ALLOW_THREADS(host)                                 \
+    {                                                                         \
+        const tether_host_api *tether__host = (host);                         \
+        tether_tstate tether__save = 0;                                       \
+        (void)tether__host->save_thread(&tether__save);
+#define TETHER_HOST_END_ALLOW_THREADS(host)                                   \
+        (void)(host);                                                         \
+        if (tether__save)                                                     \
+            (void)tether__host->restore_thread(tether__save);                 \
+    }
 
 /* Descriptor flag: the plugin may be dlclosed by its last unload, once no
    thread runs its code and no callback into it is alive.  Without it the
