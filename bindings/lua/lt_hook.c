@@ -28,6 +28,20 @@
  * the next line too.  The GIL therefore changes hands only between lines
  * and at calls: a one-line `x = x + 1` or `t[#t + 1] = v` is never split.
  *
+ * The first line event.  The VM tells "a new line" by comparing the pc
+ * with `oldpc`, which it updates only while a line hook is on.  A hook
+ * armed from outside therefore starts from the `oldpc` the coroutine's
+ * previous line hook left, which may point anywhere: when the previous
+ * request was served at a loop's closing line (the `for` line, whose
+ * FORLOOP instruction comes after the body), any pc of the body looks
+ * like a jump back, and the first instruction that re-reads `trap` (the
+ * one after a `#`, a concatenation, a new key) got a line event in the
+ * middle of its statement.  So the armed hook is lt_hook_first, which
+ * serves nothing on a line event: by then the VM has made `oldpc` exact,
+ * and it hands the coroutine over to lt_hook, which serves the request at
+ * the next line event, always a real one.  (A request waits at most one
+ * line longer.  Call and return events are exact and served at once.)
+ *
  * The hook.  On a line, call or return event lt_hook takes itself off the
  * coroutine (putting back any hook it covered), clears `requested`, and
  * calls tether_checkpoint, which hands the GIL over, delivers an
@@ -78,6 +92,13 @@
 #include "lt.h"
 
 static void lt_hook(lua_State *L, lua_Debug *ar);
+static void lt_hook_first(lua_State *L, lua_Debug *ar);
+
+/* One of the module's own hooks. */
+static int is_ours(lua_Hook h)
+{
+    return h == lt_hook || h == lt_hook_first;
+}
 
 /* ------------------------------------------------------------------------
  * Saved hooks.  All under S->hook_mu.
@@ -119,15 +140,20 @@ static void saved_take(lt_state *S, lua_State *co, struct lt_saved *out)
 static void arm_locked(lt_state *S, lua_State *co)
 {
     lua_Hook h = lua_gethook(co);
-    if (h == lt_hook)
+    if (is_ours(h)) {
+        /* Already armed: setting it again costs nothing and turns the
+           coroutine's trap flags back on. */
+        lua_sethook(co, h, lua_gethookmask(co), lua_gethookcount(co));
         return;
+    }
     if (h == NULL) {
         struct lt_saved stale;
         saved_take(S, co, &stale);
     } else if (!saved_put(S, co, h)) {
         return;
     }
-    lua_sethook(co, lt_hook, lua_gethookmask(co) | LUA_MASKLINE, lua_gethookcount(co));
+    lua_sethook(co, lt_hook_first, lua_gethookmask(co) | LUA_MASKLINE,
+                lua_gethookcount(co));
 }
 
 /* ------------------------------------------------------------------------
@@ -200,6 +226,28 @@ static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
         prev = S->saved[i];
     pthread_mutex_unlock(&S->hook_mu);
     forward(&prev, L, ar);
+}
+
+/* The first line event after arming: it may be false (see "The first
+   line event" above), so it only hands the coroutine over to lt_hook,
+   which serves the request at the next one.  Call and return events are
+   exact and serve it at once. */
+static void lt_hook_first(lua_State *L, lua_Debug *ar)
+{
+    if (ar->event == LUA_HOOKLINE) {
+        lt_state *S = lt_state_of(L);
+        struct lt_saved prev = {NULL, NULL, 0, 0};
+        pthread_mutex_lock(&S->hook_mu);
+        if (lua_gethook(L) == lt_hook_first)
+            lua_sethook(L, lt_hook, lua_gethookmask(L), lua_gethookcount(L));
+        int i = saved_find(S, L);
+        if (i >= 0)
+            prev = S->saved[i];
+        pthread_mutex_unlock(&S->hook_mu);
+        forward(&prev, L, ar);
+        return;
+    }
+    lt_hook(L, ar);
 }
 
 static void lt_hook(lua_State *L, lua_Debug *ar)
