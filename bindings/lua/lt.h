@@ -96,8 +96,6 @@ struct lt_tstate {
     _Atomic(lua_State *) running; /* the coroutine the thread runs now, or NULL */
     atomic_int requested;         /* a checkpoint was asked for, not yet made */
     atomic_int arming;            /* a requester is hooking `running` */
-    /* Synchronization: S->hook_mu. */
-    int in_sethook; /* debug.sethook is changing this thread's hooks */
     /* Synchronization: owner thread. */
     jmp_buf *exit;        /* where to leave Lua at shutdown; NULL = park */
     tether_event wait_ev; /* for condition and queue waits; 0 until used */
@@ -129,7 +127,7 @@ struct lt_state {
     int cb_idle;
     tether_plugin *plugins;     /* loaded and not unloaded, one per load */
     int nplugins, plugins_cap;
-    /* Protects every lt_tstate's in_sethook, saved[], and each
+    /* Protects saved[], and each
        lua_sethook/lua_gethook on a coroutine that another thread may be
        running; serialises requesters.  A leaf: taken under the GIL's mutex
        by lt_on_breaker, and nothing is taken under it. */

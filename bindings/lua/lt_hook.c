@@ -79,13 +79,15 @@
  * profiler, lua.c's Ctrl-C hook) is saved in S->saved and keeps its mask
  * and count under lt_hook, which passes every event the saved mask asks
  * for on to it, and puts it back when the request is served (its count
- * then starts again).  The module's debug.sethook marks the thread as changing its
- * hooks, so that a requester does not arm while the real debug.sethook
- * runs, and arms afterwards if a request came meanwhile.  With more than
+ * then starts again).  The module's debug.sethook and debug.gethook work
+ * under hook_mu and through S->saved (see below), so a request never
+ * lands in the middle of them and they never see the module's hook.
+ * With more than
  * LT_SAVED_HOOKS coroutines carrying foreign hooks under an unserved
  * request at once, a request leaves the extra ones alone (served at the
  * next wait instead).
  */
+#include <limits.h>
 #include <sched.h>
 #include <string.h>
 
@@ -172,7 +174,7 @@ void lt_on_breaker(void *thread_ud, void *ud)
         atomic_store(&ts->arming, 1);
         atomic_store(&ts->requested, 1);
         lua_State *co = atomic_load(&ts->running);
-        if (co && !ts->in_sethook)
+        if (co)
             arm_locked(S, co);
         atomic_store_explicit(&ts->arming, 0, memory_order_release);
     }
@@ -185,7 +187,7 @@ static void arm_self(lt_tstate *ts)
     lt_state *S = ts->S;
     pthread_mutex_lock(&S->hook_mu);
     lua_State *co = atomic_load(&ts->running);
-    if (co && atomic_load(&ts->requested) && !ts->in_sethook)
+    if (co && atomic_load(&ts->requested))
         arm_locked(S, co);
     pthread_mutex_unlock(&S->hook_mu);
 }
@@ -439,41 +441,184 @@ static int l_close(lua_State *L)
 }
 
 /* ------------------------------------------------------------------------
- * debug.sethook
+ * debug.sethook and debug.gethook
+ *
+ * The module's own versions, each one C function as the standard ones are,
+ * so that a user's hook sees exactly the call and return events and the
+ * frame names it would see without the module (Lua's db.lua and
+ * locals.lua check them).  They keep the same record as the standard
+ * library: the registry table "_HOOKKEY" (weak keys) maps each coroutine
+ * to its Lua hook function, and the C hook installed is the standard
+ * library's own (found once at open: see capture_lua_hook), so functions
+ * saved before the module loaded still agree with these.  Both work under
+ * hook_mu and see through the module's armed hook: setting a hook on a
+ * coroutine armed by a request changes the hook it covers, and getting it
+ * reports that covered hook, never the module's.
  * ---------------------------------------------------------------------- */
 
-static void set_in_sethook(lt_state *S, lt_tstate *ts, int on)
+#define LT_HOOKKEY "_HOOKKEY"
+
+/* The standard library's C hook (calls the Lua function of the table),
+   or NULL when it could not be found. */
+static lua_Hook std_hookf;
+
+/* The coroutine argument: L1 and the index of the first other argument
+   minus one. */
+static lua_State *hook_target(lua_State *L, int *arg)
 {
-    pthread_mutex_lock(&S->hook_mu);
-    ts->in_sethook = on;
-    pthread_mutex_unlock(&S->hook_mu);
-    if (!on)
-        arm_self(ts);
+    if (lua_isthread(L, 1)) {
+        *arg = 1;
+        return lua_tothread(L, 1);
+    }
+    *arg = 0;
+    return L;
 }
 
-/* Calls the real debug.sethook (upvalue 2) with no request arming the
-   calling thread meanwhile, then arms it if a request came. */
+static int hook_mask_of(const char *smask, lua_Integer count)
+{
+    int mask = 0;
+    if (strchr(smask, 'c'))
+        mask |= LUA_MASKCALL;
+    if (strchr(smask, 'r'))
+        mask |= LUA_MASKRET;
+    if (strchr(smask, 'l'))
+        mask |= LUA_MASKLINE;
+    if (count > 0)
+        mask |= LUA_MASKCOUNT;
+    return mask;
+}
+
+/* Sets co's hook, or the hook the module's armed hook covers. [hook_mu] */
+static void set_hook_locked(lt_state *S, lua_State *co, lua_Hook f, int mask, int count)
+{
+    lua_Hook h = lua_gethook(co);
+    if (!is_ours(h)) {
+        lua_sethook(co, f, mask, count);
+        return;
+    }
+    if (f == NULL) {
+        struct lt_saved gone;
+        saved_take(S, co, &gone);
+        lua_sethook(co, h, LUA_MASKLINE, 0);
+        return;
+    }
+    int i = saved_find(S, co);
+    if (i < 0)
+        i = saved_find(S, NULL);
+    if (i < 0) { /* no room to cover it: the request waits for a wait */
+        lua_sethook(co, f, mask, count);
+        return;
+    }
+    S->saved[i] = (struct lt_saved){co, f, mask, count};
+    lua_sethook(co, h, mask | LUA_MASKLINE, count);
+}
+
+/* debug.sethook([co,] [fn, mask [, count]]) */
 static int l_sethook(lua_State *L)
 {
-    lt_tstate *ts = ts_here(L);
-    lua_pushvalue(L, lua_upvalueindex(2));
-    lua_insert(L, 1);
-    if (!ts) {
-        lua_call(L, lua_gettop(L) - 1, 0);
-        return 0;
+    lt_state *S = lt_S(L);
+    int arg;
+    lua_State *co = hook_target(L, &arg);
+    lua_Hook f = NULL;
+    int mask = 0, count = 0;
+    if (lua_isnoneornil(L, arg + 1)) {
+        lua_settop(L, arg + 1);
+    } else {
+        const char *smask = luaL_checkstring(L, arg + 2);
+        luaL_checktype(L, arg + 1, LUA_TFUNCTION);
+        lua_Integer n = luaL_optinteger(L, arg + 3, 0);
+        count = n > INT_MAX ? INT_MAX : n < 0 ? 0 : (int)n;
+        mask = hook_mask_of(smask, n);
+        f = std_hookf;
     }
-    set_in_sethook(ts->S, ts, 1);
-    int st = lua_pcall(L, lua_gettop(L) - 1, 0, 0);
-    set_in_sethook(ts->S, ts, 0);
-    if (st == LUA_OK)
-        return 0;
-    const char *msg = lua_tostring(L, -1);
-    if (msg && strncmp(msg, "bad argument", 12) == 0) { /* as the real one says it */
-        luaL_where(L, 1);
-        luaL_gsub(L, msg, "to '?'", "to 'sethook'");
-        lua_concat(L, 2);
+    if (!luaL_getsubtable(L, LUA_REGISTRYINDEX, LT_HOOKKEY)) {
+        lua_pushliteral(L, "k"); /* the coroutines are weak keys */
+        lua_setfield(L, -2, "__mode");
+        lua_pushvalue(L, -1);
+        lua_setmetatable(L, -2);
     }
-    return lua_error(L);
+    if (L != co && !lua_checkstack(co, 1))
+        return luaL_error(L, "stack overflow");
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushvalue(L, arg + 1);
+    lua_rawset(L, -3);
+    pthread_mutex_lock(&S->hook_mu);
+    set_hook_locked(S, co, f, mask, count);
+    pthread_mutex_unlock(&S->hook_mu);
+    return 0;
+}
+
+/* debug.gethook([co]): fn (or "external hook"), mask, count; or fail. */
+static int l_gethook(lua_State *L)
+{
+    lt_state *S = lt_S(L);
+    int arg;
+    lua_State *co = hook_target(L, &arg);
+    pthread_mutex_lock(&S->hook_mu);
+    lua_Hook h = lua_gethook(co);
+    int mask = lua_gethookmask(co), count = lua_gethookcount(co);
+    if (is_ours(h)) {
+        int i = saved_find(S, co);
+        h = i >= 0 ? S->saved[i].hook : NULL;
+        mask = i >= 0 ? S->saved[i].mask : 0;
+        count = i >= 0 ? S->saved[i].count : 0;
+    }
+    pthread_mutex_unlock(&S->hook_mu);
+    if (h == NULL) {
+        luaL_pushfail(L);
+        return 1;
+    }
+    if (h != std_hookf) {
+        lua_pushliteral(L, "external hook");
+    } else {
+        lua_getfield(L, LUA_REGISTRYINDEX, LT_HOOKKEY);
+        if (L != co && !lua_checkstack(co, 1))
+            return luaL_error(L, "stack overflow");
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+    char smask[4];
+    int k = 0;
+    if (mask & LUA_MASKCALL)
+        smask[k++] = 'c';
+    if (mask & LUA_MASKRET)
+        smask[k++] = 'r';
+    if (mask & LUA_MASKLINE)
+        smask[k++] = 'l';
+    smask[k] = '\0';
+    lua_pushstring(L, smask);
+    lua_pushinteger(L, count);
+    return 3;
+}
+
+/* Finds the standard library's C hook: the real debug.sethook (on the
+   top) installs it on a scratch coroutine.  Pops the function.  Returns
+   0 if it could not. */
+static int capture_lua_hook(lua_State *L)
+{
+    lua_State *co = lua_newthread(L);
+    lua_pushvalue(L, -2);                        /* sethook */
+    lua_pushvalue(L, -2);                        /* co */
+    luaL_loadstring(L, "return");                /* a hook function */
+    lua_pushliteral(L, "l");
+    int ok = lua_pcall(L, 3, 0, 0) == LUA_OK;
+    if (!ok)
+        lua_pop(L, 1);
+    lua_Hook h = ok ? lua_gethook(co) : NULL;
+    if (ok) { /* and off again, which clears its table entry */
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+            lua_pop(L, 1);
+    }
+    lua_pop(L, 2); /* co, sethook */
+    if (!h)
+        return 0;
+    std_hookf = h;
+    return 1;
 }
 
 void lt_open_hooks(lua_State *L, lt_state *S)
@@ -487,13 +632,13 @@ void lt_open_hooks(lua_State *L, lt_state *S)
     }
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE) {
-        if (lua_getfield(L, -1, "sethook") == LUA_TFUNCTION) {
-            lua_pushlightuserdata(L, S);
-            lua_insert(L, -2);
-            lua_pushcclosure(L, l_sethook, 2);
-            lua_setfield(L, -2, "sethook");
-        } else {
+        static const luaL_Reg db_funcs[] = {
+            {"sethook", l_sethook}, {"gethook", l_gethook}, {NULL, NULL}};
+        if (lua_getfield(L, -1, "sethook") != LUA_TFUNCTION) {
             lua_pop(L, 1);
+        } else if (capture_lua_hook(L)) {
+            lua_pushlightuserdata(L, S);
+            luaL_setfuncs(L, db_funcs, 1);
         }
     }
     lua_pop(L, 2);

@@ -54,7 +54,6 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     atomic_init(&ts->running, NULL);
     atomic_init(&ts->requested, 0);
     atomic_init(&ts->arming, 0);
-    ts->in_sethook = 0;
     ts->exit = NULL;
     ts->wait_ev = 0;
     ts->async_ref = LUA_NOREF;
