@@ -100,6 +100,11 @@ struct lt_tstate {
     jmp_buf *exit;        /* where to leave Lua at shutdown; NULL = park */
     tether_event wait_ev; /* for condition and queue waits; 0 until used */
     int async_ref;        /* registry ref of the last asynchronous value raised */
+    int cancelled;        /* tether.Cancelled was raised here: raised again at
+                             every later checkpoint (lt_raise_fetched) */
+    int in_hook;          /* lt_hook is checkpointing: an error now is raised
+                             inside a hook (see the module's xpcall) */
+    int xp_deferred;      /* an xpcall handler was put off to after unwinding */
     void *outer;          /* the userdata this one replaced (nested callbacks) */
 };
 
@@ -254,8 +259,10 @@ void lt_switch(lt_tstate *ts, lua_State *co);
 /* Arms the calling thread's running coroutine, so that it checkpoints at
    its next line, loop iteration or call.  [gil-held] */
 void lt_request_self(lt_tstate *ts);
-/* Replaces coroutine.resume/wrap/close and debug.sethook with tracking
-   versions (upvalue 1 = S). */
+/* Replaces coroutine.resume/wrap/close with tracking versions,
+   debug.sethook/gethook with ones that see through the module's hook, and
+   the global xpcall with one whose handler never runs inside that hook
+   (upvalue 1 = S). */
 void lt_open_hooks(lua_State *L, lt_state *S);
 
 /* ---- lt_thread.c: tether.thread and the thread handles --------------- */

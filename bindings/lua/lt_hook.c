@@ -269,7 +269,11 @@ static void lt_hook(lua_State *L, lua_Debug *ar)
     if (ts)
         atomic_store(&ts->requested, 0);
     pthread_mutex_unlock(&S->hook_mu);
+    if (ts)
+        ts->in_hook = 1; /* stays set if the checkpoint raises */
     lt_checkpoint(L, ts);
+    if (ts)
+        ts->in_hook = 0;
     forward(&prev, L, ar);
 }
 
@@ -438,6 +442,85 @@ static int l_close(lua_State *L)
     if (is_async(L, ts))
         return lua_error(L);
     return 2;
+}
+
+/* ------------------------------------------------------------------------
+ * xpcall
+ *
+ * An asynchronous exception raised by lt_hook is raised inside a hook, and
+ * Lua calls an xpcall message handler right where the error is raised:
+ * the handler would run with hooks off, so it could not be asked for the
+ * GIL or cancelled, and a handler that loops would freeze every thread.
+ * The module's xpcall wraps the handler: for such an exception the wrapper
+ * returns the error unchanged and the handler runs once the stack has
+ * unwound to xpcall, outside the hook, where the GIL is handed over and a
+ * cancel reaches it like any Lua code.  Every other error reaches the
+ * handler where it was raised, as with the standard xpcall.
+ * ---------------------------------------------------------------------- */
+
+/* 1 if the value on L's top is an asynchronous exception raised in this
+   thread (as is_async, without forgetting the raised value). */
+static int is_async_peek(lua_State *L, lt_tstate *ts)
+{
+    lt_push_cancelled(L);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (yes || ts->async_ref == LUA_NOREF)
+        return yes;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ts->async_ref);
+    yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    return yes;
+}
+
+/* The wrapper (upvalues: the handler, S). */
+static int xp_handler(lua_State *L)
+{
+    lt_tstate *ts = lt_ts();
+    if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(2)) && ts->in_hook) {
+        ts->in_hook = 0;
+        lua_settop(L, 1);
+        if (is_async_peek(L, ts)) {
+            ts->xp_deferred = 1;
+            return 1;
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int xp_finish(lua_State *L, int status, lua_KContext extra)
+{
+    if (status == LUA_OK || status == LUA_YIELD)
+        return lua_gettop(L) - (int)extra;
+    lt_tstate *ts = lt_ts();
+    if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(1)) && ts->xp_deferred) {
+        ts->xp_deferred = 0;
+        lua_getupvalue(L, 2, 1); /* the handler */
+        lua_insert(L, -2);
+        lua_call(L, 1, 1); /* its errors go on: nothing swallows them */
+    }
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* xpcall(f, msgh, ...) */
+static int l_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, xp_handler, 2);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* [f, handler, true, f, args...] */
+    int st = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, xp_finish);
+    return xp_finish(L, st, 2);
 }
 
 /* ------------------------------------------------------------------------
@@ -625,6 +708,9 @@ void lt_open_hooks(lua_State *L, lt_state *S)
 {
     static const luaL_Reg co_funcs[] = {
         {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
+    lua_pushlightuserdata(L, S);
+    lua_pushcclosure(L, l_xpcall, 1);
+    lua_setglobal(L, "xpcall");
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
         lua_pushlightuserdata(L, S);

@@ -57,6 +57,9 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     ts->exit = NULL;
     ts->wait_ev = 0;
     ts->async_ref = LUA_NOREF;
+    ts->cancelled = 0;
+    ts->in_hook = 0;
+    ts->xp_deferred = 0;
     ts->outer = NULL;
 }
 
@@ -190,12 +193,31 @@ static void remember_async(lua_State *L, lt_tstate *ts)
     ts->async_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Posts tether.Cancelled to the calling thread again, so that its next
+   checkpoint or wait raises it once more (level-triggered cancellation;
+   a tether.deferred block holds it back like any other). */
+static void repost_cancel(void)
+{
+    tether_thread self;
+    if (tether_thread_current(&self) != TETHER_OK)
+        return;
+    (void)tether_thread_raise(self, LT_ASYNC_CANCEL, NULL, NULL);
+    (void)tether_thread_release(self);
+}
+
 int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
                      tether_dtor dtor)
 {
     push_async_value(L, code, payload, dtor);
-    if (ts)
+    if (ts) {
         remember_async(L, ts);
+        if (code == LT_ASYNC_CANCEL)
+            ts->cancelled = 1;
+        if (ts->cancelled)
+            repost_cancel();
+    } else if (code == LT_ASYNC_CANCEL) {
+        repost_cancel();
+    }
     return lua_error(L);
 }
 
@@ -510,6 +532,12 @@ static const luaL_Reg state_funcs[] = {
     {"gil_stats", l_gil_stats},
     {NULL, NULL}};
 
+static int cancelled_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "tether.Cancelled");
+    return 1;
+}
+
 /* tether.Cancelled: a table that prints as its name. */
 static void make_cancelled(lua_State *L)
 {
@@ -517,7 +545,7 @@ static void make_cancelled(lua_State *L)
     lua_newtable(L);
     lua_pushliteral(L, "tether.Cancelled");
     lua_setfield(L, -2, "__name");
-    luaL_loadstring(L, "return 'tether.Cancelled'");
+    lua_pushcfunction(L, cancelled_tostring); /* C: no hook point in it */
     lua_setfield(L, -2, "__tostring");
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);
