@@ -125,6 +125,7 @@ struct lt_state {
     atomic_int closed;
     /* Synchronization: gil. */
     int shutting_down;
+    int finalized;              /* shut_down finalized the runtime */
     lt_worker *workers;         /* every tether.thread record, newest first */
     lt_tstate main_ts;          /* of the thread that required the module */
     lua_State *cb_pool[LT_CB_POOL]; /* idle callback coroutines */
@@ -204,8 +205,12 @@ void lt_state_ref(lt_state *S);
 void lt_state_unref(lt_state *S);
 
 /* Optional timeout in seconds at `idx`: nil/none = for ever (-1), else
-   nanoseconds; negative or NaN is an argument error. */
+   nanoseconds; negative or NaN is an argument error.  Inside a finalizer
+   it is always 0 (see lt_in_finalizer). */
 int64_t lt_opt_timeout(lua_State *L, int idx);
+/* 1 while L runs a finalizer (__gc), when Lua's collector is stopped for
+   every thread of the state: the module's waits then do not block. */
+int lt_in_finalizer(lua_State *L);
 /* Raises "what: <tether's last error>" for status `rc`. */
 int lt_fail(lua_State *L, const char *what, int rc);
 /* Turns the status of a tether wait into Lua: 1 for TETHER_OK, 0 for

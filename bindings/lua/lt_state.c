@@ -99,19 +99,31 @@ void lt_push_module(lua_State *L)
  * Errors, waits and asynchronous exceptions
  * ---------------------------------------------------------------------- */
 
+int lt_in_finalizer(lua_State *L)
+{
+    /* Lua stops its collector while a finalizer runs, and lua_gc answers
+       -1 to everything then (collectgarbage("count") gives nil). */
+    return lua_gc(L, LUA_GCCOUNT, 0) < 0;
+}
+
 int64_t lt_opt_timeout(lua_State *L, int idx)
 {
-    if (lua_isnoneornil(L, idx))
-        return -1;
-    lua_Number s = luaL_checknumber(L, idx);
-    luaL_argcheck(L, s >= 0, idx, "timeout must be a non-negative number of seconds");
-    if (s >= 9e9) /* past INT64_MAX nanoseconds, math.huge included */
-        return -1;
-    return (int64_t)(s * 1e9);
+    int64_t ns = -1;
+    if (!lua_isnoneornil(L, idx)) {
+        lua_Number s = luaL_checknumber(L, idx);
+        luaL_argcheck(L, s >= 0, idx, "timeout must be a non-negative number of seconds");
+        if (s < 9e9) /* past INT64_MAX nanoseconds, math.huge included: -1 */
+            ns = (int64_t)(s * 1e9);
+    }
+    return ns != 0 && lt_in_finalizer(L) ? 0 : ns;
 }
 
 int lt_fail(lua_State *L, const char *what, int rc)
 {
+    lt_state *S = lt_state_of(L);
+    if (S && S->finalized) /* a finalizer that runs after shut_down */
+        return luaL_error(L, "%s: the Lua state is closing: tether's runtime "
+                          "is finalized", what);
     const char *why = tether_last_error();
     return luaL_error(L, "%s: %s", what, *why ? why : tether_strerror(rc));
 }
@@ -294,6 +306,7 @@ static void shut_down(lua_State *L, lt_state *S)
             (void)tether_thread_release(S->main_thread);
             S->main_thread = 0;
             (void)tether_runtime_finalize(S->rt, -1);
+            S->finalized = 1;
         }
         if (lt_reap_workers(S, LT_REAP_TIMEOUT_NS) && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
