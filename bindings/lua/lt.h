@@ -96,12 +96,15 @@ struct lt_tstate {
     _Atomic(lua_State *) running; /* the coroutine the thread runs now, or NULL */
     atomic_int requested;         /* a checkpoint was asked for, not yet made */
     atomic_int arming;            /* a requester is hooking `running` */
-    /* Synchronization: S->hook_mu. */
-    int in_sethook; /* debug.sethook is changing this thread's hooks */
     /* Synchronization: owner thread. */
     jmp_buf *exit;        /* where to leave Lua at shutdown; NULL = park */
     tether_event wait_ev; /* for condition and queue waits; 0 until used */
     int async_ref;        /* registry ref of the last asynchronous value raised */
+    int cancelled;        /* tether.Cancelled was raised here: raised again at
+                             every later checkpoint (lt_raise_fetched) */
+    int in_hook;          /* lt_hook is checkpointing: an error now is raised
+                             inside a hook (see the module's xpcall) */
+    int xp_deferred;      /* an xpcall handler was put off to after unwinding */
     void *outer;          /* the userdata this one replaced (nested callbacks) */
 };
 
@@ -122,6 +125,7 @@ struct lt_state {
     atomic_int closed;
     /* Synchronization: gil. */
     int shutting_down;
+    int finalized;              /* shut_down finalized the runtime */
     lt_worker *workers;         /* every tether.thread record, newest first */
     lt_tstate main_ts;          /* of the thread that required the module */
     lua_State *cb_pool[LT_CB_POOL]; /* idle callback coroutines */
@@ -129,7 +133,7 @@ struct lt_state {
     int cb_idle;
     tether_plugin *plugins;     /* loaded and not unloaded, one per load */
     int nplugins, plugins_cap;
-    /* Protects every lt_tstate's in_sethook, saved[], and each
+    /* Protects saved[], and each
        lua_sethook/lua_gethook on a coroutine that another thread may be
        running; serialises requesters.  A leaf: taken under the GIL's mutex
        by lt_on_breaker, and nothing is taken under it. */
@@ -201,8 +205,12 @@ void lt_state_ref(lt_state *S);
 void lt_state_unref(lt_state *S);
 
 /* Optional timeout in seconds at `idx`: nil/none = for ever (-1), else
-   nanoseconds; negative or NaN is an argument error. */
+   nanoseconds; negative or NaN is an argument error.  Inside a finalizer
+   it is always 0 (see lt_in_finalizer). */
 int64_t lt_opt_timeout(lua_State *L, int idx);
+/* 1 while L runs a finalizer (__gc), when Lua's collector is stopped for
+   every thread of the state: the module's waits then do not block. */
+int lt_in_finalizer(lua_State *L);
 /* Raises "what: <tether's last error>" for status `rc`. */
 int lt_fail(lua_State *L, const char *what, int rc);
 /* Turns the status of a tether wait into Lua: 1 for TETHER_OK, 0 for
@@ -256,8 +264,10 @@ void lt_switch(lt_tstate *ts, lua_State *co);
 /* Arms the calling thread's running coroutine, so that it checkpoints at
    its next line, loop iteration or call.  [gil-held] */
 void lt_request_self(lt_tstate *ts);
-/* Replaces coroutine.resume/wrap/close and debug.sethook with tracking
-   versions (upvalue 1 = S). */
+/* Replaces coroutine.resume/wrap/close with tracking versions,
+   debug.sethook/gethook with ones that see through the module's hook, and
+   the global xpcall with one whose handler never runs inside that hook
+   (upvalue 1 = S). */
 void lt_open_hooks(lua_State *L, lt_state *S);
 
 /* ---- lt_thread.c: tether.thread and the thread handles --------------- */

@@ -28,6 +28,20 @@
  * the next line too.  The GIL therefore changes hands only between lines
  * and at calls: a one-line `x = x + 1` or `t[#t + 1] = v` is never split.
  *
+ * The first line event.  The VM tells "a new line" by comparing the pc
+ * with `oldpc`, which it updates only while a line hook is on.  A hook
+ * armed from outside therefore starts from the `oldpc` the coroutine's
+ * previous line hook left, which may point anywhere: when the previous
+ * request was served at a loop's closing line (the `for` line, whose
+ * FORLOOP instruction comes after the body), any pc of the body looks
+ * like a jump back, and the first instruction that re-reads `trap` (the
+ * one after a `#`, a concatenation, a new key) got a line event in the
+ * middle of its statement.  So the armed hook is lt_hook_first, which
+ * serves nothing on a line event: by then the VM has made `oldpc` exact,
+ * and it hands the coroutine over to lt_hook, which serves the request at
+ * the next line event, always a real one.  (A request waits at most one
+ * line longer.  Call and return events are exact and served at once.)
+ *
  * The hook.  On a line, call or return event lt_hook takes itself off the
  * coroutine (putting back any hook it covered), clears `requested`, and
  * calls tether_checkpoint, which hands the GIL over, delivers an
@@ -65,19 +79,28 @@
  * profiler, lua.c's Ctrl-C hook) is saved in S->saved and keeps its mask
  * and count under lt_hook, which passes every event the saved mask asks
  * for on to it, and puts it back when the request is served (its count
- * then starts again).  The module's debug.sethook marks the thread as changing its
- * hooks, so that a requester does not arm while the real debug.sethook
- * runs, and arms afterwards if a request came meanwhile.  With more than
+ * then starts again).  The module's debug.sethook and debug.gethook work
+ * under hook_mu and through S->saved (see below), so a request never
+ * lands in the middle of them and they never see the module's hook.
+ * With more than
  * LT_SAVED_HOOKS coroutines carrying foreign hooks under an unserved
  * request at once, a request leaves the extra ones alone (served at the
  * next wait instead).
  */
+#include <limits.h>
 #include <sched.h>
 #include <string.h>
 
 #include "lt.h"
 
 static void lt_hook(lua_State *L, lua_Debug *ar);
+static void lt_hook_first(lua_State *L, lua_Debug *ar);
+
+/* One of the module's own hooks. */
+static int is_ours(lua_Hook h)
+{
+    return h == lt_hook || h == lt_hook_first;
+}
 
 /* ------------------------------------------------------------------------
  * Saved hooks.  All under S->hook_mu.
@@ -119,15 +142,20 @@ static void saved_take(lt_state *S, lua_State *co, struct lt_saved *out)
 static void arm_locked(lt_state *S, lua_State *co)
 {
     lua_Hook h = lua_gethook(co);
-    if (h == lt_hook)
+    if (is_ours(h)) {
+        /* Already armed: setting it again costs nothing and turns the
+           coroutine's trap flags back on. */
+        lua_sethook(co, h, lua_gethookmask(co), lua_gethookcount(co));
         return;
+    }
     if (h == NULL) {
         struct lt_saved stale;
         saved_take(S, co, &stale);
     } else if (!saved_put(S, co, h)) {
         return;
     }
-    lua_sethook(co, lt_hook, lua_gethookmask(co) | LUA_MASKLINE, lua_gethookcount(co));
+    lua_sethook(co, lt_hook_first, lua_gethookmask(co) | LUA_MASKLINE,
+                lua_gethookcount(co));
 }
 
 /* ------------------------------------------------------------------------
@@ -146,7 +174,7 @@ void lt_on_breaker(void *thread_ud, void *ud)
         atomic_store(&ts->arming, 1);
         atomic_store(&ts->requested, 1);
         lua_State *co = atomic_load(&ts->running);
-        if (co && !ts->in_sethook)
+        if (co)
             arm_locked(S, co);
         atomic_store_explicit(&ts->arming, 0, memory_order_release);
     }
@@ -159,7 +187,7 @@ static void arm_self(lt_tstate *ts)
     lt_state *S = ts->S;
     pthread_mutex_lock(&S->hook_mu);
     lua_State *co = atomic_load(&ts->running);
-    if (co && atomic_load(&ts->requested) && !ts->in_sethook)
+    if (co && atomic_load(&ts->requested))
         arm_locked(S, co);
     pthread_mutex_unlock(&S->hook_mu);
 }
@@ -202,6 +230,28 @@ static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
     forward(&prev, L, ar);
 }
 
+/* The first line event after arming: it may be false (see "The first
+   line event" above), so it only hands the coroutine over to lt_hook,
+   which serves the request at the next one.  Call and return events are
+   exact and serve it at once. */
+static void lt_hook_first(lua_State *L, lua_Debug *ar)
+{
+    if (ar->event == LUA_HOOKLINE) {
+        lt_state *S = lt_state_of(L);
+        struct lt_saved prev = {NULL, NULL, 0, 0};
+        pthread_mutex_lock(&S->hook_mu);
+        if (lua_gethook(L) == lt_hook_first)
+            lua_sethook(L, lt_hook, lua_gethookmask(L), lua_gethookcount(L));
+        int i = saved_find(S, L);
+        if (i >= 0)
+            prev = S->saved[i];
+        pthread_mutex_unlock(&S->hook_mu);
+        forward(&prev, L, ar);
+        return;
+    }
+    lt_hook(L, ar);
+}
+
 static void lt_hook(lua_State *L, lua_Debug *ar)
 {
     lt_state *S = lt_state_of(L);
@@ -219,7 +269,11 @@ static void lt_hook(lua_State *L, lua_Debug *ar)
     if (ts)
         atomic_store(&ts->requested, 0);
     pthread_mutex_unlock(&S->hook_mu);
+    if (ts)
+        ts->in_hook = 1; /* stays set if the checkpoint raises */
     lt_checkpoint(L, ts);
+    if (ts)
+        ts->in_hook = 0;
     forward(&prev, L, ar);
 }
 
@@ -391,47 +445,272 @@ static int l_close(lua_State *L)
 }
 
 /* ------------------------------------------------------------------------
- * debug.sethook
+ * xpcall
+ *
+ * An asynchronous exception raised by lt_hook is raised inside a hook, and
+ * Lua calls an xpcall message handler right where the error is raised:
+ * the handler would run with hooks off, so it could not be asked for the
+ * GIL or cancelled, and a handler that loops would freeze every thread.
+ * The module's xpcall wraps the handler: for such an exception the wrapper
+ * returns the error unchanged and the handler runs once the stack has
+ * unwound to xpcall, outside the hook, where the GIL is handed over and a
+ * cancel reaches it like any Lua code.  Every other error reaches the
+ * handler where it was raised, as with the standard xpcall.
  * ---------------------------------------------------------------------- */
 
-static void set_in_sethook(lt_state *S, lt_tstate *ts, int on)
+/* 1 if the value on L's top is an asynchronous exception raised in this
+   thread (as is_async, without forgetting the raised value). */
+static int is_async_peek(lua_State *L, lt_tstate *ts)
 {
-    pthread_mutex_lock(&S->hook_mu);
-    ts->in_sethook = on;
-    pthread_mutex_unlock(&S->hook_mu);
-    if (!on)
-        arm_self(ts);
+    lt_push_cancelled(L);
+    int yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (yes || ts->async_ref == LUA_NOREF)
+        return yes;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ts->async_ref);
+    yes = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    return yes;
 }
 
-/* Calls the real debug.sethook (upvalue 2) with no request arming the
-   calling thread meanwhile, then arms it if a request came. */
+/* The wrapper (upvalues: the handler, S). */
+static int xp_handler(lua_State *L)
+{
+    lt_tstate *ts = lt_ts();
+    if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(2)) && ts->in_hook) {
+        ts->in_hook = 0;
+        lua_settop(L, 1);
+        if (is_async_peek(L, ts)) {
+            ts->xp_deferred = 1;
+            return 1;
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int xp_finish(lua_State *L, int status, lua_KContext extra)
+{
+    if (status == LUA_OK || status == LUA_YIELD)
+        return lua_gettop(L) - (int)extra;
+    lt_tstate *ts = lt_ts();
+    if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(1)) && ts->xp_deferred) {
+        ts->xp_deferred = 0;
+        lua_getupvalue(L, 2, 1); /* the handler */
+        lua_insert(L, -2);
+        lua_call(L, 1, 1); /* its errors go on: nothing swallows them */
+    }
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* xpcall(f, msgh, ...) */
+static int l_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, xp_handler, 2);
+    lua_replace(L, 2);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2); /* [f, handler, true, f, args...] */
+    int st = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, xp_finish);
+    return xp_finish(L, st, 2);
+}
+
+/* ------------------------------------------------------------------------
+ * debug.sethook and debug.gethook
+ *
+ * The module's own versions, each one C function as the standard ones are,
+ * so that a user's hook sees exactly the call and return events and the
+ * frame names it would see without the module (Lua's db.lua and
+ * locals.lua check them).  They keep the same record as the standard
+ * library: the registry table "_HOOKKEY" (weak keys) maps each coroutine
+ * to its Lua hook function, and the C hook installed is the standard
+ * library's own (found once at open: see capture_lua_hook), so functions
+ * saved before the module loaded still agree with these.  Both work under
+ * hook_mu and see through the module's armed hook: setting a hook on a
+ * coroutine armed by a request changes the hook it covers, and getting it
+ * reports that covered hook, never the module's.
+ * ---------------------------------------------------------------------- */
+
+#define LT_HOOKKEY "_HOOKKEY"
+
+/* The standard library's C hook (calls the Lua function of the table),
+   or NULL when it could not be found. */
+static lua_Hook std_hookf;
+
+/* The coroutine argument: L1 and the index of the first other argument
+   minus one. */
+static lua_State *hook_target(lua_State *L, int *arg)
+{
+    if (lua_isthread(L, 1)) {
+        *arg = 1;
+        return lua_tothread(L, 1);
+    }
+    *arg = 0;
+    return L;
+}
+
+static int hook_mask_of(const char *smask, lua_Integer count)
+{
+    int mask = 0;
+    if (strchr(smask, 'c'))
+        mask |= LUA_MASKCALL;
+    if (strchr(smask, 'r'))
+        mask |= LUA_MASKRET;
+    if (strchr(smask, 'l'))
+        mask |= LUA_MASKLINE;
+    if (count > 0)
+        mask |= LUA_MASKCOUNT;
+    return mask;
+}
+
+/* Sets co's hook, or the hook the module's armed hook covers. [hook_mu] */
+static void set_hook_locked(lt_state *S, lua_State *co, lua_Hook f, int mask, int count)
+{
+    lua_Hook h = lua_gethook(co);
+    if (!is_ours(h)) {
+        lua_sethook(co, f, mask, count);
+        return;
+    }
+    if (f == NULL) {
+        struct lt_saved gone;
+        saved_take(S, co, &gone);
+        lua_sethook(co, h, LUA_MASKLINE, 0);
+        return;
+    }
+    int i = saved_find(S, co);
+    if (i < 0)
+        i = saved_find(S, NULL);
+    if (i < 0) { /* no room to cover it: the request waits for a wait */
+        lua_sethook(co, f, mask, count);
+        return;
+    }
+    S->saved[i] = (struct lt_saved){co, f, mask, count};
+    lua_sethook(co, h, mask | LUA_MASKLINE, count);
+}
+
+/* debug.sethook([co,] [fn, mask [, count]]) */
 static int l_sethook(lua_State *L)
 {
-    lt_tstate *ts = ts_here(L);
-    lua_pushvalue(L, lua_upvalueindex(2));
-    lua_insert(L, 1);
-    if (!ts) {
-        lua_call(L, lua_gettop(L) - 1, 0);
-        return 0;
+    lt_state *S = lt_S(L);
+    int arg;
+    lua_State *co = hook_target(L, &arg);
+    lua_Hook f = NULL;
+    int mask = 0, count = 0;
+    if (lua_isnoneornil(L, arg + 1)) {
+        lua_settop(L, arg + 1);
+    } else {
+        const char *smask = luaL_checkstring(L, arg + 2);
+        luaL_checktype(L, arg + 1, LUA_TFUNCTION);
+        lua_Integer n = luaL_optinteger(L, arg + 3, 0);
+        count = n > INT_MAX ? INT_MAX : n < 0 ? 0 : (int)n;
+        mask = hook_mask_of(smask, n);
+        f = std_hookf;
     }
-    set_in_sethook(ts->S, ts, 1);
-    int st = lua_pcall(L, lua_gettop(L) - 1, 0, 0);
-    set_in_sethook(ts->S, ts, 0);
-    if (st == LUA_OK)
-        return 0;
-    const char *msg = lua_tostring(L, -1);
-    if (msg && strncmp(msg, "bad argument", 12) == 0) { /* as the real one says it */
-        luaL_where(L, 1);
-        luaL_gsub(L, msg, "to '?'", "to 'sethook'");
-        lua_concat(L, 2);
+    if (!luaL_getsubtable(L, LUA_REGISTRYINDEX, LT_HOOKKEY)) {
+        lua_pushliteral(L, "k"); /* the coroutines are weak keys */
+        lua_setfield(L, -2, "__mode");
+        lua_pushvalue(L, -1);
+        lua_setmetatable(L, -2);
     }
-    return lua_error(L);
+    if (L != co && !lua_checkstack(co, 1))
+        return luaL_error(L, "stack overflow");
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushvalue(L, arg + 1);
+    lua_rawset(L, -3);
+    pthread_mutex_lock(&S->hook_mu);
+    set_hook_locked(S, co, f, mask, count);
+    pthread_mutex_unlock(&S->hook_mu);
+    return 0;
+}
+
+/* debug.gethook([co]): fn (or "external hook"), mask, count; or fail. */
+static int l_gethook(lua_State *L)
+{
+    lt_state *S = lt_S(L);
+    int arg;
+    lua_State *co = hook_target(L, &arg);
+    pthread_mutex_lock(&S->hook_mu);
+    lua_Hook h = lua_gethook(co);
+    int mask = lua_gethookmask(co), count = lua_gethookcount(co);
+    if (is_ours(h)) {
+        int i = saved_find(S, co);
+        h = i >= 0 ? S->saved[i].hook : NULL;
+        mask = i >= 0 ? S->saved[i].mask : 0;
+        count = i >= 0 ? S->saved[i].count : 0;
+    }
+    pthread_mutex_unlock(&S->hook_mu);
+    if (h == NULL) {
+        luaL_pushfail(L);
+        return 1;
+    }
+    if (h != std_hookf) {
+        lua_pushliteral(L, "external hook");
+    } else {
+        lua_getfield(L, LUA_REGISTRYINDEX, LT_HOOKKEY);
+        if (L != co && !lua_checkstack(co, 1))
+            return luaL_error(L, "stack overflow");
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+    char smask[4];
+    int k = 0;
+    if (mask & LUA_MASKCALL)
+        smask[k++] = 'c';
+    if (mask & LUA_MASKRET)
+        smask[k++] = 'r';
+    if (mask & LUA_MASKLINE)
+        smask[k++] = 'l';
+    smask[k] = '\0';
+    lua_pushstring(L, smask);
+    lua_pushinteger(L, count);
+    return 3;
+}
+
+/* Finds the standard library's C hook: the real debug.sethook (on the
+   top) installs it on a scratch coroutine.  Pops the function.  Returns
+   0 if it could not. */
+static int capture_lua_hook(lua_State *L)
+{
+    lua_State *co = lua_newthread(L);
+    lua_pushvalue(L, -2);                        /* sethook */
+    lua_pushvalue(L, -2);                        /* co */
+    luaL_loadstring(L, "return");                /* a hook function */
+    lua_pushliteral(L, "l");
+    int ok = lua_pcall(L, 3, 0, 0) == LUA_OK;
+    if (!ok)
+        lua_pop(L, 1);
+    lua_Hook h = ok ? lua_gethook(co) : NULL;
+    if (ok) { /* and off again, which clears its table entry */
+        lua_pushvalue(L, -2);
+        lua_pushvalue(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+            lua_pop(L, 1);
+    }
+    lua_pop(L, 2); /* co, sethook */
+    if (!h)
+        return 0;
+    std_hookf = h;
+    return 1;
 }
 
 void lt_open_hooks(lua_State *L, lt_state *S)
 {
     static const luaL_Reg co_funcs[] = {
         {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
+    lua_pushlightuserdata(L, S);
+    lua_pushcclosure(L, l_xpcall, 1);
+    lua_setglobal(L, "xpcall");
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
         lua_pushlightuserdata(L, S);
@@ -439,13 +718,13 @@ void lt_open_hooks(lua_State *L, lt_state *S)
     }
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE) {
-        if (lua_getfield(L, -1, "sethook") == LUA_TFUNCTION) {
-            lua_pushlightuserdata(L, S);
-            lua_insert(L, -2);
-            lua_pushcclosure(L, l_sethook, 2);
-            lua_setfield(L, -2, "sethook");
-        } else {
+        static const luaL_Reg db_funcs[] = {
+            {"sethook", l_sethook}, {"gethook", l_gethook}, {NULL, NULL}};
+        if (lua_getfield(L, -1, "sethook") != LUA_TFUNCTION) {
             lua_pop(L, 1);
+        } else if (capture_lua_hook(L)) {
+            lua_pushlightuserdata(L, S);
+            luaL_setfuncs(L, db_funcs, 1);
         }
     }
     lua_pop(L, 2);

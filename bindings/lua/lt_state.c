@@ -54,10 +54,12 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     atomic_init(&ts->running, NULL);
     atomic_init(&ts->requested, 0);
     atomic_init(&ts->arming, 0);
-    ts->in_sethook = 0;
     ts->exit = NULL;
     ts->wait_ev = 0;
     ts->async_ref = LUA_NOREF;
+    ts->cancelled = 0;
+    ts->in_hook = 0;
+    ts->xp_deferred = 0;
     ts->outer = NULL;
 }
 
@@ -97,19 +99,31 @@ void lt_push_module(lua_State *L)
  * Errors, waits and asynchronous exceptions
  * ---------------------------------------------------------------------- */
 
+int lt_in_finalizer(lua_State *L)
+{
+    /* Lua stops its collector while a finalizer runs, and lua_gc answers
+       -1 to everything then (collectgarbage("count") gives nil). */
+    return lua_gc(L, LUA_GCCOUNT, 0) < 0;
+}
+
 int64_t lt_opt_timeout(lua_State *L, int idx)
 {
-    if (lua_isnoneornil(L, idx))
-        return -1;
-    lua_Number s = luaL_checknumber(L, idx);
-    luaL_argcheck(L, s >= 0, idx, "timeout must be a non-negative number of seconds");
-    if (s >= 9e9) /* past INT64_MAX nanoseconds, math.huge included */
-        return -1;
-    return (int64_t)(s * 1e9);
+    int64_t ns = -1;
+    if (!lua_isnoneornil(L, idx)) {
+        lua_Number s = luaL_checknumber(L, idx);
+        luaL_argcheck(L, s >= 0, idx, "timeout must be a non-negative number of seconds");
+        if (s < 9e9) /* past INT64_MAX nanoseconds, math.huge included: -1 */
+            ns = (int64_t)(s * 1e9);
+    }
+    return ns != 0 && lt_in_finalizer(L) ? 0 : ns;
 }
 
 int lt_fail(lua_State *L, const char *what, int rc)
 {
+    lt_state *S = lt_state_of(L);
+    if (S && S->finalized) /* a finalizer that runs after shut_down */
+        return luaL_error(L, "%s: the Lua state is closing: tether's runtime "
+                          "is finalized", what);
     const char *why = tether_last_error();
     return luaL_error(L, "%s: %s", what, *why ? why : tether_strerror(rc));
 }
@@ -191,12 +205,31 @@ static void remember_async(lua_State *L, lt_tstate *ts)
     ts->async_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Posts tether.Cancelled to the calling thread again, so that its next
+   checkpoint or wait raises it once more (level-triggered cancellation;
+   a tether.deferred block holds it back like any other). */
+static void repost_cancel(void)
+{
+    tether_thread self;
+    if (tether_thread_current(&self) != TETHER_OK)
+        return;
+    (void)tether_thread_raise(self, LT_ASYNC_CANCEL, NULL, NULL);
+    (void)tether_thread_release(self);
+}
+
 int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
                      tether_dtor dtor)
 {
     push_async_value(L, code, payload, dtor);
-    if (ts)
+    if (ts) {
         remember_async(L, ts);
+        if (code == LT_ASYNC_CANCEL)
+            ts->cancelled = 1;
+        if (ts->cancelled)
+            repost_cancel();
+    } else if (code == LT_ASYNC_CANCEL) {
+        repost_cancel();
+    }
     return lua_error(L);
 }
 
@@ -273,6 +306,7 @@ static void shut_down(lua_State *L, lt_state *S)
             (void)tether_thread_release(S->main_thread);
             S->main_thread = 0;
             (void)tether_runtime_finalize(S->rt, -1);
+            S->finalized = 1;
         }
         if (lt_reap_workers(S, LT_REAP_TIMEOUT_NS) && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
@@ -511,6 +545,12 @@ static const luaL_Reg state_funcs[] = {
     {"gil_stats", l_gil_stats},
     {NULL, NULL}};
 
+static int cancelled_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "tether.Cancelled");
+    return 1;
+}
+
 /* tether.Cancelled: a table that prints as its name. */
 static void make_cancelled(lua_State *L)
 {
@@ -518,7 +558,7 @@ static void make_cancelled(lua_State *L)
     lua_newtable(L);
     lua_pushliteral(L, "tether.Cancelled");
     lua_setfield(L, -2, "__name");
-    luaL_loadstring(L, "return 'tether.Cancelled'");
+    lua_pushcfunction(L, cancelled_tostring); /* C: no hook point in it */
     lua_setfield(L, -2, "__tostring");
     lua_setmetatable(L, -2);
     lua_pushvalue(L, -1);

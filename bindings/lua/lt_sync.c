@@ -136,6 +136,8 @@ static int l_sleep(lua_State *L)
     lua_Number s = luaL_checknumber(L, 1);
     luaL_argcheck(L, s >= 0, 1, "duration must be a non-negative number of seconds");
     int64_t ns = s >= 9e9 ? INT64_MAX : (int64_t)(s * 1e9);
+    if (lt_in_finalizer(L))
+        ns = 0;
     lt_tstate *ts = lt_ts();
     lt_wait_result(L, ts, tether_sleep(ns), "sleep");
     return 0;
@@ -225,9 +227,18 @@ static int l_lock_locked(lua_State *L)
 }
 
 /* lock:held(): acquires and returns the lock, for `local x <close> = ...`. */
+/* Raises the error of a held() that could not wait in a finalizer. */
+static int held_in_finalizer(lua_State *L)
+{
+    return luaL_error(L, "held: the lock is taken, and a wait inside a "
+                      "finalizer does not block");
+}
+
 static int l_lock_held(lua_State *L)
 {
-    lock_acquire(L, check_lock(L)->l, -1);
+    int gc = lt_in_finalizer(L);
+    if (!lock_acquire(L, check_lock(L)->l, gc ? 0 : -1))
+        return held_in_finalizer(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -321,7 +332,9 @@ static int l_rlock_locked(lua_State *L)
 
 static int l_rlock_held(lua_State *L)
 {
-    rlock_acquire(L, check_rlock(L), -1);
+    int gc = lt_in_finalizer(L);
+    if (!rlock_acquire(L, check_rlock(L), gc ? 0 : -1))
+        return held_in_finalizer(L);
     lua_settop(L, 1);
     return 1;
 }

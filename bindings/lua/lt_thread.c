@@ -233,7 +233,13 @@ void lt_call_excepthook(lua_State *L, int thread_idx, int err_idx, int tb_idx)
     lua_pushvalue(L, thread_idx);
     lua_pushvalue(L, err_idx);
     lua_pushvalue(L, tb_idx);
-    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    /* A cancelled thread stays cancelled (lt_raise_fetched): the report
+       itself is not cut short. */
+    int deferred = tether_async_defer() == TETHER_OK;
+    int st = lua_pcall(L, 3, 0, 0);
+    if (deferred)
+        (void)tether_async_allow();
+    if (st != LUA_OK) {
         fprintf(stderr, "tether: tether.excepthook failed (%s) while reporting: %s\n",
                 lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
                 lua_isstring(L, err_idx) ? lua_tostring(L, err_idx) : "?");

@@ -86,4 +86,36 @@ T.case("hooks are per coroutine, also inside threads", function()
   assert(ok and inner_lines > 1000 and outer_hook == nil)
 end)
 
+T.case("debug.gethook never shows the module's hook", function()
+  -- requests arm the worker's coroutine all along; gethook must report the
+  -- user's hook (or none), not the one-shot hook that covers it
+  local ok, seen_none, seen_user = contended(function()
+    local bad_none, bad_user = 0, 0
+    for _ = 1, 20000 do
+      if debug.gethook() ~= nil then bad_none = bad_none + 1 end
+    end
+    local hook = function() end
+    debug.sethook(hook, "c")
+    for _ = 1, 20000 do
+      local h, mask, count = debug.gethook()
+      if h ~= hook or mask ~= "c" or count ~= 0 then bad_user = bad_user + 1 end
+    end
+    debug.sethook()
+    return bad_none, bad_user
+  end)
+  assert(ok and seen_none == 0 and seen_user == 0, seen_none .. " " .. seen_user)
+end)
+
+T.case("a hook sees sethook itself as one C call, named", function()
+  local events = {}
+  debug.sethook(function(e)
+    local info = debug.getinfo(2, "nS")
+    events[#events + 1] = e .. " " .. tostring(info.name) .. " " .. info.what
+  end, "cr")
+  debug.sethook()
+  assert(#events == 2, table.concat(events, ", "))
+  assert(events[1] == "return sethook C", events[1])
+  assert(events[2] == "call sethook C", events[2])
+end)
+
 T.done()

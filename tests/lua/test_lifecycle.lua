@@ -1,0 +1,77 @@
+-- Finalizers and the end of the state: a wait inside a __gc does not
+-- block (Lua's collector is stopped for every thread while a finalizer
+-- runs), and a finalizer that runs after the runtime was finalized gets
+-- clear errors and does not hang.
+local tether = require "tether"
+local T = require "testlib"
+
+T.case("waits inside a finalizer do not block", function()
+  local e = tether.event()
+  local q = tether.queue()
+  local ch = tether.channel()
+  local held = tether.lock()
+  local gc_started = false
+  -- sets `e`, fills `q` and `ch` once the finalizer has started: a wait
+  -- that blocked would see them and succeed
+  local helper = tether.thread(function()
+    while not gc_started do tether.sleep(0.001) end
+    e:set() q:put("late") ch:send("late")
+  end)
+  held:acquire()
+  local r = {}
+  do
+    setmetatable({}, {__gc = function()
+      -- each wait shares the line that starts it with the check before:
+      -- no other thread runs in between
+      gc_started = true r.wait = e:wait()
+      r.get = q:get() r.recv = ch:recv()
+      r.sleep_done = pcall(tether.sleep, 1e6)
+      r.held = select(2, pcall(held.held, held))
+      r.count = collectgarbage("count")
+    end})
+  end
+  collectgarbage()
+  collectgarbage()
+  held:release()
+  assert(helper:join(T.LIMIT))
+  assert(r.wait == false, tostring(r.wait))
+  assert(r.get == nil and r.recv == nil, tostring(r.get) .. " " .. tostring(r.recv))
+  assert(r.sleep_done == true)
+  assert(tostring(r.held):find("finalizer does not block", 1, true), tostring(r.held))
+  assert(r.count == nil) -- Lua's own sign that the collector is stopped
+  assert(collectgarbage("count") > 0)
+end)
+
+T.case("a join inside a finalizer does not block", function()
+  local go = tether.event()
+  local t = tether.thread(function() go:wait() return 1 end)
+  local r
+  do setmetatable({}, {__gc = function() r = table.pack(t:join()) end}) end
+  collectgarbage()
+  collectgarbage()
+  go:set()
+  assert(r and r[1] == nil and r[2] == "timeout", tostring(r and r[1]))
+  assert(t:join(T.LIMIT))
+end)
+
+T.case("a finalizer after the runtime was finalized gets clear errors", function()
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local q = tether.queue()
+    local ch = tether.channel()
+    local late = setmetatable({}, {__gc = function()
+      print("thread", pcall(tether.thread, function() end))
+      print("get", q:get())
+      print("recv", ch:recv())
+      print("finalizer done")
+    end})
+    local newest = tether.lock() -- the closing sentinel is newer than `late`
+  ]])
+  assert(status == 0, out)
+  assert(out:find("thread\tfalse\tthread: the Lua state is closing: tether's runtime is finalized", 1, true), out)
+  assert(out:find("get\tnil\ttimeout", 1, true), out)
+  assert(out:find("recv\tnil\ttimeout", 1, true), out)
+  assert(out:find("finalizer done", 1, true), out)
+end)
+
+T.done()
