@@ -17,6 +17,7 @@
  * any more (the thread ends with no handle left, or its last handle is
  * collected) unless a join returned it.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,19 @@ static lt_worker *find_worker(lt_state *S, tether_thread h)
 }
 
 /* Replaces the handle on the top with the cached handle of the same thread
-   if there is one, else caches it.  Raises when out of memory. */
+   if there is one, else caches it.  Raises when out of memory.  A handle
+   made before the thread's record knew its handle (tether.threads() in
+   the new thread itself, or in a third thread while tether_thread_start
+   had not returned) has no record; the creator's handle, cached after the
+   start, gives the cached one its record, or joins through the cache would
+   lose the results. */
 static void cache_or_use(lua_State *L, tether_thread h)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cache);
     if (lua_rawgeti(L, -1, (lua_Integer)h) != LUA_TNIL) {
+        lt_handle *cached = lua_touserdata(L, -1), *cur = lua_touserdata(L, -3);
+        if (!cached->w && cur->w)
+            bind_worker(cached, cur->w);
         lua_replace(L, -3);
         lua_pop(L, 1);
         return;
@@ -593,7 +602,9 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
 }
 
 /* tether.threads(): every live thread of the interpreter.  The handles are
-   made before the references are taken, so no error can leak one. */
+   made before the references are taken, so no error can leak one; they
+   are kept in a table, not on the stack, which has room for a few dozen
+   values only (one handle per thread on the stack overflowed it). */
 static int l_threads(lua_State *L)
 {
     lt_state *S = lt_S(L);
@@ -601,22 +612,35 @@ static int l_threads(lua_State *L)
     tether_thread *buf = NULL;
     do {
         cap = n + 8;
+        if (cap > INT_MAX - 1)
+            return luaL_error(L, "threads: too many threads");
         lua_settop(L, 0);
-        buf = lua_newuserdatauv(L, cap * sizeof *buf, 0);
-        for (size_t i = 0; i < cap; i++)
+        buf = lua_newuserdatauv(L, cap * sizeof *buf, 0); /* 1 */
+        lua_createtable(L, (int)cap, 0);                  /* 2: closed handles */
+        for (size_t i = 0; i < cap; i++) {
             new_handle(L);
+            lua_rawseti(L, 2, (lua_Integer)i + 1);
+        }
         n = list_into(L, S, buf, cap);
     } while (n > cap);
-    for (size_t i = 0; i < n; i++) {
-        lt_handle *hd = lua_touserdata(L, (int)i + 2);
-        hd->h = buf[i];
-        bind_worker(hd, find_worker(S, buf[i]));
+    /* Nothing below raises before every reference has its handle. */
+    for (size_t i = 0; i < cap; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        if (i < n) {
+            lt_handle *hd = lua_touserdata(L, -1);
+            hd->h = buf[i];
+            bind_worker(hd, find_worker(S, buf[i]));
+            lua_pop(L, 1);
+        } else { /* a spare: drop it */
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_rawseti(L, 2, (lua_Integer)i + 1);
+        }
     }
-    lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
-        lua_pushvalue(L, (int)i + 2);
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
         cache_or_use(L, buf[i]);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        lua_rawseti(L, 2, (lua_Integer)i + 1);
     }
     return 1;
 }
