@@ -351,6 +351,13 @@ void lt_load_function(lua_State *L, int idx);
 void lt_push_channel(lua_State *L, tether_channel ch);
 void lt_open_copy(lua_State *L, lt_state *S);
 
+/* ---- lt_require.c: require with an import lock per module name ------ */
+
+/* Replaces the global `require` with one that runs each module's loader
+   once however many threads require it at the same time (the others
+   wait); nothing if the package library is not loaded. */
+void lt_open_require(lua_State *L, lt_state *S);
+
 /* ---- lt_interp.c: tether.interp and threads of other interpreters ---- */
 
 void lt_open_interp(lua_State *L, lt_state *S);

@@ -566,6 +566,7 @@ int luaopen_tether(lua_State *L)
     lua_newtable(L);
     fill_module(L, S);
     lt_open_hooks(L, S);
+    lt_open_require(L, S);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_module);
     lt_renew_sentinel(L, S);
