@@ -344,6 +344,24 @@ static int worker_main(void *arg)
     return st == LUA_OK ? TETHER_OK : TETHER_EXIT;
 }
 
+/* The smallest stack_size accepted.  Lua lets C calls nest 200 deep
+   (LUAI_MAXCCALLS) whatever the stack, so a thread must hold 200 levels of
+   its heaviest library function: nested string.gsub callbacks need about
+   420 KiB on x86-64 (a luaL_Buffer and a match state per level), and under
+   ThreadSanitizer, whose runtime runs on the thread's stack too, about
+   1.1 MiB.  Twice and more that, so that C modules with bigger frames fit
+   too; tests/lua/test_stack_size.lua runs those nestings at the minimum. */
+#ifdef __has_feature
+#define LT_HAS_FEATURE(x) __has_feature(x)
+#else
+#define LT_HAS_FEATURE(x) 0
+#endif
+#if defined(__SANITIZE_THREAD__) || LT_HAS_FEATURE(thread_sanitizer)
+#define LT_MIN_STACK ((size_t)4 << 20)
+#else
+#define LT_MIN_STACK ((size_t)1 << 20)
+#endif
+
 void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 {
     lua_pushnil(L);
@@ -358,7 +376,14 @@ void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
         } else if (strcmp(k, "stack_size") == 0) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
                 luaL_argerror(L, idx, "option 'stack_size' must be an integer >= 0");
-            o->stack_size = (size_t)lua_tointeger(L, -1);
+            lua_Integer n = lua_tointeger(L, -1);
+            if (n > 0 && (lua_Unsigned)n < LT_MIN_STACK) {
+                lua_pushfstring(L, "option 'stack_size' must be 0 (the default) or at "
+                                   "least %d bytes (%d KiB), the stack Lua needs; got %I",
+                                (int)LT_MIN_STACK, (int)(LT_MIN_STACK >> 10), n);
+                luaL_argerror(L, idx, lua_tostring(L, -1));
+            }
+            o->stack_size = (size_t)n;
         } else {
             lua_pushfstring(L, "unknown option '%s'", k);
             luaL_argerror(L, idx, lua_tostring(L, -1));
