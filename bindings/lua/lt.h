@@ -235,6 +235,15 @@ void lt_renew_sentinel(lua_State *L, lt_state *S);
 void lt_new_class(lua_State *L, lt_state *S, const char *name,
                   const luaL_Reg *methods, const luaL_Reg *meta,
                   lua_CFunction index);
+/* Whether the value at idx can be called: a function, or a value with a
+   __call metamethod.  (lt_class.c) */
+int lt_is_callable(lua_State *L, int idx);
+/* Pushes and returns a short description of the value at idx for an error
+   message: a string as it is (with `quote`: in quotes, cut after 60 bytes
+   or at a NUL, with its length), anything else as tostring shows it, and
+   by type and address if its __tostring fails.  Raises only when out of
+   memory; needs 3 free stack slots.  (lt_class.c) */
+const char *lt_describe(lua_State *L, int idx, int quote);
 /* Pushes the module table.  [gil-held] */
 void lt_push_module(lua_State *L);
 

@@ -311,10 +311,13 @@ static int l_ithread(lua_State *L)
     lt_interp *I = check_interp(L);
     tether_thread_opts o = {sizeof o, NULL, 0, 0};
     int fi = 2;
-    if (lua_type(L, 2) == LUA_TTABLE) {
+    if (lua_type(L, 2) == LUA_TTABLE && !lt_is_callable(L, 2)) {
         lt_read_thread_opts(L, 2, &o);
         fi = 3;
     }
+    luaL_argcheck(L, lua_type(L, fi) == LUA_TFUNCTION || !lt_is_callable(L, fi), fi,
+                  "a callable table or userdata cannot be copied to another "
+                  "interpreter; pass a Lua function");
     int n = lua_gettop(L);
     lt_dump_function(L, fi);
     lt_blob *b = lt_blob_push(L);

@@ -243,10 +243,11 @@ void lt_call_excepthook(lua_State *L, int thread_idx, int err_idx, int tb_idx)
     lua_pushvalue(L, err_idx);
     lua_pushvalue(L, tb_idx);
     if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+            const char *why = lt_describe(L, -1, 0);
+        const char *what = lt_describe(L, err_idx, 0);
         fprintf(stderr, "tether: tether.excepthook failed (%s) while reporting: %s\n",
-                lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
-                lua_isstring(L, err_idx) ? lua_tostring(L, err_idx) : "?");
-        lua_pop(L, 1);
+                why, what);
+        lua_pop(L, 3);
     }
 }
 
@@ -362,15 +363,34 @@ static int worker_main(void *arg)
 #define LT_MIN_STACK ((size_t)1 << 20)
 #endif
 
+/* The longest thread name: the core keeps 127 bytes and cut longer ones. */
+#define LT_NAME_MAX 127
+
 void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 {
+    idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            const char *k = lt_describe(L, -2, 1);
+            const char *v = lt_describe(L, -2, 1);
+            lua_pushfstring(L, "options are named fields (name, daemon, stack_size); "
+                               "got [%s] = %s", k, v);
+            luaL_argerror(L, idx, lua_tostring(L, -1));
+        }
+        const char *k = lua_tostring(L, -2);
         if (strcmp(k, "name") == 0) {
+            size_t len;
             if (lua_type(L, -1) != LUA_TSTRING)
                 luaL_argerror(L, idx, "option 'name' must be a string");
-            o->name = lua_tostring(L, -1); /* anchored by the options table */
+            o->name = lua_tolstring(L, -1, &len); /* anchored by the options table */
+            if (strlen(o->name) != len)
+                luaL_argerror(L, idx, "option 'name' must not contain a NUL byte");
+            if (len > LT_NAME_MAX) {
+                lua_pushfstring(L, "option 'name' is %I bytes long; the limit is %d",
+                                (lua_Integer)len, LT_NAME_MAX);
+                luaL_argerror(L, idx, lua_tostring(L, -1));
+            }
         } else if (strcmp(k, "daemon") == 0) {
             o->daemon = lua_toboolean(L, -1);
         } else if (strcmp(k, "stack_size") == 0) {
@@ -399,11 +419,12 @@ static int l_thread(lua_State *L)
     lt_tstate *ts = lt_ts();
     tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
     int fi = 1;
-    if (lua_type(L, 1) == LUA_TTABLE) {
+    if (lua_type(L, 1) == LUA_TTABLE && !lt_is_callable(L, 1)) {
         lt_read_thread_opts(L, 1, &o);
         fi = 2;
     }
-    luaL_checktype(L, fi, LUA_TFUNCTION);
+    if (!lt_is_callable(L, fi))
+        luaL_typeerror(L, fi, "function");
     int last = lua_gettop(L);
     lt_sweep_workers(L, S);
     lt_handle *hd = new_handle(L);
