@@ -243,6 +243,15 @@ void lt_renew_sentinel(lua_State *L, lt_state *S);
 void lt_new_class(lua_State *L, lt_state *S, const char *name,
                   const luaL_Reg *methods, const luaL_Reg *meta,
                   lua_CFunction index);
+/* Whether the value at idx can be called: a function, or a value with a
+   __call metamethod.  (lt_class.c) */
+int lt_is_callable(lua_State *L, int idx);
+/* Pushes and returns a short description of the value at idx for an error
+   message: a string as it is (with `quote`: in quotes, cut after 60 bytes
+   or at a NUL, with its length), anything else as tostring shows it, and
+   by type and address if its __tostring fails.  Raises only when out of
+   memory; needs 3 free stack slots.  (lt_class.c) */
+const char *lt_describe(lua_State *L, int idx, int quote);
 /* Pushes the module table.  [gil-held] */
 void lt_push_module(lua_State *L);
 
@@ -360,6 +369,13 @@ void lt_load_function(lua_State *L, int idx);
 /* Pushes a channel userdata owning the reference `ch`. */
 void lt_push_channel(lua_State *L, tether_channel ch);
 void lt_open_copy(lua_State *L, lt_state *S);
+
+/* ---- lt_require.c: require with an import lock per module name ------ */
+
+/* Replaces the global `require` with one that runs each module's loader
+   once however many threads require it at the same time (the others
+   wait); nothing if the package library is not loaded. */
+void lt_open_require(lua_State *L, lt_state *S);
 
 /* ---- lt_interp.c: tether.interp and threads of other interpreters ---- */
 

@@ -1,9 +1,12 @@
 /*
- * lt_class.c - the metatables of the module's userdata.
+ * lt_class.c - the metatables of the module's userdata, and how values
+ * are shown in messages.
  *
  * On its own so that the codec's fuzzer (tests/fuzz) builds lt_copy.c
- * with the very function the module uses.
+ * with the very functions the module uses.
  */
+#include <string.h>
+
 #include "lt.h"
 
 void lt_new_class(lua_State *L, lt_state *S, const char *name,
@@ -27,4 +30,56 @@ void lt_new_class(lua_State *L, lt_state *S, const char *name,
         lua_setfield(L, -2, "__index");
     }
     lua_pop(L, 1);
+}
+
+int lt_is_callable(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TFUNCTION)
+        return 1;
+    if (luaL_getmetafield(L, idx, "__call") == LUA_TNIL)
+        return 0;
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Protected: tostring of the value at 1. */
+static int tostring_of(lua_State *L)
+{
+    luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
+/* Strings longer than this are cut in quoted descriptions. */
+#define LT_DESCRIBE_MAX 60
+
+const char *lt_describe(lua_State *L, int idx, int quote)
+{
+    idx = lua_absindex(L, idx);
+    int is_string = lua_type(L, idx) == LUA_TSTRING;
+    if (is_string) {
+        lua_pushvalue(L, idx);
+    } else {
+        lua_pushcfunction(L, tostring_of);
+        lua_pushvalue(L, idx);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1); /* __tostring failed: what tostring shows without it */
+            lua_pushfstring(L, "%s: %p", luaL_typename(L, idx), lua_topointer(L, idx));
+        }
+    }
+    if (quote && is_string) {
+        size_t len;
+        const char *s = lua_tolstring(L, -1, &len);
+        size_t shown = strlen(s);
+        if (shown > LT_DESCRIBE_MAX)
+            shown = LT_DESCRIBE_MAX;
+        if (shown == len) {
+            lua_pushfstring(L, "'%s'", s);
+        } else { /* long, or with a NUL: the start and the length */
+            lua_pushlstring(L, s, shown);
+            lua_pushfstring(L, "'%s...' (%I bytes)", lua_tostring(L, -1), (lua_Integer)len);
+            lua_remove(L, -2);
+        }
+        lua_remove(L, -2);
+    }
+    return lua_tostring(L, -1);
 }

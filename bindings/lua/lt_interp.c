@@ -195,14 +195,17 @@ static int encode_all(lua_State *L)
     return 0;
 }
 
-/* Encodes the values on the top `n` slots into b; returns 0 with the error
-   message on the top if one cannot be copied. */
+/* Encodes the values on the top `n` slots into b, taking them off the
+   stack (they become the arguments of encode_all where they stand, not
+   copies: a function may return close to Lua's stack limit of values);
+   returns 0 with the error message on the top, and b empty, if one cannot
+   be copied.  Needs two free slots. */
 static int try_encode(lua_State *L, lt_blob *b, int n)
 {
     lua_pushcfunction(L, encode_all);
+    lua_insert(L, -n - 1);
     lua_pushlightuserdata(L, b);
-    for (int i = 0; i < n; i++)
-        lua_pushvalue(L, -n - 2);
+    lua_insert(L, -n - 1);
     if (lua_pcall(L, n + 1, 0, 0) == LUA_OK)
         return 1;
     lt_blob_clear(b);
@@ -217,10 +220,12 @@ static int encode_error(lua_State *L, lt_blob *b)
     lt_push_cancelled(L);
     int st = lua_rawequal(L, -3, -1) ? LT_CANCELLED : LT_ERROR;
     lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, -2);
     if (!try_encode(L, b, 2)) {
         lua_pop(L, 1); /* the encoding error */
         luaL_tolstring(L, -2, NULL);
-        lua_replace(L, -3);
+        lua_pushvalue(L, -2);
         if (!try_encode(L, b, 2))
             lua_pop(L, 1);
     }
@@ -236,14 +241,21 @@ static int bootstrap(lua_State *L)
     lua_insert(L, 1);
     int ok = lua_pcall(L, n - 1, LUA_MULTRET, 1) == LUA_OK;
     int nres = lua_gettop(L) - 1;
+    int st = LT_DONE;
+    if (ok && !lua_checkstack(L, LUA_MINSTACK)) { /* none left after MULTRET */
+        lua_settop(L, 1);
+        lua_pushliteral(L, "tether: too many results to return from the thread");
+        st = LT_ERROR;
+    }
     lt_blob *b = lt_blob_push(L);
     lua_insert(L, 2);
-    int st = LT_DONE;
     if (!ok) {
         st = encode_error(L, b);
-    } else if (!try_encode(L, b, nres)) { /* results that cannot cross */
-        lua_pushliteral(L, "");
+    } else if (st == LT_DONE && !try_encode(L, b, nres)) { /* results that cannot cross */
         st = LT_ERROR;
+    }
+    if (ok && st == LT_ERROR) { /* the message on the top, no traceback */
+        lua_pushliteral(L, "");
         if (!try_encode(L, b, 2))
             lua_pop(L, 1);
     }
@@ -299,10 +311,13 @@ static int l_ithread(lua_State *L)
     lt_interp *I = check_interp(L);
     tether_thread_opts o = {sizeof o, NULL, 0, 0};
     int fi = 2;
-    if (lua_type(L, 2) == LUA_TTABLE) {
+    if (lua_type(L, 2) == LUA_TTABLE && !lt_is_callable(L, 2)) {
         lt_read_thread_opts(L, 2, &o);
         fi = 3;
     }
+    luaL_argcheck(L, lua_type(L, fi) == LUA_TFUNCTION || !lt_is_callable(L, fi), fi,
+                  "a callable table or userdata cannot be copied to another "
+                  "interpreter; pass a Lua function");
     int n = lua_gettop(L);
     lt_dump_function(L, fi);
     lt_blob *b = lt_blob_push(L);

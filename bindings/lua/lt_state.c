@@ -531,7 +531,7 @@ static int l_default_excepthook(lua_State *L)
     const char *name = "?";
     if (luaL_testudata(L, 1, LT_THREAD_MT) && lua_getfield(L, 1, "name") == LUA_TSTRING)
         name = lua_tostring(L, -1);
-    const char *err = luaL_tolstring(L, 2, NULL);
+    const char *err = lt_describe(L, 2, 0); /* even if its __tostring fails */
     const char *tb = lua_isstring(L, 3) ? lua_tostring(L, 3) : "";
     fprintf(stderr, "tether: exception in thread '%s': %s\n%s\n", name, err, tb);
     fflush(stderr);
@@ -606,6 +606,7 @@ int luaopen_tether(lua_State *L)
     lua_newtable(L);
     fill_module(L, S);
     lt_open_hooks(L, S);
+    lt_open_require(L, S);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_module);
     lt_renew_sentinel(L, S);

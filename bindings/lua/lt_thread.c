@@ -17,6 +17,7 @@
  * any more (the thread ends with no handle left, or its last handle is
  * collected) unless a join returned it.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,11 +69,19 @@ static lt_worker *find_worker(lt_state *S, tether_thread h)
 }
 
 /* Replaces the handle on the top with the cached handle of the same thread
-   if there is one, else caches it.  Raises when out of memory. */
+   if there is one, else caches it.  Raises when out of memory.  A handle
+   made before the thread's record knew its handle (tether.threads() in
+   the new thread itself, or in a third thread while tether_thread_start
+   had not returned) has no record; the creator's handle, cached after the
+   start, gives the cached one its record, or joins through the cache would
+   lose the results. */
 static void cache_or_use(lua_State *L, tether_thread h)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cache);
     if (lua_rawgeti(L, -1, (lua_Integer)h) != LUA_TNIL) {
+        lt_handle *cached = lua_touserdata(L, -1), *cur = lua_touserdata(L, -3);
+        if (!cached->w && cur->w)
+            bind_worker(cached, cur->w);
         lua_replace(L, -3);
         lua_pop(L, 1);
         return;
@@ -240,10 +249,11 @@ void lt_call_excepthook(lua_State *L, int thread_idx, int err_idx, int tb_idx)
     if (deferred)
         (void)tether_async_allow();
     if (st != LUA_OK) {
+        const char *why = lt_describe(L, -1, 0);
+        const char *what = lt_describe(L, err_idx, 0);
         fprintf(stderr, "tether: tether.excepthook failed (%s) while reporting: %s\n",
-                lua_isstring(L, -1) ? lua_tostring(L, -1) : "?",
-                lua_isstring(L, err_idx) ? lua_tostring(L, err_idx) : "?");
-        lua_pop(L, 1);
+                why, what);
+        lua_pop(L, 3);
     }
 }
 
@@ -345,21 +355,65 @@ static int worker_main(void *arg)
     return st == LUA_OK ? TETHER_OK : TETHER_EXIT;
 }
 
+/* The smallest stack_size accepted.  Lua lets C calls nest 200 deep
+   (LUAI_MAXCCALLS) whatever the stack, so a thread must hold 200 levels of
+   its heaviest library function: nested string.gsub callbacks need about
+   420 KiB on x86-64 (a luaL_Buffer and a match state per level), and under
+   ThreadSanitizer, whose runtime runs on the thread's stack too, about
+   1.1 MiB.  Twice and more that, so that C modules with bigger frames fit
+   too; tests/lua/test_stack_size.lua runs those nestings at the minimum. */
+#ifdef __has_feature
+#define LT_HAS_FEATURE(x) __has_feature(x)
+#else
+#define LT_HAS_FEATURE(x) 0
+#endif
+#if defined(__SANITIZE_THREAD__) || LT_HAS_FEATURE(thread_sanitizer)
+#define LT_MIN_STACK ((size_t)4 << 20)
+#else
+#define LT_MIN_STACK ((size_t)1 << 20)
+#endif
+
+/* The longest thread name: the core keeps 127 bytes and cut longer ones. */
+#define LT_NAME_MAX 127
+
 void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 {
+    idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            const char *k = lt_describe(L, -2, 1);
+            const char *v = lt_describe(L, -2, 1);
+            lua_pushfstring(L, "options are named fields (name, daemon, stack_size); "
+                               "got [%s] = %s", k, v);
+            luaL_argerror(L, idx, lua_tostring(L, -1));
+        }
+        const char *k = lua_tostring(L, -2);
         if (strcmp(k, "name") == 0) {
+            size_t len;
             if (lua_type(L, -1) != LUA_TSTRING)
                 luaL_argerror(L, idx, "option 'name' must be a string");
-            o->name = lua_tostring(L, -1); /* anchored by the options table */
+            o->name = lua_tolstring(L, -1, &len); /* anchored by the options table */
+            if (strlen(o->name) != len)
+                luaL_argerror(L, idx, "option 'name' must not contain a NUL byte");
+            if (len > LT_NAME_MAX) {
+                lua_pushfstring(L, "option 'name' is %I bytes long; the limit is %d",
+                                (lua_Integer)len, LT_NAME_MAX);
+                luaL_argerror(L, idx, lua_tostring(L, -1));
+            }
         } else if (strcmp(k, "daemon") == 0) {
             o->daemon = lua_toboolean(L, -1);
         } else if (strcmp(k, "stack_size") == 0) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
                 luaL_argerror(L, idx, "option 'stack_size' must be an integer >= 0");
-            o->stack_size = (size_t)lua_tointeger(L, -1);
+            lua_Integer n = lua_tointeger(L, -1);
+            if (n > 0 && (lua_Unsigned)n < LT_MIN_STACK) {
+                lua_pushfstring(L, "option 'stack_size' must be 0 (the default) or at "
+                                   "least %d bytes (%d KiB), the stack Lua needs; got %I",
+                                (int)LT_MIN_STACK, (int)(LT_MIN_STACK >> 10), n);
+                luaL_argerror(L, idx, lua_tostring(L, -1));
+            }
+            o->stack_size = (size_t)n;
         } else {
             lua_pushfstring(L, "unknown option '%s'", k);
             luaL_argerror(L, idx, lua_tostring(L, -1));
@@ -375,11 +429,12 @@ static int l_thread(lua_State *L)
     lt_tstate *ts = lt_ts();
     tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
     int fi = 1;
-    if (lua_type(L, 1) == LUA_TTABLE) {
+    if (lua_type(L, 1) == LUA_TTABLE && !lt_is_callable(L, 1)) {
         lt_read_thread_opts(L, 1, &o);
         fi = 2;
     }
-    luaL_checktype(L, fi, LUA_TFUNCTION);
+    if (!lt_is_callable(L, fi))
+        luaL_typeerror(L, fi, "function");
     int last = lua_gettop(L);
     lt_sweep_workers(L, S);
     lt_handle *hd = new_handle(L);
@@ -603,7 +658,9 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
 }
 
 /* tether.threads(): every live thread of the interpreter.  The handles are
-   made before the references are taken, so no error can leak one. */
+   made before the references are taken, so no error can leak one; they
+   are kept in a table, not on the stack, which has room for a few dozen
+   values only (one handle per thread on the stack overflowed it). */
 static int l_threads(lua_State *L)
 {
     lt_state *S = lt_S(L);
@@ -611,22 +668,35 @@ static int l_threads(lua_State *L)
     tether_thread *buf = NULL;
     do {
         cap = n + 8;
+        if (cap > INT_MAX - 1)
+            return luaL_error(L, "threads: too many threads");
         lua_settop(L, 0);
-        buf = lua_newuserdatauv(L, cap * sizeof *buf, 0);
-        for (size_t i = 0; i < cap; i++)
+        buf = lua_newuserdatauv(L, cap * sizeof *buf, 0); /* 1 */
+        lua_createtable(L, (int)cap, 0);                  /* 2: closed handles */
+        for (size_t i = 0; i < cap; i++) {
             new_handle(L);
+            lua_rawseti(L, 2, (lua_Integer)i + 1);
+        }
         n = list_into(L, S, buf, cap);
     } while (n > cap);
-    for (size_t i = 0; i < n; i++) {
-        lt_handle *hd = lua_touserdata(L, (int)i + 2);
-        hd->h = buf[i];
-        bind_worker(hd, find_worker(S, buf[i]));
+    /* Nothing below raises before every reference has its handle. */
+    for (size_t i = 0; i < cap; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        if (i < n) {
+            lt_handle *hd = lua_touserdata(L, -1);
+            hd->h = buf[i];
+            bind_worker(hd, find_worker(S, buf[i]));
+            lua_pop(L, 1);
+        } else { /* a spare: drop it */
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_rawseti(L, 2, (lua_Integer)i + 1);
+        }
     }
-    lua_createtable(L, (int)n, 0);
     for (size_t i = 0; i < n; i++) {
-        lua_pushvalue(L, (int)i + 2);
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
         cache_or_use(L, buf[i]);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        lua_rawseti(L, 2, (lua_Integer)i + 1);
     }
     return 1;
 }
