@@ -64,6 +64,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -71,6 +72,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -108,13 +110,13 @@ enum {
     OP_ASYNC,          /* a: 0 defer, 1 allow, 2 fetch */
     OP_LOCK_NEW,       /* a: slot */
     OP_LOCK_FREE,
-    OP_LOCK_ACQUIRE,   /* a: slot; b: short timeout */
+    OP_LOCK_ACQUIRE,   /* a: slot; b: short timeout, bit 2 none */
     OP_LOCK_RELEASE,
     OP_EVENT_NEW,
     OP_EVENT_FREE,
     OP_EVENT_SET,
     OP_EVENT_CLEAR,
-    OP_EVENT_WAIT,     /* a: slot; b: short timeout */
+    OP_EVENT_WAIT,     /* a: slot; b: short timeout, bit 2 none */
     OP_CHANNEL_NEW,    /* a: slot; b: capacity % 4 */
     OP_CHANNEL_RETAIN,
     OP_CHANNEL_RELEASE,
@@ -136,6 +138,8 @@ enum {
     OP_MISC,           /* a: interp slot: gil stats, switch interval,
                           breaker hook, thread list, userdata */
     OP_RAISE_BY_IDENT, /* a: interp slot; b: worker */
+    OP_FORK_PROBE,     /* a: 0 misuse flag, 1 debug report, 2 TETHER_DEBUG=0
+                          (each in a forked child: fork_probe) */
     OP__COUNT
 };
 
@@ -149,7 +153,8 @@ static const char *const op_names[] = {
     "channel_retain", "channel_release", "channel_send", "channel_recv",
     "channel_close", "callback_new", "callback_call", "callback_free",
     "plugin_load", "plugin_unload", "plugin_symbol", "call_soon",
-    "set_allocator", "churn", "repeat", "misc", "raise_by_ident"};
+    "set_allocator", "churn", "repeat", "misc", "raise_by_ident",
+    "fork_probe"};
 _Static_assert(sizeof op_names / sizeof op_names[0] == OP__COUNT,
                "a name for every operation");
 
@@ -303,7 +308,7 @@ struct slot {
     int refs;
     int rt;        /* interpreters: the runtime slot */
     atomic_uint epoch; /* interp/runtime: bumped by finalize and destroy */
-    atomic_int calls;  /* callbacks: calls the harness let through */
+    atomic_int calls;  /* callbacks: callers about to call (OP_CALLBACK_CALL) */
     atomic_int freeing;
     char name[256];    /* threads: the name given to thread_start */
     int named;
@@ -784,6 +789,131 @@ static int thread_sleeping(pid_t tid)
 
 static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t *end);
 
+/* ------------------------------------------------------------------------
+ * Probes that need a process of their own: what TETHER_CONFIG_ABORT_ON_MISUSE
+ * and the TETHER_DEBUG reports do.  The child runs a fixed scenario and
+ * exits with 0, or with a code naming what was wrong.
+ * ---------------------------------------------------------------------- */
+
+static void *exit_attached(void *arg)
+{
+    tether_gilstate st;
+    tether_ensure(*(tether_interp *)arg, &st); /* and never released */
+    return NULL;
+}
+
+/* Runs in the child; returns its exit code. */
+static int probe_child(unsigned kind)
+{
+    if (tether_gil_held())
+        return 0; /* the scenario needs an unattached thread */
+    FILE *log = tmpfile();
+    if (!log)
+        return 0;
+    tether_runtime rt;
+    tether_interp main_interp, x;
+    tether_gilstate st;
+    if (kind == 0) {
+        /* F8: a call of a callback whose interpreter is gone returns 0,
+           also with the flag; the flag does not outlive its runtime. */
+        tether_config cfg = {.size = sizeof cfg, .flags = TETHER_CONFIG_ABORT_ON_MISUSE};
+        tether_callback cb;
+        if (tether_runtime_create(&cfg, &rt) != TETHER_OK ||
+            tether_interp_create(rt, &x) != TETHER_OK ||
+            tether_callback_new(x, "i32(i32)", guest_fn, NULL, &cb) != TETHER_OK ||
+            tether_interp_destroy(x, 1000000000) != TETHER_OK)
+            return 10;
+        int32_t (*f)(int32_t);
+        void *code = tether_callback_code(cb);
+        memcpy(&f, &code, sizeof f);
+        fputs("fuzz_api: (a line about a callback of a finalized interpreter may follow)\n", stderr);
+        if (f(5) != 0)
+            return 11;
+        tether_callback_free(cb);
+        if (tether_runtime_finalize(rt, 1000000000) != TETHER_OK)
+            return 12;
+        if (tether_runtime_create(NULL, &rt) != TETHER_OK)
+            return 13;
+        if (tether_lock_release(((uint64_t)4 << 56) | 0x77) != TETHER_EBADHANDLE)
+            return 14;
+        tether_runtime_finalize(rt, 1000000000);
+        return 0;
+    }
+    /* The reports go to a file. */
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fileno(log), 2);
+    int rc = 0;
+    if (kind == 1) {
+        /* F17: a plugin never unloaded is in the TETHER_DEBUG=1 report. */
+        setenv("TETHER_DEBUG", "1", 1);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", FAPI_PLUGIN_DIR, fixtures[0]);
+        tether_plugin p;
+        if (tether_runtime_create(NULL, &rt) != TETHER_OK ||
+            tether_plugin_load(rt, path, &p) != TETHER_OK)
+            rc = 20;
+        else
+            tether_runtime_finalize(rt, 1000000000);
+    } else {
+        /* F18: TETHER_DEBUG=0 prints nothing. */
+        setenv("TETHER_DEBUG", "0", 1);
+        tether_tstate ts;
+        pthread_t th;
+        if (tether_runtime_create(NULL, &rt) != TETHER_OK ||
+            tether_runtime_main_interp(rt, &main_interp) != TETHER_OK ||
+            tether_save_thread(&ts) != TETHER_OK)
+            rc = 30;
+        else {
+            pthread_create(&th, NULL, exit_attached, &main_interp);
+            pthread_join(th, NULL);
+            tether_restore_thread(ts);
+            tether_runtime_finalize(rt, 1000000000);
+        }
+    }
+    (void)st;
+    fflush(stderr);
+    dup2(saved, 2);
+    char buf[8192];
+    rewind(log);
+    size_t n = fread(buf, 1, sizeof buf - 1, log);
+    buf[n] = 0;
+    fputs(buf, stderr);
+    if (rc)
+        return rc;
+    if (kind == 1 && !strstr(buf, "plugin handle"))
+        return 21;
+    if (kind == 2 && strstr(buf, "TETHER_DEBUG"))
+        return 31;
+    return 0;
+}
+
+static void fork_probe(unsigned kind)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return;
+    if (pid == 0)
+        _exit(probe_child(kind));
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    static const char *const what[] = {
+        "with TETHER_CONFIG_ABORT_ON_MISUSE, calling a callback of a destroyed "
+        "interpreter, or a bad handle after that runtime was finalized and "
+        "another made without the flag, did not just return",
+        "the TETHER_DEBUG=1 report at finalize does not name a plugin that "
+        "was never unloaded",
+        "TETHER_DEBUG=0 still prints a TETHER_DEBUG line"};
+    if (WIFSIGNALED(status))
+        fail("fork probe %u: the child died of signal %d: %s", kind,
+             WTERMSIG(status), what[kind]);
+    if (WEXITSTATUS(status) % 10 != 0) /* 10, 20, 30: the scenario could not be set up */
+        fail("fork probe %u: the child exited with %d: %s", kind,
+             WEXITSTATUS(status), what[kind]);
+}
+
 static void run_op(struct ctx *c, const uint8_t *op, const uint8_t *end, int *consumed)
 {
     *consumed = 1;
@@ -1146,7 +1276,8 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
     }
     case OP_LOCK_ACQUIRE: {
         uint64_t l = get_h(K_LOCK, a);
-        rc = CALL(tether_lock_acquire, l, short_tmo(b));
+        /* b bit 2: no timeout (a stalled program is rescued: rescue()) */
+        rc = CALL(tether_lock_acquire, l, (b & 4) ? -1 : short_tmo(b));
         if (rc == TETHER_OK)
             lock_acquired(c, l);
         if (rc == TETHER_EDEADLK && !ever_acquired(c, l))
@@ -1209,7 +1340,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
                 break;
             }
         pthread_mutex_unlock(&g.mu);
-        rc = CALL(tether_event_wait, e, short_tmo(b));
+        rc = CALL(tether_event_wait, e, (b & 4) ? -1 : short_tmo(b));
         if (me >= 0) {
             int was_set = atomic_load(&g_waiters[me].was_set);
             atomic_store(&g_waiters[me].waiting, 0);
@@ -1320,30 +1451,39 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         break;
     }
     case OP_CALLBACK_CALL: {
-        /* Only calls that begin before the free does are legal: a call
-           that sees `freeing` backs off. */
+        /* Only a call that begins before tether_callback_free returns is
+           legal.  `calls` counts the callers between their look at
+           `freeing` and the call instruction; the freer sets `freeing`,
+           waits for them to leave that stretch, then frees, so every call
+           that was let through has begun (but for the few instructions
+           between the decrement and the call) when the free begins. */
         struct slot *s = slot_of(K_CALLBACK, a);
         uint64_t cb = get_h(K_CALLBACK, a);
         atomic_fetch_add(&s->calls, 1);
-        if (!atomic_load(&s->freeing) && is_live(K_CALLBACK, a, cb)) {
-            void *code = tether_callback_code(cb);
-            if (code) {
-                int32_t (*f)(int32_t);
-                memcpy(&f, &code, sizeof f);
-                int32_t r = f((int32_t)b);
-                if (r != 2 * (int32_t)b && r != 0)
-                    fail("callback returned %d for %d", r, (int)b);
-            }
+        void *code = NULL;
+        if (!atomic_load(&s->freeing) && is_live(K_CALLBACK, a, cb))
+            code = tether_callback_code(cb);
+        if (!code) {
+            atomic_fetch_sub(&s->calls, 1);
+            break;
         }
+        int32_t (*f)(int32_t);
+        memcpy(&f, &code, sizeof f);
         atomic_fetch_sub(&s->calls, 1);
+        int32_t r = f((int32_t)b);
+        if (r != 2 * (int32_t)b && r != 0)
+            fail("callback returned %d for %d", r, (int)b);
         break;
     }
     case OP_CALLBACK_FREE: {
         struct slot *s = slot_of(K_CALLBACK, a);
         uint64_t cb = get_h(K_CALLBACK, a);
         int live = is_live(K_CALLBACK, a, cb);
-        if (live)
+        if (live) {
             atomic_store(&s->freeing, 1);
+            while (atomic_load(&s->calls) > 0)
+                sched_yield();
+        }
         rc = CALL(tether_callback_free, cb);
         efin(c, rc);
         if (rc == TETHER_EASYNC)
@@ -1477,6 +1617,9 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             fail("tether_get_thread_userdata gave back %p, not %p", ud, (void *)c);
         break;
     }
+    case OP_FORK_PROBE:
+        fork_probe(a % 3);
+        break;
     case OP_RAISE_BY_IDENT: {
         uint64_t ident = atomic_load(&g_worker_ident[b % MAX_WORKERS].ident);
         int count = -1;
@@ -1623,6 +1766,23 @@ static void *worker_main(void *arg)
     }
     ctx_cleanup(&w->c);
     return NULL;
+}
+
+/* A program stalled for a while (a lock or event wait without timeout
+   that nobody ends) is helped along, as its host would: the dispatcher
+   releases every lock and sets every event the program holds. */
+static void rescue(void)
+{
+    for (int i = 0; i < NSLOT; i++) {
+        pthread_mutex_lock(&g.mu);
+        uint64_t l = g.s[K_LOCK][i].live ? g.s[K_LOCK][i].h : 0;
+        uint64_t e = g.s[K_EVENT][i].live ? g.s[K_EVENT][i].h : 0;
+        pthread_mutex_unlock(&g.mu);
+        if (l)
+            CALL(tether_lock_release, l);
+        if (e)
+            CALL(tether_event_set, e);
+    }
 }
 
 static int count_tasks(void)
@@ -1787,7 +1947,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pthread_cond_broadcast(&g.cv);
         if (!(op[1] & 0x80)) {
             int64_t until = (op[1] & 0x40) ? g.deadline : now_ns() + step;
+            int64_t stalled = now_ns() + 500000000;
             while (w->done < seq && now_ns() < until) {
+                if (now_ns() > stalled) {
+                    pthread_mutex_unlock(&g.mu);
+                    rescue();
+                    pthread_mutex_lock(&g.mu);
+                    stalled = now_ns() + 100000000;
+                }
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_nsec += 1000000;
@@ -1807,6 +1974,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g_w[i].quit = 1;
     pthread_cond_broadcast(&g.cv);
     int busy = 1;
+    int64_t stalled = now_ns() + 500000000;
     while (busy && now_ns() < g.deadline) {
         busy = 0;
         for (int i = 0; i < g_nworkers; i++)
@@ -1814,6 +1982,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (busy) {
             pthread_mutex_unlock(&g.mu);
             sleep_ns(1000000);
+            if (now_ns() > stalled) {
+                rescue();
+                stalled = now_ns() + 100000000;
+            }
             pthread_mutex_lock(&g.mu);
         }
     }

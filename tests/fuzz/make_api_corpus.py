@@ -6,8 +6,8 @@ Usage: make_api_corpus.py [<corpus dir>]   (default: tests/fuzz/corpus/api)
 A seed is a program for fuzz_api.c: byte 0 the configuration, then 5-byte
 operations [op][who][a][b][c].  The operation numbers are read from the
 OP_ enum of fuzz_api.c, so this script and the harness cannot disagree.
-One seed per row of issue 12 (f01..f19; f08, f17 and f18 are outside what
-the harness can observe: see docs/testing.md), and a few ordinary programs
+One seed per row of issue 12 (f01..f19; f08, f17 and f18 run their
+scenario in a forked child: OP_FORK_PROBE), and a few ordinary programs
 (use-*).  Seeds of rows not yet fixed are listed in
 TETHER_API_FUZZ_EXPECTED_FAIL (tests/fuzz/CMakeLists.txt).
 """
@@ -39,12 +39,15 @@ def thread_start(interp, script=(), w=0, slot=0, daemon=False, name=0,
     if fn is None:
         fn = 1 if script else 0
     b = fn | (4 if daemon else 0) | (name << 3)
-    c = slot | ((len(script) if fn in (1, 3) else result) << 2)
+    n = sum(len(x) for x in script) // 5
+    c = slot | ((n if fn in (1, 3) else result) << 2)
     return op("THREAD_START", w, interp, b, c, flags) + b"".join(script)
 
 
 def repeat(count, body, w=0, flags=0):
-    return op("REPEAT", w, count - 1, len(body) - 1, 0, flags) + b"".join(body)
+    n = sum(len(x) for x in body) // 5
+    assert 1 <= n <= 16
+    return op("REPEAT", w, count - 1, n - 1, 0, flags) + b"".join(body)
 
 
 SEEDS = {
@@ -133,7 +136,7 @@ SEEDS = {
         op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
     "f04-concurrent-load-unload": prog(
         op("RT_CREATE", 0, 0), op("SAVE", 0),
-        *[repeat(150, [op("PLUGIN_LOAD", w, w, 0, 0), op("PLUGIN_UNLOAD", w, w, 0)],
+        *[repeat(250, [op("PLUGIN_LOAD", w, w, 0, 0), op("PLUGIN_UNLOAD", w, w, 0)],
                  w=w, flags=ASYNC) for w in range(4)],
         op("RESTORE", 0, flags=SYNC), op("RT_FINALIZE", 0, 0, 3, flags=SYNC),
         workers=4),
@@ -145,10 +148,10 @@ SEEDS = {
         op("RESTORE", 0), op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
     "f06-callback-free-during-call": prog(
         op("RT_CREATE", 0, 0), op("SAVE", 0),
-        repeat(40, [op("CALLBACK_NEW", 0, 0, 0, 0), op("SLEEP", 0, 1),
-                    op("CALLBACK_FREE", 0, 0)], w=0, flags=ASYNC),
-        repeat(250, [op("CALLBACK_CALL", 1, 0, 3)], w=1, flags=ASYNC),
-        repeat(250, [op("CALLBACK_CALL", 2, 0, 4)], w=2, flags=ASYNC),
+        repeat(250, [repeat(20, [op("CALLBACK_NEW", 0, 0, 0, 0),
+                                 op("CALLBACK_FREE", 0, 0)])], w=0, flags=ASYNC),
+        repeat(250, [repeat(250, [op("CALLBACK_CALL", 1, 0, 3)])], w=1, flags=ASYNC),
+        repeat(250, [repeat(250, [op("CALLBACK_CALL", 2, 0, 4)])], w=2, flags=ASYNC),
         op("RESTORE", 0, flags=SYNC), op("RT_FINALIZE", 0, 0, 3, flags=SYNC),
         workers=3),
     "f07-release-after-destroy": prog(
@@ -157,6 +160,7 @@ SEEDS = {
         op("SLEEP", 1, 2, flags=SYNC),
         op("RELEASE", 0, 0, flags=SYNC), op("CHECKPOINT", 0),
         op("RT_FINALIZE", 0, 0, 3, flags=SYNC), per_interp_gil=True),
+    "f08-abort-on-misuse": prog(op("FORK_PROBE", 0, 0, flags=SYNC)),
     "f09-call-soon-requeues": prog(
         op("RT_CREATE", 0, 0), op("CALL_SOON", 0, 0, 1),
         op("CHECKPOINT", 0), op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
@@ -172,7 +176,8 @@ SEEDS = {
         op("RT_CREATE", 0, 0), op("LOCK_NEW", 0, 0),
         thread_start(0, slot=0, script=[op("LOCK_ACQUIRE", 0, 0, 0)]),
         op("THREAD_JOIN", 0, 0, 0, flags=SYNC), op("THREAD_RELEASE", 0, 0),
-        thread_start(0, slot=1, script=[op("LOCK_ACQUIRE", 0, 0, 2)]),
+        thread_start(0, slot=1, script=[op("LOCK_ACQUIRE", 0, 0, 4)]),
+        op("SLEEP", 0, 2, flags=SYNC), op("LOCK_RELEASE", 0, 0),
         op("THREAD_JOIN", 0, 1, 0, flags=SYNC),
         op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
     "f13-event-set-clear": prog(
@@ -198,6 +203,8 @@ SEEDS = {
     "f16-token-after-finalize": prog(
         op("RT_CREATE", 0, 0), op("ENSURE", 0, 0),
         op("RT_FINALIZE", 0, 0, 3, flags=SYNC), op("RELEASE", 0, 0)),
+    "f17-debug-report-plugins": prog(op("FORK_PROBE", 0, 1, flags=SYNC)),
+    "f18-debug-zero": prog(op("FORK_PROBE", 0, 2, flags=SYNC)),
     "f19-long-thread-name": prog(
         op("RT_CREATE", 0, 0), thread_start(0, slot=0, name=3),
         thread_start(0, slot=1, name=2), op("THREAD_JOIN", 0, 0, 0),
