@@ -209,7 +209,8 @@ void lt_state_unref(lt_state *S);
    it is always 0 (see lt_in_finalizer). */
 int64_t lt_opt_timeout(lua_State *L, int idx);
 /* 1 while L runs a finalizer (__gc), when Lua's collector is stopped for
-   every thread of the state: the module's waits then do not block. */
+   every thread of the state: the module's waits then do not block, and
+   its checkpoints do not hand the GIL over. */
 int lt_in_finalizer(lua_State *L);
 /* Raises "what: <tether's last error>" for status `rc`. */
 int lt_fail(lua_State *L, const char *what, int rc);
