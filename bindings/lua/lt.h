@@ -156,6 +156,10 @@ struct lt_worker {
     tether_thread h;    /* the thread's handle (the Lua handles own the references) */
     lua_State *co;      /* the thread's coroutine (anchored by co_ref) */
     int co_ref;
+    lua_State *res;     /* holds the results once finished, so that co is left
+                           empty and reads "dead" (anchored by res_ref) */
+    int res_ref;
+    lua_State *vals;    /* where the results are: res, or co if res had no room */
     int nargs;          /* arguments waiting on co until the thread runs */
     int status;         /* LT_RUNNING, LT_DONE, LT_ERROR, LT_CANCELLED */
     int nres;           /* values on co once finished: results, or err + tb */
