@@ -315,15 +315,21 @@ static void shut_down(lua_State *L, lt_state *S)
         return;
     S->shutting_down = 1;
     if (S->interp) {
+        int64_t reap_ns = LT_REAP_TIMEOUT_NS;
         lt_join_all(S);
         if (S->owns_runtime) {
             /* Ours to drop, so TETHER_DEBUG does not report it open. */
             (void)tether_thread_release(S->main_thread);
             S->main_thread = 0;
-            (void)tether_runtime_finalize(S->rt, -1);
+            /* A tether.thread closing the state (os.exit(code, true) in
+               it) cannot finalize the runtime (TETHER_ESTATE): then no
+               daemon thread is told to leave, and waiting for them would
+               only cost the whole timeout. */
+            if (tether_runtime_finalize(S->rt, -1) == TETHER_ESTATE)
+                reap_ns = 0;
             S->finalized = 1;
         }
-        if (lt_reap_workers(S, LT_REAP_TIMEOUT_NS) && !S->owns_runtime)
+        if (lt_reap_workers(S, reap_ns) && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
                     "closes: the host must finalize the runtime (or destroy "
                     "the interpreter) before lua_close\n");
