@@ -156,6 +156,10 @@ struct lt_worker {
     tether_thread h;    /* the thread's handle (the Lua handles own the references) */
     lua_State *co;      /* the thread's coroutine (anchored by co_ref) */
     int co_ref;
+    lua_State *res;     /* holds the results once finished, so that co is left
+                           empty and reads "dead" (anchored by res_ref) */
+    int res_ref;
+    lua_State *vals;    /* where the results are: res, or co if res had no room */
     int nargs;          /* arguments waiting on co until the thread runs */
     int status;         /* LT_RUNNING, LT_DONE, LT_ERROR, LT_CANCELLED */
     int nres;           /* values on co once finished: results, or err + tb */
@@ -209,7 +213,8 @@ void lt_state_unref(lt_state *S);
    it is always 0 (see lt_in_finalizer). */
 int64_t lt_opt_timeout(lua_State *L, int idx);
 /* 1 while L runs a finalizer (__gc), when Lua's collector is stopped for
-   every thread of the state: the module's waits then do not block. */
+   every thread of the state: the module's waits then do not block, and
+   its checkpoints do not hand the GIL over. */
 int lt_in_finalizer(lua_State *L);
 /* Raises "what: <tether's last error>" for status `rc`. */
 int lt_fail(lua_State *L, const char *what, int rc);

@@ -171,16 +171,6 @@ static int irec_gc(lua_State *L)
     return 0;
 }
 
-/* The message handler: {error, traceback}. */
-static int wrap_error(lua_State *L)
-{
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    luaL_traceback(L, L, NULL, 1);
-    lua_rawseti(L, -2, 2);
-    return 1;
-}
 
 /* Protected: encodes the values after the blob (argument 1). */
 static int encode_all(lua_State *L)
@@ -212,11 +202,9 @@ static int try_encode(lua_State *L, lt_blob *b, int n)
     return 0;
 }
 
-/* Encodes the outcome held in the error table at the top. */
+/* Encodes the outcome: the error and its traceback on the top. */
 static int encode_error(lua_State *L, lt_blob *b)
 {
-    lua_rawgeti(L, -1, 1);
-    lua_rawgeti(L, -2, 2);
     lt_push_cancelled(L);
     int st = lua_rawequal(L, -3, -1) ? LT_CANCELLED : LT_ERROR;
     lua_pop(L, 1);
@@ -237,7 +225,11 @@ static int bootstrap(lua_State *L)
 {
     lt_irec *rec = *(lt_irec **)lua_touserdata(L, lua_upvalueindex(1));
     int n = lua_gettop(L);
-    lua_pushcfunction(L, wrap_error);
+    /* The handler keeps the traceback aside and returns the error as it
+       is: Lua also runs the running handler for errors that do not end
+       the thread (a `load` reader's), which must see them unchanged. */
+    lua_pushlightuserdata(L, rec);
+    lua_pushcclosure(L, lt_traceback_handler, 1);
     lua_insert(L, 1);
     int ok = lua_pcall(L, n - 1, LUA_MULTRET, 1) == LUA_OK;
     int nres = lua_gettop(L) - 1;
@@ -250,6 +242,7 @@ static int bootstrap(lua_State *L)
     lt_blob *b = lt_blob_push(L);
     lua_insert(L, 2);
     if (!ok) {
+        lua_rawgetp(L, LUA_REGISTRYINDEX, rec);
         st = encode_error(L, b);
     } else if (st == LT_DONE && !try_encode(L, b, nres)) { /* results that cannot cross */
         st = LT_ERROR;
@@ -259,6 +252,8 @@ static int bootstrap(lua_State *L)
         if (!try_encode(L, b, 2))
             lua_pop(L, 1);
     }
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, rec);
     rec->res = *b;
     memset(b, 0, sizeof *b);
     b->release = free;

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -102,8 +103,20 @@ void lt_push_module(lua_State *L)
 int lt_in_finalizer(lua_State *L)
 {
     /* Lua stops its collector while a finalizer runs, and lua_gc answers
-       -1 to everything then (collectgarbage("count") gives nil). */
-    return lua_gc(L, LUA_GCCOUNT, 0) < 0;
+       -1 to everything then (collectgarbage("count") gives nil).  That is
+       state-wide, and other threads run meanwhile when a finalizer lets go
+       of the GIL (the module's own, which joins the threads at close), so
+       the calling coroutine must also have a finalizer on its stack, which
+       Lua names "__gc", a "metamethod". */
+    if (lua_gc(L, LUA_GCCOUNT, 0) >= 0)
+        return 0;
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "n", &ar) && ar.name && ar.namewhat &&
+            strcmp(ar.namewhat, "metamethod") == 0 && strcmp(ar.name, "__gc") == 0)
+            return 1;
+    }
+    return 0;
 }
 
 int64_t lt_opt_timeout(lua_State *L, int idx)
@@ -158,6 +171,8 @@ int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what)
 
 void lt_checkpoint(lua_State *L, lt_tstate *ts)
 {
+    if (lt_in_finalizer(L)) /* the GIL is not handed over there */
+        return;
     int rc = tether_checkpoint();
     if (rc != TETHER_OK || (ts && atomic_load(&ts->S->closed)))
         (void)lt_wait_result(L, ts, rc, "tether_checkpoint");
@@ -300,15 +315,21 @@ static void shut_down(lua_State *L, lt_state *S)
         return;
     S->shutting_down = 1;
     if (S->interp) {
+        int64_t reap_ns = LT_REAP_TIMEOUT_NS;
         lt_join_all(S);
         if (S->owns_runtime) {
             /* Ours to drop, so TETHER_DEBUG does not report it open. */
             (void)tether_thread_release(S->main_thread);
             S->main_thread = 0;
-            (void)tether_runtime_finalize(S->rt, -1);
+            /* A tether.thread closing the state (os.exit(code, true) in
+               it) cannot finalize the runtime (TETHER_ESTATE): then no
+               daemon thread is told to leave, and waiting for them would
+               only cost the whole timeout. */
+            if (tether_runtime_finalize(S->rt, -1) == TETHER_ESTATE)
+                reap_ns = 0;
             S->finalized = 1;
         }
-        if (lt_reap_workers(S, LT_REAP_TIMEOUT_NS) && !S->owns_runtime)
+        if (lt_reap_workers(S, reap_ns) && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
                     "closes: the host must finalize the runtime (or destroy "
                     "the interpreter) before lua_close\n");

@@ -137,7 +137,7 @@ static int l_sleep(lua_State *L)
     luaL_argcheck(L, s >= 0, 1, "duration must be a non-negative number of seconds");
     int64_t ns = s >= 9e9 ? INT64_MAX : (int64_t)(s * 1e9);
     if (lt_in_finalizer(L))
-        ns = 0;
+        return 0; /* not even sleep(0), which hands the GIL over */
     lt_tstate *ts = lt_ts();
     lt_wait_result(L, ts, tether_sleep(ns), "sleep");
     return 0;

@@ -149,6 +149,7 @@ static void free_worker(lua_State *L, lt_worker *w)
     lt_state *S = w->ts.S;
     unlink_worker(S, w);
     luaL_unref(L, LUA_REGISTRYINDEX, w->co_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->res_ref);
     lt_ts_release(L, &w->ts);
     free(w);
     lt_state_unref(S);
@@ -189,6 +190,7 @@ static lt_worker *new_worker(lua_State *L, lt_state *S, lt_handle *hd)
         luaL_error(L, "thread: out of memory");
     lt_ts_init(&w->ts, S, w);
     w->co_ref = LUA_NOREF;
+    w->res_ref = LUA_NOREF;
     w->status = LT_RUNNING;
     lt_state_ref(S);
     w->next = S->workers;
@@ -207,6 +209,9 @@ static void load_coroutine(lua_State *L, lt_worker *w, int first, int last)
     int n = last - first + 1;
     w->co = lua_newthread(L);
     w->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->res = lua_newthread(L);
+    w->res_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    w->vals = w->co;
     if (!lua_checkstack(w->co, n + LUA_MINSTACK))
         luaL_error(L, "thread: too many arguments");
     lua_pushlightuserdata(L, w);
@@ -349,6 +354,13 @@ static int worker_main(void *arg)
     lt_request_self(&w->ts);
     int st = lua_pcall(w->co, w->nargs, LUA_MULTRET, 1);
     finish(w, st);
+    /* The results move out of co, which is then empty: a handle to it
+       (coroutine.running() in the thread) reads "dead", as a coroutine
+       that returned does, and cannot be resumed. */
+    if (lua_checkstack(w->res, w->nres)) {
+        lua_xmove(w->co, w->res, w->nres);
+        w->vals = w->res;
+    }
     lt_switch(&w->ts, NULL);
     lt_ts_pop(&w->ts);
     w->ts.exit = NULL;
@@ -489,7 +501,7 @@ static int push_results(lua_State *L, lt_worker *w)
     luaL_checkstack(L, w->nres + 1, "too many results");
     lua_pushboolean(L, w->status == LT_DONE);
     for (int i = 1; i <= w->nres; i++)
-        push_co_value(L, w->co, i);
+        push_co_value(L, w->vals, i);
     if (w->status != LT_DONE)
         w->reported = 1;
     return w->nres + 1;
@@ -619,8 +631,8 @@ static int l_handle_gc(lua_State *L)
     lt_worker *w = hd->w;
     if (w) {
         if (w->handles == 1 && w->status == LT_ERROR && !w->reported && L != w->co) {
-            push_co_value(L, w->co, 1);
-            push_co_value(L, w->co, 2);
+            push_co_value(L, w->vals, 1);
+            push_co_value(L, w->vals, 2);
             report(L, w, 1, -2);
         }
         hd->w = NULL;

@@ -102,4 +102,21 @@ T.case("bad arguments", function()
            function() tether.deferred(nil) end)
 end)
 
+T.case("deferred cannot contain a yield, and ends its block on that error", function()
+  local co = coroutine.create(function()
+    tether.deferred(function() coroutine.yield(1) end)
+  end)
+  local ok, err = coroutine.resume(co)
+  assert(not ok and tostring(err):find("attempt to yield across a C-call boundary", 1, true),
+         tostring(err))
+  -- Lua closes a dead coroutine's <close> variables (the block's end) only
+  -- in coroutine.close; then a raise is delivered again at once
+  assert(coroutine.close(co) == false)
+  local ok2, err2 = pcall(function()
+    tether.current():raise("delivered")
+    for _ = 1, 10 do end
+  end)
+  assert(not ok2 and err2 == "delivered", tostring(err2))
+end)
+
 T.done()

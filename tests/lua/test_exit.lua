@@ -99,6 +99,20 @@ T.case("os.exit(code, true) joins too", function()
   assert(status == 3 and out:find("joined before exit", 1, true), out)
 end)
 
+T.case("os.exit(code, true) from a thread, with daemon threads alive", function()
+  -- a thread cannot finalize the runtime, so nothing tells the daemons to
+  -- leave; closing once waited the whole reaping timeout (2 s) for them.
+  -- (Only the time showed it: this checks that the exit stays clean.)
+  local status, out = child([[
+    local e = tether.event()
+    tether.thread({daemon = true}, function() e:wait() end)
+    tether.thread({daemon = true}, function() local n = 0 while true do n = n + 1 end end)
+    tether.thread(function() tether.sleep(0.01) print("exiting") os.exit(3, true) end):join()
+  ]])
+  assert(status == 3 and out:find("exiting", 1, true), out)
+  assert(not out:find("tether:", 1, true), out)
+end)
+
 T.case("an error in the main chunk still joins the threads", function()
   local status, out = child([[
     tether.thread(function() tether.sleep(0.05) print("worker finished") end)

@@ -119,6 +119,23 @@ T.case("i:thread copies the function and its arguments; join copies back", funct
   T.raises("closed interpreter", i.thread, i, function() end)
 end)
 
+T.case("a load reader's error comes back from load as it was raised", function()
+  -- Lua's protected parser runs the running message handler; the one of an
+  -- interpreter's thread once turned the error into a table
+  local i = tether.interp()
+  local ok, t1, m1, t2, m2 = i:thread(function()
+    local f1, e1 = load(function() error("hhi") end)
+    local f2, e2 = load(function() return {} end)
+    return type(e1), e1, type(e2), e2
+  end):join(L)
+  assert(ok, tostring(t1))
+  assert(t1 == "string" and m1:find("hhi", 1, true), tostring(m1))
+  assert(t2 == "string" and m2:find("reader function must return a string", 1, true), tostring(m2))
+  local ok2, err, tb = i:thread(function() error("later") end):join(L)
+  assert(ok2 == false and err:find("later", 1, true) and tb:find("traceback", 1, true))
+  assert(i:close(L))
+end)
+
 T.case("each argument and result keeps its own cycles and shared tables", function()
   -- Several values in one encoding: a back reference inside the second
   -- one once named a table of the first.

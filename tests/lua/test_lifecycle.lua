@@ -74,4 +74,18 @@ T.case("a finalizer after the runtime was finalized gets clear errors", function
   assert(out:find("finalizer done", 1, true), out)
 end)
 
+T.case("a finished thread's coroutine is dead", function()
+  local t = tether.thread(function(x) return coroutine.running(), x, "more" end, 42)
+  local ok, co, x, more = t:join(T.LIMIT)
+  assert(ok and type(co) == "thread" and x == 42 and more == "more")
+  assert(coroutine.status(co) == "dead", coroutine.status(co))
+  local ok2, err = coroutine.resume(co)
+  assert(not ok2 and err == "cannot resume dead coroutine", tostring(err))
+  local again = table.pack(t:join())
+  assert(again.n == 4 and again[1] and again[3] == 42) -- join still gives them
+  local t2 = tether.thread(function() local co2 = coroutine.running() error({co = co2}) end)
+  local ok3, err3 = t2:join(T.LIMIT)
+  assert(not ok3 and coroutine.status(err3.co) == "dead")
+end)
+
 T.done()
