@@ -504,7 +504,18 @@ class Checker:
                 if path and os.path.basename(path) == "tether-bench" and \
                         os.access(path, os.X_OK):
                     problems += self.check_bench_groups(path, words[n + 1:])
+                elif path and "/tests/" in path and os.access(path, os.X_OK) \
+                        and n + 1 < len(words) and \
+                        re.fullmatch(r"\w+", words[n + 1]):
+                    problems += self.check_case(path, w0, words[n + 1])
         return problems
+
+    def check_case(self, exe, name, case):
+        """A test program of tests/runner, and one of its cases."""
+        rc, out = self.run([exe, "--list"], timeout=60)
+        if rc == 0 and case not in out.split():
+            return ["%s has no case %s" % (name, case)]
+        return []
 
     def check_bench_groups(self, exe, words):
         rc, out = self.run([exe, "--list"])
