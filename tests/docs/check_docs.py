@@ -117,6 +117,18 @@ def parse_marker(body):
     return mode, opts, ""
 
 
+# How an unmarked C fragment is tried when it does not compile alone.
+AUTO_FILE = """#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tether/tether.h>
+@BLOCK@
+"""
+AUTO_BODY = AUTO_FILE.replace("@BLOCK@", "void docs_fragment(void);\n"
+                              "void docs_fragment(void)\n{\n@BLOCK@\n}")
+
+
 def default_mode(lang, text):
     if lang in C_LANGS:
         return "run" if re.search(r"\bint\s+main\s*\(", text) else "compile"
@@ -195,6 +207,8 @@ def scan(doc, rel):
                 mode, opts, why = "covered", {"example": pending_example}, ""
             else:
                 mode, opts, why = default_mode(lang, text), {}, ""
+                if mode == "compile" and lang in C_LANGS:
+                    opts = {"auto": "1"}
             kind = "block" if mode else "text"
             items.append(Item(rel, start, kind, lang, mode, opts, text, why))
             pending = pending_example = None
@@ -336,6 +350,18 @@ class Checker:
         compile_only = item.mode == "compile"
         rc, out = self.run(self.compiler_cmd(
             src, exe + (".o" if compile_only else ""), compile_only, libs))
+        if rc != 0 and item.opts.get("auto"):
+            # An unmarked fragment: also try it after the public header, at
+            # file scope and then as a function body, before calling it
+            # broken (a marker with a prelude says exactly what it needs).
+            for wrap in (AUTO_FILE, AUTO_BODY):
+                with open(src, "w", encoding="utf-8") as f:
+                    f.write(wrap.replace("@BLOCK@", '#line %d "%s"\n%s' % (
+                        item.line + 1, item.doc, item.text)))
+                rc2, _ = self.run(self.compiler_cmd(
+                    src, exe + ".o", True, libs) + ["-Wno-unused"])
+                if rc2 == 0:
+                    return None
         if rc != 0:
             return "does not compile:\n" + out
         if compile_only:
