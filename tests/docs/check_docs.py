@@ -117,6 +117,18 @@ def parse_marker(body):
     return mode, opts, ""
 
 
+# How an unmarked C fragment is tried when it does not compile alone.
+AUTO_FILE = """#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <tether/tether.h>
+@BLOCK@
+"""
+AUTO_BODY = AUTO_FILE.replace("@BLOCK@", "void docs_fragment(void);\n"
+                              "void docs_fragment(void)\n{\n@BLOCK@\n}")
+
+
 def default_mode(lang, text):
     if lang in C_LANGS:
         return "run" if re.search(r"\bint\s+main\s*\(", text) else "compile"
@@ -195,6 +207,8 @@ def scan(doc, rel):
                 mode, opts, why = "covered", {"example": pending_example}, ""
             else:
                 mode, opts, why = default_mode(lang, text), {}, ""
+                if mode == "compile" and lang in C_LANGS:
+                    opts = {"auto": "1"}
             kind = "block" if mode else "text"
             items.append(Item(rel, start, kind, lang, mode, opts, text, why))
             pending = pending_example = None
@@ -336,6 +350,18 @@ class Checker:
         compile_only = item.mode == "compile"
         rc, out = self.run(self.compiler_cmd(
             src, exe + (".o" if compile_only else ""), compile_only, libs))
+        if rc != 0 and item.opts.get("auto"):
+            # An unmarked fragment: also try it after the public header, at
+            # file scope and then as a function body, before calling it
+            # broken (a marker with a prelude says exactly what it needs).
+            for wrap in (AUTO_FILE, AUTO_BODY):
+                with open(src, "w", encoding="utf-8") as f:
+                    f.write(wrap.replace("@BLOCK@", '#line %d "%s"\n%s' % (
+                        item.line + 1, item.doc, item.text)))
+                rc2, _ = self.run(self.compiler_cmd(
+                    src, exe + ".o", True, libs) + ["-Wno-unused"])
+                if rc2 == 0:
+                    return None
         if rc != 0:
             return "does not compile:\n" + out
         if compile_only:
@@ -504,7 +530,18 @@ class Checker:
                 if path and os.path.basename(path) == "tether-bench" and \
                         os.access(path, os.X_OK):
                     problems += self.check_bench_groups(path, words[n + 1:])
+                elif path and "/tests/" in path and os.access(path, os.X_OK) \
+                        and n + 1 < len(words) and \
+                        re.fullmatch(r"\w+", words[n + 1]):
+                    problems += self.check_case(path, w0, words[n + 1])
         return problems
+
+    def check_case(self, exe, name, case):
+        """A test program of tests/runner, and one of its cases."""
+        rc, out = self.run([exe, "--list"], timeout=60)
+        if rc == 0 and case not in out.split():
+            return ["%s has no case %s" % (name, case)]
+        return []
 
     def check_bench_groups(self, exe, words):
         rc, out = self.run([exe, "--list"])
