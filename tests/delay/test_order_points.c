@@ -221,8 +221,34 @@ TEST(drop_signals_the_waiter)
     t_finalize(rt);
 }
 
+/* ---- a raise that came before a defer waits for the allow -------------- */
+
+/* The exception is posted (the breaker bit set) while the thread runs
+   freely, and the thread defers before its next checkpoint: the checkpoint
+   that sees the bit must still hold the exception until the allow.  Only
+   this order reaches the delivery with a defer in force (a raise during a
+   defer sets no bit). */
+TEST(raise_then_defer_holds_until_allow)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_thread self;
+    ASSERT_OK(tether_thread_current(&self));
+    ASSERT_OK(tether_thread_raise(self, 9, NULL, NULL));
+    ASSERT_OK(tether_async_defer());
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_async_allow());
+    ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+    int64_t code = 0;
+    ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    ASSERT_EQ(code, 9);
+    ASSERT_OK(tether_thread_release(self));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
             TEST_ENTRY_T(served_drop_request_is_cleared, 30),
-            TEST_ENTRY_T(drop_signals_the_waiter, 30))
+            TEST_ENTRY_T(drop_signals_the_waiter, 30),
+            TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30))
