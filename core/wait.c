@@ -53,7 +53,9 @@ static int block(const struct waitspec *w, struct tstate *ts, int64_t deadline)
             rc = TETHER_ETIMEDOUT;
             break;
         }
+        TETHER_DELAY_POINT("wait.sleep"); /* the object's mutex held */
         expired = plat_cond_wait(w->cond, w->mutex, deadline);
+        TETHER_DELAY_POINT(expired ? "wait.expired" : "wait.signalled");
     }
     rank_unlock(w->mutex, RANK_OBJECT);
     return rc;

@@ -221,8 +221,75 @@ TEST(drop_signals_the_waiter)
     t_finalize(rt);
 }
 
+/* ---- a raise that came before a defer waits for the allow -------------- */
+
+/* The exception is posted (the breaker bit set) while the thread runs
+   freely, and the thread defers before its next checkpoint: the checkpoint
+   that sees the bit must still hold the exception until the allow.  Only
+   this order reaches the delivery with a defer in force (a raise during a
+   defer sets no bit). */
+TEST(raise_then_defer_holds_until_allow)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_thread self;
+    ASSERT_OK(tether_thread_current(&self));
+    ASSERT_OK(tether_thread_raise(self, 9, NULL, NULL));
+    ASSERT_OK(tether_async_defer());
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_async_allow());
+    ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+    int64_t code = 0;
+    ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    ASSERT_EQ(code, 9);
+    ASSERT_OK(tether_thread_release(self));
+    t_finalize(rt);
+}
+
+/* ---- a raise wakes a wait that sleeps ----------------------------------- */
+
+static tether_event rw_event;
+
+static int rw_body(void *arg)
+{
+    (void)arg;
+    int rc = tether_event_wait(rw_event, SECONDS(10));
+    int64_t code = 0;
+    if (rc == TETHER_EASYNC)
+        ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    return rc == TETHER_EASYNC && code == 3 ? TETHER_OK : TETHER_EINVAL;
+}
+
+/* The raise comes once the waiter sleeps on the event's cond (the point is
+   passed with the event's mutex held, so the raiser's broadcast cannot come
+   earlier): the waiter must be woken, and get the exception.  A raise that
+   set the bit without waking the wait would leave it to run out its 10 s
+   (its sleep ends "expired"). */
+TEST(raise_wakes_a_sleeping_wait)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    ASSERT_OK(tether_event_new(&rw_event));
+    unsigned long sleeps = dctl_passes("wait.sleep");
+    unsigned long expired = dctl_passes("wait.expired");
+    tether_thread t = t_start(interp, rw_body, NULL);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    dctl_wait_passes("wait.sleep", sleeps);
+    ASSERT_OK(tether_thread_raise(t, 3, NULL, NULL));
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    /* Woken by the raise, not by its deadline (the loop would deliver the
+       exception after a timeout too). */
+    ASSERT_EQ(dctl_passes("wait.expired"), expired);
+    ASSERT_OK(tether_event_free(rw_event));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
             TEST_ENTRY_T(served_drop_request_is_cleared, 30),
-            TEST_ENTRY_T(drop_signals_the_waiter, 30))
+            TEST_ENTRY_T(drop_signals_the_waiter, 30),
+            TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30),
+            TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30))

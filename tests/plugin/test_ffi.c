@@ -375,6 +375,42 @@ TEST(errno_passes_through_callbacks)
     t_finalize(rt);
 }
 
+static void clobbering_hook(tether_thread t, int code, const char *message,
+                            void *ud)
+{
+    (void)t, (void)code, (void)message;
+    ++*(int *)ud;
+    errno = EBADF; /* a host's hook may well leave errno changed */
+}
+
+static int guest_fails_with_errno(void **args, void *ret, void *userdata)
+{
+    (void)args, (void)ret, (void)userdata;
+    errno = ERANGE;
+    return TETHER_EINVAL;
+}
+
+/* What runs after the guest (here the excepthook reporting its failure)
+   does not change the errno the caller sees: the guest's. */
+TEST(errno_survives_the_excepthook)
+{
+    int calls = 0;
+    tether_config cfg = {.size = sizeof cfg, .excepthook = clobbering_hook,
+                         .excepthook_ud = &calls};
+    tether_runtime rt = t_runtime(&cfg);
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32()",
+                                  guest_fails_with_errno, NULL, &cb));
+    int32_t (*code)(void);
+    CODE(code, cb);
+    errno = EDOM;
+    ASSERT_EQ(code(), 0); /* a failed guest returns zero */
+    ASSERT_EQ(errno, ERANGE);
+    ASSERT_EQ(calls, 1);
+    ASSERT_OK(tether_callback_free(cb));
+    t_finalize(rt);
+}
+
 struct hook_record {
     int calls;
     int code;
@@ -662,6 +698,7 @@ RUNNER_MAIN(TEST_ENTRY(malformed_signatures_name_the_column),
             TEST_ENTRY(native_threads_call_a_callback_exactly),
             TEST_ENTRY(callbacks_nest),
             TEST_ENTRY(errno_passes_through_callbacks),
+            TEST_ENTRY(errno_survives_the_excepthook),
             TEST_ENTRY(guest_errors_give_zero_and_reach_the_excepthook),
             TEST_ENTRY(free_waits_for_a_call_running_on_another_thread),
             TEST_ENTRY(a_callback_may_free_itself),
