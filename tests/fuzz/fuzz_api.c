@@ -54,7 +54,8 @@
  *   FUZZ_API_MASK=<hex>          operations to skip: bit n skips op n
  *   FUZZ_API_TRACE=1             print each operation and its status
  *   FUZZ_API_TIME_DIV=<n>        divide the program's own timeouts by n
- *   FUZZ_API_PROGRAM_SECONDS=<s> the hang limit of one program (default 20)
+ *   FUZZ_API_PROGRAM_SECONDS=<s> the hang limit of one program (default 60;
+ *                                operations are skipped after half of it)
  *   FUZZ_API_CHURN_MAX=<n>       at most 2^n cycles per OP_CHURN (default 24)
  *
  * Built with clang -fsanitize=fuzzer in the address-sanitizer build, and as
@@ -177,7 +178,7 @@ static const char *const fixtures[] = {
 static uint64_t g_skip_mask;
 static int g_trace;
 static int64_t g_time_div = 1;
-static int64_t g_program_ns = 20LL * 1000000000;
+static int64_t g_program_ns = 60LL * 1000000000;
 static unsigned g_churn_max = 24;
 
 static void settings(void)
@@ -323,7 +324,8 @@ static struct {
     struct { uint64_t h; int kind; } grave[MAX_GRAVE];
     int ngrave;
     int per_interp_gil;
-    int64_t deadline;
+    int64_t deadline; /* a program still running then has hung */
+    int64_t soft;     /* operations are skipped from then on */
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 /* A frame: what made the thread attached (runtime_create or the thread's
@@ -694,9 +696,21 @@ static void ctx_init(struct ctx *c, const char *name)
 
 static void ctx_cleanup(struct ctx *c);
 
+/* Every struct start of the program: a thread whose start returned OK may
+   still never run its function (finalize began before it took the GIL),
+   so the ones left are freed at the end of the program.  Protected by
+   g.mu. */
+static struct start *g_starts[1024];
+static int g_nstarts;
+
 static void start_put(struct start *st)
 {
     if (atomic_fetch_sub(&st->refs, 1) == 1) {
+        pthread_mutex_lock(&g.mu);
+        for (int i = 0; i < g_nstarts; i++)
+            if (g_starts[i] == st)
+                g_starts[i] = NULL;
+        pthread_mutex_unlock(&g.mu);
         pthread_mutex_destroy(&st->c.bmu);
         pthread_cond_destroy(&st->c.bcv);
         free(st);
@@ -1131,7 +1145,13 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
                 break;
             memcpy(&fn, &sym, sizeof fn);
         } else {
-            st = calloc(1, sizeof *st);
+            pthread_mutex_lock(&g.mu);
+            int room = g_nstarts < 1024;
+            if (room)
+                st = g_starts[g_nstarts++] = calloc(1, sizeof *st);
+            pthread_mutex_unlock(&g.mu);
+            if (!room)
+                break;
             ctx_init(&st->c, "");
             size_t len = strnlen(c->name, sizeof st->c.name - 4);
             memcpy(st->c.name, c->name, len);
@@ -1640,8 +1660,8 @@ static void run_ops(struct ctx *c, const uint8_t *ops, int nops)
 {
     const uint8_t *end = ops + (size_t)nops * OP_SIZE;
     for (const uint8_t *op = ops; op < end;) {
-        if (now_ns() > g.deadline)
-            return; /* the dispatcher reports the hang */
+        if (now_ns() > g.soft)
+            return; /* the program's time is up: it winds down */
         int consumed = 1;
         run_op(c, op, end, &consumed);
         op += (size_t)consumed * OP_SIZE;
@@ -1755,7 +1775,7 @@ static void *worker_main(void *arg)
         w->current = u.op;
         pthread_mutex_unlock(&g.mu);
         int consumed;
-        if (now_ns() < g.deadline)
+        if (now_ns() < g.soft)
             run_op(&w->c, u.op, u.end, &consumed);
         pthread_mutex_lock(&g.mu);
         w->current = NULL;
@@ -1923,6 +1943,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g.ngrave = 0;
     g.per_interp_gil = (data[0] >> 2) & 1;
     g.deadline = now_ns() + g_program_ns;
+    g.soft = now_ns() + g_program_ns / 2;
+    g_nstarts = 0;
     for (int i = 0; i < MAX_WORKERS; i++) {
         g_worker_ident[i].ctx = NULL;
         atomic_store(&g_worker_ident[i].ident, 0);
@@ -2020,6 +2042,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
              count_tasks() - baseline_tasks);
     for (int i = 0; i < g.ngrave; i++)
         probe_dead(g.grave[i].h, g.grave[i].kind);
+    for (int i = 0; i < g_nstarts; i++)
+        if (g_starts[i]) { /* its thread never ran the function */
+            if (g_trace)
+                fprintf(stderr, "fuzz_api: %s never ran its function\n",
+                        g_starts[i]->c.name);
+            pthread_mutex_destroy(&g_starts[i]->c.bmu);
+            pthread_cond_destroy(&g_starts[i]->c.bcv);
+            free(g_starts[i]);
+        }
     long long blocks = atomic_load(&g_blocks[0]) + atomic_load(&g_blocks[1]);
     if (blocks != blocks_before)
         fail("%lld blocks allocated by the library are still live at the end "
