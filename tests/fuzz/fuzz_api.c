@@ -816,14 +816,21 @@ static void *exit_attached(void *arg)
     return NULL;
 }
 
-/* Runs in the child; returns its exit code. */
-static int probe_child(unsigned kind)
+/* Runs in the child, with stderr going to `log` too; returns its exit
+   code. */
+static int probe_child(unsigned kind, FILE *log)
 {
     if (tether_gil_held())
         return 0; /* the scenario needs an unattached thread */
-    FILE *log = tmpfile();
-    if (!log)
+#if defined(__SANITIZE_THREAD__)
+    if (kind == 2)
+        return 0; /* ThreadSanitizer cannot start threads in a forked child */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    if (kind == 2)
         return 0;
+#endif
+#endif
     tether_runtime rt;
     tether_interp main_interp, x;
     tether_gilstate st;
@@ -892,7 +899,6 @@ static int probe_child(unsigned kind)
     rewind(log);
     size_t n = fread(buf, 1, sizeof buf - 1, log);
     buf[n] = 0;
-    fputs(buf, stderr);
     if (rc)
         return rc;
     if (kind == 1 && !strstr(buf, "plugin handle"))
@@ -904,15 +910,27 @@ static int probe_child(unsigned kind)
 
 static void fork_probe(unsigned kind)
 {
+    FILE *log = tmpfile(); /* what the child printed, sanitizers too */
+    if (!log)
+        return;
     fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        fclose(log);
         return;
+    }
     if (pid == 0)
-        _exit(probe_child(kind));
+        _exit(probe_child(kind, log));
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
+    char buf[16384];
+    rewind(log);
+    size_t n = fread(buf, 1, sizeof buf - 1, log);
+    buf[n] = 0;
+    fclose(log);
+    if (n && (WIFSIGNALED(status) || WEXITSTATUS(status) % 10 != 0))
+        fprintf(stderr, "fuzz_api: the fork probe's child printed:\n%s", buf);
     static const char *const what[] = {
         "with TETHER_CONFIG_ABORT_ON_MISUSE, calling a callback of a destroyed "
         "interpreter, or a bad handle after that runtime was finalized and "
