@@ -57,6 +57,11 @@
  *   FUZZ_API_PROGRAM_SECONDS=<s> the hang limit of one program (default 60;
  *                                operations are skipped after half of it)
  *   FUZZ_API_CHURN_MAX=<n>       at most 2^n cycles per OP_CHURN (default 24)
+ *   FUZZ_API_KNOWN=F9,F16,...    rows of issue 12 not to report again: turns
+ *                                off the check that finds each (F7, F9,
+ *                                F12, F13, F15, F16, F19), so that a long
+ *                                run looks for new defects; the rows that
+ *                                crash are avoided with FUZZ_API_MASK
  *
  * Built with clang -fsanitize=fuzzer in the address-sanitizer build, and as
  * a replay program (replay.c) in every build: ctest runs each seed of
@@ -180,6 +185,7 @@ static int g_trace;
 static int64_t g_time_div = 1;
 static int64_t g_program_ns = 60LL * 1000000000;
 static unsigned g_churn_max = 24;
+static uint32_t g_known; /* bit n: row Fn of issue 12 is known, not checked */
 
 static void settings(void)
 {
@@ -198,6 +204,10 @@ static void settings(void)
         g_program_ns = atoll(s) * 1000000000LL;
     if ((s = getenv("FUZZ_API_CHURN_MAX")) && atoi(s) >= 0 && atoi(s) <= 24)
         g_churn_max = (unsigned)atoi(s);
+    if ((s = getenv("FUZZ_API_KNOWN")))
+        for (const char *p = s; (p = strchr(p, 'F')); p++)
+            if (atoi(p + 1) > 0 && atoi(p + 1) < 32)
+                g_known |= 1u << atoi(p + 1);
 }
 
 static int64_t now_ns(void)
@@ -596,7 +606,7 @@ static int requeue_fn(void *arg)
 {
     struct requeue *r = arg;
     uint64_t in = atomic_load(&r->queued_in);
-    if (tl_cp && in == tl_cp)
+    if (tl_cp && in == tl_cp && !(g_known & 1u << 9))
         fail("one tether_checkpoint ran a pending call that was queued while "
              "it ran (it can run such calls for ever)");
     if (atomic_fetch_sub(&r->left, 1) > 0) {
@@ -1091,10 +1101,14 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         uint64_t tok = (a % 4) == 2 ? 0 : at >= 0 ? c->f[at].token : 0;
         if ((a % 4) == 3)
             tok = tok ^ 0x10000u ^ ((uint64_t)b << 40) ^ 1u;
-        rc = CALL(tether_release, tok);
+        rc = tether_release(tok);
+        if (!((g_known & 1u << 15) && rc == TETHER_EFINALIZING))
+            checked("tether_release", rc, FAPI_ALLOWED_tether_release);
         if (at < 0 || (a % 4) >= 2)
             break;
-        if (rc == TETHER_OK && c->f[at].rt <= -2)
+        if ((g_known & 1u << 7) && c->f[at].detached)
+            c->unknown = 1;
+        if (rc == TETHER_OK && c->f[at].rt <= -2 && !(g_known & 1u << 16))
             fail("tether_release returned OK for a token of a runtime this "
                  "thread finalized (finalize makes them invalid)");
         if (rc == TETHER_OK || rc == TETHER_EFINALIZING) {
@@ -1195,7 +1209,8 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             break;
         /* F19: the name is kept, or cut at a character boundary. */
         const char *got = NULL;
-        if (name && CALL(tether_thread_name, t, &got) == TETHER_OK) {
+        if (name && !(g_known & 1u << 19) &&
+            CALL(tether_thread_name, t, &got) == TETHER_OK) {
             size_t n = strlen(got);
             if (strncmp(got, name, n) != 0 || n > strlen(name))
                 fail("thread name \"%s\" is not the name given", got);
@@ -1318,7 +1333,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         rc = CALL(tether_lock_acquire, l, (b & 4) ? -1 : short_tmo(b));
         if (rc == TETHER_OK)
             lock_acquired(c, l);
-        if (rc == TETHER_EDEADLK && !ever_acquired(c, l))
+        if (rc == TETHER_EDEADLK && !ever_acquired(c, l) && !(g_known & 1u << 12))
             fail("tether_lock_acquire returned EDEADLK to a thread that never "
                  "acquired the lock");
         efin(c, rc);
@@ -1382,7 +1397,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         if (me >= 0) {
             int was_set = atomic_load(&g_waiters[me].was_set);
             atomic_store(&g_waiters[me].waiting, 0);
-            if (rc == TETHER_ETIMEDOUT && was_set)
+            if (rc == TETHER_ETIMEDOUT && was_set && !(g_known & 1u << 13))
                 fail("tether_event_wait timed out although the event was set "
                      "while it was blocked (a clear right after a set must "
                      "not lose the wake-up)");
@@ -1714,7 +1729,7 @@ static void ctx_cleanup(struct ctx *c)
             efin(c, rc);
         } else if (f->kind == F_ENSURE) {
             int rc = CALL(tether_release, f->token);
-            if (rc == TETHER_OK && f->rt <= -2)
+            if (rc == TETHER_OK && f->rt <= -2 && !(g_known & 1u << 16))
                 fail("tether_release returned OK for a token of a runtime "
                      "this thread finalized (finalize makes them invalid)");
         } else if (f->token == 1 && f->rt >= 0) {
