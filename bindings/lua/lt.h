@@ -238,7 +238,10 @@ void lt_push_cancelled(lua_State *L);
 void lt_payload_free(void *p);
 /* Releases the registry references of dead payloads.  [gil-held] */
 void lt_payload_drain(lua_State *L, lt_state *S);
-/* Makes a fresh sentinel the newest finalizable object of the module. */
+/* Makes a fresh sentinel the newest finalizable object of the module
+   (nothing once the state is shutting down: Lua runs no finalizer of an
+   object made while lua_close runs finalizers, so its reference would
+   leak). */
 void lt_renew_sentinel(lua_State *L, lt_state *S);
 /* Creates metatable `name` whose __index is a table of `methods` (or
    none), with the entries of `meta` (or none); every function gets S as

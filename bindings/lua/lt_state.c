@@ -358,6 +358,8 @@ static int sentinel_gc(lua_State *L)
 
 void lt_renew_sentinel(lua_State *L, lt_state *S)
 {
+    if (S->shutting_down) /* the sentinel has done its work */
+        return;
     lt_state **p = lua_newuserdatauv(L, sizeof *p, 0);
     *p = NULL; /* the reference only once __gc is set: both may raise */
     if (luaL_newmetatable(L, "tether.sentinel")) {

@@ -441,6 +441,8 @@ static int l_thread(lua_State *L)
     lt_tstate *ts = lt_ts();
     tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
     int fi = 1;
+    if (S->finalized) /* a finalizer run by lua_close after shut_down */
+        return lt_fail(L, "thread", TETHER_EFINALIZING);
     if (lua_type(L, 1) == LUA_TTABLE && !lt_is_callable(L, 1)) {
         lt_read_thread_opts(L, 1, &o);
         fi = 2;
