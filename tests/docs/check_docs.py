@@ -33,7 +33,9 @@ its line "@BLOCK@" (a fragment gets the declarations and the function body
 it needs, and nothing of it is shown to the reader).
 
 Defaults, for blocks without a marker (so that new documents are checked
-from the start): C with a main() is "run", other C is "compile"; Lua is
+from the start): C with a main() is "run", other C is "compile" (alone, or
+else after <tether/tether.h> and the common C headers, at file scope or
+as a function body, with unused-variable warnings off); Lua is
 "compile"; sh/bash/shell/console is "names"; the existing
 "<!-- example: NAME -->" marker of tests/plugin means "covered" by the test
 that compiles it.  Other blocks (no language, text, mermaid, cmake) are not
@@ -494,8 +496,7 @@ class Checker:
         while words and re.match(r"^\w+=", words[0]):   # VAR=value prefixes
             var, val = words[0].split("=", 1)
             for part in val.split(";"):
-                problems += self.check_path_word(part.replace("?", "tether"),
-                                                 optional=True)
+                problems += self.check_path_word(part.replace("?", "tether"))
             words = words[1:]
         if not words:
             return problems
@@ -554,7 +555,7 @@ class Checker:
                         problems.append("tether-bench has no group %s" % g)
         return problems
 
-    def check_path_word(self, w, optional=False):
+    def check_path_word(self, w):
         """A word that names a repository file or a build-tree file."""
         if "<" in w or "*" in w or "{" in w or "$" in w:
             return []
