@@ -156,31 +156,31 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
     return push_frame(os, ts, cur, out);
 }
 
+/* The nested ensure of the interpreter already attached is one increment;
+   anything else takes ensure_slow. */
+static inline int ensure_with(tether_interp h, int internal,
+                              tether_gilstate *out)
+{
+    struct osthread *os = t_os_fast();
+    struct tstate *cur;
+    if (os && (cur = os->current) && cur->interp->handle == h &&
+        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
+    return ensure_slow(h, internal, out);
+}
+
 int tether_ensure(tether_interp h, tether_gilstate *out)
 {
     if (!out)
         return err_misuse(TETHER_EINVAL, "tether_ensure", "out is NULL");
-    struct osthread *os = t_os_fast();
-    struct tstate *cur;
-    /* Nested ensure of the interpreter already attached: one increment. */
-    if (os && (cur = os->current) && cur->interp->handle == h &&
-        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
-        *out = ++os->tok;
-        return TETHER_OK;
-    }
-    return ensure_slow(h, 0, out);
+    return ensure_with(h, 0, out);
 }
 
 int ensure_internal(tether_interp h, tether_gilstate *out)
 {
-    struct osthread *os = t_os_fast();
-    struct tstate *cur;
-    if (os && (cur = os->current) && cur->interp->handle == h &&
-        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
-        *out = ++os->tok;
-        return TETHER_OK;
-    }
-    return ensure_slow(h, 1, out);
+    return ensure_with(h, 1, out);
 }
 
 T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
