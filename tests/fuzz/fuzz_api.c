@@ -1029,8 +1029,13 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         if (rc == TETHER_OK || rc == TETHER_ETIMEDOUT) {
             /* F16: the caller's tokens of this runtime are now invalid. */
             for (int i = 0; i < c->depth; i++)
-                if (c->f[i].rt == (int)r)
+                if (c->f[i].rt == (int)r) {
                     c->f[i].rt = -2 - (int)r; /* finalized by this thread */
+                    /* The header does not say what an outer frame of
+                       another runtime becomes when the inner one's token
+                       is invalid: the GIL state is not checked. */
+                    c->unknown = 1;
+                }
             pthread_mutex_lock(&g.mu);
             int was = slot_of(K_RT, r)->h == rt && slot_of(K_RT, r)->live;
             slot_of(K_RT, r)->live = 0;
