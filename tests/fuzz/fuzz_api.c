@@ -11,15 +11,19 @@
  *    gen_api_statuses.py; TETHER_EBADHANDLE is allowed wherever a handle is
  *    passed, by the header's convention);
  *  - no crash, no sanitizer report, no hang (the program must end within
- *    FUZZ_API_PROGRAM_SECONDS; every wait it asks for is bounded, except
+ *    FUZZ_API_PROGRAM_SECONDS; the waits it asks for are bounded, except
  *    finalize, destroy, join and unload with timeout -1, which must end by
- *    themselves);
+ *    themselves, and lock and event waits without timeout, which the
+ *    dispatcher ends by releasing every lock and setting every event once
+ *    the program has stalled for half a second: rescue());
  *  - tether_gil_held() agrees with what the calls so far imply (attached
  *    after runtime_create, ensure, restore and the release of an inner
- *    ensure; detached after save and the outermost release), wherever no
- *    interpreter the thread was attached to has been finalized since;
+ *    ensure; detached after save, the outermost release and a
+ *    TETHER_EFINALIZING), wherever no interpreter the thread is attached
+ *    to has been finalized since;
  *  - every handle the program freed answers TETHER_EBADHANDLE, at once and
- *    again at the end of the program;
+ *    again at the end of the program (thread handles only at the end), and
+ *    a freed handle's value is never issued again (OP_CHURN);
  *  - no leak: every block the library allocated through the counting
  *    allocator is freed once the program's objects are freed and its
  *    threads are gone, and every asynchronous-exception payload handed to
@@ -31,7 +35,11 @@
  *    set does not time out; one checkpoint does not run pending calls
  *    queued while it runs; a token of a runtime its owner finalized does
  *    not release with OK; a thread name is kept whole, or cut at a
- *    character boundary.
+ *    character boundary;
+ *  - in a forked child (OP_FORK_PROBE): TETHER_CONFIG_ABORT_ON_MISUSE does
+ *    not abort a call of a callback whose interpreter is gone, nor outlive
+ *    its runtime; the TETHER_DEBUG=1 report names plugins never unloaded;
+ *    TETHER_DEBUG=0 prints nothing.
  *
  * Input layout.  Byte 0: bits 0-1 the number of workers (2 + value % 3),
  * bit 2 per-interpreter GILs for the runtimes the program creates.  Then
@@ -1021,8 +1029,13 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         if (rc == TETHER_OK || rc == TETHER_ETIMEDOUT) {
             /* F16: the caller's tokens of this runtime are now invalid. */
             for (int i = 0; i < c->depth; i++)
-                if (c->f[i].rt == (int)r)
+                if (c->f[i].rt == (int)r) {
                     c->f[i].rt = -2 - (int)r; /* finalized by this thread */
+                    /* The header does not say what an outer frame of
+                       another runtime becomes when the inner one's token
+                       is invalid: the GIL state is not checked. */
+                    c->unknown = 1;
+                }
             pthread_mutex_lock(&g.mu);
             int was = slot_of(K_RT, r)->h == rt && slot_of(K_RT, r)->live;
             slot_of(K_RT, r)->live = 0;

@@ -8,7 +8,8 @@ operations [op][who][a][b][c].  The operation numbers are read from the
 OP_ enum of fuzz_api.c, so this script and the harness cannot disagree.
 One seed per row of issue 12 (f01..f19; f08, f17 and f18 run their
 scenario in a forked child: OP_FORK_PROBE), and a few ordinary programs
-(use-*).  Seeds of rows not yet fixed are listed in
+(use-*), and programs for defects the fuzzer found beyond the issue (x*).
+Seeds of rows not yet fixed are listed in
 TETHER_API_FUZZ_EXPECTED_FAIL (tests/fuzz/CMakeLists.txt).
 """
 import os
@@ -209,6 +210,19 @@ SEEDS = {
         op("RT_CREATE", 0, 0), thread_start(0, slot=0, name=3),
         thread_start(0, slot=1, name=2), op("THREAD_JOIN", 0, 0, 0),
         op("THREAD_JOIN", 0, 1, 0), op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
+
+    # Found by the fuzzer, beyond the issue's rows.
+    # x01: tether_interp_destroy from a thread attached to another
+    # interpreter of a runtime that another thread finalizes meanwhile
+    # returns TETHER_EFINALIZING (it could not re-attach the caller),
+    # which the header does not list for it.
+    "x01-interp-destroy-efinalizing": prog(
+        op("RT_CREATE", 0, 0), op("INTERP_CREATE", 0, 0, 0),
+        thread_start(2, slot=0, script=[op("SLEEP", 0, 3)]),
+        op("ENSURE", 1, 0, flags=SYNC),
+        op("INTERP_DESTROY", 1, 2, 0, flags=ASYNC),
+        op("SLEEP", 0, 2, flags=SYNC), op("RT_FINALIZE", 0, 0, 3, flags=SYNC),
+        op("SLEEP", 0, 3, flags=SYNC)),
 }
 
 
