@@ -8,6 +8,7 @@
  */
 #include <dlfcn.h>
 #include <sched.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -501,6 +502,42 @@ TEST(plugin_for_a_newer_host_degrades_with_api_has)
     ASSERT_EQ(mode(), 1); /* fell back: this host has no future_call */
     ASSERT_OK(tether_plugin_unload(p, -1));
     t_finalize(rt);
+}
+
+TEST(debug_host_reports_a_missing_member_and_aborts)
+{
+#ifdef NDEBUG
+    return; /* the pad slots exist in debug builds only */
+#else
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        tether_runtime rt;
+        tether_plugin p;
+        void *sym;
+        if (tether_runtime_create(NULL, &rt) != TETHER_OK ||
+            tether_plugin_load(rt, FIXTURE("skew_newer"), &p) != TETHER_OK ||
+            tether_plugin_symbol(p, "skew_call_unchecked", &sym) != TETHER_OK)
+            _exit(1);
+        int32_t (*call)(void);
+        memcpy(&call, &sym, sizeof call);
+        call(); /* reads the member past this host's table */
+        _exit(2);
+    }
+    close(fds[1]);
+    char *err = t_read_all(fds[0]);
+    close(fds[0]);
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    ASSERT_CONTAINS(err, "this host has no such member");
+    ASSERT_CONTAINS(err, "TETHER_API_HAS");
+    free(err);
+#endif
 }
 
 TEST(plugin_for_an_older_host_finds_its_members)
@@ -1155,6 +1192,7 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(refuses_a_plugin_whose_init_fails),
             TEST_ENTRY(plugin_for_a_newer_host_degrades_with_api_has),
             TEST_ENTRY(plugin_for_an_older_host_finds_its_members),
+            TEST_ENTRY(debug_host_reports_a_missing_member_and_aborts),
             TEST_ENTRY(loading_the_same_file_twice_counts_references),
             TEST_ENTRY(concurrent_loads_share_one_init),
             TEST_ENTRY(unload_times_out_while_a_call_is_in_progress),
