@@ -970,6 +970,28 @@ TEST(finalize_unloads_the_plugins_of_its_runtime)
     ASSERT(!is_mapped(FIXTURE("unloadable")));
 }
 
+static tether_runtime g_finalize_rt;
+
+/* Called by the plugin's code (fx_call): finalizes the runtime. */
+static int32_t finalize_from_plugin(int32_t x)
+{
+    return tether_runtime_finalize(g_finalize_rt, SECONDS(10)) == TETHER_OK
+               ? x + 1 : -1;
+}
+
+TEST(finalize_from_the_plugins_own_code_keeps_it_mapped)
+{
+    tether_runtime rt = g_finalize_rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    int32_t (*call)(int32_t (*)(int32_t), int32_t);
+    LOOKUP(call, p, "fx_call");
+    /* finalize runs inside the plugin's fx_call: the plugin must not be
+       finalized and unmapped under it (it returned into unmapped code). */
+    ASSERT_EQ(call(finalize_from_plugin, 1), 2);
+    ASSERT_STATUS(tether_plugin_info(p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT(is_mapped(FIXTURE("unloadable")));
+}
+
 TEST(debug_report_lists_plugins_never_unloaded)
 {
     int fds[2];
@@ -1205,6 +1227,7 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(unload_from_the_plugins_own_code_is_refused),
             TEST_ENTRY(concurrent_loads_and_unloads_of_one_path),
             TEST_ENTRY(finalize_unloads_the_plugins_of_its_runtime),
+            TEST_ENTRY(finalize_from_the_plugins_own_code_keeps_it_mapped),
             TEST_ENTRY(debug_report_lists_plugins_never_unloaded),
             TEST_ENTRY(init_says_why_it_failed_with_set_error),
             TEST_ENTRY(set_error_cuts_at_a_character_boundary),
