@@ -9,12 +9,22 @@ include(CMakePackageConfigHelpers)
 set(TETHER_CMAKE_DIR "${CMAKE_INSTALL_LIBDIR}/cmake/tether")
 set(TETHER_PKGCONFIG_DIR "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
 
+# tether::headers: the public headers alone, for plugins that reach the
+# library through the host table.
+add_library(tether_headers INTERFACE)
+add_library(tether::headers ALIAS tether_headers)
+target_include_directories(tether_headers INTERFACE
+  $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/abi/include>
+  $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+set_target_properties(tether_headers PROPERTIES EXPORT_NAME headers)
+install(TARGETS tether_headers EXPORT tetherTargets COMPONENT tether)
+
 install(TARGETS tether EXPORT tetherTargets
   LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}" COMPONENT tether
   INCLUDES DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}")
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/abi/include/tether"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT tether
-  FILES_MATCHING PATTERN "*.h")
+  FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
 install(EXPORT tetherTargets
   NAMESPACE tether::
   DESTINATION "${TETHER_CMAKE_DIR}" COMPONENT tether)
@@ -30,6 +40,8 @@ write_basic_package_version_file(
 install(FILES
   "${PROJECT_BINARY_DIR}/tetherConfig.cmake"
   "${PROJECT_BINARY_DIR}/tetherConfigVersion.cmake"
+  "${PROJECT_SOURCE_DIR}/cmake/TetherAddPlugin.cmake"
+  "${PROJECT_SOURCE_DIR}/cmake/TetherCheckExports.cmake"
   DESTINATION "${TETHER_CMAKE_DIR}" COMPONENT tether)
 
 # tether.pc locates the prefix from its own directory (${pcfiledir}), so an

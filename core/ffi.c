@@ -191,6 +191,12 @@ struct callback {
 static pthread_rwlock_t g_entry;
 static pthread_once_t g_entry_once = PTHREAD_ONCE_INIT;
 
+/* fork: the child's only thread must not find g_entry held by a thread
+   that no longer exists there.  The window is short (a call counting
+   itself), so prepare simply waits it out. */
+static void entry_prepare(void) { pthread_rwlock_wrlock(&g_entry); }
+static void entry_release(void) { pthread_rwlock_unlock(&g_entry); }
+
 static void entry_init(void)
 {
     pthread_rwlockattr_t a;
@@ -201,6 +207,7 @@ static void entry_init(void)
 #endif
     pthread_rwlock_init(&g_entry, &a);
     pthread_rwlockattr_destroy(&a);
+    pthread_atfork(entry_prepare, entry_release, entry_release);
 }
 
 #ifdef TETHER_TEST_HOOKS

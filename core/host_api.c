@@ -4,10 +4,63 @@
  * One static instance, filled with designated initializers: a member of the
  * wrong type does not compile, and a member added to the struct but
  * forgotten here stays NULL, which tests/abi/test_host_api.c catches.
+ *
+ * In debug builds (no NDEBUG) the table is followed by HOST_PAD slots that
+ * a plugin built for a newer host would read as members this host does not
+ * have, if it calls one without checking TETHER_API_HAS: each points at a
+ * function that says so and aborts, instead of the call jumping to
+ * whatever lies after the table.
  */
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "plugin.h"
 
-static const tether_host_api g_host_api = {
+#ifndef NDEBUG
+#define HOST_PAD 32
+
+/* What a plugin calls through pad slot `i`. */
+static void missing_member(unsigned i)
+{
+    fprintf(stderr,
+            "tether: a plugin called host-table member %zu (byte offset %zu), "
+            "but this host has no such member: its table ends after %zu "
+            "members (ABI %u.%u). Check TETHER_API_HAS(host, member) before "
+            "calling a member newer than the ABI the plugin's descriptor "
+            "states. Aborting.\n",
+            (sizeof(tether_host_api) - sizeof(size_t)) / sizeof(void (*)(void)) + i,
+            sizeof(tether_host_api) + i * sizeof(void (*)(void)),
+            (sizeof(tether_host_api) - sizeof(size_t)) / sizeof(void (*)(void)),
+            TETHER_ABI_MAJOR, TETHER_ABI_MINOR);
+    abort();
+}
+
+#define MISSING(i) static void missing_##i(void) { missing_member(i); }
+MISSING(0) MISSING(1) MISSING(2) MISSING(3) MISSING(4) MISSING(5) MISSING(6)
+MISSING(7) MISSING(8) MISSING(9) MISSING(10) MISSING(11) MISSING(12)
+MISSING(13) MISSING(14) MISSING(15) MISSING(16) MISSING(17) MISSING(18)
+MISSING(19) MISSING(20) MISSING(21) MISSING(22) MISSING(23) MISSING(24)
+MISSING(25) MISSING(26) MISSING(27) MISSING(28) MISSING(29) MISSING(30)
+MISSING(31)
+#undef MISSING
+
+static const struct {
+    tether_host_api api;
+    void (*pad[HOST_PAD])(void);
+} g_host = {
+    .pad = {missing_0, missing_1, missing_2, missing_3, missing_4, missing_5,
+            missing_6, missing_7, missing_8, missing_9, missing_10, missing_11,
+            missing_12, missing_13, missing_14, missing_15, missing_16,
+            missing_17, missing_18, missing_19, missing_20, missing_21,
+            missing_22, missing_23, missing_24, missing_25, missing_26,
+            missing_27, missing_28, missing_29, missing_30, missing_31},
+    .api = {
+#else
+static const struct {
+    tether_host_api api;
+} g_host = {
+    .api = {
+#endif
     .size = sizeof(tether_host_api),
     .strerror = tether_strerror,
     .status_name = tether_status_name,
@@ -83,6 +136,7 @@ static const tether_host_api g_host_api = {
     .callback_retain = tether_callback_retain,
     .callback_release = tether_callback_release,
     .set_error = tether_set_error,
+    },
 };
 
-const tether_host_api *host_api(void) { return &g_host_api; }
+const tether_host_api *host_api(void) { return &g_host.api; }

@@ -488,11 +488,12 @@ static int run_init(struct plugin *p)
     return TETHER_OK;
 }
 
-/* Makes a library that is not unloadable stay mapped for ever. */
-static void pin_mapping(struct plugin *p)
+/* Makes a library that is not unloadable (or any, when `always`) stay
+   mapped for ever. */
+static void pin_mapping(struct plugin *p, bool always)
 {
     struct link_map *lm;
-    if (p->unloadable || dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+    if ((p->unloadable && !always) || dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
         return;
     void *again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
     if (again)
@@ -506,7 +507,7 @@ static void pin_mapping(struct plugin *p)
 static int load_finish(struct load *l, int rc)
 {
     struct plugin *p = l->fresh;
-    pin_mapping(p);
+    pin_mapping(p, false);
     reg_lock();
     if (rc == TETHER_OK)
         p->st = PS_LOADED;
@@ -814,6 +815,21 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
     struct plugin *p;
     reap();
     while ((p = next_to_finalize(rt, debug))) {
+        if (on_stack(p)) {
+            /* Finalize called from the plugin's own code: its fini would
+               pull the code from under the caller.  Abandoned, mapped. */
+            pin_mapping(p, true);
+            if (debug)
+                fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': finalize "
+                        "was called from its own code; its fini does not "
+                        "run\n", p->name);
+            reg_lock();
+            orphan_locked(p);
+            reg_unlock();
+            handle_close(p->handle, HT_PLUGIN);
+            handle_put(p->handle);
+            continue;
+        }
         struct unload u = {.p = p, .epoch = p->epoch};
         int64_t left = deadline_ns < 0 ? -1 : deadline_ns - plat_now_ns();
         set_deadline(&u, deadline_ns < 0 ? -1 : left > 0 ? left : 0);

@@ -553,7 +553,7 @@ static int l_load(lua_State *L)
 {
     lt_state *S = lt_S(L);
     const char *path = luaL_checkstring(L, 1);
-    lt_plugin *p = lua_newuserdatauv(L, sizeof *p, 0);
+    lt_plugin *p = lua_newuserdatauv(L, sizeof *p, 1); /* kept callbacks */
     p->p = 0;
     luaL_setmetatable(L, LT_PLUGIN_MT);
     reserve_plugin(L, S);
@@ -582,9 +582,40 @@ static void after_c_call(lua_State *L, lt_tstate *ts)
         lt_raise_fetched(L, ts, code, payload, dtor);
 }
 
+/* Keeps every callback among the C arguments alive while the plugin at
+   index 1 is loaded: C may hold on to its code (a plugin's threads call it
+   later), and Lua cannot know for how long (issue 14 P4).  They are let go
+   when the plugin is unloaded. */
+static void keep_callbacks(lua_State *L, int first, int n)
+{
+    int have_table = 0;
+    for (int i = first; i < first + n; i++) {
+        if (!luaL_testudata(L, i, LT_CALLBACK_MT))
+            continue;
+        if (!have_table) {
+            if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+                lua_pop(L, 1);
+                lua_newtable(L);
+                lua_pushvalue(L, -1);
+                lua_setiuservalue(L, 1, 1);
+            }
+            have_table = 1;
+        }
+        lua_pushvalue(L, i);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    if (have_table)
+        lua_pop(L, 1);
+}
+
 /* Calls fn as the signature at sig_idx says, with the Lua values from
-   sig_idx + 1 on; pushes the C return value.  Returns the number of results. */
-static int call_c(lua_State *L, void *fn, int sig_idx, const char *what)
+   sig_idx + 1 on; pushes the C return value.  Returns the number of results.
+   A bad argument is reported under the function's name, `what`, numbered
+   as Lua numbers a method's arguments when `method` (p:call) is set, also
+   when it was called as a plain function (pcall(p.call, p, ...)). */
+static int call_c(lua_State *L, void *fn, int sig_idx, const char *what,
+                  int method)
 {
     lt_sig sig;
     check_sig(L, sig_idx, &sig);
@@ -597,9 +628,12 @@ static int call_c(lua_State *L, void *fn, int sig_idx, const char *what)
     for (int i = 0; i < sig.nargs; i++) {
         const char *bad = to_c(L, sig_idx + 1 + i, sig.args[i], &vals[i]);
         if (bad)
-            return luaL_argerror(L, sig_idx + 1 + i, bad);
+            return luaL_error(L, "bad argument #%d to '%s' (%s)",
+                              sig_idx + 1 + i - method, what, bad);
         args[i] = &vals[i];
     }
+    if (method)
+        keep_callbacks(L, sig_idx + 1, sig.nargs);
     lt_tstate *ts = lt_ts();
     memset(&ret, 0, sizeof ret);
     int rc = tether_ffi_call(fn, lua_tostring(L, sig_idx), args, &ret);
@@ -620,7 +654,7 @@ static int l_call(lua_State *L)
     int rc = tether_plugin_symbol(p->p, luaL_checkstring(L, 2), &fn);
     if (rc != TETHER_OK)
         return lt_fail(L, "call", rc);
-    return call_c(L, fn, 3, "call");
+    return call_c(L, fn, 3, "call", 1);
 }
 
 /* tether.ffi_call(fnptr, signature, args...) --> the C return value.  As
@@ -629,7 +663,7 @@ static int l_ffi_call(lua_State *L)
 {
     void *fn = lua_islightuserdata(L, 1) ? lua_touserdata(L, 1) : code_of(L, 1);
     luaL_argexpected(L, fn != NULL, 1, "function pointer");
-    return call_c(L, fn, 2, "ffi_call");
+    return call_c(L, fn, 2, "ffi_call", 0);
 }
 
 static int l_symbol(lua_State *L)
@@ -657,6 +691,8 @@ static int l_unload(lua_State *L)
     if (gone) {
         forget_plugin(S, p->p);
         p->p = 0;
+        lua_pushnil(L); /* its fini stopped what called the kept callbacks */
+        lua_setiuservalue(L, 1, 1);
     }
     lua_pushboolean(L, lt_wait_result(L, ts, rc, "unload"));
     return 1;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Installs libtether into a temporary prefix and builds a consumer with it.
 
-  install_consume.py cmake|pkg-config BUILD_DIR CC [SANITIZE]
+  install_consume.py cmake|pkg-config|plugin-template BUILD_DIR CC [SANITIZE]
 
 Runs `cmake --install BUILD_DIR --prefix <tmp> --component tether` (the
 library's own component, so that the test does not depend on the other
@@ -14,6 +14,10 @@ builds tests/abi/consumer out of tree:
   pkg-config  CC consumer.c $(pkg-config --cflags --libs tether).
 
 The consumer runs and must report that it loaded the installed library.
+
+  plugin-template  examples/plugin-template built out of tree with the
+              installed tether_add_plugin, then the installed
+              tether-plugin-check run on it (it must PASS).
 SANITIZE (e.g. "address,undefined") is passed to the consumer's compiler
 when the library was built with sanitizers.
 """
@@ -101,7 +105,40 @@ def consume_pkgconfig(prefix, libdir, work, cc, sanitize):
     return exe, dict(os.environ, LD_LIBRARY_PATH=libdir)
 
 
+def consume_plugin_template(prefix, libdir, work, cc, sanitize):
+    """Builds examples/plugin-template against the install and runs the
+    installed tether-plugin-check on it; returns the check's output."""
+    src = os.path.join(HERE, "..", "..", "examples", "plugin-template")
+    build = os.path.join(work, "plugin-template")
+    run(["cmake", "-S", src, "-B", build, "-DCMAKE_PREFIX_PATH=" + prefix,
+         "-DCMAKE_C_COMPILER=" + cc])
+    run(["cmake", "--build", build])
+    check = os.path.join(prefix, "bin", "tether-plugin-check")
+    env = dict(os.environ, LD_LIBRARY_PATH=libdir)
+    out = run([check, "--exports", os.path.join(src, "exports.txt"),
+               os.path.join(build, "template_plugin.so")], env=env).stdout
+    if "verdict: PASS" not in out:
+        raise SystemExit("FAILED: the template plugin did not pass the check")
+    return out
+
+
 def main(argv):
+    if len(argv) in (4, 5) and argv[1] == "plugin-template":
+        build_dir, cc = argv[2:4]
+        sanitize = argv[4] if len(argv) == 5 else ""
+        work = tempfile.mkdtemp(prefix="tether-install-")
+        try:
+            prefix = os.path.join(work, "prefix")
+            run(["cmake", "--install", build_dir, "--prefix", prefix,
+                 "--component", "tether"])
+            libdir = check_layout(prefix)
+            find_one(prefix, ["include/tether/tether.hpp"])
+            consume_plugin_template(prefix, libdir, work, cc, sanitize)
+            print("ok: the plugin template built out of tree and passed "
+                  "tether-plugin-check")
+            return 0
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     if len(argv) not in (4, 5) or argv[1] not in ("cmake", "pkg-config"):
         sys.stderr.write(__doc__)
         return 2

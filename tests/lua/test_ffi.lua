@@ -29,6 +29,23 @@ T.case("load: name, version, symbol", function()
   T.raises("the signature takes 1 argument(s), got 0", ticker.call, ticker, "ticker_wait", "i32(i64)")
   T.raises("bad argument #3 to 'call' (integer expected)",
            function() ticker:call("ticker_wait", "i32(i64)", "x") end)
+  -- called as a plain function, the error still names it (issue 14 P9)
+  T.raises("bad argument #3 to 'call' (integer expected)",
+           ticker.call, ticker, "ticker_wait", "i32(i64)", "x")
+  T.raises("bad argument #3 to 'ffi_call' (integer expected)",
+           tether.ffi_call, ticker:symbol("ticker_wait"), "i32(i64)", "x")
+end)
+
+T.case("a temporary callback given to p:call lives while the plugin is loaded", function()
+  -- Nothing in Lua refers to the callback once ticker_start returns, but
+  -- the plugin's threads call it afterwards (issue 14 P4).
+  local total = 0
+  assert(ticker:call("ticker_start", "i32(ptr,ptr,i32,i32,i32)",
+                     tether.callback("void(ptr,i32,i32)", function() total = total + 1 end),
+                     nil, 2, 300, 50) == 0)
+  for _ = 1, 3 do collectgarbage() end
+  assert(ticker:call("ticker_wait", "i32(i64)", -1) == 0)
+  assert(total == 600, total)
 end)
 
 T.case("ticker: native threads call a Lua callback 10,000 times", function()

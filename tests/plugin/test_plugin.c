@@ -8,6 +8,7 @@
  */
 #include <dlfcn.h>
 #include <sched.h>
+#include <signal.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdatomic.h>
@@ -503,6 +504,42 @@ TEST(plugin_for_a_newer_host_degrades_with_api_has)
     t_finalize(rt);
 }
 
+TEST(debug_host_reports_a_missing_member_and_aborts)
+{
+#ifdef NDEBUG
+    return; /* the pad slots exist in debug builds only */
+#else
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        tether_runtime rt;
+        tether_plugin p;
+        void *sym;
+        if (tether_runtime_create(NULL, &rt) != TETHER_OK ||
+            tether_plugin_load(rt, FIXTURE("skew_newer"), &p) != TETHER_OK ||
+            tether_plugin_symbol(p, "skew_call_unchecked", &sym) != TETHER_OK)
+            _exit(1);
+        int32_t (*call)(void);
+        memcpy(&call, &sym, sizeof call);
+        call(); /* reads the member past this host's table */
+        _exit(2);
+    }
+    close(fds[1]);
+    char *err = t_read_all(fds[0]);
+    close(fds[0]);
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    ASSERT_CONTAINS(err, "this host has no such member");
+    ASSERT_CONTAINS(err, "TETHER_API_HAS");
+    free(err);
+#endif
+}
+
 TEST(plugin_for_an_older_host_finds_its_members)
 {
     tether_runtime rt = t_runtime(NULL);
@@ -933,6 +970,28 @@ TEST(finalize_unloads_the_plugins_of_its_runtime)
     ASSERT(!is_mapped(FIXTURE("unloadable")));
 }
 
+static tether_runtime g_finalize_rt;
+
+/* Called by the plugin's code (fx_call): finalizes the runtime. */
+static int32_t finalize_from_plugin(int32_t x)
+{
+    return tether_runtime_finalize(g_finalize_rt, SECONDS(10)) == TETHER_OK
+               ? x + 1 : -1;
+}
+
+TEST(finalize_from_the_plugins_own_code_keeps_it_mapped)
+{
+    tether_runtime rt = g_finalize_rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    int32_t (*call)(int32_t (*)(int32_t), int32_t);
+    LOOKUP(call, p, "fx_call");
+    /* finalize runs inside the plugin's fx_call: the plugin must not be
+       finalized and unmapped under it (it returned into unmapped code). */
+    ASSERT_EQ(call(finalize_from_plugin, 1), 2);
+    ASSERT_STATUS(tether_plugin_info(p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT(is_mapped(FIXTURE("unloadable")));
+}
+
 TEST(debug_report_lists_plugins_never_unloaded)
 {
     int fds[2];
@@ -1155,6 +1214,7 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(refuses_a_plugin_whose_init_fails),
             TEST_ENTRY(plugin_for_a_newer_host_degrades_with_api_has),
             TEST_ENTRY(plugin_for_an_older_host_finds_its_members),
+            TEST_ENTRY(debug_host_reports_a_missing_member_and_aborts),
             TEST_ENTRY(loading_the_same_file_twice_counts_references),
             TEST_ENTRY(concurrent_loads_share_one_init),
             TEST_ENTRY(unload_times_out_while_a_call_is_in_progress),
@@ -1167,6 +1227,7 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(unload_from_the_plugins_own_code_is_refused),
             TEST_ENTRY(concurrent_loads_and_unloads_of_one_path),
             TEST_ENTRY(finalize_unloads_the_plugins_of_its_runtime),
+            TEST_ENTRY(finalize_from_the_plugins_own_code_keeps_it_mapped),
             TEST_ENTRY(debug_report_lists_plugins_never_unloaded),
             TEST_ENTRY(init_says_why_it_failed_with_set_error),
             TEST_ENTRY(set_error_cuts_at_a_character_boundary),

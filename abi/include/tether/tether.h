@@ -700,12 +700,15 @@ TETHER_API int tether_callback_new(tether_interp interp, const char *signature,
    Returns NULL for a bad handle.  [any-thread] */
 TETHER_API void *tether_callback_code(tether_callback cb);
 
-/* Frees the callback.  Calls running on other threads are waited for (with
+/* Frees the callback: drops the owner tether_callback_new made, and when
+   it was the last (tether_callback_retain adds owners) frees it.  Until
+   then it returns at once and the code stays valid.  When it frees, calls
+   running on other threads are waited for (with
    the caller's GIL released), so that when this returns fn runs no more and
    its userdata may be released; calls that had not yet reached fn return
    zero.  Freed from inside its own fn, it does not wait: the callback is
    freed when the last running call returns.  It is an error to call the
-   code after this returns.
+   code after the last owner is gone.
    Returns TETHER_OK, TETHER_EBADHANDLE (0 is OK), TETHER_EASYNC /
    TETHER_EFINALIZING (the caller waited without its GIL and re-attaching
    found one pending; the callback is freed all the same).  [any-thread] */

@@ -1,4 +1,5 @@
-# cmake -DNM=<nm> -DLIB=<plugin.so> -DLIST=<exports.txt> -P check_exports.cmake
+# cmake -DNM=<nm> -DLIB=<plugin.so> -DLIST=<exports.txt> -P TetherCheckExports.cmake
+# (installed with the CMake package; tether_add_plugin runs it after each build)
 #
 # Fails unless the plugin's dynamic symbol table defines exactly the names in
 # its export list: hidden visibility must keep every other function inside.
