@@ -207,10 +207,14 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
 /* Joins the interpreter's non-daemon threads (up to `timeout_ns`), then
    finalizes it with the same guarantees as tether_runtime_finalize.  The
    main interpreter is destroyed only by tether_runtime_finalize.
+   A caller attached to another interpreter is detached while it waits and
+   attached again before it returns.
    Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
    main interpreter), TETHER_ESTATE (the caller is attached to it, or is a
    thread tether_thread_start started in it, even when detached or attached
-   to another interpreter; nothing changes).
+   to another interpreter; nothing changes), TETHER_EFINALIZING (`interp` was
+   destroyed, but the caller's own interpreter began finalizing meanwhile:
+   the caller is left detached, as after any wait that returns it).
    [any-thread] */
 TETHER_API int tether_interp_destroy(tether_interp interp, int64_t timeout_ns);
 
@@ -317,6 +321,10 @@ typedef struct tether_thread_opts {
    started handshake); the caller's GIL is released while it waits.  `opts`
    may be NULL.
    While fn may run, an unloadable plugin holding it stays loaded.
+   If finalize begins before the new thread first holds the GIL, fn is
+   never called: the thread ends at once with the result
+   TETHER_EFINALIZING (tether_thread_result), so an `arg` that fn would
+   have freed is the owner's to free after tether_thread_join.
    Returns TETHER_EINVAL (NULL fn or out, bad opts, a name longer than
    127 bytes: names are never cut), TETHER_EBADHANDLE,
    TETHER_EFINALIZING (also when finalize began while the caller waited for
