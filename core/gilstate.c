@@ -386,8 +386,12 @@ void breaker_signal(struct tstate *ts, unsigned bits)
         pthread_cond_broadcast(ts->wait_cond);
         rank_unlock(ts->wait_mutex, RANK_OBJECT);
     }
-    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)))
-        ts->ubf_due = 1; /* called by breaker_unblock, without the lock */
+    /* Called by breaker_unblock, without the lock.  Not while a call of
+       it is in progress: that call unblocks fn all the same, and an unblock
+       function that raises at its own target would otherwise be called
+       again from inside itself, without end. */
+    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)) && ts->ubf_calls == 0)
+        ts->ubf_due = 1;
     if (atomic_load(&ts->interp->hook))
         gil_with_holder(ts->interp->gil, hook_if_holder, ts);
 }

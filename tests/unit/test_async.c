@@ -461,6 +461,50 @@ TEST(call_blocking_result)
     teardown();
 }
 
+/* An unblock function may raise at the very thread it unblocks (here, to
+   be sure the blocked call ends with an exception).  That raise came back
+   into breaker_unblock on the raiser's stack, which called the unblock
+   function again, which raised again: unbounded recursion until the stack
+   overflowed.  A call of the unblock function already in progress is not
+   followed by another. */
+static tether_thread g_self_target;
+
+static void raise_self_then_write(void *arg)
+{
+    ASSERT_OK(tether_thread_raise(g_self_target, 16, NULL, NULL));
+    write_pipe(arg);
+}
+
+static int blocking_reader_raising_self(void *arg)
+{
+    (void)arg;
+    int rc = tether_call_blocking(read_pipe, RESULT(TETHER_OK),
+                                  raise_self_then_write, &g_pipe);
+    atomic_store(&g_seen.rc, rc);
+    if (rc == TETHER_EASYNC) {
+        int64_t code = 0;
+        ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+        atomic_store(&g_seen.code, code);
+    }
+    return TETHER_OK;
+}
+
+TEST(call_blocking_ubf_raises_its_own_thread)
+{
+    setup();
+    ASSERT_EQ(pipe(g_pipe), 0);
+    g_self_target = t_start(g_interp, blocking_reader_raising_self, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_thread_raise(g_self_target, 15, NULL, NULL));
+    ASSERT_EQ(t_join(g_self_target), TETHER_OK);
+    ASSERT_EQ(atomic_load(&g_ubf_calls), 1);
+    ASSERT_STATUS(atomic_load(&g_seen.rc), TETHER_EASYNC);
+    ASSERT_EQ(atomic_load(&g_seen.code), 16); /* the newer raise replaced 15 */
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+    teardown();
+}
+
 RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(into_lock_acquire), TEST_ENTRY(into_event_wait),
             TEST_ENTRY(into_sleep), TEST_ENTRY(pending_before_wait),
@@ -469,4 +513,5 @@ RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(raise_finished_thread), TEST_ENTRY(fetch_nothing),
             TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result),
             TEST_ENTRY(call_blocking_ubf_may_call_tether),
-            TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize))
+            TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize),
+            TEST_ENTRY(call_blocking_ubf_raises_its_own_thread))

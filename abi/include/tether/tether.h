@@ -399,8 +399,10 @@ typedef void (*tether_unblock_fn)(void *arg);
    tether_call_soon, tether_event_set, tether_channel_close or
    tether_thread_raise.  It must be quick and must not wait for a GIL (no
    tether_ensure, no waits), since this thread, holding its GIL, may be
-   waiting for it to return.  It is never called after
-   tether_call_blocking has returned, so ubf_arg may be freed then.
+   waiting for it to return.  It is not called again while a call of it
+   is in progress (so it may raise at the very thread it unblocks), and
+   never after tether_call_blocking has returned, so ubf_arg may be freed
+   then.
    Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
    re-attaching found one pending (fn's result is then lost);
    TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
