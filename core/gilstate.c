@@ -619,12 +619,20 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
             return rc;
         set_ubf(ts, ubf, ubf_arg);
     }
+    /* fn may finalize the runtime on this thread, which forgets the
+       thread's unreferenced cached states: `blocking` keeps this one until
+       fn has returned (it is forgotten here instead). */
+    ts->blocking++;
     ts_detach(ts);
     int result = fn(arg);
     set_ubf(ts, NULL, NULL);
+    ts->blocking--;
     int rc = ts_attach(ts, 1);
-    if (rc != TETHER_OK)
+    if (rc != TETHER_OK) {
+        if (!os_refers(ts->os, ts))
+            ts_forget(ts->os, ts);
         return err_set(rc, name, "the interpreter is finalizing");
+    }
     rc = breaker_after_block(ts);
     return rc != TETHER_OK ? rc : result;
 }

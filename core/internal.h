@@ -135,6 +135,8 @@ struct tstate {
     _Atomic unsigned breaker; /* BRK_*.  Synchronization: atomic */
     int attached;           /* holds its GIL.  Synchronization: owner */
     int saved;              /* detached by tether_save_thread.  Synchronization: owner */
+    int blocking;           /* detached by tether_call_blocking while fn runs
+                               (nested calls count).  Synchronization: owner */
     uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.  owner */
     _Atomic(void *) userdata; /* read by requesting threads.  atomic */
     _Atomic uint32_t ensures; /* outstanding ensure frames.  atomic (debug report) */
@@ -240,7 +242,8 @@ int os_grow_frames(struct osthread *os);
 /* Frees a state that is not linked anywhere. */
 void ts_free(struct tstate *ts);
 /* 1 if `ts` must outlive what the caller is doing: attached, named by an
-   ensure frame of `os`, or its bootstrap's own state (os->boot). */
+   ensure frame of `os`, its bootstrap's own state (os->boot), or detached
+   by a tether_call_blocking whose fn is running. */
 int os_refers(const struct osthread *os, const struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
 void ts_forget(struct osthread *os, struct tstate *ts);

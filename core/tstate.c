@@ -219,7 +219,7 @@ void ts_forget(struct osthread *os, struct tstate *ts)
 
 int os_refers(const struct osthread *os, const struct tstate *ts)
 {
-    if (os->current == ts || os->boot == ts)
+    if (os->current == ts || os->boot == ts || ts->blocking)
         return 1;
     for (uint32_t i = 0; i < os->depth; i++)
         if (os->frames[i].ts == ts || os->frames[i].prev == ts)

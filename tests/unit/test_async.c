@@ -6,6 +6,9 @@
 #include <tether/tether.h>
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "runner.h"
@@ -505,6 +508,48 @@ TEST(call_blocking_ubf_raises_its_own_thread)
     teardown();
 }
 
+/* fn may finalize the runtime (the runtime's creator shutting down from a
+   blocking call).  Finalize on this thread forgot the thread's cached
+   states, including the one tether_call_blocking had detached and then
+   used again: a use after free.  The allocator below fills freed blocks,
+   so that the use is seen without a sanitizer. */
+static void *poison_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    size_t *p = malloc(n + sizeof(max_align_t));
+    if (!p)
+        return NULL;
+    *p = n;
+    return (char *)p + sizeof(max_align_t);
+}
+
+static void poison_free(void *q, void *ud)
+{
+    (void)ud;
+    size_t *p = (size_t *)(void *)((char *)q - sizeof(max_align_t));
+    memset(q, 0xa5, *p);
+    free(p);
+}
+
+static int finalize_inside(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    return TETHER_OK;
+}
+
+TEST(call_blocking_fn_finalizes)
+{
+    tether_allocator a = {sizeof a, poison_malloc, poison_free, NULL};
+    ASSERT_OK(tether_set_allocator(&a));
+    g_rt = t_runtime(NULL);
+    ASSERT_FAILS(tether_call_blocking(finalize_inside, NULL, NULL, NULL),
+                 TETHER_EFINALIZING, "tether_call_blocking");
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_set_allocator(NULL)); /* nothing of it is left */
+}
+
 RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(into_lock_acquire), TEST_ENTRY(into_event_wait),
             TEST_ENTRY(into_sleep), TEST_ENTRY(pending_before_wait),
@@ -514,4 +559,5 @@ RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result),
             TEST_ENTRY(call_blocking_ubf_may_call_tether),
             TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize),
-            TEST_ENTRY(call_blocking_ubf_raises_its_own_thread))
+            TEST_ENTRY(call_blocking_ubf_raises_its_own_thread),
+            TEST_ENTRY(call_blocking_fn_finalizes))
