@@ -116,6 +116,7 @@ struct osthread {
        and destroy refuse to run on this thread (docs/threading-model.md,
        "Who owns a thread state"). */
     struct tstate *boot;
+    struct thread *boot_thread; /* its thread object, while boot is set */
 };
 
 struct interp;
@@ -352,6 +353,11 @@ int thread_of_current(struct tstate *ts, uint64_t *out);
 int thread_join_obj(struct thread *t, int64_t timeout_ns);
 /* Marks the thread of a deleted state finished (releases the sentinel). */
 void thread_finish(struct thread *t, int result);
+/* The end of a thread tether started, once fn has returned (or left
+   through pthread_exit: the thread-exit destructor calls it): drops every
+   GIL, frees the start-up state os->boot and finishes the thread object
+   with `result`. */
+void thread_boot_exit(struct osthread *os, int result);
 /* Reports a thread's failure to the runtime's excepthook (GIL held). */
 void thread_report(struct interp *interp, struct thread *t, int code);
 /* Fork child: a thread of the parent that vanished. */

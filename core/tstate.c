@@ -94,6 +94,10 @@ static void os_exit(void *p)
 {
     struct osthread *os = p;
     t_os = os; /* other key destructors may have run tether code */
+    /* A thread tether started whose fn left through pthread_exit: its
+       bootstrap's end never ran.  It finishes here, as a silent exit. */
+    if (os->boot)
+        thread_boot_exit(os, TETHER_EXIT);
     if (os->current) {
         if (err_debug_enabled())
             fprintf(stderr,

@@ -305,7 +305,9 @@ TETHER_API int tether_gil_held(void);
  * ---------------------------------------------------------------------- */
 
 /* Runs holding the interpreter's GIL.  Returns TETHER_OK, TETHER_EXIT
-   (silent exit) or an error status, which goes to the excepthook. */
+   (silent exit) or an error status, which goes to the excepthook.  A fn
+   that ends its thread with pthread_exit finishes as if it returned
+   TETHER_EXIT: the GIL is dropped and joiners return. */
 typedef int (*tether_thread_fn)(void *arg);
 
 typedef struct tether_thread_opts {
