@@ -139,10 +139,21 @@ static int interp_new(struct runtime *rt, int is_main, struct interp **out)
         return TETHER_ENOMEM;
     }
     handle_ref(rt->handle);
+    TETHER_DELAY_POINT("interp.create.before_link");
+    /* Checked again under the mutex: finalize sets the flag before it
+       takes its snapshot of the list under the same mutex, so a new
+       interpreter is either in that snapshot or refused here. */
     rank_lock(&rt->mutex, RANK_RUNTIME);
-    interp->next = rt->interps;
-    rt->interps = interp;
+    int fin = !is_main && atomic_load(&rt->finalizing);
+    if (!fin) {
+        interp->next = rt->interps;
+        rt->interps = interp;
+    }
     rank_unlock(&rt->mutex, RANK_RUNTIME);
+    if (fin) {
+        handle_close(interp->handle, HT_INTERP); /* interp_dtor undoes it */
+        return TETHER_EFINALIZING;
+    }
     *out = interp;
     return TETHER_OK;
 }
@@ -273,8 +284,10 @@ int tether_interp_create(tether_runtime h, tether_interp *out)
     int rc = TETHER_OK;
     if (atomic_load(&rt->finalizing))
         rc = err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
-    else if (interp_new(rt, 0, &interp) != TETHER_OK)
-        rc = err_set(TETHER_ENOMEM, fn, "out of memory");
+    else if ((rc = interp_new(rt, 0, &interp)) != TETHER_OK)
+        rc = err_set(rc, fn, rc == TETHER_EFINALIZING
+                                 ? "the runtime is finalizing"
+                                 : "out of memory");
     else
         *out = interp->handle;
     handle_put(h);

@@ -286,10 +286,46 @@ TEST(raise_wakes_a_sleeping_wait)
     t_finalize(rt);
 }
 
+/* ---- an interpreter created while its runtime finalizes -------------- */
+
+static tether_runtime fin_rt;
+static atomic_int fin_create_rc = 1000;
+static tether_interp fin_interp;
+
+static void *fin_creator(void *arg)
+{
+    (void)arg;
+    tether_interp x = 0;
+    int rc = tether_interp_create(fin_rt, &x);
+    fin_interp = x;
+    atomic_store(&fin_create_rc, rc);
+    return NULL;
+}
+
+/* tether_interp_create saw the runtime not finalizing and linked the new
+   interpreter after finalize had taken its list: the interpreter was never
+   finalized nor closed, and ran guest code (tether_ensure answered OK) in
+   a runtime that tether_runtime_finalize had shut down.  The create, held
+   between its check and the link while a whole finalize runs, must answer
+   TETHER_EFINALIZING. */
+TEST(interp_created_during_finalize)
+{
+    fin_rt = t_runtime(NULL);
+    dctl_arm("interp.create.before_link", 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(fin_creator, NULL);
+    dctl_wait_parked("interp.create.before_link");
+    ASSERT_OK(tether_runtime_finalize(fin_rt, SECONDS(30)));
+    dctl_release("interp.create.before_link");
+    t_pthread_join(th);
+    ASSERT_STATUS(atomic_load(&fin_create_rc), TETHER_EFINALIZING);
+    ASSERT_EQ(fin_interp, 0);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
             TEST_ENTRY_T(served_drop_request_is_cleared, 30),
             TEST_ENTRY_T(drop_signals_the_waiter, 30),
             TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30),
-            TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30))
+            TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30),
+            TEST_ENTRY_T(interp_created_during_finalize, 30))
