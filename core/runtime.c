@@ -519,32 +519,38 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
         handle_put(h);
         return err_misuse(TETHER_ESTATE, fn, "the runtime is already finalizing");
     }
-    detach_caller(rt, NULL);
-    TETHER_DELAY_POINT("finalize.detached");
+    /* Taken after the flag is set (a tether_interp_create either is in it
+       or sees the flag) and before anything changes, so that running out
+       of memory here changes nothing. */
     size_t n;
     struct interp **v = snapshot(rt, &n);
+    if (!v) {
+        atomic_store(&rt->finalizing, 0);
+        handle_put(h);
+        return err_set(TETHER_ENOMEM, fn, "out of memory; nothing changed");
+    }
+    detach_caller(rt, NULL);
+    TETHER_DELAY_POINT("finalize.detached");
     int rc = TETHER_OK;
-    for (size_t i = 0; v && i < n && rc == TETHER_OK; i++)
+    for (size_t i = 0; i < n && rc == TETHER_OK; i++)
         rc = join_nondaemon(v[i], deadline);
     TETHER_DELAY_POINT("finalize.joined");
-    if (v && stop_interps(v, n, deadline) != TETHER_OK)
+    if (stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     TETHER_DELAY_POINT("finalize.stopped");
     plugin_finalize_runtime(h, deadline, debug_enabled());
     if (debug_enabled()) {
         handle_foreach_open(report_handle, rt);
-        for (size_t i = 0; v && i < n; i++)
+        for (size_t i = 0; i < n; i++)
             report_ensures(v[i]);
     }
-    for (size_t i = 0; v && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         handle_close(v[i]->handle, HT_INTERP);
         interp_unref(v[i]);
     }
     t_free(v);
     handle_close(h, HT_RUNTIME);
     handle_put(h);
-    if (!v)
-        return err_set(TETHER_ENOMEM, fn, "out of memory; threads were not stopped");
     if (rc != TETHER_OK)
         return err_set(rc, fn, "threads were still running at the deadline; they "
                        "fail at their next checkpoint");

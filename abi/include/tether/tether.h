@@ -195,7 +195,8 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
    started in this runtime, whether it is attached, detached, or attached to
    another interpreter through tether_ensure; or the runtime is already
-   finalizing; nothing changes).
+   finalizing; nothing changes), TETHER_ENOMEM (nothing changes: the
+   runtime runs on and may be finalized again).
    [any-thread] */
 TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
 
