@@ -241,7 +241,8 @@ TETHER_API int tether_get_switch_interval(tether_runtime rt, uint32_t *out);
    thread state stays cached on the OS thread until it exits, so the next
    ensure costs one GIL acquisition.
    Returns TETHER_EINVAL (NULL out), TETHER_EBADHANDLE, TETHER_EFINALIZING
-   (never hangs at shutdown), TETHER_ENOMEM.  [any-thread] */
+   (never hangs at shutdown), TETHER_ENOMEM, TETHER_ESTATE (2^24 - 1
+   ensures of this thread are outstanding; nothing changes).  [any-thread] */
 TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
 
 /* Undoes the tether_ensure that returned `st`: drops the GIL if that ensure
