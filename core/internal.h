@@ -189,6 +189,7 @@ struct interp {
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
     struct pending_call *pending_head, *pending_tail; /* mutex */
     _Atomic int finalizing;
+    _Atomic int destroying; /* a tether_interp_destroy runs.  atomic */
     _Atomic(tether_breaker_fn) hook;
     _Atomic(void *) hook_ud;
     struct interp *next;    /* Synchronization: rt->mutex */

@@ -121,6 +121,7 @@ static int interp_new(struct runtime *rt, int is_main, struct interp **out)
     /* For helgrind and DRD (annotate.h): flags read and written only
        through C11 atomics, by any thread. */
     ann_atomic(interp->finalizing);
+    ann_atomic(interp->destroying);
     ann_atomic(interp->hook);
     ann_atomic(interp->hook_ud);
     pthread_mutex_init(&interp->mutex, NULL);
@@ -573,6 +574,8 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     else if (caller_is_our_thread(interp->rt, interp))
         rc = err_misuse(TETHER_ESTATE, fn, "a thread the interpreter started "
                         "cannot destroy it");
+    else if (atomic_exchange(&interp->destroying, 1))
+        rc = err_misuse(TETHER_ESTATE, fn, "another thread is destroying it");
     if (rc != TETHER_OK) {
         handle_put(h);
         return rc;

@@ -321,6 +321,58 @@ TEST(interp_created_during_finalize)
     ASSERT_EQ(fin_interp, 0);
 }
 
+/* ---- one destroy of an interpreter at a time ---------------------------- */
+
+static tether_interp dd_x;
+static tether_event dd_go;
+static atomic_int dd_rc = 1000;
+
+static int dd_worker(void *arg)
+{
+    (void)arg;
+    return tether_event_wait(dd_go, -1);
+}
+
+static void *dd_destroyer(void *arg)
+{
+    (void)arg;
+    atomic_store(&dd_rc, tether_interp_destroy(dd_x, -1));
+    return NULL;
+}
+
+/* A destroy that waits (timeout -1) for the interpreter's non-daemon
+   thread was cut short by a second destroy with timeout 0: the second
+   finalized the interpreter under the first one's wait, so the thread the
+   first promised to join was stopped, and both reported success or a
+   timeout.  Like a second tether_runtime_finalize, the second destroy is
+   refused with TETHER_ESTATE and changes nothing. */
+TEST(second_destroy_is_refused)
+{
+    tether_runtime rt = t_runtime(NULL);
+    ASSERT_OK(tether_interp_create(rt, &dd_x));
+    ASSERT_OK(tether_event_new(&dd_go));
+    unsigned long sleeps = dctl_passes("wait.sleep");
+    tether_thread t = t_start(dd_x, dd_worker, NULL);
+    pthread_t th;
+    TETHER_BEGIN_ALLOW_THREADS
+    dctl_wait_passes("wait.sleep", sleeps); /* the worker waits for dd_go */
+    sleeps = dctl_passes("wait.sleep");
+    th = t_pthread(dd_destroyer, NULL);
+    dctl_wait_passes("wait.sleep", sleeps); /* the destroyer joins it */
+    TETHER_END_ALLOW_THREADS
+    ASSERT_FAILS(tether_interp_destroy(dd_x, 0), TETHER_ESTATE,
+                 "tether_interp_destroy");
+    ASSERT_EQ(tether_thread_is_alive(t), 1);
+    ASSERT_OK(tether_event_set(dd_go));
+    TETHER_BEGIN_ALLOW_THREADS
+    t_pthread_join(th);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(atomic_load(&dd_rc));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    ASSERT_OK(tether_event_free(dd_go));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -328,4 +380,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(drop_signals_the_waiter, 30),
             TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30),
             TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30),
-            TEST_ENTRY_T(interp_created_during_finalize, 30))
+            TEST_ENTRY_T(interp_created_during_finalize, 30),
+            TEST_ENTRY_T(second_destroy_is_refused, 30))

@@ -213,7 +213,8 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
    Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
    main interpreter), TETHER_ESTATE (the caller is attached to it, or is a
    thread tether_thread_start started in it, even when detached or attached
-   to another interpreter; nothing changes), TETHER_EFINALIZING (`interp` was
+   to another interpreter, or another tether_interp_destroy of it is in
+   progress; nothing changes), TETHER_EFINALIZING (`interp` was
    destroyed, but the caller's own interpreter began finalizing meanwhile:
    the caller is left detached, as after any wait that returns it).
    [any-thread] */
