@@ -106,6 +106,7 @@ struct lt_tstate {
                              inside a hook (see the module's xpcall) */
     int xp_deferred;      /* an xpcall handler was put off to after unwinding */
     void *outer;          /* the userdata this one replaced (nested callbacks) */
+    lt_tstate *tl_outer;  /* lt_tl_get() before this one was pushed */
 };
 
 /* One Lua state and the tether interpreter it is.  Reference counted: the
@@ -199,6 +200,13 @@ lt_state *lt_state_of(lua_State *L);
 /* The calling thread's lt_tstate, or NULL for a thread the module does not
    know.  [gil-held] */
 lt_tstate *lt_ts(void);
+/* The lt_tstate the module pushed last on the calling OS thread (a stack
+   kept by lt_ts_push/lt_ts_pop, whatever the state): a fast guess at
+   lt_ts() that the caller must check (lt_hook.c's ts_here).  A pthread
+   key, not __thread: LeakSanitizer's tracer crashed on the dynamic TLS
+   of a dlopen'ed module in threads still running at exit. */
+lt_tstate *lt_tl_get(void);
+void lt_tl_set(lt_tstate *ts);
 /* Initialises a thread's lt_tstate (worker may be NULL). */
 void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker);
 /* Makes `ts` the calling thread's userdata, remembering the one it

@@ -426,6 +426,8 @@ static int guest(void **args, void *ret, void *ud)
     jmp_buf *outer_exit = ts->exit;
     if (setjmp(out) != 0) {
         ts->exit = outer_exit; /* left Lua at shutdown: touch nothing */
+        if (lt_tl_get() == &local) /* but forget the frame that ends */
+            lt_tl_set(local.tl_outer);
         return TETHER_OK;
     }
     ts->exit = &out;

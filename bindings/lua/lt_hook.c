@@ -56,7 +56,9 @@
  * coroutine.wrap and coroutine.close with versions that record each switch
  * in lt_tstate.running (lt_switch) and arm the coroutine switched to when a
  * request is pending.  The switch costs no lock, by a Dekker-style protocol
- * on three sequentially consistent atomics of the holder's lt_tstate:
+ * on three atomics of the holder's lt_tstate (sequentially consistent, or
+ * plain on the holder's side with membarrier on the requester's: see "The
+ * asymmetric fence" below):
  *
  *     requester (hook_mu held)         holder, switching to co
  *     arming = 1                       running = co
@@ -88,8 +90,15 @@
  * next wait instead).
  */
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#endif
 
 #include "lt.h"
 
@@ -159,6 +168,43 @@ static void arm_locked(lt_state *S, lua_State *co)
 }
 
 /* ------------------------------------------------------------------------
+ * The asymmetric fence
+ *
+ * The switch side of the protocol (lt_switch) runs at every coroutine
+ * switch; the request side a few hundred times a second.  Each side needs
+ * a full fence between its store and its load, and on x86 a sequentially
+ * consistent store costs about as much as the rest of a switch.  Where
+ * Linux's membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) is available, the
+ * requester issues it between its stores and its load instead: it runs a
+ * full fence on every CPU that runs a thread of this process, so each
+ * holder's plain store and load are on one side of it or the other, which
+ * is what the Dekker argument needs.  Then the switch is plain stores and
+ * loads.  TETHER_LUA_FENCED=1 (or no membarrier) keeps the fenced switch.
+ * ---------------------------------------------------------------------- */
+
+static pthread_once_t asym_once = PTHREAD_ONCE_INIT;
+static int asym; /* 1: requesters fence for the holders (immutable once set) */
+
+static void asym_init(void)
+{
+    const char *env = getenv("TETHER_LUA_FENCED");
+    if (env && strcmp(env, "1") == 0)
+        return;
+#if defined(__linux__) && defined(__NR_membarrier)
+    if (syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        asym = 1;
+#endif
+}
+
+/* The requester's half: a full fence on every CPU running this process. */
+static void asym_fence(void)
+{
+#if defined(__linux__) && defined(__NR_membarrier)
+    (void)syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+#endif
+}
+
+/* ------------------------------------------------------------------------
  * Requests and the hook
  * ---------------------------------------------------------------------- */
 
@@ -173,6 +219,8 @@ void lt_on_breaker(void *thread_ud, void *ud)
     if (!atomic_load(&S->closed) && ts->S == S) {
         atomic_store(&ts->arming, 1);
         atomic_store(&ts->requested, 1);
+        if (asym)
+            asym_fence();
         lua_State *co = atomic_load(&ts->running);
         if (co)
             arm_locked(S, co);
@@ -194,6 +242,15 @@ static void arm_self(lt_tstate *ts)
 
 void lt_switch(lt_tstate *ts, lua_State *co)
 {
+    if (asym) { /* the requester fences for us (see above) */
+        atomic_store_explicit(&ts->running, co, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+        while (atomic_load_explicit(&ts->arming, memory_order_acquire))
+            sched_yield();
+        if (co && atomic_load_explicit(&ts->requested, memory_order_relaxed))
+            arm_self(ts);
+        return;
+    }
     atomic_store(&ts->running, co);
     /* A requester that read the coroutine left behind must be done hooking
        it before this thread goes on (it may be collected after that). */
@@ -201,6 +258,21 @@ void lt_switch(lt_tstate *ts, lua_State *co)
         sched_yield();
     if (co && atomic_load(&ts->requested))
         arm_self(ts);
+}
+
+/* lt_switch for the module's coroutine functions, inlined: with the
+   asymmetric fence, a switch that nobody is arming is one plain store and
+   two plain loads. */
+static inline void switch_to(lt_tstate *ts, lua_State *co)
+{
+    if (asym) {
+        atomic_store_explicit(&ts->running, co, memory_order_relaxed);
+        atomic_signal_fence(memory_order_seq_cst);
+        if (!atomic_load_explicit(&ts->arming, memory_order_acquire) &&
+            !atomic_load_explicit(&ts->requested, memory_order_relaxed))
+            return;
+    }
+    lt_switch(ts, co);
 }
 
 void lt_request_self(lt_tstate *ts)
@@ -306,11 +378,18 @@ static int co_status(lua_State *L, lua_State *co)
     }
 }
 
-/* The calling thread's lt_tstate if it belongs to this state (upvalue 1). */
-static lt_tstate *ts_here(lua_State *L)
+/* The calling thread's lt_tstate if it belongs to this state (upvalue 1).
+   The module's last push on this OS thread is the answer when it is of
+   this state and runs L (only this thread can be running L); otherwise
+   the core is asked. */
+static inline lt_tstate *ts_here(lua_State *L)
 {
-    lt_tstate *ts = lt_ts();
-    return ts && ts->S == lua_touserdata(L, lua_upvalueindex(1)) ? ts : NULL;
+    lt_state *S = lua_touserdata(L, lua_upvalueindex(1));
+    lt_tstate *ts = lt_tl_get();
+    if (ts && ts->S == S && atomic_load_explicit(&ts->running, memory_order_relaxed) == L)
+        return ts;
+    ts = lt_ts();
+    return ts && ts->S == S ? ts : NULL;
 }
 
 static lua_State *check_co(lua_State *L)
@@ -350,10 +429,10 @@ static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
     }
     lua_xmove(L, co, narg);
     if (ts)
-        lt_switch(ts, co);
+        switch_to(ts, co);
     int st = lua_resume(co, L, narg, &nres);
     if (ts)
-        lt_switch(ts, L);
+        switch_to(ts, L);
     if (st == LUA_OK || st == LUA_YIELD) {
         if (!lua_checkstack(L, nres + 1)) {
             lua_pop(co, nres);
@@ -706,6 +785,7 @@ static int capture_lua_hook(lua_State *L)
 
 void lt_open_hooks(lua_State *L, lt_state *S)
 {
+    (void)pthread_once(&asym_once, asym_init);
     static const luaL_Reg co_funcs[] = {
         {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
     lua_pushlightuserdata(L, S);

@@ -62,18 +62,43 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     ts->in_hook = 0;
     ts->xp_deferred = 0;
     ts->outer = NULL;
+    ts->tl_outer = NULL;
+}
+
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static int tl_ok;
+
+static void tl_init(void)
+{
+    tl_ok = pthread_key_create(&tl_key, NULL) == 0;
+}
+
+lt_tstate *lt_tl_get(void)
+{
+    return tl_ok ? pthread_getspecific(tl_key) : NULL;
+}
+
+void lt_tl_set(lt_tstate *ts)
+{
+    if (tl_ok)
+        (void)pthread_setspecific(tl_key, ts);
 }
 
 void lt_ts_push(lt_tstate *ts)
 {
     (void)tether_get_thread_userdata(&ts->outer);
     (void)tether_set_thread_userdata(ts);
+    ts->tl_outer = lt_tl_get();
+    lt_tl_set(ts);
 }
 
 void lt_ts_pop(lt_tstate *ts)
 {
     (void)tether_set_thread_userdata(ts->outer);
     ts->outer = NULL;
+    if (lt_tl_get() == ts)
+        lt_tl_set(ts->tl_outer);
 }
 
 void lt_state_ref(lt_state *S)
@@ -383,6 +408,8 @@ static int anchor_gc(lua_State *L)
     *p = NULL;
     shut_down(L, S);
     lt_ts_release(L, &S->main_ts);
+    if (lt_tl_get() == &S->main_ts) /* S is freed below */
+        lt_tl_set(S->main_ts.tl_outer);
     if (!S->owns_runtime && S->interp) { /* the host's thread lives on */
         void *ud = NULL;
         (void)tether_interp_set_breaker_hook(S->interp, NULL, NULL);
@@ -622,6 +649,7 @@ int luaopen_tether(lua_State *L)
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_module) == LUA_TTABLE)
         return 1;
     lua_pop(L, 1);
+    (void)pthread_once(&tl_once, tl_init);
     lt_state *S = new_state(L);
     S->pool = lt_pool_install(L);
     open_runtime(L, S);

@@ -312,6 +312,12 @@ static void finish(lt_worker *w, int st)
     if (st == LUA_OK) {
         w->status = LT_DONE;
         w->nres = lua_gettop(co);
+        /* The handler also ran for errors the thread survived (a `load`
+           reader's): drop the traceback it kept. */
+        if (lua_checkstack(co, 1)) {
+            lua_pushnil(co);
+            lua_rawsetp(co, LUA_REGISTRYINDEX, w);
+        }
         return;
     }
     lua_settop(co, 1);

@@ -88,4 +88,22 @@ T.case("a finished thread's coroutine is dead", function()
   assert(not ok3 and coroutine.status(err3.co) == "dead")
 end)
 
+T.case("a thread that survives an error its handler saw keeps no traceback", function()
+  -- Lua runs the thread's message handler for a `load` reader's error too
+  local function tracebacks()
+    local n = 0
+    for k, v in pairs(debug.getregistry()) do
+      if type(k) == "userdata" and type(v) == "string" and v:find("traceback", 1, true) then
+        n = n + 1
+      end
+    end
+    return n
+  end
+  local before = tracebacks()
+  for _ = 1, 20 do
+    assert(tether.thread(function() load(function() error("x") end) return 1 end):join(T.LIMIT))
+  end
+  assert(tracebacks() == before, tracebacks() - before .. " tracebacks left")
+end)
+
 T.done()
