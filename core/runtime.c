@@ -420,9 +420,6 @@ static void report_ensures(struct interp *interp)
     rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
-/* The TETHER_DEBUG setting, decided in one place for every report. */
-static int debug_enabled(void) { return err_debug_enabled(); }
-
 /* Detaches the caller from `rt` (or from `only`) and forgets its cached
    states there; its ensure tokens into them become invalid. */
 static void detach_caller(struct runtime *rt, struct interp *only)
@@ -517,8 +514,9 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
     if (v && stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     TETHER_DELAY_POINT("finalize.stopped");
-    plugin_finalize_runtime(h, deadline, debug_enabled());
-    if (debug_enabled()) {
+    int debug = err_debug_enabled();
+    plugin_finalize_runtime(h, deadline, debug);
+    if (debug) {
         handle_foreach_open(report_handle, rt);
         for (size_t i = 0; v && i < n; i++)
             report_ensures(v[i]);
