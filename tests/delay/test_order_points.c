@@ -373,6 +373,47 @@ TEST(second_destroy_is_refused)
     t_finalize(rt);
 }
 
+/* ---- F13: a set and a clear before the waiter blocks still wake it ----- */
+
+static tether_event sc_event;
+
+static int sc_body(void *arg)
+{
+    (void)arg;
+    /* Armed here, so that no other wait parks at the point: this one has
+       looked at the event once (not set) and parks before it blocks. */
+    dctl_arm("wait.registered", 1, DCTL_PARK, 0);
+    return tether_event_wait(sc_event, SECONDS(5));
+}
+
+/* The waiter has begun its wait (its first look found the event clear)
+   and is parked, holding the GIL, before it blocks; the main thread,
+   detached, sets the event and clears it at once, then lets the waiter
+   block.  Like Python's Event.wait, the wait must return OK: the event
+   was set after it began.  Mutant F13 (the waiter only looks at the flag)
+   goes to sleep and runs out its 5 s instead.  Unlike
+   unit_wait's event_set_then_clear_wakes_waiter, the clear always comes
+   before the waiter looks again. */
+TEST(event_set_and_clear_before_the_waiter_blocks)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    ASSERT_OK(tether_event_new(&sc_event));
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    tether_thread t = t_start(interp, sc_body, NULL);
+    dctl_wait_parked("wait.registered");
+    ASSERT_OK(tether_event_set(sc_event));
+    ASSERT_OK(tether_event_clear(sc_event));
+    dctl_release("wait.registered");
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    /* A wait that begins after the clear is not woken by the old set. */
+    ASSERT_STATUS(tether_event_wait(sc_event, 0), TETHER_ETIMEDOUT);
+    ASSERT_OK(tether_event_free(sc_event));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -381,4 +422,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30),
             TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30),
             TEST_ENTRY_T(interp_created_during_finalize, 30),
-            TEST_ENTRY_T(second_destroy_is_refused, 30))
+            TEST_ENTRY_T(second_destroy_is_refused, 30),
+            TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30))
