@@ -169,7 +169,7 @@ struct callback {
     uint64_t handle;
     char text[96];      /* the canonical signature, for messages */
 
-    /* `mu` protects the four fields after it.  Lock order: a leaf among
+    /* `mu` protects the six fields after it.  Lock order: a leaf among
        the object mutexes; nothing is taken while holding it. */
     pthread_mutex_t mu;
     pthread_cond_t idle; /* active reached 0 while closing */
@@ -177,6 +177,8 @@ struct callback {
     unsigned active;     /* calls inside the handler */
     bool closing;        /* freed: calls that have not reached fn return 0 */
     bool deferred;       /* freed from inside a call: the last call destroys */
+    void (*on_free)(void *ud); /* tether_callback_on_free's, or NULL */
+    void *on_free_ud;
 
     /* Synchronization: atomic. */
     atomic_flag reported; /* the after-finalize line was printed */
@@ -224,15 +226,23 @@ struct cb_frame {
 /* Synchronization: thread-local. */
 static _Thread_local struct cb_frame *t_inside;
 
-/* The handle's destructor: runs once the handle is closed and unused. */
+/* The handle's destructor: runs once the handle is closed and unused (the
+   last owner is gone and no call is inside the handler), with no lock of
+   the library held; then tells tether_callback_on_free's function. */
 static void callback_destroy(void *obj)
 {
     struct callback *cb = obj;
+    pthread_mutex_lock(&cb->mu); /* (nobody else reaches cb now) */
+    void (*on_free)(void *) = cb->on_free;
+    void *on_free_ud = cb->on_free_ud;
+    pthread_mutex_unlock(&cb->mu);
     ffi_closure_free(cb->closure);
     plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
     pthread_cond_destroy(&cb->idle);
     pthread_mutex_destroy(&cb->mu);
     t_free(cb);
+    if (on_free)
+        on_free(on_free_ud);
 }
 
 /* Counts a call in, unless the callback was freed; stores its return
@@ -477,6 +487,29 @@ int tether_callback_retain(tether_callback h)
     if (!alive)
         return err_misuse(TETHER_EBADHANDLE, fn, "callback %#llx is being freed",
                           (unsigned long long)h);
+    return TETHER_OK;
+}
+
+int tether_callback_on_free(tether_callback h, void (*fn)(void *ud), void *ud)
+{
+    static const char fn_name[] = "tether_callback_on_free";
+    if (!fn)
+        return err_misuse(TETHER_EINVAL, fn_name, "fn must not be NULL");
+    struct callback *cb = handle_get(h, HT_CALLBACK);
+    if (!cb)
+        return err_misuse(TETHER_EBADHANDLE, fn_name,
+                          "%#llx is not a callback handle", (unsigned long long)h);
+    pthread_mutex_lock(&cb->mu);
+    bool alive = cb->owners > 0;
+    if (alive) {
+        cb->on_free = fn;
+        cb->on_free_ud = ud;
+    }
+    pthread_mutex_unlock(&cb->mu);
+    handle_put(h);
+    if (!alive)
+        return err_misuse(TETHER_EBADHANDLE, fn_name,
+                          "callback %#llx is being freed", (unsigned long long)h);
     return TETHER_OK;
 }
 

@@ -136,6 +136,7 @@ static const struct {
     .callback_retain = tether_callback_retain,
     .callback_release = tether_callback_release,
     .set_error = tether_set_error,
+    .callback_on_free = tether_callback_on_free,
     },
 };
 

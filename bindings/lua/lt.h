@@ -150,9 +150,10 @@ struct lt_state {
         lua_Hook hook;
         int mask, count;
     } saved[LT_SAVED_HOOKS];
-    /* Protects `dead`.  A leaf. */
+    /* Protects `dead` and `dead_cbs`.  A leaf. */
     pthread_mutex_t dead_mu;
     struct lt_payload *dead;    /* raised values whose exception died */
+    struct lt_cbdata *dead_cbs; /* records of destroyed callbacks (lt_ffi.c) */
 };
 
 /* A tether.thread: its coroutine, results and bookkeeping.  Freed once no
@@ -415,6 +416,9 @@ void lt_open_interp(lua_State *L, lt_state *S);
 void lt_open_ffi(lua_State *L, lt_state *S);
 /* Unloads the plugins still loaded (at close, after finalize). */
 void lt_unload_plugins(lt_state *S);
+/* Frees the records of callbacks the core has destroyed since (their Lua
+   functions' references).  Holding the GIL, in Lua. */
+void lt_callback_drain(lua_State *L, lt_state *S);
 
 /* The module's entry point: the only symbol tether.so exports. */
 __attribute__((visibility("default"))) int luaopen_tether(lua_State *L);

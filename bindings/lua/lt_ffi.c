@@ -300,15 +300,21 @@ static void give_co(lt_state *S, const struct co_slot *slot)
  * tether.callback
  * ---------------------------------------------------------------------- */
 
-/* What the closure's guest function needs.  Freed once the callback is
-   freed and no call of it is running. */
+/* What the closure's guest function needs.  The core owns it once the
+   callback exists: a callback C code has retained outlives Lua's userdata
+   (issue 14 P4), so the record goes only when the core destroys the
+   callback (tether_callback_on_free: last owner gone, no call running).
+   That notification may come on any thread, without the GIL, so it only
+   queues the record on S->dead_cbs; Lua code of the state frees it later
+   (lt_callback_drain), or the notification frees it itself once the state
+   is closed. */
 typedef struct lt_cbdata {
-    lt_state *S;
-    int fn_ref;
+    /* Synchronization: immutable after l_callback. */
+    lt_state *S; /* one reference */
+    int fn_ref;  /* the Lua function, in the registry */
     lt_sig sig;
-    /* Synchronization: gil. */
-    int active; /* calls of it running (several threads, or nested) */
-    int freed;
+    /* Synchronization: S->dead_mu. */
+    struct lt_cbdata *next; /* on S->dead_cbs */
 } lt_cbdata;
 
 typedef struct lt_callback {
@@ -328,6 +334,38 @@ static void cbdata_release(lua_State *L, lt_cbdata *d)
     luaL_unref(L, LUA_REGISTRYINDEX, d->fn_ref);
     lt_state_unref(d->S);
     free(d);
+}
+
+/* The callback's tether_callback_on_free: runs on whichever thread
+   destroyed it, GIL or not, so it touches no Lua. */
+static void cbdata_dead(void *ud)
+{
+    lt_cbdata *d = ud;
+    lt_state *S = d->S;
+    pthread_mutex_lock(&S->dead_mu);
+    int closed = atomic_load(&S->closed);
+    if (!closed) {
+        d->next = S->dead_cbs;
+        S->dead_cbs = d;
+    }
+    pthread_mutex_unlock(&S->dead_mu);
+    if (closed) { /* its registry reference went with the state */
+        free(d);
+        lt_state_unref(S);
+    }
+}
+
+void lt_callback_drain(lua_State *L, lt_state *S)
+{
+    pthread_mutex_lock(&S->dead_mu);
+    lt_cbdata *d = S->dead_cbs;
+    S->dead_cbs = NULL;
+    pthread_mutex_unlock(&S->dead_mu);
+    while (d) {
+        lt_cbdata *next = d->next;
+        cbdata_release(L, d);
+        d = next;
+    }
 }
 
 /* Calls the Lua function with the C arguments and stores its result. */
@@ -385,15 +423,12 @@ static void cb_run(lt_call *c, lt_tstate *ts)
         return;
     }
     lua_State *prev = atomic_load_explicit(&ts->running, memory_order_relaxed);
-    c->d->active++;
     lt_switch(ts, slot.co);
     lua_pushcfunction(slot.co, cb_body);
     lua_pushlightuserdata(slot.co, c);
     if (lua_pcall(slot.co, 1, 0, 0) != LUA_OK)
         fprintf(stderr, "tether: callback: %s\n", lua_tostring(slot.co, -1));
     lt_switch(ts, prev);
-    if (--c->d->active == 0 && c->d->freed)
-        cbdata_release(slot.co, c->d);
     give_co(S, &slot);
 }
 
@@ -460,6 +495,7 @@ static int l_callback(lua_State *L)
     luaL_argcheck(L, sig.ret != T_STR, 1, "a callback cannot return str (the "
                   "string would not outlive the call); return ptr");
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    lt_callback_drain(L, S);
     lt_callback *cb = lua_newuserdatauv(L, sizeof *cb, 0);
     cb->cb = 0;
     cb->d = NULL;
@@ -467,14 +503,22 @@ static int l_callback(lua_State *L)
     lt_cbdata *d = calloc(1, sizeof *d);
     if (!d)
         return luaL_error(L, "callback: out of memory");
-    *d = (lt_cbdata){S, LUA_NOREF, sig, 0, 0};
+    *d = (lt_cbdata){S, LUA_NOREF, sig, NULL};
     lt_state_ref(S);
-    cb->d = d;
+    cb->d = d; /* __gc frees it until the callback exists */
     lua_pushvalue(L, 2);
     d->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    int rc = tether_callback_new(S->interp, lua_tostring(L, 1), guest, d, &cb->cb);
+    tether_callback h;
+    int rc = tether_callback_new(S->interp, lua_tostring(L, 1), guest, d, &h);
     if (rc != TETHER_OK)
         return lt_fail(L, "callback", rc);
+    /* Nobody else knows h yet: this cannot fail but by misuse. */
+    rc = tether_callback_on_free(h, cbdata_dead, d);
+    if (rc != TETHER_OK) {
+        (void)tether_callback_free(h);
+        return lt_fail(L, "callback", rc);
+    }
+    cb->cb = h; /* from here the core frees d */
     lt_renew_sentinel(L, S);
     return 1;
 }
@@ -487,8 +531,19 @@ static int l_cb_ptr(lua_State *L)
     return 1;
 }
 
-/* cb:free(), __gc and __close: waits for calls running on other threads,
-   then the Lua function is released once no call of it runs. */
+/* cb:handle(): the tether_callback handle, for C code that retains it. */
+static int l_cb_handle(lua_State *L)
+{
+    lt_callback *cb = check_callback(L);
+    luaL_argcheck(L, cb->cb != 0, 1, "the callback was freed");
+    lua_pushinteger(L, (lua_Integer)cb->cb);
+    return 1;
+}
+
+/* cb:free(), __gc and __close: drops Lua's owner of the callback.  When
+   it was the last (no C code retained it) this waits for calls running on
+   other threads; the record, with the Lua function, goes once the core has
+   destroyed the callback (cbdata_dead), freed here or at a later drain. */
 static int l_cb_free(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
@@ -496,19 +551,21 @@ static int l_cb_free(lua_State *L)
     tether_callback h = cb->cb;
     cb->cb = 0;
     cb->d = NULL;
+    if (!d)
+        return 0; /* freed before */
+    lt_state *S = d->S;
+    lt_state_ref(S); /* d may go in the free, and with it its reference */
     if (h) {
         int deferred = tether_async_defer() == TETHER_OK;
         (void)tether_callback_free(h);
         if (deferred)
             (void)tether_async_allow();
+    } else {
+        cbdata_release(L, d); /* tether_callback_new failed: never shared */
     }
-    if (d) {
-        /* Once the state is closed, a call still counted as running is one
-           that left Lua for good at shutdown. */
-        d->freed = 1;
-        if (d->active == 0 || atomic_load(&d->S->closed))
-            cbdata_release(L, d);
-    }
+    if (!atomic_load(&S->closed)) /* else the notification frees them */
+        lt_callback_drain(L, S);
+    lt_state_unref(S);
     return 0;
 }
 
@@ -729,7 +786,8 @@ void lt_unload_plugins(lt_state *S)
 
 void lt_open_ffi(lua_State *L, lt_state *S)
 {
-    static const luaL_Reg cb_m[] = {{"ptr", l_cb_ptr}, {"free", l_cb_free}, {NULL, NULL}};
+    static const luaL_Reg cb_m[] = {
+        {"ptr", l_cb_ptr}, {"handle", l_cb_handle}, {"free", l_cb_free}, {NULL, NULL}};
     static const luaL_Reg cb_mt[] = {{"__gc", l_cb_free}, {"__close", l_cb_free}, {NULL, NULL}};
     static const luaL_Reg pl_m[] = {
         {"call", l_call}, {"symbol", l_symbol}, {"unload", l_unload}, {NULL, NULL}};

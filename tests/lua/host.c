@@ -7,7 +7,8 @@
  *   tether_lua_host script.lua
  *
  * Exits 0 when the script ran without error, the non-daemon thread it left
- * running was joined by the finalize, and everything shut down.
+ * running was joined by the finalize, and everything shut down; a callback
+ * the script made is retained across lua_close and released after it.
  */
 #include <stdio.h>
 
@@ -45,8 +46,18 @@ int main(int argc, char **argv)
     /* No thread runs Lua any more: the host may look at the state. */
     lua_getglobal(L, "HOST_CHECK");
     int joined = lua_istable(L, -1) && lua_getfield(L, -1, "nondaemon") == LUA_TSTRING;
-    lua_close(L);
+    tether_callback cb = 0;
+    if (lua_istable(L, -2) && lua_getfield(L, -2, "callback") == LUA_TNUMBER)
+        cb = (tether_callback)lua_tointeger(L, -1);
+    if (cb && tether_callback_retain(cb) != TETHER_OK)
+        return fail("tether_callback_retain", tether_last_error());
+    lua_close(L); /* the callback's __gc drops Lua's owner, not ours */
+    /* The last owner: the binding frees its record with the state gone. */
+    if (cb && tether_callback_release(cb) != TETHER_OK)
+        return fail("tether_callback_release", tether_last_error());
     if (status == LUA_OK && !joined)
         return fail("finalize", "the non-daemon thread did not finish");
+    if (status == LUA_OK && !cb)
+        return fail("script", "HOST_CHECK.callback is not a callback handle");
     return status == LUA_OK ? 0 : 1;
 }

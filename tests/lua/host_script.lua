@@ -30,3 +30,9 @@ assert(spinner:join() == false and spinner:status() == "cancelled")
 HOST_CHECK = {}
 tether.thread({daemon = true}, function() while true do end end)
 tether.thread(function() tether.sleep(0.02) HOST_CHECK.nondaemon = "done" end)
+
+-- a callback whose record outlives the state: the host retains it before
+-- lua_close and releases it after, when no Lua is left to free the record
+-- with (issue 14 P4; the leak check sees a record never freed)
+local kept = tether.callback("i32()", function() return 1 end)
+HOST_CHECK.callback = kept:handle()

@@ -541,6 +541,136 @@ TEST(a_callback_may_free_itself)
 }
 
 /* ------------------------------------------------------------------------
+ * Destroy notification (tether_callback_on_free)
+ * ---------------------------------------------------------------------- */
+
+/* What an on_free function saw. */
+struct freed {
+    atomic_int calls;
+    pthread_t thread;  /* the thread of the last call */
+    int during_call;   /* it ran while a call of the callback was running */
+    atomic_int running; /* calls of the callback inside fn */
+};
+
+static void note_freed(void *ud)
+{
+    struct freed *f = ud;
+    f->thread = pthread_self();
+    if (atomic_load(&f->running) > 0)
+        f->during_call = 1;
+    atomic_fetch_add(&f->calls, 1);
+}
+
+static void wrong_on_free(void *ud)
+{
+    (void)ud;
+    ASSERT(!"a replaced on_free function was called");
+}
+
+TEST(on_free_runs_once_after_the_last_owner)
+{
+    tether_runtime rt = t_runtime(NULL);
+    struct freed f = {0};
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32(i32)", guest_count,
+                                  NULL, &cb));
+    ASSERT_OK(tether_callback_on_free(cb, wrong_on_free, NULL));
+    ASSERT_OK(tether_callback_on_free(cb, note_freed, &f)); /* replaces */
+    ASSERT_OK(tether_callback_retain(cb));
+    ASSERT_OK(tether_callback_free(cb)); /* not the last owner */
+    ASSERT_EQ(atomic_load(&f.calls), 0);
+    int32_t (*code)(int32_t);
+    CODE(code, cb);
+    ASSERT_EQ(code(1), 2); /* still runs fn */
+    ASSERT_EQ(atomic_load(&f.calls), 0);
+    ASSERT_OK(tether_callback_release(cb)); /* the last: destroyed here */
+    ASSERT_EQ(atomic_load(&f.calls), 1);
+    ASSERT(pthread_equal(f.thread, pthread_self()));
+    ASSERT_STATUS(tether_callback_on_free(cb, note_freed, &f), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_callback_release(cb), TETHER_EBADHANDLE);
+    ASSERT_EQ(atomic_load(&f.calls), 1);
+
+    /* Bad arguments change nothing. */
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32(i32)", guest_count,
+                                  NULL, &cb));
+    ASSERT_OK(tether_callback_on_free(cb, note_freed, &f));
+    ASSERT_STATUS(tether_callback_on_free(cb, NULL, NULL), TETHER_EINVAL);
+    ASSERT_CONTAINS(tether_last_error(), "fn must not be NULL");
+    ASSERT_STATUS(tether_callback_on_free(0, note_freed, &f), TETHER_EBADHANDLE);
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT_EQ(atomic_load(&f.calls), 2); /* the NULL did not replace it */
+    t_finalize(rt);
+}
+
+struct release_on {
+    tether_callback cb;
+    pthread_t self;
+};
+
+static void *release_elsewhere(void *arg)
+{
+    struct release_on *r = arg;
+    r->self = pthread_self();
+    ASSERT_OK(tether_callback_release(r->cb));
+    return NULL;
+}
+
+TEST(on_free_runs_on_the_thread_of_the_last_release)
+{
+    tether_runtime rt = t_runtime(NULL);
+    struct freed f = {0};
+    struct release_on r = {0};
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32(i32)", guest_count,
+                                  NULL, &r.cb));
+    ASSERT_OK(tether_callback_on_free(r.cb, note_freed, &f));
+    ASSERT_OK(tether_callback_retain(r.cb)); /* a plugin's worker, say */
+    ASSERT_OK(tether_callback_free(r.cb));   /* the host lets go first */
+    ASSERT_EQ(atomic_load(&f.calls), 0);
+    pthread_t t = t_pthread(release_elsewhere, &r);
+    TETHER_BEGIN_ALLOW_THREADS
+    t_pthread_join(t);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_EQ(atomic_load(&f.calls), 1);
+    ASSERT(pthread_equal(f.thread, r.self));
+    t_finalize(rt);
+}
+
+struct self_freeing {
+    tether_callback cb;
+    struct freed f;
+    int seen_inside; /* f.calls as the call was about to return */
+};
+
+static int guest_releases_itself(void **args, void *ret, void *userdata)
+{
+    struct self_freeing *s = userdata;
+    (void)args;
+    atomic_fetch_add(&s->f.running, 1);
+    ASSERT_OK(tether_callback_release(s->cb)); /* the last owner */
+    s->seen_inside = atomic_load(&s->f.calls);
+    *(int32_t *)ret = 9;
+    atomic_fetch_sub(&s->f.running, 1);
+    return TETHER_OK;
+}
+
+TEST(on_free_waits_for_the_running_call)
+{
+    tether_runtime rt = t_runtime(NULL);
+    struct self_freeing s = {0};
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32()", guest_releases_itself,
+                                  &s, &s.cb));
+    ASSERT_OK(tether_callback_on_free(s.cb, note_freed, &s.f));
+    int32_t (*code)(void);
+    CODE(code, s.cb);
+    ASSERT_EQ(code(), 9);
+    ASSERT_EQ(s.seen_inside, 0);  /* not while the call ran... */
+    ASSERT_EQ(atomic_load(&s.f.calls), 1); /* ...but once it returned */
+    ASSERT_EQ(s.f.during_call, 0);
+    ASSERT(pthread_equal(s.f.thread, pthread_self()));
+    t_finalize(rt);
+}
+
+/* ------------------------------------------------------------------------
  * Finalize
  * ---------------------------------------------------------------------- */
 
@@ -697,6 +827,9 @@ RUNNER_MAIN(TEST_ENTRY(malformed_signatures_name_the_column),
             TEST_ENTRY(void_functions_without_arguments),
             TEST_ENTRY(native_threads_call_a_callback_exactly),
             TEST_ENTRY(callbacks_nest),
+            TEST_ENTRY(on_free_runs_once_after_the_last_owner),
+            TEST_ENTRY(on_free_runs_on_the_thread_of_the_last_release),
+            TEST_ENTRY(on_free_waits_for_the_running_call),
             TEST_ENTRY(errno_passes_through_callbacks),
             TEST_ENTRY(errno_survives_the_excepthook),
             TEST_ENTRY(guest_errors_give_zero_and_reach_the_excepthook),

@@ -873,6 +873,24 @@ TETHER_API int tether_callback_retain(tether_callback cb);
    TETHER_EFINALIZING (as tether_callback_free).  [any-thread] */
 TETHER_API int tether_callback_release(tether_callback cb);
 
+/* Asks for fn(ud) to be called once the callback is destroyed: when the
+   last owner is gone (tether_callback_free, tether_callback_release) and
+   no call of it is running any more, so that a binding can release the
+   userdata it gave tether_callback_new only when nothing can use it.  fn
+   is called exactly once, after the callback's code is gone, on the thread
+   that destroys it: the one that drops the last owner; if calls were
+   running then, the one whose call returns last (a plugin's worker, say,
+   attached or not); or one whose tether_callback_* call on it was still
+   in progress.  fn runs with no lock of the library held (the thread may
+   hold its GIL or not: fn must not need it) and
+   must not call tether_callback_* on this callback (its handle is stale).
+   Setting it again replaces fn and ud; a callback freed without it calls
+   nothing.
+   Returns TETHER_OK, TETHER_EINVAL (NULL fn; nothing is set),
+   TETHER_EBADHANDLE (also once the last owner is gone).  [any-thread] */
+TETHER_API int tether_callback_on_free(tether_callback cb,
+                                       void (*fn)(void *ud), void *ud);
+
 /* Sets the calling thread's last-error sentence (tether_last_error) to
    `message`, cut to the buffer's size at a character boundary, and returns
    `code`: a plugin's init writes `return host->set_error(TETHER_EINVAL,

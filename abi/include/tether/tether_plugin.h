@@ -163,6 +163,7 @@ typedef struct tether_host_api {
     int (*callback_retain)(tether_callback cb);
     int (*callback_release)(tether_callback cb);
     int (*set_error)(int code, const char *message);
+    int (*callback_on_free)(tether_callback cb, void (*fn)(void *ud), void *ud);
 
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;
