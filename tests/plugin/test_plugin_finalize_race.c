@@ -96,6 +96,55 @@ TEST(finalize_unloads_a_plugin_a_load_took_back_once_more)
     ASSERT_STATUS(tether_plugin_info(again, NULL, NULL), TETHER_EBADHANDLE);
 }
 
-RUNNER_MAIN(TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
+/* A load that looked the runtime up just before a finalize on another
+   thread freed the main interpreter: tether_runtime_main_interp (the
+   load's first step) read the freed interpreter for its handle (ASan:
+   heap-use-after-free; TSan reported it from the F4 seed).  The load must
+   fail cleanly instead. */
+struct late {
+    tether_runtime rt;
+    const char *path;
+    t_sem made, go;
+    int rc;
+};
+
+static void *late_host(void *arg)
+{
+    struct late *l = arg;
+    l->rt = t_runtime(NULL);
+    t_sem_post(&l->made);
+    t_sem_wait(&l->go);
+    ASSERT_OK(tether_runtime_finalize(l->rt, SECONDS(30)));
+    return NULL;
+}
+
+static void *late_loader(void *arg)
+{
+    struct late *l = arg;
+    tether_plugin p = 0;
+    l->rc = tether_plugin_load(l->rt, l->path, &p);
+    return NULL;
+}
+
+TEST(load_meets_a_finalize_that_freed_the_main_interpreter)
+{
+    static const char GOT[] = "runtime.main_interp.got";
+    struct late l = {.path = FIXTURE("default")};
+    t_sem_init(&l.made);
+    t_sem_init(&l.go);
+    pthread_t host = t_pthread(late_host, &l);
+    t_sem_wait(&l.made);
+    dctl_arm(GOT, 1, DCTL_PARK, 0);
+    pthread_t loader = t_pthread(late_loader, &l);
+    dctl_wait_parked(GOT); /* the loader holds a reference to the runtime */
+    t_sem_post(&l.go);
+    t_pthread_join(host); /* finalize returned: the interpreter is freed */
+    dctl_release(GOT);
+    t_pthread_join(loader);
+    ASSERT_NE(l.rc, TETHER_OK);
+}
+
+RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 60),
+            TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60))
