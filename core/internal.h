@@ -203,6 +203,8 @@ struct runtime {
     pthread_mutex_t mutex;    /* rank 1 */
     struct interp *interps;   /* Synchronization: mutex */
     struct interp *main;      /* Synchronization: immutable */
+    uint64_t main_handle;     /* main's handle.  Synchronization: immutable
+                                 (read after finalize freed main) */
     struct gil gil;           /* shared by the interpreters by default */
     _Atomic int finalizing;
     _Atomic uint64_t thread_names; /* for "Thread-N".  atomic */

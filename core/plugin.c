@@ -230,10 +230,12 @@ static void reap(void)
     }
 }
 
-/* What dl_iterate_phdr looks for: the object loaded at `base` as `name`. */
+/* What dl_iterate_phdr looks for: the object loaded at `base` as `name`,
+   or, when `name` is NULL, the object one of whose segments holds `addr`. */
 struct image_query {
     uintptr_t base;
     const char *name;
+    uintptr_t addr;
     uintptr_t lo, hi;
 };
 
@@ -241,28 +243,53 @@ static int image_cb(struct dl_phdr_info *info, size_t size, void *arg)
 {
     struct image_query *q = arg;
     (void)size;
-    if (info->dlpi_addr != q->base || strcmp(info->dlpi_name, q->name) != 0)
+    if (q->name && (info->dlpi_addr != q->base ||
+                    strcmp(info->dlpi_name, q->name) != 0))
         return 0;
+    uintptr_t lo_all = UINTPTR_MAX, hi_all = 0;
+    bool holds = q->name != NULL;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD)
             continue;
-        uintptr_t lo = q->base + ph->p_vaddr;
-        if (lo < q->lo)
-            q->lo = lo;
-        if (lo + ph->p_memsz > q->hi)
-            q->hi = lo + ph->p_memsz;
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (q->addr >= lo && q->addr < lo + ph->p_memsz)
+            holds = true;
+        if (lo < lo_all)
+            lo_all = lo;
+        if (lo + ph->p_memsz > hi_all)
+            hi_all = lo + ph->p_memsz;
     }
+    if (!holds)
+        return 0;
+    q->lo = lo_all;
+    q->hi = hi_all;
     return 1;
 }
 
-/* Finds the address range that library `dl` is mapped at. */
+/* Finds the address range that library `dl` is mapped at.  The object is
+   found by the address of its entry, which dladdr1 confirms is in `dl`
+   itself: the fields of the loader's link_map are not read here, since the
+   dlopen of another thread may have written them under the loader's own
+   lock, which ThreadSanitizer does not see (it reported a race on every
+   few concurrent first loads).  An entry defined by a dependency instead
+   falls back to reading the link_map. */
 static int image_range(void *dl, uintptr_t *lo, uintptr_t *hi)
 {
     struct link_map *lm;
+    void *owner = NULL;
     if (dlinfo(dl, RTLD_DI_LINKMAP, &lm) != 0)
         return -1;
-    struct image_query q = {lm->l_addr, lm->l_name, UINTPTR_MAX, 0};
+    struct image_query q = {0, NULL, 0, UINTPTR_MAX, 0};
+    void *sym = dlsym(dl, "tether_plugin_entry");
+    Dl_info di;
+    if (sym && dladdr1(sym, &di, &owner, RTLD_DL_LINKMAP) &&
+        owner == (void *)lm)
+        q.addr = (uintptr_t)sym;
+    else {
+        q.base = lm->l_addr;
+        q.name = lm->l_name;
+    }
     if (dl_iterate_phdr(image_cb, &q) == 0 || q.hi == 0)
         return -1;
     *lo = q.lo;
@@ -492,10 +519,21 @@ static int run_init(struct plugin *p)
    mapped for ever. */
 static void pin_mapping(struct plugin *p, bool always)
 {
-    struct link_map *lm;
-    if ((p->unloadable && !always) || dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+    if (p->unloadable && !always)
         return;
-    void *again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    /* By the path it was loaded by (no read of the loader's link_map, see
+       image_range), unless that now names another object or none. */
+    void *again = dlopen(p->path, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (again == p->dl) {
+        dlclose(again);
+        return;
+    }
+    if (again)
+        dlclose(again);
+    struct link_map *lm;
+    if (dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+        return;
+    again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
     if (again)
         dlclose(again);
 }
@@ -785,7 +823,8 @@ int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
    is the reverse load order), made DRAINING with no reference and marked
    unloading; or NULL.  Records being loaded or unloaded by another thread
    are left to it. */
-static struct plugin *next_to_finalize(tether_runtime rt, bool debug)
+static struct plugin *next_to_finalize(tether_runtime rt, bool debug,
+                                        uint32_t *epoch)
 {
     struct plugin *found = NULL;
     reg_lock();
@@ -802,6 +841,7 @@ static struct plugin *next_to_finalize(tether_runtime rt, bool debug)
             p->st = PS_DRAINING;
         p->refs = 0;
         p->unloading = true;
+        *epoch = p->epoch;
         handle_ref(p->handle);
         found = p;
         break;
@@ -813,8 +853,10 @@ static struct plugin *next_to_finalize(tether_runtime rt, bool debug)
 void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
 {
     struct plugin *p;
+    uint32_t epoch = 0;
     reap();
-    while ((p = next_to_finalize(rt, debug))) {
+    while ((p = next_to_finalize(rt, debug, &epoch))) {
+        TETHER_DELAY_POINT("finalize.plugin.picked");
         if (on_stack(p)) {
             /* Finalize called from the plugin's own code: its fini would
                pull the code from under the caller.  Abandoned, mapped. */
@@ -830,11 +872,17 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
             handle_put(p->handle);
             continue;
         }
-        struct unload u = {.p = p, .epoch = p->epoch};
+        /* The epoch next_to_finalize saw: a load may have taken the record
+           back since (and its own unload may even have finished it). */
+        struct unload u = {.p = p, .epoch = epoch};
         int64_t left = deadline_ns < 0 ? -1 : deadline_ns - plat_now_ns();
         set_deadline(&u, deadline_ns < 0 ? -1 : left > 0 ? left : 0);
         reg_lock();
-        int rc = p->st == PS_DRAINING ? drain(&u) : TETHER_OK;
+        int rc;
+        if (p->epoch != u.epoch || p->st == PS_GONE || p->orphan)
+            rc = TAKEN_BACK;
+        else
+            rc = p->st == PS_DRAINING ? drain(&u) : TETHER_OK;
         if (rc == TAKEN_BACK) { /* a load on another thread: look again */
             reg_unlock();
             handle_put(p->handle);

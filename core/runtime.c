@@ -244,6 +244,7 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
         handle_close(rt->handle, HT_RUNTIME);
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     }
+    rt->main_handle = rt->main->handle;
     ts_bind(ts, os);
     ts_attach(ts, 0); /* a new GIL is free */
     *out = rt->handle;
@@ -268,7 +269,10 @@ int tether_runtime_main_interp(tether_runtime h, tether_interp *out)
     struct runtime *rt = runtime_get(h, fn);
     if (!rt)
         return TETHER_EBADHANDLE;
-    *out = rt->main->handle;
+    /* Not rt->main->handle: a finalize on another thread may have freed
+       the interpreter since runtime_get (the runtime itself stays). */
+    TETHER_DELAY_POINT("runtime.main_interp.got");
+    *out = rt->main_handle;
     handle_put(h);
     return TETHER_OK;
 }

@@ -1,0 +1,150 @@
+/*
+ * test_plugin_finalize_race.c - issue 12 F4, the finalize side: while
+ * tether_runtime_finalize is between choosing a plugin (made DRAINING, its
+ * references taken) and unloading it, a load takes the plugin back and its
+ * own unload finishes it.  Finalize must see that the record is no longer
+ * its own; it used to read the record's epoch only after that window, took
+ * the finished record for its own and removed it from the registry a
+ * second time (SEGV in reg_remove; with the record merely taken back, it
+ * closed a handle that the load still counted).
+ *
+ * The window is held open at the delay point finalize.plugin.picked (debug
+ * builds); nothing sleeps to make it likely.
+ */
+#include "delay_ctl.h"
+#include "support.h"
+
+#define FIXTURE(name) FIXTURE_DIR "/fx_" name ".so"
+
+static const char POINT[] = "finalize.plugin.picked";
+
+struct fin {
+    const char *path;
+    tether_runtime rt;
+    tether_plugin p;
+    t_sem loaded;
+    int rc;
+};
+
+/* The host's main thread: makes the runtime, loads the plugin once, and
+   finalizes the runtime with the plugin still loaded. */
+static void *host_main(void *arg)
+{
+    struct fin *f = arg;
+    f->rt = t_runtime(NULL);
+    ASSERT_OK(tether_plugin_load(f->rt, f->path, &f->p));
+    t_sem_post(&f->loaded);
+    f->rc = tether_runtime_finalize(f->rt, SECONDS(30));
+    return NULL;
+}
+
+static void taken_back_and_unloaded_meanwhile(const char *path)
+{
+    struct fin f = {.path = path};
+    t_sem_init(&f.loaded);
+    unsigned long before = dctl_passes(POINT);
+    dctl_arm(POINT, 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(host_main, &f);
+    t_sem_wait(&f.loaded);
+    dctl_wait_parked(POINT);
+    ASSERT_EQ(dctl_passes(POINT), before + 1);
+
+    /* Finalize holds the plugin DRAINING: a load takes it back (the same
+       handle), and this thread's unload of that reference finishes it. */
+    tether_plugin again = 0;
+    ASSERT_OK(tether_plugin_load(f.rt, path, &again));
+    ASSERT_EQ(again, f.p);
+    ASSERT_OK(tether_plugin_unload(again, SECONDS(30)));
+    ASSERT_STATUS(tether_plugin_info(again, NULL, NULL), TETHER_EBADHANDLE);
+
+    dctl_release(POINT);
+    t_pthread_join(th);
+    ASSERT_OK(f.rc);
+    ASSERT_STATUS(tether_plugin_info(f.p, NULL, NULL), TETHER_EBADHANDLE);
+}
+
+TEST(finalize_leaves_a_plugin_a_load_took_back_and_unloaded)
+{
+    taken_back_and_unloaded_meanwhile(FIXTURE("unloadable"));
+}
+
+TEST(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded)
+{
+    taken_back_and_unloaded_meanwhile(FIXTURE("default"));
+}
+
+/* The record is only taken back: finalize must not unload it under the
+   load's reference by the old epoch; it looks again and unloads it as a
+   plugin still loaded, after which the handle is stale. */
+TEST(finalize_unloads_a_plugin_a_load_took_back_once_more)
+{
+    struct fin f = {.path = FIXTURE("default")};
+    t_sem_init(&f.loaded);
+    unsigned long before = dctl_passes(POINT);
+    dctl_arm(POINT, 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(host_main, &f);
+    t_sem_wait(&f.loaded);
+    dctl_wait_parked(POINT);
+    tether_plugin again = 0;
+    ASSERT_OK(tether_plugin_load(f.rt, f.path, &again));
+    ASSERT_EQ(again, f.p);
+    dctl_release(POINT);
+    t_pthread_join(th);
+    ASSERT_OK(f.rc);
+    /* Finalize picked it twice: once before the load, once after. */
+    ASSERT_EQ(dctl_passes(POINT), before + 2);
+    ASSERT_STATUS(tether_plugin_info(again, NULL, NULL), TETHER_EBADHANDLE);
+}
+
+/* A load that looked the runtime up just before a finalize on another
+   thread freed the main interpreter: tether_runtime_main_interp (the
+   load's first step) read the freed interpreter for its handle (ASan:
+   heap-use-after-free; TSan reported it from the F4 seed).  The load must
+   fail cleanly instead. */
+struct late {
+    tether_runtime rt;
+    const char *path;
+    t_sem made, go;
+    int rc;
+};
+
+static void *late_host(void *arg)
+{
+    struct late *l = arg;
+    l->rt = t_runtime(NULL);
+    t_sem_post(&l->made);
+    t_sem_wait(&l->go);
+    ASSERT_OK(tether_runtime_finalize(l->rt, SECONDS(30)));
+    return NULL;
+}
+
+static void *late_loader(void *arg)
+{
+    struct late *l = arg;
+    tether_plugin p = 0;
+    l->rc = tether_plugin_load(l->rt, l->path, &p);
+    return NULL;
+}
+
+TEST(load_meets_a_finalize_that_freed_the_main_interpreter)
+{
+    static const char GOT[] = "runtime.main_interp.got";
+    struct late l = {.path = FIXTURE("default")};
+    t_sem_init(&l.made);
+    t_sem_init(&l.go);
+    pthread_t host = t_pthread(late_host, &l);
+    t_sem_wait(&l.made);
+    dctl_arm(GOT, 1, DCTL_PARK, 0);
+    pthread_t loader = t_pthread(late_loader, &l);
+    dctl_wait_parked(GOT); /* the loader holds a reference to the runtime */
+    t_sem_post(&l.go);
+    t_pthread_join(host); /* finalize returned: the interpreter is freed */
+    dctl_release(GOT);
+    t_pthread_join(loader);
+    ASSERT_NE(l.rc, TETHER_OK);
+}
+
+RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 60),
+            TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
+            TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
+            TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60))
