@@ -586,11 +586,32 @@ static int xp_finish(lua_State *L, int status, lua_KContext extra)
     return 2;
 }
 
-/* xpcall(f, msgh, ...) */
+/* xpcall's continuation without the wrapper. */
+static int xp_finish_plain(lua_State *L, int status, lua_KContext extra)
+{
+    if (status == LUA_OK || status == LUA_YIELD)
+        return lua_gettop(L) - (int)extra;
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* xpcall(f, msgh, ...) (upvalues: S, the standard debug.traceback) */
 static int l_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (lua_rawequal(L, 2, lua_upvalueindex(2))) {
+        /* xpcall(f, debug.traceback): the wrapper would be the first frame
+           of every traceback it makes, and this handler, a C function
+           that returns at once (an exception's value is not a string: it
+           is returned as it is), may as well run inside the hook. */
+        lua_pushboolean(L, 1);
+        lua_pushvalue(L, 1);
+        lua_rotate(L, 3, 2); /* [f, traceback, true, f, args...] */
+        int st = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, xp_finish_plain);
+        return xp_finish_plain(L, st, 2);
+    }
     lua_pushvalue(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushcclosure(L, xp_handler, 2);
@@ -789,7 +810,14 @@ void lt_open_hooks(lua_State *L, lt_state *S)
     static const luaL_Reg co_funcs[] = {
         {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
     lua_pushlightuserdata(L, S);
-    lua_pushcclosure(L, l_xpcall, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "debug") == LUA_TTABLE)
+        lua_getfield(L, -1, "traceback");
+    else
+        lua_pushnil(L);
+    lua_replace(L, -3); /* [S, traceback or nil] */
+    lua_pop(L, 1);
+    lua_pushcclosure(L, l_xpcall, 2);
     lua_setglobal(L, "xpcall");
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {

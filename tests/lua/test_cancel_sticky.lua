@@ -117,6 +117,24 @@ T.case("an xpcall handler of an ordinary error still runs where it was raised", 
   assert(ok3 == false and m:find("handled", 1, true) and m:find("later", 1, true), m)
 end)
 
+T.case("xpcall(f, debug.traceback) shows the frames plain Lua shows", function()
+  -- the module's xpcall wraps the handler; with debug.traceback the
+  -- wrapper's frame came first in every traceback ("[C]: in ?")
+  local ok, tb = xpcall(function() error("boom") end, debug.traceback)
+  assert(not ok)
+  local first = tb:match("stack traceback:\n\t([^\n]*)")
+  assert(first == "[C]: in function 'error'", tb)
+  -- and a cancel still ends a thread whose handler is debug.traceback
+  local ready = tether.event()
+  local t = tether.thread(function()
+    for _ = 1, 3 do xpcall(function() ready:set() while true do end end, debug.traceback) end
+    while true do end
+  end)
+  assert(ready:wait(T.LIMIT))
+  t:cancel()
+  assert_cancelled(t)
+end)
+
 T.case("a cancel inside a __gc is not swallowed", function()
   -- Lua turns an error inside a finalizer into a warning; the cancel must
   -- come back outside.  (Waits inside a finalizer do not block, but they
