@@ -104,7 +104,6 @@ struct lt_tstate {
                              every later checkpoint (lt_raise_fetched) */
     int in_hook;          /* lt_hook is checkpointing: an error now is raised
                              inside a hook (see the module's xpcall) */
-    int xp_deferred;      /* an xpcall handler was put off to after unwinding */
     void *outer;          /* the userdata this one replaced (nested callbacks) */
     lt_tstate *tl_outer;  /* lt_tl_get() before this one was pushed */
 };

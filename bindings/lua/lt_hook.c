@@ -552,7 +552,12 @@ static int is_async_peek(lua_State *L, lt_tstate *ts)
     return yes;
 }
 
-/* The wrapper (upvalues: the handler, S). */
+/* The wrapper (upvalues: the handler, S, and whether the last error it
+   saw was put off to xp_finish).  That mark belongs to this xpcall and is
+   cleared by the next error the handler sees: an error put off here may
+   have been caught by a protected call inside the xpcall (a `load`
+   reader's, which Lua's parser catches after running the handler) and
+   never reach xp_finish; a later error must not run the handler twice. */
 static int xp_handler(lua_State *L)
 {
     lt_tstate *ts = lt_ts();
@@ -560,10 +565,13 @@ static int xp_handler(lua_State *L)
         ts->in_hook = 0;
         lua_settop(L, 1);
         if (is_async_peek(L, ts)) {
-            ts->xp_deferred = 1;
+            lua_pushboolean(L, 1);
+            lua_replace(L, lua_upvalueindex(3));
             return 1;
         }
     }
+    lua_pushboolean(L, 0);
+    lua_replace(L, lua_upvalueindex(3));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
@@ -574,9 +582,14 @@ static int xp_finish(lua_State *L, int status, lua_KContext extra)
 {
     if (status == LUA_OK || status == LUA_YIELD)
         return lua_gettop(L) - (int)extra;
-    lt_tstate *ts = lt_ts();
-    if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(1)) && ts->xp_deferred) {
-        ts->xp_deferred = 0;
+    lua_getupvalue(L, 2, 3); /* the wrapper's mark */
+    int deferred = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (deferred) {
+        lua_pushboolean(L, 0);
+        lua_setupvalue(L, 2, 3);
+    }
+    if (deferred && status == LUA_ERRRUN) { /* a memory error skips handlers */
         lua_getupvalue(L, 2, 1); /* the handler */
         lua_insert(L, -2);
         lua_call(L, 1, 1); /* its errors go on: nothing swallows them */
@@ -614,7 +627,8 @@ static int l_xpcall(lua_State *L)
     }
     lua_pushvalue(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushcclosure(L, xp_handler, 2);
+    lua_pushboolean(L, 0);
+    lua_pushcclosure(L, xp_handler, 3);
     lua_replace(L, 2);
     lua_pushboolean(L, 1);
     lua_pushvalue(L, 1);

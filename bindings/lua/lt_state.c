@@ -60,7 +60,6 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     ts->async_ref = LUA_NOREF;
     ts->cancelled = 0;
     ts->in_hook = 0;
-    ts->xp_deferred = 0;
     ts->outer = NULL;
     ts->tl_outer = NULL;
 }
