@@ -428,11 +428,17 @@ static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
         return -1;
     }
     lua_xmove(L, co, narg);
-    if (ts)
+    struct lt_resumer fr = {L, NULL};
+    if (ts) {
+        fr.prev = ts->resumers;
+        ts->resumers = &fr;
         switch_to(ts, co);
+    }
     int st = lua_resume(co, L, narg, &nres);
-    if (ts)
+    if (ts) {
         switch_to(ts, L);
+        ts->resumers = fr.prev;
+    }
     if (st == LUA_OK || st == LUA_YIELD) {
         if (!lua_checkstack(L, nres + 1)) {
             lua_pop(co, nres);
@@ -449,11 +455,17 @@ static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
 /* lua_resetthread with the tracking: co's __close handlers run on co. */
 static int close_thread(lua_State *L, lua_State *co, lt_tstate *ts)
 {
-    if (ts)
+    struct lt_resumer fr = {L, NULL};
+    if (ts) {
+        fr.prev = ts->resumers;
+        ts->resumers = &fr;
         lt_switch(ts, co);
+    }
     int st = lua_resetthread(co);
-    if (ts)
+    if (ts) {
         lt_switch(ts, L);
+        ts->resumers = fr.prev;
+    }
     return st;
 }
 
