@@ -185,12 +185,15 @@ int lt_fail(lua_State *L, const char *what, int rc)
 
 _Noreturn void lt_leave(lt_tstate *ts)
 {
+    /* Read before the GIL goes: once it is let go, the closing thread may
+       free ts (the main thread's lives in the lt_state). */
+    jmp_buf *exit = ts ? ts->exit : NULL;
     if (tether_gil_held()) { /* the state closed under a thread holding it */
         tether_tstate gone;
         (void)tether_save_thread(&gone);
     }
-    if (ts && ts->exit)
-        longjmp(*ts->exit, 1);
+    if (exit)
+        longjmp(*exit, 1);
     for (;;) /* nowhere to go back to: this thread must never run again */
         pause();
 }
