@@ -104,9 +104,17 @@ struct lt_tstate {
                              every later checkpoint (lt_raise_fetched) */
     int in_hook;          /* lt_hook is checkpointing: an error now is raised
                              inside a hook (see the module's xpcall) */
-    int xp_deferred;      /* an xpcall handler was put off to after unwinding */
+    struct lt_resumer *resumers; /* the module's resumes under way here,
+                                    innermost first (lt_in_finalizer) */
     void *outer;          /* the userdata this one replaced (nested callbacks) */
     lt_tstate *tl_outer;  /* lt_tl_get() before this one was pushed */
+};
+
+/* A coroutine.resume (or wrap, or close) of the module under way: the
+   coroutine `from` resumed another one.  On the resuming C stack. */
+struct lt_resumer {
+    lua_State *from;
+    struct lt_resumer *prev;
 };
 
 /* One Lua state and the tether interpreter it is.  Reference counted: the

@@ -428,11 +428,17 @@ static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
         return -1;
     }
     lua_xmove(L, co, narg);
-    if (ts)
+    struct lt_resumer fr = {L, NULL};
+    if (ts) {
+        fr.prev = ts->resumers;
+        ts->resumers = &fr;
         switch_to(ts, co);
+    }
     int st = lua_resume(co, L, narg, &nres);
-    if (ts)
+    if (ts) {
         switch_to(ts, L);
+        ts->resumers = fr.prev;
+    }
     if (st == LUA_OK || st == LUA_YIELD) {
         if (!lua_checkstack(L, nres + 1)) {
             lua_pop(co, nres);
@@ -449,11 +455,17 @@ static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
 /* lua_resetthread with the tracking: co's __close handlers run on co. */
 static int close_thread(lua_State *L, lua_State *co, lt_tstate *ts)
 {
-    if (ts)
+    struct lt_resumer fr = {L, NULL};
+    if (ts) {
+        fr.prev = ts->resumers;
+        ts->resumers = &fr;
         lt_switch(ts, co);
+    }
     int st = lua_resetthread(co);
-    if (ts)
+    if (ts) {
         lt_switch(ts, L);
+        ts->resumers = fr.prev;
+    }
     return st;
 }
 
@@ -552,7 +564,12 @@ static int is_async_peek(lua_State *L, lt_tstate *ts)
     return yes;
 }
 
-/* The wrapper (upvalues: the handler, S). */
+/* The wrapper (upvalues: the handler, S, and whether the last error it
+   saw was put off to xp_finish).  That mark belongs to this xpcall and is
+   cleared by the next error the handler sees: an error put off here may
+   have been caught by a protected call inside the xpcall (a `load`
+   reader's, which Lua's parser catches after running the handler) and
+   never reach xp_finish; a later error must not run the handler twice. */
 static int xp_handler(lua_State *L)
 {
     lt_tstate *ts = lt_ts();
@@ -560,10 +577,13 @@ static int xp_handler(lua_State *L)
         ts->in_hook = 0;
         lua_settop(L, 1);
         if (is_async_peek(L, ts)) {
-            ts->xp_deferred = 1;
+            lua_pushboolean(L, 1);
+            lua_replace(L, lua_upvalueindex(3));
             return 1;
         }
     }
+    lua_pushboolean(L, 0);
+    lua_replace(L, lua_upvalueindex(3));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, 1);
@@ -574,9 +594,14 @@ static int xp_finish(lua_State *L, int status, lua_KContext extra)
 {
     if (status == LUA_OK || status == LUA_YIELD)
         return lua_gettop(L) - (int)extra;
-    lt_tstate *ts = lt_ts();
-    if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(1)) && ts->xp_deferred) {
-        ts->xp_deferred = 0;
+    lua_getupvalue(L, 2, 3); /* the wrapper's mark */
+    int deferred = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (deferred) {
+        lua_pushboolean(L, 0);
+        lua_setupvalue(L, 2, 3);
+    }
+    if (deferred && status == LUA_ERRRUN) { /* a memory error skips handlers */
         lua_getupvalue(L, 2, 1); /* the handler */
         lua_insert(L, -2);
         lua_call(L, 1, 1); /* its errors go on: nothing swallows them */
@@ -586,14 +611,36 @@ static int xp_finish(lua_State *L, int status, lua_KContext extra)
     return 2;
 }
 
-/* xpcall(f, msgh, ...) */
+/* xpcall's continuation without the wrapper. */
+static int xp_finish_plain(lua_State *L, int status, lua_KContext extra)
+{
+    if (status == LUA_OK || status == LUA_YIELD)
+        return lua_gettop(L) - (int)extra;
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+}
+
+/* xpcall(f, msgh, ...) (upvalues: S, the standard debug.traceback) */
 static int l_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (lua_rawequal(L, 2, lua_upvalueindex(2))) {
+        /* xpcall(f, debug.traceback): the wrapper would be the first frame
+           of every traceback it makes, and this handler, a C function
+           that returns at once (an exception's value is not a string: it
+           is returned as it is), may as well run inside the hook. */
+        lua_pushboolean(L, 1);
+        lua_pushvalue(L, 1);
+        lua_rotate(L, 3, 2); /* [f, traceback, true, f, args...] */
+        int st = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, xp_finish_plain);
+        return xp_finish_plain(L, st, 2);
+    }
     lua_pushvalue(L, 2);
     lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushcclosure(L, xp_handler, 2);
+    lua_pushboolean(L, 0);
+    lua_pushcclosure(L, xp_handler, 3);
     lua_replace(L, 2);
     lua_pushboolean(L, 1);
     lua_pushvalue(L, 1);
@@ -789,7 +836,14 @@ void lt_open_hooks(lua_State *L, lt_state *S)
     static const luaL_Reg co_funcs[] = {
         {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
     lua_pushlightuserdata(L, S);
-    lua_pushcclosure(L, l_xpcall, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "debug") == LUA_TTABLE)
+        lua_getfield(L, -1, "traceback");
+    else
+        lua_pushnil(L);
+    lua_replace(L, -3); /* [S, traceback or nil] */
+    lua_pop(L, 1);
+    lua_pushcclosure(L, l_xpcall, 2);
     lua_setglobal(L, "xpcall");
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {

@@ -60,7 +60,7 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     ts->async_ref = LUA_NOREF;
     ts->cancelled = 0;
     ts->in_hook = 0;
-    ts->xp_deferred = 0;
+    ts->resumers = NULL;
     ts->outer = NULL;
     ts->tl_outer = NULL;
 }
@@ -125,6 +125,19 @@ void lt_push_module(lua_State *L)
  * Errors, waits and asynchronous exceptions
  * ---------------------------------------------------------------------- */
 
+/* 1 if L's stack has a finalizer's frame (Lua names it "__gc", a
+   "metamethod"). */
+static int runs_gc_metamethod(lua_State *L)
+{
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "n", &ar) && ar.name && ar.namewhat &&
+            strcmp(ar.namewhat, "metamethod") == 0 && strcmp(ar.name, "__gc") == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int lt_in_finalizer(lua_State *L)
 {
     /* Lua stops its collector while a finalizer runs, and lua_gc answers
@@ -135,12 +148,16 @@ int lt_in_finalizer(lua_State *L)
        Lua names "__gc", a "metamethod". */
     if (lua_gc(L, LUA_GCCOUNT, 0) >= 0)
         return 0;
-    lua_Debug ar;
-    for (int level = 0; lua_getstack(L, level, &ar); level++) {
-        if (lua_getinfo(L, "n", &ar) && ar.name && ar.namewhat &&
-            strcmp(ar.namewhat, "metamethod") == 0 && strcmp(ar.name, "__gc") == 0)
+    if (runs_gc_metamethod(L))
+        return 1;
+    /* A coroutine that a finalizer resumed has the finalizer on the stack
+       of a resumer (the module's resumes under way on this thread). */
+    lt_tstate *ts = lt_ts();
+    if (!ts || ts->S != lt_state_of(L))
+        return 0;
+    for (const struct lt_resumer *r = ts->resumers; r; r = r->prev)
+        if (r->from != L && runs_gc_metamethod(r->from))
             return 1;
-    }
     return 0;
 }
 
@@ -168,12 +185,15 @@ int lt_fail(lua_State *L, const char *what, int rc)
 
 _Noreturn void lt_leave(lt_tstate *ts)
 {
+    /* Read before the GIL goes: once it is let go, the closing thread may
+       free ts (the main thread's lives in the lt_state). */
+    jmp_buf *exit = ts ? ts->exit : NULL;
     if (tether_gil_held()) { /* the state closed under a thread holding it */
         tether_tstate gone;
         (void)tether_save_thread(&gone);
     }
-    if (ts && ts->exit)
-        longjmp(*ts->exit, 1);
+    if (exit)
+        longjmp(*exit, 1);
     for (;;) /* nowhere to go back to: this thread must never run again */
         pause();
 }

@@ -117,6 +117,46 @@ T.case("an xpcall handler of an ordinary error still runs where it was raised", 
   assert(ok3 == false and m:find("handled", 1, true) and m:find("later", 1, true), m)
 end)
 
+T.case("xpcall(f, debug.traceback) shows the frames plain Lua shows", function()
+  -- the module's xpcall wraps the handler; with debug.traceback the
+  -- wrapper's frame came first in every traceback ("[C]: in ?")
+  local ok, tb = xpcall(function() error("boom") end, debug.traceback)
+  assert(not ok)
+  local first = tb:match("stack traceback:\n\t([^\n]*)")
+  assert(first == "[C]: in function 'error'", tb)
+  -- and a cancel still ends a thread whose handler is debug.traceback
+  local ready = tether.event()
+  local t = tether.thread(function()
+    for _ = 1, 3 do xpcall(function() ready:set() while true do end end, debug.traceback) end
+    while true do end
+  end)
+  assert(ready:wait(T.LIMIT))
+  t:cancel()
+  assert_cancelled(t)
+end)
+
+T.case("an exception put off by xpcall and caught inside it does not run the handler twice", function()
+  -- A raise lands in a `load` reader (Lua's parser catches it, so `load`
+  -- returns it); the xpcall's handler had been put off for it. The next
+  -- error that reaches the handler once ran it twice (H(H(normal))).
+  local ready = tether.event()
+  local t = tether.thread(function()
+    local calls, got = 0, nil
+    local r = table.pack(xpcall(function()
+      local _, e = load(function() ready:set() while true do end end)
+      got = e
+      error("normal", 0)
+    end, function(m) calls = calls + 1 return "H(" .. tostring(m) .. ")" end))
+    return calls, r[2], got
+  end)
+  assert(ready:wait(T.LIMIT))
+  t:raise("X")
+  local ok, calls, msg, got = t:join(T.LIMIT)
+  assert(ok, tostring(calls))
+  assert(got == "X", tostring(got))
+  assert(calls == 1 and msg == "H(normal)", calls .. " " .. tostring(msg))
+end)
+
 T.case("a cancel inside a __gc is not swallowed", function()
   -- Lua turns an error inside a finalizer into a warning; the cancel must
   -- come back outside.  (Waits inside a finalizer do not block, but they

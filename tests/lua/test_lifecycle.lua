@@ -54,6 +54,29 @@ T.case("a join inside a finalizer does not block", function()
   assert(t:join(T.LIMIT))
 end)
 
+T.case("waits in a coroutine that a finalizer resumes do not block", function()
+  -- the coroutine's own stack has no __gc frame; its resumer's has
+  local e, q = tether.event(), tether.queue()
+  local gc_started = false
+  local helper = tether.thread(function()
+    while not gc_started do tether.sleep(0.001) end
+    e:set() q:put("late")
+  end)
+  local r = {}
+  do
+    setmetatable({}, {__gc = function()
+      gc_started = true r.wait = coroutine.wrap(function() return e:wait() end)()
+      local co = coroutine.create(function() return coroutine.wrap(function() return q:get() end)() end)
+      r.get = select(2, coroutine.resume(co))
+    end})
+  end
+  collectgarbage()
+  collectgarbage()
+  assert(helper:join(T.LIMIT))
+  assert(r.wait == false, tostring(r.wait))
+  assert(r.get == nil, tostring(r.get))
+end)
+
 T.case("require inside a finalizer does not wait for another thread's loader", function()
   -- A thread loads `slow_in_gc`, whose loader waits for `go`; a helper sets
   -- `go` once the finalizer has started, so a require that blocked in the
