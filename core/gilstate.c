@@ -386,8 +386,12 @@ void breaker_signal(struct tstate *ts, unsigned bits)
         pthread_cond_broadcast(ts->wait_cond);
         rank_unlock(ts->wait_mutex, RANK_OBJECT);
     }
-    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)))
-        ts->ubf_due = 1; /* called by breaker_unblock, without the lock */
+    /* Called by breaker_unblock, without the lock.  Not while a call of
+       it is in progress: that call unblocks fn all the same, and an unblock
+       function that raises at its own target would otherwise be called
+       again from inside itself, without end. */
+    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)) && ts->ubf_calls == 0)
+        ts->ubf_due = 1;
     if (atomic_load(&ts->interp->hook))
         gil_with_holder(ts->interp->gil, hook_if_holder, ts);
 }
@@ -615,12 +619,20 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
             return rc;
         set_ubf(ts, ubf, ubf_arg);
     }
+    /* fn may finalize the runtime on this thread, which forgets the
+       thread's unreferenced cached states: `blocking` keeps this one until
+       fn has returned (it is forgotten here instead). */
+    ts->blocking++;
     ts_detach(ts);
     int result = fn(arg);
     set_ubf(ts, NULL, NULL);
+    ts->blocking--;
     int rc = ts_attach(ts, 1);
-    if (rc != TETHER_OK)
+    if (rc != TETHER_OK) {
+        if (!os_refers(ts->os, ts))
+            ts_forget(ts->os, ts);
         return err_set(rc, name, "the interpreter is finalizing");
+    }
     rc = breaker_after_block(ts);
     return rc != TETHER_OK ? rc : result;
 }

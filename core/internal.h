@@ -116,6 +116,7 @@ struct osthread {
        and destroy refuse to run on this thread (docs/threading-model.md,
        "Who owns a thread state"). */
     struct tstate *boot;
+    struct thread *boot_thread; /* its thread object, while boot is set */
 };
 
 struct interp;
@@ -135,6 +136,8 @@ struct tstate {
     _Atomic unsigned breaker; /* BRK_*.  Synchronization: atomic */
     int attached;           /* holds its GIL.  Synchronization: owner */
     int saved;              /* detached by tether_save_thread.  Synchronization: owner */
+    int blocking;           /* detached by tether_call_blocking while fn runs
+                               (nested calls count).  Synchronization: owner */
     uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.  owner */
     _Atomic(void *) userdata; /* read by requesting threads.  atomic */
     _Atomic uint32_t ensures; /* outstanding ensure frames.  atomic (debug report) */
@@ -186,6 +189,7 @@ struct interp {
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
     struct pending_call *pending_head, *pending_tail; /* mutex */
     _Atomic int finalizing;
+    _Atomic int destroying; /* a tether_interp_destroy runs.  atomic */
     _Atomic(tether_breaker_fn) hook;
     _Atomic(void *) hook_ud;
     struct interp *next;    /* Synchronization: rt->mutex */
@@ -240,7 +244,8 @@ int os_grow_frames(struct osthread *os);
 /* Frees a state that is not linked anywhere. */
 void ts_free(struct tstate *ts);
 /* 1 if `ts` must outlive what the caller is doing: attached, named by an
-   ensure frame of `os`, or its bootstrap's own state (os->boot). */
+   ensure frame of `os`, its bootstrap's own state (os->boot), or detached
+   by a tether_call_blocking whose fn is running. */
 int os_refers(const struct osthread *os, const struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
 void ts_forget(struct osthread *os, struct tstate *ts);
@@ -349,6 +354,11 @@ int thread_of_current(struct tstate *ts, uint64_t *out);
 int thread_join_obj(struct thread *t, int64_t timeout_ns);
 /* Marks the thread of a deleted state finished (releases the sentinel). */
 void thread_finish(struct thread *t, int result);
+/* The end of a thread tether started, once fn has returned (or left
+   through pthread_exit: the thread-exit destructor calls it): drops every
+   GIL, frees the start-up state os->boot and finishes the thread object
+   with `result`. */
+void thread_boot_exit(struct osthread *os, int result);
 /* Reports a thread's failure to the runtime's excepthook (GIL held). */
 void thread_report(struct interp *interp, struct thread *t, int code);
 /* Fork child: a thread of the parent that vanished. */

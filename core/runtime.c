@@ -121,6 +121,7 @@ static int interp_new(struct runtime *rt, int is_main, struct interp **out)
     /* For helgrind and DRD (annotate.h): flags read and written only
        through C11 atomics, by any thread. */
     ann_atomic(interp->finalizing);
+    ann_atomic(interp->destroying);
     ann_atomic(interp->hook);
     ann_atomic(interp->hook_ud);
     pthread_mutex_init(&interp->mutex, NULL);
@@ -139,10 +140,21 @@ static int interp_new(struct runtime *rt, int is_main, struct interp **out)
         return TETHER_ENOMEM;
     }
     handle_ref(rt->handle);
+    TETHER_DELAY_POINT("interp.create.before_link");
+    /* Checked again under the mutex: finalize sets the flag before it
+       takes its snapshot of the list under the same mutex, so a new
+       interpreter is either in that snapshot or refused here. */
     rank_lock(&rt->mutex, RANK_RUNTIME);
-    interp->next = rt->interps;
-    rt->interps = interp;
+    int fin = !is_main && atomic_load(&rt->finalizing);
+    if (!fin) {
+        interp->next = rt->interps;
+        rt->interps = interp;
+    }
     rank_unlock(&rt->mutex, RANK_RUNTIME);
+    if (fin) {
+        handle_close(interp->handle, HT_INTERP); /* interp_dtor undoes it */
+        return TETHER_EFINALIZING;
+    }
     *out = interp;
     return TETHER_OK;
 }
@@ -273,8 +285,10 @@ int tether_interp_create(tether_runtime h, tether_interp *out)
     int rc = TETHER_OK;
     if (atomic_load(&rt->finalizing))
         rc = err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
-    else if (interp_new(rt, 0, &interp) != TETHER_OK)
-        rc = err_set(TETHER_ENOMEM, fn, "out of memory");
+    else if ((rc = interp_new(rt, 0, &interp)) != TETHER_OK)
+        rc = err_set(rc, fn, rc == TETHER_EFINALIZING
+                                 ? "the runtime is finalizing"
+                                 : "out of memory");
     else
         *out = interp->handle;
     handle_put(h);
@@ -503,33 +517,39 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
         handle_put(h);
         return err_misuse(TETHER_ESTATE, fn, "the runtime is already finalizing");
     }
-    detach_caller(rt, NULL);
-    TETHER_DELAY_POINT("finalize.detached");
+    /* Taken after the flag is set (a tether_interp_create either is in it
+       or sees the flag) and before anything changes, so that running out
+       of memory here changes nothing. */
     size_t n;
     struct interp **v = snapshot(rt, &n);
+    if (!v) {
+        atomic_store(&rt->finalizing, 0);
+        handle_put(h);
+        return err_set(TETHER_ENOMEM, fn, "out of memory; nothing changed");
+    }
+    detach_caller(rt, NULL);
+    TETHER_DELAY_POINT("finalize.detached");
     int rc = TETHER_OK;
-    for (size_t i = 0; v && i < n && rc == TETHER_OK; i++)
+    for (size_t i = 0; i < n && rc == TETHER_OK; i++)
         rc = join_nondaemon(v[i], deadline);
     TETHER_DELAY_POINT("finalize.joined");
-    if (v && stop_interps(v, n, deadline) != TETHER_OK)
+    if (stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     TETHER_DELAY_POINT("finalize.stopped");
     int debug = err_debug_enabled();
     plugin_finalize_runtime(h, deadline, debug);
     if (debug) {
         handle_foreach_open(report_handle, rt);
-        for (size_t i = 0; v && i < n; i++)
+        for (size_t i = 0; i < n; i++)
             report_ensures(v[i]);
     }
-    for (size_t i = 0; v && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         handle_close(v[i]->handle, HT_INTERP);
         interp_unref(v[i]);
     }
     t_free(v);
     handle_close(h, HT_RUNTIME);
     handle_put(h);
-    if (!v)
-        return err_set(TETHER_ENOMEM, fn, "out of memory; threads were not stopped");
     if (rc != TETHER_OK)
         return err_set(rc, fn, "threads were still running at the deadline; they "
                        "fail at their next checkpoint");
@@ -552,6 +572,8 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     else if (caller_is_our_thread(interp->rt, interp))
         rc = err_misuse(TETHER_ESTATE, fn, "a thread the interpreter started "
                         "cannot destroy it");
+    else if (atomic_exchange(&interp->destroying, 1))
+        rc = err_misuse(TETHER_ESTATE, fn, "another thread is destroying it");
     if (rc != TETHER_OK) {
         handle_put(h);
         return rc;

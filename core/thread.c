@@ -145,7 +145,8 @@ static void *bootstrap(void *p)
     struct osthread *os = os_get(); /* thread-local storage: cannot fail */
     TETHER_DELAY_POINT("thread.boot.before_bind");
     ts_bind(ts, os);
-    os->boot = ts; /* this function alone frees it, below */
+    os->boot = ts; /* this function alone frees it (thread_boot_exit) */
+    os->boot_thread = t;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
@@ -159,18 +160,26 @@ static void *bootstrap(void *p)
         if (result != TETHER_OK && result != TETHER_EXIT && ts->attached)
             thread_report(t->interp, t, result);
     }
+    thread_boot_exit(os, result);
+    return NULL;
+}
+
+void thread_boot_exit(struct osthread *os, int result)
+{
+    struct tstate *ts = os->boot;
+    struct thread *t = os->boot_thread;
     plugin_unpin(t->pin, PLUGIN_PIN_HOLD); /* no instruction of fn runs now */
     t->pin = NULL;
     while (os->current) /* also anything fn ensured and never released */
         ts_detach(os->current);
     os->depth = 0;
     os->boot = NULL;
+    os->boot_thread = NULL;
     TETHER_DELAY_POINT("thread.boot.before_teardown");
     ts_forget(os, ts);
     TETHER_DELAY_POINT("thread.boot.before_finish");
     thread_finish(t, result);
     handle_put(t->handle); /* the thread's own reference */
-    return NULL;
 }
 
 static int start_error(int rc, const char *fmt, const char *detail)

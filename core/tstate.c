@@ -94,6 +94,10 @@ static void os_exit(void *p)
 {
     struct osthread *os = p;
     t_os = os; /* other key destructors may have run tether code */
+    /* A thread tether started whose fn left through pthread_exit: its
+       bootstrap's end never ran.  It finishes here, as a silent exit. */
+    if (os->boot)
+        thread_boot_exit(os, TETHER_EXIT);
     if (os->current) {
         if (err_debug_enabled())
             fprintf(stderr,
@@ -219,7 +223,7 @@ void ts_forget(struct osthread *os, struct tstate *ts)
 
 int os_refers(const struct osthread *os, const struct tstate *ts)
 {
-    if (os->current == ts || os->boot == ts)
+    if (os->current == ts || os->boot == ts || ts->blocking)
         return 1;
     for (uint32_t i = 0; i < os->depth; i++)
         if (os->frames[i].ts == ts || os->frames[i].prev == ts)

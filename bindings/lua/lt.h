@@ -124,6 +124,12 @@ struct lt_state {
     /* Synchronization: atomic.  Set once the Lua state is closing: threads
        that come back to Lua after that leave at once. */
     atomic_int closed;
+    /* Synchronization: atomic.  Set when another thread than the one that
+       required the module starts closing the state (os.exit(code, true) in
+       a tether.thread): lua_close runs on the state's main Lua thread, so
+       the requiring thread's Lua must not run on beside it; it leaves at
+       its next checkpoint or wait as if the state were closed. */
+    atomic_int main_stop;
     /* Synchronization: gil. */
     int shutting_down;
     int finalized;              /* shut_down finalized the runtime */
@@ -240,6 +246,13 @@ int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
                      tether_dtor dtor);
 /* Leaves Lua for good (see the model above).  Never returns. */
 _Noreturn void lt_leave(lt_tstate *ts);
+/* 1 if the calling thread (ts, NULL for a foreign one) must leave Lua now:
+   the state is closed, or another thread closes it and ts is the thread
+   that required the module (lt_state.main_stop). */
+int lt_must_leave(const lt_tstate *ts);
+/* After a call that let the GIL go outside the waits (lt_wait_result does
+   it too): leaves Lua when lt_must_leave says so. */
+void lt_back_in_lua(lt_tstate *ts);
 /* Pushes tether.Cancelled. */
 void lt_push_cancelled(lua_State *L);
 /* The destructor of an lt_payload: any thread, with or without the GIL. */

@@ -561,6 +561,7 @@ static int l_load(lua_State *L)
     reserve_plugin(L, S);
     lt_tstate *ts = lt_ts();
     int rc = tether_plugin_load(S->rt, path, &p->p);
+    lt_back_in_lua(ts); /* the open let the GIL go */
     if (rc == TETHER_EASYNC || rc == TETHER_EFINALIZING)
         lt_wait_result(L, ts, rc, "load");
     if (rc != TETHER_OK)
@@ -578,7 +579,7 @@ static void after_c_call(lua_State *L, lt_tstate *ts)
     int64_t code;
     void *payload;
     tether_dtor dtor;
-    if (!tether_gil_held() || (ts && atomic_load(&ts->S->closed)))
+    if (!tether_gil_held() || lt_must_leave(ts))
         lt_leave(ts);
     if (tether_async_fetch(&code, &payload, &dtor) == TETHER_OK)
         lt_raise_fetched(L, ts, code, payload, dtor);
@@ -639,6 +640,7 @@ static int call_c(lua_State *L, void *fn, int sig_idx, const char *what,
     lt_tstate *ts = lt_ts();
     memset(&ret, 0, sizeof ret);
     int rc = tether_ffi_call(fn, lua_tostring(L, sig_idx), args, &ret);
+    lt_back_in_lua(ts); /* the call may have let the GIL go */
     if (rc != TETHER_OK)
         return lt_fail(L, what, rc);
     after_c_call(L, ts);
@@ -687,6 +689,7 @@ static int l_unload(lua_State *L)
     int64_t ns = lt_opt_timeout(L, 2);
     lt_tstate *ts = lt_ts();
     int rc = tether_plugin_unload(p->p, ns);
+    lt_back_in_lua(ts); /* the unload let the GIL go */
     /* Cut short by an exception, the unload may or may not have happened. */
     int gone = rc == TETHER_OK ||
                (rc == TETHER_EASYNC && tether_plugin_info(p->p, NULL, NULL) != TETHER_OK);

@@ -91,6 +91,7 @@ static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
     rc = tether_release(gs);
     if (rc != TETHER_OK)
         (void)lt_wait_result(L, lt_ts(), rc, "interp");
+    lt_back_in_lua(lt_ts()); /* the caller's GIL was let go meanwhile */
     if (*msg)
         luaL_error(L, "%s", msg);
 }

@@ -16,6 +16,8 @@
  *   A's loader failed, takes the lock and runs the loader itself.
  * - A re-entering `require` of the same name in A (a module that requires
  *   itself) runs as standard `require` does, without the lock.
+ * - Inside a finalizer (__gc), where no wait blocks (lt_in_finalizer),
+ *   a name another thread is loading raises an error instead of waiting.
  * - A cycle between threads (A loads m1 and requires m2, which B loads and
  *   which requires m1) would deadlock; the thread that would close it does
  *   not wait and runs as standard `require` does, as Python does on an
@@ -210,6 +212,10 @@ static int l_require(lua_State *L)
             lua_settop(L, 3); /* in a module it loads, or a cycle: no lock */
             return load(L, pkg, 2);
         }
+        if (lt_in_finalizer(L)) /* a finalizer does not block (lt.h) */
+            return luaL_error(L, "module '%s' is being loaded by another "
+                              "thread, and a wait inside a finalizer does "
+                              "not block", lua_tostring(L, 1));
         wait_for(L, ws, me);
     }
     lua_pop(L, 1);

@@ -178,9 +178,21 @@ _Noreturn void lt_leave(lt_tstate *ts)
         pause();
 }
 
+int lt_must_leave(const lt_tstate *ts)
+{
+    return ts && (atomic_load(&ts->S->closed) ||
+                  (ts == &ts->S->main_ts && atomic_load(&ts->S->main_stop)));
+}
+
+void lt_back_in_lua(lt_tstate *ts)
+{
+    if (lt_must_leave(ts))
+        lt_leave(ts);
+}
+
 int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what)
 {
-    if (rc == TETHER_EFINALIZING || (ts && atomic_load(&ts->S->closed)))
+    if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
         lt_leave(ts);
     switch (rc) {
     case TETHER_OK:
@@ -199,7 +211,7 @@ void lt_checkpoint(lua_State *L, lt_tstate *ts)
     if (lt_in_finalizer(L)) /* the GIL is not handed over there */
         return;
     int rc = tether_checkpoint();
-    if (rc != TETHER_OK || (ts && atomic_load(&ts->S->closed)))
+    if (rc != TETHER_OK || lt_must_leave(ts))
         (void)lt_wait_result(L, ts, rc, "tether_checkpoint");
 }
 
@@ -339,6 +351,9 @@ static void shut_down(lua_State *L, lt_state *S)
     if (S->shutting_down)
         return;
     S->shutting_down = 1;
+    lt_tstate *self = lt_ts();
+    if (self && self->S == S && self != &S->main_ts)
+        atomic_store(&S->main_stop, 1); /* before the GIL is handed over */
     if (S->interp) {
         int64_t reap_ns = LT_REAP_TIMEOUT_NS;
         lt_join_all(S);
@@ -439,6 +454,7 @@ static lt_state *new_state(lua_State *L)
         luaL_error(L, "tether: out of memory");
     atomic_init(&S->refs, 1);
     atomic_init(&S->closed, 0);
+    atomic_init(&S->main_stop, 0);
     pthread_mutex_init(&S->hook_mu, NULL);
     pthread_mutex_init(&S->dead_mu, NULL);
     lt_ts_init(&S->main_ts, S, NULL);

@@ -466,6 +466,7 @@ static int l_thread(lua_State *L)
     luaL_checkstack(L, 4, "thread");
     lt_renew_sentinel(L, S);
     int rc = tether_thread_start(S->interp, worker_main, w, &o, &hd->h);
+    lt_back_in_lua(ts); /* the start let the GIL go */
     if (rc != TETHER_OK) {
         hd->h = 0;
         hd->w = NULL;
@@ -489,6 +490,7 @@ void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
     load_coroutine(L, w, first, last);
     lt_renew_sentinel(L, S); /* before the start, as in l_thread */
     int rc = tether_thread_start(S->interp, worker_main, w, o, out);
+    lt_back_in_lua(lt_ts()); /* the start let the GIL go */
     if (rc != TETHER_OK) {
         free_worker(L, w);
         lt_fail(L, "thread", rc);

@@ -286,6 +286,93 @@ TEST(raise_wakes_a_sleeping_wait)
     t_finalize(rt);
 }
 
+/* ---- an interpreter created while its runtime finalizes -------------- */
+
+static tether_runtime fin_rt;
+static atomic_int fin_create_rc = 1000;
+static tether_interp fin_interp;
+
+static void *fin_creator(void *arg)
+{
+    (void)arg;
+    tether_interp x = 0;
+    int rc = tether_interp_create(fin_rt, &x);
+    fin_interp = x;
+    atomic_store(&fin_create_rc, rc);
+    return NULL;
+}
+
+/* tether_interp_create saw the runtime not finalizing and linked the new
+   interpreter after finalize had taken its list: the interpreter was never
+   finalized nor closed, and ran guest code (tether_ensure answered OK) in
+   a runtime that tether_runtime_finalize had shut down.  The create, held
+   between its check and the link while a whole finalize runs, must answer
+   TETHER_EFINALIZING. */
+TEST(interp_created_during_finalize)
+{
+    fin_rt = t_runtime(NULL);
+    dctl_arm("interp.create.before_link", 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(fin_creator, NULL);
+    dctl_wait_parked("interp.create.before_link");
+    ASSERT_OK(tether_runtime_finalize(fin_rt, SECONDS(30)));
+    dctl_release("interp.create.before_link");
+    t_pthread_join(th);
+    ASSERT_STATUS(atomic_load(&fin_create_rc), TETHER_EFINALIZING);
+    ASSERT_EQ(fin_interp, 0);
+}
+
+/* ---- one destroy of an interpreter at a time ---------------------------- */
+
+static tether_interp dd_x;
+static tether_event dd_go;
+static atomic_int dd_rc = 1000;
+
+static int dd_worker(void *arg)
+{
+    (void)arg;
+    return tether_event_wait(dd_go, -1);
+}
+
+static void *dd_destroyer(void *arg)
+{
+    (void)arg;
+    atomic_store(&dd_rc, tether_interp_destroy(dd_x, -1));
+    return NULL;
+}
+
+/* A destroy that waits (timeout -1) for the interpreter's non-daemon
+   thread was cut short by a second destroy with timeout 0: the second
+   finalized the interpreter under the first one's wait, so the thread the
+   first promised to join was stopped, and both reported success or a
+   timeout.  Like a second tether_runtime_finalize, the second destroy is
+   refused with TETHER_ESTATE and changes nothing. */
+TEST(second_destroy_is_refused)
+{
+    tether_runtime rt = t_runtime(NULL);
+    ASSERT_OK(tether_interp_create(rt, &dd_x));
+    ASSERT_OK(tether_event_new(&dd_go));
+    unsigned long sleeps = dctl_passes("wait.sleep");
+    tether_thread t = t_start(dd_x, dd_worker, NULL);
+    pthread_t th;
+    TETHER_BEGIN_ALLOW_THREADS
+    dctl_wait_passes("wait.sleep", sleeps); /* the worker waits for dd_go */
+    sleeps = dctl_passes("wait.sleep");
+    th = t_pthread(dd_destroyer, NULL);
+    dctl_wait_passes("wait.sleep", sleeps); /* the destroyer joins it */
+    TETHER_END_ALLOW_THREADS
+    ASSERT_FAILS(tether_interp_destroy(dd_x, 0), TETHER_ESTATE,
+                 "tether_interp_destroy");
+    ASSERT_EQ(tether_thread_is_alive(t), 1);
+    ASSERT_OK(tether_event_set(dd_go));
+    TETHER_BEGIN_ALLOW_THREADS
+    t_pthread_join(th);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(atomic_load(&dd_rc));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    ASSERT_OK(tether_event_free(dd_go));
+    t_finalize(rt);
+}
+
 /* ---- F13: a set and a clear before the waiter blocks still wake it ----- */
 
 static tether_event sc_event;
@@ -334,4 +421,6 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(drop_signals_the_waiter, 30),
             TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30),
             TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30),
+            TEST_ENTRY_T(interp_created_during_finalize, 30),
+            TEST_ENTRY_T(second_destroy_is_refused, 30),
             TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30))

@@ -326,6 +326,7 @@ struct slot {
     int live;      /* the program holds `refs` references */
     int refs;
     int rt;        /* interpreters: the runtime slot */
+    uint64_t owner;    /* plugins: the runtime handle they were loaded into */
     atomic_uint epoch; /* interp/runtime: bumped by finalize and destroy */
     atomic_int calls;  /* callbacks: callers about to call (OP_CALLBACK_CALL) */
     atomic_int freeing;
@@ -392,6 +393,43 @@ static uint64_t get_h(int kind, unsigned i)
 static void probe_dead(uint64_t h, int kind);
 
 static atomic_int g_plugin_loads; /* OP_PLUGIN_LOADs in progress */
+
+/* Runtime handles that a tether_runtime_finalize began on: finalize
+   unloads the plugins still loaded into its runtime and their handles go
+   stale (tether.h, tether_plugin_unload), whatever references the program
+   holds.  Protected by g.mu. */
+#define MAX_FINALIZED 64
+static uint64_t g_finalized[MAX_FINALIZED];
+static int g_nfinalized;
+
+static void finalize_begins(uint64_t rt)
+{
+    pthread_mutex_lock(&g.mu);
+    if (g_nfinalized < MAX_FINALIZED)
+        g_finalized[g_nfinalized++] = rt;
+    pthread_mutex_unlock(&g.mu);
+}
+
+/* Whether a finalize began on runtime `rt`: from then on its plugins'
+   references may be taken by it.  Called with g.mu held. */
+static int finalize_began_locked(uint64_t rt)
+{
+    for (int i = 0; i < g_nfinalized; i++)
+        if (g_finalized[i] == rt)
+            return 1;
+    return g_nfinalized == MAX_FINALIZED; /* lost count: assume it */
+}
+
+/* The runtime of plugin slot i, if the slot still holds handle h and a
+   finalize began on that runtime. */
+static int plugin_finalized(unsigned i, uint64_t h)
+{
+    pthread_mutex_lock(&g.mu);
+    struct slot *s = slot_of(K_PLUGIN, i);
+    int fin = s->h == h && finalize_began_locked(s->owner);
+    pthread_mutex_unlock(&g.mu);
+    return fin;
+}
 
 /* Records a handle the program freed; checks it now if `probe_now` (and
    again at the end of the program). */
@@ -1024,6 +1062,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         unsigned r = a % 2;
         uint64_t rt = get_h(K_RT, r);
         bump_rt((int)r);
+        finalize_begins(rt);
         rc = CALL(tether_runtime_finalize, rt, long_tmo(b));
         bump_rt((int)r);
         if (rc == TETHER_OK || rc == TETHER_ETIMEDOUT) {
@@ -1564,11 +1603,17 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", FAPI_PLUGIN_DIR, fixtures[cc % NFIXTURES]);
         tether_plugin p = 0;
-        rc = CALL(tether_plugin_load, get_h(K_RT, b), path, &p);
+        uint64_t rt = get_h(K_RT, b);
+        rc = CALL(tether_plugin_load, rt, path, &p);
         efin(c, rc);
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
             struct slot *s = slot_of(K_PLUGIN, a);
+            /* A reference that a finalize may have taken is let go of. */
+            uint64_t gone = s->live && s->h != p &&
+                            finalize_began_locked(s->owner) ? s->h : 0;
+            if (gone)
+                s->live = 0;
             int keep = !s->live || s->h == p;
             if (keep && s->live)
                 s->refs++;
@@ -1576,10 +1621,17 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
                 s->h = p;
                 s->live = 1;
                 s->refs = 1;
+                s->owner = rt;
             }
+            int fin = finalize_began_locked(rt);
             pthread_mutex_unlock(&g.mu);
-            if (!keep && CALL(tether_plugin_unload, p, -1) != TETHER_OK)
-                fail("unloading the reference just loaded failed");
+            if (gone)
+                bury_as(gone, K_PLUGIN, 0);
+            if (!keep) {
+                rc = CALL(tether_plugin_unload, p, -1);
+                if (rc != TETHER_OK && !(rc == TETHER_EBADHANDLE && fin))
+                    fail("unloading the reference just loaded failed");
+            }
         }
         atomic_fetch_sub(&g_plugin_loads, 1);
         break;
@@ -1589,13 +1641,24 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         int live = is_live(K_PLUGIN, a, p);
         rc = CALL(tether_plugin_unload, p, long_tmo(b));
         efin(c, rc);
+        /* A finalize of the plugin's runtime (e.g. the worker that made it
+           leaving, ctx_cleanup) unloads it and makes the handle stale, so
+           from its start the library's count and the model's differ: the
+           references are forgotten and the handle checked at the end. */
+        int fin = live && plugin_finalized(a, p);
+        if (fin && rc == TETHER_EBADHANDLE) {
+            while (drop_ref(K_PLUGIN, a, p) == 0 && is_live(K_PLUGIN, a, p))
+                ;
+            bury_as(p, K_PLUGIN, 0);
+            break;
+        }
         if (live && rc == TETHER_EBADHANDLE && is_live(K_PLUGIN, a, p))
             fail("tether_plugin_unload: EBADHANDLE for a plugin this program "
                  "holds a reference to");
         /* With a load in progress the library may hold a reference the
            model does not show yet: the handle is then checked at the end. */
         if (rc == TETHER_OK && live && drop_ref(K_PLUGIN, a, p))
-            bury_as(p, K_PLUGIN, atomic_load(&g_plugin_loads) == 0);
+            bury_as(p, K_PLUGIN, atomic_load(&g_plugin_loads) == 0 && !fin);
         break;
     }
     case OP_PLUGIN_SYMBOL: {
@@ -1987,6 +2050,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < NSLOT; i++)
         g.s[K_INTERP][i].rt = i < 2 ? i : -1;
     g.ngrave = 0;
+    g_nfinalized = 0;
     g.per_interp_gil = (data[0] >> 2) & 1;
     g.deadline = now_ns() + g_program_ns;
     g.soft = now_ns() + g_program_ns / 2;

@@ -210,6 +210,18 @@ SEEDS = {
         op("RT_CREATE", 0, 0), thread_start(0, slot=0, name=3),
         thread_start(0, slot=1, name=2), op("THREAD_JOIN", 0, 0, 0),
         op("THREAD_JOIN", 0, 1, 0), op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
+    # A plugin handle the program still holds goes stale when its runtime
+    # is finalized (tether.h, tether_plugin_unload): the later unload's
+    # TETHER_EBADHANDLE is what the header promises, not a lost reference.
+    # (The f04 seed meets the same thing concurrently: the worker that made
+    # the runtime finalizes it while the others still load and unload.)
+    "use-plugin-unload-after-finalize": prog(
+        op("RT_CREATE", 0, 0), op("PLUGIN_LOAD", 0, 0, 0, 0, flags=SYNC),
+        op("PLUGIN_LOAD", 1, 1, 0, 0, flags=SYNC),
+        op("RT_FINALIZE", 0, 0, 3, flags=SYNC),
+        op("PLUGIN_UNLOAD", 0, 0, 0, flags=SYNC),
+        op("PLUGIN_LOAD", 1, 1, 0, 0, flags=SYNC),
+        op("PLUGIN_UNLOAD", 1, 1, 0, flags=SYNC)),
 
     # Found by the fuzzer, beyond the rows.
     # x01: tether_interp_destroy from a thread attached to another

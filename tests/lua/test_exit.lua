@@ -136,4 +136,32 @@ T.case("many daemon threads of every kind at exit", function()
   assert(status == 0 and out:find("main ends", 1, true), out)
 end)
 
+T.case("os.exit(code, true) from a thread stops the main thread's Lua", function()
+  -- lua_close runs on the main Lua thread (the state's own), so the
+  -- script's main chunk must not run on beside it: it once did whenever
+  -- closing handed the GIL over (joining the non-daemon threads), and an
+  -- error it raised then jumped into the closing thread's stack (glibc:
+  -- "longjmp causes uninitialized stack frame"). Here the main chunk waits
+  -- for the close to start (a finalizer of the closing thread's sets
+  -- `closing`); a helper lets the last non-daemon thread end once the main
+  -- chunk said it ran, or after a failsafe when it is stopped as it must be.
+  local status, out = child([[
+    local closing, main_ran, go = tether.event(), tether.event(), tether.event()
+    tether.thread({daemon = true}, function()
+      closing:wait() main_ran:wait(2) go:set()
+    end)
+    tether.thread(function() go:wait() end)
+    tether.thread(function()
+      setmetatable({}, {__gc = function() closing:set() end})
+      os.exit(3, true)
+    end)
+    closing:wait()
+    print("main chunk ran during the close")
+    main_ran:set()
+    error("an error in the main chunk while the state closes")
+  ]])
+  assert(status == 3, "status " .. tostring(status) .. ": " .. out)
+  assert(not out:find("main chunk ran", 1, true), out)
+end)
+
 T.done()

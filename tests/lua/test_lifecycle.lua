@@ -54,6 +54,36 @@ T.case("a join inside a finalizer does not block", function()
   assert(t:join(T.LIMIT))
 end)
 
+T.case("require inside a finalizer does not wait for another thread's loader", function()
+  -- A thread loads `slow_in_gc`, whose loader waits for `go`; a helper sets
+  -- `go` once the finalizer has started, so a require that blocked in the
+  -- finalizer would get the module (it blocked, and stopped the collector
+  -- of every thread meanwhile); it must raise at once instead.
+  local go, loading = tether.event(), tether.event()
+  package.preload.slow_in_gc = function() loading:set() go:wait() return {} end
+  local loader = tether.thread(function() return require "slow_in_gc" end)
+  assert(loading:wait(T.LIMIT))
+  local gc_started = false
+  local helper = tether.thread(function()
+    while not gc_started do tether.sleep(0.001) end
+    go:set()
+  end)
+  local r
+  do
+    setmetatable({}, {__gc = function()
+      gc_started = true r = table.pack(pcall(require, "slow_in_gc"))
+    end})
+  end
+  collectgarbage()
+  collectgarbage()
+  assert(helper:join(T.LIMIT))
+  local ok, m = loader:join(T.LIMIT)
+  assert(ok and type(m) == "table")
+  assert(r and r[1] == false, "require waited in the finalizer: " .. tostring(r and r[2]))
+  assert(tostring(r[2]):find("finalizer does not block", 1, true), tostring(r[2]))
+  assert(require "slow_in_gc" == m) -- and outside a finalizer it is the module
+end)
+
 T.case("a finalizer after the runtime was finalized gets clear errors", function()
   local status, out = T.run_lua([[
     local tether = require "tether"

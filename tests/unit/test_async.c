@@ -6,6 +6,9 @@
 #include <tether/tether.h>
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "runner.h"
@@ -461,6 +464,92 @@ TEST(call_blocking_result)
     teardown();
 }
 
+/* An unblock function may raise at the very thread it unblocks (here, to
+   be sure the blocked call ends with an exception).  That raise came back
+   into breaker_unblock on the raiser's stack, which called the unblock
+   function again, which raised again: unbounded recursion until the stack
+   overflowed.  A call of the unblock function already in progress is not
+   followed by another. */
+static tether_thread g_self_target;
+
+static void raise_self_then_write(void *arg)
+{
+    ASSERT_OK(tether_thread_raise(g_self_target, 16, NULL, NULL));
+    write_pipe(arg);
+}
+
+static int blocking_reader_raising_self(void *arg)
+{
+    (void)arg;
+    int rc = tether_call_blocking(read_pipe, RESULT(TETHER_OK),
+                                  raise_self_then_write, &g_pipe);
+    atomic_store(&g_seen.rc, rc);
+    if (rc == TETHER_EASYNC) {
+        int64_t code = 0;
+        ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+        atomic_store(&g_seen.code, code);
+    }
+    return TETHER_OK;
+}
+
+TEST(call_blocking_ubf_raises_its_own_thread)
+{
+    setup();
+    ASSERT_EQ(pipe(g_pipe), 0);
+    g_self_target = t_start(g_interp, blocking_reader_raising_self, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_thread_raise(g_self_target, 15, NULL, NULL));
+    ASSERT_EQ(t_join(g_self_target), TETHER_OK);
+    ASSERT_EQ(atomic_load(&g_ubf_calls), 1);
+    ASSERT_STATUS(atomic_load(&g_seen.rc), TETHER_EASYNC);
+    ASSERT_EQ(atomic_load(&g_seen.code), 16); /* the newer raise replaced 15 */
+    close(g_pipe[0]);
+    close(g_pipe[1]);
+    teardown();
+}
+
+/* fn may finalize the runtime (the runtime's creator shutting down from a
+   blocking call).  Finalize on this thread forgot the thread's cached
+   states, including the one tether_call_blocking had detached and then
+   used again: a use after free.  The allocator below fills freed blocks,
+   so that the use is seen without a sanitizer. */
+static void *poison_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    size_t *p = malloc(n + sizeof(max_align_t));
+    if (!p)
+        return NULL;
+    *p = n;
+    return (char *)p + sizeof(max_align_t);
+}
+
+static void poison_free(void *q, void *ud)
+{
+    (void)ud;
+    size_t *p = (size_t *)(void *)((char *)q - sizeof(max_align_t));
+    memset(q, 0xa5, *p);
+    free(p);
+}
+
+static int finalize_inside(void *arg)
+{
+    (void)arg;
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    return TETHER_OK;
+}
+
+TEST(call_blocking_fn_finalizes)
+{
+    tether_allocator a = {sizeof a, poison_malloc, poison_free, NULL};
+    ASSERT_OK(tether_set_allocator(&a));
+    g_rt = t_runtime(NULL);
+    ASSERT_FAILS(tether_call_blocking(finalize_inside, NULL, NULL, NULL),
+                 TETHER_EFINALIZING, "tether_call_blocking");
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_set_allocator(NULL)); /* nothing of it is left */
+}
+
 RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(into_lock_acquire), TEST_ENTRY(into_event_wait),
             TEST_ENTRY(into_sleep), TEST_ENTRY(pending_before_wait),
@@ -469,4 +558,6 @@ RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(raise_finished_thread), TEST_ENTRY(fetch_nothing),
             TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result),
             TEST_ENTRY(call_blocking_ubf_may_call_tether),
-            TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize))
+            TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize),
+            TEST_ENTRY(call_blocking_ubf_raises_its_own_thread),
+            TEST_ENTRY(call_blocking_fn_finalizes))

@@ -391,10 +391,42 @@ TEST(per_interp_gil)
     t_finalize(rt);
 }
 
+/* Ensures nest 2^24 - 1 deep on one thread; the next is refused with
+   TETHER_ESTATE and changes nothing.  The header did not list ESTATE for
+   tether_ensure (the API fuzzer's oracle, which reads the header, would
+   have called it undocumented). */
+static void *too_deep(void *arg)
+{
+    (void)arg;
+    enum { LIMIT = (1 << 24) - 1 };
+    tether_gilstate first = 0, st = 0, last = 0;
+    ASSERT_OK(tether_ensure(g_interp, &first));
+    for (int i = 1; i < LIMIT; i++)
+        ASSERT_OK(tether_ensure(g_interp, &last));
+    ASSERT_FAILS(tether_ensure(g_interp, &st), TETHER_ESTATE, "tether_ensure");
+    ASSERT_EQ(st, 0);
+    ASSERT_EQ(tether_gil_held(), 1);
+    for (int i = 1; i < LIMIT; i++)
+        ASSERT_OK(tether_release(last--));
+    ASSERT_EQ(last, first);
+    ASSERT_OK(tether_release(first));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(nesting_limit)
+{
+    tether_runtime rt = t_runtime(NULL);
+    g_interp = t_main_interp(rt);
+    t_run_foreign(too_deep, NULL);
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY(nested_on_foreign_thread), TEST_ENTRY(ensure_while_holding),
             TEST_ENTRY(release_out_of_order), TEST_ENTRY(release_zero_token),
             TEST_ENTRY(release_token_of_other_thread), TEST_ENTRY(deep_nesting),
             TEST_ENTRY(cached_state_reuse), TEST_ENTRY(save_restore),
             TEST_ENTRY(allow_threads_macros), TEST_ENTRY(gil_held_unattached),
             TEST_ENTRY(ensure_in_started_thread), TEST_ENTRY(thread_exits_attached),
-            TEST_ENTRY(ensure_other_interp), TEST_ENTRY(per_interp_gil))
+            TEST_ENTRY(ensure_other_interp), TEST_ENTRY(per_interp_gil),
+            TEST_ENTRY(nesting_limit))

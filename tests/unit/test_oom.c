@@ -245,7 +245,35 @@ TEST(oom_ensure_new_thread)
     t_finalize(g_rt);
 }
 
+/* Finalize's one allocation (its list of the interpreters) failing used
+   to close the runtime's handle with its interpreters neither stopped nor
+   closed, and returned TETHER_ENOMEM, a status its header did not list:
+   the interpreters ran on, and nothing could finalize them any more.  Now
+   such a step changes nothing: the caller stays attached and the runtime
+   can be finalized again. */
+static int try_finalize(void)
+{
+    int rc = disarm(tether_runtime_finalize(g_rt, SECONDS(30)));
+    if (rc != TETHER_OK) {
+        ASSERT_EQ(tether_gil_held(), 1);
+        tether_interp interp = 0;
+        ASSERT_OK(tether_runtime_main_interp(g_rt, &interp));
+        ASSERT_EQ(interp, g_interp);
+        ASSERT_OK(tether_checkpoint());
+        return rc;
+    }
+    ASSERT_EQ(tether_gil_held(), 0);
+    return rc;
+}
+
+TEST(oom_finalize)
+{
+    setup();
+    ASSERT(sweep("tether_runtime_finalize", try_finalize, 0) > 0);
+}
+
 RUNNER_MAIN(TEST_ENTRY(oom_runtime_create), TEST_ENTRY(oom_interp_create),
             TEST_ENTRY(oom_thread_start), TEST_ENTRY(oom_sync_objects),
             TEST_ENTRY(oom_call_soon), TEST_ENTRY(oom_callback_new),
-            TEST_ENTRY(oom_ensure_new_thread))
+            TEST_ENTRY(oom_ensure_new_thread),
+            TEST_ENTRY(oom_finalize))

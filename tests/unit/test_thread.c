@@ -5,6 +5,7 @@
  */
 #include <tether/tether.h>
 
+#include <pthread.h>
 #include <stdio.h>
 
 #include "runner.h"
@@ -469,6 +470,43 @@ TEST(start_eagain)
     teardown();
 }
 
+/* A thread function may leave through pthread_exit (C code that ends its
+   thread the POSIX way), holding the GIL or inside
+   TETHER_BEGIN_ALLOW_THREADS.  The thread was never marked finished: join
+   and finalize waited for it for ever, and the GIL it held was dropped only
+   by its exit.  It now finishes with the silent-exit result. */
+static int exit_holding_gil(void *arg)
+{
+    (void)arg;
+    pthread_exit(NULL);
+}
+
+static int exit_detached(void *arg)
+{
+    (void)arg;
+    TETHER_BEGIN_ALLOW_THREADS
+    pthread_exit(NULL);
+    TETHER_END_ALLOW_THREADS
+    return TETHER_OK;
+}
+
+TEST(fn_calls_pthread_exit)
+{
+    setup();
+    tether_thread_fn fns[] = {exit_holding_gil, exit_detached};
+    for (int i = 0; i < 2; i++) {
+        tether_thread t = t_start(g_interp, fns[i], NULL);
+        ASSERT_OK(tether_thread_join(t, -1));
+        ASSERT_EQ(tether_thread_is_alive(t), 0);
+        int result = 0;
+        ASSERT_OK(tether_thread_result(t, &result));
+        ASSERT_EQ(result, TETHER_EXIT);
+        ASSERT_OK(tether_thread_release(t));
+        ASSERT_EQ(t_thread_count(g_interp), 0);
+    }
+    teardown(); /* finalize joins no thread that is gone */
+}
+
 RUNNER_MAIN(TEST_ENTRY(start_join_result), TEST_ENTRY(runs_holding_gil),
             TEST_ENTRY(started_handshake), TEST_ENTRY(start_from_unattached_thread),
             TEST_ENTRY(many_in_sequence), TEST_ENTRY(join_timeout),
@@ -478,4 +516,4 @@ RUNNER_MAIN(TEST_ENTRY(start_join_result), TEST_ENTRY(runs_holding_gil),
             TEST_ENTRY(release_running_thread), TEST_ENTRY(names),
             TEST_ENTRY(long_names),
             TEST_ENTRY(idents), TEST_ENTRY(thread_list), TEST_ENTRY(options),
-            TEST_ENTRY(start_eagain))
+            TEST_ENTRY(start_eagain), TEST_ENTRY(fn_calls_pthread_exit))

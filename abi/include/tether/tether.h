@@ -195,7 +195,8 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
    started in this runtime, whether it is attached, detached, or attached to
    another interpreter through tether_ensure; or the runtime is already
-   finalizing; nothing changes).
+   finalizing; nothing changes), TETHER_ENOMEM (nothing changes: the
+   runtime runs on and may be finalized again).
    [any-thread] */
 TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
 
@@ -212,7 +213,8 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
    Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
    main interpreter), TETHER_ESTATE (the caller is attached to it, or is a
    thread tether_thread_start started in it, even when detached or attached
-   to another interpreter; nothing changes), TETHER_EFINALIZING (`interp` was
+   to another interpreter, or another tether_interp_destroy of it is in
+   progress; nothing changes), TETHER_EFINALIZING (`interp` was
    destroyed, but the caller's own interpreter began finalizing meanwhile:
    the caller is left detached, as after any wait that returns it).
    [any-thread] */
@@ -240,7 +242,8 @@ TETHER_API int tether_get_switch_interval(tether_runtime rt, uint32_t *out);
    thread state stays cached on the OS thread until it exits, so the next
    ensure costs one GIL acquisition.
    Returns TETHER_EINVAL (NULL out), TETHER_EBADHANDLE, TETHER_EFINALIZING
-   (never hangs at shutdown), TETHER_ENOMEM.  [any-thread] */
+   (never hangs at shutdown), TETHER_ENOMEM, TETHER_ESTATE (2^24 - 1
+   ensures of this thread are outstanding; nothing changes).  [any-thread] */
 TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
 
 /* Undoes the tether_ensure that returned `st`: drops the GIL if that ensure
@@ -305,7 +308,9 @@ TETHER_API int tether_gil_held(void);
  * ---------------------------------------------------------------------- */
 
 /* Runs holding the interpreter's GIL.  Returns TETHER_OK, TETHER_EXIT
-   (silent exit) or an error status, which goes to the excepthook. */
+   (silent exit) or an error status, which goes to the excepthook.  A fn
+   that ends its thread with pthread_exit finishes as if it returned
+   TETHER_EXIT: the GIL is dropped and joiners return. */
 typedef int (*tether_thread_fn)(void *arg);
 
 typedef struct tether_thread_opts {
@@ -399,8 +404,10 @@ typedef void (*tether_unblock_fn)(void *arg);
    tether_call_soon, tether_event_set, tether_channel_close or
    tether_thread_raise.  It must be quick and must not wait for a GIL (no
    tether_ensure, no waits), since this thread, holding its GIL, may be
-   waiting for it to return.  It is never called after
-   tether_call_blocking has returned, so ubf_arg may be freed then.
+   waiting for it to return.  It is not called again while a call of it
+   is in progress (so it may raise at the very thread it unblocks), and
+   never after tether_call_blocking has returned, so ubf_arg may be freed
+   then.
    Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
    re-attaching found one pending (fn's result is then lost);
    TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
