@@ -68,7 +68,9 @@ REPO_DIRS = ("abi", "core", "bindings", "plugins", "examples", "tests",
 
 MARKER_RE = re.compile(r"^\s*<!--\s*docs-check:\s*(.*?)\s*-->\s*$")
 EXAMPLE_RE = re.compile(r"^\s*<!--\s*example:\s*(\S+)\s*-->\s*$")
-FENCE_RE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)\s*$")
+# An opening fence may carry more after its language (```c title="x.c"):
+# the first word is the language.
+FENCE_RE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)(?:\s+[^`\s][^`]*)?\s*$")
 LINK_RE = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 CODE_SPAN_RE = re.compile(r"(`+)(.+?)\1")
 MD_NAME_RE = re.compile(r"(?<![\w./-])((?:\.\./|\./)?(?:[\w-]+/)*[\w-]+\.md)\b")
