@@ -235,11 +235,49 @@ struct thread {
     struct thread *reg_prev, *reg_next; /* Synchronization: interp->mutex */
 };
 
-/* ---- tstate.c ------------------------------------------------------- */
+/* ---- osthread.c ------------------------------------------------------ */
 
-/* The calling thread's record (see tstate.c).  Synchronization: thread-local. */
+/* The calling thread's record.  Synchronization: thread-local. */
 extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
 #define t_os_fast() t_os
+
+/* The record if it exists; never allocates. */
+struct osthread *os_peek(void);
+/* The attached thread state of the calling thread, or NULL. */
+struct tstate *ts_current(void);
+
+/* ---- interp.c -------------------------------------------------------- */
+
+void interp_ref(struct interp *interp);
+void interp_unref(struct interp *interp);
+/* Looks an interp handle up; accepts one being finalized (so the caller
+   can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
+struct interp *interp_get(tether_interp h);
+/* Looks up an open interp handle (a new reference); on failure sets the
+   last error of `fn` and returns NULL. */
+struct interp *interp_open(tether_interp h, const char *fn);
+/* Looks a runtime handle up (a new reference), or sets the last error of
+   `fn` and returns NULL. */
+struct runtime *runtime_get(tether_runtime h, const char *fn);
+/* A new runtime with the settings of `c`, in the list of live runtimes;
+   NULL when out of memory. */
+struct runtime *runtime_new(const tether_config *c);
+/* A new interpreter of `rt`, linked into its list.  Returns TETHER_OK,
+   TETHER_ENOMEM, or TETHER_EFINALIZING (`rt` is finalizing; only the main
+   interpreter is made then). */
+int interp_new(struct runtime *rt, int is_main, struct interp **out);
+/* Fork: prepare takes every registry lock (the list, each runtime, each
+   interpreter, each GIL) in rank order; parent and child release them
+   (the child makes the GILs anew, keeping `survivor` as holder if it held
+   one).  Between prepare and child, the child may walk every interpreter
+   with registry_foreach_interp_locked. */
+void registry_atfork_prepare(void);
+void registry_atfork_parent(void);
+void registry_atfork_child(struct tstate *survivor);
+void registry_foreach_interp_locked(void (*fn)(struct interp *, void *),
+                                    void *ud);
+
+/* ---- tstate.c ------------------------------------------------------- */
 
 /* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
 int os_grow_frames(struct osthread *os);
@@ -254,10 +292,6 @@ void ts_forget(struct osthread *os, struct tstate *ts);
 
 /* The calling thread's record, created on first use (NULL on ENOMEM). */
 struct osthread *os_get(void);
-/* The record if it exists; never allocates. */
-struct osthread *os_peek(void);
-/* The attached thread state of the calling thread, or NULL. */
-struct tstate *ts_current(void);
 
 /* A new, unbound thread state of `interp` (takes an interp reference). */
 struct tstate *ts_new(struct interp *interp);
@@ -365,16 +399,5 @@ void thread_boot_exit(struct osthread *os, int result);
 void thread_report(struct interp *interp, struct thread *t, int code);
 /* Fork child: a thread of the parent that vanished. */
 void thread_atfork_vanished(struct thread *t);
-
-/* ---- runtime.c ------------------------------------------------------- */
-
-void interp_ref(struct interp *interp);
-void interp_unref(struct interp *interp);
-/* Looks an interp handle up; accepts one being finalized (so the caller
-   can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
-struct interp *interp_get(tether_interp h);
-/* Looks up an open interp handle (a new reference); on failure sets the
-   last error of `fn` and returns NULL. */
-struct interp *interp_open(tether_interp h, const char *fn);
 
 #endif

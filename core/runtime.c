@@ -1,13 +1,7 @@
 /*
  * runtime.c - runtimes and interpreters: create, finalize, destroy, the
- * TETHER_DEBUG report, and fork().
- *
- * Lifetime.  Memory is reference-counted through the handle table: a
- * runtime is referenced by its handle and by each interpreter; an
- * interpreter by its handle, each thread state, each thread object and each
- * lookup in progress.  Finalize closes the handles; the memory goes with
- * the last reference, so a daemon or foreign thread that wakes up late
- * still unlinks itself from valid memory.
+ * TETHER_DEBUG report, and fork().  The objects themselves, their lookup
+ * and their lifetime are interp.c's.
  *
  * Finalize, in order (tether_runtime_finalize; tether_interp_destroy does
  * the same for one interpreter):
@@ -37,10 +31,6 @@
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
 #define MAX_SWITCH_US 10000000u
 
-/* g_rt_lock (rank 0) protects g_runtimes, the runtimes whose memory is
-   alive, for fork(). */
-static pthread_mutex_t g_rt_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct runtime *g_runtimes;
 static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
 uint32_t tether_abi_version(void) { return TETHER_ABI_VERSION; }
@@ -51,112 +41,6 @@ const char *tether_version_string(void)
 {
     return STR(TETHER_VERSION_MAJOR) "." STR(TETHER_VERSION_MINOR) "." STR(
         TETHER_VERSION_PATCH);
-}
-
-/* ---- references ---------------------------------------------------------- */
-
-void interp_ref(struct interp *interp) { handle_ref(interp->handle); }
-void interp_unref(struct interp *interp) { handle_put(interp->handle); }
-struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP); }
-
-struct interp *interp_open(tether_interp h, const char *fn)
-{
-    struct interp *interp = handle_get(h, HT_INTERP);
-    if (!interp)
-        err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
-                   (unsigned long long)h);
-    return interp;
-}
-
-static void runtime_dtor(void *p)
-{
-    struct runtime *rt = p;
-    rank_lock(&g_rt_lock, RANK_RT_LIST);
-    for (struct runtime **q = &g_runtimes; *q; q = &(*q)->next) {
-        if (*q == rt) {
-            *q = rt->next;
-            break;
-        }
-    }
-    rank_unlock(&g_rt_lock, RANK_RT_LIST);
-    gil_destroy(&rt->gil);
-    pthread_mutex_destroy(&rt->mutex);
-    t_free(rt);
-    alloc_runtime_add(-1);
-}
-
-static void interp_dtor(void *p)
-{
-    struct interp *interp = p;
-    struct runtime *rt = interp->rt;
-    rank_lock(&rt->mutex, RANK_RUNTIME);
-    for (struct interp **q = &rt->interps; *q; q = &(*q)->next) {
-        if (*q == interp) {
-            *q = interp->next;
-            break;
-        }
-    }
-    rank_unlock(&rt->mutex, RANK_RUNTIME);
-    while (interp->pending_head) {
-        struct pending_call *c = interp->pending_head;
-        interp->pending_head = c->next;
-        plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
-        t_free(c);
-    }
-    if (interp->gil == &interp->own_gil)
-        gil_destroy(&interp->own_gil);
-    pthread_mutex_destroy(&interp->mutex);
-    uint64_t rth = rt->handle;
-    t_free(interp);
-    handle_put(rth);
-}
-
-static int interp_new(struct runtime *rt, int is_main, struct interp **out)
-{
-    struct interp *interp = t_calloc(1, sizeof *interp);
-    if (!interp)
-        return TETHER_ENOMEM;
-    interp->rt = rt;
-    interp->is_main = is_main;
-    /* For helgrind and DRD (annotate.h): flags read and written only
-       through C11 atomics, by any thread. */
-    ann_atomic(interp->finalizing);
-    ann_atomic(interp->destroying);
-    ann_atomic(interp->hook);
-    ann_atomic(interp->hook_ud);
-    pthread_mutex_init(&interp->mutex, NULL);
-    if (rt->flags & TETHER_CONFIG_PER_INTERP_GIL) {
-        gil_init(&interp->own_gil, atomic_load(&rt->gil.interval_us));
-        interp->gil = &interp->own_gil;
-    } else {
-        interp->gil = &rt->gil;
-    }
-    if (handle_new(HT_INTERP, interp, interp_dtor, is_main ? "main" : NULL,
-                   &interp->handle) != TETHER_OK) {
-        if (interp->gil == &interp->own_gil)
-            gil_destroy(&interp->own_gil);
-        pthread_mutex_destroy(&interp->mutex);
-        t_free(interp);
-        return TETHER_ENOMEM;
-    }
-    handle_ref(rt->handle);
-    TETHER_DELAY_POINT("interp.create.before_link");
-    /* Checked again under the mutex: finalize sets the flag before it
-       takes its snapshot of the list under the same mutex, so a new
-       interpreter is either in that snapshot or refused here. */
-    rank_lock(&rt->mutex, RANK_RUNTIME);
-    int fin = !is_main && atomic_load(&rt->finalizing);
-    if (!fin) {
-        interp->next = rt->interps;
-        rt->interps = interp;
-    }
-    rank_unlock(&rt->mutex, RANK_RUNTIME);
-    if (fin) {
-        handle_close(interp->handle, HT_INTERP); /* interp_dtor undoes it */
-        return TETHER_EFINALIZING;
-    }
-    *out = interp;
-    return TETHER_OK;
 }
 
 /* ---- create ------------------------------------------------------------- */
@@ -189,32 +73,6 @@ static int read_config(const tether_config *cfg, tether_config *c)
     return TETHER_OK;
 }
 
-static struct runtime *runtime_alloc(const tether_config *c)
-{
-    struct runtime *rt = t_calloc(1, sizeof *rt);
-    if (!rt)
-        return NULL;
-    rt->flags = c->flags;
-    rt->excepthook = c->excepthook;
-    rt->excepthook_ud = c->excepthook_ud;
-    ann_atomic(rt->finalizing); /* atomics only, as in interp_new */
-    ann_atomic(rt->thread_names);
-    pthread_mutex_init(&rt->mutex, NULL);
-    gil_init(&rt->gil, c->switch_interval_us ? c->switch_interval_us
-                                              : DEFAULT_SWITCH_US);
-    if (handle_new(HT_RUNTIME, rt, runtime_dtor, NULL, &rt->handle) != TETHER_OK) {
-        gil_destroy(&rt->gil);
-        pthread_mutex_destroy(&rt->mutex);
-        t_free(rt);
-        return NULL;
-    }
-    rank_lock(&g_rt_lock, RANK_RT_LIST);
-    rt->next = g_runtimes;
-    g_runtimes = rt;
-    rank_unlock(&g_rt_lock, RANK_RT_LIST);
-    return rt;
-}
-
 int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
 {
     static const char fn[] = "tether_runtime_create";
@@ -231,7 +89,7 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
     if (!os)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     alloc_runtime_add(1); /* undone by runtime_dtor */
-    struct runtime *rt = runtime_alloc(&c);
+    struct runtime *rt = runtime_new(&c);
     if (!rt) {
         alloc_runtime_add(-1);
         return err_set(TETHER_ENOMEM, fn, "out of memory");
@@ -249,16 +107,6 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
     ts_attach(ts, 0); /* a new GIL is free */
     *out = rt->handle;
     return TETHER_OK;
-}
-
-/* Looks a runtime handle up (a new reference), or sets the last error. */
-static struct runtime *runtime_get(tether_runtime h, const char *fn)
-{
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
-    if (!rt)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                   (unsigned long long)h);
-    return rt;
 }
 
 int tether_runtime_main_interp(tether_runtime h, tether_interp *out)
@@ -606,16 +454,7 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
    threads that do not exist in it. */
 static void atfork_prepare(void)
 {
-    pthread_mutex_lock(&g_rt_lock);
-    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
-        pthread_mutex_lock(&rt->mutex);
-        for (struct interp *i = rt->interps; i; i = i->next)
-            pthread_mutex_lock(&i->mutex);
-        gil_atfork_prepare(&rt->gil);
-        for (struct interp *i = rt->interps; i; i = i->next)
-            if (i->gil == &i->own_gil)
-                gil_atfork_prepare(&i->own_gil);
-    }
+    registry_atfork_prepare();
     plugin_atfork_prepare();
     handle_atfork_prepare();
 }
@@ -624,16 +463,7 @@ static void atfork_parent(void)
 {
     handle_atfork_parent();
     plugin_atfork_parent();
-    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
-        for (struct interp *i = rt->interps; i; i = i->next)
-            if (i->gil == &i->own_gil)
-                gil_atfork_parent(&i->own_gil);
-        gil_atfork_parent(&rt->gil);
-        for (struct interp *i = rt->interps; i; i = i->next)
-            pthread_mutex_unlock(&i->mutex);
-        pthread_mutex_unlock(&rt->mutex);
-    }
-    pthread_mutex_unlock(&g_rt_lock);
+    registry_atfork_parent();
 }
 
 /* Unlinks the states of vanished threads; their references are dropped
@@ -711,40 +541,43 @@ static void release_vanished(struct tstate *gone)
     }
 }
 
+struct vanished {
+    struct osthread *self;
+    struct tstate *gone;
+};
+
+/* Drops the vanished threads' states of one interpreter (its mutex is
+   held since prepare) and makes the survivor's own objects anew. */
+static void child_interp(struct interp *i, void *ud)
+{
+    struct vanished *v = ud;
+    struct tstate *g = drop_vanished(i, v->self);
+    while (g) {
+        struct tstate *ts = g;
+        g = ts->next;
+        ts->next = v->gone;
+        v->gone = ts;
+    }
+    if (v->self)
+        for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
+            pthread_mutex_init(&ts->sleep_mutex, NULL);
+            plat_cond_init(&ts->sleep_cond);
+            plat_cond_init(&ts->ubf_idle);
+            ts->ubf_calls = 0; /* callers that vanished */
+            if (!i->main_ts)
+                i->main_ts = ts;
+        }
+}
+
 static void atfork_child(void)
 {
     struct osthread *self = os_peek();
-    struct tstate *survivor = self ? self->current : NULL;
-    struct tstate *gone = NULL;
+    struct vanished v = {self, NULL};
     handle_atfork_child();
     plugin_atfork_child();
-    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
-        gil_atfork_child(&rt->gil, survivor);
-        for (struct interp *i = rt->interps; i; i = i->next) {
-            if (i->gil == &i->own_gil)
-                gil_atfork_child(&i->own_gil, survivor);
-            struct tstate *g = drop_vanished(i, self);
-            while (g) {
-                struct tstate *ts = g;
-                g = ts->next;
-                ts->next = gone;
-                gone = ts;
-            }
-            if (self)
-                for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
-                    pthread_mutex_init(&ts->sleep_mutex, NULL);
-                    plat_cond_init(&ts->sleep_cond);
-                    plat_cond_init(&ts->ubf_idle);
-                    ts->ubf_calls = 0; /* callers that vanished */
-                    if (!i->main_ts)
-                        i->main_ts = ts;
-                }
-            pthread_mutex_unlock(&i->mutex);
-        }
-        pthread_mutex_unlock(&rt->mutex);
-    }
-    pthread_mutex_unlock(&g_rt_lock);
+    registry_foreach_interp_locked(child_interp, &v);
+    registry_atfork_child(self ? self->current : NULL);
     handle_foreach_open(reinit_object, NULL);
     alloc_atfork_child();
-    release_vanished(gone);
+    release_vanished(v.gone);
 }

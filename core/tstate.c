@@ -30,11 +30,6 @@
 
 #define INLINE_FRAMES 8
 
-/* The calling thread's record.  Synchronization: thread-local.  The
-   initial-exec model makes the access one instruction; it is one pointer,
-   well inside the static TLS that glibc keeps for dlopen'ed libraries. */
-__thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
-
 /* Runs the destructor at thread exit.  Synchronization: immutable after
    g_os_once. */
 static pthread_key_t g_os_key;
@@ -48,10 +43,6 @@ static void os_key_init(void)
     ann_atomic(g_os_serial); /* atomics only (helgrind, DRD: annotate.h) */
     pthread_key_create(&g_os_key, os_exit);
 }
-
-struct osthread *os_peek(void) { return t_os; }
-
-struct tstate *ts_current(void) { return t_os ? t_os->current : NULL; }
 
 /* The record lives in the thread's own TLS (no allocation: a brand-new
    thread's first ensure must not pay for its first malloc), and outlives
