@@ -31,23 +31,6 @@ static int finalizing(struct tstate *ts)
     return atomic_load_explicit(&ts->interp->finalizing, memory_order_acquire);
 }
 
-int ts_attach(struct tstate *ts, int urgent)
-{
-    int rc = gil_take(ts->interp->gil, ts, urgent);
-    if (rc == TETHER_OK) {
-        ts->attached = 1;
-        ts->os->current = ts;
-    }
-    return rc;
-}
-
-void ts_detach(struct tstate *ts)
-{
-    ts->attached = 0;
-    ts->os->current = NULL;
-    gil_drop(ts->interp->gil, ts);
-}
-
 /* Moves the calling thread from `from` to `to`, both of this OS thread.
    With one GIL for both, only the bookkeeping changes hands. */
 static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
@@ -364,72 +347,7 @@ int tether_checkpoint(void)
     return checkpoint_slow(ts);
 }
 
-static void hook_if_holder(struct tstate *holder, void *target)
-{
-    if (holder != target)
-        return;
-    tether_breaker_fn hook = atomic_load(&holder->interp->hook);
-    if (hook) {
-        ann_happens_after(&holder->interp->hook); /* see set_breaker_hook */
-        void *ud = atomic_load_explicit(&holder->userdata, memory_order_acquire);
-        if (ud)
-            ann_happens_after(&holder->userdata); /* see set_thread_userdata */
-        hook(ud, atomic_load(&holder->interp->hook_ud));
-    }
-}
-
-void breaker_signal(struct tstate *ts, unsigned bits)
-{
-    atomic_fetch_or(&ts->breaker, bits);
-    if (ts->wait_mutex) {
-        rank_lock(ts->wait_mutex, RANK_OBJECT);
-        pthread_cond_broadcast(ts->wait_cond);
-        rank_unlock(ts->wait_mutex, RANK_OBJECT);
-    }
-    /* Called by breaker_unblock, without the lock.  Not while a call of
-       it is in progress: that call unblocks fn all the same, and an unblock
-       function that raises at its own target would otherwise be called
-       again from inside itself, without end. */
-    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)) && ts->ubf_calls == 0)
-        ts->ubf_due = 1;
-    if (atomic_load(&ts->interp->hook))
-        gil_with_holder(ts->interp->gil, hook_if_holder, ts);
-}
-
-void breaker_unblock(struct interp *interp)
-{
-    rank_lock(&interp->mutex, RANK_INTERP);
-    for (;;) {
-        struct tstate *ts = interp->tstates;
-        while (ts && !ts->ubf_due)
-            ts = ts->next;
-        if (!ts)
-            break;
-        /* ts stays alive: its owner, in tether_call_blocking, waits for
-           ubf_calls to drop to 0 before it goes on. */
-        ts->ubf_due = 0;
-        ts->ubf_calls++;
-        tether_unblock_fn fn = ts->ubf;
-        void *arg = ts->ubf_arg;
-        rank_unlock(&interp->mutex, RANK_INTERP);
-        fn(arg);
-        rank_lock(&interp->mutex, RANK_INTERP);
-        if (--ts->ubf_calls == 0)
-            pthread_cond_broadcast(&ts->ubf_idle);
-    }
-    rank_unlock(&interp->mutex, RANK_INTERP);
-}
-
 /* ---- asynchronous exceptions -------------------------------------------- */
-
-void async_clear(struct tstate *ts)
-{
-    if (ts->has_pending && ts->pending_dtor)
-        ts->pending_dtor(ts->pending_payload);
-    if (ts->has_delivered && ts->delivered_dtor)
-        ts->delivered_dtor(ts->delivered_payload);
-    ts->has_pending = ts->has_delivered = 0;
-}
 
 int async_deliver(struct tstate *ts)
 {

@@ -297,8 +297,21 @@ struct osthread *os_get(void);
 struct tstate *ts_new(struct interp *interp);
 /* Binds a state to the calling OS thread and its cache. */
 void ts_bind(struct tstate *ts, struct osthread *os);
-/* Unlinks and frees a detached state (drops its interp reference). */
+/* Unlinks and frees a detached state (drops its interp reference); a
+   thread object of a thread tether did not start finishes with it. */
 void ts_delete(struct tstate *ts);
+/* Takes `ts` off its interpreter's list (only that).  Called with
+   interp->mutex held. */
+void ts_unlink(struct tstate *ts);
+/* Attaches `ts` (takes its GIL).  Same returns as gil_take. */
+int ts_attach(struct tstate *ts, int urgent);
+/* Detaches the attached `ts` (drops its GIL). */
+void ts_detach(struct tstate *ts);
+/* The end of a thread tether started, once fn has returned (or left
+   through pthread_exit: the thread-exit destructor calls it): drops every
+   GIL, frees the start-up state os->boot and finishes the thread object
+   with `result`. */
+void thread_boot_exit(struct osthread *os, int result);
 /* The calling thread's cached state for `interp` handle value, or NULL. */
 struct tstate *ts_cached(struct osthread *os, tether_interp h);
 /* Deletes the calling thread's cached states of the finalized `rt` (or of
@@ -334,12 +347,8 @@ void gil_atfork_prepare(struct gil *g);
 void gil_atfork_parent(struct gil *g);
 void gil_atfork_child(struct gil *g, struct tstate *survivor);
 
-/* ---- gilstate.c ------------------------------------------------------ */
+/* ---- breaker.c ------------------------------------------------------- */
 
-/* Attaches `ts` (takes its GIL).  Same returns as gil_take. */
-int ts_attach(struct tstate *ts, int urgent);
-/* Detaches the attached `ts` (drops its GIL). */
-void ts_detach(struct tstate *ts);
 /* Sets breaker bits and wakes what must be woken (a blocked wait, the
    binding's hook), and marks an unblock function due.  Called with
    interp->mutex held; the caller then calls breaker_unblock. */
@@ -348,12 +357,12 @@ void breaker_signal(struct tstate *ts, unsigned bits);
    lock held (they may call tether_call_soon and the like).  Called without
    interp->mutex, holding a reference on `interp`. */
 void breaker_unblock(struct interp *interp);
+/* ---- gilstate.c ------------------------------------------------------ */
+
 /* Moves the pending asynchronous exception to the delivered slot and
    returns TETHER_EASYNC, or TETHER_OK if there was none (interp->mutex not
    held). */
 int async_deliver(struct tstate *ts);
-/* Frees a thread state's exception payloads (ts being deleted). */
-void async_clear(struct tstate *ts);
 /* Checks the breaker of a thread that just re-attached after blocking:
    TETHER_EASYNC (delivered), or TETHER_EFINALIZING (now detached). */
 int breaker_after_block(struct tstate *ts);
@@ -381,23 +390,37 @@ void wait_atfork_child_object(int type, void *obj);
 /* Fork child: the same for a channel. */
 void channel_atfork_child_object(int type, void *obj);
 
-/* ---- thread.c -------------------------------------------------------- */
+/* ---- threadobj.c ----------------------------------------------------- */
 
+/* A thread object with one user reference and one more reference held by
+   the thread itself (dropped when it finishes).  Returns TETHER_OK or
+   TETHER_ENOMEM. */
+int thread_new(struct interp *interp, const char *name, int joinable,
+               struct thread **out);
+/* Adds a user reference; the handle is open (the caller holds a lookup
+   reference or the thread's state). */
+void thread_ref_user(struct thread *t);
+/* Drops a user reference; the handle closes with the last one once the
+   thread is done.  TETHER_EBADHANDLE if none was left. */
+int thread_unref_user(struct thread *t);
+/* Links `t` into, or takes it off (if it is on it), its interpreter's
+   registry of started threads.  Called with interp->mutex held. */
+void thread_register(struct thread *t);
+void thread_unregister(struct thread *t);
+/* Marks the thread finished (releases the sentinel); a joinable one also
+   leaves the registry. */
+void thread_finish(struct thread *t, int result);
 /* The thread object of the calling thread's attached state, created for
    threads tether did not start (a new user reference).  */
 int thread_of_current(struct tstate *ts, uint64_t *out);
-/* Joins a thread object (wait on the sentinel, then reap). */
-int thread_join_obj(struct thread *t, int64_t timeout_ns);
-/* Marks the thread of a deleted state finished (releases the sentinel). */
-void thread_finish(struct thread *t, int result);
-/* The end of a thread tether started, once fn has returned (or left
-   through pthread_exit: the thread-exit destructor calls it): drops every
-   GIL, frees the start-up state os->boot and finishes the thread object
-   with `result`. */
-void thread_boot_exit(struct osthread *os, int result);
 /* Reports a thread's failure to the runtime's excepthook (GIL held). */
 void thread_report(struct interp *interp, struct thread *t, int code);
 /* Fork child: a thread of the parent that vanished. */
 void thread_atfork_vanished(struct thread *t);
+
+/* ---- thread.c -------------------------------------------------------- */
+
+/* Joins a thread object (wait on the sentinel, then reap). */
+int thread_join_obj(struct thread *t, int64_t timeout_ns);
 
 #endif

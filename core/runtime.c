@@ -476,33 +476,23 @@ static struct tstate *drop_vanished(struct interp *interp, struct osthread *self
         next = ts->next;
         if (self && ts->os == self)
             continue;
-        if (ts->prev)
-            ts->prev->next = ts->next;
-        else
-            interp->tstates = ts->next;
-        if (ts->next)
-            ts->next->prev = ts->prev;
+        ts_unlink(ts);
         if (interp->main_ts == ts)
             interp->main_ts = NULL;
-        if (ts->thread) {
-            thread_atfork_vanished(ts->thread);
-            ts->thread->ts = NULL;
+        struct thread *t = ts->thread;
+        if (t) {
+            thread_unregister(t);
+            thread_atfork_vanished(t);
+            t->ts = NULL;
         }
         ts->next = gone;
         gone = ts;
     }
-    /* Keep only the registered threads that still have a state. */
-    struct thread **p = &interp->threads;
-    while (*p) {
-        if ((*p)->ts) {
-            p = &(*p)->reg_next;
-        } else {
-            struct thread *t = *p;
-            *p = t->reg_next;
-            if (t->reg_next)
-                t->reg_next->reg_prev = t->reg_prev;
-            t->reg_prev = t->reg_next = NULL;
-        }
+    /* A registered thread whose state was already deleted vanished too. */
+    for (struct thread *t = interp->threads, *tn; t; t = tn) {
+        tn = t->reg_next;
+        if (!t->ts)
+            thread_unregister(t);
     }
     return gone;
 }

@@ -1,5 +1,7 @@
 /*
- * tstate.c - thread states and the per-OS-thread record.
+ * tstate.c - thread states and the per-OS-thread record: making, binding,
+ * attaching (taking the state's GIL), detaching, deleting; and the end of
+ * an OS thread (the thread-exit destructor, the bootstrap's end).
  *
  * A thread state belongs to one interpreter and one OS thread.  The OS
  * thread's record (struct osthread, reached through one initial-exec TLS
@@ -22,11 +24,13 @@
 
 #include "alloc.h"
 #include "annotate.h"
+#include "delay.h"
 #include "error.h"
 #include "lockrank.h"
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
+#include "plugin.h"
 
 #define INLINE_FRAMES 8
 
@@ -109,6 +113,26 @@ static void os_exit(void *p)
     t_os = NULL;
 }
 
+/* ---- the end of a thread tether started ------------------------------------ */
+
+void thread_boot_exit(struct osthread *os, int result)
+{
+    struct tstate *ts = os->boot;
+    struct thread *t = os->boot_thread;
+    plugin_unpin(t->pin, PLUGIN_PIN_HOLD); /* no instruction of fn runs now */
+    t->pin = NULL;
+    while (os->current) /* also anything fn ensured and never released */
+        ts_detach(os->current);
+    os->depth = 0;
+    os->boot = NULL;
+    os->boot_thread = NULL;
+    TETHER_DELAY_POINT("thread.boot.before_teardown");
+    ts_forget(os, ts);
+    TETHER_DELAY_POINT("thread.boot.before_finish");
+    thread_finish(t, result);
+    handle_put(t->handle); /* the thread's own reference */
+}
+
 /* Clears a new state and links it into `interp`.  Called with interp->mutex held. */
 static void ts_link(struct tstate *ts, struct interp *interp)
 {
@@ -155,16 +179,54 @@ void ts_bind(struct tstate *ts, struct osthread *os)
     os->cache = ts;
 }
 
-void ts_delete(struct tstate *ts)
+/* Frees a state's asynchronous-exception payloads (the state is being
+   deleted). */
+/* ---- attach and detach -------------------------------------------------- */
+
+int ts_attach(struct tstate *ts, int urgent)
+{
+    int rc = gil_take(ts->interp->gil, ts, urgent);
+    if (rc == TETHER_OK) {
+        ts->attached = 1;
+        ts->os->current = ts;
+    }
+    return rc;
+}
+
+void ts_detach(struct tstate *ts)
+{
+    ts->attached = 0;
+    ts->os->current = NULL;
+    gil_drop(ts->interp->gil, ts);
+}
+
+/* ---- unlink and delete -------------------------------------------------- */
+
+void ts_unlink(struct tstate *ts)
 {
     struct interp *interp = ts->interp;
-    rank_lock(&interp->mutex, RANK_INTERP);
     if (ts->prev)
         ts->prev->next = ts->next;
     else
         interp->tstates = ts->next;
     if (ts->next)
         ts->next->prev = ts->prev;
+}
+
+static void ts_clear_async(struct tstate *ts)
+{
+    if (ts->has_pending && ts->pending_dtor)
+        ts->pending_dtor(ts->pending_payload);
+    if (ts->has_delivered && ts->delivered_dtor)
+        ts->delivered_dtor(ts->delivered_payload);
+    ts->has_pending = ts->has_delivered = 0;
+}
+
+void ts_delete(struct tstate *ts)
+{
+    struct interp *interp = ts->interp;
+    rank_lock(&interp->mutex, RANK_INTERP);
+    ts_unlink(ts);
     if (interp->main_ts == ts) {
         /* Pending calls move on to the interpreter's next thread. */
         interp->main_ts = interp->tstates;
@@ -182,7 +244,7 @@ void ts_delete(struct tstate *ts)
         thread_finish(t, TETHER_OK);
         handle_put(t->handle);
     }
-    async_clear(ts);
+    ts_clear_async(ts);
     ts_free(ts);
     interp_unref(interp);
 }
