@@ -357,12 +357,23 @@ void breaker_signal(struct tstate *ts, unsigned bits);
    lock held (they may call tether_call_soon and the like).  Called without
    interp->mutex, holding a reference on `interp`. */
 void breaker_unblock(struct interp *interp);
-/* ---- gilstate.c ------------------------------------------------------ */
+/* ---- async.c --------------------------------------------------------- */
 
 /* Moves the pending asynchronous exception to the delivered slot and
    returns TETHER_EASYNC, or TETHER_OK if there was none (interp->mutex not
    held). */
 int async_deliver(struct tstate *ts);
+
+/* ---- pending.c ------------------------------------------------------- */
+
+/* Runs the pending calls queued before it began, if `ts` is its
+   interpreter's main thread state (see pending.c).  Returns TETHER_OK, a
+   call's failure, or TETHER_EFINALIZING/ESTATE when a call left the
+   thread detached. */
+int pending_run(struct tstate *ts);
+
+/* ---- checkpoint.c ---------------------------------------------------- */
+
 /* Checks the breaker of a thread that just re-attached after blocking:
    TETHER_EASYNC (delivered), or TETHER_EFINALIZING (now detached). */
 int breaker_after_block(struct tstate *ts);
