@@ -266,14 +266,15 @@ struct runtime *runtime_new(const tether_config *c);
    TETHER_ENOMEM, or TETHER_EFINALIZING (`rt` is finalizing; only the main
    interpreter is made then). */
 int interp_new(struct runtime *rt, int is_main, struct interp **out);
-/* Fork: prepare takes every registry lock (the list, each runtime, each
-   interpreter, each GIL) in rank order; parent and child release them
-   (the child makes the GILs anew, keeping `survivor` as holder if it held
-   one).  Between prepare and child, the child may walk every interpreter
-   with registry_foreach_interp_locked. */
+/* Fork (fork.c orders the handlers): prepare takes every registry lock
+   (the list, each runtime, each interpreter, each GIL) in rank order;
+   parent and child release them (the child makes the GILs anew, keeping
+   the calling thread as holder if it held one).  Between prepare and
+   child, the child may walk every interpreter with
+   registry_foreach_interp_locked. */
 void registry_atfork_prepare(void);
 void registry_atfork_parent(void);
-void registry_atfork_child(struct tstate *survivor);
+void registry_atfork_child(void);
 void registry_foreach_interp_locked(void (*fn)(struct interp *, void *),
                                     void *ud);
 
@@ -312,6 +313,12 @@ void ts_detach(struct tstate *ts);
    GIL, frees the start-up state os->boot and finishes the thread object
    with `result`. */
 void thread_boot_exit(struct osthread *os, int result);
+/* Fork child, under the interpreters' mutexes: unlinks the states of
+   threads that vanished (and their thread objects from the registries)
+   and makes the survivor's own mutex and conds anew.  Then, with every
+   lock released, tstate_atfork_release drops their references. */
+void tstate_atfork_child(void);
+void tstate_atfork_release(void);
 /* The calling thread's cached state for `interp` handle value, or NULL. */
 struct tstate *ts_cached(struct osthread *os, tether_interp h);
 /* Deletes the calling thread's cached states of the finalized `rt` (or of
@@ -428,6 +435,11 @@ int thread_of_current(struct tstate *ts, uint64_t *out);
 void thread_report(struct interp *interp, struct thread *t, int code);
 /* Fork child: a thread of the parent that vanished. */
 void thread_atfork_vanished(struct thread *t);
+
+/* ---- fork.c ---------------------------------------------------------- */
+
+/* Installs the core's pthread_atfork handlers, once. */
+void fork_install(void);
 
 /* ---- thread.c -------------------------------------------------------- */
 

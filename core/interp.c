@@ -210,8 +210,10 @@ void registry_atfork_parent(void)
     pthread_mutex_unlock(&g_rt_lock);
 }
 
-void registry_atfork_child(struct tstate *survivor)
+void registry_atfork_child(void)
 {
+    struct osthread *self = os_peek();
+    struct tstate *survivor = self ? self->current : NULL;
     for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
         gil_atfork_child(&rt->gil, survivor);
         for (struct interp *i = rt->interps; i; i = i->next) {

@@ -31,8 +31,6 @@
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
 #define MAX_SWITCH_US 10000000u
 
-static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
-
 uint32_t tether_abi_version(void) { return TETHER_ABI_VERSION; }
 
 #define STR2(x) #x
@@ -44,14 +42,6 @@ const char *tether_version_string(void)
 }
 
 /* ---- create ------------------------------------------------------------- */
-
-static void atfork_prepare(void);
-static void atfork_parent(void);
-static void atfork_child(void);
-static void atfork_install(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
 
 static int read_config(const tether_config *cfg, tether_config *c)
 {
@@ -84,7 +74,7 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
         return rc;
     if (ts_current())
         return err_misuse(TETHER_ESTATE, fn, "the calling thread already holds a GIL");
-    pthread_once(&g_atfork_once, atfork_install);
+    fork_install();
     struct osthread *os = os_get();
     if (!os)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
@@ -445,129 +435,4 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     if (rc != TETHER_OK)
         return err_set(rc, fn, "threads were still running at the deadline");
     return TETHER_OK;
-}
-
-/* ---- fork --------------------------------------------------------------- */
-
-/* Every lock that guards shared structure is taken, in rank order, so the
-   child inherits it consistent; the child then rebuilds what belonged to
-   threads that do not exist in it. */
-static void atfork_prepare(void)
-{
-    registry_atfork_prepare();
-    plugin_atfork_prepare();
-    handle_atfork_prepare();
-}
-
-static void atfork_parent(void)
-{
-    handle_atfork_parent();
-    plugin_atfork_parent();
-    registry_atfork_parent();
-}
-
-/* Unlinks the states of vanished threads; their references are dropped
-   once every lock is released (a dropped reference may free memory whose
-   destructor takes those locks).  Returns the list through ts->next. */
-static struct tstate *drop_vanished(struct interp *interp, struct osthread *self)
-{
-    struct tstate *gone = NULL, *ts = interp->tstates, *next;
-    for (; ts; ts = next) {
-        next = ts->next;
-        if (self && ts->os == self)
-            continue;
-        ts_unlink(ts);
-        if (interp->main_ts == ts)
-            interp->main_ts = NULL;
-        struct thread *t = ts->thread;
-        if (t) {
-            thread_unregister(t);
-            thread_atfork_vanished(t);
-            t->ts = NULL;
-        }
-        ts->next = gone;
-        gone = ts;
-    }
-    /* A registered thread whose state was already deleted vanished too. */
-    for (struct thread *t = interp->threads, *tn; t; t = tn) {
-        tn = t->reg_next;
-        if (!t->ts)
-            thread_unregister(t);
-    }
-    return gone;
-}
-
-static void reinit_object(uint64_t h, int type, void *obj, const char *name,
-                          uint64_t creator, void *ud)
-{
-    (void)h, (void)name, (void)creator, (void)ud;
-    wait_atfork_child_object(type, obj);
-    channel_atfork_child_object(type, obj);
-}
-
-/* Drops what vanished threads held: their thread objects' own references
-   and their states (their OS-thread records were thread-local storage). */
-static void release_vanished(struct tstate *gone)
-{
-    while (gone) {
-        struct tstate *ts = gone;
-        gone = ts->next;
-
-        struct thread *t = ts->thread;
-        ts->thread = NULL;
-        if (t) {
-            int close = t->user_refs == 0;
-            if (close)
-                handle_close(t->handle, HT_THREAD);
-            handle_put(t->handle); /* the vanished thread's own reference */
-        }
-        struct interp *interp = ts->interp;
-        /* Plain free: its sleep cond may count a waiter that vanished, and
-           destroying such a cond waits for ever.  Payloads are left alone:
-           their owners are gone. */
-        ann_forget(&ts->interp); /* as ts_free does */
-        t_free(ts);
-        interp_unref(interp);
-    }
-}
-
-struct vanished {
-    struct osthread *self;
-    struct tstate *gone;
-};
-
-/* Drops the vanished threads' states of one interpreter (its mutex is
-   held since prepare) and makes the survivor's own objects anew. */
-static void child_interp(struct interp *i, void *ud)
-{
-    struct vanished *v = ud;
-    struct tstate *g = drop_vanished(i, v->self);
-    while (g) {
-        struct tstate *ts = g;
-        g = ts->next;
-        ts->next = v->gone;
-        v->gone = ts;
-    }
-    if (v->self)
-        for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
-            pthread_mutex_init(&ts->sleep_mutex, NULL);
-            plat_cond_init(&ts->sleep_cond);
-            plat_cond_init(&ts->ubf_idle);
-            ts->ubf_calls = 0; /* callers that vanished */
-            if (!i->main_ts)
-                i->main_ts = ts;
-        }
-}
-
-static void atfork_child(void)
-{
-    struct osthread *self = os_peek();
-    struct vanished v = {self, NULL};
-    handle_atfork_child();
-    plugin_atfork_child();
-    registry_foreach_interp_locked(child_interp, &v);
-    registry_atfork_child(self ? self->current : NULL);
-    handle_foreach_open(reinit_object, NULL);
-    alloc_atfork_child();
-    release_vanished(v.gone);
 }

@@ -313,3 +313,97 @@ int os_grow_frames(struct osthread *os)
     os->cap *= 2;
     return TETHER_OK;
 }
+
+/* ---- fork --------------------------------------------------------------- */
+
+/* Fork child: the states of vanished threads, unlinked by
+   tstate_atfork_child and released by tstate_atfork_release.  Only the
+   child's one thread touches it. */
+static struct tstate *g_vanished;
+
+/* Unlinks the states of vanished threads; their references are dropped
+   once every lock is released (a dropped reference may free memory whose
+   destructor takes those locks).  Returns the list through ts->next. */
+static struct tstate *drop_vanished(struct interp *interp, struct osthread *self)
+{
+    struct tstate *gone = NULL, *ts = interp->tstates, *next;
+    for (; ts; ts = next) {
+        next = ts->next;
+        if (self && ts->os == self)
+            continue;
+        ts_unlink(ts);
+        if (interp->main_ts == ts)
+            interp->main_ts = NULL;
+        struct thread *t = ts->thread;
+        if (t) {
+            thread_unregister(t);
+            thread_atfork_vanished(t);
+            t->ts = NULL;
+        }
+        ts->next = gone;
+        gone = ts;
+    }
+    /* A registered thread whose state was already deleted vanished too. */
+    for (struct thread *t = interp->threads, *tn; t; t = tn) {
+        tn = t->reg_next;
+        if (!t->ts)
+            thread_unregister(t);
+    }
+    return gone;
+}
+
+/* Drops the vanished threads' states of one interpreter (its mutex is
+   held since prepare) and makes the survivor's own objects anew. */
+static void child_interp(struct interp *i, void *ud)
+{
+    struct osthread *self = ud;
+    struct tstate *g = drop_vanished(i, self);
+    while (g) {
+        struct tstate *ts = g;
+        g = ts->next;
+        ts->next = g_vanished;
+        g_vanished = ts;
+    }
+    if (self)
+        for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
+            pthread_mutex_init(&ts->sleep_mutex, NULL);
+            plat_cond_init(&ts->sleep_cond);
+            plat_cond_init(&ts->ubf_idle);
+            ts->ubf_calls = 0; /* callers that vanished */
+            if (!i->main_ts)
+                i->main_ts = ts;
+        }
+}
+
+void tstate_atfork_child(void)
+{
+    registry_foreach_interp_locked(child_interp, os_peek());
+}
+
+/* Drops what vanished threads held: their thread objects' own references
+   and their states (their OS-thread records were thread-local storage). */
+void tstate_atfork_release(void)
+{
+    struct tstate *gone = g_vanished;
+    g_vanished = NULL;
+    while (gone) {
+        struct tstate *ts = gone;
+        gone = ts->next;
+
+        struct thread *t = ts->thread;
+        ts->thread = NULL;
+        if (t) {
+            int close = t->user_refs == 0;
+            if (close)
+                handle_close(t->handle, HT_THREAD);
+            handle_put(t->handle); /* the vanished thread's own reference */
+        }
+        struct interp *interp = ts->interp;
+        /* Plain free: its sleep cond may count a waiter that vanished, and
+           destroying such a cond waits for ever.  Payloads are left alone:
+           their owners are gone. */
+        ann_forget(&ts->interp); /* as ts_free does */
+        t_free(ts);
+        interp_unref(interp);
+    }
+}
