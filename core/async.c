@@ -59,10 +59,9 @@ int tether_thread_raise(tether_thread h, int64_t code, void *payload,
                         tether_dtor dtor)
 {
     static const char fn[] = "tether_thread_raise";
-    struct thread *t = handle_get(h, HT_THREAD);
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, fn);
     if (!t)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     struct interp *interp = t->interp;
     void *old = NULL;
     tether_dtor old_dtor = NULL;

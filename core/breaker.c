@@ -15,16 +15,8 @@
 
 static void hook_if_holder(struct tstate *holder, void *target)
 {
-    if (holder != target)
-        return;
-    tether_breaker_fn hook = atomic_load(&holder->interp->hook);
-    if (hook) {
-        ann_happens_after(&holder->interp->hook); /* see set_breaker_hook */
-        void *ud = atomic_load_explicit(&holder->userdata, memory_order_acquire);
-        if (ud)
-            ann_happens_after(&holder->userdata); /* see set_thread_userdata */
-        hook(ud, atomic_load(&holder->interp->hook_ud));
-    }
+    if (holder == target)
+        gil_call_hook(holder);
 }
 
 void breaker_signal(struct tstate *ts, unsigned bits)

@@ -12,8 +12,7 @@
 
 #include "annotate.h"
 #include "internal.h"
-
-#define ERR_BUF 512
+#include "tuning.h"
 
 /* Synchronization: thread-local. */
 static _Thread_local char t_err[ERR_BUF];

@@ -36,8 +36,6 @@
 #define BRK_PENDING 0x4u /* pending calls (main thread only) */
 #define BRK_FINAL 0x8u   /* the interpreter is finalizing */
 
-#define DEFAULT_SWITCH_US 5000u
-
 /* Keeps a slow path out of its fast path's frame. */
 #if defined(__GNUC__)
 #define T_NOINLINE __attribute__((noinline))
@@ -59,10 +57,15 @@ struct gil {
        to see whether any switch happened.  Synchronization: atomic, written
        by the holder. */
     _Atomic uint64_t acquisitions;
+    /* The statistics of tether_gil_stats_get.  Synchronization: atomic,
+       written by the holder (wait_ns_* by each waiter once it took the
+       GIL), read by anyone. */
     _Atomic uint64_t switches;
     _Atomic uint64_t forced_drops;
     _Atomic uint64_t wait_ns_total;
     _Atomic uint64_t wait_ns_max;
+    /* The switch interval.  Synchronization: atomic (set by
+       tether_set_switch_interval on any thread). */
     _Atomic uint32_t interval_us;
     /* The last thread state that held the GIL.  Synchronization: gil (the
        logical lock: only the holder reads or writes it). */
@@ -188,8 +191,10 @@ struct interp {
     struct tstate *main_ts; /* runs pending calls.  Synchronization: mutex */
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
     struct pending_call *pending_head, *pending_tail; /* mutex */
-    _Atomic int finalizing;
-    _Atomic int destroying; /* a tether_interp_destroy runs.  atomic */
+    _Atomic int finalizing; /* set once, never cleared.  Synchronization: atomic */
+    _Atomic int destroying; /* a tether_interp_destroy runs.  Synchronization: atomic */
+    /* The binding's breaker hook and its argument.  Synchronization:
+       atomic (hook_ud is stored first; see tether_interp_set_breaker_hook). */
     _Atomic(tether_breaker_fn) hook;
     _Atomic(void *) hook_ud;
     struct interp *next;    /* Synchronization: rt->mutex */
@@ -199,17 +204,26 @@ struct runtime {
     uint64_t handle;          /* Synchronization: immutable */
     uint32_t flags;           /* Synchronization: immutable */
     tether_excepthook_fn excepthook; /* Synchronization: immutable */
-    void *excepthook_ud;
+    void *excepthook_ud;      /* Synchronization: immutable */
     pthread_mutex_t mutex;    /* rank 1 */
     struct interp *interps;   /* Synchronization: mutex */
     struct interp *main;      /* Synchronization: immutable */
     uint64_t main_handle;     /* main's handle.  Synchronization: immutable
                                  (read after finalize freed main) */
     struct gil gil;           /* shared by the interpreters by default */
+    /* Set by the one tether_runtime_finalize that runs (cleared again only
+       if it failed before changing anything).  Synchronization: atomic. */
     _Atomic int finalizing;
-    _Atomic uint64_t thread_names; /* for "Thread-N".  atomic */
+    _Atomic uint64_t thread_names; /* for "Thread-N".  Synchronization: atomic */
     uint64_t creator_serial;  /* the creating OS thread.  immutable */
     struct runtime *next;     /* Synchronization: g_rt_lock */
+};
+
+/* How far the OS thread of a joinable thread was reaped (pthread_join). */
+enum thread_reap {
+    REAP_NOT_YET,     /* a join reaps it; the handle's end detaches it */
+    REAP_IN_PROGRESS, /* one joiner is in pthread_join; others wait */
+    REAP_DONE         /* joined (or it exists only in the fork parent) */
 };
 
 struct thread {
@@ -218,19 +232,24 @@ struct thread {
                                 threads tether did not start.  immutable */
     char *name;              /* Synchronization: immutable */
     int daemon;              /* Synchronization: immutable */
-    int joinable;            /* started by tether_thread_start.  immutable */
+    int joinable;            /* started by tether_thread_start.  immutable
+                                once started */
+    /* What tether_thread_start was given.  Synchronization: immutable
+       (written before pthread_create, which publishes them). */
     size_t stack_size;
     tether_thread_fn fn;
     void *arg;
-    struct plugin *pin;      /* fn's unloadable plugin, while fn may run */
-    pthread_t pt;
+    /* fn's unloadable plugin, while fn may run.  Synchronization: owner
+       (set before pthread_create; the thread itself clears it). */
+    struct plugin *pin;
+    pthread_t pt;            /* Synchronization: immutable once created */
     uint64_t ident;          /* Synchronization: mutex (set at handshake) */
     pthread_mutex_t mutex;   /* rank 4: the sentinel and the fields below */
     pthread_cond_t cond;
     int started, done;       /* Synchronization: mutex */
-    int reap;                /* 0 not yet, 1 in progress, 2 reaped/detached */
-    int result;
-    int user_refs;
+    enum thread_reap reap;   /* Synchronization: mutex */
+    int result;              /* fn's, once done.  Synchronization: mutex */
+    int user_refs;           /* handles the user holds.  Synchronization: mutex */
     struct tstate *ts;       /* Synchronization: interp->mutex */
     struct thread *reg_prev, *reg_next; /* Synchronization: interp->mutex */
 };
@@ -344,6 +363,9 @@ int gil_contended(struct gil *g);
    GIL is held; fn runs under the gil mutex. */
 void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
                      void *ud);
+/* Calls the binding's breaker hook of `h`'s interpreter, if one is set,
+   for `h`, a holder pinned by the caller. */
+void gil_call_hook(struct tstate *h);
 /* Wakes every waiter (finalize). */
 void gil_wake_all(struct gil *g);
 /* Takes and at once drops the GIL, ignoring finalize, to be sure every
@@ -431,7 +453,13 @@ void thread_finish(struct thread *t, int result);
 /* The thread object of the calling thread's attached state, created for
    threads tether did not start (a new user reference).  */
 int thread_of_current(struct tstate *ts, uint64_t *out);
-/* Reports a thread's failure to the runtime's excepthook (GIL held). */
+/* The one report of an error that no caller can receive: to the
+   excepthook of `rt` with the thread handle `t` (0 for none), or else to
+   stderr as "tether: WHERE: STATUS_NAME (meaning): MESSAGE". */
+void thread_excepthook(const struct runtime *rt, tether_thread t, int code,
+                       const char *message, const char *where);
+/* Reports the failure of a thread tether started to the runtime's
+   excepthook, with the calling thread's last error (GIL held). */
 void thread_report(struct interp *interp, struct thread *t, int code);
 /* Fork child: a thread of the parent that vanished. */
 void thread_atfork_vanished(struct thread *t);

@@ -23,6 +23,7 @@
 #include "internal.h"
 #include "lockrank.h"
 #include "plugin.h"
+#include "tuning.h"
 
 /* g_rt_lock (rank 0) protects g_runtimes, the runtimes whose memory is
    alive, for fork(). */
@@ -37,21 +38,13 @@ struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP)
 
 struct interp *interp_open(tether_interp h, const char *fn)
 {
-    struct interp *interp = handle_get(h, HT_INTERP);
-    if (!interp)
-        err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
-                   (unsigned long long)h);
-    return interp;
+    return handle_get_or_misuse(h, HT_INTERP, fn);
 }
 
 /* Looks a runtime handle up (a new reference), or sets the last error. */
 struct runtime *runtime_get(tether_runtime h, const char *fn)
 {
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
-    if (!rt)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                   (unsigned long long)h);
-    return rt;
+    return handle_get_or_misuse(h, HT_RUNTIME, fn);
 }
 
 /* ---- memory ------------------------------------------------------------- */

@@ -27,9 +27,9 @@
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
+#include "tuning.h"
 
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
-#define MAX_SWITCH_US 10000000u
 
 uint32_t tether_abi_version(void) { return TETHER_ABI_VERSION; }
 
@@ -188,12 +188,10 @@ void runtime_report_error(tether_interp h, int code, const char *message)
     struct tstate *ts = ts_current();
     if (ts && ts->interp == interp)
         (void)thread_of_current(ts, &t);
-    if (rt->excepthook)
-        rt->excepthook(t, code, message, rt->excepthook_ud);
-    else
-        fprintf(stderr, "tether: error in a callback on thread %llu: %s (%s): %s\n",
-                (unsigned long long)plat_thread_ident(), tether_status_name(code),
-                tether_strerror(code), message);
+    char where[64];
+    snprintf(where, sizeof where, "error in a callback on thread %llu",
+             (unsigned long long)plat_thread_ident());
+    thread_excepthook(rt, t, code, message, where);
     tether_thread_release(t);
     interp_unref(interp);
 }

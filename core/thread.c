@@ -32,6 +32,7 @@
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
+#include "tuning.h"
 
 /* ---- start and the bootstrap -------------------------------------------- */
 
@@ -171,7 +172,7 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
     struct interp *interp = interp_open(h, "tether_thread_start");
     if (!interp)
         return TETHER_EBADHANDLE;
-    char name[128];
+    char name[THREAD_NAME_MAX];
     int daemon, rc;
     size_t stack;
     struct thread *t = NULL;
@@ -218,15 +219,15 @@ static int poll_done(void *p)
 static void reap(struct thread *t)
 {
     rank_lock(&t->mutex, RANK_OBJECT);
-    if (t->reap == 0) {
-        t->reap = 1;
+    if (t->reap == REAP_NOT_YET) {
+        t->reap = REAP_IN_PROGRESS;
         rank_unlock(&t->mutex, RANK_OBJECT);
         pthread_join(t->pt, NULL);
         rank_lock(&t->mutex, RANK_OBJECT);
-        t->reap = 2;
+        t->reap = REAP_DONE;
         pthread_cond_broadcast(&t->cond);
     }
-    while (t->reap == 1)
+    while (t->reap == REAP_IN_PROGRESS)
         pthread_cond_wait(&t->cond, &t->mutex);
     rank_unlock(&t->mutex, RANK_OBJECT);
 }
@@ -243,10 +244,9 @@ int thread_join_obj(struct thread *t, int64_t timeout_ns)
 int tether_thread_join(tether_thread h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_thread_join";
-    struct thread *t = handle_get(h, HT_THREAD);
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, fn);
     if (!t)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     rank_lock(&t->mutex, RANK_OBJECT);
     int self = t->ident == plat_thread_ident() && !t->done;
     rank_unlock(&t->mutex, RANK_OBJECT);

@@ -26,7 +26,7 @@
 static void thread_dtor(void *p)
 {
     struct thread *t = p;
-    if (t->joinable && t->reap == 0 && t->started)
+    if (t->joinable && t->reap == REAP_NOT_YET && t->started)
         pthread_detach(t->pt);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->mutex);
@@ -129,33 +129,30 @@ void thread_finish(struct thread *t, int result)
         handle_close(t->handle, HT_THREAD);
 }
 
+void thread_excepthook(const struct runtime *rt, tether_thread t, int code,
+                       const char *message, const char *where)
+{
+    if (rt->excepthook)
+        rt->excepthook(t, code, message, rt->excepthook_ud);
+    else
+        fprintf(stderr, "tether: %s: %s (%s)%s%s\n", where,
+                tether_status_name(code), tether_strerror(code),
+                *message ? ": " : "", message);
+}
+
 void thread_report(struct interp *interp, struct thread *t, int code)
 {
-    struct runtime *rt = interp->rt;
-    if (rt->excepthook) {
-        rt->excepthook(t->handle, code, tether_last_error(), rt->excepthook_ud);
-        return;
-    }
-    fprintf(stderr, "tether: exception in thread '%s' (%llu): %s (%s)%s%s\n",
-            t->name, (unsigned long long)t->ident, tether_status_name(code),
-            tether_strerror(code), *tether_last_error() ? ": " : "",
-            tether_last_error());
+    char where[200]; /* the name is under THREAD_NAME_MAX bytes */
+    snprintf(where, sizeof where, "exception in thread '%s' (%llu)", t->name,
+             (unsigned long long)t->ident);
+    thread_excepthook(interp->rt, t->handle, code, tether_last_error(), where);
 }
 
 /* ---- queries ------------------------------------------------------------ */
 
-static struct thread *get_thread(tether_thread h, const char *fn)
-{
-    struct thread *t = handle_get(h, HT_THREAD);
-    if (!t)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
-                   (unsigned long long)h);
-    return t;
-}
-
 int tether_thread_is_alive(tether_thread h)
 {
-    struct thread *t = get_thread(h, "tether_thread_is_alive");
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, "tether_thread_is_alive");
     if (!t)
         return TETHER_EBADHANDLE;
     rank_lock(&t->mutex, RANK_OBJECT);
@@ -169,7 +166,7 @@ int tether_thread_ident(tether_thread h, uint64_t *out)
 {
     if (!out)
         return err_misuse(TETHER_EINVAL, "tether_thread_ident", "out is NULL");
-    struct thread *t = get_thread(h, "tether_thread_ident");
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, "tether_thread_ident");
     if (!t)
         return TETHER_EBADHANDLE;
     rank_lock(&t->mutex, RANK_OBJECT);
@@ -183,7 +180,7 @@ int tether_thread_name(tether_thread h, const char **out)
 {
     if (!out)
         return err_misuse(TETHER_EINVAL, "tether_thread_name", "out is NULL");
-    struct thread *t = get_thread(h, "tether_thread_name");
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, "tether_thread_name");
     if (!t)
         return TETHER_EBADHANDLE;
     *out = t->name;
@@ -196,7 +193,7 @@ int tether_thread_result(tether_thread h, int *out)
     static const char fn[] = "tether_thread_result";
     if (!out)
         return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct thread *t = get_thread(h, fn);
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, fn);
     if (!t)
         return TETHER_EBADHANDLE;
     rank_lock(&t->mutex, RANK_OBJECT);
@@ -213,7 +210,7 @@ int tether_thread_release(tether_thread h)
 {
     if (h == 0)
         return TETHER_OK;
-    struct thread *t = get_thread(h, "tether_thread_release");
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, "tether_thread_release");
     if (!t)
         return TETHER_EBADHANDLE;
     int rc = thread_unref_user(t);
@@ -300,5 +297,5 @@ void thread_atfork_vanished(struct thread *t)
     pthread_mutex_init(&t->mutex, NULL);
     plat_cond_init(&t->cond);
     t->done = 1;
-    t->reap = 2; /* the OS thread exists only in the parent */
+    t->reap = REAP_DONE; /* the OS thread exists only in the parent */
 }

@@ -31,8 +31,7 @@
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
-
-#define INLINE_FRAMES 8
+#include "tuning.h"
 
 /* Runs the destructor at thread exit.  Synchronization: immutable after
    g_os_once. */
@@ -300,7 +299,7 @@ void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only)
 
 int os_grow_frames(struct osthread *os)
 {
-    if (os->cap >= (1u << 23))
+    if (os->cap >= MAX_FRAMES)
         return TETHER_ENOMEM;
     struct frame *f = malloc(2 * os->cap * sizeof *f);
     if (!f)
