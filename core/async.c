@@ -16,7 +16,7 @@ int async_deliver(struct tstate *ts)
     tether_dtor old_dtor = NULL;
     int rc = TETHER_OK;
     rank_lock(&interp->mutex, RANK_INTERP);
-    atomic_fetch_and(&ts->breaker, ~BRK_ASYNC);
+    atomic_fetch_and(&ts->breaker, ~BREAKER_ASYNC);
     if (ts->has_pending && ts->defer == 0) {
         if (ts->has_delivered) {
             old = ts->delivered_payload;
@@ -52,7 +52,7 @@ static void post_async(struct tstate *ts, int64_t code, void *payload,
     ts->pending_payload = payload;
     ts->pending_dtor = dtor;
     if (ts->defer == 0)
-        breaker_signal(ts, BRK_ASYNC);
+        breaker_signal(ts, BREAKER_ASYNC);
 }
 
 int tether_thread_raise(tether_thread h, int64_t code, void *payload,
@@ -82,7 +82,7 @@ int tether_thread_raise(tether_thread h, int64_t code, void *payload,
 int tether_raise_by_ident(tether_interp h, uint64_t ident, int64_t code,
                           void *payload, tether_dtor dtor, int *count_out)
 {
-    struct interp *interp = interp_open(h, "tether_raise_by_ident");
+    struct interp *interp = interp_lookup_open(h, "tether_raise_by_ident");
     if (!interp)
         return TETHER_EBADHANDLE;
     void *old = NULL;
@@ -153,7 +153,7 @@ int tether_async_allow(void)
     if (ts->defer == 0)
         rc = err_misuse(TETHER_ESTATE, fn, "no tether_async_defer to undo");
     else if (--ts->defer == 0 && ts->has_pending)
-        atomic_fetch_or(&ts->breaker, BRK_ASYNC);
+        atomic_fetch_or(&ts->breaker, BREAKER_ASYNC);
     rank_unlock(&ts->interp->mutex, RANK_INTERP);
     return rc;
 }

@@ -27,7 +27,7 @@ int tether_save_thread(tether_tstate *out)
 int tether_restore_thread(tether_tstate tok)
 {
     static const char fn[] = "tether_restore_thread";
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     struct tstate *ts = NULL;
     if (os && tok)
         for (ts = os->cache; ts && (uintptr_t)ts != tok; ts = ts->os_next)
@@ -78,7 +78,7 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
        a raise after this point calls it, one before it is seen here, and
        fn is not started only to be interrupted. */
     set_ubf(ts, ubf, ubf_arg);
-    if (atomic_load(&ts->breaker) & (BRK_ASYNC | BRK_FINAL)) {
+    if (atomic_load(&ts->breaker) & (BREAKER_ASYNC | BREAKER_FINALIZING)) {
         set_ubf(ts, NULL, NULL);
         int rc = breaker_after_block(ts);
         if (rc != TETHER_OK)
@@ -95,8 +95,8 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
     ts->blocking--;
     int rc = ts_attach(ts, 1);
     if (rc != TETHER_OK) {
-        if (!os_refers(ts->os, ts))
-            ts_forget(ts->os, ts);
+        if (!osthread_refers(ts->os, ts))
+            ts_uncache_and_free(ts->os, ts);
         return err_set(rc, name, "the interpreter is finalizing");
     }
     rc = breaker_after_block(ts);

@@ -1,7 +1,7 @@
 /*
  * breaker.c - asking a thread to stop at its next checkpoint.
  *
- * The eval breaker is one atomic word per thread state (BRK_* bits).  Other
+ * The eval breaker is one atomic word per thread state (BREAKER_* bits).  Other
  * threads only ever set bits in it (with interp->mutex held, so a bit and
  * the data it announces are published together); the owner clears them,
  * at tether_checkpoint (checkpoint.c).  Setting a bit also wakes what the
@@ -31,7 +31,7 @@ void breaker_signal(struct tstate *ts, unsigned bits)
        it is in progress: that call unblocks fn all the same, and an unblock
        function that raises at its own target would otherwise be called
        again from inside itself, without end. */
-    if (ts->ubf && (bits & (BRK_ASYNC | BRK_FINAL)) && ts->ubf_calls == 0)
+    if (ts->ubf && (bits & (BREAKER_ASYNC | BREAKER_FINALIZING)) && ts->ubf_calls == 0)
         ts->ubf_due = 1;
     if (atomic_load(&ts->interp->hook))
         gil_with_holder(ts->interp->gil, hook_if_holder, ts);

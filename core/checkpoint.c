@@ -14,11 +14,11 @@
 int breaker_after_block(struct tstate *ts)
 {
     unsigned b = atomic_load_explicit(&ts->breaker, memory_order_acquire);
-    if (b & BRK_FINAL) {
+    if (b & BREAKER_FINALIZING) {
         ts_detach(ts);
         return TETHER_EFINALIZING;
     }
-    if (b & BRK_ASYNC)
+    if (b & BREAKER_ASYNC)
         return async_deliver(ts);
     return TETHER_OK;
 }
@@ -29,12 +29,12 @@ int breaker_after_block(struct tstate *ts)
 T_NOINLINE static int checkpoint_slow(struct tstate *ts)
 {
     unsigned b = atomic_load(&ts->breaker);
-    if (b & BRK_FINAL) {
+    if (b & BREAKER_FINALIZING) {
         ts_detach(ts);
         return err_set(TETHER_EFINALIZING, "tether_checkpoint",
                        "the interpreter is finalizing; the thread was detached");
     }
-    if (b & BRK_DROP) {
+    if (b & BREAKER_DROP) {
         TETHER_DELAY_POINT("checkpoint.drop_requested");
         int rc = gil_yield(ts->interp->gil, ts);
         if (rc != TETHER_OK) {
@@ -44,7 +44,7 @@ T_NOINLINE static int checkpoint_slow(struct tstate *ts)
                            "the interpreter is finalizing; the thread was detached");
         }
     }
-    if (b & BRK_PENDING) {
+    if (b & BREAKER_PENDING) {
         int rc = pending_run(ts);
         if (rc != TETHER_OK)
             return rc;
@@ -54,7 +54,7 @@ T_NOINLINE static int checkpoint_slow(struct tstate *ts)
 
 int tether_checkpoint(void)
 {
-    struct osthread *os = t_os_fast();
+    struct osthread *os = t_os;
     struct tstate *ts;
     if (!os || !(ts = os->current))
         return err_misuse(TETHER_ESTATE, "tether_checkpoint",

@@ -36,7 +36,7 @@ static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
     from->attached = 0;
     to->attached = 1;
     to->os->current = to;
-    ann_happens_before(&to->interp); /* published as holder: see took() */
+    ann_happens_before(&to->interp); /* published as holder: see note_holder() */
     atomic_store_explicit(&g->holder, to, memory_order_release);
     g->last_holder = to;
     return TETHER_OK;
@@ -74,14 +74,14 @@ static int state_for(struct osthread *os, tether_interp h, int internal,
     struct tstate *ts = ts_cached(os, h);
     if (ts) {
         if (finalizing(ts) && !ts->attached) {
-            if (!os_refers(os, ts)) /* an outer frame may still need it */
-                ts_forget(os, ts);
+            if (!osthread_refers(os, ts)) /* an outer frame may still need it */
+                ts_uncache_and_free(os, ts);
             return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
         }
         *out = ts;
         return TETHER_OK;
     }
-    struct interp *interp = interp_get(h);
+    struct interp *interp = interp_lookup_any(h);
     if (!interp && internal)
         return err_set(TETHER_EBADHANDLE, fn, "the interpreter (0x%llx) is gone",
                        (unsigned long long)h);
@@ -104,13 +104,13 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
                                   tether_gilstate *out)
 {
     static const char fn[] = "tether_ensure";
-    struct osthread *os = os_get();
+    struct osthread *os = osthread_get();
     if (!os)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the thread record");
     if ((os->tok & TOKEN_LEVEL_MASK) == TOKEN_LEVEL_MASK)
         return err_misuse(TETHER_ESTATE, fn, "ensures nested %u deep",
                           TOKEN_LEVEL_MASK);
-    if (os->depth == os->cap && os_grow_frames(os) != TETHER_OK)
+    if (os->depth == os->cap && osthread_grow_frames(os) != TETHER_OK)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
     struct tstate *ts, *cur = os->current;
     int rc = state_for(os, h, internal, &ts);
@@ -137,7 +137,7 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
 static inline int ensure_with(tether_interp h, int internal,
                               tether_gilstate *out)
 {
-    struct osthread *os = t_os_fast();
+    struct osthread *os = t_os;
     struct tstate *cur;
     if (os && (cur = os->current) && cur->interp->handle == h &&
         (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
@@ -235,7 +235,7 @@ T_NOINLINE static int release_frame(struct osthread *os)
 
 int tether_release(tether_gilstate st)
 {
-    struct osthread *os = t_os_fast();
+    struct osthread *os = t_os;
     if (!os || st != os->tok || (st & TOKEN_LEVEL_MASK) == 0)
         return release_bad(os, st);
     if (os->depth && os->frames[os->depth - 1].tok == st)

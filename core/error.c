@@ -107,7 +107,7 @@ int err_debug_enabled(void)
    changes. */
 int misuse_aborts(void)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     if (!os)
         return 0;
     if (os->current)

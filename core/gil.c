@@ -36,7 +36,7 @@
  * The drop-request protocol (CPython's, since 3.2).  A waiter sleeps on
  * `cond` for one switch interval.  If it times out, the GIL is still held,
  * and no acquisition happened during the interval (the acquisition counter
- * did not move), it sets BRK_DROP in the holder's eval breaker.  The holder
+ * did not move), it sets BREAKER_DROP in the holder's eval breaker.  The holder
  * sees it at its next tether_checkpoint (one relaxed load when nothing is
  * pending) and calls gil_yield.  The request lives in the holder's own
  * breaker word, not in the GIL, and every drop clears it: a thread that
@@ -168,7 +168,7 @@ void gil_destroy(struct gil *g)
 }
 
 /* Bookkeeping of the new holder. */
-static void took(struct gil *g, struct tstate *ts)
+static void note_holder(struct gil *g, struct tstate *ts)
 {
     /* Release: a pinned reader that finds `ts` here also sees its
        initialisation (a brand-new state of a foreign thread). */
@@ -205,8 +205,8 @@ static int request_drop(struct gil *g)
     struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
     if (!h || !(atomic_load(&g->word) & W_LOCKED))
         return 0;
-    ann_holder_read(h); /* the acquire of took()'s release */
-    atomic_fetch_or(&h->breaker, BRK_DROP);
+    ann_holder_read(h); /* the acquire of note_holder()'s release */
+    atomic_fetch_or(&h->breaker, BREAKER_DROP);
     TETHER_DELAY_POINT("gil.request_drop.posted");
     gil_call_hook(h);
     return 1;
@@ -284,7 +284,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
     atomic_fetch_sub(&g->word, W_PIN);
     if (taken) {
         /* The GIL is ours from the CAS on: the stats are ours to write. */
-        took(g, ts);
+        note_holder(g, ts);
         if (t0)
             record_wait(g, t0);
         if (g->switch_waiters)
@@ -306,7 +306,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
            clearing it, after ann_happens_before) released. */
         TETHER_DELAY_POINT("gil.take.fast.after_cas");
         ann_gil_acquired(g);
-        took(g, ts);
+        note_holder(g, ts);
         rc = TETHER_OK;
     } else {
         rc = take_slow(g, ts, urgent);
@@ -314,7 +314,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
     /* Checked after taking: the finalizer sets the flag and then passes
        through the GIL (gil_barrier), so whoever takes the GIL after that
        pass sees the flag here, and whoever took it before was made to drop
-       it by BRK_FINAL before the pass completed. */
+       it by BREAKER_FINALIZING before the pass completed. */
     if (rc == TETHER_OK && interp_finalizing(ts)) {
         gil_drop(g, ts);
         rc = TETHER_EFINALIZING;
@@ -328,7 +328,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
    still waits for it. */
 static void drop_locked(struct gil *g, struct tstate *ts, int forced)
 {
-    if ((atomic_fetch_and(&ts->breaker, ~BRK_DROP) & BRK_DROP) && forced)
+    if ((atomic_fetch_and(&ts->breaker, ~BREAKER_DROP) & BREAKER_DROP) && forced)
         stat_add(&g->forced_drops, 1);
     uint64_t seen = atomic_load(&g->acquisitions);
     ts->acq_at_drop = seen;
@@ -349,7 +349,7 @@ static void drop_locked(struct gil *g, struct tstate *ts, int forced)
 
 void gil_drop(struct gil *g, struct tstate *ts)
 {
-    if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BRK_DROP)) {
+    if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BREAKER_DROP)) {
         ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
         uint64_t w = W_LOCKED;

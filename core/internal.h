@@ -31,10 +31,10 @@
 #include "tether/tether.h"
 
 /* Eval-breaker bits (tstate->breaker). */
-#define BRK_DROP 0x1u    /* another thread waits for the GIL: drop it */
-#define BRK_ASYNC 0x2u   /* an asynchronous exception waits for delivery */
-#define BRK_PENDING 0x4u /* pending calls (main thread only) */
-#define BRK_FINAL 0x8u   /* the interpreter is finalizing */
+#define BREAKER_DROP 0x1u    /* another thread waits for the GIL: drop it */
+#define BREAKER_ASYNC 0x2u   /* an asynchronous exception waits for delivery */
+#define BREAKER_PENDING 0x4u /* pending calls (main thread only) */
+#define BREAKER_FINALIZING 0x8u   /* the interpreter is finalizing */
 
 /* Keeps a slow path out of its fast path's frame. */
 #if defined(__GNUC__)
@@ -136,7 +136,7 @@ struct tstate {
     struct interp *interp;  /* holds a reference.  Synchronization: immutable */
     struct osthread *os;    /* Synchronization: immutable once bound */
     uint64_t ident;         /* Synchronization: immutable once bound */
-    _Atomic unsigned breaker; /* BRK_*.  Synchronization: atomic */
+    _Atomic unsigned breaker; /* BREAKER_*.  Synchronization: atomic */
     int attached;           /* holds its GIL.  Synchronization: owner */
     int saved;              /* detached by tether_save_thread.  Synchronization: owner */
     int blocking;           /* detached by tether_call_blocking while fn runs
@@ -258,10 +258,9 @@ struct thread {
 
 /* The calling thread's record.  Synchronization: thread-local. */
 extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
-#define t_os_fast() t_os
 
 /* The record if it exists; never allocates. */
-struct osthread *os_peek(void);
+struct osthread *osthread_peek(void);
 /* The attached thread state of the calling thread, or NULL. */
 struct tstate *ts_current(void);
 
@@ -271,10 +270,10 @@ void interp_ref(struct interp *interp);
 void interp_unref(struct interp *interp);
 /* Looks an interp handle up; accepts one being finalized (so the caller
    can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
-struct interp *interp_get(tether_interp h);
+struct interp *interp_lookup_any(tether_interp h);
 /* Looks up an open interp handle (a new reference); on failure sets the
    last error of `fn` and returns NULL. */
-struct interp *interp_open(tether_interp h, const char *fn);
+struct interp *interp_lookup_open(tether_interp h, const char *fn);
 /* Looks a runtime handle up (a new reference), or sets the last error of
    `fn` and returns NULL. */
 struct runtime *runtime_get(tether_runtime h, const char *fn);
@@ -300,18 +299,18 @@ void registry_foreach_interp_locked(void (*fn)(struct interp *, void *),
 /* ---- tstate.c ------------------------------------------------------- */
 
 /* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
-int os_grow_frames(struct osthread *os);
+int osthread_grow_frames(struct osthread *os);
 /* Frees a state that is not linked anywhere. */
-void ts_free(struct tstate *ts);
+void ts_free_unlinked(struct tstate *ts);
 /* 1 if `ts` must outlive what the caller is doing: attached, named by an
    ensure frame of `os`, its bootstrap's own state (os->boot), or detached
    by a tether_call_blocking whose fn is running. */
-int os_refers(const struct osthread *os, const struct tstate *ts);
+int osthread_refers(const struct osthread *os, const struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
-void ts_forget(struct osthread *os, struct tstate *ts);
+void ts_uncache_and_free(struct osthread *os, struct tstate *ts);
 
 /* The calling thread's record, created on first use (NULL on ENOMEM). */
-struct osthread *os_get(void);
+struct osthread *osthread_get(void);
 
 /* A new, unbound thread state of `interp` (takes an interp reference). */
 struct tstate *ts_new(struct interp *interp);
@@ -319,7 +318,7 @@ struct tstate *ts_new(struct interp *interp);
 void ts_bind(struct tstate *ts, struct osthread *os);
 /* Unlinks and frees a detached state (drops its interp reference); a
    thread object of a thread tether did not start finishes with it. */
-void ts_delete(struct tstate *ts);
+void ts_unlink_and_free(struct tstate *ts);
 /* Takes `ts` off its interpreter's list (only that).  Called with
    interp->mutex held. */
 void ts_unlink(struct tstate *ts);
@@ -331,7 +330,7 @@ void ts_detach(struct tstate *ts);
    through pthread_exit: the thread-exit destructor calls it): drops every
    GIL, frees the start-up state os->boot and finishes the thread object
    with `result`. */
-void thread_boot_exit(struct osthread *os, int result);
+void osthread_boot_exit(struct osthread *os, int result);
 /* Fork child, under the interpreters' mutexes: unlinks the states of
    threads that vanished (and their thread objects from the registries)
    and makes the survivor's own mutex and conds anew.  Then, with every
@@ -342,7 +341,7 @@ void tstate_atfork_release(void);
 struct tstate *ts_cached(struct osthread *os, tether_interp h);
 /* Deletes the calling thread's cached states of the finalized `rt` (or of
    one interp when `only` is set). */
-void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only);
+void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp *only);
 
 /* ---- gil.c ----------------------------------------------------------- */
 
@@ -452,7 +451,7 @@ void thread_unregister(struct thread *t);
 void thread_finish(struct thread *t, int result);
 /* The thread object of the calling thread's attached state, created for
    threads tether did not start (a new user reference).  */
-int thread_of_current(struct tstate *ts, uint64_t *out);
+int thread_for_state(struct tstate *ts, uint64_t *out);
 /* The one report of an error that no caller can receive: to the
    excepthook of `rt` with the thread handle `t` (0 for none), or else to
    stderr as "tether: WHERE: STATUS_NAME (meaning): MESSAGE". */

@@ -34,9 +34,9 @@ static struct runtime *g_runtimes;
 
 void interp_ref(struct interp *interp) { handle_ref(interp->handle); }
 void interp_unref(struct interp *interp) { handle_put(interp->handle); }
-struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP); }
+struct interp *interp_lookup_any(tether_interp h) { return handle_get_any(h, HT_INTERP); }
 
-struct interp *interp_open(tether_interp h, const char *fn)
+struct interp *interp_lookup_open(tether_interp h, const char *fn)
 {
     return handle_get_or_misuse(h, HT_INTERP, fn);
 }
@@ -205,7 +205,7 @@ void registry_atfork_parent(void)
 
 void registry_atfork_child(void)
 {
-    struct osthread *self = os_peek();
+    struct osthread *self = osthread_peek();
     struct tstate *survivor = self ? self->current : NULL;
     for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
         gil_atfork_child(&rt->gil, survivor);

@@ -14,6 +14,6 @@
    well inside the static TLS that glibc keeps for dlopen'ed libraries. */
 __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
 
-struct osthread *os_peek(void) { return t_os; }
+struct osthread *osthread_peek(void) { return t_os; }
 
 struct tstate *ts_current(void) { return t_os ? t_os->current : NULL; }

@@ -14,7 +14,7 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     static const char name[] = "tether_call_soon";
     if (!fn)
         return err_misuse(TETHER_EINVAL, name, "fn is NULL");
-    struct interp *interp = interp_open(h, name);
+    struct interp *interp = interp_lookup_open(h, name);
     if (!interp)
         return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
@@ -37,7 +37,7 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
             interp->pending_head = c;
         interp->pending_tail = c;
         if (interp->main_ts)
-            breaker_signal(interp->main_ts, BRK_PENDING);
+            breaker_signal(interp->main_ts, BREAKER_PENDING);
         rank_unlock(&interp->mutex, RANK_INTERP);
     }
     handle_put(h);
@@ -47,7 +47,7 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
 /* Runs the calls that were queued when it began, on the interpreter's main
    thread, like CPython: a call that queues another (or itself) with
    tether_call_soon does not make this checkpoint run for ever; the new one
-   waits for the next checkpoint, with BRK_PENDING left set.  Stops at the
+   waits for the next checkpoint, with BREAKER_PENDING left set.  Stops at the
    first failure, leaving the rest queued for the next checkpoint.
 
    A call may finalize the runtime, which detaches the thread and frees its
@@ -72,7 +72,7 @@ int pending_run(struct tstate *ts)
             if (!c->next)
                 interp->pending_tail = NULL;
         } else if (!interp->pending_head || interp->main_ts != ts) {
-            atomic_fetch_and(&ts->breaker, ~BRK_PENDING);
+            atomic_fetch_and(&ts->breaker, ~BREAKER_PENDING);
         }
         rank_unlock(&interp->mutex, RANK_INTERP);
         if (!c)

@@ -7,7 +7,7 @@
  * the same for one interpreter):
  *   1. detach the caller if it is attached to this runtime;
  *   2. join every non-daemon thread, until none is left or the deadline;
- *   3. set `finalizing` on each interpreter and BRK_FINAL in every thread
+ *   3. set `finalizing` on each interpreter and BREAKER_FINALIZING in every thread
  *      state's breaker; wake blocked waits, unblock functions, hooks;
  *   4. pass through each GIL once (gil_barrier): every thread that held
  *      it before has let go, and any later taker sees `finalizing`;
@@ -75,7 +75,7 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
     if (ts_current())
         return err_misuse(TETHER_ESTATE, fn, "the calling thread already holds a GIL");
     fork_install();
-    struct osthread *os = os_get();
+    struct osthread *os = osthread_get();
     if (!os)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     alloc_runtime_add(1); /* undone by runtime_dtor */
@@ -180,14 +180,14 @@ int tether_get_switch_interval(tether_runtime h, uint32_t *out)
 
 void runtime_report_error(tether_interp h, int code, const char *message)
 {
-    struct interp *interp = interp_get(h);
+    struct interp *interp = interp_lookup_any(h);
     if (!interp)
         return;
     struct runtime *rt = interp->rt;
     tether_thread t = 0;
     struct tstate *ts = ts_current();
     if (ts && ts->interp == interp)
-        (void)thread_of_current(ts, &t);
+        (void)thread_for_state(ts, &t);
     char where[64];
     snprintf(where, sizeof where, "error in a callback on thread %llu",
              (unsigned long long)plat_thread_ident());
@@ -234,7 +234,7 @@ static void mark_finalizing(struct interp *interp)
     atomic_store(&interp->finalizing, 1);
     rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
-        breaker_signal(ts, BRK_FINAL);
+        breaker_signal(ts, BREAKER_FINALIZING);
     rank_unlock(&interp->mutex, RANK_INTERP);
     breaker_unblock(interp);
     gil_wake_all(interp->gil);
@@ -278,7 +278,7 @@ static void report_ensures(struct interp *interp)
    states there; its ensure tokens into them become invalid. */
 static void detach_caller(struct runtime *rt, struct interp *only)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     if (!os)
         return;
     struct tstate *cur = os->current;
@@ -287,7 +287,7 @@ static void detach_caller(struct runtime *rt, struct interp *only)
         os->depth = 0;
         os->tok_floor = os->tok; /* tether_release refuses these tokens */
     }
-    ts_evict(os, rt, only);
+    ts_uncache_finalized(os, rt, only);
 }
 
 /* Steps 3-4 for a set of interpreters sharing the runtime. */
@@ -336,7 +336,7 @@ static struct interp **snapshot(struct runtime *rt, size_t *n)
    bootstrap owns. */
 static int caller_is_our_thread(struct runtime *rt, struct interp *only)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     struct tstate *boot = os ? os->boot : NULL;
     return boot && boot->interp->rt == rt && (!only || boot->interp == only);
 }
@@ -399,7 +399,7 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
 int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_interp_destroy";
-    struct interp *interp = interp_open(h, fn);
+    struct interp *interp = interp_lookup_open(h, fn);
     if (!interp)
         return TETHER_EBADHANDLE;
     int rc = TETHER_OK;

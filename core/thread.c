@@ -18,7 +18,7 @@
  *
  * The thread object (its record, references, registry and end) is
  * threadobj.c's; the end of the bootstrap, shared with the thread-exit
- * destructor, is tstate.c's (thread_boot_exit).
+ * destructor, is tstate.c's (osthread_boot_exit).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,10 +46,10 @@ static void *bootstrap(void *p)
     struct boot b = *(struct boot *)p; /* the parent's copy dies at the handshake */
     struct thread *t = b.t;
     struct tstate *ts = b.ts;
-    struct osthread *os = os_get(); /* thread-local storage: cannot fail */
+    struct osthread *os = osthread_get(); /* thread-local storage: cannot fail */
     TETHER_DELAY_POINT("thread.boot.before_bind");
     ts_bind(ts, os);
-    os->boot = ts; /* this function alone frees it (thread_boot_exit) */
+    os->boot = ts; /* this function alone frees it (osthread_boot_exit) */
     os->boot_thread = t;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
@@ -64,7 +64,7 @@ static void *bootstrap(void *p)
         if (result != TETHER_OK && result != TETHER_EXIT && ts->attached)
             thread_report(t->interp, t, result);
     }
-    thread_boot_exit(os, result);
+    osthread_boot_exit(os, result);
     return NULL;
 }
 
@@ -124,7 +124,7 @@ static void start_undo(struct thread *t, struct tstate *ts)
     rank_lock(&interp->mutex, RANK_INTERP);
     thread_unregister(t);
     rank_unlock(&interp->mutex, RANK_INTERP);
-    ts_delete(ts); /* also clears t->ts */
+    ts_unlink_and_free(ts); /* also clears t->ts */
     t->joinable = 0;
     t->done = 1;
     handle_put(t->handle); /* the thread's own reference */
@@ -169,7 +169,7 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
     if (!fn || !out)
         return err_misuse(TETHER_EINVAL, "tether_thread_start",
                           "fn and out must not be NULL");
-    struct interp *interp = interp_open(h, "tether_thread_start");
+    struct interp *interp = interp_lookup_open(h, "tether_thread_start");
     if (!interp)
         return TETHER_EBADHANDLE;
     char name[THREAD_NAME_MAX];
@@ -216,7 +216,7 @@ static int poll_done(void *p)
 }
 
 /* Reaps the OS thread once; later joiners wait until it is reaped. */
-static void reap(struct thread *t)
+static void reap_once(struct thread *t)
 {
     rank_lock(&t->mutex, RANK_OBJECT);
     if (t->reap == REAP_NOT_YET) {
@@ -237,7 +237,7 @@ int thread_join_obj(struct thread *t, int64_t timeout_ns)
     struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, t};
     int rc = wait_run("tether_thread_join", &w, timeout_ns);
     if (rc == TETHER_OK)
-        reap(t);
+        reap_once(t);
     return rc;
 }
 

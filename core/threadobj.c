@@ -222,7 +222,7 @@ int tether_thread_release(tether_thread h)
 }
 
 
-int thread_of_current(struct tstate *ts, uint64_t *out)
+int thread_for_state(struct tstate *ts, uint64_t *out)
 {
     struct interp *interp = ts->interp;
     rank_lock(&interp->mutex, RANK_INTERP);
@@ -259,7 +259,7 @@ int tether_thread_current(tether_thread *out)
     struct tstate *ts = ts_current();
     if (!ts)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
-    if (thread_of_current(ts, out) != TETHER_OK)
+    if (thread_for_state(ts, out) != TETHER_OK)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     return TETHER_OK;
 }
@@ -271,7 +271,7 @@ int tether_thread_list(tether_interp h, tether_thread *buf, size_t cap,
     if (!count || (cap && !buf))
         return err_misuse(TETHER_EINVAL, fn, "count is NULL, or buf is NULL "
                           "with cap > 0");
-    struct interp *interp = interp_open(h, fn);
+    struct interp *interp = interp_lookup_open(h, fn);
     if (!interp)
         return TETHER_EBADHANDLE;
     size_t n = 0;

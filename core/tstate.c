@@ -39,12 +39,12 @@ static pthread_key_t g_os_key;
 static pthread_once_t g_os_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t g_os_serial;
 
-static void os_exit(void *p);
+static void osthread_exit(void *p);
 
-static void os_key_init(void)
+static void osthread_key_init(void)
 {
     ann_atomic(g_os_serial); /* atomics only (helgrind, DRD: annotate.h) */
-    pthread_key_create(&g_os_key, os_exit);
+    pthread_key_create(&g_os_key, osthread_exit);
 }
 
 /* The record lives in the thread's own TLS (no allocation: a brand-new
@@ -56,10 +56,10 @@ static __thread struct {
     struct frame frames[INLINE_FRAMES];
 } t_os_store;
 
-struct osthread *os_get(void)
+struct osthread *osthread_get(void)
 {
     if (!t_os) {
-        pthread_once(&g_os_once, os_key_init);
+        pthread_once(&g_os_once, osthread_key_init);
         struct osthread *os = &t_os_store.os;
         os->frames = t_os_store.frames;
         os->cap = INLINE_FRAMES;
@@ -72,7 +72,7 @@ struct osthread *os_get(void)
     return t_os;
 }
 
-static void os_unlink_cached(struct osthread *os, struct tstate *ts)
+static void osthread_uncache(struct osthread *os, struct tstate *ts)
 {
     for (struct tstate **p = &os->cache; *p; p = &(*p)->os_next) {
         if (*p == ts) {
@@ -84,14 +84,14 @@ static void os_unlink_cached(struct osthread *os, struct tstate *ts)
 
 /* Thread exit: a thread that still holds a GIL lets go of it (else every
    other thread would wait forever), then its states are deleted. */
-static void os_exit(void *p)
+static void osthread_exit(void *p)
 {
     struct osthread *os = p;
     t_os = os; /* other key destructors may have run tether code */
     /* A thread tether started whose fn left through pthread_exit: its
        bootstrap's end never ran.  It finishes here, as a silent exit. */
     if (os->boot)
-        thread_boot_exit(os, TETHER_EXIT);
+        osthread_boot_exit(os, TETHER_EXIT);
     if (os->current) {
         if (err_debug_enabled())
             fprintf(stderr,
@@ -104,7 +104,7 @@ static void os_exit(void *p)
     while (os->cache) {
         struct tstate *ts = os->cache;
         os->cache = ts->os_next;
-        ts_delete(ts);
+        ts_unlink_and_free(ts);
     }
     if (os->frames != t_os_store.frames)
         free(os->frames);
@@ -114,7 +114,7 @@ static void os_exit(void *p)
 
 /* ---- the end of a thread tether started ------------------------------------ */
 
-void thread_boot_exit(struct osthread *os, int result)
+void osthread_boot_exit(struct osthread *os, int result)
 {
     struct tstate *ts = os->boot;
     struct thread *t = os->boot_thread;
@@ -126,7 +126,7 @@ void thread_boot_exit(struct osthread *os, int result)
     os->boot = NULL;
     os->boot_thread = NULL;
     TETHER_DELAY_POINT("thread.boot.before_teardown");
-    ts_forget(os, ts);
+    ts_uncache_and_free(os, ts);
     TETHER_DELAY_POINT("thread.boot.before_finish");
     thread_finish(t, result);
     handle_put(t->handle); /* the thread's own reference */
@@ -144,10 +144,10 @@ static void ts_link(struct tstate *ts, struct interp *interp)
     if (!interp->main_ts) {
         interp->main_ts = ts;
         if (interp->pending_head)
-            atomic_fetch_or(&ts->breaker, BRK_PENDING);
+            atomic_fetch_or(&ts->breaker, BREAKER_PENDING);
     }
     if (atomic_load(&interp->finalizing))
-        atomic_fetch_or(&ts->breaker, BRK_FINAL);
+        atomic_fetch_or(&ts->breaker, BREAKER_FINALIZING);
 }
 
 struct tstate *ts_new(struct interp *interp)
@@ -221,7 +221,7 @@ static void ts_clear_async(struct tstate *ts)
     ts->has_pending = ts->has_delivered = 0;
 }
 
-void ts_delete(struct tstate *ts)
+void ts_unlink_and_free(struct tstate *ts)
 {
     struct interp *interp = ts->interp;
     rank_lock(&interp->mutex, RANK_INTERP);
@@ -230,7 +230,7 @@ void ts_delete(struct tstate *ts)
         /* Pending calls move on to the interpreter's next thread. */
         interp->main_ts = interp->tstates;
         if (interp->main_ts && interp->pending_head)
-            breaker_signal(interp->main_ts, BRK_PENDING);
+            breaker_signal(interp->main_ts, BREAKER_PENDING);
     }
     struct thread *t = ts->thread;
     ts->thread = NULL;
@@ -244,13 +244,13 @@ void ts_delete(struct tstate *ts)
         handle_put(t->handle);
     }
     ts_clear_async(ts);
-    ts_free(ts);
+    ts_free_unlinked(ts);
     interp_unref(interp);
 }
 
-void ts_free(struct tstate *ts)
+void ts_free_unlinked(struct tstate *ts)
 {
-    ann_forget(&ts->interp); /* its publications as GIL holder (took()) end */
+    ann_forget(&ts->interp); /* its publications as GIL holder (note_holder()) end */
     pthread_cond_destroy(&ts->ubf_idle);
     pthread_cond_destroy(&ts->sleep_cond);
     pthread_mutex_destroy(&ts->sleep_mutex);
@@ -265,15 +265,15 @@ struct tstate *ts_cached(struct osthread *os, tether_interp h)
     return NULL;
 }
 
-void ts_forget(struct osthread *os, struct tstate *ts)
+void ts_uncache_and_free(struct osthread *os, struct tstate *ts)
 {
     if (ts->saved)
         os->evicted_tok = (uint64_t)(uintptr_t)ts;
-    os_unlink_cached(os, ts);
-    ts_delete(ts);
+    osthread_uncache(os, ts);
+    ts_unlink_and_free(ts);
 }
 
-int os_refers(const struct osthread *os, const struct tstate *ts)
+int osthread_refers(const struct osthread *os, const struct tstate *ts)
 {
     if (os->current == ts || os->boot == ts || ts->blocking)
         return 1;
@@ -283,7 +283,7 @@ int os_refers(const struct osthread *os, const struct tstate *ts)
     return 0;
 }
 
-void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only)
+void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp *only)
 {
     struct tstate *ts = os->cache, *next;
     for (; ts; ts = next) {
@@ -292,12 +292,12 @@ void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only)
            release then answers EFINALIZING); the thread frees it later.
            So does the thread's start-up state: its bootstrap frees it. */
         if (ts->interp->rt == rt && (!only || ts->interp == only) &&
-            !os_refers(os, ts))
-            ts_forget(os, ts);
+            !osthread_refers(os, ts))
+            ts_uncache_and_free(os, ts);
     }
 }
 
-int os_grow_frames(struct osthread *os)
+int osthread_grow_frames(struct osthread *os)
 {
     if (os->cap >= MAX_FRAMES)
         return TETHER_ENOMEM;
@@ -376,7 +376,7 @@ static void child_interp(struct interp *i, void *ud)
 
 void tstate_atfork_child(void)
 {
-    registry_foreach_interp_locked(child_interp, os_peek());
+    registry_foreach_interp_locked(child_interp, osthread_peek());
 }
 
 /* Drops what vanished threads held: their thread objects' own references
@@ -401,7 +401,7 @@ void tstate_atfork_release(void)
         /* Plain free: its sleep cond may count a waiter that vanished, and
            destroying such a cond waits for ever.  Payloads are left alone:
            their owners are gone. */
-        ann_forget(&ts->interp); /* as ts_free does */
+        ann_forget(&ts->interp); /* as ts_free_unlinked does */
         t_free(ts);
         interp_unref(interp);
     }

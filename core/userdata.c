@@ -13,7 +13,7 @@
 int tether_interp_set_breaker_hook(tether_interp h, tether_breaker_fn fn,
                                    void *ud)
 {
-    struct interp *interp = interp_open(h, "tether_interp_set_breaker_hook");
+    struct interp *interp = interp_lookup_open(h, "tether_interp_set_breaker_hook");
     if (!interp)
         return TETHER_EBADHANDLE;
     atomic_store(&interp->hook_ud, ud);
@@ -55,7 +55,7 @@ int tether_gil_stats_get(tether_interp h, tether_gil_stats *out)
     static const char fn[] = "tether_gil_stats_get";
     if (!out || out->size < sizeof(size_t))
         return err_misuse(TETHER_EINVAL, fn, "out is NULL or out->size is not set");
-    struct interp *interp = interp_open(h, fn);
+    struct interp *interp = interp_lookup_open(h, fn);
     if (!interp)
         return TETHER_EBADHANDLE;
     struct gil *g = interp->gil;

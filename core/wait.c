@@ -28,7 +28,7 @@
 #include "internal.h"
 #include "platform.h"
 
-#define INTERRUPTS (BRK_ASYNC | BRK_FINAL)
+#define INTERRUPTS (BREAKER_ASYNC | BREAKER_FINALIZING)
 
 static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
 {
@@ -40,7 +40,8 @@ static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
 
 /* Step 3: returns poll's final status, ETIMEDOUT, or WAIT_AGAIN when the
    breaker interrupted the wait. */
-static int block(const struct waitspec *w, struct tstate *ts, int64_t deadline)
+static int sleep_until_ready(const struct waitspec *w, struct tstate *ts,
+                             int64_t deadline)
 {
     int rc, expired = 0;
     rank_lock(w->mutex, RANK_OBJECT);
@@ -91,7 +92,7 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns)
             TETHER_DELAY_POINT("wait.registered");
             ts_detach(ts);
         }
-        rc = block(w, ts, deadline);
+        rc = sleep_until_ready(w, ts, deadline);
         if (!ts)
             break;
         TETHER_DELAY_POINT("wait.woken");
