@@ -13,8 +13,9 @@
  *   3  gil->mutex         the GIL's slow path
  *   4  object mutexes     a thread's sentinel, a lock, an event, a channel,
  *                         a thread state's sleep cond; never two at once
- *   5  g_handle_lock      the handle table's free list and names
- *   6  g_fault_lock       the fault switches
+ *   5  the plugin registry's lock (pluginreg.c): its records and pins
+ *   6  g_handle_lock      the handle table's free list and names
+ *   7  g_fault_lock       the fault switches
  *
  * Every shared field says how it is synchronised, in the same words:
  * "Synchronization: <mutex> | atomic | owner | immutable".  "owner" means

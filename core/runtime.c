@@ -99,22 +99,6 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
     return TETHER_OK;
 }
 
-int tether_runtime_main_interp(tether_runtime h, tether_interp *out)
-{
-    static const char fn[] = "tether_runtime_main_interp";
-    if (!out)
-        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct runtime *rt = runtime_get(h, fn);
-    if (!rt)
-        return TETHER_EBADHANDLE;
-    /* Not rt->main->handle: a finalize on another thread may have freed
-       the interpreter since runtime_get (the runtime itself stays). */
-    TETHER_DELAY_POINT("runtime.main_interp.got");
-    *out = rt->main_handle;
-    handle_put(h);
-    return TETHER_OK;
-}
-
 int tether_interp_create(tether_runtime h, tether_interp *out)
 {
     static const char fn[] = "tether_interp_create";
