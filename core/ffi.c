@@ -38,7 +38,7 @@
 #include "ffisig.h"
 #include "handle.h"
 #include "hooks.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 static ffi_type *const g_ffi_types[FT__COUNT] = {
     [FT_VOID] = &ffi_type_void,  [FT_I8] = &ffi_type_sint8,

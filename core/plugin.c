@@ -49,6 +49,7 @@
  * path that names the same file, and by runtime: a library loaded into two
  * runtimes has two records, each with its own init.
  */
+#include "plugin.h"
 #include "pluginreg.h"
 #include "delay.h"
 
@@ -338,8 +339,9 @@ static int load_admit(struct load *l, tether_plugin *out)
     return TETHER_OK;
 }
 
-/* Runs init holding the main interpreter's GIL. */
-static int run_init(struct plugin *p)
+/* Runs init, with the host API `api`, holding the main interpreter's
+   GIL. */
+static int run_init(struct plugin *p, const tether_host_api *api)
 {
     if (!p->desc->init)
         return TETHER_OK;
@@ -349,7 +351,7 @@ static int run_init(struct plugin *p)
         return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
                        p->path, tether_strerror(rc));
     tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
-    rc = p->desc->init(host_api(), p->interp, &p->state);
+    rc = p->desc->init(api, p->interp, &p->state);
     char why[256];
     snprintf(why, sizeof why, "%s", tether_last_error());
     tether_release(g);
@@ -408,7 +410,8 @@ static int load_finish(struct load *l, int rc)
     return rc;
 }
 
-int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
+int plugin_load(tether_runtime rt, const char *path, const tether_host_api *api,
+                tether_plugin *out)
 {
     if (!path || !out)
         return err_misuse(TETHER_EINVAL, LOAD, "path and out must not be NULL");
@@ -425,7 +428,7 @@ int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
     if (rc != TETHER_OK || !l.fresh)
         return rc;
     struct plugin *p = l.fresh;
-    rc = load_finish(&l, run_init(p));
+    rc = load_finish(&l, run_init(p, api));
     if (rc == TETHER_OK)
         *out = p->handle;
     return rc;

@@ -1,7 +1,22 @@
 /*
- * pluginreg.h - the registry of loaded plugins, shared by the registry
- * (pluginreg.c: records, pins, the handle's queries) and the loader
- * (plugin.c: load, unload, finalize).  The rest of the core uses plugin.h.
+ * pluginreg.h - the registry of loaded plugins (pluginreg.c): the code
+ * pins every floor of the core takes, its fork handlers, and, for the
+ * loader (plugin.c) alone, the records and the registry's operations.
+ *
+ * Pins keep an unloadable plugin from being finalized or unmapped while
+ * code in it may run.  Whoever is about to run code it did not write (a
+ * dynamic call, a callback's guest function, a thread's start function, a
+ * pending call) pins the address first:
+ *
+ *  - PLUGIN_PIN_CALL: a call into the plugin is in progress.  The last
+ *    unload waits for these before it runs the plugin's fini.
+ *  - PLUGIN_PIN_HOLD: something that will call into the plugin is alive (a
+ *    callback, a thread).  The last unload runs fini (which must free or
+ *    stop what the plugin made itself) and then waits for these before it
+ *    dlcloses the library.
+ *
+ * A plugin that is not unloadable stays mapped for ever and is never found
+ * by plugin_pin_code.
  *
  * Lock: the registry's one mutex (rank RANK_PLUGIN, core/lockrank.h)
  * protects the list and the state, refs, pins and unloading flag of every
@@ -16,7 +31,31 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "plugin.h"
+#include "tether/tether_plugin.h"
+
+struct plugin;
+
+enum plugin_pin { PLUGIN_PIN_CALL, PLUGIN_PIN_HOLD };
+
+/* If `addr` lies in the image of a loaded unloadable plugin, counts a pin
+   of `kind` on it and stores the plugin in *out (pass it to plugin_unpin);
+   otherwise stores NULL.  While no unloadable plugin is loaded this costs
+   one atomic load.
+   Returns TETHER_OK, or TETHER_ESTATE when the plugin is being unloaded
+   (nothing is pinned).  [any-thread] */
+int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out);
+
+/* Drops a pin taken by plugin_pin_code (NULL is a no-op).  [any-thread] */
+void plugin_unpin(struct plugin *p, enum plugin_pin kind);
+
+/* The registry's fork handlers (fork.c).  They must run inside the core's own
+   pthread_atfork handlers: prepare after every core lock is taken and
+   before the handle table's, parent and child in the reverse order. */
+void plugin_atfork_prepare(void);
+void plugin_atfork_parent(void);
+void plugin_atfork_child(void);
+
+/* ---- for the loader (plugin.c) only ----------------------------------- */
 
 enum pstate { PS_LOADING, PS_LOADED, PS_DRAINING, PS_FINALIZED, PS_GONE };
 

@@ -160,26 +160,6 @@ int tether_get_switch_interval(tether_runtime h, uint32_t *out)
     return TETHER_OK;
 }
 
-/* ---- errors nobody can receive ------------------------------------------ */
-
-void runtime_report_error(tether_interp h, int code, const char *message)
-{
-    struct interp *interp = interp_lookup_any(h);
-    if (!interp)
-        return;
-    struct runtime *rt = interp->rt;
-    tether_thread t = 0;
-    struct tstate *ts = ts_current();
-    if (ts && ts->interp == interp)
-        (void)thread_for_state(ts, &t);
-    char where[64];
-    snprintf(where, sizeof where, "error in a callback on thread %llu",
-             (unsigned long long)plat_thread_ident());
-    thread_excepthook(rt, t, code, message, where);
-    tether_thread_release(t);
-    interp_unref(interp);
-}
-
 /* ---- finalize ----------------------------------------------------------- */
 
 /* Takes a reference to one non-daemon thread still registered, or NULL. */

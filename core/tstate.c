@@ -30,7 +30,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
-#include "plugin.h"
+#include "pluginreg.h"
 #include "tuning.h"
 
 /* Runs the destructor at thread exit.  Synchronization: immutable after
