@@ -142,9 +142,12 @@ struct tstate {
     int saved;              /* detached by tether_save_thread.  Synchronization: owner */
     int blocking;           /* detached by tether_call_blocking while fn runs
                                (nested calls count).  Synchronization: owner */
-    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.  owner */
-    _Atomic(void *) userdata; /* read by requesting threads.  atomic */
-    _Atomic uint32_t ensures; /* outstanding ensure frames.  atomic (debug report) */
+    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.
+                               Synchronization: owner */
+    _Atomic(void *) userdata; /* read by requesting threads.
+                                 Synchronization: atomic */
+    _Atomic uint32_t ensures; /* outstanding ensure frames (debug report).
+                                 Synchronization: atomic */
     struct tstate *os_next; /* Synchronization: owner */
     struct tstate *prev, *next; /* interp list.  Synchronization: interp->mutex */
     struct thread *thread;  /* Synchronization: interp->mutex */
@@ -172,6 +175,8 @@ struct tstate {
 
 struct plugin;
 
+/* A call queued by tether_call_soon.  Synchronization: interp->mutex while
+   queued; its taker's alone once unlinked. */
 struct pending_call {
     int (*fn)(void *);
     void *arg;
@@ -191,7 +196,7 @@ struct interp {
     struct tstate *tstates; /* Synchronization: mutex */
     struct tstate *main_ts; /* runs pending calls.  Synchronization: mutex */
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
-    struct pending_call *pending_head, *pending_tail; /* mutex */
+    struct pending_call *pending_head, *pending_tail; /* Synchronization: mutex */
     _Atomic int finalizing; /* set once, never cleared.  Synchronization: atomic */
     _Atomic int destroying; /* a tether_interp_destroy runs.  Synchronization: atomic */
     /* The binding's breaker hook and its argument.  Synchronization:
@@ -216,7 +221,8 @@ struct runtime {
        if it failed before changing anything).  Synchronization: atomic. */
     _Atomic int finalizing;
     _Atomic uint64_t thread_names; /* for "Thread-N".  Synchronization: atomic */
-    uint64_t creator_serial;  /* the creating OS thread.  immutable */
+    uint64_t creator_serial;  /* the creating OS thread.  Synchronization:
+                                 immutable */
     struct runtime *next;     /* Synchronization: g_rt_lock */
 };
 
