@@ -1,10 +1,10 @@
 /*
  * pluginreg.c - the registry of loaded plugins (pluginreg.h): its records,
- * the pins that keep an unloadable plugin's code mapped while it may run
- * (plugin.h), and the queries of a plugin handle (symbol, enter/leave,
- * state, info).  It calls nothing above the handle table: every floor of
- * the core may pin code.  Loading and unloading are the loader's
- * (plugin.c), on the top floor.
+ * the pins that keep an unloadable plugin's code mapped while it may run,
+ * and the queries of a plugin handle (symbol, enter/leave, state, info).
+ * It calls nothing above the handle table: every floor of the core may pin
+ * code.  Loading and unloading are the loader's (plugin.c), above the
+ * public calls it makes.
  */
 #include "pluginreg.h"
 

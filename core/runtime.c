@@ -1,7 +1,7 @@
 /*
  * runtime.c - runtimes and interpreters: create, finalize, destroy, the
- * TETHER_DEBUG report, and fork().  The objects themselves, their lookup
- * and their lifetime are interp.c's.
+ * switch interval, the TETHER_DEBUG report.  The objects themselves, their
+ * lookup and their lifetime are interp.c's; fork() is fork.c's.
  *
  * Finalize, in order (tether_runtime_finalize; tether_interp_destroy does
  * the same for one interpreter):
