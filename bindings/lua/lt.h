@@ -81,6 +81,10 @@
    at the same time (see lt_hook.c). */
 #define LT_SAVED_HOOKS 8
 
+/* The most instructions a user's count hook that the module runs counts
+   before the module looks for a request (see lt_hook.c, "Count hooks"). */
+#define LT_COUNT_STEP 10000
+
 typedef struct lt_state lt_state;
 typedef struct lt_tstate lt_tstate;
 typedef struct lt_worker lt_worker;
