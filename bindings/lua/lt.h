@@ -60,6 +60,7 @@
 #define LT_CHANNEL_MT "tether.channel"
 #define LT_INTERP_MT "tether.interpreter" /* "tether.interp" is a registry field */
 #define LT_ITHREAD_MT "tether.ithread"
+#define LT_SENTINEL_MT "tether.sentinel"
 
 /* Registry fields the host may set before `require "tether"` to make the
    module join a runtime it created (integers holding the handles). */
@@ -131,6 +132,8 @@ struct lt_state {
     tether_interp interp;
     int owns_runtime;           /* created here, so finalized at close */
     tether_thread main_thread;  /* a reference to the requiring thread */
+    lua_CFunction open_module;  /* luaopen_tether, for the states that
+                                   tether.interp makes (lt_interp.c) */
     lua_State *seed;            /* makes callback coroutines (lt_ffi.c) */
     lt_pool *pool;              /* the small-block cache (lt_alloc.c), or NULL */
     /* Synchronization: atomic.  Set once the Lua state is closing: threads
@@ -210,7 +213,7 @@ typedef struct lt_waitq {
     lt_waiter *head, *tail;
 } lt_waitq;
 
-/* ---- lt_state.c: the state, errors, waits, asynchronous exceptions ---- */
+/* ---- lt_base.c: the state, errors, waits, asynchronous exceptions ---- */
 
 /* The state of the module function or method running (upvalue 1). */
 lt_state *lt_S(lua_State *L);
@@ -275,7 +278,7 @@ void lt_payload_drain(lua_State *L, lt_state *S);
 /* Makes a fresh sentinel the newest finalizable object of the module
    (nothing once the state is shutting down: Lua runs no finalizer of an
    object made while lua_close runs finalizers, so its reference would
-   leak). */
+   leak).  Its metatable, LT_SENTINEL_MT, is lt_module.c's. */
 void lt_renew_sentinel(lua_State *L, lt_state *S);
 /* Creates metatable `name` whose __index is a table of `methods` (or
    none), with the entries of `meta` (or none); every function gets S as
@@ -294,8 +297,18 @@ int lt_is_callable(lua_State *L, int idx);
    by type and address if its __tostring fails.  Raises only when out of
    memory; needs 3 free stack slots.  (lt_class.c) */
 const char *lt_describe(lua_State *L, int idx, int quote);
-/* Pushes the module table.  [gil-held] */
+/* Pushes the module table (nil before luaopen_tether made it).  [gil-held] */
 void lt_push_module(lua_State *L);
+/* Pops the table on the top into the registry as the module table. */
+void lt_set_module(lua_State *L);
+/* Records S as the state of L's registry (lt_state_of). */
+void lt_set_state(lua_State *L, lt_state *S);
+/* Makes the pthread key of lt_tl_get (once per process). */
+void lt_tl_init(void);
+/* Makes tether.Cancelled, records it for lt_push_cancelled, and pushes it. */
+void lt_make_cancelled(lua_State *L);
+/* 1 if the value at idx is the current sentinel (lt_renew_sentinel). */
+int lt_is_sentinel(lua_State *L, int idx);
 
 /* ---- lt_alloc.c: the small-block cache -------------------------------- */
 
@@ -431,6 +444,8 @@ void lt_unload_plugins(lt_state *S);
 /* Frees the records of callbacks the core has destroyed since (their Lua
    functions' references).  Holding the GIL, in Lua. */
 void lt_callback_drain(lua_State *L, lt_state *S);
+
+/* ---- lt_module.c: luaopen_tether, closing, the module functions ----- */
 
 /* The module's entry point: the only symbol tether.so exports. */
 __attribute__((visibility("default"))) int luaopen_tether(lua_State *L);

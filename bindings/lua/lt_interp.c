@@ -101,6 +101,7 @@ typedef struct setup {
     const char *path, *cpath;
     tether_runtime rt;
     tether_interp interp;
+    lua_CFunction open_module; /* the creating state's luaopen_tether */
 } setup;
 
 /* In the new state: the standard libraries, the paths, the module. */
@@ -117,7 +118,7 @@ static int setup_in(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_RUNTIME);
     lua_pushinteger(L, (lua_Integer)s->interp);
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_INTERP);
-    luaL_requiref(L, "tether", luaopen_tether, 0);
+    luaL_requiref(L, "tether", s->open_module, 0);
     /* The thread that required it was only visiting. */
     lt_state *S = lt_state_of(L);
     atomic_store(&S->main_ts.running, NULL);
@@ -143,7 +144,8 @@ static const char *package_field(lua_State *L, const char *k)
 static int l_interp(lua_State *L)
 {
     lt_state *S = lt_S(L);
-    setup s = {package_field(L, "path"), package_field(L, "cpath"), S->rt, 0};
+    setup s = {package_field(L, "path"), package_field(L, "cpath"), S->rt, 0,
+               S->open_module};
     lt_interp *I = lua_newuserdatauv(L, sizeof *I, 0);
     memset(I, 0, sizeof *I);
     luaL_setmetatable(L, LT_INTERP_MT);
