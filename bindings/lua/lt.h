@@ -269,8 +269,6 @@ int lt_must_leave(const lt_tstate *ts);
 /* After a call that let the GIL go outside the waits (lt_wait_result does
    it too): leaves Lua when lt_must_leave says so. */
 void lt_back_in_lua(lt_tstate *ts);
-/* Pushes tether.Cancelled. */
-void lt_push_cancelled(lua_State *L);
 /* The destructor of an lt_payload: any thread, with or without the GIL. */
 void lt_payload_free(void *p);
 /* Releases the registry references of dead payloads.  [gil-held] */
@@ -305,8 +303,6 @@ void lt_set_module(lua_State *L);
 void lt_set_state(lua_State *L, lt_state *S);
 /* Makes the pthread key of lt_tl_get (once per process). */
 void lt_tl_init(void);
-/* Makes tether.Cancelled, records it for lt_push_cancelled, and pushes it. */
-void lt_make_cancelled(lua_State *L);
 /* 1 if the value at idx is the current sentinel (lt_renew_sentinel). */
 int lt_is_sentinel(lua_State *L, int idx);
 
@@ -377,9 +373,27 @@ int lt_waitq_wake(lt_waitq *q, int n);
 /* Frees the thread's cached wait event. */
 void lt_ts_release(lua_State *L, lt_tstate *ts);
 
-/* ---- lt_copy.c: copying values between states, tether.channel ------ */
+/* ---- lt_codec.c: the values that cross between states --------------- */
 
-/* An encoding of values (see lt_copy.c), and the channel references it
+/* How the codec takes (retain) and drops (release) a channel reference;
+   each returns a tether status.  [any-thread] */
+typedef struct lt_chanrefs {
+    int (*retain)(tether_channel ch);
+    int (*release)(tether_channel ch);
+} lt_chanrefs;
+
+/* Gives the codec its channel reference calls (the module: the core's
+   tether_channel_retain and tether_channel_release).  Once, before any
+   other call of the codec. */
+void lt_codec_init(const lt_chanrefs *refs);
+/* Makes the metatable of channel values (LT_CHANNEL_MT: __gc drops the
+   reference, __eq, __tostring) and tether.Cancelled in L's registry, if
+   not made yet. */
+void lt_open_codec(lua_State *L);
+/* Pushes tether.Cancelled. */
+void lt_push_cancelled(lua_State *L);
+
+/* An encoding of values (see lt_codec.c), and the channel references it
    holds.  As a Lua userdata (lt_blob_push) it is freed with the state; on
    the heap (lt_blob_move) with lt_blob_dtor. */
 typedef struct lt_blob {
@@ -423,7 +437,12 @@ void lt_dump_function(lua_State *L, int arg);
 void lt_load_function(lua_State *L, int idx);
 /* Pushes a channel userdata owning the reference `ch`. */
 void lt_push_channel(lua_State *L, tether_channel ch);
-void lt_open_copy(lua_State *L, lt_state *S);
+
+/* ---- lt_channel.c: tether.channel ------------------------------------ */
+
+/* Adds the channel methods to LT_CHANNEL_MT (lt_open_codec first) and
+   tether.channel to the module table on the top. */
+void lt_open_channel(lua_State *L, lt_state *S);
 
 /* ---- lt_require.c: require with an import lock per module name ------ */
 

@@ -17,7 +17,6 @@
 static const char k_module = 0;    /* the module table */
 static const char k_state = 0;     /* lightuserdata: the lt_state */
 static const char k_sentinel = 0;  /* the current sentinel */
-static const char k_cancelled = 0; /* tether.Cancelled */
 
 /* ------------------------------------------------------------------------
  * The state and the calling thread
@@ -246,11 +245,6 @@ void lt_checkpoint(lua_State *L, lt_tstate *ts)
         (void)lt_wait_result(L, ts, rc, "tether_checkpoint");
 }
 
-void lt_push_cancelled(lua_State *L)
-{
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cancelled);
-}
-
 /* Pushes the Lua value of an exception taken with tether_async_fetch and
    disposes of its payload. */
 static void push_async_value(lua_State *L, int64_t code, void *payload,
@@ -358,29 +352,6 @@ void lt_payload_drain(lua_State *L, lt_state *S)
     }
 }
 
-
-/* ------------------------------------------------------------------------
- * tether.Cancelled
- * ---------------------------------------------------------------------- */
-
-static int cancelled_tostring(lua_State *L)
-{
-    lua_pushliteral(L, "tether.Cancelled");
-    return 1;
-}
-
-void lt_make_cancelled(lua_State *L)
-{
-    lua_newtable(L);
-    lua_newtable(L);
-    lua_pushliteral(L, "tether.Cancelled");
-    lua_setfield(L, -2, "__name");
-    lua_pushcfunction(L, cancelled_tostring); /* C: no hook point in it */
-    lua_setfield(L, -2, "__tostring");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cancelled);
-}
 
 /* ------------------------------------------------------------------------
  * The sentinel (its finalizer is the module's: lt_module.c)

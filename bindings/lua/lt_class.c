@@ -1,9 +1,6 @@
 /*
  * lt_class.c - the metatables of the module's userdata, and how values
- * are shown in messages.
- *
- * On its own so that the codec's fuzzer (tests/fuzz) builds lt_copy.c
- * with the very functions the module uses.
+ * are shown in messages.  Lua only: it calls nothing of the core.
  */
 #include <string.h>
 

@@ -315,15 +315,25 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_open_thread(L, S);
     lt_open_sync(L, S);
     lt_open_ffi(L, S);
-    lt_open_copy(L, S);
+    lt_open_channel(L, S);
     lt_open_interp(L, S);
-    lt_make_cancelled(L);
+    lt_push_cancelled(L);
     lua_setfield(L, -2, "Cancelled");
     make_guard(L);
     lua_pushcfunction(L, l_default_excepthook);
     lua_setfield(L, -2, "excepthook");
     lua_pushstring(L, tether_version_string());
     lua_setfield(L, -2, "version");
+}
+
+/* The codec takes and drops channel references with the core's calls. */
+static const lt_chanrefs core_chanrefs = {tether_channel_retain,
+                                          tether_channel_release};
+static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
+
+static void codec_init(void)
+{
+    lt_codec_init(&core_chanrefs);
 }
 
 int luaopen_tether(lua_State *L)
@@ -333,9 +343,11 @@ int luaopen_tether(lua_State *L)
         return 1;
     lua_pop(L, 1);
     lt_tl_init();
+    (void)pthread_once(&codec_once, codec_init);
     lt_state *S = new_state(L);
     S->open_module = luaopen_tether;
     make_sentinel_class(L);
+    lt_open_codec(L);
     S->pool = lt_pool_install(L);
     open_runtime(L, S);
     attach_main(L, S);
