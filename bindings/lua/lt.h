@@ -48,6 +48,8 @@
 
 #include <tether/tether.h>
 
+#include "lt_conf.h"
+
 /* Metatable names, which tostring and error messages show. */
 #define LT_THREAD_MT "tether.thread"
 #define LT_LOCK_MT "tether.lock"
@@ -75,16 +77,42 @@
    interpreter) whose destructor is lt_blob_dtor. */
 #define LT_ASYNC_COPY INT64_C(0x4c7561436f707921)   /* "LuaCopy!" */
 
-/* Idle callback coroutines kept for reuse. */
-#define LT_CB_POOL 8
 
-/* Room for hooks of other code set on coroutines that the module hooks over
-   at the same time (see lt_hook.c). */
-#define LT_SAVED_HOOKS 8
+/* The binding's locks and their order.  A thread takes one only while it
+   holds none of the same or a higher rank; debug builds (no NDEBUG) check
+   it at every lt_mutex_lock and abort with the ranks' names on the first
+   violation (core/lockrank.h is the core's twin).  Both are leaves below
+   the core too: lt_on_breaker takes hook_mu under the core's GIL mutex,
+   and nothing of the core is called, nor another lock taken, while either
+   is held (the core's checker cannot see the binding's locks: it is not
+   part of the library's interface). */
+enum lt_lock_rank {
+    LT_RANK_HOOK, /* lt_state.hook_mu */
+    LT_RANK_DEAD, /* lt_state.dead_mu */
+    LT_RANK__COUNT
+};
 
-/* The most instructions a user's count hook that the module runs counts
-   before the module looks for a request (see lt_hook.c, "Count hooks"). */
-#define LT_COUNT_STEP 10000
+#ifdef NDEBUG
+static inline void lt_rank_take(enum lt_lock_rank r) { (void)r; }
+static inline void lt_rank_give(enum lt_lock_rank r) { (void)r; }
+#else
+/* Aborts if the calling thread holds a lock of rank >= r; notes r held. */
+void lt_rank_take(enum lt_lock_rank r);
+/* Notes r given back. */
+void lt_rank_give(enum lt_lock_rank r);
+#endif
+
+static inline void lt_mutex_lock(pthread_mutex_t *m, enum lt_lock_rank r)
+{
+    lt_rank_take(r);
+    pthread_mutex_lock(m);
+}
+
+static inline void lt_mutex_unlock(pthread_mutex_t *m, enum lt_lock_rank r)
+{
+    pthread_mutex_unlock(m);
+    lt_rank_give(r);
+}
 
 typedef struct lt_state lt_state;
 typedef struct lt_tstate lt_tstate;
@@ -157,15 +185,16 @@ struct lt_state {
     int nplugins, plugins_cap;
     /* Protects saved[], and each
        lua_sethook/lua_gethook on a coroutine that another thread may be
-       running; serialises requesters.  A leaf: taken under the GIL's mutex
-       by lt_on_breaker, and nothing is taken under it. */
+       running; serialises requesters.  Rank LT_RANK_HOOK, a leaf: taken
+       under the GIL's mutex by lt_on_breaker, and nothing is taken under
+       it. */
     pthread_mutex_t hook_mu;
     struct lt_saved {
         lua_State *co;
         lua_Hook hook;
         int mask, count;
     } saved[LT_SAVED_HOOKS];
-    /* Protects `dead` and `dead_cbs`.  A leaf. */
+    /* Protects `dead` and `dead_cbs`.  Rank LT_RANK_DEAD, a leaf. */
     pthread_mutex_t dead_mu;
     struct lt_payload *dead;    /* raised values whose exception died */
     struct lt_cbdata *dead_cbs; /* records of destroyed callbacks (lt_ffi.c) */

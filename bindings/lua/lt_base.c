@@ -64,9 +64,17 @@ static pthread_key_t tl_key;
 static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
 static int tl_ok;
 
+#ifndef NDEBUG
+static pthread_key_t rank_key; /* the ranks the thread holds, a bit each */
+static int rank_ok;
+#endif
+
 static void tl_init(void)
 {
     tl_ok = pthread_key_create(&tl_key, NULL) == 0;
+#ifndef NDEBUG
+    rank_ok = pthread_key_create(&rank_key, NULL) == 0;
+#endif
 }
 
 lt_tstate *lt_tl_get(void)
@@ -130,6 +138,37 @@ void lt_tl_init(void)
 {
     (void)pthread_once(&tl_once, tl_init);
 }
+
+/* ------------------------------------------------------------------------
+ * The lock order, checked (debug builds; see lt_mutex_lock in lt.h)
+ * ---------------------------------------------------------------------- */
+
+#ifndef NDEBUG
+static const char *const rank_names[LT_RANK__COUNT] = {"hook_mu", "dead_mu"};
+
+void lt_rank_take(enum lt_lock_rank r)
+{
+    if (!rank_ok)
+        return;
+    uintptr_t held = (uintptr_t)pthread_getspecific(rank_key);
+    for (int i = r; i < LT_RANK__COUNT; i++) {
+        if (held & ((uintptr_t)1 << i)) {
+            fprintf(stderr, "tether (Lua): lock order violated: %s taken while "
+                    "%s is held\n", rank_names[r], rank_names[i]);
+            abort();
+        }
+    }
+    (void)pthread_setspecific(rank_key, (void *)(held | (uintptr_t)1 << r));
+}
+
+void lt_rank_give(enum lt_lock_rank r)
+{
+    if (!rank_ok)
+        return;
+    uintptr_t held = (uintptr_t)pthread_getspecific(rank_key);
+    (void)pthread_setspecific(rank_key, (void *)(held & ~((uintptr_t)1 << r)));
+}
+#endif
 
 /* ------------------------------------------------------------------------
  * Errors, waits and asynchronous exceptions
@@ -324,13 +363,13 @@ void lt_payload_free(void *p)
 {
     lt_payload *pl = p;
     lt_state *S = pl->S;
-    pthread_mutex_lock(&S->dead_mu);
+    lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
     int closed = atomic_load(&S->closed);
     if (!closed) {
         pl->next = S->dead;
         S->dead = pl;
     }
-    pthread_mutex_unlock(&S->dead_mu);
+    lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
     if (closed) { /* its registry reference went with the state */
         free(pl);
         lt_state_unref(S);
@@ -339,10 +378,10 @@ void lt_payload_free(void *p)
 
 void lt_payload_drain(lua_State *L, lt_state *S)
 {
-    pthread_mutex_lock(&S->dead_mu);
+    lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
     lt_payload *pl = S->dead;
     S->dead = NULL;
-    pthread_mutex_unlock(&S->dead_mu);
+    lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
     while (pl) {
         lt_payload *next = pl->next;
         luaL_unref(L, LUA_REGISTRYINDEX, pl->ref);

@@ -46,9 +46,6 @@ static int tostring_of(lua_State *L)
     return 1;
 }
 
-/* Strings longer than this are cut in quoted descriptions. */
-#define LT_DESCRIBE_MAX 60
-
 const char *lt_describe(lua_State *L, int idx, int quote)
 {
     idx = lua_absindex(L, idx);

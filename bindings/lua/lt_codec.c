@@ -80,9 +80,6 @@ enum {
     TAG_CANCELLED
 };
 
-/* How deeply tables may nest, in an encoding and in a decoding. */
-#define LT_COPY_DEPTH 200
-
 #define LT_BLOB_MT "tether.blob"
 
 /* ------------------------------------------------------------------------

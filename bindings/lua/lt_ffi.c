@@ -33,11 +33,6 @@ static const char *const type_names[T_COUNT] = {
     "void", "i8", "u8", "i16", "u16", "i32", "u32",
     "i64", "u64", "f32", "f64", "ptr", "str"};
 
-#define LT_MAX_ARGS 32
-
-/* How long closing the state waits for each plugin's calls to end. */
-#define LT_UNLOAD_TIMEOUT_NS INT64_C(2000000000)
-
 static const char k_seed = 0; /* registry key anchoring S->seed */
 
 typedef struct lt_sig {
@@ -342,13 +337,13 @@ static void cbdata_dead(void *ud)
 {
     lt_cbdata *d = ud;
     lt_state *S = d->S;
-    pthread_mutex_lock(&S->dead_mu);
+    lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
     int closed = atomic_load(&S->closed);
     if (!closed) {
         d->next = S->dead_cbs;
         S->dead_cbs = d;
     }
-    pthread_mutex_unlock(&S->dead_mu);
+    lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
     if (closed) { /* its registry reference went with the state */
         free(d);
         lt_state_unref(S);
@@ -357,10 +352,10 @@ static void cbdata_dead(void *ud)
 
 void lt_callback_drain(lua_State *L, lt_state *S)
 {
-    pthread_mutex_lock(&S->dead_mu);
+    lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
     lt_cbdata *d = S->dead_cbs;
     S->dead_cbs = NULL;
-    pthread_mutex_unlock(&S->dead_mu);
+    lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
     while (d) {
         lt_cbdata *next = d->next;
         cbdata_release(L, d);
@@ -439,9 +434,9 @@ static void cb_run(lt_call *c, lt_tstate *ts)
    reads it made of an earlier call's tstate at the same address). */
 static void init_local(lt_tstate *ts, lt_state *S)
 {
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     lt_ts_init(ts, S, NULL);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 /* The tether_guest_fn of every callback. */

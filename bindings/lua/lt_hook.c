@@ -227,7 +227,7 @@ void lt_on_breaker(void *thread_ud, void *ud)
     lt_state *S = ud;
     if (!ts)
         return;
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     /* Once the state is closed, ts may be a stale pointer: not touched. */
     if (!atomic_load(&S->closed) && ts->S == S) {
         atomic_store(&ts->arming, 1);
@@ -239,18 +239,18 @@ void lt_on_breaker(void *thread_ud, void *ud)
             arm_locked(S, co);
         atomic_store_explicit(&ts->arming, 0, memory_order_release);
     }
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 /* Arms the coroutine the calling thread runs, if a request is pending. */
 static void arm_self(lt_tstate *ts)
 {
     lt_state *S = ts->S;
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     lua_State *co = atomic_load(&ts->running);
     if (co && atomic_load(&ts->requested))
         arm_locked(S, co);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 void lt_switch(lt_tstate *ts, lua_State *co)
@@ -307,11 +307,11 @@ static void forward(const struct lt_saved *prev, lua_State *L, lua_Debug *ar)
 static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
 {
     struct lt_saved prev = {NULL, NULL, 0, 0};
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     int i = saved_find(S, L);
     if (i >= 0)
         prev = S->saved[i];
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     forward(&prev, L, ar);
 }
 
@@ -324,13 +324,13 @@ static void lt_hook_first(lua_State *L, lua_Debug *ar)
     if (ar->event == LUA_HOOKLINE) {
         lt_state *S = lt_state_of(L);
         struct lt_saved prev = {NULL, NULL, 0, 0};
-        pthread_mutex_lock(&S->hook_mu);
+        lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
         if (lua_gethook(L) == lt_hook_first)
             lua_sethook(L, lt_hook, lua_gethookmask(L), lua_gethookcount(L));
         int i = saved_find(S, L);
         if (i >= 0)
             prev = S->saved[i];
-        pthread_mutex_unlock(&S->hook_mu);
+        lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
         forward(&prev, L, ar);
         return;
     }
@@ -348,12 +348,12 @@ static void lt_hook(lua_State *L, lua_Debug *ar)
         forward_count(S, L, ar);
         return;
     }
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     saved_take(S, L, &prev);
     lua_sethook(L, prev.hook, prev.mask, prev.count);
     if (ts)
         atomic_store(&ts->requested, 0);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     if (ts)
         ts->in_hook = 1; /* stays set if the checkpoint raises */
     lt_checkpoint(L, ts);
@@ -836,9 +836,9 @@ static lt_tstate *ts_of(lt_state *S)
 /* Serves a request in a hook: the GIL handed over, an exception raised. */
 static void serve(lua_State *L, lt_state *S, lt_tstate *ts)
 {
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     atomic_store(&ts->requested, 0);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     ts->in_hook = 1; /* stays set if the checkpoint raises */
     lt_checkpoint(L, ts);
     ts->in_hook = 0;
@@ -850,7 +850,7 @@ static void serve(lua_State *L, lt_state *S, lt_tstate *ts)
 static void counted_inherited(lua_State *L, lt_state *S, lua_Hook fn)
 {
     lt_tstate *ts = ts_of(S);
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     int mask = lua_gethookmask(L);
     if (fn == lt_counted_line)
         mask &= ~LUA_MASKLINE;
@@ -859,7 +859,7 @@ static void counted_inherited(lua_State *L, lt_state *S, lua_Hook fn)
         if (fn == lt_counted_line && ts && atomic_load(&ts->requested))
             arm_locked(S, L); /* the request its line bit was for */
     }
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 /* A count event: the step is done. */
@@ -880,9 +880,9 @@ static void counted_count(lua_State *L, lua_Debug *ar, lt_state *S,
         if (next == lt_counted_line && fn != next)
             c->first = 1;
         c->step = step;
-        pthread_mutex_lock(&S->hook_mu);
+        lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
         lua_sethook(L, next, c->mask | (line ? LUA_MASKLINE : 0), step);
-        pthread_mutex_unlock(&S->hook_mu);
+        lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     }
     if (user)
         std_hookf(L, ar); /* may set hooks: the record is not touched after */
@@ -924,9 +924,9 @@ static void counted(lua_State *L, lua_Debug *ar, lua_Hook fn)
         serve(L, S, ts);
     /* The user's hook may have changed meanwhile (another thread ran
        while this one checkpointed): what it asks for now. */
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     int still = is_counted(lua_gethook(L));
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     if (!still)
         return;
     c = push_count(L, L);
@@ -1003,7 +1003,7 @@ static int l_sethook(lua_State *L)
     lua_xmove(co, L, 1);
     lua_pushvalue(L, arg + 1);
     lua_rawset(L, -3);
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     if (c) {
         struct lt_saved gone; /* a hook an armed one-shot covered */
         saved_take(S, co, &gone);
@@ -1011,7 +1011,7 @@ static int l_sethook(lua_State *L)
     } else {
         set_hook_locked(S, co, f, mask, count);
     }
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     return 0;
 }
 
@@ -1021,7 +1021,7 @@ static int l_gethook(lua_State *L)
     lt_state *S = lt_S(L);
     int arg;
     lua_State *co = hook_target(L, &arg);
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     lua_Hook h = lua_gethook(co);
     int mask = lua_gethookmask(co), count = lua_gethookcount(co);
     if (is_ours(h)) {
@@ -1032,7 +1032,7 @@ static int l_gethook(lua_State *L)
     } else if (h == lt_counted_line) {
         mask &= ~LUA_MASKLINE; /* the module's, not the user's */
     }
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     if (is_counted(h)) { /* the user's, from its record */
         if (L != co && !lua_checkstack(co, 1))
             return luaL_error(L, "stack overflow");

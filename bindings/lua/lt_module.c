@@ -18,9 +18,6 @@
 static const char k_anchor = 0; /* userdata whose __gc drops the state */
 static const char k_guard = 0;  /* tether.deferred's to-be-closed guard */
 
-/* How long closing waits for daemon threads to leave Lua after finalize. */
-#define LT_REAP_TIMEOUT_NS INT64_C(2000000000)
-
 /* ------------------------------------------------------------------------
  * Closing the state
  * ---------------------------------------------------------------------- */
@@ -29,12 +26,12 @@ static const char k_guard = 0;  /* tether.deferred's to-be-closed guard */
    longer touches its coroutines. */
 static void mark_closed(lt_state *S)
 {
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     atomic_store(&S->closed, 1);
     atomic_store(&S->main_ts.running, NULL);
     for (lt_worker *w = S->workers; w; w = w->next)
         atomic_store(&w->ts.running, NULL);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 /* What closing the Lua state does first, as Python does at exit: join the

@@ -373,26 +373,6 @@ static int worker_main(void *arg)
     return st == LUA_OK ? TETHER_OK : TETHER_EXIT;
 }
 
-/* The smallest stack_size accepted.  Lua lets C calls nest 200 deep
-   (LUAI_MAXCCALLS) whatever the stack, so a thread must hold 200 levels of
-   its heaviest library function: nested string.gsub callbacks need about
-   420 KiB on x86-64 (a luaL_Buffer and a match state per level), and under
-   ThreadSanitizer, whose runtime runs on the thread's stack too, about
-   1.1 MiB.  Twice and more that, so that C modules with bigger frames fit
-   too; tests/lua/test_stack_size.lua runs those nestings at the minimum. */
-#ifdef __has_feature
-#define LT_HAS_FEATURE(x) __has_feature(x)
-#else
-#define LT_HAS_FEATURE(x) 0
-#endif
-#if defined(__SANITIZE_THREAD__) || LT_HAS_FEATURE(thread_sanitizer)
-#define LT_MIN_STACK ((size_t)4 << 20)
-#else
-#define LT_MIN_STACK ((size_t)1 << 20)
-#endif
-
-/* The longest thread name: the core keeps 127 bytes and cut longer ones. */
-#define LT_NAME_MAX 127
 
 void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 {
