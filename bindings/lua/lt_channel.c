@@ -23,7 +23,7 @@ static void discard(void *data, size_t len, void *ud)
 }
 
 /* tether.channel([capacity]) */
-static int l_channel(lua_State *L)
+static int channel_new(lua_State *L)
 {
     lua_Integer cap = luaL_optinteger(L, 1, 0);
     luaL_argcheck(L, cap >= 0, 1, "capacity must be >= 0 (0: no bound)");
@@ -39,7 +39,7 @@ static int l_channel(lua_State *L)
 }
 
 /* ch:send(v, [timeout]) --> true | false [, "closed"] */
-static int l_send(lua_State *L)
+static int channel_send(lua_State *L)
 {
     lt_chan *c = check_chan(L);
     luaL_checkany(L, 2);
@@ -63,7 +63,7 @@ static int l_send(lua_State *L)
 }
 
 /* ch:recv([timeout]) --> v | nil, "timeout" | nil, "closed" */
-static int l_recv(lua_State *L)
+static int channel_recv(lua_State *L)
 {
     lt_chan *c = check_chan(L);
     int64_t ns = lt_opt_timeout(L, 2);
@@ -91,7 +91,7 @@ static int l_recv(lua_State *L)
 }
 
 /* ch:close(): wakes every waiter; later sends fail, receives drain. */
-static int l_close(lua_State *L)
+static int channel_close(lua_State *L)
 {
     int rc = tether_channel_close(check_chan(L)->ch);
     if (rc != TETHER_OK)
@@ -99,7 +99,7 @@ static int l_close(lua_State *L)
     return 0;
 }
 
-static int l_count(lua_State *L)
+static int channel_count(lua_State *L)
 {
     size_t n = 0;
     int rc = tether_channel_count(check_chan(L)->ch, &n);
@@ -112,10 +112,10 @@ static int l_count(lua_State *L)
 void lt_open_channel(lua_State *L, lt_state *S)
 {
     static const luaL_Reg methods[] = {
-        {"send", l_send}, {"recv", l_recv}, {"close", l_close},
-        {"count", l_count}, {NULL, NULL}};
+        {"send", channel_send}, {"recv", channel_recv}, {"close", channel_close},
+        {"count", channel_count}, {NULL, NULL}};
     lt_new_class(L, S, LT_CHANNEL_MT, methods, NULL, NULL);
     lua_pushlightuserdata(L, S);
-    lua_pushcclosure(L, l_channel, 1);
+    lua_pushcclosure(L, channel_new, 1);
     lua_setfield(L, -2, "channel");
 }

@@ -304,7 +304,7 @@ static void give_co(lt_state *S, const struct co_slot *slot)
    (lt_callback_drain), or the notification frees it itself once the state
    is closed. */
 typedef struct lt_cbdata {
-    /* Synchronization: immutable after l_callback. */
+    /* Synchronization: immutable after callback_new. */
     lt_state *S; /* one reference */
     int fn_ref;  /* the Lua function, in the registry */
     lt_sig sig;
@@ -482,7 +482,7 @@ static void *code_of(lua_State *L, int idx)
 }
 
 /* tether.callback(signature, fn) */
-static int l_callback(lua_State *L)
+static int callback_new(lua_State *L)
 {
     lt_state *S = lt_S(L);
     lt_sig sig;
@@ -518,7 +518,7 @@ static int l_callback(lua_State *L)
     return 1;
 }
 
-static int l_cb_ptr(lua_State *L)
+static int callback_ptr(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
     luaL_argcheck(L, cb->cb != 0, 1, "the callback was freed");
@@ -527,7 +527,7 @@ static int l_cb_ptr(lua_State *L)
 }
 
 /* cb:handle(): the tether_callback handle, for C code that retains it. */
-static int l_cb_handle(lua_State *L)
+static int callback_handle(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
     luaL_argcheck(L, cb->cb != 0, 1, "the callback was freed");
@@ -539,7 +539,7 @@ static int l_cb_handle(lua_State *L)
    it was the last (no C code retained it) this waits for calls running on
    other threads; the record, with the Lua function, goes once the core has
    destroyed the callback (cbdata_dead), freed here or at a later drain. */
-static int l_cb_free(lua_State *L)
+static int callback_free(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
     lt_cbdata *d = cb->d;
@@ -603,7 +603,7 @@ static void forget_plugin(lt_state *S, tether_plugin p)
 }
 
 /* tether.load(path) */
-static int l_load(lua_State *L)
+static int module_load(lua_State *L)
 {
     lt_state *S = lt_S(L);
     const char *path = luaL_checkstring(L, 1);
@@ -703,7 +703,7 @@ static int call_c(lua_State *L, void *fn, int sig_idx, const char *what,
 }
 
 /* p:call(symbol, signature, args...) --> the C return value */
-static int l_call(lua_State *L)
+static int plugin_call(lua_State *L)
 {
     lt_plugin *p = check_plugin(L);
     void *fn;
@@ -715,14 +715,14 @@ static int l_call(lua_State *L)
 
 /* tether.ffi_call(fnptr, signature, args...) --> the C return value.  As
    safe as the pointer it is given. */
-static int l_ffi_call(lua_State *L)
+static int module_ffi_call(lua_State *L)
 {
     void *fn = lua_islightuserdata(L, 1) ? lua_touserdata(L, 1) : code_of(L, 1);
     luaL_argexpected(L, fn != NULL, 1, "function pointer");
     return call_c(L, fn, 2, "ffi_call", 0);
 }
 
-static int l_symbol(lua_State *L)
+static int plugin_symbol(lua_State *L)
 {
     lt_plugin *p = check_plugin(L);
     void *fn;
@@ -734,7 +734,7 @@ static int l_symbol(lua_State *L)
 }
 
 /* p:unload([timeout]) --> true, or false when calls were still running */
-static int l_unload(lua_State *L)
+static int plugin_unload(lua_State *L)
 {
     lt_state *S = lt_S(L);
     lt_plugin *p = check_plugin(L);
@@ -755,7 +755,7 @@ static int l_unload(lua_State *L)
     return 1;
 }
 
-static int l_plugin_index(lua_State *L)
+static int plugin_index(lua_State *L)
 {
     lt_plugin *p = luaL_checkudata(L, 1, LT_PLUGIN_MT);
     lua_pushvalue(L, 2);
@@ -782,14 +782,14 @@ void lt_unload_plugins(lt_state *S)
 void lt_open_ffi(lua_State *L, lt_state *S)
 {
     static const luaL_Reg cb_m[] = {
-        {"ptr", l_cb_ptr}, {"handle", l_cb_handle}, {"free", l_cb_free}, {NULL, NULL}};
-    static const luaL_Reg cb_mt[] = {{"__gc", l_cb_free}, {"__close", l_cb_free}, {NULL, NULL}};
+        {"ptr", callback_ptr}, {"handle", callback_handle}, {"free", callback_free}, {NULL, NULL}};
+    static const luaL_Reg cb_mt[] = {{"__gc", callback_free}, {"__close", callback_free}, {NULL, NULL}};
     static const luaL_Reg pl_m[] = {
-        {"call", l_call}, {"symbol", l_symbol}, {"unload", l_unload}, {NULL, NULL}};
+        {"call", plugin_call}, {"symbol", plugin_symbol}, {"unload", plugin_unload}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"callback", l_callback}, {"load", l_load}, {"ffi_call", l_ffi_call}, {NULL, NULL}};
+        {"callback", callback_new}, {"load", module_load}, {"ffi_call", module_ffi_call}, {NULL, NULL}};
     lt_new_class(L, S, LT_CALLBACK_MT, cb_m, cb_mt, NULL);
-    lt_new_class(L, S, LT_PLUGIN_MT, pl_m, NULL, l_plugin_index);
+    lt_new_class(L, S, LT_PLUGIN_MT, pl_m, NULL, plugin_index);
     S->seed = lua_newthread(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_seed); /* for the life of the state */
     lua_pushlightuserdata(L, S);

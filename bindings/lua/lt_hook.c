@@ -482,7 +482,7 @@ static int close_thread(lua_State *L, lua_State *co, lt_tstate *ts)
     return st;
 }
 
-static int l_resume(lua_State *L)
+static int coroutine_resume(lua_State *L)
 {
     lua_State *co = check_co(L);
     lt_tstate *ts = ts_here(L);
@@ -519,7 +519,7 @@ static int wrapped(lua_State *L)
     return lua_error(L);
 }
 
-static int l_wrap(lua_State *L)
+static int coroutine_wrap(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -530,7 +530,7 @@ static int l_wrap(lua_State *L)
     return 1;
 }
 
-static int l_close(lua_State *L)
+static int coroutine_close(lua_State *L)
 {
     lua_State *co = check_co(L);
     int status = co_status(L, co);
@@ -635,7 +635,7 @@ static int xp_finish_plain(lua_State *L, int status, lua_KContext extra)
 }
 
 /* xpcall(f, msgh, ...) (upvalues: S, the standard debug.traceback) */
-static int l_xpcall(lua_State *L)
+static int global_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -973,7 +973,7 @@ static void set_hook_locked(lt_state *S, lua_State *co, lua_Hook f, int mask, in
 }
 
 /* debug.sethook([co,] [fn, mask [, count]]) */
-static int l_sethook(lua_State *L)
+static int debug_sethook(lua_State *L)
 {
     lt_state *S = lt_S(L);
     int arg;
@@ -1016,7 +1016,7 @@ static int l_sethook(lua_State *L)
 }
 
 /* debug.gethook([co]): fn (or "external hook"), mask, count; or fail. */
-static int l_gethook(lua_State *L)
+static int debug_gethook(lua_State *L)
 {
     lt_state *S = lt_S(L);
     int arg;
@@ -1105,7 +1105,7 @@ void lt_open_hooks(lua_State *L, lt_state *S)
 {
     (void)pthread_once(&asym_once, asym_init);
     static const luaL_Reg co_funcs[] = {
-        {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
+        {"resume", coroutine_resume}, {"wrap", coroutine_wrap}, {"close", coroutine_close}, {NULL, NULL}};
     lua_pushlightuserdata(L, S);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE)
@@ -1114,7 +1114,7 @@ void lt_open_hooks(lua_State *L, lt_state *S)
         lua_pushnil(L);
     lua_replace(L, -3); /* [S, traceback or nil] */
     lua_pop(L, 1);
-    lua_pushcclosure(L, l_xpcall, 2);
+    lua_pushcclosure(L, global_xpcall, 2);
     lua_setglobal(L, "xpcall");
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
@@ -1124,7 +1124,7 @@ void lt_open_hooks(lua_State *L, lt_state *S)
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE) {
         static const luaL_Reg db_funcs[] = {
-            {"sethook", l_sethook}, {"gethook", l_gethook}, {NULL, NULL}};
+            {"sethook", debug_sethook}, {"gethook", debug_gethook}, {NULL, NULL}};
         if (lua_getfield(L, -1, "sethook") != LUA_TFUNCTION) {
             lua_pop(L, 1);
         } else if (capture_lua_hook(L)) {

@@ -141,7 +141,7 @@ static const char *package_field(lua_State *L, const char *k)
 }
 
 /* tether.interp() */
-static int l_interp(lua_State *L)
+static int interp_new(lua_State *L)
 {
     lt_state *S = lt_S(L);
     setup s = {package_field(L, "path"), package_field(L, "cpath"), S->rt, 0,
@@ -304,7 +304,7 @@ static lt_interp *check_interp(lua_State *L)
 }
 
 /* i:thread([opts,] fn, ...) */
-static int l_ithread(lua_State *L)
+static int interp_thread(lua_State *L)
 {
     lt_interp *I = check_interp(L);
     tether_thread_opts o = {sizeof o, NULL, 0, 0};
@@ -359,7 +359,7 @@ static void close_state(lt_interp *I)
 }
 
 /* i:close([timeout]) --> true | nil, "timeout" */
-static int l_iclose(lua_State *L)
+static int interp_close(lua_State *L)
 {
     lt_interp *I = luaL_checkudata(L, 1, LT_INTERP_MT);
     int64_t ns = lt_opt_timeout(L, 2);
@@ -387,7 +387,7 @@ static int l_iclose(lua_State *L)
 
 /* A collected interpreter is closed, its threads joined (the runtime may
    be finalized already, when the creating state is closing). */
-static int l_interp_gc(lua_State *L)
+static int interp_gc(lua_State *L)
 {
     lt_interp *I = lua_touserdata(L, 1);
     if (I->interp) {
@@ -400,7 +400,7 @@ static int l_interp_gc(lua_State *L)
     return 0;
 }
 
-static int l_interp_tostring(lua_State *L)
+static int interp_tostring(lua_State *L)
 {
     lt_interp *I = luaL_checkudata(L, 1, LT_INTERP_MT);
     lua_pushfstring(L, "tether.interp: %p%s", (void *)I, I->interp ? "" : " (closed)");
@@ -419,7 +419,7 @@ static lt_irec *check_rec(lua_State *L)
 }
 
 /* t:join([timeout]): the shapes of tether.thread's join. */
-static int l_ijoin(lua_State *L)
+static int ithread_join(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     int64_t ns = lt_opt_timeout(L, 2);
@@ -441,7 +441,7 @@ static int l_ijoin(lua_State *L)
     return 1 + lt_decode(L, rec->res.data, rec->res.len);
 }
 
-static int l_ialive(lua_State *L)
+static int ithread_alive(lua_State *L)
 {
     lua_pushboolean(L, tether_thread_is_alive(check_rec(L)->h) == 1);
     return 1;
@@ -452,11 +452,11 @@ static const char *status_name(lt_irec *rec)
     static const char *const names[] = {"running", "done", "error", "cancelled"};
     int st = atomic_load_explicit(&rec->status, memory_order_acquire);
     if (st == LT_RUNNING && tether_thread_is_alive(rec->h) != 1)
-        st = LT_ERROR; /* ended without finishing: see l_ijoin */
+        st = LT_ERROR; /* ended without finishing: see ithread_join */
     return names[st];
 }
 
-static int l_istatus(lua_State *L)
+static int ithread_status(lua_State *L)
 {
     lua_pushstring(L, status_name(check_rec(L)));
     return 1;
@@ -470,7 +470,7 @@ static int thread_gone(int rc)
 }
 
 /* t:raise(value): the value is copied into the thread's interpreter. */
-static int l_iraise(lua_State *L)
+static int ithread_raise(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     luaL_checkany(L, 2);
@@ -487,7 +487,7 @@ static int l_iraise(lua_State *L)
     return 1;
 }
 
-static int l_icancel(lua_State *L)
+static int ithread_cancel(lua_State *L)
 {
     int rc = tether_thread_raise(check_rec(L)->h, LT_ASYNC_CANCEL, NULL, NULL);
     if (rc != TETHER_OK && !thread_gone(rc))
@@ -496,7 +496,7 @@ static int l_icancel(lua_State *L)
     return 1;
 }
 
-static int l_ithread_gc(lua_State *L)
+static int ithread_gc(lua_State *L)
 {
     lt_ihandle *hd = lua_touserdata(L, 1);
     if (hd->rec)
@@ -506,7 +506,7 @@ static int l_ithread_gc(lua_State *L)
 }
 
 /* __index: the methods (upvalue 2), then name, ident and daemon. */
-static int l_ithread_index(lua_State *L)
+static int ithread_index(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
     lua_pushvalue(L, 2);
@@ -524,7 +524,7 @@ static int l_ithread_index(lua_State *L)
     return 1;
 }
 
-static int l_ithread_tostring(lua_State *L)
+static int ithread_tostring(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
     if (!hd->rec)
@@ -537,17 +537,17 @@ static int l_ithread_tostring(lua_State *L)
 void lt_open_interp(lua_State *L, lt_state *S)
 {
     static const luaL_Reg imethods[] = {
-        {"thread", l_ithread}, {"close", l_iclose}, {NULL, NULL}};
+        {"thread", interp_thread}, {"close", interp_close}, {NULL, NULL}};
     static const luaL_Reg imeta[] = {
-        {"__gc", l_interp_gc}, {"__tostring", l_interp_tostring}, {NULL, NULL}};
+        {"__gc", interp_gc}, {"__tostring", interp_tostring}, {NULL, NULL}};
     static const luaL_Reg tmethods[] = {
-        {"join", l_ijoin},   {"alive", l_ialive},   {"status", l_istatus},
-        {"raise", l_iraise}, {"cancel", l_icancel}, {NULL, NULL}};
+        {"join", ithread_join},   {"alive", ithread_alive},   {"status", ithread_status},
+        {"raise", ithread_raise}, {"cancel", ithread_cancel}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
-        {"__gc", l_ithread_gc}, {"__tostring", l_ithread_tostring}, {NULL, NULL}};
+        {"__gc", ithread_gc}, {"__tostring", ithread_tostring}, {NULL, NULL}};
     lt_new_class(L, S, LT_INTERP_MT, imethods, imeta, NULL);
-    lt_new_class(L, S, LT_ITHREAD_MT, tmethods, tmeta, l_ithread_index);
+    lt_new_class(L, S, LT_ITHREAD_MT, tmethods, tmeta, ithread_index);
     lua_pushlightuserdata(L, S);
-    lua_pushcclosure(L, l_interp, 1);
+    lua_pushcclosure(L, interp_new, 1);
     lua_setfield(L, -2, "interp");
 }

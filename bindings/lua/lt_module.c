@@ -198,7 +198,7 @@ static void attach_main(lua_State *L, lt_state *S)
  * Module functions
  * ---------------------------------------------------------------------- */
 
-static int l_switchinterval(lua_State *L)
+static int module_switchinterval(lua_State *L)
 {
     lt_state *S = lt_S(L);
     uint32_t us = 0;
@@ -231,7 +231,7 @@ static int guard_close(lua_State *L)
 /* tether.deferred(fn, ...): fn(...) with asynchronous exceptions held back.
    A to-be-closed guard ends the deferral however fn leaves, and fn's errors
    keep their traceback (no pcall in between). */
-static int l_deferred(lua_State *L)
+static int module_deferred(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lt_tstate *ts = lt_ts();
@@ -246,7 +246,7 @@ static int l_deferred(lua_State *L)
     return lua_gettop(L) - 1;
 }
 
-static int l_clock(lua_State *L)
+static int module_clock(lua_State *L)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -254,7 +254,7 @@ static int l_clock(lua_State *L)
     return 1;
 }
 
-static int l_gil_stats(lua_State *L)
+static int module_gil_stats(lua_State *L)
 {
     tether_gil_stats st = {sizeof st, 0, 0, 0, 0, 0};
     int rc = tether_gil_stats_get(lt_S(L)->interp, &st);
@@ -275,7 +275,7 @@ static int l_gil_stats(lua_State *L)
 }
 
 /* The default tether.excepthook(thread, err, traceback). */
-static int l_default_excepthook(lua_State *L)
+static int module_default_excepthook(lua_State *L)
 {
     const char *name = "?";
     if (luaL_testudata(L, 1, LT_THREAD_MT) && lua_getfield(L, 1, "name") == LUA_TSTRING)
@@ -288,10 +288,10 @@ static int l_default_excepthook(lua_State *L)
 }
 
 static const luaL_Reg state_funcs[] = {
-    {"switchinterval", l_switchinterval},
-    {"deferred", l_deferred},
-    {"clock", l_clock},
-    {"gil_stats", l_gil_stats},
+    {"switchinterval", module_switchinterval},
+    {"deferred", module_deferred},
+    {"clock", module_clock},
+    {"gil_stats", module_gil_stats},
     {NULL, NULL}};
 
 static void make_guard(lua_State *L)
@@ -317,7 +317,7 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_push_cancelled(L);
     lua_setfield(L, -2, "Cancelled");
     make_guard(L);
-    lua_pushcfunction(L, l_default_excepthook);
+    lua_pushcfunction(L, module_default_excepthook);
     lua_setfield(L, -2, "excepthook");
     lua_pushstring(L, tether_version_string());
     lua_setfield(L, -2, "version");

@@ -190,7 +190,7 @@ static void wait_for(lua_State *L, modwaits *ws, lt_tstate *me)
 }
 
 /* require(name) */
-static int l_require(lua_State *L)
+static int global_require(lua_State *L)
 {
     luaL_checkstring(L, 1);
     lua_settop(L, 1);
@@ -258,7 +258,7 @@ void lt_open_require(lua_State *L, lt_state *S)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_waits);
     lua_pushlightuserdata(L, S);
     lua_pushvalue(L, top + 3);
-    lua_pushcclosure(L, l_require, 2); /* upvalues: S, package */
+    lua_pushcclosure(L, global_require, 2); /* upvalues: S, package */
     lua_setfield(L, top + 1, "require");
     lua_settop(L, top);
 }

@@ -421,7 +421,7 @@ void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 }
 
 /* tether.thread([opts,] fn, ...) */
-static int l_thread(lua_State *L)
+static int thread_new(lua_State *L)
 {
     lt_state *S = lt_S(L);
     lt_tstate *ts = lt_ts();
@@ -468,7 +468,7 @@ void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
     lt_worker *w = new_worker(L, S, NULL);
     w->daemon = o->daemon;
     load_coroutine(L, w, first, last);
-    lt_renew_sentinel(L, S); /* before the start, as in l_thread */
+    lt_renew_sentinel(L, S); /* before the start, as in thread_new */
     int rc = tether_thread_start(S->interp, worker_main, w, o, out);
     lt_back_in_lua(lt_ts()); /* the start let the GIL go */
     if (rc != TETHER_OK) {
@@ -497,7 +497,7 @@ static int push_results(lua_State *L, lt_worker *w)
     return w->nres + 1;
 }
 
-static int l_join(lua_State *L)
+static int thread_join(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     int64_t ns = lt_opt_timeout(L, 2);
@@ -515,7 +515,7 @@ static int l_join(lua_State *L)
     return push_results(L, hd->w);
 }
 
-static int l_alive(lua_State *L)
+static int thread_alive(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     lua_pushboolean(L, tether_thread_is_alive(hd->h) == 1);
@@ -530,14 +530,14 @@ static const char *status_name(const lt_handle *hd)
     return tether_thread_is_alive(hd->h) == 1 ? "running" : "done";
 }
 
-static int l_status(lua_State *L)
+static int thread_status(lua_State *L)
 {
     lua_pushstring(L, status_name(check_handle(L, 1)));
     return 1;
 }
 
 /* t:raise(value): true if the thread was running, false if it finished. */
-static int l_raise(lua_State *L)
+static int thread_raise(lua_State *L)
 {
     lt_state *S = lt_S(L);
     lt_handle *hd = check_handle(L, 1);
@@ -565,7 +565,7 @@ static int l_raise(lua_State *L)
 }
 
 /* t:cancel(): raises tether.Cancelled in t. */
-static int l_cancel(lua_State *L)
+static int thread_cancel(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     int rc = tether_thread_raise(hd->h, LT_ASYNC_CANCEL, NULL, NULL);
@@ -576,7 +576,7 @@ static int l_cancel(lua_State *L)
 }
 
 /* __index: the methods (upvalue 2), then name, ident and daemon. */
-static int l_index(lua_State *L)
+static int thread_index(lua_State *L)
 {
     lt_handle *hd = luaL_checkudata(L, 1, LT_THREAD_MT);
     lua_pushvalue(L, 2);
@@ -596,7 +596,7 @@ static int l_index(lua_State *L)
     return 1;
 }
 
-static int l_tostring(lua_State *L)
+static int thread_tostring(lua_State *L)
 {
     lt_handle *hd = luaL_checkudata(L, 1, LT_THREAD_MT);
     const char *name = "?";
@@ -607,7 +607,7 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-static int l_eq(lua_State *L)
+static int thread_eq(lua_State *L)
 {
     lt_handle *a = luaL_testudata(L, 1, LT_THREAD_MT);
     lt_handle *b = luaL_testudata(L, 2, LT_THREAD_MT);
@@ -615,7 +615,7 @@ static int l_eq(lua_State *L)
     return 1;
 }
 
-static int l_handle_gc(lua_State *L)
+static int thread_gc(lua_State *L)
 {
     lt_handle *hd = lua_touserdata(L, 1);
     lt_worker *w = hd->w;
@@ -638,7 +638,7 @@ static int l_handle_gc(lua_State *L)
  * Module functions
  * ---------------------------------------------------------------------- */
 
-static int l_current(lua_State *L)
+static int module_current(lua_State *L)
 {
     lt_push_current(L, lt_S(L));
     return 1;
@@ -663,7 +663,7 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
    made before the references are taken, so no error can leak one; they
    are kept in a table, not on the stack, which has room for a few dozen
    values only (one handle per thread on the stack overflowed it). */
-static int l_threads(lua_State *L)
+static int module_threads(lua_State *L)
 {
     lt_state *S = lt_S(L);
     size_t n = 0, cap = 0;
@@ -755,15 +755,15 @@ int lt_reap_workers(lt_state *S, int64_t timeout_ns)
 void lt_open_thread(lua_State *L, lt_state *S)
 {
     static const luaL_Reg methods[] = {
-        {"join", l_join},     {"alive", l_alive},   {"status", l_status},
-        {"raise", l_raise},   {"cancel", l_cancel}, {NULL, NULL}};
+        {"join", thread_join},     {"alive", thread_alive},   {"status", thread_status},
+        {"raise", thread_raise},   {"cancel", thread_cancel}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
-        {"__gc", l_handle_gc}, {"__tostring", l_tostring}, {"__eq", l_eq},
+        {"__gc", thread_gc}, {"__tostring", thread_tostring}, {"__eq", thread_eq},
         {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"thread", l_thread}, {"current", l_current}, {"threads", l_threads},
+        {"thread", thread_new}, {"current", module_current}, {"threads", module_threads},
         {NULL, NULL}};
-    lt_new_class(L, S, LT_THREAD_MT, methods, meta, l_index);
+    lt_new_class(L, S, LT_THREAD_MT, methods, meta, thread_index);
     lua_newtable(L); /* the handle cache, weak-valued */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "v");
