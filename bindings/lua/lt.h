@@ -244,18 +244,19 @@ typedef struct lt_waitq {
 
 /* ---- lt_base.c: the state, errors, waits, asynchronous exceptions ---- */
 
-/* The state of the module function or method running (upvalue 1). */
-lt_state *lt_S(lua_State *L);
-/* The state of Lua state L, from its registry (for hooks).  [gil-held] */
-lt_state *lt_state_of(lua_State *L);
-/* The calling thread's lt_tstate, or NULL for a thread the module does not
-   know.  [gil-held] */
-lt_tstate *lt_ts(void);
+/* The state of the module function or method running: its upvalue 1. */
+lt_state *lt_upvalue_state(lua_State *L);
+/* The state of Lua state L, from L's registry (for hooks, which have no
+   upvalues).  [gil-held] */
+lt_state *lt_registry_state(lua_State *L);
+/* The calling thread's record (its lt_tstate, the core's thread userdata),
+   or NULL for a thread the module does not know.  [gil-held] */
+lt_tstate *lt_current_tstate(void);
 /* The lt_tstate the module pushed last on the calling OS thread (a stack
    kept by lt_ts_push/lt_ts_pop, whatever the state): a fast guess at
-   lt_ts() that the caller must check (lt_hook.c's ts_here).  A pthread
-   key, not __thread: LeakSanitizer's tracer crashed on the dynamic TLS
-   of a dlopen'ed module in threads still running at exit. */
+   lt_current_tstate() that the caller must check (lt_hook.c's ts_here).
+   A pthread key, not __thread: LeakSanitizer's tracer crashed on the
+   dynamic TLS of a dlopen'ed module in threads still running at exit. */
 lt_tstate *lt_tl_get(void);
 void lt_tl_set(lt_tstate *ts);
 /* Initialises a thread's lt_tstate (worker may be NULL). */
@@ -275,14 +276,15 @@ int64_t lt_opt_timeout(lua_State *L, int idx);
    every thread of the state: the module's waits then do not block, and
    its checkpoints do not hand the GIL over. */
 int lt_in_finalizer(lua_State *L);
-/* Raises "what: <tether's last error>" for status `rc`. */
-int lt_fail(lua_State *L, const char *what, int rc);
-/* Turns the status of a tether wait into Lua: 1 for TETHER_OK, 0 for
-   TETHER_ETIMEDOUT; raises the delivered exception for TETHER_EASYNC;
+/* Raises the Lua error "what: <tether's last error>" for status `rc`;
+   returns what lua_error does (use: return lt_status_error(...)). */
+int lt_status_error(lua_State *L, const char *what, int rc);
+/* Whether a tether wait succeeded, from its status: 1 for TETHER_OK, 0
+   for TETHER_ETIMEDOUT; raises the delivered exception for TETHER_EASYNC;
    leaves Lua for TETHER_EFINALIZING; raises an error naming `what` for
    anything else. */
-int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what);
-/* Runs tether_checkpoint and acts on its answer like lt_wait_result. */
+int lt_wait_ok(lua_State *L, lt_tstate *ts, int rc, const char *what);
+/* Runs tether_checkpoint and acts on its answer like lt_wait_ok. */
 void lt_checkpoint(lua_State *L, lt_tstate *ts);
 /* Raises the asynchronous exception delivered to the calling thread. */
 int lt_raise_async(lua_State *L, lt_tstate *ts);
@@ -295,7 +297,7 @@ _Noreturn void lt_leave(lt_tstate *ts);
    the state is closed, or another thread closes it and ts is the thread
    that required the module (lt_state.main_stop). */
 int lt_must_leave(const lt_tstate *ts);
-/* After a call that let the GIL go outside the waits (lt_wait_result does
+/* After a call that let the GIL go outside the waits (lt_wait_ok does
    it too): leaves Lua when lt_must_leave says so. */
 void lt_back_in_lua(lt_tstate *ts);
 /* The destructor of an lt_payload: any thread, with or without the GIL. */
@@ -328,7 +330,7 @@ const char *lt_describe(lua_State *L, int idx, int quote);
 void lt_push_module(lua_State *L);
 /* Pops the table on the top into the registry as the module table. */
 void lt_set_module(lua_State *L);
-/* Records S as the state of L's registry (lt_state_of). */
+/* Records S as the state of L's registry (lt_registry_state). */
 void lt_set_state(lua_State *L, lt_state *S);
 /* Makes the pthread key of lt_tl_get (once per process). */
 void lt_tl_init(void);

@@ -22,12 +22,12 @@ static const char k_sentinel = 0;  /* the current sentinel */
  * The state and the calling thread
  * ---------------------------------------------------------------------- */
 
-lt_state *lt_S(lua_State *L)
+lt_state *lt_upvalue_state(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
-lt_state *lt_state_of(lua_State *L)
+lt_state *lt_registry_state(lua_State *L)
 {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_state);
     lt_state *S = lua_touserdata(L, -1);
@@ -35,7 +35,7 @@ lt_state *lt_state_of(lua_State *L)
     return S;
 }
 
-lt_tstate *lt_ts(void)
+lt_tstate *lt_current_tstate(void)
 {
     void *ud = NULL;
     if (tether_get_thread_userdata(&ud) != TETHER_OK)
@@ -201,8 +201,8 @@ int lt_in_finalizer(lua_State *L)
         return 1;
     /* A coroutine that a finalizer resumed has the finalizer on the stack
        of a resumer (the module's resumes under way on this thread). */
-    lt_tstate *ts = lt_ts();
-    if (!ts || ts->S != lt_state_of(L))
+    lt_tstate *ts = lt_current_tstate();
+    if (!ts || ts->S != lt_registry_state(L))
         return 0;
     for (const struct lt_resumer *r = ts->resumers; r; r = r->prev)
         if (r->from != L && runs_gc_metamethod(r->from))
@@ -222,9 +222,9 @@ int64_t lt_opt_timeout(lua_State *L, int idx)
     return ns != 0 && lt_in_finalizer(L) ? 0 : ns;
 }
 
-int lt_fail(lua_State *L, const char *what, int rc)
+int lt_status_error(lua_State *L, const char *what, int rc)
 {
-    lt_state *S = lt_state_of(L);
+    lt_state *S = lt_registry_state(L);
     if (S && S->finalized) /* a finalizer that runs after shut_down */
         return luaL_error(L, "%s: the Lua state is closing: tether's runtime "
                           "is finalized", what);
@@ -259,7 +259,7 @@ void lt_back_in_lua(lt_tstate *ts)
         lt_leave(ts);
 }
 
-int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what)
+int lt_wait_ok(lua_State *L, lt_tstate *ts, int rc, const char *what)
 {
     if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
         lt_leave(ts);
@@ -271,7 +271,7 @@ int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what)
     case TETHER_EASYNC:
         return lt_raise_async(L, ts);
     default:
-        return lt_fail(L, what, rc);
+        return lt_status_error(L, what, rc);
     }
 }
 
@@ -281,7 +281,7 @@ void lt_checkpoint(lua_State *L, lt_tstate *ts)
         return;
     int rc = tether_checkpoint();
     if (rc != TETHER_OK || lt_must_leave(ts))
-        (void)lt_wait_result(L, ts, rc, "tether_checkpoint");
+        (void)lt_wait_ok(L, ts, rc, "tether_checkpoint");
 }
 
 /* Pushes the Lua value of an exception taken with tether_async_fetch and

@@ -34,7 +34,7 @@ static int channel_new(lua_State *L)
     if (rc == TETHER_OK)
         rc = tether_channel_set_discard(c->ch, discard, NULL);
     if (rc != TETHER_OK)
-        return lt_fail(L, "channel", rc);
+        return lt_status_error(L, "channel", rc);
     return 1;
 }
 
@@ -44,7 +44,7 @@ static int channel_send(lua_State *L)
     lt_chan *c = check_chan(L);
     luaL_checkany(L, 2);
     int64_t ns = lt_opt_timeout(L, 3);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     lt_blob *b = lt_blob_push(L);
     lt_encode(L, b, 2, "value");
     int rc = tether_channel_send(c->ch, b->data, b->len, ns);
@@ -54,10 +54,10 @@ static int channel_send(lua_State *L)
         return 2;
     }
     /* Queued (EFINALIZING: maybe): the message owns their references now,
-       before lt_wait_result may leave Lua at shutdown. */
+       before lt_wait_ok may leave Lua at shutdown. */
     if (rc == TETHER_OK || rc == TETHER_EFINALIZING)
         b->nchans = 0;
-    int ok = lt_wait_result(L, ts, rc, "send");
+    int ok = lt_wait_ok(L, ts, rc, "send");
     lua_pushboolean(L, ok);
     return 1;
 }
@@ -67,7 +67,7 @@ static int channel_recv(lua_State *L)
 {
     lt_chan *c = check_chan(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     lt_blob *b = lt_blob_push(L);
     b->release = tether_channel_msg_free;
     void *data = NULL;
@@ -79,7 +79,7 @@ static int channel_recv(lua_State *L)
     }
     b->data = data;
     b->message = 1; /* its channel references go with it */
-    if (!lt_wait_result(L, ts, rc, "recv")) {
+    if (!lt_wait_ok(L, ts, rc, "recv")) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
@@ -95,7 +95,7 @@ static int channel_close(lua_State *L)
 {
     int rc = tether_channel_close(check_chan(L)->ch);
     if (rc != TETHER_OK)
-        return lt_fail(L, "close", rc);
+        return lt_status_error(L, "close", rc);
     return 0;
 }
 
@@ -104,7 +104,7 @@ static int channel_count(lua_State *L)
     size_t n = 0;
     int rc = tether_channel_count(check_chan(L)->ch, &n);
     if (rc != TETHER_OK)
-        return lt_fail(L, "count", rc);
+        return lt_status_error(L, "count", rc);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
 }

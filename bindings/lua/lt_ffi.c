@@ -446,7 +446,7 @@ static int guest(void **args, void *ret, void *ud)
     lt_state *S = c.d->S;
     if (atomic_load(&S->closed))
         return TETHER_OK; /* the C caller gets zero */
-    lt_tstate local, *ts = lt_ts();
+    lt_tstate local, *ts = lt_current_tstate();
     if (!ts || ts->S != S) {
         ts = &local;
         init_local(ts, S);
@@ -484,7 +484,7 @@ static void *code_of(lua_State *L, int idx)
 /* tether.callback(signature, fn) */
 static int callback_new(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     lt_sig sig;
     check_sig(L, 1, &sig);
     luaL_argcheck(L, sig.ret != T_STR, 1, "a callback cannot return str (the "
@@ -506,12 +506,12 @@ static int callback_new(lua_State *L)
     tether_callback h;
     int rc = tether_callback_new(S->interp, lua_tostring(L, 1), guest, d, &h);
     if (rc != TETHER_OK)
-        return lt_fail(L, "callback", rc);
+        return lt_status_error(L, "callback", rc);
     /* Nobody else knows h yet: this cannot fail but by misuse. */
     rc = tether_callback_on_free(h, cbdata_dead, d);
     if (rc != TETHER_OK) {
         (void)tether_callback_free(h);
-        return lt_fail(L, "callback", rc);
+        return lt_status_error(L, "callback", rc);
     }
     cb->cb = h; /* from here the core frees d */
     lt_renew_sentinel(L, S);
@@ -605,17 +605,17 @@ static void forget_plugin(lt_state *S, tether_plugin p)
 /* tether.load(path) */
 static int module_load(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     const char *path = luaL_checkstring(L, 1);
     lt_plugin *p = lua_newuserdatauv(L, sizeof *p, 1); /* kept callbacks */
     p->p = 0;
     luaL_setmetatable(L, LT_PLUGIN_MT);
     reserve_plugin(L, S);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_plugin_load(S->rt, path, &p->p);
     lt_back_in_lua(ts); /* the open let the GIL go */
     if (rc == TETHER_EASYNC || rc == TETHER_EFINALIZING)
-        lt_wait_result(L, ts, rc, "load");
+        lt_wait_ok(L, ts, rc, "load");
     if (rc != TETHER_OK)
         return luaL_error(L, "load: %s", tether_last_error());
     S->plugins[S->nplugins++] = p->p;
@@ -689,12 +689,12 @@ static int call_c(lua_State *L, void *fn, int sig_idx, const char *what,
     }
     if (method)
         keep_callbacks(L, sig_idx + 1, sig.nargs);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     memset(&ret, 0, sizeof ret);
     int rc = tether_ffi_call(fn, lua_tostring(L, sig_idx), args, &ret);
     lt_back_in_lua(ts); /* the call may have let the GIL go */
     if (rc != TETHER_OK)
-        return lt_fail(L, what, rc);
+        return lt_status_error(L, what, rc);
     after_c_call(L, ts);
     if (sig.ret == T_VOID)
         return 0;
@@ -709,7 +709,7 @@ static int plugin_call(lua_State *L)
     void *fn;
     int rc = tether_plugin_symbol(p->p, luaL_checkstring(L, 2), &fn);
     if (rc != TETHER_OK)
-        return lt_fail(L, "call", rc);
+        return lt_status_error(L, "call", rc);
     return call_c(L, fn, 3, "call", 1);
 }
 
@@ -728,7 +728,7 @@ static int plugin_symbol(lua_State *L)
     void *fn;
     int rc = tether_plugin_symbol(p->p, luaL_checkstring(L, 2), &fn);
     if (rc != TETHER_OK)
-        return lt_fail(L, "symbol", rc);
+        return lt_status_error(L, "symbol", rc);
     lua_pushlightuserdata(L, fn);
     return 1;
 }
@@ -736,10 +736,10 @@ static int plugin_symbol(lua_State *L)
 /* p:unload([timeout]) --> true, or false when calls were still running */
 static int plugin_unload(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     lt_plugin *p = check_plugin(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_plugin_unload(p->p, ns);
     lt_back_in_lua(ts); /* the unload let the GIL go */
     /* Cut short by an exception, the unload may or may not have happened. */
@@ -751,7 +751,7 @@ static int plugin_unload(lua_State *L)
         lua_pushnil(L); /* its fini stopped what called the kept callbacks */
         lua_setiuservalue(L, 1, 1);
     }
-    lua_pushboolean(L, lt_wait_result(L, ts, rc, "unload"));
+    lua_pushboolean(L, lt_wait_ok(L, ts, rc, "unload"));
     return 1;
 }
 
@@ -782,12 +782,16 @@ void lt_unload_plugins(lt_state *S)
 void lt_open_ffi(lua_State *L, lt_state *S)
 {
     static const luaL_Reg cb_m[] = {
-        {"ptr", callback_ptr}, {"handle", callback_handle}, {"free", callback_free}, {NULL, NULL}};
-    static const luaL_Reg cb_mt[] = {{"__gc", callback_free}, {"__close", callback_free}, {NULL, NULL}};
+        {"ptr", callback_ptr}, {"handle", callback_handle},
+        {"free", callback_free}, {NULL, NULL}};
+    static const luaL_Reg cb_mt[] = {
+        {"__gc", callback_free}, {"__close", callback_free}, {NULL, NULL}};
     static const luaL_Reg pl_m[] = {
-        {"call", plugin_call}, {"symbol", plugin_symbol}, {"unload", plugin_unload}, {NULL, NULL}};
+        {"call", plugin_call}, {"symbol", plugin_symbol},
+        {"unload", plugin_unload}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"callback", callback_new}, {"load", module_load}, {"ffi_call", module_ffi_call}, {NULL, NULL}};
+        {"callback", callback_new}, {"load", module_load},
+        {"ffi_call", module_ffi_call}, {NULL, NULL}};
     lt_new_class(L, S, LT_CALLBACK_MT, cb_m, cb_mt, NULL);
     lt_new_class(L, S, LT_PLUGIN_MT, pl_m, NULL, plugin_index);
     S->seed = lua_newthread(L);

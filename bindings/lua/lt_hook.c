@@ -322,7 +322,7 @@ static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
 static void lt_hook_first(lua_State *L, lua_Debug *ar)
 {
     if (ar->event == LUA_HOOKLINE) {
-        lt_state *S = lt_state_of(L);
+        lt_state *S = lt_registry_state(L);
         struct lt_saved prev = {NULL, NULL, 0, 0};
         lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
         if (lua_gethook(L) == lt_hook_first)
@@ -339,8 +339,8 @@ static void lt_hook_first(lua_State *L, lua_Debug *ar)
 
 static void lt_hook(lua_State *L, lua_Debug *ar)
 {
-    lt_state *S = lt_state_of(L);
-    lt_tstate *ts = lt_ts();
+    lt_state *S = lt_registry_state(L);
+    lt_tstate *ts = lt_current_tstate();
     struct lt_saved prev;
     if (ts && ts->S != S)
         ts = NULL; /* this thread runs another state's Lua too */
@@ -401,7 +401,7 @@ static inline lt_tstate *ts_here(lua_State *L)
     lt_tstate *ts = lt_tl_get();
     if (ts && ts->S == S && atomic_load_explicit(&ts->running, memory_order_relaxed) == L)
         return ts;
-    ts = lt_ts();
+    ts = lt_current_tstate();
     return ts && ts->S == S ? ts : NULL;
 }
 
@@ -585,7 +585,7 @@ static int is_async_peek(lua_State *L, lt_tstate *ts)
    never reach xp_finish; a later error must not run the handler twice. */
 static int xp_handler(lua_State *L)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(2)) && ts->in_hook) {
         ts->in_hook = 0;
         lua_settop(L, 1);
@@ -829,7 +829,7 @@ static struct lt_count *set_count(lua_State *L, lua_State *co, int mask, int cou
 /* The calling thread's lt_tstate if it belongs to S. */
 static lt_tstate *ts_of(lt_state *S)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     return ts && ts->S == S ? ts : NULL;
 }
 
@@ -890,7 +890,7 @@ static void counted_count(lua_State *L, lua_Debug *ar, lt_state *S,
 
 static void counted(lua_State *L, lua_Debug *ar, lua_Hook fn)
 {
-    lt_state *S = lt_state_of(L);
+    lt_state *S = lt_registry_state(L);
     struct lt_count *c = push_count(L, L); /* anchored on the stack */
     if (c == NULL) {
         lua_pop(L, 1);
@@ -975,7 +975,7 @@ static void set_hook_locked(lt_state *S, lua_State *co, lua_Hook f, int mask, in
 /* debug.sethook([co,] [fn, mask [, count]]) */
 static int debug_sethook(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     int arg;
     lua_State *co = hook_target(L, &arg);
     lua_Hook f = NULL;
@@ -1018,7 +1018,7 @@ static int debug_sethook(lua_State *L)
 /* debug.gethook([co]): fn (or "external hook"), mask, count; or fail. */
 static int debug_gethook(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     int arg;
     lua_State *co = hook_target(L, &arg);
     lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
@@ -1105,7 +1105,8 @@ void lt_open_hooks(lua_State *L, lt_state *S)
 {
     (void)pthread_once(&asym_once, asym_init);
     static const luaL_Reg co_funcs[] = {
-        {"resume", coroutine_resume}, {"wrap", coroutine_wrap}, {"close", coroutine_close}, {NULL, NULL}};
+        {"resume", coroutine_resume}, {"wrap", coroutine_wrap},
+        {"close", coroutine_close}, {NULL, NULL}};
     lua_pushlightuserdata(L, S);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE)

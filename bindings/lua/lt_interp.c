@@ -79,7 +79,7 @@ static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
     tether_gilstate gs;
     int rc = tether_ensure(I->interp, &gs);
     if (rc != TETHER_OK)
-        lt_fail(L, "interp", rc);
+        lt_status_error(L, "interp", rc);
     lua_State *L2 = I->L;
     int top = lua_gettop(L2);
     lua_pushcfunction(L2, fn);
@@ -90,8 +90,8 @@ static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
     lua_settop(L2, top);
     rc = tether_release(gs);
     if (rc != TETHER_OK)
-        (void)lt_wait_result(L, lt_ts(), rc, "interp");
-    lt_back_in_lua(lt_ts()); /* the caller's GIL was let go meanwhile */
+        (void)lt_wait_ok(L, lt_current_tstate(), rc, "interp");
+    lt_back_in_lua(lt_current_tstate()); /* the caller's GIL was let go meanwhile */
     if (*msg)
         luaL_error(L, "%s", msg);
 }
@@ -120,7 +120,7 @@ static int setup_in(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_INTERP);
     luaL_requiref(L, "tether", s->open_module, 0);
     /* The thread that required it was only visiting. */
-    lt_state *S = lt_state_of(L);
+    lt_state *S = lt_registry_state(L);
     atomic_store(&S->main_ts.running, NULL);
     (void)tether_set_thread_userdata(NULL);
     return 0;
@@ -143,7 +143,7 @@ static const char *package_field(lua_State *L, const char *k)
 /* tether.interp() */
 static int interp_new(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     setup s = {package_field(L, "path"), package_field(L, "cpath"), S->rt, 0,
                S->open_module};
     lt_interp *I = lua_newuserdatauv(L, sizeof *I, 0);
@@ -151,7 +151,7 @@ static int interp_new(lua_State *L)
     luaL_setmetatable(L, LT_INTERP_MT);
     int rc = tether_interp_create(S->rt, &I->interp);
     if (rc != TETHER_OK)
-        return lt_fail(L, "interp", rc);
+        return lt_status_error(L, "interp", rc);
     s.interp = I->interp;
     I->L = luaL_newstate(); /* nobody else sees it yet: no GIL needed */
     if (!I->L)
@@ -287,7 +287,7 @@ static int spawn_in(lua_State *L)
     lt_decode(L, sp->code->data, sp->code->len);
     lt_load_function(L, first + 1);
     lua_replace(L, first + 1);
-    lt_thread_start_bare(L, lt_state_of(L), first, lua_gettop(L), sp->opts,
+    lt_thread_start_bare(L, lt_registry_state(L), first, lua_gettop(L), sp->opts,
                          &sp->rec->h);
     return 0;
 }
@@ -369,7 +369,7 @@ static int interp_close(lua_State *L)
             return luaL_error(L, "close: called from a thread of that interpreter");
         I->interp = 0;
         if (rc == TETHER_EFINALIZING)
-            lt_leave(lt_ts());
+            lt_leave(lt_current_tstate());
         if (rc == TETHER_ETIMEDOUT) { /* its threads may still be in Lua */
             I->L = NULL;
             I->abandoned = 1;
@@ -425,7 +425,7 @@ static int ithread_join(lua_State *L)
     int64_t ns = lt_opt_timeout(L, 2);
     int rc = tether_thread_join(rec->h, ns);
     /* A bad handle: the interpreter is gone, and the thread with it. */
-    if (rc != TETHER_EBADHANDLE && !lt_wait_result(L, lt_ts(), rc, "join")) {
+    if (rc != TETHER_EBADHANDLE && !lt_wait_ok(L, lt_current_tstate(), rc, "join")) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
@@ -481,7 +481,7 @@ static int ithread_raise(lua_State *L)
     if (rc != TETHER_OK) { /* not taken */
         lt_blob_dtor(heap);
         if (!thread_gone(rc))
-            return lt_fail(L, "raise", rc);
+            return lt_status_error(L, "raise", rc);
     }
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
@@ -491,7 +491,7 @@ static int ithread_cancel(lua_State *L)
 {
     int rc = tether_thread_raise(check_rec(L)->h, LT_ASYNC_CANCEL, NULL, NULL);
     if (rc != TETHER_OK && !thread_gone(rc))
-        return lt_fail(L, "cancel", rc);
+        return lt_status_error(L, "cancel", rc);
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
 }

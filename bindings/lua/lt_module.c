@@ -42,7 +42,7 @@ static void shut_down(lua_State *L, lt_state *S)
     if (S->shutting_down)
         return;
     S->shutting_down = 1;
-    lt_tstate *self = lt_ts();
+    lt_tstate *self = lt_current_tstate();
     if (self && self->S == S && self != &S->main_ts)
         atomic_store(&S->main_stop, 1); /* before the GIL is handed over */
     if (S->interp) {
@@ -157,7 +157,7 @@ static void open_runtime(lua_State *L, lt_state *S)
         if (lua_getfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_INTERP) != LUA_TNIL)
             S->interp = (tether_interp)lua_tointeger(L, -1);
         else if ((rc = tether_runtime_main_interp(S->rt, &S->interp)) != TETHER_OK)
-            lt_fail(L, "tether: the host's runtime", rc);
+            lt_status_error(L, "tether: the host's runtime", rc);
         lua_pop(L, 2);
         if (!tether_gil_held())
             luaL_error(L, "tether: the host must hold the interpreter's GIL "
@@ -175,10 +175,10 @@ static void open_runtime(lua_State *L, lt_state *S)
         luaL_error(L, "tether: this thread already holds a tether GIL (another "
                    "Lua state using tether on the same thread?)");
     if (rc != TETHER_OK)
-        lt_fail(L, "tether: creating the runtime", rc);
+        lt_status_error(L, "tether: creating the runtime", rc);
     S->owns_runtime = 1;
     if ((rc = tether_runtime_main_interp(S->rt, &S->interp)) != TETHER_OK)
-        lt_fail(L, "tether: the main interpreter", rc);
+        lt_status_error(L, "tether: the main interpreter", rc);
 }
 
 /* Makes the requiring thread known: its userdata, its thread object. */
@@ -188,10 +188,10 @@ static void attach_main(lua_State *L, lt_state *S)
     lt_ts_push(&S->main_ts);
     int rc = tether_thread_current(&S->main_thread);
     if (rc != TETHER_OK)
-        lt_fail(L, "tether: the main thread", rc);
+        lt_status_error(L, "tether: the main thread", rc);
     rc = tether_interp_set_breaker_hook(S->interp, lt_on_breaker, S);
     if (rc != TETHER_OK)
-        lt_fail(L, "tether: the breaker hook", rc);
+        lt_status_error(L, "tether: the breaker hook", rc);
 }
 
 /* ------------------------------------------------------------------------
@@ -200,7 +200,7 @@ static void attach_main(lua_State *L, lt_state *S)
 
 static int module_switchinterval(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     uint32_t us = 0;
     int rc;
     if (!lua_isnoneornil(L, 1)) {
@@ -208,10 +208,10 @@ static int module_switchinterval(lua_State *L)
         luaL_argcheck(L, s > 0 && s <= 10, 1, "interval must be in (0, 10] seconds");
         us = s * 1e6 < 1 ? 1 : (uint32_t)(s * 1e6 + 0.5);
         if ((rc = tether_set_switch_interval(S->rt, us)) != TETHER_OK)
-            return lt_fail(L, "switchinterval", rc);
+            return lt_status_error(L, "switchinterval", rc);
     }
     if ((rc = tether_get_switch_interval(S->rt, &us)) != TETHER_OK)
-        return lt_fail(L, "switchinterval", rc);
+        return lt_status_error(L, "switchinterval", rc);
     lua_pushnumber(L, us / 1e6);
     return 1;
 }
@@ -222,7 +222,7 @@ static int module_switchinterval(lua_State *L)
 static int guard_close(lua_State *L)
 {
     (void)tether_async_allow();
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     if (!lua_isnil(L, 2) && ts)
         lt_request_self(ts);
     return 0;
@@ -234,12 +234,12 @@ static int guard_close(lua_State *L)
 static int module_deferred(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_guard);
     lua_insert(L, 1);
     lua_toclose(L, 1);
     if (tether_async_defer() != TETHER_OK)
-        return lt_fail(L, "deferred", TETHER_ESTATE);
+        return lt_status_error(L, "deferred", TETHER_ESTATE);
     lua_call(L, lua_gettop(L) - 2, LUA_MULTRET);
     lua_closeslot(L, 1);
     lt_checkpoint(L, ts);
@@ -257,9 +257,9 @@ static int module_clock(lua_State *L)
 static int module_gil_stats(lua_State *L)
 {
     tether_gil_stats st = {sizeof st, 0, 0, 0, 0, 0};
-    int rc = tether_gil_stats_get(lt_S(L)->interp, &st);
+    int rc = tether_gil_stats_get(lt_upvalue_state(L)->interp, &st);
     if (rc != TETHER_OK)
-        return lt_fail(L, "gil_stats", rc);
+        return lt_status_error(L, "gil_stats", rc);
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, (lua_Integer)st.acquisitions);
     lua_setfield(L, -2, "acquisitions");

@@ -138,8 +138,8 @@ static int module_sleep(lua_State *L)
     int64_t ns = s >= 9e9 ? INT64_MAX : (int64_t)(s * 1e9);
     if (lt_in_finalizer(L))
         return 0; /* not even sleep(0), which hands the GIL over */
-    lt_tstate *ts = lt_ts();
-    lt_wait_result(L, ts, tether_sleep(ns), "sleep");
+    lt_tstate *ts = lt_current_tstate();
+    lt_wait_ok(L, ts, tether_sleep(ns), "sleep");
     return 0;
 }
 
@@ -163,26 +163,26 @@ static lt_lock *new_lock(lua_State *L)
     luaL_setmetatable(L, LT_LOCK_MT);
     int rc = tether_lock_new(&k->l);
     if (rc != TETHER_OK)
-        lt_fail(L, "lock", rc);
+        lt_status_error(L, "lock", rc);
     return k;
 }
 
 static int lock_new(lua_State *L)
 {
     new_lock(L);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
 /* Acquires l waiting up to ns; returns 1, or 0 on timeout. */
 static int lock_take(lua_State *L, tether_lock l, int64_t ns)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_lock_acquire(l, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "acquire: the calling thread holds this lock and "
                           "would wait for ever");
-    return lt_wait_result(L, ts, rc, "acquire");
+    return lt_wait_ok(L, ts, rc, "acquire");
 }
 
 static void lock_give(lua_State *L, tether_lock l)
@@ -191,7 +191,7 @@ static void lock_give(lua_State *L, tether_lock l)
     if (rc == TETHER_ESTATE)
         luaL_error(L, "release: the lock is not locked");
     if (rc != TETHER_OK)
-        lt_fail(L, "release", rc);
+        lt_status_error(L, "release", rc);
 }
 
 /* 1 if l is locked by any thread. */
@@ -204,7 +204,7 @@ static int lock_is_locked(lua_State *L, tether_lock l)
     }
     if (rc == TETHER_ETIMEDOUT || rc == TETHER_EDEADLK)
         return 1;
-    return lt_wait_result(L, lt_ts(), rc, "locked");
+    return lt_wait_ok(L, lt_current_tstate(), rc, "locked");
 }
 
 static int lock_acquire(lua_State *L)
@@ -274,14 +274,14 @@ static lt_rlock *new_rlock(lua_State *L)
     luaL_setmetatable(L, LT_RLOCK_MT);
     int rc = tether_lock_new(&r->l);
     if (rc != TETHER_OK)
-        lt_fail(L, "rlock", rc);
+        lt_status_error(L, "rlock", rc);
     return r;
 }
 
 static int rlock_new(lua_State *L)
 {
     new_rlock(L);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -367,28 +367,28 @@ static int event_new(lua_State *L)
     luaL_setmetatable(L, LT_EVENT_MT);
     int rc = tether_event_new(&ev->e);
     if (rc != TETHER_OK)
-        return lt_fail(L, "event", rc);
-    lt_renew_sentinel(L, lt_S(L));
+        return lt_status_error(L, "event", rc);
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
 static int event_set(lua_State *L)
 {
     int rc = tether_event_set(check_event(L));
-    return rc == TETHER_OK ? 0 : lt_fail(L, "set", rc);
+    return rc == TETHER_OK ? 0 : lt_status_error(L, "set", rc);
 }
 
 static int event_clear(lua_State *L)
 {
     int rc = tether_event_clear(check_event(L));
-    return rc == TETHER_OK ? 0 : lt_fail(L, "clear", rc);
+    return rc == TETHER_OK ? 0 : lt_status_error(L, "clear", rc);
 }
 
 static int event_is_set(lua_State *L)
 {
     int rc = tether_event_is_set(check_event(L));
     if (rc < 0)
-        return lt_fail(L, "is_set", rc);
+        return lt_status_error(L, "is_set", rc);
     lua_pushboolean(L, rc);
     return 1;
 }
@@ -397,8 +397,8 @@ static int event_wait(lua_State *L)
 {
     tether_event e = check_event(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
-    lua_pushboolean(L, lt_wait_result(L, ts, tether_event_wait(e, ns), "wait"));
+    lt_tstate *ts = lt_current_tstate();
+    lua_pushboolean(L, lt_wait_ok(L, ts, tether_event_wait(e, ns), "wait"));
     return 1;
 }
 
@@ -441,7 +441,7 @@ static int condition_new(lua_State *L)
     if (lock || rlock)
         lua_pushvalue(L, 1);
     lua_setiuservalue(L, 2, 1);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -482,7 +482,7 @@ static int condition_wait(lua_State *L)
 {
     lt_cond *c = check_cond(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int notified;
     if (!cond_owned(L, c))
         return luaL_error(L, "wait: the condition's lock is not held");
@@ -492,9 +492,9 @@ static int condition_wait(lua_State *L)
         lt_leave(ts);
     int back = cond_reacquire(c, saved);
     if (back != TETHER_OK)
-        lt_wait_result(L, ts, back, "wait");
+        lt_wait_ok(L, ts, back, "wait");
     if (rc != TETHER_ETIMEDOUT)
-        lt_wait_result(L, ts, rc, "wait");
+        lt_wait_ok(L, ts, rc, "wait");
     lt_checkpoint(L, ts);
     lua_pushboolean(L, notified);
     return 1;
@@ -583,7 +583,7 @@ static int queue_new(lua_State *L)
     luaL_setmetatable(L, LT_QUEUE_MT);
     lua_newtable(L);
     lua_setiuservalue(L, -2, 1);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -592,7 +592,7 @@ static int queue_new(lua_State *L)
 static int queue_wait(lua_State *L, lt_queue *q, lt_waitq *wq, int for_put,
                       int64_t timeout_ns)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int64_t start = now_ns();
     for (;;) {
         int ready = for_put ? q->maxsize == 0 || q->tail - q->head < q->maxsize
@@ -605,7 +605,7 @@ static int queue_wait(lua_State *L, lt_queue *q, lt_waitq *wq, int for_put,
         int notified;
         int rc = lt_waitq_wait(ts, wq, left, &notified);
         if (rc != TETHER_ETIMEDOUT)
-            lt_wait_result(L, ts, rc, for_put ? "put" : "get");
+            lt_wait_ok(L, ts, rc, for_put ? "put" : "get");
     }
 }
 

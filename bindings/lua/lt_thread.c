@@ -117,11 +117,11 @@ static void cache_started(lua_State *L)
 
 void lt_push_current(lua_State *L, lt_state *S)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     lt_handle *hd = new_handle(L);
     int rc = tether_thread_current(&hd->h);
     if (rc != TETHER_OK)
-        lt_fail(L, "current", rc);
+        lt_status_error(L, "current", rc);
     lt_worker *w = ts && ts->worker ? ts->worker : find_worker(S, hd->h);
     bind_worker(hd, w);
     if (w && !w->h)
@@ -290,7 +290,7 @@ static int report_from_thread(lua_State *L)
     lt_handle *hd = new_handle(L);
     int rc = tether_thread_current(&hd->h);
     if (rc != TETHER_OK)
-        return lt_fail(L, "excepthook", rc);
+        return lt_status_error(L, "excepthook", rc);
     bind_worker(hd, w);
     report(L, w, -1, 2);
     w->handles--;
@@ -423,12 +423,12 @@ void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 /* tether.thread([opts,] fn, ...) */
 static int thread_new(lua_State *L)
 {
-    lt_state *S = lt_S(L);
-    lt_tstate *ts = lt_ts();
+    lt_state *S = lt_upvalue_state(L);
+    lt_tstate *ts = lt_current_tstate();
     tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
     int fi = 1;
     if (S->finalized) /* a finalizer run by lua_close after shut_down */
-        return lt_fail(L, "thread", TETHER_EFINALIZING);
+        return lt_status_error(L, "thread", TETHER_EFINALIZING);
     if (lua_type(L, 1) == LUA_TTABLE && !lt_is_callable(L, 1)) {
         lt_read_thread_opts(L, 1, &o);
         fi = 2;
@@ -452,7 +452,7 @@ static int thread_new(lua_State *L)
         hd->w = NULL;
         w->handles = 0;
         free_worker(L, w);
-        return lt_fail(L, "thread", rc);
+        return lt_status_error(L, "thread", rc);
     }
     w->h = hd->h;
     cache_started(L);
@@ -470,10 +470,10 @@ void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
     load_coroutine(L, w, first, last);
     lt_renew_sentinel(L, S); /* before the start, as in thread_new */
     int rc = tether_thread_start(S->interp, worker_main, w, o, out);
-    lt_back_in_lua(lt_ts()); /* the start let the GIL go */
+    lt_back_in_lua(lt_current_tstate()); /* the start let the GIL go */
     if (rc != TETHER_OK) {
         free_worker(L, w);
-        lt_fail(L, "thread", rc);
+        lt_status_error(L, "thread", rc);
     }
     w->h = *out;
 }
@@ -501,13 +501,13 @@ static int thread_join(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_thread_join(hd->h, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "join: a thread cannot join itself");
     if (rc == TETHER_ESTATE)
         return luaL_error(L, "join: this thread was not started by tether.thread");
-    if (!lt_wait_result(L, ts, rc, "join")) {
+    if (!lt_wait_ok(L, ts, rc, "join")) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
@@ -539,7 +539,7 @@ static int thread_status(lua_State *L)
 /* t:raise(value): true if the thread was running, false if it finished. */
 static int thread_raise(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     lt_handle *hd = check_handle(L, 1);
     luaL_checkany(L, 2);
     lt_payload_drain(L, S);
@@ -558,7 +558,7 @@ static int thread_raise(lua_State *L)
         free(pl);
         lt_state_unref(S);
         if (rc != TETHER_ESTATE)
-            return lt_fail(L, "raise", rc);
+            return lt_status_error(L, "raise", rc);
     }
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
@@ -570,7 +570,7 @@ static int thread_cancel(lua_State *L)
     lt_handle *hd = check_handle(L, 1);
     int rc = tether_thread_raise(hd->h, LT_ASYNC_CANCEL, NULL, NULL);
     if (rc != TETHER_OK && rc != TETHER_ESTATE)
-        return lt_fail(L, "cancel", rc);
+        return lt_status_error(L, "cancel", rc);
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
 }
@@ -640,7 +640,7 @@ static int thread_gc(lua_State *L)
 
 static int module_current(lua_State *L)
 {
-    lt_push_current(L, lt_S(L));
+    lt_push_current(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -651,7 +651,7 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
     size_t n = 0;
     int rc = tether_thread_list(S->interp, buf, cap, &n);
     if (rc != TETHER_OK)
-        lt_fail(L, "threads", rc);
+        lt_status_error(L, "threads", rc);
     if (n > cap) {
         for (size_t i = 0; i < cap; i++)
             (void)tether_thread_release(buf[i]);
@@ -665,7 +665,7 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
    values only (one handle per thread on the stack overflowed it). */
 static int module_threads(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     size_t n = 0, cap = 0;
     tether_thread *buf = NULL;
     do {
@@ -721,7 +721,7 @@ static int to_join_at_exit(const lt_worker *w, const lt_tstate *self)
 
 void lt_join_all(lt_state *S)
 {
-    lt_tstate *self = lt_ts();
+    lt_tstate *self = lt_current_tstate();
     for (;;) {
         lt_worker *w = S->workers;
         while (w && !to_join_at_exit(w, self))
