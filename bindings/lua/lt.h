@@ -70,7 +70,7 @@
 #define LT_REG_HOST_INTERP "tether.interp"
 
 /* Codes of the asynchronous exceptions the module raises.  LT_ASYNC_VALUE
-   carries an lt_payload whose destructor is lt_payload_free. */
+   carries an lt_payload whose destructor is lt_heldref_drop. */
 #define LT_ASYNC_CANCEL INT64_C(0x4c7561436e636c64) /* "LuaCncld" */
 #define LT_ASYNC_VALUE INT64_C(0x4c75615261697365)  /* "LuaRaise" */
 /* LT_ASYNC_COPY carries an lt_blob (a value raised from another
@@ -194,10 +194,9 @@ struct lt_state {
         lua_Hook hook;
         int mask, count;
     } saved[LT_SAVED_HOOKS];
-    /* Protects `dead` and `dead_cbs`.  Rank LT_RANK_DEAD, a leaf. */
+    /* Protects `dead`.  Rank LT_RANK_DEAD, a leaf. */
     pthread_mutex_t dead_mu;
-    struct lt_payload *dead;    /* raised values whose exception died */
-    struct lt_cbdata *dead_cbs; /* records of destroyed callbacks (lt_ffi.c) */
+    struct lt_heldref *dead; /* registry references dropped off the GIL */
 };
 
 /* A tether.thread: its coroutine, results and bookkeeping.  Freed once no
@@ -223,12 +222,23 @@ struct lt_worker {
 
 enum { LT_RUNNING, LT_DONE, LT_ERROR, LT_CANCELLED };
 
-/* A value raised with t:raise, travelling as an exception payload. */
-typedef struct lt_payload {
-    lt_state *S;
-    int ref; /* registry reference of the value */
-    struct lt_payload *next;
-} lt_payload;
+/* A registry reference that may be dropped on any thread, with or
+   without the GIL: a value raised with t:raise whose exception died, a
+   callback the core destroyed.  lt_heldref_drop queues it on S->dead for
+   the state's next lt_heldref_drain, or, once the state is closed, frees
+   it at once (the reference went with the state).  The first member of a
+   record that holds one, allocated with malloc or calloc: dropping frees
+   the whole record. */
+typedef struct lt_heldref {
+    lt_state *S; /* one reference */
+    int ref;     /* in S's registry */
+    /* Synchronization: S->dead_mu. */
+    struct lt_heldref *next; /* on S->dead */
+} lt_heldref;
+
+/* A value raised with t:raise, travelling as an exception payload whose
+   destructor is lt_heldref_drop. */
+typedef lt_heldref lt_payload;
 
 /* A thread waiting on an lt_waitq (condition and queue waits). */
 typedef struct lt_waiter {
@@ -300,10 +310,10 @@ int lt_must_leave(const lt_tstate *ts);
 /* After a call that let the GIL go outside the waits (lt_wait_ok does
    it too): leaves Lua when lt_must_leave says so. */
 void lt_back_in_lua(lt_tstate *ts);
-/* The destructor of an lt_payload: any thread, with or without the GIL. */
-void lt_payload_free(void *p);
-/* Releases the registry references of dead payloads.  [gil-held] */
-void lt_payload_drain(lua_State *L, lt_state *S);
+/* Drops an lt_heldref (a tether_dtor: any thread, GIL or not). */
+void lt_heldref_drop(void *ref);
+/* Releases the registry references dropped since.  [gil-held] */
+void lt_heldref_drain(lua_State *L, lt_state *S);
 /* Makes a fresh sentinel the newest finalizable object of the module
    (nothing once the state is shutting down: Lua runs no finalizer of an
    object made while lua_close runs finalizers, so its reference would
@@ -491,9 +501,6 @@ void lt_open_interp(lua_State *L, lt_state *S);
 void lt_open_ffi(lua_State *L, lt_state *S);
 /* Unloads the plugins still loaded (at close, after finalize). */
 void lt_unload_plugins(lt_state *S);
-/* Frees the records of callbacks the core has destroyed since (their Lua
-   functions' references).  Holding the GIL, in Lua. */
-void lt_callback_drain(lua_State *L, lt_state *S);
 
 /* ---- lt_module.c: luaopen_tether, closing, the module functions ----- */
 

@@ -289,7 +289,7 @@ void lt_checkpoint(lua_State *L, lt_tstate *ts)
 static void push_async_value(lua_State *L, int64_t code, void *payload,
                              tether_dtor dtor)
 {
-    if (dtor == lt_payload_free && payload) {
+    if (dtor == lt_heldref_drop && payload) {
         lt_payload *pl = payload;
         lua_rawgeti(L, LUA_REGISTRYINDEX, pl->ref);
         luaL_unref(L, LUA_REGISTRYINDEX, pl->ref);
@@ -359,35 +359,35 @@ int lt_raise_async(lua_State *L, lt_tstate *ts)
     return lt_raise_fetched(L, ts, code, payload, dtor);
 }
 
-void lt_payload_free(void *p)
+void lt_heldref_drop(void *ref)
 {
-    lt_payload *pl = p;
-    lt_state *S = pl->S;
+    lt_heldref *r = ref;
+    lt_state *S = r->S;
     lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
     int closed = atomic_load(&S->closed);
     if (!closed) {
-        pl->next = S->dead;
-        S->dead = pl;
+        r->next = S->dead;
+        S->dead = r;
     }
     lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
     if (closed) { /* its registry reference went with the state */
-        free(pl);
+        free(r);
         lt_state_unref(S);
     }
 }
 
-void lt_payload_drain(lua_State *L, lt_state *S)
+void lt_heldref_drain(lua_State *L, lt_state *S)
 {
     lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
-    lt_payload *pl = S->dead;
+    lt_heldref *r = S->dead;
     S->dead = NULL;
     lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
-    while (pl) {
-        lt_payload *next = pl->next;
-        luaL_unref(L, LUA_REGISTRYINDEX, pl->ref);
-        free(pl);
+    while (r) {
+        lt_heldref *next = r->next;
+        luaL_unref(L, LUA_REGISTRYINDEX, r->ref);
+        free(r);
         lt_state_unref(S);
-        pl = next;
+        r = next;
     }
 }
 

@@ -300,16 +300,11 @@ static void give_co(lt_state *S, const struct co_slot *slot)
    (issue 14 P4), so the record goes only when the core destroys the
    callback (tether_callback_on_free: last owner gone, no call running).
    That notification may come on any thread, without the GIL, so it only
-   queues the record on S->dead_cbs; Lua code of the state frees it later
-   (lt_callback_drain), or the notification frees it itself once the state
-   is closed. */
+   drops the record's held reference (lt_heldref_drop), which frees it. */
 typedef struct lt_cbdata {
-    /* Synchronization: immutable after callback_new. */
-    lt_state *S; /* one reference */
-    int fn_ref;  /* the Lua function, in the registry */
+    /* Synchronization: immutable after callback_new (held.next: S->dead_mu). */
+    lt_heldref held; /* held.S, held.ref: the Lua function (first member) */
     lt_sig sig;
-    /* Synchronization: S->dead_mu. */
-    struct lt_cbdata *next; /* on S->dead_cbs */
 } lt_cbdata;
 
 typedef struct lt_callback {
@@ -326,8 +321,8 @@ typedef struct lt_call {
 
 static void cbdata_release(lua_State *L, lt_cbdata *d)
 {
-    luaL_unref(L, LUA_REGISTRYINDEX, d->fn_ref);
-    lt_state_unref(d->S);
+    luaL_unref(L, LUA_REGISTRYINDEX, d->held.ref);
+    lt_state_unref(d->held.S);
     free(d);
 }
 
@@ -335,32 +330,7 @@ static void cbdata_release(lua_State *L, lt_cbdata *d)
    destroyed it, GIL or not, so it touches no Lua. */
 static void cbdata_dead(void *ud)
 {
-    lt_cbdata *d = ud;
-    lt_state *S = d->S;
-    lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
-    int closed = atomic_load(&S->closed);
-    if (!closed) {
-        d->next = S->dead_cbs;
-        S->dead_cbs = d;
-    }
-    lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
-    if (closed) { /* its registry reference went with the state */
-        free(d);
-        lt_state_unref(S);
-    }
-}
-
-void lt_callback_drain(lua_State *L, lt_state *S)
-{
-    lt_mutex_lock(&S->dead_mu, LT_RANK_DEAD);
-    lt_cbdata *d = S->dead_cbs;
-    S->dead_cbs = NULL;
-    lt_mutex_unlock(&S->dead_mu, LT_RANK_DEAD);
-    while (d) {
-        lt_cbdata *next = d->next;
-        cbdata_release(L, d);
-        d = next;
-    }
+    lt_heldref_drop(&((lt_cbdata *)ud)->held);
 }
 
 /* Calls the Lua function with the C arguments and stores its result. */
@@ -369,7 +339,7 @@ static int cb_invoke(lua_State *L)
     lt_call *c = lua_touserdata(L, 1);
     const lt_sig *sig = &c->d->sig;
     luaL_checkstack(L, sig->nargs + 1, "too many arguments");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->d->fn_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->d->held.ref);
     for (int i = 0; i < sig->nargs; i++)
         push_value(L, sig->args[i], c->args[i]);
     lua_call(L, sig->nargs, 1);
@@ -402,7 +372,7 @@ static int cb_body(lua_State *L)
     int cancelled = lua_rawequal(L, -1, 3);
     lua_pop(L, 1);
     if (!cancelled) {
-        lt_push_current(L, c->d->S);
+        lt_push_current(L, c->d->held.S);
         lt_call_excepthook(L, -1, 3, 4);
     }
     return 0;
@@ -411,7 +381,7 @@ static int cb_body(lua_State *L)
 /* Runs the call on a pool coroutine; `ts` is the calling thread's. */
 static void cb_run(lt_call *c, lt_tstate *ts)
 {
-    lt_state *S = c->d->S;
+    lt_state *S = c->d->held.S;
     struct co_slot slot;
     if (!take_co(S, &slot)) {
         fprintf(stderr, "tether: callback: out of memory; it returns zero\n");
@@ -443,7 +413,7 @@ static void init_local(lt_tstate *ts, lt_state *S)
 static int guest(void **args, void *ret, void *ud)
 {
     lt_call c = {ud, args, ret};
-    lt_state *S = c.d->S;
+    lt_state *S = c.d->held.S;
     if (atomic_load(&S->closed))
         return TETHER_OK; /* the C caller gets zero */
     lt_tstate local, *ts = lt_current_tstate();
@@ -490,7 +460,7 @@ static int callback_new(lua_State *L)
     luaL_argcheck(L, sig.ret != T_STR, 1, "a callback cannot return str (the "
                   "string would not outlive the call); return ptr");
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    lt_callback_drain(L, S);
+    lt_heldref_drain(L, S);
     lt_callback *cb = lua_newuserdatauv(L, sizeof *cb, 0);
     cb->cb = 0;
     cb->d = NULL;
@@ -498,11 +468,11 @@ static int callback_new(lua_State *L)
     lt_cbdata *d = calloc(1, sizeof *d);
     if (!d)
         return luaL_error(L, "callback: out of memory");
-    *d = (lt_cbdata){S, LUA_NOREF, sig, NULL};
+    *d = (lt_cbdata){{S, LUA_NOREF, NULL}, sig};
     lt_state_ref(S);
     cb->d = d; /* __gc frees it until the callback exists */
     lua_pushvalue(L, 2);
-    d->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    d->held.ref = luaL_ref(L, LUA_REGISTRYINDEX);
     tether_callback h;
     int rc = tether_callback_new(S->interp, lua_tostring(L, 1), guest, d, &h);
     if (rc != TETHER_OK)
@@ -548,7 +518,7 @@ static int callback_free(lua_State *L)
     cb->d = NULL;
     if (!d)
         return 0; /* freed before */
-    lt_state *S = d->S;
+    lt_state *S = d->held.S;
     lt_state_ref(S); /* d may go in the free, and with it its reference */
     if (h) {
         int deferred = tether_async_defer() == TETHER_OK;
@@ -559,7 +529,7 @@ static int callback_free(lua_State *L)
         cbdata_release(L, d); /* tether_callback_new failed: never shared */
     }
     if (!atomic_load(&S->closed)) /* else the notification frees them */
-        lt_callback_drain(L, S);
+        lt_heldref_drain(L, S);
     lt_state_unref(S);
     return 0;
 }

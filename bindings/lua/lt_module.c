@@ -68,8 +68,7 @@ static void shut_down(lua_State *L, lt_state *S)
         lt_unload_plugins(S);
     }
     mark_closed(S);
-    lt_payload_drain(L, S);
-    lt_callback_drain(L, S);
+    lt_heldref_drain(L, S);
 }
 
 static int sentinel_gc(lua_State *L)

@@ -542,7 +542,7 @@ static int thread_raise(lua_State *L)
     lt_state *S = lt_upvalue_state(L);
     lt_handle *hd = check_handle(L, 1);
     luaL_checkany(L, 2);
-    lt_payload_drain(L, S);
+    lt_heldref_drain(L, S);
     lua_settop(L, 2);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lt_payload *pl = malloc(sizeof *pl);
@@ -552,7 +552,7 @@ static int thread_raise(lua_State *L)
     }
     *pl = (lt_payload){S, ref, NULL};
     lt_state_ref(S);
-    int rc = tether_thread_raise(hd->h, LT_ASYNC_VALUE, pl, lt_payload_free);
+    int rc = tether_thread_raise(hd->h, LT_ASYNC_VALUE, pl, lt_heldref_drop);
     if (rc != TETHER_OK) { /* not taken */
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         free(pl);
