@@ -144,7 +144,8 @@ struct lt_tstate {
 };
 
 /* A coroutine.resume (or wrap, or close) of the module under way: the
-   coroutine `from` resumed another one.  On the resuming C stack. */
+   coroutine `from` resumed another one.  On the resuming C stack.
+   Synchronization: owner thread (listed in its lt_tstate.resumers). */
 struct lt_resumer {
     lua_State *from;
     struct lt_resumer *prev;
@@ -154,7 +155,7 @@ struct lt_resumer {
    state, each worker record, sentinel, raised value and callback hold one,
    so threads that outlive the state never touch freed memory. */
 struct lt_state {
-    atomic_int refs;
+    atomic_int refs; /* Synchronization: atomic. */
     /* Synchronization: immutable after luaopen_tether. */
     tether_runtime rt;
     tether_interp interp;
@@ -240,7 +241,9 @@ typedef struct lt_heldref {
    destructor is lt_heldref_drop. */
 typedef lt_heldref lt_payload;
 
-/* A thread waiting on an lt_waitq (condition and queue waits). */
+/* A thread waiting on an lt_waitq (condition and queue waits).
+   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
+   event, which any thread may set). */
 typedef struct lt_waiter {
     struct lt_waiter *prev, *next;
     tether_event ev;
@@ -436,7 +439,9 @@ void lt_push_cancelled(lua_State *L);
 
 /* An encoding of values (see lt_codec.c), and the channel references it
    holds.  As a Lua userdata (lt_blob_push) it is freed with the state; on
-   the heap (lt_blob_move) with lt_blob_dtor. */
+   the heap (lt_blob_move) with lt_blob_dtor.  Synchronization: its owner
+   (the GIL for a userdata; a heap blob is handed from thread to thread as
+   a payload, one owner at a time). */
 typedef struct lt_blob {
     unsigned char *data;
     size_t len, cap;
@@ -446,7 +451,8 @@ typedef struct lt_blob {
     int message; /* a received message: holds the references in `data` */
 } lt_blob;
 
-/* A tether.channel userdata: one reference, 0 once collected. */
+/* A tether.channel userdata: one reference, 0 once collected.
+   Synchronization: gil. */
 typedef struct lt_chan {
     tether_channel ch;
 } lt_chan;
