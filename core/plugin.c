@@ -95,12 +95,16 @@ struct plugin {
     /* Synchronization: g_reg.lock. */
     enum pstate st;
     uint32_t refs;         /* loads not yet unloaded */
-    uint32_t calls;        /* PLUGIN_PIN_CALL pins */
+    uint32_t calls;        /* PLUGIN_PIN_CALL pins (enters among them) */
+    uint32_t enters;       /* tether_plugin_enter's not yet left */
     uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
     bool unloading;        /* an unload of the last reference is running */
     uint32_t epoch;        /* loads that took the record back from DRAINING */
     bool orphan;           /* no handle: the last unpin makes it a zombie */
+    bool abandoned;        /* finalize gave up on it before fini: never
+                              unmapped, its threads may still run */
     bool in_fini;          /* fini is running: loads of the library wait */
+    pthread_t finier;      /* the thread running fini, while in_fini */
     struct plugin *next;   /* in the registry, or in the zombie list */
 };
 
@@ -213,6 +217,29 @@ static void orphan_locked(struct plugin *p)
     }
 }
 
+/* Makes a library that is not unloadable (or any, when `always`) stay
+   mapped for ever. */
+static void pin_mapping(struct plugin *p, bool always)
+{
+    if (p->unloadable && !always)
+        return;
+    /* By the path it was loaded by (no read of the loader's link_map, see
+       image_range), unless that now names another object or none. */
+    void *again = dlopen(p->path, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (again == p->dl) {
+        dlclose(again);
+        return;
+    }
+    if (again)
+        dlclose(again);
+    struct link_map *lm;
+    if (dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+        return;
+    again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (again)
+        dlclose(again);
+}
+
 /* dlcloses the zombies.  Called holding no lock and no GIL (a library's
    destructors may want either). */
 static void reap(void)
@@ -224,6 +251,8 @@ static void reap(void)
     while (z) {
         struct plugin *next = z->next;
         uint64_t h = z->handle;
+        if (z->abandoned)
+            pin_mapping(z, true); /* its fini never stopped its threads */
         dlclose(z->dl);
         handle_put(h); /* the registry's reference: frees the record */
         z = next;
@@ -295,6 +324,39 @@ static int image_range(void *dl, uintptr_t *lo, uintptr_t *hi)
     *lo = q.lo;
     *hi = q.hi;
     return 0;
+}
+
+/* Whether the calling thread is running code of the image [lo, hi): a
+   return address in it on the thread's stack (a callback called from one
+   of a plugin's workers, a function of it called directly or through
+   tether_ffi_call, a thread started with a function of it, its init or
+   fini).  Such a thread must not wait for the plugin's init or fini, nor
+   unload it: it would return into the plugin after its fini, or into
+   unmapped code.  Every frame is looked at, however deep the stack (a
+   guest may recurse far below the plugin's frame).  Called holding no lock:
+   the first backtrace loads the unwinder. */
+static bool stack_in(uintptr_t lo, uintptr_t hi)
+{
+    void *small[256];
+    void **frames = small;
+    int cap = 256;
+    int n = backtrace(frames, cap);
+    while (n == cap && cap < (1 << 22)) { /* maybe cut short: look deeper */
+        void **bigger = t_malloc(2 * (size_t)cap * sizeof *bigger);
+        if (!bigger)
+            break; /* judge by the frames we have */
+        if (frames != small)
+            t_free(frames);
+        frames = bigger;
+        cap *= 2;
+        n = backtrace(frames, cap);
+    }
+    bool in = false;
+    for (int i = 0; i < n && !in; i++)
+        in = (uintptr_t)frames[i] >= lo && (uintptr_t)frames[i] < hi;
+    if (frames != small)
+        t_free(frames);
+    return in;
 }
 
 /* ------------------------------------------------------------------------
@@ -395,17 +457,42 @@ static void discard(struct load *l)
     }
 }
 
-/* Waits, without any GIL, while a record of this library is LOADING.
+/* Waits, without any GIL, while a record of this library is LOADING or
+   running its fini.  A thread that runs code of the plugin does not wait:
+   the init or fini may be waiting for it (a fini joining the plugin's
+   threads, or the fini itself), so it gets TETHER_EDEADLK.
    Returns TETHER_OK with *found telling whether it is loaded. */
 static int wait_loading(struct load *l, bool *found)
 {
     int rc = TETHER_OK;
+    bool looked = false, in_code = false;
     reg_lock();
     struct plugin *p;
     while ((p = reg_busy(l->dl, l->rt))) {
-        if (p->st == PS_LOADING && pthread_equal(p->loader, pthread_self())) {
+        bool loading = p->st == PS_LOADING;
+        bool mine = pthread_equal(loading ? p->loader : p->finier,
+                                  pthread_self());
+        if (!mine && !looked) {
+            /* Every record of the library has the same image. */
+            uintptr_t lo = p->lo, hi = p->hi;
+            reg_unlock();
+            in_code = stack_in(lo, hi);
+            looked = true;
+            reg_lock();
+            continue; /* the record may have changed meanwhile */
+        }
+        if (mine && loading) {
             rc = err_set(TETHER_EDEADLK, LOAD,
                          "the init of '%s' loads the plugin itself", l->path);
+            break;
+        }
+        if (mine || in_code) {
+            rc = err_set(TETHER_EDEADLK, LOAD,
+                         "the %s of '%s' is running, and the calling thread "
+                         "is running code of the plugin (%s, or a thread it "
+                         "may be waiting for); load it from another thread",
+                         loading ? "init" : "fini", p->name,
+                         loading ? "the init" : "the fini");
             break;
         }
         pthread_cond_wait(&g_reg.cond, &g_reg.lock);
@@ -504,7 +591,7 @@ static int run_init(struct plugin *p)
                        p->path, tether_strerror(rc));
     tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
     rc = p->desc->init(host_api(), p->interp, &p->state);
-    char why[256];
+    char why[512]; /* as long as any sentence: err_set cuts it whole */
     snprintf(why, sizeof why, "%s", tether_last_error());
     tether_release(g);
     if (rc != TETHER_OK)
@@ -513,29 +600,6 @@ static int run_init(struct plugin *p)
                        p->name, p->path, tether_status_name(rc), rc,
                        why[0] ? ": " : "", why);
     return TETHER_OK;
-}
-
-/* Makes a library that is not unloadable (or any, when `always`) stay
-   mapped for ever. */
-static void pin_mapping(struct plugin *p, bool always)
-{
-    if (p->unloadable && !always)
-        return;
-    /* By the path it was loaded by (no read of the loader's link_map, see
-       image_range), unless that now names another object or none. */
-    void *again = dlopen(p->path, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-    if (again == p->dl) {
-        dlclose(again);
-        return;
-    }
-    if (again)
-        dlclose(again);
-    struct link_map *lm;
-    if (dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
-        return;
-    again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-    if (again)
-        dlclose(again);
 }
 
 /* Ends a LOADING record: publishes it, or, when init failed, unloads it
@@ -678,6 +742,7 @@ static int drain(struct unload *u)
     }
     p->st = PS_FINALIZED;
     p->in_fini = true;
+    p->finier = pthread_self();
     reg_unlock();
     TETHER_DELAY_POINT("unload.drained");
     if (p->desc->fini)
@@ -767,22 +832,8 @@ static void undo_drop(struct unload *u)
     reg_unlock();
 }
 
-/* Whether the calling thread is running code of `p`: a return address in
-   its image on the stack (a callback called from one of the plugin's
-   workers, a function of it called directly or through tether_ffi_call, a
-   thread started with a function of it).  Such a thread would return into
-   the plugin after its fini, or into unmapped code. */
-static bool on_stack(const struct plugin *p)
-{
-    void *frames[256];
-    int n = backtrace(frames, 256);
-    for (int i = 0; i < n; i++) {
-        uintptr_t a = (uintptr_t)frames[i];
-        if (a >= p->lo && a < p->hi)
-            return true;
-    }
-    return false;
-}
+/* Whether the calling thread is running code of `p` (stack_in). */
+static bool on_stack(const struct plugin *p) { return stack_in(p->lo, p->hi); }
 
 int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
 {
@@ -890,8 +941,10 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
         }
         if (rc == TETHER_ETIMEDOUT && p->st == PS_LOADED) {
             /* A call into it outlived the deadline: fini cannot run under
-               it, so the plugin is abandoned without fini (and mapped). */
+               it, so the plugin is abandoned without fini, and stays
+               mapped for good: nothing stopped its threads. */
             p->refs = 0;
+            p->abandoned = true;
             if (debug)
                 fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': a call "
                         "into it was still running at the deadline; its fini "
@@ -980,6 +1033,7 @@ int tether_plugin_enter(tether_plugin h)
         rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
     } else {
         p->calls++; /* a PLUGIN_PIN_CALL pin, as tether_ffi_call's */
+        p->enters++;
         handle_ref(h);
     }
     reg_unlock();
@@ -997,9 +1051,13 @@ int tether_plugin_leave(tether_plugin h)
         return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
                           (unsigned long long)h);
     reg_lock();
-    bool open = p->calls > 0;
-    if (open)
+    /* Only an enter's pin: a leave without one must not end the pin of a
+       tether_ffi_call in progress, or the unload would run fini under it. */
+    bool open = p->enters > 0;
+    if (open) {
+        p->enters--;
         unpin_locked(p, PLUGIN_PIN_CALL);
+    }
     reg_unlock();
     int rc = TETHER_OK;
     if (open)

@@ -633,7 +633,10 @@ TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
    TETHER_EPLUGIN (no such file, not a loadable shared object, no
    tether_plugin_entry, the entry returned NULL, a malformed descriptor, or
    init failed: the message says which, with the dynamic loader's text when
-   there is one), TETHER_EFINALIZING, TETHER_EASYNC (an asynchronous
+   there is one), TETHER_EDEADLK (the library's init or fini is running
+   and the calling thread is running code of the plugin, so it must not
+   wait for it: the fini itself, or a thread the fini may be joining),
+   TETHER_EFINALIZING, TETHER_EASYNC (an asynchronous
    exception arrived while the GIL was released), TETHER_ENOMEM.
    [any-thread] */
 TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
