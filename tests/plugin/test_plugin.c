@@ -1380,6 +1380,29 @@ TEST(finalize_keeps_a_plugin_whose_fini_never_ran_mapped)
         sched_yield();
 }
 
+TEST(on_free_into_a_plugin_keeps_it_mapped)
+{
+    /* tether_callback_on_free's function lay in an unloadable plugin that
+       was then unloaded: the callback's free called unmapped code. */
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    tether_plugin p = load(rt, FIXTURE("hostile"));
+    void (*count)(void *);
+    LOOKUP(count, p, "fx_count");
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", plus_one, NULL, &cb));
+    static atomic_int freed;
+    ASSERT_OK(tether_callback_on_free(cb, count, &freed));
+    ASSERT_STATUS(tether_plugin_unload(p, MS(10)), TETHER_ETIMEDOUT);
+    ASSERT_CONTAINS(tether_last_error(), "still alive after fini");
+    ASSERT(is_mapped(FIXTURE("hostile")));
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT_EQ(atomic_load(&freed), 1);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("hostile")));
+    t_finalize(rt);
+}
+
 TEST(a_long_init_error_is_quoted_in_whole_characters)
 {
     /* The loader quoted init's sentence cut at a byte count, so the load
@@ -1454,4 +1477,5 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(load_from_the_plugins_own_fini_is_refused),
             TEST_ENTRY(load_from_a_thread_the_fini_joins_is_refused),
             TEST_ENTRY(finalize_keeps_a_plugin_whose_fini_never_ran_mapped),
+            TEST_ENTRY(on_free_into_a_plugin_keeps_it_mapped),
             TEST_ENTRY(a_long_init_error_is_quoted_in_whole_characters))

@@ -888,9 +888,10 @@ TETHER_API int tether_callback_release(tether_callback cb);
    hold its GIL or not: fn must not need it) and
    must not call tether_callback_* on this callback (its handle is stale).
    Setting it again replaces fn and ud; a callback freed without it calls
-   nothing.
+   nothing.  While it is set, an unloadable plugin holding fn stays mapped.
    Returns TETHER_OK, TETHER_EINVAL (NULL fn; nothing is set),
-   TETHER_EBADHANDLE (also once the last owner is gone).  [any-thread] */
+   TETHER_EBADHANDLE (also once the last owner is gone), TETHER_ESTATE (fn
+   lies in a plugin being unloaded; nothing is set).  [any-thread] */
 TETHER_API int tether_callback_on_free(tether_callback cb,
                                        void (*fn)(void *ud), void *ud);
 
