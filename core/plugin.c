@@ -168,14 +168,15 @@ static struct plugin *reg_find(void *dl, tether_runtime rt)
     return NULL;
 }
 
-/* A record of library `dl` in runtime `rt` whose init or fini is running
-   on a thread other than the caller, or NULL: a load waits for it, since
-   the plugin's statics are shared by every record of the library.  Called
-   with g_reg.lock held. */
-static struct plugin *reg_busy(void *dl, tether_runtime rt)
+/* A record of library `dl`, in any runtime, whose init or fini is
+   running, or NULL: a load waits for it, since the plugin's statics are
+   shared by every record of the library, whichever runtime loaded it (so
+   the inits and finis of one library run one at a time).  Called with
+   g_reg.lock held. */
+static struct plugin *reg_busy(void *dl)
 {
     for (struct plugin *p = g_reg.head; p; p = p->next)
-        if (p->dl == dl && p->rt == rt && (p->st == PS_LOADING || p->in_fini))
+        if (p->dl == dl && (p->st == PS_LOADING || p->in_fini))
             return p;
     return NULL;
 }
@@ -468,7 +469,7 @@ static int wait_loading(struct load *l, bool *found)
     bool looked = false, in_code = false;
     reg_lock();
     struct plugin *p;
-    while ((p = reg_busy(l->dl, l->rt))) {
+    while ((p = reg_busy(l->dl))) {
         bool loading = p->st == PS_LOADING;
         bool mine = pthread_equal(loading ? p->loader : p->finier,
                                   pthread_self());
@@ -495,6 +496,7 @@ static int wait_loading(struct load *l, bool *found)
                          loading ? "the init" : "the fini");
             break;
         }
+        TETHER_DELAY_POINT("load.wait_busy"); /* (g_reg.lock held) */
         pthread_cond_wait(&g_reg.cond, &g_reg.lock);
     }
     *found = reg_find(l->dl, l->rt) != NULL;
@@ -546,7 +548,7 @@ static int load_open_released(struct load *l)
 static int load_admit(struct load *l, tether_plugin *out)
 {
     reg_lock();
-    if (reg_busy(l->dl, l->rt)) { /* an init or a fini began meanwhile */
+    if (reg_busy(l->dl)) { /* an init or a fini began meanwhile */
         reg_unlock();
         discard(l);
         return RETRY;
@@ -590,6 +592,7 @@ static int run_init(struct plugin *p)
         return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
                        p->path, tether_strerror(rc));
     tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
+    TETHER_DELAY_POINT("load.init");
     rc = p->desc->init(host_api(), p->interp, &p->state);
     char why[512]; /* as long as any sentence: err_set cuts it whole */
     snprintf(why, sizeof why, "%s", tether_last_error());

@@ -144,7 +144,51 @@ TEST(load_meets_a_finalize_that_freed_the_main_interpreter)
     ASSERT_NE(l.rc, TETHER_OK);
 }
 
+/* Two runtimes load one library: the second init used to run while the
+   first was still running (the records were told apart by runtime), so
+   the plugin's shared statics (its host-table pointer) were written by two
+   inits at once: a data race for ThreadSanitizer in every plugin that keeps
+   `host` in a static.  The inits of one library now run one at a time:
+   while the first is held at load.init, the second load waits for it. */
+struct rt_load {
+    const char *path;
+    tether_runtime rt;
+    tether_plugin p;
+};
+
+static void *load_in_new_runtime(void *arg)
+{
+    struct rt_load *r = arg;
+    r->rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_plugin_load(r->rt, r->path, &r->p));
+    ASSERT_OK(tether_plugin_unload(r->p, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_runtime_finalize(r->rt, SECONDS(30)));
+    return NULL;
+}
+
+TEST(inits_of_one_library_in_two_runtimes_do_not_overlap)
+{
+    static const char INIT[] = "load.init", WAIT[] = "load.wait_busy";
+    struct rt_load a = {.path = FIXTURE("unloadable")};
+    struct rt_load b = {.path = FIXTURE("unloadable")};
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t ta = t_pthread(load_in_new_runtime, &a);
+    dctl_wait_parked(INIT); /* a's init is about to run */
+    unsigned long inits = dctl_passes(INIT), waits = dctl_passes(WAIT);
+    pthread_t tb = t_pthread(load_in_new_runtime, &b);
+    /* b either waits for a's init, or starts its own init beside it. */
+    int second_init = dctl_wait_either(WAIT, waits, INIT, inits);
+    dctl_release(INIT);
+    t_pthread_join(ta);
+    t_pthread_join(tb);
+    ASSERT_EQ(second_init, 0);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 60),
             TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
-            TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60))
+            TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60),
+            TEST_ENTRY_T(inits_of_one_library_in_two_runtimes_do_not_overlap, 60))
