@@ -103,6 +103,8 @@ struct plugin {
     bool orphan;           /* no handle: the last unpin makes it a zombie */
     bool abandoned;        /* finalize gave up on it before fini: never
                               unmapped, its threads may still run */
+    bool doomed;           /* LOADING when its runtime was finalized: the
+                              load unloads it again once init returns */
     bool in_fini;          /* fini is running: loads of the library wait */
     pthread_t finier;      /* the thread running fini, while in_fini */
     struct plugin *next;   /* in the registry, or in the zombie list */
@@ -605,23 +607,54 @@ static int run_init(struct plugin *p)
     return TETHER_OK;
 }
 
+/* Runs fini of a record whose init succeeded after its runtime's finalize
+   gave up waiting for it (doomed), holding no GIL, then makes it an orphan
+   like any failed load.  Returns the load's status. */
+static int unload_doomed(struct plugin *p)
+{
+    tether_tstate ts = 0;
+    bool saved = tether_gil_held() && tether_save_thread(&ts) == TETHER_OK;
+    if (p->desc->fini)
+        p->desc->fini(p->state);
+    if (saved)
+        (void)tether_restore_thread(ts); /* (its runtime may be gone) */
+    reg_lock();
+    p->in_fini = false;
+    orphan_locked(p);
+    pthread_cond_broadcast(&g_reg.cond);
+    reg_unlock();
+    return err_set(TETHER_EFINALIZING, LOAD, "the runtime was finalized "
+                   "while the init of '%s' ran; its fini ran and the plugin "
+                   "is unloaded again", p->name);
+}
+
 /* Ends a LOADING record: publishes it, or, when init failed, unloads it
    by the rules of an unload without fini: whatever init started may still
    run plugin code, so the library stays mapped while anything pins it (for
-   ever unless it is unloadable).  The record then has no handle. */
+   ever unless it is unloadable).  The record then has no handle.  A record
+   whose runtime was finalized while its init ran is unloaded again, with
+   its fini. */
 static int load_finish(struct load *l, int rc)
 {
     struct plugin *p = l->fresh;
     pin_mapping(p, false);
     reg_lock();
-    if (rc == TETHER_OK)
+    bool doomed = rc == TETHER_OK && p->doomed;
+    if (doomed) {
+        p->st = PS_FINALIZED;
+        p->in_fini = true;
+        p->finier = pthread_self();
+    } else if (rc == TETHER_OK) {
         p->st = PS_LOADED;
-    else
+    } else {
         orphan_locked(p);
+    }
     pthread_cond_broadcast(&g_reg.cond);
     reg_unlock();
     l->fresh = NULL;
     l->dl = NULL; /* the record's now, or the zombie's */
+    if (doomed)
+        rc = unload_doomed(p);
     if (rc != TETHER_OK) {
         handle_close(p->handle, HT_PLUGIN);
         reap(); /* at once when nothing pins it */
@@ -646,7 +679,9 @@ int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
     if (rc != TETHER_OK || !l.fresh)
         return rc;
     struct plugin *p = l.fresh;
-    rc = load_finish(&l, run_init(p));
+    rc = run_init(p);
+    TETHER_DELAY_POINT("load.init.done"); /* GIL released, not published */
+    rc = load_finish(&l, rc);
     if (rc == TETHER_OK)
         *out = p->handle;
     return rc;
@@ -904,11 +939,48 @@ static struct plugin *next_to_finalize(tether_runtime rt, bool debug,
     return found;
 }
 
+/* Waits, until the deadline, for the inits of `rt`'s plugins that are
+   running (their loads ensured before finalize stopped the interpreters;
+   a later load's init cannot attach).  One still running at the deadline,
+   or running on this very thread (finalize called from an init), is
+   doomed: its load runs its fini and unloads it once init returns. */
+static void await_inits(tether_runtime rt, int64_t deadline_ns)
+{
+    struct timespec until = {(time_t)(deadline_ns / 1000000000),
+                             (long)(deadline_ns % 1000000000)};
+    reg_lock();
+    for (;;) {
+        bool running = false;
+        for (struct plugin *p = g_reg.head; p; p = p->next) {
+            if (p->rt != rt || p->st != PS_LOADING || p->doomed)
+                continue;
+            if (pthread_equal(p->loader, pthread_self()))
+                p->doomed = true;
+            else
+                running = true;
+        }
+        if (!running)
+            break;
+        TETHER_DELAY_POINT("finalize.plugin.await_init"); /* (lock held) */
+        if (deadline_ns < 0) {
+            pthread_cond_wait(&g_reg.cond, &g_reg.lock);
+        } else if (pthread_cond_timedwait(&g_reg.cond, &g_reg.lock,
+                                          &until) == ETIMEDOUT) {
+            for (struct plugin *p = g_reg.head; p; p = p->next)
+                if (p->rt == rt && p->st == PS_LOADING)
+                    p->doomed = true;
+            break;
+        }
+    }
+    reg_unlock();
+}
+
 void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
 {
     struct plugin *p;
     uint32_t epoch = 0;
     reap();
+    await_inits(rt, deadline_ns);
     while ((p = next_to_finalize(rt, debug, &epoch))) {
         TETHER_DELAY_POINT("finalize.plugin.picked");
         if (on_stack(p)) {

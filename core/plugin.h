@@ -39,7 +39,9 @@ int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out);
 /* Drops a pin taken by plugin_pin_code (NULL is a no-op).  [any-thread] */
 void plugin_unpin(struct plugin *p, enum plugin_pin kind);
 
-/* Step of tether_runtime_finalize, after its threads are stopped: unloads
+/* Step of tether_runtime_finalize, after its threads are stopped: waits
+   for the inits of `rt`'s plugins still running (one still running at the
+   deadline is unloaded by its own load when it returns), then unloads
    every plugin `rt` still has loaded, newest first, whatever its reference
    count (waiting for calls into it, running fini holding no GIL, then
    waiting for what holds an unloadable one), until the absolute monotonic

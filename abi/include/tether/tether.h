@@ -636,7 +636,9 @@ TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
    there is one), TETHER_EDEADLK (the library's init or fini is running
    and the calling thread is running code of the plugin, so it must not
    wait for it: the fini itself, or a thread the fini may be joining),
-   TETHER_EFINALIZING, TETHER_EASYNC (an asynchronous
+   TETHER_EFINALIZING (the runtime is finalizing; or it was finalized
+   while init ran, and the plugin was unloaded again, fini included),
+   TETHER_EASYNC (an asynchronous
    exception arrived while the GIL was released), TETHER_ENOMEM.
    [any-thread] */
 TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
