@@ -3,7 +3,7 @@
  *
  * Every allocation in core/ goes through t_malloc/t_calloc/t_free so that
  * tether_set_allocator can replace them and tether_fault_inject can make any
- * one of them fail (the OOM sweeps of tests/unit/test_oom.c).
+ * one of them fail (the OOM sweep, tests/reliability/test_oom_sweep.c).
  */
 #ifndef TETHER_ALLOC_H
 #define TETHER_ALLOC_H

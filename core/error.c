@@ -12,8 +12,7 @@
 
 #include "annotate.h"
 #include "internal.h"
-
-#define ERR_BUF 512
+#include "tuning.h"
 
 /* Synchronization: thread-local. */
 static _Thread_local char t_err[ERR_BUF];
@@ -126,7 +125,7 @@ int err_debug_enabled(void)
    changes. */
 int misuse_aborts(void)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     if (!os)
         return 0;
     if (os->current)
