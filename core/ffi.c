@@ -210,7 +210,7 @@ struct callback {
     uint64_t handle;
     char text[96];      /* the canonical signature, for messages */
 
-    /* `mu` protects the six fields after it.  Lock order: a leaf among
+    /* `mu` protects the seven fields after it.  Lock order: a leaf among
        the object mutexes; nothing is taken while holding it. */
     pthread_mutex_t mu;
     pthread_cond_t idle; /* active reached 0 while closing */
@@ -220,6 +220,7 @@ struct callback {
     bool deferred;       /* freed from inside a call: the last call destroys */
     void (*on_free)(void *ud); /* tether_callback_on_free's, or NULL */
     void *on_free_ud;
+    struct plugin *on_free_pin; /* a hold on the plugin holding on_free */
 
     /* Synchronization: atomic. */
     atomic_flag reported; /* the after-finalize line was printed */
@@ -389,6 +390,7 @@ static void callback_destroy(void *obj)
     pthread_mutex_lock(&cb->mu); /* (nobody else reaches cb now) */
     void (*on_free)(void *) = cb->on_free;
     void *on_free_ud = cb->on_free_ud;
+    struct plugin *on_free_pin = cb->on_free_pin;
     pthread_mutex_unlock(&cb->mu);
     limbo_put(cb->blk);
     plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
@@ -397,6 +399,7 @@ static void callback_destroy(void *obj)
     t_free(cb);
     if (on_free)
         on_free(on_free_ud);
+    plugin_unpin(on_free_pin, PLUGIN_PIN_HOLD); /* on_free has returned */
 }
 
 /* A call that reached a destroyed callback (a caller that went on calling
@@ -711,13 +714,24 @@ int tether_callback_on_free(tether_callback h, void (*fn)(void *ud), void *ud)
     if (!cb)
         return err_misuse(TETHER_EBADHANDLE, fn_name,
                           "%#llx is not a callback handle", (unsigned long long)h);
+    /* fn in an unloadable plugin keeps it mapped until fn has run. */
+    struct plugin *pin;
+    if (plugin_pin_code((uintptr_t)fn, PLUGIN_PIN_HOLD, &pin) != TETHER_OK) {
+        handle_put(h);
+        return err_set(TETHER_ESTATE, fn_name,
+                       "fn is in a plugin that is being unloaded");
+    }
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
+    struct plugin *old = pin;
     if (alive) {
         cb->on_free = fn;
         cb->on_free_ud = ud;
+        old = cb->on_free_pin;
+        cb->on_free_pin = pin;
     }
     pthread_mutex_unlock(&cb->mu);
+    plugin_unpin(old, PLUGIN_PIN_HOLD); /* the replaced one's, or ours */
     handle_put(h);
     if (!alive)
         return err_misuse(TETHER_EBADHANDLE, fn_name,

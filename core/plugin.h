@@ -11,7 +11,9 @@
 
 #include "tether/tether_plugin.h"
 
-/* Step of tether_runtime_finalize, after its threads are stopped: unloads
+/* Step of tether_runtime_finalize, after its threads are stopped: waits
+   for the inits of `rt`'s plugins still running (one still running at the
+   deadline is unloaded by its own load when it returns), then unloads
    every plugin `rt` still has loaded, newest first, whatever its reference
    count (waiting for calls into it, running fini holding no GIL, then
    waiting for what holds an unloadable one), until the absolute monotonic

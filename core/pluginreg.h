@@ -80,12 +80,18 @@ struct plugin {
     /* Synchronization: g_reg.lock. */
     enum pstate st;
     uint32_t refs;         /* loads not yet unloaded */
-    uint32_t calls;        /* PLUGIN_PIN_CALL pins */
+    uint32_t calls;        /* PLUGIN_PIN_CALL pins (enters among them) */
+    uint32_t enters;       /* tether_plugin_enter's not yet left */
     uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
     bool unloading;        /* an unload of the last reference is running */
     uint32_t epoch;        /* loads that took the record back from DRAINING */
     bool orphan;           /* no handle: the last unpin makes it a zombie */
     bool in_fini;          /* fini is running: loads of the library wait */
+    pthread_t finier;      /* the thread running fini, while in_fini */
+    bool abandoned;        /* finalize gave up on it before fini: never
+                              unmapped, its threads may still run */
+    bool doomed;           /* LOADING when its runtime was finalized: the
+                              load unloads it again once init returns */
     struct plugin *next;   /* in the registry, or in the zombie list */
 };
 
@@ -102,10 +108,11 @@ void reg_broadcast(void);
 struct plugin *reg_head(void);
 /* The live record of library `dl` in runtime `rt`, or NULL.  Lock held. */
 struct plugin *reg_find(void *dl, tether_runtime rt);
-/* A record of library `dl` in runtime `rt` whose init or fini is running,
-   or NULL: a load waits for it, since the plugin's statics are shared by
-   every record of the library.  Lock held. */
-struct plugin *reg_busy(void *dl, tether_runtime rt);
+/* A record of library `dl`, in any runtime, whose init or fini is
+   running, or NULL: a load waits for it, since the plugin's statics are
+   shared by every record of the library, whichever runtime loaded it (so
+   the inits of one library never overlap).  Lock held. */
+struct plugin *reg_busy(void *dl);
 /* Inserts a record, or removes one (it is GONE then).  Lock held. */
 void reg_insert(struct plugin *p);
 void reg_remove(struct plugin *p);
@@ -114,9 +121,13 @@ void reg_remove(struct plugin *p);
    to the handle until reg_reap has dlclosed the library.  Lock held; the
    caller closes the handle after unlocking. */
 void reg_orphan(struct plugin *p);
-/* dlcloses the orphans nothing pins any more.  Called holding no lock and
-   no GIL (a library's destructors may want either). */
+/* dlcloses the orphans nothing pins any more (an abandoned one is made to
+   stay mapped instead).  Called holding no lock and no GIL (a library's
+   destructors may want either). */
 void reg_reap(void);
+/* Makes a library that is not unloadable (or any, when `always`) stay
+   mapped for ever (RTLD_NODELETE).  Called holding no lock. */
+void reg_pin_mapping(struct plugin *p, bool always);
 /* The handle's destructor of a record (frees it). */
 void plugin_destroy(void *obj);
 
