@@ -22,12 +22,14 @@
  *    (`out`, `count`, `data`/`len`, `*_out`).  Each must point to writable
  *    storage: a NULL one gets TETHER_EINVAL, unless the comment says it
  *    "may be NULL", and then that result is not written.
- *  - Other pointer arguments are read, never kept, unless the comment says
- *    they are copied or kept: a NULL one gets TETHER_EINVAL, unless the
- *    comment says it "may be NULL" and what NULL means (the defaults, no
- *    options, no function).  Pointers the library only hands back to the
- *    caller's own functions (`arg`, `ud`, `userdata`, `payload`) may be
- *    anything, NULL included.
+ *  - Other pointer arguments are read during the call and not kept (the
+ *    library copies what it needs), unless the comment says they must stay
+ *    valid.  One the call needs (a path, a signature, a function to run)
+ *    must not be NULL: NULL gets TETHER_EINVAL, unless the comment says it
+ *    "may be NULL" or what NULL means (the defaults, no options, no hook).
+ *    Pointers the library only hands back to the caller's own functions
+ *    (`arg`, `ud`, `userdata`, `payload`) may be anything, NULL included,
+ *    and so may a payload's optional `dtor` (NULL: nothing to destroy).
  *  - Strings the library returns (const char *) are owned by it, never
  *    NULL unless the comment says so, and live as long as the comment
  *    says; the caller never frees them.
