@@ -17,7 +17,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 struct msg {
     struct msg *next;
@@ -111,18 +111,9 @@ int tether_channel_new(size_t capacity, tether_channel *out)
     return TETHER_OK;
 }
 
-static struct channel *get(const char *fn, tether_channel h)
-{
-    struct channel *ch = handle_get(h, HT_CHANNEL);
-    if (!ch)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a channel handle (0x%llx)",
-                   (unsigned long long)h);
-    return ch;
-}
-
 int tether_channel_retain(tether_channel h)
 {
-    struct channel *ch = get("tether_channel_retain", h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, "tether_channel_retain");
     if (!ch)
         return TETHER_EBADHANDLE;
     rank_lock(&ch->mutex, RANK_OBJECT);
@@ -165,7 +156,7 @@ int tether_channel_release(tether_channel h)
 {
     if (h == 0)
         return TETHER_OK;
-    struct channel *ch = get("tether_channel_release", h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, "tether_channel_release");
     if (!ch)
         return TETHER_EBADHANDLE;
     rank_lock(&ch->mutex, RANK_OBJECT);
@@ -189,7 +180,7 @@ int tether_channel_set_discard(tether_channel h, tether_channel_discard_fn fn,
                                void *ud)
 {
     static const char name[] = "tether_channel_set_discard";
-    struct channel *ch = get(name, h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, name);
     if (!ch)
         return TETHER_EBADHANDLE;
     struct plugin *pin = NULL;
@@ -247,7 +238,7 @@ int tether_channel_send(tether_channel h, const void *data, size_t len,
         return err_misuse(TETHER_EINVAL, fn, "data is NULL with len %zu", len);
     if (len > SIZE_MAX - sizeof(struct msg))
         return err_misuse(TETHER_EINVAL, fn, "len %zu is too large", len);
-    struct channel *ch = get(fn, h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
     if (!ch)
         return TETHER_EBADHANDLE;
     struct op op = {ch, t_malloc(sizeof(struct msg) + len)};
@@ -306,7 +297,7 @@ int tether_channel_recv(tether_channel h, void **data, size_t *len,
     static const char fn[] = "tether_channel_recv";
     if (!data || !len)
         return err_misuse(TETHER_EINVAL, fn, "data and len must not be NULL");
-    struct channel *ch = get(fn, h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
     if (!ch)
         return TETHER_EBADHANDLE;
     struct op op = {ch, NULL};
@@ -322,7 +313,7 @@ int tether_channel_recv(tether_channel h, void **data, size_t *len,
 
 int tether_channel_close(tether_channel h)
 {
-    struct channel *ch = get("tether_channel_close", h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, "tether_channel_close");
     if (!ch)
         return TETHER_EBADHANDLE;
     rank_lock(&ch->mutex, RANK_OBJECT);
@@ -339,7 +330,7 @@ int tether_channel_count(tether_channel h, size_t *out)
     static const char fn[] = "tether_channel_count";
     if (!out)
         return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct channel *ch = get(fn, h);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
     if (!ch)
         return TETHER_EBADHANDLE;
     rank_lock(&ch->mutex, RANK_OBJECT);

@@ -12,8 +12,7 @@
 
 #include "annotate.h"
 #include "internal.h"
-
-#define ERR_BUF 512
+#include "tuning.h"
 
 /* Synchronization: thread-local. */
 static _Thread_local char t_err[ERR_BUF];
@@ -108,7 +107,7 @@ int err_debug_enabled(void)
    changes. */
 int misuse_aborts(void)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     if (!os)
         return 0;
     if (os->current)
@@ -118,24 +117,3 @@ int misuse_aborts(void)
             return 1;
     return 0;
 }
-
-#ifndef NDEBUG
-#include "lockrank.h"
-
-/* Synchronization: thread-local.  Locks of each rank the thread holds. */
-static _Thread_local unsigned char t_ranks[RANK__COUNT];
-
-void rank_check_take(enum lock_rank r)
-{
-    for (int q = (int)r; q < RANK__COUNT; q++) {
-        if (t_ranks[q]) {
-            fprintf(stderr, "tether: lock order violated: taking a rank-%d lock "
-                    "while holding a rank-%d lock (core/lockrank.h)\n", (int)r, q);
-            abort();
-        }
-    }
-    t_ranks[r]++;
-}
-
-void rank_note_give(enum lock_rank r) { t_ranks[r]--; }
-#endif

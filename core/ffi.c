@@ -20,6 +20,25 @@
  * call that had entered the handler by then has either counted itself or
  * seen the mark, before the free looks at `active`.
  *
+ * The trampoline window.  Before the handler runs at all, libffi's
+ * trampoline reads the closure and its call interface (ffi_cif, and the
+ * argument types it points to), and the handler then reads its user_data:
+ * all of it before g_entry.  A call preempted there cannot be waited for,
+ * so nothing it reads may live in the callback's record.  The closure
+ * therefore lives in a block of its own (struct cblock, allocated by
+ * ffi_closure_alloc): the ffi_closure, the call interface, and the
+ * callback's handle, never a pointer to the record.  The handler looks
+ * the handle up under g_entry; a stale one (the callback was destroyed)
+ * gives zero.  The record is freed as soon as the callback is destroyed;
+ * the block is not: it waits in a limbo for at least LIMBO_NS before
+ * ffi_closure_free, so a call still in the trampoline finds it intact.
+ * The residual bound: a call whose thread stays between the call
+ * instruction and the handler's lookup for longer than that, while a later
+ * callback_new or destruction frees the block, reads freed memory.  Every
+ * runtime that frees closures has such a window (ctypes frees a closure
+ * when its object dies, with no grace at all); LIMBO_NS makes it a thread
+ * stalled for a quarter of a second inside a few dozen instructions.
+ *
  * Return values.  libffi widens integer returns narrower than ffi_arg to a
  * full ffi_arg, in both directions; the public API passes every value at
  * its exact C type.  The code below converts between the two.
@@ -29,8 +48,10 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "annotate.h"
@@ -38,7 +59,7 @@
 #include "ffisig.h"
 #include "handle.h"
 #include "hooks.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 static ffi_type *const g_ffi_types[FT__COUNT] = {
     [FT_VOID] = &ffi_type_void,  [FT_I8] = &ffi_type_sint8,
@@ -157,11 +178,31 @@ int tether_ffi_call(void *fnptr, const char *signature, void **args, void *ret)
 static const char NEW[] = "tether_callback_new";
 static const char FREE[] = "tether_callback_free";
 
+/* A callback's closure block: what a call reads before it takes g_entry
+   (see the top of this file).  Allocated by ffi_closure_alloc, which gives
+   room for more than the ffi_closure it must start with; its memory is
+   libffi's, not tether's allocator's (tether_set_allocator's functions
+   never see it, nor do the tests that count the allocator's blocks). */
+struct cblock {
+    ffi_closure closure; /* first: libffi's trampoline data */
+    /* Synchronization: written by tether_callback_new before the code
+       is published, then read-only until the block is freed. */
+    struct call_if ci;   /* the cif the trampoline reads, and its types */
+    void *code;          /* the closure's executable address */
+
+    /* Synchronization: atomic. */
+    _Atomic uint64_t handle; /* the callback's handle; 0 until issued */
+    atomic_bool dead;        /* the callback was destroyed */
+    atomic_flag reported;    /* a call after the destruction was reported */
+
+    /* Synchronization: g_limbo_mu, once the block is in limbo. */
+    struct cblock *next;
+    int64_t dead_ns;     /* CLOCK_MONOTONIC time it entered limbo */
+};
+
 struct callback {
     /* Synchronization: immutable after tether_callback_new. */
-    struct call_if ci;
-    ffi_closure *closure;
-    void *code;
+    struct cblock *blk;  /* the closure; to limbo when destroyed */
     tether_interp interp;
     tether_guest_fn fn;
     void *userdata;
@@ -185,21 +226,28 @@ struct callback {
 };
 
 /* Held for reading by a call from its first instruction in the handler
-   until it has counted itself in (or seen the callback closing), and for
-   writing, empty-handed, by tether_callback_free: a grace period that
-   every such call has left.  Writers are preferred, so a stream of calls
-   cannot starve a free; readers never nest.  Lock order: taken before a
-   callback's `mu`, with nothing else held. */
+   until it has counted itself in (or seen the callback closing or gone),
+   and for writing, empty-handed, by tether_callback_free: a grace period
+   that every such call has left; and by the limbo sweep before it frees
+   blocks, so that every look at a block under the read lock happens
+   before its memory is reused.  Writers are preferred, so a stream of
+   calls cannot starve a free; readers never nest.  Lock order: taken
+   before a callback's `mu` and before g_limbo_mu, with nothing else held. */
 static pthread_rwlock_t g_entry;
 static pthread_once_t g_entry_once = PTHREAD_ONCE_INIT;
 
-/* fork: the child's only thread must not find g_entry held by a thread
-   that no longer exists there.  The window is short (a call counting
-   itself), so prepare simply waits it out. */
-static void entry_prepare(void) { pthread_rwlock_wrlock(&g_entry); }
-static void entry_release(void) { pthread_rwlock_unlock(&g_entry); }
+/* The limbo: blocks of destroyed callbacks, oldest first, each freed once
+   it has been there LIMBO_NS (by the next callback_new or destruction to
+   look), or when the library is unloaded.  g_limbo_mu protects the list
+   and its fields.  Lock order: a leaf, after g_entry; libffi's own lock
+   (ffi_closure_free) is never taken while holding it. */
+#define LIMBO_NS 250000000LL
+static pthread_mutex_t g_limbo_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cblock *g_limbo_head;
+static struct cblock **g_limbo_tail = &g_limbo_head;
+static size_t g_limbo_count;
 
-static void entry_init(void)
+static void entry_lock_init(void)
 {
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
@@ -209,13 +257,118 @@ static void entry_init(void)
 #endif
     pthread_rwlock_init(&g_entry, &a);
     pthread_rwlockattr_destroy(&a);
-    pthread_atfork(entry_prepare, entry_release, entry_release);
+}
+
+/* fork: the child's only thread must not find g_entry or g_limbo_mu held
+   by a thread that no longer exists there.  Both are held briefly (a call
+   counting itself, a list edit), so prepare simply waits them out, and
+   the parent lets them go.  In the child an unlock is not enough for
+   g_entry: glibc's rwlock unlock tells a writer from a reader by the
+   caller's thread id, which in the child is not the one that locked it,
+   so it releases a read lock never taken and leaves g_entry write-locked
+   (every call and free of a callback in the child then hung).  The child
+   unlocks it (for ThreadSanitizer, which otherwise still sees it locked)
+   and then makes it anew. */
+static void entry_prepare(void)
+{
+    pthread_rwlock_wrlock(&g_entry);
+    pthread_mutex_lock(&g_limbo_mu);
+}
+static void entry_parent(void)
+{
+    pthread_mutex_unlock(&g_limbo_mu);
+    pthread_rwlock_unlock(&g_entry);
+}
+static void entry_child(void)
+{
+    pthread_mutex_unlock(&g_limbo_mu);
+    pthread_rwlock_unlock(&g_entry);
+    entry_lock_init();
+}
+
+static void entry_init(void)
+{
+    entry_lock_init();
+    pthread_atfork(entry_prepare, entry_parent, entry_child);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Frees the blocks that have been in limbo LIMBO_NS at `now` (all of them
+   if `all`).  Called with no lock held. */
+static void limbo_sweep(int64_t now, bool all)
+{
+    struct cblock *expired = NULL;
+    pthread_mutex_lock(&g_limbo_mu);
+    while (g_limbo_head &&
+           (all || now - g_limbo_head->dead_ns >= LIMBO_NS)) {
+        struct cblock *b = g_limbo_head;
+        g_limbo_head = b->next;
+        b->next = expired;
+        expired = b;
+        g_limbo_count--;
+    }
+    if (!g_limbo_head)
+        g_limbo_tail = &g_limbo_head;
+    pthread_mutex_unlock(&g_limbo_mu);
+    if (!expired)
+        return;
+    /* Every call that looked at these blocks under g_entry has left. */
+    pthread_rwlock_wrlock(&g_entry);
+    pthread_rwlock_unlock(&g_entry);
+    while (expired) {
+        struct cblock *b = expired;
+        expired = b->next;
+        ffi_closure_free(b);
+    }
+}
+
+/* Puts a destroyed callback's block in limbo, and frees the expired ones
+   (not this one: it is measured against the same clock reading). */
+static void limbo_put(struct cblock *blk)
+{
+    int64_t now = now_ns();
+    atomic_store(&blk->dead, true);
+    pthread_mutex_lock(&g_limbo_mu);
+    blk->next = NULL;
+    blk->dead_ns = now;
+    *g_limbo_tail = blk;
+    g_limbo_tail = &blk->next;
+    g_limbo_count++;
+    pthread_mutex_unlock(&g_limbo_mu);
+    limbo_sweep(now, false);
+}
+
+/* Library unload (and process exit): nothing runs the handler's code any
+   more once it is unmapped, so the blocks go. */
+__attribute__((destructor)) static void limbo_drain(void)
+{
+    /* (A block in limbo means a callback existed: g_entry is initialized.) */
+    limbo_sweep(now_ns(), true);
 }
 
 #ifdef TETHER_TEST_HOOKS
-/* Tests only (tests/ffi/test_ffi_race.c builds the core with it): runs in
-   a call's entry window, before the call counts itself. */
+/* Tests only (tests/plugin/test_ffi_race.c builds the core with it).
+   ffi_test_trampoline_hook runs at the handler's first instruction, before
+   it takes g_entry: the end of the trampoline window.
+   ffi_test_entry_hook runs in a call's entry window, holding g_entry,
+   before the call looks its callback up.  ffi_test_limbo_count says how
+   many blocks are in limbo. */
+void (*ffi_test_trampoline_hook)(void);
 void (*ffi_test_entry_hook)(void);
+size_t ffi_test_limbo_count(void);
+size_t ffi_test_limbo_count(void)
+{
+    pthread_mutex_lock(&g_limbo_mu);
+    size_t n = g_limbo_count;
+    pthread_mutex_unlock(&g_limbo_mu);
+    return n;
+}
 #endif
 
 /* The callbacks the calling thread is inside of, innermost first. */
@@ -228,7 +381,8 @@ static _Thread_local struct cb_frame *t_inside;
 
 /* The handle's destructor: runs once the handle is closed and unused (the
    last owner is gone and no call is inside the handler), with no lock of
-   the library held; then tells tether_callback_on_free's function. */
+   the library held; then tells tether_callback_on_free's function.  The
+   closure block goes to limbo: a call may still be on its way in. */
 static void callback_destroy(void *obj)
 {
     struct callback *cb = obj;
@@ -236,7 +390,7 @@ static void callback_destroy(void *obj)
     void (*on_free)(void *) = cb->on_free;
     void *on_free_ud = cb->on_free_ud;
     pthread_mutex_unlock(&cb->mu);
-    ffi_closure_free(cb->closure);
+    limbo_put(cb->blk);
     plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
     pthread_cond_destroy(&cb->idle);
     pthread_mutex_destroy(&cb->mu);
@@ -245,37 +399,64 @@ static void callback_destroy(void *obj)
         on_free(on_free_ud);
 }
 
-/* Counts a call in, unless the callback was freed; stores its return
-   type in *type either way (cb may be gone as soon as this returns false,
-   or after leave). */
-static bool enter(struct callback *cb, struct cb_frame *fr, int *type)
+/* A call that reached a destroyed callback (a caller that went on calling
+   its code after the free, or one that stalled in the trampoline while the
+   free ran): says so once per callback. */
+static void report_freed(struct cblock *blk)
+{
+    if (atomic_flag_test_and_set(&blk->reported))
+        return;
+    char text[96];
+    ffisig_format(&blk->ci.sig, text, sizeof text);
+    fprintf(stderr, "tether: callback %s was called after it was freed; it "
+            "returns zero\n", text);
+}
+
+/* Looks the block's callback up and counts a call in, unless it was freed;
+   stores the return type in *type either way.  Returns the callback, or
+   NULL (it was freed: the call returns zero).  The callback stays alive
+   until leave. */
+static struct callback *enter(struct cblock *blk, struct cb_frame *fr,
+                              int *type)
 {
     pthread_rwlock_rdlock(&g_entry);
 #ifdef TETHER_TEST_HOOKS
     if (ffi_test_entry_hook)
         ffi_test_entry_hook();
 #endif
-    *type = cb->ci.sig.ret;
-    pthread_mutex_lock(&cb->mu);
-    bool open = !cb->closing;
-    if (open)
-        cb->active++;
-    pthread_mutex_unlock(&cb->mu);
+    *type = blk->ci.sig.ret;
+    uint64_t h = atomic_load(&blk->handle);
+    struct callback *cb = handle_get(h, HT_CALLBACK);
+    bool open = false;
+    if (cb) {
+        pthread_mutex_lock(&cb->mu);
+        open = !cb->closing;
+        if (open)
+            cb->active++;
+        pthread_mutex_unlock(&cb->mu);
+        /* Never the last reference: this lookup succeeded, so the handle
+           was open and a free's grace period (g_entry for writing) has yet
+           to end, and the free holds its own reference until then. */
+        handle_put(h);
+    }
+    bool dead = !cb && atomic_load(&blk->dead);
     pthread_rwlock_unlock(&g_entry);
-    if (open) {
-        fr->cb = cb;
-        fr->up = t_inside;
+    if (dead)
+        report_freed(blk);
+    if (!open)
+        return NULL;
+    fr->cb = cb;
+    fr->up = t_inside;
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #pragma GCC diagnostic push
 /* leave() pops the frame before on_call returns: it never dangles. */
 #pragma GCC diagnostic ignored "-Wdangling-pointer"
 #endif
-        t_inside = fr;
+    t_inside = fr;
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
 #pragma GCC diagnostic pop
 #endif
-    }
-    return open;
+    return cb;
 }
 
 /* Counts a call out; the last one wakes a waiting free, or does a deferred
@@ -346,17 +527,24 @@ static int run_guest(struct callback *cb, void **args, void *ret, int *err)
 
 /* The closure's handler: what every call of the callback's code runs.
    errno is the guest's business: the caller sees it as the guest left it,
-   and the guest as the caller left it, whatever attaching did meanwhile. */
+   and the guest as the caller left it, whatever attaching did meanwhile.
+   Before enter() it touches nothing but its arguments: `arg` is the
+   closure block, which outlives the callback (see the top of this file). */
 static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
 {
-    struct callback *cb = arg;
+#ifdef TETHER_TEST_HOOKS
+    if (ffi_test_trampoline_hook)
+        ffi_test_trampoline_hook();
+#endif
+    struct cblock *blk = arg;
     int err = errno;
     int type;
     union ffi_value v;
     struct cb_frame fr;
     (void)cif;
     memset(&v, 0, sizeof v);
-    if (enter(cb, &fr, &type)) {
+    struct callback *cb = enter(blk, &fr, &type);
+    if (cb) {
         if (run_guest(cb, args, type == FT_VOID ? NULL : &v, &err) != TETHER_OK)
             memset(&v, 0, sizeof v);
         leave(cb, &fr);
@@ -365,17 +553,38 @@ static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
     errno = err;
 }
 
-/* Builds the closure of a callback whose call interface is prepared. */
-static int make_closure(struct callback *cb)
+/* Allocates the closure block, prepares its call interface from
+   `signature` and its closure.  Returns TETHER_OK and the block in *out, or
+   a status (nothing allocated). */
+static int make_closure(const char *signature, struct cblock **out)
 {
-    cb->closure = ffi_closure_alloc(sizeof(ffi_closure), &cb->code);
-    if (!cb->closure)
+    void *code;
+    struct cblock *blk = ffi_closure_alloc(sizeof *blk, &code);
+    if (!blk)
         return err_set(TETHER_ENOMEM, NEW, "libffi could not allocate a closure");
-    if (ffi_prep_closure_loc(cb->closure, &cb->ci.cif, on_call, cb, cb->code) !=
-        FFI_OK) {
-        ffi_closure_free(cb->closure);
-        return err_set(TETHER_EINVAL, NEW, "libffi could not prepare a closure");
+    memset(&blk->ci, 0, sizeof blk->ci);
+    blk->code = code;
+    atomic_init(&blk->handle, 0);
+    atomic_init(&blk->dead, false);
+    atomic_flag_clear(&blk->reported);
+    /* atomics only (helgrind, DRD: annotate.h); libffi's memory, so the
+       tools never see it freed: a reused block is announced again here. */
+    ann_atomic(blk->handle);
+    ann_atomic(blk->dead);
+    ann_atomic(blk->reported);
+    blk->next = NULL;
+    blk->dead_ns = 0;
+    /* The cif points to its argument types: both in the block. */
+    int rc = prepare(NEW, signature, &blk->ci);
+    if (rc == TETHER_OK &&
+        ffi_prep_closure_loc(&blk->closure, &blk->ci.cif, on_call, blk, code) !=
+            FFI_OK)
+        rc = err_set(TETHER_EINVAL, NEW, "libffi could not prepare a closure");
+    if (rc != TETHER_OK) {
+        ffi_closure_free(blk); /* never published: no call can reach it */
+        return rc;
     }
+    *out = blk;
     return TETHER_OK;
 }
 
@@ -391,6 +600,8 @@ static int publish(struct callback *cb)
         plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
         return err_set(TETHER_ENOMEM, NEW, "out of memory");
     }
+    /* Before the code is handed out: a call finds its callback by this. */
+    atomic_store(&cb->blk->handle, cb->handle);
     return TETHER_OK;
 }
 
@@ -405,12 +616,11 @@ int tether_callback_new(tether_interp interp, const char *signature,
         return err_misuse(TETHER_EBADHANDLE, NEW, "%#llx is not an interpreter handle",
                           (unsigned long long)interp);
     handle_put(interp);
+    limbo_sweep(now_ns(), false); /* room for this one */
     struct callback *cb = t_calloc(1, sizeof *cb);
     if (!cb)
         return err_set(TETHER_ENOMEM, NEW, "out of memory");
-    int rc = prepare(NEW, signature, &cb->ci);
-    if (rc == TETHER_OK)
-        rc = make_closure(cb);
+    int rc = make_closure(signature, &cb->blk);
     if (rc != TETHER_OK) {
         t_free(cb);
         return rc;
@@ -419,15 +629,17 @@ int tether_callback_new(tether_interp interp, const char *signature,
     cb->fn = fn;
     cb->userdata = userdata;
     cb->owners = 1;
-    ffisig_format(&cb->ci.sig, cb->text, sizeof cb->text);
+    ffisig_format(&cb->blk->ci.sig, cb->text, sizeof cb->text);
     pthread_mutex_init(&cb->mu, NULL);
     pthread_cond_init(&cb->idle, NULL);
     atomic_flag_clear(&cb->reported);
     ann_atomic(cb->reported); /* atomics only (helgrind, DRD: annotate.h) */
     rc = publish(cb);
     if (rc != TETHER_OK) {
-        cb->pin = NULL;
-        callback_destroy(cb);
+        ffi_closure_free(cb->blk); /* never published */
+        pthread_cond_destroy(&cb->idle);
+        pthread_mutex_destroy(&cb->mu);
+        t_free(cb);
         return rc;
     }
     *out = cb->handle;
@@ -442,7 +654,7 @@ void *tether_callback_code(tether_callback h)
                    "%#llx is not a callback handle", (unsigned long long)h);
         return NULL;
     }
-    void *code = cb->code;
+    void *code = cb->blk->code;
     handle_put(h);
     return code;
 }

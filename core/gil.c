@@ -36,7 +36,7 @@
  * The drop-request protocol (CPython's, since 3.2).  A waiter sleeps on
  * `cond` for one switch interval.  If it times out, the GIL is still held,
  * and no acquisition happened during the interval (the acquisition counter
- * did not move), it sets BRK_DROP in the holder's eval breaker.  The holder
+ * did not move), it sets BREAKER_DROP in the holder's eval breaker.  The holder
  * sees it at its next tether_checkpoint (one relaxed load when nothing is
  * pending) and calls gil_yield.  The request lives in the holder's own
  * breaker word, not in the GIL, and every drop clears it: a thread that
@@ -85,6 +85,55 @@
 #define W_LOCKED 1u
 #define W_PIN 2u
 
+/* ---- for helgrind and DRD (annotate.h) ---------------------------------- */
+
+/* The GIL hands data over through C11 atomics, which these tools cannot
+   see; each kind of hand-over is named once here, so the code below reads
+   as the essay above. */
+
+/* The word, the holder and the counters are read and written only through
+   atomics, concurrently by design (waiters read the word, the holder and
+   the counters while the holder writes them). */
+static inline void ann_gil_atomics(struct gil *g)
+{
+    (void)g;
+    ann_atomic(g->word);
+    ann_atomic(g->holder);
+    ann_atomic(g->acquisitions);
+    ann_atomic(g->switches);
+    ann_atomic(g->forced_drops);
+    ann_atomic(g->wait_ns_total);
+    ann_atomic(g->wait_ns_max);
+    ann_atomic(g->interval_us);
+}
+
+/* The GIL changes hands: the release of W_LOCKED, and the acquire that
+   takes it (see gil_take). */
+static inline void ann_gil_released(struct gil *g)
+{
+    (void)g;
+    ann_happens_before(&g->word);
+}
+static inline void ann_gil_acquired(struct gil *g)
+{
+    (void)g;
+    ann_happens_after(&g->word);
+}
+
+/* A new holder is published in g->holder, and read by a pinned thread.
+   The publication is named &ts->interp: `ts` itself is the address of its
+   sleep_mutex, and DRD keeps one object per address. */
+static inline void ann_holder_published(struct tstate *ts)
+{
+    (void)ts;
+    ann_happens_before(&ts->interp);
+}
+static inline void ann_holder_read(struct tstate *ts)
+{
+    (void)ts;
+    ann_happens_after(&ts->interp);
+}
+
 static inline void stat_add(_Atomic uint64_t *c, uint64_t n)
 {
     /* Written only by the GIL holder: a plain load and store suffice. */
@@ -105,17 +154,7 @@ void gil_init(struct gil *g, uint32_t interval_us)
     g->last_holder = NULL;
     g->switch_waiters = 0;
     g->sleepers = g->woken = 0;
-    /* For helgrind and DRD (annotate.h): these are read and written only
-       through C11 atomics, concurrently by design (waiters read the word,
-       the holder and the counters while the holder writes them). */
-    ann_atomic(g->word);
-    ann_atomic(g->holder);
-    ann_atomic(g->acquisitions);
-    ann_atomic(g->switches);
-    ann_atomic(g->forced_drops);
-    ann_atomic(g->wait_ns_total);
-    ann_atomic(g->wait_ns_max);
-    ann_atomic(g->interval_us);
+    ann_gil_atomics(g);
     pthread_mutex_init(&g->mutex, NULL);
     plat_cond_init(&g->cond);
     plat_cond_init(&g->switch_cond);
@@ -129,13 +168,11 @@ void gil_destroy(struct gil *g)
 }
 
 /* Bookkeeping of the new holder. */
-static void took(struct gil *g, struct tstate *ts)
+static void note_holder(struct gil *g, struct tstate *ts)
 {
     /* Release: a pinned reader that finds `ts` here also sees its
-       initialisation (a brand-new state of a foreign thread).  For helgrind
-       and DRD the publication is named &ts->interp: `ts` itself is the
-       address of its sleep_mutex, and DRD keeps one object per address. */
-    ann_happens_before(&ts->interp);
+       initialisation (a brand-new state of a foreign thread). */
+    ann_holder_published(ts);
     atomic_store_explicit(&g->holder, ts, memory_order_release);
     stat_add(&g->acquisitions, 1);
     if (g->last_holder != ts) {
@@ -149,16 +186,8 @@ static int interp_finalizing(struct tstate *ts)
     return atomic_load_explicit(&ts->interp->finalizing, memory_order_acquire);
 }
 
-/* Asks the holder to drop the GIL.  Called pinned, with the mutex held, so
-   the holder cannot go away.  Returns 1 if a holder was found. */
-static int request_drop(struct gil *g)
+void gil_call_hook(struct tstate *h)
 {
-    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
-    if (!h || !(atomic_load(&g->word) & W_LOCKED))
-        return 0;
-    ann_happens_after(&h->interp); /* the acquire of took()'s release */
-    atomic_fetch_or(&h->breaker, BRK_DROP);
-    TETHER_DELAY_POINT("gil.request_drop.posted");
     tether_breaker_fn hook = atomic_load(&h->interp->hook);
     if (hook) {
         ann_happens_after(&h->interp->hook); /* see set_breaker_hook */
@@ -167,6 +196,19 @@ static int request_drop(struct gil *g)
             ann_happens_after(&h->userdata); /* see set_thread_userdata */
         hook(ud, atomic_load(&h->interp->hook_ud));
     }
+}
+
+/* Asks the holder to drop the GIL.  Called pinned, with the mutex held, so
+   the holder cannot go away.  Returns 1 if a holder was found. */
+static int request_drop(struct gil *g)
+{
+    struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
+    if (!h || !(atomic_load(&g->word) & W_LOCKED))
+        return 0;
+    ann_holder_read(h); /* the acquire of note_holder()'s release */
+    atomic_fetch_or(&h->breaker, BREAKER_DROP);
+    TETHER_DELAY_POINT("gil.request_drop.posted");
+    gil_call_hook(h);
     return 1;
 }
 
@@ -183,7 +225,7 @@ static void record_wait(struct gil *g, int64_t t0)
    free, and waking a second one only makes them fight for the mutex. */
 static void release_locked(struct gil *g)
 {
-    ann_happens_before(&g->word); /* the hand-over: see gil_take */
+    ann_gil_released(g);
     atomic_fetch_and(&g->word, ~(uint64_t)W_LOCKED);
     if (g->sleepers > g->woken) {
         g->woken++;
@@ -220,7 +262,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         if (!(w & W_LOCKED)) {
             TETHER_DELAY_POINT("gil.take.slow.free");
             if (atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED)) {
-                ann_happens_after(&g->word);
+                ann_gil_acquired(g);
                 taken = 1;
                 break;
             }
@@ -242,7 +284,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
     atomic_fetch_sub(&g->word, W_PIN);
     if (taken) {
         /* The GIL is ours from the CAS on: the stats are ours to write. */
-        took(g, ts);
+        note_holder(g, ts);
         if (t0)
             record_wait(g, t0);
         if (g->switch_waiters)
@@ -263,8 +305,8 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
            locked bit) acquires what every earlier drop (a CAS or fetch_and
            clearing it, after ann_happens_before) released. */
         TETHER_DELAY_POINT("gil.take.fast.after_cas");
-        ann_happens_after(&g->word);
-        took(g, ts);
+        ann_gil_acquired(g);
+        note_holder(g, ts);
         rc = TETHER_OK;
     } else {
         rc = take_slow(g, ts, urgent);
@@ -272,7 +314,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
     /* Checked after taking: the finalizer sets the flag and then passes
        through the GIL (gil_barrier), so whoever takes the GIL after that
        pass sees the flag here, and whoever took it before was made to drop
-       it by BRK_FINAL before the pass completed. */
+       it by BREAKER_FINALIZING before the pass completed. */
     if (rc == TETHER_OK && interp_finalizing(ts)) {
         gil_drop(g, ts);
         rc = TETHER_EFINALIZING;
@@ -286,7 +328,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
    still waits for it. */
 static void drop_locked(struct gil *g, struct tstate *ts, int forced)
 {
-    if ((atomic_fetch_and(&ts->breaker, ~BRK_DROP) & BRK_DROP) && forced)
+    if ((atomic_fetch_and(&ts->breaker, ~BREAKER_DROP) & BREAKER_DROP) && forced)
         stat_add(&g->forced_drops, 1);
     uint64_t seen = atomic_load(&g->acquisitions);
     ts->acq_at_drop = seen;
@@ -307,13 +349,13 @@ static void drop_locked(struct gil *g, struct tstate *ts, int forced)
 
 void gil_drop(struct gil *g, struct tstate *ts)
 {
-    if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BRK_DROP)) {
+    if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BREAKER_DROP)) {
         ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
         uint64_t w = W_LOCKED;
         TETHER_DELAY_POINT("gil.drop.before_cas");
         /* Before the CAS: if it fails, the slow path announces again. */
-        ann_happens_before(&g->word);
+        ann_gil_released(g);
         if (atomic_compare_exchange_strong_explicit(&g->word, &w, 0,
                                                     memory_order_release,
                                                     memory_order_relaxed))
@@ -353,7 +395,7 @@ void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
     atomic_fetch_add(&g->word, W_PIN);
     struct tstate *h = atomic_load_explicit(&g->holder, memory_order_acquire);
     if (h && (atomic_load(&g->word) & W_LOCKED)) {
-        ann_happens_after(&h->interp); /* as in request_drop */
+        ann_holder_read(h);
         fn(h, ud);
     }
     atomic_fetch_sub(&g->word, W_PIN);
@@ -378,7 +420,7 @@ int gil_barrier(struct gil *g, int64_t deadline)
         if (!(w & W_LOCKED)) {
             if (!atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED))
                 continue;
-            ann_happens_after(&g->word);
+            ann_gil_acquired(g);
             release_locked(g); /* nobody ran meanwhile: hand it straight on */
             rc = 0;
             break;

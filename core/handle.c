@@ -12,15 +12,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "alloc.h"
 #include "annotate.h"
 #include "error.h"
 #include "platform.h"
+#include "tuning.h"
 
-#define CHUNK_BITS 10
 #define CHUNK_SLOTS (1u << CHUNK_BITS)
-#define MAX_CHUNKS 4096u /* 4 Mi live handles */
 
 /* The slot word (handle.h): [ 32 generation | 1 open | 4 type | 27 refs ]. */
 #define W_REFS_MASK ((1ull << 27) - 1)
@@ -185,6 +185,18 @@ static void *get(uint64_t h, int type, uint64_t need)
 
 void *handle_get(uint64_t h, int type) { return get(h, type, W_OPEN); }
 void *handle_get_any(uint64_t h, int type) { return get(h, type, 0); }
+
+void *handle_get_or_misuse(uint64_t h, int type, const char *fn)
+{
+    void *obj = handle_get(h, type);
+    if (!obj) {
+        const char *name = handle_type_name(type);
+        err_misuse(TETHER_EBADHANDLE, fn, "not a%s %s handle (0x%llx)",
+                   strchr("aeiou", name[0]) ? "n" : "", name,
+                   (unsigned long long)h);
+    }
+    return obj;
+}
 
 void handle_ref(uint64_t h)
 {

@@ -46,6 +46,10 @@ void *handle_get(uint64_t h, int type);
    references (so a finalizing object can answer EFINALIZING). */
 void *handle_get_any(uint64_t h, int type);
 
+/* handle_get for a handle the caller passed in: on failure it is the
+   caller's misuse, "fn: not a <type> handle (0x...)", and NULL. */
+void *handle_get_or_misuse(uint64_t h, int type, const char *fn);
+
 /* Takes one more reference on a handle already referenced by the caller. */
 void handle_ref(uint64_t h);
 

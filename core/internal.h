@@ -13,8 +13,9 @@
  *   3  gil->mutex         the GIL's slow path
  *   4  object mutexes     a thread's sentinel, a lock, an event, a channel,
  *                         a thread state's sleep cond; never two at once
- *   5  g_handle_lock      the handle table's free list and names
- *   6  g_fault_lock       the fault switches
+ *   5  the plugin registry's lock (pluginreg.c): its records and pins
+ *   6  g_handle_lock      the handle table's free list and names
+ *   7  g_fault_lock       the fault switches
  *
  * Every shared field says how it is synchronised, in the same words:
  * "Synchronization: <mutex> | atomic | owner | immutable".  "owner" means
@@ -31,12 +32,10 @@
 #include "tether/tether.h"
 
 /* Eval-breaker bits (tstate->breaker). */
-#define BRK_DROP 0x1u    /* another thread waits for the GIL: drop it */
-#define BRK_ASYNC 0x2u   /* an asynchronous exception waits for delivery */
-#define BRK_PENDING 0x4u /* pending calls (main thread only) */
-#define BRK_FINAL 0x8u   /* the interpreter is finalizing */
-
-#define DEFAULT_SWITCH_US 5000u
+#define BREAKER_DROP 0x1u    /* another thread waits for the GIL: drop it */
+#define BREAKER_ASYNC 0x2u   /* an asynchronous exception waits for delivery */
+#define BREAKER_PENDING 0x4u /* pending calls (main thread only) */
+#define BREAKER_FINALIZING 0x8u   /* the interpreter is finalizing */
 
 /* Keeps a slow path out of its fast path's frame. */
 #if defined(__GNUC__)
@@ -59,10 +58,15 @@ struct gil {
        to see whether any switch happened.  Synchronization: atomic, written
        by the holder. */
     _Atomic uint64_t acquisitions;
+    /* The statistics of tether_gil_stats_get.  Synchronization: atomic,
+       written by the holder (wait_ns_* by each waiter once it took the
+       GIL), read by anyone. */
     _Atomic uint64_t switches;
     _Atomic uint64_t forced_drops;
     _Atomic uint64_t wait_ns_total;
     _Atomic uint64_t wait_ns_max;
+    /* The switch interval.  Synchronization: atomic (set by
+       tether_set_switch_interval on any thread). */
     _Atomic uint32_t interval_us;
     /* The last thread state that held the GIL.  Synchronization: gil (the
        logical lock: only the holder reads or writes it). */
@@ -133,14 +137,17 @@ struct tstate {
     struct interp *interp;  /* holds a reference.  Synchronization: immutable */
     struct osthread *os;    /* Synchronization: immutable once bound */
     uint64_t ident;         /* Synchronization: immutable once bound */
-    _Atomic unsigned breaker; /* BRK_*.  Synchronization: atomic */
+    _Atomic unsigned breaker; /* BREAKER_*.  Synchronization: atomic */
     int attached;           /* holds its GIL.  Synchronization: owner */
     int saved;              /* detached by tether_save_thread.  Synchronization: owner */
     int blocking;           /* detached by tether_call_blocking while fn runs
                                (nested calls count).  Synchronization: owner */
-    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.  owner */
-    _Atomic(void *) userdata; /* read by requesting threads.  atomic */
-    _Atomic uint32_t ensures; /* outstanding ensure frames.  atomic (debug report) */
+    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.
+                               Synchronization: owner */
+    _Atomic(void *) userdata; /* read by requesting threads.
+                                 Synchronization: atomic */
+    _Atomic uint32_t ensures; /* outstanding ensure frames (debug report).
+                                 Synchronization: atomic */
     struct tstate *os_next; /* Synchronization: owner */
     struct tstate *prev, *next; /* interp list.  Synchronization: interp->mutex */
     struct thread *thread;  /* Synchronization: interp->mutex */
@@ -168,6 +175,8 @@ struct tstate {
 
 struct plugin;
 
+/* A call queued by tether_call_soon.  Synchronization: interp->mutex while
+   queued; its taker's alone once unlinked. */
 struct pending_call {
     int (*fn)(void *);
     void *arg;
@@ -187,9 +196,11 @@ struct interp {
     struct tstate *tstates; /* Synchronization: mutex */
     struct tstate *main_ts; /* runs pending calls.  Synchronization: mutex */
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
-    struct pending_call *pending_head, *pending_tail; /* mutex */
-    _Atomic int finalizing;
-    _Atomic int destroying; /* a tether_interp_destroy runs.  atomic */
+    struct pending_call *pending_head, *pending_tail; /* Synchronization: mutex */
+    _Atomic int finalizing; /* set once, never cleared.  Synchronization: atomic */
+    _Atomic int destroying; /* a tether_interp_destroy runs.  Synchronization: atomic */
+    /* The binding's breaker hook and its argument.  Synchronization:
+       atomic (hook_ud is stored first; see tether_interp_set_breaker_hook). */
     _Atomic(tether_breaker_fn) hook;
     _Atomic(void *) hook_ud;
     struct interp *next;    /* Synchronization: rt->mutex */
@@ -199,17 +210,27 @@ struct runtime {
     uint64_t handle;          /* Synchronization: immutable */
     uint32_t flags;           /* Synchronization: immutable */
     tether_excepthook_fn excepthook; /* Synchronization: immutable */
-    void *excepthook_ud;
+    void *excepthook_ud;      /* Synchronization: immutable */
     pthread_mutex_t mutex;    /* rank 1 */
     struct interp *interps;   /* Synchronization: mutex */
     struct interp *main;      /* Synchronization: immutable */
     uint64_t main_handle;     /* main's handle.  Synchronization: immutable
                                  (read after finalize freed main) */
     struct gil gil;           /* shared by the interpreters by default */
+    /* Set by the one tether_runtime_finalize that runs (cleared again only
+       if it failed before changing anything).  Synchronization: atomic. */
     _Atomic int finalizing;
-    _Atomic uint64_t thread_names; /* for "Thread-N".  atomic */
-    uint64_t creator_serial;  /* the creating OS thread.  immutable */
+    _Atomic uint64_t thread_names; /* for "Thread-N".  Synchronization: atomic */
+    uint64_t creator_serial;  /* the creating OS thread.  Synchronization:
+                                 immutable */
     struct runtime *next;     /* Synchronization: g_rt_lock */
+};
+
+/* How far the OS thread of a joinable thread was reaped (pthread_join). */
+enum thread_reap {
+    REAP_NOT_YET,     /* a join reaps it; the handle's end detaches it */
+    REAP_IN_PROGRESS, /* one joiner is in pthread_join; others wait */
+    REAP_DONE         /* joined (or it exists only in the fork parent) */
 };
 
 struct thread {
@@ -218,58 +239,37 @@ struct thread {
                                 threads tether did not start.  immutable */
     char *name;              /* Synchronization: immutable */
     int daemon;              /* Synchronization: immutable */
-    int joinable;            /* started by tether_thread_start.  immutable */
+    int joinable;            /* started by tether_thread_start.  immutable
+                                once started */
+    /* What tether_thread_start was given.  Synchronization: immutable
+       (written before pthread_create, which publishes them). */
     size_t stack_size;
     tether_thread_fn fn;
     void *arg;
-    struct plugin *pin;      /* fn's unloadable plugin, while fn may run */
-    pthread_t pt;
+    /* fn's unloadable plugin, while fn may run.  Synchronization: owner
+       (set before pthread_create; the thread itself clears it). */
+    struct plugin *pin;
+    pthread_t pt;            /* Synchronization: immutable once created */
     uint64_t ident;          /* Synchronization: mutex (set at handshake) */
     pthread_mutex_t mutex;   /* rank 4: the sentinel and the fields below */
     pthread_cond_t cond;
     int started, done;       /* Synchronization: mutex */
-    int reap;                /* 0 not yet, 1 in progress, 2 reaped/detached */
-    int result;
-    int user_refs;
+    enum thread_reap reap;   /* Synchronization: mutex */
+    int result;              /* fn's, once done.  Synchronization: mutex */
+    int user_refs;           /* handles the user holds.  Synchronization: mutex */
     struct tstate *ts;       /* Synchronization: interp->mutex */
     struct thread *reg_prev, *reg_next; /* Synchronization: interp->mutex */
 };
 
-/* ---- tstate.c ------------------------------------------------------- */
+/* ---- osthread.c ------------------------------------------------------ */
 
-/* The calling thread's record (see tstate.c).  Synchronization: thread-local. */
+/* The calling thread's record.  Synchronization: thread-local. */
 extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
-#define t_os_fast() t_os
 
-/* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
-int os_grow_frames(struct osthread *os);
-/* Frees a state that is not linked anywhere. */
-void ts_free(struct tstate *ts);
-/* 1 if `ts` must outlive what the caller is doing: attached, named by an
-   ensure frame of `os`, its bootstrap's own state (os->boot), or detached
-   by a tether_call_blocking whose fn is running. */
-int os_refers(const struct osthread *os, const struct tstate *ts);
-/* Removes a state from the calling thread's cache and deletes it. */
-void ts_forget(struct osthread *os, struct tstate *ts);
-
-/* The calling thread's record, created on first use (NULL on ENOMEM). */
-struct osthread *os_get(void);
 /* The record if it exists; never allocates. */
-struct osthread *os_peek(void);
+struct osthread *osthread_peek(void);
 /* The attached thread state of the calling thread, or NULL. */
 struct tstate *ts_current(void);
-
-/* A new, unbound thread state of `interp` (takes an interp reference). */
-struct tstate *ts_new(struct interp *interp);
-/* Binds a state to the calling OS thread and its cache. */
-void ts_bind(struct tstate *ts, struct osthread *os);
-/* Unlinks and frees a detached state (drops its interp reference). */
-void ts_delete(struct tstate *ts);
-/* The calling thread's cached state for `interp` handle value, or NULL. */
-struct tstate *ts_cached(struct osthread *os, tether_interp h);
-/* Deletes the calling thread's cached states of the finalized `rt` (or of
-   one interp when `only` is set). */
-void ts_evict(struct osthread *os, struct runtime *rt, struct interp *only);
 
 /* ---- gil.c ----------------------------------------------------------- */
 
@@ -290,6 +290,9 @@ int gil_contended(struct gil *g);
    GIL is held; fn runs under the gil mutex. */
 void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
                      void *ud);
+/* Calls the binding's breaker hook of `h`'s interpreter, if one is set,
+   for `h`, a holder pinned by the caller. */
+void gil_call_hook(struct tstate *h);
 /* Wakes every waiter (finalize). */
 void gil_wake_all(struct gil *g);
 /* Takes and at once drops the GIL, ignoring finalize, to be sure every
@@ -300,12 +303,40 @@ void gil_atfork_prepare(struct gil *g);
 void gil_atfork_parent(struct gil *g);
 void gil_atfork_child(struct gil *g, struct tstate *survivor);
 
-/* ---- gilstate.c ------------------------------------------------------ */
+/* ---- interp.c -------------------------------------------------------- */
 
-/* Attaches `ts` (takes its GIL).  Same returns as gil_take. */
-int ts_attach(struct tstate *ts, int urgent);
-/* Detaches the attached `ts` (drops its GIL). */
-void ts_detach(struct tstate *ts);
+void interp_ref(struct interp *interp);
+void interp_unref(struct interp *interp);
+/* Looks an interp handle up; accepts one being finalized (so the caller
+   can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
+struct interp *interp_lookup_any(tether_interp h);
+/* Looks up an open interp handle (a new reference); on failure sets the
+   last error of `fn` and returns NULL. */
+struct interp *interp_lookup_open(tether_interp h, const char *fn);
+/* Looks a runtime handle up (a new reference), or sets the last error of
+   `fn` and returns NULL. */
+struct runtime *runtime_get(tether_runtime h, const char *fn);
+/* A new runtime with the settings of `c`, in the list of live runtimes;
+   NULL when out of memory. */
+struct runtime *runtime_new(const tether_config *c);
+/* A new interpreter of `rt`, linked into its list.  Returns TETHER_OK,
+   TETHER_ENOMEM, or TETHER_EFINALIZING (`rt` is finalizing; only the main
+   interpreter is made then). */
+int interp_new(struct runtime *rt, int is_main, struct interp **out);
+/* Fork (fork.c orders the handlers): prepare takes every registry lock
+   (the list, each runtime, each interpreter, each GIL) in rank order;
+   parent and child release them (the child makes the GILs anew, keeping
+   the calling thread as holder if it held one).  Between prepare and
+   child, the child may walk every interpreter with
+   registry_foreach_interp_locked. */
+void registry_atfork_prepare(void);
+void registry_atfork_parent(void);
+void registry_atfork_child(void);
+void registry_foreach_interp_locked(void (*fn)(struct interp *, void *),
+                                    void *ud);
+
+/* ---- breaker.c ------------------------------------------------------- */
+
 /* Sets breaker bits and wakes what must be woken (a blocked wait, the
    binding's hook), and marks an unblock function due.  Called with
    interp->mutex held; the caller then calls breaker_unblock. */
@@ -314,12 +345,105 @@ void breaker_signal(struct tstate *ts, unsigned bits);
    lock held (they may call tether_call_soon and the like).  Called without
    interp->mutex, holding a reference on `interp`. */
 void breaker_unblock(struct interp *interp);
+
+/* ---- threadobj.c ----------------------------------------------------- */
+
+/* A thread object with one user reference and one more reference held by
+   the thread itself (dropped when it finishes).  Returns TETHER_OK or
+   TETHER_ENOMEM. */
+int thread_new(struct interp *interp, const char *name, int joinable,
+               struct thread **out);
+/* Adds a user reference; the handle is open (the caller holds a lookup
+   reference or the thread's state). */
+void thread_ref_user(struct thread *t);
+/* Drops a user reference; the handle closes with the last one once the
+   thread is done.  TETHER_EBADHANDLE if none was left. */
+int thread_unref_user(struct thread *t);
+/* Links `t` into, or takes it off (if it is on it), its interpreter's
+   registry of started threads.  Called with interp->mutex held. */
+void thread_register(struct thread *t);
+void thread_unregister(struct thread *t);
+/* Marks the thread finished (releases the sentinel); a joinable one also
+   leaves the registry. */
+void thread_finish(struct thread *t, int result);
+/* The thread object of the calling thread's attached state, created for
+   threads tether did not start (a new user reference).  */
+int thread_for_state(struct tstate *ts, uint64_t *out);
+/* The one report of an error that no caller can receive: to the
+   excepthook of `rt` with the thread handle `t` (0 for none), or else to
+   stderr as "tether: WHERE: STATUS_NAME (meaning): MESSAGE". */
+void thread_excepthook(const struct runtime *rt, tether_thread t, int code,
+                       const char *message, const char *where);
+/* Reports the failure of a thread tether started to the runtime's
+   excepthook, with the calling thread's last error (GIL held). */
+void thread_report(struct interp *interp, struct thread *t, int code);
+/* Fork child: a thread of the parent that vanished. */
+void thread_atfork_vanished(struct thread *t);
+
+/* ---- tstate.c ------------------------------------------------------- */
+
+/* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
+int osthread_grow_frames(struct osthread *os);
+/* Frees a state that is not linked anywhere. */
+void ts_free_unlinked(struct tstate *ts);
+/* 1 if `ts` must outlive what the caller is doing: attached, named by an
+   ensure frame of `os`, its bootstrap's own state (os->boot), or detached
+   by a tether_call_blocking whose fn is running. */
+int osthread_refers(const struct osthread *os, const struct tstate *ts);
+/* Removes a state from the calling thread's cache and deletes it. */
+void ts_uncache_and_free(struct osthread *os, struct tstate *ts);
+
+/* The calling thread's record, created on first use (NULL on ENOMEM). */
+struct osthread *osthread_get(void);
+
+/* A new, unbound thread state of `interp` (takes an interp reference). */
+struct tstate *ts_new(struct interp *interp);
+/* Binds a state to the calling OS thread and its cache. */
+void ts_bind(struct tstate *ts, struct osthread *os);
+/* Unlinks and frees a detached state (drops its interp reference); a
+   thread object of a thread tether did not start finishes with it. */
+void ts_unlink_and_free(struct tstate *ts);
+/* Takes `ts` off its interpreter's list (only that).  Called with
+   interp->mutex held. */
+void ts_unlink(struct tstate *ts);
+/* Attaches `ts` (takes its GIL).  Same returns as gil_take. */
+int ts_attach(struct tstate *ts, int urgent);
+/* Detaches the attached `ts` (drops its GIL). */
+void ts_detach(struct tstate *ts);
+/* The end of a thread tether started, once fn has returned (or left
+   through pthread_exit: the thread-exit destructor calls it): drops every
+   GIL, frees the start-up state os->boot and finishes the thread object
+   with `result`. */
+void osthread_boot_exit(struct osthread *os, int result);
+/* Fork child, under the interpreters' mutexes: unlinks the states of
+   threads that vanished (and their thread objects from the registries)
+   and makes the survivor's own mutex and conds anew.  Then, with every
+   lock released, tstate_atfork_release drops their references. */
+void tstate_atfork_child(void);
+void tstate_atfork_release(void);
+/* The calling thread's cached state for `interp` handle value, or NULL. */
+struct tstate *ts_cached(struct osthread *os, tether_interp h);
+/* Deletes the calling thread's cached states of the finalized `rt` (or of
+   one interp when `only` is set). */
+void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp *only);
+
+/* ---- async.c --------------------------------------------------------- */
+
 /* Moves the pending asynchronous exception to the delivered slot and
    returns TETHER_EASYNC, or TETHER_OK if there was none (interp->mutex not
    held). */
 int async_deliver(struct tstate *ts);
-/* Frees a thread state's exception payloads (ts being deleted). */
-void async_clear(struct tstate *ts);
+
+/* ---- pending.c ------------------------------------------------------- */
+
+/* Runs the pending calls queued before it began, if `ts` is its
+   interpreter's main thread state (see pending.c).  Returns TETHER_OK, a
+   call's failure, or TETHER_EFINALIZING/ESTATE when a call left the
+   thread detached. */
+int pending_run(struct tstate *ts);
+
+/* ---- checkpoint.c ---------------------------------------------------- */
+
 /* Checks the breaker of a thread that just re-attached after blocking:
    TETHER_EASYNC (delivered), or TETHER_EFINALIZING (now detached). */
 int breaker_after_block(struct tstate *ts);
@@ -349,32 +473,12 @@ void channel_atfork_child_object(int type, void *obj);
 
 /* ---- thread.c -------------------------------------------------------- */
 
-/* The thread object of the calling thread's attached state, created for
-   threads tether did not start (a new user reference).  */
-int thread_of_current(struct tstate *ts, uint64_t *out);
 /* Joins a thread object (wait on the sentinel, then reap). */
 int thread_join_obj(struct thread *t, int64_t timeout_ns);
-/* Marks the thread of a deleted state finished (releases the sentinel). */
-void thread_finish(struct thread *t, int result);
-/* The end of a thread tether started, once fn has returned (or left
-   through pthread_exit: the thread-exit destructor calls it): drops every
-   GIL, frees the start-up state os->boot and finishes the thread object
-   with `result`. */
-void thread_boot_exit(struct osthread *os, int result);
-/* Reports a thread's failure to the runtime's excepthook (GIL held). */
-void thread_report(struct interp *interp, struct thread *t, int code);
-/* Fork child: a thread of the parent that vanished. */
-void thread_atfork_vanished(struct thread *t);
 
-/* ---- runtime.c ------------------------------------------------------- */
+/* ---- fork.c ---------------------------------------------------------- */
 
-void interp_ref(struct interp *interp);
-void interp_unref(struct interp *interp);
-/* Looks an interp handle up; accepts one being finalized (so the caller
-   can answer TETHER_EFINALIZING).  Returns a new reference or NULL. */
-struct interp *interp_get(tether_interp h);
-/* Looks up an open interp handle (a new reference); on failure sets the
-   last error of `fn` and returns NULL. */
-struct interp *interp_open(tether_interp h, const char *fn);
+/* Installs the core's pthread_atfork handlers, once. */
+void fork_install(void);
 
 #endif

@@ -25,6 +25,7 @@ enum lock_rank {
     RANK_GIL,     /* gil->mutex */
     RANK_OBJECT,  /* a thread's sentinel, a lock, an event, a channel, a
                      thread state's sleep cond */
+    RANK_PLUGIN,  /* the plugin registry (pluginreg.c) */
     RANK_LEAF,    /* the handle table */
     RANK_FAULT,   /* the fault switches (taken by allocations, also under
                      the handle table's lock) */

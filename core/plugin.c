@@ -1,6 +1,9 @@
 /*
- * plugin.c - the plugin loader: dlopen, entry negotiation, the registry of
- * loaded plugins, unload safety.
+ * plugin.c - the plugin loader: dlopen, entry negotiation, load, unload
+ * and finalize, and unload safety.  It calls the public API (ensure, save
+ * and restore, tether_call_blocking), so it stands on the top floor; the
+ * registry of records and the pins that every floor takes are
+ * pluginreg.c's, on a low one.
  *
  * A load goes through two phases.  The first runs without the caller's GIL
  * (opening a library runs its constructors, which may want the GIL):
@@ -36,7 +39,8 @@
  * unloaded, has no handle left, yet code of the plugin may still run (a
  * thread init started, a call in progress).  It stays FINALIZED and mapped
  * until its pins are gone; the last unpin moves it to the zombie list, and
- * the next load, unload or finalize, holding no GIL, dlcloses it ("reap").
+ * the next load, unload or finalize, holding no GIL, dlcloses it
+ * (reg_reap).
  * A plugin that is not unloadable is never unmapped at all (pin_mapping).
  * Every pin holds a reference to the record's handle, so an unpin never
  * touches freed memory.
@@ -46,6 +50,7 @@
  * runtimes has two records, each with its own init.
  */
 #include "plugin.h"
+#include "pluginreg.h"
 #include "delay.h"
 
 #include <dlfcn.h>
@@ -71,164 +76,6 @@
    start over; an unload found its record taken back by a load. */
 #define RETRY 1
 #define TAKEN_BACK 2
-
-enum pstate { PS_LOADING, PS_LOADED, PS_DRAINING, PS_FINALIZED, PS_GONE };
-
-struct plugin {
-    /* Synchronization: immutable once the record is inserted. */
-    tether_runtime rt;
-    tether_interp interp;  /* the runtime's main interpreter */
-    void *dl;              /* our dlopen reference */
-    uint64_t handle;
-    const tether_plugin_desc *desc;
-    char *path;
-    char *name;
-    char *version;
-    uintptr_t lo, hi;      /* the mapped image of the library */
-    bool unloadable;       /* TETHER_PLUGIN_UNLOADABLE */
-    pthread_t loader;      /* the thread running init while LOADING */
-
-    /* Synchronization: written by init before the record is published, read
-       by fini after the last unload. */
-    void *state;
-
-    /* Synchronization: g_reg.lock. */
-    enum pstate st;
-    uint32_t refs;         /* loads not yet unloaded */
-    uint32_t calls;        /* PLUGIN_PIN_CALL pins */
-    uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
-    bool unloading;        /* an unload of the last reference is running */
-    uint32_t epoch;        /* loads that took the record back from DRAINING */
-    bool orphan;           /* no handle: the last unpin makes it a zombie */
-    bool in_fini;          /* fini is running: loads of the library wait */
-    struct plugin *next;   /* in the registry, or in the zombie list */
-};
-
-/* The registry.  `lock` protects the list and the state, refs, pins and
-   unloading flag of every record; `cond` is broadcast when a record changes
-   state, when a pin count reaches zero, and when an unload is interrupted.
-   Lock order: after every core lock (an unblock function takes it while
-   the core holds its own) and before the handle table and the fault switch;
-   nothing else is taken while holding it. */
-static struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* on CLOCK_MONOTONIC */
-    struct plugin *head;
-    struct plugin *zombies; /* removed orphans waiting for reap() */
-    /* Synchronization: written under lock, read without it by
-       plugin_pin_code's fast path: the number of records in the list. */
-    atomic_uint ranged;
-} g_reg = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-
-static void reg_init(void)
-{
-    ann_atomic(g_reg.ranged); /* atomics only (helgrind, DRD: annotate.h) */
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&g_reg.cond, &a);
-    pthread_condattr_destroy(&a);
-}
-
-static void reg_lock(void)
-{
-    pthread_once(&g_once, reg_init);
-    pthread_mutex_lock(&g_reg.lock);
-}
-
-static void reg_unlock(void) { pthread_mutex_unlock(&g_reg.lock); }
-
-/* ------------------------------------------------------------------------
- * Records
- * ---------------------------------------------------------------------- */
-
-/* The handle's destructor: runs when the handle is closed and unused. */
-static void plugin_destroy(void *obj)
-{
-    struct plugin *p = obj;
-    t_free(p->path);
-    t_free(p->name);
-    t_free(p->version);
-    t_free(p);
-}
-
-/* The live record of library `dl` in runtime `rt`, or NULL.  Called with
-   g_reg.lock held. */
-static struct plugin *reg_find(void *dl, tether_runtime rt)
-{
-    for (struct plugin *p = g_reg.head; p; p = p->next)
-        if (p->dl == dl && p->rt == rt && p->st < PS_FINALIZED)
-            return p;
-    return NULL;
-}
-
-/* A record of library `dl` in runtime `rt` whose init or fini is running
-   on a thread other than the caller, or NULL: a load waits for it, since
-   the plugin's statics are shared by every record of the library.  Called
-   with g_reg.lock held. */
-static struct plugin *reg_busy(void *dl, tether_runtime rt)
-{
-    for (struct plugin *p = g_reg.head; p; p = p->next)
-        if (p->dl == dl && p->rt == rt && (p->st == PS_LOADING || p->in_fini))
-            return p;
-    return NULL;
-}
-
-/* Called with g_reg.lock held. */
-static void reg_insert(struct plugin *p)
-{
-    p->next = g_reg.head;
-    g_reg.head = p;
-    atomic_fetch_add(&g_reg.ranged, 1);
-}
-
-/* Called with g_reg.lock held. */
-static void reg_remove(struct plugin *p)
-{
-    struct plugin **pp = &g_reg.head;
-    while (*pp != p)
-        pp = &(*pp)->next;
-    *pp = p->next;
-    p->next = NULL;
-    p->st = PS_GONE;
-    atomic_fetch_sub(&g_reg.ranged, 1);
-    pthread_cond_broadcast(&g_reg.cond);
-}
-
-/* Makes a FINALIZED record without a handle an orphan: removed now if
-   nothing pins it, else by the last unpin.  The registry keeps a reference
-   to the handle until reap() has dlclosed the library.  Called with
-   g_reg.lock held; the caller closes the handle after unlocking. */
-static void orphan_locked(struct plugin *p)
-{
-    p->st = PS_FINALIZED;
-    p->orphan = true;
-    handle_ref(p->handle);
-    if (p->calls == 0 && p->holds == 0) {
-        reg_remove(p);
-        p->next = g_reg.zombies;
-        g_reg.zombies = p;
-    }
-}
-
-/* dlcloses the zombies.  Called holding no lock and no GIL (a library's
-   destructors may want either). */
-static void reap(void)
-{
-    reg_lock();
-    struct plugin *z = g_reg.zombies;
-    g_reg.zombies = NULL;
-    reg_unlock();
-    while (z) {
-        struct plugin *next = z->next;
-        uint64_t h = z->handle;
-        dlclose(z->dl);
-        handle_put(h); /* the registry's reference: frees the record */
-        z = next;
-    }
-}
 
 /* What dl_iterate_phdr looks for: the object loaded at `base` as `name`,
    or, when `name` is NULL, the object one of whose segments holds `addr`. */
@@ -408,7 +255,7 @@ static int wait_loading(struct load *l, bool *found)
                          "the init of '%s' loads the plugin itself", l->path);
             break;
         }
-        pthread_cond_wait(&g_reg.cond, &g_reg.lock);
+        reg_wait(NULL);
     }
     *found = reg_find(l->dl, l->rt) != NULL;
     reg_unlock();
@@ -418,7 +265,7 @@ static int wait_loading(struct load *l, bool *found)
 /* The first phase, run without the caller's GIL. */
 static int load_open(struct load *l)
 {
-    reap();
+    reg_reap();
     int rc = open_library(l);
     bool found = false;
     if (rc == TETHER_OK)
@@ -470,7 +317,7 @@ static int load_admit(struct load *l, tether_plugin *out)
             p->st = PS_LOADED;
             p->unloading = false;
             p->epoch++;
-            pthread_cond_broadcast(&g_reg.cond);
+            reg_broadcast();
         }
         p->refs++;
         *out = p->handle;
@@ -492,8 +339,9 @@ static int load_admit(struct load *l, tether_plugin *out)
     return TETHER_OK;
 }
 
-/* Runs init holding the main interpreter's GIL. */
-static int run_init(struct plugin *p)
+/* Runs init, with the host API `api`, holding the main interpreter's
+   GIL. */
+static int run_init(struct plugin *p, const tether_host_api *api)
 {
     if (!p->desc->init)
         return TETHER_OK;
@@ -503,7 +351,7 @@ static int run_init(struct plugin *p)
         return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
                        p->path, tether_strerror(rc));
     tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
-    rc = p->desc->init(host_api(), p->interp, &p->state);
+    rc = p->desc->init(api, p->interp, &p->state);
     char why[256];
     snprintf(why, sizeof why, "%s", tether_last_error());
     tether_release(g);
@@ -550,26 +398,27 @@ static int load_finish(struct load *l, int rc)
     if (rc == TETHER_OK)
         p->st = PS_LOADED;
     else
-        orphan_locked(p);
-    pthread_cond_broadcast(&g_reg.cond);
+        reg_orphan(p);
+    reg_broadcast();
     reg_unlock();
     l->fresh = NULL;
     l->dl = NULL; /* the record's now, or the zombie's */
     if (rc != TETHER_OK) {
         handle_close(p->handle, HT_PLUGIN);
-        reap(); /* at once when nothing pins it */
+        reg_reap(); /* at once when nothing pins it */
     }
     return rc;
 }
 
-int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
+int plugin_load(tether_runtime rt, const char *path, const tether_host_api *api,
+                tether_plugin *out)
 {
     if (!path || !out)
         return err_misuse(TETHER_EINVAL, LOAD, "path and out must not be NULL");
     struct load l = {.rt = rt, .path = path};
     if (tether_runtime_main_interp(rt, &l.interp) != TETHER_OK)
         return err_misuse(TETHER_EBADHANDLE, LOAD,
-                          "%#llx is not a runtime handle", (unsigned long long)rt);
+                          "not a runtime handle (0x%llx)", (unsigned long long)rt);
     int rc;
     do {
         rc = load_open_released(&l);
@@ -579,7 +428,7 @@ int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
     if (rc != TETHER_OK || !l.fresh)
         return rc;
     struct plugin *p = l.fresh;
-    rc = load_finish(&l, run_init(p));
+    rc = load_finish(&l, run_init(p, api));
     if (rc == TETHER_OK)
         *out = p->handle;
     return rc;
@@ -597,7 +446,7 @@ struct unload {
     uint32_t epoch;           /* the record's epoch when it began */
     bool forever;
     struct timespec deadline; /* CLOCK_MONOTONIC */
-    bool interrupted;         /* Synchronization: g_reg.lock */
+    bool interrupted;         /* Synchronization: the registry lock */
     bool ran;                 /* unload_last started */
 };
 
@@ -616,7 +465,7 @@ static void set_deadline(struct unload *u, int64_t timeout_ns)
 }
 
 /* Whether a load took the record back since the unload began: then the
-   unload's reference is gone and the plugin stays.  Called with g_reg.lock
+   unload's reference is gone and the plugin stays.  Called with the registry lock
    held. */
 static bool taken_back(const struct unload *u)
 {
@@ -624,14 +473,11 @@ static bool taken_back(const struct unload *u)
 }
 
 /* Waits until *count is zero, a load takes the record back, the deadline
-   passes or the unload is interrupted.  Called with g_reg.lock held. */
+   passes or the unload is interrupted.  Called with the registry lock held. */
 static void wait_zero(struct unload *u, const uint32_t *count)
 {
     while (*count > 0 && !taken_back(u) && !u->interrupted) {
-        if (u->forever)
-            pthread_cond_wait(&g_reg.cond, &g_reg.lock);
-        else if (pthread_cond_timedwait(&g_reg.cond, &g_reg.lock,
-                                        &u->deadline) == ETIMEDOUT)
+        if (reg_wait(u->forever ? NULL : &u->deadline) == ETIMEDOUT)
             return;
     }
 }
@@ -643,11 +489,11 @@ static void unload_unblock(void *arg)
     struct unload *u = arg;
     reg_lock();
     u->interrupted = true;
-    pthread_cond_broadcast(&g_reg.cond);
+    reg_broadcast();
     reg_unlock();
 }
 
-/* Why a wait ended without reaching zero.  Called with g_reg.lock held. */
+/* Why a wait ended without reaching zero.  Called with the registry lock held. */
 static int wait_failed(struct unload *u, const char *what)
 {
     u->p->unloading = false;
@@ -660,7 +506,7 @@ static int wait_failed(struct unload *u, const char *what)
 }
 
 /* DRAINING: waits for calls in progress to end, then runs fini.  Called
-   with g_reg.lock held; returns with it held. */
+   with the registry lock held; returns with it held. */
 static int drain(struct unload *u)
 {
     struct plugin *p = u->p;
@@ -684,12 +530,12 @@ static int drain(struct unload *u)
         p->desc->fini(p->state);
     reg_lock();
     p->in_fini = false;
-    pthread_cond_broadcast(&g_reg.cond);
+    reg_broadcast();
     return TETHER_OK;
 }
 
 /* FINALIZED: waits until nothing can call into the plugin any more, then
-   removes it from the registry.  Called with g_reg.lock held. */
+   removes it from the registry.  Called with the registry lock held. */
 static int retire(struct unload *u)
 {
     struct plugin *p = u->p;
@@ -709,7 +555,7 @@ static int unload_last(void *arg)
     struct unload *u = arg;
     struct plugin *p = u->p;
     u->ran = true;
-    reap();
+    reg_reap();
     reg_lock();
     int rc;
     if (p->epoch != u->epoch || p->st == PS_GONE || p->orphan)
@@ -729,13 +575,13 @@ static int unload_last(void *arg)
 }
 
 /* Drops one reference; tells whether the caller must run the last unload.
-   Called with g_reg.lock held. */
+   Called with the registry lock held. */
 static int drop_ref(struct plugin *p, bool *last)
 {
     *last = false;
     if (p->st == PS_GONE || p->orphan)
         return err_misuse(TETHER_EBADHANDLE, UNLOAD,
-                          "%#llx is not a plugin handle (it was unloaded)",
+                          "not a plugin handle (0x%llx): it was unloaded",
                           (unsigned long long)p->handle);
     if (p->unloading || (p->st != PS_LOADED && p->st != PS_FINALIZED))
         return err_misuse(TETHER_ESTATE, UNLOAD,
@@ -763,7 +609,7 @@ static void undo_drop(struct unload *u)
     }
     if (p->epoch == u->epoch && p->st != PS_GONE)
         p->unloading = false;
-    pthread_cond_broadcast(&g_reg.cond);
+    reg_broadcast();
     reg_unlock();
 }
 
@@ -786,10 +632,9 @@ static bool on_stack(const struct plugin *p)
 
 int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
 {
-    struct plugin *p = handle_get(h, HT_PLUGIN);
+    struct plugin *p = handle_get_or_misuse(h, HT_PLUGIN, UNLOAD);
     if (!p)
-        return err_misuse(TETHER_EBADHANDLE, UNLOAD,
-                          "%#llx is not a plugin handle", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     if (on_stack(p)) {
         handle_put(h);
         return err_misuse(TETHER_EDEADLK, UNLOAD,
@@ -828,7 +673,7 @@ static struct plugin *next_to_finalize(tether_runtime rt, bool debug,
 {
     struct plugin *found = NULL;
     reg_lock();
-    for (struct plugin *p = g_reg.head; p; p = p->next) {
+    for (struct plugin *p = reg_head(); p; p = p->next) {
         if (p->rt != rt || p->orphan || p->unloading ||
             (p->st != PS_LOADED && p->st != PS_FINALIZED))
             continue;
@@ -854,7 +699,7 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
 {
     struct plugin *p;
     uint32_t epoch = 0;
-    reap();
+    reg_reap();
     while ((p = next_to_finalize(rt, debug, &epoch))) {
         TETHER_DELAY_POINT("finalize.plugin.picked");
         if (on_stack(p)) {
@@ -866,7 +711,7 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
                         "was called from its own code; its fini does not "
                         "run\n", p->name);
             reg_lock();
-            orphan_locked(p);
+            reg_orphan(p);
             reg_unlock();
             handle_close(p->handle, HT_PLUGIN);
             handle_put(p->handle);
@@ -908,192 +753,10 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
                 continue;
             }
         }
-        orphan_locked(p); /* unmapped when what still runs is gone */
+        reg_orphan(p); /* unmapped when what still runs is gone */
         reg_unlock();
         handle_close(p->handle, HT_PLUGIN);
         handle_put(p->handle);
     }
-    reap();
-}
-
-/* ------------------------------------------------------------------------
- * Symbols, information, pins
- * ---------------------------------------------------------------------- */
-
-int tether_plugin_symbol(tether_plugin h, const char *name, void **out)
-{
-    static const char fn[] = "tether_plugin_symbol";
-    if (!name || !out)
-        return err_misuse(TETHER_EINVAL, fn, "name and out must not be NULL");
-    struct plugin *p = handle_get(h, HT_PLUGIN);
-    if (!p)
-        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
-                          (unsigned long long)h);
-    int rc = TETHER_OK;
-    reg_lock();
-    if (p->st >= PS_FINALIZED)
-        rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
-    else {
-        p->calls++; /* keeps p->dl open while dlsym reads it */
-        handle_ref(h); /* as every pin does */
-    }
-    reg_unlock();
-    if (rc == TETHER_OK) {
-        dlerror();
-        void *sym = dlsym(p->dl, name);
-        const char *why = dlerror();
-        if (why)
-            rc = err_set(TETHER_EPLUGIN, fn, "plugin '%s' has no symbol '%s': %s",
-                         p->name, name, why);
-        else
-            *out = sym;
-        plugin_unpin(p, PLUGIN_PIN_CALL);
-    }
-    handle_put(h);
-    return rc;
-}
-
-/* Drops one pin's count (not its handle reference).  Called with
-   g_reg.lock held. */
-static void unpin_locked(struct plugin *p, enum plugin_pin kind)
-{
-    uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
-    if (--*count == 0)
-        pthread_cond_broadcast(&g_reg.cond);
-    if (p->orphan && p->st == PS_FINALIZED && p->calls == 0 && p->holds == 0) {
-        reg_remove(p); /* the last pin of an orphan: reap() unmaps it */
-        p->next = g_reg.zombies;
-        g_reg.zombies = p;
-    }
-}
-
-int tether_plugin_enter(tether_plugin h)
-{
-    static const char fn[] = "tether_plugin_enter";
-    struct plugin *p = handle_get(h, HT_PLUGIN);
-    if (!p)
-        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
-                          (unsigned long long)h);
-    int rc = TETHER_OK;
-    reg_lock();
-    if (p->st >= PS_FINALIZED) {
-        rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
-    } else {
-        p->calls++; /* a PLUGIN_PIN_CALL pin, as tether_ffi_call's */
-        handle_ref(h);
-    }
-    reg_unlock();
-    handle_put(h);
-    return rc;
-}
-
-int tether_plugin_leave(tether_plugin h)
-{
-    static const char fn[] = "tether_plugin_leave";
-    /* A closed handle still answers while an enter holds its reference
-       (finalize may have unloaded the plugin meanwhile). */
-    struct plugin *p = handle_get_any(h, HT_PLUGIN);
-    if (!p)
-        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
-                          (unsigned long long)h);
-    reg_lock();
-    bool open = p->calls > 0;
-    if (open)
-        unpin_locked(p, PLUGIN_PIN_CALL);
-    reg_unlock();
-    int rc = TETHER_OK;
-    if (open)
-        handle_put(h); /* the enter's reference */
-    else
-        rc = err_misuse(TETHER_ESTATE, fn, "no tether_plugin_enter of '%s' is "
-                        "open", p->name);
-    handle_put(h);
-    return rc;
-}
-
-int tether_plugin_state(tether_plugin h, void **out)
-{
-    static const char fn[] = "tether_plugin_state";
-    if (!out)
-        return err_misuse(TETHER_EINVAL, fn, "out must not be NULL");
-    struct plugin *p = handle_get(h, HT_PLUGIN);
-    if (!p)
-        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a plugin handle",
-                          (unsigned long long)h);
-    *out = p->state;
-    handle_put(h);
-    return TETHER_OK;
-}
-
-int tether_plugin_info(tether_plugin h, const char **name, const char **version)
-{
-    struct plugin *p = handle_get(h, HT_PLUGIN);
-    if (!p)
-        return err_misuse(TETHER_EBADHANDLE, "tether_plugin_info",
-                          "%#llx is not a plugin handle", (unsigned long long)h);
-    if (name)
-        *name = p->name;
-    if (version)
-        *version = p->version;
-    handle_put(h);
-    return TETHER_OK;
-}
-
-int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out)
-{
-    *out = NULL;
-    /* A pointer into a plugin reaches the caller only after its record was
-       inserted under the lock, so a zero here means there is nothing to pin. */
-    if (atomic_load_explicit(&g_reg.ranged, memory_order_acquire) == 0)
-        return TETHER_OK;
-    bool closing = false;
-    reg_lock();
-    for (struct plugin *p = g_reg.head; p; p = p->next) {
-        if (addr < p->lo || addr >= p->hi)
-            continue;
-        if (kind == PLUGIN_PIN_HOLD && !p->unloadable)
-            break; /* never unmapped: nothing to hold */
-        if (p->st >= PS_FINALIZED) {
-            closing = true;
-            continue;
-        }
-        if (kind == PLUGIN_PIN_CALL)
-            p->calls++;
-        else
-            p->holds++;
-        handle_ref(p->handle); /* the record outlives the pin */
-        *out = p;
-        break;
-    }
-    reg_unlock();
-    return *out || !closing ? TETHER_OK : TETHER_ESTATE;
-}
-
-void plugin_unpin(struct plugin *p, enum plugin_pin kind)
-{
-    if (!p)
-        return;
-    uint64_t h = p->handle;
-    reg_lock();
-    unpin_locked(p, kind);
-    reg_unlock();
-    handle_put(h);
-}
-
-/* ------------------------------------------------------------------------
- * Fork
- * ---------------------------------------------------------------------- */
-
-void plugin_atfork_prepare(void) { reg_lock(); }
-
-void plugin_atfork_parent(void) { reg_unlock(); }
-
-void plugin_atfork_child(void)
-{
-    /* The child has one thread, the one whose prepare took the lock: it
-       unlocks it (as the GIL and the handle table do; re-initialising a
-       locked mutex instead left helgrind believing it held forever).  No
-       other thread can be waiting on the condition: it is made anew. */
-    reg_unlock();
-    reg_init();
+    reg_reap();
 }

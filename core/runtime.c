@@ -1,19 +1,13 @@
 /*
  * runtime.c - runtimes and interpreters: create, finalize, destroy, the
- * TETHER_DEBUG report, and fork().
- *
- * Lifetime.  Memory is reference-counted through the handle table: a
- * runtime is referenced by its handle and by each interpreter; an
- * interpreter by its handle, each thread state, each thread object and each
- * lookup in progress.  Finalize closes the handles; the memory goes with
- * the last reference, so a daemon or foreign thread that wakes up late
- * still unlinks itself from valid memory.
+ * switch interval, the TETHER_DEBUG report.  The objects themselves, their
+ * lookup and their lifetime are interp.c's; fork() is fork.c's.
  *
  * Finalize, in order (tether_runtime_finalize; tether_interp_destroy does
  * the same for one interpreter):
  *   1. detach the caller if it is attached to this runtime;
  *   2. join every non-daemon thread, until none is left or the deadline;
- *   3. set `finalizing` on each interpreter and BRK_FINAL in every thread
+ *   3. set `finalizing` on each interpreter and BREAKER_FINALIZING in every thread
  *      state's breaker; wake blocked waits, unblock functions, hooks;
  *   4. pass through each GIL once (gil_barrier): every thread that held
  *      it before has let go, and any later taker sees `finalizing`;
@@ -33,15 +27,9 @@
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
+#include "tuning.h"
 
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
-#define MAX_SWITCH_US 10000000u
-
-/* g_rt_lock (rank 0) protects g_runtimes, the runtimes whose memory is
-   alive, for fork(). */
-static pthread_mutex_t g_rt_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct runtime *g_runtimes;
-static pthread_once_t g_atfork_once = PTHREAD_ONCE_INIT;
 
 uint32_t tether_abi_version(void) { return TETHER_ABI_VERSION; }
 
@@ -53,121 +41,7 @@ const char *tether_version_string(void)
         TETHER_VERSION_PATCH);
 }
 
-/* ---- references ---------------------------------------------------------- */
-
-void interp_ref(struct interp *interp) { handle_ref(interp->handle); }
-void interp_unref(struct interp *interp) { handle_put(interp->handle); }
-struct interp *interp_get(tether_interp h) { return handle_get_any(h, HT_INTERP); }
-
-struct interp *interp_open(tether_interp h, const char *fn)
-{
-    struct interp *interp = handle_get(h, HT_INTERP);
-    if (!interp)
-        err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
-                   (unsigned long long)h);
-    return interp;
-}
-
-static void runtime_dtor(void *p)
-{
-    struct runtime *rt = p;
-    rank_lock(&g_rt_lock, RANK_RT_LIST);
-    for (struct runtime **q = &g_runtimes; *q; q = &(*q)->next) {
-        if (*q == rt) {
-            *q = rt->next;
-            break;
-        }
-    }
-    rank_unlock(&g_rt_lock, RANK_RT_LIST);
-    gil_destroy(&rt->gil);
-    pthread_mutex_destroy(&rt->mutex);
-    t_free(rt);
-    alloc_runtime_add(-1);
-}
-
-static void interp_dtor(void *p)
-{
-    struct interp *interp = p;
-    struct runtime *rt = interp->rt;
-    rank_lock(&rt->mutex, RANK_RUNTIME);
-    for (struct interp **q = &rt->interps; *q; q = &(*q)->next) {
-        if (*q == interp) {
-            *q = interp->next;
-            break;
-        }
-    }
-    rank_unlock(&rt->mutex, RANK_RUNTIME);
-    while (interp->pending_head) {
-        struct pending_call *c = interp->pending_head;
-        interp->pending_head = c->next;
-        plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
-        t_free(c);
-    }
-    if (interp->gil == &interp->own_gil)
-        gil_destroy(&interp->own_gil);
-    pthread_mutex_destroy(&interp->mutex);
-    uint64_t rth = rt->handle;
-    t_free(interp);
-    handle_put(rth);
-}
-
-static int interp_new(struct runtime *rt, int is_main, struct interp **out)
-{
-    struct interp *interp = t_calloc(1, sizeof *interp);
-    if (!interp)
-        return TETHER_ENOMEM;
-    interp->rt = rt;
-    interp->is_main = is_main;
-    /* For helgrind and DRD (annotate.h): flags read and written only
-       through C11 atomics, by any thread. */
-    ann_atomic(interp->finalizing);
-    ann_atomic(interp->destroying);
-    ann_atomic(interp->hook);
-    ann_atomic(interp->hook_ud);
-    pthread_mutex_init(&interp->mutex, NULL);
-    if (rt->flags & TETHER_CONFIG_PER_INTERP_GIL) {
-        gil_init(&interp->own_gil, atomic_load(&rt->gil.interval_us));
-        interp->gil = &interp->own_gil;
-    } else {
-        interp->gil = &rt->gil;
-    }
-    if (handle_new(HT_INTERP, interp, interp_dtor, is_main ? "main" : NULL,
-                   &interp->handle) != TETHER_OK) {
-        if (interp->gil == &interp->own_gil)
-            gil_destroy(&interp->own_gil);
-        pthread_mutex_destroy(&interp->mutex);
-        t_free(interp);
-        return TETHER_ENOMEM;
-    }
-    handle_ref(rt->handle);
-    TETHER_DELAY_POINT("interp.create.before_link");
-    /* Checked again under the mutex: finalize sets the flag before it
-       takes its snapshot of the list under the same mutex, so a new
-       interpreter is either in that snapshot or refused here. */
-    rank_lock(&rt->mutex, RANK_RUNTIME);
-    int fin = !is_main && atomic_load(&rt->finalizing);
-    if (!fin) {
-        interp->next = rt->interps;
-        rt->interps = interp;
-    }
-    rank_unlock(&rt->mutex, RANK_RUNTIME);
-    if (fin) {
-        handle_close(interp->handle, HT_INTERP); /* interp_dtor undoes it */
-        return TETHER_EFINALIZING;
-    }
-    *out = interp;
-    return TETHER_OK;
-}
-
 /* ---- create ------------------------------------------------------------- */
-
-static void atfork_prepare(void);
-static void atfork_parent(void);
-static void atfork_child(void);
-static void atfork_install(void)
-{
-    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
 
 static int read_config(const tether_config *cfg, tether_config *c)
 {
@@ -189,32 +63,6 @@ static int read_config(const tether_config *cfg, tether_config *c)
     return TETHER_OK;
 }
 
-static struct runtime *runtime_alloc(const tether_config *c)
-{
-    struct runtime *rt = t_calloc(1, sizeof *rt);
-    if (!rt)
-        return NULL;
-    rt->flags = c->flags;
-    rt->excepthook = c->excepthook;
-    rt->excepthook_ud = c->excepthook_ud;
-    ann_atomic(rt->finalizing); /* atomics only, as in interp_new */
-    ann_atomic(rt->thread_names);
-    pthread_mutex_init(&rt->mutex, NULL);
-    gil_init(&rt->gil, c->switch_interval_us ? c->switch_interval_us
-                                              : DEFAULT_SWITCH_US);
-    if (handle_new(HT_RUNTIME, rt, runtime_dtor, NULL, &rt->handle) != TETHER_OK) {
-        gil_destroy(&rt->gil);
-        pthread_mutex_destroy(&rt->mutex);
-        t_free(rt);
-        return NULL;
-    }
-    rank_lock(&g_rt_lock, RANK_RT_LIST);
-    rt->next = g_runtimes;
-    g_runtimes = rt;
-    rank_unlock(&g_rt_lock, RANK_RT_LIST);
-    return rt;
-}
-
 int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
 {
     static const char fn[] = "tether_runtime_create";
@@ -226,12 +74,12 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
         return rc;
     if (ts_current())
         return err_misuse(TETHER_ESTATE, fn, "the calling thread already holds a GIL");
-    pthread_once(&g_atfork_once, atfork_install);
-    struct osthread *os = os_get();
+    fork_install();
+    struct osthread *os = osthread_get();
     if (!os)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     alloc_runtime_add(1); /* undone by runtime_dtor */
-    struct runtime *rt = runtime_alloc(&c);
+    struct runtime *rt = runtime_new(&c);
     if (!rt) {
         alloc_runtime_add(-1);
         return err_set(TETHER_ENOMEM, fn, "out of memory");
@@ -248,32 +96,6 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
     ts_bind(ts, os);
     ts_attach(ts, 0); /* a new GIL is free */
     *out = rt->handle;
-    return TETHER_OK;
-}
-
-/* Looks a runtime handle up (a new reference), or sets the last error. */
-static struct runtime *runtime_get(tether_runtime h, const char *fn)
-{
-    struct runtime *rt = handle_get(h, HT_RUNTIME);
-    if (!rt)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a runtime handle (0x%llx)",
-                   (unsigned long long)h);
-    return rt;
-}
-
-int tether_runtime_main_interp(tether_runtime h, tether_interp *out)
-{
-    static const char fn[] = "tether_runtime_main_interp";
-    if (!out)
-        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct runtime *rt = runtime_get(h, fn);
-    if (!rt)
-        return TETHER_EBADHANDLE;
-    /* Not rt->main->handle: a finalize on another thread may have freed
-       the interpreter since runtime_get (the runtime itself stays). */
-    TETHER_DELAY_POINT("runtime.main_interp.got");
-    *out = rt->main_handle;
-    handle_put(h);
     return TETHER_OK;
 }
 
@@ -338,28 +160,6 @@ int tether_get_switch_interval(tether_runtime h, uint32_t *out)
     return TETHER_OK;
 }
 
-/* ---- errors nobody can receive ------------------------------------------ */
-
-void runtime_report_error(tether_interp h, int code, const char *message)
-{
-    struct interp *interp = interp_get(h);
-    if (!interp)
-        return;
-    struct runtime *rt = interp->rt;
-    tether_thread t = 0;
-    struct tstate *ts = ts_current();
-    if (ts && ts->interp == interp)
-        (void)thread_of_current(ts, &t);
-    if (rt->excepthook)
-        rt->excepthook(t, code, message, rt->excepthook_ud);
-    else
-        fprintf(stderr, "tether: error in a callback on thread %llu: %s (%s): %s\n",
-                (unsigned long long)plat_thread_ident(), tether_status_name(code),
-                tether_strerror(code), message);
-    tether_thread_release(t);
-    interp_unref(interp);
-}
-
 /* ---- finalize ----------------------------------------------------------- */
 
 /* Takes a reference to one non-daemon thread still registered, or NULL. */
@@ -398,7 +198,7 @@ static void mark_finalizing(struct interp *interp)
     atomic_store(&interp->finalizing, 1);
     rank_lock(&interp->mutex, RANK_INTERP);
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
-        breaker_signal(ts, BRK_FINAL);
+        breaker_signal(ts, BREAKER_FINALIZING);
     rank_unlock(&interp->mutex, RANK_INTERP);
     breaker_unblock(interp);
     gil_wake_all(interp->gil);
@@ -442,7 +242,7 @@ static void report_ensures(struct interp *interp)
    states there; its ensure tokens into them become invalid. */
 static void detach_caller(struct runtime *rt, struct interp *only)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     if (!os)
         return;
     struct tstate *cur = os->current;
@@ -451,7 +251,7 @@ static void detach_caller(struct runtime *rt, struct interp *only)
         os->depth = 0;
         os->tok_floor = os->tok; /* tether_release refuses these tokens */
     }
-    ts_evict(os, rt, only);
+    ts_uncache_finalized(os, rt, only);
 }
 
 /* Steps 3-4 for a set of interpreters sharing the runtime. */
@@ -500,7 +300,7 @@ static struct interp **snapshot(struct runtime *rt, size_t *n)
    bootstrap owns. */
 static int caller_is_our_thread(struct runtime *rt, struct interp *only)
 {
-    struct osthread *os = os_peek();
+    struct osthread *os = osthread_peek();
     struct tstate *boot = os ? os->boot : NULL;
     return boot && boot->interp->rt == rt && (!only || boot->interp == only);
 }
@@ -563,7 +363,7 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
 int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_interp_destroy";
-    struct interp *interp = interp_open(h, fn);
+    struct interp *interp = interp_lookup_open(h, fn);
     if (!interp)
         return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
@@ -597,154 +397,4 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     if (rc != TETHER_OK)
         return err_set(rc, fn, "threads were still running at the deadline");
     return TETHER_OK;
-}
-
-/* ---- fork --------------------------------------------------------------- */
-
-/* Every lock that guards shared structure is taken, in rank order, so the
-   child inherits it consistent; the child then rebuilds what belonged to
-   threads that do not exist in it. */
-static void atfork_prepare(void)
-{
-    pthread_mutex_lock(&g_rt_lock);
-    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
-        pthread_mutex_lock(&rt->mutex);
-        for (struct interp *i = rt->interps; i; i = i->next)
-            pthread_mutex_lock(&i->mutex);
-        gil_atfork_prepare(&rt->gil);
-        for (struct interp *i = rt->interps; i; i = i->next)
-            if (i->gil == &i->own_gil)
-                gil_atfork_prepare(&i->own_gil);
-    }
-    plugin_atfork_prepare();
-    handle_atfork_prepare();
-}
-
-static void atfork_parent(void)
-{
-    handle_atfork_parent();
-    plugin_atfork_parent();
-    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
-        for (struct interp *i = rt->interps; i; i = i->next)
-            if (i->gil == &i->own_gil)
-                gil_atfork_parent(&i->own_gil);
-        gil_atfork_parent(&rt->gil);
-        for (struct interp *i = rt->interps; i; i = i->next)
-            pthread_mutex_unlock(&i->mutex);
-        pthread_mutex_unlock(&rt->mutex);
-    }
-    pthread_mutex_unlock(&g_rt_lock);
-}
-
-/* Unlinks the states of vanished threads; their references are dropped
-   once every lock is released (a dropped reference may free memory whose
-   destructor takes those locks).  Returns the list through ts->next. */
-static struct tstate *drop_vanished(struct interp *interp, struct osthread *self)
-{
-    struct tstate *gone = NULL, *ts = interp->tstates, *next;
-    for (; ts; ts = next) {
-        next = ts->next;
-        if (self && ts->os == self)
-            continue;
-        if (ts->prev)
-            ts->prev->next = ts->next;
-        else
-            interp->tstates = ts->next;
-        if (ts->next)
-            ts->next->prev = ts->prev;
-        if (interp->main_ts == ts)
-            interp->main_ts = NULL;
-        if (ts->thread) {
-            thread_atfork_vanished(ts->thread);
-            ts->thread->ts = NULL;
-        }
-        ts->next = gone;
-        gone = ts;
-    }
-    /* Keep only the registered threads that still have a state. */
-    struct thread **p = &interp->threads;
-    while (*p) {
-        if ((*p)->ts) {
-            p = &(*p)->reg_next;
-        } else {
-            struct thread *t = *p;
-            *p = t->reg_next;
-            if (t->reg_next)
-                t->reg_next->reg_prev = t->reg_prev;
-            t->reg_prev = t->reg_next = NULL;
-        }
-    }
-    return gone;
-}
-
-static void reinit_object(uint64_t h, int type, void *obj, const char *name,
-                          uint64_t creator, void *ud)
-{
-    (void)h, (void)name, (void)creator, (void)ud;
-    wait_atfork_child_object(type, obj);
-    channel_atfork_child_object(type, obj);
-}
-
-/* Drops what vanished threads held: their thread objects' own references
-   and their states (their OS-thread records were thread-local storage). */
-static void release_vanished(struct tstate *gone)
-{
-    while (gone) {
-        struct tstate *ts = gone;
-        gone = ts->next;
-
-        struct thread *t = ts->thread;
-        ts->thread = NULL;
-        if (t) {
-            int close = t->user_refs == 0;
-            if (close)
-                handle_close(t->handle, HT_THREAD);
-            handle_put(t->handle); /* the vanished thread's own reference */
-        }
-        struct interp *interp = ts->interp;
-        /* Plain free: its sleep cond may count a waiter that vanished, and
-           destroying such a cond waits for ever.  Payloads are left alone:
-           their owners are gone. */
-        ann_forget(&ts->interp); /* as ts_free does */
-        t_free(ts);
-        interp_unref(interp);
-    }
-}
-
-static void atfork_child(void)
-{
-    struct osthread *self = os_peek();
-    struct tstate *survivor = self ? self->current : NULL;
-    struct tstate *gone = NULL;
-    handle_atfork_child();
-    plugin_atfork_child();
-    for (struct runtime *rt = g_runtimes; rt; rt = rt->next) {
-        gil_atfork_child(&rt->gil, survivor);
-        for (struct interp *i = rt->interps; i; i = i->next) {
-            if (i->gil == &i->own_gil)
-                gil_atfork_child(&i->own_gil, survivor);
-            struct tstate *g = drop_vanished(i, self);
-            while (g) {
-                struct tstate *ts = g;
-                g = ts->next;
-                ts->next = gone;
-                gone = ts;
-            }
-            if (self)
-                for (struct tstate *ts = i->tstates; ts; ts = ts->next) {
-                    pthread_mutex_init(&ts->sleep_mutex, NULL);
-                    plat_cond_init(&ts->sleep_cond);
-                    plat_cond_init(&ts->ubf_idle);
-                    ts->ubf_calls = 0; /* callers that vanished */
-                    if (!i->main_ts)
-                        i->main_ts = ts;
-                }
-            pthread_mutex_unlock(&i->mutex);
-        }
-        pthread_mutex_unlock(&rt->mutex);
-    }
-    pthread_mutex_unlock(&g_rt_lock);
-    handle_foreach_open(reinit_object, NULL);
-    alloc_atfork_child();
-    release_vanished(gone);
 }

@@ -1,6 +1,6 @@
 /*
- * thread.c - threads: start with a started-handshake, the bootstrap, the
- * registry, join on a sentinel, and thread handles.
+ * thread.c - starting and joining OS threads: the started-handshake, the
+ * bootstrap, join on the sentinel.
  *
  * Life of a thread started by tether_thread_start:
  *
@@ -16,12 +16,9 @@
  *                                          unregister, done = 1 (the sentinel)
  *   join: wait for done, pthread_join      exit
  *
- * The thread object (the handle) is refcounted apart from the thread
- * state: the state dies with the thread, the handle when its last user
- * reference is released and the thread is done (as CPython 3.13's
- * ThreadHandle).  Threads tether did not start get a thread object the
- * first time they ask for tether_thread_current; it finishes when their
- * state is deleted, and cannot be joined.
+ * The thread object (its record, references, registry and end) is
+ * threadobj.c's; the end of the bootstrap, shared with the thread-exit
+ * destructor, is tstate.c's (osthread_boot_exit).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,101 +31,8 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
-#include "plugin.h"
-
-static void thread_dtor(void *p)
-{
-    struct thread *t = p;
-    if (t->joinable && t->reap == 0 && t->started)
-        pthread_detach(t->pt);
-    pthread_cond_destroy(&t->cond);
-    pthread_mutex_destroy(&t->mutex);
-    t_free(t->name);
-    struct interp *interp = t->interp;
-    t_free(t);
-    interp_unref(interp);
-}
-
-/* A thread object with one user reference and one more reference held by
-   the thread itself (dropped when it finishes). */
-static int thread_new(struct interp *interp, const char *name, int joinable,
-                      struct thread **out)
-{
-    struct thread *t = t_calloc(1, sizeof *t);
-    if (!t || !(t->name = t_strdup(name))) {
-        t_free(t);
-        return TETHER_ENOMEM;
-    }
-    pthread_mutex_init(&t->mutex, NULL);
-    plat_cond_init(&t->cond);
-    t->interp = interp;
-    t->joinable = joinable;
-    t->user_refs = 1;
-    if (handle_new(HT_THREAD, t, thread_dtor, name, &t->handle) != TETHER_OK) {
-        pthread_cond_destroy(&t->cond);
-        pthread_mutex_destroy(&t->mutex);
-        t_free(t->name);
-        t_free(t);
-        return TETHER_ENOMEM;
-    }
-    interp_ref(interp);
-    handle_ref(t->handle);
-    *out = t;
-    return TETHER_OK;
-}
-
-/* Drops a user reference; the handle closes with the last one once the
-   thread is done. */
-static int thread_unref_user(struct thread *t)
-{
-    rank_lock(&t->mutex, RANK_OBJECT);
-    if (t->user_refs == 0) {
-        rank_unlock(&t->mutex, RANK_OBJECT);
-        return TETHER_EBADHANDLE;
-    }
-    int close = --t->user_refs == 0 && t->done;
-    rank_unlock(&t->mutex, RANK_OBJECT);
-    if (close)
-        handle_close(t->handle, HT_THREAD);
-    return TETHER_OK;
-}
-
-void thread_finish(struct thread *t, int result)
-{
-    struct interp *interp = t->interp;
-    if (t->joinable) {
-        rank_lock(&interp->mutex, RANK_INTERP);
-        if (t->reg_prev)
-            t->reg_prev->reg_next = t->reg_next;
-        else if (interp->threads == t)
-            interp->threads = t->reg_next;
-        if (t->reg_next)
-            t->reg_next->reg_prev = t->reg_prev;
-        t->reg_prev = t->reg_next = NULL;
-        rank_unlock(&interp->mutex, RANK_INTERP);
-    }
-    rank_lock(&t->mutex, RANK_OBJECT);
-    t->done = 1;
-    t->result = result;
-    int close = t->user_refs == 0;
-    pthread_cond_broadcast(&t->cond);
-    rank_unlock(&t->mutex, RANK_OBJECT);
-    if (close)
-        handle_close(t->handle, HT_THREAD);
-}
-
-void thread_report(struct interp *interp, struct thread *t, int code)
-{
-    struct runtime *rt = interp->rt;
-    if (rt->excepthook) {
-        rt->excepthook(t->handle, code, tether_last_error(), rt->excepthook_ud);
-        return;
-    }
-    fprintf(stderr, "tether: exception in thread '%s' (%llu): %s (%s)%s%s\n",
-            t->name, (unsigned long long)t->ident, tether_status_name(code),
-            tether_strerror(code), *tether_last_error() ? ": " : "",
-            tether_last_error());
-}
+#include "pluginreg.h"
+#include "tuning.h"
 
 /* ---- start and the bootstrap -------------------------------------------- */
 
@@ -142,10 +46,10 @@ static void *bootstrap(void *p)
     struct boot b = *(struct boot *)p; /* the parent's copy dies at the handshake */
     struct thread *t = b.t;
     struct tstate *ts = b.ts;
-    struct osthread *os = os_get(); /* thread-local storage: cannot fail */
+    struct osthread *os = osthread_get(); /* thread-local storage: cannot fail */
     TETHER_DELAY_POINT("thread.boot.before_bind");
     ts_bind(ts, os);
-    os->boot = ts; /* this function alone frees it (thread_boot_exit) */
+    os->boot = ts; /* this function alone frees it (osthread_boot_exit) */
     os->boot_thread = t;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
@@ -160,26 +64,8 @@ static void *bootstrap(void *p)
         if (result != TETHER_OK && result != TETHER_EXIT && ts->attached)
             thread_report(t->interp, t, result);
     }
-    thread_boot_exit(os, result);
+    osthread_boot_exit(os, result);
     return NULL;
-}
-
-void thread_boot_exit(struct osthread *os, int result)
-{
-    struct tstate *ts = os->boot;
-    struct thread *t = os->boot_thread;
-    plugin_unpin(t->pin, PLUGIN_PIN_HOLD); /* no instruction of fn runs now */
-    t->pin = NULL;
-    while (os->current) /* also anything fn ensured and never released */
-        ts_detach(os->current);
-    os->depth = 0;
-    os->boot = NULL;
-    os->boot_thread = NULL;
-    TETHER_DELAY_POINT("thread.boot.before_teardown");
-    ts_forget(os, ts);
-    TETHER_DELAY_POINT("thread.boot.before_finish");
-    thread_finish(t, result);
-    handle_put(t->handle); /* the thread's own reference */
 }
 
 static int start_error(int rc, const char *fmt, const char *detail)
@@ -236,14 +122,9 @@ static void start_undo(struct thread *t, struct tstate *ts)
 {
     struct interp *interp = t->interp;
     rank_lock(&interp->mutex, RANK_INTERP);
-    if (t->reg_next)
-        t->reg_next->reg_prev = t->reg_prev;
-    if (t->reg_prev)
-        t->reg_prev->reg_next = t->reg_next;
-    else
-        interp->threads = t->reg_next;
+    thread_unregister(t);
     rank_unlock(&interp->mutex, RANK_INTERP);
-    ts_delete(ts); /* also clears t->ts */
+    ts_unlink_and_free(ts); /* also clears t->ts */
     t->joinable = 0;
     t->done = 1;
     handle_put(t->handle); /* the thread's own reference */
@@ -258,10 +139,7 @@ static int start_registered(struct thread *t, struct tstate *ts)
     if (!fin) {
         t->ts = ts;
         ts->thread = t;
-        t->reg_next = interp->threads;
-        if (t->reg_next)
-            t->reg_next->reg_prev = t;
-        interp->threads = t;
+        thread_register(t);
     }
     rank_unlock(&interp->mutex, RANK_INTERP);
     if (fin) {
@@ -291,10 +169,10 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
     if (!fn || !out)
         return err_misuse(TETHER_EINVAL, "tether_thread_start",
                           "fn and out must not be NULL");
-    struct interp *interp = interp_open(h, "tether_thread_start");
+    struct interp *interp = interp_lookup_open(h, "tether_thread_start");
     if (!interp)
         return TETHER_EBADHANDLE;
-    char name[128];
+    char name[THREAD_NAME_MAX];
     int daemon, rc;
     size_t stack;
     struct thread *t = NULL;
@@ -338,18 +216,18 @@ static int poll_done(void *p)
 }
 
 /* Reaps the OS thread once; later joiners wait until it is reaped. */
-static void reap(struct thread *t)
+static void reap_once(struct thread *t)
 {
     rank_lock(&t->mutex, RANK_OBJECT);
-    if (t->reap == 0) {
-        t->reap = 1;
+    if (t->reap == REAP_NOT_YET) {
+        t->reap = REAP_IN_PROGRESS;
         rank_unlock(&t->mutex, RANK_OBJECT);
         pthread_join(t->pt, NULL);
         rank_lock(&t->mutex, RANK_OBJECT);
-        t->reap = 2;
+        t->reap = REAP_DONE;
         pthread_cond_broadcast(&t->cond);
     }
-    while (t->reap == 1)
+    while (t->reap == REAP_IN_PROGRESS)
         pthread_cond_wait(&t->cond, &t->mutex);
     rank_unlock(&t->mutex, RANK_OBJECT);
 }
@@ -359,17 +237,16 @@ int thread_join_obj(struct thread *t, int64_t timeout_ns)
     struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, t};
     int rc = wait_run("tether_thread_join", &w, timeout_ns);
     if (rc == TETHER_OK)
-        reap(t);
+        reap_once(t);
     return rc;
 }
 
 int tether_thread_join(tether_thread h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_thread_join";
-    struct thread *t = handle_get(h, HT_THREAD);
+    struct thread *t = handle_get_or_misuse(h, HT_THREAD, fn);
     if (!t)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     rank_lock(&t->mutex, RANK_OBJECT);
     int self = t->ident == plat_thread_ident() && !t->done;
     rank_unlock(&t->mutex, RANK_OBJECT);
@@ -385,172 +262,3 @@ int tether_thread_join(tether_thread h, int64_t timeout_ns)
     return rc;
 }
 
-/* ---- queries ------------------------------------------------------------ */
-
-static struct thread *get_thread(tether_thread h, const char *fn)
-{
-    struct thread *t = handle_get(h, HT_THREAD);
-    if (!t)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a thread handle (0x%llx)",
-                   (unsigned long long)h);
-    return t;
-}
-
-int tether_thread_is_alive(tether_thread h)
-{
-    struct thread *t = get_thread(h, "tether_thread_is_alive");
-    if (!t)
-        return TETHER_EBADHANDLE;
-    rank_lock(&t->mutex, RANK_OBJECT);
-    int alive = t->started && !t->done;
-    rank_unlock(&t->mutex, RANK_OBJECT);
-    handle_put(h);
-    return alive;
-}
-
-int tether_thread_ident(tether_thread h, uint64_t *out)
-{
-    if (!out)
-        return err_misuse(TETHER_EINVAL, "tether_thread_ident", "out is NULL");
-    struct thread *t = get_thread(h, "tether_thread_ident");
-    if (!t)
-        return TETHER_EBADHANDLE;
-    rank_lock(&t->mutex, RANK_OBJECT);
-    *out = t->ident;
-    rank_unlock(&t->mutex, RANK_OBJECT);
-    handle_put(h);
-    return TETHER_OK;
-}
-
-int tether_thread_name(tether_thread h, const char **out)
-{
-    if (!out)
-        return err_misuse(TETHER_EINVAL, "tether_thread_name", "out is NULL");
-    struct thread *t = get_thread(h, "tether_thread_name");
-    if (!t)
-        return TETHER_EBADHANDLE;
-    *out = t->name;
-    handle_put(h);
-    return TETHER_OK;
-}
-
-int tether_thread_result(tether_thread h, int *out)
-{
-    static const char fn[] = "tether_thread_result";
-    if (!out)
-        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct thread *t = get_thread(h, fn);
-    if (!t)
-        return TETHER_EBADHANDLE;
-    rank_lock(&t->mutex, RANK_OBJECT);
-    int done = t->done, result = t->result;
-    rank_unlock(&t->mutex, RANK_OBJECT);
-    handle_put(h);
-    if (!done)
-        return err_set(TETHER_ESTATE, fn, "the thread '%s' is still running", t->name);
-    *out = result;
-    return TETHER_OK;
-}
-
-int tether_thread_release(tether_thread h)
-{
-    if (h == 0)
-        return TETHER_OK;
-    struct thread *t = get_thread(h, "tether_thread_release");
-    if (!t)
-        return TETHER_EBADHANDLE;
-    int rc = thread_unref_user(t);
-    handle_put(h);
-    if (rc != TETHER_OK)
-        return err_misuse(rc, "tether_thread_release",
-                          "every reference to the handle was already released");
-    return TETHER_OK;
-}
-
-/* Adds a user reference; the handle is open (the caller holds a lookup
-   reference or the thread's state). */
-static void thread_ref_user(struct thread *t)
-{
-    rank_lock(&t->mutex, RANK_OBJECT);
-    t->user_refs++;
-    rank_unlock(&t->mutex, RANK_OBJECT);
-}
-
-int thread_of_current(struct tstate *ts, uint64_t *out)
-{
-    struct interp *interp = ts->interp;
-    rank_lock(&interp->mutex, RANK_INTERP);
-    struct thread *t = ts->thread;
-    if (t)
-        thread_ref_user(t);
-    rank_unlock(&interp->mutex, RANK_INTERP);
-    if (!t) {
-        /* A thread tether did not start: its object finishes with its state. */
-        char name[64];
-        if (interp->is_main && ts->os->serial == interp->rt->creator_serial)
-            snprintf(name, sizeof name, "MainThread");
-        else
-            snprintf(name, sizeof name, "Dummy-%llu",
-                     (unsigned long long)atomic_fetch_add(&interp->rt->thread_names, 1) + 1);
-        if (thread_new(interp, name, 0, &t) != TETHER_OK)
-            return TETHER_ENOMEM;
-        t->ident = ts->ident;
-        t->started = 1;
-        rank_lock(&interp->mutex, RANK_INTERP);
-        t->ts = ts;
-        ts->thread = t;
-        rank_unlock(&interp->mutex, RANK_INTERP);
-    }
-    *out = t->handle;
-    return TETHER_OK;
-}
-
-int tether_thread_current(tether_thread *out)
-{
-    static const char fn[] = "tether_thread_current";
-    if (!out)
-        return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct tstate *ts = ts_current();
-    if (!ts)
-        return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
-    if (thread_of_current(ts, out) != TETHER_OK)
-        return err_set(TETHER_ENOMEM, fn, "out of memory");
-    return TETHER_OK;
-}
-
-int tether_thread_list(tether_interp h, tether_thread *buf, size_t cap,
-                       size_t *count)
-{
-    static const char fn[] = "tether_thread_list";
-    if (!count || (cap && !buf))
-        return err_misuse(TETHER_EINVAL, fn, "count is NULL, or buf is NULL "
-                          "with cap > 0");
-    struct interp *interp = interp_open(h, fn);
-    if (!interp)
-        return TETHER_EBADHANDLE;
-    size_t n = 0;
-    rank_lock(&interp->mutex, RANK_INTERP);
-    for (struct tstate *ts = interp->tstates; ts; ts = ts->next) {
-        struct thread *t = ts->thread;
-        if (!t)
-            continue;
-        if (n < cap) {
-            thread_ref_user(t);
-            buf[n] = t->handle;
-        }
-        n++;
-    }
-    rank_unlock(&interp->mutex, RANK_INTERP);
-    handle_put(h);
-    *count = n;
-    return TETHER_OK;
-}
-
-void thread_atfork_vanished(struct thread *t)
-{
-    pthread_mutex_init(&t->mutex, NULL);
-    plat_cond_init(&t->cond);
-    t->done = 1;
-    t->reap = 2; /* the OS thread exists only in the parent */
-    t->reg_prev = t->reg_next = NULL;
-}

@@ -28,7 +28,7 @@
 #include "internal.h"
 #include "platform.h"
 
-#define INTERRUPTS (BRK_ASYNC | BRK_FINAL)
+#define INTERRUPTS (BREAKER_ASYNC | BREAKER_FINALIZING)
 
 static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
 {
@@ -40,7 +40,8 @@ static void set_wait(struct tstate *ts, pthread_mutex_t *m, pthread_cond_t *c)
 
 /* Step 3: returns poll's final status, ETIMEDOUT, or WAIT_AGAIN when the
    breaker interrupted the wait. */
-static int block(const struct waitspec *w, struct tstate *ts, int64_t deadline)
+static int sleep_until_ready(const struct waitspec *w, struct tstate *ts,
+                             int64_t deadline)
 {
     int rc, expired = 0;
     rank_lock(w->mutex, RANK_OBJECT);
@@ -91,7 +92,7 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns)
             TETHER_DELAY_POINT("wait.registered");
             ts_detach(ts);
         }
-        rc = block(w, ts, deadline);
+        rc = sleep_until_ready(w, ts, deadline);
         if (!ts)
             break;
         TETHER_DELAY_POINT("wait.woken");
@@ -148,20 +149,31 @@ int tether_sleep(int64_t ns)
     return rc == TETHER_ETIMEDOUT ? TETHER_OK : rc;
 }
 
-/* ---- locks -------------------------------------------------------------- */
+/* ---- locks and events: the object waited on ---------------------------- */
+
+/* What a lock and an event share, first in both: what a wait blocks on,
+   and whether the object was freed under its waiters. */
+struct waitobj {
+    pthread_mutex_t mutex; /* rank 4: the fields below and the owner's */
+    pthread_cond_t cond;
+    int dead; /* freed: waiters leave with EBADHANDLE.  Synchronization: mutex */
+};
 
 struct lock {
-    pthread_mutex_t mutex; /* rank 4: the fields below */
-    pthread_cond_t cond;
-    int locked;            /* a lock: held; an event: the flag */
-    int dead;              /* freed: waiters leave with EBADHANDLE */
-    /* A lock: the serial (thread_serial) of the thread that acquired it.
-       Not its pthread_t, which a thread started after the owner exited may
-       get again. */
+    struct waitobj o;
+    int locked; /* Synchronization: o.mutex */
+    /* The serial (thread_serial) of the thread that acquired it.  Not its
+       pthread_t, which a thread started after the owner exited may get
+       again.  Synchronization: o.mutex. */
     uint64_t owner;
-    /* An event: how many times it was set.  A waiter that saw one value
-       before blocking and finds another has been woken by a set, even if a
-       clear came before it ran again. */
+};
+
+struct event {
+    struct waitobj o;
+    int set; /* the flag.  Synchronization: o.mutex */
+    /* How many times it was set.  A waiter that saw one value before
+       blocking and finds another has been woken by a set, even if a clear
+       came before it ran again.  Synchronization: o.mutex. */
     uint64_t sets;
 };
 
@@ -177,26 +189,26 @@ static uint64_t thread_serial(void)
     return mine;
 }
 
-static void lock_dtor(void *p)
+static void object_dtor(void *p)
 {
-    struct lock *l = p;
-    pthread_cond_destroy(&l->cond);
-    pthread_mutex_destroy(&l->mutex);
-    t_free(l);
+    struct waitobj *o = p;
+    pthread_cond_destroy(&o->cond);
+    pthread_mutex_destroy(&o->mutex);
+    t_free(o);
 }
 
-/* Shared by tether_lock_new and tether_event_new (same layout prefix). */
+/* A lock or an event (`size` bytes, starting with its struct waitobj). */
 static int object_new(const char *fn, int type, size_t size, uint64_t *out)
 {
     if (!out)
         return err_misuse(TETHER_EINVAL, fn, "out is NULL");
-    struct lock *o = t_calloc(1, size);
+    struct waitobj *o = t_calloc(1, size);
     if (!o)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     pthread_mutex_init(&o->mutex, NULL);
     plat_cond_init(&o->cond);
-    if (handle_new(type, o, lock_dtor, NULL, out) != TETHER_OK) {
-        lock_dtor(o);
+    if (handle_new(type, o, object_dtor, NULL, out) != TETHER_OK) {
+        object_dtor(o);
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     }
     return TETHER_OK;
@@ -207,10 +219,9 @@ static int object_free(const char *fn, int type, uint64_t h)
 {
     if (h == 0)
         return TETHER_OK;
-    struct lock *o = handle_get(h, type);
+    struct waitobj *o = handle_get_or_misuse(h, type, fn);
     if (!o)
-        return err_misuse(TETHER_EBADHANDLE, fn, "not a %s handle (0x%llx)",
-                          handle_type_name(type), (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     rank_lock(&o->mutex, RANK_OBJECT);
     o->dead = 1;
     pthread_cond_broadcast(&o->cond);
@@ -220,15 +231,6 @@ static int object_free(const char *fn, int type, uint64_t h)
     if (rc != TETHER_OK)
         return err_misuse(rc, fn, "the handle was freed concurrently");
     return TETHER_OK;
-}
-
-static struct lock *object_get(const char *fn, int type, uint64_t h)
-{
-    struct lock *o = handle_get(h, type);
-    if (!o)
-        err_misuse(TETHER_EBADHANDLE, fn, "not a %s handle (0x%llx)",
-                   handle_type_name(type), (unsigned long long)h);
-    return o;
 }
 
 int tether_lock_new(tether_lock *out)
@@ -244,7 +246,7 @@ int tether_lock_free(tether_lock l)
 static int poll_lock(void *p)
 {
     struct lock *l = p;
-    if (l->dead)
+    if (l->o.dead)
         return TETHER_EBADHANDLE;
     if (l->locked)
         return WAIT_AGAIN;
@@ -256,27 +258,27 @@ static int poll_lock(void *p)
 static void undo_lock(void *p)
 {
     struct lock *l = p;
-    rank_lock(&l->mutex, RANK_OBJECT);
+    rank_lock(&l->o.mutex, RANK_OBJECT);
     l->locked = 0;
-    pthread_cond_signal(&l->cond);
-    rank_unlock(&l->mutex, RANK_OBJECT);
+    pthread_cond_signal(&l->o.cond);
+    rank_unlock(&l->o.mutex, RANK_OBJECT);
 }
 
 int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_lock_acquire";
-    struct lock *l = object_get(fn, HT_LOCK, h);
+    struct lock *l = handle_get_or_misuse(h, HT_LOCK, fn);
     if (!l)
         return TETHER_EBADHANDLE;
-    rank_lock(&l->mutex, RANK_OBJECT);
+    rank_lock(&l->o.mutex, RANK_OBJECT);
     int self = l->locked && l->owner == thread_serial();
-    rank_unlock(&l->mutex, RANK_OBJECT);
+    rank_unlock(&l->o.mutex, RANK_OBJECT);
     int rc;
     if (self && timeout_ns < 0) {
         rc = err_misuse(TETHER_EDEADLK, fn, "the calling thread holds this lock "
                         "and would wait forever");
     } else {
-        struct waitspec w = {&l->mutex, &l->cond, poll_lock, undo_lock, l};
+        struct waitspec w = {&l->o.mutex, &l->o.cond, poll_lock, undo_lock, l};
         rc = wait_run(fn, &w, timeout_ns);
         if (rc == TETHER_EBADHANDLE)
             err_set(rc, fn, "the lock was freed while waiting");
@@ -288,25 +290,24 @@ int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
 int tether_lock_release(tether_lock h)
 {
     static const char fn[] = "tether_lock_release";
-    struct lock *l = object_get(fn, HT_LOCK, h);
+    struct lock *l = handle_get_or_misuse(h, HT_LOCK, fn);
     if (!l)
         return TETHER_EBADHANDLE;
-    rank_lock(&l->mutex, RANK_OBJECT);
+    rank_lock(&l->o.mutex, RANK_OBJECT);
     int was = l->locked;
     l->locked = 0;
     if (was)
-        pthread_cond_signal(&l->cond);
-    rank_unlock(&l->mutex, RANK_OBJECT);
+        pthread_cond_signal(&l->o.cond);
+    rank_unlock(&l->o.mutex, RANK_OBJECT);
     handle_put(h);
     return was ? TETHER_OK : err_misuse(TETHER_ESTATE, fn, "the lock is not locked");
 }
 
 /* ---- events ------------------------------------------------------------- */
 
-/* An event is a lock object whose `locked` field is the flag. */
 int tether_event_new(tether_event *out)
 {
-    return object_new("tether_event_new", HT_EVENT, sizeof(struct lock), out);
+    return object_new("tether_event_new", HT_EVENT, sizeof(struct event), out);
 }
 
 int tether_event_free(tether_event e)
@@ -316,16 +317,16 @@ int tether_event_free(tether_event e)
 
 static int event_set_to(const char *fn, tether_event h, int value)
 {
-    struct lock *e = object_get(fn, HT_EVENT, h);
+    struct event *e = handle_get_or_misuse(h, HT_EVENT, fn);
     if (!e)
         return TETHER_EBADHANDLE;
-    rank_lock(&e->mutex, RANK_OBJECT);
-    e->locked = value;
+    rank_lock(&e->o.mutex, RANK_OBJECT);
+    e->set = value;
     if (value) {
         e->sets++;
-        pthread_cond_broadcast(&e->cond);
+        pthread_cond_broadcast(&e->o.cond);
     }
-    rank_unlock(&e->mutex, RANK_OBJECT);
+    rank_unlock(&e->o.mutex, RANK_OBJECT);
     handle_put(h);
     return TETHER_OK;
 }
@@ -335,7 +336,7 @@ int tether_event_clear(tether_event e) { return event_set_to("tether_event_clear
 
 /* One wait on an event: the set count it saw first. */
 struct event_wait {
-    struct lock *e;
+    struct event *e;
     int seen;      /* `sets` was read */
     uint64_t sets;
 };
@@ -347,10 +348,10 @@ struct event_wait {
 static int poll_event(void *p)
 {
     struct event_wait *w = p;
-    struct lock *e = w->e;
-    if (e->dead)
+    struct event *e = w->e;
+    if (e->o.dead)
         return TETHER_EBADHANDLE;
-    if (e->locked)
+    if (e->set)
         return TETHER_OK;
     if (!w->seen) {
         w->seen = 1;
@@ -363,11 +364,11 @@ static int poll_event(void *p)
 int tether_event_wait(tether_event h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_event_wait";
-    struct lock *e = object_get(fn, HT_EVENT, h);
+    struct event *e = handle_get_or_misuse(h, HT_EVENT, fn);
     if (!e)
         return TETHER_EBADHANDLE;
     struct event_wait ew = {e, 0, 0};
-    struct waitspec w = {&e->mutex, &e->cond, poll_event, NULL, &ew};
+    struct waitspec w = {&e->o.mutex, &e->o.cond, poll_event, NULL, &ew};
     int rc = wait_run(fn, &w, timeout_ns);
     if (rc == TETHER_EBADHANDLE)
         err_set(rc, fn, "the event was freed while waiting");
@@ -377,12 +378,12 @@ int tether_event_wait(tether_event h, int64_t timeout_ns)
 
 int tether_event_is_set(tether_event h)
 {
-    struct lock *e = object_get("tether_event_is_set", HT_EVENT, h);
+    struct event *e = handle_get_or_misuse(h, HT_EVENT, "tether_event_is_set");
     if (!e)
         return TETHER_EBADHANDLE;
-    rank_lock(&e->mutex, RANK_OBJECT);
-    int set = e->locked;
-    rank_unlock(&e->mutex, RANK_OBJECT);
+    rank_lock(&e->o.mutex, RANK_OBJECT);
+    int set = e->set;
+    rank_unlock(&e->o.mutex, RANK_OBJECT);
     handle_put(h);
     return set;
 }
@@ -391,7 +392,7 @@ void wait_atfork_child_object(int type, void *obj)
 {
     if (type != HT_LOCK && type != HT_EVENT)
         return;
-    struct lock *o = obj;
+    struct waitobj *o = obj;
     pthread_mutex_init(&o->mutex, NULL);
     plat_cond_init(&o->cond);
 }

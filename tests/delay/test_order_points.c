@@ -42,8 +42,7 @@ static void *s1_waiter(void *arg)
    from under B's pin. */
 TEST(s1_pinned_gil_changes_hands_under_the_mutex)
 {
-    tether_runtime rt = t_runtime(NULL);
-    s1_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &s1_interp);
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     dctl_arm("gil.take.slow.free", 1, DCTL_PARK, 0);
     static const char b = 'B', c = 'C';
@@ -182,10 +181,7 @@ TEST(served_drop_request_is_cleared)
     pthread_t w = t_pthread(dr_waiter, NULL);
     while (!atomic_load(&dr_took))
         ASSERT_OK(tether_checkpoint());
-    tether_tstate saved;
-    ASSERT_OK(tether_save_thread(&saved));
-    t_pthread_join(w);
-    ASSERT_OK(tether_restore_thread(saved));
+    t_join_foreign(&w, 1);
     tether_gil_stats before = t_gil_stats(dr_interp);
     for (int i = 0; i < 1000; i++)
         ASSERT_OK(tether_checkpoint());
@@ -211,10 +207,7 @@ TEST(drop_signals_the_waiter)
     unsigned long wakes = dctl_passes("gil.take.slow.woken");
     pthread_t w = t_pthread(dr_waiter, NULL);
     dctl_wait_passes("gil.take.slow.sleep", sleeps);
-    tether_tstate saved;
-    ASSERT_OK(tether_save_thread(&saved));
-    t_pthread_join(w);
-    ASSERT_OK(tether_restore_thread(saved));
+    t_join_foreign(&w, 1);
     ASSERT_EQ(atomic_load(&dr_took), 1);
     ASSERT_EQ(dctl_passes("gil.take.slow.timed_out"), timeouts);
     ASSERT(dctl_passes("gil.take.slow.woken") > wakes);

@@ -12,10 +12,6 @@
 #include "runner.h"
 #include "support.h"
 
-static const tether_config per_interp = {sizeof(tether_config),
-                                         TETHER_CONFIG_PER_INTERP_GIL, 0, NULL,
-                                         NULL};
-
 static tether_channel new_channel(size_t cap)
 {
     tether_channel ch;
@@ -102,7 +98,7 @@ static int produce(void *arg)
 
 TEST(many_producers_across_interps)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_channel ch = new_channel(16);
     struct producer p[PRODUCERS];
     tether_thread t[PRODUCERS];
@@ -191,7 +187,7 @@ TEST(release_while_waiting)
 
 TEST(async_exception_wakes_blocked_recv_in_other_interp)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp b;
     ASSERT_OK(tether_interp_create(rt, &b));
     tether_channel ch = new_channel(1);
@@ -211,7 +207,7 @@ TEST(async_exception_wakes_blocked_recv_in_other_interp)
 
 TEST(destroy_interp_with_threads_blocked_on_channel)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp b;
     ASSERT_OK(tether_interp_create(rt, &b));
     tether_channel ch = new_channel(1);

@@ -11,10 +11,6 @@
 #include "runner.h"
 #include "support.h"
 
-static const tether_config per_interp = {sizeof(tether_config),
-                                         TETHER_CONFIG_PER_INTERP_GIL, 0, NULL,
-                                         NULL};
-
 static tether_interp new_interp(tether_runtime rt)
 {
     tether_interp i;
@@ -50,7 +46,7 @@ static int meet_b(void *arg)
 
 TEST(threads_of_two_interps_run_in_parallel)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp a = t_main_interp(rt), b = new_interp(rt);
     tether_tstate saved; /* this thread must not sit on a's GIL */
     ASSERT_OK(tether_save_thread(&saved));
@@ -66,7 +62,7 @@ TEST(threads_of_two_interps_run_in_parallel)
    each release re-attaches it; the thread holds one GIL at every step. */
 TEST(nesting_across_interps_restores_each_level)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp a = t_main_interp(rt), b = new_interp(rt);
     tether_gilstate s1, s2, s3;
     tether_thread me, other;
@@ -105,7 +101,7 @@ static int take_a(void *arg)
 
 TEST(ensure_of_other_interp_releases_first_gil)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp a = t_main_interp(rt), b = new_interp(rt);
     atomic_int ran = 0;
     tether_gilstate s;
@@ -135,7 +131,7 @@ static int spin_checkpoint(void *arg)
 
 TEST(stats_are_per_interp)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp a = t_main_interp(rt), b = new_interp(rt);
     tether_gil_stats before_a = t_gil_stats(a);
     atomic_int count = 0;
@@ -171,7 +167,7 @@ static int wait_forever(void *arg)
 
 TEST(destroy_joins_nondaemon_and_stops_daemons)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp b = new_interp(rt);
     atomic_int done = 0, count = 0;
     tether_event e;
@@ -215,7 +211,7 @@ static int never_ends(void *arg)
 
 TEST(destroy_times_out_on_a_busy_nondaemon)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp b = new_interp(rt);
     tether_thread t = t_start(b, never_ends, NULL);
     ASSERT_FAILS(tether_interp_destroy(b, MS(50)), TETHER_ETIMEDOUT,
@@ -228,7 +224,7 @@ TEST(destroy_times_out_on_a_busy_nondaemon)
 
 TEST(destroy_refuses_main_and_attached)
 {
-    tether_runtime rt = t_runtime(&per_interp);
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
     tether_interp a = t_main_interp(rt), b = new_interp(rt);
     ASSERT_FAILS(tether_interp_destroy(a, 0), TETHER_EINVAL, "tether_interp_destroy");
     tether_gilstate s;

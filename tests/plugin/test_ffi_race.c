@@ -9,17 +9,28 @@
  * held call (a use after free: the call then locked the freed mutex); now
  * the free waits for the call to leave the window.  The pause only gives a
  * wrong free time to return; a right one waits whatever the timing.
+ *
+ * Earlier still, a call is in libffi's trampoline and has not reached the
+ * entry lock at all: no free can see it.  ffi_test_trampoline_hook holds a
+ * call there while the free runs to its end; the call must then find the
+ * closure block (in limbo) intact and its callback gone, and return zero
+ * without running the guest.  Before the closure block existed, the call
+ * read the freed callback record (ASan: heap-use-after-free in enter).
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <tether/tether.h>
 
 #include "runner.h"
 
 extern void (*ffi_test_entry_hook)(void);
+extern void (*ffi_test_trampoline_hook)(void);
+extern size_t ffi_test_limbo_count(void);
 
 static atomic_int g_armed, g_entered, g_go, g_freed, g_freed_in_window;
 static tether_callback g_cb;
@@ -95,4 +106,142 @@ TEST(free_waits_for_a_call_in_the_closure_not_yet_counted)
     ASSERT_OK(tether_runtime_finalize(rt, -1));
 }
 
-RUNNER_MAIN(TEST_ENTRY(free_waits_for_a_call_in_the_closure_not_yet_counted))
+static atomic_int g_guest_runs, g_on_free_runs, g_t_armed, g_t_entered, g_t_go;
+
+static void hold_in_trampoline(void)
+{
+    if (!atomic_exchange(&g_t_armed, 0))
+        return;
+    atomic_store(&g_t_entered, 1);
+    while (!atomic_load(&g_t_go))
+        sleep_ms(1);
+}
+
+static int counted_plus_one(void **args, void *ret, void *userdata)
+{
+    (void)userdata;
+    atomic_fetch_add(&g_guest_runs, 1);
+    *(int32_t *)ret = *(int32_t *)args[0] + 1;
+    return TETHER_OK;
+}
+
+static void note_free(void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&g_on_free_runs, 1);
+}
+
+TEST(a_call_still_in_the_trampoline_outlives_the_free)
+{
+    tether_runtime rt;
+    tether_interp interp;
+    ASSERT_OK(tether_runtime_create(NULL, &rt));
+    ASSERT_OK(tether_runtime_main_interp(rt, &interp));
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", counted_plus_one, NULL,
+                                  &g_cb));
+    ASSERT_OK(tether_callback_on_free(g_cb, note_free, NULL));
+    size_t in_limbo = ffi_test_limbo_count();
+    ffi_test_trampoline_hook = hold_in_trampoline;
+    atomic_store(&g_t_armed, 1);
+
+    pthread_t c;
+    ASSERT_EQ(pthread_create(&c, NULL, caller, tether_callback_code(g_cb)), 0);
+    while (!atomic_load(&g_t_entered))
+        sleep_ms(1);
+    /* The call has not taken the entry lock: the free cannot see it, and
+       destroys the callback at once. */
+    ASSERT_OK(tether_callback_free(g_cb));
+    ASSERT_EQ(atomic_load(&g_on_free_runs), 1);
+    ASSERT_EQ(ffi_test_limbo_count(), in_limbo + 1);
+    atomic_store(&g_t_go, 1); /* now it goes on, into freed territory */
+    pthread_join(c, NULL);
+
+    ASSERT_EQ(g_result, 0);
+    ASSERT_EQ(atomic_load(&g_guest_runs), 0);
+    ffi_test_trampoline_hook = NULL;
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_runtime_finalize(rt, -1));
+}
+
+/* The limbo frees a block only after LIMBO_NS (250 ms), when a later
+   callback_new or destruction looks: the sleep makes the first block old
+   enough, whatever the load; the second is measured against the clock
+   reading that put it there, so it is never freed at once. */
+TEST(closure_blocks_wait_in_limbo_then_are_freed)
+{
+    tether_runtime rt;
+    tether_interp interp;
+    ASSERT_OK(tether_runtime_create(NULL, &rt));
+    ASSERT_OK(tether_runtime_main_interp(rt, &interp));
+    tether_callback a, b;
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", plus_one, NULL, &a));
+    ASSERT_OK(tether_callback_free(a));
+    ASSERT_NE(ffi_test_limbo_count(), 0);
+    sleep_ms(300);
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", plus_one, NULL, &b));
+    ASSERT_EQ(ffi_test_limbo_count(), 0);
+    ASSERT_OK(tether_callback_free(b));
+    ASSERT_EQ(ffi_test_limbo_count(), 1);
+    ASSERT_OK(tether_runtime_finalize(rt, -1));
+}
+
+/* The fork handlers around the entry lock: prepare takes it for writing,
+   the parent and the child let it go.  glibc's unlock tells a writer from
+   a reader by the caller's thread id, which in the child is not the id
+   that locked it: an unlock there released a read lock that was never
+   taken, left the lock written-locked, and the child's first call or free
+   of any callback hung (the case's timeout).  The child now starts with a
+   new lock.  Its own calls and frees must work, and a block in limbo from
+   before the fork must be freed as usual. */
+static int child_uses_callbacks(tether_interp interp, tether_callback old)
+{
+    tether_callback cb;
+    if (tether_callback_new(interp, "i32(i32)", plus_one, NULL, &cb) != TETHER_OK)
+        return 10;
+    int32_t (*f)(int32_t);
+    void *code = tether_callback_code(cb);
+    memcpy(&f, &code, sizeof f);
+    if (f(41) != 42)
+        return 11;
+    if (tether_callback_free(cb) != TETHER_OK ||
+        tether_callback_free(old) != TETHER_OK)
+        return 12;
+    sleep_ms(300); /* the limbo's blocks are old enough */
+    if (tether_callback_new(interp, "i32(i32)", plus_one, NULL, &cb) != TETHER_OK ||
+        ffi_test_limbo_count() != 0 || tether_callback_free(cb) != TETHER_OK)
+        return 13;
+    return 0;
+}
+
+TEST(callbacks_work_in_a_fork_child)
+{
+    tether_runtime rt;
+    tether_interp interp;
+    ASSERT_OK(tether_runtime_create(NULL, &rt));
+    ASSERT_OK(tether_runtime_main_interp(rt, &interp));
+    tether_callback first, old;
+    /* Installs the fork handlers, and leaves a block in limbo. */
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", plus_one, NULL, &first));
+    ASSERT_OK(tether_callback_free(first));
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", plus_one, NULL, &old));
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    pid_t pid = fork();
+    ASSERT_NE(pid, -1);
+    if (pid == 0)
+        _exit(child_uses_callbacks(interp, old));
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status), 0);
+    ASSERT_OK(tether_restore_thread(ts));
+    /* And the parent's lock is still usable. */
+    ASSERT_OK(tether_callback_free(old));
+    ASSERT_OK(tether_runtime_finalize(rt, -1));
+}
+
+RUNNER_MAIN(TEST_ENTRY(free_waits_for_a_call_in_the_closure_not_yet_counted),
+            TEST_ENTRY_T(callbacks_work_in_a_fork_child, 30),
+            TEST_ENTRY(a_call_still_in_the_trampoline_outlives_the_free),
+            TEST_ENTRY(closure_blocks_wait_in_limbo_then_are_freed))

@@ -53,6 +53,7 @@
 
 #include "rel.h"
 #include "runner.h"
+#include "support.h"
 
 enum { MAX_STEPS = 2000 };
 
@@ -169,8 +170,7 @@ static void setup(int pool)
     ASSERT_OK(tether_runtime_create(NULL, &rt));
     ASSERT_OK(tether_runtime_finalize(rt, -1));
     g_idle_blocks = rel_live_blocks();
-    tether_config cfg = {sizeof cfg, TETHER_CONFIG_PER_INTERP_GIL, 0, NULL, NULL};
-    ASSERT_OK(tether_runtime_create(&cfg, &g_rt));
+    ASSERT_OK(tether_runtime_create(&t_per_interp_gil, &g_rt));
     ASSERT_OK(tether_runtime_main_interp(g_rt, &g_interp));
     ASSERT_EQ(setenv("TETHER_LUA_POOL", pool ? "1" : "0", 1), 0);
     g_L = lua_newstate(counting_alloc, NULL);

@@ -1,13 +1,13 @@
 /*
- * test_oom_sweep.c - allocation-failure sweeps with exact accounting.
+ * test_oom_sweep.c - the allocation-failure sweeps, with exact accounting.
  *
  * SQLite's malloc sweep, applied to every tether operation that allocates:
  * fail allocation 1, then 2, then 3, ... of the operation until it
  * succeeds, once with a transient fault (only allocation n fails) and once
  * with a persistent one (allocation n and every later one fail).  Each
  * failing step must
- *   - return TETHER_ENOMEM with a sentence naming the function, and write
- *     no out-parameter;
+ *   - return TETHER_ENOMEM with a last-error sentence naming the function
+ *     (checked on the thread that called it), and write no out-parameter;
  *   - give back every block it took: the suite counts the library's blocks
  *     through tether_set_allocator, so this is checked exactly in every
  *     build, not only when LeakSanitizer runs at exit;
@@ -18,22 +18,25 @@
  * operation makes allocations when nothing fails (a failure that is
  * swallowed and "succeeds" anyway is reported).
  *
- * tests/unit/test_oom.c runs the transient sweep of the main operations
- * with the ASan build's leak check; this file adds the persistent faults,
- * the exact accounting, the usability check and the operations reached
- * only from particular states (a second interpreter while attached, a
- * thread object for a foreign thread, a plugin).
+ * Besides the main operations (runtime and interpreter creation, thread
+ * start, ensure from a new thread, locks, events, channels, call_soon,
+ * callbacks, finalize), it reaches the operations made only from
+ * particular states: a second interpreter while attached, its own GIL, a
+ * thread object for a foreign thread, a plugin.  The ASan build's leak
+ * checker also sees the blocks of libc the counting allocator does not
+ * (thread records).  This is the one OOM sweep of the C API (it replaced
+ * tests/unit/test_oom.c); the Lua binding's is test_lua_oom_sweep.c.
  */
 #include <tether/tether.h>
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "rel.h"
 #include "runner.h"
 #include "support.h"
 
-#define UNTOUCHED 0x5e5e5e5eu
 enum { MAX_STEPS = 300 };
 
 /* What one attempt runs with: allocation `nth` fails, and `count` - 1
@@ -91,9 +94,25 @@ static void check_usable(void)
     ASSERT_EQ(rel_live_blocks(), live);
 }
 
-/* Sweeps one operation with faults of `count` (1 transient, 0 persistent). */
-static void sweep(const char *what, attempt_fn attempt, uint64_t count)
+/* The name of the function a sweep's `what` ("tether_ensure (new thread)")
+   is about: its first word. */
+static const char *function_of(const char *what, char *buf, size_t size)
 {
+    size_t n = strcspn(what, " ");
+    if (n >= size)
+        n = size - 1;
+    memcpy(buf, what, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Sweeps one operation with faults of `count` (1 transient, 0 persistent).
+   An attempt on another thread (`remote`) checks the last error there. */
+static void sweep_on(const char *what, attempt_fn attempt, uint64_t count,
+                     int remote)
+{
+    char func[64];
+    function_of(what, func, sizeof func);
     const fault none = {0, 0};
     ASSERT_OK(attempt(&none)); /* warm caches, grow the handle table */
     ASSERT_OK(attempt(&none));
@@ -115,6 +134,10 @@ static void sweep(const char *what, attempt_fn attempt, uint64_t count)
             runner_fail(__FILE__, __LINE__, "%s, allocation %llu failing: got "
                         "%s: %s", what, (unsigned long long)n,
                         tether_status_name(rc), tether_last_error());
+        if (!remote && !strstr(tether_last_error(), func))
+            runner_fail(__FILE__, __LINE__, "%s, allocation %llu failing: the "
+                        "last error does not name %s: \"%s\"", what,
+                        (unsigned long long)n, func, tether_last_error());
         if (rel_live_blocks() != live)
             runner_fail(__FILE__, __LINE__, "%s, allocation %llu failing: %ld "
                         "block(s) leaked", what, (unsigned long long)n,
@@ -126,8 +149,8 @@ static void sweep(const char *what, attempt_fn attempt, uint64_t count)
 
 static void sweep_both(const char *what, attempt_fn attempt)
 {
-    sweep(what, attempt, 1);
-    sweep(what, attempt, 0);
+    sweep_on(what, attempt, 1, 0);
+    sweep_on(what, attempt, 0, 0);
 }
 
 /* A runtime (and a second interpreter) made with the counting allocator;
@@ -285,11 +308,13 @@ static int guest_noop(void **args, void *ret, void *ud)
     return TETHER_OK;
 }
 
+static const char *g_signature = "i32(i32,ptr)";
+
 static int try_callback_new(const fault *f)
 {
     tether_callback cb = UNTOUCHED;
     arm(f);
-    int rc = disarm(tether_callback_new(g_interp, "i32(i32,ptr)", guest_noop,
+    int rc = disarm(tether_callback_new(g_interp, g_signature, guest_noop,
                                         NULL, &cb));
     if (rc == TETHER_OK)
         ASSERT_OK(tether_callback_free(cb));
@@ -311,6 +336,32 @@ static int try_plugin_load(const fault *f)
     return rc;
 }
 #endif
+
+/* Finalize's one allocation (its list of the interpreters) failing used
+   to close the runtime's handle with its interpreters neither stopped nor
+   closed, and returned TETHER_ENOMEM, a status its header did not list:
+   the interpreters ran on, and nothing could finalize them any more.  Now
+   such a step changes nothing: the caller stays attached, the runtime is
+   whole and usable, and it can be finalized again.  Each attempt
+   finalizes a runtime of its own. */
+static int try_finalize(const fault *f)
+{
+    tether_interp main_interp;
+    tether_runtime rt = t_runtime_main(NULL, &main_interp);
+    arm(f);
+    int rc = disarm(tether_runtime_finalize(rt, SECONDS(30)));
+    if (rc == TETHER_OK) {
+        ASSERT_EQ(tether_gil_held(), 0);
+        return rc;
+    }
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_EQ(t_main_interp(rt), main_interp);
+    ASSERT_OK(tether_checkpoint());
+    g_interp = main_interp;
+    check_usable();
+    t_finalize(rt);
+    return rc;
+}
 
 /* ------------------------------------------------------------------------
  * Attempts on a new pthread (a thread the runtime has never seen)
@@ -386,7 +437,8 @@ static int try_remote(const fault *f)
 static void sweep_remote(const char *what, void *(*fn)(void *))
 {
     g_remote_fn = fn;
-    sweep_both(what, try_remote);
+    sweep_on(what, try_remote, 1, 1);
+    sweep_on(what, try_remote, 0, 1);
 }
 
 /* ------------------------------------------------------------------------
@@ -475,7 +527,15 @@ TEST(sweep_callback_new)
 {
     setup(0);
     sweep_both("tether_callback_new", try_callback_new);
+    g_signature = "void(i32)";
+    sweep_both("tether_callback_new (void return)", try_callback_new);
     teardown();
+}
+
+TEST(sweep_runtime_finalize)
+{
+    rel_count_allocations();
+    sweep_both("tether_runtime_finalize", try_finalize);
 }
 
 #ifdef REL_PLUGIN_PATH
@@ -499,4 +559,5 @@ RUNNER_MAIN(TEST_ENTRY(sweep_runtime_create), TEST_ENTRY(sweep_interp_create),
             TEST_ENTRY(sweep_ensure_new_thread), TEST_ENTRY(sweep_ensure_second_interp),
             TEST_ENTRY(sweep_ensure_second_interp_own_gil),
             TEST_ENTRY(sweep_thread_current_foreign), TEST_ENTRY(sweep_sync_objects),
-            TEST_ENTRY(sweep_call_soon), TEST_ENTRY(sweep_callback_new) PLUGIN_CASES)
+            TEST_ENTRY(sweep_call_soon), TEST_ENTRY(sweep_callback_new),
+            TEST_ENTRY(sweep_runtime_finalize) PLUGIN_CASES)

@@ -21,7 +21,6 @@
 #include "runner.h"
 #include "support.h"
 
-#define UNTOUCHED 0x5e5e5e5eu
 enum { RUN = 5 };
 
 static tether_runtime g_rt;

@@ -35,8 +35,7 @@ static void *storm(void *arg)
 static void run_storm(void)
 {
     int rounds = runner_rounds(10000);
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     pthread_t th[THREADS];
     tether_tstate ts;
     ASSERT_OK(tether_save_thread(&ts));
@@ -152,11 +151,7 @@ TEST(cross_into_destroyed_interps)
         ASSERT_EQ(t_join(t), TETHER_EXIT);
     }
     atomic_store(&g_stop, 1);
-    tether_tstate saved;
-    ASSERT_OK(tether_save_thread(&saved));
-    for (int i = 0; i < CROSSERS; i++)
-        t_pthread_join(th[i]);
-    ASSERT_OK(tether_restore_thread(saved));
+    t_join_foreign(th, CROSSERS);
     t_finalize(rt);
 }
 

@@ -18,6 +18,16 @@ tether_runtime t_runtime(const tether_config *cfg)
     return rt;
 }
 
+tether_runtime t_runtime_main(const tether_config *cfg, tether_interp *main_interp)
+{
+    tether_runtime rt = t_runtime(cfg);
+    *main_interp = t_main_interp(rt);
+    return rt;
+}
+
+const tether_config t_per_interp_gil = {.size = sizeof(tether_config),
+                                        .flags = TETHER_CONFIG_PER_INTERP_GIL};
+
 tether_runtime t_runtime_interval(uint32_t us)
 {
     tether_config cfg = {.size = sizeof cfg, .switch_interval_us = us};
@@ -104,15 +114,34 @@ void t_pthread_join(pthread_t th)
         runner_fail(__FILE__, __LINE__, "pthread_join: %s", strerror(rc));
 }
 
+void t_join_foreign(const pthread_t *th, int n)
+{
+    int held = tether_gil_held();
+    tether_tstate ts = 0;
+    if (held)
+        ASSERT_OK(tether_save_thread(&ts));
+    for (int i = 0; i < n; i++)
+        t_pthread_join(th[i]);
+    if (held)
+        ASSERT_OK(tether_restore_thread(ts));
+}
+
 void t_run_foreign(void *(*fn)(void *), void *arg)
 {
     int held = tether_gil_held();
     tether_tstate ts = 0;
     if (held)
         ASSERT_OK(tether_save_thread(&ts));
-    t_pthread_join(t_pthread(fn, arg));
+    t_pthread_join(t_pthread(fn, arg)); /* started with the GIL free */
     if (held)
         ASSERT_OK(tether_restore_thread(ts));
+}
+
+void t_foreign_case(tether_interp *main_interp, void *(*fn)(void *), void *arg)
+{
+    tether_runtime rt = t_runtime_main(NULL, main_interp);
+    t_run_foreign(fn, arg);
+    t_finalize(rt);
 }
 
 void t_sem_init(t_sem *s)

@@ -3,6 +3,8 @@
  *
  * Each helper asserts its own calls, so a case reads as the behaviour it
  * checks: rt = t_runtime(NULL); t = t_start(interp, fn, arg); t_join(t).
+ * Every suite in C (unit, interp, stress, reliability, plugin, delay, abi)
+ * links it: a fixture two suites need lives here, not in either.
  */
 #ifndef TETHER_TEST_SUPPORT_H
 #define TETHER_TEST_SUPPORT_H
@@ -17,6 +19,11 @@
 #define MS(n) ((int64_t)(n) * 1000000)
 #define SECONDS(n) ((int64_t)(n) * 1000000000)
 
+/* What an out-parameter is set to before a call that must fail: tether
+   writes out-parameters only on success, so it must still hold this after
+   the call (ASSERT_EQ(out, UNTOUCHED)). */
+#define UNTOUCHED 0x5e5e5e5eu
+
 /* `expr` fails with `want` and leaves a last-error sentence naming `func`. */
 #define ASSERT_FAILS(expr, want, func)                                        \
     do {                                                                      \
@@ -26,6 +33,12 @@
 
 /* A runtime with `cfg` (NULL = defaults); the caller holds its GIL. */
 tether_runtime t_runtime(const tether_config *cfg);
+/* The same, with its main interpreter in *main_interp: the usual start of
+   a case, rt = t_runtime_main(NULL, &g_interp). */
+tether_runtime t_runtime_main(const tether_config *cfg, tether_interp *main_interp);
+/* The configuration of a runtime whose interpreters each have their own
+   GIL (TETHER_CONFIG_PER_INTERP_GIL, the rest defaults). */
+extern const tether_config t_per_interp_gil;
 /* A runtime whose switch interval is `us` microseconds. */
 tether_runtime t_runtime_interval(uint32_t us);
 tether_interp t_main_interp(tether_runtime rt);
@@ -57,9 +70,16 @@ int64_t t_now_ns(void);
 /* Plain pthreads, the kind a host or plugin makes. */
 pthread_t t_pthread(void *(*fn)(void *), void *arg);
 void t_pthread_join(pthread_t th);
+/* Joins the `n` pthreads of `th`, with the caller's GIL released meanwhile
+   if it holds one (they may need it), and taken back afterwards. */
+void t_join_foreign(const pthread_t *th, int n);
 /* Runs fn(arg) on a new pthread and waits for it, with the caller's GIL
    released meanwhile if it holds one. */
 void t_run_foreign(void *(*fn)(void *), void *arg);
+/* A case on a foreign thread: makes a default runtime, stores its main
+   interpreter in *main_interp (fn reaches it there), runs fn(arg) on a new
+   pthread with the GIL released, and finalizes the runtime. */
+void t_foreign_case(tether_interp *main_interp, void *(*fn)(void *), void *arg);
 
 /* A counting semaphore made of a pthread mutex and condvar, for handshakes
    that must not involve tether itself (e.g. after finalize). */

@@ -30,8 +30,7 @@ static int g_payload_a, g_payload_b;
 
 static void setup(void)
 {
-    g_rt = t_runtime(NULL);
-    g_interp = t_main_interp(g_rt);
+    g_rt = t_runtime_main(NULL, &g_interp);
     ASSERT_OK(tether_event_new(&g_ready));
     atomic_store(&g_seen.rc, 1000);
 }

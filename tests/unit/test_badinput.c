@@ -16,15 +16,12 @@
 #include "runner.h"
 #include "support.h"
 
-#define UNTOUCHED 0x5e5e5e5eu
-
 static tether_runtime g_rt;
 static tether_interp g_interp;
 
 static void setup(void)
 {
-    g_rt = t_runtime(NULL);
-    g_interp = t_main_interp(g_rt);
+    g_rt = t_runtime_main(NULL, &g_interp);
 }
 
 /* ------------------------------------------------------------------------

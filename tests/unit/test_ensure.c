@@ -33,10 +33,7 @@ static void *nest_three(void *arg)
 
 TEST(nested_on_foreign_thread)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
-    t_run_foreign(nest_three, NULL);
-    t_finalize(rt);
+    t_foreign_case(&g_interp, nest_three, NULL);
 }
 
 /* An ensure on a thread that already holds the GIL takes nothing, so its
@@ -76,10 +73,7 @@ static void *out_of_order(void *arg)
 
 TEST(release_out_of_order)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
-    t_run_foreign(out_of_order, NULL);
-    t_finalize(rt);
+    t_foreign_case(&g_interp, out_of_order, NULL);
 }
 
 TEST(release_zero_token)
@@ -130,8 +124,7 @@ static void *cross_b(void *arg)
 
 TEST(release_token_of_other_thread)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     t_sem_init(&g_cross.a_saved);
     t_sem_init(&g_cross.b_done);
     tether_tstate ts;
@@ -160,10 +153,7 @@ static void *deep(void *arg)
 
 TEST(deep_nesting)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
-    t_run_foreign(deep, NULL);
-    t_finalize(rt);
+    t_foreign_case(&g_interp, deep, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -208,10 +198,7 @@ static void *reuse(void *arg)
 
 TEST(cached_state_reuse)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
-    t_run_foreign(reuse, NULL);
-    t_finalize(rt);
+    t_foreign_case(&g_interp, reuse, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -242,8 +229,7 @@ static void *restore_elsewhere(void *arg)
 
 TEST(save_restore)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     ASSERT_FAILS(tether_save_thread(NULL), TETHER_EINVAL, "tether_save_thread");
     ASSERT_EQ(tether_gil_held(), 1);
     ASSERT_FAILS(tether_restore_thread(g_saved), TETHER_ESTATE,
@@ -270,8 +256,7 @@ TEST(save_restore)
 
 TEST(allow_threads_macros)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     TETHER_BEGIN_ALLOW_THREADS
     ASSERT_EQ(tether_gil_held(), 0);
     t_pthread_join(t_pthread(touch_gil, NULL));
@@ -303,8 +288,7 @@ static int ensure_in_thread(void *arg)
 
 TEST(ensure_in_started_thread)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     ASSERT_EQ(t_join(t_start(g_interp, ensure_in_thread, NULL)), TETHER_OK);
     t_finalize(rt);
 }
@@ -320,8 +304,7 @@ static void *exit_attached(void *arg)
 
 TEST(thread_exits_attached)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     t_run_foreign(exit_attached, NULL); /* restoring needs the GIL back */
     t_run_foreign(touch_gil, NULL);
     ASSERT_EQ(atomic_load(&g_foreign_ran), 1);
@@ -370,9 +353,8 @@ TEST(ensure_other_interp)
    lets go of the first one's GIL. */
 TEST(per_interp_gil)
 {
-    tether_config cfg = {.size = sizeof cfg, .flags = TETHER_CONFIG_PER_INTERP_GIL};
-    tether_runtime rt = t_runtime(&cfg);
-    tether_interp main_interp = t_main_interp(rt), second;
+    tether_interp main_interp, second;
+    tether_runtime rt = t_runtime_main(&t_per_interp_gil, &main_interp);
     ASSERT_OK(tether_interp_create(rt, &second));
 
     g_interp = second; /* main keeps the main GIL meanwhile */
@@ -416,10 +398,7 @@ static void *too_deep(void *arg)
 
 TEST(nesting_limit)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
-    t_run_foreign(too_deep, NULL);
-    t_finalize(rt);
+    t_foreign_case(&g_interp, too_deep, NULL);
 }
 
 RUNNER_MAIN(TEST_ENTRY(nested_on_foreign_thread), TEST_ENTRY(ensure_while_holding),

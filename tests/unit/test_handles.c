@@ -62,8 +62,6 @@ static int never_called_back(void **args, void *ret, void *ud)
  * must stay untouched on failure.
  * ---------------------------------------------------------------------- */
 
-#define UNTOUCHED 0x5e5e5e5eu
-
 #define CHECK_OUT(rc, out)                                                    \
     do {                                                                      \
         if ((rc) != TETHER_OK)                                                \

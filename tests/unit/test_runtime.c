@@ -174,8 +174,7 @@ static void *queue_calls(void *arg)
 
 TEST(call_soon_from_foreign_thread)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     g_main_thread = pthread_self();
     t_pthread_join(t_pthread(queue_calls, NULL)); /* we keep the GIL */
     ASSERT_EQ(g_ncalls, 0);
@@ -204,8 +203,7 @@ static int queue_and_checkpoint(void *arg)
 
 TEST(call_soon_runs_on_main_thread)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     g_main_thread = pthread_self();
     ASSERT_EQ(t_join(t_start(g_interp, queue_and_checkpoint, NULL)), TETHER_OK);
     for (int i = 0; i < 10 && g_ncalls == 0; i++)
@@ -229,8 +227,7 @@ static int requeue_self(void *arg)
 
 TEST(call_soon_requeued_runs_at_next_checkpoint)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     ASSERT_OK(tether_call_soon(g_interp, requeue_self, NULL));
     ASSERT_OK(tether_checkpoint());
     ASSERT_EQ(g_requeues, 1);
@@ -264,8 +261,7 @@ static int count_after_finalize(void *arg)
 
 TEST(call_soon_that_finalizes)
 {
-    g_pending_rt = t_runtime(NULL);
-    g_interp = t_main_interp(g_pending_rt);
+    g_pending_rt = t_runtime_main(NULL, &g_interp);
     ASSERT_OK(tether_call_soon(g_interp, finalize_from_pending, NULL));
     ASSERT_OK(tether_call_soon(g_interp, count_after_finalize, NULL));
     ASSERT_FAILS(tether_checkpoint(), TETHER_EFINALIZING, "tether_checkpoint");
@@ -359,8 +355,7 @@ TEST(excepthook_called)
 {
     tether_config cfg = {.size = sizeof cfg, .excepthook = excepthook,
                          .excepthook_ud = &g_hook};
-    tether_runtime rt = t_runtime(&cfg);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(&cfg, &g_interp);
 
     ASSERT_EQ(t_join(t_start(g_interp, t_return_arg, RESULT(TETHER_EXIT))),
               TETHER_EXIT);
@@ -383,8 +378,7 @@ TEST(excepthook_called)
 /* Without a hook, one line naming the thread goes to stderr. */
 TEST(default_excepthook)
 {
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     int fds[2];
     ASSERT_EQ(pipe(fds), 0);
     int saved = dup(STDERR_FILENO);
@@ -471,8 +465,7 @@ static void *queue_noop(void *arg)
 TEST(breaker_hook)
 {
     static int main_ud;
-    tether_runtime rt = t_runtime(NULL);
-    g_interp = t_main_interp(rt);
+    tether_runtime rt = t_runtime_main(NULL, &g_interp);
     ASSERT_OK(tether_set_thread_userdata(&main_ud));
     ASSERT_OK(tether_interp_set_breaker_hook(g_interp, breaker, &g_breaker));
     t_pthread_join(t_pthread(queue_noop, NULL));

@@ -20,8 +20,7 @@ static atomic_int g_rc1, g_rc2, g_rc3;
 
 static void setup(void)
 {
-    g_rt = t_runtime(NULL);
-    g_main = t_main_interp(g_rt);
+    g_rt = t_runtime_main(NULL, &g_main);
     ASSERT_OK(tether_interp_create(g_rt, &g_x));
     ASSERT_OK(tether_event_new(&g_entered));
     ASSERT_OK(tether_event_new(&g_never));
@@ -218,8 +217,7 @@ static void *destroy_x_thread(void *arg)
 static void release_reattaches_outer(uint32_t flags)
 {
     tether_config cfg = {.size = sizeof cfg, .flags = flags};
-    g_rt = t_runtime(&cfg);
-    g_main = t_main_interp(g_rt);
+    g_rt = t_runtime_main(&cfg, &g_main);
     ASSERT_OK(tether_interp_create(g_rt, &g_x));
     ASSERT_OK(tether_event_new(&g_never));
     tether_gilstate st;

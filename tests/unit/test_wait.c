@@ -19,8 +19,7 @@ static tether_event g_event;
 
 static void setup(void)
 {
-    g_rt = t_runtime(NULL);
-    g_interp = t_main_interp(g_rt);
+    g_rt = t_runtime_main(NULL, &g_interp);
     ASSERT_OK(tether_lock_new(&g_lock));
     ASSERT_OK(tether_event_new(&g_event));
 }

@@ -14,7 +14,23 @@
  *
  *  - Every function that can fail returns int: TETHER_OK (0) or a negative
  *    TETHER_E* status.  Results go through out-parameters, which are written
- *    only on success.  A failed call changes nothing.
+ *    only on success.  A failed call changes nothing.  The few that answer
+ *    a yes/no question (tether_gil_held, tether_thread_is_alive,
+ *    tether_event_is_set) return 1 or 0 instead (the last two, given a bad
+ *    handle, TETHER_EBADHANDLE).
+ *  - Out-parameters are the pointer arguments a result is written through
+ *    (`out`, `count`, `data`/`len`, `*_out`).  Each must point to writable
+ *    storage: a NULL one gets TETHER_EINVAL, unless the comment says it
+ *    "may be NULL", and then that result is not written.
+ *  - Other pointer arguments are read, never kept, unless the comment says
+ *    they are copied or kept: a NULL one gets TETHER_EINVAL, unless the
+ *    comment says it "may be NULL" and what NULL means (the defaults, no
+ *    options, no function).  Pointers the library only hands back to the
+ *    caller's own functions (`arg`, `ud`, `userdata`, `payload`) may be
+ *    anything, NULL included.
+ *  - Strings the library returns (const char *) are owned by it, never
+ *    NULL unless the comment says so, and live as long as the comment
+ *    says; the caller never frees them.
  *  - After a failure, tether_last_error() on the same thread returns a
  *    sentence that names the function and the problem.
  *  - Handles are 64-bit values issued from a typed, generation-checked table.
@@ -31,6 +47,12 @@
  *    [gil-held] only by a thread holding its interpreter's GIL;
  *    [owner-thread] only by the thread that made the handle or token;
  *    [async-signal-safe] also from a signal handler.
+ *  - Functions the library calls back (every function-pointer type below,
+ *    and those of tether_plugin.h) say in a "Thread rules:" sentence on
+ *    which thread they are called, whether it holds a GIL, and what they
+ *    may call.  "No lock of the library held" means they may call tether;
+ *    "must not wait" means no tether_ensure, no tether wait, nothing that
+ *    blocks on another thread of the runtime.
  */
 #ifndef TETHER_H
 #define TETHER_H
@@ -148,9 +170,12 @@ typedef uint64_t tether_tstate;
    misuse: it returns zero, as tether_callback_code says. */
 #define TETHER_CONFIG_ABORT_ON_MISUSE 0x2u
 
-/* Called for a thread whose function returned an error status.  `message`
-   is the thread's last-error sentence at exit, or "".  Called on the dying
-   thread, holding its interpreter's GIL. */
+/* Called for a thread whose function returned an error status, and for an
+   FFI callback whose guest function did (then `t` is the calling thread's
+   handle, or 0).  `message` is the thread's last-error sentence, or "".
+   Thread rules: called on the thread in question (the dying thread, or
+   the thread that called the callback), holding its interpreter's GIL,
+   with no lock of the library held. */
 typedef void (*tether_excepthook_fn)(tether_thread t, int code,
                                      const char *message, void *ud);
 
@@ -310,7 +335,10 @@ TETHER_API int tether_gil_held(void);
 /* Runs holding the interpreter's GIL.  Returns TETHER_OK, TETHER_EXIT
    (silent exit) or an error status, which goes to the excepthook.  A fn
    that ends its thread with pthread_exit finishes as if it returned
-   TETHER_EXIT: the GIL is dropped and joiners return. */
+   TETHER_EXIT: the GIL is dropped and joiners return.
+   Thread rules: called once, on the new thread tether_thread_start made,
+   holding its interpreter's GIL, with no lock of the library held: it may
+   call anything a [gil-held] thread may. */
 typedef int (*tether_thread_fn)(void *arg);
 
 typedef struct tether_thread_opts {
@@ -393,6 +421,16 @@ TETHER_API int tether_thread_list(tether_interp interp, tether_thread *buf,
  * Blocking calls that can be interrupted
  * ---------------------------------------------------------------------- */
 
+/* Cuts a blocking call of tether_call_blocking short (closes a socket,
+   writes a pipe, sets a flag the call polls).
+   Thread rules: called on the thread that raises an asynchronous
+   exception at the blocked thread, or that finalizes its runtime, not on
+   the blocked thread; that thread may hold its own GIL; no lock of the
+   library is held.  It must be quick and must not wait (the caller, GIL
+   in hand, may be waiting for it); it may call the [any-thread] functions
+   that do not wait.  Never called twice at once for one blocking call,
+   never after tether_call_blocking returned.  tether_call_blocking says
+   the rest. */
 typedef void (*tether_unblock_fn)(void *arg);
 
 /* Runs fn(arg) with the GIL released.  While it runs, an asynchronous
@@ -418,6 +456,19 @@ TETHER_API int tether_call_blocking(int (*fn)(void *arg), void *arg,
  * Asynchronous exceptions
  * ---------------------------------------------------------------------- */
 
+/* Destroys the payload of an asynchronous exception that the library
+   drops instead of handing over: a pending one replaced by a newer raise,
+   a delivered one not fetched before the next delivery, or either kind
+   still there when its thread state is deleted (the thread exits, or
+   finalize or tether_interp_destroy deletes it).  A payload taken with
+   tether_async_fetch is the caller's, and the library never calls its
+   dtor; a raise that fails takes neither.
+   Thread rules: called once per dropped payload, on the thread that drops
+   it: the raising thread (a newer raise), the receiving thread (a newer
+   delivery, at its checkpoint or wait), the exiting thread, or the thread
+   running finalize or destroy; it may or may not hold a GIL and must not
+   need one; no lock of the library is held.  It must not wait; it may
+   free memory and call the [any-thread] functions that do not wait. */
 typedef void (*tether_dtor)(void *payload);
 
 /* Raises an asynchronous exception in thread `t`: it sees TETHER_EASYNC at
@@ -556,7 +607,11 @@ TETHER_API int tether_call_soon(tether_interp interp, int (*fn)(void *),
    installs a one-shot hook).  `thread_ud` is the holder's value of
    tether_set_thread_userdata.  It runs on the requesting thread while the
    holder cannot let go of the GIL, so it must be quick, must not block and
-   must not call tether.  */
+   must not call tether.
+   Thread rules: called on the requesting thread (any thread: a raiser, a
+   thread asking for the GIL, one queueing a pending call, the finalizing
+   thread), possibly while the library holds the interpreter's locks: it
+   must not call tether at all and must not block. */
 typedef void (*tether_breaker_fn)(void *thread_ud, void *ud);
 
 /* Installs (or with NULL fn removes) the interpreter's breaker hook.
@@ -576,6 +631,14 @@ TETHER_API int tether_get_thread_userdata(void **out);
  * Memory and fault injection
  * ---------------------------------------------------------------------- */
 
+/* The library's allocator.  malloc_fn returns a block of at least `n`
+   bytes, aligned as malloc's are, or NULL (the call that needed it then
+   fails with TETHER_ENOMEM); free_fn frees a block malloc_fn made (it is
+   never given NULL).  `ud` is passed to both untouched.
+   Thread rules: both are called on any thread, attached or not, with or
+   without a GIL, from several threads at once, and possibly while the
+   library holds its internal locks: they must be thread-safe, must not
+   call tether and must not wait for other threads of the runtime. */
 typedef struct tether_allocator {
     size_t size; /* sizeof(tether_allocator) */
     void *(*malloc_fn)(size_t n, void *ud);
@@ -694,7 +757,11 @@ TETHER_API int tether_plugin_info(tether_plugin p, const char **name,
    interpreter; `ret` is NULL when the return type is void.  Returns
    TETHER_OK, or an error status: the C caller then gets a zeroed return
    value, and the status with the thread's last-error sentence goes to the
-   runtime's excepthook, as ctypes does for a callback that raised. */
+   runtime's excepthook, as ctypes does for a callback that raised.
+   Thread rules: called on whatever thread calls the callback's code (any
+   thread, attached or not: the library ensures it into the callback's
+   interpreter first), holding that interpreter's GIL, with no lock of the
+   library held: it may call anything a [gil-held] thread may. */
 typedef int (*tether_guest_fn)(void **args, void *ret, void *userdata);
 
 /* Makes a C function with the given signature that runs fn(args, ret,
@@ -813,7 +880,11 @@ TETHER_API int tether_channel_count(tether_channel ch, size_t *out);
    channels queued in channels of any length are freed in constant stack.
    Use it when messages carry references (handles, pointers) of their own;
    a channel queued inside itself, directly or through others, is a
-   reference cycle and is never freed. */
+   reference cycle and is never freed.
+   Thread rules: called on the thread that releases the channel's last
+   reference, with or without a GIL (whatever that thread holds), with no
+   lock of the library held: it may call any tether function that thread
+   may call. */
 typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
 
 /* Sets the channel's discard function (NULL: none, the default) and its

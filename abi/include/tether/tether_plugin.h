@@ -216,18 +216,28 @@ typedef struct tether_plugin_desc {
        `interp`, the runtime's main interpreter.  `host` stays valid for the
        life of the process.  Whatever it stores in *state is passed to fini.
        Returns TETHER_OK, or an error status: the load then fails with
-       TETHER_EPLUGIN and fini is not called.  May be NULL. */
+       TETHER_EPLUGIN and fini is not called.  May be NULL.
+       Thread rules: called on the thread that calls tether_plugin_load,
+       holding `interp`'s GIL (ensured for it), with no lock of the library
+       held: it may call anything a [gil-held] thread may, through `host`. */
     int (*init)(const tether_host_api *host, tether_interp interp,
                 void **state);
 
     /* Called by the last tether_plugin_unload, holding no GIL, so that the
        plugin's threads can finish a callback in progress.  It must stop and
        join every thread the plugin started and free the callbacks it made:
-       after it returns, no code of the plugin may run.  May be NULL. */
+       after it returns, no code of the plugin may run.  May be NULL.
+       Thread rules: called on the thread that drops the last reference
+       (tether_plugin_unload, or tether_runtime_finalize unloading what is
+       left), holding no GIL and no lock of the library: it may wait for
+       its own threads, which may need the GIL to finish. */
     void (*fini)(void *state);
 } tether_plugin_desc;
 
-/* The type of tether_plugin_entry, for a host that looks it up itself. */
+/* The type of tether_plugin_entry, for a host that looks it up itself.
+   Thread rules: the library calls it on the thread that calls
+   tether_plugin_load, holding no GIL (the caller's is released while the
+   library is opened); it should only return the descriptor. */
 typedef const tether_plugin_desc *(*tether_plugin_entry_fn)(
     uint32_t host_abi_version);
 

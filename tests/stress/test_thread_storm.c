@@ -1,5 +1,5 @@
 /*
- * test_stress_threads.c - a thousand threads, and nothing lost.
+ * test_thread_storm.c - a thousand threads, and nothing lost.
  *
  * THREADS tether threads, all alive at once, and FOREIGN plain pthreads
  * run ensure/release + checkpoint loops, blocking sections and yields,
@@ -203,11 +203,7 @@ TEST(thousand_threads)
     int started = control(nthreads, nforeign, extra, raises);
     for (int i = 0; i < started; i++)
         ASSERT_EQ(t_join(g_slots[i].handle), TETHER_OK);
-    tether_tstate ts;
-    ASSERT_OK(tether_save_thread(&ts));
-    for (int i = 0; i < nforeign; i++)
-        t_pthread_join(pt[i]);
-    ASSERT_OK(tether_restore_thread(ts));
+    t_join_foreign(pt, nforeign);
 
     long want = (long)(started + nforeign) * g_iters, sum = 0;
     for (int i = 0; i < started; i++)

@@ -1,8 +1,11 @@
 /*
- * test_core_findings.c - regression cases for core bugs the reliability
- * work found (all fixed): outer ensure frames whose state finalize freed,
- * and tether_thread_start returning OK with its caller detached.  The first
- * two are use-after-free: the ASan build is the one that would see them.
+ * test_teardown_races.c - an interpreter or runtime torn down under a
+ * thread that is still using it: the interpreter of a nested ensure's outer
+ * frame destroyed (or found finalizing) while the frame holds its state,
+ * and tether_thread_start racing finalize, which must not return OK with
+ * its caller detached.  Regression cases for core bugs the reliability
+ * work found (all fixed; CTest name rel_core_findings).  The first two are
+ * use-after-free: the ASan build is the one that would see them.
  */
 #include <tether/tether.h>
 
@@ -102,8 +105,7 @@ static int starter(void *arg)
 TEST(start_racing_finalize_keeps_caller_attached)
 {
     for (int i = 0; i < runner_rounds(50); i++) {
-        g_rt = t_runtime(NULL);
-        g_interp = t_main_interp(g_rt);
+        g_rt = t_runtime_main(NULL, &g_interp);
         int base = atomic_load(&g_starts);
         tether_thread t = t_start_daemon(g_interp, starter, NULL);
         while (atomic_load(&g_starts) < base + 5)

@@ -248,11 +248,7 @@ TEST(fork_storm)
     atomic_store(&g_stop, 1);
     for (int i = 0; i < CHURNERS; i++)
         ASSERT_EQ(t_join(g_churners[i]), TETHER_OK);
-    tether_tstate ts;
-    ASSERT_OK(tether_save_thread(&ts));
-    for (int i = 0; i < FOREIGN; i++)
-        t_pthread_join(pt[i]);
-    ASSERT_OK(tether_restore_thread(ts));
+    t_join_foreign(pt, FOREIGN);
     ASSERT_EQ(t_thread_count(g_interp), g_listed);
     t_finalize(g_rt);
 }

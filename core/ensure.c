@@ -1,0 +1,251 @@
+/*
+ * ensure.c - tether_ensure and tether_release: attaching any thread to an
+ * interpreter, nested, on an ensure stack of the calling thread's record.
+ *
+ * The nested ensure of the interpreter already attached is one increment
+ * of the thread's token; the first ensure of a thread makes its record
+ * (tstate.c) and a thread state for the interpreter, cached for the next
+ * time.  Moving between two interpreters of one GIL only changes who the
+ * holder is.
+ */
+#include <stdint.h>
+
+#include "annotate.h"
+#include "error.h"
+#include "hooks.h"
+#include "internal.h"
+
+/* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
+   24 nesting level ] (see struct osthread). */
+#define TOKEN_LEVEL_MASK ((1u << TOKEN_LEVEL_BITS) - 1)
+
+static int finalizing(struct tstate *ts)
+{
+    return atomic_load_explicit(&ts->interp->finalizing, memory_order_acquire);
+}
+
+/* Moves the calling thread from `from` to `to`, both of this OS thread.
+   With one GIL for both, only the bookkeeping changes hands. */
+static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
+{
+    struct gil *g = to->interp->gil;
+    if (from->interp->gil != g || finalizing(to)) {
+        ts_detach(from);
+        return ts_attach(to, urgent);
+    }
+    from->attached = 0;
+    to->attached = 1;
+    to->os->current = to;
+    ann_happens_before(&to->interp); /* published as holder: see note_holder() */
+    atomic_store_explicit(&g->holder, to, memory_order_release);
+    g->last_holder = to;
+    return TETHER_OK;
+}
+
+/* ---- ensure / release --------------------------------------------------- */
+
+/* Counts outstanding ensure frames for the TETHER_DEBUG report; only the
+   owner writes, so a load and a store do (no locked instruction). */
+static void ensures_add(struct tstate *ts, uint32_t n)
+{
+    atomic_store_explicit(&ts->ensures,
+                          atomic_load_explicit(&ts->ensures, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* Records an ensure that attached `ts` (detaching `prev`, if any). */
+static int push_frame(struct osthread *os, struct tstate *ts,
+                      struct tstate *prev, tether_gilstate *out)
+{
+    os->frames[os->depth++] = (struct frame){ts, prev, ++os->tok};
+    ensures_add(ts, 1);
+    *out = os->tok;
+    return TETHER_OK;
+}
+
+/* The state the calling thread uses for interp handle `h`, created on first
+   use.  Returns TETHER_OK, or TETHER_EBADHANDLE/EFINALIZING/ENOMEM.  A bad
+   handle is the caller's misuse unless `internal` (the library's own
+   ensure of a callback whose interpreter is gone). */
+static int state_for(struct osthread *os, tether_interp h, int internal,
+                     struct tstate **out)
+{
+    static const char fn[] = "tether_ensure";
+    struct tstate *ts = ts_cached(os, h);
+    if (ts) {
+        if (finalizing(ts) && !ts->attached) {
+            if (!osthread_refers(os, ts)) /* an outer frame may still need it */
+                ts_uncache_and_free(os, ts);
+            return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
+        }
+        *out = ts;
+        return TETHER_OK;
+    }
+    struct interp *interp = interp_lookup_any(h);
+    if (!interp && internal)
+        return err_set(TETHER_EBADHANDLE, fn, "the interpreter (0x%llx) is gone",
+                       (unsigned long long)h);
+    if (!interp)
+        return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
+                          (unsigned long long)h);
+    int rc = TETHER_OK;
+    if (atomic_load(&interp->finalizing))
+        rc = err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
+    else if (!(ts = ts_new(interp)))
+        rc = err_set(TETHER_ENOMEM, fn, "out of memory for a thread state");
+    else
+        ts_bind(ts, os);
+    interp_unref(interp);
+    *out = ts;
+    return rc;
+}
+
+T_NOINLINE static int ensure_slow(tether_interp h, int internal,
+                                  tether_gilstate *out)
+{
+    static const char fn[] = "tether_ensure";
+    struct osthread *os = osthread_get();
+    if (!os)
+        return err_set(TETHER_ENOMEM, fn, "out of memory for the thread record");
+    if ((os->tok & TOKEN_LEVEL_MASK) == TOKEN_LEVEL_MASK)
+        return err_misuse(TETHER_ESTATE, fn, "ensures nested %u deep",
+                          TOKEN_LEVEL_MASK);
+    if (os->depth == os->cap && osthread_grow_frames(os) != TETHER_OK)
+        return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
+    struct tstate *ts, *cur = os->current;
+    int rc = state_for(os, h, internal, &ts);
+    if (rc != TETHER_OK)
+        return rc;
+    if (cur == ts) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
+    rc = cur ? ts_switch(cur, ts, 0) : ts_attach(ts, 0);
+    if (rc != TETHER_OK) {
+        /* Put back what was detached; if that interpreter is finalizing
+           too, the thread stays detached, as the message says. */
+        if (cur && !cur->attached && ts_attach(cur, 1) != TETHER_OK)
+            return err_set(rc, fn, "the interpreter is finalizing, and so is "
+                           "the one the thread was attached to: it is detached");
+        return err_set(rc, fn, "the interpreter is finalizing");
+    }
+    return push_frame(os, ts, cur, out);
+}
+
+/* The nested ensure of the interpreter already attached is one increment;
+   anything else takes ensure_slow. */
+static inline int ensure_with(tether_interp h, int internal,
+                              tether_gilstate *out)
+{
+    struct osthread *os = t_os;
+    struct tstate *cur;
+    if (os && (cur = os->current) && cur->interp->handle == h &&
+        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
+        *out = ++os->tok;
+        return TETHER_OK;
+    }
+    return ensure_slow(h, internal, out);
+}
+
+int tether_ensure(tether_interp h, tether_gilstate *out)
+{
+    if (!out)
+        return err_misuse(TETHER_EINVAL, "tether_ensure", "out is NULL");
+    return ensure_with(h, 0, out);
+}
+
+int ensure_internal(tether_interp h, tether_gilstate *out)
+{
+    return ensure_with(h, 1, out);
+}
+
+T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
+{
+    static const char fn[] = "tether_release";
+    if (st == 0)
+        return err_misuse(TETHER_EINVAL, fn, "the token is 0");
+    if (!os || st >> TOKEN_LEVEL_BITS != os->tok >> TOKEN_LEVEL_BITS)
+        return err_misuse(TETHER_ESTATE, fn, "the token belongs to another thread");
+    if (st <= os->tok_floor)
+        return err_misuse(TETHER_ESTATE, fn, "the token was made invalid by "
+                          "tether_runtime_finalize on this thread");
+    return err_misuse(TETHER_ESTATE, fn, "tokens must be released innermost "
+                      "first, once");
+}
+
+/* 1 if the state of the calling thread's innermost ensure is detached by
+   tether_save_thread (not by finalize). */
+static int innermost_saved(const struct osthread *os)
+{
+    if (os->depth) {
+        struct tstate *ts = os->frames[os->depth - 1].ts;
+        return ts->saved && !finalizing(ts);
+    }
+    /* No frame: the state attached without one (the runtime's creator, a
+       tether thread's own), one of the cached states. */
+    for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
+        if (ts->saved && !finalizing(ts))
+            return 1;
+    return 0;
+}
+
+/* A nested ensure's token on a detached thread, or one finalize made
+   invalid. */
+T_NOINLINE static int release_nested_slow(struct osthread *os, tether_gilstate st)
+{
+    if (st <= os->tok_floor)
+        return release_bad(os, st);
+    if (innermost_saved(os))
+        return err_misuse(TETHER_ESTATE, "tether_release",
+                          "the thread state of this ensure is saved "
+                          "(unbalanced tether_save_thread?)");
+    os->tok--; /* detached by finalize: the release still pairs */
+    return TETHER_OK;
+}
+
+/* Undoes an ensure that attached a state.  Its state is attached, or
+   finalize detached it (and nothing else is attached); either way the
+   state the ensure detached is attached again, or the call answers
+   TETHER_EFINALIZING and the thread stays detached. */
+T_NOINLINE static int release_frame(struct osthread *os)
+{
+    static const char fn[] = "tether_release";
+    struct frame *f = &os->frames[os->depth - 1];
+    if (os->current != f->ts && (os->current || !finalizing(f->ts)))
+        return err_misuse(TETHER_ESTATE, fn,
+                          "the thread state of this ensure is not attached "
+                          "(unbalanced tether_save_thread?)");
+    os->depth--;
+    os->tok--;
+    ensures_add(f->ts, (uint32_t)-1);
+    int was_attached = f->ts->attached;
+    if (!f->prev) {
+        if (was_attached)
+            ts_detach(f->ts);
+        return TETHER_OK;
+    }
+    /* Detached by finalize: the outer state is taken back all the same
+       (the thread held its GIL before this ensure; issue 12 F7). */
+    int rc = was_attached ? ts_switch(f->ts, f->prev, 1) : ts_attach(f->prev, 1);
+    return rc == TETHER_OK ? rc
+                           : err_set(rc, fn, "the interpreter the ensure "
+                                     "detached from is finalizing; the thread "
+                                     "stays detached");
+}
+
+int tether_release(tether_gilstate st)
+{
+    struct osthread *os = t_os;
+    if (!os || st != os->tok || (st & TOKEN_LEVEL_MASK) == 0)
+        return release_bad(os, st);
+    if (os->depth && os->frames[os->depth - 1].tok == st)
+        return release_frame(os);
+    if (!os->current || st <= os->tok_floor)
+        return release_nested_slow(os, st);
+    os->tok--; /* a nested ensure took nothing */
+    return TETHER_OK;
+}
+
+/* ---- queries ------------------------------------------------------------ */
+
+int tether_gil_held(void) { return ts_current() != NULL; }

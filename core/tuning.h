@@ -1,0 +1,32 @@
+/*
+ * tuning.h - the core's limits and defaults, in one place (as Lua's
+ * luaconf.h).  Each is a number some code was written around; none is
+ * part of the ABI unless docs/abi.md says so.
+ */
+#ifndef TETHER_TUNING_H
+#define TETHER_TUNING_H
+
+/* The GIL's switch interval when tether_config leaves it 0 (CPython's
+   default), and the largest one tether_config and
+   tether_set_switch_interval accept. */
+#define DEFAULT_SWITCH_US 5000u
+#define MAX_SWITCH_US 10000000u
+
+/* Ensure frames kept in the thread's own TLS record before the stack
+   moves to the heap, and the most it may grow to. */
+#define INLINE_FRAMES 8
+#define MAX_FRAMES (1u << 23)
+
+/* A thread name is refused at this many bytes or more (with its NUL, the
+   most a name may take). */
+#define THREAD_NAME_MAX 128
+
+/* The per-thread last-error sentence, with its NUL. */
+#define ERR_BUF 512
+
+/* The handle table grows by chunks of 2^CHUNK_BITS slots, up to
+   MAX_CHUNKS chunks (4 Mi live handles). */
+#define CHUNK_BITS 10
+#define MAX_CHUNKS 4096u
+
+#endif
