@@ -65,9 +65,14 @@ purge() {
     fi
   done
   if [ "${#present[@]}" -gt 0 ]; then
-    echo "\$ apt-get purge -y ${present[*]}"
-    DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y -q \
-      -o DPkg::Lock::Timeout=240 -o Dpkg::Use-Pty=0 "${present[@]}" </dev/null || return 1
+    # dpkg alone is quicker (no apt resolver); apt-get waits for the dpkg
+    # lock if someone else holds it.
+    echo "\$ dpkg --purge ${present[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive timeout 300 dpkg --purge "${present[@]}" </dev/null; then
+      echo "\$ apt-get purge -y ${present[*]}"
+      DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y -q \
+        -o DPkg::Lock::Timeout=240 -o Dpkg::Use-Pty=0 "${present[@]}" </dev/null || return 1
+    fi
   fi
   rm -f "$marker"
 }
@@ -137,6 +142,81 @@ loaded_from_usr() {
   [ -n "$path" ] && [ "$(realpath "$path")" = "$(realpath "/usr/lib/$triplet/libtether.so.1")" ]
 }
 
+# Everything the window needs is prepared before it opens: the CMake
+# consumers are configured once against the packages' files unpacked into
+# a staging directory (compiler checks and all), so that in the window
+# they only search again, in /usr alone.
+stage="$work/stage"
+for d in "$work"/*.deb; do dpkg-deb -x "$d" "$stage"; done
+cp -r "$stage/usr/share/doc/libtether-dev/examples/plugin-template" "$work/template"
+for pair in "$src/tests/abi/consumer:$work/consumer-cmake" "$work/template:$work/plugin"; do
+  "${clean_env[@]}" cmake -S "${pair%%:*}" -B "${pair#*:}" -DCMAKE_C_COMPILER="$cc" \
+    -DCMAKE_PREFIX_PATH="$stage/usr" >"$work/stage.log" 2>&1 ||
+    { cat "$work/stage.log"; fail "${pair%%:*} did not configure against the staged packages"; }
+done
+
+# Configures the project in source $1, build tree $2 again, against /usr
+# only, builds it, and checks that find_package found tether there.
+reconfigure() {
+  run "${clean_env[@]}" cmake -S "$1" -B "$2" -U 'tether_DIR' -DCMAKE_PREFIX_PATH= \
+    >"$2.log" 2>&1 || { cat "$2.log"; echo "FAILED: configure $2"; return 1; }
+  shift
+  local dir
+  dir="$(sed -n 's/^tether_DIR:PATH=//p' "$1/CMakeCache.txt")"
+  echo "find_package(tether): $dir"
+  [ "$(realpath "$dir")" = "$(realpath "/usr/lib/$triplet/cmake/tether")" ] ||
+    { echo "FAILED: found tether in $dir, not /usr/lib/$triplet/cmake/tether"; return 1; }
+  run "${clean_env[@]}" cmake --build "$1" >"$1.log" 2>&1 ||
+    { cat "$1.log"; echo "FAILED: build $1"; return 1; }
+}
+# find_package(tether 1) + tether::tether, with nothing but /usr to search.
+consume_cmake() {
+  echo "--- tests/abi/consumer with find_package"
+  reconfigure "$src/tests/abi/consumer" "$work/consumer-cmake" || return 1
+  out="$(run "${clean_env[@]}" "$work/consumer-cmake/consumer")" ||
+    { echo "$out"; echo "FAILED: the find_package consumer"; return 1; }
+  echo "$out"
+  loaded_from_usr "$out" ||
+    { echo "FAILED: it did not load /usr/lib/$triplet/libtether.so.1"; return 1; }
+}
+# pkg-config tether, with the system's search path only.
+consume_pc() {
+  echo "--- tests/abi/consumer with pkg-config"
+  echo "\$ pkg-config --cflags --libs tether"
+  flags="$(timeout 60 "${clean_env[@]}" pkg-config --cflags --libs tether)" ||
+    { echo "FAILED: pkg-config does not know tether"; return 1; }
+  echo "$flags (--modversion: $("${clean_env[@]}" pkg-config --modversion tether))"
+  run "${clean_env[@]}" "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror \
+    "$src/tests/abi/consumer/consumer.c" -o "$work/consumer-pc" $flags ||
+    { echo "FAILED: the pkg-config consumer did not build"; return 1; }
+  out="$(run "${clean_env[@]}" "$work/consumer-pc")" ||
+    { echo "$out"; echo "FAILED: the pkg-config consumer"; return 1; }
+  echo "$out"
+  loaded_from_usr "$out" ||
+    { echo "FAILED: it did not load /usr/lib/$triplet/libtether.so.1"; return 1; }
+}
+# The plugin template libtether-dev ships, built with the installed
+# tether_add_plugin and passed by the installed tether-plugin-check.
+consume_template() {
+  echo "--- the plugin template (libtether-dev's examples)"
+  local tpl=/usr/share/doc/libtether-dev/examples/plugin-template
+  [ -f "$tpl/CMakeLists.txt" ] || { echo "FAILED: libtether-dev has no $tpl"; return 1; }
+  reconfigure "$work/template" "$work/plugin" || return 1
+  out="$(run "${clean_env[@]}" tether-plugin-check --exports "$tpl/exports.txt" \
+    "$work/plugin/template_plugin.so")" ||
+    { echo "$out"; echo "FAILED: tether-plugin-check"; return 1; }
+  echo "$out" | grep -E 'tether-plugin-check|verdict'
+}
+# The stock interpreter, no LUA_CPATH, no LUA_INIT.
+consume_lua() {
+  echo "--- lua5.4, no LUA_CPATH"
+  out="$(run "${clean_env[@]}" lua5.4 "$work/check.lua" 2>&1)" ||
+    { echo "$out"; echo "FAILED: lua5.4 could not require \"tether\""; return 1; }
+  echo "$out"
+  case "$out" in *"/usr/lib/$triplet/lua/5.4/tether.so"*) ;;
+    *) echo "FAILED: lua5.4 did not load /usr/lib/$triplet/lua/5.4/tether.so"; return 1 ;; esac
+}
+
 step "3. install, use against /usr"
 exec 9>"$lock"
 echo "waiting for the machine-wide lock $lock"
@@ -164,55 +244,27 @@ echo "\$ apt-get install -y ./*.deb"
 for p in "${pkgs[@]}"; do dpkg -L "$p"; done | sort -u >"$work/files"
 dpkg-query -W -f='${Package} ${Version} ${db:Status-Status}\n' "${pkgs[@]}"
 
-# find_package(tether 1) with nothing but /usr to search.
-run "${clean_env[@]}" cmake -S "$src/tests/abi/consumer" -B "$work/consumer-cmake" \
-  -DCMAKE_C_COMPILER="$cc" >"$work/cmake.log" 2>&1 ||
-  { cat "$work/cmake.log"; fail "find_package(tether 1) did not configure"; }
-grep -i "tether" "$work/consumer-cmake/CMakeCache.txt" | grep -i "tether_DIR" || true
-run "${clean_env[@]}" cmake --build "$work/consumer-cmake" >"$work/cmake.log" 2>&1 ||
-  { cat "$work/cmake.log"; fail "the find_package consumer did not build"; }
-out="$(run "${clean_env[@]}" "$work/consumer-cmake/consumer")" ||
-  fail "the find_package consumer failed: $out"
-echo "$out"
-loaded_from_usr "$out" || fail "the find_package consumer did not load /usr/lib/$triplet/libtether.so.1"
+echo "(apt-get install: $((SECONDS - t0)) s)"
 
-# pkg-config tether, with the system's search path only.
-echo "\$ pkg-config --cflags --libs tether"
-flags="$(timeout 60 "${clean_env[@]}" pkg-config --cflags --libs tether)" ||
-  fail "pkg-config does not know tether"
-echo "$flags (--modversion: $("${clean_env[@]}" pkg-config --modversion tether))"
-run "${clean_env[@]}" "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror \
-  "$src/tests/abi/consumer/consumer.c" -o "$work/consumer-pc" $flags ||
-  fail "the pkg-config consumer did not build"
-out="$(run "${clean_env[@]}" "$work/consumer-pc")" ||
-  fail "the pkg-config consumer failed: $out"
-echo "$out"
-loaded_from_usr "$out" || fail "the pkg-config consumer did not load /usr/lib/$triplet/libtether.so.1"
-
-# The plugin template libtether-dev ships, checked by tether-tools.
-tpl=/usr/share/doc/libtether-dev/examples/plugin-template
-[ -f "$tpl/CMakeLists.txt" ] || fail "libtether-dev has no $tpl"
-run "${clean_env[@]}" cmake -S "$tpl" -B "$work/plugin" -DCMAKE_C_COMPILER="$cc" \
-  >"$work/cmake.log" 2>&1 &&
-  run "${clean_env[@]}" cmake --build "$work/plugin" >>"$work/cmake.log" 2>&1 ||
-  { cat "$work/cmake.log"; fail "the plugin template did not build against /usr"; }
-out="$(run "${clean_env[@]}" tether-plugin-check --exports "$tpl/exports.txt" \
-  "$work/plugin/template_plugin.so")" || { echo "$out"; fail "tether-plugin-check failed"; }
-echo "$out" | grep -E 'tether-plugin-check|verdict'
-
-# The stock interpreter, no LUA_CPATH, no LUA_INIT.
-echo "\$ env -i lua5.4 -e 'require \"tether\" ...'"
-out="$(run "${clean_env[@]}" lua5.4 "$work/check.lua" 2>&1)" ||
-  { echo "$out"; fail "lua5.4 could not use require \"tether\""; }
-echo "$out"
-case "$out" in *"/usr/lib/$triplet/lua/5.4/tether.so"*) ;;
-  *) fail "lua5.4 did not load /usr/lib/$triplet/lua/5.4/tether.so" ;; esac
+# The four consumers, side by side (their output follows, in order).
+t1=$SECONDS
+consume_cmake >"$work/c1.log" 2>&1 & p1=$!
+consume_pc >"$work/c2.log" 2>&1 & p2=$!
+consume_template >"$work/c3.log" 2>&1 & p3=$!
+consume_lua >"$work/c4.log" 2>&1 & p4=$!
+bad=0
+for j in 1 2 3 4; do
+  pid_var="p$j"
+  wait "${!pid_var}" || bad=1
+  cat "$work/c$j.log"
+done
+echo "(consumers: $((SECONDS - t1)) s)"
+[ "$bad" -eq 0 ] || fail "a consumer failed against /usr (above)"
 
 step "4. purge, nothing left"
 purge || fail "the purge failed"
 installed=0
-echo "installed for $((SECONDS - t0)) s"
-flock -u 9
+echo "installed for $((SECONDS - t0)) s (from apt-get install to the end of the purge)"
 left=()
 while IFS= read -r f; do
   [ -d "$f" ] && [ ! -L "$f" ] && continue # shared directories stay
@@ -229,4 +281,7 @@ for p in "${pkgs[@]}"; do
     fail "$p is still known to dpkg after the purge"
   fi
 done
+# The lock is held until here: another run's install must not show up in
+# this run's scan.
+flock -u 9
 echo "ok: $(wc -l <"$work/files") paths installed and all removed; nothing of tether left under /usr"
