@@ -37,7 +37,8 @@
  * callback_new or destruction frees the block, reads freed memory.  Every
  * runtime that frees closures has such a window (ctypes frees a closure
  * when its object dies, with no grace at all); LIMBO_NS makes it a thread
- * stalled for a quarter of a second inside a few dozen instructions.
+ * stalled for a quarter of a second inside a short stretch of libffi's
+ * code (its trampoline and argument marshalling) and the handler's entry.
  *
  * Return values.  libffi widens integer returns narrower than ffi_arg to a
  * full ffi_arg, in both directions; the public API passes every value at
