@@ -639,14 +639,33 @@ static int pending_fn(void *arg)
 }
 
 /* F9: a pending call that re-queues itself must not run again inside the
-   checkpoint that ran it. */
+   checkpoint that ran it.  Each chain of re-queues has a record of its
+   own: two chains sharing one would each see the other's mark and blame
+   the library (a false F9 that libFuzzer found once it ran again).  A
+   record is claimed while its chain runs (left > 0); a chain whose call
+   was dropped (finalize) keeps its record, and when none is free no
+   chain starts. */
+#define NREQUEUE 64
 static atomic_ullong g_cp_serial;
 static __thread uint64_t tl_cp; /* the harness checkpoint running, or 0 */
 static struct requeue {
     _Atomic uint64_t interp;
     atomic_int left;
     _Atomic uint64_t queued_in; /* the checkpoint that queued it, or 0 */
-} g_requeue[NSLOT];
+} g_requeue[NREQUEUE];
+
+/* Claims a free record for a new chain of 50 re-queues, or NULL. */
+static struct requeue *requeue_claim(void)
+{
+    static atomic_uint next;
+    for (unsigned n = 0; n < NREQUEUE; n++) {
+        struct requeue *r = &g_requeue[atomic_fetch_add(&next, 1) % NREQUEUE];
+        int left = atomic_load(&r->left);
+        if (left <= 0 && atomic_compare_exchange_strong(&r->left, &left, 50))
+            return r;
+    }
+    return NULL;
+}
 
 static int requeue_fn(void *arg)
 {
@@ -1674,11 +1693,13 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             CALL(tether_call_soon, i, pending_fn, NULL);
             break;
         case 1: {
-            struct requeue *r = &g_requeue[a % NSLOT];
+            struct requeue *r = requeue_claim();
+            if (!r)
+                break;
             atomic_store(&r->interp, i);
-            atomic_store(&r->left, 50);
             atomic_store(&r->queued_in, 0);
-            CALL(tether_call_soon, i, requeue_fn, r);
+            if (CALL(tether_call_soon, i, requeue_fn, r) != TETHER_OK)
+                atomic_store(&r->left, 0); /* never queued: free again */
             break;
         }
         default: {

@@ -223,6 +223,15 @@ SEEDS = {
         op("PLUGIN_LOAD", 1, 1, 0, 0, flags=SYNC),
         op("PLUGIN_UNLOAD", 1, 1, 0, flags=SYNC)),
 
+    # Two chains of re-queued pending calls run by one checkpoint: the
+    # harness once kept one F9 record per interpreter slot, so the second
+    # chain saw the first one's mark and reported a false F9 (libFuzzer
+    # found it once api_fuzz ran again).
+    "use-two-requeue-chains": prog(
+        op("RT_CREATE", 0, 0), op("CALL_SOON", 0, 0, 1),
+        op("CALL_SOON", 0, 0, 1), op("CHECKPOINT", 0),
+        op("RT_FINALIZE", 0, 0, 3, flags=SYNC)),
+
     # Found by the fuzzer, beyond the rows.
     # x01: tether_interp_destroy from a thread attached to another
     # interpreter of a runtime that another thread finalizes meanwhile
