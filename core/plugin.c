@@ -501,11 +501,14 @@ int plugin_load(tether_runtime rt, const char *path, const tether_host_api *api,
     if (rc != TETHER_OK || !l.fresh)
         return rc;
     struct plugin *p = l.fresh;
+    /* Read before the record is published: from then on a finalize of the
+       runtime may unload and free it before this thread runs on. */
+    uint64_t handle = p->handle;
     rc = run_init(p, api);
     TETHER_DELAY_POINT("load.init.done"); /* GIL released, not published */
     rc = load_finish(&l, rc);
     if (rc == TETHER_OK)
-        *out = p->handle;
+        *out = handle;
     return rc;
 }
 
