@@ -612,9 +612,8 @@ int tether_callback_new(tether_interp interp, const char *signature,
         return err_misuse(TETHER_EINVAL, NEW,
                           "signature, fn and out must not be NULL");
     pthread_once(&g_entry_once, entry_init); /* before any code exists */
-    if (!handle_get(interp, HT_INTERP))
-        return err_misuse(TETHER_EBADHANDLE, NEW, "%#llx is not an interpreter handle",
-                          (unsigned long long)interp);
+    if (!handle_get_or_misuse(interp, HT_INTERP, NEW))
+        return TETHER_EBADHANDLE;
     handle_put(interp);
     limbo_sweep(now_ns(), false); /* room for this one */
     struct callback *cb = t_calloc(1, sizeof *cb);
@@ -648,12 +647,10 @@ int tether_callback_new(tether_interp interp, const char *signature,
 
 void *tether_callback_code(tether_callback h)
 {
-    struct callback *cb = handle_get(h, HT_CALLBACK);
-    if (!cb) {
-        err_misuse(TETHER_EBADHANDLE, "tether_callback_code",
-                   "%#llx is not a callback handle", (unsigned long long)h);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK,
+                                               "tether_callback_code");
+    if (!cb)
         return NULL;
-    }
     void *code = cb->blk->code;
     handle_put(h);
     return code;
@@ -686,10 +683,9 @@ static int wait_idle(struct callback *cb)
 int tether_callback_retain(tether_callback h)
 {
     static const char fn[] = "tether_callback_retain";
-    struct callback *cb = handle_get(h, HT_CALLBACK);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK, fn);
     if (!cb)
-        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a callback handle",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
     if (alive)
@@ -697,8 +693,8 @@ int tether_callback_retain(tether_callback h)
     pthread_mutex_unlock(&cb->mu);
     handle_put(h);
     if (!alive)
-        return err_misuse(TETHER_EBADHANDLE, fn, "callback %#llx is being freed",
-                          (unsigned long long)h);
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a callback handle "
+                          "(0x%llx): it is being freed", (unsigned long long)h);
     return TETHER_OK;
 }
 
@@ -707,10 +703,9 @@ int tether_callback_on_free(tether_callback h, void (*fn)(void *ud), void *ud)
     static const char fn_name[] = "tether_callback_on_free";
     if (!fn)
         return err_misuse(TETHER_EINVAL, fn_name, "fn must not be NULL");
-    struct callback *cb = handle_get(h, HT_CALLBACK);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK, fn_name);
     if (!cb)
-        return err_misuse(TETHER_EBADHANDLE, fn_name,
-                          "%#llx is not a callback handle", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
     if (alive) {
@@ -720,8 +715,8 @@ int tether_callback_on_free(tether_callback h, void (*fn)(void *ud), void *ud)
     pthread_mutex_unlock(&cb->mu);
     handle_put(h);
     if (!alive)
-        return err_misuse(TETHER_EBADHANDLE, fn_name,
-                          "callback %#llx is being freed", (unsigned long long)h);
+        return err_misuse(TETHER_EBADHANDLE, fn_name, "not a callback handle "
+                          "(0x%llx): it is being freed", (unsigned long long)h);
     return TETHER_OK;
 }
 
@@ -731,10 +726,9 @@ static int drop_owner(tether_callback h, const char *fn)
 {
     if (h == 0)
         return TETHER_OK;
-    struct callback *cb = handle_get(h, HT_CALLBACK);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK, fn);
     if (!cb)
-        return err_misuse(TETHER_EBADHANDLE, fn,
-                          "%#llx is not a callback handle", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
     bool last = alive && --cb->owners == 0;
@@ -745,8 +739,8 @@ static int drop_owner(tether_callback h, const char *fn)
         handle_put(h);
         if (!alive) /* another thread dropped the last owner first */
             return err_misuse(TETHER_EBADHANDLE, fn,
-                              "%#llx is not a callback handle",
-                              (unsigned long long)h);
+                              "not a callback handle (0x%llx): it is being "
+                              "freed", (unsigned long long)h);
         return TETHER_OK; /* other owners keep it */
     }
     /* The last owner: close the handle; from here our reference from
