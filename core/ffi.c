@@ -49,6 +49,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -326,6 +327,10 @@ static void limbo_sweep(int64_t now, bool all)
     while (expired) {
         struct cblock *b = expired;
         expired = b->next;
+#ifdef TETHER_TEST_HOOKS
+        memset((char *)b + offsetof(struct cblock, ci), 0,
+               sizeof *b - offsetof(struct cblock, ci));
+#endif
         ffi_closure_free(b);
     }
 }
@@ -359,10 +364,15 @@ __attribute__((destructor)) static void limbo_drain(void)
    ffi_test_trampoline_hook runs at the handler's first instruction, before
    it takes g_entry: the end of the trampoline window.
    ffi_test_entry_hook runs in a call's entry window, holding g_entry,
-   before the call looks its callback up.  ffi_test_limbo_count says how
-   many blocks are in limbo. */
+   before the call looks its callback up.  ffi_test_after_entry_hook runs
+   in every call just after it has let g_entry go: from there on the call
+   must not read its block.  ffi_test_limbo_count says how many blocks are
+   in limbo.  In these builds the sweep also overwrites a block's own part
+   (after the ffi_closure) with zeros before it frees it, so that a read
+   of a freed block shows (libffi's memory is invisible to ASan). */
 void (*ffi_test_trampoline_hook)(void);
 void (*ffi_test_entry_hook)(void);
+void (*ffi_test_after_entry_hook)(void);
 size_t ffi_test_limbo_count(void);
 size_t ffi_test_limbo_count(void)
 {
@@ -405,15 +415,16 @@ static void callback_destroy(void *obj)
 
 /* A call that reached a destroyed callback (a caller that went on calling
    its code after the free, or one that stalled in the trampoline while the
-   free ran): says so once per callback. */
-static void report_freed(struct cblock *blk)
+   free ran): says so once per callback.  Called holding g_entry for
+   reading, since a sweep may free the block as soon as the call lets go
+   of it: it only claims the report and formats the signature into `text`
+   (printed after the unlock).  Returns whether there is a line to print. */
+static bool claim_freed_report(struct cblock *blk, char *text, size_t size)
 {
     if (atomic_flag_test_and_set(&blk->reported))
-        return;
-    char text[96];
-    ffisig_format(&blk->ci.sig, text, sizeof text);
-    fprintf(stderr, "tether: callback %s was called after it was freed; it "
-            "returns zero\n", text);
+        return false;
+    ffisig_format(&blk->ci.sig, text, size);
+    return true;
 }
 
 /* Looks the block's callback up and counts a call in, unless it was freed;
@@ -443,10 +454,18 @@ static struct callback *enter(struct cblock *blk, struct cb_frame *fr,
            to end, and the free holds its own reference until then. */
         handle_put(h);
     }
-    bool dead = !cb && atomic_load(&blk->dead);
+    /* The block is not read after the unlock (a sweep may free it). */
+    char text[96];
+    bool report = !cb && atomic_load(&blk->dead) &&
+                  claim_freed_report(blk, text, sizeof text);
     pthread_rwlock_unlock(&g_entry);
-    if (dead)
-        report_freed(blk);
+#ifdef TETHER_TEST_HOOKS
+    if (ffi_test_after_entry_hook)
+        ffi_test_after_entry_hook();
+#endif
+    if (report)
+        fprintf(stderr, "tether: callback %s was called after it was freed; "
+                "it returns zero\n", text);
     if (!open)
         return NULL;
     fr->cb = cb;

@@ -17,7 +17,9 @@
  * without running the guest.  Before the closure block existed, the call
  * read the freed callback record (ASan: heap-use-after-free in enter).
  */
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -30,6 +32,7 @@
 
 extern void (*ffi_test_entry_hook)(void);
 extern void (*ffi_test_trampoline_hook)(void);
+extern void (*ffi_test_after_entry_hook)(void);
 extern size_t ffi_test_limbo_count(void);
 
 static atomic_int g_armed, g_entered, g_go, g_freed, g_freed_in_window;
@@ -241,7 +244,80 @@ TEST(callbacks_work_in_a_fork_child)
     ASSERT_OK(tether_runtime_finalize(rt, -1));
 }
 
+
+/* A late call (the code called after its callback was destroyed, while the
+   block is in limbo) lets go of the entry lock and then says so on stderr.
+   It must not read its block after letting go: from that moment a sweep
+   may free it.  The hook, right after the call lets go, waits until the
+   block is old enough and makes a new callback of another signature, whose
+   sweep frees the block (the test build zeroes a block's own part first;
+   the new callback may reuse the memory as well).  Before the fix the
+   report read the freed block: it printed the wrong signature (or none)
+   and set the flag of whichever callback then owned the memory. */
+static tether_interp g_late_interp;
+static tether_callback g_late_new;
+static atomic_int g_late_armed;
+static int g_late_new_rc = -99;
+
+static int twice(void **args, void *ret, void *userdata)
+{
+    (void)userdata;
+    *(double *)ret = *(double *)args[0] * 2;
+    return TETHER_OK;
+}
+
+static void sweep_after_entry(void)
+{
+    if (!atomic_exchange(&g_late_armed, 0))
+        return;
+    sleep_ms(300); /* older than the limbo, whatever the load */
+    g_late_new_rc = tether_callback_new(g_late_interp, "f64(f64)", twice, NULL,
+                                        &g_late_new);
+}
+
+TEST(a_late_call_reports_without_reading_a_freed_block)
+{
+    tether_runtime rt;
+    ASSERT_OK(tether_runtime_create(NULL, &rt));
+    ASSERT_OK(tether_runtime_main_interp(rt, &g_late_interp));
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(g_late_interp, "i32(i32)", plus_one, NULL, &cb));
+    int32_t (*f)(int32_t);
+    void *code = tether_callback_code(cb);
+    memcpy(&f, &code, sizeof f);
+    ASSERT_OK(tether_callback_free(cb));
+
+    char path[] = "/tmp/tether_late_call_XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_NE(fd, -1);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    ASSERT_NE(saved, -1);
+    ASSERT_NE(dup2(fd, 2), -1);
+    ffi_test_after_entry_hook = sweep_after_entry;
+    atomic_store(&g_late_armed, 1);
+    int32_t r = f(5); /* the late call */
+    ffi_test_after_entry_hook = NULL;
+    fflush(stderr);
+    ASSERT_NE(dup2(saved, 2), -1);
+    close(saved);
+
+    char out[1024] = {0};
+    ASSERT_NE(lseek(fd, 0, SEEK_SET), (off_t)-1);
+    ssize_t n = read(fd, out, sizeof out - 1);
+    close(fd);
+    ASSERT(n > 0);
+    fprintf(stderr, "late call printed: %s", out);
+    ASSERT_EQ(r, 0);
+    ASSERT_OK(g_late_new_rc);
+    ASSERT_CONTAINS(out, "callback i32(i32) was called after it was freed");
+    ASSERT_OK(tether_callback_free(g_late_new));
+    ASSERT_OK(tether_runtime_finalize(rt, -1));
+}
+
 RUNNER_MAIN(TEST_ENTRY(free_waits_for_a_call_in_the_closure_not_yet_counted),
             TEST_ENTRY_T(callbacks_work_in_a_fork_child, 30),
             TEST_ENTRY(a_call_still_in_the_trampoline_outlives_the_free),
-            TEST_ENTRY(closure_blocks_wait_in_limbo_then_are_freed))
+            TEST_ENTRY(closure_blocks_wait_in_limbo_then_are_freed),
+            TEST_ENTRY(a_late_call_reports_without_reading_a_freed_block))
