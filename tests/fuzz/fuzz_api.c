@@ -56,7 +56,8 @@
  * Handles live in slots: 2 runtimes, 4 interpreters (0 and 1 are the main
  * interpreters of runtimes 0 and 1), 4 each of threads, locks, events,
  * channels, callbacks and plugins.  A freed handle stays in its slot, so
- * later operations use stale handles too.
+ * later operations use stale handles too.  Plugin references are counted
+ * per handle, as tether counts them (g_pref), not per slot.
  *
  * Switches (environment):
  *   FUZZ_API_MASK=<hex>          operations to skip: bit n skips op n
@@ -420,15 +421,128 @@ static int finalize_began_locked(uint64_t rt)
     return g_nfinalized == MAX_FINALIZED; /* lost count: assume it */
 }
 
-/* The runtime of plugin slot i, if the slot still holds handle h and a
-   finalize began on that runtime. */
-static int plugin_finalized(unsigned i, uint64_t h)
+/* Plugin references, counted per HANDLE as the library counts them: every
+   load of one library into one runtime returns the same handle and adds a
+   reference, and any unload of that handle (whichever slot names it)
+   drops one; the last one unloads it and the handle goes stale.  A plugin
+   slot only names a handle (`live`: the handle may still be held); the
+   references are here.  Protected by g.mu.
+   - refs: references the program holds (loads that succeeded minus
+     unloads that succeeded, as the model has recorded them).  It may go
+     below 0 for a while: a load that succeeded in the library but is not
+     recorded yet, and two unloads that then both succeed.
+   - unloading: unloads of this handle in progress (they may take
+     references first).
+   - unsure: an unload answered EASYNC or EFINALIZING, which may or may not
+     have dropped the reference: the count is no longer known. */
+#define MAX_PREF 256
+static void efin(struct ctx *c, int rc);
+static void bury_as(uint64_t h, int kind, int probe_now);
+static struct pref {
+    uint64_t h;
+    uint64_t owner; /* the runtime handle it was loaded into */
+    int refs;
+    int unloading;
+    int unsure;
+} g_pref[MAX_PREF];
+static int g_npref;
+
+/* The entry of plugin handle h, made if `make` (NULL if the table is full:
+   that handle is then not checked).  Called with g.mu held. */
+static struct pref *pref_locked(uint64_t h, uint64_t owner, int make)
+{
+    if (!h)
+        return NULL;
+    for (int i = 0; i < g_npref; i++)
+        if (g_pref[i].h == h)
+            return &g_pref[i];
+    if (!make || g_npref == MAX_PREF)
+        return NULL;
+    struct pref *e = &g_pref[g_npref++];
+    memset(e, 0, sizeof *e);
+    e->h = h;
+    e->owner = owner;
+    return e;
+}
+
+/* The handle's count fell to 0: no slot names a held reference to it any
+   more.  Called with g.mu held. */
+static void plugin_forget_locked(uint64_t h)
+{
+    for (int k = 0; k < NSLOT; k++)
+        if (g.s[K_PLUGIN][k].h == h)
+            g.s[K_PLUGIN][k].live = 0;
+}
+
+/* Drops one reference to plugin h (tether_plugin_unload) and checks the
+   answer against the per-handle count.  An EBADHANDLE is a violation only
+   if the program held a reference that no other unload in progress could
+   take, both before and after the call (the count minus the unloads of h
+   in flight >= 1), and no finalize began on h's runtime (which unloads
+   its plugins whatever the references).  On the last reference the handle
+   is buried, probed at once if no load is in progress (a load may hold a
+   reference the model does not show yet).  Returns the status. */
+static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo, const char *what)
 {
     pthread_mutex_lock(&g.mu);
-    struct slot *s = slot_of(K_PLUGIN, i);
-    int fin = s->h == h && finalize_began_locked(s->owner);
+    struct pref *e = pref_locked(h, 0, 0);
+    int before = e ? e->refs - e->unloading : 0;
+    if (e)
+        e->unloading++;
     pthread_mutex_unlock(&g.mu);
-    return fin;
+
+    int rc = CALL(tether_plugin_unload, h, tmo);
+    if (c)
+        efin(c, rc);
+
+    pthread_mutex_lock(&g.mu);
+    int after = 0, fin = 0, unsure = 0, last = 0;
+    if (e) {
+        e->unloading--;
+        if (rc == TETHER_OK && --e->refs <= 0)
+            last = 1;
+        if (rc == TETHER_EASYNC || rc == TETHER_EFINALIZING)
+            e->unsure = 1;
+        after = e->refs - e->unloading;
+        fin = finalize_began_locked(e->owner);
+        unsure = e->unsure;
+        if (rc == TETHER_EBADHANDLE && fin) {
+            /* The finalize took the references: forgotten, and the
+               handle checked at the end. */
+            e->refs = 0;
+            last = 1;
+        }
+        if (last)
+            plugin_forget_locked(h);
+    }
+    pthread_mutex_unlock(&g.mu);
+
+    if (rc == TETHER_EBADHANDLE && before >= 1 && after >= 1 && !fin && !unsure)
+        fail("tether_plugin_unload: EBADHANDLE for a plugin this program "
+             "holds a reference to (%s; plugin 0x%016llx, %d references "
+             "not being unloaded before the call, %d after)", what,
+             (unsigned long long)h, before, after);
+    if (last)
+        bury_as(h, K_PLUGIN, rc == TETHER_OK && atomic_load(&g_plugin_loads) == 0 && !fin);
+    return rc;
+}
+
+/* A successful load of plugin h into runtime `rt`: one more reference. */
+static void plugin_loaded_locked(uint64_t h, uint64_t rt)
+{
+    struct pref *e = pref_locked(h, rt, 1);
+    if (e)
+        e->refs++;
+}
+
+/* Whether slot i names a plugin handle the program may still hold.
+   Called with g.mu held. */
+static int plugin_slot_held_locked(struct slot *s)
+{
+    if (!s->live)
+        return 0;
+    struct pref *e = pref_locked(s->h, 0, 0);
+    return !e || e->refs > 0 || e->unsure;
 }
 
 /* Records a handle the program freed; checks it now if `probe_now` (and
@@ -1617,7 +1731,8 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         break;
     }
     case OP_PLUGIN_LOAD: {
-        /* Counted while the model lags the library (see OP_PLUGIN_UNLOAD). */
+        /* Counted while the model lags the library (see
+           plugin_unload_model). */
         atomic_fetch_add(&g_plugin_loads, 1);
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", FAPI_PLUGIN_DIR, fixtures[cc % NFIXTURES]);
@@ -1627,57 +1742,40 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         efin(c, rc);
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
+            plugin_loaded_locked(p, rt);
             struct slot *s = slot_of(K_PLUGIN, a);
-            /* A reference that a finalize may have taken is let go of. */
-            uint64_t gone = s->live && s->h != p &&
-                            finalize_began_locked(s->owner) ? s->h : 0;
-            if (gone)
+            /* A slot naming a handle a finalize may have taken is let go
+               of (its references stay counted on that handle). */
+            if (s->live && s->h != p && finalize_began_locked(s->owner))
                 s->live = 0;
-            int keep = !s->live || s->h == p;
-            if (keep && s->live)
-                s->refs++;
-            else if (keep) {
+            /* The slot names p from now on, unless it names another
+               handle the program still holds: the new reference is then
+               unloaded at once (p's count went up by one above; that
+               unload takes it back down, like any other unload of p). */
+            int keep = !plugin_slot_held_locked(s) || s->h == p;
+            if (keep) {
                 s->h = p;
                 s->live = 1;
-                s->refs = 1;
                 s->owner = rt;
             }
-            int fin = finalize_began_locked(rt);
             pthread_mutex_unlock(&g.mu);
-            if (gone)
-                bury_as(gone, K_PLUGIN, 0);
             if (!keep) {
-                rc = CALL(tether_plugin_unload, p, -1);
-                if (rc != TETHER_OK && !(rc == TETHER_EBADHANDLE && fin))
-                    fail("unloading the reference just loaded failed");
+                rc = plugin_unload_model(NULL, p, -1, "the reference just loaded");
+                /* EBADHANDLE is judged by plugin_unload_model (other
+                   unloads of p may have taken the references). */
+                if (rc != TETHER_OK && rc != TETHER_EBADHANDLE)
+                    fail("unloading the reference just loaded failed: %d (%s)",
+                         rc, tether_status_name(rc));
             }
         }
         atomic_fetch_sub(&g_plugin_loads, 1);
         break;
     }
     case OP_PLUGIN_UNLOAD: {
+        /* Whichever slot names it, an unload drops one of the handle's
+           references: the model counts them per handle. */
         uint64_t p = get_h(K_PLUGIN, a);
-        int live = is_live(K_PLUGIN, a, p);
-        rc = CALL(tether_plugin_unload, p, long_tmo(b));
-        efin(c, rc);
-        /* A finalize of the plugin's runtime (e.g. the worker that made it
-           leaving, ctx_cleanup) unloads it and makes the handle stale, so
-           from its start the library's count and the model's differ: the
-           references are forgotten and the handle checked at the end. */
-        int fin = live && plugin_finalized(a, p);
-        if (fin && rc == TETHER_EBADHANDLE) {
-            while (drop_ref(K_PLUGIN, a, p) == 0 && is_live(K_PLUGIN, a, p))
-                ;
-            bury_as(p, K_PLUGIN, 0);
-            break;
-        }
-        if (live && rc == TETHER_EBADHANDLE && is_live(K_PLUGIN, a, p))
-            fail("tether_plugin_unload: EBADHANDLE for a plugin this program "
-                 "holds a reference to");
-        /* With a load in progress the library may hold a reference the
-           model does not show yet: the handle is then checked at the end. */
-        if (rc == TETHER_OK && live && drop_ref(K_PLUGIN, a, p))
-            bury_as(p, K_PLUGIN, atomic_load(&g_plugin_loads) == 0 && !fin);
+        rc = plugin_unload_model(c, p, long_tmo(b), "OP_PLUGIN_UNLOAD");
         break;
     }
     case OP_PLUGIN_SYMBOL: {
@@ -2002,14 +2100,18 @@ static void release_everything(void)
                 CALL(tether_channel_release, h);
             bury(h, K_CHANNEL);
         }
-        /* Slots may share a plugin or thread handle: buried at the end. */
-        if ((h = take_slot(K_PLUGIN, i, &refs))) {
-            while (refs-- > 0)
-                CALL(tether_plugin_unload, h, -1);
-            later[nlater].h = h;
-            later[nlater++].kind = K_PLUGIN;
-        }
+        take_slot(K_PLUGIN, i, &refs);
     }
+    /* Plugin references are counted per handle (g_pref): each handle the
+       program still holds is unloaded that many times and buried. */
+    for (int i = 0; i < g_npref; i++)
+        if (g_pref[i].refs > 0 || g_pref[i].unsure) {
+            h = g_pref[i].h;
+            for (int n = g_pref[i].refs; n > 0; n--)
+                CALL(tether_plugin_unload, h, -1);
+            g_pref[i].refs = 0;
+            bury_as(h, K_PLUGIN, 0);
+        }
     for (int i = 0; i < NSLOT; i++)
         if ((h = take_slot(K_THREAD, i, &refs))) {
             CALL(tether_thread_join, h, 10LL * 1000000000);
@@ -2072,6 +2174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g.s[K_INTERP][i].rt = i < 2 ? i : -1;
     g.ngrave = 0;
     g_nfinalized = 0;
+    g_npref = 0;
     g.per_interp_gil = (data[0] >> 2) & 1;
     g.deadline = now_ns() + g_program_ns;
     g.soft = now_ns() + g_program_ns / 2;
