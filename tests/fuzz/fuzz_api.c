@@ -447,8 +447,9 @@ static struct pref {
 } g_pref[MAX_PREF];
 static int g_npref;
 
-/* The entry of plugin handle h, made if `make` (NULL if the table is full:
-   that handle is then not checked).  Called with g.mu held. */
+/* The entry of plugin handle h, made if `make` (NULL if the table is full
+   of handles still held: that handle is then neither counted nor checked).
+   Called with g.mu held. */
 static struct pref *pref_locked(uint64_t h, uint64_t owner, int make)
 {
     if (!h)
@@ -456,9 +457,18 @@ static struct pref *pref_locked(uint64_t h, uint64_t owner, int make)
     for (int i = 0; i < g_npref; i++)
         if (g_pref[i].h == h)
             return &g_pref[i];
-    if (!make || g_npref == MAX_PREF)
+    if (!make)
         return NULL;
-    struct pref *e = &g_pref[g_npref++];
+    struct pref *e = NULL;
+    if (g_npref < MAX_PREF)
+        e = &g_pref[g_npref++];
+    else /* reuse the entry of a handle no longer held (not one below 0:
+            a load recorded late must find it) */
+        for (int i = 0; i < g_npref && !e; i++)
+            if (g_pref[i].refs == 0 && g_pref[i].unloading == 0 && !g_pref[i].unsure)
+                e = &g_pref[i];
+    if (!e)
+        return NULL;
     memset(e, 0, sizeof *e);
     e->h = h;
     e->owner = owner;
