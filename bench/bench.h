@@ -87,6 +87,9 @@ typedef struct bench_ctx {
     int smoke;              /* tiny counts; times mean nothing */
     int reps;               /* repetitions of every side */
     int python;             /* the CPython baselines are available */
+    void (*python_init)(void); /* starts CPython in a group's child (main.c
+                                  hands the driver py_init: the driver sits
+                                  below the sides it runs) */
     bench_results *res;     /* where rows go */
     tether_runtime rt;      /* created for the group; the main thread */
     tether_interp interp;   /* holds this interp's GIL between sides */

@@ -135,10 +135,8 @@ static _Noreturn void group_child(const bench_group *g, bench_ctx ctx)
 {
     ctx.group = g->id;
     ctx.python = ctx.python && g->python;
-#if TETHER_BENCH_HAVE_PYTHON
-    if (ctx.python)
-        py_init();
-#endif
+    if (ctx.python && ctx.python_init)
+        ctx.python_init();
     bench_ok(tether_runtime_create(NULL, &ctx.rt), "tether_runtime_create");
     bench_ok(tether_runtime_main_interp(ctx.rt, &ctx.interp),
              "tether_runtime_main_interp");

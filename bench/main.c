@@ -90,6 +90,9 @@ static void run_groups(const options *o, bench_results *res, run_info *info)
     proto.smoke = o->smoke;
     proto.reps = o->reps;
     proto.python = o->python;
+#if TETHER_BENCH_HAVE_PYTHON
+    proto.python_init = py_init;
+#endif
     proto.res = res;
     for (size_t i = 0; i < NGROUPS; i++) {
         if (!selected(o->only, groups[i]->id))

@@ -4,6 +4,9 @@
  * Every allocation in core/ goes through t_malloc/t_calloc/t_free so that
  * tether_set_allocator can replace them and tether_fault_inject can make any
  * one of them fail (the OOM sweep, tests/reliability/test_oom_sweep.c).
+ * The one exception is the handle table's chunks (handle.c): they live as
+ * long as the process, so they come from the system allocator, and only
+ * tether_fault_inject's switch is asked.
  */
 #ifndef TETHER_ALLOC_H
 #define TETHER_ALLOC_H

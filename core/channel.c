@@ -17,7 +17,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 struct msg {
     struct msg *next;

@@ -61,12 +61,30 @@ int tether_set_error(int code, const char *message)
     return code;
 }
 
+/* Cuts a sentence that filled the buffer at its last whole UTF-8
+   character: a quoted argument (a path, a plugin's own sentence) may have
+   been cut in the middle of one. */
+static void cut_whole(size_t len)
+{
+    size_t n = len;
+    while (n > 0 && ((unsigned char)t_err[n - 1] & 0xC0) == 0x80)
+        n--; /* continuation bytes */
+    if (n == 0)
+        return;
+    unsigned char lead = (unsigned char)t_err[n - 1];
+    size_t want = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (lead >= 0xC0 && len - (n - 1) < want)
+        t_err[n - 1] = '\0'; /* a lead byte without all its continuation */
+}
+
 static void vset(const char *func, const char *fmt, va_list ap)
 {
     int n = snprintf(t_err, ERR_BUF, "%s: ", func);
     if (n < 0 || n >= ERR_BUF)
         return;
-    vsnprintf(t_err + n, ERR_BUF - (size_t)n, fmt, ap);
+    int m = vsnprintf(t_err + n, ERR_BUF - (size_t)n, fmt, ap);
+    if (m >= 0 && (size_t)n + (size_t)m >= ERR_BUF)
+        cut_whole(ERR_BUF - 1);
 }
 
 int err_set(int code, const char *func, const char *fmt, ...)
@@ -117,24 +135,3 @@ int misuse_aborts(void)
             return 1;
     return 0;
 }
-
-#ifndef NDEBUG
-#include "lockrank.h"
-
-/* Synchronization: thread-local.  Locks of each rank the thread holds. */
-static _Thread_local unsigned char t_ranks[RANK__COUNT];
-
-void rank_check_take(enum lock_rank r)
-{
-    for (int q = (int)r; q < RANK__COUNT; q++) {
-        if (t_ranks[q]) {
-            fprintf(stderr, "tether: lock order violated: taking a rank-%d lock "
-                    "while holding a rank-%d lock (core/lockrank.h)\n", (int)r, q);
-            abort();
-        }
-    }
-    t_ranks[r]++;
-}
-
-void rank_note_give(enum lock_rank r) { t_ranks[r]--; }
-#endif

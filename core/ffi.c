@@ -60,7 +60,7 @@
 #include "ffisig.h"
 #include "handle.h"
 #include "hooks.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 static ffi_type *const g_ffi_types[FT__COUNT] = {
     [FT_VOID] = &ffi_type_void,  [FT_I8] = &ffi_type_sint8,
@@ -211,7 +211,7 @@ struct callback {
     uint64_t handle;
     char text[96];      /* the canonical signature, for messages */
 
-    /* `mu` protects the six fields after it.  Lock order: a leaf among
+    /* `mu` protects the seven fields after it.  Lock order: a leaf among
        the object mutexes; nothing is taken while holding it. */
     pthread_mutex_t mu;
     pthread_cond_t idle; /* active reached 0 while closing */
@@ -221,6 +221,7 @@ struct callback {
     bool deferred;       /* freed from inside a call: the last call destroys */
     void (*on_free)(void *ud); /* tether_callback_on_free's, or NULL */
     void *on_free_ud;
+    struct plugin *on_free_pin; /* a hold on the plugin holding on_free */
 
     /* Synchronization: atomic. */
     atomic_flag reported; /* the after-finalize line was printed */
@@ -390,6 +391,7 @@ static void callback_destroy(void *obj)
     pthread_mutex_lock(&cb->mu); /* (nobody else reaches cb now) */
     void (*on_free)(void *) = cb->on_free;
     void *on_free_ud = cb->on_free_ud;
+    struct plugin *on_free_pin = cb->on_free_pin;
     pthread_mutex_unlock(&cb->mu);
     limbo_put(cb->blk);
     plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
@@ -398,6 +400,7 @@ static void callback_destroy(void *obj)
     t_free(cb);
     if (on_free)
         on_free(on_free_ud);
+    plugin_unpin(on_free_pin, PLUGIN_PIN_HOLD); /* on_free has returned */
 }
 
 /* A call that reached a destroyed callback (a caller that went on calling
@@ -613,9 +616,8 @@ int tether_callback_new(tether_interp interp, const char *signature,
         return err_misuse(TETHER_EINVAL, NEW,
                           "signature, fn and out must not be NULL");
     pthread_once(&g_entry_once, entry_init); /* before any code exists */
-    if (!handle_get(interp, HT_INTERP))
-        return err_misuse(TETHER_EBADHANDLE, NEW, "%#llx is not an interpreter handle",
-                          (unsigned long long)interp);
+    if (!handle_get_or_misuse(interp, HT_INTERP, NEW))
+        return TETHER_EBADHANDLE;
     handle_put(interp);
     limbo_sweep(now_ns(), false); /* room for this one */
     struct callback *cb = t_calloc(1, sizeof *cb);
@@ -649,12 +651,10 @@ int tether_callback_new(tether_interp interp, const char *signature,
 
 void *tether_callback_code(tether_callback h)
 {
-    struct callback *cb = handle_get(h, HT_CALLBACK);
-    if (!cb) {
-        err_misuse(TETHER_EBADHANDLE, "tether_callback_code",
-                   "%#llx is not a callback handle", (unsigned long long)h);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK,
+                                               "tether_callback_code");
+    if (!cb)
         return NULL;
-    }
     void *code = cb->blk->code;
     handle_put(h);
     return code;
@@ -687,10 +687,9 @@ static int wait_idle(struct callback *cb)
 int tether_callback_retain(tether_callback h)
 {
     static const char fn[] = "tether_callback_retain";
-    struct callback *cb = handle_get(h, HT_CALLBACK);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK, fn);
     if (!cb)
-        return err_misuse(TETHER_EBADHANDLE, fn, "%#llx is not a callback handle",
-                          (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
     if (alive)
@@ -698,8 +697,8 @@ int tether_callback_retain(tether_callback h)
     pthread_mutex_unlock(&cb->mu);
     handle_put(h);
     if (!alive)
-        return err_misuse(TETHER_EBADHANDLE, fn, "callback %#llx is being freed",
-                          (unsigned long long)h);
+        return err_misuse(TETHER_EBADHANDLE, fn, "not a callback handle "
+                          "(0x%llx): it is being freed", (unsigned long long)h);
     return TETHER_OK;
 }
 
@@ -708,21 +707,31 @@ int tether_callback_on_free(tether_callback h, void (*fn)(void *ud), void *ud)
     static const char fn_name[] = "tether_callback_on_free";
     if (!fn)
         return err_misuse(TETHER_EINVAL, fn_name, "fn must not be NULL");
-    struct callback *cb = handle_get(h, HT_CALLBACK);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK, fn_name);
     if (!cb)
-        return err_misuse(TETHER_EBADHANDLE, fn_name,
-                          "%#llx is not a callback handle", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
+    /* fn in an unloadable plugin keeps it mapped until fn has run. */
+    struct plugin *pin;
+    if (plugin_pin_code((uintptr_t)fn, PLUGIN_PIN_HOLD, &pin) != TETHER_OK) {
+        handle_put(h);
+        return err_set(TETHER_ESTATE, fn_name,
+                       "fn is in a plugin that is being unloaded");
+    }
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
+    struct plugin *old = pin;
     if (alive) {
         cb->on_free = fn;
         cb->on_free_ud = ud;
+        old = cb->on_free_pin;
+        cb->on_free_pin = pin;
     }
     pthread_mutex_unlock(&cb->mu);
+    plugin_unpin(old, PLUGIN_PIN_HOLD); /* the replaced one's, or ours */
     handle_put(h);
     if (!alive)
-        return err_misuse(TETHER_EBADHANDLE, fn_name,
-                          "callback %#llx is being freed", (unsigned long long)h);
+        return err_misuse(TETHER_EBADHANDLE, fn_name, "not a callback handle "
+                          "(0x%llx): it is being freed", (unsigned long long)h);
     return TETHER_OK;
 }
 
@@ -732,10 +741,9 @@ static int drop_owner(tether_callback h, const char *fn)
 {
     if (h == 0)
         return TETHER_OK;
-    struct callback *cb = handle_get(h, HT_CALLBACK);
+    struct callback *cb = handle_get_or_misuse(h, HT_CALLBACK, fn);
     if (!cb)
-        return err_misuse(TETHER_EBADHANDLE, fn,
-                          "%#llx is not a callback handle", (unsigned long long)h);
+        return TETHER_EBADHANDLE;
     pthread_mutex_lock(&cb->mu);
     bool alive = cb->owners > 0;
     bool last = alive && --cb->owners == 0;
@@ -746,8 +754,8 @@ static int drop_owner(tether_callback h, const char *fn)
         handle_put(h);
         if (!alive) /* another thread dropped the last owner first */
             return err_misuse(TETHER_EBADHANDLE, fn,
-                              "%#llx is not a callback handle",
-                              (unsigned long long)h);
+                              "not a callback handle (0x%llx): it is being "
+                              "freed", (unsigned long long)h);
         return TETHER_OK; /* other owners keep it */
     }
     /* The last owner: close the handle; from here our reference from

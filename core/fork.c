@@ -14,7 +14,7 @@
 #include "alloc.h"
 #include "handle.h"
 #include "internal.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 struct fork_step {
     const char *what;

@@ -1,5 +1,6 @@
 /*
- * hooks.h - what the plugin loader and the FFI need from the runtime.
+ * hooks.h - what the plugin loader and the FFI need from the floors below
+ * them (threadobj.c, ensure.c).
  */
 #ifndef TETHER_HOOKS_H
 #define TETHER_HOOKS_H

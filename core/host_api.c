@@ -1,5 +1,6 @@
 /*
- * host_api.c - the host API table handed to plugins (tether_plugin.h).
+ * host_api.c - the host API table handed to plugins (tether_plugin.h), and
+ * tether_plugin_load, which hands it to the loader (plugin.c).
  *
  * One static instance, filled with designated initializers: a member of the
  * wrong type does not compile, and a member added to the struct but
@@ -140,4 +141,9 @@ static const struct {
     },
 };
 
-const tether_host_api *host_api(void) { return &g_host.api; }
+/* Here rather than in the loader, which is handed the table: the table
+   names every public function, tether_plugin_load too. */
+int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
+{
+    return plugin_load(rt, path, &g_host.api, out);
+}

@@ -142,9 +142,12 @@ struct tstate {
     int saved;              /* detached by tether_save_thread.  Synchronization: owner */
     int blocking;           /* detached by tether_call_blocking while fn runs
                                (nested calls count).  Synchronization: owner */
-    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.  owner */
-    _Atomic(void *) userdata; /* read by requesting threads.  atomic */
-    _Atomic uint32_t ensures; /* outstanding ensure frames.  atomic (debug report) */
+    uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.
+                               Synchronization: owner */
+    _Atomic(void *) userdata; /* read by requesting threads.
+                                 Synchronization: atomic */
+    _Atomic uint32_t ensures; /* outstanding ensure frames (debug report).
+                                 Synchronization: atomic */
     struct tstate *os_next; /* Synchronization: owner */
     struct tstate *prev, *next; /* interp list.  Synchronization: interp->mutex */
     struct thread *thread;  /* Synchronization: interp->mutex */
@@ -172,6 +175,8 @@ struct tstate {
 
 struct plugin;
 
+/* A call queued by tether_call_soon.  Synchronization: interp->mutex while
+   queued; its taker's alone once unlinked. */
 struct pending_call {
     int (*fn)(void *);
     void *arg;
@@ -191,7 +196,7 @@ struct interp {
     struct tstate *tstates; /* Synchronization: mutex */
     struct tstate *main_ts; /* runs pending calls.  Synchronization: mutex */
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
-    struct pending_call *pending_head, *pending_tail; /* mutex */
+    struct pending_call *pending_head, *pending_tail; /* Synchronization: mutex */
     _Atomic int finalizing; /* set once, never cleared.  Synchronization: atomic */
     _Atomic int destroying; /* a tether_interp_destroy runs.  Synchronization: atomic */
     /* The binding's breaker hook and its argument.  Synchronization:
@@ -216,7 +221,8 @@ struct runtime {
        if it failed before changing anything).  Synchronization: atomic. */
     _Atomic int finalizing;
     _Atomic uint64_t thread_names; /* for "Thread-N".  Synchronization: atomic */
-    uint64_t creator_serial;  /* the creating OS thread.  immutable */
+    uint64_t creator_serial;  /* the creating OS thread.  Synchronization:
+                                 immutable */
     struct runtime *next;     /* Synchronization: g_rt_lock */
 };
 
@@ -265,6 +271,38 @@ struct osthread *osthread_peek(void);
 /* The attached thread state of the calling thread, or NULL. */
 struct tstate *ts_current(void);
 
+/* ---- gil.c ----------------------------------------------------------- */
+
+void gil_init(struct gil *g, uint32_t interval_us);
+void gil_destroy(struct gil *g);
+/* Takes the GIL for `ts`.  `urgent`: the caller is coming back from a
+   blocking call (the convoy rule).  Returns TETHER_OK or TETHER_EFINALIZING
+   (its interpreter is finalizing; the GIL was not taken). */
+int gil_take(struct gil *g, struct tstate *ts, int urgent);
+/* Releases the GIL held by `ts`. */
+void gil_drop(struct gil *g, struct tstate *ts);
+/* Drops and, once another thread took it, re-takes the GIL (a forced
+   switch, or tether_sleep(0)).  Same returns as gil_take. */
+int gil_yield(struct gil *g, struct tstate *ts);
+/* 1 if another thread is waiting for the GIL. */
+int gil_contended(struct gil *g);
+/* Calls fn(holder, ud) with the holder pinned (it cannot release), if the
+   GIL is held; fn runs under the gil mutex. */
+void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
+                     void *ud);
+/* Calls the binding's breaker hook of `h`'s interpreter, if one is set,
+   for `h`, a holder pinned by the caller. */
+void gil_call_hook(struct tstate *h);
+/* Wakes every waiter (finalize). */
+void gil_wake_all(struct gil *g);
+/* Takes and at once drops the GIL, ignoring finalize, to be sure every
+   thread that held it before has let go (threads that take it afterwards
+   see the finalizing flag).  Returns 0, or -1 if the deadline passed first. */
+int gil_barrier(struct gil *g, int64_t deadline);
+void gil_atfork_prepare(struct gil *g);
+void gil_atfork_parent(struct gil *g);
+void gil_atfork_child(struct gil *g, struct tstate *survivor);
+
 /* ---- interp.c -------------------------------------------------------- */
 
 void interp_ref(struct interp *interp);
@@ -296,6 +334,51 @@ void registry_atfork_parent(void);
 void registry_atfork_child(void);
 void registry_foreach_interp_locked(void (*fn)(struct interp *, void *),
                                     void *ud);
+
+/* ---- breaker.c ------------------------------------------------------- */
+
+/* Sets breaker bits and wakes what must be woken (a blocked wait, the
+   binding's hook), and marks an unblock function due.  Called with
+   interp->mutex held; the caller then calls breaker_unblock. */
+void breaker_signal(struct tstate *ts, unsigned bits);
+/* Calls the unblock functions of `interp`'s states marked due, with no
+   lock held (they may call tether_call_soon and the like).  Called without
+   interp->mutex, holding a reference on `interp`. */
+void breaker_unblock(struct interp *interp);
+
+/* ---- threadobj.c ----------------------------------------------------- */
+
+/* A thread object with one user reference and one more reference held by
+   the thread itself (dropped when it finishes).  Returns TETHER_OK or
+   TETHER_ENOMEM. */
+int thread_new(struct interp *interp, const char *name, int joinable,
+               struct thread **out);
+/* Adds a user reference; the handle is open (the caller holds a lookup
+   reference or the thread's state). */
+void thread_ref_user(struct thread *t);
+/* Drops a user reference; the handle closes with the last one once the
+   thread is done.  TETHER_EBADHANDLE if none was left. */
+int thread_unref_user(struct thread *t);
+/* Links `t` into, or takes it off (if it is on it), its interpreter's
+   registry of started threads.  Called with interp->mutex held. */
+void thread_register(struct thread *t);
+void thread_unregister(struct thread *t);
+/* Marks the thread finished (releases the sentinel); a joinable one also
+   leaves the registry. */
+void thread_finish(struct thread *t, int result);
+/* The thread object of the calling thread's attached state, created for
+   threads tether did not start (a new user reference).  */
+int thread_for_state(struct tstate *ts, uint64_t *out);
+/* The one report of an error that no caller can receive: to the
+   excepthook of `rt` with the thread handle `t` (0 for none), or else to
+   stderr as "tether: WHERE: STATUS_NAME (meaning): MESSAGE". */
+void thread_excepthook(const struct runtime *rt, tether_thread t, int code,
+                       const char *message, const char *where);
+/* Reports the failure of a thread tether started to the runtime's
+   excepthook, with the calling thread's last error (GIL held). */
+void thread_report(struct interp *interp, struct thread *t, int code);
+/* Fork child: a thread of the parent that vanished. */
+void thread_atfork_vanished(struct thread *t);
 
 /* ---- tstate.c ------------------------------------------------------- */
 
@@ -344,48 +427,6 @@ struct tstate *ts_cached(struct osthread *os, tether_interp h);
    one interp when `only` is set). */
 void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp *only);
 
-/* ---- gil.c ----------------------------------------------------------- */
-
-void gil_init(struct gil *g, uint32_t interval_us);
-void gil_destroy(struct gil *g);
-/* Takes the GIL for `ts`.  `urgent`: the caller is coming back from a
-   blocking call (the convoy rule).  Returns TETHER_OK or TETHER_EFINALIZING
-   (its interpreter is finalizing; the GIL was not taken). */
-int gil_take(struct gil *g, struct tstate *ts, int urgent);
-/* Releases the GIL held by `ts`. */
-void gil_drop(struct gil *g, struct tstate *ts);
-/* Drops and, once another thread took it, re-takes the GIL (a forced
-   switch, or tether_sleep(0)).  Same returns as gil_take. */
-int gil_yield(struct gil *g, struct tstate *ts);
-/* 1 if another thread is waiting for the GIL. */
-int gil_contended(struct gil *g);
-/* Calls fn(holder, ud) with the holder pinned (it cannot release), if the
-   GIL is held; fn runs under the gil mutex. */
-void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
-                     void *ud);
-/* Calls the binding's breaker hook of `h`'s interpreter, if one is set,
-   for `h`, a holder pinned by the caller. */
-void gil_call_hook(struct tstate *h);
-/* Wakes every waiter (finalize). */
-void gil_wake_all(struct gil *g);
-/* Takes and at once drops the GIL, ignoring finalize, to be sure every
-   thread that held it before has let go (threads that take it afterwards
-   see the finalizing flag).  Returns 0, or -1 if the deadline passed first. */
-int gil_barrier(struct gil *g, int64_t deadline);
-void gil_atfork_prepare(struct gil *g);
-void gil_atfork_parent(struct gil *g);
-void gil_atfork_child(struct gil *g, struct tstate *survivor);
-
-/* ---- breaker.c ------------------------------------------------------- */
-
-/* Sets breaker bits and wakes what must be woken (a blocked wait, the
-   binding's hook), and marks an unblock function due.  Called with
-   interp->mutex held; the caller then calls breaker_unblock. */
-void breaker_signal(struct tstate *ts, unsigned bits);
-/* Calls the unblock functions of `interp`'s states marked due, with no
-   lock held (they may call tether_call_soon and the like).  Called without
-   interp->mutex, holding a reference on `interp`. */
-void breaker_unblock(struct interp *interp);
 /* ---- async.c --------------------------------------------------------- */
 
 /* Moves the pending asynchronous exception to the delivered slot and
@@ -430,48 +471,14 @@ void wait_atfork_child_object(int type, void *obj);
 /* Fork child: the same for a channel. */
 void channel_atfork_child_object(int type, void *obj);
 
-/* ---- threadobj.c ----------------------------------------------------- */
+/* ---- thread.c -------------------------------------------------------- */
 
-/* A thread object with one user reference and one more reference held by
-   the thread itself (dropped when it finishes).  Returns TETHER_OK or
-   TETHER_ENOMEM. */
-int thread_new(struct interp *interp, const char *name, int joinable,
-               struct thread **out);
-/* Adds a user reference; the handle is open (the caller holds a lookup
-   reference or the thread's state). */
-void thread_ref_user(struct thread *t);
-/* Drops a user reference; the handle closes with the last one once the
-   thread is done.  TETHER_EBADHANDLE if none was left. */
-int thread_unref_user(struct thread *t);
-/* Links `t` into, or takes it off (if it is on it), its interpreter's
-   registry of started threads.  Called with interp->mutex held. */
-void thread_register(struct thread *t);
-void thread_unregister(struct thread *t);
-/* Marks the thread finished (releases the sentinel); a joinable one also
-   leaves the registry. */
-void thread_finish(struct thread *t, int result);
-/* The thread object of the calling thread's attached state, created for
-   threads tether did not start (a new user reference).  */
-int thread_for_state(struct tstate *ts, uint64_t *out);
-/* The one report of an error that no caller can receive: to the
-   excepthook of `rt` with the thread handle `t` (0 for none), or else to
-   stderr as "tether: WHERE: STATUS_NAME (meaning): MESSAGE". */
-void thread_excepthook(const struct runtime *rt, tether_thread t, int code,
-                       const char *message, const char *where);
-/* Reports the failure of a thread tether started to the runtime's
-   excepthook, with the calling thread's last error (GIL held). */
-void thread_report(struct interp *interp, struct thread *t, int code);
-/* Fork child: a thread of the parent that vanished. */
-void thread_atfork_vanished(struct thread *t);
+/* Joins a thread object (wait on the sentinel, then reap). */
+int thread_join_obj(struct thread *t, int64_t timeout_ns);
 
 /* ---- fork.c ---------------------------------------------------------- */
 
 /* Installs the core's pthread_atfork handlers, once. */
 void fork_install(void);
-
-/* ---- thread.c -------------------------------------------------------- */
-
-/* Joins a thread object (wait on the sentinel, then reap). */
-int thread_join_obj(struct thread *t, int64_t timeout_ns);
 
 #endif

@@ -22,7 +22,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "lockrank.h"
-#include "plugin.h"
+#include "pluginreg.h"
 #include "tuning.h"
 
 /* g_rt_lock (rank 0) protects g_runtimes, the runtimes whose memory is

@@ -7,7 +7,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "lockrank.h"
-#include "plugin.h"
+#include "pluginreg.h"
 
 int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
 {

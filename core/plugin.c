@@ -41,14 +41,19 @@
  * until its pins are gone; the last unpin moves it to the zombie list, and
  * the next load, unload or finalize, holding no GIL, dlcloses it
  * (reg_reap).
- * A plugin that is not unloadable is never unmapped at all (pin_mapping).
+ * A plugin that is not unloadable is never unmapped at all, nor is one
+ * finalize abandoned without its fini (reg_pin_mapping).
  * Every pin holds a reference to the record's handle, so an unpin never
  * touches freed memory.
  *
  * Libraries are keyed by their dlopen handle, which is the same for every
  * path that names the same file, and by runtime: a library loaded into two
- * runtimes has two records, each with its own init.
+ * runtimes has two records, each with its own init.  The inits of one
+ * library still never overlap: a load waits while an init or fini of its
+ * library runs in any runtime (reg_busy), since the records share the
+ * library's statics.
  */
+#include "plugin.h"
 #include "pluginreg.h"
 #include "delay.h"
 
@@ -141,6 +146,39 @@ static int image_range(void *dl, uintptr_t *lo, uintptr_t *hi)
     *lo = q.lo;
     *hi = q.hi;
     return 0;
+}
+
+/* Whether the calling thread is running code of the image [lo, hi): a
+   return address in it on the thread's stack (a callback called from one
+   of a plugin's workers, a function of it called directly or through
+   tether_ffi_call, a thread started with a function of it, its init or
+   fini).  Such a thread must not wait for the plugin's init or fini, nor
+   unload it: it would return into the plugin after its fini, or into
+   unmapped code.  Every frame is looked at, however deep the stack (a
+   guest may recurse far below the plugin's frame).  Called holding no lock:
+   the first backtrace loads the unwinder. */
+static bool stack_in(uintptr_t lo, uintptr_t hi)
+{
+    void *small[256];
+    void **frames = small;
+    int cap = 256;
+    int n = backtrace(frames, cap);
+    while (n == cap && cap < (1 << 22)) { /* maybe cut short: look deeper */
+        void **bigger = t_malloc(2 * (size_t)cap * sizeof *bigger);
+        if (!bigger)
+            break; /* judge by the frames we have */
+        if (frames != small)
+            t_free(frames);
+        frames = bigger;
+        cap *= 2;
+        n = backtrace(frames, cap);
+    }
+    bool in = false;
+    for (int i = 0; i < n && !in; i++)
+        in = (uintptr_t)frames[i] >= lo && (uintptr_t)frames[i] < hi;
+    if (frames != small)
+        t_free(frames);
+    return in;
 }
 
 /* ------------------------------------------------------------------------
@@ -241,19 +279,45 @@ static void discard(struct load *l)
     }
 }
 
-/* Waits, without any GIL, while a record of this library is LOADING.
+/* Waits, without any GIL, while a record of this library is LOADING or
+   running its fini, in any runtime.  A thread that runs code of the plugin
+   does not wait: the init or fini may be waiting for it (a fini joining
+   the plugin's threads, or the fini itself), so it gets TETHER_EDEADLK.
    Returns TETHER_OK with *found telling whether it is loaded. */
 static int wait_loading(struct load *l, bool *found)
 {
     int rc = TETHER_OK;
+    bool looked = false, in_code = false;
     reg_lock();
     struct plugin *p;
-    while ((p = reg_busy(l->dl, l->rt))) {
-        if (p->st == PS_LOADING && pthread_equal(p->loader, pthread_self())) {
+    while ((p = reg_busy(l->dl))) {
+        bool loading = p->st == PS_LOADING;
+        bool mine = pthread_equal(loading ? p->loader : p->finier,
+                                  pthread_self());
+        if (!mine && !looked) {
+            /* Every record of the library has the same image. */
+            uintptr_t lo = p->lo, hi = p->hi;
+            reg_unlock();
+            in_code = stack_in(lo, hi);
+            looked = true;
+            reg_lock();
+            continue; /* the record may have changed meanwhile */
+        }
+        if (mine && loading) {
             rc = err_set(TETHER_EDEADLK, LOAD,
                          "the init of '%s' loads the plugin itself", l->path);
             break;
         }
+        if (mine || in_code) {
+            rc = err_set(TETHER_EDEADLK, LOAD,
+                         "the %s of '%s' is running, and the calling thread "
+                         "is running code of the plugin (%s, or a thread it "
+                         "may be waiting for); load it from another thread",
+                         loading ? "init" : "fini", p->name,
+                         loading ? "the init" : "the fini");
+            break;
+        }
+        TETHER_DELAY_POINT("load.wait_busy"); /* (the registry lock held) */
         reg_wait(NULL);
     }
     *found = reg_find(l->dl, l->rt) != NULL;
@@ -305,7 +369,7 @@ static int load_open_released(struct load *l)
 static int load_admit(struct load *l, tether_plugin *out)
 {
     reg_lock();
-    if (reg_busy(l->dl, l->rt)) { /* an init or a fini began meanwhile */
+    if (reg_busy(l->dl)) { /* an init or a fini began meanwhile */
         reg_unlock();
         discard(l);
         return RETRY;
@@ -338,8 +402,9 @@ static int load_admit(struct load *l, tether_plugin *out)
     return TETHER_OK;
 }
 
-/* Runs init holding the main interpreter's GIL. */
-static int run_init(struct plugin *p)
+/* Runs init, with the host API `api`, holding the main interpreter's
+   GIL. */
+static int run_init(struct plugin *p, const tether_host_api *api)
 {
     if (!p->desc->init)
         return TETHER_OK;
@@ -349,8 +414,9 @@ static int run_init(struct plugin *p)
         return err_set(rc, LOAD, "cannot attach to run the init of '%s': %s",
                        p->path, tether_strerror(rc));
     tether_set_error(TETHER_OK, ""); /* what init leaves here is its reason */
-    rc = p->desc->init(host_api(), p->interp, &p->state);
-    char why[256];
+    TETHER_DELAY_POINT("load.init");
+    rc = p->desc->init(api, p->interp, &p->state);
+    char why[512]; /* as long as any sentence: err_set cuts it whole */
     snprintf(why, sizeof why, "%s", tether_last_error());
     tether_release(g);
     if (rc != TETHER_OK)
@@ -361,46 +427,55 @@ static int run_init(struct plugin *p)
     return TETHER_OK;
 }
 
-/* Makes a library that is not unloadable (or any, when `always`) stay
-   mapped for ever. */
-static void pin_mapping(struct plugin *p, bool always)
+/* Runs fini of a record whose init succeeded after its runtime's finalize
+   gave up waiting for it (doomed), holding no GIL, then makes it an orphan
+   like any failed load.  Returns the load's status. */
+static int unload_doomed(struct plugin *p)
 {
-    if (p->unloadable && !always)
-        return;
-    /* By the path it was loaded by (no read of the loader's link_map, see
-       image_range), unless that now names another object or none. */
-    void *again = dlopen(p->path, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-    if (again == p->dl) {
-        dlclose(again);
-        return;
-    }
-    if (again)
-        dlclose(again);
-    struct link_map *lm;
-    if (dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
-        return;
-    again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-    if (again)
-        dlclose(again);
+    tether_tstate ts = 0;
+    bool saved = tether_gil_held() && tether_save_thread(&ts) == TETHER_OK;
+    if (p->desc->fini)
+        p->desc->fini(p->state);
+    if (saved)
+        (void)tether_restore_thread(ts); /* (its runtime may be gone) */
+    reg_lock();
+    p->in_fini = false;
+    reg_orphan(p);
+    reg_broadcast();
+    reg_unlock();
+    return err_set(TETHER_EFINALIZING, LOAD, "the runtime was finalized "
+                   "while the init of '%s' ran; its fini ran and the plugin "
+                   "is unloaded again", p->name);
 }
 
 /* Ends a LOADING record: publishes it, or, when init failed, unloads it
    by the rules of an unload without fini: whatever init started may still
    run plugin code, so the library stays mapped while anything pins it (for
-   ever unless it is unloadable).  The record then has no handle. */
+   ever unless it is unloadable).  The record then has no handle.  A record
+   whose runtime was finalized while its init ran is unloaded again, with
+   its fini. */
 static int load_finish(struct load *l, int rc)
 {
     struct plugin *p = l->fresh;
-    pin_mapping(p, false);
+    reg_pin_mapping(p, false);
     reg_lock();
-    if (rc == TETHER_OK)
+    bool doomed = rc == TETHER_OK && p->doomed;
+    if (doomed) {
+        p->st = PS_FINALIZED;
+        p->in_fini = true;
+    p->finier = pthread_self();
+        p->finier = pthread_self();
+    } else if (rc == TETHER_OK) {
         p->st = PS_LOADED;
-    else
+    } else {
         reg_orphan(p);
+    }
     reg_broadcast();
     reg_unlock();
     l->fresh = NULL;
     l->dl = NULL; /* the record's now, or the zombie's */
+    if (doomed)
+        rc = unload_doomed(p);
     if (rc != TETHER_OK) {
         handle_close(p->handle, HT_PLUGIN);
         reg_reap(); /* at once when nothing pins it */
@@ -408,7 +483,8 @@ static int load_finish(struct load *l, int rc)
     return rc;
 }
 
-int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
+int plugin_load(tether_runtime rt, const char *path, const tether_host_api *api,
+                tether_plugin *out)
 {
     if (!path || !out)
         return err_misuse(TETHER_EINVAL, LOAD, "path and out must not be NULL");
@@ -425,9 +501,14 @@ int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
     if (rc != TETHER_OK || !l.fresh)
         return rc;
     struct plugin *p = l.fresh;
-    rc = load_finish(&l, run_init(p));
+    /* Read before the record is published: from then on a finalize of the
+       runtime may unload and free it before this thread runs on. */
+    uint64_t handle = p->handle;
+    rc = run_init(p, api);
+    TETHER_DELAY_POINT("load.init.done"); /* GIL released, not published */
+    rc = load_finish(&l, rc);
     if (rc == TETHER_OK)
-        *out = p->handle;
+        *out = handle;
     return rc;
 }
 
@@ -610,22 +691,8 @@ static void undo_drop(struct unload *u)
     reg_unlock();
 }
 
-/* Whether the calling thread is running code of `p`: a return address in
-   its image on the stack (a callback called from one of the plugin's
-   workers, a function of it called directly or through tether_ffi_call, a
-   thread started with a function of it).  Such a thread would return into
-   the plugin after its fini, or into unmapped code. */
-static bool on_stack(const struct plugin *p)
-{
-    void *frames[256];
-    int n = backtrace(frames, 256);
-    for (int i = 0; i < n; i++) {
-        uintptr_t a = (uintptr_t)frames[i];
-        if (a >= p->lo && a < p->hi)
-            return true;
-    }
-    return false;
-}
+/* Whether the calling thread is running code of `p` (stack_in). */
+static bool on_stack(const struct plugin *p) { return stack_in(p->lo, p->hi); }
 
 int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
 {
@@ -692,17 +759,51 @@ static struct plugin *next_to_finalize(tether_runtime rt, bool debug,
     return found;
 }
 
+/* Waits, until the deadline, for the inits of `rt`'s plugins that are
+   running (their loads ensured before finalize stopped the interpreters;
+   a later load's init cannot attach).  One still running at the deadline,
+   or running on this very thread (finalize called from an init), is
+   doomed: its load runs its fini and unloads it once init returns. */
+static void await_inits(tether_runtime rt, int64_t deadline_ns)
+{
+    struct timespec until = {(time_t)(deadline_ns / 1000000000),
+                             (long)(deadline_ns % 1000000000)};
+    reg_lock();
+    for (;;) {
+        bool running = false;
+        for (struct plugin *p = reg_head(); p; p = p->next) {
+            if (p->rt != rt || p->st != PS_LOADING || p->doomed)
+                continue;
+            if (pthread_equal(p->loader, pthread_self()))
+                p->doomed = true;
+            else
+                running = true;
+        }
+        if (!running)
+            break;
+        TETHER_DELAY_POINT("finalize.plugin.await_init"); /* (lock held) */
+        if (reg_wait(deadline_ns < 0 ? NULL : &until) == ETIMEDOUT) {
+            for (struct plugin *p = reg_head(); p; p = p->next)
+                if (p->rt == rt && p->st == PS_LOADING)
+                    p->doomed = true;
+            break;
+        }
+    }
+    reg_unlock();
+}
+
 void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
 {
     struct plugin *p;
     uint32_t epoch = 0;
     reg_reap();
+    await_inits(rt, deadline_ns);
     while ((p = next_to_finalize(rt, debug, &epoch))) {
         TETHER_DELAY_POINT("finalize.plugin.picked");
         if (on_stack(p)) {
             /* Finalize called from the plugin's own code: its fini would
                pull the code from under the caller.  Abandoned, mapped. */
-            pin_mapping(p, true);
+            reg_pin_mapping(p, true);
             if (debug)
                 fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': finalize "
                         "was called from its own code; its fini does not "
@@ -732,8 +833,10 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
         }
         if (rc == TETHER_ETIMEDOUT && p->st == PS_LOADED) {
             /* A call into it outlived the deadline: fini cannot run under
-               it, so the plugin is abandoned without fini (and mapped). */
+               it, so the plugin is abandoned without fini, and stays
+               mapped for good: nothing stopped its threads. */
             p->refs = 0;
+            p->abandoned = true;
             if (debug)
                 fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': a call "
                         "into it was still running at the deadline; its fini "

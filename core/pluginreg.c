@@ -1,14 +1,15 @@
 /*
  * pluginreg.c - the registry of loaded plugins (pluginreg.h): its records,
- * the pins that keep an unloadable plugin's code mapped while it may run
- * (plugin.h), and the queries of a plugin handle (symbol, enter/leave,
- * state, info).  It calls nothing above the handle table: every floor of
- * the core may pin code.  Loading and unloading are the loader's
- * (plugin.c), on the top floor.
+ * the pins that keep an unloadable plugin's code mapped while it may run,
+ * and the queries of a plugin handle (symbol, enter/leave, state, info).
+ * It calls nothing above the handle table: every floor of the core may pin
+ * code.  Loading and unloading are the loader's (plugin.c), above the
+ * public calls it makes.
  */
 #include "pluginreg.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -87,14 +88,12 @@ struct plugin *reg_find(void *dl, tether_runtime rt)
     return NULL;
 }
 
-/* A record of library `dl` in runtime `rt` whose init or fini is running
-   on a thread other than the caller, or NULL: a load waits for it, since
-   the plugin's statics are shared by every record of the library.  Called
-   with g_reg.lock held. */
-struct plugin *reg_busy(void *dl, tether_runtime rt)
+/* A record of library `dl`, in any runtime, whose init or fini is
+   running, or NULL (pluginreg.h).  Called with g_reg.lock held. */
+struct plugin *reg_busy(void *dl)
 {
     for (struct plugin *p = g_reg.head; p; p = p->next)
-        if (p->dl == dl && p->rt == rt && (p->st == PS_LOADING || p->in_fini))
+        if (p->dl == dl && (p->st == PS_LOADING || p->in_fini))
             return p;
     return NULL;
 }
@@ -136,6 +135,28 @@ void reg_orphan(struct plugin *p)
     }
 }
 
+void reg_pin_mapping(struct plugin *p, bool always)
+{
+    if (p->unloadable && !always)
+        return;
+    /* By the path it was loaded by (no read of the loader's link_map, see
+       plugin.c's image_range), unless that now names another object or
+       none. */
+    void *again = dlopen(p->path, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (again == p->dl) {
+        dlclose(again);
+        return;
+    }
+    if (again)
+        dlclose(again);
+    struct link_map *lm;
+    if (dlinfo(p->dl, RTLD_DI_LINKMAP, &lm) != 0)
+        return;
+    again = dlopen(lm->l_name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    if (again)
+        dlclose(again);
+}
+
 void reg_reap(void)
 {
     reg_lock();
@@ -145,6 +166,8 @@ void reg_reap(void)
     while (z) {
         struct plugin *next = z->next;
         uint64_t h = z->handle;
+        if (z->abandoned)
+            reg_pin_mapping(z, true); /* its fini never stopped its threads */
         dlclose(z->dl);
         handle_put(h); /* the registry's reference: frees the record */
         z = next;
@@ -211,6 +234,7 @@ int tether_plugin_enter(tether_plugin h)
         rc = err_set(TETHER_ESTATE, fn, "'%s' is being unloaded", p->name);
     } else {
         p->calls++; /* a PLUGIN_PIN_CALL pin, as tether_ffi_call's */
+        p->enters++;
         handle_ref(h);
     }
     reg_unlock();
@@ -228,9 +252,13 @@ int tether_plugin_leave(tether_plugin h)
         return err_misuse(TETHER_EBADHANDLE, fn, "not a plugin handle (0x%llx)",
                           (unsigned long long)h);
     reg_lock();
-    bool open = p->calls > 0;
-    if (open)
+    /* Only an enter's pin: a leave without one must not end the pin of a
+       tether_ffi_call in progress, or the unload would run fini under it. */
+    bool open = p->enters > 0;
+    if (open) {
+        p->enters--;
         unpin_locked(p, PLUGIN_PIN_CALL);
+    }
     reg_unlock();
     int rc = TETHER_OK;
     if (open)

@@ -1,7 +1,22 @@
 /*
- * pluginreg.h - the registry of loaded plugins, shared by the registry
- * (pluginreg.c: records, pins, the handle's queries) and the loader
- * (plugin.c: load, unload, finalize).  The rest of the core uses plugin.h.
+ * pluginreg.h - the registry of loaded plugins (pluginreg.c): the code
+ * pins every floor of the core takes, its fork handlers, and, for the
+ * loader (plugin.c) alone, the records and the registry's operations.
+ *
+ * Pins keep an unloadable plugin from being finalized or unmapped while
+ * code in it may run.  Whoever is about to run code it did not write (a
+ * dynamic call, a callback's guest function, a thread's start function, a
+ * pending call) pins the address first:
+ *
+ *  - PLUGIN_PIN_CALL: a call into the plugin is in progress.  The last
+ *    unload waits for these before it runs the plugin's fini.
+ *  - PLUGIN_PIN_HOLD: something that will call into the plugin is alive (a
+ *    callback, a thread).  The last unload runs fini (which must free or
+ *    stop what the plugin made itself) and then waits for these before it
+ *    dlcloses the library.
+ *
+ * A plugin that is not unloadable stays mapped for ever and is never found
+ * by plugin_pin_code.
  *
  * Lock: the registry's one mutex (rank RANK_PLUGIN, core/lockrank.h)
  * protects the list and the state, refs, pins and unloading flag of every
@@ -16,7 +31,31 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "plugin.h"
+#include "tether/tether_plugin.h"
+
+struct plugin;
+
+enum plugin_pin { PLUGIN_PIN_CALL, PLUGIN_PIN_HOLD };
+
+/* If `addr` lies in the image of a loaded unloadable plugin, counts a pin
+   of `kind` on it and stores the plugin in *out (pass it to plugin_unpin);
+   otherwise stores NULL.  While no unloadable plugin is loaded this costs
+   one atomic load.
+   Returns TETHER_OK, or TETHER_ESTATE when the plugin is being unloaded
+   (nothing is pinned).  [any-thread] */
+int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out);
+
+/* Drops a pin taken by plugin_pin_code (NULL is a no-op).  [any-thread] */
+void plugin_unpin(struct plugin *p, enum plugin_pin kind);
+
+/* The registry's fork handlers (fork.c).  They must run inside the core's own
+   pthread_atfork handlers: prepare after every core lock is taken and
+   before the handle table's, parent and child in the reverse order. */
+void plugin_atfork_prepare(void);
+void plugin_atfork_parent(void);
+void plugin_atfork_child(void);
+
+/* ---- for the loader (plugin.c) only ----------------------------------- */
 
 enum pstate { PS_LOADING, PS_LOADED, PS_DRAINING, PS_FINALIZED, PS_GONE };
 
@@ -41,12 +80,18 @@ struct plugin {
     /* Synchronization: g_reg.lock. */
     enum pstate st;
     uint32_t refs;         /* loads not yet unloaded */
-    uint32_t calls;        /* PLUGIN_PIN_CALL pins */
+    uint32_t calls;        /* PLUGIN_PIN_CALL pins (enters among them) */
+    uint32_t enters;       /* tether_plugin_enter's not yet left */
     uint32_t holds;        /* PLUGIN_PIN_HOLD pins */
     bool unloading;        /* an unload of the last reference is running */
     uint32_t epoch;        /* loads that took the record back from DRAINING */
     bool orphan;           /* no handle: the last unpin makes it a zombie */
     bool in_fini;          /* fini is running: loads of the library wait */
+    pthread_t finier;      /* the thread running fini, while in_fini */
+    bool abandoned;        /* finalize gave up on it before fini: never
+                              unmapped, its threads may still run */
+    bool doomed;           /* LOADING when its runtime was finalized: the
+                              load unloads it again once init returns */
     struct plugin *next;   /* in the registry, or in the zombie list */
 };
 
@@ -63,10 +108,11 @@ void reg_broadcast(void);
 struct plugin *reg_head(void);
 /* The live record of library `dl` in runtime `rt`, or NULL.  Lock held. */
 struct plugin *reg_find(void *dl, tether_runtime rt);
-/* A record of library `dl` in runtime `rt` whose init or fini is running,
-   or NULL: a load waits for it, since the plugin's statics are shared by
-   every record of the library.  Lock held. */
-struct plugin *reg_busy(void *dl, tether_runtime rt);
+/* A record of library `dl`, in any runtime, whose init or fini is
+   running, or NULL: a load waits for it, since the plugin's statics are
+   shared by every record of the library, whichever runtime loaded it (so
+   the inits of one library never overlap).  Lock held. */
+struct plugin *reg_busy(void *dl);
 /* Inserts a record, or removes one (it is GONE then).  Lock held. */
 void reg_insert(struct plugin *p);
 void reg_remove(struct plugin *p);
@@ -75,9 +121,13 @@ void reg_remove(struct plugin *p);
    to the handle until reg_reap has dlclosed the library.  Lock held; the
    caller closes the handle after unlocking. */
 void reg_orphan(struct plugin *p);
-/* dlcloses the orphans nothing pins any more.  Called holding no lock and
-   no GIL (a library's destructors may want either). */
+/* dlcloses the orphans nothing pins any more (an abandoned one is made to
+   stay mapped instead).  Called holding no lock and no GIL (a library's
+   destructors may want either). */
 void reg_reap(void);
+/* Makes a library that is not unloadable (or any, when `always`) stay
+   mapped for ever (RTLD_NODELETE).  Called holding no lock. */
+void reg_pin_mapping(struct plugin *p, bool always);
 /* The handle's destructor of a record (frees it). */
 void plugin_destroy(void *obj);
 

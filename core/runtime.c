@@ -1,7 +1,7 @@
 /*
  * runtime.c - runtimes and interpreters: create, finalize, destroy, the
- * TETHER_DEBUG report, and fork().  The objects themselves, their lookup
- * and their lifetime are interp.c's.
+ * switch interval, the TETHER_DEBUG report.  The objects themselves, their
+ * lookup and their lifetime are interp.c's; fork() is fork.c's.
  *
  * Finalize, in order (tether_runtime_finalize; tether_interp_destroy does
  * the same for one interpreter):
@@ -158,26 +158,6 @@ int tether_get_switch_interval(tether_runtime h, uint32_t *out)
     *out = atomic_load(&rt->gil.interval_us);
     handle_put(h);
     return TETHER_OK;
-}
-
-/* ---- errors nobody can receive ------------------------------------------ */
-
-void runtime_report_error(tether_interp h, int code, const char *message)
-{
-    struct interp *interp = interp_lookup_any(h);
-    if (!interp)
-        return;
-    struct runtime *rt = interp->rt;
-    tether_thread t = 0;
-    struct tstate *ts = ts_current();
-    if (ts && ts->interp == interp)
-        (void)thread_for_state(ts, &t);
-    char where[64];
-    snprintf(where, sizeof where, "error in a callback on thread %llu",
-             (unsigned long long)plat_thread_ident());
-    thread_excepthook(rt, t, code, message, where);
-    tether_thread_release(t);
-    interp_unref(interp);
 }
 
 /* ---- finalize ----------------------------------------------------------- */

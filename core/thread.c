@@ -31,7 +31,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
-#include "plugin.h"
+#include "pluginreg.h"
 #include "tuning.h"
 
 /* ---- start and the bootstrap -------------------------------------------- */

@@ -17,6 +17,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "handle.h"
+#include "hooks.h"
 #include "internal.h"
 #include "lockrank.h"
 #include "platform.h"
@@ -146,6 +147,24 @@ void thread_report(struct interp *interp, struct thread *t, int code)
     snprintf(where, sizeof where, "exception in thread '%s' (%llu)", t->name,
              (unsigned long long)t->ident);
     thread_excepthook(interp->rt, t->handle, code, tether_last_error(), where);
+}
+
+void runtime_report_error(tether_interp h, int code, const char *message)
+{
+    struct interp *interp = interp_lookup_any(h);
+    if (!interp)
+        return;
+    struct runtime *rt = interp->rt;
+    tether_thread t = 0;
+    struct tstate *ts = ts_current();
+    if (ts && ts->interp == interp)
+        (void)thread_for_state(ts, &t);
+    char where[64];
+    snprintf(where, sizeof where, "error in a callback on thread %llu",
+             (unsigned long long)plat_thread_ident());
+    thread_excepthook(rt, t, code, message, where);
+    tether_thread_release(t);
+    interp_unref(interp);
 }
 
 /* ---- queries ------------------------------------------------------------ */

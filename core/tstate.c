@@ -30,7 +30,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "platform.h"
-#include "plugin.h"
+#include "pluginreg.h"
 #include "tuning.h"
 
 /* Runs the destructor at thread exit.  Synchronization: immutable after
@@ -107,7 +107,7 @@ static void osthread_exit(void *p)
         ts_unlink_and_free(ts);
     }
     if (os->frames != t_os_store.frames)
-        free(os->frames);
+        t_free(os->frames);
     memset(os, 0, sizeof *os);
     t_os = NULL;
 }
@@ -301,13 +301,13 @@ int osthread_grow_frames(struct osthread *os)
 {
     if (os->cap >= MAX_FRAMES)
         return TETHER_ENOMEM;
-    struct frame *f = malloc(2 * os->cap * sizeof *f);
+    struct frame *f = t_calloc(2 * (size_t)os->cap, sizeof *f);
     if (!f)
         return TETHER_ENOMEM;
     for (uint32_t i = 0; i < os->depth; i++)
         f[i] = os->frames[i];
     if (os->frames != t_os_store.frames)
-        free(os->frames);
+        t_free(os->frames);
     os->frames = f;
     os->cap *= 2;
     return TETHER_OK;

@@ -15,6 +15,11 @@
 # The dev preset also runs the stress and reliability suites a second time
 # in chaos mode (TETHER_CHAOS, random sleeps at the core's delay points).
 #
+# The package tests (label "package": the Debian packages and the LuaRocks
+# rock, built from the tree, installed and removed; tests/package) run once,
+# in the dev preset: the sanitizer builds do not register them, and the
+# other presets leave them out.
+#
 # Environment:
 #   TETHER_BUILD_ROOT     where the build trees go (default: build, as in
 #                         CMakePresets.json), e.g. build/mine on a shared box
@@ -48,6 +53,7 @@ run_preset() {
   t0="$SECONDS"
   local only=()
   [ "$preset" = valgrind ] && only=(-L valgrind)
+  [ "$preset" = dev ] || only+=(-LE package)
   # Not `ctest --preset`: it ignores --test-dir and would test the preset's
   # own binaryDir.  The test presets add nothing but --output-on-failure
   # and the valgrind preset's label filter, both repeated here.

@@ -48,6 +48,8 @@
 
 #include <tether/tether.h>
 
+#include "lt_conf.h"
+
 /* Metatable names, which tostring and error messages show. */
 #define LT_THREAD_MT "tether.thread"
 #define LT_LOCK_MT "tether.lock"
@@ -60,6 +62,7 @@
 #define LT_CHANNEL_MT "tether.channel"
 #define LT_INTERP_MT "tether.interpreter" /* "tether.interp" is a registry field */
 #define LT_ITHREAD_MT "tether.ithread"
+#define LT_SENTINEL_MT "tether.sentinel"
 
 /* Registry fields the host may set before `require "tether"` to make the
    module join a runtime it created (integers holding the handles). */
@@ -67,19 +70,49 @@
 #define LT_REG_HOST_INTERP "tether.interp"
 
 /* Codes of the asynchronous exceptions the module raises.  LT_ASYNC_VALUE
-   carries an lt_payload whose destructor is lt_payload_free. */
+   carries an lt_payload whose destructor is lt_heldref_drop. */
 #define LT_ASYNC_CANCEL INT64_C(0x4c7561436e636c64) /* "LuaCncld" */
 #define LT_ASYNC_VALUE INT64_C(0x4c75615261697365)  /* "LuaRaise" */
 /* LT_ASYNC_COPY carries an lt_blob (a value raised from another
    interpreter) whose destructor is lt_blob_dtor. */
 #define LT_ASYNC_COPY INT64_C(0x4c7561436f707921)   /* "LuaCopy!" */
 
-/* Idle callback coroutines kept for reuse. */
-#define LT_CB_POOL 8
 
-/* Room for hooks of other code set on coroutines that the module hooks over
-   at the same time (see lt_hook.c). */
-#define LT_SAVED_HOOKS 8
+/* The binding's locks and their order.  A thread takes one only while it
+   holds none of the same or a higher rank; debug builds (no NDEBUG) check
+   it at every lt_mutex_lock and abort with the ranks' names on the first
+   violation (core/lockrank.h is the core's twin).  Both are leaves below
+   the core too: lt_on_breaker takes hook_mu under the core's GIL mutex,
+   and nothing of the core is called, nor another lock taken, while either
+   is held (the core's checker cannot see the binding's locks: it is not
+   part of the library's interface). */
+enum lt_lock_rank {
+    LT_RANK_HOOK, /* lt_state.hook_mu */
+    LT_RANK_DEAD, /* lt_state.dead_mu */
+    LT_RANK__COUNT
+};
+
+#ifdef NDEBUG
+static inline void lt_rank_take(enum lt_lock_rank r) { (void)r; }
+static inline void lt_rank_give(enum lt_lock_rank r) { (void)r; }
+#else
+/* Aborts if the calling thread holds a lock of rank >= r; notes r held. */
+void lt_rank_take(enum lt_lock_rank r);
+/* Notes r given back. */
+void lt_rank_give(enum lt_lock_rank r);
+#endif
+
+static inline void lt_mutex_lock(pthread_mutex_t *m, enum lt_lock_rank r)
+{
+    lt_rank_take(r);
+    pthread_mutex_lock(m);
+}
+
+static inline void lt_mutex_unlock(pthread_mutex_t *m, enum lt_lock_rank r)
+{
+    pthread_mutex_unlock(m);
+    lt_rank_give(r);
+}
 
 typedef struct lt_state lt_state;
 typedef struct lt_tstate lt_tstate;
@@ -111,7 +144,8 @@ struct lt_tstate {
 };
 
 /* A coroutine.resume (or wrap, or close) of the module under way: the
-   coroutine `from` resumed another one.  On the resuming C stack. */
+   coroutine `from` resumed another one.  On the resuming C stack.
+   Synchronization: owner thread (listed in its lt_tstate.resumers). */
 struct lt_resumer {
     lua_State *from;
     struct lt_resumer *prev;
@@ -121,12 +155,14 @@ struct lt_resumer {
    state, each worker record, sentinel, raised value and callback hold one,
    so threads that outlive the state never touch freed memory. */
 struct lt_state {
-    atomic_int refs;
+    atomic_int refs; /* Synchronization: atomic. */
     /* Synchronization: immutable after luaopen_tether. */
     tether_runtime rt;
     tether_interp interp;
     int owns_runtime;           /* created here, so finalized at close */
     tether_thread main_thread;  /* a reference to the requiring thread */
+    lua_CFunction open_module;  /* luaopen_tether, for the states that
+                                   tether.interp makes (lt_interp.c) */
     lua_State *seed;            /* makes callback coroutines (lt_ffi.c) */
     lt_pool *pool;              /* the small-block cache (lt_alloc.c), or NULL */
     /* Synchronization: atomic.  Set once the Lua state is closing: threads
@@ -150,18 +186,18 @@ struct lt_state {
     int nplugins, plugins_cap;
     /* Protects saved[], and each
        lua_sethook/lua_gethook on a coroutine that another thread may be
-       running; serialises requesters.  A leaf: taken under the GIL's mutex
-       by lt_on_breaker, and nothing is taken under it. */
+       running; serialises requesters.  Rank LT_RANK_HOOK, a leaf: taken
+       under the GIL's mutex by lt_on_breaker, and nothing is taken under
+       it. */
     pthread_mutex_t hook_mu;
     struct lt_saved {
         lua_State *co;
         lua_Hook hook;
         int mask, count;
     } saved[LT_SAVED_HOOKS];
-    /* Protects `dead` and `dead_cbs`.  A leaf. */
+    /* Protects `dead`.  Rank LT_RANK_DEAD, a leaf. */
     pthread_mutex_t dead_mu;
-    struct lt_payload *dead;    /* raised values whose exception died */
-    struct lt_cbdata *dead_cbs; /* records of destroyed callbacks (lt_ffi.c) */
+    struct lt_heldref *dead; /* registry references dropped off the GIL */
 };
 
 /* A tether.thread: its coroutine, results and bookkeeping.  Freed once no
@@ -187,14 +223,27 @@ struct lt_worker {
 
 enum { LT_RUNNING, LT_DONE, LT_ERROR, LT_CANCELLED };
 
-/* A value raised with t:raise, travelling as an exception payload. */
-typedef struct lt_payload {
-    lt_state *S;
-    int ref; /* registry reference of the value */
-    struct lt_payload *next;
-} lt_payload;
+/* A registry reference that may be dropped on any thread, with or
+   without the GIL: a value raised with t:raise whose exception died, a
+   callback the core destroyed.  lt_heldref_drop queues it on S->dead for
+   the state's next lt_heldref_drain, or, once the state is closed, frees
+   it at once (the reference went with the state).  The first member of a
+   record that holds one, allocated with malloc or calloc: dropping frees
+   the whole record. */
+typedef struct lt_heldref {
+    lt_state *S; /* one reference */
+    int ref;     /* in S's registry */
+    /* Synchronization: S->dead_mu. */
+    struct lt_heldref *next; /* on S->dead */
+} lt_heldref;
 
-/* A thread waiting on an lt_waitq (condition and queue waits). */
+/* A value raised with t:raise, travelling as an exception payload whose
+   destructor is lt_heldref_drop. */
+typedef lt_heldref lt_payload;
+
+/* A thread waiting on an lt_waitq (condition and queue waits).
+   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
+   event, which any thread may set). */
 typedef struct lt_waiter {
     struct lt_waiter *prev, *next;
     tether_event ev;
@@ -206,20 +255,21 @@ typedef struct lt_waitq {
     lt_waiter *head, *tail;
 } lt_waitq;
 
-/* ---- lt_state.c: the state, errors, waits, asynchronous exceptions ---- */
+/* ---- lt_base.c: the state, errors, waits, asynchronous exceptions ---- */
 
-/* The state of the module function or method running (upvalue 1). */
-lt_state *lt_S(lua_State *L);
-/* The state of Lua state L, from its registry (for hooks).  [gil-held] */
-lt_state *lt_state_of(lua_State *L);
-/* The calling thread's lt_tstate, or NULL for a thread the module does not
-   know.  [gil-held] */
-lt_tstate *lt_ts(void);
+/* The state of the module function or method running: its upvalue 1. */
+lt_state *lt_upvalue_state(lua_State *L);
+/* The state of Lua state L, from L's registry (for hooks, which have no
+   upvalues).  [gil-held] */
+lt_state *lt_registry_state(lua_State *L);
+/* The calling thread's record (its lt_tstate, the core's thread userdata),
+   or NULL for a thread the module does not know.  [gil-held] */
+lt_tstate *lt_current_tstate(void);
 /* The lt_tstate the module pushed last on the calling OS thread (a stack
    kept by lt_ts_push/lt_ts_pop, whatever the state): a fast guess at
-   lt_ts() that the caller must check (lt_hook.c's ts_here).  A pthread
-   key, not __thread: LeakSanitizer's tracer crashed on the dynamic TLS
-   of a dlopen'ed module in threads still running at exit. */
+   lt_current_tstate() that the caller must check (lt_hook.c's ts_here).
+   A pthread key, not __thread: LeakSanitizer's tracer crashed on the
+   dynamic TLS of a dlopen'ed module in threads still running at exit. */
 lt_tstate *lt_tl_get(void);
 void lt_tl_set(lt_tstate *ts);
 /* Initialises a thread's lt_tstate (worker may be NULL). */
@@ -239,14 +289,15 @@ int64_t lt_opt_timeout(lua_State *L, int idx);
    every thread of the state: the module's waits then do not block, and
    its checkpoints do not hand the GIL over. */
 int lt_in_finalizer(lua_State *L);
-/* Raises "what: <tether's last error>" for status `rc`. */
-int lt_fail(lua_State *L, const char *what, int rc);
-/* Turns the status of a tether wait into Lua: 1 for TETHER_OK, 0 for
-   TETHER_ETIMEDOUT; raises the delivered exception for TETHER_EASYNC;
+/* Raises the Lua error "what: <tether's last error>" for status `rc`;
+   returns what lua_error does (use: return lt_status_error(...)). */
+int lt_status_error(lua_State *L, const char *what, int rc);
+/* Whether a tether wait succeeded, from its status: 1 for TETHER_OK, 0
+   for TETHER_ETIMEDOUT; raises the delivered exception for TETHER_EASYNC;
    leaves Lua for TETHER_EFINALIZING; raises an error naming `what` for
    anything else. */
-int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what);
-/* Runs tether_checkpoint and acts on its answer like lt_wait_result. */
+int lt_wait_ok(lua_State *L, lt_tstate *ts, int rc, const char *what);
+/* Runs tether_checkpoint and acts on its answer like lt_wait_ok. */
 void lt_checkpoint(lua_State *L, lt_tstate *ts);
 /* Raises the asynchronous exception delivered to the calling thread. */
 int lt_raise_async(lua_State *L, lt_tstate *ts);
@@ -259,19 +310,17 @@ _Noreturn void lt_leave(lt_tstate *ts);
    the state is closed, or another thread closes it and ts is the thread
    that required the module (lt_state.main_stop). */
 int lt_must_leave(const lt_tstate *ts);
-/* After a call that let the GIL go outside the waits (lt_wait_result does
+/* After a call that let the GIL go outside the waits (lt_wait_ok does
    it too): leaves Lua when lt_must_leave says so. */
 void lt_back_in_lua(lt_tstate *ts);
-/* Pushes tether.Cancelled. */
-void lt_push_cancelled(lua_State *L);
-/* The destructor of an lt_payload: any thread, with or without the GIL. */
-void lt_payload_free(void *p);
-/* Releases the registry references of dead payloads.  [gil-held] */
-void lt_payload_drain(lua_State *L, lt_state *S);
+/* Drops an lt_heldref (a tether_dtor: any thread, GIL or not). */
+void lt_heldref_drop(void *ref);
+/* Releases the registry references dropped since.  [gil-held] */
+void lt_heldref_drain(lua_State *L, lt_state *S);
 /* Makes a fresh sentinel the newest finalizable object of the module
    (nothing once the state is shutting down: Lua runs no finalizer of an
    object made while lua_close runs finalizers, so its reference would
-   leak). */
+   leak).  Its metatable, LT_SENTINEL_MT, is lt_module.c's. */
 void lt_renew_sentinel(lua_State *L, lt_state *S);
 /* Creates metatable `name` whose __index is a table of `methods` (or
    none), with the entries of `meta` (or none); every function gets S as
@@ -290,8 +339,16 @@ int lt_is_callable(lua_State *L, int idx);
    by type and address if its __tostring fails.  Raises only when out of
    memory; needs 3 free stack slots.  (lt_class.c) */
 const char *lt_describe(lua_State *L, int idx, int quote);
-/* Pushes the module table.  [gil-held] */
+/* Pushes the module table (nil before luaopen_tether made it).  [gil-held] */
 void lt_push_module(lua_State *L);
+/* Pops the table on the top into the registry as the module table. */
+void lt_set_module(lua_State *L);
+/* Records S as the state of L's registry (lt_registry_state). */
+void lt_set_state(lua_State *L, lt_state *S);
+/* Makes the pthread key of lt_tl_get (once per process). */
+void lt_tl_init(void);
+/* 1 if the value at idx is the current sentinel (lt_renew_sentinel). */
+int lt_is_sentinel(lua_State *L, int idx);
 
 /* ---- lt_alloc.c: the small-block cache -------------------------------- */
 
@@ -360,11 +417,31 @@ int lt_waitq_wake(lt_waitq *q, int n);
 /* Frees the thread's cached wait event. */
 void lt_ts_release(lua_State *L, lt_tstate *ts);
 
-/* ---- lt_copy.c: copying values between states, tether.channel ------ */
+/* ---- lt_codec.c: the values that cross between states --------------- */
 
-/* An encoding of values (see lt_copy.c), and the channel references it
+/* How the codec takes (retain) and drops (release) a channel reference;
+   each returns a tether status.  [any-thread] */
+typedef struct lt_chanrefs {
+    int (*retain)(tether_channel ch);
+    int (*release)(tether_channel ch);
+} lt_chanrefs;
+
+/* Gives the codec its channel reference calls (the module: the core's
+   tether_channel_retain and tether_channel_release).  Once, before any
+   other call of the codec. */
+void lt_codec_init(const lt_chanrefs *refs);
+/* Makes the metatable of channel values (LT_CHANNEL_MT: __gc drops the
+   reference, __eq, __tostring) and tether.Cancelled in L's registry, if
+   not made yet. */
+void lt_open_codec(lua_State *L);
+/* Pushes tether.Cancelled. */
+void lt_push_cancelled(lua_State *L);
+
+/* An encoding of values (see lt_codec.c), and the channel references it
    holds.  As a Lua userdata (lt_blob_push) it is freed with the state; on
-   the heap (lt_blob_move) with lt_blob_dtor. */
+   the heap (lt_blob_move) with lt_blob_dtor.  Synchronization: its owner
+   (the GIL for a userdata; a heap blob is handed from thread to thread as
+   a payload, one owner at a time). */
 typedef struct lt_blob {
     unsigned char *data;
     size_t len, cap;
@@ -374,7 +451,8 @@ typedef struct lt_blob {
     int message; /* a received message: holds the references in `data` */
 } lt_blob;
 
-/* A tether.channel userdata: one reference, 0 once collected. */
+/* A tether.channel userdata: one reference, 0 once collected.
+   Synchronization: gil. */
 typedef struct lt_chan {
     tether_channel ch;
 } lt_chan;
@@ -406,7 +484,12 @@ void lt_dump_function(lua_State *L, int arg);
 void lt_load_function(lua_State *L, int idx);
 /* Pushes a channel userdata owning the reference `ch`. */
 void lt_push_channel(lua_State *L, tether_channel ch);
-void lt_open_copy(lua_State *L, lt_state *S);
+
+/* ---- lt_channel.c: tether.channel ------------------------------------ */
+
+/* Adds the channel methods to LT_CHANNEL_MT (lt_open_codec first) and
+   tether.channel to the module table on the top. */
+void lt_open_channel(lua_State *L, lt_state *S);
 
 /* ---- lt_require.c: require with an import lock per module name ------ */
 
@@ -424,9 +507,8 @@ void lt_open_interp(lua_State *L, lt_state *S);
 void lt_open_ffi(lua_State *L, lt_state *S);
 /* Unloads the plugins still loaded (at close, after finalize). */
 void lt_unload_plugins(lt_state *S);
-/* Frees the records of callbacks the core has destroyed since (their Lua
-   functions' references).  Holding the GIL, in Lua. */
-void lt_callback_drain(lua_State *L, lt_state *S);
+
+/* ---- lt_module.c: luaopen_tether, closing, the module functions ----- */
 
 /* The module's entry point: the only symbol tether.so exports. */
 __attribute__((visibility("default"))) int luaopen_tether(lua_State *L);

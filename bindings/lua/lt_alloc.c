@@ -27,8 +27,6 @@
 
 #include "lt.h"
 
-#define LT_POOL_MAX 256                       /* largest cached block */
-#define LT_POOL_BYTES ((size_t)2 * 1024 * 1024) /* most bytes kept */
 
 struct lt_pool {
     lua_Alloc prev;

@@ -1,9 +1,6 @@
 /*
  * lt_class.c - the metatables of the module's userdata, and how values
- * are shown in messages.
- *
- * On its own so that the codec's fuzzer (tests/fuzz) builds lt_copy.c
- * with the very functions the module uses.
+ * are shown in messages.  Lua only: it calls nothing of the core.
  */
 #include <string.h>
 
@@ -48,9 +45,6 @@ static int tostring_of(lua_State *L)
     luaL_tolstring(L, 1, NULL);
     return 1;
 }
-
-/* Strings longer than this are cut in quoted descriptions. */
-#define LT_DESCRIBE_MAX 60
 
 const char *lt_describe(lua_State *L, int idx, int quote)
 {

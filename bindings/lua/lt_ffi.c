@@ -33,11 +33,6 @@ static const char *const type_names[T_COUNT] = {
     "void", "i8", "u8", "i16", "u16", "i32", "u32",
     "i64", "u64", "f32", "f64", "ptr", "str"};
 
-#define LT_MAX_ARGS 32
-
-/* How long closing the state waits for each plugin's calls to end. */
-#define LT_UNLOAD_TIMEOUT_NS INT64_C(2000000000)
-
 static const char k_seed = 0; /* registry key anchoring S->seed */
 
 typedef struct lt_sig {
@@ -305,16 +300,11 @@ static void give_co(lt_state *S, const struct co_slot *slot)
    (issue 14 P4), so the record goes only when the core destroys the
    callback (tether_callback_on_free: last owner gone, no call running).
    That notification may come on any thread, without the GIL, so it only
-   queues the record on S->dead_cbs; Lua code of the state frees it later
-   (lt_callback_drain), or the notification frees it itself once the state
-   is closed. */
+   drops the record's held reference (lt_heldref_drop), which frees it. */
 typedef struct lt_cbdata {
-    /* Synchronization: immutable after l_callback. */
-    lt_state *S; /* one reference */
-    int fn_ref;  /* the Lua function, in the registry */
+    /* Synchronization: immutable after callback_new (held.next: S->dead_mu). */
+    lt_heldref held; /* held.S, held.ref: the Lua function (first member) */
     lt_sig sig;
-    /* Synchronization: S->dead_mu. */
-    struct lt_cbdata *next; /* on S->dead_cbs */
 } lt_cbdata;
 
 typedef struct lt_callback {
@@ -331,8 +321,8 @@ typedef struct lt_call {
 
 static void cbdata_release(lua_State *L, lt_cbdata *d)
 {
-    luaL_unref(L, LUA_REGISTRYINDEX, d->fn_ref);
-    lt_state_unref(d->S);
+    luaL_unref(L, LUA_REGISTRYINDEX, d->held.ref);
+    lt_state_unref(d->held.S);
     free(d);
 }
 
@@ -340,32 +330,7 @@ static void cbdata_release(lua_State *L, lt_cbdata *d)
    destroyed it, GIL or not, so it touches no Lua. */
 static void cbdata_dead(void *ud)
 {
-    lt_cbdata *d = ud;
-    lt_state *S = d->S;
-    pthread_mutex_lock(&S->dead_mu);
-    int closed = atomic_load(&S->closed);
-    if (!closed) {
-        d->next = S->dead_cbs;
-        S->dead_cbs = d;
-    }
-    pthread_mutex_unlock(&S->dead_mu);
-    if (closed) { /* its registry reference went with the state */
-        free(d);
-        lt_state_unref(S);
-    }
-}
-
-void lt_callback_drain(lua_State *L, lt_state *S)
-{
-    pthread_mutex_lock(&S->dead_mu);
-    lt_cbdata *d = S->dead_cbs;
-    S->dead_cbs = NULL;
-    pthread_mutex_unlock(&S->dead_mu);
-    while (d) {
-        lt_cbdata *next = d->next;
-        cbdata_release(L, d);
-        d = next;
-    }
+    lt_heldref_drop(&((lt_cbdata *)ud)->held);
 }
 
 /* Calls the Lua function with the C arguments and stores its result. */
@@ -374,7 +339,7 @@ static int cb_invoke(lua_State *L)
     lt_call *c = lua_touserdata(L, 1);
     const lt_sig *sig = &c->d->sig;
     luaL_checkstack(L, sig->nargs + 1, "too many arguments");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->d->fn_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->d->held.ref);
     for (int i = 0; i < sig->nargs; i++)
         push_value(L, sig->args[i], c->args[i]);
     lua_call(L, sig->nargs, 1);
@@ -407,7 +372,7 @@ static int cb_body(lua_State *L)
     int cancelled = lua_rawequal(L, -1, 3);
     lua_pop(L, 1);
     if (!cancelled) {
-        lt_push_current(L, c->d->S);
+        lt_push_current(L, c->d->held.S);
         lt_call_excepthook(L, -1, 3, 4);
     }
     return 0;
@@ -416,7 +381,7 @@ static int cb_body(lua_State *L)
 /* Runs the call on a pool coroutine; `ts` is the calling thread's. */
 static void cb_run(lt_call *c, lt_tstate *ts)
 {
-    lt_state *S = c->d->S;
+    lt_state *S = c->d->held.S;
     struct co_slot slot;
     if (!take_co(S, &slot)) {
         fprintf(stderr, "tether: callback: out of memory; it returns zero\n");
@@ -439,19 +404,19 @@ static void cb_run(lt_call *c, lt_tstate *ts)
    reads it made of an earlier call's tstate at the same address). */
 static void init_local(lt_tstate *ts, lt_state *S)
 {
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     lt_ts_init(ts, S, NULL);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 /* The tether_guest_fn of every callback. */
 static int guest(void **args, void *ret, void *ud)
 {
     lt_call c = {ud, args, ret};
-    lt_state *S = c.d->S;
+    lt_state *S = c.d->held.S;
     if (atomic_load(&S->closed))
         return TETHER_OK; /* the C caller gets zero */
-    lt_tstate local, *ts = lt_ts();
+    lt_tstate local, *ts = lt_current_tstate();
     if (!ts || ts->S != S) {
         ts = &local;
         init_local(ts, S);
@@ -487,15 +452,15 @@ static void *code_of(lua_State *L, int idx)
 }
 
 /* tether.callback(signature, fn) */
-static int l_callback(lua_State *L)
+static int callback_new(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     lt_sig sig;
     check_sig(L, 1, &sig);
     luaL_argcheck(L, sig.ret != T_STR, 1, "a callback cannot return str (the "
                   "string would not outlive the call); return ptr");
     luaL_checktype(L, 2, LUA_TFUNCTION);
-    lt_callback_drain(L, S);
+    lt_heldref_drain(L, S);
     lt_callback *cb = lua_newuserdatauv(L, sizeof *cb, 0);
     cb->cb = 0;
     cb->d = NULL;
@@ -503,27 +468,27 @@ static int l_callback(lua_State *L)
     lt_cbdata *d = calloc(1, sizeof *d);
     if (!d)
         return luaL_error(L, "callback: out of memory");
-    *d = (lt_cbdata){S, LUA_NOREF, sig, NULL};
+    *d = (lt_cbdata){{S, LUA_NOREF, NULL}, sig};
     lt_state_ref(S);
     cb->d = d; /* __gc frees it until the callback exists */
     lua_pushvalue(L, 2);
-    d->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    d->held.ref = luaL_ref(L, LUA_REGISTRYINDEX);
     tether_callback h;
     int rc = tether_callback_new(S->interp, lua_tostring(L, 1), guest, d, &h);
     if (rc != TETHER_OK)
-        return lt_fail(L, "callback", rc);
+        return lt_status_error(L, "callback", rc);
     /* Nobody else knows h yet: this cannot fail but by misuse. */
     rc = tether_callback_on_free(h, cbdata_dead, d);
     if (rc != TETHER_OK) {
         (void)tether_callback_free(h);
-        return lt_fail(L, "callback", rc);
+        return lt_status_error(L, "callback", rc);
     }
     cb->cb = h; /* from here the core frees d */
     lt_renew_sentinel(L, S);
     return 1;
 }
 
-static int l_cb_ptr(lua_State *L)
+static int callback_ptr(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
     luaL_argcheck(L, cb->cb != 0, 1, "the callback was freed");
@@ -532,7 +497,7 @@ static int l_cb_ptr(lua_State *L)
 }
 
 /* cb:handle(): the tether_callback handle, for C code that retains it. */
-static int l_cb_handle(lua_State *L)
+static int callback_handle(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
     luaL_argcheck(L, cb->cb != 0, 1, "the callback was freed");
@@ -544,7 +509,7 @@ static int l_cb_handle(lua_State *L)
    it was the last (no C code retained it) this waits for calls running on
    other threads; the record, with the Lua function, goes once the core has
    destroyed the callback (cbdata_dead), freed here or at a later drain. */
-static int l_cb_free(lua_State *L)
+static int callback_free(lua_State *L)
 {
     lt_callback *cb = check_callback(L);
     lt_cbdata *d = cb->d;
@@ -553,7 +518,7 @@ static int l_cb_free(lua_State *L)
     cb->d = NULL;
     if (!d)
         return 0; /* freed before */
-    lt_state *S = d->S;
+    lt_state *S = d->held.S;
     lt_state_ref(S); /* d may go in the free, and with it its reference */
     if (h) {
         int deferred = tether_async_defer() == TETHER_OK;
@@ -564,7 +529,7 @@ static int l_cb_free(lua_State *L)
         cbdata_release(L, d); /* tether_callback_new failed: never shared */
     }
     if (!atomic_load(&S->closed)) /* else the notification frees them */
-        lt_callback_drain(L, S);
+        lt_heldref_drain(L, S);
     lt_state_unref(S);
     return 0;
 }
@@ -608,19 +573,19 @@ static void forget_plugin(lt_state *S, tether_plugin p)
 }
 
 /* tether.load(path) */
-static int l_load(lua_State *L)
+static int module_load(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     const char *path = luaL_checkstring(L, 1);
     lt_plugin *p = lua_newuserdatauv(L, sizeof *p, 1); /* kept callbacks */
     p->p = 0;
     luaL_setmetatable(L, LT_PLUGIN_MT);
     reserve_plugin(L, S);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_plugin_load(S->rt, path, &p->p);
     lt_back_in_lua(ts); /* the open let the GIL go */
     if (rc == TETHER_EASYNC || rc == TETHER_EFINALIZING)
-        lt_wait_result(L, ts, rc, "load");
+        lt_wait_ok(L, ts, rc, "load");
     if (rc != TETHER_OK)
         return luaL_error(L, "load: %s", tether_last_error());
     S->plugins[S->nplugins++] = p->p;
@@ -694,12 +659,12 @@ static int call_c(lua_State *L, void *fn, int sig_idx, const char *what,
     }
     if (method)
         keep_callbacks(L, sig_idx + 1, sig.nargs);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     memset(&ret, 0, sizeof ret);
     int rc = tether_ffi_call(fn, lua_tostring(L, sig_idx), args, &ret);
     lt_back_in_lua(ts); /* the call may have let the GIL go */
     if (rc != TETHER_OK)
-        return lt_fail(L, what, rc);
+        return lt_status_error(L, what, rc);
     after_c_call(L, ts);
     if (sig.ret == T_VOID)
         return 0;
@@ -708,43 +673,43 @@ static int call_c(lua_State *L, void *fn, int sig_idx, const char *what,
 }
 
 /* p:call(symbol, signature, args...) --> the C return value */
-static int l_call(lua_State *L)
+static int plugin_call(lua_State *L)
 {
     lt_plugin *p = check_plugin(L);
     void *fn;
     int rc = tether_plugin_symbol(p->p, luaL_checkstring(L, 2), &fn);
     if (rc != TETHER_OK)
-        return lt_fail(L, "call", rc);
+        return lt_status_error(L, "call", rc);
     return call_c(L, fn, 3, "call", 1);
 }
 
 /* tether.ffi_call(fnptr, signature, args...) --> the C return value.  As
    safe as the pointer it is given. */
-static int l_ffi_call(lua_State *L)
+static int module_ffi_call(lua_State *L)
 {
     void *fn = lua_islightuserdata(L, 1) ? lua_touserdata(L, 1) : code_of(L, 1);
     luaL_argexpected(L, fn != NULL, 1, "function pointer");
     return call_c(L, fn, 2, "ffi_call", 0);
 }
 
-static int l_symbol(lua_State *L)
+static int plugin_symbol(lua_State *L)
 {
     lt_plugin *p = check_plugin(L);
     void *fn;
     int rc = tether_plugin_symbol(p->p, luaL_checkstring(L, 2), &fn);
     if (rc != TETHER_OK)
-        return lt_fail(L, "symbol", rc);
+        return lt_status_error(L, "symbol", rc);
     lua_pushlightuserdata(L, fn);
     return 1;
 }
 
 /* p:unload([timeout]) --> true, or false when calls were still running */
-static int l_unload(lua_State *L)
+static int plugin_unload(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     lt_plugin *p = check_plugin(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_plugin_unload(p->p, ns);
     lt_back_in_lua(ts); /* the unload let the GIL go */
     /* Cut short by an exception, the unload may or may not have happened. */
@@ -756,11 +721,11 @@ static int l_unload(lua_State *L)
         lua_pushnil(L); /* its fini stopped what called the kept callbacks */
         lua_setiuservalue(L, 1, 1);
     }
-    lua_pushboolean(L, lt_wait_result(L, ts, rc, "unload"));
+    lua_pushboolean(L, lt_wait_ok(L, ts, rc, "unload"));
     return 1;
 }
 
-static int l_plugin_index(lua_State *L)
+static int plugin_index(lua_State *L)
 {
     lt_plugin *p = luaL_checkudata(L, 1, LT_PLUGIN_MT);
     lua_pushvalue(L, 2);
@@ -787,14 +752,18 @@ void lt_unload_plugins(lt_state *S)
 void lt_open_ffi(lua_State *L, lt_state *S)
 {
     static const luaL_Reg cb_m[] = {
-        {"ptr", l_cb_ptr}, {"handle", l_cb_handle}, {"free", l_cb_free}, {NULL, NULL}};
-    static const luaL_Reg cb_mt[] = {{"__gc", l_cb_free}, {"__close", l_cb_free}, {NULL, NULL}};
+        {"ptr", callback_ptr}, {"handle", callback_handle},
+        {"free", callback_free}, {NULL, NULL}};
+    static const luaL_Reg cb_mt[] = {
+        {"__gc", callback_free}, {"__close", callback_free}, {NULL, NULL}};
     static const luaL_Reg pl_m[] = {
-        {"call", l_call}, {"symbol", l_symbol}, {"unload", l_unload}, {NULL, NULL}};
+        {"call", plugin_call}, {"symbol", plugin_symbol},
+        {"unload", plugin_unload}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"callback", l_callback}, {"load", l_load}, {"ffi_call", l_ffi_call}, {NULL, NULL}};
+        {"callback", callback_new}, {"load", module_load},
+        {"ffi_call", module_ffi_call}, {NULL, NULL}};
     lt_new_class(L, S, LT_CALLBACK_MT, cb_m, cb_mt, NULL);
-    lt_new_class(L, S, LT_PLUGIN_MT, pl_m, NULL, l_plugin_index);
+    lt_new_class(L, S, LT_PLUGIN_MT, pl_m, NULL, plugin_index);
     S->seed = lua_newthread(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_seed); /* for the life of the state */
     lua_pushlightuserdata(L, S);

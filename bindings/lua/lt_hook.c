@@ -80,8 +80,10 @@
  * Other hooks.  A hook already on the coroutine (debug.sethook, a
  * profiler, lua.c's Ctrl-C hook) is saved in S->saved and keeps its mask
  * and count under lt_hook, which passes every event the saved mask asks
- * for on to it, and puts it back when the request is served (its count
- * then starts again).  The module's debug.sethook and debug.gethook work
+ * for on to it, and puts it back when the request is served (its count,
+ * if it has one, then starts again: so a count hook set by debug.sethook
+ * is never covered; the module runs it, see "Count hooks" below).  The
+ * module's debug.sethook and debug.gethook work
  * under hook_mu and through S->saved (see below), so a request never
  * lands in the middle of them and they never see the module's hook.
  * With more than
@@ -104,11 +106,19 @@
 
 static void lt_hook(lua_State *L, lua_Debug *ar);
 static void lt_hook_first(lua_State *L, lua_Debug *ar);
+static void lt_counted(lua_State *L, lua_Debug *ar);
+static void lt_counted_line(lua_State *L, lua_Debug *ar);
 
-/* One of the module's own hooks. */
+/* One of the module's own one-shot hooks. */
 static int is_ours(lua_Hook h)
 {
     return h == lt_hook || h == lt_hook_first;
+}
+
+/* A user's count hook that the module runs (see "Count hooks"). */
+static int is_counted(lua_Hook h)
+{
+    return h == lt_counted || h == lt_counted_line;
 }
 
 /* ------------------------------------------------------------------------
@@ -151,6 +161,9 @@ static void saved_take(lt_state *S, lua_State *co, struct lt_saved *out)
 static void arm_locked(lt_state *S, lua_State *co)
 {
     lua_Hook h = lua_gethook(co);
+    if (is_counted(h))
+        return; /* its count hook serves the request (no lua_sethook: that
+                   would start the user's count again) */
     if (is_ours(h)) {
         /* Already armed: setting it again costs nothing and turns the
            coroutine's trap flags back on. */
@@ -214,7 +227,7 @@ void lt_on_breaker(void *thread_ud, void *ud)
     lt_state *S = ud;
     if (!ts)
         return;
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     /* Once the state is closed, ts may be a stale pointer: not touched. */
     if (!atomic_load(&S->closed) && ts->S == S) {
         atomic_store(&ts->arming, 1);
@@ -226,18 +239,18 @@ void lt_on_breaker(void *thread_ud, void *ud)
             arm_locked(S, co);
         atomic_store_explicit(&ts->arming, 0, memory_order_release);
     }
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 /* Arms the coroutine the calling thread runs, if a request is pending. */
 static void arm_self(lt_tstate *ts)
 {
     lt_state *S = ts->S;
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     lua_State *co = atomic_load(&ts->running);
     if (co && atomic_load(&ts->requested))
         arm_locked(S, co);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
 void lt_switch(lt_tstate *ts, lua_State *co)
@@ -294,11 +307,11 @@ static void forward(const struct lt_saved *prev, lua_State *L, lua_Debug *ar)
 static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
 {
     struct lt_saved prev = {NULL, NULL, 0, 0};
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     int i = saved_find(S, L);
     if (i >= 0)
         prev = S->saved[i];
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     forward(&prev, L, ar);
 }
 
@@ -309,15 +322,15 @@ static void forward_count(lt_state *S, lua_State *L, lua_Debug *ar)
 static void lt_hook_first(lua_State *L, lua_Debug *ar)
 {
     if (ar->event == LUA_HOOKLINE) {
-        lt_state *S = lt_state_of(L);
+        lt_state *S = lt_registry_state(L);
         struct lt_saved prev = {NULL, NULL, 0, 0};
-        pthread_mutex_lock(&S->hook_mu);
+        lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
         if (lua_gethook(L) == lt_hook_first)
             lua_sethook(L, lt_hook, lua_gethookmask(L), lua_gethookcount(L));
         int i = saved_find(S, L);
         if (i >= 0)
             prev = S->saved[i];
-        pthread_mutex_unlock(&S->hook_mu);
+        lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
         forward(&prev, L, ar);
         return;
     }
@@ -326,8 +339,8 @@ static void lt_hook_first(lua_State *L, lua_Debug *ar)
 
 static void lt_hook(lua_State *L, lua_Debug *ar)
 {
-    lt_state *S = lt_state_of(L);
-    lt_tstate *ts = lt_ts();
+    lt_state *S = lt_registry_state(L);
+    lt_tstate *ts = lt_current_tstate();
     struct lt_saved prev;
     if (ts && ts->S != S)
         ts = NULL; /* this thread runs another state's Lua too */
@@ -335,12 +348,12 @@ static void lt_hook(lua_State *L, lua_Debug *ar)
         forward_count(S, L, ar);
         return;
     }
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     saved_take(S, L, &prev);
     lua_sethook(L, prev.hook, prev.mask, prev.count);
     if (ts)
         atomic_store(&ts->requested, 0);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     if (ts)
         ts->in_hook = 1; /* stays set if the checkpoint raises */
     lt_checkpoint(L, ts);
@@ -379,16 +392,18 @@ static int co_status(lua_State *L, lua_State *co)
 }
 
 /* The calling thread's lt_tstate if it belongs to this state (upvalue 1).
-   The module's last push on this OS thread is the answer when it is of
-   this state and runs L (only this thread can be running L); otherwise
-   the core is asked. */
+   The module's last push on this OS thread is the answer when it runs L:
+   only this thread can be running L, and a record runs only coroutines of
+   its own state, so it is of this state too (no need to fetch upvalue 1
+   on this path, which every coroutine switch takes).  Otherwise the core
+   is asked. */
 static inline lt_tstate *ts_here(lua_State *L)
 {
-    lt_state *S = lua_touserdata(L, lua_upvalueindex(1));
     lt_tstate *ts = lt_tl_get();
-    if (ts && ts->S == S && atomic_load_explicit(&ts->running, memory_order_relaxed) == L)
+    if (ts && atomic_load_explicit(&ts->running, memory_order_relaxed) == L)
         return ts;
-    ts = lt_ts();
+    lt_state *S = lua_touserdata(L, lua_upvalueindex(1));
+    ts = lt_current_tstate();
     return ts && ts->S == S ? ts : NULL;
 }
 
@@ -420,7 +435,8 @@ static int is_async(lua_State *L, lt_tstate *ts)
 
 /* Resumes co with the top narg values of L.  Returns the number of values
    moved to L, or -1 with the error on L's top. */
-static int resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
+static inline __attribute__((always_inline)) int
+resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
 {
     int nres;
     if (!lua_checkstack(co, narg)) {
@@ -469,7 +485,7 @@ static int close_thread(lua_State *L, lua_State *co, lt_tstate *ts)
     return st;
 }
 
-static int l_resume(lua_State *L)
+static int coroutine_resume(lua_State *L)
 {
     lua_State *co = check_co(L);
     lt_tstate *ts = ts_here(L);
@@ -506,7 +522,7 @@ static int wrapped(lua_State *L)
     return lua_error(L);
 }
 
-static int l_wrap(lua_State *L)
+static int coroutine_wrap(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_pushvalue(L, lua_upvalueindex(1));
@@ -517,7 +533,7 @@ static int l_wrap(lua_State *L)
     return 1;
 }
 
-static int l_close(lua_State *L)
+static int coroutine_close(lua_State *L)
 {
     lua_State *co = check_co(L);
     int status = co_status(L, co);
@@ -572,7 +588,7 @@ static int is_async_peek(lua_State *L, lt_tstate *ts)
    never reach xp_finish; a later error must not run the handler twice. */
 static int xp_handler(lua_State *L)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     if (ts && ts->S == lua_touserdata(L, lua_upvalueindex(2)) && ts->in_hook) {
         ts->in_hook = 0;
         lua_settop(L, 1);
@@ -622,7 +638,7 @@ static int xp_finish_plain(lua_State *L, int status, lua_KContext extra)
 }
 
 /* xpcall(f, msgh, ...) (upvalues: S, the standard debug.traceback) */
-static int l_xpcall(lua_State *L)
+static int global_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -697,12 +713,249 @@ static int hook_mask_of(const char *smask, lua_Integer count)
     return mask;
 }
 
+/* ------------------------------------------------------------------------
+ * Count hooks
+ *
+ * lua_sethook starts the count again (Lua keeps the instructions left
+ * until the next count event in the lua_State, out of the API's reach), so
+ * a count hook that the one-shot hook covered and put back lost the part
+ * of its count it had run: with a request every millisecond, a count of a
+ * million fired a few times in a run that should have fired a hundred.
+ * So the module runs every count hook that debug.sethook installs itself,
+ * and never sets it from outside.  The coroutine's C hook is lt_counted,
+ * with the user's mask and a count of at most LT_COUNT_STEP; the record
+ * below (a userdata in a registry table with weak keys, one per coroutine)
+ * keeps the user's mask and count and how many instructions are left to
+ * the user's next count event.  At each count event lt_counted takes the
+ * step from what is left, calls the user's hook when nothing is, and
+ * installs the next step; a lua_sethook at a count event loses nothing,
+ * since the VM has just started the count again anyway.  Lua counts the
+ * instructions of a hook function too: the step is installed before the
+ * user's hook runs, so those count as without the module (only a hook
+ * function that runs more than a whole step in one call, with a count
+ * above LT_COUNT_STEP, makes a step go unseen).
+ *
+ * Requests.  The requester leaves such a coroutine alone (arm_locked).
+ * lt_counted sees the request at its next count event, at most
+ * LT_COUNT_STEP instructions later, and, if the user's mask has no line
+ * bit, adds one there, by becoming lt_counted_line (which knows the line
+ * bit is its own); its first line event may be false, as for
+ * lt_hook_first ("The first line event"), and serves nothing.  The next
+ * line event serves the request, and so does a call or return event the
+ * user asked for; the line bit goes at the first count event that finds
+ * no request.  The hook function tells which it is so that a coroutine
+ * that inherited the hook (lua_newthread copies it) and has no record can
+ * be given the user's part back: the standard C hook with the mask
+ * without the module's line bit, as stock Lua would have copied it.
+ *
+ * Synchronization: the records, gil (only the GIL holder runs hooks and
+ * debug.sethook); the lua_sethook calls on a coroutine, hook_mu, as every
+ * other (a requester reads the hook under it).
+ * ---------------------------------------------------------------------- */
+
+/* The module's record of a user's count hook. */
+struct lt_count {
+    int mask;  /* the user's mask (has LUA_MASKCOUNT) */
+    int count; /* the user's count */
+    int left;  /* instructions to the user's next count event, from the
+                  start of the step under way */
+    int step;  /* the count installed: the step under way */
+    int first; /* lt_counted_line's next line event may be false */
+};
+
+/* The registry table of the records (weak keys: the coroutines). */
+static const char k_counts = 'c';
+
+static int count_step(int left)
+{
+    return left < LT_COUNT_STEP ? left : LT_COUNT_STEP;
+}
+
+/* Pushes co itself on L's top. */
+static void push_thread_of(lua_State *L, lua_State *co)
+{
+    if (L == co) {
+        lua_pushthread(L);
+    } else {
+        lua_pushthread(co);
+        lua_xmove(co, L, 1);
+    }
+}
+
+/* Pushes co's record (or nil) and returns it (NULL for none).  Needs 2
+   free slots on L and, for another co, one on co.  Raises nothing. */
+static struct lt_count *push_count(lua_State *L, lua_State *co)
+{
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_counts) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return NULL;
+    }
+    push_thread_of(L, co);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    return lua_touserdata(L, -1);
+}
+
+/* Makes co's record (or with count 0 drops it).  Raises when out of
+   memory, before anything is changed.  Returns the new record. */
+static struct lt_count *set_count(lua_State *L, lua_State *co, int mask, int count)
+{
+    if (L != co && !lua_checkstack(co, 1))
+        luaL_error(L, "stack overflow");
+    luaL_checkstack(L, 4, NULL);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_counts) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        if (count <= 0)
+            return NULL;
+        lua_newtable(L);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_pushvalue(L, -1);
+        lua_setmetatable(L, -2);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &k_counts);
+    }
+    struct lt_count *c = NULL;
+    push_thread_of(L, co);
+    if (count > 0) {
+        c = lua_newuserdatauv(L, sizeof *c, 0);
+        *c = (struct lt_count){mask, count, count, count_step(count), 0};
+    } else {
+        lua_pushnil(L);
+    }
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return c;
+}
+
+/* The calling thread's lt_tstate if it belongs to S. */
+static lt_tstate *ts_of(lt_state *S)
+{
+    lt_tstate *ts = lt_current_tstate();
+    return ts && ts->S == S ? ts : NULL;
+}
+
+/* Serves a request in a hook: the GIL handed over, an exception raised. */
+static void serve(lua_State *L, lt_state *S, lt_tstate *ts)
+{
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
+    atomic_store(&ts->requested, 0);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
+    ts->in_hook = 1; /* stays set if the checkpoint raises */
+    lt_checkpoint(L, ts);
+    ts->in_hook = 0;
+}
+
+/* An lt_counted hook on a coroutine without a record: it was copied by
+   lua_newthread.  Gives it what stock Lua would have copied: the standard
+   C hook with the user's part of the mask. */
+static void counted_inherited(lua_State *L, lt_state *S, lua_Hook fn)
+{
+    lt_tstate *ts = ts_of(S);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
+    int mask = lua_gethookmask(L);
+    if (fn == lt_counted_line)
+        mask &= ~LUA_MASKLINE;
+    if (lua_gethook(L) == fn) {
+        lua_sethook(L, std_hookf, mask, lua_gethookcount(L));
+        if (fn == lt_counted_line && ts && atomic_load(&ts->requested))
+            arm_locked(S, L); /* the request its line bit was for */
+    }
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
+}
+
+/* A count event: the step is done. */
+static void counted_count(lua_State *L, lua_Debug *ar, lt_state *S,
+                          struct lt_count *c, lua_Hook fn)
+{
+    int user = 0;
+    c->left -= c->step;
+    if (c->left <= 0) {
+        c->left = c->count;
+        user = 1;
+    }
+    lt_tstate *ts = ts_of(S);
+    int line = !(c->mask & LUA_MASKLINE) && ts && atomic_load(&ts->requested);
+    lua_Hook next = line ? lt_counted_line : lt_counted;
+    int step = count_step(c->left);
+    if (next != fn || step != c->step) {
+        if (next == lt_counted_line && fn != next)
+            c->first = 1;
+        c->step = step;
+        lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
+        lua_sethook(L, next, c->mask | (line ? LUA_MASKLINE : 0), step);
+        lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
+    }
+    if (user)
+        std_hookf(L, ar); /* may set hooks: the record is not touched after */
+}
+
+static void counted(lua_State *L, lua_Debug *ar, lua_Hook fn)
+{
+    lt_state *S = lt_registry_state(L);
+    struct lt_count *c = push_count(L, L); /* anchored on the stack */
+    if (c == NULL) {
+        lua_pop(L, 1);
+        counted_inherited(L, S, fn);
+        if (std_hookf)
+            forward(&(struct lt_saved){L, std_hookf, lua_gethookmask(L), 0}, L, ar);
+        return;
+    }
+    if (ar->event == LUA_HOOKCOUNT) {
+        counted_count(L, ar, S, c, fn);
+        lua_pop(L, 1);
+        return;
+    }
+    int user_line = (c->mask & LUA_MASKLINE) != 0;
+    if (ar->event == LUA_HOOKLINE && !user_line) {
+        /* The module's line bit: only for requests, never the user's. */
+        if (fn == lt_counted_line && c->first) {
+            c->first = 0;
+        } else if (fn == lt_counted_line) {
+            lt_tstate *ts = ts_of(S);
+            if (ts && atomic_load(&ts->requested))
+                serve(L, S, ts);
+        } /* else a line event of a traceexec that began before the
+             module's line bit went: nothing */
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    lt_tstate *ts = ts_of(S);
+    if (ts && atomic_load(&ts->requested))
+        serve(L, S, ts);
+    /* The user's hook may have changed meanwhile (another thread ran
+       while this one checkpointed): what it asks for now. */
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
+    int still = is_counted(lua_gethook(L));
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
+    if (!still)
+        return;
+    c = push_count(L, L);
+    int mask = c ? c->mask : 0;
+    lua_pop(L, 1);
+    forward(&(struct lt_saved){L, std_hookf, mask, 0}, L, ar);
+}
+
+static void lt_counted(lua_State *L, lua_Debug *ar)
+{
+    counted(L, ar, lt_counted);
+}
+
+static void lt_counted_line(lua_State *L, lua_Debug *ar)
+{
+    counted(L, ar, lt_counted_line);
+}
+
 /* Sets co's hook, or the hook the module's armed hook covers. [hook_mu] */
 static void set_hook_locked(lt_state *S, lua_State *co, lua_Hook f, int mask, int count)
 {
     lua_Hook h = lua_gethook(co);
     if (!is_ours(h)) {
         lua_sethook(co, f, mask, count);
+        if (h == lt_counted_line) /* it had a request to serve */
+            arm_locked(S, co);
         return;
     }
     if (f == NULL) {
@@ -723,9 +976,9 @@ static void set_hook_locked(lt_state *S, lua_State *co, lua_Hook f, int mask, in
 }
 
 /* debug.sethook([co,] [fn, mask [, count]]) */
-static int l_sethook(lua_State *L)
+static int debug_sethook(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     int arg;
     lua_State *co = hook_target(L, &arg);
     lua_Hook f = NULL;
@@ -740,6 +993,7 @@ static int l_sethook(lua_State *L)
         mask = hook_mask_of(smask, n);
         f = std_hookf;
     }
+    struct lt_count *c = set_count(L, co, mask, (mask & LUA_MASKCOUNT) ? count : 0);
     if (!luaL_getsubtable(L, LUA_REGISTRYINDEX, LT_HOOKKEY)) {
         lua_pushliteral(L, "k"); /* the coroutines are weak keys */
         lua_setfield(L, -2, "__mode");
@@ -752,19 +1006,25 @@ static int l_sethook(lua_State *L)
     lua_xmove(co, L, 1);
     lua_pushvalue(L, arg + 1);
     lua_rawset(L, -3);
-    pthread_mutex_lock(&S->hook_mu);
-    set_hook_locked(S, co, f, mask, count);
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
+    if (c) {
+        struct lt_saved gone; /* a hook an armed one-shot covered */
+        saved_take(S, co, &gone);
+        lua_sethook(co, lt_counted, c->mask, c->step);
+    } else {
+        set_hook_locked(S, co, f, mask, count);
+    }
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
     return 0;
 }
 
 /* debug.gethook([co]): fn (or "external hook"), mask, count; or fail. */
-static int l_gethook(lua_State *L)
+static int debug_gethook(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     int arg;
     lua_State *co = hook_target(L, &arg);
-    pthread_mutex_lock(&S->hook_mu);
+    lt_mutex_lock(&S->hook_mu, LT_RANK_HOOK);
     lua_Hook h = lua_gethook(co);
     int mask = lua_gethookmask(co), count = lua_gethookcount(co);
     if (is_ours(h)) {
@@ -772,8 +1032,22 @@ static int l_gethook(lua_State *L)
         h = i >= 0 ? S->saved[i].hook : NULL;
         mask = i >= 0 ? S->saved[i].mask : 0;
         count = i >= 0 ? S->saved[i].count : 0;
+    } else if (h == lt_counted_line) {
+        mask &= ~LUA_MASKLINE; /* the module's, not the user's */
     }
-    pthread_mutex_unlock(&S->hook_mu);
+    lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
+    if (is_counted(h)) { /* the user's, from its record */
+        if (L != co && !lua_checkstack(co, 1))
+            return luaL_error(L, "stack overflow");
+        luaL_checkstack(L, 2, NULL);
+        struct lt_count *c = push_count(L, co);
+        if (c) {
+            mask = c->mask;
+            count = c->count;
+        } /* else inherited: as stock Lua copied it (with the step's count) */
+        lua_pop(L, 1);
+        h = std_hookf;
+    }
     if (h == NULL) {
         luaL_pushfail(L);
         return 1;
@@ -834,7 +1108,8 @@ void lt_open_hooks(lua_State *L, lt_state *S)
 {
     (void)pthread_once(&asym_once, asym_init);
     static const luaL_Reg co_funcs[] = {
-        {"resume", l_resume}, {"wrap", l_wrap}, {"close", l_close}, {NULL, NULL}};
+        {"resume", coroutine_resume}, {"wrap", coroutine_wrap},
+        {"close", coroutine_close}, {NULL, NULL}};
     lua_pushlightuserdata(L, S);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE)
@@ -843,7 +1118,7 @@ void lt_open_hooks(lua_State *L, lt_state *S)
         lua_pushnil(L);
     lua_replace(L, -3); /* [S, traceback or nil] */
     lua_pop(L, 1);
-    lua_pushcclosure(L, l_xpcall, 2);
+    lua_pushcclosure(L, global_xpcall, 2);
     lua_setglobal(L, "xpcall");
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     if (lua_getfield(L, -1, "coroutine") == LUA_TTABLE) {
@@ -853,7 +1128,7 @@ void lt_open_hooks(lua_State *L, lt_state *S)
     lua_pop(L, 1);
     if (lua_getfield(L, -1, "debug") == LUA_TTABLE) {
         static const luaL_Reg db_funcs[] = {
-            {"sethook", l_sethook}, {"gethook", l_gethook}, {NULL, NULL}};
+            {"sethook", debug_sethook}, {"gethook", debug_gethook}, {NULL, NULL}};
         if (lua_getfield(L, -1, "sethook") != LUA_TFUNCTION) {
             lua_pop(L, 1);
         } else if (capture_lua_hook(L)) {

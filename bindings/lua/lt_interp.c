@@ -79,7 +79,7 @@ static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
     tether_gilstate gs;
     int rc = tether_ensure(I->interp, &gs);
     if (rc != TETHER_OK)
-        lt_fail(L, "interp", rc);
+        lt_status_error(L, "interp", rc);
     lua_State *L2 = I->L;
     int top = lua_gettop(L2);
     lua_pushcfunction(L2, fn);
@@ -90,8 +90,8 @@ static void run_in(lua_State *L, lt_interp *I, lua_CFunction fn, void *ud)
     lua_settop(L2, top);
     rc = tether_release(gs);
     if (rc != TETHER_OK)
-        (void)lt_wait_result(L, lt_ts(), rc, "interp");
-    lt_back_in_lua(lt_ts()); /* the caller's GIL was let go meanwhile */
+        (void)lt_wait_ok(L, lt_current_tstate(), rc, "interp");
+    lt_back_in_lua(lt_current_tstate()); /* the caller's GIL was let go meanwhile */
     if (*msg)
         luaL_error(L, "%s", msg);
 }
@@ -101,6 +101,7 @@ typedef struct setup {
     const char *path, *cpath;
     tether_runtime rt;
     tether_interp interp;
+    lua_CFunction open_module; /* the creating state's luaopen_tether */
 } setup;
 
 /* In the new state: the standard libraries, the paths, the module. */
@@ -117,9 +118,9 @@ static int setup_in(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_RUNTIME);
     lua_pushinteger(L, (lua_Integer)s->interp);
     lua_setfield(L, LUA_REGISTRYINDEX, LT_REG_HOST_INTERP);
-    luaL_requiref(L, "tether", luaopen_tether, 0);
+    luaL_requiref(L, "tether", s->open_module, 0);
     /* The thread that required it was only visiting. */
-    lt_state *S = lt_state_of(L);
+    lt_state *S = lt_registry_state(L);
     atomic_store(&S->main_ts.running, NULL);
     (void)tether_set_thread_userdata(NULL);
     return 0;
@@ -140,16 +141,17 @@ static const char *package_field(lua_State *L, const char *k)
 }
 
 /* tether.interp() */
-static int l_interp(lua_State *L)
+static int interp_new(lua_State *L)
 {
-    lt_state *S = lt_S(L);
-    setup s = {package_field(L, "path"), package_field(L, "cpath"), S->rt, 0};
+    lt_state *S = lt_upvalue_state(L);
+    setup s = {package_field(L, "path"), package_field(L, "cpath"), S->rt, 0,
+               S->open_module};
     lt_interp *I = lua_newuserdatauv(L, sizeof *I, 0);
     memset(I, 0, sizeof *I);
     luaL_setmetatable(L, LT_INTERP_MT);
     int rc = tether_interp_create(S->rt, &I->interp);
     if (rc != TETHER_OK)
-        return lt_fail(L, "interp", rc);
+        return lt_status_error(L, "interp", rc);
     s.interp = I->interp;
     I->L = luaL_newstate(); /* nobody else sees it yet: no GIL needed */
     if (!I->L)
@@ -285,7 +287,7 @@ static int spawn_in(lua_State *L)
     lt_decode(L, sp->code->data, sp->code->len);
     lt_load_function(L, first + 1);
     lua_replace(L, first + 1);
-    lt_thread_start_bare(L, lt_state_of(L), first, lua_gettop(L), sp->opts,
+    lt_thread_start_bare(L, lt_registry_state(L), first, lua_gettop(L), sp->opts,
                          &sp->rec->h);
     return 0;
 }
@@ -302,7 +304,7 @@ static lt_interp *check_interp(lua_State *L)
 }
 
 /* i:thread([opts,] fn, ...) */
-static int l_ithread(lua_State *L)
+static int interp_thread(lua_State *L)
 {
     lt_interp *I = check_interp(L);
     tether_thread_opts o = {sizeof o, NULL, 0, 0};
@@ -357,7 +359,7 @@ static void close_state(lt_interp *I)
 }
 
 /* i:close([timeout]) --> true | nil, "timeout" */
-static int l_iclose(lua_State *L)
+static int interp_close(lua_State *L)
 {
     lt_interp *I = luaL_checkudata(L, 1, LT_INTERP_MT);
     int64_t ns = lt_opt_timeout(L, 2);
@@ -367,7 +369,7 @@ static int l_iclose(lua_State *L)
             return luaL_error(L, "close: called from a thread of that interpreter");
         I->interp = 0;
         if (rc == TETHER_EFINALIZING)
-            lt_leave(lt_ts());
+            lt_leave(lt_current_tstate());
         if (rc == TETHER_ETIMEDOUT) { /* its threads may still be in Lua */
             I->L = NULL;
             I->abandoned = 1;
@@ -385,7 +387,7 @@ static int l_iclose(lua_State *L)
 
 /* A collected interpreter is closed, its threads joined (the runtime may
    be finalized already, when the creating state is closing). */
-static int l_interp_gc(lua_State *L)
+static int interp_gc(lua_State *L)
 {
     lt_interp *I = lua_touserdata(L, 1);
     if (I->interp) {
@@ -398,7 +400,7 @@ static int l_interp_gc(lua_State *L)
     return 0;
 }
 
-static int l_interp_tostring(lua_State *L)
+static int interp_tostring(lua_State *L)
 {
     lt_interp *I = luaL_checkudata(L, 1, LT_INTERP_MT);
     lua_pushfstring(L, "tether.interp: %p%s", (void *)I, I->interp ? "" : " (closed)");
@@ -417,13 +419,13 @@ static lt_irec *check_rec(lua_State *L)
 }
 
 /* t:join([timeout]): the shapes of tether.thread's join. */
-static int l_ijoin(lua_State *L)
+static int ithread_join(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     int64_t ns = lt_opt_timeout(L, 2);
     int rc = tether_thread_join(rec->h, ns);
     /* A bad handle: the interpreter is gone, and the thread with it. */
-    if (rc != TETHER_EBADHANDLE && !lt_wait_result(L, lt_ts(), rc, "join")) {
+    if (rc != TETHER_EBADHANDLE && !lt_wait_ok(L, lt_current_tstate(), rc, "join")) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
@@ -439,7 +441,7 @@ static int l_ijoin(lua_State *L)
     return 1 + lt_decode(L, rec->res.data, rec->res.len);
 }
 
-static int l_ialive(lua_State *L)
+static int ithread_alive(lua_State *L)
 {
     lua_pushboolean(L, tether_thread_is_alive(check_rec(L)->h) == 1);
     return 1;
@@ -450,11 +452,11 @@ static const char *status_name(lt_irec *rec)
     static const char *const names[] = {"running", "done", "error", "cancelled"};
     int st = atomic_load_explicit(&rec->status, memory_order_acquire);
     if (st == LT_RUNNING && tether_thread_is_alive(rec->h) != 1)
-        st = LT_ERROR; /* ended without finishing: see l_ijoin */
+        st = LT_ERROR; /* ended without finishing: see ithread_join */
     return names[st];
 }
 
-static int l_istatus(lua_State *L)
+static int ithread_status(lua_State *L)
 {
     lua_pushstring(L, status_name(check_rec(L)));
     return 1;
@@ -468,7 +470,7 @@ static int thread_gone(int rc)
 }
 
 /* t:raise(value): the value is copied into the thread's interpreter. */
-static int l_iraise(lua_State *L)
+static int ithread_raise(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     luaL_checkany(L, 2);
@@ -479,22 +481,22 @@ static int l_iraise(lua_State *L)
     if (rc != TETHER_OK) { /* not taken */
         lt_blob_dtor(heap);
         if (!thread_gone(rc))
-            return lt_fail(L, "raise", rc);
+            return lt_status_error(L, "raise", rc);
     }
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
 }
 
-static int l_icancel(lua_State *L)
+static int ithread_cancel(lua_State *L)
 {
     int rc = tether_thread_raise(check_rec(L)->h, LT_ASYNC_CANCEL, NULL, NULL);
     if (rc != TETHER_OK && !thread_gone(rc))
-        return lt_fail(L, "cancel", rc);
+        return lt_status_error(L, "cancel", rc);
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
 }
 
-static int l_ithread_gc(lua_State *L)
+static int ithread_gc(lua_State *L)
 {
     lt_ihandle *hd = lua_touserdata(L, 1);
     if (hd->rec)
@@ -504,7 +506,7 @@ static int l_ithread_gc(lua_State *L)
 }
 
 /* __index: the methods (upvalue 2), then name, ident and daemon. */
-static int l_ithread_index(lua_State *L)
+static int ithread_index(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
     lua_pushvalue(L, 2);
@@ -522,7 +524,7 @@ static int l_ithread_index(lua_State *L)
     return 1;
 }
 
-static int l_ithread_tostring(lua_State *L)
+static int ithread_tostring(lua_State *L)
 {
     lt_ihandle *hd = luaL_checkudata(L, 1, LT_ITHREAD_MT);
     if (!hd->rec)
@@ -535,17 +537,17 @@ static int l_ithread_tostring(lua_State *L)
 void lt_open_interp(lua_State *L, lt_state *S)
 {
     static const luaL_Reg imethods[] = {
-        {"thread", l_ithread}, {"close", l_iclose}, {NULL, NULL}};
+        {"thread", interp_thread}, {"close", interp_close}, {NULL, NULL}};
     static const luaL_Reg imeta[] = {
-        {"__gc", l_interp_gc}, {"__tostring", l_interp_tostring}, {NULL, NULL}};
+        {"__gc", interp_gc}, {"__tostring", interp_tostring}, {NULL, NULL}};
     static const luaL_Reg tmethods[] = {
-        {"join", l_ijoin},   {"alive", l_ialive},   {"status", l_istatus},
-        {"raise", l_iraise}, {"cancel", l_icancel}, {NULL, NULL}};
+        {"join", ithread_join},   {"alive", ithread_alive},   {"status", ithread_status},
+        {"raise", ithread_raise}, {"cancel", ithread_cancel}, {NULL, NULL}};
     static const luaL_Reg tmeta[] = {
-        {"__gc", l_ithread_gc}, {"__tostring", l_ithread_tostring}, {NULL, NULL}};
+        {"__gc", ithread_gc}, {"__tostring", ithread_tostring}, {NULL, NULL}};
     lt_new_class(L, S, LT_INTERP_MT, imethods, imeta, NULL);
-    lt_new_class(L, S, LT_ITHREAD_MT, tmethods, tmeta, l_ithread_index);
+    lt_new_class(L, S, LT_ITHREAD_MT, tmethods, tmeta, ithread_index);
     lua_pushlightuserdata(L, S);
-    lua_pushcclosure(L, l_interp, 1);
+    lua_pushcclosure(L, interp_new, 1);
     lua_setfield(L, -2, "interp");
 }

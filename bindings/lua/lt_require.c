@@ -186,20 +186,20 @@ static void wait_for(lua_State *L, modwaits *ws, lt_tstate *me)
         pp = &(*pp)->next;
     *pp = node.next;
     lua_pop(L, 1);
-    (void)lt_wait_result(L, me, rc, "require");
+    (void)lt_wait_ok(L, me, rc, "require");
 }
 
 /* require(name) */
-static int l_require(lua_State *L)
+static int global_require(lua_State *L)
 {
     luaL_checkstring(L, 1);
     lua_settop(L, 1);
     int pkg = lua_upvalueindex(2);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
-    lt_tstate *me = lt_ts();
+    lt_tstate *me = lt_current_tstate();
     /* While the state closes only its finalizers run Lua, on one thread;
        a waiter that left at shutdown may still be listed. */
-    if (!me || atomic_load(&lt_S(L)->closed))
+    if (!me || atomic_load(&lt_upvalue_state(L)->closed))
         return load(L, pkg, 2);
     modwaits *ws = waits_of(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &k_locks); /* 3 */
@@ -258,7 +258,7 @@ void lt_open_require(lua_State *L, lt_state *S)
     lua_rawsetp(L, LUA_REGISTRYINDEX, &k_waits);
     lua_pushlightuserdata(L, S);
     lua_pushvalue(L, top + 3);
-    lua_pushcclosure(L, l_require, 2); /* upvalues: S, package */
+    lua_pushcclosure(L, global_require, 2); /* upvalues: S, package */
     lua_setfield(L, top + 1, "require");
     lua_settop(L, top);
 }

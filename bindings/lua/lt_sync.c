@@ -131,15 +131,15 @@ static int64_t remaining(int64_t timeout_ns, int64_t start)
  * sleep
  * ---------------------------------------------------------------------- */
 
-static int l_sleep(lua_State *L)
+static int module_sleep(lua_State *L)
 {
     lua_Number s = luaL_checknumber(L, 1);
     luaL_argcheck(L, s >= 0, 1, "duration must be a non-negative number of seconds");
     int64_t ns = s >= 9e9 ? INT64_MAX : (int64_t)(s * 1e9);
     if (lt_in_finalizer(L))
         return 0; /* not even sleep(0), which hands the GIL over */
-    lt_tstate *ts = lt_ts();
-    lt_wait_result(L, ts, tether_sleep(ns), "sleep");
+    lt_tstate *ts = lt_current_tstate();
+    lt_wait_ok(L, ts, tether_sleep(ns), "sleep");
     return 0;
 }
 
@@ -163,39 +163,39 @@ static lt_lock *new_lock(lua_State *L)
     luaL_setmetatable(L, LT_LOCK_MT);
     int rc = tether_lock_new(&k->l);
     if (rc != TETHER_OK)
-        lt_fail(L, "lock", rc);
+        lt_status_error(L, "lock", rc);
     return k;
 }
 
-static int l_lock(lua_State *L)
+static int lock_new(lua_State *L)
 {
     new_lock(L);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
 /* Acquires l waiting up to ns; returns 1, or 0 on timeout. */
-static int lock_acquire(lua_State *L, tether_lock l, int64_t ns)
+static int lock_take(lua_State *L, tether_lock l, int64_t ns)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_lock_acquire(l, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "acquire: the calling thread holds this lock and "
                           "would wait for ever");
-    return lt_wait_result(L, ts, rc, "acquire");
+    return lt_wait_ok(L, ts, rc, "acquire");
 }
 
-static void lock_release(lua_State *L, tether_lock l)
+static void lock_give(lua_State *L, tether_lock l)
 {
     int rc = tether_lock_release(l);
     if (rc == TETHER_ESTATE)
         luaL_error(L, "release: the lock is not locked");
     if (rc != TETHER_OK)
-        lt_fail(L, "release", rc);
+        lt_status_error(L, "release", rc);
 }
 
 /* 1 if l is locked by any thread. */
-static int lock_locked(lua_State *L, tether_lock l)
+static int lock_is_locked(lua_State *L, tether_lock l)
 {
     int rc = tether_lock_acquire(l, 0);
     if (rc == TETHER_OK) {
@@ -204,25 +204,25 @@ static int lock_locked(lua_State *L, tether_lock l)
     }
     if (rc == TETHER_ETIMEDOUT || rc == TETHER_EDEADLK)
         return 1;
-    return lt_wait_result(L, lt_ts(), rc, "locked");
+    return lt_wait_ok(L, lt_current_tstate(), rc, "locked");
 }
 
-static int l_lock_acquire(lua_State *L)
+static int lock_acquire(lua_State *L)
 {
     lt_lock *k = check_lock(L);
-    lua_pushboolean(L, lock_acquire(L, k->l, lt_opt_timeout(L, 2)));
+    lua_pushboolean(L, lock_take(L, k->l, lt_opt_timeout(L, 2)));
     return 1;
 }
 
-static int l_lock_release(lua_State *L)
+static int lock_release(lua_State *L)
 {
-    lock_release(L, check_lock(L)->l);
+    lock_give(L, check_lock(L)->l);
     return 0;
 }
 
-static int l_lock_locked(lua_State *L)
+static int lock_locked(lua_State *L)
 {
-    lua_pushboolean(L, lock_locked(L, check_lock(L)->l));
+    lua_pushboolean(L, lock_is_locked(L, check_lock(L)->l));
     return 1;
 }
 
@@ -234,16 +234,16 @@ static int held_in_finalizer(lua_State *L)
                       "finalizer does not block");
 }
 
-static int l_lock_held(lua_State *L)
+static int lock_held(lua_State *L)
 {
     int gc = lt_in_finalizer(L);
-    if (!lock_acquire(L, check_lock(L)->l, gc ? 0 : -1))
+    if (!lock_take(L, check_lock(L)->l, gc ? 0 : -1))
         return held_in_finalizer(L);
     lua_settop(L, 1);
     return 1;
 }
 
-static int l_lock_gc(lua_State *L)
+static int lock_gc(lua_State *L)
 {
     lt_lock *k = lua_touserdata(L, 1);
     (void)tether_lock_free(k->l);
@@ -274,14 +274,14 @@ static lt_rlock *new_rlock(lua_State *L)
     luaL_setmetatable(L, LT_RLOCK_MT);
     int rc = tether_lock_new(&r->l);
     if (rc != TETHER_OK)
-        lt_fail(L, "rlock", rc);
+        lt_status_error(L, "rlock", rc);
     return r;
 }
 
-static int l_rlock(lua_State *L)
+static int rlock_new(lua_State *L)
 {
     new_rlock(L);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -290,56 +290,56 @@ static int rlock_mine(const lt_rlock *r)
     return r->count > 0 && pthread_equal(r->owner, pthread_self());
 }
 
-static int rlock_acquire(lua_State *L, lt_rlock *r, int64_t ns)
+static int rlock_take(lua_State *L, lt_rlock *r, int64_t ns)
 {
     if (rlock_mine(r)) {
         r->count++;
         return 1;
     }
-    if (!lock_acquire(L, r->l, ns))
+    if (!lock_take(L, r->l, ns))
         return 0;
     r->owner = pthread_self();
     r->count = 1;
     return 1;
 }
 
-static void rlock_release(lua_State *L, lt_rlock *r)
+static void rlock_give(lua_State *L, lt_rlock *r)
 {
     if (!rlock_mine(r))
         luaL_error(L, "release: the calling thread does not hold this rlock");
     if (--r->count == 0)
-        lock_release(L, r->l);
+        lock_give(L, r->l);
 }
 
-static int l_rlock_acquire(lua_State *L)
+static int rlock_acquire(lua_State *L)
 {
     lt_rlock *r = check_rlock(L);
-    lua_pushboolean(L, rlock_acquire(L, r, lt_opt_timeout(L, 2)));
+    lua_pushboolean(L, rlock_take(L, r, lt_opt_timeout(L, 2)));
     return 1;
 }
 
-static int l_rlock_release(lua_State *L)
+static int rlock_release(lua_State *L)
 {
-    rlock_release(L, check_rlock(L));
+    rlock_give(L, check_rlock(L));
     return 0;
 }
 
-static int l_rlock_locked(lua_State *L)
+static int rlock_locked(lua_State *L)
 {
     lua_pushboolean(L, check_rlock(L)->count > 0);
     return 1;
 }
 
-static int l_rlock_held(lua_State *L)
+static int rlock_held(lua_State *L)
 {
     int gc = lt_in_finalizer(L);
-    if (!rlock_acquire(L, check_rlock(L), gc ? 0 : -1))
+    if (!rlock_take(L, check_rlock(L), gc ? 0 : -1))
         return held_in_finalizer(L);
     lua_settop(L, 1);
     return 1;
 }
 
-static int l_rlock_gc(lua_State *L)
+static int rlock_gc(lua_State *L)
 {
     lt_rlock *r = lua_touserdata(L, 1);
     (void)tether_lock_free(r->l);
@@ -360,49 +360,49 @@ static tether_event check_event(lua_State *L)
     return ((lt_event *)luaL_checkudata(L, 1, LT_EVENT_MT))->e;
 }
 
-static int l_event(lua_State *L)
+static int event_new(lua_State *L)
 {
     lt_event *ev = lua_newuserdatauv(L, sizeof *ev, 0);
     ev->e = 0;
     luaL_setmetatable(L, LT_EVENT_MT);
     int rc = tether_event_new(&ev->e);
     if (rc != TETHER_OK)
-        return lt_fail(L, "event", rc);
-    lt_renew_sentinel(L, lt_S(L));
+        return lt_status_error(L, "event", rc);
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
-static int l_event_set(lua_State *L)
+static int event_set(lua_State *L)
 {
     int rc = tether_event_set(check_event(L));
-    return rc == TETHER_OK ? 0 : lt_fail(L, "set", rc);
+    return rc == TETHER_OK ? 0 : lt_status_error(L, "set", rc);
 }
 
-static int l_event_clear(lua_State *L)
+static int event_clear(lua_State *L)
 {
     int rc = tether_event_clear(check_event(L));
-    return rc == TETHER_OK ? 0 : lt_fail(L, "clear", rc);
+    return rc == TETHER_OK ? 0 : lt_status_error(L, "clear", rc);
 }
 
-static int l_event_is_set(lua_State *L)
+static int event_is_set(lua_State *L)
 {
     int rc = tether_event_is_set(check_event(L));
     if (rc < 0)
-        return lt_fail(L, "is_set", rc);
+        return lt_status_error(L, "is_set", rc);
     lua_pushboolean(L, rc);
     return 1;
 }
 
-static int l_event_wait(lua_State *L)
+static int event_wait(lua_State *L)
 {
     tether_event e = check_event(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
-    lua_pushboolean(L, lt_wait_result(L, ts, tether_event_wait(e, ns), "wait"));
+    lt_tstate *ts = lt_current_tstate();
+    lua_pushboolean(L, lt_wait_ok(L, ts, tether_event_wait(e, ns), "wait"));
     return 1;
 }
 
-static int l_event_gc(lua_State *L)
+static int event_gc(lua_State *L)
 {
     lt_event *ev = lua_touserdata(L, 1);
     (void)tether_event_free(ev->e);
@@ -426,7 +426,7 @@ static lt_cond *check_cond(lua_State *L)
 }
 
 /* tether.condition([lock]): a new rlock unless a lock or rlock is given. */
-static int l_condition(lua_State *L)
+static int condition_new(lua_State *L)
 {
     lt_lock *lock = luaL_testudata(L, 1, LT_LOCK_MT);
     lt_rlock *rlock = luaL_testudata(L, 1, LT_RLOCK_MT);
@@ -441,25 +441,25 @@ static int l_condition(lua_State *L)
     if (lock || rlock)
         lua_pushvalue(L, 1);
     lua_setiuservalue(L, 2, 1);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
 static int cond_owned(lua_State *L, lt_cond *c)
 {
-    return c->rlock ? rlock_mine(c->rlock) : lock_locked(L, c->lock->l);
+    return c->rlock ? rlock_mine(c->rlock) : lock_is_locked(L, c->lock->l);
 }
 
 /* Releases the lock completely; returns what cond_reacquire restores. */
 static lua_Integer cond_release_all(lua_State *L, lt_cond *c)
 {
     if (!c->rlock) {
-        lock_release(L, c->lock->l);
+        lock_give(L, c->lock->l);
         return 1;
     }
     lua_Integer saved = c->rlock->count;
     c->rlock->count = 0;
-    lock_release(L, c->rlock->l);
+    lock_give(L, c->rlock->l);
     return saved;
 }
 
@@ -478,11 +478,11 @@ static int cond_reacquire(lt_cond *c, lua_Integer saved)
     return rc;
 }
 
-static int l_cond_wait(lua_State *L)
+static int condition_wait(lua_State *L)
 {
     lt_cond *c = check_cond(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int notified;
     if (!cond_owned(L, c))
         return luaL_error(L, "wait: the condition's lock is not held");
@@ -492,9 +492,9 @@ static int l_cond_wait(lua_State *L)
         lt_leave(ts);
     int back = cond_reacquire(c, saved);
     if (back != TETHER_OK)
-        lt_wait_result(L, ts, back, "wait");
+        lt_wait_ok(L, ts, back, "wait");
     if (rc != TETHER_ETIMEDOUT)
-        lt_wait_result(L, ts, rc, "wait");
+        lt_wait_ok(L, ts, rc, "wait");
     lt_checkpoint(L, ts);
     lua_pushboolean(L, notified);
     return 1;
@@ -508,7 +508,7 @@ static int cond_notify(lua_State *L, lt_cond *c, int n)
     return 0;
 }
 
-static int l_cond_notify(lua_State *L)
+static int condition_notify(lua_State *L)
 {
     lt_cond *c = check_cond(L);
     lua_Integer n = luaL_optinteger(L, 2, 1);
@@ -516,42 +516,42 @@ static int l_cond_notify(lua_State *L)
     return cond_notify(L, c, n > INT32_MAX ? INT32_MAX : (int)n);
 }
 
-static int l_cond_notify_all(lua_State *L)
+static int condition_notify_all(lua_State *L)
 {
     return cond_notify(L, check_cond(L), INT32_MAX);
 }
 
-static int l_cond_acquire(lua_State *L)
+static int condition_acquire(lua_State *L)
 {
     lt_cond *c = check_cond(L);
     int64_t ns = lt_opt_timeout(L, 2);
-    int ok = c->rlock ? rlock_acquire(L, c->rlock, ns) : lock_acquire(L, c->lock->l, ns);
+    int ok = c->rlock ? rlock_take(L, c->rlock, ns) : lock_take(L, c->lock->l, ns);
     lua_pushboolean(L, ok);
     return 1;
 }
 
-static int l_cond_release(lua_State *L)
+static int condition_release(lua_State *L)
 {
     lt_cond *c = check_cond(L);
     if (c->rlock)
-        rlock_release(L, c->rlock);
+        rlock_give(L, c->rlock);
     else
-        lock_release(L, c->lock->l);
+        lock_give(L, c->lock->l);
     return 0;
 }
 
-static int l_cond_held(lua_State *L)
+static int condition_held(lua_State *L)
 {
     lt_cond *c = check_cond(L);
     if (c->rlock)
-        rlock_acquire(L, c->rlock, -1);
+        rlock_take(L, c->rlock, -1);
     else
-        lock_acquire(L, c->lock->l, -1);
+        lock_take(L, c->lock->l, -1);
     lua_settop(L, 1);
     return 1;
 }
 
-static int l_cond_lock(lua_State *L)
+static int condition_lock(lua_State *L)
 {
     check_cond(L);
     lua_getiuservalue(L, 1, 1);
@@ -573,7 +573,7 @@ static lt_queue *check_queue(lua_State *L)
     return luaL_checkudata(L, 1, LT_QUEUE_MT);
 }
 
-static int l_queue(lua_State *L)
+static int queue_new(lua_State *L)
 {
     lua_Integer max = luaL_optinteger(L, 1, 0);
     luaL_argcheck(L, max >= 0, 1, "maxsize must be >= 0");
@@ -583,7 +583,7 @@ static int l_queue(lua_State *L)
     luaL_setmetatable(L, LT_QUEUE_MT);
     lua_newtable(L);
     lua_setiuservalue(L, -2, 1);
-    lt_renew_sentinel(L, lt_S(L));
+    lt_renew_sentinel(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -592,7 +592,7 @@ static int l_queue(lua_State *L)
 static int queue_wait(lua_State *L, lt_queue *q, lt_waitq *wq, int for_put,
                       int64_t timeout_ns)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int64_t start = now_ns();
     for (;;) {
         int ready = for_put ? q->maxsize == 0 || q->tail - q->head < q->maxsize
@@ -605,12 +605,12 @@ static int queue_wait(lua_State *L, lt_queue *q, lt_waitq *wq, int for_put,
         int notified;
         int rc = lt_waitq_wait(ts, wq, left, &notified);
         if (rc != TETHER_ETIMEDOUT)
-            lt_wait_result(L, ts, rc, for_put ? "put" : "get");
+            lt_wait_ok(L, ts, rc, for_put ? "put" : "get");
     }
 }
 
 /* q:put(v [, timeout]) --> true, or false at the timeout. */
-static int l_put(lua_State *L)
+static int queue_put(lua_State *L)
 {
     lt_queue *q = check_queue(L);
     luaL_checkany(L, 2);
@@ -630,7 +630,7 @@ static int l_put(lua_State *L)
 }
 
 /* q:get([timeout]) --> v, or nil, "timeout". */
-static int l_get(lua_State *L)
+static int queue_get(lua_State *L)
 {
     lt_queue *q = check_queue(L);
     int64_t ns = lt_opt_timeout(L, 2);
@@ -647,7 +647,7 @@ static int l_get(lua_State *L)
     return 1;
 }
 
-static int l_size(lua_State *L)
+static int queue_size(lua_State *L)
 {
     lt_queue *q = check_queue(L);
     lua_pushinteger(L, q->tail - q->head);
@@ -661,32 +661,32 @@ static int l_size(lua_State *L)
 void lt_open_sync(lua_State *L, lt_state *S)
 {
     static const luaL_Reg lock_m[] = {
-        {"acquire", l_lock_acquire}, {"release", l_lock_release},
-        {"locked", l_lock_locked},   {"held", l_lock_held},       {NULL, NULL}};
+        {"acquire", lock_acquire}, {"release", lock_release},
+        {"locked", lock_locked},   {"held", lock_held},       {NULL, NULL}};
     static const luaL_Reg lock_mt[] = {
-        {"__gc", l_lock_gc}, {"__close", l_lock_release}, {NULL, NULL}};
+        {"__gc", lock_gc}, {"__close", lock_release}, {NULL, NULL}};
     static const luaL_Reg rlock_m[] = {
-        {"acquire", l_rlock_acquire}, {"release", l_rlock_release},
-        {"locked", l_rlock_locked},   {"held", l_rlock_held},       {NULL, NULL}};
+        {"acquire", rlock_acquire}, {"release", rlock_release},
+        {"locked", rlock_locked},   {"held", rlock_held},       {NULL, NULL}};
     static const luaL_Reg rlock_mt[] = {
-        {"__gc", l_rlock_gc}, {"__close", l_rlock_release}, {NULL, NULL}};
+        {"__gc", rlock_gc}, {"__close", rlock_release}, {NULL, NULL}};
     static const luaL_Reg event_m[] = {
-        {"set", l_event_set},       {"clear", l_event_clear},
-        {"is_set", l_event_is_set}, {"wait", l_event_wait},   {NULL, NULL}};
-    static const luaL_Reg event_mt[] = {{"__gc", l_event_gc}, {NULL, NULL}};
+        {"set", event_set},       {"clear", event_clear},
+        {"is_set", event_is_set}, {"wait", event_wait},   {NULL, NULL}};
+    static const luaL_Reg event_mt[] = {{"__gc", event_gc}, {NULL, NULL}};
     static const luaL_Reg cond_m[] = {
-        {"wait", l_cond_wait},       {"notify", l_cond_notify},
-        {"notify_all", l_cond_notify_all}, {"acquire", l_cond_acquire},
-        {"release", l_cond_release}, {"held", l_cond_held},
-        {"lock", l_cond_lock},       {NULL, NULL}};
-    static const luaL_Reg cond_mt[] = {{"__close", l_cond_release}, {NULL, NULL}};
+        {"wait", condition_wait},       {"notify", condition_notify},
+        {"notify_all", condition_notify_all}, {"acquire", condition_acquire},
+        {"release", condition_release}, {"held", condition_held},
+        {"lock", condition_lock},       {NULL, NULL}};
+    static const luaL_Reg cond_mt[] = {{"__close", condition_release}, {NULL, NULL}};
     static const luaL_Reg queue_m[] = {
-        {"put", l_put}, {"get", l_get}, {"size", l_size}, {NULL, NULL}};
-    static const luaL_Reg queue_mt[] = {{"__len", l_size}, {NULL, NULL}};
+        {"put", queue_put}, {"get", queue_get}, {"size", queue_size}, {NULL, NULL}};
+    static const luaL_Reg queue_mt[] = {{"__len", queue_size}, {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"sleep", l_sleep},         {"lock", l_lock},   {"rlock", l_rlock},
-        {"event", l_event},         {"condition", l_condition},
-        {"queue", l_queue},         {NULL, NULL}};
+        {"sleep", module_sleep},         {"lock", lock_new},   {"rlock", rlock_new},
+        {"event", event_new},         {"condition", condition_new},
+        {"queue", queue_new},         {NULL, NULL}};
     lt_new_class(L, S, LT_LOCK_MT, lock_m, lock_mt, NULL);
     lt_new_class(L, S, LT_RLOCK_MT, rlock_m, rlock_mt, NULL);
     lt_new_class(L, S, LT_EVENT_MT, event_m, event_mt, NULL);

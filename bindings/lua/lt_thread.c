@@ -117,11 +117,11 @@ static void cache_started(lua_State *L)
 
 void lt_push_current(lua_State *L, lt_state *S)
 {
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     lt_handle *hd = new_handle(L);
     int rc = tether_thread_current(&hd->h);
     if (rc != TETHER_OK)
-        lt_fail(L, "current", rc);
+        lt_status_error(L, "current", rc);
     lt_worker *w = ts && ts->worker ? ts->worker : find_worker(S, hd->h);
     bind_worker(hd, w);
     if (w && !w->h)
@@ -290,7 +290,7 @@ static int report_from_thread(lua_State *L)
     lt_handle *hd = new_handle(L);
     int rc = tether_thread_current(&hd->h);
     if (rc != TETHER_OK)
-        return lt_fail(L, "excepthook", rc);
+        return lt_status_error(L, "excepthook", rc);
     bind_worker(hd, w);
     report(L, w, -1, 2);
     w->handles--;
@@ -373,26 +373,6 @@ static int worker_main(void *arg)
     return st == LUA_OK ? TETHER_OK : TETHER_EXIT;
 }
 
-/* The smallest stack_size accepted.  Lua lets C calls nest 200 deep
-   (LUAI_MAXCCALLS) whatever the stack, so a thread must hold 200 levels of
-   its heaviest library function: nested string.gsub callbacks need about
-   420 KiB on x86-64 (a luaL_Buffer and a match state per level), and under
-   ThreadSanitizer, whose runtime runs on the thread's stack too, about
-   1.1 MiB.  Twice and more that, so that C modules with bigger frames fit
-   too; tests/lua/test_stack_size.lua runs those nestings at the minimum. */
-#ifdef __has_feature
-#define LT_HAS_FEATURE(x) __has_feature(x)
-#else
-#define LT_HAS_FEATURE(x) 0
-#endif
-#if defined(__SANITIZE_THREAD__) || LT_HAS_FEATURE(thread_sanitizer)
-#define LT_MIN_STACK ((size_t)4 << 20)
-#else
-#define LT_MIN_STACK ((size_t)1 << 20)
-#endif
-
-/* The longest thread name: the core keeps 127 bytes and cut longer ones. */
-#define LT_NAME_MAX 127
 
 void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 {
@@ -441,14 +421,14 @@ void lt_read_thread_opts(lua_State *L, int idx, tether_thread_opts *o)
 }
 
 /* tether.thread([opts,] fn, ...) */
-static int l_thread(lua_State *L)
+static int thread_new(lua_State *L)
 {
-    lt_state *S = lt_S(L);
-    lt_tstate *ts = lt_ts();
+    lt_state *S = lt_upvalue_state(L);
+    lt_tstate *ts = lt_current_tstate();
     tether_thread_opts o = {sizeof o, NULL, ts && ts->worker && ts->worker->daemon, 0};
     int fi = 1;
     if (S->finalized) /* a finalizer run by lua_close after shut_down */
-        return lt_fail(L, "thread", TETHER_EFINALIZING);
+        return lt_status_error(L, "thread", TETHER_EFINALIZING);
     if (lua_type(L, 1) == LUA_TTABLE && !lt_is_callable(L, 1)) {
         lt_read_thread_opts(L, 1, &o);
         fi = 2;
@@ -472,7 +452,7 @@ static int l_thread(lua_State *L)
         hd->w = NULL;
         w->handles = 0;
         free_worker(L, w);
-        return lt_fail(L, "thread", rc);
+        return lt_status_error(L, "thread", rc);
     }
     w->h = hd->h;
     cache_started(L);
@@ -488,12 +468,12 @@ void lt_thread_start_bare(lua_State *L, lt_state *S, int first, int last,
     lt_worker *w = new_worker(L, S, NULL);
     w->daemon = o->daemon;
     load_coroutine(L, w, first, last);
-    lt_renew_sentinel(L, S); /* before the start, as in l_thread */
+    lt_renew_sentinel(L, S); /* before the start, as in thread_new */
     int rc = tether_thread_start(S->interp, worker_main, w, o, out);
-    lt_back_in_lua(lt_ts()); /* the start let the GIL go */
+    lt_back_in_lua(lt_current_tstate()); /* the start let the GIL go */
     if (rc != TETHER_OK) {
         free_worker(L, w);
-        lt_fail(L, "thread", rc);
+        lt_status_error(L, "thread", rc);
     }
     w->h = *out;
 }
@@ -517,17 +497,17 @@ static int push_results(lua_State *L, lt_worker *w)
     return w->nres + 1;
 }
 
-static int l_join(lua_State *L)
+static int thread_join(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
+    lt_tstate *ts = lt_current_tstate();
     int rc = tether_thread_join(hd->h, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "join: a thread cannot join itself");
     if (rc == TETHER_ESTATE)
         return luaL_error(L, "join: this thread was not started by tether.thread");
-    if (!lt_wait_result(L, ts, rc, "join")) {
+    if (!lt_wait_ok(L, ts, rc, "join")) {
         lua_pushnil(L);
         lua_pushliteral(L, "timeout");
         return 2;
@@ -535,7 +515,7 @@ static int l_join(lua_State *L)
     return push_results(L, hd->w);
 }
 
-static int l_alive(lua_State *L)
+static int thread_alive(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     lua_pushboolean(L, tether_thread_is_alive(hd->h) == 1);
@@ -550,19 +530,19 @@ static const char *status_name(const lt_handle *hd)
     return tether_thread_is_alive(hd->h) == 1 ? "running" : "done";
 }
 
-static int l_status(lua_State *L)
+static int thread_status(lua_State *L)
 {
     lua_pushstring(L, status_name(check_handle(L, 1)));
     return 1;
 }
 
 /* t:raise(value): true if the thread was running, false if it finished. */
-static int l_raise(lua_State *L)
+static int thread_raise(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     lt_handle *hd = check_handle(L, 1);
     luaL_checkany(L, 2);
-    lt_payload_drain(L, S);
+    lt_heldref_drain(L, S);
     lua_settop(L, 2);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lt_payload *pl = malloc(sizeof *pl);
@@ -572,31 +552,31 @@ static int l_raise(lua_State *L)
     }
     *pl = (lt_payload){S, ref, NULL};
     lt_state_ref(S);
-    int rc = tether_thread_raise(hd->h, LT_ASYNC_VALUE, pl, lt_payload_free);
+    int rc = tether_thread_raise(hd->h, LT_ASYNC_VALUE, pl, lt_heldref_drop);
     if (rc != TETHER_OK) { /* not taken */
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         free(pl);
         lt_state_unref(S);
         if (rc != TETHER_ESTATE)
-            return lt_fail(L, "raise", rc);
+            return lt_status_error(L, "raise", rc);
     }
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
 }
 
 /* t:cancel(): raises tether.Cancelled in t. */
-static int l_cancel(lua_State *L)
+static int thread_cancel(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
     int rc = tether_thread_raise(hd->h, LT_ASYNC_CANCEL, NULL, NULL);
     if (rc != TETHER_OK && rc != TETHER_ESTATE)
-        return lt_fail(L, "cancel", rc);
+        return lt_status_error(L, "cancel", rc);
     lua_pushboolean(L, rc == TETHER_OK);
     return 1;
 }
 
 /* __index: the methods (upvalue 2), then name, ident and daemon. */
-static int l_index(lua_State *L)
+static int thread_index(lua_State *L)
 {
     lt_handle *hd = luaL_checkudata(L, 1, LT_THREAD_MT);
     lua_pushvalue(L, 2);
@@ -616,7 +596,7 @@ static int l_index(lua_State *L)
     return 1;
 }
 
-static int l_tostring(lua_State *L)
+static int thread_tostring(lua_State *L)
 {
     lt_handle *hd = luaL_checkudata(L, 1, LT_THREAD_MT);
     const char *name = "?";
@@ -627,7 +607,7 @@ static int l_tostring(lua_State *L)
     return 1;
 }
 
-static int l_eq(lua_State *L)
+static int thread_eq(lua_State *L)
 {
     lt_handle *a = luaL_testudata(L, 1, LT_THREAD_MT);
     lt_handle *b = luaL_testudata(L, 2, LT_THREAD_MT);
@@ -635,7 +615,7 @@ static int l_eq(lua_State *L)
     return 1;
 }
 
-static int l_handle_gc(lua_State *L)
+static int thread_gc(lua_State *L)
 {
     lt_handle *hd = lua_touserdata(L, 1);
     lt_worker *w = hd->w;
@@ -658,9 +638,9 @@ static int l_handle_gc(lua_State *L)
  * Module functions
  * ---------------------------------------------------------------------- */
 
-static int l_current(lua_State *L)
+static int module_current(lua_State *L)
 {
-    lt_push_current(L, lt_S(L));
+    lt_push_current(L, lt_upvalue_state(L));
     return 1;
 }
 
@@ -671,7 +651,7 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
     size_t n = 0;
     int rc = tether_thread_list(S->interp, buf, cap, &n);
     if (rc != TETHER_OK)
-        lt_fail(L, "threads", rc);
+        lt_status_error(L, "threads", rc);
     if (n > cap) {
         for (size_t i = 0; i < cap; i++)
             (void)tether_thread_release(buf[i]);
@@ -683,9 +663,9 @@ static size_t list_into(lua_State *L, lt_state *S, tether_thread *buf, size_t ca
    made before the references are taken, so no error can leak one; they
    are kept in a table, not on the stack, which has room for a few dozen
    values only (one handle per thread on the stack overflowed it). */
-static int l_threads(lua_State *L)
+static int module_threads(lua_State *L)
 {
-    lt_state *S = lt_S(L);
+    lt_state *S = lt_upvalue_state(L);
     size_t n = 0, cap = 0;
     tether_thread *buf = NULL;
     do {
@@ -741,7 +721,7 @@ static int to_join_at_exit(const lt_worker *w, const lt_tstate *self)
 
 void lt_join_all(lt_state *S)
 {
-    lt_tstate *self = lt_ts();
+    lt_tstate *self = lt_current_tstate();
     for (;;) {
         lt_worker *w = S->workers;
         while (w && !to_join_at_exit(w, self))
@@ -775,15 +755,15 @@ int lt_reap_workers(lt_state *S, int64_t timeout_ns)
 void lt_open_thread(lua_State *L, lt_state *S)
 {
     static const luaL_Reg methods[] = {
-        {"join", l_join},     {"alive", l_alive},   {"status", l_status},
-        {"raise", l_raise},   {"cancel", l_cancel}, {NULL, NULL}};
+        {"join", thread_join},     {"alive", thread_alive},   {"status", thread_status},
+        {"raise", thread_raise},   {"cancel", thread_cancel}, {NULL, NULL}};
     static const luaL_Reg meta[] = {
-        {"__gc", l_handle_gc}, {"__tostring", l_tostring}, {"__eq", l_eq},
+        {"__gc", thread_gc}, {"__tostring", thread_tostring}, {"__eq", thread_eq},
         {NULL, NULL}};
     static const luaL_Reg funcs[] = {
-        {"thread", l_thread}, {"current", l_current}, {"threads", l_threads},
+        {"thread", thread_new}, {"current", module_current}, {"threads", module_threads},
         {NULL, NULL}};
-    lt_new_class(L, S, LT_THREAD_MT, methods, meta, l_index);
+    lt_new_class(L, S, LT_THREAD_MT, methods, meta, thread_index);
     lua_newtable(L); /* the handle cache, weak-valued */
     lua_createtable(L, 0, 1);
     lua_pushliteral(L, "v");

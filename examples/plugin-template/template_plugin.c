@@ -32,7 +32,8 @@ TETHER_PLUGIN_EXPORT int64_t template_add(void *state, int64_t x)
 static int template_init(const tether_host_api *h, tether_interp interp,
                          void **state)
 {
-    host = h;
+    if (host != h)
+        host = h; /* the same for every instance: written once, not raced */
     struct instance *in = calloc(1, sizeof *in);
     if (!in)
         return h->set_error(TETHER_ENOMEM, "template: out of memory");

@@ -114,7 +114,9 @@ def consume_plugin_template(prefix, libdir, work, cc, sanitize):
          "-DCMAKE_C_COMPILER=" + cc])
     run(["cmake", "--build", build])
     check = os.path.join(prefix, "bin", "tether-plugin-check")
-    env = dict(os.environ, LD_LIBRARY_PATH=libdir)
+    # As a plugin author runs it: the installed tool finds the installed
+    # library by itself (it did not start without LD_LIBRARY_PATH).
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
     out = run([check, "--exports", os.path.join(src, "exports.txt"),
                os.path.join(build, "template_plugin.so")], env=env).stdout
     if "verdict: PASS" not in out:

@@ -1,16 +1,14 @@
 /*
  * fuzz_lua_codec.c - the libFuzzer target for the decoder of the Lua
- * binding's value encoding (bindings/lua/lt_copy.c: what crosses between
+ * binding's value encoding (bindings/lua/lt_codec.c: what crosses between
  * isolated interpreters, on channels and as thread arguments and results).
  *
- * How it is built.  lt_copy.c is compiled unchanged, with the system
- * liblua5.4, and without libtether or the rest of the binding: this file
- * stubs what lt_copy.c calls outside itself.  The channel functions keep a
- * reference count for three fake channels (handles 1, 2 and 3) and refuse
- * any other handle as the core does (TETHER_EBADHANDLE); lt_push_cancelled
- * does what lt_state.c does (lt_new_class is the module's own, lt_class.c);
- * the rest belongs to channel methods the harness never calls, and aborts.  A new outside call in
- * lt_copy.c shows up here as a link error, to be stubbed.
+ * How it is built.  lt_codec.c is compiled alone and unchanged, with the
+ * system liblua5.4: it calls nothing of the rest of the binding or of the
+ * core (lt_codec.c says why).  The channel references it takes and drops
+ * go through the calls given to lt_codec_init; here they keep a reference
+ * count for three channels of the harness (handles 1, 2 and 3) and refuse
+ * any other handle as the core does (TETHER_EBADHANDLE).
  *
  * Properties checked on every input (abort() on a violation):
  *  - decoding arbitrary bytes into a fresh lua_State either succeeds or
@@ -37,14 +35,14 @@
 #include "lt.h"
 
 /* ------------------------------------------------------------------------
- * Stubs
+ * The harness's channels
  * ---------------------------------------------------------------------- */
 
 #define NCHAN 3
 
 /* Synchronization: single-threaded. */
 static struct {
-    int refs[NCHAN + 1]; /* of the fake channel with that handle; [0] unused */
+    int refs[NCHAN + 1]; /* of the channel with that handle; [0] unused */
     int counting;        /* releases only count (lt_drop_channels on raw input) */
     long retains, releases;
 } g;
@@ -54,7 +52,7 @@ static int *chan_refs(tether_channel ch)
     return ch >= 1 && ch <= NCHAN && g.refs[ch] > 0 ? &g.refs[ch] : NULL;
 }
 
-int tether_channel_retain(tether_channel ch)
+static int chan_retain(tether_channel ch)
 {
     int *r = chan_refs(ch);
     if (!r)
@@ -64,7 +62,7 @@ int tether_channel_retain(tether_channel ch)
     return TETHER_OK;
 }
 
-int tether_channel_release(tether_channel ch)
+static int chan_release(tether_channel ch)
 {
     if (g.counting) {
         g.releases++;
@@ -79,78 +77,7 @@ int tether_channel_release(tether_channel ch)
     return TETHER_OK;
 }
 
-/* Only channel methods call these, and the harness calls none. */
-int tether_channel_new(size_t capacity, tether_channel *out)
-{
-    (void)capacity, (void)out;
-    abort();
-}
-
-int tether_channel_set_discard(tether_channel ch, tether_channel_discard_fn fn,
-                               void *ud)
-{
-    (void)ch, (void)fn, (void)ud;
-    abort();
-}
-
-int tether_channel_send(tether_channel ch, const void *data, size_t len,
-                        int64_t timeout_ns)
-{
-    (void)ch, (void)data, (void)len, (void)timeout_ns;
-    abort();
-}
-
-int tether_channel_recv(tether_channel ch, void **data, size_t *len,
-                        int64_t timeout_ns)
-{
-    (void)ch, (void)data, (void)len, (void)timeout_ns;
-    abort();
-}
-
-void tether_channel_msg_free(void *data)
-{
-    (void)data;
-    abort();
-}
-
-int tether_channel_close(tether_channel ch)
-{
-    (void)ch;
-    abort();
-}
-
-int tether_channel_count(tether_channel ch, size_t *out)
-{
-    (void)ch, (void)out;
-    abort();
-}
-
-int lt_fail(lua_State *L, const char *what, int rc)
-{
-    (void)L, (void)what, (void)rc;
-    abort();
-}
-
-int64_t lt_opt_timeout(lua_State *L, int idx)
-{
-    (void)L, (void)idx;
-    abort();
-}
-
-lt_tstate *lt_ts(void) { abort(); }
-
-int lt_wait_result(lua_State *L, lt_tstate *ts, int rc, const char *what)
-{
-    (void)L, (void)ts, (void)rc, (void)what;
-    abort();
-}
-
-static const char k_cancelled = 0;
-
-void lt_push_cancelled(lua_State *L)
-{
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cancelled);
-}
+static const lt_chanrefs chanrefs = {chan_retain, chan_release};
 
 /* ------------------------------------------------------------------------
  * The shape of decoded values
@@ -334,6 +261,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    lt_codec_init(&chanrefs);
     for (int i = 1; i <= NCHAN; i++)
         g.refs[i] = 1; /* the harness's own */
     (void)count_drops(data, size); /* any bytes: must stay inside them */
@@ -341,11 +269,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_State *L = luaL_newstate();
     if (!L)
         abort();
-    lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cancelled);
-    lua_newtable(L); /* what lt_open_copy adds tether.channel to */
-    lt_open_copy(L, NULL);
-    lua_pop(L, 1);
+    lt_open_codec(L);
 
     struct run r = {data, size, 0, 0};
     lua_pushcfunction(L, round_trip);

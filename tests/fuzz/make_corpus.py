@@ -7,7 +7,7 @@ Seeds are named after what they exercise (seed-*); files that the fuzzers
 found and that became regression inputs (crash-*, regress-*) are left
 alone.  The layouts are those of fuzz_plugin_desc.c (a 64-bit
 little-endian descriptor) and of the encoding documented at the top of
-bindings/lua/lt_copy.c.
+bindings/lua/lt_codec.c.
 """
 import os
 import struct
@@ -51,7 +51,7 @@ PLUGIN_DESC = {
     "long-path-truncated": desc(flags=0x80, path=b"/p" * 400, cap=17),
 }
 
-# --- Lua encodings (bindings/lua/lt_copy.c) -------------------------------
+# --- Lua encodings (bindings/lua/lt_codec.c) -------------------------------
 
 (NIL, FALSE, TRUE, INT, FLT, STR, CHAN, TABLE, END, REF,
  CANCELLED) = range(1, 12)

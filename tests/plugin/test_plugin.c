@@ -1193,6 +1193,240 @@ TEST(bad_arguments_get_errors)
     ASSERT_STATUS(tether_plugin_load(rt, TICKER_PATH, &p), TETHER_EBADHANDLE);
 }
 
+/* ------------------------------------------------------------------------
+ * SDK review (issue 14, second pass): the fixture "hostile" does what
+ * plugin authors get wrong.
+ * ---------------------------------------------------------------------- */
+
+typedef void (*fx_setup_fn)(tether_runtime, const char *,
+                            void (*)(const char *, int), int);
+
+/* What the fixture's fini and threads report (fx_setup's report_fn). */
+static atomic_int g_fini_runs;
+static int g_reported_rc = -99;
+static char g_reported[1024];
+
+static void hostile_report(const char *what, int status)
+{
+    if (strcmp(what, "fini") == 0) {
+        atomic_fetch_add(&g_fini_runs, 1);
+        return;
+    }
+    g_reported_rc = status;
+    snprintf(g_reported, sizeof g_reported, "%s", what);
+}
+
+static void hostile_setup(tether_plugin p, tether_runtime rt,
+                          const char *path, int load_in_fini)
+{
+    fx_setup_fn setup;
+    LOOKUP(setup, p, "fx_setup");
+    atomic_store(&g_fini_runs, 0);
+    g_reported_rc = -99;
+    g_reported[0] = '\0';
+    setup(rt, path, hostile_report, load_in_fini);
+}
+
+static atomic_int g_block_flags[2];
+
+static void *ffi_call_block(void *arg)
+{
+    atomic_int *flags = g_block_flags;
+    void *args[] = {&flags};
+    int32_t r = 0;
+    ASSERT_OK(tether_ffi_call(arg, "i32(ptr)", args, &r));
+    ASSERT_EQ(r, 7);
+    return NULL;
+}
+
+TEST(leave_without_an_enter_does_not_end_a_call_in_progress)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("hostile_default"));
+    hostile_setup(p, rt, FIXTURE("hostile_default"), 0);
+    void *block;
+    ASSERT_OK(tether_plugin_symbol(p, "fx_block", &block));
+    atomic_store(&g_block_flags[0], 0);
+    atomic_store(&g_block_flags[1], 0);
+    pthread_t th = t_pthread(ffi_call_block, block);
+    await_flag(&g_block_flags[0]);
+    /* A leave nobody entered: it took the tether_ffi_call's pin, and the
+       unload then ran fini under the call. */
+    ASSERT_STATUS(tether_plugin_leave(p), TETHER_ESTATE);
+    ASSERT_CONTAINS(tether_last_error(), "no tether_plugin_enter of");
+    ASSERT_STATUS(tether_plugin_unload(p, MS(20)), TETHER_ETIMEDOUT);
+    ASSERT_EQ(atomic_load(&g_fini_runs), 0);
+    atomic_store(&g_block_flags[1], 1);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    t_pthread_join(th);
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT_EQ(atomic_load(&g_fini_runs), 1);
+    t_finalize(rt);
+}
+
+static tether_plugin g_deep_p;
+static int g_deep_rc = -99;
+
+/* Unloads g_deep_p from `depth` frames of the host's own code down. */
+static int __attribute__((noinline)) unload_deep(int depth)
+{
+    if (depth > 0) {
+        volatile int r = unload_deep(depth - 1);
+        return r + 1;
+    }
+    g_deep_rc = tether_plugin_unload(g_deep_p, -1);
+    return 0;
+}
+
+static void unload_deep_on_worker(void *arg)
+{
+    unload_deep((int)(intptr_t)arg);
+}
+
+TEST(unload_from_deep_inside_a_plugin_worker_is_refused)
+{
+    /* The plugin's frame lay below the 256 frames the loader looked at:
+       unload ran fini on the worker it joins and unmapped the code the
+       worker returns into. */
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = g_deep_p = load(rt, FIXTURE("hostile"));
+    int32_t (*run)(void (*)(void *), void *);
+    void (*join)(void);
+    LOOKUP(run, p, "fx_run_worker");
+    LOOKUP(join, p, "fx_join_worker");
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(run(unload_deep_on_worker, (void *)(intptr_t)600));
+    join();
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_STATUS(g_deep_rc, TETHER_EDEADLK);
+    ASSERT(is_mapped(FIXTURE("hostile")));
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("hostile")));
+    t_finalize(rt);
+}
+
+TEST(load_from_the_plugins_own_fini_is_refused)
+{
+    /* It waited for the fini it was called from: for ever. */
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("hostile"));
+    hostile_setup(p, rt, FIXTURE("hostile"), 1);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT_STATUS(g_reported_rc, TETHER_EDEADLK);
+    ASSERT_CONTAINS(g_reported, "the fini of 'hostile' is running");
+    ASSERT_EQ(atomic_load(&g_fini_runs), 1);
+    ASSERT(!is_mapped(FIXTURE("hostile")));
+    t_finalize(rt);
+}
+
+TEST(load_from_a_thread_the_fini_joins_is_refused)
+{
+    /* A plugin thread loads its own library while fini joins it: the load
+       waited for that fini, and the fini for the thread, for ever. */
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("hostile"));
+    hostile_setup(p, rt, FIXTURE("hostile"), 0);
+    int32_t (*start_loader)(void);
+    LOOKUP(start_loader, p, "fx_start_loader");
+    ASSERT_OK(start_loader());
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT_STATUS(g_reported_rc, TETHER_EDEADLK);
+    ASSERT_CONTAINS(g_reported, "the fini of 'hostile' is running");
+    ASSERT_EQ(atomic_load(&g_fini_runs), 1);
+    ASSERT(!is_mapped(FIXTURE("hostile")));
+    t_finalize(rt);
+}
+
+static void *enter_and_block(void *arg)
+{
+    tether_plugin p = *(tether_plugin *)arg;
+    int32_t (*block)(atomic_int *);
+    LOOKUP(block, p, "fx_block");
+    ASSERT_OK(tether_plugin_enter(p));
+    ASSERT_EQ(block(g_block_flags), 7);
+    ASSERT_OK(tether_plugin_leave(p));
+    return NULL;
+}
+
+TEST(finalize_keeps_a_plugin_whose_fini_never_ran_mapped)
+{
+    /* Finalize abandons an unloadable plugin still called into at its
+       deadline without its fini; when the call ended, the plugin was
+       dlclosed under the thread its fini would have stopped. */
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("hostile"));
+    int32_t (*spin_start)(void), (*spins)(void);
+    LOOKUP(spin_start, p, "fx_spin_start");
+    LOOKUP(spins, p, "fx_spins");
+    ASSERT_OK(spin_start());
+    atomic_store(&g_block_flags[0], 0);
+    atomic_store(&g_block_flags[1], 0);
+    pthread_t th = t_pthread(enter_and_block, &p);
+    await_flag(&g_block_flags[0]);
+    ASSERT_OK(tether_runtime_finalize(rt, MS(20)));
+    atomic_store(&g_block_flags[1], 1);
+    t_pthread_join(th);
+    /* Anything that reaps: another runtime's load and finalize. */
+    tether_runtime rt2 = t_runtime(NULL);
+    tether_plugin q = load(rt2, FIXTURE("unloadable"));
+    ASSERT_OK(tether_plugin_unload(q, -1));
+    t_finalize(rt2);
+    ASSERT(is_mapped(FIXTURE("hostile")));
+    int32_t laps = spins(); /* the spinner still runs the plugin's code */
+    while (spins() < laps + 3)
+        sched_yield();
+}
+
+TEST(on_free_into_a_plugin_keeps_it_mapped)
+{
+    /* tether_callback_on_free's function lay in an unloadable plugin that
+       was then unloaded: the callback's free called unmapped code. */
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp interp = t_main_interp(rt);
+    tether_plugin p = load(rt, FIXTURE("hostile"));
+    void (*count)(void *);
+    LOOKUP(count, p, "fx_count");
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(interp, "i32(i32)", plus_one, NULL, &cb));
+    static atomic_int freed;
+    ASSERT_OK(tether_callback_on_free(cb, count, &freed));
+    ASSERT_STATUS(tether_plugin_unload(p, MS(10)), TETHER_ETIMEDOUT);
+    ASSERT_CONTAINS(tether_last_error(), "still alive after fini");
+    ASSERT(is_mapped(FIXTURE("hostile")));
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT_EQ(atomic_load(&freed), 1);
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("hostile")));
+    t_finalize(rt);
+}
+
+TEST(a_long_init_error_is_quoted_in_whole_characters)
+{
+    /* The loader quoted init's sentence cut at a byte count, so the load
+       error could end in half a character. */
+    char msg[1001];
+    for (int i = 0; i < 1000; i += 2)
+        msg[i] = (char)0xC3, msg[i + 1] = (char)0xA9;
+    msg[1000] = '\0';
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p;
+    ASSERT(setenv("FX_SET_ERROR", msg, 1) == 0);
+    int rc = tether_plugin_load(rt, FIXTURE("init_set_error"), &p);
+    unsetenv("FX_SET_ERROR");
+    ASSERT_STATUS(rc, TETHER_EPLUGIN);
+    const unsigned char *e = (const unsigned char *)tether_last_error();
+    ASSERT_CONTAINS((const char *)e, "failed with ENOMEM (-3): \xC3\xA9");
+    size_t n = strlen((const char *)e);
+    ASSERT(n > 0);
+    /* Ends in a whole U+00E9, not in its first byte. */
+    ASSERT_EQ(e[n - 1], 0xA9);
+    ASSERT_EQ(e[n - 2], 0xC3);
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(ticker_calls_a_callback_through_ffi_call),
             TEST_ENTRY(unload_stops_ticker_threads_that_still_call_back),
@@ -1237,4 +1471,11 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(a_retained_callback_outlives_the_hosts_free),
             TEST_ENTRY(host_table_allow_threads_macros_link_without_libtether),
             TEST_ENTRY(load_survives_every_allocation_failure),
-            TEST_ENTRY(bad_arguments_get_errors))
+            TEST_ENTRY(bad_arguments_get_errors),
+            TEST_ENTRY(leave_without_an_enter_does_not_end_a_call_in_progress),
+            TEST_ENTRY(unload_from_deep_inside_a_plugin_worker_is_refused),
+            TEST_ENTRY(load_from_the_plugins_own_fini_is_refused),
+            TEST_ENTRY(load_from_a_thread_the_fini_joins_is_refused),
+            TEST_ENTRY(finalize_keeps_a_plugin_whose_fini_never_ran_mapped),
+            TEST_ENTRY(on_free_into_a_plugin_keeps_it_mapped),
+            TEST_ENTRY(a_long_init_error_is_quoted_in_whole_characters))

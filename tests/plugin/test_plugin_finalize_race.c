@@ -11,10 +11,21 @@
  * The window is held open at the delay point finalize.plugin.picked (debug
  * builds); nothing sleeps to make it likely.
  */
+#include <dlfcn.h>
+
 #include "delay_ctl.h"
 #include "support.h"
 
 #define FIXTURE(name) FIXTURE_DIR "/fx_" name ".so"
+
+/* 1 if the library at `path` is mapped in this process. */
+static int is_mapped(const char *path)
+{
+    void *h = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (h)
+        dlclose(h);
+    return h != NULL;
+}
 
 static const char POINT[] = "finalize.plugin.picked";
 
@@ -144,7 +155,145 @@ TEST(load_meets_a_finalize_that_freed_the_main_interpreter)
     ASSERT_NE(l.rc, TETHER_OK);
 }
 
+/* Two runtimes load one library: the second init used to run while the
+   first was still running (the records were told apart by runtime), so
+   the plugin's shared statics (its host-table pointer) were written by two
+   inits at once: a data race for ThreadSanitizer in every plugin that keeps
+   `host` in a static.  The inits of one library now run one at a time:
+   while the first is held at load.init, the second load waits for it. */
+struct rt_load {
+    const char *path;
+    tether_runtime rt;
+    tether_plugin p;
+};
+
+static void *load_in_new_runtime(void *arg)
+{
+    struct rt_load *r = arg;
+    r->rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_plugin_load(r->rt, r->path, &r->p));
+    ASSERT_OK(tether_plugin_unload(r->p, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_runtime_finalize(r->rt, SECONDS(30)));
+    return NULL;
+}
+
+TEST(inits_of_one_library_in_two_runtimes_do_not_overlap)
+{
+    static const char INIT[] = "load.init", WAIT[] = "load.wait_busy";
+    struct rt_load a = {.path = FIXTURE("unloadable")};
+    struct rt_load b = {.path = FIXTURE("unloadable")};
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t ta = t_pthread(load_in_new_runtime, &a);
+    dctl_wait_parked(INIT); /* a's init is about to run */
+    unsigned long inits = dctl_passes(INIT), waits = dctl_passes(WAIT);
+    pthread_t tb = t_pthread(load_in_new_runtime, &b);
+    /* b either waits for a's init, or starts its own init beside it. */
+    int second_init = dctl_wait_either(WAIT, waits, INIT, inits);
+    dctl_release(INIT);
+    t_pthread_join(ta);
+    t_pthread_join(tb);
+    ASSERT_EQ(second_init, 0);
+}
+
+/* A load whose init is running (it attached before finalize stopped the
+   interpreters) while tether_runtime_finalize unloads the runtime's
+   plugins: finalize skipped the LOADING record, so the load then published
+   a plugin loaded into a finalized runtime, whose handle answered and
+   whose fini only an explicit unload ran.  Finalize now waits for such an
+   init until its deadline; one still running then is unloaded again by
+   its load, with its fini, which returns TETHER_EFINALIZING. */
+struct fin_init {
+    const char *path;
+    tether_runtime rt;
+    int64_t timeout;
+    t_sem made, go;
+    int load_rc;
+    char msg[512]; /* the loader's tether_last_error() */
+    tether_plugin p;
+};
+
+static void *fin_init_host(void *arg)
+{
+    struct fin_init *f = arg;
+    f->rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    t_sem_post(&f->made);
+    t_sem_wait(&f->go);
+    (void)tether_runtime_finalize(f->rt, f->timeout);
+    dctl_note("test.finalized");
+    return NULL;
+}
+
+static void *fin_init_loader(void *arg)
+{
+    struct fin_init *f = arg;
+    f->load_rc = tether_plugin_load(f->rt, f->path, &f->p);
+    snprintf(f->msg, sizeof f->msg, "%s", tether_last_error());
+    return NULL;
+}
+
+/* Starts the runtime's host and a load held between its init's return
+   (the GIL released) and the plugin's publication, then lets the host
+   finalize. */
+static void fin_init_start(struct fin_init *f, pthread_t *host,
+                           pthread_t *loader)
+{
+    t_sem_init(&f->made);
+    t_sem_init(&f->go);
+    *host = t_pthread(fin_init_host, f);
+    t_sem_wait(&f->made);
+    dctl_arm("load.init.done", 1, DCTL_PARK, 0);
+    *loader = t_pthread(fin_init_loader, f);
+    dctl_wait_parked("load.init.done");
+    t_sem_post(&f->go);
+}
+
+TEST(finalize_waits_for_an_init_in_progress)
+{
+    /* (hostile's init needs nothing of the runtime, which is finalizing) */
+    struct fin_init f = {.path = FIXTURE("hostile"), .timeout = SECONDS(30)};
+    unsigned long waits = dctl_passes("finalize.plugin.await_init");
+    unsigned long done = dctl_passes("test.finalized");
+    pthread_t host, loader;
+    fin_init_start(&f, &host, &loader);
+    /* finalize waits for the init, or finishes without it */
+    int finished = dctl_wait_either("finalize.plugin.await_init", waits,
+                                    "test.finalized", done);
+    dctl_release("load.init.done");
+    t_pthread_join(loader);
+    t_pthread_join(host);
+    ASSERT_EQ(finished, 0);
+    if (f.load_rc != TETHER_OK)
+        fprintf(stderr, "load: %s\n", f.msg);
+    ASSERT_OK(f.load_rc);
+    /* finalize unloaded it as soon as its init was done: */
+    ASSERT_STATUS(tether_plugin_info(f.p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT(!is_mapped(FIXTURE("hostile")));
+}
+
+TEST(an_init_that_outlives_finalize_is_unloaded_by_its_load)
+{
+    struct fin_init f = {.path = FIXTURE("hostile"), .timeout = 0};
+    unsigned long done = dctl_passes("test.finalized");
+    pthread_t host, loader;
+    fin_init_start(&f, &host, &loader);
+    dctl_wait_passes("test.finalized", done); /* it gave up on the init */
+    dctl_release("load.init.done");
+    t_pthread_join(loader);
+    t_pthread_join(host);
+    ASSERT_STATUS(f.load_rc, TETHER_EFINALIZING);
+    ASSERT_CONTAINS(f.msg, "finalized while the init of");
+    ASSERT(!is_mapped(FIXTURE("hostile"))); /* unloaded again */
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 60),
             TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
-            TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60))
+            TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60),
+            TEST_ENTRY_T(inits_of_one_library_in_two_runtimes_do_not_overlap, 60),
+            TEST_ENTRY_T(finalize_waits_for_an_init_in_progress, 60),
+            TEST_ENTRY_T(an_init_that_outlives_finalize_is_unloaded_by_its_load, 60))

@@ -22,12 +22,14 @@
  *    (`out`, `count`, `data`/`len`, `*_out`).  Each must point to writable
  *    storage: a NULL one gets TETHER_EINVAL, unless the comment says it
  *    "may be NULL", and then that result is not written.
- *  - Other pointer arguments are read, never kept, unless the comment says
- *    they are copied or kept: a NULL one gets TETHER_EINVAL, unless the
- *    comment says it "may be NULL" and what NULL means (the defaults, no
- *    options, no function).  Pointers the library only hands back to the
- *    caller's own functions (`arg`, `ud`, `userdata`, `payload`) may be
- *    anything, NULL included.
+ *  - Other pointer arguments are read during the call and not kept (the
+ *    library copies what it needs), unless the comment says they must stay
+ *    valid.  One the call needs (a path, a signature, a function to run)
+ *    must not be NULL: NULL gets TETHER_EINVAL, unless the comment says it
+ *    "may be NULL" or what NULL means (the defaults, no options, no hook).
+ *    Pointers the library only hands back to the caller's own functions
+ *    (`arg`, `ud`, `userdata`, `payload`) may be anything, NULL included,
+ *    and so may a payload's optional `dtor` (NULL: nothing to destroy).
  *  - Strings the library returns (const char *) are owned by it, never
  *    NULL unless the comment says so, and live as long as the comment
  *    says; the caller never frees them.
@@ -696,7 +698,12 @@ TETHER_API int tether_fault_inject(uint32_t what, uint64_t nth,
    TETHER_EPLUGIN (no such file, not a loadable shared object, no
    tether_plugin_entry, the entry returned NULL, a malformed descriptor, or
    init failed: the message says which, with the dynamic loader's text when
-   there is one), TETHER_EFINALIZING, TETHER_EASYNC (an asynchronous
+   there is one), TETHER_EDEADLK (the library's init or fini is running
+   and the calling thread is running code of the plugin, so it must not
+   wait for it: the fini itself, or a thread the fini may be joining),
+   TETHER_EFINALIZING (the runtime is finalizing; or it was finalized
+   while init ran, and the plugin was unloaded again, fini included),
+   TETHER_EASYNC (an asynchronous
    exception arrived while the GIL was released), TETHER_ENOMEM.
    [any-thread] */
 TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
@@ -956,9 +963,10 @@ TETHER_API int tether_callback_release(tether_callback cb);
    hold its GIL or not: fn must not need it) and
    must not call tether_callback_* on this callback (its handle is stale).
    Setting it again replaces fn and ud; a callback freed without it calls
-   nothing.
+   nothing.  While it is set, an unloadable plugin holding fn stays mapped.
    Returns TETHER_OK, TETHER_EINVAL (NULL fn; nothing is set),
-   TETHER_EBADHANDLE (also once the last owner is gone).  [any-thread] */
+   TETHER_EBADHANDLE (also once the last owner is gone), TETHER_ESTATE (fn
+   lies in a plugin being unloaded; nothing is set).  [any-thread] */
 TETHER_API int tether_callback_on_free(tether_callback cb,
                                        void (*fn)(void *ud), void *ud);
 

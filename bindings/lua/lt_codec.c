@@ -1,5 +1,11 @@
 /*
- * lt_copy.c - copying values between Lua states, and tether.channel.
+ * lt_codec.c - the values that cross between Lua states: their encoding,
+ * the channel values among them, and tether.Cancelled.  It calls nothing
+ * of the binding and nothing of the core: the channel references it takes
+ * and drops go through the functions lt_codec_init was given (the core's
+ * tether_channel_retain and tether_channel_release, from lt_module.c), so
+ * it compiles and runs alone (tests/fuzz/fuzz_lua_codec.c).  The channel
+ * type, tether.channel and its methods, is lt_channel.c.
  *
  * Isolated interpreters share no Lua values: what crosses from one to
  * another is encoded into bytes by the sender and decoded by the receiver.
@@ -48,6 +54,18 @@
 
 #include "lt.h"
 
+/* Registry key: tether.Cancelled. */
+static const char k_cancelled = 0;
+
+/* How channel references are taken and dropped: written once, by
+   lt_codec_init, before any state uses the codec. */
+static const lt_chanrefs *refs;
+
+void lt_codec_init(const lt_chanrefs *r)
+{
+    refs = r;
+}
+
 enum {
     TAG_NIL = 1,
     TAG_FALSE,
@@ -61,9 +79,6 @@ enum {
     TAG_REF,
     TAG_CANCELLED
 };
-
-/* How deeply tables may nest, in an encoding and in a decoding. */
-#define LT_COPY_DEPTH 200
 
 #define LT_BLOB_MT "tether.blob"
 
@@ -105,7 +120,7 @@ void lt_drop_channels(const void *data, size_t len)
         if (skip > (uint64_t)(end - p))
             return;
         if (p[-1] == TAG_CHAN)
-            (void)tether_channel_release(load_u64(p));
+            (void)refs->release(load_u64(p));
         p += skip;
     }
 }
@@ -117,7 +132,7 @@ void lt_blob_clear(lt_blob *b)
     if (b->data)
         b->release(b->data);
     for (size_t i = 0; i < b->nchans; i++)
-        (void)tether_channel_release(b->chans[i]);
+        (void)refs->release(b->chans[i]);
     free(b->chans);
     memset(b, 0, sizeof *b);
     b->release = free;
@@ -199,7 +214,7 @@ static void keep_channel(lua_State *L, lt_blob *b, tether_channel ch)
         b->chans = c;
         b->chcap = cap;
     }
-    if (tether_channel_retain(ch) != TETHER_OK)
+    if (refs->retain(ch) != TETHER_OK)
         luaL_error(L, "tether: a channel was released while being copied");
     b->chans[b->nchans++] = ch;
 }
@@ -422,7 +437,7 @@ static void dec_channel(dec *d)
 {
     tether_channel ch = get_u64(d);
     lt_push_channel(d->L, 0);
-    if (tether_channel_retain(ch) != TETHER_OK)
+    if (refs->retain(ch) != TETHER_OK)
         corrupt(d);
     ((lt_chan *)lua_touserdata(d->L, -1))->ch = ch;
 }
@@ -544,7 +559,7 @@ void lt_load_function(lua_State *L, int idx)
 }
 
 /* ------------------------------------------------------------------------
- * tether.channel
+ * Channel values (the type's methods are lt_channel.c's)
  * ---------------------------------------------------------------------- */
 
 void lt_push_channel(lua_State *L, tether_channel ch)
@@ -554,116 +569,15 @@ void lt_push_channel(lua_State *L, tether_channel ch)
     luaL_setmetatable(L, LT_CHANNEL_MT);
 }
 
-static lt_chan *check_chan(lua_State *L)
-{
-    lt_chan *c = luaL_checkudata(L, 1, LT_CHANNEL_MT);
-    luaL_argcheck(L, c->ch != 0, 1, "released channel");
-    return c;
-}
-
-/* A message nobody received: the channels it holds lose its references. */
-static void discard(void *data, size_t len, void *ud)
-{
-    (void)ud;
-    lt_drop_channels(data, len);
-}
-
-/* tether.channel([capacity]) */
-static int l_channel(lua_State *L)
-{
-    lua_Integer cap = luaL_optinteger(L, 1, 0);
-    luaL_argcheck(L, cap >= 0, 1, "capacity must be >= 0 (0: no bound)");
-    lt_chan *c = lua_newuserdatauv(L, sizeof *c, 0);
-    c->ch = 0;
-    luaL_setmetatable(L, LT_CHANNEL_MT);
-    int rc = tether_channel_new((size_t)cap, &c->ch);
-    if (rc == TETHER_OK)
-        rc = tether_channel_set_discard(c->ch, discard, NULL);
-    if (rc != TETHER_OK)
-        return lt_fail(L, "channel", rc);
-    return 1;
-}
-
-/* ch:send(v, [timeout]) --> true | false [, "closed"] */
-static int l_send(lua_State *L)
-{
-    lt_chan *c = check_chan(L);
-    luaL_checkany(L, 2);
-    int64_t ns = lt_opt_timeout(L, 3);
-    lt_tstate *ts = lt_ts();
-    lt_blob *b = lt_blob_push(L);
-    lt_encode(L, b, 2, "value");
-    int rc = tether_channel_send(c->ch, b->data, b->len, ns);
-    if (rc == TETHER_ECLOSED) {
-        lua_pushboolean(L, 0);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    /* Queued (EFINALIZING: maybe): the message owns their references now,
-       before lt_wait_result may leave Lua at shutdown. */
-    if (rc == TETHER_OK || rc == TETHER_EFINALIZING)
-        b->nchans = 0;
-    int ok = lt_wait_result(L, ts, rc, "send");
-    lua_pushboolean(L, ok);
-    return 1;
-}
-
-/* ch:recv([timeout]) --> v | nil, "timeout" | nil, "closed" */
-static int l_recv(lua_State *L)
-{
-    lt_chan *c = check_chan(L);
-    int64_t ns = lt_opt_timeout(L, 2);
-    lt_tstate *ts = lt_ts();
-    lt_blob *b = lt_blob_push(L);
-    b->release = tether_channel_msg_free;
-    void *data = NULL;
-    int rc = tether_channel_recv(c->ch, &data, &b->len, ns);
-    if (rc == TETHER_ECLOSED) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "closed");
-        return 2;
-    }
-    b->data = data;
-    b->message = 1; /* its channel references go with it */
-    if (!lt_wait_result(L, ts, rc, "recv")) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "timeout");
-        return 2;
-    }
-    if (lt_decode(L, b->data, b->len) != 1)
-        return luaL_error(L, "tether: corrupt message");
-    lt_blob_clear(b); /* now, not at the next collection */
-    return 1;
-}
-
-/* ch:close(): wakes every waiter; later sends fail, receives drain. */
-static int l_close(lua_State *L)
-{
-    int rc = tether_channel_close(check_chan(L)->ch);
-    if (rc != TETHER_OK)
-        return lt_fail(L, "close", rc);
-    return 0;
-}
-
-static int l_count(lua_State *L)
-{
-    size_t n = 0;
-    int rc = tether_channel_count(check_chan(L)->ch, &n);
-    if (rc != TETHER_OK)
-        return lt_fail(L, "count", rc);
-    lua_pushinteger(L, (lua_Integer)n);
-    return 1;
-}
-
-static int l_chan_gc(lua_State *L)
+static int channel_gc(lua_State *L)
 {
     lt_chan *c = lua_touserdata(L, 1);
-    (void)tether_channel_release(c->ch);
+    (void)refs->release(c->ch);
     c->ch = 0;
     return 0;
 }
 
-static int l_chan_eq(lua_State *L)
+static int channel_eq(lua_State *L)
 {
     lt_chan *a = luaL_testudata(L, 1, LT_CHANNEL_MT);
     lt_chan *b = luaL_testudata(L, 2, LT_CHANNEL_MT);
@@ -671,23 +585,51 @@ static int l_chan_eq(lua_State *L)
     return 1;
 }
 
-static int l_chan_tostring(lua_State *L)
+static int channel_tostring(lua_State *L)
 {
     lt_chan *c = luaL_checkudata(L, 1, LT_CHANNEL_MT);
     lua_pushfstring(L, "tether.channel: 0x%p", (void *)(uintptr_t)c->ch);
     return 1;
 }
 
-void lt_open_copy(lua_State *L, lt_state *S)
+/* ------------------------------------------------------------------------
+ * tether.Cancelled
+ * ---------------------------------------------------------------------- */
+
+void lt_push_cancelled(lua_State *L)
 {
-    static const luaL_Reg methods[] = {
-        {"send", l_send}, {"recv", l_recv}, {"close", l_close},
-        {"count", l_count}, {NULL, NULL}};
-    static const luaL_Reg meta[] = {
-        {"__gc", l_chan_gc}, {"__eq", l_chan_eq},
-        {"__tostring", l_chan_tostring}, {NULL, NULL}};
-    lt_new_class(L, S, LT_CHANNEL_MT, methods, meta, NULL);
-    lua_pushlightuserdata(L, S);
-    lua_pushcclosure(L, l_channel, 1);
-    lua_setfield(L, -2, "channel");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cancelled);
 }
+
+static int cancelled_tostring(lua_State *L)
+{
+    lua_pushliteral(L, "tether.Cancelled");
+    return 1;
+}
+
+/* tether.Cancelled: a table that prints as its name. */
+static void make_cancelled(lua_State *L)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "tether.Cancelled");
+    lua_setfield(L, -2, "__name");
+    lua_pushcfunction(L, cancelled_tostring); /* C: no hook point in it */
+    lua_setfield(L, -2, "__tostring");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cancelled);
+}
+
+void lt_open_codec(lua_State *L)
+{
+    static const luaL_Reg meta[] = {
+        {"__gc", channel_gc}, {"__eq", channel_eq},
+        {"__tostring", channel_tostring}, {NULL, NULL}};
+    luaL_newmetatable(L, LT_CHANNEL_MT);
+    luaL_setfuncs(L, meta, 0);
+    lua_pop(L, 1);
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cancelled) == LUA_TNIL)
+        make_cancelled(L);
+    lua_pop(L, 1);
+}
+

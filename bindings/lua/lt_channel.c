@@ -1,0 +1,121 @@
+/*
+ * lt_channel.c - tether.channel: the channel type and its methods (send,
+ * recv, close, count).  Its values, and how they cross between states,
+ * are lt_codec.c's; this file adds the methods to their metatable.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lt.h"
+
+static lt_chan *check_chan(lua_State *L)
+{
+    lt_chan *c = luaL_checkudata(L, 1, LT_CHANNEL_MT);
+    luaL_argcheck(L, c->ch != 0, 1, "released channel");
+    return c;
+}
+
+/* A message nobody received: the channels it holds lose its references. */
+static void discard(void *data, size_t len, void *ud)
+{
+    (void)ud;
+    lt_drop_channels(data, len);
+}
+
+/* tether.channel([capacity]) */
+static int channel_new(lua_State *L)
+{
+    lua_Integer cap = luaL_optinteger(L, 1, 0);
+    luaL_argcheck(L, cap >= 0, 1, "capacity must be >= 0 (0: no bound)");
+    lt_chan *c = lua_newuserdatauv(L, sizeof *c, 0);
+    c->ch = 0;
+    luaL_setmetatable(L, LT_CHANNEL_MT);
+    int rc = tether_channel_new((size_t)cap, &c->ch);
+    if (rc == TETHER_OK)
+        rc = tether_channel_set_discard(c->ch, discard, NULL);
+    if (rc != TETHER_OK)
+        return lt_status_error(L, "channel", rc);
+    return 1;
+}
+
+/* ch:send(v, [timeout]) --> true | false [, "closed"] */
+static int channel_send(lua_State *L)
+{
+    lt_chan *c = check_chan(L);
+    luaL_checkany(L, 2);
+    int64_t ns = lt_opt_timeout(L, 3);
+    lt_tstate *ts = lt_current_tstate();
+    lt_blob *b = lt_blob_push(L);
+    lt_encode(L, b, 2, "value");
+    int rc = tether_channel_send(c->ch, b->data, b->len, ns);
+    if (rc == TETHER_ECLOSED) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    /* Queued (EFINALIZING: maybe): the message owns their references now,
+       before lt_wait_ok may leave Lua at shutdown. */
+    if (rc == TETHER_OK || rc == TETHER_EFINALIZING)
+        b->nchans = 0;
+    int ok = lt_wait_ok(L, ts, rc, "send");
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+/* ch:recv([timeout]) --> v | nil, "timeout" | nil, "closed" */
+static int channel_recv(lua_State *L)
+{
+    lt_chan *c = check_chan(L);
+    int64_t ns = lt_opt_timeout(L, 2);
+    lt_tstate *ts = lt_current_tstate();
+    lt_blob *b = lt_blob_push(L);
+    b->release = tether_channel_msg_free;
+    void *data = NULL;
+    int rc = tether_channel_recv(c->ch, &data, &b->len, ns);
+    if (rc == TETHER_ECLOSED) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    b->data = data;
+    b->message = 1; /* its channel references go with it */
+    if (!lt_wait_ok(L, ts, rc, "recv")) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "timeout");
+        return 2;
+    }
+    if (lt_decode(L, b->data, b->len) != 1)
+        return luaL_error(L, "tether: corrupt message");
+    lt_blob_clear(b); /* now, not at the next collection */
+    return 1;
+}
+
+/* ch:close(): wakes every waiter; later sends fail, receives drain. */
+static int channel_close(lua_State *L)
+{
+    int rc = tether_channel_close(check_chan(L)->ch);
+    if (rc != TETHER_OK)
+        return lt_status_error(L, "close", rc);
+    return 0;
+}
+
+static int channel_count(lua_State *L)
+{
+    size_t n = 0;
+    int rc = tether_channel_count(check_chan(L)->ch, &n);
+    if (rc != TETHER_OK)
+        return lt_status_error(L, "count", rc);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
+void lt_open_channel(lua_State *L, lt_state *S)
+{
+    static const luaL_Reg methods[] = {
+        {"send", channel_send}, {"recv", channel_recv}, {"close", channel_close},
+        {"count", channel_count}, {NULL, NULL}};
+    lt_new_class(L, S, LT_CHANNEL_MT, methods, NULL, NULL);
+    lua_pushlightuserdata(L, S);
+    lua_pushcclosure(L, channel_new, 1);
+    lua_setfield(L, -2, "channel");
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# rock.sh SOURCE_DIR - the LuaRocks rock (label "package").
+#
+#   1. luarocks lint on the rockspec (there is exactly one, rockspecs/);
+#   2. luarocks --lua-version 5.4 --tree <tmp> make in a copy of the tree
+#      (the cmake build type writes build.luarocks/ into the tree it runs
+#      in): the library and the module, built and installed into the tree;
+#   3. with nothing but `luarocks path` in the environment, lua5.4 runs
+#      require "tether" from that tree and a thread on it;
+#   4. luarocks remove leaves no file of tether in the tree.
+#
+# Skips (exit 77) when luarocks or lua5.4 is missing.
+set -uo pipefail
+
+src="$(cd "$1" && pwd)"
+here="$(cd "$(dirname "$0")" && pwd)"
+skip() { echo "SKIPPED: $*"; exit 77; }
+fail() { echo "FAILED: $*"; exit 1; }
+step() { echo; echo "=== $* ==="; }
+
+for t in luarocks lua5.4 cmake; do
+  command -v "$t" >/dev/null || skip "$t is not installed (scripts/deps.sh all installs it)"
+done
+
+work="$(mktemp -d /tmp/tether-rock.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+tree="$work/tree"
+lr=(luarocks --lua-version 5.4 --tree "$tree")
+
+"$here/copy_tree.sh" "$src" "$work/tether" || fail "could not copy the tree"
+cd "$work/tether" || exit 1
+shopt -s nullglob
+specs=(rockspecs/*.rockspec)
+[ "${#specs[@]}" -eq 1 ] || fail "want exactly one rockspec in rockspecs/, found ${#specs[@]}"
+spec="${specs[0]}"
+
+step "1. luarocks lint $spec"
+out="$(luarocks --lua-version 5.4 lint "$spec" 2>&1)"
+rc=$?
+echo "$out"
+[ "$rc" -eq 0 ] && [ -z "$out" ] || fail "luarocks lint is not clean"
+echo "lint: clean"
+
+step "2. luarocks make (tree $tree)"
+t0=$SECONDS
+CMAKE_BUILD_PARALLEL_LEVEL=2 "${lr[@]}" make "$spec" >"$work/make.log" 2>&1 ||
+  { tail -n 60 "$work/make.log"; fail "luarocks make failed (the end of its log above)"; }
+tail -n 3 "$work/make.log"
+echo "built and installed in $((SECONDS - t0)) s"
+"${lr[@]}" list --porcelain
+
+step "3. require \"tether\" through luarocks path"
+paths="$("${lr[@]}" path)" || fail "luarocks path failed"
+echo "$paths"
+cat >"$work/check.lua" <<'LUA'
+local tether = require "tether"
+local where = package.searchpath("tether", package.cpath)
+local t = tether.thread(function(a, b) return a * b end, 6, 7)
+local ok, v = t:join()
+assert(ok and v == 42, "the thread did not run: " .. tostring(v))
+print("lua: require \"tether\" from " .. where .. ", a thread returned " .. v)
+LUA
+out="$(env -i PATH=/usr/bin:/bin HOME="$work" sh -c "$paths
+exec lua5.4 '$work/check.lua'" 2>&1)" || { echo "$out"; fail "require \"tether\" failed"; }
+echo "$out"
+case "$out" in *"$tree/"*"/tether.so"*) ;;
+  *) fail "the module was not loaded from the rock tree" ;; esac
+
+step "4. luarocks remove"
+"${lr[@]}" remove tether >"$work/remove.log" 2>&1 ||
+  { cat "$work/remove.log"; fail "luarocks remove failed"; }
+left="$(find "$tree" -iname '*tether*' ! -name manifest)"
+[ -z "$left" ] || fail "left in the tree after luarocks remove: $left"
+echo "ok: the rock built, loaded and went away"
