@@ -246,6 +246,29 @@ static pthread_once_t g_entry_once = PTHREAD_ONCE_INIT;
    (ffi_closure_free) is never taken while holding it. */
 #define LIMBO_NS 250000000LL
 static pthread_mutex_t g_limbo_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Held around every ffi_closure_alloc and ffi_closure_free of the library,
+   and by the fork handlers: libffi's closure allocator has a mutex of its
+   own and no fork handler, so a fork while another thread was inside it
+   left that mutex locked in the child, whose first callback_new or sweep
+   hung.  Protects nothing of ours.  Lock order: a leaf, after g_entry and
+   g_limbo_mu (only the fork handlers hold those while taking it). */
+static pthread_mutex_t g_closure_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *closure_alloc(size_t size, void **code)
+{
+    pthread_mutex_lock(&g_closure_mu);
+    void *p = ffi_closure_alloc(size, code);
+    pthread_mutex_unlock(&g_closure_mu);
+    return p;
+}
+
+static void closure_free(void *p)
+{
+    pthread_mutex_lock(&g_closure_mu);
+    ffi_closure_free(p);
+    pthread_mutex_unlock(&g_closure_mu);
+}
 static struct cblock *g_limbo_head;
 static struct cblock **g_limbo_tail = &g_limbo_head;
 static size_t g_limbo_count;
@@ -276,14 +299,17 @@ static void entry_prepare(void)
 {
     pthread_rwlock_wrlock(&g_entry);
     pthread_mutex_lock(&g_limbo_mu);
+    pthread_mutex_lock(&g_closure_mu);
 }
 static void entry_parent(void)
 {
+    pthread_mutex_unlock(&g_closure_mu);
     pthread_mutex_unlock(&g_limbo_mu);
     pthread_rwlock_unlock(&g_entry);
 }
 static void entry_child(void)
 {
+    pthread_mutex_unlock(&g_closure_mu);
     pthread_mutex_unlock(&g_limbo_mu);
     pthread_rwlock_unlock(&g_entry);
     entry_lock_init();
@@ -331,7 +357,7 @@ static void limbo_sweep(int64_t now, bool all)
         memset((char *)b + offsetof(struct cblock, ci), 0,
                sizeof *b - offsetof(struct cblock, ci));
 #endif
-        ffi_closure_free(b);
+        closure_free(b);
     }
 }
 
@@ -582,7 +608,7 @@ static void on_call(ffi_cif *cif, void *ret, void **args, void *arg)
 static int make_closure(const char *signature, struct cblock **out)
 {
     void *code;
-    struct cblock *blk = ffi_closure_alloc(sizeof *blk, &code);
+    struct cblock *blk = closure_alloc(sizeof *blk, &code);
     if (!blk)
         return err_set(TETHER_ENOMEM, NEW, "libffi could not allocate a closure");
     memset(&blk->ci, 0, sizeof blk->ci);
@@ -604,7 +630,7 @@ static int make_closure(const char *signature, struct cblock **out)
             FFI_OK)
         rc = err_set(TETHER_EINVAL, NEW, "libffi could not prepare a closure");
     if (rc != TETHER_OK) {
-        ffi_closure_free(blk); /* never published: no call can reach it */
+        closure_free(blk); /* never published: no call can reach it */
         return rc;
     }
     *out = blk;
@@ -658,7 +684,7 @@ int tether_callback_new(tether_interp interp, const char *signature,
     ann_atomic(cb->reported); /* atomics only (helgrind, DRD: annotate.h) */
     rc = publish(cb);
     if (rc != TETHER_OK) {
-        ffi_closure_free(cb->blk); /* never published */
+        closure_free(cb->blk); /* never published */
         pthread_cond_destroy(&cb->idle);
         pthread_mutex_destroy(&cb->mu);
         t_free(cb);
