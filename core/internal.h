@@ -266,10 +266,14 @@ struct thread {
 /* The calling thread's record.  Synchronization: thread-local. */
 extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
 
-/* The record if it exists; never allocates. */
-struct osthread *osthread_peek(void);
+/* The record if it exists; never allocates.  Inline: every public entry
+   point asks, from every file. */
+static inline struct osthread *osthread_peek(void) { return t_os; }
 /* The attached thread state of the calling thread, or NULL. */
-struct tstate *ts_current(void);
+static inline struct tstate *ts_current(void)
+{
+    return t_os ? t_os->current : NULL;
+}
 
 /* ---- gil.c ----------------------------------------------------------- */
 
