@@ -40,7 +40,9 @@
  * thread init started, a call in progress).  It stays FINALIZED and mapped
  * until its pins are gone; the last unpin moves it to the zombie list, and
  * the next load, unload or finalize, holding no GIL, dlcloses it
- * (reg_reap).
+ * (reg_reap).  A thread whose start function is the plugin's dlcloses it
+ * itself when its pin is the last (plugin_unpin_reap, at the end of its
+ * bootstrap): after a finalize no later call may come to do it.
  * A plugin that is not unloadable is never unmapped at all, nor is one
  * finalize abandoned without its fini (reg_pin_mapping).
  * Every pin holds a reference to the record's handle, so an unpin never

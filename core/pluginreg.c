@@ -208,9 +208,10 @@ int tether_plugin_symbol(tether_plugin h, const char *name, void **out)
     return rc;
 }
 
-/* Drops one pin's count (not its handle reference).  Called with
+/* Drops one pin's count (not its handle reference).  Returns true when it
+   was the last pin of an orphan, which is a zombie now.  Called with
    g_reg.lock held. */
-static void unpin_locked(struct plugin *p, enum plugin_pin kind)
+static bool unpin_locked(struct plugin *p, enum plugin_pin kind)
 {
     uint32_t *count = kind == PLUGIN_PIN_CALL ? &p->calls : &p->holds;
     if (--*count == 0)
@@ -219,7 +220,9 @@ static void unpin_locked(struct plugin *p, enum plugin_pin kind)
         reg_remove(p); /* the last pin of an orphan: reg_reap() unmaps it */
         p->next = g_reg.zombies;
         g_reg.zombies = p;
+        return true;
     }
+    return false;
 }
 
 int tether_plugin_enter(tether_plugin h)
@@ -332,9 +335,22 @@ void plugin_unpin(struct plugin *p, enum plugin_pin kind)
         return;
     uint64_t h = p->handle;
     reg_lock();
-    unpin_locked(p, kind);
+    (void)unpin_locked(p, kind);
     reg_unlock();
     handle_put(h);
+}
+
+void plugin_unpin_reap(struct plugin *p, enum plugin_pin kind)
+{
+    if (!p)
+        return;
+    uint64_t h = p->handle;
+    reg_lock();
+    bool zombie = unpin_locked(p, kind);
+    reg_unlock();
+    handle_put(h); /* the pin's reference; the zombie list keeps its own */
+    if (zombie)
+        reg_reap();
 }
 
 /* ---- fork --------------------------------------------------------------- */

@@ -45,8 +45,18 @@ enum plugin_pin { PLUGIN_PIN_CALL, PLUGIN_PIN_HOLD };
    (nothing is pinned).  [any-thread] */
 int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out);
 
-/* Drops a pin taken by plugin_pin_code (NULL is a no-op).  [any-thread] */
+/* Drops a pin taken by plugin_pin_code (NULL is a no-op).  The last pin
+   of an orphan (a plugin whose init failed, or that finalize unloaded
+   while something still pinned it) leaves it on the zombie list for the
+   next load, unload or finalize to dlclose.  [any-thread] */
 void plugin_unpin(struct plugin *p, enum plugin_pin kind);
+
+/* plugin_unpin, then, when that was the last pin of an orphan, dlcloses it
+   and frees its record at once (reg_reap) rather than leaving it to a next
+   load, unload or finalize that may never come (a thread started by a
+   failed init that outlives its runtime's finalize).  Called holding no
+   lock and no GIL: the library's destructors run.  [no-gil] */
+void plugin_unpin_reap(struct plugin *p, enum plugin_pin kind);
 
 /* The registry's fork handlers (fork.c).  They must run inside the core's own
    pthread_atfork handlers: prepare after every core lock is taken and

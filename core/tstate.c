@@ -118,10 +118,14 @@ void osthread_boot_exit(struct osthread *os, int result)
 {
     struct tstate *ts = os->boot;
     struct thread *t = os->boot_thread;
-    plugin_unpin(t->pin, PLUGIN_PIN_HOLD); /* no instruction of fn runs now */
-    t->pin = NULL;
     while (os->current) /* also anything fn ensured and never released */
         ts_detach(os->current);
+    /* No instruction of fn runs now, and no GIL is held: the last pin of an
+       orphaned plugin (one whose init started this thread and failed, or
+       that finalize unloaded while this thread ran) unmaps it here, since
+       no later load, unload or finalize may come to reap it. */
+    plugin_unpin_reap(t->pin, PLUGIN_PIN_HOLD);
+    t->pin = NULL;
     os->depth = 0;
     os->boot = NULL;
     os->boot_thread = NULL;

@@ -250,8 +250,9 @@ SEEDS = {
     # worker finalizes the runtime while that thread runs: the thread's
     # handle stays open for ever (TETHER_DEBUG=1: "thread handle ...
     # "Thread-1" still open") and 5 blocks of the library leak.  A library
-    # defect (no reference of the program is involved), not fixed yet: on
-    # TETHER_API_FUZZ_EXPECTED_FAIL.  (x02 is a file of its own.)
+    # defect (no reference of the program is involved): the thread's last
+    # pin left the orphaned record on the zombie list with nothing to reap
+    # it; fixed, kept as a regression seed.  (x02 is a file of its own.)
     "x03-failinit-thread-finalize-leak": prog(
         op("RT_CREATE", 0, 0), op("PLUGIN_LOAD", 0, 0, 0, 2, flags=SYNC),
         op("RT_FINALIZE", 1, 0, 1)),
@@ -259,8 +260,8 @@ SEEDS = {
     # makes blocking calls and saves its thread state; another worker
     # finalizes the runtime with a short timeout (ETIMEDOUT), the
     # creator's restore answers EFINALIZING, and at the end 5 blocks of
-    # the library are still live (the leak invariant).  Not yet fixed:
-    # listed in TETHER_API_FUZZ_EXPECTED_FAIL.
+    # the library are still live (the leak invariant).  The same defect as
+    # x03 (op 12 loads fapi_failinit); fixed, kept as a regression seed.
     "x04-finalize-timeout-leaves-blocks": base64.b64decode(
         "AAEAAAAHAAAAACVAAAACJUABAAABAAAAACVAAAACJUABAAABAAAAAAAAKAAAAQAJAAAABwAAAAAlQAAAAiVAAQEAAAEAAAAAKAAAAUAAAwAAAiVAAQAAAQAAAAAAACgAAAEACQAAAAcAAAAAJQA="),
 }
