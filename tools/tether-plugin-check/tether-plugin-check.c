@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <tether/tether_plugin.h>
@@ -388,7 +389,15 @@ static int cycle(const char *path, int by_finalize, long flags, int threads0,
           by_finalize ? " (fini)" : "");
     finalize_checked(rt, when, by_finalize);
     phase("%s %d: counting threads", when, n);
+    /* A joined thread may still be on its way out for a moment: a tether
+       join returns when the thread's function is done (the sentinel), and
+       the kernel lists a thread until it has left.  So the count gets two
+       seconds to come down before a thread counts as left running. */
     int threads = count_threads();
+    for (int waited = 0; threads > threads0 && waited < 400; waited++) {
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+        threads = count_threads();
+    }
     if (threads > threads0) {
         char n[32];
         snprintf(n, sizeof n, "%d", threads - threads0);
