@@ -215,18 +215,20 @@ T_NOINLINE static int release_frame(struct osthread *os)
         return err_misuse(TETHER_ESTATE, fn,
                           "the thread state of this ensure is not attached "
                           "(unbalanced tether_save_thread?)");
+    struct tstate *ts = f->ts, *prev = f->prev;
     os->depth--;
     os->tok--;
-    ensures_add(f->ts, (uint32_t)-1);
-    int was_attached = f->ts->attached;
-    if (!f->prev) {
+    osthread_shrink_frames(os); /* f is not read again */
+    ensures_add(ts, (uint32_t)-1);
+    int was_attached = ts->attached;
+    if (!prev) {
         if (was_attached)
-            ts_detach(f->ts);
+            ts_detach(ts);
         return TETHER_OK;
     }
     /* Detached by finalize: the outer state is taken back all the same
        (the thread held its GIL before this ensure; issue 12 F7). */
-    int rc = was_attached ? ts_switch(f->ts, f->prev, 1) : ts_attach(f->prev, 1);
+    int rc = was_attached ? ts_switch(ts, prev, 1) : ts_attach(prev, 1);
     return rc == TETHER_OK ? rc
                            : err_set(rc, fn, "the interpreter the ensure "
                                      "detached from is finalizing; the thread "

@@ -388,6 +388,10 @@ void thread_atfork_vanished(struct thread *t);
 
 /* Grows the ensure stack.  Returns TETHER_OK or TETHER_ENOMEM. */
 int osthread_grow_frames(struct osthread *os);
+/* Once the ensure stack is empty again, gives a grown one back (to the
+   allocator that made it, so tether_set_allocator is not kept waiting by
+   a thread that is in no ensure) and goes back to the inline frames. */
+void osthread_shrink_frames(struct osthread *os);
 /* Frees a state that is not linked anywhere. */
 void ts_free_unlinked(struct tstate *ts);
 /* 1 if `ts` must outlive what the caller is doing: attached, named by an

@@ -250,6 +250,7 @@ static void detach_caller(struct runtime *rt, struct interp *only)
         ts_detach(cur);
         os->depth = 0;
         os->tok_floor = os->tok; /* tether_release refuses these tokens */
+        osthread_shrink_frames(os);
     }
     ts_uncache_finalized(os, rt, only);
 }

@@ -301,6 +301,15 @@ void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp
     }
 }
 
+void osthread_shrink_frames(struct osthread *os)
+{
+    if (os->depth == 0 && os->frames != t_os_store.frames) {
+        t_free(os->frames);
+        os->frames = t_os_store.frames;
+        os->cap = INLINE_FRAMES;
+    }
+}
+
 int osthread_grow_frames(struct osthread *os)
 {
     if (os->cap >= MAX_FRAMES)

@@ -475,10 +475,34 @@ TEST(misuse_returns_by_default)
     t_finalize(g_rt);
 }
 
+/* A thread whose ensures nested deeper than the ensure stack's inline
+   frames, then unwound, keeps no block alive: once its runtime is
+   finalized the allocator may be replaced (tether.h's rule), as before
+   the stack went through t_malloc (issue 17 review). */
+TEST(allocator_after_a_deep_ensure_stack)
+{
+    tether_allocator a = {.size = sizeof a, .malloc_fn = swap_malloc,
+                          .free_fn = swap_free};
+    tether_runtime rt = t_runtime(NULL);
+    tether_interp mi, other;
+    ASSERT_OK(tether_runtime_main_interp(rt, &mi));
+    ASSERT_OK(tether_interp_create(rt, &other));
+    tether_gilstate st[20];
+    for (int i = 0; i < 20; i++) /* each switch is a frame: past the 8 inline */
+        ASSERT_OK(tether_ensure(i % 2 ? mi : other, &st[i]));
+    for (int i = 20; i-- > 0;)
+        ASSERT_OK(tether_release(st[i]));
+    ASSERT_OK(tether_interp_destroy(other, -1));
+    t_finalize(rt);
+    ASSERT_OK(tether_set_allocator(&a));
+    ASSERT_OK(tether_set_allocator(NULL));
+}
+
 RUNNER_MAIN(TEST_ENTRY(null_outs), TEST_ENTRY(bad_arguments),
             TEST_ENTRY(unattached_thread), TEST_ENTRY(attached_misuse),
             TEST_ENTRY(allocator_arguments), TEST_ENTRY(status_names),
             TEST_ENTRY(versions), TEST_ENTRY(last_error_per_thread),
             TEST_ENTRY(abort_on_misuse), TEST_ENTRY(misuse_returns_by_default),
             TEST_ENTRY(abort_on_misuse_is_per_runtime),
-            TEST_ENTRY(allocator_refused_while_blocks_live))
+            TEST_ENTRY(allocator_refused_while_blocks_live),
+            TEST_ENTRY(allocator_after_a_deep_ensure_stack))
