@@ -46,10 +46,18 @@ install(FILES
 
 # tether.pc locates the prefix from its own directory (${pcfiledir}), so an
 # install with `cmake --install --prefix` elsewhere is still found right.
-file(RELATIVE_PATH TETHER_PC_PREFIX_FROM_PCDIR
-  "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
-string(REGEX REPLACE "/$" "" TETHER_PC_PREFIX_FROM_PCDIR
-  "${TETHER_PC_PREFIX_FROM_PCDIR}")
+# A distribution package (debian/rules) turns that off: its prefix is
+# fixed, and pkg-config drops -I/usr/include and -L/usr/lib/<triplet> only
+# when they are spelled so, not as .../pkgconfig/../../../include.
+option(TETHER_PC_RELOCATABLE
+  "tether.pc finds the prefix relative to itself (off: the install prefix, absolute)" ON)
+if(TETHER_PC_RELOCATABLE)
+  file(RELATIVE_PATH TETHER_PC_PREFIX
+    "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
+  string(REGEX REPLACE "/$" "" TETHER_PC_PREFIX "\${pcfiledir}/${TETHER_PC_PREFIX}")
+else()
+  set(TETHER_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+endif()
 foreach(_dir INCLUDEDIR LIBDIR)
   if(IS_ABSOLUTE "${CMAKE_INSTALL_${_dir}}")
     set(TETHER_PC_${_dir} "${CMAKE_INSTALL_${_dir}}")

@@ -42,6 +42,8 @@ build = {
       TETHER_BENCH_CPYTHON = "OFF",
       -- The Lua headers of the Lua LuaRocks builds for.
       TETHER_LUA_INCLUDE_DIR = "$(LUA_INCDIR)",
+      -- No module, no rock: headers CMake cannot use fail the build.
+      TETHER_LUA_REQUIRED = "ON",
       CMAKE_INSTALL_PREFIX = "$(PREFIX)",
       -- tether.so goes to the rock's lib/ ($(LIBDIR)), which LuaRocks
       -- deploys to the tree's C module directory; libtether.so.1 and the

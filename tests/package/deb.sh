@@ -10,7 +10,9 @@
 #      overridden in debian/*.lintian-overrides with its reason);
 #   3. apt-get install ./*.deb, then against /usr, with no environment:
 #      tests/abi/consumer built with find_package(tether 1) and with
-#      pkg-config, each run and loading /usr's libtether.so.1; the plugin
+#      pkg-config (whose flags, --static too, are -ltether alone: tether.pc
+#      says prefix=/usr, so the system -I and -L are dropped), each run
+#      and loading /usr's libtether.so.1; the plugin
 #      template from libtether-dev's examples built with tether_add_plugin
 #      and passed by tether-plugin-check; lua5.4 -e 'require "tether"'
 #      with no LUA_CPATH running a thread;
@@ -126,14 +128,6 @@ done
 
 # Everything the window needs, ready before it opens.
 triplet="$(dpkg-architecture -qDEB_HOST_MULTIARCH)"
-cat >"$work/check.lua" <<'LUA'
-local tether = require "tether"
-local where = package.searchpath("tether", package.cpath)
-local t = tether.thread(function(a, b) return a * b end, 6, 7)
-local ok, v = t:join()
-assert(ok and v == 42, "the thread did not run: " .. tostring(v))
-print("lua: require \"tether\" from " .. where .. ", a thread returned " .. v)
-LUA
 clean_env=(env -i PATH=/usr/bin:/bin HOME="$work" LANG=C.UTF-8)
 # The consumer prints "tether X from PATH"; PATH may be /lib/... (merged
 # /usr), the same file.
@@ -149,6 +143,14 @@ loaded_from_usr() {
 stage="$work/stage"
 for d in "$work"/*.deb; do dpkg-deb -x "$d" "$stage"; done
 cp -r "$stage/usr/share/doc/libtether-dev/examples/plugin-template" "$work/template"
+# tether.pc as installed in /usr: pkg-config drops the system directories
+# from its flags only when they are spelled /usr/include and
+# /usr/lib/<triplet> (a relocatable .pc says .../pkgconfig/../../..).
+pcfile="$stage/usr/lib/$triplet/pkgconfig/tether.pc"
+echo "--- $(basename "$pcfile") (libtether-dev)"
+grep -v '^#' "$pcfile" | sed 's/^/  /'
+grep -qx 'prefix=/usr' "$pcfile" ||
+  fail "tether.pc's prefix is not /usr: pkg-config would pass the system directories as -I and -L"
 for pair in "$src/tests/abi/consumer:$work/consumer-cmake" "$work/template:$work/plugin"; do
   "${clean_env[@]}" cmake -S "${pair%%:*}" -B "${pair#*:}" -DCMAKE_C_COMPILER="$cc" \
     -DCMAKE_PREFIX_PATH="$stage/usr" >"$work/stage.log" 2>&1 ||
@@ -186,6 +188,13 @@ consume_pc() {
   flags="$(timeout 60 "${clean_env[@]}" pkg-config --cflags --libs tether)" ||
     { echo "FAILED: pkg-config does not know tether"; return 1; }
   echo "$flags (--modversion: $("${clean_env[@]}" pkg-config --modversion tether))"
+  static="$(timeout 60 "${clean_env[@]}" pkg-config --static --cflags --libs tether)"
+  echo "\$ pkg-config --static --cflags --libs tether: $static"
+  # /usr/include and /usr/lib/<triplet> are the compiler's own: no -I, no -L.
+  for f in "$flags" "$static"; do
+    [ "$(echo $f)" = "-ltether" ] ||
+      { echo "FAILED: pkg-config gives '$f', not just -ltether"; return 1; }
+  done
   run "${clean_env[@]}" "$cc" -std=c11 -Wall -Wextra -Wpedantic -Werror \
     "$src/tests/abi/consumer/consumer.c" -o "$work/consumer-pc" $flags ||
     { echo "FAILED: the pkg-config consumer did not build"; return 1; }
@@ -210,7 +219,7 @@ consume_template() {
 # The stock interpreter, no LUA_CPATH, no LUA_INIT.
 consume_lua() {
   echo "--- lua5.4, no LUA_CPATH"
-  out="$(run "${clean_env[@]}" lua5.4 "$work/check.lua" 2>&1)" ||
+  out="$(run "${clean_env[@]}" lua5.4 "$here/check.lua" 2>&1)" ||
     { echo "$out"; echo "FAILED: lua5.4 could not require \"tether\""; return 1; }
   echo "$out"
   case "$out" in *"/usr/lib/$triplet/lua/5.4/tether.so"*) ;;

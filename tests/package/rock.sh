@@ -7,7 +7,10 @@
 #      in): the library and the module, built and installed into the tree;
 #   3. with nothing but `luarocks path` in the environment, lua5.4 runs
 #      require "tether" from that tree and a thread on it;
-#   4. luarocks remove leaves no file of tether in the tree.
+#   4. luarocks remove leaves no file of tether in the tree;
+#   5. luarocks make with LUA_INCDIR holding lua.h but not lauxlib.h (which
+#      LuaRocks' own check accepts) fails, installing nothing: no rock
+#      without its module.
 #
 # Skips (exit 77) when luarocks or lua5.4 is missing.
 set -uo pipefail
@@ -52,16 +55,8 @@ echo "built and installed in $((SECONDS - t0)) s"
 step "3. require \"tether\" through luarocks path"
 paths="$("${lr[@]}" path)" || fail "luarocks path failed"
 echo "$paths"
-cat >"$work/check.lua" <<'LUA'
-local tether = require "tether"
-local where = package.searchpath("tether", package.cpath)
-local t = tether.thread(function(a, b) return a * b end, 6, 7)
-local ok, v = t:join()
-assert(ok and v == 42, "the thread did not run: " .. tostring(v))
-print("lua: require \"tether\" from " .. where .. ", a thread returned " .. v)
-LUA
 out="$(env -i PATH=/usr/bin:/bin HOME="$work" sh -c "$paths
-exec lua5.4 '$work/check.lua'" 2>&1)" || { echo "$out"; fail "require \"tether\" failed"; }
+exec lua5.4 '$here/check.lua'" 2>&1)" || { echo "$out"; fail "require \"tether\" failed"; }
 echo "$out"
 case "$out" in *"$tree/"*"/tether.so"*) ;;
   *) fail "the module was not loaded from the rock tree" ;; esac
@@ -71,4 +66,24 @@ step "4. luarocks remove"
   { cat "$work/remove.log"; fail "luarocks remove failed"; }
 left="$(find "$tree" -iname '*tether*' ! -name manifest)"
 [ -z "$left" ] || fail "left in the tree after luarocks remove: $left"
+
+step "5. luarocks make with Lua headers CMake cannot use"
+# lua.h alone: LuaRocks' own check (lua.h, LUA_VERSION_NUM) passes, the
+# binding's (lauxlib.h too) does not; the make must fail, not install a
+# rock without its module.
+mkdir -p "$work/badinc"
+incdir="$(luarocks --lua-version 5.4 config variables.LUA_INCDIR 2>/dev/null)"
+cp "$incdir/lua.h" "$incdir/luaconf.h" "$work/badinc/" ||
+  fail "no lua.h in LuaRocks' LUA_INCDIR ($incdir) to copy"
+rm -rf build.luarocks
+if CMAKE_BUILD_PARALLEL_LEVEL=2 luarocks --lua-version 5.4 --tree "$work/tree2" make "$spec" \
+     LUA_INCDIR="$work/badinc" >"$work/make2.log" 2>&1; then
+  tail -n 5 "$work/make2.log"
+  fail "luarocks make succeeded with no usable Lua headers (a rock without its module)"
+fi
+grep -m1 'Lua 5.4 headers' "$work/make2.log"
+[ -z "$(find "$work/tree2" -name 'tether.so*' 2>/dev/null)" ] ||
+  fail "a failed make left tether installed in $work/tree2"
+echo "ok: luarocks make fails without usable Lua headers"
+
 echo "ok: the rock built, loaded and went away"
