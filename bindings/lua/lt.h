@@ -118,7 +118,6 @@ typedef struct lt_state lt_state;
 typedef struct lt_tstate lt_tstate;
 typedef struct lt_worker lt_worker;
 typedef struct lt_pool lt_pool;
-typedef struct lt_iobusy lt_iobusy;
 
 /* A thread waiting on an lt_waitq (condition and queue waits).
    Synchronization: gil (the waiter's own stack frame; `ev` is the core's
@@ -210,10 +209,6 @@ struct lt_state {
         lua_Hook hook;
         int mask, count;
     } saved[LT_SAVED_HOOKS];
-    /* Synchronization: gil.  The file handles that a thread uses with the
-       GIL released, and the threads waiting for one of them (lt_io.c). */
-    lt_iobusy *io_busy;
-    lt_waitq io_waiters;
     /* Protects `dead`.  Rank LT_RANK_DEAD, a leaf. */
     pthread_mutex_t dead_mu;
     struct lt_heldref *dead; /* registry references dropped off the GIL */
@@ -425,17 +420,10 @@ void lt_ts_release(lua_State *L, lt_tstate *ts);
 
 /* ---- lt_io.c: Lua's io and os libraries, the GIL released -------------- */
 
-/* A file handle in use by a thread that let the GIL go, on
-   lt_state.io_busy (a record on that thread's stack).  Synchronization:
-   gil. */
-struct lt_iobusy {
-    luaL_Stream *p;
-    lt_iobusy *next;
-};
-
 /* Replaces the blocking functions of the io and os tables (when loaded)
    and the methods of Lua's FILE* metatable with ones that release the
-   GIL while they block (upvalue S). */
+   GIL while they block.  They do not use S, which is freed before the
+   finalizers of files older than the module run at lua_close. */
 void lt_open_io(lua_State *L, lt_state *S);
 
 /* ---- lt_codec.c: the values that cross between states --------------- */
