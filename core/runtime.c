@@ -283,10 +283,14 @@ static struct interp **snapshot(struct runtime *rt, size_t *n)
     if (v) {
         count = 0;
         for (struct interp *i = rt->interps; i; i = i->next) {
-            if (atomic_load(&i->finalizing))
-                continue; /* destroyed already */
-            interp_ref(i);
-            v[count++] = i;
+            /* Skip an interpreter destroyed already (its handle closed),
+               but not one whose tether_interp_destroy is still running:
+               finalize closes its handle too, before it returns, as it
+               promises (that destroy's own close then finds it closed).
+               The reference handle_get takes (lock-free) is the snapshot's,
+               dropped by interp_unref outside this mutex. */
+            if (handle_get(i->handle, HT_INTERP))
+                v[count++] = i;
         }
     }
     rank_unlock(&rt->mutex, RANK_RUNTIME);
@@ -389,7 +393,10 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     rc = join_nondaemon(interp, deadline);
     if (stop_interps(&interp, 1, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
+    TETHER_DELAY_POINT("destroy.stopped");
     detach_caller(interp->rt, interp);
+    /* A tether_runtime_finalize running meanwhile may have closed it
+       already (snapshot): then this close answers EBADHANDLE, harmlessly. */
     handle_close(h, HT_INTERP);
     handle_put(h);
     if (cur && ts_attach(cur, 1) != TETHER_OK)
