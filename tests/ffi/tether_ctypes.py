@@ -1,7 +1,7 @@
 """A ctypes binding of libtether made from the public header at load time.
 
 Nothing here is written by hand per function: the prototypes, structs,
-callback types and constants come from tests/abi/tether_header.py's parse
+callback types and constants come from abi/tether_header.py's parse
 of tether.h (whose model the abi.types test checks against the C compiler),
 so the binding cannot drift from the header.
 
@@ -21,7 +21,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                "..", "abi"))
+                                "..", "..", "abi"))
 import tether_header as th  # noqa: E402
 
 SCALARS = {
