@@ -359,6 +359,7 @@ struct frame {
     int detached;
     uint64_t token;
     int interp, rt; /* slots, -1 when unknown */
+    uint64_t rt_h;  /* the runtime in slot `rt` when the frame was made */
     unsigned interp_epoch, rt_epoch;
 };
 
@@ -708,6 +709,7 @@ static void push_frame(struct ctx *c, int kind, uint64_t token, int interp)
     f->interp = interp;
     pthread_mutex_lock(&g.mu);
     f->rt = interp >= 0 ? slot_of(K_INTERP, (unsigned)interp)->rt : -1;
+    f->rt_h = f->rt >= 0 ? slot_of(K_RT, (unsigned)f->rt)->h : 0;
     pthread_mutex_unlock(&g.mu);
     f->interp_epoch = interp >= 0 ? atomic_load(&slot_of(K_INTERP, (unsigned)interp)->epoch) : 0;
     f->rt_epoch = f->rt >= 0 ? atomic_load(&slot_of(K_RT, (unsigned)f->rt)->epoch) : 0;
@@ -1251,9 +1253,12 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         rc = CALL(tether_runtime_finalize, rt, long_tmo(b));
         bump_rt((int)r);
         if (rc == TETHER_OK || rc == TETHER_ETIMEDOUT) {
-            /* F16: the caller's tokens of this runtime are now invalid. */
+            /* F16: the caller's tokens of this runtime are now invalid.
+               Not those of an earlier runtime of the same slot, which
+               another thread finalized (the x06 seed: a false violation):
+               their releases still pair. */
             for (int i = 0; i < c->depth; i++)
-                if (c->f[i].rt == (int)r) {
+                if (c->f[i].rt == (int)r && c->f[i].rt_h == rt) {
                     c->f[i].rt = -2 - (int)r; /* finalized by this thread */
                     /* The header does not say what an outer frame of
                        another runtime becomes when the inner one's token
