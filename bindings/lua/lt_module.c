@@ -312,6 +312,7 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_open_thread(L, S);
     lt_open_sync(L, S);
     lt_open_block(L, S);
+    lt_open_io(L, S);
     lt_open_ffi(L, S);
     lt_open_channel(L, S);
     lt_open_interp(L, S);
