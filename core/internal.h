@@ -476,6 +476,11 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
 
 /* Fork child: makes a lock's or an event's mutex and cond anew. */
 void wait_atfork_child_object(int type, void *obj);
+
+/* Sets event `h` as tether_event_set does, quietly doing nothing if `h` is
+   no longer a live event (a channel's watcher freed before it unwatched).
+   Takes the event's mutex: call it holding no RANK_OBJECT lock. */
+void event_notify(uint64_t h);
 /* Fork child: the same for a channel. */
 void channel_atfork_child_object(int type, void *obj);
 
