@@ -94,7 +94,7 @@ static inline __attribute__((always_inline)) int wr_fits(FILE *f, size_t l)
 
 /* A file handle in use by a thread that let the GIL go (a record on that
    thread's stack, linked while the GIL is released).  Synchronization:
-   gil. */
+   ioctx.mu. */
 typedef struct iobusy {
     luaL_Stream *p;
     struct iobusy *next;
@@ -103,10 +103,17 @@ typedef struct iobusy {
 /* What the functions of one Lua state share: their upvalue 1, a userdata
    (not the lt_state, which lua_close frees before the finalizers of the
    files that are older than the module run; the userdata lives until
-   every object goes).  Synchronization: gil. */
+   every object goes). */
 typedef struct ioctx {
-    iobusy *busy;    /* handles in use with the GIL released */
-    lt_waitq waiters; /* threads waiting for one of them */
+    /* Protects the list `busy` (written by its owners, who link it under
+       the GIL, but may have to unlink it without: a thread that finalize
+       detached must not leave its stack record behind).  A leaf, taken
+       with or without the GIL; nothing is taken while it is held. */
+    pthread_mutex_t mu;
+    /* Handles in use with the GIL released.  Atomic, so that the fast
+       path can see it empty without the lock. */
+    _Atomic(iobusy *) busy;
+    lt_waitq waiters; /* threads waiting for one of them.  Synchronization: gil. */
 } ioctx;
 
 /* An operation on one handle of a thread that holds the GIL. */
@@ -133,17 +140,25 @@ static inline __attribute__((always_inline)) int op_begin(op *o, lua_State *L,
     o->X = X;
     o->p = p;
     o->err = 0;
-    return X->busy ? op_wait(o, L, X, p) : 0;
+    return atomic_load_explicit(&X->busy, memory_order_relaxed) ? op_wait(o, L, X, p) : 0;
+}
+
+/* 1 if another thread has p on X->busy. */
+static int is_busy(ioctx *X, luaL_Stream *p)
+{
+    pthread_mutex_lock(&X->mu);
+    iobusy *r = atomic_load_explicit(&X->busy, memory_order_relaxed);
+    while (r && r->p != p)
+        r = r->next;
+    pthread_mutex_unlock(&X->mu);
+    return r != NULL;
 }
 
 static int op_wait(op *o, lua_State *L, ioctx *X, luaL_Stream *p)
 {
     (void)o;
     for (int waited = 0;; waited = 1) {
-        iobusy *r = X->busy;
-        while (r && r->p != p)
-            r = r->next;
-        if (!r)
+        if (!is_busy(X, p))
             return waited;
         lt_tstate *ts = lt_current_tstate();
         int finalizer = lt_in_finalizer(L);
@@ -159,16 +174,27 @@ static int op_wait(op *o, lua_State *L, ioctx *X, luaL_Stream *p)
    Returns fn's result; *status gets lt_block_call's. */
 static int op_step(op *o, int (*fn)(void *), void *arg, int *status)
 {
-    iobusy rec = {o->p, o->X->busy};
-    o->X->busy = &rec;
+    ioctx *X = o->X;
+    iobusy rec = {o->p, NULL};
+    pthread_mutex_lock(&X->mu);
+    rec.next = atomic_load_explicit(&X->busy, memory_order_relaxed);
+    atomic_store_explicit(&X->busy, &rec, memory_order_relaxed);
+    pthread_mutex_unlock(&X->mu);
     int res = 0;
     *status = lt_block_call(o->L, fn, arg, &res);
-    iobusy **pp = &o->X->busy;
-    while (*pp != &rec)
-        pp = &(*pp)->next;
-    *pp = rec.next;
-    if (o->X->waiters.head)
-        lt_waitq_wake(&o->X->waiters, INT_MAX);
+    pthread_mutex_lock(&X->mu);
+    iobusy *head = atomic_load_explicit(&X->busy, memory_order_relaxed);
+    if (head == &rec) {
+        atomic_store_explicit(&X->busy, rec.next, memory_order_relaxed);
+    } else {
+        while (head->next != &rec)
+            head = head->next;
+        head->next = rec.next;
+    }
+    pthread_mutex_unlock(&X->mu);
+    /* Without the GIL after finalize: the waiters are the state's. */
+    if (*status != TETHER_EFINALIZING && X->waiters.head)
+        lt_waitq_wake(&X->waiters, INT_MAX);
     return res;
 }
 
@@ -1351,7 +1377,8 @@ void lt_open_io(lua_State *L, lt_state *S)
     (void)S;
     int top = lua_gettop(L);
     ioctx *X = lua_newuserdatauv(L, sizeof *X, 0);
-    X->busy = NULL;
+    pthread_mutex_init(&X->mu, NULL);
+    atomic_init(&X->busy, NULL);
     X->waiters.head = X->waiters.tail = NULL;
     int ctx = lua_gettop(L);
     replace_in(L, ctx, "io", io_funcs);
