@@ -72,12 +72,21 @@ extern char **environ;
 #define GLIBC_UNBUFFERED 0x0002
 #define GLIBC_LINE_BUF 0x0200
 #define GLIBC_PUTTING 0x0800
+#define GLIBC_IN_BACKUP 0x0100
 
 /* Bytes a read gets from f's buffer without a system call. */
 static size_t rd_avail(FILE *f)
 {
     return f->_IO_read_ptr < f->_IO_read_end
                ? (size_t)(f->_IO_read_end - f->_IO_read_ptr) : 0;
+}
+
+/* 1 if f reads from its pushback area (ungetc beyond the buffer), having
+   bytes left in its main buffer for when that is used up: glibc switches
+   back to them in getc, without a system call. */
+static int rd_main_waiting(FILE *f)
+{
+    return (f->_flags & GLIBC_IN_BACKUP) && f->_IO_save_end > f->_IO_save_base;
 }
 
 /* 1 if writing l bytes to f only copies them into its buffer. */
@@ -580,6 +589,10 @@ static int need(rd *r)
     for (;;) {
         if (rd_avail(r->f) > 0)
             return 1;
+        if (rd_main_waiting(r->f)) { /* no system call: switch and peek */
+            (void)ungetc(getc(r->f), r->f);
+            continue;
+        }
         if (feof(r->f) || ferror(r->f))
             return 0;
         int fd = fileno(r->f);
