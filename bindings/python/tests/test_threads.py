@@ -201,10 +201,25 @@ def test_finalize_stops_a_daemon_thread_blocked_in_a_wait():
         finished.set()
 
     rt.main.thread(body, daemon=True)
-    assert running.wait(DEADLINE)
-    assert rt.finalize(DEADLINE)
-    assert finished.wait(DEADLINE)
+    # Finalizing escaping a target ends it silently (no excepthook).
+    reported = []
+    old, tether.excepthook = tether.excepthook, \
+        lambda exc, thread: reported.append(exc)
+    try:
+        def leaves_by_finalizing():
+            running2.set()
+            never.wait()
+
+        running2 = tether.Event()
+        quiet = rt.main.thread(leaves_by_finalizing, daemon=True)
+        assert running.wait(DEADLINE) and running2.wait(DEADLINE)
+        assert rt.finalize(DEADLINE)
+        assert finished.wait(DEADLINE)
+        assert quiet.join(DEADLINE)
+    finally:
+        tether.excepthook = old
     assert got == ["finalizing"]
+    assert reported == []
     with pytest.raises(tether.Error) as info:
         with rt.main.ensure():
             pass
