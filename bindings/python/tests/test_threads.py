@@ -244,3 +244,26 @@ def test_locks_events_channels(rt):
         ch.recv()
     stats = rt.main.gil_stats()
     assert stats["acquisitions"] >= 1
+
+
+def test_switch_interval_and_bad_input(rt):
+    rt.switch_interval_us = 2000
+    assert rt.switch_interval_us == 2000
+    with pytest.raises(tether.Error) as info:
+        rt.switch_interval_us = 0                  # out of range
+    assert info.value.code == tether.TETHER_EINVAL
+    assert "tether_set_switch_interval" in str(info.value)
+    assert rt.switch_interval_us == 2000           # nothing changed
+
+
+def test_interpreters_with_their_own_gils():
+    with tether.Runtime(per_interp_gil=True) as rt:
+        other = rt.interp()
+        seen = []
+        t = other.thread(lambda: seen.append(tether.gil_held()))
+        assert t.join(DEADLINE)
+        assert seen == [True]
+        assert other.destroy(DEADLINE)
+        with pytest.raises(tether.Error) as info:
+            rt.main.destroy()                      # the main interpreter
+        assert info.value.code == tether.TETHER_EINVAL
