@@ -42,6 +42,7 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -140,6 +141,7 @@ typedef struct lt_waitq {
 typedef struct lt_watch {
     struct lt_watch *prev, *next;
     tether_event ev;
+    int efd; /* >= 0: an eventfd written instead (a select with descriptors) */
 } lt_watch;
 
 /* The watchers of one source.  Synchronization: gil. */
@@ -171,8 +173,15 @@ static inline void lt_watch_remove(lt_watchlist *l, lt_watch *w)
 /* Sets the event of every watcher of l (they stay linked).  [gil-held] */
 static inline void lt_watch_notify(lt_watchlist *l)
 {
-    for (lt_watch *w = l->head; w; w = w->next)
-        (void)tether_event_set(w->ev);
+    for (lt_watch *w = l->head; w; w = w->next) {
+        if (w->efd >= 0) {
+            uint64_t one = 1;
+            if (write(w->efd, &one, sizeof one) < 0)
+                (void)0; /* the counter is full: readable all the same */
+        } else {
+            (void)tether_event_set(w->ev);
+        }
+    }
 }
 
 /* What the module knows of one OS thread running Lua in a state.  It is

@@ -19,14 +19,30 @@
  * in one core event wait, which an asynchronous exception (a cancel)
  * interrupts like any other.
  *
+ * File descriptors ({fd = n | file, mode = "r" | "w" | "rw"}, or a file
+ * handle, for reading) are sources too, by tether.wait_fd's rules: ready
+ * when poll says so, nothing consumed.  A select with descriptors blocks
+ * in lt_block_call's poll instead of an event wait: on the descriptors
+ * and an eventfd of its own, which its watchers write instead of setting
+ * the event (lt_watch.efd); a raise or cancel wakes the poll through the
+ * thread's wake-up descriptor (lt_block.c).  Channels are watched by the
+ * core with an event only, so a channel and a descriptor cannot be
+ * waited for in one select (a clear error).
+ *
  * The records live in a userdata marked to-be-closed, whose __close
  * unlinks them, so that every way out of select (a result, a timeout, an
  * error, a cancel) leaves no record behind.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
-#include "lt.h"
+#include "lt_block.h"
 
 #define LT_SELECT_MT "tether.selecting"
 
@@ -50,10 +66,12 @@ static int select_event(lt_tstate *ts, tether_event *ev, tether_event *own)
     return rc;
 }
 
-enum { K_SYNC, K_THREAD, K_FUTURE, K_CHANNEL };
+enum { K_SYNC, K_THREAD, K_FUTURE, K_CHANNEL, K_FD };
 
 typedef struct lt_source {
     int kind;
+    int fd;             /* K_FD */
+    short events;       /* K_FD: POLLIN, POLLOUT or both */
     lt_watchlist *list; /* K_SYNC, K_THREAD, K_FUTURE */
     tether_channel ch;  /* K_CHANNEL (the userdata's reference) */
     lt_watch w;
@@ -64,7 +82,10 @@ typedef struct lt_source {
 typedef struct lt_selecting {
     int n;
     int linked;          /* the records are linked */
+    int nfds;            /* K_FD sources */
+    int efd;             /* with descriptors: the watchers' eventfd, else -1 */
     tether_event ev, own;
+    struct pollfd *pfd;  /* room for n + 2 entries, in the same userdata */
     lt_source src[];
 } lt_selecting;
 
@@ -75,6 +96,8 @@ static void unlink_all(lt_selecting *sel)
         if (!s->linked)
             continue;
         s->linked = 0;
+        if (s->kind == K_FD)
+            continue;
         if (s->kind == K_CHANNEL)
             (void)tether_channel_unwatch(s->ch, sel->ev);
         else
@@ -84,6 +107,9 @@ static void unlink_all(lt_selecting *sel)
     if (sel->own)
         (void)tether_event_free(sel->own);
     sel->own = 0;
+    if (sel->efd >= 0)
+        (void)close(sel->efd);
+    sel->efd = -1;
 }
 
 static int selecting_close(lua_State *L)
@@ -94,13 +120,23 @@ static int selecting_close(lua_State *L)
 
 static void link_all(lua_State *L, lt_selecting *sel, lt_tstate *ts)
 {
-    int rc = select_event(ts, &sel->ev, &sel->own);
-    if (rc != TETHER_OK)
-        lt_status_error(L, "select", rc);
+    int rc;
+    if (sel->nfds) {
+        sel->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (sel->efd < 0)
+            luaL_error(L, "select: eventfd: %s", strerror(errno));
+    } else {
+        rc = select_event(ts, &sel->ev, &sel->own);
+        if (rc != TETHER_OK)
+            lt_status_error(L, "select", rc);
+    }
     sel->linked = 1;
     for (int i = 0; i < sel->n; i++) {
         lt_source *s = &sel->src[i];
+        if (s->kind == K_FD)
+            continue;
         s->w.ev = sel->ev;
+        s->w.efd = sel->efd;
         if (s->kind == K_CHANNEL) {
             rc = tether_channel_watch(s->ch, sel->ev);
             if (rc != TETHER_OK)
@@ -125,6 +161,19 @@ static int try_source(lua_State *L, lt_tstate *ts, lt_source *s, int idx, int pe
         if (peek)
             return lt_future_done(L, idx) ? 0 : -1;
         return lt_future_take(L, idx);
+    case K_FD: {
+        short rev = 0;
+        int r = lt_block_poll(s->fd, s->events, 0, &rev);
+        if (r == -1)
+            return luaL_error(L, "select: descriptor %d: %s", s->fd, strerror(errno));
+        if (r != 1)
+            return -1; /* not ready (or woken: the wait below raises it) */
+        short any = POLLHUP | POLLERR;
+        int rd = (s->events & POLLIN) && (rev & (POLLIN | POLLPRI | any));
+        int wr = (s->events & POLLOUT) && (rev & (POLLOUT | any));
+        lua_pushstring(L, rd && wr ? "rw" : rd ? "r" : "w");
+        return 1;
+    }
     default:
         break;
     }
@@ -158,6 +207,42 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+/* The poll of a select with descriptors, run with the GIL released. */
+struct fdwait {
+    lt_selecting *sel;
+    int64_t ns;
+    int err;
+};
+
+static int fdwait_fn(void *arg)
+{
+    struct fdwait *w = arg;
+    lt_selecting *sel = w->sel;
+    int r = lt_block_poll_many(sel->pfd, sel->nfds + 1, w->ns);
+    if (r == -1)
+        w->err = errno;
+    return r;
+}
+
+/* Waits for a descriptor, a watcher's write or the timeout; returns the
+   tether status of the blocking call (lt_wait_ok's to judge). */
+static int wait_fds(lua_State *L, lt_selecting *sel, int64_t left)
+{
+    int k = 0;
+    for (int i = 0; i < sel->n; i++) {
+        lt_source *s = &sel->src[i];
+        if (s->kind == K_FD)
+            sel->pfd[k++] = (struct pollfd){s->fd, s->events, 0};
+    }
+    sel->pfd[k] = (struct pollfd){sel->efd, POLLIN, 0};
+    struct fdwait w = {sel, left, 0};
+    int r = 0;
+    int rc = lt_block_call(L, fdwait_fn, &w, &r);
+    if (rc == TETHER_OK && r == -1)
+        luaL_error(L, "select: poll: %s", strerror(w.err));
+    return rc;
+}
+
 /* Where the next select starts trying (fairness).  Synchronization: atomic. */
 static atomic_uint rotation;
 
@@ -172,8 +257,13 @@ static int run_select(lua_State *L, lt_selecting *sel, int first, int64_t ns,
     unsigned start = atomic_fetch_add(&rotation, 1) % (unsigned)n;
     int64_t t0 = now_ns();
     for (;;) {
-        if (sel->linked)
+        if (sel->linked && sel->efd >= 0) {
+            uint64_t v;
+            if (read(sel->efd, &v, sizeof v) < 0)
+                (void)0; /* nothing written since */
+        } else if (sel->linked) {
             (void)tether_event_clear(sel->ev);
+        }
         for (int k = 0; k < n; k++) {
             int i = (int)((start + (unsigned)k) % (unsigned)n);
             int r = try_source(L, ts, &sel->src[i], first + i, peek);
@@ -200,7 +290,7 @@ static int run_select(lua_State *L, lt_selecting *sel, int first, int64_t ns,
             link_all(L, sel, ts);
             continue;
         }
-        int rc = tether_event_wait(sel->ev, left);
+        int rc = sel->nfds ? wait_fds(L, sel, left) : tether_event_wait(sel->ev, left);
         if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
             lt_leave(ts);
         if (rc != TETHER_OK && rc != TETHER_ETIMEDOUT) {
@@ -208,6 +298,61 @@ static int run_select(lua_State *L, lt_selecting *sel, int first, int64_t ns,
             lt_wait_ok(L, ts, rc, "select");
         }
     }
+}
+
+/* The descriptor of a file handle or an integer (tether.wait_fd's rules);
+   -1 if the value at idx is neither. */
+static int fd_of(lua_State *L, int idx, int i)
+{
+    luaL_Stream *p = luaL_testudata(L, idx, LUA_FILEHANDLE);
+    if (p) {
+        if (!p->closef || !p->f)
+            luaL_error(L, "select: source %d: the file is closed", i);
+        return fileno(p->f);
+    }
+    if (!lua_isinteger(L, idx))
+        return -1;
+    lua_Integer fd = lua_tointeger(L, idx);
+    if (fd < 0 || fd > INT_MAX)
+        luaL_error(L, "select: source %d: file descriptor %I out of range", i,
+                   (lua_Integer)fd);
+    return (int)fd;
+}
+
+/* A descriptor source: a file handle (for reading), or a table {fd = n |
+   file, mode = "r" | "w" | "rw"}.  Returns 1 and fills s, or 0. */
+static int read_fd(lua_State *L, int idx, lt_source *s, lua_Integer i)
+{
+    idx = lua_absindex(L, idx);
+    int fd = -1;
+    short events = POLLIN;
+    if (luaL_testudata(L, idx, LUA_FILEHANDLE)) {
+        fd = fd_of(L, idx, (int)i);
+    } else if (lua_type(L, idx) == LUA_TTABLE && !luaL_getmetafield(L, idx, "__name")) {
+        lua_getfield(L, idx, "fd");
+        fd = fd_of(L, -1, (int)i);
+        lua_pop(L, 1);
+        if (fd < 0)
+            return 0;
+        lua_getfield(L, idx, "mode");
+        const char *mode = lua_isnil(L, -1) ? "r" : lua_tostring(L, -1);
+        if (mode && strcmp(mode, "r") == 0)
+            events = POLLIN;
+        else if (mode && strcmp(mode, "w") == 0)
+            events = POLLOUT;
+        else if (mode && strcmp(mode, "rw") == 0)
+            events = POLLIN | POLLOUT;
+        else
+            luaL_error(L, "select: source %d: mode must be \"r\", \"w\" or \"rw\"", (int)i);
+        lua_pop(L, 1);
+    }
+    if (fd < 0)
+        return 0;
+    if (fcntl(fd, F_GETFD) < 0)
+        luaL_error(L, "select: source %d: %d is not an open file descriptor", (int)i, fd);
+    s->fd = fd;
+    s->events = events;
+    return 1;
 }
 
 /* Reads the sources of the array at `arr` onto the stack and makes their
@@ -223,9 +368,16 @@ static lt_selecting *read_sources(lua_State *L, int arr, int futures_only,
                         LT_SELECT_MAX, n);
         luaL_argerror(L, arr, lua_tostring(L, -1));
     }
-    lt_selecting *sel = lua_newuserdatauv(L, sizeof *sel + (size_t)n * sizeof sel->src[0], 0);
+    /* the records, then room for a poll of every source, the eventfd and
+       the wake-up descriptor */
+    size_t size = sizeof(lt_selecting) + (size_t)n * sizeof(lt_source);
+    size = (size + 15) & ~(size_t)15;
+    lt_selecting *sel = lua_newuserdatauv(L, size + ((size_t)n + 2) * sizeof(struct pollfd), 0);
     sel->n = 0;
     sel->linked = 0;
+    sel->nfds = 0;
+    sel->efd = -1;
+    sel->pfd = (struct pollfd *)((char *)sel + size);
     sel->ev = sel->own = 0;
     luaL_setmetatable(L, LT_SELECT_MT);
     lua_toclose(L, -1);
@@ -235,8 +387,10 @@ static lt_selecting *read_sources(lua_State *L, int arr, int futures_only,
         lt_source *s = &sel->src[i - 1];
         s->linked = 0;
         s->w.prev = s->w.next = NULL;
+        s->w.efd = -1;
         s->list = NULL;
         s->ch = 0;
+        s->fd = -1;
         lt_chan *c = NULL;
         if ((s->list = lt_future_source(L, -1)) != NULL)
             s->kind = K_FUTURE;
@@ -248,15 +402,23 @@ static lt_selecting *read_sources(lua_State *L, int arr, int futures_only,
             s->kind = K_THREAD;
         else if ((c = luaL_testudata(L, -1, LT_CHANNEL_MT)) != NULL && c->ch)
             s->kind = K_CHANNEL, s->ch = c->ch;
-        if (!s->list && !s->ch) {
+        else if (read_fd(L, -1, s, i))
+            s->kind = K_FD, sel->nfds++;
+        if (!s->list && !s->ch && s->fd < 0) {
             const char *v = lt_describe(L, -1, 1);
             lua_pushfstring(L, "%s: source %I is %s; %s", what, i, v,
                             futures_only ? "a future was expected"
-                                         : "a queue, channel, event, thread "
-                                           "or future was expected");
+                                         : "a queue, channel, event, thread, "
+                                           "future or file descriptor was expected");
             luaL_argerror(L, arr, lua_tostring(L, -1));
         }
         sel->n++;
+    }
+    if (sel->nfds) {
+        for (int i = 0; i < sel->n; i++)
+            if (sel->src[i].kind == K_CHANNEL)
+                luaL_argerror(L, arr, "a channel and a file descriptor cannot be "
+                                      "waited for in one select");
     }
     return sel;
 }

@@ -125,9 +125,61 @@ T.case("a queue and a channel fed from another interpreter", function()
   i:close()
 end)
 
+-- A FIFO opened for reading and writing: nothing is readable until
+-- someone writes (as in test_wait_fd.lua).
+local function fifo()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkfifo " .. path))
+  return assert(io.open(path, "r+")), path
+end
+
+T.case("file descriptors: with a queue, by wait_fd's rules, nothing consumed", function()
+  local f, path = fifo()
+  local q = tether.queue()
+  local src, why = tether.select({f, q}, 0.01)
+  assert(src == nil and why == "timeout")
+  -- a queue item wakes a select that also waits for a descriptor
+  local t = tether.thread(function() tether.sleep(0.005) q:put("item") end)
+  src, why = tether.select({f, q}, T.LIMIT)
+  assert(src == q and why == "item")
+  assert(t:join(T.LIMIT))
+  -- the descriptor: ready once written to; select reads nothing
+  local writer = tether.thread(function() tether.sleep(0.005) f:write("x") f:flush() end)
+  local fsrc = {fd = f, mode = "r"}
+  src, why = tether.select({q, fsrc}, T.LIMIT)
+  assert(src == fsrc and why == "r", tostring(why))
+  assert(writer:join(T.LIMIT))
+  assert(tether.select({f}, 0) == f) -- still there
+  assert(f:read(1) == "x")
+  assert(select(2, tether.select({{fd = f, mode = "w"}}, T.LIMIT)) == "w")
+  T.raises("mode must be", tether.select, {{fd = f, mode = "x"}})
+  T.raises("cannot be waited for in one select", tether.select, {f, tether.channel()})
+  T.raises("is not an open file descriptor", tether.select, {{fd = 987654}})
+  f:close()
+  T.raises("the file is closed", tether.select, {f})
+  os.remove(path)
+end)
+
+T.case("cancel during a select on a descriptor", function()
+  local f, path = fifo()
+  local entered = tether.event()
+  local t = tether.thread(function()
+    entered:set()
+    return tether.select({f, tether.queue()})
+  end)
+  assert(entered:wait(T.LIMIT))
+  tether.sleep(0.01)
+  t:cancel()
+  local ok, err = t:join(T.LIMIT)
+  assert(ok == false and rawequal(err, tether.Cancelled))
+  f:close()
+  os.remove(path)
+end)
+
 T.case("bad input", function()
   T.raises("select needs 1 to 4096 sources; got 0", tether.select, {})
-  T.raises("source 2 is 42; a queue, channel, event, thread or future was expected",
+  T.raises("source 2 is 42; a queue, channel, event, thread, future or file descriptor was expected",
            tether.select, {tether.queue(), 42})
   T.raises("table expected", tether.select, tether.queue())
   T.raises("cannot be waited for", tether.select, {tether.current()})
