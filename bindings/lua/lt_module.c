@@ -316,6 +316,9 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_open_ffi(L, S);
     lt_open_channel(L, S);
     lt_open_interp(L, S);
+    lt_open_select(L, S);
+    lt_open_future(L, S);
+    lt_open_local(L, S);
     lt_push_cancelled(L);
     lua_setfield(L, -2, "Cancelled");
     make_guard(L);
