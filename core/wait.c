@@ -140,7 +140,7 @@ int tether_sleep(int64_t ns)
         if (gil_contended(ts->interp->gil) &&
             gil_yield(ts->interp->gil, ts) != TETHER_OK) {
             ts->attached = 0;
-            ts->os->current = NULL;
+            os_set_current(ts->os, NULL);
             return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
         }
         return breaker_after_block(ts);
