@@ -525,6 +525,11 @@ void lt_open_channel(lua_State *L, lt_state *S);
    wait); nothing if the package library is not loaded. */
 void lt_open_require(lua_State *L, lt_state *S);
 
+/* ---- lt_capi.c: the C interface for other modules (tether/lua.h) ---- */
+
+/* Puts the function table of tether/lua.h in L's registry. */
+void lt_open_capi(lua_State *L);
+
 /* ---- lt_interp.c: tether.interp and threads of other interpreters ---- */
 
 void lt_open_interp(lua_State *L, lt_state *S);

@@ -385,6 +385,7 @@ int luaopen_tether(lua_State *L)
     fill_module(L, S);
     lt_open_hooks(L, S);
     lt_open_require(L, S);
+    lt_open_capi(L);
     if (S->owns_runtime) /* never in a host that made its own */
         S->sigint = lt_sigint_install();
     lua_pushvalue(L, -1);
