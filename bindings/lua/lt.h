@@ -77,6 +77,9 @@
 /* LT_ASYNC_COPY carries an lt_blob (a value raised from another
    interpreter) whose destructor is lt_blob_dtor. */
 #define LT_ASYNC_COPY INT64_C(0x4c7561436f707921)   /* "LuaCopy!" */
+/* LT_ASYNC_INTERRUPT (no payload): Ctrl-C reached the thread that
+   required the module (lt_signal.c); raised as lua.c's "interrupted!". */
+#define LT_ASYNC_INTERRUPT INT64_C(0x4c7561496e747221) /* "LuaIntr!" */
 
 
 /* The binding's locks and their order.  A thread takes one only while it
@@ -241,6 +244,10 @@ struct lt_state {
     atomic_int main_stop;
     /* Synchronization: gil. */
     int shutting_down;
+    int interrupted;            /* Ctrl-C raised "interrupted!" in the requiring
+                                   thread: the exit cancels threads at once */
+    int sigint;                 /* lt_signal.c's handler was installed for it */
+    int64_t atexit_ns;          /* tether.atexit_timeout, -1 = none */
     int finalized;              /* shut_down finalized the runtime */
     lt_worker *workers;         /* every tether.thread record, newest first */
     lt_tstate main_ts;          /* of the thread that required the module */
@@ -403,6 +410,21 @@ void lt_tl_init(void);
 /* 1 if the value at idx is the current sentinel (lt_renew_sentinel). */
 int lt_is_sentinel(lua_State *L, int idx);
 
+/* ---- lt_signal.c: Ctrl-C in the stock interpreter ------------------- */
+
+/* Installs the module's SIGINT handler in front of lua.c's, if lua.c's is
+   the current one (see lt_signal.c), with a watcher thread that raises
+   LT_ASYNC_INTERRUPT at the calling thread.  Returns 1 if installed (once
+   per process).  [gil-held, the thread that requires the module] */
+int lt_sigint_install(void);
+/* Before a blocking wait: puts the module's handler back in if lua.c set
+   its own again (lua5.4 -i does for every line).  Does nothing on any
+   thread but the installing one.  [any-thread] */
+void lt_sigint_rearm(void);
+/* Puts lua.c's handler back if the module's is current, and stops the
+   watcher (nothing in a forked child).  [any-thread] */
+void lt_sigint_remove(void);
+
 /* ---- lt_alloc.c: the small-block cache -------------------------------- */
 
 /* Puts the cache in front of L's allocator; NULL if out of memory or
@@ -430,8 +452,13 @@ void lt_open_hooks(lua_State *L, lt_state *S);
 /* ---- lt_thread.c: tether.thread and the thread handles --------------- */
 
 void lt_open_thread(lua_State *L, lt_state *S);
-/* Joins every non-daemon tether.thread, the GIL released while waiting. */
-void lt_join_all(lt_state *S);
+/* Joins every non-daemon tether.thread, the GIL released while waiting,
+   by the exit policy: without a limit, or up to S->atexit_ns; after it
+   (at once when S->interrupted) cancels those still running and waits up
+   to the same time again, but at least LT_CANCEL_GRACE_NS;
+   those still running then are abandoned with a warning on stderr.
+   Returns 1 if some were abandoned. */
+int lt_join_all(lt_state *S);
 /* As the state closes: waits up to timeout_ns in all for the threads that
    are leaving Lua, so that their records can be freed.  Returns 1 if some
    were still running at the deadline. */
@@ -558,6 +585,11 @@ void lt_open_channel(lua_State *L, lt_state *S);
    once however many threads require it at the same time (the others
    wait); nothing if the package library is not loaded. */
 void lt_open_require(lua_State *L, lt_state *S);
+
+/* ---- lt_capi.c: the C interface for other modules (tether/lua.h) ---- */
+
+/* Puts the function table of tether/lua.h in L's registry. */
+void lt_open_capi(lua_State *L);
 
 /* ---- lt_interp.c: tether.interp and threads of other interpreters ---- */
 

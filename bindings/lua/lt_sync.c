@@ -89,6 +89,7 @@ int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns, int *notified)
     if (rc != TETHER_OK)
         return rc;
     waitq_link(q, &w);
+    lt_sigint_rearm();
     rc = tether_event_wait(w.ev, timeout_ns);
     if (rc == TETHER_EFINALIZING) /* no GIL: leave the queue alone */
         return rc;
@@ -141,6 +142,7 @@ static int module_sleep(lua_State *L)
     if (lt_in_finalizer(L))
         return 0; /* not even sleep(0), which hands the GIL over */
     lt_tstate *ts = lt_current_tstate();
+    lt_sigint_rearm();
     lt_wait_ok(L, ts, tether_sleep(ns), "sleep");
     return 0;
 }
@@ -180,6 +182,8 @@ static int lock_new(lua_State *L)
 static int lock_take(lua_State *L, tether_lock l, int64_t ns)
 {
     lt_tstate *ts = lt_current_tstate();
+    if (ns != 0)
+        lt_sigint_rearm();
     int rc = tether_lock_acquire(l, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "acquire: the calling thread holds this lock and "
@@ -405,6 +409,7 @@ static int event_wait(lua_State *L)
     tether_event e = check_event(L);
     int64_t ns = lt_opt_timeout(L, 2);
     lt_tstate *ts = lt_current_tstate();
+    lt_sigint_rearm();
     lua_pushboolean(L, lt_wait_ok(L, ts, tether_event_wait(e, ns), "wait"));
     return 1;
 }
