@@ -6,10 +6,11 @@
 # Set TETHER_CARGO, TETHER_RUSTC or TETHER_GO to choose others.  A missing
 # toolchain is not an error: the plugins are not built and their tests say
 # why they skip (TETHER_RUST_MISSING, TETHER_GO_MISSING).
-if(DEFINED _tether_toolchains_done)
+get_property(_done GLOBAL PROPERTY TETHER_TOOLCHAINS_FOUND)
+if(_done)
   return()
 endif()
-set(_tether_toolchains_done 1)
+set_property(GLOBAL PROPERTY TETHER_TOOLCHAINS_FOUND 1)
 
 foreach(_tool cargo rustc rustdoc go)
   string(TOUPPER ${_tool} _var)
@@ -19,13 +20,13 @@ foreach(_tool cargo rustc rustdoc go)
 endforeach()
 
 set(TETHER_RUST_MISSING "")
-if(NOT TETHER_CARGO OR NOT TETHER_RUSTC)
+if(NOT EXISTS "${TETHER_CARGO}" OR NOT EXISTS "${TETHER_RUSTC}")
   set(TETHER_RUST_MISSING
       "no Rust toolchain (cargo and rustc; on Debian: apt-get install cargo rustc, or scripts/deps.sh)")
   message(STATUS "tether: ${TETHER_RUST_MISSING}: the Rust binding's and plugin's tests will skip")
 endif()
 set(TETHER_GO_MISSING "")
-if(NOT TETHER_GO)
+if(NOT EXISTS "${TETHER_GO}")
   set(TETHER_GO_MISSING
       "no Go toolchain (go; on Debian: apt-get install golang-go, or scripts/deps.sh)")
   message(STATUS "tether: ${TETHER_GO_MISSING}: the Go plugin's tests will skip")
