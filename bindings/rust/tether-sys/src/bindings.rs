@@ -417,6 +417,12 @@ extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 extern "C" {
+    pub fn tether_channel_watch(ch: tether_channel, ev: tether_event) -> ::std::os::raw::c_int;
+}
+extern "C" {
+    pub fn tether_channel_unwatch(ch: tether_channel, ev: tether_event) -> ::std::os::raw::c_int;
+}
+extern "C" {
     pub fn tether_plugin_enter(p: tether_plugin) -> ::std::os::raw::c_int;
 }
 extern "C" {
@@ -747,6 +753,12 @@ pub struct tether_host_api {
             ud: *mut ::std::os::raw::c_void,
         ) -> ::std::os::raw::c_int,
     >,
+    pub channel_watch: ::std::option::Option<
+        unsafe extern "C" fn(ch: tether_channel, ev: tether_event) -> ::std::os::raw::c_int,
+    >,
+    pub channel_unwatch: ::std::option::Option<
+        unsafe extern "C" fn(ch: tether_channel, ev: tether_event) -> ::std::os::raw::c_int,
+    >,
 }
 #[repr(C)]
 pub struct tether_plugin_desc {
@@ -847,6 +859,8 @@ pub static TETHER_LINKED_API: tether_host_api = tether_host_api {
     callback_release: Some(tether_callback_release),
     set_error: Some(tether_set_error),
     callback_on_free: Some(tether_callback_on_free),
+    channel_watch: Some(tether_channel_watch),
+    channel_unwatch: Some(tether_channel_unwatch),
 };
 
 /// Every struct of the headers with its size, alignment and field offsets
@@ -1289,6 +1303,14 @@ pub mod layout {
                     {
                         let (o, n) = off!(tether_host_api, callback_on_free);
                         ("callback_on_free", o, n)
+                    },
+                    {
+                        let (o, n) = off!(tether_host_api, channel_watch);
+                        ("channel_watch", o, n)
+                    },
+                    {
+                        let (o, n) = off!(tether_host_api, channel_unwatch);
+                        ("channel_unwatch", o, n)
                     },
                 ],
             },

@@ -138,6 +138,18 @@ impl Channel {
         self.len().map(|n| n == 0)
     }
 
+    /// Makes the channel set `ev` whenever it may have become ready to
+    /// receive (a message queued, or closed): the way to wait on several
+    /// channels at once.  Each `watch` needs its `unwatch`.
+    pub fn watch(&self, ev: &Event) -> Result<()> {
+        status!(channel_watch(self.h, ev.h)).map(drop)
+    }
+
+    /// Undoes one [`Channel::watch`] of `ev` (`EINVAL` if it does not watch).
+    pub fn unwatch(&self, ev: &Event) -> Result<()> {
+        status!(channel_unwatch(self.h, ev.h)).map(drop)
+    }
+
     /// The raw handle (borrowed), to hand to C or another interpreter.
     pub fn as_raw(&self) -> crate::sys::tether_channel {
         self.h

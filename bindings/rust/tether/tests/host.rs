@@ -244,6 +244,18 @@ fn locks_events_and_channels() {
     assert_eq!(got.len(), 10);
     assert_eq!(got[9], vec![9u8; 3]);
     assert_eq!(ch.send(b"x", None).unwrap_err().code(), sys::TETHER_ECLOSED);
+
+    // One event watching two channels: a send to either sets it.
+    let (a, b, ev) = (Channel::new(0).unwrap(), Channel::new(0).unwrap(), Event::new().unwrap());
+    a.watch(&ev).unwrap();
+    b.watch(&ev).unwrap();
+    b.send(b"from b", None).unwrap();
+    ev.wait(None).unwrap();
+    assert!(a.recv(Some(Duration::ZERO)).unwrap_err().is_timeout());
+    assert_eq!(b.recv(Some(Duration::ZERO)).unwrap(), b"from b");
+    a.unwatch(&ev).unwrap();
+    b.unwatch(&ev).unwrap();
+    assert_eq!(a.unwatch(&ev).unwrap_err().code(), sys::TETHER_EINVAL);
     rt.finalize(LONG).unwrap();
 }
 
