@@ -48,7 +48,7 @@ mod thread;
 
 pub use plugin::{Host, Plugin};
 pub use sync::{Channel, Event, Lock, LockGuard};
-pub use thread::{JoinHandle, ThreadBuilder, ThreadRef};
+pub use thread::{JoinHandle, Thread, ThreadBuilder, ThreadRef};
 
 /* ---- the API table ----------------------------------------------------- */
 

@@ -117,6 +117,23 @@ impl ThreadBuilder {
     }
 }
 
+/// Threads of an interpreter: `Thread::spawn(interp, opts, f)` is
+/// `opts.spawn(interp, f)` ([`ThreadBuilder::spawn`]).
+#[derive(Debug)]
+pub struct Thread;
+
+impl Thread {
+    /// Starts a thread of `interp` with options `opts` running `f` holding
+    /// its GIL; see [`ThreadBuilder::spawn`].
+    pub fn spawn<T, F>(interp: Interp, opts: ThreadBuilder, f: F) -> Result<JoinHandle<T>>
+    where
+        F: FnOnce(&mut Gil) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        opts.spawn(interp, f)
+    }
+}
+
 /// A thread handle: any thread may join it, ask about it, or raise at it.
 /// Dropping it releases the handle; the thread runs on.
 #[derive(Debug)]

@@ -72,13 +72,12 @@ fn join_times_out_then_returns_the_value() {
     let rt = Runtime::new().unwrap();
     let go = Arc::new(Event::new().unwrap());
     let go2 = go.clone();
-    let mut t = ThreadBuilder::new()
-        .name("worker")
-        .spawn(rt.main_interp(), move |_gil: &mut Gil| {
-            go2.wait(None)?;
-            Ok(42u32)
-        })
-        .unwrap();
+    let opts = ThreadBuilder::new().name("worker");
+    let mut t = tether::Thread::spawn(rt.main_interp(), opts, move |_gil: &mut Gil| {
+        go2.wait(None)?;
+        Ok(42u32)
+    })
+    .unwrap();
     assert_eq!(t.thread().name().unwrap(), "worker");
     let e = t.join(SHORT).unwrap_err(); // nobody set the event yet
     assert!(e.is_timeout(), "{e}");
