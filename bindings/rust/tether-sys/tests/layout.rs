@@ -48,7 +48,10 @@ fn every_struct_matches_the_c_compiler() {
     let exe = dir.join("tether_layout_probe");
     std::fs::write(&src, c).unwrap();
     let cc = env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    // The compiler and the probe are not the program under test: under a
+    // sanitizer preset they must not get its preloaded runtime.
     let st = Command::new(&cc)
+        .env_remove("LD_PRELOAD")
         .args(["-std=c11", "-Wall", "-Werror", "-o"])
         .arg(&exe)
         .arg(&src)
@@ -57,7 +60,7 @@ fn every_struct_matches_the_c_compiler() {
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler {cc}: {e}"));
     assert!(st.success(), "the C probe did not compile: {}", src.display());
-    let out = Command::new(&exe).output().expect("the C probe did not run");
+    let out = Command::new(&exe).env_remove("LD_PRELOAD").output().expect("the C probe did not run");
     assert!(out.status.success());
 
     let mut c_said = BTreeMap::new();
