@@ -4,6 +4,7 @@
   check_trace.py TRACE.json [--expect KIND...]
   check_trace.py --run WORKLOAD SCENARIO [--expect KIND...]
   check_trace.py --self-test WORKLOAD
+  check_trace.py --timeline GIL_TIMELINE WORKLOAD
 
 Parses the Chrome/Perfetto trace-event JSON that tether_trace_stop writes
 (with the json module, numbers as exact decimals) and checks:
@@ -25,7 +26,10 @@ forced, blocking, wait, finalize-wait, async, join, ensure, thread-start,
 finalize-phase, dropped.  --run runs `WORKLOAD SCENARIO OUT` first.
 --self-test runs the "mixed" workload, then breaks a copy of its trace in
 each way above and fails unless every break is caught (so this check can
-fail).  Exit status 0 when valid, 1 when not, 2 on bad usage.
+fail).  --timeline runs scripts/gil-timeline on the "mixed" workload's
+trace and checks its picture (a PNG) and its table (a row per thread,
+with the thread's name).  Exit status 0 when valid, 1 when not, 2 on bad
+usage.
 """
 
 import copy
@@ -268,6 +272,40 @@ def breaks(doc):
     return out
 
 
+def timeline(script, workload):
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "mixed.json")
+        png = os.path.join(tmp, "t.png")
+        run(workload, "mixed", out)
+        names = [e["args"]["name"] for e in load(out)["traceEvents"]
+                 if e.get("ph") == "M" and e["name"] == "thread_name"]
+        r = subprocess.run([sys.executable, script, out, "-o", png],
+                           capture_output=True, text=True)
+        print(r.stdout + r.stderr)
+        if r.returncode != 0:
+            print("gil-timeline failed (%d)" % r.returncode)
+            return 1
+        with open(png, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                print("gil-timeline wrote no PNG")
+                return 1
+        lines = r.stdout.splitlines()
+        if not lines or not lines[0].startswith("thread") or "p99 wait us" not in lines[0]:
+            print("no table header")
+            return 1
+        for n in names:
+            if not any(l.startswith(n + " ") for l in lines[1:]):
+                print("no row for thread %r" % n)
+                return 1
+        bad = subprocess.run([sys.executable, script, os.path.join(tmp, "none.json")],
+                             capture_output=True, text=True)
+        if bad.returncode != 1 or "cannot read" not in bad.stderr:
+            print("a missing trace was not refused: %r" % (bad,))
+            return 1
+    print("gil-timeline: a PNG and a row for each of %d threads" % len(names))
+    return 0
+
+
 def main(argv):
     expect = []
     if "--expect" in argv:
@@ -292,6 +330,8 @@ def main(argv):
             return 1
         print("every break was caught")
         return 0
+    if len(argv) == 4 and argv[1] == "--timeline":
+        return timeline(argv[2], argv[3])
     if len(argv) == 4 and argv[1] == "--run":
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, argv[3] + ".json")

@@ -7,8 +7,11 @@
  *
  * Scenarios:
  *   convoy   one CPU-bound thread and one that does 1 ms blocking calls
- *            (the convoy case of docs/performance.md)
- *   cpu8     eight CPU-bound threads sharing the GIL
+ *            (the convoy case of docs/performance.md), then 100 us of work
+ *   convoy-ensure  the same, but the second thread is a foreign pthread
+ *            that comes back with tether_ensure, an ordinary take without
+ *            the convoy rule's priority: CPython's behaviour
+ *   cpu8     eight CPU-bound threads sharing the GIL (they begin together)
  *   mixed    everything the recorder knows: CPU-bound and blocking
  *            threads, joins, an asynchronous exception, ensure/release
  *            from foreign pthreads, a drop request answered by a wait, and
@@ -43,6 +46,7 @@ static void check(int rc, const char *what)
 }
 
 static int64_t g_until; /* written before any thread starts */
+static tether_event g_go; /* cpu8: set once every thread has started */
 static tether_interp g_interp;
 static atomic_int g_stop;
 
@@ -67,6 +71,15 @@ static int cpu_bound(void *arg)
     return TETHER_OK;
 }
 
+/* About 100 us of work holding the GIL (handling what was read). */
+static void handle_input(void)
+{
+    int64_t end = now_ns() + 100000;
+    volatile uint64_t x = 1;
+    while (now_ns() < end)
+        x = x * 3 + 1;
+}
+
 /* A thread that blocks for 1 ms at a time without the GIL (I/O). */
 static int io_bound(void *arg)
 {
@@ -79,8 +92,26 @@ static int io_bound(void *arg)
         nanosleep(&d, NULL);
         if (tether_restore_thread(st) != TETHER_OK)
             return TETHER_EXIT;
+        handle_input();
     }
     return TETHER_OK;
+}
+
+/* The same as a foreign pthread: 1 ms outside, then ensure, work,
+   release. */
+static void *io_foreign(void *arg)
+{
+    (void)arg;
+    while (now_ns() < g_until) {
+        struct timespec d = {0, 1000000};
+        nanosleep(&d, NULL);
+        tether_gilstate g;
+        if (tether_ensure(g_interp, &g) != TETHER_OK)
+            break;
+        handle_input();
+        tether_release(g);
+    }
+    return NULL;
 }
 
 /* Sleeps in a tether wait, so its drops are "wait" drops. */
@@ -156,17 +187,41 @@ static void scenario_convoy(void)
     join(b);
 }
 
+static void scenario_convoy_ensure(void)
+{
+    tether_thread a = start(cpu_bound, "cpu", 0);
+    pthread_t f;
+    pthread_create(&f, NULL, io_foreign, NULL);
+    wait_until_end();
+    join(a);
+    tether_tstate st;
+    check(tether_save_thread(&st), "tether_save_thread");
+    pthread_join(f, NULL);
+    check(tether_restore_thread(st), "tether_restore_thread");
+}
+
+/* cpu_bound once every thread has started. */
+static int cpu_after_go(void *arg)
+{
+    if (tether_event_wait(g_go, -1) != TETHER_OK)
+        return TETHER_EXIT;
+    return cpu_bound(arg);
+}
+
 static void scenario_cpu8(void)
 {
     tether_thread t[8];
     char name[16];
+    check(tether_event_new(&g_go), "tether_event_new");
     for (int i = 0; i < 8; i++) {
         snprintf(name, sizeof name, "cpu-%d", i + 1);
-        t[i] = start(cpu_bound, name, 0);
+        t[i] = start(cpu_after_go, name, 0);
     }
+    check(tether_event_set(g_go), "tether_event_set");
     wait_until_end();
     for (int i = 0; i < 8; i++)
         join(t[i]);
+    tether_event_free(g_go);
 }
 
 static void scenario_mixed(void)
@@ -203,7 +258,7 @@ static void scenario_mixed(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: trace_workload convoy|cpu8|mixed OUT.json [SECONDS]\n");
+        fprintf(stderr, "usage: trace_workload convoy|convoy-ensure|cpu8|mixed OUT.json [SECONDS]\n");
         return 2;
     }
     double secs = argc > 3 ? atof(argv[3]) : 0.3;
@@ -214,6 +269,8 @@ int main(int argc, char **argv)
     g_until = now_ns() + (int64_t)(secs * 1e9);
     if (!strcmp(argv[1], "convoy"))
         scenario_convoy();
+    else if (!strcmp(argv[1], "convoy-ensure"))
+        scenario_convoy_ensure();
     else if (!strcmp(argv[1], "cpu8"))
         scenario_cpu8();
     else if (!strcmp(argv[1], "mixed"))
