@@ -114,6 +114,8 @@ TEST(stop_writes_the_timeline)
     ASSERT_CONTAINS(s, "\"name\":\"worker-a\"");
     ASSERT_CONTAINS(s, "\"name\":\"worker-b\"");
     ASSERT_CONTAINS(s, "\"name\":\"main\"");
+    ASSERT_CONTAINS(s, "\"holds GIL\"");
+    ASSERT_CONTAINS(s, "\"drop\":\"wait\"");
     ASSERT_CONTAINS(s, "\"join worker-a\"");
     ASSERT_CONTAINS(s, "\"thread start\"");
     ASSERT_CONTAINS(s, "\"bytes_per_event\":32");
@@ -136,6 +138,7 @@ TEST(descriptor_is_duplicated)
     ASSERT_OK(tether_trace_stop(rt));
     char *s = slurp(p);
     ASSERT_CONTAINS(s, "\"traceEvents\"");
+    ASSERT_CONTAINS(s, "\"drop\":\"wait\"");
     free(s);
     t_finalize(rt);
 }
@@ -180,6 +183,7 @@ TEST(environment_variable)
     snprintf(path, sizeof path, "%s%ld.json", want, (long)getpid());
     char *s = slurp(path);
     ASSERT_CONTAINS(s, "\"traceEvents\"");
+    ASSERT_CONTAINS(s, "\"holds GIL\"");
     free(s);
 }
 
