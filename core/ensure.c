@@ -14,6 +14,7 @@
 #include "error.h"
 #include "hooks.h"
 #include "internal.h"
+#include "trace.h"
 
 /* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
    24 nesting level ] (see struct osthread). */
@@ -130,6 +131,7 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
                            "the one the thread was attached to: it is detached");
         return err_set(rc, fn, "the interpreter is finalizing");
     }
+    TRACE(trace_ensure(ts));
     return push_frame(os, ts, cur, out);
 }
 
@@ -222,6 +224,7 @@ T_NOINLINE static int release_frame(struct osthread *os)
     osthread_shrink_frames(os); /* f is not read again */
     os_refresh(os);
     ensures_add(ts, (uint32_t)-1);
+    TRACE(trace_release(ts));
     int was_attached = ts->attached;
     if (!prev) {
         if (was_attached)

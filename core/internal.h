@@ -16,6 +16,7 @@
  *   5  the plugin registry's lock (pluginreg.c): its records and pins
  *   6  g_handle_lock      the handle table's free list and names
  *   7  g_fault_lock       the fault switches
+ *   8  g_lock (trace.c)   the trace recorder: its rings list and strings
  *
  * Every shared field says how it is synchronised, in the same words:
  * "Synchronization: <mutex> | atomic | owner | immutable".  "owner" means
