@@ -138,6 +138,8 @@ static const struct {
     .callback_release = tether_callback_release,
     .set_error = tether_set_error,
     .callback_on_free = tether_callback_on_free,
+    .channel_watch = tether_channel_watch,
+    .channel_unwatch = tether_channel_unwatch,
     },
 };
 

@@ -45,6 +45,7 @@
 #endif
 
 struct tstate;
+struct gil_waiter;
 
 struct gil {
     /* Bit 0: locked.  Bits 1..: threads pinning the slow path (waiters, and
@@ -74,11 +75,15 @@ struct gil {
     /* Threads in forced switching, waiting on switch_cond for an
        acquisition by someone else.  Synchronization: mutex. */
     int switch_waiters;
-    /* Threads asleep on `cond`, and how many of them were signalled and
-       have not yet come back.  Synchronization: mutex. */
-    int sleepers, woken;
-    pthread_mutex_t mutex; /* rank 3: the slow path and the two conds */
-    pthread_cond_t cond;        /* the GIL was released, or finalize */
+    /* The waiters, in the order they get the GIL (gil.c, "The queue"):
+       threads coming back from a voluntary wait first (up to prio_last),
+       then the others.  Each node is on its waiter's stack.  normal_first
+       and normal_since: the first of the others, and since when a
+       returner saw it there (anti-starvation).  Synchronization: mutex. */
+    struct gil_waiter *head, *tail, *prio_last, *normal_first;
+    int64_t normal_since;
+    pthread_mutex_t mutex; /* rank 3: the slow path, the queue, switch_cond
+                              and every waiter's own cond */
     pthread_cond_t switch_cond; /* someone took the GIL */
 };
 
@@ -476,6 +481,11 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
 
 /* Fork child: makes a lock's or an event's mutex and cond anew. */
 void wait_atfork_child_object(int type, void *obj);
+
+/* Sets event `h` as tether_event_set does, quietly doing nothing if `h` is
+   no longer a live event (a channel's watcher freed before it unwatched).
+   Takes the event's mutex: call it holding no RANK_OBJECT lock. */
+void event_notify(uint64_t h);
 /* Fork child: the same for a channel. */
 void channel_atfork_child_object(int type, void *obj);
 

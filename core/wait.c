@@ -332,6 +332,19 @@ static int event_set_to(const char *fn, tether_event h, int value)
 }
 
 int tether_event_set(tether_event e) { return event_set_to("tether_event_set", e, 1); }
+
+void event_notify(uint64_t h)
+{
+    struct event *e = handle_get(h, HT_EVENT);
+    if (!e)
+        return;
+    rank_lock(&e->o.mutex, RANK_OBJECT);
+    e->set = 1;
+    e->sets++;
+    pthread_cond_broadcast(&e->o.cond);
+    rank_unlock(&e->o.mutex, RANK_OBJECT);
+    handle_put(h);
+}
 int tether_event_clear(tether_event e) { return event_set_to("tether_event_clear", e, 0); }
 
 /* One wait on an event: the set count it saw first. */

@@ -121,6 +121,21 @@ typedef struct lt_state lt_state;
 typedef struct lt_tstate lt_tstate;
 typedef struct lt_worker lt_worker;
 typedef struct lt_pool lt_pool;
+typedef struct lt_iobusy lt_iobusy;
+
+/* A thread waiting on an lt_waitq (condition and queue waits).
+   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
+   event, which any thread may set). */
+typedef struct lt_waiter {
+    struct lt_waiter *prev, *next;
+    tether_event ev;
+    int linked, notified;
+} lt_waiter;
+
+/* Synchronization: gil. */
+typedef struct lt_waitq {
+    lt_waiter *head, *tail;
+} lt_waitq;
 
 /* What the module knows of one OS thread running Lua in a state.  It is
    the thread's tether userdata (tether_set_thread_userdata) while the
@@ -202,6 +217,10 @@ struct lt_state {
         lua_Hook hook;
         int mask, count;
     } saved[LT_SAVED_HOOKS];
+    /* Synchronization: gil.  The file handles that a thread uses with the
+       GIL released, and the threads waiting for one of them (lt_io.c). */
+    lt_iobusy *io_busy;
+    lt_waitq io_waiters;
     /* Protects `dead`.  Rank LT_RANK_DEAD, a leaf. */
     pthread_mutex_t dead_mu;
     struct lt_heldref *dead; /* registry references dropped off the GIL */
@@ -248,19 +267,6 @@ typedef struct lt_heldref {
    destructor is lt_heldref_drop. */
 typedef lt_heldref lt_payload;
 
-/* A thread waiting on an lt_waitq (condition and queue waits).
-   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
-   event, which any thread may set). */
-typedef struct lt_waiter {
-    struct lt_waiter *prev, *next;
-    tether_event ev;
-    int linked, notified;
-} lt_waiter;
-
-/* Synchronization: gil. */
-typedef struct lt_waitq {
-    lt_waiter *head, *tail;
-} lt_waitq;
 
 /* ---- lt_base.c: the state, errors, waits, asynchronous exceptions ---- */
 
@@ -443,6 +449,21 @@ int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns,
 int lt_waitq_wake(lt_waitq *q, int n);
 /* Frees the thread's cached wait event. */
 void lt_ts_release(lua_State *L, lt_tstate *ts);
+
+/* ---- lt_io.c: Lua's io and os libraries, the GIL released -------------- */
+
+/* A file handle in use by a thread that let the GIL go, on
+   lt_state.io_busy (a record on that thread's stack).  Synchronization:
+   gil. */
+struct lt_iobusy {
+    luaL_Stream *p;
+    lt_iobusy *next;
+};
+
+/* Replaces the blocking functions of the io and os tables (when loaded)
+   and the methods of Lua's FILE* metatable with ones that release the
+   GIL while they block (upvalue S). */
+void lt_open_io(lua_State *L, lt_state *S);
 
 /* ---- lt_codec.c: the values that cross between states --------------- */
 

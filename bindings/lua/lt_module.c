@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lt.h"
+#include "lt_block.h"
 
 /* Registry keys: the addresses of these. */
 static const char k_anchor = 0; /* userdata whose __gc drops the state */
@@ -344,6 +345,8 @@ static void fill_module(lua_State *L, lt_state *S)
     luaL_setfuncs(L, state_funcs, 1);
     lt_open_thread(L, S);
     lt_open_sync(L, S);
+    lt_open_block(L, S);
+    lt_open_io(L, S);
     lt_open_ffi(L, S);
     lt_open_channel(L, S);
     lt_open_interp(L, S);

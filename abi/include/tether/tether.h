@@ -904,6 +904,32 @@ typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
 TETHER_API int tether_channel_set_discard(tether_channel ch,
                                           tether_channel_discard_fn fn, void *ud);
 
+/* Makes the channel set event `ev` every time it may have become ready for
+   tether_channel_recv: a message was queued, or the channel was closed.
+   This is how one thread waits on several sources at once (a channel and
+   others, all setting one event): register the event with each, then in a
+   loop clear the event, try each source without blocking (timeout 0), and
+   wait on the event only if none was ready.  A message queued after the
+   registration sets the event, so no wake-up is lost between the tries and
+   the wait.  The event may be set when nothing is left to take (another
+   receiver was first), and by a send that raced with
+   tether_channel_unwatch: clear it before every round of tries.  An event
+   may watch any number of channels and a channel be watched by any number
+   of events; registering the same pair twice needs two unwatches.  The
+   event's handle is only stored: freeing it while it watches is allowed
+   (the channel then sets a dead handle, which does nothing), though
+   unwatching first is the rule.
+   Returns TETHER_OK, TETHER_EBADHANDLE (ch or ev is not a live handle of
+   its type; nothing changes), TETHER_ENOMEM (nothing changes).
+   [any-thread] */
+TETHER_API int tether_channel_watch(tether_channel ch, tether_event ev);
+
+/* Undoes one tether_channel_watch of the pair: the channel no longer sets
+   `ev` (a send already under way may still set it once).
+   Returns TETHER_OK, TETHER_EBADHANDLE (ch), TETHER_EINVAL (ev does not
+   watch ch; nothing changes).  [any-thread] */
+TETHER_API int tether_channel_unwatch(tether_channel ch, tether_event ev);
+
 /* ------------------------------------------------------------------------
  * Plugin SDK (ABI 1.2)
  *
