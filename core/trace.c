@@ -136,8 +136,8 @@ static struct {
 
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static __thread struct ring *t_ring;
-static __thread char t_name[64];
+static __thread struct ring *t_ring __attribute__((tls_model("initial-exec")));
+static __thread char t_name[64] __attribute__((tls_model("initial-exec")));
 
 static void ring_free(struct ring *r)
 {
