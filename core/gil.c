@@ -81,6 +81,7 @@
 #include "internal.h"
 #include "lockrank.h"
 #include "platform.h"
+#include "trace.h"
 
 #define W_LOCKED 1u
 #define W_PIN 2u
@@ -153,18 +154,117 @@ void gil_init(struct gil *g, uint32_t interval_us)
     atomic_init(&g->interval_us, interval_us);
     g->last_holder = NULL;
     g->switch_waiters = 0;
-    g->sleepers = g->woken = 0;
+    g->head = g->tail = g->prio_last = g->normal_first = NULL;
+    g->normal_since = 0;
     ann_gil_atomics(g);
     pthread_mutex_init(&g->mutex, NULL);
-    plat_cond_init(&g->cond);
     plat_cond_init(&g->switch_cond);
 }
 
 void gil_destroy(struct gil *g)
 {
     pthread_cond_destroy(&g->switch_cond);
-    pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->mutex);
+}
+
+/* ---- the queue (gil->mutex held throughout) ----------------------------- */
+
+/* A thread waiting in the slow path.  Lives on the waiter's stack from its
+   first sleep until it leaves take_slow (or gil_barrier). */
+struct gil_waiter {
+    pthread_cond_t cond; /* this waiter's own wake-up */
+    struct gil_waiter *prev, *next;
+    int prio;      /* in the returners' part of the queue */
+    int signalled; /* woken, and not yet back under the mutex to look */
+};
+
+static int64_t interval_ns(struct gil *g)
+{
+    return (int64_t)atomic_load(&g->interval_us) * 1000;
+}
+
+/* Wakes `w` unless a wake-up is already on its way to it. */
+static void q_wake(struct gil_waiter *w)
+{
+    if (w && !w->signalled) {
+        w->signalled = 1;
+        pthread_cond_signal(&w->cond);
+    }
+}
+
+/* Links `w` in after `pos` (NULL: at the head). */
+static void q_link_after(struct gil *g, struct gil_waiter *pos,
+                         struct gil_waiter *w)
+{
+    w->prev = pos;
+    w->next = pos ? pos->next : g->head;
+    if (w->next)
+        w->next->prev = w;
+    else
+        g->tail = w;
+    if (pos)
+        pos->next = w;
+    else
+        g->head = w;
+}
+
+/* Queues `w`: at the tail, or, for a thread coming back from a voluntary
+   wait (`prio`), behind the other returners and ahead of everybody else.
+   Unless the first of the others has been first for a whole switch
+   interval while returners went ahead of it: it then becomes a returner
+   itself, so that returners cannot starve the CPU-bound threads. */
+static void q_push(struct gil *g, struct gil_waiter *w, int prio)
+{
+    w->prio = prio;
+    w->signalled = 0;
+    if (!prio) {
+        q_link_after(g, g->tail, w);
+        return;
+    }
+    struct gil_waiter *first = g->prio_last ? g->prio_last->next : g->head;
+    if (first) {
+        int64_t now = plat_now_ns();
+        if (first != g->normal_first) {
+            g->normal_first = first;
+            g->normal_since = now;
+        } else if (now - g->normal_since >= interval_ns(g)) {
+            first->prio = 1;
+            g->prio_last = first;
+            g->normal_first = NULL;
+        }
+    }
+    q_link_after(g, g->prio_last, w);
+    g->prio_last = w;
+}
+
+/* Unlinks `w`.  If it was the head, the new head is woken: it must start
+   the timed wait only the head makes (or look at a free GIL). */
+static void q_leave(struct gil *g, struct gil_waiter *w)
+{
+    int was_head = g->head == w;
+    if (w == g->prio_last)
+        g->prio_last = w->prev; /* returners come first: NULL or one */
+    if (w == g->normal_first)
+        g->normal_first = NULL;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        g->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        g->tail = w->prev;
+    if (was_head)
+        q_wake(g->head);
+}
+
+/* Sleeps on the waiter's own cond: with the switch interval as timeout at
+   the head of the queue, without one elsewhere.  Returns 1 on a timeout. */
+static int q_sleep(struct gil *g, struct gil_waiter *w, int64_t deadline)
+{
+    int timed_out = plat_cond_wait(&w->cond, &g->mutex, deadline);
+    w->signalled = 0;
+    return timed_out;
 }
 
 /* Bookkeeping of the new holder. */
@@ -207,6 +307,7 @@ static int request_drop(struct gil *g)
         return 0;
     ann_holder_read(h); /* the acquire of note_holder()'s release */
     atomic_fetch_or(&h->breaker, BREAKER_DROP);
+    TRACE(trace_gil_request(g, h));
     TETHER_DELAY_POINT("gil.request_drop.posted");
     gil_call_hook(h);
     return 1;
@@ -220,38 +321,29 @@ static void record_wait(struct gil *g, int64_t t0)
         atomic_store_explicit(&g->wait_ns_max, waited, memory_order_relaxed);
 }
 
-/* Clears the locked bit under the mutex and wakes one waiter, unless a
-   waiter woken earlier has not yet come back to look: it will find the GIL
-   free, and waking a second one only makes them fight for the mutex. */
+/* Clears the locked bit under the mutex and wakes the head of the queue,
+   unless it was woken already and has not come back to look yet: it will
+   find the GIL free, and waking a second one only makes them fight for
+   the mutex. */
 static void release_locked(struct gil *g)
 {
     ann_gil_released(g);
     atomic_fetch_and(&g->word, ~(uint64_t)W_LOCKED);
-    if (g->sleepers > g->woken) {
-        g->woken++;
-        pthread_cond_signal(&g->cond);
-    }
-}
-
-/* Sleeps on `cond` (mutex held) keeping the counts release_locked reads. */
-static int sleep_on_cond(struct gil *g, int64_t deadline)
-{
-    g->sleepers++;
-    int timed_out = plat_cond_wait(&g->cond, &g->mutex, deadline);
-    g->sleepers--;
-    if (g->woken > 0)
-        g->woken--;
-    return timed_out;
+    q_wake(g->head);
 }
 
 static int take_slow(struct gil *g, struct tstate *ts, int urgent)
 {
     int64_t t0 = 0; /* read the clock only once we have to wait */
-    int rc = TETHER_OK, requested = 0, taken = 0;
+    int rc = TETHER_OK, requested = 0, taken = 0, queued = 0;
+    struct gil_waiter self;
+    TRACE(trace_gil_wait(g, ts));
     TETHER_DELAY_POINT("gil.take.slow.enter");
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
-    /* Urgent only if the holder has held the GIL since this thread left. */
+    /* A returner queues ahead of the others; it posts its request at once
+       only if the holder has held the GIL since this thread left. */
+    int returner = urgent;
     urgent = urgent && atomic_load(&g->acquisitions) == ts->acq_at_drop + 1;
     for (;;) {
         if (interp_finalizing(ts)) {
@@ -270,27 +362,40 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         }
         if (urgent && !requested)
             requested = request_drop(g);
+        if (!queued) {
+            plat_cond_init(&self.cond);
+            q_push(g, &self, returner);
+            queued = 1;
+        }
+        int head = g->head == &self;
         uint64_t seen = atomic_load(&g->acquisitions);
-        int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
         int64_t now = plat_now_ns();
         if (!t0)
             t0 = now;
         TETHER_DELAY_POINT("gil.take.slow.sleep");
-        int timed_out = sleep_on_cond(g, now + interval);
+        int timed_out = q_sleep(g, &self, head ? now + interval_ns(g) : -1);
         TETHER_DELAY_POINT(timed_out ? "gil.take.slow.timed_out" : "gil.take.slow.woken");
-        if (timed_out && atomic_load(&g->acquisitions) == seen)
+        if (timed_out && g->head == &self && atomic_load(&g->acquisitions) == seen)
             request_drop(g);
     }
+    if (queued)
+        q_leave(g, &self);
     atomic_fetch_sub(&g->word, W_PIN);
     if (taken) {
-        /* The GIL is ours from the CAS on: the stats are ours to write. */
+        /* The GIL is ours from the CAS on: the stats are ours to write.
+           The one place where a slow-path take completes. */
         note_holder(g, ts);
+        TRACE(trace_gil_take(g, ts, 1));
         if (t0)
             record_wait(g, t0);
         if (g->switch_waiters)
             pthread_cond_broadcast(&g->switch_cond);
+    } else {
+        TRACE(trace_gil_refused(g, ts));
     }
     rank_unlock(&g->mutex, RANK_GIL);
+    if (queued)
+        pthread_cond_destroy(&self.cond);
     return rc;
 }
 
@@ -307,6 +412,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
         TETHER_DELAY_POINT("gil.take.fast.after_cas");
         ann_gil_acquired(g);
         note_holder(g, ts);
+        TRACE(trace_gil_take(g, ts, 0));
         rc = TETHER_OK;
     } else {
         rc = take_slow(g, ts, urgent);
@@ -339,8 +445,7 @@ static void drop_locked(struct gil *g, struct tstate *ts, int forced)
         g->switch_waiters++;
         while (atomic_load(&g->acquisitions) == seen &&
                (atomic_load(&g->word) >> 1) > 1 && !interp_finalizing(ts)) {
-            int64_t interval = (int64_t)atomic_load(&g->interval_us) * 1000;
-            plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval);
+            plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval_ns(g));
         }
         g->switch_waiters--;
     }
@@ -349,6 +454,7 @@ static void drop_locked(struct gil *g, struct tstate *ts, int forced)
 
 void gil_drop(struct gil *g, struct tstate *ts)
 {
+    TRACE(trace_gil_drop(g, ts, 0));
     if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BREAKER_DROP)) {
         ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
@@ -376,6 +482,7 @@ void gil_drop(struct gil *g, struct tstate *ts)
 
 int gil_yield(struct gil *g, struct tstate *ts)
 {
+    TRACE(trace_gil_drop(g, ts, 1));
     rank_lock(&g->mutex, RANK_GIL);
     drop_locked(g, ts, 1);
     rank_unlock(&g->mutex, RANK_GIL);
@@ -405,14 +512,16 @@ void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
 void gil_wake_all(struct gil *g)
 {
     rank_lock(&g->mutex, RANK_GIL);
-    pthread_cond_broadcast(&g->cond);
+    for (struct gil_waiter *w = g->head; w; w = w->next)
+        q_wake(w);
     pthread_cond_broadcast(&g->switch_cond);
     rank_unlock(&g->mutex, RANK_GIL);
 }
 
 int gil_barrier(struct gil *g, int64_t deadline)
 {
-    int rc = -1;
+    int rc = -1, queued = 0;
+    struct gil_waiter self;
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     for (;;) {
@@ -421,6 +530,10 @@ int gil_barrier(struct gil *g, int64_t deadline)
             if (!atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED))
                 continue;
             ann_gil_acquired(g);
+            if (queued) {
+                q_leave(g, &self);
+                queued = -1;
+            }
             release_locked(g); /* nobody ran meanwhile: hand it straight on */
             rc = 0;
             break;
@@ -429,11 +542,21 @@ int gil_barrier(struct gil *g, int64_t deadline)
         if (deadline >= 0 && now >= deadline)
             break;
         request_drop(g);
-        int64_t until = now + (int64_t)atomic_load(&g->interval_us) * 1000;
-        sleep_on_cond(g, deadline >= 0 && deadline < until ? deadline : until);
+        if (!queued) {
+            /* Finalize goes ahead of every waiter but the returners. */
+            plat_cond_init(&self.cond);
+            q_push(g, &self, 1);
+            queued = 1;
+        }
+        int64_t until = now + interval_ns(g);
+        q_sleep(g, &self, deadline >= 0 && deadline < until ? deadline : until);
     }
+    if (queued > 0)
+        q_leave(g, &self);
     atomic_fetch_sub(&g->word, W_PIN);
     rank_unlock(&g->mutex, RANK_GIL);
+    if (queued)
+        pthread_cond_destroy(&self.cond);
     return rc;
 }
 
@@ -450,10 +573,10 @@ void gil_atfork_child(struct gil *g, struct tstate *survivor)
        pthread_mutex_destroy would fail with EBUSY (helgrind reported it). */
     pthread_mutex_unlock(&g->mutex);
     pthread_mutex_init(&g->mutex, NULL);
-    plat_cond_init(&g->cond);
     plat_cond_init(&g->switch_cond);
     g->switch_waiters = 0;
-    g->sleepers = g->woken = 0;
+    /* The waiters' nodes were on stacks of threads that are gone. */
+    g->head = g->tail = g->prio_last = g->normal_first = NULL;
     int held = survivor && atomic_load(&g->holder) == survivor &&
                (atomic_load(&g->word) & W_LOCKED);
     atomic_store(&g->word, held ? W_LOCKED : 0);

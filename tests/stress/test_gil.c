@@ -143,6 +143,72 @@ TEST(fairness)
 }
 
 /* ------------------------------------------------------------------------
+ * Fair turns: CPU-bound threads take the GIL in turn (issue 19, item 2)
+ * ---------------------------------------------------------------------- */
+
+enum { TURN_THREADS = 8, TURN_ROUNDS = 40, TURN_LOG = TURN_THREADS * TURN_ROUNDS };
+
+/* The order in which the threads held the GIL.  Synchronization: gil. */
+static int g_turn_log[TURN_LOG];
+static int g_turns;
+static int g_turn_last = -1;
+
+static int cpu_turns(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
+        if (g_turn_last != me) {
+            g_turn_last = me;
+            if (g_turns < TURN_LOG)
+                g_turn_log[g_turns++] = me;
+            else
+                atomic_store(&g_stop, 1);
+        }
+        ASSERT_OK(tether_checkpoint());
+    }
+    return TETHER_OK;
+}
+
+/* Eight threads that only ever give the GIL up when asked take it in
+   turn: once the queue has formed (after the first two rounds), no thread
+   waits more than two rounds of the others between two of its turns.
+   With every waiter timing its own drop request (the GIL before the
+   queue), who goes next was the scheduler's choice, and a thread sat out
+   dozens of turns.  Nothing is timed: turns are counted. */
+TEST(fair_turns)
+{
+    g_rt = t_runtime_interval(1000);
+    g_interp = t_main_interp(g_rt);
+    atomic_store(&g_stop, 0);
+    tether_thread ts[TURN_THREADS];
+    for (intptr_t i = 0; i < TURN_THREADS; i++)
+        ts[i] = t_start(g_interp, cpu_turns, (void *)i);
+    /* The main thread waits detached (tether_thread_join drops the GIL). */
+    for (int i = 0; i < TURN_THREADS; i++)
+        ASSERT_EQ(t_join(ts[i]), TETHER_OK);
+    ASSERT_EQ(g_turns, TURN_LOG);
+    int last[TURN_THREADS], worst = 0, worst_thread = -1;
+    for (int i = 0; i < TURN_THREADS; i++)
+        last[i] = -1;
+    for (int k = 2 * TURN_THREADS; k < TURN_LOG; k++) {
+        int t = g_turn_log[k];
+        if (last[t] >= 0 && k - last[t] > worst) {
+            worst = k - last[t];
+            worst_thread = t;
+        }
+        last[t] = k;
+    }
+    for (int i = 0; i < TURN_THREADS; i++)
+        if (last[i] < 0)
+            runner_fail(__FILE__, __LINE__, "thread %d had no turn after the first "
+                        "two rounds", i);
+    if (worst > 3 * TURN_THREADS)
+        runner_fail(__FILE__, __LINE__, "thread %d waited %d turns between two of "
+                    "its own (%d threads)", worst_thread, worst, TURN_THREADS);
+    t_finalize(g_rt);
+}
+
+/* ------------------------------------------------------------------------
  * Convoy
  * ---------------------------------------------------------------------- */
 
@@ -258,6 +324,6 @@ TEST(convoy_save_restore) { convoy(BY_SAVE_RESTORE); }
 TEST(convoy_call_blocking) { convoy(BY_CALL_BLOCKING); }
 TEST(convoy_sleep) { convoy(BY_SLEEP); }
 
-RUNNER_MAIN(TEST_ENTRY(mutual_exclusion), TEST_ENTRY(fairness),
+RUNNER_MAIN(TEST_ENTRY(mutual_exclusion), TEST_ENTRY(fairness), TEST_ENTRY(fair_turns),
             TEST_ENTRY_T(convoy_event_wait, 20), TEST_ENTRY_T(convoy_save_restore, 20),
             TEST_ENTRY_T(convoy_call_blocking, 20), TEST_ENTRY_T(convoy_sleep, 20))
