@@ -449,6 +449,7 @@ static int ithread_join(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     int64_t ns = lt_opt_timeout(L, 2);
+    lt_sigint_rearm();
     int rc = tether_thread_join(rec->h, ns);
     /* A bad handle: the interpreter is gone, and the thread with it. */
     if (rc != TETHER_EBADHANDLE && !lt_wait_ok(L, lt_current_tstate(), rc, "join")) {
