@@ -56,6 +56,7 @@ collect(run("b_cancel_busy.lua", n or 300))
 collect(run("b_cancel_blocked.lua", n or 300))
 collect(run("b_pingpong.lua", n or 5000))
 collect(run("b_interp.lua", n or 5000, smoke and 100000 or 10000000, smoke and 1 or 3))
+collect(run("b_socket.lua", smoke and 2 or 20))
 
 -- The overhead: plain and tether in alternation, every round pooled.
 local rounds, pairs_ = smoke and 1 or 5, smoke and 1 or 5
