@@ -27,6 +27,7 @@
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
+#include "trace.h"
 #include "tuning.h"
 
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
@@ -93,6 +94,7 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     }
     rt->main_handle = rt->main->handle;
+    trace_runtime_created(rt); /* TETHER_TRACE */
     ts_bind(ts, os);
     ts_attach(ts, 0); /* a new GIL is free */
     *out = rt->handle;
@@ -291,6 +293,7 @@ static void invalidate_tokens(struct osthread *os, struct runtime *rt)
     os->depth -= drop;
     os->tok_floor = floor; /* tether_release refuses these tokens */
     osthread_shrink_frames(os);
+    os_refresh(os); /* the fast release's floor (internal.h) */
 }
 
 /* Detaches the caller from `rt` (finalize) and forgets its cached states
@@ -388,17 +391,24 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
         handle_put(h);
         return err_set(TETHER_ENOMEM, fn, "out of memory; nothing changed");
     }
+    int64_t tp = TRACE_T0(); /* the phases of finalize, when traced */
     detach_caller(rt, NULL);
     TETHER_DELAY_POINT("finalize.detached");
     int rc = TETHER_OK;
     for (size_t i = 0; i < n && rc == TETHER_OK; i++)
         rc = join_nondaemon(v[i], deadline);
     TETHER_DELAY_POINT("finalize.joined");
+    TRACE(trace_finalize_phase(rt, tp, "join non-daemon threads"));
+    tp = TRACE_T0();
     if (stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     TETHER_DELAY_POINT("finalize.stopped");
+    TRACE(trace_finalize_phase(rt, tp, "stop the interpreters"));
+    tp = TRACE_T0();
     int debug = err_debug_enabled();
     plugin_finalize_runtime(h, deadline, debug);
+    TRACE(trace_finalize_phase(rt, tp, "unload plugins"));
+    trace_runtime_finalized(rt); /* writes its trace, if it has one */
     if (debug) {
         handle_foreach_open(report_handle, rt);
         for (size_t i = 0; i < n; i++)

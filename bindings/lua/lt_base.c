@@ -52,6 +52,7 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     atomic_init(&ts->arming, 0);
     ts->exit = NULL;
     ts->wait_ev = 0;
+    ts->select_ev = 0;
     ts->async_ref = LUA_NOREF;
     ts->cancelled = 0;
     ts->in_hook = 0;

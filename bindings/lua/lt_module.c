@@ -3,8 +3,8 @@
  * the state record, joins or creates the runtime and opens every part of
  * the module; closing the state (the sentinel's and the anchor's
  * finalizers); and the module functions of no other part:
- * tether.switchinterval, tether.deferred, tether.clock, tether.gil_stats
- * and the default tether.excepthook.  Nothing below calls into it.
+ * tether.switchinterval, tether.deferred, tether.clock, tether.gil_stats,
+ * tether.trace and the default tether.excepthook.  Nothing below calls into it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -307,6 +307,37 @@ static int module_gil_stats(lua_State *L)
     return 1;
 }
 
+static int trace_stop_fn(void *rt)
+{
+    return tether_trace_stop(*(tether_runtime *)rt);
+}
+
+/* tether.trace(path) starts a trace of the runtime into `path`;
+   tether.trace() stops it and writes the file (with the GIL released,
+   unless in a finalizer).  Both return true or raise. */
+static int module_trace(lua_State *L)
+{
+    lt_state *S = lt_upvalue_state(L);
+    int rc;
+    if (!lua_isnoneornil(L, 1)) {
+        const char *path = luaL_checkstring(L, 1);
+        if ((rc = tether_trace_start(S->rt, path, -1, 0)) != TETHER_OK)
+            return lt_status_error(L, "trace", rc);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (lt_in_finalizer(L))
+        rc = tether_trace_stop(S->rt);
+    else
+        rc = tether_call_blocking(trace_stop_fn, &S->rt, NULL, NULL);
+    if (rc == TETHER_EASYNC || rc == TETHER_EFINALIZING)
+        lt_wait_ok(L, lt_current_tstate(), rc, "trace");
+    else if (rc != TETHER_OK)
+        return lt_status_error(L, "trace", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The default tether.excepthook(thread, err, traceback). */
 static int module_default_excepthook(lua_State *L)
 {
@@ -326,6 +357,7 @@ static const luaL_Reg state_funcs[] = {
     {"clock", module_clock},
     {"gil_stats", module_gil_stats},
     {"atexit_timeout", module_atexit_timeout},
+    {"trace", module_trace},
     {NULL, NULL}};
 
 static void make_guard(lua_State *L)
@@ -350,6 +382,9 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_open_ffi(L, S);
     lt_open_channel(L, S);
     lt_open_interp(L, S);
+    lt_open_select(L, S);
+    lt_open_future(L, S);
+    lt_open_local(L, S);
     lt_push_cancelled(L);
     lua_setfield(L, -2, "Cancelled");
     make_guard(L);

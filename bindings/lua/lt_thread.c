@@ -367,6 +367,15 @@ static int worker_main(void *arg)
         lua_xmove(w->co, w->res, w->nres);
         w->vals = w->res;
     }
+    lt_watch_notify(&w->watchers);
+    /* tether.local drops the thread's fields (lt_local.c, a floor up,
+       sets the function in the registry) */
+    if (lua_checkstack(w->co, 2)) {
+        if (lua_getfield(w->co, LUA_REGISTRYINDEX, LT_REG_THREAD_END) != LUA_TFUNCTION)
+            lua_pop(w->co, 1);
+        else if (lua_pcall(w->co, 0, 0, 0) != LUA_OK)
+            lua_pop(w->co, 1);
+    }
     lt_switch(&w->ts, NULL);
     lt_ts_pop(&w->ts);
     w->ts.exit = NULL;
@@ -513,6 +522,26 @@ static int thread_join(lua_State *L)
         lua_pushliteral(L, "timeout");
         return 2;
     }
+    return push_results(L, hd->w);
+}
+
+lt_watchlist *lt_thread_source(lua_State *L, int idx)
+{
+    lt_handle *hd = luaL_testudata(L, idx, LT_THREAD_MT);
+    if (!hd)
+        return NULL;
+    if (!hd->w || hd->h == 0)
+        luaL_error(L, "select: %s cannot be waited for (only a thread that "
+                   "tether.thread started, with an open handle)", lt_describe(L, idx, 0));
+    return &hd->w->watchers;
+}
+
+/* A finished thread gives what t:join() would. */
+int lt_thread_take(lua_State *L, int idx)
+{
+    lt_handle *hd = luaL_testudata(L, idx, LT_THREAD_MT);
+    if (hd->w->status == LT_RUNNING)
+        return -1;
     return push_results(L, hd->w);
 }
 

@@ -167,6 +167,11 @@ typedef struct tether_host_api {
     int (*channel_watch)(tether_channel ch, tether_event ev);
     int (*channel_unwatch)(tether_channel ch, tether_event ev);
 
+    /* Tracing (ABI 1.3) */
+    int (*trace_start)(tether_runtime rt, const char *path, int fd,
+                       uint32_t flags);
+    int (*trace_stop)(tether_runtime rt);
+
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;
 

@@ -7,11 +7,11 @@
 -- version source); tests/package/check_versions.py fails when they differ.
 rockspec_format = "3.0"
 package = "tether"
-version = "1.2.0-1"
+version = "1.3.0-1"
 
 source = {
    url = "git+https://example.invalid/tether.git",
-   tag = "v1.2.0",
+   tag = "v1.3.0",
 }
 
 description = {
