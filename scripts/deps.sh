@@ -16,7 +16,7 @@ set -euo pipefail
 demo_packages=(build-essential cmake pkg-config libffi-dev liblua5.4-dev lua5.4)
 all_packages=("${demo_packages[@]}" clang libclang-rt-14-dev luajit python3
               python3-dev python3-pytest python3-setuptools python3-pip python3-venv abigail-tools spin gnuplot-nox valgrind
-              debhelper dpkg-dev fakeroot lintian luarocks
+              debhelper dpkg-dev fakeroot lintian luarocks lua-socket
               cargo rustc bindgen golang-go)
 
 case "${1:-all}" in

@@ -181,7 +181,7 @@ int lt_sigint_install(void)
 
 void lt_sigint_rearm(void)
 {
-    if (!atomic_load_explicit(&g.installed, memory_order_relaxed) ||
+    if (!atomic_load(&g.installed) ||
         !pthread_equal(pthread_self(), g.owner) || getpid() != g.pid)
         return;
     struct sigaction cur;
