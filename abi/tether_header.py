@@ -699,8 +699,7 @@ def _type_json(api: Api, t: CType) -> dict:
         out["kind"] = "function_pointer"
         out["function"] = {
             "returns": _type_json(api, t.fn.ret),
-            "params": [{"name": p.name, "type": _type_json(api, p.type)}
-                       for p in t.fn.params]}
+            "params": _params_json(api, t.fn.params, True)}
         return out
     base = t.base.replace("struct ", "")
     resolved = _resolve(api, base)

@@ -142,6 +142,38 @@ int lt_block_poll(int fd, short events, int64_t timeout_ns, short *revents)
     }
 }
 
+int lt_block_poll_many(struct pollfd *p, int n, int64_t timeout_ns)
+{
+    p[n].fd = wake_fd();
+    p[n].events = POLLIN;
+    p[n].revents = 0;
+    nfds_t all = (nfds_t)n + (p[n].fd >= 0 ? 1 : 0);
+    int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
+    for (;;) {
+        struct timespec ts, *tp = NULL;
+        if (timeout_ns >= 0) {
+            int64_t left = timeout_ns == 0 ? 0 : deadline - now_ns();
+            if (left < 0)
+                left = 0;
+            ts.tv_sec = (time_t)(left / 1000000000);
+            ts.tv_nsec = (long)(left % 1000000000);
+            tp = &ts;
+        }
+        int r = ppoll(p, all, tp, NULL);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (all > (nfds_t)n && p[n].revents)
+            return LT_BLOCK_WOKEN;
+        if (r > 0)
+            return r;
+        if (timeout_ns == 0 || now_ns() >= deadline)
+            return 0;
+    }
+}
+
 /* tether_call_blocking's fn: the caller's, marked as run. */
 struct blocked {
     int (*fn)(void *);
@@ -165,6 +197,7 @@ int lt_block_call(lua_State *L, int (*fn)(void *arg), void *arg, int *result)
         struct wake w;
         w.fd = wake_fd();
         atomic_init(&w.woken, 0);
+        lt_sigint_rearm(); /* Ctrl-C reaches the main thread here too */
         rc = tether_call_blocking(run_blocked, &b, wake_ubf, &w);
         if (atomic_load(&w.woken) && w.fd >= 0) { /* empty it for next time */
             uint64_t v;

@@ -37,6 +37,14 @@
    it for a poll that must not block] */
 int lt_block_poll(int fd, short events, int64_t timeout_ns, short *revents);
 
+/* Like lt_block_poll for the n descriptors of p[0..n-1] at once (each
+   with its own events; revents are set as poll sets them).  p must have
+   room for n + 1 entries: p[n] is used for the wake-up descriptor.
+   Returns the number of p[0..n-1] that are ready (POLLNVAL counts: the
+   caller checks), 0 at the timeout, LT_BLOCK_WOKEN, or -1 with errno set.
+   [as lt_block_poll] */
+int lt_block_poll_many(struct pollfd *p, int n, int64_t timeout_ns);
+
 /* Runs fn(arg) with the GIL released, so that the state's other threads
    run Lua meanwhile; fn must not touch any Lua state.  A raise, cancel or
    finalize aimed at the calling thread while fn runs wakes its

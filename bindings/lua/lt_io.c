@@ -27,8 +27,8 @@
  * spawns the shell itself and waits on a pidfd, so it can be cancelled.
  *
  * One handle, many threads.  While a thread has the GIL released in the
- * middle of an operation on a handle, the handle is on S->io_busy; any
- * other operation on it (close included) waits on S->io_waiters until it
+ * middle of an operation on a handle, the handle is on a busy list; any
+ * other operation on it (close included) waits until it
  * is not (the GIL serialises everything else).  So two threads never use
  * one FILE at once, and a close waits for the read it would pull the FILE
  * from under.
@@ -72,6 +72,7 @@ extern char **environ;
 #define GLIBC_UNBUFFERED 0x0002
 #define GLIBC_LINE_BUF 0x0200
 #define GLIBC_PUTTING 0x0800
+#define GLIBC_IN_BACKUP 0x0100
 
 /* Bytes a read gets from f's buffer without a system call. */
 static size_t rd_avail(FILE *f)
@@ -80,8 +81,16 @@ static size_t rd_avail(FILE *f)
                ? (size_t)(f->_IO_read_end - f->_IO_read_ptr) : 0;
 }
 
+/* 1 if f reads from its pushback area (ungetc beyond the buffer), having
+   bytes left in its main buffer for when that is used up: glibc switches
+   back to them in getc, without a system call. */
+static int rd_main_waiting(FILE *f)
+{
+    return (f->_flags & GLIBC_IN_BACKUP) && f->_IO_save_end > f->_IO_save_base;
+}
+
 /* 1 if writing l bytes to f only copies them into its buffer. */
-static int wr_fits(FILE *f, size_t l)
+static inline __attribute__((always_inline)) int wr_fits(FILE *f, size_t l)
 {
     int fl = f->_flags;
     return (fl & GLIBC_PUTTING) && !(fl & (GLIBC_UNBUFFERED | GLIBC_LINE_BUF)) &&
@@ -92,51 +101,114 @@ static int wr_fits(FILE *f, size_t l)
  * Handles in use with the GIL released
  * ---------------------------------------------------------------------- */
 
+/* A file handle in use by a thread that let the GIL go (a record on that
+   thread's stack, linked while the GIL is released).  Synchronization:
+   ioctx.mu. */
+typedef struct iobusy {
+    luaL_Stream *p;
+    struct iobusy *next;
+} iobusy;
+
+/* What the functions of one Lua state share: their upvalue 1, a userdata
+   (not the lt_state, which lua_close frees before the finalizers of the
+   files that are older than the module run; the userdata lives until
+   every object goes). */
+typedef struct ioctx {
+    /* Protects the list `busy` (written by its owners, who link it under
+       the GIL, but may have to unlink it without: a thread that finalize
+       detached must not leave its stack record behind).  A leaf, taken
+       with or without the GIL; nothing is taken while it is held. */
+    pthread_mutex_t mu;
+    /* Handles in use with the GIL released.  Atomic, so that the fast
+       path can see it empty without the lock. */
+    _Atomic(iobusy *) busy;
+    lt_waitq waiters; /* threads waiting for one of them.  Synchronization: gil. */
+} ioctx;
+
 /* An operation on one handle of a thread that holds the GIL. */
 typedef struct op {
     lua_State *L;
-    lt_state *S;
+    ioctx *X;
     luaL_Stream *p;
-    int err; /* errno of the last released step */
+    int err;        /* errno of the last released step */
+    lt_tstate *ts;  /* the caller's record, taken before a released step:
+                       after finalize the core no longer knows the thread,
+                       and leaving Lua needs it */
 } op;
 
-/* Waits until no other thread has p on S->io_busy.  [gil-held] */
-static void op_begin(op *o, lua_State *L, lt_state *S, luaL_Stream *p)
+static ioctx *ctx_of(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static int op_wait(op *o, lua_State *L, ioctx *X, luaL_Stream *p);
+
+/* Waits until no other thread has p on X->busy; returns 1 if it had to
+   wait (the handle may have been closed meanwhile).  [gil-held] */
+static inline __attribute__((always_inline)) int op_begin(op *o, lua_State *L,
+                                                          ioctx *X, luaL_Stream *p)
 {
     o->L = L;
-    o->S = S;
+    o->X = X;
     o->p = p;
     o->err = 0;
-    for (;;) {
-        lt_iobusy *r = S->io_busy;
-        while (r && r->p != p)
-            r = r->next;
-        if (!r)
-            return;
+    o->ts = NULL;
+    return atomic_load_explicit(&X->busy, memory_order_relaxed) ? op_wait(o, L, X, p) : 0;
+}
+
+/* 1 if another thread has p on X->busy. */
+static int is_busy(ioctx *X, luaL_Stream *p)
+{
+    pthread_mutex_lock(&X->mu);
+    iobusy *r = atomic_load_explicit(&X->busy, memory_order_relaxed);
+    while (r && r->p != p)
+        r = r->next;
+    pthread_mutex_unlock(&X->mu);
+    return r != NULL;
+}
+
+static int op_wait(op *o, lua_State *L, ioctx *X, luaL_Stream *p)
+{
+    (void)o;
+    for (int waited = 0;; waited = 1) {
+        if (!is_busy(X, p))
+            return waited;
         lt_tstate *ts = lt_current_tstate();
         int finalizer = lt_in_finalizer(L);
         int notified = 0;
-        int rc = lt_waitq_wait(ts, &S->io_waiters, finalizer ? 0 : -1, &notified);
+        int rc = lt_waitq_wait(ts, &X->waiters, finalizer ? 0 : -1, &notified);
         if (finalizer && rc == TETHER_ETIMEDOUT)
             luaL_error(L, "file is in use by another thread");
         lt_wait_ok(L, ts, rc, "io");
     }
 }
 
-/* Runs fn(arg) with the GIL released and o's handle on S->io_busy.
+/* Runs fn(arg) with the GIL released and o's handle on X->busy.
    Returns fn's result; *status gets lt_block_call's. */
 static int op_step(op *o, int (*fn)(void *), void *arg, int *status)
 {
-    lt_iobusy rec = {o->p, o->S->io_busy};
-    o->S->io_busy = &rec;
+    ioctx *X = o->X;
+    iobusy rec = {o->p, NULL};
+    pthread_mutex_lock(&X->mu);
+    rec.next = atomic_load_explicit(&X->busy, memory_order_relaxed);
+    atomic_store_explicit(&X->busy, &rec, memory_order_relaxed);
+    pthread_mutex_unlock(&X->mu);
     int res = 0;
+    o->ts = lt_current_tstate();
     *status = lt_block_call(o->L, fn, arg, &res);
-    lt_iobusy **pp = &o->S->io_busy;
-    while (*pp != &rec)
-        pp = &(*pp)->next;
-    *pp = rec.next;
-    if (o->S->io_waiters.head)
-        lt_waitq_wake(&o->S->io_waiters, INT_MAX);
+    pthread_mutex_lock(&X->mu);
+    iobusy *head = atomic_load_explicit(&X->busy, memory_order_relaxed);
+    if (head == &rec) {
+        atomic_store_explicit(&X->busy, rec.next, memory_order_relaxed);
+    } else {
+        while (head->next != &rec)
+            head = head->next;
+        head->next = rec.next;
+    }
+    pthread_mutex_unlock(&X->mu);
+    /* Without the GIL after finalize: the waiters are the state's. */
+    if (*status != TETHER_EFINALIZING && X->waiters.head)
+        lt_waitq_wake(&X->waiters, INT_MAX);
     return res;
 }
 
@@ -147,7 +219,7 @@ static int op_run(op *o, int (*fn)(void *), void *arg)
     int status;
     int res = op_step(o, fn, arg, &status);
     if (status != TETHER_OK)
-        lt_wait_ok(o->L, lt_current_tstate(), status, "io");
+        lt_wait_ok(o->L, o->ts, status, "io");
     return res;
 }
 
@@ -155,9 +227,10 @@ static int op_run(op *o, int (*fn)(void *), void *arg)
 static int run_released(lua_State *L, int (*fn)(void *), void *arg)
 {
     int res = 0;
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
     int status = lt_block_call(L, fn, arg, &res);
     if (status != TETHER_OK)
-        lt_wait_ok(L, lt_current_tstate(), status, "io");
+        lt_wait_ok(L, ts, status, "io");
     return res;
 }
 
@@ -174,7 +247,7 @@ static luaL_Stream *to_stream(lua_State *L)
 static luaL_Stream *begin_open(op *o, lua_State *L)
 {
     luaL_Stream *p = to_stream(L);
-    op_begin(o, L, lt_upvalue_state(L), p);
+    op_begin(o, L, ctx_of(L), p);
     if (p->closef == NULL)
         luaL_error(L, "attempt to use a closed file");
     return p;
@@ -358,7 +431,7 @@ static int f_gc(lua_State *L)
 {
     luaL_Stream *p = to_stream(L);
     op o;
-    op_begin(&o, L, lt_upvalue_state(L), p);
+    op_begin(&o, L, ctx_of(L), p);
     if (p->closef != NULL && p->f != NULL)
         (void)close_stream(L);
     return 0;
@@ -510,7 +583,7 @@ static _Noreturn void interrupted(rd *r, int status)
 {
     if (status == TETHER_EASYNC)
         push_back(r);
-    lt_wait_ok(r->o->L, lt_current_tstate(), status, "io");
+    lt_wait_ok(r->o->L, r->o->ts, status, "io");
     luaL_error(r->o->L, "io: interrupted"); /* not reached */
     abort();
 }
@@ -522,6 +595,10 @@ static int need(rd *r)
     for (;;) {
         if (rd_avail(r->f) > 0)
             return 1;
+        if (rd_main_waiting(r->f)) { /* no system call: switch and peek */
+            (void)ungetc(getc(r->f), r->f);
+            continue;
+        }
         if (feof(r->f) || ferror(r->f))
             return 0;
         int fd = fileno(r->f);
@@ -795,7 +872,7 @@ static int g_read(lua_State *L, op *o, int first)
 static int io_read(lua_State *L)
 {
     op o;
-    lt_state *S = lt_upvalue_state(L);
+    ioctx *S = ctx_of(L);
     luaL_Stream *p = std_file(L, IO_INPUT);
     op_begin(&o, L, S, p);
     if (p->closef == NULL)
@@ -816,7 +893,7 @@ static int lines_next(lua_State *L)
     luaL_Stream *p = lua_touserdata(L, lua_upvalueindex(2));
     int n = (int)lua_tointeger(L, lua_upvalueindex(3));
     op o;
-    op_begin(&o, L, lt_upvalue_state(L), p);
+    op_begin(&o, L, ctx_of(L), p);
     if (p->closef == NULL)
         return luaL_error(L, "file is already closed");
     lua_settop(L, 1);
@@ -895,7 +972,7 @@ static int fwrite_fn(void *a)
 }
 
 /* Writes s[0..l) to o's file; 1 if all of it went. */
-static int put(op *o, const char *s, size_t l)
+static inline __attribute__((always_inline)) int put(op *o, const char *s, size_t l)
 {
     FILE *f = o->p->f;
     if (wr_fits(f, l))
@@ -913,12 +990,25 @@ static int g_write(lua_State *L, op *o, int arg)
     for (; nargs--; arg++) {
         if (lua_type(L, arg) == LUA_TNUMBER) {
             char num[64];
-            int len = lua_isinteger(L, arg)
-                          ? snprintf(num, sizeof num, LUA_INTEGER_FMT,
-                                     (LUAI_UACINT)lua_tointeger(L, arg))
-                          : snprintf(num, sizeof num, LUA_NUMBER_FMT,
-                                     (LUAI_UACNUMBER)lua_tonumber(L, arg));
-            status = status && len > 0 && put(o, num, (size_t)len);
+            const char *text = num;
+            int len;
+            if (lua_isinteger(L, arg)) { /* LUA_INTEGER_FMT, "%lld", by hand */
+                lua_Integer v = lua_tointeger(L, arg);
+                unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v
+                                             : (unsigned long long)v;
+                char *e = num + sizeof num, *d = e;
+                do
+                    *--d = (char)('0' + u % 10);
+                while ((u /= 10) != 0);
+                if (v < 0)
+                    *--d = '-';
+                text = d;
+                len = (int)(e - d);
+            } else {
+                len = snprintf(num, sizeof num, LUA_NUMBER_FMT,
+                               (LUAI_UACNUMBER)lua_tonumber(L, arg));
+            }
+            status = status && len > 0 && put(o, text, (size_t)len);
         } else {
             size_t l;
             const char *s = luaL_checklstring(L, arg, &l);
@@ -934,10 +1024,9 @@ static int g_write(lua_State *L, op *o, int arg)
 static int io_write(lua_State *L)
 {
     op o;
-    lt_state *S = lt_upvalue_state(L);
+    ioctx *S = ctx_of(L);
     luaL_Stream *p = std_file(L, IO_OUTPUT);
-    op_begin(&o, L, S, p);
-    if (p->closef == NULL)
+    if (op_begin(&o, L, S, p) && p->closef == NULL)
         luaL_error(L, "default %s file is closed", "output");
     return g_write(L, &o, 1);
 }
@@ -969,7 +1058,7 @@ static int flush_result(lua_State *L, op *o)
 static int io_flush(lua_State *L)
 {
     op o;
-    lt_state *S = lt_upvalue_state(L);
+    ioctx *S = ctx_of(L);
     luaL_Stream *p = std_file(L, IO_OUTPUT);
     op_begin(&o, L, S, p);
     if (p->closef == NULL)
@@ -1171,6 +1260,7 @@ static int os_execute(lua_State *L)
 {
     const char *cmd = luaL_optstring(L, 1, NULL);
     struct child c = {cmd, 0, -1, 0, 0};
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
     if (!cmd) {
         run_released(L, shell_fn, &c);
         lua_pushboolean(L, c.status);
@@ -1184,7 +1274,7 @@ static int os_execute(lua_State *L)
             close(c.pidfd);
     }
     if (status != TETHER_OK)
-        lt_wait_ok(L, lt_current_tstate(), status, "os.execute");
+        lt_wait_ok(L, ts, status, "os.execute");
     if (res == 0) {
         for (;;) {
             status = lt_block_call(L, child_wait_fn, &c, &res);
@@ -1195,7 +1285,7 @@ static int os_execute(lua_State *L)
                     sig_restore();
                 if (c.pidfd >= 0)
                     close(c.pidfd);
-                lt_wait_ok(L, lt_current_tstate(), status, "os.execute");
+                lt_wait_ok(L, ts, status, "os.execute");
             }
             if (res != LT_BLOCK_WOKEN)
                 break;
@@ -1289,14 +1379,14 @@ static const luaL_Reg os_funcs[] = {
     {"execute", os_execute}, {"remove", os_remove}, {"rename", os_rename},
     {"tmpname", os_tmpname}, {NULL, NULL}};
 
-/* Sets funcs (upvalue S) in the table loaded[name], if it is a table;
-   leaves the stack as it was. */
-static void replace_in(lua_State *L, lt_state *S, const char *name, const luaL_Reg *funcs)
+/* Sets funcs (upvalue: the context at ctx) in the table loaded[name],
+   if it is a table; leaves the stack as it was. */
+static void replace_in(lua_State *L, int ctx, const char *name, const luaL_Reg *funcs)
 {
     int top = lua_gettop(L);
     if (lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE) == LUA_TTABLE &&
         lua_getfield(L, -1, name) == LUA_TTABLE) {
-        lua_pushlightuserdata(L, S);
+        lua_pushvalue(L, ctx);
         luaL_setfuncs(L, funcs, 1);
     }
     lua_settop(L, top);
@@ -1304,14 +1394,20 @@ static void replace_in(lua_State *L, lt_state *S, const char *name, const luaL_R
 
 void lt_open_io(lua_State *L, lt_state *S)
 {
+    (void)S;
     int top = lua_gettop(L);
-    replace_in(L, S, "io", io_funcs);
-    replace_in(L, S, "os", os_funcs);
+    ioctx *X = lua_newuserdatauv(L, sizeof *X, 0);
+    pthread_mutex_init(&X->mu, NULL);
+    atomic_init(&X->busy, NULL);
+    X->waiters.head = X->waiters.tail = NULL;
+    int ctx = lua_gettop(L);
+    replace_in(L, ctx, "io", io_funcs);
+    replace_in(L, ctx, "os", os_funcs);
     if (luaL_getmetatable(L, LUA_FILEHANDLE) == LUA_TTABLE) {
-        lua_pushlightuserdata(L, S);
+        lua_pushvalue(L, ctx);
         luaL_setfuncs(L, file_meta, 1);
         if (lua_getfield(L, -1, "__index") == LUA_TTABLE) {
-            lua_pushlightuserdata(L, S);
+            lua_pushvalue(L, ctx);
             luaL_setfuncs(L, file_methods, 1);
         }
     }

@@ -35,6 +35,16 @@ static void mark_closed(lt_state *S)
     lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
+/* How long finalize waits for the non-daemon threads it still finds
+   (those of other interpreters: lt_join_all joined this one's): without
+   limit, as Python does, unless an exit policy says otherwise. */
+static int64_t finalize_ns(const lt_state *S, int abandoned)
+{
+    if (abandoned || S->interrupted)
+        return 0; /* they fail at their next checkpoint or wait */
+    return S->atexit_ns;
+}
+
 /* What closing the Lua state does first, as Python does at exit: join the
    non-daemon threads, then finalize, which stops the daemon threads (they
    leave Lua at their next checkpoint or wait without touching it). */
@@ -46,9 +56,13 @@ static void shut_down(lua_State *L, lt_state *S)
     lt_tstate *self = lt_current_tstate();
     if (self && self->S == S && self != &S->main_ts)
         atomic_store(&S->main_stop, 1); /* before the GIL is handed over */
+    if (S->sigint) {
+        lt_sigint_remove();
+        S->sigint = 0;
+    }
     if (S->interp) {
         int64_t reap_ns = LT_REAP_TIMEOUT_NS;
-        lt_join_all(S);
+        int abandoned = lt_join_all(S);
         if (S->owns_runtime) {
             /* Ours to drop, so TETHER_DEBUG does not report it open. */
             (void)tether_thread_release(S->main_thread);
@@ -57,7 +71,7 @@ static void shut_down(lua_State *L, lt_state *S)
                it) cannot finalize the runtime (TETHER_ESTATE): then no
                daemon thread is told to leave, and waiting for them would
                only cost the whole timeout. */
-            if (tether_runtime_finalize(S->rt, -1) == TETHER_ESTATE)
+            if (tether_runtime_finalize(S->rt, finalize_ns(S, abandoned)) == TETHER_ESTATE)
                 reap_ns = 0;
             S->finalized = 1;
         }
@@ -142,6 +156,7 @@ static lt_state *new_state(lua_State *L)
     pthread_mutex_init(&S->hook_mu, NULL);
     pthread_mutex_init(&S->dead_mu, NULL);
     lt_ts_init(&S->main_ts, S, NULL);
+    S->atexit_ns = -1;
     *p = S;
     lt_set_state(L, S);
     return S;
@@ -213,6 +228,24 @@ static int module_switchinterval(lua_State *L)
     if ((rc = tether_get_switch_interval(S->rt, &us)) != TETHER_OK)
         return lt_status_error(L, "switchinterval", rc);
     lua_pushnumber(L, us / 1e6);
+    return 1;
+}
+
+/* tether.atexit_timeout([seconds]) --> seconds | nil: how long the exit
+   waits for non-daemon threads before it cancels them (math.huge: no
+   limit, the default). */
+static int module_atexit_timeout(lua_State *L)
+{
+    lt_state *S = lt_upvalue_state(L);
+    if (!lua_isnone(L, 1)) {
+        lua_Number s = luaL_checknumber(L, 1);
+        luaL_argcheck(L, s >= 0, 1, "timeout must be a non-negative number of seconds");
+        S->atexit_ns = s >= 9e9 ? -1 : (int64_t)(s * 1e9);
+    }
+    if (S->atexit_ns < 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, (lua_Number)S->atexit_ns * 1e-9);
     return 1;
 }
 
@@ -323,6 +356,7 @@ static const luaL_Reg state_funcs[] = {
     {"deferred", module_deferred},
     {"clock", module_clock},
     {"gil_stats", module_gil_stats},
+    {"atexit_timeout", module_atexit_timeout},
     {"trace", module_trace},
     {NULL, NULL}};
 
@@ -348,6 +382,9 @@ static void fill_module(lua_State *L, lt_state *S)
     lt_open_ffi(L, S);
     lt_open_channel(L, S);
     lt_open_interp(L, S);
+    lt_open_select(L, S);
+    lt_open_future(L, S);
+    lt_open_local(L, S);
     lt_push_cancelled(L);
     lua_setfield(L, -2, "Cancelled");
     make_guard(L);
@@ -386,6 +423,9 @@ int luaopen_tether(lua_State *L)
     fill_module(L, S);
     lt_open_hooks(L, S);
     lt_open_require(L, S);
+    lt_open_capi(L);
+    if (S->owns_runtime) /* never in a host that made its own */
+        S->sigint = lt_sigint_install();
     lua_pushvalue(L, -1);
     lt_set_module(L);
     lt_renew_sentinel(L, S);

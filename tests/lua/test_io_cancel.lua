@@ -91,6 +91,45 @@ for _, how in ipairs({"cancel", "raise"}) do
   end)
 end
 
+T.case("cancel reaches io.read on a terminal", function()
+  if not os.execute("command -v script > /dev/null") then
+    print("(skipped: no script(1) for a pseudo-terminal)")
+    return
+  end
+  -- A child lua5.4 whose stdin is a pseudo-terminal (script(1)); this
+  -- thread keeps the terminal's other side open and silent meanwhile.
+  local child = os.tmpname()
+  local out = os.tmpname()
+  local f = assert(io.open(child, "w"))
+  f:write([[
+    local tether = require "tether"
+    local ready = tether.event()
+    local t = tether.thread(function() ready:set() return io.read("l") end)
+    ready:wait()
+    tether.sleep(0.02)
+    t:cancel()
+    local ok, err = t:join(]] .. T.LIMIT .. [[)
+    print("tty:", os.execute("test -t 0"), ok, err == tether.Cancelled)
+  ]])
+  f:close()
+  local lua = os.getenv("TETHER_LUA") or "lua5.4"
+  local preload = os.getenv("TETHER_CHILD_PRELOAD")
+  if preload then lua = "env LD_PRELOAD=" .. preload .. " " .. lua end
+  local p = assert(io.popen(string.format("script -qec '%s %s' /dev/null > %s 2>&1",
+                                          lua, child, out), "w"))
+  local text
+  T.wait_for(function()
+    local g = io.open(out)
+    text = g and g:read("a") or ""
+    if g then g:close() end
+    return text:find("tty:.*\n")
+  end, "the child's answer")
+  p:close()
+  os.remove(child)
+  os.remove(out)
+  assert(text:find("tty:%s+true%s+false%s+true"), text)
+end)
+
 T.case("a partial line stays readable", function()
   local r, w, path = pipe_pair()
   w:write("par")
@@ -134,6 +173,27 @@ T.case("nothing read is lost when the data come in pieces", function()
   end
   w:write("\n")
   assert(r:read("l") == text)
+  r:close() w:close() os.remove(path)
+end)
+
+T.case("bytes pushed back past the buffer are all read without new data", function()
+  -- "a" and "b" arrive in two reads of the pipe; the interrupted line read
+  -- gives both back, one of them beyond the buffer (glibc's pushback
+  -- area).  Both must then be readable with nothing more written.
+  local r, w, path = pipe_pair()
+  local reader = tether.thread(function() return r:read("l") end)
+  tether.sleep(0.02)
+  w:write("a")
+  tether.sleep(0.02)
+  w:write("b")
+  tether.sleep(0.02)
+  reader:raise("stop")
+  local ok, err = reader:join(T.LIMIT)
+  assert(ok == false and err == "stop", tostring(err))
+  local t = tether.thread(function() return r:read(1), r:read(1) end)
+  local ok2, x, y = t:join(T.LIMIT)
+  if ok2 == nil then w:write("\n") t:join() end -- unblock it before failing
+  assert(ok2 and x == "a" and y == "b", tostring(x) .. tostring(y))
   r:close() w:close() os.remove(path)
 end)
 

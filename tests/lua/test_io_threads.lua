@@ -198,4 +198,20 @@ T.case("other threads use other handles while one is busy", function()
   os.remove(path)
 end)
 
+T.case("a daemon thread blocked in io.read at the end of the program", function()
+  -- Finalize wakes it and it leaves; the file's finalizer runs after.
+  local path = fifo()
+  local status, out = T.run_lua(string.format([[
+    local tether = require "tether"
+    local f = assert(io.open(%q, "r+"))
+    local ready = tether.event()
+    tether.thread({daemon = true}, function() ready:set() return f:read("l") end)
+    ready:wait()
+    tether.sleep(0.02)
+    print("leaving")
+  ]], path))
+  assert(status == 0 and out == "leaving\n", status .. ": " .. out)
+  os.remove(path)
+end)
+
 T.done()

@@ -57,14 +57,32 @@ def test_structs_match_the_json_layout():
             assert getattr(cls, f["name"]).offset == f["offset"]
 
 
+def _width_matches(ctype, t):
+    if t["kind"] == "void":
+        return ctype is None
+    if t["kind"] == "integer":
+        return ctypes.sizeof(ctype) * 8 == t["bits"] and \
+            (ctype(-1).value < 0) == t["signed"]
+    # pointers, function pointers, callbacks: one machine word
+    return ctypes.sizeof(ctype) == ctypes.sizeof(ctypes.c_void_p)
+
+
 def test_prototypes_follow_the_json():
     lib = tether.library()
-    fn = next(f for f in _ffi.ABI["functions"]
-              if f["name"] == "tether_thread_start")
-    proto = lib.functions["tether_thread_start"]
-    assert len(proto.argtypes) == len(fn["params"])
-    assert proto.argtypes[1] is lib.types["tether_thread_fn"]
-    assert proto.restype is ctypes.c_int32
+    checked = 0
+    for fn in _ffi.ABI["functions"]:
+        if fn["exported_by"] != "library":
+            continue
+        proto = lib.functions[fn["name"]]
+        assert len(proto.argtypes) == len(fn["params"]), fn["name"]
+        for ctype, p in zip(proto.argtypes, fn["params"]):
+            assert _width_matches(ctype, p["type"]), (fn["name"], p["name"])
+        assert _width_matches(proto.restype, fn["returns"]), fn["name"]
+        checked += 1
+    assert checked == len(lib.functions) > 70
+    start = lib.functions["tether_thread_start"]
+    assert start.argtypes[1] is lib.types["tether_thread_fn"]
+    assert start.restype is ctypes.c_int32
 
 
 def test_newer_functions_are_left_out(monkeypatch):

@@ -201,10 +201,25 @@ def test_finalize_stops_a_daemon_thread_blocked_in_a_wait():
         finished.set()
 
     rt.main.thread(body, daemon=True)
-    assert running.wait(DEADLINE)
-    assert rt.finalize(DEADLINE)
-    assert finished.wait(DEADLINE)
+    # Finalizing escaping a target ends it silently (no excepthook).
+    reported = []
+    old, tether.excepthook = tether.excepthook, \
+        lambda exc, thread: reported.append(exc)
+    try:
+        def leaves_by_finalizing():
+            running2.set()
+            never.wait()
+
+        running2 = tether.Event()
+        quiet = rt.main.thread(leaves_by_finalizing, daemon=True)
+        assert running.wait(DEADLINE) and running2.wait(DEADLINE)
+        assert rt.finalize(DEADLINE)
+        assert finished.wait(DEADLINE)
+        assert quiet.join(DEADLINE)
+    finally:
+        tether.excepthook = old
     assert got == ["finalizing"]
+    assert reported == []
     with pytest.raises(tether.Error) as info:
         with rt.main.ensure():
             pass
@@ -229,3 +244,26 @@ def test_locks_events_channels(rt):
         ch.recv()
     stats = rt.main.gil_stats()
     assert stats["acquisitions"] >= 1
+
+
+def test_switch_interval_and_bad_input(rt):
+    rt.switch_interval_us = 2000
+    assert rt.switch_interval_us == 2000
+    with pytest.raises(tether.Error) as info:
+        rt.switch_interval_us = 0                  # out of range
+    assert info.value.code == tether.TETHER_EINVAL
+    assert "tether_set_switch_interval" in str(info.value)
+    assert rt.switch_interval_us == 2000           # nothing changed
+
+
+def test_interpreters_with_their_own_gils():
+    with tether.Runtime(per_interp_gil=True) as rt:
+        other = rt.interp()
+        seen = []
+        t = other.thread(lambda: seen.append(tether.gil_held()))
+        assert t.join(DEADLINE)
+        assert seen == [True]
+        assert other.destroy(DEADLINE)
+        with pytest.raises(tether.Error) as info:
+            rt.main.destroy()                      # the main interpreter
+        assert info.value.code == tether.TETHER_EINVAL

@@ -99,7 +99,10 @@ class Error(Exception):
         self.call = call
         if message is None:
             message = last_error()
-        super().__init__("%s: %s: %s" % (call, self.status, message))
+        # The last-error sentence usually names the call already.
+        if not message.startswith(call):
+            message = "%s: %s" % (call, message) if message else call
+        super().__init__("%s [%s]" % (message, self.status))
 
 
 class AsyncInterrupt(Error):
@@ -398,9 +401,10 @@ class Thread:
     The target runs on a new OS thread holding its interpreter's GIL (and,
     while it runs Python code, Python's).  It may return None (TETHER_OK),
     an int (the thread's status: an error goes to the runtime's
-    excepthook), or raise: SystemExit ends the thread silently
-    (TETHER_EXIT); any other exception is kept in `exception`, passed to
-    tether.excepthook, and the thread ends with TETHER_EXIT."""
+    excepthook), or raise: SystemExit, and Finalizing (the runtime is
+    shutting down), end the thread silently (TETHER_EXIT); any other
+    exception is kept in `exception`, passed to tether.excepthook, and the
+    thread ends with TETHER_EXIT."""
 
     def __init__(self, interp, target, args=(), kwargs=None, *, name=None,
                  daemon=False):
@@ -424,7 +428,7 @@ class Thread:
             rv = self.target(*self.args, **self.kwargs)
             return rv if isinstance(rv, int) and not isinstance(rv, bool) \
                 else TETHER_OK  # noqa: F821
-        except SystemExit:
+        except (SystemExit, Finalizing):   # a silent end, as in Lua
             return TETHER_EXIT  # noqa: F821
         except BaseException as exc:
             self.exception = exc
