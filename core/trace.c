@@ -534,10 +534,12 @@ static const char *str_at(const struct out *o, uint64_t i)
     return i < o->nstrs && o->strs[i] ? o->strs[i] : "?";
 }
 
-/* A GIL's number in the trace: 0 for the runtime's shared GIL, else the
-   order of first appearance. */
+/* A GIL's number in the trace: the order in which the writer first meets
+   it (with one GIL per interpreter there are several; past GILS_MAX the
+   rest share the last number). */
+#define GILS_MAX 1024
 struct gils {
-    uint64_t v[64];
+    uint64_t v[GILS_MAX];
     size_t n;
 };
 static unsigned gil_no(struct gils *gs, uint64_t g)
@@ -545,9 +547,9 @@ static unsigned gil_no(struct gils *gs, uint64_t g)
     for (size_t i = 0; i < gs->n; i++)
         if (gs->v[i] == g)
             return (unsigned)i;
-    if (gs->n < 64)
+    if (gs->n < GILS_MAX)
         gs->v[gs->n++] = g;
-    return (unsigned)(gs->n - 1);
+    return (unsigned)(gs->n - 1); /* full: the last number */
 }
 
 /* A drop request, for the flow arrows. */
@@ -872,16 +874,21 @@ static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
         return err;
     }
     struct out o = {f, t0, t1, (uint64_t)getpid(), 1, strs, nstrs};
-    struct gils gs = {.n = 0};
+    struct gils *gs = calloc(1, sizeof *gs); /* 8 KiB: not on a small stack */
+    if (!gs) {
+        fclose(f);
+        return ENOMEM;
+    }
     size_t nreq;
     struct req *reqs = collect_requests(rings, &nreq);
     uint64_t flow_id = 0;
     fputs("{\"traceEvents\":[", f);
     write_meta(&o, rings);
     for (struct ring *r = rings; r; r = r->next)
-        write_ring(&o, r, rings, &gs, reqs, nreq, &flow_id);
+        write_ring(&o, r, rings, gs, reqs, nreq, &flow_id);
     write_other(&o, rings);
     free(reqs);
+    free(gs);
     int err = ferror(f) ? (errno ? errno : EIO) : 0;
     if (fclose(f) != 0 && !err)
         err = errno ? errno : EIO;
@@ -1001,7 +1008,8 @@ static int stop(struct runtime *rt, const char *fn)
     }
     int rc = TETHER_OK;
     if (err && fn)
-        rc = err_set(err == ENOSPC || err == EDQUOT ? TETHER_EAGAIN : TETHER_EINVAL,
+        rc = err_set(err == ENOSPC || err == EDQUOT ? TETHER_EAGAIN
+                     : err == ENOMEM ? TETHER_ENOMEM : TETHER_EINVAL,
                      fn, "writing the trace to %s failed: %s; the trace is lost",
                      path ? path : "the descriptor", strerror(err));
     else if (err)

@@ -23,7 +23,7 @@ Parses the Chrome/Perfetto trace-event JSON that tether_trace_stop writes
 
 --expect names things the trace must contain: holds, waits, flows,
 forced, blocking, wait, finalize-wait, async, join, ensure, thread-start,
-finalize-phase, dropped.  --run runs `WORKLOAD SCENARIO OUT` first.
+finalize-phase, dropped, two-gils.  --run runs `WORKLOAD SCENARIO OUT` first.
 --self-test runs the "mixed" workload, then breaks a copy of its trace in
 each way above and fails unless every break is caught (so this check can
 fail).  --timeline runs scripts/gil-timeline on the "mixed" workload's
@@ -188,6 +188,8 @@ def has(doc, kind):
         return {"thread start", "thread exit"} <= names
     if kind == "finalize-phase":
         return any(e["name"].startswith("finalize: ") for e in evs)
+    if kind == "two-gils":
+        return len({h["args"]["gil"] for h in holds}) >= 2
     if kind == "dropped":
         return doc["otherData"]["dropped_events"] > 0
     raise SystemExit("check_trace.py: unknown --expect %r" % kind)

@@ -12,6 +12,8 @@
  *            that comes back with tether_ensure, an ordinary take without
  *            the convoy rule's priority: CPython's behaviour
  *   cpu8     eight CPU-bound threads sharing the GIL (they begin together)
+ *   interps  two interpreters with a GIL each (TETHER_CONFIG_PER_INTERP_GIL),
+ *            two CPU-bound threads in each
  *   mixed    everything the recorder knows: CPU-bound and blocking
  *            threads, joins, an asynchronous exception, ensure/release
  *            from foreign pthreads, a drop request answered by a wait, and
@@ -46,6 +48,7 @@ static void check(int rc, const char *what)
 }
 
 static int64_t g_until; /* written before any thread starts */
+static tether_runtime g_rt;
 static tether_event g_go; /* cpu8: set once every thread has started */
 static tether_interp g_interp;
 static atomic_int g_stop;
@@ -244,6 +247,24 @@ static void scenario_cpu8(void)
     tether_event_free(g_go);
 }
 
+static void scenario_interps(void)
+{
+    tether_interp second;
+    tether_runtime_main_interp(g_rt, &g_interp);
+    check(tether_interp_create(g_rt, &second), "tether_interp_create");
+    tether_thread t[4];
+    const char *names[] = {"main-interp-1", "main-interp-2", "second-1", "second-2"};
+    for (int i = 0; i < 4; i++) {
+        tether_thread_opts o = {sizeof o, names[i], 0, 0};
+        check(tether_thread_start(i < 2 ? g_interp : second, cpu_bound, NULL, &o,
+                                  &t[i]), "tether_thread_start");
+    }
+    wait_until_end();
+    for (int i = 0; i < 4; i++)
+        join(t[i]);
+    check(tether_interp_destroy(second, 10000000000), "tether_interp_destroy");
+}
+
 static void scenario_mixed(void)
 {
     tether_thread cpu = start(cpu_bound, "cpu", 0);
@@ -278,12 +299,16 @@ static void scenario_mixed(void)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: trace_workload convoy|convoy-ensure|cpu8|mixed OUT.json [SECONDS]\n");
+        fprintf(stderr, "usage: trace_workload convoy|convoy-ensure|cpu8|interps|mixed OUT.json [SECONDS]\n");
         return 2;
     }
     double secs = argc > 3 ? atof(argv[3]) : 0.3;
     tether_runtime rt;
-    check(tether_runtime_create(NULL, &rt), "tether_runtime_create");
+    tether_config cfg = {sizeof cfg, 0, 0, NULL, NULL};
+    if (!strcmp(argv[1], "interps"))
+        cfg.flags = TETHER_CONFIG_PER_INTERP_GIL;
+    check(tether_runtime_create(&cfg, &rt), "tether_runtime_create");
+    g_rt = rt;
     check(tether_runtime_main_interp(rt, &g_interp), "tether_runtime_main_interp");
     check(tether_trace_start(rt, argv[2], -1, 0), "tether_trace_start");
     g_until = now_ns() + (int64_t)(secs * 1e9);
@@ -295,6 +320,8 @@ int main(int argc, char **argv)
         scenario_cpu8();
     else if (!strcmp(argv[1], "mixed"))
         scenario_mixed();
+    else if (!strcmp(argv[1], "interps"))
+        scenario_interps();
     else {
         fprintf(stderr, "trace_workload: unknown scenario '%s'\n", argv[1]);
         return 2;

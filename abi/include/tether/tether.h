@@ -627,8 +627,9 @@ TETHER_API int tether_trace_start(tether_runtime rt, const char *path,
    recorded.
    Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (no trace of `rt`
    records), TETHER_EAGAIN (the disk is full: the trace is lost; the
-   recording stopped all the same), TETHER_EINVAL (another write error:
-   the same).  [any-thread] */
+   recording stopped all the same), TETHER_ENOMEM (no memory to build the
+   file: the same), TETHER_EINVAL (another write error: the same).
+   [any-thread] */
 TETHER_API int tether_trace_stop(tether_runtime rt);
 
 /* ------------------------------------------------------------------------
