@@ -26,7 +26,7 @@
 #include <tether/tether.h>
 
 #define BENCH_MAX_REPS 32
-#define BENCH_MAX_ROWS 48
+#define BENCH_MAX_ROWS 64
 #define BENCH_MAX_SERIES 4
 #define BENCH_SERIES_CAP 16384
 #define BENCH_METRICS 4
@@ -49,7 +49,8 @@ typedef enum bench_target {
 typedef enum bench_unit {
     UNIT_NS,      /* nanoseconds per operation */
     UNIT_PER_S,   /* operations per second */
-    UNIT_FRACTION /* a dimensionless ratio */
+    UNIT_FRACTION, /* a dimensionless ratio */
+    UNIT_BYTES     /* bytes */
 } bench_unit;
 
 /* One row of the results table. */
@@ -171,6 +172,13 @@ void bench_join(pthread_t thread);
 /* About 100 cycles of dependent integer work (a few "bytecodes"). */
 uint64_t bench_work(uint64_t x);
 
+/* The resident set of the process, in bytes (/proc/self/statm). */
+double bench_rss_bytes(void);
+/* Runs fn(arg) in a forked child and returns what it returned there (a
+   measurement that must not see memory an earlier run freed).  The caller
+   must be the only thread.  Fails the group if the child fails. */
+double bench_in_child(double (*fn)(void *), void *arg);
+
 /* A gate that many threads wait at until it opens (mutex + condvar). */
 typedef struct bench_gate bench_gate;
 bench_gate *bench_gate_new(void);
@@ -206,15 +214,24 @@ typedef struct bench_loop_result {
    up, then counts operations over a window of wall time. */
 bench_loop_result bench_loop_run(const bench_ctx *ctx, const bench_loop *spec);
 
+/* Runs the loop timing every op; each thread keeps the times of its last
+   BENCH_LAT_KEEP ops.  Returns the p-quantile of all of them, in ns. */
+#define BENCH_LAT_KEEP 256
+double bench_loop_latency(const bench_ctx *ctx, const bench_loop *spec,
+                          double p);
+
 /* ---- the groups ---- */
 
 extern const bench_group bench_group_gilstate;   /* b_gilstate.c */
 extern const bench_group bench_group_checkpoint; /* b_gilstate.c */
 extern const bench_group bench_group_contention; /* b_contention.c */
 extern const bench_group bench_group_scale;      /* b_contention.c */
+extern const bench_group bench_group_share;      /* b_contention.c */
+extern const bench_group bench_group_memory;     /* b_contention.c */
 extern const bench_group bench_group_threads;    /* b_threads.c */
 extern const bench_group bench_group_locks;      /* b_threads.c */
 extern const bench_group bench_group_async;      /* b_async.c */
+extern const bench_group bench_group_trace;      /* b_trace.c */
 extern const bench_group bench_group_convoy;     /* b_convoy.c */
 extern const bench_group bench_group_ffi;        /* b_ffi.c */
 
@@ -233,6 +250,9 @@ void py_ensure_fresh(bench_ctx *ctx, const void *arg, double out[]);
 void py_save_restore(bench_ctx *ctx, const void *arg, double out[]);
 void py_gil_contention(bench_ctx *ctx, const void *arg, double out[]);
 void py_ensure_scale(bench_ctx *ctx, const void *arg, double out[]);
+void py_ensure_p99(bench_ctx *ctx, const void *arg, double out[]);
+void py_cpu_share(bench_ctx *ctx, const void *arg, double out[]);
+void py_idle_memory(bench_ctx *ctx, const void *arg, double out[]);
 void py_thread_start_join(bench_ctx *ctx, const void *arg, double out[]);
 void py_async_spinner(bench_ctx *ctx, const void *arg, double out[]);
 void py_async_blocked(bench_ctx *ctx, const void *arg, double out[]);

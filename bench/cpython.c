@@ -10,6 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "bench.h"
@@ -102,6 +103,27 @@ static const char helper_source[] =
     "        t.join()\n"
     "    n, ns = out[0]\n"
     "    return n * 1e9 / ns, lat\n"
+    "\n"
+    "def _share_spin(run):\n"
+    "    while run[0]:\n"
+    "        pass\n"
+    "\n"
+    "def cpu_share(n, warm_s, window_s):\n"
+    "    run = [True]\n"
+    "    threads = [threading.Thread(target=_share_spin, args=(run,))\n"
+    "               for _ in range(n)]\n"
+    "    for t in threads:\n"
+    "        t.start()\n"
+    "    time.sleep(warm_s)\n"
+    "    clocks = [time.pthread_getcpuclockid(t.ident) for t in threads]\n"
+    "    c0 = [time.clock_gettime_ns(c) for c in clocks]\n"
+    "    time.sleep(window_s)\n"
+    "    c1 = [time.clock_gettime_ns(c) for c in clocks]\n"
+    "    run[0] = False\n"
+    "    for t in threads:\n"
+    "        t.join()\n"
+    "    d = [b - a for a, b in zip(c0, c1)]\n"
+    "    return min(d) * n / sum(d) if sum(d) else 0.0\n"
     "\n"
     "CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int)\n"
     "\n"
@@ -309,6 +331,80 @@ void py_ensure_scale(bench_ctx *ctx, const void *arg, double out[])
 {
     bench_loop_result r = py_loop(ctx, *(const int *)arg, py_ensure_op);
     out[0] = r.per_s;
+}
+
+void py_ensure_p99(bench_ctx *ctx, const void *arg, double out[])
+{
+    bench_loop spec = {*(const int *)arg, py_kept_setup, py_ensure_op,
+                       py_kept_teardown, NULL};
+    PyThreadState *main_ts = PyEval_SaveThread();
+    out[0] = bench_loop_latency(ctx, &spec, 0.99);
+    PyEval_RestoreThread(main_ts);
+}
+
+/* ---- fair CPU sharing ---- */
+
+void py_cpu_share(bench_ctx *ctx, const void *arg, double out[])
+{
+    double window = (double)bench_window_ns(ctx, 2000, 20) / 1e9;
+    PyObject *r = py_call("cpu_share", "(idd)", *(const int *)arg, window / 10,
+                          window);
+    out[0] = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    if (PyErr_Occurred())
+        py_fail("cpu_share");
+}
+
+/* ---- memory per idle attached thread ---- */
+
+typedef struct py_idle {
+    bench_gate *gate;
+    _Atomic int ready;
+    int n;
+} py_idle;
+
+static void *py_idle_thread(void *p)
+{
+    py_idle *r = p;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyThreadState *ts = PyEval_SaveThread();
+    atomic_fetch_add(&r->ready, 1);
+    bench_gate_wait(r->gate);
+    PyEval_RestoreThread(ts);
+    PyGILState_Release(g);
+    return NULL;
+}
+
+static double py_idle_measure(void *p)
+{
+    py_idle *r = p;
+    PyOS_AfterFork_Child();
+    pthread_t *t = calloc((size_t)r->n, sizeof *t);
+    if (!t)
+        bench_fail("out of memory");
+    PyThreadState *main_ts = PyEval_SaveThread();
+    r->gate = bench_gate_new();
+    double rss0 = bench_rss_bytes();
+    for (int i = 0; i < r->n; i++)
+        t[i] = bench_spawn(py_idle_thread, r);
+    while (atomic_load(&r->ready) < r->n)
+        bench_sleep_ns(1000000);
+    double rss1 = bench_rss_bytes();
+    bench_gate_open(r->gate);
+    for (int i = 0; i < r->n; i++)
+        bench_join(t[i]);
+    PyEval_RestoreThread(main_ts);
+    free(t);
+    return (rss1 - rss0) / r->n;
+}
+
+void py_idle_memory(bench_ctx *ctx, const void *arg, double out[])
+{
+    (void)arg;
+    py_idle r = {.n = ctx->smoke ? 16 : 1000};
+    PyOS_BeforeFork();
+    out[0] = bench_in_child(py_idle_measure, &r);
+    PyOS_AfterFork_Parent();
 }
 
 /* ---- threads and asynchronous exceptions ---- */

@@ -109,3 +109,69 @@ bench_loop_result bench_loop_run(const bench_ctx *ctx, const bench_loop *spec)
     free(threads);
     return r;
 }
+
+/* ---- the same loop, timing every operation ---- */
+
+typedef struct lat_shared {
+    const bench_loop *inner;
+    pthread_mutex_t mutex; /* protects n and v */
+    size_t n, cap;
+    double *v;
+} lat_shared;
+
+typedef struct lat_state {
+    lat_shared *sh;
+    void *inner;
+    uint64_t n; /* operations so far; ring holds the last BENCH_LAT_KEEP */
+    double ring[BENCH_LAT_KEEP];
+} lat_state;
+
+static void *lat_setup(void *ud)
+{
+    lat_shared *sh = ud;
+    lat_state *t = calloc(1, sizeof *t);
+    if (!t)
+        bench_fail("out of memory");
+    t->sh = sh;
+    t->inner = sh->inner->setup(sh->inner->ud);
+    return t;
+}
+
+static void lat_op(void *state)
+{
+    lat_state *t = state;
+    uint64_t t0 = bench_now();
+    t->sh->inner->op(t->inner);
+    t->ring[t->n++ % BENCH_LAT_KEEP] = (double)(bench_now() - t0);
+}
+
+static void lat_teardown(void *state)
+{
+    lat_state *t = state;
+    lat_shared *sh = t->sh;
+    sh->inner->teardown(t->inner);
+    size_t k = t->n < BENCH_LAT_KEEP ? (size_t)t->n : BENCH_LAT_KEEP;
+    pthread_mutex_lock(&sh->mutex);
+    for (size_t i = 0; i < k && sh->n < sh->cap; i++)
+        sh->v[sh->n++] = t->ring[i];
+    pthread_mutex_unlock(&sh->mutex);
+    free(t);
+}
+
+double bench_loop_latency(const bench_ctx *ctx, const bench_loop *spec,
+                          double p)
+{
+    lat_shared sh = {.inner = spec,
+                     .cap = (size_t)spec->nthreads * BENCH_LAT_KEEP};
+    pthread_mutex_init(&sh.mutex, NULL);
+    if (!(sh.v = malloc(sh.cap * sizeof *sh.v)))
+        bench_fail("out of memory");
+    bench_loop outer = {spec->nthreads, lat_setup, lat_op, lat_teardown, &sh};
+    bench_loop_run(ctx, &outer);
+    if (sh.n == 0)
+        bench_fail("no latency was recorded");
+    double r = bench_percentile(sh.v, sh.n, p);
+    free(sh.v);
+    pthread_mutex_destroy(&sh.mutex);
+    return r;
+}

@@ -2,13 +2,15 @@
 #
 #   gnuplot -e "dir='build/bench-results'" bench/plots.gp
 #
-# Reads   dir/gil_sweep.dat and dir/convoy.{tether,cpython,floor}.cdf.dat
-# Writes  dir/gil-acquisitions.png, dir/convoy-cdf.png
+# Reads   dir/gil_sweep.dat, dir/scale_sweep.dat and
+#         dir/convoy.{tether,cpython,floor}.cdf.dat
+# Writes  dir/gil-acquisitions.png, dir/ensure-scale.png, dir/convoy-cdf.png
 # A plot whose data is missing (a run with --only that left its group out)
 # is not drawn, and says so; the other one still is.
 
 if (!exists("dir")) dir = "."
 sweep = dir."/gil_sweep.dat"
+scale = dir."/scale_sweep.dat"
 cdf_tether = dir."/convoy.tether.cdf.dat"
 cdf_cpython = dir."/convoy.cpython.cdf.dat"
 cdf_floor = dir."/convoy.floor.cdf.dat"
@@ -17,6 +19,7 @@ cdf_floor = dir."/convoy.floor.cdf.dat"
 # writes the header of gil_sweep.dat even when the contention group did not run.
 have(f) = system("grep -qs '^[^#]' '".f."' && echo 1 || echo 0") + 0
 have_sweep = have(sweep)
+have_scale = have(scale)
 have_convoy = have(cdf_tether)
 # Without CPython (no python3-dev) the convoy plot shows tether alone.
 have_cpython = have(cdf_cpython)
@@ -42,6 +45,26 @@ plot sweep using 1:($2/1e6):($3/1e6):($4/1e6) with yerrorlines lw 2 pt 7 \
          title "tether", \
      sweep using 1:($5/1e6):($6/1e6):($7/1e6) with yerrorlines lw 2 pt 5 \
          title "CPython 3 (embedded)"
+}
+
+# ensure/release throughput against the number of threads in the loop,
+# up to 1000 (issue 19): the median, with bars from the min to the max.
+if (!have_scale) {
+    print "plots: no ".scale." (the scale group did not run): no scale plot"
+} else {
+set output dir."/ensure-scale.png"
+set title "ensure/release throughput against threads (higher is better)"
+set xlabel "threads calling ensure/release in a loop"
+set ylabel "ensure/release pairs/s, all threads (millions)"
+set logscale x 2
+set xrange [0.8:1400]
+set yrange [0:*]
+set format y "%.1f"
+plot scale using 1:($2/1e6):($3/1e6):($4/1e6) with yerrorlines lw 2 pt 7 \
+         title "tether", \
+     scale using 1:($5/1e6):($6/1e6):($7/1e6) with yerrorlines lw 2 pt 5 \
+         title "CPython 3 (embedded)"
+unset logscale x
 }
 
 # The convoy effect: how long a short blocking call takes while another

@@ -90,6 +90,14 @@ static void fmt_value(bench_unit unit, double v, char *buf, size_t cap)
     case UNIT_FRACTION:
         snprintf(buf, cap, "%.3f", v);
         return;
+    case UNIT_BYTES:
+        if (v >= 1e6)
+            snprintf(buf, cap, "%.2f MB", v / 1e6);
+        else if (v >= 1e3)
+            snprintf(buf, cap, "%.1f kB", v / 1e3);
+        else
+            snprintf(buf, cap, "%.0f B", v);
+        return;
     }
 }
 
@@ -138,7 +146,10 @@ static cell fmt_cell(const bench_row *r, const row_stats *s, int col)
 
 static const char *unit_name(bench_unit u)
 {
-    return u == UNIT_NS ? "ns" : u == UNIT_PER_S ? "per_s" : "fraction";
+    return u == UNIT_NS      ? "ns"
+           : u == UNIT_PER_S ? "per_s"
+           : u == UNIT_BYTES ? "bytes"
+                             : "fraction";
 }
 
 static const char *target_name(bench_target t)
@@ -400,18 +411,21 @@ static void write_csv(const bench_results *res, int smoke, FILE *f)
 
 /* ---- plot data ---- */
 
-/* gil_sweep.dat: threads, then median/min/max of tether and of CPython, for
-   the rows "gil.acq.<threads>" in the order they were made. */
-static void write_sweep(const bench_results *res, FILE *f)
+/* A sweep file: threads, then median/min/max of tether and of CPython, for
+   the rows "<prefix><threads>" in the order they were made
+   (gil_sweep.dat: "gil.acq."; scale_sweep.dat: "scale.ensure."). */
+static void write_sweep(const bench_results *res, const char *prefix, FILE *f)
 {
+    size_t len = strlen(prefix);
     fprintf(f, "# threads tether_med tether_min tether_max "
-               "cpython_med cpython_min cpython_max (acquisitions/s)\n");
+               "cpython_med cpython_min cpython_max (%s*, per second)\n",
+            prefix);
     for (int i = 0; i < res->nrows; i++) {
         const bench_row *r = &res->rows[i];
-        if (strncmp(r->id, "gil.acq.", 8) != 0)
+        if (strncmp(r->id, prefix, len) != 0)
             continue;
         row_stats s = report_stats(r, 1);
-        fprintf(f, "%s", r->id + 8);
+        fprintf(f, "%s", r->id + len);
         for (int c = 0; c < 2; c++) {
             if (s.have[c])
                 fprintf(f, " %.6g %.6g %.6g", s.med[c], s.lo[c], s.hi[c]);
@@ -489,8 +503,7 @@ static void w_sweep(const bench_results *res, const run_info *info,
                     const void *extra, FILE *f)
 {
     (void)info;
-    (void)extra;
-    write_sweep(res, f);
+    write_sweep(res, extra, f);
 }
 
 static void w_cdf(const bench_results *res, const run_info *info,
@@ -508,7 +521,9 @@ int report_write_all(const bench_results *res, const run_info *info,
     rc |= write_file(dir, "results.json", w_json, res, info, NULL);
     rc |= write_file(dir, "results.csv", w_csv, res, info, NULL);
     rc |= write_file(dir, "results.md", w_markdown, res, info, NULL);
-    rc |= write_file(dir, "gil_sweep.dat", w_sweep, res, info, NULL);
+    rc |= write_file(dir, "gil_sweep.dat", w_sweep, res, info, "gil.acq.");
+    rc |= write_file(dir, "scale_sweep.dat", w_sweep, res, info,
+                     "scale.ensure.");
     for (int i = 0; i < res->nseries; i++) {
         char name[64];
         snprintf(name, sizeof name, "%s.cdf.dat", res->series[i].name);

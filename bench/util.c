@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -101,6 +102,47 @@ void bench_join(pthread_t thread)
     int rc = pthread_join(thread, NULL);
     if (rc != 0)
         bench_fail("pthread_join: %s", strerror(rc));
+}
+
+double bench_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size, resident;
+    if (!f)
+        bench_fail("/proc/self/statm: %s", strerror(errno));
+    int ok = fscanf(f, "%lu %lu", &size, &resident) == 2;
+    fclose(f);
+    if (!ok)
+        bench_fail("/proc/self/statm: unexpected contents");
+    return (double)resident * (double)sysconf(_SC_PAGESIZE);
+}
+
+double bench_in_child(double (*fn)(void *), void *arg)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        bench_fail("pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        bench_fail("fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fd[0]);
+        double v = fn(arg);
+        _exit(write(fd[1], &v, sizeof v) == (ssize_t)sizeof v ? 0 : 3);
+    }
+    close(fd[1]);
+    double v = 0;
+    ssize_t got;
+    while ((got = read(fd[0], &v, sizeof v)) < 0 && errno == EINTR) {
+    }
+    close(fd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got != (ssize_t)sizeof v || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        bench_fail("the measuring child failed (status %d)", status);
+    return v;
 }
 
 uint64_t bench_work(uint64_t x)

@@ -93,7 +93,7 @@ static int state_for(struct osthread *os, tether_interp h, int internal,
     int rc = TETHER_OK;
     if (atomic_load(&interp->finalizing))
         rc = err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
-    else if (!(ts = ts_new(interp)))
+    else if (!(ts = ts_new_local(interp)))
         rc = err_set(TETHER_ENOMEM, fn, "out of memory for a thread state");
     else
         ts_bind(ts, os);

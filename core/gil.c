@@ -9,8 +9,9 @@
  * keeps calling tether_checkpoint; a thread coming back from a blocking
  * call does not queue behind a CPU-bound holder for a whole interval.
  *
- * The state machine.  A GIL is one atomic word plus a mutex and two
- * condition variables:
+ * The state machine.  A GIL is one atomic word, a mutex, a queue of
+ * waiters (each with its own condition variable) and one condition
+ * variable for forced switching:
  *
  *     word = locked (bit 0) | pins << 1
  *
@@ -24,7 +25,7 @@
  *     free *and* nobody waits, so an uncontended take is one CAS.
  *   - drop, fast path: CAS word 1 -> 0, again only with no pins.
  *   - slow paths: lock the mutex, add a pin, and flip the locked bit with a
- *     CAS that preserves the pins; drops signal `cond`.
+ *     CAS that preserves the pins; drops wake the head of the queue.
  *
  * A thread that holds the mutex and has pinned the word can read `holder`
  * and know it stays the holder until the mutex is released: the holder's
@@ -33,21 +34,44 @@
  * thread state, and how asynchronous exceptions reach the binding's hook,
  * without a reference count on thread states.
  *
- * The drop-request protocol (CPython's, since 3.2).  A waiter sleeps on
- * `cond` for one switch interval.  If it times out, the GIL is still held,
+ * The queue.  A waiter that finds the GIL held queues a node on its own
+ * stack and sleeps on the node's own condition variable.  Only the head of
+ * the queue sleeps with a timeout (the switch interval); the others sleep
+ * until woken, and only ever one at a time: a drop wakes the head (unless
+ * a wake-up is already on its way to it), and a head that leaves the queue
+ * wakes the new head so that it starts its timed wait.  So the cost of
+ * waiting does not grow with the number of waiters: one timer per GIL, one
+ * wake-up per drop, one per hand-over.  (CPython, and this GIL before the
+ * queue, had every waiter time its own interval: N waiters made N timer
+ * wake-ups and N drop requests per interval, and a 1000-thread pool spent
+ * its time in the scheduler.)  Waiters get the GIL in queue order, except
+ * that a thread in the slow path may take a free GIL (barging, below).
+ *
+ * Returners first.  A thread coming back from a voluntary wait (a blocking
+ * call, a sleep, a tether wait: gil_take with `urgent`) queues behind the
+ * other returners but ahead of the threads that were made to yield or
+ * arrive fresh, so that an I/O thread does not wait for a round of every
+ * CPU-bound thread.  Returners cannot starve the others: the first of the
+ * others, once it has stood at the front of its part of the queue for a
+ * whole switch interval while returners went ahead, becomes a returner
+ * itself (q_push).
+ *
+ * The drop-request protocol (CPython's, since 3.2).  The head of the queue
+ * sleeps for one switch interval.  If it times out, the GIL is still held,
  * and no acquisition happened during the interval (the acquisition counter
- * did not move), it sets BREAKER_DROP in the holder's eval breaker.  The holder
- * sees it at its next tether_checkpoint (one relaxed load when nothing is
- * pending) and calls gil_yield.  The request lives in the holder's own
- * breaker word, not in the GIL, and every drop clears it: a thread that
- * exits or blocks cannot leave a stale request for the next holder
- * (CPython gh-96387).
+ * did not move), it sets BREAKER_DROP in the holder's eval breaker.  The
+ * holder sees it at its next tether_checkpoint (one relaxed load when
+ * nothing is pending) and calls gil_yield.  The request lives in the
+ * holder's own breaker word, not in the GIL, and every drop clears it: a
+ * thread that exits or blocks cannot leave a stale request for the next
+ * holder (CPython gh-96387).
  *
  * Forced switching.  A holder that drops because of a request must not
  * take the GIL straight back, or on a multi-core machine it usually wins
  * the race against the waiter it was asked to make way for.  gil_yield
  * therefore drops, then waits on `switch_cond` until the acquisition
- * counter moves (someone else took it), and only then queues again.  Every
+ * counter moves (someone else took it), and only then queues again, at
+ * the tail: CPU-bound threads take the GIL in turn.  Every
  * slow-path take signals `switch_cond` when a yielder is waiting.  A plain
  * drop (save_thread, a wait) answers a pending request without forcing the
  * switch: gil_drop says why.
@@ -61,8 +85,9 @@
  * since, the current holder took the GIL right after it and has held it
  * ever since, so it is CPU-bound relative to us and the request is posted
  * at once.  If the counter moved more, the GIL is changing hands freely
- * (threads re-taking it in a loop) and the thread waits the normal way,
- * which keeps acquisition throughput high when everybody releases often.
+ * (threads re-taking it in a loop) and the thread waits the normal way
+ * (at the front of the queue, as a returner), which keeps acquisition
+ * throughput high when everybody releases often.
  *
  * Barging.  A thread may take a free GIL even though others wait (under
  * the mutex).  That keeps a thread that releases and re-takes the GIL in a
@@ -70,7 +95,15 @@
  *
  * Finalize.  Once the interpreter of the taking thread is finalizing,
  * gil_take returns TETHER_EFINALIZING instead of the GIL (CPython hangs
- * such threads forever).  gil_wake_all wakes every waiter so they notice.
+ * such threads forever).  gil_wake_all wakes every waiter so they notice;
+ * each one that leaves the queue from its head wakes the next.
+ * gil_barrier queues as a returner.
+ *
+ * Where the GIL changes hands.  A take completes in one of two places: the
+ * fast CAS of gil_take, or the CAS of take_slow (then note_holder, in the
+ * same function); gil_barrier takes and at once releases.  A drop is the
+ * fast CAS of gil_drop, or drop_locked: plain (gil_drop's slow path) or
+ * forced (gil_yield).
  *
  * errno.  Nothing here can change errno on success paths that matter to
  * guests: pthread functions return their errors instead of setting errno,

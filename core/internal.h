@@ -146,6 +146,11 @@ struct tstate {
     pthread_cond_t sleep_cond;
     /* ubf_calls went to 0; waited on with interp->mutex. */
     pthread_cond_t ubf_idle;
+    /* The state lives in its OS thread's own TLS (ts_new_local), not in a
+       block: deleting it gives the slot back instead of t_free, and a
+       fork child leaves a vanished thread's alone.  Before TS_CLEAR_FROM,
+       so that linking keeps it.  Synchronization: immutable. */
+    int local;
 
     struct interp *interp;  /* holds a reference.  Synchronization: immutable */
     struct osthread *os;    /* Synchronization: immutable once bound */
@@ -452,6 +457,11 @@ struct osthread *osthread_get(void);
 
 /* A new, unbound thread state of `interp` (takes an interp reference). */
 struct tstate *ts_new(struct interp *interp);
+/* The same, for the calling thread's own use: the first one lives in the
+   thread's TLS (no allocation: a brand-new thread's first ensure does not
+   pay for the thread's first malloc), later ones come from ts_new.
+   NULL when out of memory. */
+struct tstate *ts_new_local(struct interp *interp);
 /* Binds a state to the calling OS thread and its cache. */
 void ts_bind(struct tstate *ts, struct osthread *os);
 /* Unlinks and frees a detached state (drops its interp reference); a

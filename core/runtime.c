@@ -293,6 +293,7 @@ static void invalidate_tokens(struct osthread *os, struct runtime *rt)
     os->depth -= drop;
     os->tok_floor = floor; /* tether_release refuses these tokens */
     osthread_shrink_frames(os);
+    os_refresh(os); /* the fast release's floor (internal.h) */
 }
 
 /* Detaches the caller from `rt` (finalize) and forgets its cached states

@@ -136,8 +136,8 @@ static struct {
 
 static pthread_key_t g_key;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static __thread struct ring *t_ring;
-static __thread char t_name[64];
+static __thread struct ring *t_ring __attribute__((tls_model("initial-exec")));
+static __thread char t_name[64] __attribute__((tls_model("initial-exec")));
 
 static void ring_free(struct ring *r)
 {
@@ -273,18 +273,19 @@ static void ring_room(struct ring *r)
 {
     if (r->n != r->cap || r->cap >= r->max)
         return;
-    size_t more = (size_t)r->cap * sizeof(struct ev);
+    uint32_t cap = r->cap > r->max / 2 ? r->max : 2 * r->cap;
+    size_t more = (size_t)(cap - r->cap) * sizeof(struct ev);
     if (atomic_fetch_add(&S.bytes, more) + more > TRACE_BUDGET) {
         atomic_fetch_sub(&S.bytes, more);
         return;
     }
-    struct ev *ev = realloc(r->ev, 2 * more);
+    struct ev *ev = realloc(r->ev, (size_t)cap * sizeof(struct ev));
     if (!ev) {
         atomic_fetch_sub(&S.bytes, more);
         return;
     }
     r->ev = ev;
-    r->cap *= 2;
+    r->cap = cap;
 }
 
 static void emit_r(struct ring *r, int64_t t, uint16_t kind, uint16_t sub,
@@ -989,8 +990,13 @@ static int stop(struct runtime *rt, const char *fn)
     free(strs);
     while (rings) {
         struct ring *next = rings->next;
-        if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE)
+        if (rings == t_ring) { /* our own: nobody else refers to it */
+            t_ring = NULL;
+            pthread_setspecific(g_key, NULL);
             ring_free(rings);
+        } else if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE) {
+            ring_free(rings);
+        }
         rings = next;
     }
     int rc = TETHER_OK;

@@ -49,11 +49,14 @@ static void osthread_key_init(void)
 
 /* The record lives in the thread's own TLS (no allocation: a brand-new
    thread's first ensure must not pay for its first malloc), and outlives
-   every runtime.  The default TLS model is used for it; only the pointer
-   above is initial-exec. */
+   every runtime.  So does the first thread state the thread's ensures
+   make (ts_new_local; `ts_busy` while it is in use).  The default TLS
+   model is used for it; only the pointer above is initial-exec. */
 static __thread struct {
     struct osthread os;
     struct frame frames[INLINE_FRAMES];
+    struct tstate ts;
+    int ts_busy;
 } t_os_store;
 
 struct osthread *osthread_get(void)
@@ -156,11 +159,30 @@ static void ts_link(struct tstate *ts, struct interp *interp)
         atomic_fetch_or(&ts->breaker, BREAKER_FINALIZING);
 }
 
+static struct tstate *ts_init(struct tstate *ts, struct interp *interp);
+
 struct tstate *ts_new(struct interp *interp)
 {
     struct tstate *ts = t_malloc(sizeof *ts);
     if (!ts)
         return NULL;
+    ts->local = 0;
+    return ts_init(ts, interp);
+}
+
+struct tstate *ts_new_local(struct interp *interp)
+{
+    if (t_os_store.ts_busy)
+        return ts_new(interp);
+    t_os_store.ts_busy = 1;
+    struct tstate *ts = &t_os_store.ts;
+    ts->local = 1;
+    return ts_init(ts, interp);
+}
+
+/* Initialises and links a state of `interp` (an interp reference). */
+static struct tstate *ts_init(struct tstate *ts, struct interp *interp)
+{
     pthread_mutex_init(&ts->sleep_mutex, NULL);
     plat_cond_init(&ts->sleep_cond);
     plat_cond_init(&ts->ubf_idle);
@@ -260,7 +282,10 @@ void ts_free_unlinked(struct tstate *ts)
     pthread_cond_destroy(&ts->ubf_idle);
     pthread_cond_destroy(&ts->sleep_cond);
     pthread_mutex_destroy(&ts->sleep_mutex);
-    t_free(ts);
+    if (ts->local) /* only ever deleted by its own thread */
+        t_os_store.ts_busy = 0;
+    else
+        t_free(ts);
 }
 
 struct tstate *ts_cached(struct osthread *os, tether_interp h)
@@ -417,7 +442,8 @@ void tstate_atfork_release(void)
            destroying such a cond waits for ever.  Payloads are left alone:
            their owners are gone. */
         ann_forget(&ts->interp); /* as ts_free_unlinked does */
-        t_free(ts);
+        if (!ts->local) /* else in the vanished thread's TLS: left alone */
+            t_free(ts);
         interp_unref(interp);
     }
 }

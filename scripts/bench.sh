@@ -10,6 +10,7 @@
 #   results.json, results.csv     every row, with every repetition's sample
 #   results.md                    the table (also printed)
 #   gil-acquisitions.png          GIL acquisitions/s against threads
+#   ensure-scale.png              ensure/release throughput, 1 to 1000 threads
 #   convoy-cdf.png                the convoy latency distributions
 #   *.dat                         the data the plots are drawn from
 # A full run (no --smoke, --only or --no-docs) also copies the table into
@@ -73,7 +74,8 @@ if [ "$docs" = 1 ] && [ "$status" = 0 ]; then
   ' "$page" > "$page.new"
   mv "$page.new" "$page"
   mkdir -p docs/performance
-  cp "$out/gil-acquisitions.png" "$out/convoy-cdf.png" docs/performance/
+  cp "$out/gil-acquisitions.png" "$out/ensure-scale.png" "$out/convoy-cdf.png" \
+    docs/performance/
   echo "bench: refreshed $page and docs/performance/*.png" >&2
 fi
 exit "$status"

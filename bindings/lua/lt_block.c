@@ -197,6 +197,7 @@ int lt_block_call(lua_State *L, int (*fn)(void *arg), void *arg, int *result)
         struct wake w;
         w.fd = wake_fd();
         atomic_init(&w.woken, 0);
+        lt_sigint_rearm(); /* Ctrl-C reaches the main thread here too */
         rc = tether_call_blocking(run_blocked, &b, wake_ubf, &w);
         if (atomic_load(&w.woken) && w.fd >= 0) { /* empty it for next time */
             uint64_t v;

@@ -72,12 +72,21 @@ extern char **environ;
 #define GLIBC_UNBUFFERED 0x0002
 #define GLIBC_LINE_BUF 0x0200
 #define GLIBC_PUTTING 0x0800
+#define GLIBC_IN_BACKUP 0x0100
 
 /* Bytes a read gets from f's buffer without a system call. */
 static size_t rd_avail(FILE *f)
 {
     return f->_IO_read_ptr < f->_IO_read_end
                ? (size_t)(f->_IO_read_end - f->_IO_read_ptr) : 0;
+}
+
+/* 1 if f reads from its pushback area (ungetc beyond the buffer), having
+   bytes left in its main buffer for when that is used up: glibc switches
+   back to them in getc, without a system call. */
+static int rd_main_waiting(FILE *f)
+{
+    return (f->_flags & GLIBC_IN_BACKUP) && f->_IO_save_end > f->_IO_save_base;
 }
 
 /* 1 if writing l bytes to f only copies them into its buffer. */
@@ -121,7 +130,10 @@ typedef struct op {
     lua_State *L;
     ioctx *X;
     luaL_Stream *p;
-    int err; /* errno of the last released step */
+    int err;        /* errno of the last released step */
+    lt_tstate *ts;  /* the caller's record, taken before a released step:
+                       after finalize the core no longer knows the thread,
+                       and leaving Lua needs it */
 } op;
 
 static ioctx *ctx_of(lua_State *L)
@@ -140,6 +152,7 @@ static inline __attribute__((always_inline)) int op_begin(op *o, lua_State *L,
     o->X = X;
     o->p = p;
     o->err = 0;
+    o->ts = NULL;
     return atomic_load_explicit(&X->busy, memory_order_relaxed) ? op_wait(o, L, X, p) : 0;
 }
 
@@ -181,6 +194,7 @@ static int op_step(op *o, int (*fn)(void *), void *arg, int *status)
     atomic_store_explicit(&X->busy, &rec, memory_order_relaxed);
     pthread_mutex_unlock(&X->mu);
     int res = 0;
+    o->ts = lt_current_tstate();
     *status = lt_block_call(o->L, fn, arg, &res);
     pthread_mutex_lock(&X->mu);
     iobusy *head = atomic_load_explicit(&X->busy, memory_order_relaxed);
@@ -205,7 +219,7 @@ static int op_run(op *o, int (*fn)(void *), void *arg)
     int status;
     int res = op_step(o, fn, arg, &status);
     if (status != TETHER_OK)
-        lt_wait_ok(o->L, lt_current_tstate(), status, "io");
+        lt_wait_ok(o->L, o->ts, status, "io");
     return res;
 }
 
@@ -213,9 +227,10 @@ static int op_run(op *o, int (*fn)(void *), void *arg)
 static int run_released(lua_State *L, int (*fn)(void *), void *arg)
 {
     int res = 0;
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
     int status = lt_block_call(L, fn, arg, &res);
     if (status != TETHER_OK)
-        lt_wait_ok(L, lt_current_tstate(), status, "io");
+        lt_wait_ok(L, ts, status, "io");
     return res;
 }
 
@@ -568,7 +583,7 @@ static _Noreturn void interrupted(rd *r, int status)
 {
     if (status == TETHER_EASYNC)
         push_back(r);
-    lt_wait_ok(r->o->L, lt_current_tstate(), status, "io");
+    lt_wait_ok(r->o->L, r->o->ts, status, "io");
     luaL_error(r->o->L, "io: interrupted"); /* not reached */
     abort();
 }
@@ -580,6 +595,10 @@ static int need(rd *r)
     for (;;) {
         if (rd_avail(r->f) > 0)
             return 1;
+        if (rd_main_waiting(r->f)) { /* no system call: switch and peek */
+            (void)ungetc(getc(r->f), r->f);
+            continue;
+        }
         if (feof(r->f) || ferror(r->f))
             return 0;
         int fd = fileno(r->f);
@@ -1241,6 +1260,7 @@ static int os_execute(lua_State *L)
 {
     const char *cmd = luaL_optstring(L, 1, NULL);
     struct child c = {cmd, 0, -1, 0, 0};
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
     if (!cmd) {
         run_released(L, shell_fn, &c);
         lua_pushboolean(L, c.status);
@@ -1254,7 +1274,7 @@ static int os_execute(lua_State *L)
             close(c.pidfd);
     }
     if (status != TETHER_OK)
-        lt_wait_ok(L, lt_current_tstate(), status, "os.execute");
+        lt_wait_ok(L, ts, status, "os.execute");
     if (res == 0) {
         for (;;) {
             status = lt_block_call(L, child_wait_fn, &c, &res);
@@ -1265,7 +1285,7 @@ static int os_execute(lua_State *L)
                     sig_restore();
                 if (c.pidfd >= 0)
                     close(c.pidfd);
-                lt_wait_ok(L, lt_current_tstate(), status, "os.execute");
+                lt_wait_ok(L, ts, status, "os.execute");
             }
             if (res != LT_BLOCK_WOKEN)
                 break;

@@ -20,7 +20,8 @@
  *   ASYNC   asynchronous exceptions raised at a thread that alternates
  *           between checkpoints (with defer/allow) and a blocked event wait,
  *           while another thread contends for the GIL.
- * Variants: -DNO_BLOCKING (FIN: the daemon makes no blocking calls),
+ * Variants: -DNT=3 -DROUNDS=1 (three workers, one round each: the queue
+ * of waiters), -DNO_BLOCKING (FIN: the daemon makes no blocking calls),
  * -DNO_OTHER (ASYNC: no contending thread), -DTIGHT (default: a worker may
  * re-take the GIL at once, see README), -DPLAIN_MUTEX (safety runs).
  * Properties: -DLIVE=t, -DFIN_LIVE, -DASYNC_LIVE select an LTL formula
@@ -85,16 +86,26 @@ byte switch_waiters;
 byte since_seen[NT + 1];
 byte since_drop[NT + 1];
 
-/* gil->cond, gil->switch_cond and the event's cond: FIFO queues of ids.
-   woken[c] counts threads a signal or broadcast took off queue c that have
-   not queued for the mutex yet. */
-chan cond = [NPROC] of { byte };
+/* gil->switch_cond and the event's cond: FIFO queues of ids.  woken[c]
+   counts threads a signal or broadcast took off queue c that have not
+   queued for the mutex yet. */
 chan switch_cond = [NPROC] of { byte };
 chan obj_cond = [NPROC] of { byte };
-#define W_COND 0
 #define W_SWITCH 1
 #define W_OBJ 2
 byte woken[3];
+
+/* The queue of waiters (gil->head ... tail): thread ids, head at qid[0];
+   the first nprio are returners (up to gil->prio_last).  Each waiter
+   sleeps on its own cond: asleep[t] is 0 (awake), 1 (untimed) or 2 (timed:
+   the head's interval); signalled[t] is its struct gil_waiter's
+   `signalled`, and nsig counts the threads signalled and not back yet. */
+byte qid[NPROC];
+byte qlen;
+byte nprio;
+byte asleep[NPROC + 1];
+bit signalled[NPROC + 1];
+byte nsig;
 
 /* ---- interpreter and thread states ------------------------------------ */
 
@@ -146,15 +157,23 @@ inline mutex_lock(m, me)
     atomic { TURN(m) -> mtx[m] = me; tk = 0 }
 }
 
+/* No lost wake-up, checked whenever the GIL mutex is let go (everything
+   it reads changes only under that mutex): the head of the queue is never
+   asleep without a timeout unless a wake-up is on its way, and never
+   asleep at all, unwoken, while the GIL is free. */
+#define HEAD_OK (qlen == 0 || signalled[qid[0]] || asleep[qid[0]] == 0 ||      \
+                 (asleep[qid[0]] == 2 && (word & LOCKED)))
+#define CHECK_QUEUE(m) if :: m == M_GIL -> assert(HEAD_OK) :: else -> skip fi
+
 inline mutex_unlock(m, me)
 {
-    atomic { assert(mtx[m] == me); mtx[m] = 0; NEXT(m) }
+    atomic { assert(mtx[m] == me); CHECK_QUEUE(m); mtx[m] = 0; NEXT(m) }
 }
 
 /* Releases the mutex and queues on `c` in one step (as pthread_cond_wait). */
 inline cond_enqueue(c, m, me)
 {
-    atomic { c!me; assert(mtx[m] == me); mtx[m] = 0; NEXT(m) }
+    atomic { c!me; assert(mtx[m] == me); CHECK_QUEUE(m); mtx[m] = 0; NEXT(m) }
 }
 
 /*
@@ -246,18 +265,106 @@ inline request_drop(me)
     }
 }
 
+/* q_wake(): gil mutex held. */
+inline q_wake(t)
+{
+    if
+    :: !signalled[t] -> signalled[t] = 1; nsig++
+    :: else -> skip
+    fi
+}
+
+/* q_push(): at the tail, or a returner behind the other returners.  The
+   anti-starvation rule depends on time (the first of the others has stood
+   there a whole interval): the model takes either branch whenever there
+   is such a thread. */
+inline q_push(me, prio)
+{
+    atomic {
+        assert(mtx[M_GIL] == me && !signalled[me]);
+        if
+        :: prio ->
+            if
+            :: qlen > nprio -> nprio++
+            :: true -> skip
+            fi;
+            i = qlen;
+            do
+            :: i > nprio -> qid[i] = qid[i - 1]; i--
+            :: else -> break
+            od;
+            qid[nprio] = me;
+            nprio++
+        :: else -> qid[qlen] = me
+        fi;
+        qlen++;
+        i = 0
+    }
+}
+
+/* q_leave(): unlink; a head that leaves wakes the new head. */
+inline q_leave(me)
+{
+    d_step {
+        i = 0;
+        do
+        :: qid[i] != me -> i++
+        :: else -> break
+        od;
+        if
+        :: i < nprio -> nprio--
+        :: else -> skip
+        fi;
+        hd = (i == 0);
+        do
+        :: i + 1 < qlen -> qid[i] = qid[i + 1]; i++
+        :: else -> break
+        od;
+        qlen--;
+        qid[qlen] = 0;
+        i = 0;
+        if
+        :: hd && qlen > 0 -> q_wake(qid[0])
+        :: else -> skip
+        fi;
+        hd = 0
+    }
+}
+
+/* q_sleep(): plat_cond_wait on the waiter's own cond, with the interval
+   as timeout if `timed` (the head), forever otherwise.  A timed wait may
+   end at any moment; a signalled one may report a timeout too (the C
+   compares the clock with the deadline after waking). */
+inline q_sleep(me, timed, timed_out)
+{
+    atomic { assert(mtx[M_GIL] == me && (word & LOCKED)); asleep[me] = 1 + timed;
+             CHECK_QUEUE(M_GIL); mtx[M_GIL] = 0; NEXT(M_GIL) };
+    if
+    :: atomic { signalled[me] -> asleep[me] = 0; timed_out = 0; TICKET(M_GIL) }
+    :: atomic { asleep[me] == 2 -> asleep[me] = 0; timed_out = 1; TICKET(M_GIL) }
+    fi;
+    atomic { TURN(M_GIL) -> mtx[M_GIL] = me; tk = 0 };
+    atomic { if :: signalled[me] -> signalled[me] = 0; nsig-- :: else -> skip fi }
+}
+
 /* release_locked(): gil mutex held. */
 inline release_locked(me)
 {
-    assert(mtx[M_GIL] == me);
-    word = word & ~LOCKED;
-    cond_signal(cond, W_COND)
+    atomic {
+        assert(mtx[M_GIL] == me);
+        word = word & ~LOCKED;
+        if
+        :: qlen > 0 -> q_wake(qid[0])
+        :: else -> skip
+        fi
+    }
 }
 
 inline take_slow(me, rc)
 {
     mutex_lock(M_GIL, me);
     word = word + PIN;
+    ret = urg;
     urg = (urg && since_drop[me] == 1);
     do
     :: finalizing -> rc = EFINALIZING; break
@@ -269,14 +376,24 @@ inline take_slow(me, rc)
             :: urg && !requested -> request_drop(me); requested = found
             :: else -> skip
             fi;
-            since_seen[me] = 0;
-            cond_timedwait(cond, W_COND, M_GIL, me, timed_out);
             if
-            :: timed_out && since_seen[me] == 0 -> request_drop(me)
+            :: !queued -> q_push(me, ret); queued = 1
+            :: else -> skip
+            fi;
+            hd = (qid[0] == me);
+            since_seen[me] = 0;
+            q_sleep(me, hd, timed_out);
+            hd = 0;
+            if
+            :: timed_out && qid[0] == me && since_seen[me] == 0 -> request_drop(me)
             :: else -> skip
             fi
         fi
     od;
+    if
+    :: queued -> q_leave(me); queued = 0
+    :: else -> skip
+    fi;
     word = word - PIN;
     if
     :: taken ->
@@ -305,7 +422,7 @@ inline gil_take(me, urgent, rc)
     :: rc == OK && finalizing -> gil_drop(me); rc = EFINALIZING
     :: else -> skip
     fi;
-    fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0
+    fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0; ret = 0
 }
 
 /* drop_locked(): releases the GIL with the mutex held; forced switching
@@ -364,21 +481,38 @@ inline gil_yield(me, rc)
 inline gil_wake_all(me)
 {
     mutex_lock(M_GIL, me);
-    cond_broadcast(cond, W_COND);
+    d_step {
+        i = 0;
+        do
+        :: i < qlen -> q_wake(qid[i]); i++
+        :: else -> break
+        od;
+        i = 0
+    };
     cond_broadcast(switch_cond, W_SWITCH);
     mutex_unlock(M_GIL, me)
 }
 
-/* gil_barrier with no deadline: pass through the GIL once. */
+/* gil_barrier with no deadline: pass through the GIL once, queued as a
+   returner while it waits. */
 inline gil_barrier(me)
 {
     mutex_lock(M_GIL, me);
     word = word + PIN;
     do
-    :: !(word & LOCKED) -> word = word | LOCKED; release_locked(me); break
+    :: !(word & LOCKED) -> word = word | LOCKED;
+        if
+        :: queued -> q_leave(me); queued = 0
+        :: else -> skip
+        fi;
+        release_locked(me); break
     :: else ->
         request_drop(me);
-        cond_timedwait(cond, W_COND, M_GIL, me, timed_out)
+        if
+        :: !queued -> q_push(me, 1); queued = 1
+        :: else -> skip
+        fi;
+        q_sleep(me, 1, timed_out)
     od;
     word = word - PIN;
     mutex_unlock(M_GIL, me);
@@ -590,7 +724,7 @@ inline mark_finalizing(me)
     gil_wake_all(me)
 }
 
-#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg
+#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg, ret, queued, hd
 
 /* ======================================================================
  * The threads of each configuration
@@ -611,15 +745,35 @@ proctype Worker(byte me)
 {
     LOCALS;
     bit blocked;
+#ifdef ROUNDS
+    byte round;
+    if                  /* the first take may come back from a wait too */
+    :: blocked = 0
+    :: blocked = 1
+    fi;
+#endif
     do
-    :: WANT(me, 1);
+#ifdef ROUNDS
+    :: round == ROUNDS -> break
+    :: round < ROUNDS -> round++;
+#else
+    ::
+#endif
+       WANT(me, 1);
        ts_attach(me, blocked, rc);
        assert(rc == OK);
        guest(me);
+#ifdef ROUNDS
+       if
+       :: checkpoint(me, rc); assert(rc == OK); guest(me)
+       :: skip
+       fi;
+#else
        do
        :: checkpoint(me, rc); assert(rc == OK); guest(me)
        :: break
        od;
+#endif
        ts_detach(me);
        if
        :: blocked = 0
@@ -627,11 +781,11 @@ proctype Worker(byte me)
        fi;
 #ifdef TIGHT
        if
-       :: woken[W_COND] == 0 && woken[W_SWITCH] == 0
+       :: nsig == 0 && woken[W_SWITCH] == 0
        :: skip
        fi
 #else
-       woken[W_COND] == 0 && woken[W_SWITCH] == 0
+       nsig == 0 && woken[W_SWITCH] == 0
 #endif
     od
 }
@@ -776,7 +930,7 @@ proctype Other(byte me)
     do
     :: ts_attach(me, 0, rc); assert(rc == OK); guest(me);
        checkpoint(me, rc); assert(rc == OK); ts_detach(me);
-       woken[W_COND] == 0 && woken[W_SWITCH] == 0   /* as Worker */
+       nsig == 0 && woken[W_SWITCH] == 0   /* as Worker */
     od
 }
 

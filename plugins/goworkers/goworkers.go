@@ -47,6 +47,11 @@ var (
 // Calls that found the GIL held, since the process began.
 var gilChecks int64
 
+// goReady returns once the Go runtime has started (shim.c's entry point).
+//
+//export goReady
+func goReady() {}
+
 //export goInit
 func goInit(h *C.tether_host_api, i C.tether_interp, state *unsafe.Pointer) C.int {
 	mu.Lock()

@@ -1787,7 +1787,14 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         tether_plugin p = 0;
         uint64_t rt = get_h(K_RT, b);
         rc = CALL(tether_plugin_load, rt, path, &p);
-        efin(c, rc);
+        /* EFINALIZING says that `rt` is finalizing, or that the caller's
+           own interpreter is (its GIL could not be taken back after the
+           dlopen): a caller attached to another runtime that is not
+           finalizing is still attached (seed x08: a false violation). */
+        if (!(rc == TETHER_EFINALIZING && c->depth > 0 &&
+              c->f[c->depth - 1].kind != F_SAVED &&
+              frame_intact(&c->f[c->depth - 1]) && c->f[c->depth - 1].rt_h != rt))
+            efin(c, rc);
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
             plugin_loaded_locked(p, rt);

@@ -176,6 +176,27 @@ T.case("nothing read is lost when the data come in pieces", function()
   r:close() w:close() os.remove(path)
 end)
 
+T.case("bytes pushed back past the buffer are all read without new data", function()
+  -- "a" and "b" arrive in two reads of the pipe; the interrupted line read
+  -- gives both back, one of them beyond the buffer (glibc's pushback
+  -- area).  Both must then be readable with nothing more written.
+  local r, w, path = pipe_pair()
+  local reader = tether.thread(function() return r:read("l") end)
+  tether.sleep(0.02)
+  w:write("a")
+  tether.sleep(0.02)
+  w:write("b")
+  tether.sleep(0.02)
+  reader:raise("stop")
+  local ok, err = reader:join(T.LIMIT)
+  assert(ok == false and err == "stop", tostring(err))
+  local t = tether.thread(function() return r:read(1), r:read(1) end)
+  local ok2, x, y = t:join(T.LIMIT)
+  if ok2 == nil then w:write("\n") t:join() end -- unblock it before failing
+  assert(ok2 and x == "a" and y == "b", tostring(x) .. tostring(y))
+  r:close() w:close() os.remove(path)
+end)
+
 T.case("tether.deferred holds the exception back until the read returns", function()
   local r, w, path = pipe_pair()
   local ready = tether.event()

@@ -106,6 +106,10 @@ WAITS = {
     "interp thread join": "local i = tether.interp() "
                           "local t = i:thread(function() require 'tether'.sleep(1e6) end) "
                           "ready() t:join()",
+    "io.read": "local fifo = os.tmpname() os.remove(fifo) assert(os.execute('mkfifo ' .. fifo)) "
+               "local f = assert(io.open(fifo, 'r+')) os.remove(fifo) ready() f:read('l')",
+    "wait_fd": "local fifo = os.tmpname() os.remove(fifo) assert(os.execute('mkfifo ' .. fifo)) "
+               "local f = assert(io.open(fifo, 'r+')) os.remove(fifo) ready() tether.wait_fd(f, 'r')",
     "busy main": "ready() while true do end",
 }
 

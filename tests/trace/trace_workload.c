@@ -80,6 +80,26 @@ static void handle_input(void)
         x = x * 3 + 1;
 }
 
+/* Computes until an asynchronous exception stops it (30 s at most). */
+static int victim_fn(void *arg)
+{
+    (void)arg;
+    int64_t failsafe = now_ns() + 30000000000;
+    volatile uint64_t x = 1;
+    while (now_ns() < failsafe) {
+        for (int i = 0; i < 2000; i++)
+            x = x * 6364136223846793005u + 1442695040888963407u;
+        int rc = tether_checkpoint();
+        if (rc == TETHER_EASYNC) {
+            tether_async_fetch(NULL, NULL, NULL);
+            return TETHER_EXIT;
+        }
+        if (rc != TETHER_OK)
+            return TETHER_EXIT;
+    }
+    return TETHER_OK;
+}
+
 /* A thread that blocks for 1 ms at a time without the GIL (I/O). */
 static int io_bound(void *arg)
 {
@@ -229,7 +249,7 @@ static void scenario_mixed(void)
     tether_thread cpu = start(cpu_bound, "cpu", 0);
     tether_thread io = start(io_bound, "io", 0);
     tether_thread sl = start(sleeper, "sleeper", 0);
-    tether_thread victim = start(cpu_bound, "victim", 0);
+    tether_thread victim = start(victim_fn, "victim", 0);
     pthread_t f[2];
     for (int i = 0; i < 2; i++)
         pthread_create(&f[i], NULL, foreign, NULL);

@@ -198,5 +198,49 @@ TEST(fork_twice)
     stop_threads();
 }
 
+/* A foreign thread whose first ensure made its state in its own TLS
+   (tstate.c, ts_new_local) is alive, with that state cached, at the fork.
+   In the child the thread vanished: its state is dropped without freeing
+   its memory, which is no block of the allocator (a free of it aborts). */
+static t_sem g_cached, g_go_on;
+
+static void *ensure_and_stay(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(g_interp, &st));
+    ASSERT_OK(tether_release(st)); /* the state stays cached */
+    t_sem_post(&g_cached);
+    t_sem_wait(&g_go_on);
+    return NULL;
+}
+
+TEST(fork_with_a_foreign_threads_tls_state)
+{
+    g_rt = t_runtime_main(NULL, &g_interp);
+    t_sem_init(&g_cached);
+    t_sem_init(&g_go_on);
+    pthread_t th = t_pthread(ensure_and_stay, NULL);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved)); /* its ensure needs the GIL */
+    t_sem_wait(&g_cached);
+    ASSERT_OK(tether_restore_thread(saved));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ASSERT_EQ(tether_gil_held(), 1);
+        ASSERT_OK(tether_checkpoint());
+        t_finalize(g_rt);
+        _exit(0);
+    }
+    expect_child_ok(pid);
+    t_sem_post(&g_go_on);
+    t_pthread_join(th);
+    t_sem_destroy(&g_cached);
+    t_sem_destroy(&g_go_on);
+    t_finalize(g_rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY(fork_holding_gil), TEST_ENTRY(fork_while_other_holds),
-            TEST_ENTRY(fork_twice))
+            TEST_ENTRY(fork_twice),
+            TEST_ENTRY(fork_with_a_foreign_threads_tls_state))
