@@ -681,9 +681,9 @@ lt_watchlist *lt_sync_source(lua_State *L, int idx)
     return ev ? &ev->watchers : NULL;
 }
 
-/* A queue gives its oldest item (a getter blocked on it meanwhile is not
-   robbed: it was not woken for this item, which was there before); an
-   event gives true while it is set. */
+/* A queue gives its oldest item, and wakes a blocked putter as q:get
+   does (a getter that the item's put woke finds the queue empty and waits
+   on); an event gives true while it is set. */
 int lt_sync_take(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
