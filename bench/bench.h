@@ -231,6 +231,7 @@ extern const bench_group bench_group_memory;     /* b_contention.c */
 extern const bench_group bench_group_threads;    /* b_threads.c */
 extern const bench_group bench_group_locks;      /* b_threads.c */
 extern const bench_group bench_group_async;      /* b_async.c */
+extern const bench_group bench_group_trace;      /* b_trace.c */
 extern const bench_group bench_group_convoy;     /* b_convoy.c */
 extern const bench_group bench_group_ffi;        /* b_ffi.c */
 

@@ -21,6 +21,7 @@ static const bench_group *const groups[] = {
     &bench_group_scale,    &bench_group_share,      &bench_group_memory,
     &bench_group_threads,  &bench_group_locks,
     &bench_group_async,    &bench_group_convoy,     &bench_group_ffi,
+    &bench_group_trace,
 };
 #define NGROUPS (sizeof groups / sizeof groups[0])
 _Static_assert(NGROUPS <= sizeof ((run_info *)0)->failed /

@@ -25,6 +25,9 @@ install(TARGETS tether EXPORT tetherTargets
 install(DIRECTORY "${PROJECT_SOURCE_DIR}/abi/include/tether"
   DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}" COMPONENT tether
   FILES_MATCHING PATTERN "*.h" PATTERN "*.hpp")
+# The ABI as data (docs/abi.md, "The ABI as data"), for bindings and tools.
+install(FILES "${PROJECT_SOURCE_DIR}/abi/tether-abi.json"
+  DESTINATION "${CMAKE_INSTALL_DATADIR}/tether" COMPONENT tether)
 install(EXPORT tetherTargets
   NAMESPACE tether::
   DESTINATION "${TETHER_CMAKE_DIR}" COMPONENT tether)

@@ -8,6 +8,7 @@
 #include "handle.h"
 #include "internal.h"
 #include "lockrank.h"
+#include "trace.h"
 
 int async_deliver(struct tstate *ts)
 {
@@ -33,6 +34,8 @@ int async_deliver(struct tstate *ts)
     if (old_dtor)
         old_dtor(old);
     if (rc == TETHER_EASYNC)
+        TRACE(trace_async_delivered(ts, ts->delivered_code));
+    if (rc == TETHER_EASYNC)
         err_set(rc, "tether_checkpoint", "an asynchronous exception (code %lld) "
                 "was delivered", (long long)ts->delivered_code);
     return rc;
@@ -51,6 +54,7 @@ static void post_async(struct tstate *ts, int64_t code, void *payload,
     ts->pending_code = code;
     ts->pending_payload = payload;
     ts->pending_dtor = dtor;
+    TRACE(trace_async_posted(ts->interp->rt, ts->ident, code));
     if (ts->defer == 0)
         breaker_signal(ts, BREAKER_ASYNC);
 }

@@ -25,6 +25,17 @@ struct msg {
     max_align_t data[]; /* the bytes, aligned for any use */
 };
 
+/* The events a channel sets when it may have become ready to receive from
+   (tether_channel_watch).  A published array never changes but for
+   entries an unwatch zeroes (atomically): a watch publishes a new copy, so
+   a notifier that took a reference walks it without the channel's mutex,
+   which it cannot hold while it sets the events (same rank). */
+struct watchers {
+    atomic_int refs; /* Synchronization: atomic */
+    size_t n;        /* Synchronization: immutable */
+    _Atomic uint64_t ev[]; /* event handles, 0 = unwatched */
+};
+
 struct channel {
     pthread_mutex_t mutex;    /* rank 4: everything below */
     pthread_cond_t not_empty; /* receivers wait here */
@@ -37,6 +48,7 @@ struct channel {
     tether_channel_discard_fn discard; /* for undelivered messages */
     void *discard_ud;
     struct plugin *pin;       /* keeps the discard's plugin mapped */
+    struct watchers *watch;   /* NULL: nobody watches (holds one reference) */
     /* Synchronization: the releasing thread's (see bury). */
     uint64_t handle;
     struct channel *next_doomed;
@@ -46,7 +58,35 @@ struct channel {
 struct op {
     struct channel *ch;
     struct msg *m;
+    int notify; /* the channel had watchers when the message was queued */
 };
+
+static void watchers_put(struct watchers *w)
+{
+    if (w && atomic_fetch_sub(&w->refs, 1) == 1)
+        t_free(w);
+}
+
+/* Sets the events watching `ch`; called holding none of its locks.  A
+   watcher that registered after the state change it would be told of
+   sees that change in its own try, so reading the list afterwards loses
+   nothing. */
+static void notify_watchers(struct channel *ch)
+{
+    rank_lock(&ch->mutex, RANK_OBJECT);
+    struct watchers *w = ch->watch;
+    if (w)
+        atomic_fetch_add(&w->refs, 1);
+    rank_unlock(&ch->mutex, RANK_OBJECT);
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->n; i++) {
+        uint64_t h = atomic_load(&w->ev[i]);
+        if (h)
+            event_notify(h);
+    }
+    watchers_put(w);
+}
 
 static struct msg *msg_of(void *data)
 {
@@ -85,6 +125,7 @@ static void channel_dtor(void *p)
     struct channel *ch = p;
     discard_all(ch); /* a message a receiver put back after the release */
     plugin_unpin(ch->pin, PLUGIN_PIN_HOLD);
+    watchers_put(ch->watch);
     pthread_cond_destroy(&ch->not_full);
     pthread_cond_destroy(&ch->not_empty);
     pthread_mutex_destroy(&ch->mutex);
@@ -216,6 +257,7 @@ static int poll_send(void *p)
     ch->tail = op->m;
     ch->count++;
     op->m = NULL;
+    op->notify = ch->watch != NULL;
     pthread_cond_signal(&ch->not_empty);
     return TETHER_OK;
 }
@@ -241,7 +283,7 @@ int tether_channel_send(tether_channel h, const void *data, size_t len,
     struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
     if (!ch)
         return TETHER_EBADHANDLE;
-    struct op op = {ch, t_malloc(sizeof(struct msg) + len)};
+    struct op op = {ch, t_malloc(sizeof(struct msg) + len), 0};
     int rc;
     if (!op.m) {
         rc = err_set(TETHER_ENOMEM, fn, "out of memory for a %zu-byte message", len);
@@ -253,6 +295,8 @@ int tether_channel_send(tether_channel h, const void *data, size_t len,
         struct waitspec w = {&ch->mutex, &ch->not_full, poll_send, NULL, &op};
         rc = explain(fn, wait_run(fn, &w, timeout_ns));
         t_free(op.m); /* still ours unless it was queued */
+        if (op.notify)
+            notify_watchers(ch);
     }
     handle_put(h);
     return rc;
@@ -287,8 +331,11 @@ static void undo_recv(void *p)
         ch->tail = op->m;
     ch->count++;
     op->m = NULL;
+    int notify = ch->watch != NULL;
     pthread_cond_signal(&ch->not_empty);
     rank_unlock(&ch->mutex, RANK_OBJECT);
+    if (notify)
+        notify_watchers(ch);
 }
 
 int tether_channel_recv(tether_channel h, void **data, size_t *len,
@@ -300,7 +347,7 @@ int tether_channel_recv(tether_channel h, void **data, size_t *len,
     struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
     if (!ch)
         return TETHER_EBADHANDLE;
-    struct op op = {ch, NULL};
+    struct op op = {ch, NULL, 0};
     struct waitspec w = {&ch->mutex, &ch->not_empty, poll_recv, undo_recv, &op};
     int rc = explain(fn, wait_run(fn, &w, timeout_ns));
     if (rc == TETHER_OK) {
@@ -321,7 +368,75 @@ int tether_channel_close(tether_channel h)
     pthread_cond_broadcast(&ch->not_empty);
     pthread_cond_broadcast(&ch->not_full);
     rank_unlock(&ch->mutex, RANK_OBJECT);
+    notify_watchers(ch);
     handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_channel_watch(tether_channel h, tether_event ev)
+{
+    static const char fn[] = "tether_channel_watch";
+    if (!handle_get_or_misuse(ev, HT_EVENT, fn))
+        return TETHER_EBADHANDLE;
+    handle_put(ev);
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    rank_lock(&ch->mutex, RANK_OBJECT);
+    struct watchers *old = ch->watch;
+    size_t live = 0;
+    for (size_t i = 0; old && i < old->n; i++)
+        live += atomic_load(&old->ev[i]) != 0;
+    struct watchers *w = t_malloc(sizeof *w + (live + 1) * sizeof w->ev[0]);
+    if (!w) {
+        rank_unlock(&ch->mutex, RANK_OBJECT);
+        handle_put(h);
+        return err_set(TETHER_ENOMEM, fn, "out of memory");
+    }
+    atomic_init(&w->refs, 1);
+    w->n = 0;
+    for (size_t i = 0; old && i < old->n; i++) {
+        uint64_t e = atomic_load(&old->ev[i]);
+        if (e)
+            atomic_init(&w->ev[w->n++], e);
+    }
+    atomic_init(&w->ev[w->n++], ev);
+    ch->watch = w;
+    rank_unlock(&ch->mutex, RANK_OBJECT);
+    watchers_put(old);
+    handle_put(h);
+    return TETHER_OK;
+}
+
+int tether_channel_unwatch(tether_channel h, tether_event ev)
+{
+    static const char fn[] = "tether_channel_unwatch";
+    struct channel *ch = handle_get_or_misuse(h, HT_CHANNEL, fn);
+    if (!ch)
+        return TETHER_EBADHANDLE;
+    rank_lock(&ch->mutex, RANK_OBJECT);
+    struct watchers *w = ch->watch, *drop = NULL;
+    int found = 0;
+    size_t live = 0;
+    for (size_t i = 0; w && i < w->n; i++) {
+        uint64_t e = atomic_load(&w->ev[i]);
+        if (e == ev && !found && ev) {
+            atomic_store(&w->ev[i], 0);
+            found = 1;
+        } else if (e) {
+            live++;
+        }
+    }
+    if (found && live == 0) {
+        drop = w;
+        ch->watch = NULL;
+    }
+    rank_unlock(&ch->mutex, RANK_OBJECT);
+    watchers_put(drop);
+    handle_put(h);
+    if (!found)
+        return err_misuse(TETHER_EINVAL, fn, "event 0x%llx does not watch this channel",
+                          (unsigned long long)ev);
     return TETHER_OK;
 }
 

@@ -3,7 +3,7 @@
  * answers its eval breaker (breaker.c sets the bits): finalize detaches it,
  * a drop request hands the GIL over, pending calls run on the main thread,
  * an asynchronous exception is delivered.  With nothing pending it is a
- * TLS read and one relaxed load.
+ * TLS read and one relaxed load (t_breaker, internal.h).
  */
 #include "delay.h"
 #include "error.h"
@@ -26,8 +26,13 @@ int breaker_after_block(struct tstate *ts)
 
 /* ---- the eval breaker --------------------------------------------------- */
 
-T_NOINLINE static int checkpoint_slow(struct tstate *ts)
+T_NOINLINE static int checkpoint_slow(void)
 {
+    struct osthread *os = t_os;
+    struct tstate *ts;
+    if (!os || !(ts = os->current))
+        return err_misuse(TETHER_ESTATE, "tether_checkpoint",
+                          "the calling thread is not attached");
     unsigned b = atomic_load(&ts->breaker);
     if (b & BREAKER_FINALIZING) {
         ts_detach(ts);
@@ -39,7 +44,7 @@ T_NOINLINE static int checkpoint_slow(struct tstate *ts)
         int rc = gil_yield(ts->interp->gil, ts);
         if (rc != TETHER_OK) {
             ts->attached = 0;
-            ts->os->current = NULL;
+            os_set_current(ts->os, NULL);
             return err_set(rc, "tether_checkpoint",
                            "the interpreter is finalizing; the thread was detached");
         }
@@ -52,14 +57,14 @@ T_NOINLINE static int checkpoint_slow(struct tstate *ts)
     return breaker_after_block(ts);
 }
 
+/* With nothing pending: one initial-exec TLS load (t_breaker: the
+   attached state's breaker, or a non-zero word while detached) and one
+   relaxed load through it.  Everything else, "not attached" included,
+   is the slow path's. */
 int tether_checkpoint(void)
 {
-    struct osthread *os = t_os;
-    struct tstate *ts;
-    if (!os || !(ts = os->current))
-        return err_misuse(TETHER_ESTATE, "tether_checkpoint",
-                          "the calling thread is not attached");
-    if (atomic_load_explicit(&ts->breaker, memory_order_relaxed) == 0)
+    if (__builtin_expect(
+            atomic_load_explicit(t_breaker, memory_order_relaxed) == 0, 1))
         return TETHER_OK;
-    return checkpoint_slow(ts);
+    return checkpoint_slow();
 }

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "hooks.h"
 #include "internal.h"
+#include "trace.h"
 
 /* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
    24 nesting level ] (see struct osthread). */
@@ -35,7 +36,7 @@ static int ts_switch(struct tstate *from, struct tstate *to, int urgent)
     }
     from->attached = 0;
     to->attached = 1;
-    to->os->current = to;
+    os_set_current(to->os, to);
     ann_happens_before(&to->interp); /* published as holder: see note_holder() */
     atomic_store_explicit(&g->holder, to, memory_order_release);
     g->last_holder = to;
@@ -58,6 +59,7 @@ static int push_frame(struct osthread *os, struct tstate *ts,
                       struct tstate *prev, tether_gilstate *out)
 {
     os->frames[os->depth++] = (struct frame){ts, prev, ++os->tok};
+    os_refresh(os);
     ensures_add(ts, 1);
     *out = os->tok;
     return TETHER_OK;
@@ -129,17 +131,18 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
                            "the one the thread was attached to: it is detached");
         return err_set(rc, fn, "the interpreter is finalizing");
     }
+    TRACE(trace_ensure(ts));
     return push_frame(os, ts, cur, out);
 }
 
 /* The nested ensure of the interpreter already attached is one increment;
-   anything else takes ensure_slow. */
+   anything else takes ensure_slow.  os->cur_h is the attached
+   interpreter's handle, 0 while detached (os_refresh). */
 static inline int ensure_with(tether_interp h, int internal,
                               tether_gilstate *out)
 {
     struct osthread *os = t_os;
-    struct tstate *cur;
-    if (os && (cur = os->current) && cur->interp->handle == h &&
+    if (os && h == os->cur_h && h != 0 &&
         (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
         *out = ++os->tok;
         return TETHER_OK;
@@ -219,7 +222,9 @@ T_NOINLINE static int release_frame(struct osthread *os)
     os->depth--;
     os->tok--;
     osthread_shrink_frames(os); /* f is not read again */
+    os_refresh(os);
     ensures_add(ts, (uint32_t)-1);
+    TRACE(trace_release(ts));
     int was_attached = ts->attached;
     if (!prev) {
         if (was_attached)
@@ -235,17 +240,28 @@ T_NOINLINE static int release_frame(struct osthread *os)
                                      "stays detached");
 }
 
-int tether_release(tether_gilstate st)
+T_NOINLINE static int release_slow(struct osthread *os, tether_gilstate st)
 {
-    struct osthread *os = t_os;
     if (!os || st != os->tok || (st & TOKEN_LEVEL_MASK) == 0)
         return release_bad(os, st);
     if (os->depth && os->frames[os->depth - 1].tok == st)
         return release_frame(os);
-    if (!os->current || st <= os->tok_floor)
-        return release_nested_slow(os, st);
-    os->tok--; /* a nested ensure took nothing */
-    return TETHER_OK;
+    return release_nested_slow(os, st);
+}
+
+/* The innermost token of a nested ensure that took nothing is one
+   decrement: it is the thread's current token, and above os->rel_floor
+   (os_refresh: the innermost frame's token, the finalize floor and the
+   level-0 base; all ones while detached).  Anything else is
+   release_slow's. */
+int tether_release(tether_gilstate st)
+{
+    struct osthread *os = t_os;
+    if (os && st == os->tok && st > os->rel_floor) {
+        os->tok = st - 1;
+        return TETHER_OK;
+    }
+    return release_slow(os, st);
 }
 
 /* ---- queries ------------------------------------------------------------ */

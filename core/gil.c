@@ -114,6 +114,7 @@
 #include "internal.h"
 #include "lockrank.h"
 #include "platform.h"
+#include "trace.h"
 
 #define W_LOCKED 1u
 #define W_PIN 2u
@@ -339,6 +340,7 @@ static int request_drop(struct gil *g)
         return 0;
     ann_holder_read(h); /* the acquire of note_holder()'s release */
     atomic_fetch_or(&h->breaker, BREAKER_DROP);
+    TRACE(trace_gil_request(g, h));
     TETHER_DELAY_POINT("gil.request_drop.posted");
     gil_call_hook(h);
     return 1;
@@ -368,6 +370,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
     int64_t t0 = 0; /* read the clock only once we have to wait */
     int rc = TETHER_OK, requested = 0, taken = 0, queued = 0;
     struct gil_waiter self;
+    TRACE(trace_gil_wait(g, ts));
     TETHER_DELAY_POINT("gil.take.slow.enter");
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
@@ -415,10 +418,13 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
         /* The GIL is ours from the CAS on: the stats are ours to write.
            The one place where a slow-path take completes. */
         note_holder(g, ts);
+        TRACE(trace_gil_take(g, ts, 1));
         if (t0)
             record_wait(g, t0);
         if (g->switch_waiters)
             pthread_cond_broadcast(&g->switch_cond);
+    } else {
+        TRACE(trace_gil_refused(g, ts));
     }
     rank_unlock(&g->mutex, RANK_GIL);
     if (queued)
@@ -439,6 +445,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
         TETHER_DELAY_POINT("gil.take.fast.after_cas");
         ann_gil_acquired(g);
         note_holder(g, ts);
+        TRACE(trace_gil_take(g, ts, 0));
         rc = TETHER_OK;
     } else {
         rc = take_slow(g, ts, urgent);
@@ -480,6 +487,7 @@ static void drop_locked(struct gil *g, struct tstate *ts, int forced)
 
 void gil_drop(struct gil *g, struct tstate *ts)
 {
+    TRACE(trace_gil_drop(g, ts, 0));
     if (!(atomic_load_explicit(&ts->breaker, memory_order_relaxed) & BREAKER_DROP)) {
         ts->acq_at_drop = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
@@ -507,6 +515,7 @@ void gil_drop(struct gil *g, struct tstate *ts)
 
 int gil_yield(struct gil *g, struct tstate *ts)
 {
+    TRACE(trace_gil_drop(g, ts, 1));
     rank_lock(&g->mutex, RANK_GIL);
     drop_locked(g, ts, 1);
     rank_unlock(&g->mutex, RANK_GIL);

@@ -63,6 +63,11 @@ struct slot {
 /* Synchronization: each entry is written once (under g_handle_lock) with a
    release store and never changes again. */
 static _Atomic(struct slot *) g_chunks[MAX_CHUNKS];
+/* Each chunk's spare words (handle_word, inline in handle.h), one per
+   slot, allocated with the chunk, after its slots.  Synchronization: as
+   g_chunks (written once, before the chunk's own entry); the words:
+   atomic, by their object type's rules (wait.c for locks). */
+_Atomic(_Atomic uint64_t *) g_handle_words[MAX_CHUNKS];
 
 /* g_handle_lock protects the free list, the chunk count and slot names.
    Lock order: RANK_LEAF, after any other core lock; only the fault switch
@@ -102,19 +107,29 @@ static int take_slot(uint32_t *idx)
         /* Chunks live as long as the process, so they come from the
            system allocator: tether_set_allocator waits for every block of
            its allocator to be freed. */
-        struct slot *chunk = fault_hit(TETHER_FAULT_ALLOC)
-                                 ? NULL
-                                 : calloc(CHUNK_SLOTS, sizeof *chunk);
+        _Static_assert(sizeof(struct slot) % sizeof(uint64_t) == 0,
+                       "the spare words after the slots are aligned");
+        struct slot *chunk =
+            fault_hit(TETHER_FAULT_ALLOC)
+                ? NULL
+                : calloc(1, CHUNK_SLOTS * (sizeof *chunk + sizeof(uint64_t)));
         if (!chunk)
             return TETHER_ENOMEM;
+        _Atomic uint64_t *words = (_Atomic uint64_t *)(chunk + CHUNK_SLOTS);
         uint32_t base = g_nchunks << CHUNK_BITS;
         for (uint32_t i = 0; i < CHUNK_SLOTS; i++) {
             chunk[i].next_free = i + 1 < CHUNK_SLOTS ? base + i + 2 : 0;
             ann_atomic(chunk[i].word); /* atomics only (helgrind, DRD) */
+            atomic_init(&words[i], HANDLE_WORD_INIT);
+            ann_atomic(words[i]);
         }
-        /* The entry is read lock-free (slot_at); the chunk's contents are
+        /* The entries are read lock-free (slot_at, handle_word); the chunk's contents are
            published by the release store, and by g_handle_lock to the
            threads that read next_free. */
+        ann_atomic(g_handle_words[g_nchunks]);
+        ann_happens_before(&g_handle_words[g_nchunks]);
+        atomic_store_explicit(&g_handle_words[g_nchunks], words,
+                              memory_order_release);
         ann_atomic(g_chunks[g_nchunks]);
         ann_happens_before(&g_chunks[g_nchunks]);
         atomic_store_explicit(&g_chunks[g_nchunks], chunk, memory_order_release);
@@ -184,6 +199,7 @@ static void *get(uint64_t h, int type, uint64_t need)
 }
 
 void *handle_get(uint64_t h, int type) { return get(h, type, W_OPEN); }
+
 void *handle_get_any(uint64_t h, int type) { return get(h, type, 0); }
 
 void *handle_get_or_misuse(uint64_t h, int type, const char *fn)

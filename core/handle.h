@@ -16,7 +16,10 @@
 #ifndef TETHER_HANDLE_H
 #define TETHER_HANDLE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
+
+#include "tuning.h"
 
 enum handle_type {
     HT_RUNTIME = 1,
@@ -49,6 +52,29 @@ void *handle_get_any(uint64_t h, int type);
 /* handle_get for a handle the caller passed in: on failure it is the
    caller's misuse, "fn: not a <type> handle (0x...)", and NULL. */
 void *handle_get_or_misuse(uint64_t h, int type, const char *fn);
+
+/* The spare word of the slot that `h`'s index names, or NULL if that
+   slot was never allocated.  Neither validates `h` nor takes a reference:
+   the word outlives every object (slots are never freed), so a fast path
+   may use it as its object's state if that state also names the handle's
+   generation, which tells a stale or forged handle apart (a lock: wait.c).
+   A slot's word starts as HANDLE_WORD_INIT (generation 0, which no handle
+   has, and all state bits set) and is written only by the object type
+   that owns the slot.  Any thread. */
+#define HANDLE_WORD_INIT 0xffffffffull
+extern _Atomic(_Atomic uint64_t *) g_handle_words[MAX_CHUNKS]; /* handle.c */
+static inline _Atomic uint64_t *handle_word(uint64_t h)
+{
+    uint32_t idx = (uint32_t)(h & ((1u << 24) - 1));
+    if (idx >> CHUNK_BITS >= MAX_CHUNKS)
+        return 0;
+    _Atomic uint64_t *w =
+        atomic_load_explicit(&g_handle_words[idx >> CHUNK_BITS], memory_order_acquire);
+    return w ? &w[idx & ((1u << CHUNK_BITS) - 1)] : 0;
+}
+
+/* The generation field of a handle (not validated). */
+static inline uint32_t handle_generation(uint64_t h) { return (uint32_t)(h >> 24); }
 
 /* Takes one more reference on a handle already referenced by the caller. */
 void handle_ref(uint64_t h);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "plugin.h"
+#include "trace.h"
 
 #ifndef NDEBUG
 #define HOST_PAD 32
@@ -138,6 +139,10 @@ static const struct {
     .callback_release = tether_callback_release,
     .set_error = tether_set_error,
     .callback_on_free = tether_callback_on_free,
+    .channel_watch = tether_channel_watch,
+    .channel_unwatch = tether_channel_unwatch,
+    .trace_start = tether_trace_start,
+    .trace_stop = tether_trace_stop,
     },
 };
 
@@ -145,5 +150,8 @@ static const struct {
    names every public function, tether_plugin_load too. */
 int tether_plugin_load(tether_runtime rt, const char *path, tether_plugin *out)
 {
-    return plugin_load(rt, path, &g_host.api, out);
+    TRACE(trace_plugin_begin(rt, 0, path ? path : "(null)"));
+    int rc = plugin_load(rt, path, &g_host.api, out);
+    TRACE(trace_plugin_end(rt, rc));
+    return rc;
 }

@@ -16,6 +16,7 @@
  *   5  the plugin registry's lock (pluginreg.c): its records and pins
  *   6  g_handle_lock      the handle table's free list and names
  *   7  g_fault_lock       the fault switches
+ *   8  g_lock (trace.c)   the trace recorder: its rings list and strings
  *
  * Every shared field says how it is synchronised, in the same words:
  * "Synchronization: <mutex> | atomic | owner | immutable".  "owner" means
@@ -102,7 +103,14 @@ struct frame {
    except `cache`, which the fork child and finalize walk only for their own
    thread. */
 struct osthread {
-    struct tstate *current; /* attached state, or NULL */
+    struct tstate *current; /* attached state, or NULL (os_set_current) */
+    /* Derived from the fields below by os_refresh, for the nested fast
+       paths of tether_ensure and tether_release (ensure.c): the handle of
+       the attached interpreter (0: detached), and the highest token that
+       tether_release must not treat as a nested no-op (the innermost
+       frame's, the finalize floor, the level-0 base; all ones: detached). */
+    uint64_t cur_h;
+    uint64_t rel_floor;
     struct tstate *cache;   /* states of this thread, linked by os_next */
     struct frame *frames;
     uint32_t depth, cap;
@@ -270,6 +278,39 @@ struct thread {
 
 /* The calling thread's record.  Synchronization: thread-local. */
 extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")));
+
+/* The breaker word tether_checkpoint reads: the attached state's, or
+   g_breaker_detached (never 0, never written) while none is.  Kept by
+   os_refresh.  Synchronization: thread-local (the pointer). */
+extern _Atomic unsigned g_breaker_detached;
+extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-exec")));
+
+/* Recomputes what the fast paths read (cur_h, rel_floor, t_breaker) after
+   a change of the calling thread's attached state, ensure stack or token
+   floor.  `os` is the calling thread's record. */
+static inline void os_refresh(struct osthread *os)
+{
+    struct tstate *ts = os->current;
+    if (!ts) {
+        os->cur_h = 0;
+        os->rel_floor = UINT64_MAX;
+        t_breaker = &g_breaker_detached;
+        return;
+    }
+    uint64_t f = os->depth ? os->frames[os->depth - 1].tok
+                           : os->serial << TOKEN_LEVEL_BITS;
+    os->rel_floor = f > os->tok_floor ? f : os->tok_floor;
+    os->cur_h = ts->interp->handle;
+    t_breaker = &ts->breaker;
+}
+
+/* Attaches (or, with NULL, detaches) the calling thread's record to `ts`,
+   bookkeeping only (the GIL is the caller's business). */
+static inline void os_set_current(struct osthread *os, struct tstate *ts)
+{
+    os->current = ts;
+    os_refresh(os);
+}
 
 /* The record if it exists; never allocates.  Inline: every public entry
    point asks, from every file. */
@@ -481,6 +522,11 @@ int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
 
 /* Fork child: makes a lock's or an event's mutex and cond anew. */
 void wait_atfork_child_object(int type, void *obj);
+
+/* Sets event `h` as tether_event_set does, quietly doing nothing if `h` is
+   no longer a live event (a channel's watcher freed before it unwatched).
+   Takes the event's mutex: call it holding no RANK_OBJECT lock. */
+void event_notify(uint64_t h);
 /* Fork child: the same for a channel. */
 void channel_atfork_child_object(int type, void *obj);
 

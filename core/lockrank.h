@@ -29,6 +29,7 @@ enum lock_rank {
     RANK_LEAF,    /* the handle table */
     RANK_FAULT,   /* the fault switches (taken by allocations, also under
                      the handle table's lock) */
+    RANK_TRACE,   /* the trace recorder (trace.c): nothing is taken under it */
     RANK__COUNT
 };
 

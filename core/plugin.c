@@ -77,6 +77,7 @@
 #include "handle.h"
 #include "platform.h"
 #include "plugindesc.h"
+#include "trace.h"
 
 /* Internal outcomes, apart from the statuses: a load's first phase must
    start over; an unload found its record taken back by a load. */
@@ -708,6 +709,8 @@ int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
                           "callback called from it, or a function of it); "
                           "unload it from another thread", p->name);
     }
+    tether_runtime prt = p->rt;
+    TRACE(trace_plugin_begin(prt, 1, p->name));
     bool last;
     reg_lock();
     int rc = drop_ref(p, &last);
@@ -722,6 +725,7 @@ int tether_plugin_unload(tether_plugin h, int64_t timeout_ns)
         if (!u.ran)
             undo_drop(&u);
     }
+    TRACE(trace_plugin_end(prt, rc));
     handle_put(h);
     return rc;
 }

@@ -27,6 +27,7 @@
 #include "internal.h"
 #include "platform.h"
 #include "plugin.h"
+#include "trace.h"
 #include "tuning.h"
 
 #define KNOWN_FLAGS (TETHER_CONFIG_PER_INTERP_GIL | TETHER_CONFIG_ABORT_ON_MISUSE)
@@ -93,6 +94,7 @@ int tether_runtime_create(const tether_config *cfg, tether_runtime *out)
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     }
     rt->main_handle = rt->main->handle;
+    trace_runtime_created(rt); /* TETHER_TRACE */
     ts_bind(ts, os);
     ts_attach(ts, 0); /* a new GIL is free */
     *out = rt->handle;
@@ -238,20 +240,73 @@ static void report_ensures(struct interp *interp)
     rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
-/* Detaches the caller from `rt` (or from `only`) and forgets its cached
-   states there; its ensure tokens into them become invalid. */
+/* 1 if the calling thread's state of `rt` is saved (detached by
+   tether_save_thread), with no ensure frame above it. */
+static int saved_in(const struct osthread *os, const struct runtime *rt)
+{
+    for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
+        if (ts->saved && ts->interp->rt == rt)
+            return 1;
+    return 0;
+}
+
+/* The innermost token the calling thread got while its state of `rt` was
+   the one in use, or 0.  Tokens grow with the nesting level, and the
+   ensure frames split them into runs: the tokens below frame i were got
+   while the state before it was in use (frames[i].prev, which is
+   frames[i - 1].ts when i > 0), those from the innermost frame on while
+   that frame's state is (the current one, or saved), or without a frame
+   the current or saved state. */
+static uint64_t innermost_token_of(const struct osthread *os,
+                                   const struct runtime *rt)
+{
+    const struct tstate *top = os->depth ? os->frames[os->depth - 1].ts : os->current;
+    if (top ? top->interp->rt == rt : saved_in(os, rt))
+        return os->tok;
+    for (uint32_t i = os->depth; i-- > 0;) {
+        const struct tstate *before = os->frames[i].prev;
+        if (before && before->interp->rt == rt)
+            return os->frames[i].tok - 1;
+    }
+    return 0;
+}
+
+/* tether_runtime_finalize on this thread: every token the thread got while
+   attached to `rt`, and every outer one, becomes invalid (tok_floor), and
+   their ensure frames are dropped; a state of `rt` that is attached is
+   detached.  Tokens got later, attached to another runtime, stay valid:
+   the release of the outermost of them answers EFINALIZING, since the
+   state it would re-attach is `rt`'s (tether.h, tether_release). */
+static void invalidate_tokens(struct osthread *os, struct runtime *rt)
+{
+    uint64_t floor = innermost_token_of(os, rt); /* (before the detach) */
+    struct tstate *cur = os->current;
+    if (cur && cur->interp->rt == rt)
+        ts_detach(cur);
+    if (floor <= os->tok_floor)
+        return; /* (its tokens here, if any, are invalid already) */
+    uint32_t drop = 0;
+    while (drop < os->depth && os->frames[drop].tok <= floor)
+        drop++;
+    for (uint32_t i = drop; i < os->depth; i++)
+        os->frames[i - drop] = os->frames[i];
+    os->depth -= drop;
+    os->tok_floor = floor; /* tether_release refuses these tokens */
+    osthread_shrink_frames(os);
+    os_refresh(os); /* the fast release's floor (internal.h) */
+}
+
+/* Detaches the caller from `rt` (finalize) and forgets its cached states
+   there (of `only`, for a destroy, which never runs on a thread attached
+   to `only` and leaves its tokens as they are: their releases answer
+   EFINALIZING where they would re-attach a state of `only`). */
 static void detach_caller(struct runtime *rt, struct interp *only)
 {
     struct osthread *os = osthread_peek();
     if (!os)
         return;
-    struct tstate *cur = os->current;
-    if (cur && cur->interp->rt == rt && (!only || cur->interp == only)) {
-        ts_detach(cur);
-        os->depth = 0;
-        os->tok_floor = os->tok; /* tether_release refuses these tokens */
-        osthread_shrink_frames(os);
-    }
+    if (!only)
+        invalidate_tokens(os, rt);
     ts_uncache_finalized(os, rt, only);
 }
 
@@ -283,10 +338,14 @@ static struct interp **snapshot(struct runtime *rt, size_t *n)
     if (v) {
         count = 0;
         for (struct interp *i = rt->interps; i; i = i->next) {
-            if (atomic_load(&i->finalizing))
-                continue; /* destroyed already */
-            interp_ref(i);
-            v[count++] = i;
+            /* Skip an interpreter destroyed already (its handle closed),
+               but not one whose tether_interp_destroy is still running:
+               finalize closes its handle too, before it returns, as it
+               promises (that destroy's own close then finds it closed).
+               The reference handle_get takes (lock-free) is the snapshot's,
+               dropped by interp_unref outside this mutex. */
+            if (handle_get(i->handle, HT_INTERP))
+                v[count++] = i;
         }
     }
     rank_unlock(&rt->mutex, RANK_RUNTIME);
@@ -332,17 +391,24 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
         handle_put(h);
         return err_set(TETHER_ENOMEM, fn, "out of memory; nothing changed");
     }
+    int64_t tp = TRACE_T0(); /* the phases of finalize, when traced */
     detach_caller(rt, NULL);
     TETHER_DELAY_POINT("finalize.detached");
     int rc = TETHER_OK;
     for (size_t i = 0; i < n && rc == TETHER_OK; i++)
         rc = join_nondaemon(v[i], deadline);
     TETHER_DELAY_POINT("finalize.joined");
+    TRACE(trace_finalize_phase(rt, tp, "join non-daemon threads"));
+    tp = TRACE_T0();
     if (stop_interps(v, n, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
     TETHER_DELAY_POINT("finalize.stopped");
+    TRACE(trace_finalize_phase(rt, tp, "stop the interpreters"));
+    tp = TRACE_T0();
     int debug = err_debug_enabled();
     plugin_finalize_runtime(h, deadline, debug);
+    TRACE(trace_finalize_phase(rt, tp, "unload plugins"));
+    trace_runtime_finalized(rt); /* writes its trace, if it has one */
     if (debug) {
         handle_foreach_open(report_handle, rt);
         for (size_t i = 0; i < n; i++)
@@ -389,7 +455,10 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     rc = join_nondaemon(interp, deadline);
     if (stop_interps(&interp, 1, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
+    TETHER_DELAY_POINT("destroy.stopped");
     detach_caller(interp->rt, interp);
+    /* A tether_runtime_finalize running meanwhile may have closed it
+       already (snapshot): then this close answers EBADHANDLE, harmlessly. */
     handle_close(h, HT_INTERP);
     handle_put(h);
     if (cur && ts_attach(cur, 1) != TETHER_OK)

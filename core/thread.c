@@ -32,6 +32,7 @@
 #include "internal.h"
 #include "platform.h"
 #include "pluginreg.h"
+#include "trace.h"
 #include "tuning.h"
 
 /* ---- start and the bootstrap -------------------------------------------- */
@@ -58,12 +59,15 @@ static void *bootstrap(void *p)
     rank_unlock(&t->mutex, RANK_OBJECT);
 
     TETHER_DELAY_POINT("thread.boot.after_handshake");
+    trace_thread_named(t->name); /* the name of its track, if traced */
+    TRACE(trace_thread_begin(t->interp->rt));
     int result = ts_attach(ts, 0);
     if (result == TETHER_OK) {
         result = t->fn(t->arg);
         if (result != TETHER_OK && result != TETHER_EXIT && ts->attached)
             thread_report(t->interp, t, result);
     }
+    TRACE(trace_thread_end(t->interp->rt, result));
     osthread_boot_exit(os, result);
     return NULL;
 }
@@ -247,6 +251,7 @@ int tether_thread_join(tether_thread h, int64_t timeout_ns)
     struct thread *t = handle_get_or_misuse(h, HT_THREAD, fn);
     if (!t)
         return TETHER_EBADHANDLE;
+    int64_t t0 = TRACE_T0();
     rank_lock(&t->mutex, RANK_OBJECT);
     int self = t->ident == plat_thread_ident() && !t->done;
     rank_unlock(&t->mutex, RANK_OBJECT);
@@ -258,6 +263,7 @@ int tether_thread_join(tether_thread h, int64_t timeout_ns)
                         "tether_thread_start", t->name);
     else
         rc = thread_join_obj(t, timeout_ns);
+    TRACE(trace_join(ts_current(), t0, t, rc));
     handle_put(h);
     return rc;
 }

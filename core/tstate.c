@@ -66,6 +66,7 @@ struct osthread *osthread_get(void)
         os->serial = atomic_fetch_add(&g_os_serial, 1) + 1;
         os->tok = os->serial << TOKEN_LEVEL_BITS;
         os->ident = plat_thread_ident();
+        os_refresh(os); /* detached */
         pthread_setspecific(g_os_key, os);
         t_os = os;
     }
@@ -110,6 +111,7 @@ static void osthread_exit(void *p)
         t_free(os->frames);
     memset(os, 0, sizeof *os);
     t_os = NULL;
+    t_breaker = &g_breaker_detached;
 }
 
 /* ---- the end of a thread tether started ------------------------------------ */
@@ -191,7 +193,7 @@ int ts_attach(struct tstate *ts, int urgent)
     int rc = gil_take(ts->interp->gil, ts, urgent);
     if (rc == TETHER_OK) {
         ts->attached = 1;
-        ts->os->current = ts;
+        os_set_current(ts->os, ts);
     }
     return rc;
 }
@@ -199,7 +201,7 @@ int ts_attach(struct tstate *ts, int urgent)
 void ts_detach(struct tstate *ts)
 {
     ts->attached = 0;
-    ts->os->current = NULL;
+    os_set_current(ts->os, NULL);
     gil_drop(ts->interp->gil, ts);
 }
 

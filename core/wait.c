@@ -21,6 +21,7 @@
  * own, and the exception waits for them.
  */
 #include "alloc.h"
+#include "annotate.h"
 #include "delay.h"
 #include "lockrank.h"
 #include "error.h"
@@ -139,7 +140,7 @@ int tether_sleep(int64_t ns)
         if (gil_contended(ts->interp->gil) &&
             gil_yield(ts->interp->gil, ts) != TETHER_OK) {
             ts->attached = 0;
-            ts->os->current = NULL;
+            os_set_current(ts->os, NULL);
             return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
         }
         return breaker_after_block(ts);
@@ -154,18 +155,57 @@ int tether_sleep(int64_t ns)
 /* What a lock and an event share, first in both: what a wait blocks on,
    and whether the object was freed under its waiters. */
 struct waitobj {
-    pthread_mutex_t mutex; /* rank 4: the fields below and the owner's */
+    /* rank 4 (RANK_OBJECT), never two at once: `dead`, an event's fields,
+       and for a lock the sleeping side of its protocol (a waiter sets the
+       waiters flag and sleeps without letting go of it; a release that
+       cleared the flag signals under it).  A lock's word itself is atomic. */
+    pthread_mutex_t mutex;
     pthread_cond_t cond;
     int dead; /* freed: waiters leave with EBADHANDLE.  Synchronization: mutex */
 };
 
+/*
+ * A lock's state is one 64-bit word, [ 32 generation | 32 state ], kept in
+ * its handle's slot (handle_word), not in the object: slots are never
+ * freed, so the uncontended acquire and release touch it without taking a
+ * reference on the handle, and the generation in the word is the handle
+ * check (a stale handle's generation never matches; a freed lock's state
+ * is LOCK_DEAD).  The state is 0 when unlocked, else owner << 1 | W: the
+ * owner is the acquiring thread's lock_owner_id, and W (LOCK_WAITERS) says
+ * that a waiter may sleep on the object's cond, so the release must take
+ * the object's mutex and signal.
+ *
+ *   fast acquire   one CAS  gen|0        -> gen|me<<1
+ *   fast release   one CAS  gen|me<<1    -> gen|0
+ *   anything else  the slow paths, with a handle reference: wait_run polls
+ *                  under o.mutex; a poll that finds the lock held sets W
+ *                  (CAS) before the waiter sleeps, and a poll that takes it
+ *                  keeps W set (a waiter cannot know whether others still
+ *                  sleep), so the next release signals again; a release
+ *                  that clears W takes o.mutex and signals one waiter.
+ *
+ * No lost wake-up: a waiter sets W and goes to sleep without letting go of
+ * o.mutex; a release that swapped W out takes o.mutex before it signals,
+ * so its signal comes after the waiter sleeps, and a release that came
+ * before W was set made the waiter's CAS fail and its poll see the lock
+ * free.  A spurious W (its waiter timed out or was interrupted) costs one
+ * signal that nobody hears.
+ */
+#define LOCK_WAITERS 1u
+#define LOCK_DEAD 0xffffffffu
+/* Owner ids are 1 .. LOCK_OWNER_UNKNOWN; the last one is shared by every
+   thread beyond two thousand million and never counts as the caller's
+   (no EDEADLK for them).  owner << 1 | W never equals LOCK_DEAD. */
+#define LOCK_OWNER_UNKNOWN 0x7ffffffeu
+#define LOCK_STATE(w) ((uint32_t)(w))
+#define LOCK_OWNER(w) (LOCK_STATE(w) >> 1)
+
 struct lock {
     struct waitobj o;
-    int locked; /* Synchronization: o.mutex */
-    /* The serial (thread_serial) of the thread that acquired it.  Not its
-       pthread_t, which a thread started after the owner exited may get
-       again.  Synchronization: o.mutex. */
-    uint64_t owner;
+    /* The state word in the handle's slot, and its unlocked value (the
+       generation alone).  Synchronization: immutable (the word: atomic). */
+    _Atomic uint64_t *word;
+    uint64_t unlocked;
 };
 
 struct event {
@@ -177,16 +217,30 @@ struct event {
     uint64_t sets;
 };
 
-/* A number for the calling thread that no other thread of the process ever
-   has, unlike its pthread_t or kernel id, which are reused once a thread
-   has exited.  0 is never issued. */
-static uint64_t thread_serial(void)
+/* The calling thread's owner id: a number no other thread of the process
+   has (until two thousand million threads have asked), unlike its
+   pthread_t or kernel id, which are reused once a thread has exited.
+   Synchronization: thread-local; initial-exec, since every fast acquire
+   and release reads it. */
+static __thread uint32_t t_lock_owner __attribute__((tls_model("initial-exec")));
+
+T_NOINLINE static uint32_t lock_owner_new(void)
 {
-    static _Atomic uint64_t next; /* Synchronization: atomic */
-    static _Thread_local uint64_t mine; /* Synchronization: thread-local */
-    if (!mine)
-        mine = atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) + 1;
-    return mine;
+    static _Atomic uint32_t next; /* Synchronization: atomic */
+    uint32_t id = atomic_load_explicit(&next, memory_order_relaxed), n;
+    do
+        n = id < LOCK_OWNER_UNKNOWN ? id + 1 : LOCK_OWNER_UNKNOWN;
+    while (!atomic_compare_exchange_weak_explicit(&next, &id, n,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed));
+    t_lock_owner = n;
+    return n;
+}
+
+static inline uint32_t lock_owner_id(void)
+{
+    uint32_t id = t_lock_owner;
+    return __builtin_expect(id != 0, 1) ? id : lock_owner_new();
 }
 
 static void object_dtor(void *p)
@@ -224,6 +278,10 @@ static int object_free(const char *fn, int type, uint64_t h)
         return TETHER_EBADHANDLE;
     rank_lock(&o->mutex, RANK_OBJECT);
     o->dead = 1;
+    if (type == HT_LOCK) { /* fast paths fail from now on */
+        struct lock *l = (struct lock *)o;
+        atomic_store_explicit(l->word, l->unlocked | LOCK_DEAD, memory_order_release);
+    }
     pthread_cond_broadcast(&o->cond);
     rank_unlock(&o->mutex, RANK_OBJECT);
     int rc = handle_close(h, type);
@@ -235,51 +293,105 @@ static int object_free(const char *fn, int type, uint64_t h)
 
 int tether_lock_new(tether_lock *out)
 {
-    return object_new("tether_lock_new", HT_LOCK, sizeof(struct lock), out);
+    int rc = object_new("tether_lock_new", HT_LOCK, sizeof(struct lock), out);
+    if (rc != TETHER_OK)
+        return rc;
+    /* Not yet shared: the caller learns the handle from *out. */
+    struct lock *l = handle_get(*out, HT_LOCK);
+    if (l) {
+        l->word = handle_word(*out);
+        l->unlocked = (uint64_t)handle_generation(*out) << 32;
+        atomic_store_explicit(l->word, l->unlocked, memory_order_release);
+        handle_put(*out);
+    }
+    return TETHER_OK;
 }
 
-int tether_lock_free(tether_lock l)
+int tether_lock_free(tether_lock h)
 {
-    return object_free("tether_lock_free", HT_LOCK, l);
+    return object_free("tether_lock_free", HT_LOCK, h);
 }
 
+/* Under o.mutex (wait_run's poll): takes the lock, or flags it so that its
+   release signals, before the caller sleeps. */
 static int poll_lock(void *p)
 {
     struct lock *l = p;
     if (l->o.dead)
         return TETHER_EBADHANDLE;
-    if (l->locked)
-        return WAIT_AGAIN;
-    l->locked = 1;
-    l->owner = thread_serial();
+    uint64_t w = atomic_load_explicit(l->word, memory_order_relaxed);
+    for (;;) {
+        uint32_t st = LOCK_STATE(w);
+        if (st == LOCK_DEAD)
+            return TETHER_EBADHANDLE;
+        if (st == 0) {
+            uint64_t mine = l->unlocked | (uint64_t)lock_owner_id() << 1 | LOCK_WAITERS;
+            if (atomic_compare_exchange_weak_explicit(l->word, &w, mine,
+                                                      memory_order_acquire,
+                                                      memory_order_relaxed)) {
+                ann_happens_after(l->word);
+                return TETHER_OK;
+            }
+            continue;
+        }
+        if (st & LOCK_WAITERS)
+            return WAIT_AGAIN;
+        if (atomic_compare_exchange_weak_explicit(l->word, &w, w | LOCK_WAITERS,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            TETHER_DELAY_POINT("lock.flagged"); /* o.mutex held */
+            return WAIT_AGAIN;
+        }
+    }
+}
+
+/* Unlocks (whoever holds it), and wakes a waiter if W was set.  Returns
+   TETHER_OK, or TETHER_ESTATE if it was not locked.  o.mutex not held. */
+static int lock_unlock(struct lock *l)
+{
+    uint64_t w = atomic_load_explicit(l->word, memory_order_relaxed);
+    do {
+        if (LOCK_STATE(w) == 0 || LOCK_STATE(w) == LOCK_DEAD)
+            return TETHER_ESTATE;
+        TETHER_DELAY_POINT("lock.release.slow");
+        ann_happens_before(l->word);
+    } while (!atomic_compare_exchange_weak_explicit(l->word, &w, l->unlocked,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
+    if (LOCK_STATE(w) & LOCK_WAITERS) {
+        TETHER_DELAY_POINT("lock.release.before_signal");
+        rank_lock(&l->o.mutex, RANK_OBJECT);
+        pthread_cond_signal(&l->o.cond);
+        rank_unlock(&l->o.mutex, RANK_OBJECT);
+    }
     return TETHER_OK;
 }
 
 static void undo_lock(void *p)
 {
-    struct lock *l = p;
-    rank_lock(&l->o.mutex, RANK_OBJECT);
-    l->locked = 0;
-    pthread_cond_signal(&l->o.cond);
-    rank_unlock(&l->o.mutex, RANK_OBJECT);
+    (void)lock_unlock(p);
 }
 
-int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
+T_NOINLINE static int lock_acquire_slow(tether_lock h, int64_t timeout_ns)
 {
     static const char fn[] = "tether_lock_acquire";
     struct lock *l = handle_get_or_misuse(h, HT_LOCK, fn);
     if (!l)
         return TETHER_EBADHANDLE;
-    rank_lock(&l->o.mutex, RANK_OBJECT);
-    int self = l->locked && l->owner == thread_serial();
-    rank_unlock(&l->o.mutex, RANK_OBJECT);
+    /* Only this thread can make itself the owner, so what it reads of
+       itself holds until it acts (another thread may release the lock
+       meanwhile: then the wait below simply succeeds). */
+    uint32_t me = lock_owner_id();
+    uint64_t w = atomic_load_explicit(l->word, memory_order_relaxed);
+    int self = LOCK_STATE(w) != LOCK_DEAD && LOCK_OWNER(w) == me &&
+               me != LOCK_OWNER_UNKNOWN;
     int rc;
     if (self && timeout_ns < 0) {
         rc = err_misuse(TETHER_EDEADLK, fn, "the calling thread holds this lock "
                         "and would wait forever");
     } else {
-        struct waitspec w = {&l->o.mutex, &l->o.cond, poll_lock, undo_lock, l};
-        rc = wait_run(fn, &w, timeout_ns);
+        struct waitspec ws = {&l->o.mutex, &l->o.cond, poll_lock, undo_lock, l};
+        rc = wait_run(fn, &ws, timeout_ns);
         if (rc == TETHER_EBADHANDLE)
             err_set(rc, fn, "the lock was freed while waiting");
     }
@@ -287,20 +399,49 @@ int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
     return rc;
 }
 
-int tether_lock_release(tether_lock h)
+/* The fast path: the handle's type byte, its slot's word, one CAS. */
+int tether_lock_acquire(tether_lock h, int64_t timeout_ns)
+{
+    _Atomic uint64_t *word;
+    if (handle_claimed_type(h) == HT_LOCK && (word = handle_word(h))) {
+        uint64_t w = (uint64_t)handle_generation(h) << 32;
+        if (atomic_compare_exchange_strong_explicit(
+                word, &w, w | (uint64_t)lock_owner_id() << 1,
+                memory_order_acquire, memory_order_relaxed)) {
+            ann_happens_after(word);
+            return TETHER_OK;
+        }
+    }
+    return lock_acquire_slow(h, timeout_ns);
+}
+
+T_NOINLINE static int lock_release_slow(tether_lock h)
 {
     static const char fn[] = "tether_lock_release";
     struct lock *l = handle_get_or_misuse(h, HT_LOCK, fn);
     if (!l)
         return TETHER_EBADHANDLE;
-    rank_lock(&l->o.mutex, RANK_OBJECT);
-    int was = l->locked;
-    l->locked = 0;
-    if (was)
-        pthread_cond_signal(&l->o.cond);
-    rank_unlock(&l->o.mutex, RANK_OBJECT);
+    int rc = lock_unlock(l);
     handle_put(h);
-    return was ? TETHER_OK : err_misuse(TETHER_ESTATE, fn, "the lock is not locked");
+    return rc == TETHER_OK ? rc : err_misuse(rc, fn, "the lock is not locked");
+}
+
+/* The fast path: the owner's release with no waiter flagged is one CAS
+   back to the generation alone; a release by another thread, or with W
+   set, takes the slow path. */
+int tether_lock_release(tether_lock h)
+{
+    _Atomic uint64_t *word;
+    if (handle_claimed_type(h) == HT_LOCK && (word = handle_word(h))) {
+        uint64_t unlocked = (uint64_t)handle_generation(h) << 32;
+        uint64_t w = unlocked | (uint64_t)lock_owner_id() << 1;
+        ann_happens_before(word);
+        if (atomic_compare_exchange_strong_explicit(word, &w, unlocked,
+                                                    memory_order_release,
+                                                    memory_order_relaxed))
+            return TETHER_OK;
+    }
+    return lock_release_slow(h);
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -332,6 +473,19 @@ static int event_set_to(const char *fn, tether_event h, int value)
 }
 
 int tether_event_set(tether_event e) { return event_set_to("tether_event_set", e, 1); }
+
+void event_notify(uint64_t h)
+{
+    struct event *e = handle_get(h, HT_EVENT);
+    if (!e)
+        return;
+    rank_lock(&e->o.mutex, RANK_OBJECT);
+    e->set = 1;
+    e->sets++;
+    pthread_cond_broadcast(&e->o.cond);
+    rank_unlock(&e->o.mutex, RANK_OBJECT);
+    handle_put(h);
+}
 int tether_event_clear(tether_event e) { return event_set_to("tether_event_clear", e, 0); }
 
 /* One wait on an event: the set count it saw first. */

@@ -6,7 +6,8 @@
 #   demo  what building the library and running examples/demo.c needs
 #   all   also the sanitizer runtimes, ABI checker, model checker, plotting
 #         and valgrind that the test suite and benchmarks use, and the
-#         Debian packaging tools and LuaRocks of the package tests
+#         Debian packaging tools and LuaRocks of the package tests, and the
+#         Rust and Go toolchains of bindings/rust and the plugins in them
 #
 # As root it runs apt-get itself; otherwise it names the missing packages
 # and exits 1, so a developer can install them however they like.
@@ -14,8 +15,9 @@ set -euo pipefail
 
 demo_packages=(build-essential cmake pkg-config libffi-dev liblua5.4-dev lua5.4)
 all_packages=("${demo_packages[@]}" clang libclang-rt-14-dev luajit python3
-              python3-dev abigail-tools spin gnuplot-nox valgrind
-              debhelper dpkg-dev fakeroot lintian luarocks)
+              python3-dev python3-pytest python3-setuptools python3-pip python3-venv abigail-tools spin gnuplot-nox valgrind
+              debhelper dpkg-dev fakeroot lintian luarocks lua-socket
+              cargo rustc bindgen golang-go)
 
 case "${1:-all}" in
   demo) wanted=("${demo_packages[@]}") ;;

@@ -56,7 +56,10 @@ collect(run("b_cancel_busy.lua", n or 300))
 collect(run("b_cancel_blocked.lua", n or 300))
 collect(run("b_pingpong.lua", n or 5000))
 collect(run("b_interp.lua", n or 5000, smoke and 100000 or 10000000, smoke and 1 or 3))
+collect(run("b_io.lua", smoke and 1 or 5, smoke and 10 or 200, smoke and 0.1 or 1))
+collect(run("b_executor.lua", n or 2000))
 collect(run("b_io_priority.lua", smoke and 1 or 3))
+collect(run("b_socket.lua", smoke and 2 or 20))
 
 -- The overhead: plain and tether in alternation, every round pooled.
 local rounds, pairs_ = smoke and 1 or 5, smoke and 1 or 5
@@ -69,6 +72,20 @@ for _ = 1, pairs_ do
     end
   end
 end
+
+-- Single-thread I/O (issue 18): Lua's io library and the module's, in
+-- alternation, over one file made by the first run.
+local io_file = os.tmpname()
+local io_pooled = {}
+for _ = 1, pairs_ do
+  for _, mode in ipairs({"plain", "tether"}) do
+    for _, r in ipairs(run("b_io_single.lua", mode, rounds, io_file, smoke and 1 or 100)) do
+      io_pooled[r.name] = io_pooled[r.name] or {plain = {}, tether = {}}
+      table.insert(io_pooled[r.name][mode], r.median)
+    end
+  end
+end
+os.remove(io_file)
 
 local function median(xs)
   table.sort(xs)
@@ -108,6 +125,18 @@ for _, name in ipairs(names) do
   results[#results + 1] = {json = string.format(
     '{"name":"%s.ratio","unit":"x","median":%.4f,"plain":%.6f,"tether":%.6f%s}',
     name, ratio, p, t, target and ',"target":1.03' or "")}
+end
+
+names = {}
+for name in pairs(io_pooled) do names[#names + 1] = name end
+table.sort(names)
+for _, name in ipairs(names) do
+  local p, t = median(io_pooled[name].plain), median(io_pooled[name].tether)
+  local ratio = t / p
+  row(name .. ".ratio", ratio, "x", 1.05, string.format("(plain %.3f s, tether %.3f s)", p, t))
+  results[#results + 1] = {json = string.format(
+    '{"name":"%s.ratio","unit":"x","median":%.4f,"plain":%.6f,"tether":%.6f,"target":1.05}',
+    name, ratio, p, t)}
 end
 
 print(string.format("%-26s %12s %-6s %10s  %-5s", "benchmark", "median", "unit", "target", "verdict"))

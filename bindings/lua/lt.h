@@ -42,6 +42,7 @@
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -76,6 +77,9 @@
 /* LT_ASYNC_COPY carries an lt_blob (a value raised from another
    interpreter) whose destructor is lt_blob_dtor. */
 #define LT_ASYNC_COPY INT64_C(0x4c7561436f707921)   /* "LuaCopy!" */
+/* LT_ASYNC_INTERRUPT (no payload): Ctrl-C reached the thread that
+   required the module (lt_signal.c); raised as lua.c's "interrupted!". */
+#define LT_ASYNC_INTERRUPT INT64_C(0x4c7561496e747221) /* "LuaIntr!" */
 
 
 /* The binding's locks and their order.  A thread takes one only while it
@@ -119,6 +123,69 @@ typedef struct lt_tstate lt_tstate;
 typedef struct lt_worker lt_worker;
 typedef struct lt_pool lt_pool;
 
+/* A thread waiting on an lt_waitq (condition and queue waits).
+   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
+   event, which any thread may set). */
+typedef struct lt_waiter {
+    struct lt_waiter *prev, *next;
+    tether_event ev;
+    int linked, notified;
+} lt_waiter;
+
+/* Synchronization: gil. */
+typedef struct lt_waitq {
+    lt_waiter *head, *tail;
+} lt_waitq;
+
+/* Someone waiting for a source to change (tether.select, future:result):
+   the source sets `ev` and leaves the record linked.  Synchronization:
+   gil (the record lives on the waiter's stack). */
+typedef struct lt_watch {
+    struct lt_watch *prev, *next;
+    tether_event ev;
+    int efd; /* >= 0: an eventfd written instead (a select with descriptors) */
+} lt_watch;
+
+/* The watchers of one source.  Synchronization: gil. */
+typedef struct lt_watchlist {
+    lt_watch *head;
+} lt_watchlist;
+
+/* Links / unlinks a watcher.  [gil-held] */
+static inline void lt_watch_add(lt_watchlist *l, lt_watch *w)
+{
+    w->prev = NULL;
+    w->next = l->head;
+    if (l->head)
+        l->head->prev = w;
+    l->head = w;
+}
+
+static inline void lt_watch_remove(lt_watchlist *l, lt_watch *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        l->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+/* Sets the event of every watcher of l (they stay linked).  [gil-held] */
+static inline void lt_watch_notify(lt_watchlist *l)
+{
+    for (lt_watch *w = l->head; w; w = w->next) {
+        if (w->efd >= 0) {
+            uint64_t one = 1;
+            if (write(w->efd, &one, sizeof one) < 0)
+                (void)0; /* the counter is full: readable all the same */
+        } else {
+            (void)tether_event_set(w->ev);
+        }
+    }
+}
+
 /* What the module knows of one OS thread running Lua in a state.  It is
    the thread's tether userdata (tether_set_thread_userdata) while the
    thread runs Lua. */
@@ -132,6 +199,7 @@ struct lt_tstate {
     /* Synchronization: owner thread. */
     jmp_buf *exit;        /* where to leave Lua at shutdown; NULL = park */
     tether_event wait_ev; /* for condition and queue waits; 0 until used */
+    tether_event select_ev; /* for select and future waits; 0 until used */
     int async_ref;        /* registry ref of the last asynchronous value raised */
     int cancelled;        /* tether.Cancelled was raised here: raised again at
                              every later checkpoint (lt_raise_fetched) */
@@ -176,6 +244,10 @@ struct lt_state {
     atomic_int main_stop;
     /* Synchronization: gil. */
     int shutting_down;
+    int interrupted;            /* Ctrl-C raised "interrupted!" in the requiring
+                                   thread: the exit cancels threads at once */
+    int sigint;                 /* lt_signal.c's handler was installed for it */
+    int64_t atexit_ns;          /* tether.atexit_timeout, -1 = none */
     int finalized;              /* shut_down finalized the runtime */
     lt_worker *workers;         /* every tether.thread record, newest first */
     lt_tstate main_ts;          /* of the thread that required the module */
@@ -218,6 +290,7 @@ struct lt_worker {
     int handles;        /* Lua handles (lt_handle) pointing here */
     int reported;       /* the error went to join or to the excepthook */
     int daemon;
+    lt_watchlist watchers; /* told when the thread finishes (tether.select) */
     lt_worker *next, *prev; /* S->workers */
 };
 
@@ -241,19 +314,6 @@ typedef struct lt_heldref {
    destructor is lt_heldref_drop. */
 typedef lt_heldref lt_payload;
 
-/* A thread waiting on an lt_waitq (condition and queue waits).
-   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
-   event, which any thread may set). */
-typedef struct lt_waiter {
-    struct lt_waiter *prev, *next;
-    tether_event ev;
-    int linked, notified;
-} lt_waiter;
-
-/* Synchronization: gil. */
-typedef struct lt_waitq {
-    lt_waiter *head, *tail;
-} lt_waitq;
 
 /* ---- lt_base.c: the state, errors, waits, asynchronous exceptions ---- */
 
@@ -350,6 +410,21 @@ void lt_tl_init(void);
 /* 1 if the value at idx is the current sentinel (lt_renew_sentinel). */
 int lt_is_sentinel(lua_State *L, int idx);
 
+/* ---- lt_signal.c: Ctrl-C in the stock interpreter ------------------- */
+
+/* Installs the module's SIGINT handler in front of lua.c's, if lua.c's is
+   the current one (see lt_signal.c), with a watcher thread that raises
+   LT_ASYNC_INTERRUPT at the calling thread.  Returns 1 if installed (once
+   per process).  [gil-held, the thread that requires the module] */
+int lt_sigint_install(void);
+/* Before a blocking wait: puts the module's handler back in if lua.c set
+   its own again (lua5.4 -i does for every line).  Does nothing on any
+   thread but the installing one.  [any-thread] */
+void lt_sigint_rearm(void);
+/* Puts lua.c's handler back if the module's is current, and stops the
+   watcher (nothing in a forked child).  [any-thread] */
+void lt_sigint_remove(void);
+
 /* ---- lt_alloc.c: the small-block cache -------------------------------- */
 
 /* Puts the cache in front of L's allocator; NULL if out of memory or
@@ -377,8 +452,13 @@ void lt_open_hooks(lua_State *L, lt_state *S);
 /* ---- lt_thread.c: tether.thread and the thread handles --------------- */
 
 void lt_open_thread(lua_State *L, lt_state *S);
-/* Joins every non-daemon tether.thread, the GIL released while waiting. */
-void lt_join_all(lt_state *S);
+/* Joins every non-daemon tether.thread, the GIL released while waiting,
+   by the exit policy: without a limit, or up to S->atexit_ns; after it
+   (at once when S->interrupted) cancels those still running and waits up
+   to the same time again, but at least LT_CANCEL_GRACE_NS;
+   those still running then are abandoned with a warning on stderr.
+   Returns 1 if some were abandoned. */
+int lt_join_all(lt_state *S);
 /* As the state closes: waits up to timeout_ns in all for the threads that
    are leaving Lua, so that their records can be freed.  Returns 1 if some
    were still running at the deadline. */
@@ -416,6 +496,14 @@ int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns,
 int lt_waitq_wake(lt_waitq *q, int n);
 /* Frees the thread's cached wait event. */
 void lt_ts_release(lua_State *L, lt_tstate *ts);
+
+/* ---- lt_io.c: Lua's io and os libraries, the GIL released -------------- */
+
+/* Replaces the blocking functions of the io and os tables (when loaded)
+   and the methods of Lua's FILE* metatable with ones that release the
+   GIL while they block.  They do not use S, which is freed before the
+   finalizers of files older than the module run at lua_close. */
+void lt_open_io(lua_State *L, lt_state *S);
 
 /* ---- lt_codec.c: the values that cross between states --------------- */
 
@@ -498,6 +586,11 @@ void lt_open_channel(lua_State *L, lt_state *S);
    wait); nothing if the package library is not loaded. */
 void lt_open_require(lua_State *L, lt_state *S);
 
+/* ---- lt_capi.c: the C interface for other modules (tether/lua.h) ---- */
+
+/* Puts the function table of tether/lua.h in L's registry. */
+void lt_open_capi(lua_State *L);
+
 /* ---- lt_interp.c: tether.interp and threads of other interpreters ---- */
 
 void lt_open_interp(lua_State *L, lt_state *S);
@@ -507,6 +600,34 @@ void lt_open_interp(lua_State *L, lt_state *S);
 void lt_open_ffi(lua_State *L, lt_state *S);
 /* Unloads the plugins still loaded (at close, after finalize). */
 void lt_unload_plugins(lt_state *S);
+
+/* ---- lt_select.c: tether.select ------------------------------------- */
+
+/* tether.select, and the private wait on futures of lt_future.c. */
+void lt_open_select(lua_State *L, lt_state *S);
+/* Sources: for the value at idx, the watch list if it is a source of the
+   file's kind (else NULL), and its take: pushes the values select returns
+   for it and returns their number, consuming one item, or returns -1 if
+   it is not ready (pushing nothing).  [gil-held] */
+lt_watchlist *lt_sync_source(lua_State *L, int idx);   /* queue, event */
+int lt_sync_take(lua_State *L, int idx);
+lt_watchlist *lt_thread_source(lua_State *L, int idx); /* tether.thread */
+int lt_thread_take(lua_State *L, int idx);
+lt_watchlist *lt_future_source(lua_State *L, int idx); /* future */
+int lt_future_take(lua_State *L, int idx);
+/* 1 if the future at idx is done (finished, failed or cancelled). */
+int lt_future_done(lua_State *L, int idx);
+
+/* ---- lt_future.c: futures, the executor, tether.wait, as_completed --- */
+
+void lt_open_future(lua_State *L, lt_state *S);
+
+/* ---- lt_local.c: tether.local ---------------------------------------- */
+
+void lt_open_local(lua_State *L, lt_state *S);
+/* Registry field: a C function lt_thread.c calls (protected, on the
+   thread's coroutine) as a tether.thread finishes; lt_local.c sets it. */
+#define LT_REG_THREAD_END "tether.on_thread_end"
 
 /* ---- lt_module.c: luaopen_tether, closing, the module functions ----- */
 

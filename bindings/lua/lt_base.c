@@ -52,6 +52,7 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     atomic_init(&ts->arming, 0);
     ts->exit = NULL;
     ts->wait_ev = 0;
+    ts->select_ev = 0;
     ts->async_ref = LUA_NOREF;
     ts->cancelled = 0;
     ts->in_hook = 0;
@@ -304,6 +305,14 @@ static void push_async_value(lua_State *L, int64_t code, void *payload,
         lua_remove(L, -2);
     } else if (code == LT_ASYNC_CANCEL) {
         lt_push_cancelled(L);
+    } else if (code == LT_ASYNC_INTERRUPT) {
+        /* lua.c's message, with its position: in a C function of the
+           module level 1 is the Lua function that called it, in the
+           breaker hook the caller of the function running, as in lua.c's
+           own hook. */
+        luaL_where(L, 1);
+        lua_pushliteral(L, "interrupted!");
+        lua_concat(L, 2);
     } else {
         if (dtor)
             dtor(payload);
@@ -337,6 +346,8 @@ int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
                      tether_dtor dtor)
 {
     push_async_value(L, code, payload, dtor);
+    if (code == LT_ASYNC_INTERRUPT && ts)
+        ts->S->interrupted = 1;
     if (ts) {
         remember_async(L, ts);
         if (code == LT_ASYNC_CANCEL)

@@ -47,6 +47,7 @@ static int channel_send(lua_State *L)
     lt_tstate *ts = lt_current_tstate();
     lt_blob *b = lt_blob_push(L);
     lt_encode(L, b, 2, "value");
+    lt_sigint_rearm();
     int rc = tether_channel_send(c->ch, b->data, b->len, ns);
     if (rc == TETHER_ECLOSED) {
         lua_pushboolean(L, 0);
@@ -71,6 +72,7 @@ static int channel_recv(lua_State *L)
     lt_blob *b = lt_blob_push(L);
     b->release = tether_channel_msg_free;
     void *data = NULL;
+    lt_sigint_rearm();
     int rc = tether_channel_recv(c->ch, &data, &b->len, ns);
     if (rc == TETHER_ECLOSED) {
         lua_pushnil(L);

@@ -73,4 +73,8 @@
 /* How long closing waits for daemon threads to leave Lua after finalize. */
 #define LT_REAP_TIMEOUT_NS INT64_C(2000000000)
 
+/* The least time the exit waits for the threads it cancelled (after
+   Ctrl-C or tether.atexit_timeout) before it abandons them. */
+#define LT_CANCEL_GRACE_NS INT64_C(1000000000)
+
 #endif

@@ -44,6 +44,12 @@ typedef struct lt_irec {
        outcome (release/acquire orders `res`). */
     atomic_int status;
     tether_thread h; /* Synchronization: immutable once the thread started. */
+    /* Set by the creator once it has let go of the interpreter's GIL after
+       the start: the bootstrap waits for it before it runs the function,
+       so i:thread never waits for the new thread's work (which may hold
+       that GIL for long: a C call, a finalizer).  0 if none could be made.
+       Synchronization: immutable once the thread started (an event). */
+    tether_event go;
     lt_blob res;     /* results, or error and traceback */
     /* Copied at the start, so that they outlive the interpreter.
        Synchronization: the creating state's GIL. */
@@ -62,6 +68,8 @@ static void irec_unref(lt_irec *rec)
     if (atomic_fetch_sub(&rec->refs, 1) != 1)
         return;
     (void)tether_thread_release(rec->h);
+    if (rec->go)
+        (void)tether_event_free(rec->go);
     lt_blob_clear(&rec->res);
     free(rec->name);
     free(rec);
@@ -228,6 +236,20 @@ static int bootstrap(lua_State *L)
 {
     lt_irec *rec = *(lt_irec **)lua_touserdata(L, lua_upvalueindex(1));
     int n = lua_gettop(L);
+    if (rec->go) {
+        /* The GIL goes to the creator, which is still in i:thread.  A
+           raise meanwhile is held back, then raised at fn's first line
+           (inside the pcall below); finalize makes the thread leave. */
+        lt_tstate *ts = lt_current_tstate();
+        (void)tether_async_defer();
+        int rc = tether_event_wait(rec->go, -1);
+        (void)tether_async_allow();
+        if (rc == TETHER_EFINALIZING)
+            lt_leave(ts);
+        lt_back_in_lua(ts);
+        if (ts)
+            lt_request_self(ts);
+    }
     /* The handler keeps the traceback aside and returns the error as it
        is: Lua also runs the running handler for errors that do not end
        the thread (a `load` reader's), which must see them unchanged. */
@@ -338,8 +360,12 @@ static int interp_thread(lua_State *L)
     rec->res.release = free;
     rec->daemon = o.daemon;
     hd->rec = rec;
+    if (tether_event_new(&rec->go) != TETHER_OK)
+        rec->go = 0; /* then the creator may wait for the thread's work */
     spawn sp = {b, rec, &o};
     run_in(L, I, spawn_in, &sp);
+    if (rec->go) /* the interpreter's GIL is let go: fn may start */
+        (void)tether_event_set(rec->go);
     /* The thread runs: from here on nothing may raise, or the caller would
        lose its only handle.  Out of memory, the name is left out (nil). */
     const char *name = NULL;
@@ -423,6 +449,7 @@ static int ithread_join(lua_State *L)
 {
     lt_irec *rec = check_rec(L);
     int64_t ns = lt_opt_timeout(L, 2);
+    lt_sigint_rearm();
     int rc = tether_thread_join(rec->h, ns);
     /* A bad handle: the interpreter is gone, and the thread with it. */
     if (rc != TETHER_EBADHANDLE && !lt_wait_ok(L, lt_current_tstate(), rc, "join")) {

@@ -3,8 +3,8 @@
  * the state record, joins or creates the runtime and opens every part of
  * the module; closing the state (the sentinel's and the anchor's
  * finalizers); and the module functions of no other part:
- * tether.switchinterval, tether.deferred, tether.clock, tether.gil_stats
- * and the default tether.excepthook.  Nothing below calls into it.
+ * tether.switchinterval, tether.deferred, tether.clock, tether.gil_stats,
+ * tether.trace and the default tether.excepthook.  Nothing below calls into it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "lt.h"
+#include "lt_block.h"
 
 /* Registry keys: the addresses of these. */
 static const char k_anchor = 0; /* userdata whose __gc drops the state */
@@ -34,6 +35,16 @@ static void mark_closed(lt_state *S)
     lt_mutex_unlock(&S->hook_mu, LT_RANK_HOOK);
 }
 
+/* How long finalize waits for the non-daemon threads it still finds
+   (those of other interpreters: lt_join_all joined this one's): without
+   limit, as Python does, unless an exit policy says otherwise. */
+static int64_t finalize_ns(const lt_state *S, int abandoned)
+{
+    if (abandoned || S->interrupted)
+        return 0; /* they fail at their next checkpoint or wait */
+    return S->atexit_ns;
+}
+
 /* What closing the Lua state does first, as Python does at exit: join the
    non-daemon threads, then finalize, which stops the daemon threads (they
    leave Lua at their next checkpoint or wait without touching it). */
@@ -45,9 +56,13 @@ static void shut_down(lua_State *L, lt_state *S)
     lt_tstate *self = lt_current_tstate();
     if (self && self->S == S && self != &S->main_ts)
         atomic_store(&S->main_stop, 1); /* before the GIL is handed over */
+    if (S->sigint) {
+        lt_sigint_remove();
+        S->sigint = 0;
+    }
     if (S->interp) {
         int64_t reap_ns = LT_REAP_TIMEOUT_NS;
-        lt_join_all(S);
+        int abandoned = lt_join_all(S);
         if (S->owns_runtime) {
             /* Ours to drop, so TETHER_DEBUG does not report it open. */
             (void)tether_thread_release(S->main_thread);
@@ -56,7 +71,7 @@ static void shut_down(lua_State *L, lt_state *S)
                it) cannot finalize the runtime (TETHER_ESTATE): then no
                daemon thread is told to leave, and waiting for them would
                only cost the whole timeout. */
-            if (tether_runtime_finalize(S->rt, -1) == TETHER_ESTATE)
+            if (tether_runtime_finalize(S->rt, finalize_ns(S, abandoned)) == TETHER_ESTATE)
                 reap_ns = 0;
             S->finalized = 1;
         }
@@ -141,6 +156,7 @@ static lt_state *new_state(lua_State *L)
     pthread_mutex_init(&S->hook_mu, NULL);
     pthread_mutex_init(&S->dead_mu, NULL);
     lt_ts_init(&S->main_ts, S, NULL);
+    S->atexit_ns = -1;
     *p = S;
     lt_set_state(L, S);
     return S;
@@ -215,6 +231,24 @@ static int module_switchinterval(lua_State *L)
     return 1;
 }
 
+/* tether.atexit_timeout([seconds]) --> seconds | nil: how long the exit
+   waits for non-daemon threads before it cancels them (math.huge: no
+   limit, the default). */
+static int module_atexit_timeout(lua_State *L)
+{
+    lt_state *S = lt_upvalue_state(L);
+    if (!lua_isnone(L, 1)) {
+        lua_Number s = luaL_checknumber(L, 1);
+        luaL_argcheck(L, s >= 0, 1, "timeout must be a non-negative number of seconds");
+        S->atexit_ns = s >= 9e9 ? -1 : (int64_t)(s * 1e9);
+    }
+    if (S->atexit_ns < 0)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, (lua_Number)S->atexit_ns * 1e-9);
+    return 1;
+}
+
 /* The guard's __close(guard, err): ends the deferral.  Leaving by an error,
    it also arms the hook so that an exception held back meanwhile is raised
    at the next line instead of being lost. */
@@ -273,6 +307,37 @@ static int module_gil_stats(lua_State *L)
     return 1;
 }
 
+static int trace_stop_fn(void *rt)
+{
+    return tether_trace_stop(*(tether_runtime *)rt);
+}
+
+/* tether.trace(path) starts a trace of the runtime into `path`;
+   tether.trace() stops it and writes the file (with the GIL released,
+   unless in a finalizer).  Both return true or raise. */
+static int module_trace(lua_State *L)
+{
+    lt_state *S = lt_upvalue_state(L);
+    int rc;
+    if (!lua_isnoneornil(L, 1)) {
+        const char *path = luaL_checkstring(L, 1);
+        if ((rc = tether_trace_start(S->rt, path, -1, 0)) != TETHER_OK)
+            return lt_status_error(L, "trace", rc);
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (lt_in_finalizer(L))
+        rc = tether_trace_stop(S->rt);
+    else
+        rc = tether_call_blocking(trace_stop_fn, &S->rt, NULL, NULL);
+    if (rc == TETHER_EASYNC || rc == TETHER_EFINALIZING)
+        lt_wait_ok(L, lt_current_tstate(), rc, "trace");
+    else if (rc != TETHER_OK)
+        return lt_status_error(L, "trace", rc);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The default tether.excepthook(thread, err, traceback). */
 static int module_default_excepthook(lua_State *L)
 {
@@ -291,6 +356,8 @@ static const luaL_Reg state_funcs[] = {
     {"deferred", module_deferred},
     {"clock", module_clock},
     {"gil_stats", module_gil_stats},
+    {"atexit_timeout", module_atexit_timeout},
+    {"trace", module_trace},
     {NULL, NULL}};
 
 static void make_guard(lua_State *L)
@@ -310,9 +377,14 @@ static void fill_module(lua_State *L, lt_state *S)
     luaL_setfuncs(L, state_funcs, 1);
     lt_open_thread(L, S);
     lt_open_sync(L, S);
+    lt_open_block(L, S);
+    lt_open_io(L, S);
     lt_open_ffi(L, S);
     lt_open_channel(L, S);
     lt_open_interp(L, S);
+    lt_open_select(L, S);
+    lt_open_future(L, S);
+    lt_open_local(L, S);
     lt_push_cancelled(L);
     lua_setfield(L, -2, "Cancelled");
     make_guard(L);
@@ -351,6 +423,9 @@ int luaopen_tether(lua_State *L)
     fill_module(L, S);
     lt_open_hooks(L, S);
     lt_open_require(L, S);
+    lt_open_capi(L);
+    if (S->owns_runtime) /* never in a host that made its own */
+        S->sigint = lt_sigint_install();
     lua_pushvalue(L, -1);
     lt_set_module(L);
     lt_renew_sentinel(L, S);

@@ -89,6 +89,7 @@ int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns, int *notified)
     if (rc != TETHER_OK)
         return rc;
     waitq_link(q, &w);
+    lt_sigint_rearm();
     rc = tether_event_wait(w.ev, timeout_ns);
     if (rc == TETHER_EFINALIZING) /* no GIL: leave the queue alone */
         return rc;
@@ -106,6 +107,8 @@ void lt_ts_release(lua_State *L, lt_tstate *ts)
 {
     (void)tether_event_free(ts->wait_ev);
     ts->wait_ev = 0;
+    (void)tether_event_free(ts->select_ev);
+    ts->select_ev = 0;
     luaL_unref(L, LUA_REGISTRYINDEX, ts->async_ref);
     ts->async_ref = LUA_NOREF;
 }
@@ -139,6 +142,7 @@ static int module_sleep(lua_State *L)
     if (lt_in_finalizer(L))
         return 0; /* not even sleep(0), which hands the GIL over */
     lt_tstate *ts = lt_current_tstate();
+    lt_sigint_rearm();
     lt_wait_ok(L, ts, tether_sleep(ns), "sleep");
     return 0;
 }
@@ -178,6 +182,8 @@ static int lock_new(lua_State *L)
 static int lock_take(lua_State *L, tether_lock l, int64_t ns)
 {
     lt_tstate *ts = lt_current_tstate();
+    if (ns != 0)
+        lt_sigint_rearm();
     int rc = tether_lock_acquire(l, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "acquire: the calling thread holds this lock and "
@@ -353,6 +359,7 @@ static int rlock_gc(lua_State *L)
 
 typedef struct lt_event {
     tether_event e;
+    lt_watchlist watchers; /* told at every e:set() (tether.select) */
 } lt_event;
 
 static tether_event check_event(lua_State *L)
@@ -364,6 +371,7 @@ static int event_new(lua_State *L)
 {
     lt_event *ev = lua_newuserdatauv(L, sizeof *ev, 0);
     ev->e = 0;
+    ev->watchers.head = NULL;
     luaL_setmetatable(L, LT_EVENT_MT);
     int rc = tether_event_new(&ev->e);
     if (rc != TETHER_OK)
@@ -375,7 +383,10 @@ static int event_new(lua_State *L)
 static int event_set(lua_State *L)
 {
     int rc = tether_event_set(check_event(L));
-    return rc == TETHER_OK ? 0 : lt_status_error(L, "set", rc);
+    if (rc != TETHER_OK)
+        return lt_status_error(L, "set", rc);
+    lt_watch_notify(&((lt_event *)lua_touserdata(L, 1))->watchers);
+    return 0;
 }
 
 static int event_clear(lua_State *L)
@@ -398,6 +409,7 @@ static int event_wait(lua_State *L)
     tether_event e = check_event(L);
     int64_t ns = lt_opt_timeout(L, 2);
     lt_tstate *ts = lt_current_tstate();
+    lt_sigint_rearm();
     lua_pushboolean(L, lt_wait_ok(L, ts, tether_event_wait(e, ns), "wait"));
     return 1;
 }
@@ -564,6 +576,7 @@ static int condition_lock(lua_State *L)
 
 typedef struct lt_queue {
     lt_waitq getters, putters;
+    lt_watchlist watchers;  /* told at every put (tether.select) */
     lua_Integer maxsize;    /* 0: unbounded */
     lua_Integer head, tail; /* the items are [head, tail) of user value 1 */
 } lt_queue;
@@ -625,6 +638,7 @@ static int queue_put(lua_State *L)
     lua_rawseti(L, -2, q->tail); /* may raise (out of memory): count after */
     q->tail++;
     lt_waitq_wake(&q->getters, 1);
+    lt_watch_notify(&q->watchers);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -651,6 +665,47 @@ static int queue_size(lua_State *L)
 {
     lt_queue *q = check_queue(L);
     lua_pushinteger(L, q->tail - q->head);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * As sources of tether.select
+ * ---------------------------------------------------------------------- */
+
+lt_watchlist *lt_sync_source(lua_State *L, int idx)
+{
+    lt_queue *q = luaL_testudata(L, idx, LT_QUEUE_MT);
+    if (q)
+        return &q->watchers;
+    lt_event *ev = luaL_testudata(L, idx, LT_EVENT_MT);
+    return ev ? &ev->watchers : NULL;
+}
+
+/* A queue gives its oldest item (a getter blocked on it meanwhile is not
+   robbed: it was not woken for this item, which was there before); an
+   event gives true while it is set. */
+int lt_sync_take(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lt_queue *q = luaL_testudata(L, idx, LT_QUEUE_MT);
+    if (q) {
+        if (q->tail <= q->head)
+            return -1;
+        lua_getiuservalue(L, idx, 1);
+        lua_rawgeti(L, -1, q->head);
+        lua_pushnil(L);
+        lua_rawseti(L, -3, q->head++);
+        lua_remove(L, -2);
+        lt_waitq_wake(&q->putters, 1);
+        return 1;
+    }
+    lt_event *ev = luaL_testudata(L, idx, LT_EVENT_MT);
+    int rc = tether_event_is_set(ev->e);
+    if (rc < 0)
+        return lt_status_error(L, "select", rc);
+    if (!rc)
+        return -1;
+    lua_pushboolean(L, 1);
     return 1;
 }
 

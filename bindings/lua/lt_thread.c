@@ -367,6 +367,15 @@ static int worker_main(void *arg)
         lua_xmove(w->co, w->res, w->nres);
         w->vals = w->res;
     }
+    lt_watch_notify(&w->watchers);
+    /* tether.local drops the thread's fields (lt_local.c, a floor up,
+       sets the function in the registry) */
+    if (lua_checkstack(w->co, 2)) {
+        if (lua_getfield(w->co, LUA_REGISTRYINDEX, LT_REG_THREAD_END) != LUA_TFUNCTION)
+            lua_pop(w->co, 1);
+        else if (lua_pcall(w->co, 0, 0, 0) != LUA_OK)
+            lua_pop(w->co, 1);
+    }
     lt_switch(&w->ts, NULL);
     lt_ts_pop(&w->ts);
     w->ts.exit = NULL;
@@ -502,6 +511,7 @@ static int thread_join(lua_State *L)
     lt_handle *hd = check_handle(L, 1);
     int64_t ns = lt_opt_timeout(L, 2);
     lt_tstate *ts = lt_current_tstate();
+    lt_sigint_rearm();
     int rc = tether_thread_join(hd->h, ns);
     if (rc == TETHER_EDEADLK)
         return luaL_error(L, "join: a thread cannot join itself");
@@ -512,6 +522,26 @@ static int thread_join(lua_State *L)
         lua_pushliteral(L, "timeout");
         return 2;
     }
+    return push_results(L, hd->w);
+}
+
+lt_watchlist *lt_thread_source(lua_State *L, int idx)
+{
+    lt_handle *hd = luaL_testudata(L, idx, LT_THREAD_MT);
+    if (!hd)
+        return NULL;
+    if (!hd->w || hd->h == 0)
+        luaL_error(L, "select: %s cannot be waited for (only a thread that "
+                   "tether.thread started, with an open handle)", lt_describe(L, idx, 0));
+    return &hd->w->watchers;
+}
+
+/* A finished thread gives what t:join() would. */
+int lt_thread_take(lua_State *L, int idx)
+{
+    lt_handle *hd = luaL_testudata(L, idx, LT_THREAD_MT);
+    if (hd->w->status == LT_RUNNING)
+        return -1;
     return push_results(L, hd->w);
 }
 
@@ -704,12 +734,16 @@ static int module_threads(lua_State *L)
 }
 
 /* Takes the delivered asynchronous exception and disposes of it. */
-static void drop_async(void)
+/* Takes an exception aimed at the exiting thread, which is leaving
+   anyway; returns its code. */
+static int64_t drop_async(void)
 {
+    int64_t code = 0;
     void *payload = NULL;
     tether_dtor dtor = NULL;
-    if (tether_async_fetch(NULL, &payload, &dtor) == TETHER_OK && dtor)
+    if (tether_async_fetch(&code, &payload, &dtor) == TETHER_OK && dtor)
         dtor(payload);
+    return code;
 }
 
 /* A non-daemon thread still running, other than the caller. */
@@ -719,34 +753,90 @@ static int to_join_at_exit(const lt_worker *w, const lt_tstate *self)
            tether_thread_is_alive(w->h) == 1;
 }
 
-void lt_join_all(lt_state *S)
+static int64_t now_ns(void)
 {
-    lt_tstate *self = lt_current_tstate();
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Joins the threads to join at exit, up to timeout_ns in all (-1: no
+   limit), cancelling each first with `cancel`.  Returns 1 once none is
+   left (or the runtime is finalizing), 0 at the deadline or when Ctrl-C
+   interrupted the wait. */
+static int join_phase(lt_state *S, const lt_tstate *self, int64_t timeout_ns,
+                      int cancel)
+{
+    int64_t deadline = timeout_ns < 0 ? INT64_MAX : now_ns() + timeout_ns;
     for (;;) {
         lt_worker *w = S->workers;
         while (w && !to_join_at_exit(w, self))
             w = w->next;
         if (!w)
-            return;
-        int rc = tether_thread_join(w->h, -1);
-        if (rc == TETHER_EASYNC) /* aimed at a thread that is leaving anyway */
-            drop_async();
-        else if (rc == TETHER_EFINALIZING)
-            return;
+            return 1;
+        if (cancel)
+            (void)tether_thread_raise(w->h, LT_ASYNC_CANCEL, NULL, NULL);
+        int64_t left = -1;
+        if (deadline != INT64_MAX) {
+            left = deadline - now_ns();
+            if (left < 0)
+                left = 0;
+        }
+        int rc = tether_thread_join(w->h, left);
+        if (rc == TETHER_ETIMEDOUT)
+            return 0;
+        if (rc == TETHER_EFINALIZING)
+            return 1;
+        if (rc == TETHER_EASYNC && drop_async() == LT_ASYNC_INTERRUPT) {
+            S->interrupted = 1;
+            return 0;
+        }
     }
+}
+
+/* Warns of the non-daemon threads left running at exit. */
+static void warn_abandoned(lt_state *S, const lt_tstate *self)
+{
+    int n = 0;
+    for (lt_worker *w = S->workers; w; w = w->next)
+        n += to_join_at_exit(w, self);
+    fprintf(stderr, "tether: %d thread%s still running at exit after being "
+            "cancelled; abandoned:", n, n == 1 ? "" : "s");
+    for (lt_worker *w = S->workers; w; w = w->next) {
+        const char *name = "?";
+        if (to_join_at_exit(w, self)) {
+            (void)tether_thread_name(w->h, &name);
+            fprintf(stderr, " '%s'", name);
+        }
+    }
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int lt_join_all(lt_state *S)
+{
+    lt_tstate *self = lt_current_tstate();
+    if (!S->interrupted && join_phase(S, self, S->atexit_ns, 0))
+        return 0;
+    /* Cancel them all first, so that they end side by side. */
+    for (lt_worker *w = S->workers; w; w = w->next)
+        if (to_join_at_exit(w, self))
+            (void)tether_thread_raise(w->h, LT_ASYNC_CANCEL, NULL, NULL);
+    int64_t grace = S->atexit_ns > LT_CANCEL_GRACE_NS ? S->atexit_ns : LT_CANCEL_GRACE_NS;
+    if (join_phase(S, self, grace, 1))
+        return 0;
+    warn_abandoned(S, self);
+    return 1;
 }
 
 int lt_reap_workers(lt_state *S, int64_t timeout_ns)
 {
-    struct timespec t;
     int left_alive = 0;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    int64_t deadline = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec + timeout_ns;
+    int64_t deadline = now_ns() + timeout_ns;
     for (lt_worker *w = S->workers; w; w = w->next) {
         if (tether_thread_is_alive(w->h) != 1)
             continue;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        int64_t left = deadline - ((int64_t)t.tv_sec * 1000000000 + t.tv_nsec);
+        int64_t left = deadline - now_ns();
         left_alive |= tether_thread_join(w->h, left > 0 ? left : 0) == TETHER_ETIMEDOUT;
     }
     return left_alive;

@@ -37,7 +37,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "abi"))
 import tether_header as th  # noqa: E402
 
 SKIP = 77
@@ -245,19 +246,46 @@ def _canon(corpus, type_id, depth=0):
     return type_id
 
 
+def _renumbered(old, new, el, nel):
+    """True if a pointer, const or function type has another shape under
+    the same id only because abidw numbered it differently: its ids are
+    hashes, and two types whose hashes collide get the hash and the hash
+    plus one in the order abidw meets them, so a new function type can take
+    the id an old one had (int (tether_runtime, uint32_t) and int
+    (tether_channel, tether_event) did).  The old type is then still in
+    the new dump under another id; what refers to it is compared by what
+    the types are (members here, functions by their own shapes)."""
+    if el.tag not in _CANON_TAGS or nel.tag not in _CANON_TAGS:
+        return False
+    if _canon(old, el.get("id")) == _canon(new, nel.get("id")):
+        return True
+    if not hasattr(new, "_canon_set"):
+        new._canon_set = {_canon(new, t) for t, e in new.types.items()
+                          if e.tag in _CANON_TAGS}
+    return _canon(old, el.get("id")) in new._canon_set
+
+
+_CANON_TAGS = ("function-type", "pointer-type-def", "qualified-type-def")
+
+
 def _compare_type(old, new, el, nel, breaks, growth):
     name = old.describe(el.get("id"))
     if el.tag == "function-type" and nel.tag == "function-type":
-        if _canon(old, el.get("id")) != _canon(new, nel.get("id")):
+        if not _renumbered(old, new, el, nel):
             breaks.append("the type %s became %s" % (
                 name, new.describe(nel.get("id"))))
+        return
+    if _renumbered(old, new, el, nel):
         return
     if el.tag != "class-decl" or nel.tag != "class-decl":
         if _shape(el) != _shape(nel):
             breaks.append("the type %s became %s" % (
                 name, new.describe(nel.get("id"))))
         return
-    om, nm = _members(el), _members(nel)
+    raw_om, raw_nm = _members(el), _members(nel)
+    # Members by what their types are, not by abidw's ids (_renumbered).
+    om = [(n, off, _canon(old, t)) for n, off, t in raw_om]
+    nm = [(n, off, _canon(new, t)) for n, off, t in raw_nm]
     osize, nsize = int(el.get("size-in-bits", 0)), int(nel.get("size-in-bits",
                                                                  0))
     if om == nm and osize == nsize:
@@ -265,13 +293,13 @@ def _compare_type(old, new, el, nel, breaks, growth):
     growable = bool(om) and om[0][0] == "size"
     if nm[:len(om)] == om and nsize >= osize and growable:
         growth.append("%s grew at its end: %s" % (
-            name, ", ".join(m[0] for m in nm[len(om):]) or "padding"))
+            name, ", ".join(m[0] for m in raw_nm[len(om):]) or "padding"))
         return
     breaks.append("%s changed layout%s: {%s} (%d bytes) became {%s} "
                   "(%d bytes)" % (
                       name, "" if growable else " (only a struct that "
                       "begins with `size_t size` may grow)",
-                      _layout(old, om), osize // 8, _layout(new, nm),
+                      _layout(old, raw_om), osize // 8, _layout(new, raw_nm),
                       nsize // 8))
 
 

@@ -16,7 +16,8 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "abi"))
 import tether_header as th  # noqa: E402
 
 BEGIN = "<!-- BEGIN exported-functions: generated from the headers -->"

@@ -18,7 +18,8 @@ of the table's members, for the C test that checks a live host table.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "abi"))
 import tether_header as th  # noqa: E402
 
 PREFIX = "tether_"

@@ -55,6 +55,7 @@ def check_layout(prefix):
     """Returns the installed library directory."""
     for h in ("tether.h", "tether_plugin.h", "version.h"):
         find_one(prefix, ["include/tether/" + h])
+    find_one(prefix, ["share/tether/tether-abi.json"])
     pc = find_one(prefix, ["lib/pkgconfig/tether.pc",
                            "lib64/pkgconfig/tether.pc"])
     libdir = os.path.dirname(os.path.dirname(pc))

@@ -366,6 +366,45 @@ TEST(second_destroy_is_refused)
     t_finalize(rt);
 }
 
+/* ---- finalize during a destroy closes the interpreter too ------------- */
+
+static tether_interp fd_x;
+static atomic_int fd_rc = 1000;
+
+static void *fd_destroyer(void *arg)
+{
+    (void)arg;
+    atomic_store(&fd_rc, tether_interp_destroy(fd_x, -1));
+    return NULL;
+}
+
+/* The API fuzzer's seed x05: a tether_runtime_finalize that ran while a
+   tether_interp_destroy of one of its interpreters was between stopping
+   it and closing its handle skipped that interpreter ("destroyed
+   already"), and returned with its handle still answering TETHER_OK,
+   although finalize promises that the handles of the runtime's
+   interpreters are invalid when it returns.  The destroy, held in that
+   window while the whole finalize runs, must find its handle closed;
+   both calls succeed. */
+TEST(finalize_during_destroy_closes_the_interp)
+{
+    tether_runtime rt = t_runtime(NULL);
+    ASSERT_OK(tether_interp_create(rt, &fd_x));
+    /* Detached for good: the destroy's GIL barrier needs the shared GIL
+       free, and finalize ends this thread's state of the runtime. */
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    dctl_arm("destroy.stopped", 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(fd_destroyer, NULL);
+    dctl_wait_parked("destroy.stopped");
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(30)));
+    tether_gil_stats st = {.size = sizeof st};
+    ASSERT_STATUS(tether_gil_stats_get(fd_x, &st), TETHER_EBADHANDLE);
+    dctl_release("destroy.stopped");
+    t_pthread_join(th);
+    ASSERT_OK(atomic_load(&fd_rc));
+}
+
 /* ---- F13: a set and a clear before the waiter blocks still wake it ----- */
 
 static tether_event sc_event;
@@ -416,4 +455,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30),
             TEST_ENTRY_T(interp_created_during_finalize, 30),
             TEST_ENTRY_T(second_destroy_is_refused, 30),
+            TEST_ENTRY_T(finalize_during_destroy_closes_the_interp, 30),
             TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30))

@@ -2,7 +2,7 @@
 test_luajit.lua - libtether from LuaJIT's ffi: no C compiler involved.
 
 The declarations come from TETHER_CDEF, which the build generates from
-tether.h with tests/abi/tether_header.py (the same model the abi.types test
+tether.h with abi/tether_header.py (the same model the abi.types test
 checks against the C compiler), so they cannot drift from the header.
 
 A LuaJIT state may only ever run on one OS thread at a time, and a

@@ -359,6 +359,7 @@ struct frame {
     int detached;
     uint64_t token;
     int interp, rt; /* slots, -1 when unknown */
+    uint64_t rt_h;  /* the runtime in slot `rt` when the frame was made */
     unsigned interp_epoch, rt_epoch;
 };
 
@@ -579,16 +580,39 @@ static void bury(uint64_t h, int kind)
 
 /* A new handle in slot i: the old one, if the program still holds it, is
    kept in the slot only if the new call failed. */
+static void put_locked(struct slot *s, uint64_t h, int refs)
+{
+    s->h = h;
+    s->live = 1;
+    s->refs = refs;
+    atomic_store(&s->calls, 0);
+    atomic_store(&s->freeing, 0);
+}
+
 static void put_h(int kind, unsigned i, uint64_t h)
 {
     pthread_mutex_lock(&g.mu);
-    struct slot *s = slot_of(kind, i);
-    s->h = h;
-    s->live = 1;
-    s->refs = 1;
-    atomic_store(&s->calls, 0);
-    atomic_store(&s->freeing, 0);
+    put_locked(slot_of(kind, i), h, 1);
     pthread_mutex_unlock(&g.mu);
+}
+
+/* A new interpreter of runtime slot r into interpreter slot i, unless
+   the program still holds another one there (returns 0).  The check, the
+   handle and its runtime change in one critical section: were `rt` set
+   after `live`, a finalize of the slot's previous runtime running in
+   between would take the new interpreter for one of its own and bury it
+   alive (the x05 seed: "freed interp handle answers OK"). */
+static int claim_interp_slot(unsigned i, uint64_t h, int r)
+{
+    pthread_mutex_lock(&g.mu);
+    struct slot *s = slot_of(K_INTERP, i);
+    int free_slot = !s->live;
+    if (free_slot) {
+        put_locked(s, h, 1);
+        s->rt = r;
+    }
+    pthread_mutex_unlock(&g.mu);
+    return free_slot;
 }
 
 /* Drops one reference in the model; returns 1 if it was the last one. */
@@ -685,6 +709,7 @@ static void push_frame(struct ctx *c, int kind, uint64_t token, int interp)
     f->interp = interp;
     pthread_mutex_lock(&g.mu);
     f->rt = interp >= 0 ? slot_of(K_INTERP, (unsigned)interp)->rt : -1;
+    f->rt_h = f->rt >= 0 ? slot_of(K_RT, (unsigned)f->rt)->h : 0;
     pthread_mutex_unlock(&g.mu);
     f->interp_epoch = interp >= 0 ? atomic_load(&slot_of(K_INTERP, (unsigned)interp)->epoch) : 0;
     f->rt_epoch = f->rt >= 0 ? atomic_load(&slot_of(K_RT, (unsigned)f->rt)->epoch) : 0;
@@ -1196,9 +1221,19 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         if (rc == TETHER_OK) {
             tether_interp m = 0;
             CALL(tether_runtime_main_interp, rt, &m);
+            /* The check and the new runtime and main interpreter go into
+               the model in one critical section (see claim_interp_slot). */
             pthread_mutex_lock(&g.mu);
             struct slot *r = slot_of(K_RT, a % 2), *i = slot_of(K_INTERP, a % 2);
             int leaked = r->live;
+            if (!leaked) {
+                put_locked(r, rt, 1);
+                for (int k = 0; k < NSLOT; k++)
+                    if (g.s[K_INTERP][k].rt == (int)(a % 2) && g.s[K_INTERP][k].live)
+                        g.s[K_INTERP][k].live = 0; /* dead with the old runtime */
+                put_locked(i, m, 0); /* borrowed */
+                i->rt = (int)(a % 2);
+            }
             pthread_mutex_unlock(&g.mu);
             if (leaked) { /* keep the live one reachable: finalize the new */
                 c->unknown = 1;
@@ -1206,17 +1241,6 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
                 bury(rt, K_RT);
                 break;
             }
-            put_h(K_RT, a % 2, rt);
-            pthread_mutex_lock(&g.mu);
-            for (int k = 0; k < NSLOT; k++)
-                if (g.s[K_INTERP][k].rt == (int)(a % 2) && g.s[K_INTERP][k].live)
-                    g.s[K_INTERP][k].live = 0; /* dead with the old runtime */
-            i->rt = (int)(a % 2);
-            pthread_mutex_unlock(&g.mu);
-            put_h(K_INTERP, a % 2, m);
-            pthread_mutex_lock(&g.mu);
-            i->refs = 0; /* borrowed */
-            pthread_mutex_unlock(&g.mu);
             push_frame(c, F_BASE, 1, (int)(a % 2));
         }
         break;
@@ -1229,9 +1253,12 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         rc = CALL(tether_runtime_finalize, rt, long_tmo(b));
         bump_rt((int)r);
         if (rc == TETHER_OK || rc == TETHER_ETIMEDOUT) {
-            /* F16: the caller's tokens of this runtime are now invalid. */
+            /* F16: the caller's tokens of this runtime are now invalid.
+               Not those of an earlier runtime of the same slot, which
+               another thread finalized (the x06 seed: a false violation):
+               their releases still pair. */
             for (int i = 0; i < c->depth; i++)
-                if (c->f[i].rt == (int)r) {
+                if (c->f[i].rt == (int)r && c->f[i].rt_h == rt) {
                     c->f[i].rt = -2 - (int)r; /* finalized by this thread */
                     /* The header does not say what an outer frame of
                        another runtime becomes when the inner one's token
@@ -1260,19 +1287,10 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
     case OP_INTERP_CREATE: {
         unsigned r = a % 2, slot = 2 + b % 2;
         tether_interp i = 0;
-        if (CALL(tether_interp_create, get_h(K_RT, r), &i) == TETHER_OK) {
-            pthread_mutex_lock(&g.mu);
-            int busy = slot_of(K_INTERP, slot)->live;
-            pthread_mutex_unlock(&g.mu);
-            if (busy) {
-                CALL(tether_interp_destroy, i, -1);
-                bury(i, K_INTERP);
-                break;
-            }
-            put_h(K_INTERP, slot, i);
-            pthread_mutex_lock(&g.mu);
-            slot_of(K_INTERP, slot)->rt = (int)r;
-            pthread_mutex_unlock(&g.mu);
+        if (CALL(tether_interp_create, get_h(K_RT, r), &i) == TETHER_OK &&
+            !claim_interp_slot(slot, i, (int)r)) {
+            CALL(tether_interp_destroy, i, -1);
+            bury(i, K_INTERP);
         }
         break;
     }
@@ -1769,7 +1787,14 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         tether_plugin p = 0;
         uint64_t rt = get_h(K_RT, b);
         rc = CALL(tether_plugin_load, rt, path, &p);
-        efin(c, rc);
+        /* EFINALIZING says that `rt` is finalizing, or that the caller's
+           own interpreter is (its GIL could not be taken back after the
+           dlopen): a caller attached to another runtime that is not
+           finalizing is still attached (seed x08: a false violation). */
+        if (!(rc == TETHER_EFINALIZING && c->depth > 0 &&
+              c->f[c->depth - 1].kind != F_SAVED &&
+              frame_intact(&c->f[c->depth - 1]) && c->f[c->depth - 1].rt_h != rt))
+            efin(c, rc);
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
             plugin_loaded_locked(p, rt);
@@ -2110,13 +2135,11 @@ static uint64_t take_slot(int kind, int i, int *refs)
     return h;
 }
 
-/* Frees what the program still holds, from the dispatcher thread (never
-   attached), after the workers have finished. */
-static void release_everything(void)
+/* Frees the callbacks, locks, events and channels the program holds. */
+static void release_objects(void)
 {
     uint64_t h;
-    int refs, nlater = 0;
-    struct { uint64_t h; int kind; } later[2 * NSLOT];
+    int refs;
     for (int i = 0; i < NSLOT; i++) {
         if ((h = take_slot(K_CALLBACK, i, &refs)) &&
             CALL(tether_callback_free, h) == TETHER_OK)
@@ -2132,6 +2155,19 @@ static void release_everything(void)
         }
         take_slot(K_PLUGIN, i, &refs);
     }
+}
+
+/* Frees what the program still holds, from the dispatcher thread (never
+   attached), after the workers have finished.  The program's own threads
+   may still run, and make objects, until they are joined: the objects are
+   released again after the joins (seed x07: a lock made by a thread after
+   the first pass leaked in the model, not in the library). */
+static void release_everything(void)
+{
+    uint64_t h;
+    int refs, nlater = 0;
+    struct { uint64_t h; int kind; } later[2 * NSLOT];
+    release_objects();
     /* Plugin references are counted per handle (g_pref): each handle the
        program still holds is unloaded that many times and buried. */
     for (int i = 0; i < g_npref; i++)
@@ -2150,6 +2186,7 @@ static void release_everything(void)
             later[nlater].h = h;
             later[nlater++].kind = K_THREAD;
         }
+    release_objects();
     for (int i = 0; i < nlater; i++)
         bury(later[i].h, later[i].kind);
     for (int i = 2; i < NSLOT; i++)

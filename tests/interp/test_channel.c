@@ -344,6 +344,81 @@ TEST(discard_chain_runs_in_constant_stack)
                  "tether_channel_count");
 }
 
+/* tether_channel_watch: one event watching two channels wakes a thread
+   blocked on it for a message on either, from another interpreter; a
+   close sets it too; after unwatch nothing does. */
+struct watched {
+    tether_channel a, b;
+    int sends;
+};
+
+static int send_to_both(void *arg)
+{
+    struct watched *w = arg;
+    for (int i = 0; i < w->sends; i++) {
+        int v = i;
+        int rc = tether_channel_send(i % 2 ? w->b : w->a, &v, sizeof v, -1);
+        if (rc != TETHER_OK)
+            return rc;
+    }
+    return TETHER_OK;
+}
+
+TEST(watch_wakes_one_event_for_several_channels)
+{
+    enum { SENDS = 200 };
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
+    struct watched w = {new_channel(4), new_channel(4), SENDS};
+    tether_event ev;
+    ASSERT_OK(tether_event_new(&ev));
+    ASSERT_OK(tether_channel_watch(w.a, ev));
+    ASSERT_OK(tether_channel_watch(w.b, ev));
+    ASSERT_OK(tether_channel_watch(w.b, ev)); /* twice: two unwatches */
+    tether_interp in;
+    ASSERT_OK(tether_interp_create(rt, &in));
+    tether_thread t = t_start(in, send_to_both, &w);
+    int got = 0, next[2] = {0, 1};
+    while (got < SENDS) {
+        ASSERT_OK(tether_event_clear(ev));
+        int v, progress = 0;
+        for (int c = 0; c < 2; c++) {
+            while (recv_int(c ? w.b : w.a, &v, 0) == TETHER_OK) {
+                ASSERT_EQ(v, next[c]);
+                next[c] += 2;
+                got++;
+                progress = 1;
+            }
+        }
+        if (!progress) /* nothing was ready: the next message sets ev */
+            ASSERT_OK(tether_event_wait(ev, SECONDS(30)));
+    }
+    ASSERT_OK(t_join(t));
+    ASSERT_OK(tether_event_clear(ev));
+    ASSERT_OK(tether_channel_close(w.a));
+    ASSERT_EQ(tether_event_is_set(ev), 1); /* a close wakes watchers */
+    ASSERT_OK(tether_channel_unwatch(w.a, ev));
+    ASSERT_FAILS(tether_channel_unwatch(w.a, ev), TETHER_EINVAL,
+                 "tether_channel_unwatch");
+    ASSERT_OK(tether_channel_unwatch(w.b, ev));
+    ASSERT_OK(tether_event_clear(ev));
+    ASSERT_OK(tether_channel_send(w.b, "x", 1, 0));
+    ASSERT_EQ(tether_event_is_set(ev), 1); /* still watched once */
+    ASSERT_OK(tether_channel_unwatch(w.b, ev));
+    ASSERT_OK(tether_event_clear(ev));
+    ASSERT_OK(tether_channel_send(w.b, "x", 1, 0));
+    ASSERT_EQ(tether_event_is_set(ev), 0);
+    /* A watcher freed before it unwatched is set no more: harmless. */
+    tether_event gone;
+    ASSERT_OK(tether_event_new(&gone));
+    ASSERT_OK(tether_channel_watch(w.b, gone));
+    ASSERT_OK(tether_event_free(gone));
+    ASSERT_OK(tether_channel_send(w.b, "x", 1, 0));
+    ASSERT_OK(tether_channel_release(w.a));
+    ASSERT_OK(tether_channel_release(w.b));
+    ASSERT_OK(tether_event_free(ev));
+    t_finalize(rt);
+}
+
 TEST(bad_input)
 {
     tether_channel ch = new_channel(1);
@@ -374,7 +449,15 @@ TEST(bad_input)
                      "tether_channel_count");
         ASSERT_FAILS(tether_channel_set_discard(bad[i], NULL, NULL),
                      TETHER_EBADHANDLE, "tether_channel_set_discard");
+        ASSERT_FAILS(tether_channel_watch(bad[i], 0), TETHER_EBADHANDLE,
+                     "tether_channel_watch");
+        ASSERT_FAILS(tether_channel_unwatch(bad[i], 0), TETHER_EBADHANDLE,
+                     "tether_channel_unwatch");
     }
+    ASSERT_FAILS(tether_channel_watch(ch, l), TETHER_EBADHANDLE,
+                 "tether_channel_watch");
+    ASSERT_FAILS(tether_channel_unwatch(ch, l), TETHER_EINVAL,
+                 "tether_channel_unwatch");
     ASSERT_OK(tether_channel_release(0));
     tether_channel_msg_free(NULL);
     ASSERT_OK(tether_lock_free(l));
@@ -393,4 +476,5 @@ RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(discard_undelivered_messages)
             TEST_ENTRY(release_while_waiting),
             TEST_ENTRY(async_exception_wakes_blocked_recv_in_other_interp),
             TEST_ENTRY(destroy_interp_with_threads_blocked_on_channel),
-            TEST_ENTRY(unattached_threads_use_channels), TEST_ENTRY(bad_input))
+            TEST_ENTRY(unattached_threads_use_channels),
+            TEST_ENTRY(watch_wakes_one_event_for_several_channels), TEST_ENTRY(bad_input))

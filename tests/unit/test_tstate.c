@@ -338,6 +338,76 @@ TEST(finalize_invalidates_frame_tokens)
     ASSERT_STATUS(tether_restore_thread(saved), TETHER_EFINALIZING);
 }
 
+/* A foreign thread ensures runtime A (a frame), nests it, then ensures
+   runtime B (a frame on top), and finalizes A while attached to B: the
+   API fuzzer's seed x06.  The tokens it got while attached to A are
+   invalid, as when it finalizes A attached to it; B's token stays valid,
+   and its release answers EFINALIZING (the state it would re-attach is
+   A's) and leaves the thread detached. */
+static tether_runtime g_brt;
+
+static void *finalize_while_attached_elsewhere(void *arg)
+{
+    (void)arg;
+    tether_gilstate a1, a2, b;
+    ASSERT_OK(tether_ensure(t_main_interp(g_frt), &a1));
+    ASSERT_OK(tether_ensure(t_main_interp(g_frt), &a2));
+    ASSERT_OK(tether_ensure(t_main_interp(g_brt), &b));
+    ASSERT_OK(tether_runtime_finalize(g_frt, SECONDS(30)));
+    ASSERT_EQ(tether_gil_held(), 1); /* still attached to B */
+    ASSERT_FAILS(tether_release(a2), TETHER_ESTATE, "tether_release");
+    ASSERT_FAILS(tether_release(b), TETHER_EFINALIZING, "finaliz");
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_FAILS(tether_release(a2), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(a1), TETHER_ESTATE, "finalize");
+    /* The thread goes on: B works as usual. */
+    ASSERT_OK(tether_ensure(t_main_interp(g_brt), &b));
+    ASSERT_OK(tether_release(b));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(finalize_invalidates_tokens_under_another_runtime)
+{
+    g_frt = t_runtime(NULL);
+    tether_tstate saved_a;
+    ASSERT_OK(tether_save_thread(&saved_a));
+    g_brt = t_runtime(NULL);
+    tether_tstate saved_b;
+    ASSERT_OK(tether_save_thread(&saved_b));
+    t_pthread_join(t_pthread(finalize_while_attached_elsewhere, NULL));
+    ASSERT_OK(tether_restore_thread(saved_b));
+    t_finalize(g_brt);
+    ASSERT_STATUS(tether_restore_thread(saved_a), TETHER_EFINALIZING);
+}
+
+/* The same thread's tokens when it finalizes its runtime while its state
+   is saved (TETHER_BEGIN_ALLOW_THREADS around the finalize). */
+static void *finalize_while_saved(void *arg)
+{
+    (void)arg;
+    tether_gilstate outer, inner;
+    tether_tstate saved;
+    ASSERT_OK(tether_ensure(t_main_interp(g_frt), &outer));
+    ASSERT_OK(tether_ensure(t_main_interp(g_frt), &inner));
+    ASSERT_OK(tether_save_thread(&saved));
+    ASSERT_OK(tether_runtime_finalize(g_frt, SECONDS(30)));
+    ASSERT_STATUS(tether_restore_thread(saved), TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(inner), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(outer), TETHER_ESTATE, "finalize");
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(finalize_while_saved_invalidates_tokens)
+{
+    g_frt = t_runtime(NULL);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    t_pthread_join(t_pthread(finalize_while_saved, NULL));
+    ASSERT_STATUS(tether_restore_thread(saved), TETHER_EFINALIZING);
+}
+
 /* A release of a nested ensure (it took nothing) while the state is saved
    is unbalanced, like one of an ensure that attached: refused, and
    nothing changes. */
@@ -424,6 +494,8 @@ RUNNER_MAIN(TEST_ENTRY(ensure_own_interp_after_finalize),
             TEST_ENTRY(release_outer_destroyed_answers_efinalizing),
             TEST_ENTRY(finalize_invalidates_nested_token),
             TEST_ENTRY(finalize_invalidates_frame_tokens),
+            TEST_ENTRY(finalize_invalidates_tokens_under_another_runtime),
+            TEST_ENTRY(finalize_while_saved_invalidates_tokens),
             TEST_ENTRY(nested_release_while_saved_refused),
             TEST_ENTRY(nested_release_while_saved_refused_foreign),
             TEST_ENTRY(nested_release_after_finalize_pairs))

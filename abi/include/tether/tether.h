@@ -579,6 +579,60 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
                                     tether_gil_stats *out);
 
 /* ------------------------------------------------------------------------
+ * Tracing (ABI 1.3)
+ *
+ * A trace records, per thread and timestamped, who held each GIL of a
+ * runtime, who waited for it and why it changed hands: takes (fast or
+ * slow, with the wait), drops (release, yield, forced switch, blocking
+ * call, wait, and whether a drop request was pending), drop requests and
+ * who posted them, asynchronous exceptions posted and delivered, thread
+ * start, exit and join, ensure and release, plugin load and unload, and
+ * the phases of finalize.  It is written as Chrome/Perfetto trace-event
+ * JSON (one track per thread, "holds GIL" and "waits for GIL" slices,
+ * flow arrows from a drop request to the drop it caused), which opens
+ * as-is in ui.perfetto.dev or chrome://tracing; scripts/gil-timeline
+ * draws it as a picture.  docs/tracing.md describes the format.
+ *
+ * One trace records at a time in a process.  While none does, the hooks
+ * cost one predictable branch each.  Each thread records into a ring of
+ * its own (no lock on the GIL's paths), of at most TETHER_TRACE_EVENTS
+ * events (the environment variable, default 65536; an event is 32 bytes
+ * in memory); a full ring overwrites its oldest events, and the JSON
+ * counts them ("dropped_events").  The trace is written when it stops:
+ * tether_trace_stop, tether_runtime_finalize of the traced runtime, or the
+ * exit of the process (atexit).  Setting TETHER_TRACE=path in the
+ * environment starts a trace into `path` ("%p" becomes the process id) in
+ * every tether_runtime_create while no trace records.
+ * ---------------------------------------------------------------------- */
+
+/* Starts recording a trace of runtime `rt`, to be written to the file
+   `path` (created or truncated now, so that a bad path fails here), or,
+   with `path` NULL, to the descriptor `fd` (duplicated now: the caller
+   keeps `fd` and may close it; the library writes to its duplicate at
+   stop and closes that).  Exactly one of the two: a path with fd -1, or
+   NULL with fd >= 0.  `flags` must be 0 (none are defined yet).
+   Returns TETHER_OK, TETHER_EINVAL (flags not 0, both or neither of path
+   and fd, an empty path, a path that cannot be opened for writing or a
+   descriptor that is not open: the sentence says which), TETHER_EBADHANDLE,
+   TETHER_EFINALIZING (the runtime is finalizing), TETHER_ESTATE (a trace
+   already records, of this runtime or another; nothing changes),
+   TETHER_ENOMEM, TETHER_EAGAIN (no descriptor left).
+   [any-thread] */
+TETHER_API int tether_trace_start(tether_runtime rt, const char *path,
+                                  int fd, uint32_t flags);
+
+/* Stops the trace of `rt` and writes it (before returning) to the file or
+   descriptor tether_trace_start was given.  Threads that record an event
+   meanwhile are waited for, never blocked: their later events are not
+   recorded.
+   Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (no trace of `rt`
+   records), TETHER_EAGAIN (the disk is full: the trace is lost; the
+   recording stopped all the same), TETHER_ENOMEM (no memory to build the
+   file: the same), TETHER_EINVAL (another write error: the same).
+   [any-thread] */
+TETHER_API int tether_trace_stop(tether_runtime rt);
+
+/* ------------------------------------------------------------------------
  * Pending calls
  * ---------------------------------------------------------------------- */
 
@@ -903,6 +957,32 @@ typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
    being unloaded; nothing changed).  [any-thread] */
 TETHER_API int tether_channel_set_discard(tether_channel ch,
                                           tether_channel_discard_fn fn, void *ud);
+
+/* Makes the channel set event `ev` every time it may have become ready for
+   tether_channel_recv: a message was queued, or the channel was closed.
+   This is how one thread waits on several sources at once (a channel and
+   others, all setting one event): register the event with each, then in a
+   loop clear the event, try each source without blocking (timeout 0), and
+   wait on the event only if none was ready.  A message queued after the
+   registration sets the event, so no wake-up is lost between the tries and
+   the wait.  The event may be set when nothing is left to take (another
+   receiver was first), and by a send that raced with
+   tether_channel_unwatch: clear it before every round of tries.  An event
+   may watch any number of channels and a channel be watched by any number
+   of events; registering the same pair twice needs two unwatches.  The
+   event's handle is only stored: freeing it while it watches is allowed
+   (the channel then sets a dead handle, which does nothing), though
+   unwatching first is the rule.
+   Returns TETHER_OK, TETHER_EBADHANDLE (ch or ev is not a live handle of
+   its type; nothing changes), TETHER_ENOMEM (nothing changes).
+   [any-thread] */
+TETHER_API int tether_channel_watch(tether_channel ch, tether_event ev);
+
+/* Undoes one tether_channel_watch of the pair: the channel no longer sets
+   `ev` (a send already under way may still set it once).
+   Returns TETHER_OK, TETHER_EBADHANDLE (ch), TETHER_EINVAL (ev does not
+   watch ch; nothing changes).  [any-thread] */
+TETHER_API int tether_channel_unwatch(tether_channel ch, tether_event ev);
 
 /* ------------------------------------------------------------------------
  * Plugin SDK (ABI 1.2)

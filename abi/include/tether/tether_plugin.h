@@ -164,6 +164,13 @@ typedef struct tether_host_api {
     int (*callback_release)(tether_callback cb);
     int (*set_error)(int code, const char *message);
     int (*callback_on_free)(tether_callback cb, void (*fn)(void *ud), void *ud);
+    int (*channel_watch)(tether_channel ch, tether_event ev);
+    int (*channel_unwatch)(tether_channel ch, tether_event ev);
+
+    /* Tracing (ABI 1.3) */
+    int (*trace_start)(tether_runtime rt, const char *path, int fd,
+                       uint32_t flags);
+    int (*trace_stop)(tether_runtime rt);
 
     /* Members of later ABI minors are added here, at the end. */
 } tether_host_api;

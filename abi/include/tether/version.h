@@ -11,11 +11,11 @@
 #define TETHER_VERSION_H
 
 #define TETHER_VERSION_MAJOR 1
-#define TETHER_VERSION_MINOR 2
+#define TETHER_VERSION_MINOR 3
 #define TETHER_VERSION_PATCH 0
 
 #define TETHER_ABI_MAJOR 1
-#define TETHER_ABI_MINOR 2
+#define TETHER_ABI_MINOR 3
 
 /* (MAJOR << 16) | MINOR, the value tether_abi_version() returns. */
 #define TETHER_ABI_VERSION (TETHER_ABI_MAJOR * 65536u + TETHER_ABI_MINOR)

@@ -1,9 +1,10 @@
-"""Reads tether's public headers the way the ABI checks need them.
+"""Reads tether's public headers: the one model of the ABI.
 
 Every machine check of the ABI starts here, so that all of them follow the
 headers as they grow: the version-script check, the type discipline check,
-the exported-function table in docs/abi.md, the LuaJIT cdefs and the ctypes
-prototypes of the FFI clients.  The parser understands the small dialect the
+the exported-function table in docs/abi.md, the LuaJIT cdefs, and
+abi/tether-abi.json, the ABI as data from which the language bindings
+(bindings/) are generated or against which they are checked.  The parser understands the small dialect the
 public headers are written in (and fails loudly on anything else):
 
   - declarations marked with TETHER_API are the library's exports;
@@ -21,6 +22,9 @@ Run as a script it prints (or, with -o FILE first, writes):
   tether_header.py exports HEADER...   the exported functions, one a line
                                        (what abi/tether.map must list)
   tether_header.py cdef HEADER...      LuaJIT ffi.cdef text
+  tether_header.py json MAP HEADER...  the ABI as data (abi/tether-abi.json;
+                                       MAP is abi/tether.map, for the ABI
+                                       version that added each function)
 """
 
 import os
@@ -127,6 +131,7 @@ class Struct:
     name: str                 # the struct tag, also its typedef name
     members: List[Param]
     header: str
+    section: str = ""
 
 
 @dataclass
@@ -134,6 +139,7 @@ class Typedef:
     name: str
     type: CType
     header: str
+    section: str = ""
 
 
 @dataclass
@@ -143,7 +149,9 @@ class Api:
     structs: Dict[str, Struct] = field(default_factory=dict)
     typedefs: Dict[str, Typedef] = field(default_factory=dict)
     constants: Dict[str, int] = field(default_factory=dict)
+    constant_headers: Dict[str, str] = field(default_factory=dict)
     statuses: Dict[str, int] = field(default_factory=dict)
+    status_messages: Dict[str, str] = field(default_factory=dict)
     order: List[object] = field(default_factory=list)
 
     def exports(self) -> List[Function]:
@@ -385,7 +393,7 @@ class _Parser:
         name, ctype = _parse_decl(cur)
         if not cur.done():
             raise HeaderError("%s: trailing tokens" % what)
-        td = Typedef(name, ctype, self.header)
+        td = Typedef(name, ctype, self.header, self.section)
         self.api.typedefs[name] = td
         self.api.order.append(td)
 
@@ -401,7 +409,7 @@ class _Parser:
         for part in _split_top(body, ";")[:-1]:
             mname, mtype = _parse_decl(_Cursor(part, what + " member"))
             members.append(Param(mname, mtype))
-        st = Struct(name, members, self.header)
+        st = Struct(name, members, self.header, self.section)
         self.api.structs[name] = st
         self.api.order.append(st)
 
@@ -421,6 +429,7 @@ class _Parser:
                 raise HeaderError("%s: enum constants need values" % what)
             expr = " ".join(part[2:])
             self.api.constants[part[0]] = _int_value(expr, self.api, what)
+            self.api.constant_headers[part[0]] = self.header
 
     def directive(self, line: str):
         line = re.sub(r"/\*.*?\*/|//.*", " ", line)
@@ -435,12 +444,15 @@ class _Parser:
             return
         try:
             self.api.constants[name] = _int_value(body, self.api, name)
+            self.api.constant_headers[name] = self.header
         except HeaderError:
             pass     # not an integer constant (TETHER_API, a macro body)
 
     def _status_map(self, body):
-        for m in re.finditer(r"XX\(\s*(\w+)\s*,\s*(-?\d+)\s*,", body):
+        for m in re.finditer(r'XX\(\s*(\w+)\s*,\s*(-?\d+)\s*,\s*"([^"]*)"',
+                             body):
             self.api.statuses["TETHER_" + m.group(1)] = int(m.group(2))
+            self.api.status_messages["TETHER_" + m.group(1)] = m.group(3)
 
 
 def _int_value(expr: str, api: Api, what: str) -> int:
@@ -610,19 +622,260 @@ def render_doc_table(api: Api, nodes: List[tuple]) -> str:
     return "\n".join(out).lstrip("\n") + "\n"
 
 
+# ---------------------------------------------------------------------------
+# The ABI as data (abi/tether-abi.json; docs/abi.md describes the schema)
+# ---------------------------------------------------------------------------
+
+JSON_SCHEMA = "tether-abi/1"
+
+# Sizes of the built-in types in the LP64 data model (Linux and the BSDs on
+# 64-bit machines), the one the checked-in JSON describes.  The abi.json
+# test asserts every size and offset against the C compiler.
+LP64 = {"char": 1, "int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2,
+        "int": 4, "int32_t": 4, "uint32_t": 4, "int64_t": 8, "uint64_t": 8,
+        "size_t": 8}
+POINTER_SIZE = 8
+
+# The integer built-ins: (bits, signed).
+INTEGERS = {"char": (8, True), "int8_t": (8, True), "uint8_t": (8, False),
+            "int16_t": (16, True), "uint16_t": (16, False),
+            "int": (32, True), "int32_t": (32, True),
+            "uint32_t": (32, False), "int64_t": (64, True),
+            "uint64_t": (64, False), "size_t": (64, False)}
+
+
+def _since_of_section(section: str) -> str:
+    m = re.search(r"\(ABI (\d+\.\d+)\)", section)
+    return m.group(1) if m else "1.0"
+
+
+def _resolve(api: Api, base: str) -> str:
+    """Follows typedefs of `base` to a built-in or struct name."""
+    seen = set()
+    while base in api.typedefs and base not in seen:
+        seen.add(base)
+        t = api.typedefs[base].type
+        if t.ptr or t.fn is not None or t.array is not None:
+            return base
+        base = t.base
+    return base
+
+
+def _layout(api: Api, t: CType):
+    """(size, alignment) of a value of type `t` in the LP64 model."""
+    if t.fn is not None or t.ptr:
+        size = align = POINTER_SIZE
+    else:
+        base = t.base.replace("struct ", "")
+        if base in api.typedefs:
+            size, align = _layout(api, api.typedefs[base].type)
+        elif base in api.structs:
+            size, align = _struct_layout(api, api.structs[base])[:2]
+        elif base in LP64:
+            size = align = LP64[base]
+        else:
+            raise HeaderError("no size known for %s" % t.base)
+    if t.array is not None:
+        size *= t.array
+    return size, align
+
+
+def _struct_layout(api: Api, st: Struct):
+    """(size, alignment, [offset of each member]) in the LP64 model."""
+    offset, align, offsets = 0, 1, []
+    for m in st.members:
+        msize, malign = _layout(api, m.type)
+        offset = (offset + malign - 1) // malign * malign
+        offsets.append(offset)
+        offset += msize
+        align = max(align, malign)
+    return (offset + align - 1) // align * align, align, offsets
+
+
+def _type_json(api: Api, t: CType) -> dict:
+    """The JSON description of a type (see docs/abi.md, "The ABI as data")."""
+    out = {"c": t.render()}
+    if t.fn is not None:
+        out["kind"] = "function_pointer"
+        out["function"] = {
+            "returns": _type_json(api, t.fn.ret),
+            "params": _params_json(api, t.fn.params, True)}
+        return out
+    base = t.base.replace("struct ", "")
+    resolved = _resolve(api, base)
+    if t.ptr:
+        out["kind"] = "pointer"
+        out["pointer"] = t.ptr
+        out["pointee"] = base
+        out["const"] = t.const
+    elif base == "void":
+        out["kind"] = "void"
+    elif resolved in INTEGERS:
+        bits, signed = INTEGERS[resolved]
+        out["kind"] = "integer"
+        out["name"] = base
+        out["bits"], out["signed"] = bits, signed
+    elif resolved in api.structs:
+        out["kind"] = "struct"
+        out["name"] = base
+    elif resolved in api.typedefs:
+        out["kind"] = "callback"
+        out["name"] = base
+    else:
+        raise HeaderError("cannot describe type %s" % t.render())
+    if t.array is not None:
+        out["array"] = t.array
+    return out
+
+
+def param_direction(api: Api, p: Param) -> str:
+    """"in", "out" or "inout", from the header's conventions.
+
+    A value, a const pointer, a function pointer or a plain `void *` (a
+    user pointer the library only hands back) is read: "in".  A non-const
+    pointer to anything else (`tether_runtime *out`, `size_t *count`,
+    `const char **name`, `void **out`) is written: "out", except that a
+    pointer to a size-prefixed struct is "inout" (its `size` is read
+    first).  The FFI's `args` (void **, an array of argument addresses) is
+    read and its `ret` (void *, storage for the result) written.
+    """
+    t = p.type
+    if p.name == "args":
+        return "in"
+    if p.name == "ret":
+        return "out"
+    if t.fn is not None or t.ptr == 0:
+        return "in"
+    if t.ptr == 1 and (t.const or t.base == "void"):
+        return "in"
+    base = _resolve(api, t.base.replace("struct ", ""))
+    if t.ptr == 1 and base in api.structs:
+        st = api.structs[base]
+        if st.members and st.members[0].name == "size":
+            return "inout"
+    if t.ptr == 1 and base in api.typedefs and \
+            api.typedefs[base].type.fn is not None:
+        return "out"          # tether_dtor *dtor_out
+    return "out"
+
+
+def _errors_of(doc: str) -> List[str]:
+    found = []
+    for name in re.findall(r"\bTETHER_E[A-Z]+\b", doc):
+        if name not in found:
+            found.append(name)
+    return found
+
+
+def _params_json(api: Api, params: List[Param], directions: bool) -> list:
+    out = []
+    for p in params:
+        item = {"name": p.name, "type": _type_json(api, p.type)}
+        if directions:
+            item["direction"] = param_direction(api, p)
+        out.append(item)
+    return out
+
+
+def render_json(api: Api, nodes: List[tuple], headers: List[str]) -> str:
+    """abi/tether-abi.json: the ABI of the headers as data."""
+    import json
+    since = {}
+    for node, names in nodes:
+        for name in names:
+            since.setdefault(name, node.replace("TETHER_", ""))
+    c = api.constants
+    doc = {
+        "schema": JSON_SCHEMA,
+        "generator": "abi/tether_header.py json",
+        "library": {
+            "soname": "libtether.so.%d" % c["TETHER_ABI_MAJOR"],
+            "version": "%d.%d.%d" % (c["TETHER_VERSION_MAJOR"],
+                                     c["TETHER_VERSION_MINOR"],
+                                     c["TETHER_VERSION_PATCH"]),
+            "abi_major": c["TETHER_ABI_MAJOR"],
+            "abi_minor": c["TETHER_ABI_MINOR"],
+            "abi_version": c["TETHER_ABI_VERSION"],
+        },
+        "data_model": "LP64",
+        "headers": ["tether/" + os.path.basename(h) for h in headers],
+        "version_nodes": [{"node": node,
+                           "abi": node.replace("TETHER_", ""),
+                           "functions": list(names)}
+                          for node, names in nodes],
+        "statuses": [{"name": n, "value": v,
+                      "message": api.status_messages.get(n, "")}
+                     for n, v in api.statuses.items()],
+        "constants": [{"name": n, "value": v,
+                       "header": api.constant_headers.get(n, "")}
+                      for n, v in api.constants.items()
+                      if re.match(r"TETHER_[A-Z0-9]", n)
+                      and n not in api.statuses],
+        "typedefs": [],
+        "callbacks": [],
+        "structs": [],
+        "functions": [],
+    }
+    for td in api.typedefs.values():
+        entry = {"name": td.name, "header": td.header,
+                 "section": td.section,
+                 "since": _since_of_section(td.section)}
+        if td.type.fn is not None and td.type.ptr == 1:
+            entry["returns"] = _type_json(api, td.type.fn.ret)
+            entry["params"] = _params_json(api, td.type.fn.params, True)
+            doc["callbacks"].append(entry)
+        else:
+            t = _type_json(api, td.type)
+            entry["kind"] = ("handle" if t.get("name") == "uint64_t"
+                             else t["kind"])
+            entry["type"] = t
+            doc["typedefs"].append(entry)
+    for st in api.structs.values():
+        size, align, offsets = _struct_layout(api, st)
+        fields = []
+        for m, off in zip(st.members, offsets):
+            f = {"name": m.name, "type": _type_json(api, m.type),
+                 "offset": off, "size": _layout(api, m.type)[0]}
+            if st.name == "tether_host_api":
+                f["since"] = since.get("tether_" + m.name,
+                                       _since_of_section(st.section))
+            fields.append(f)
+        prefixed = bool(st.members) and st.members[0].name == "size" \
+            and st.members[0].type.base == "size_t"
+        doc["structs"].append({
+            "name": st.name, "header": st.header, "section": st.section,
+            "since": _since_of_section(st.section),
+            "size": size, "align": align, "size_prefixed": prefixed,
+            "fields": fields})
+    for fn in api.functions:
+        doc["functions"].append({
+            "name": fn.name, "header": fn.header, "section": fn.section,
+            "exported_by": ("library" if fn.marker == "TETHER_API"
+                            else "plugin"),
+            "since": since.get(fn.name, _since_of_section(fn.section)),
+            "thread": fn.tags,
+            "returns": _type_json(api, fn.sig.ret),
+            "params": _params_json(api, fn.sig.params, True),
+            "errors": _errors_of(fn.doc)})
+    return json.dumps(doc, indent=2) + "\n"
+
+
 def main(argv: List[str]) -> int:
     args = argv[1:]
     out_path = None
     if args[:1] == ["-o"] and len(args) > 1:
         out_path, args = args[1], args[2:]
-    if len(args) < 2 or args[0] not in ("exports", "cdef"):
+    if len(args) < 2 or args[0] not in ("exports", "cdef", "json") or \
+            (args[0] == "json" and len(args) < 3):
         sys.stderr.write(__doc__)
         return 2
-    api = parse(args[1:])
-    if args[0] == "exports":
-        text = "".join(f.name + "\n" for f in api.exports())
+    if args[0] == "json":
+        api = parse(args[2:])
+        text = render_json(api, parse_version_script(args[1]), args[2:])
+    elif args[0] == "exports":
+        text = "".join(f.name + "\n" for f in parse(args[1:]).exports())
     else:
-        text = render_cdef(api)
+        text = render_cdef(parse(args[1:]))
     if out_path is None:
         sys.stdout.write(text)
     else:

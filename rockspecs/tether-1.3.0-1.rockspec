@@ -7,11 +7,11 @@
 -- version source); tests/package/check_versions.py fails when they differ.
 rockspec_format = "3.0"
 package = "tether"
-version = "1.2.0-1"
+version = "1.3.0-1"
 
 source = {
    url = "git+https://example.invalid/tether.git",
-   tag = "v1.2.0",
+   tag = "v1.3.0",
 }
 
 description = {
@@ -50,6 +50,9 @@ build = {
       -- rest stay in the rock's own directory, found through an absolute
       -- RUNPATH, and go with `luarocks remove`.
       TETHER_LUA_CMOD_DIR = "lib",
+      -- tether/socket.lua goes to the rock's lua/, which LuaRocks deploys
+      -- to the tree's Lua module directory (it needs LuaSocket at run time).
+      TETHER_LUA_LMOD_DIR = "lua",
       CMAKE_INSTALL_LIBDIR = "libtether",
       CMAKE_INSTALL_BINDIR = "libtether/bin",
       TETHER_LUA_INSTALL_RPATH = "$(PREFIX)/libtether",

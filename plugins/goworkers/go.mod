@@ -1,0 +1,3 @@
+module tether.example/goworkers
+
+go 1.19

@@ -1,0 +1,89 @@
+-- Interpreters and I/O (issue 18 §6): each interpreter's Lua state gets
+-- the module's GIL-releasing io and os functions, and i:thread returns
+-- without waiting for the new thread's work, even work that holds that
+-- interpreter's GIL for good.
+local tether = require "tether"
+local T = require "testlib"
+
+local function fifo()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkfifo " .. path))
+  return path
+end
+
+T.case("an interpreter's io and os functions are the module's", function()
+  local i = tether.interp()
+  local t = i:thread(function()
+    for _, fn in ipairs({io.read, io.write, io.lines, io.open, io.popen,
+                         os.execute, io.stdout.read, io.stdout.close}) do
+      local _, up = debug.getupvalue(fn, 1)
+      if type(up) ~= "userdata" then return false end
+    end
+    return true
+  end)
+  local ok, replaced = t:join(T.LIMIT)
+  assert(ok and replaced == true, tostring(replaced))
+  assert(i:close(T.LIMIT))
+end)
+
+T.case("i:thread does not wait for the new thread's work", function()
+  local path = fifo()
+  local i = tether.interp()
+  -- The new thread blocks holding its interpreter's GIL (a finalizer
+  -- never lets it go) until this thread, after i:thread returned, opens
+  -- the FIFO and writes to it.  An i:thread that took that GIL back after
+  -- the start would wait for ever.
+  local t = i:thread(function(p)
+    local got
+    setmetatable({}, {__gc = function()
+      local f = io.open(p, "r")
+      got = f:read(1)
+      f:close()
+    end})
+    collectgarbage()
+    return got
+  end, path)
+  local w = assert(io.open(path, "w"))
+  w:write("g")
+  w:close()
+  local ok, got = t:join(T.LIMIT)
+  assert(ok and got == "g", tostring(got))
+  assert(i:close(T.LIMIT))
+  os.remove(path)
+end)
+
+T.case("a thread cancelled before it started its function", function()
+  local i = tether.interp()
+  local t = i:thread(function() while true do end end)
+  t:cancel()
+  local ok, err = t:join(T.LIMIT)
+  assert(ok == false, tostring(err))
+  assert(i:close(T.LIMIT))
+end)
+
+T.case("threads of several interpreters overlap os.execute", function()
+  local paths, is, ts = {}, {}, {}
+  for k = 1, 3 do
+    paths[k] = fifo()
+    is[k] = tether.interp()
+    ts[k] = is[k]:thread(function(p)
+      return os.execute("head -c 1 " .. p .. " > /dev/null")
+    end, paths[k])
+  end
+  -- Each head waits for a byte that this thread writes once all three
+  -- threads started.
+  for k = 3, 1, -1 do
+    local w = assert(io.open(paths[k], "w"))
+    w:write("x")
+    w:close()
+  end
+  for k = 1, 3 do
+    local ok, r = ts[k]:join(T.LIMIT)
+    assert(ok and r == true, tostring(r))
+    assert(is[k]:close(T.LIMIT))
+    os.remove(paths[k])
+  end
+end)
+
+T.done()

@@ -1,0 +1,224 @@
+/*
+ * test_trace.c - tether_trace_start / tether_trace_stop and TETHER_TRACE
+ * (labels unit, trace).  The JSON itself is validated by check_trace.py.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "support.h"
+
+static char g_dir[64];
+
+/* A fresh directory for the case's files. */
+static const char *tmp_path(const char *name)
+{
+    static char path[128];
+    if (!g_dir[0]) {
+        snprintf(g_dir, sizeof g_dir, "/tmp/tether-trace-XXXXXX");
+        ASSERT(mkdtemp(g_dir) != NULL);
+    }
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    return path;
+}
+
+static char *slurp(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    ASSERT(fd >= 0);
+    char *s = t_read_all(fd);
+    close(fd);
+    return s;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int worker(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 50; i++) {
+        tether_checkpoint();
+        tether_sleep(100000);
+    }
+    return TETHER_OK;
+}
+
+/* Bad input gets a status and a sentence, and starts nothing. */
+TEST(bad_input_changes_nothing)
+{
+    tether_runtime rt = t_runtime(NULL);
+    const char *p = tmp_path("bad.json");
+    ASSERT_FAILS(tether_trace_start(rt, p, -1, 0x80), TETHER_EINVAL, "tether_trace_start");
+    ASSERT_CONTAINS(tether_last_error(), "flags");
+    ASSERT_FAILS(tether_trace_start(rt, p, 1, 0), TETHER_EINVAL, "tether_trace_start");
+    ASSERT_FAILS(tether_trace_start(rt, NULL, -1, 0), TETHER_EINVAL, "tether_trace_start");
+    ASSERT_FAILS(tether_trace_start(rt, "", -1, 0), TETHER_EINVAL, "tether_trace_start");
+    ASSERT_FAILS(tether_trace_start(0, p, -1, 0), TETHER_EBADHANDLE, "tether_trace_start");
+    ASSERT_FAILS(tether_trace_start(rt, NULL, 987, 0), TETHER_EINVAL, "tether_trace_start");
+    ASSERT_CONTAINS(tether_last_error(), "descriptor 987");
+    ASSERT_FAILS(tether_trace_start(rt, "/nonexistent-dir/x/t.json", -1, 0),
+                 TETHER_EINVAL, "tether_trace_start");
+    ASSERT_CONTAINS(tether_last_error(), "/nonexistent-dir/x/t.json");
+    ASSERT(!file_exists(p));
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_ESTATE, "tether_trace_stop");
+    ASSERT_FAILS(tether_trace_stop(0), TETHER_EBADHANDLE, "tether_trace_stop");
+    t_finalize(rt);
+}
+
+/* One trace at a time: a second start, of the same runtime or another, is
+   refused and leaves the first trace's file and recording alone. */
+TEST(one_trace_at_a_time)
+{
+    tether_runtime rt = t_runtime(NULL);
+    char p1[128], p2[128];
+    snprintf(p1, sizeof p1, "%s", tmp_path("one.json"));
+    snprintf(p2, sizeof p2, "%s", tmp_path("two.json"));
+    ASSERT_OK(tether_trace_start(rt, p1, -1, 0));
+    ASSERT_FAILS(tether_trace_start(rt, p2, -1, 0), TETHER_ESTATE, "tether_trace_start");
+    ASSERT_FAILS(tether_trace_start(rt, p1, -1, 0), TETHER_ESTATE, "tether_trace_start");
+    ASSERT(!file_exists(p2));
+    ASSERT(file_exists(p1));
+    ASSERT_OK(tether_trace_stop(rt));
+    char *s = slurp(p1);
+    ASSERT_CONTAINS(s, "\"traceEvents\"");
+    free(s);
+    /* Stopped: it may start again, into the same file. */
+    ASSERT_OK(tether_trace_start(rt, p1, -1, 0));
+    ASSERT_OK(tether_trace_stop(rt));
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_ESTATE, "tether_trace_stop");
+    t_finalize(rt);
+}
+
+/* A stop writes the threads' GIL slices, names and the counters. */
+TEST(stop_writes_the_timeline)
+{
+    tether_interp interp;
+    tether_runtime rt = t_runtime_main(NULL, &interp);
+    const char *p = tmp_path("timeline.json");
+    ASSERT_OK(tether_trace_start(rt, p, -1, 0));
+    tether_thread_opts o = {sizeof o, "worker-a", 0, 0};
+    tether_thread a = t_start_opts(interp, worker, NULL, &o);
+    o.name = "worker-b";
+    tether_thread b = t_start_opts(interp, worker, NULL, &o);
+    ASSERT_EQ(t_join(a), TETHER_OK);
+    ASSERT_EQ(t_join(b), TETHER_OK);
+    ASSERT_OK(tether_trace_stop(rt));
+    char *s = slurp(p);
+    ASSERT_CONTAINS(s, "\"name\":\"worker-a\"");
+    ASSERT_CONTAINS(s, "\"name\":\"worker-b\"");
+    ASSERT_CONTAINS(s, "\"name\":\"main\"");
+    ASSERT_CONTAINS(s, "\"holds GIL\"");
+    ASSERT_CONTAINS(s, "\"drop\":\"wait\"");
+    ASSERT_CONTAINS(s, "\"join worker-a\"");
+    ASSERT_CONTAINS(s, "\"thread start\"");
+    ASSERT_CONTAINS(s, "\"bytes_per_event\":32");
+    ASSERT_CONTAINS(s, "\"dropped_events\":0");
+    free(s);
+    t_finalize(rt);
+}
+
+/* The descriptor form: the library writes to its duplicate, so the caller
+   may close its own at once. */
+TEST(descriptor_is_duplicated)
+{
+    tether_runtime rt = t_runtime(NULL);
+    const char *p = tmp_path("fd.json");
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT(fd >= 0);
+    ASSERT_OK(tether_trace_start(rt, NULL, fd, 0));
+    close(fd);
+    ASSERT_OK(tether_sleep(1000000));
+    ASSERT_OK(tether_trace_stop(rt));
+    char *s = slurp(p);
+    ASSERT_CONTAINS(s, "\"traceEvents\"");
+    ASSERT_CONTAINS(s, "\"drop\":\"wait\"");
+    free(s);
+    t_finalize(rt);
+}
+
+/* Finalize of the traced runtime writes the trace, with its phases; the
+   trace is over afterwards (another runtime may start one). */
+TEST(finalize_writes_the_trace)
+{
+    tether_interp interp;
+    tether_runtime rt = t_runtime_main(NULL, &interp);
+    char p[128];
+    snprintf(p, sizeof p, "%s", tmp_path("fin.json"));
+    ASSERT_OK(tether_trace_start(rt, p, -1, 0));
+    t_join(t_start(interp, worker, NULL));
+    t_finalize(rt);
+    char *s = slurp(p);
+    ASSERT_CONTAINS(s, "\"finalize: join non-daemon threads\"");
+    ASSERT_CONTAINS(s, "\"finalize: stop the interpreters\"");
+    ASSERT_CONTAINS(s, "}}\n");
+    free(s);
+    tether_runtime rt2 = t_runtime(NULL);
+    ASSERT_OK(tether_trace_start(rt2, p, -1, 0));
+    ASSERT_OK(tether_trace_stop(rt2));
+    t_finalize(rt2);
+}
+
+/* TETHER_TRACE=path starts a trace at tether_runtime_create; %p is the
+   process id. */
+TEST(environment_variable)
+{
+    char want[160];
+    snprintf(want, sizeof want, "%s", tmp_path("env-"));
+    char pat[200];
+    snprintf(pat, sizeof pat, "%s%%p.json", want);
+    setenv("TETHER_TRACE", pat, 1);
+    tether_runtime rt = t_runtime(NULL);
+    unsetenv("TETHER_TRACE");
+    ASSERT_FAILS(tether_trace_start(rt, tmp_path("x.json"), -1, 0),
+                 TETHER_ESTATE, "tether_trace_start");
+    t_finalize(rt);
+    char path[240];
+    snprintf(path, sizeof path, "%s%ld.json", want, (long)getpid());
+    char *s = slurp(path);
+    ASSERT_CONTAINS(s, "\"traceEvents\"");
+    ASSERT_CONTAINS(s, "\"holds GIL\"");
+    free(s);
+}
+
+/* A ring that fills overwrites its oldest events and counts them. */
+TEST(full_ring_counts_dropped_events)
+{
+    setenv("TETHER_TRACE_EVENTS", "64", 1);
+    tether_interp interp;
+    tether_runtime rt = t_runtime_main(NULL, &interp);
+    const char *p = tmp_path("small.json");
+    ASSERT_OK(tether_trace_start(rt, p, -1, 0));
+    unsetenv("TETHER_TRACE_EVENTS");
+    tether_thread self;
+    uint64_t ident;
+    ASSERT_OK(tether_thread_current(&self));
+    ASSERT_OK(tether_thread_ident(self, &ident));
+    for (int i = 0; i < 200; i++) { /* two events each: posted, delivered */
+        int n;
+        ASSERT_OK(tether_raise_by_ident(interp, ident, i, NULL, NULL, &n));
+        ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+        ASSERT_OK(tether_async_fetch(NULL, NULL, NULL));
+    }
+    ASSERT_OK(tether_thread_release(self));
+    ASSERT_OK(tether_trace_stop(rt));
+    char *s = slurp(p);
+    ASSERT_CONTAINS(s, "\"ring_events_max\":64");
+    ASSERT(strstr(s, "\"dropped_events\":0,") == NULL);
+    free(s);
+    t_finalize(rt);
+}
+
+RUNNER_MAIN(TEST_ENTRY(bad_input_changes_nothing),
+            TEST_ENTRY(one_trace_at_a_time),
+            TEST_ENTRY(stop_writes_the_timeline),
+            TEST_ENTRY(descriptor_is_duplicated),
+            TEST_ENTRY(finalize_writes_the_trace),
+            TEST_ENTRY(environment_variable),
+            TEST_ENTRY(full_ring_counts_dropped_events))
