@@ -168,7 +168,12 @@ def case_abandoned_with_warning():
 
 def case_opt_out():
     # TETHER_LUA_SIGINT=0 leaves lua.c's handler alone: a busy main thread
-    # is still interrupted by lua.c itself.
+    # is still interrupted by lua.c itself.  Not under ThreadSanitizer: it
+    # defers a signal until the thread calls an intercepted function, which
+    # the uninstrumented lua5.4 running a Lua loop never does.
+    if "tsan" in os.environ.get("TETHER_CHILD_PRELOAD", ""):
+        print("skip case_opt_out under ThreadSanitizer")
+        return
     rc, out, err = run_script("local tether = require 'tether'\n"
                               "io.write('READY\\n') io.flush()\n"
                               "while true do end\n",
