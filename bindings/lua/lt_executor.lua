@@ -81,7 +81,7 @@ local function interp_worker(q)
   local req, rep, t
   local function spawn()
     req, rep = tether.channel(), tether.channel()
-    t = I:thread(remote_loop, req, rep)
+    t = I:thread({daemon = true}, remote_loop, req, rep)
   end
   spawn()
   -- runner(job): one task in the interpreter.
@@ -322,7 +322,9 @@ Executor.__close = function(self) self:shutdown{wait = true} end
 -- told to stop after the queued tasks, without waiting for them (a
 -- finalizer must not block: a full bounded queue takes no STOP now).
 Executor.__gc = function(self)
-  if self._shut then return end
+  -- (at lua_close, once the module's sentinel has stopped the daemon
+  -- workers, there is nobody left to tell)
+  if self._shut or P.closing() then return end
   self._shut = true
   for _ = 1, self.workers do
     if not self._q:put(STOP, 0) then break end

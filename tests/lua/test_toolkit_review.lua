@@ -99,6 +99,20 @@ T.case("submit racing shutdown: an error, or a future that completes", function(
   end
 end)
 
+T.case("a program that ends with interp executors never shut down exits", function()
+  -- (hung for ever: the interpreters' task loops were not daemons)
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local idle = tether.executor{workers = 2, interp = true}
+    local used = tether.executor{workers = 2, interp = true}
+    assert(used:submit(function() return 1 end):result() == 1)
+    used:submit(function() while true do end end)
+    tether.sleep(0.05)
+    print("end of script")
+  ]])
+  assert(status == 0 and out:find("end of script"), out)
+end)
+
 T.case("an executor collected without shutdown lets its workers go", function()
   local ts = {}
   do
