@@ -18,7 +18,8 @@ int tether_save_thread(tether_tstate *out)
     struct tstate *ts = ts_current();
     if (!ts)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
-    ts->saved = 1;
+    ts->saved++; /* counted: an outer save may be pending (an ensure
+                    re-attached its state inside TETHER_BEGIN_ALLOW_THREADS) */
     ts_detach(ts);
     *out = (tether_tstate)(uintptr_t)ts;
     return TETHER_OK;
@@ -39,7 +40,7 @@ int tether_restore_thread(tether_tstate tok)
         return err_misuse(TETHER_ESTATE, fn, "not a state saved on this thread");
     if (os->current)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is attached");
-    ts->saved = 0;
+    ts->saved--;
     int rc = ts_attach(ts, 1);
     if (rc != TETHER_OK)
         return err_set(rc, fn, "the interpreter is finalizing");

@@ -152,7 +152,10 @@ struct tstate {
     uint64_t ident;         /* Synchronization: immutable once bound */
     _Atomic unsigned breaker; /* BREAKER_*.  Synchronization: atomic */
     int attached;           /* holds its GIL.  Synchronization: owner */
-    int saved;              /* detached by tether_save_thread.  Synchronization: owner */
+    /* Outstanding tether_save_thread calls of this state: a save inside an
+       ensure that re-attached a saved state nests in the outer save.
+       Synchronization: owner */
+    unsigned saved;
     int blocking;           /* detached by tether_call_blocking while fn runs
                                (nested calls count).  Synchronization: owner */
     uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.

@@ -408,6 +408,40 @@ TEST(finalize_while_saved_invalidates_tokens)
     ASSERT_STATUS(tether_restore_thread(saved), TETHER_EFINALIZING);
 }
 
+/* A callback that releases the GIL while its host is itself inside an
+   allow-threads region of the same interpreter: save, ensure (it
+   re-attaches the saved state), save, restore, release, restore.  The
+   inner pair used to clear the outer save's mark, and the outer restore
+   answered "not a state saved on this thread" (found by the Rust
+   binding's plugin, issue 22). */
+static void *saves_nest_in_an_ensure(void *arg)
+{
+    (void)arg;
+    tether_gilstate outer, st;
+    tether_tstate a, b;
+    ASSERT_OK(tether_ensure(g_main, &outer));
+    ASSERT_OK(tether_save_thread(&a));
+    ASSERT_OK(tether_ensure(g_main, &st));
+    ASSERT_OK(tether_save_thread(&b));
+    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "tether_save_thread");
+    ASSERT_OK(tether_restore_thread(b));
+    ASSERT_OK(tether_release(st));
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_restore_thread(a));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_FAILS(tether_restore_thread(a), TETHER_ESTATE, "not a state saved");
+    ASSERT_OK(tether_release(outer));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(save_nests_inside_an_ensure_inside_a_save)
+{
+    setup();
+    t_run_foreign(saves_nest_in_an_ensure, NULL);
+    t_finalize(g_rt);
+}
+
 /* A release of a nested ensure (it took nothing) while the state is saved
    is unbalanced, like one of an ensure that attached: refused, and
    nothing changes. */
@@ -418,7 +452,7 @@ TEST(nested_release_while_saved_refused)
     tether_tstate saved;
     ASSERT_OK(tether_ensure(t_main_interp(rt), &st));
     ASSERT_OK(tether_save_thread(&saved));
-    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "saved");
+    ASSERT_FAILS(tether_release(st), TETHER_ESTATE, "tether_save_thread");
     ASSERT_OK(tether_restore_thread(saved));
     ASSERT_OK(tether_release(st));
     ASSERT_EQ(tether_gil_held(), 1);
@@ -496,6 +530,7 @@ RUNNER_MAIN(TEST_ENTRY(ensure_own_interp_after_finalize),
             TEST_ENTRY(finalize_invalidates_frame_tokens),
             TEST_ENTRY(finalize_invalidates_tokens_under_another_runtime),
             TEST_ENTRY(finalize_while_saved_invalidates_tokens),
+            TEST_ENTRY(save_nests_inside_an_ensure_inside_a_save),
             TEST_ENTRY(nested_release_while_saved_refused),
             TEST_ENTRY(nested_release_while_saved_refused_foreign),
             TEST_ENTRY(nested_release_after_finalize_pairs))

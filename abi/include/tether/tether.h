@@ -290,7 +290,9 @@ TETHER_API int tether_release(tether_gilstate st);
 
 /* Detaches the calling thread from its interpreter and drops the GIL, so
    other threads run while it blocks.  *out must be passed back to
-   tether_restore_thread on the same thread.
+   tether_restore_thread on the same thread.  Saves nest: a tether_ensure
+   made while the state is saved attaches the same state again, and a
+   save and restore inside it leave the outer save in place.
    Returns TETHER_EINVAL (NULL out), TETHER_ESTATE (not attached).
    [gil-held] */
 TETHER_API int tether_save_thread(tether_tstate *out);
