@@ -295,10 +295,17 @@ function Executor:map(fn, list, opts)
   return out
 end
 
+local SHUTDOWN_OPTIONS = {wait = true, cancel = true}
+
 -- ex:shutdown{wait = true, cancel = false}
 function Executor:shutdown(opts)
   check(self, "shutdown")
-  opts = opts or {}
+  opts = check_options(opts, 1, SHUTDOWN_OPTIONS, "shutdown")
+  for _, k in ipairs({"wait", "cancel"}) do
+    if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
+      error("shutdown: option '" .. k .. "' must be a boolean", 2)
+    end
+  end
   local wait = opts.wait ~= false
   if not self._shut then
     self._shut = true

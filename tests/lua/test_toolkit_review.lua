@@ -113,6 +113,15 @@ T.case("a program that ends with interp executors never shut down exits", functi
   assert(status == 0 and out:find("end of script"), out)
 end)
 
+T.case("shutdown checks its options before it shuts anything down", function()
+  local ex = tether.executor{workers = 1}
+  T.raises("shutdown: bad argument #1 (options table expected", ex.shutdown, ex, 5)
+  T.raises("shutdown: unknown option 'cancle'", ex.shutdown, ex, {cancle = true})
+  T.raises("shutdown: option 'wait' must be a boolean", ex.shutdown, ex, {wait = 0})
+  assert(ex:submit(function() return "still open" end):result() == "still open")
+  ex:shutdown()
+end)
+
 T.case("an executor collected without shutdown lets its workers go", function()
   local ts = {}
   do
