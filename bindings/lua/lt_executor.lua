@@ -81,7 +81,7 @@ local function interp_worker(q)
   local req, rep, t
   local function spawn()
     req, rep = tether.channel(), tether.channel()
-    t = I:thread(remote_loop, req, rep)
+    t = I:thread({daemon = true}, remote_loop, req, rep)
   end
   spawn()
   -- runner(job): one task in the interpreter.
@@ -182,68 +182,130 @@ function Executor:submit(fn, ...)
     f = new_future(fn, ...)
   end
   self._q:put(f)
+  if self._shut and f:status() == "pending" then
+    -- shutdown came in while this submit checked or waited for room: f
+    -- may be queued behind the workers' STOPs, where nobody would run it
+    f:cancel()
+    error("submit: the executor is shut down", 2)
+  end
   return f
 end
 
+-- A timeout option: nil or a number >= 0.
+local function check_timeout(v, what)
+  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
+    error(what .. " must be a non-negative number of seconds", 3)
+  end
+  return v
+end
+
+-- Options: nil or a table with only the keys of `known` (a set).
+local function check_options(opts, argn, known, what)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(what .. ": bad argument #" .. argn .. " (options table expected, got "
+          .. type(opts) .. ")", 3)
+  end
+  for k in pairs(opts) do
+    if not known[k] then
+      local names = {}
+      for name in pairs(known) do names[#names + 1] = name end
+      table.sort(names)
+      error(what .. ": unknown option '" .. tostring(k) .. "' ("
+            .. table.concat(names, ", ") .. ")", 3)
+    end
+  end
+  return opts
+end
+
+local MAP_OPTIONS = {timeout = true, chunks = true}
+
 -- ex:map(fn, list [, {timeout = s, chunks = n}]) --> the results in order
+-- (a nil result keeps its place: out[i] is fn(list[i]) for i in 1..#list)
 function Executor:map(fn, list, opts)
   check(self, "map")
+  if self._shut then error("map: the executor is shut down", 2) end
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    error("map: bad argument #1 (function expected, got " .. type(fn) .. ")", 2)
+  end
   if type(list) ~= "table" then
     error("map: bad argument #2 (table expected, got " .. type(list) .. ")", 2)
   end
-  opts = opts or {}
-  local timeout = opts.timeout
+  opts = check_options(opts, 3, MAP_OPTIONS, "map")
+  local timeout = check_timeout(opts.timeout, "map: option 'timeout'")
   local chunks = opts.chunks or 1
   if math.type(chunks) ~= "integer" or chunks < 1 then
     error("map: option 'chunks' must be an integer >= 1", 2)
   end
+  local code
+  if self.interp then
+    local ok, c = pcall(P.dump, fn)
+    if not ok then error("map: " .. tostring(c), 2) end
+    code = c
+  end
   local deadline = timeout and clock() + timeout
   local futures = {}
   local n = #list
-  if chunks == 1 then
-    for i = 1, n do futures[i] = self:submit(fn, list[i]) end
-  else
-    local runner = self.interp and function(code, part)
-      local f = load(code, "=task", "b")
-      local out = {}
-      for i = 1, #part do out[i] = f(part[i]) end
+  local ok, why = pcall(function()
+    if chunks == 1 then
+      for i = 1, n do futures[i] = self:submit(fn, list[i]) end
+      return
+    end
+    -- a chunk's results: {n = count, r1, r2, ...} (nil results kept)
+    local runner = self.interp and function(c, part)
+      local f = load(c, "=task", "b")
+      local out = {n = part.n}
+      for i = 1, part.n do out[i] = f(part[i]) end
       return out
     end or function(f, part)
-      local out = {}
-      for i = 1, #part do out[i] = f(part[i]) end
+      local out = {n = part.n}
+      for i = 1, part.n do out[i] = f(part[i]) end
       return out
     end
     for i = 1, n, chunks do
-      local part = {}
-      for j = i, math.min(n, i + chunks - 1) do part[#part + 1] = list[j] end
-      if self.interp then
-        futures[#futures + 1] = self:submit(runner, P.dump(fn), part)
-      else
-        futures[#futures + 1] = self:submit(runner, fn, part)
+      local part = {n = 0}
+      for j = i, math.min(n, i + chunks - 1) do
+        part.n = part.n + 1
+        part[part.n] = list[j]
       end
+      futures[#futures + 1] = self:submit(runner, code or fn, part)
     end
+  end)
+  if not ok then
+    -- nothing of a map that could not be submitted whole runs
+    for j = 1, #futures do futures[j]:cancel() end
+    if type(why) == "string" then why = why:gsub("^submit: ", "map: ") end
+    error(why, 2)
   end
   local out = {}
   for i, f in ipairs(futures) do
     local left = deadline and math.max(0, deadline - clock())
-    local ok, r = pcall(f.result, f, left)
-    if not ok then
+    local fine, r = pcall(f.result, f, left)
+    if not fine then
       for j = i, #futures do futures[j]:cancel() end
       error(r, 0)
     end
     if chunks == 1 then
       out[i] = r
     else
-      for _, v in ipairs(r) do out[#out + 1] = v end
+      local base = (i - 1) * chunks
+      for k = 1, r.n do out[base + k] = r[k] end
     end
   end
   return out
 end
 
+local SHUTDOWN_OPTIONS = {wait = true, cancel = true}
+
 -- ex:shutdown{wait = true, cancel = false}
 function Executor:shutdown(opts)
   check(self, "shutdown")
-  opts = opts or {}
+  opts = check_options(opts, 1, SHUTDOWN_OPTIONS, "shutdown")
+  for _, k in ipairs({"wait", "cancel"}) do
+    if opts[k] ~= nil and type(opts[k]) ~= "boolean" then
+      error("shutdown: option '" .. k .. "' must be a boolean", 2)
+    end
+  end
   local wait = opts.wait ~= false
   if not self._shut then
     self._shut = true
@@ -262,6 +324,19 @@ function Executor:shutdown(opts)
 end
 
 Executor.__close = function(self) self:shutdown{wait = true} end
+
+-- Collected (or the state closing) without a shutdown: the workers are
+-- told to stop after the queued tasks, without waiting for them (a
+-- finalizer must not block: a full bounded queue takes no STOP now).
+Executor.__gc = function(self)
+  -- (at lua_close, once the module's sentinel has stopped the daemon
+  -- workers, there is nobody left to tell)
+  if self._shut or P.closing() then return end
+  self._shut = true
+  for _ = 1, self.workers do
+    if not self._q:put(STOP, 0) then break end
+  end
+end
 
 function Executor:__tostring()
   return string.format("tether.executor '%s' (%d %s workers%s)", self.name,
@@ -286,16 +361,29 @@ local function failed(f)
   return f:status() == "error"
 end
 
+-- Every future of fs tells `q` (a tether.queue) once it is done: a
+-- done-callback puts it there (at once if it is done already).  No limit
+-- on the number of futures, and nothing is missed between a look at the
+-- futures and the wait.
+local function notify_into(fs, q)
+  local function put(f) q:put(f) end
+  for i = 1, #fs do fs[i]:add_done_callback(put) end
+end
+
+local SELECT_MAX = 4096 -- LT_SELECT_MAX (lt_select.c)
+local WAIT_OPTIONS = {timeout = true, return_when = true}
+
 -- tether.wait(futures, {timeout = s, return_when = "all"|"first"|"first_error"})
 --   --> done, not_done (arrays, in the order of `futures`)
 function tether.wait(fs, opts)
   check_futures(fs, "wait")
-  opts = opts or {}
+  opts = check_options(opts, 2, WAIT_OPTIONS, "wait")
   local when = opts.return_when or "all"
   if when ~= "all" and when ~= "first" and when ~= "first_error" then
     error("wait: return_when must be \"all\", \"first\" or \"first_error\"", 2)
   end
-  local deadline = opts.timeout and clock() + opts.timeout
+  local timeout = check_timeout(opts.timeout, "wait: option 'timeout'")
+  local deadline = timeout and clock() + timeout
   local function enough()
     local ndone, nerr = 0, 0
     for i = 1, #fs do
@@ -309,13 +397,27 @@ function tether.wait(fs, opts)
     if when == "first_error" then return nerr > 0 end
     return false
   end
+  -- Up to SELECT_MAX futures not done: one select over them (nothing
+  -- left behind on the futures); more: done-callbacks into a queue.
+  local q
   while not enough() do
     local rest = {}
     for i = 1, #fs do
       if not fs[i]:done() then rest[#rest + 1] = fs[i] end
     end
     local left = deadline and math.max(0, deadline - clock())
-    if first_done(rest, left) == nil then break end
+    if #rest == 0 then
+      -- they finished while enough() looked: look again
+    elseif q == nil and #rest <= SELECT_MAX then
+      if first_done(rest, left) == nil then break end
+    else
+      if q == nil then
+        q = tether.queue()
+        notify_into(rest, q)
+      end
+      local _, why = q:get(left)
+      if why == "timeout" then break end
+    end
   end
   local done, not_done = {}, {}
   for i = 1, #fs do
@@ -326,21 +428,24 @@ function tether.wait(fs, opts)
 end
 
 -- for f in tether.as_completed(futures [, timeout]) do ... end
+-- (each future once, in the order they complete)
 function tether.as_completed(fs, timeout)
   check_futures(fs, "as_completed")
-  local rest = {}
-  for i = 1, #fs do rest[i] = fs[i] end
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
+    error("as_completed: bad argument #2 (timeout must be a non-negative number of seconds)", 2)
+  end
+  local left_n = #fs
+  local q = tether.queue()
+  notify_into(fs, q)
   local deadline = timeout and clock() + timeout
   return function()
-    if #rest == 0 then return nil end
+    if left_n == 0 then return nil end
     local left = deadline and math.max(0, deadline - clock())
-    local f = first_done(rest, left)
-    if f == nil then
-      error("as_completed: timeout (" .. #rest .. " of " .. #fs .. " futures not done)", 2)
+    local f, why = q:get(left)
+    if f == nil and why == "timeout" then
+      error("as_completed: timeout (" .. left_n .. " of " .. #fs .. " futures not done)", 2)
     end
-    for i = 1, #rest do
-      if rest[i] == f then table.remove(rest, i) break end
-    end
+    left_n = left_n - 1
     return f
   end
 end

@@ -471,6 +471,17 @@ static int dump_fn(lua_State *L)
     return 1;
 }
 
+/* The private closing() --> true once the state has begun to close
+   (lua_close's sentinel ran): the daemon workers are gone from Lua and may
+   have left their waits without unlinking, so an executor's finalizer
+   must not touch its queue then. */
+static int state_closing(lua_State *L)
+{
+    lt_state *S = lt_upvalue_state(L);
+    lua_pushboolean(L, atomic_load(&S->closed) || S->shutting_down);
+    return 1;
+}
+
 void lt_open_future(lua_State *L, lt_state *S)
 {
     static const luaL_Reg methods[] = {
@@ -484,7 +495,7 @@ void lt_open_future(lua_State *L, lt_state *S)
     static const luaL_Reg priv[] = {
         {"new", future_new},       {"run", future_run},
         {"check_copy", check_copy}, {"dump", dump_fn},
-        {NULL, NULL}};
+        {"closing", state_closing}, {NULL, NULL}};
     int module = lua_gettop(L);
     lt_new_class(L, S, LT_FUTURE_MT, methods, meta, NULL);
     luaL_newmetatable(L, LT_REMOTE_MT);

@@ -684,8 +684,10 @@ static int global_xpcall(lua_State *L)
 #define LT_HOOKKEY "_HOOKKEY"
 
 /* The standard library's C hook (calls the Lua function of the table),
-   or NULL when it could not be found. */
-static lua_Hook std_hookf;
+   or NULL when it could not be found.  Synchronization: atomic (every
+   state's luaopen stores it, interpreters opening in parallel among them,
+   always the same value; hooks of any state read it). */
+static _Atomic(lua_Hook) std_hookf;
 
 /* The coroutine argument: L1 and the index of the first other argument
    minus one. */

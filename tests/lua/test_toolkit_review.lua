@@ -1,0 +1,138 @@
+-- Review of the concurrency toolkit (issue 20): what a hostile user tried
+-- and the module got wrong before.  Each case failed before its fix.
+local tether = require "tether"
+local T = require "testlib"
+
+tether.excepthook = function() end
+
+T.case("map with chunks keeps nil results in their places", function()
+  local ex <close> = tether.executor{workers = 2}
+  local function f(x) if x % 2 == 0 then return nil end return x * 10 end
+  for _, chunks in ipairs({1, 2, 3, 5}) do
+    local r = ex:map(f, {1, 2, 3, 4, 5}, {chunks = chunks})
+    assert(r[1] == 10 and r[2] == nil and r[3] == 30 and r[4] == nil and r[5] == 50,
+           "chunks " .. chunks .. ": " .. tostring(r[3]) .. " " .. tostring(r[5]))
+  end
+end)
+
+T.case("map and wait check their options: clear errors, nothing submitted", function()
+  local ex <close> = tether.executor{workers = 1}
+  local ran = 0
+  local function f(x) ran = ran + 1 return x end
+  T.raises("map: bad argument #3 (options table expected", ex.map, ex, f, {1}, 5)
+  T.raises("map: option 'timeout' must be a non-negative number", ex.map, ex, f, {1}, {timeout = "x"})
+  T.raises("map: option 'timeout' must be a non-negative number", ex.map, ex, f, {1}, {timeout = -1})
+  T.raises("map: unknown option 'chunk'", ex.map, ex, f, {1, 2}, {chunk = 2})
+  T.raises("map: bad argument #1 (function expected", ex.map, ex, 42, {1, 2})
+  local up = 1
+  local iex <close> = tether.executor{workers = 1, interp = true}
+  T.raises("upvalue 'up'", iex.map, iex, function() return up end, {1, 2}, {chunks = 2})
+  assert(ran == 0)
+  T.raises("wait: bad argument #2 (options table expected", tether.wait, {}, 5)
+  T.raises("wait: option 'timeout' must be a non-negative number", tether.wait, {}, {timeout = "x"})
+  T.raises("wait: unknown option 'returnwhen'", tether.wait, {}, {returnwhen = "first"})
+  T.raises("as_completed: bad argument #2 (timeout must be a non-negative number",
+           tether.as_completed, {}, "x")
+end)
+
+T.case("wait and as_completed over more futures than a select takes", function()
+  local ex <close> = tether.executor{workers = 2}
+  local fs = {}
+  for i = 1, 6000 do fs[i] = ex:submit(function(x) return x end, i) end
+  local done, not_done = tether.wait(fs)
+  assert(#done == 6000 and #not_done == 0)
+  local gs = {}
+  for i = 1, 6000 do gs[i] = ex:submit(function(x) return x end, i) end
+  local n, seen = 0, {}
+  for f in tether.as_completed(gs) do
+    assert(not seen[f]) seen[f] = true
+    n = n + 1
+  end
+  assert(n == 6000)
+end)
+
+T.case("wait: futures that finish while it looks at them (no 'got 0')", function()
+  local ex <close> = tether.executor{workers = 2}
+  for _ = 1, 6 do
+    local fs = {}
+    for i = 1, 4000 do fs[i] = ex:submit(function(x) return x end, i) end
+    local done = tether.wait(fs)
+    assert(#done == 4000)
+  end
+end)
+
+T.case("submit racing shutdown: an error, or a future that completes", function()
+  -- deterministic: the callable check runs code in the window between
+  -- submit's check and its put (getmetatable reads __metatable)
+  local ex = tether.executor{workers = 1}
+  local callable = setmetatable({}, {__call = function() return "ran" end,
+    __metatable = setmetatable({}, {__index = function(_, k)
+      if k == "__call" then ex:shutdown{wait = false} return true end end})})
+  local ok, f = pcall(ex.submit, ex, callable)
+  if ok then
+    assert(f:result() == "ran")
+  else
+    assert(tostring(f):find("shut down"), f)
+  end
+  ex:shutdown()
+  -- and from another thread, many times
+  for _ = 1, 20 do
+    local ex2 = tether.executor{workers = 2}
+    local got = tether.queue()
+    local sub = tether.thread(function()
+      for i = 1, 100000 do
+        local ok2, g = pcall(ex2.submit, ex2, function() return i end)
+        if not ok2 then return i end
+        got:put(g)
+      end
+    end)
+    tether.sleep(0.001)
+    ex2:shutdown()
+    sub:join()
+    while true do
+      local g = got:get(0)
+      if g == nil then break end
+      -- every future handed out completes: none is stranded behind a STOP
+      local done = g:done() or (tether.wait({g}, {timeout = 30}) and g:done())
+      assert(done, "a future stranded after shutdown")
+    end
+  end
+end)
+
+T.case("a program that ends with interp executors never shut down exits", function()
+  -- (hung for ever: the interpreters' task loops were not daemons)
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local idle = tether.executor{workers = 2, interp = true}
+    local used = tether.executor{workers = 2, interp = true}
+    assert(used:submit(function() return 1 end):result() == 1)
+    used:submit(function() while true do end end)
+    tether.sleep(0.05)
+    print("end of script")
+  ]])
+  assert(status == 0 and out:find("end of script"), out)
+end)
+
+T.case("shutdown checks its options before it shuts anything down", function()
+  local ex = tether.executor{workers = 1}
+  T.raises("shutdown: bad argument #1 (options table expected", ex.shutdown, ex, 5)
+  T.raises("shutdown: unknown option 'cancle'", ex.shutdown, ex, {cancle = true})
+  T.raises("shutdown: option 'wait' must be a boolean", ex.shutdown, ex, {wait = 0})
+  assert(ex:submit(function() return "still open" end):result() == "still open")
+  ex:shutdown()
+end)
+
+T.case("an executor collected without shutdown lets its workers go", function()
+  local ts = {}
+  do
+    local ex = tether.executor{workers = 3}
+    assert(ex:submit(function() return 1 end):result() == 1)
+    for i, t in ipairs(ex._threads) do ts[i] = t end
+  end
+  collectgarbage() collectgarbage()
+  for _, t in ipairs(ts) do
+    assert(t:join(60), "a worker of a collected executor still runs")
+  end
+end)
+
+T.done()
