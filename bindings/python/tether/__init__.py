@@ -37,6 +37,7 @@ docs/languages.md, "Python", says more.
 """
 
 import ctypes
+import operator
 import sys
 import threading
 import traceback
@@ -690,11 +691,33 @@ def _parse_signature(sig):
     return ret, args
 
 
+# The range of each integer kind: ctypes truncates silently (an i32 of
+# 2**40 + 7 reached C as 7), so values are checked first.
+_INT_RANGES = {k: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if k[0] == "i"
+                   else (0, (1 << b) - 1))
+               for k, b in (("i8", 8), ("u8", 8), ("i16", 16), ("u16", 16),
+                            ("i32", 32), ("u32", 32), ("i64", 64),
+                            ("u64", 64))}
+
+
 def _to_c(kind, value):
-    """A ctypes object holding `value` as a `kind` argument."""
+    """A ctypes object holding `value` as a `kind` argument.  TypeError for
+    a value of the wrong type, OverflowError for an integer out of the
+    kind's range; nothing is converted then."""
     if kind == "str":
-        return ctypes.c_char_p(value.encode() if isinstance(value, str)
-                               else value)
+        # Only text: ctypes takes an int for c_char_p as an address, and
+        # the C function would read whatever lies there.
+        if isinstance(value, str):
+            value = value.encode()
+        elif value is not None and not isinstance(value, bytes):
+            raise TypeError("a str argument must be str, bytes or None, "
+                            "not %s" % type(value).__name__)
+        return ctypes.c_char_p(value)
+    if kind in _INT_RANGES:
+        value = operator.index(value)
+        lo, hi = _INT_RANGES[kind]
+        if not lo <= value <= hi:
+            raise OverflowError("%d does not fit in %s" % (value, kind))
     if kind == "ptr":
         if isinstance(value, Callback):
             value = value.address
