@@ -155,3 +155,13 @@ def test_a_callback_returning_out_of_range_gives_zero(rt):
     finally:
         tether.excepthook = old
     assert len(seen) == 1 and isinstance(seen[0], OverflowError)
+
+
+def test_a_ptr_argument_refuses_str():
+    # ctypes.cast("abc", c_void_p) made a temporary wide-character copy and
+    # freed it at once: the C function got a dangling pointer (it read
+    # freed memory).  A ptr is an int, None, a Callback, bytes or a ctypes
+    # object; str is a TypeError (use a "str" argument).
+    with pytest.raises(TypeError):
+        tether.ffi_call(_strlen_address(), "u64(ptr)", "abc")
+    assert tether.ffi_call(_strlen_address(), "u64(ptr)", b"abcd") == 4
