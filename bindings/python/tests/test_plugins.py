@@ -111,3 +111,57 @@ def test_a_freed_callback_drops_its_python_function(rt):
     del cb
     gc.collect()
     assert ref() is None
+
+
+def _strlen_address():
+    import ctypes
+    return ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+
+
+def test_a_str_argument_refuses_an_int():
+    # An int for a "str" argument was taken by ctypes as an address:
+    # ffi_call(strlen, "u64(str)", 123) read address 123 and crashed the
+    # process (issue 22 review).  It must be a TypeError, nothing called.
+    with pytest.raises(TypeError):
+        tether.ffi_call(_strlen_address(), "u64(str)", 123)
+    with pytest.raises(TypeError):
+        tether.ffi_call(_strlen_address(), "u64(str)", 1.5)
+    assert tether.ffi_call(_strlen_address(), "u64(str)", b"abc") == 3
+    assert tether.ffi_call(_strlen_address(), "u64(str)", "ab") == 2
+
+
+@pytest.mark.parametrize("sig,bad", [
+    ("i32(i32)", 2 ** 31), ("i32(i32)", -(2 ** 31) - 1),
+    ("i32(u8)", 256), ("i32(u8)", -1), ("i32(u64)", 2 ** 64),
+    ("i32(i64)", 2 ** 63), ("i32(i8)", 128), ("i32(u16)", 1 << 16),
+])
+def test_an_integer_out_of_range_is_refused(rt, sig, bad):
+    # ctypes truncates silently: i32 2**40 + 7 reached C as 7.  Bad input
+    # must raise and call nothing.
+    calls = []
+    with rt.main.callback(sig, lambda x: calls.append(x) or 0) as cb:
+        with pytest.raises(OverflowError):
+            tether.ffi_call(cb, sig, bad)
+    assert calls == []
+
+
+def test_a_callback_returning_out_of_range_gives_zero(rt):
+    seen = []
+    old = tether.excepthook
+    tether.excepthook = lambda exc, t: seen.append(exc)
+    try:
+        with rt.main.callback("i32(i32)", lambda x: 2 ** 40 + 7) as cb:
+            assert tether.ffi_call(cb, "i32(i32)", 0) == 0
+    finally:
+        tether.excepthook = old
+    assert len(seen) == 1 and isinstance(seen[0], OverflowError)
+
+
+def test_a_ptr_argument_refuses_str():
+    # ctypes.cast("abc", c_void_p) made a temporary wide-character copy and
+    # freed it at once: the C function got a dangling pointer (it read
+    # freed memory).  A ptr is an int, None, a Callback, bytes or a ctypes
+    # object; str is a TypeError (use a "str" argument).
+    with pytest.raises(TypeError):
+        tether.ffi_call(_strlen_address(), "u64(ptr)", "abc")
+    assert tether.ffi_call(_strlen_address(), "u64(ptr)", b"abcd") == 4

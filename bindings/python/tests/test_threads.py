@@ -267,3 +267,32 @@ def test_interpreters_with_their_own_gils():
         with pytest.raises(tether.Error) as info:
             rt.main.destroy()                      # the main interpreter
         assert info.value.code == tether.TETHER_EINVAL
+
+
+def test_a_thread_name_must_be_text(rt):
+    # name=5 reached the C struct as a char * to address 5 and crashed the
+    # process in tether_thread_start (issue 22 review).  Bad input raises
+    # and starts nothing.
+    ran = []
+    for bad in (5, 1.5, ["x"]):
+        with pytest.raises(TypeError):
+            rt.main.thread(ran.append, 1, name=bad)
+    assert ran == []
+    t = rt.main.thread(ran.append, 2, name=b"bytes-name")
+    assert t.join(DEADLINE) and t.name == "bytes-name" and ran == [2]
+
+
+def test_a_status_out_of_int_range_is_not_ok(rt):
+    # A target returning 2**32 ended with status 0, TETHER_OK (ctypes kept
+    # the low 32 bits).  It is an exception of the target instead.
+    caught = []
+    old, tether.excepthook = tether.excepthook, \
+        lambda exc, thread: caught.append(type(exc))
+    try:
+        t = rt.main.thread(lambda: 2 ** 32)
+        assert t.join(DEADLINE)
+    finally:
+        tether.excepthook = old
+    assert t.result == tether.TETHER_EXIT
+    assert isinstance(t.exception, OverflowError)
+    assert caught == [OverflowError]

@@ -37,6 +37,7 @@ docs/languages.md, "Python", says more.
 """
 
 import ctypes
+import operator
 import sys
 import threading
 import traceback
@@ -401,7 +402,8 @@ class Thread:
     The target runs on a new OS thread holding its interpreter's GIL (and,
     while it runs Python code, Python's).  It may return None (TETHER_OK),
     an int (the thread's status: an error goes to the runtime's
-    excepthook), or raise: SystemExit, and Finalizing (the runtime is
+    excepthook; one that does not fit a C int is an OverflowError of the
+    target), or raise: SystemExit, and Finalizing (the runtime is
     shutting down), end the thread silently (TETHER_EXIT); any other
     exception is kept in `exception`, passed to tether.excepthook, and the
     thread ends with TETHER_EXIT."""
@@ -412,6 +414,10 @@ class Thread:
         self.target = target
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
+        if name is not None and not isinstance(name, (str, bytes)):
+            # ctypes would take an int for the C string as an address.
+            raise TypeError("a thread name must be str, bytes or None, "
+                            "not %s" % type(name).__name__)
         self._name = name
         self.daemon = bool(daemon)
         self.handle = 0
@@ -426,8 +432,13 @@ class Thread:
                 pass
         try:
             rv = self.target(*self.args, **self.kwargs)
-            return rv if isinstance(rv, int) and not isinstance(rv, bool) \
-                else TETHER_OK  # noqa: F821
+            if not isinstance(rv, int) or isinstance(rv, bool):
+                return TETHER_OK  # noqa: F821
+            if not -(1 << 31) <= rv < (1 << 31):
+                # ctypes would keep the low 32 bits: 2**32 became TETHER_OK.
+                raise OverflowError("the thread's status %d does not fit "
+                                    "in a C int" % rv)
+            return rv
         except (SystemExit, Finalizing):   # a silent end, as in Lua
             return TETHER_EXIT  # noqa: F821
         except BaseException as exc:
@@ -690,12 +701,39 @@ def _parse_signature(sig):
     return ret, args
 
 
+# The range of each integer kind: ctypes truncates silently (an i32 of
+# 2**40 + 7 reached C as 7), so values are checked first.
+_INT_RANGES = {k: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if k[0] == "i"
+                   else (0, (1 << b) - 1))
+               for k, b in (("i8", 8), ("u8", 8), ("i16", 16), ("u16", 16),
+                            ("i32", 32), ("u32", 32), ("i64", 64),
+                            ("u64", 64))}
+
+
 def _to_c(kind, value):
-    """A ctypes object holding `value` as a `kind` argument."""
+    """A ctypes object holding `value` as a `kind` argument.  TypeError for
+    a value of the wrong type, OverflowError for an integer out of the
+    kind's range; nothing is converted then."""
     if kind == "str":
-        return ctypes.c_char_p(value.encode() if isinstance(value, str)
-                               else value)
+        # Only text: ctypes takes an int for c_char_p as an address, and
+        # the C function would read whatever lies there.
+        if isinstance(value, str):
+            value = value.encode()
+        elif value is not None and not isinstance(value, bytes):
+            raise TypeError("a str argument must be str, bytes or None, "
+                            "not %s" % type(value).__name__)
+        return ctypes.c_char_p(value)
+    if kind in _INT_RANGES:
+        value = operator.index(value)
+        lo, hi = _INT_RANGES[kind]
+        if not lo <= value <= hi:
+            raise OverflowError("%d does not fit in %s" % (value, kind))
     if kind == "ptr":
+        if isinstance(value, str):
+            # ctypes.cast would make a temporary wide-character copy and
+            # free it before the call: C would get a dangling pointer.
+            raise TypeError("a ptr argument cannot be str (pass bytes, or "
+                            "use a str argument)")
         if isinstance(value, Callback):
             value = value.address
         elif isinstance(value, ctypes._SimpleCData):
