@@ -296,3 +296,22 @@ def test_a_status_out_of_int_range_is_not_ok(rt):
     assert t.result == tether.TETHER_EXIT
     assert isinstance(t.exception, OverflowError)
     assert caught == [OverflowError]
+
+
+def test_integers_out_of_their_c_range_are_refused(rt):
+    # ctypes keeps the low bits: switch_interval_us = 2**32 + 2000 set
+    # 2000, Channel(-1) made an unbounded channel, raise_async(2**64 + 5)
+    # raised code 5 (issue 22 review).  Each is an error, nothing changed.
+    rt.switch_interval_us = 3000
+    with pytest.raises(OverflowError):
+        rt.switch_interval_us = 2 ** 32 + 2000
+    with pytest.raises(OverflowError):
+        rt.switch_interval_us = -1
+    assert rt.switch_interval_us == 3000
+    with pytest.raises(OverflowError):
+        tether.Channel(-1)
+    with pytest.raises(OverflowError):
+        tether.Channel(2 ** 64)
+    with pytest.raises(OverflowError):
+        tether.current_thread().raise_async(2 ** 64 + 5)
+    tether.checkpoint()                 # nothing was raised

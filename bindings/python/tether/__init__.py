@@ -286,7 +286,8 @@ class Runtime:
                     _report(exc, None)
             hook = _keep(lib.types["tether_excepthook_fn"](c_hook))
         cfg = lib.new("tether_config", flags=flags,
-                      switch_interval_us=switch_interval_us,
+                      switch_interval_us=_int_in(
+                          "u32", switch_interval_us, "switch_interval_us"),
                       excepthook=hook)
         rt = lib.types["tether_runtime"]()
         _check(lib.runtime_create(ctypes.byref(cfg), ctypes.byref(rt)),
@@ -325,6 +326,7 @@ class Runtime:
 
     @switch_interval_us.setter
     def switch_interval_us(self, us):
+        us = _int_in("u32", us, "switch_interval_us")
         _check(library().set_switch_interval(self.handle, us),
                "tether_set_switch_interval")
 
@@ -516,6 +518,7 @@ class Thread:
         """Raises an asynchronous exception in the thread: it gets
         AsyncInterrupt (async_code == code) at its next checkpoint or wait,
         or at once if it is blocked in one."""
+        code = _int_in("i64", code, "code")
         _check(library().thread_raise(
             self.handle, code, None, library().null("tether_dtor")),
             "tether_thread_raise")
@@ -624,6 +627,7 @@ class Channel:
 
     def __init__(self, capacity=0):
         out = ctypes.c_uint64()
+        capacity = _int_in("u64", capacity, "capacity")
         _check(library().channel_new(capacity, ctypes.byref(out)),
                "tether_channel_new")
         self.handle = out.value
@@ -708,6 +712,18 @@ _INT_RANGES = {k: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if k[0] == "i"
                for k, b in (("i8", 8), ("u8", 8), ("i16", 16), ("u16", 16),
                             ("i32", 32), ("u32", 32), ("i64", 64),
                             ("u64", 64))}
+
+
+def _int_in(kind, value, what):
+    """`value` as an int that fits the C integer `kind` ("u32", ...), else
+    TypeError / OverflowError naming `what` (ctypes would keep the low
+    bits)."""
+    value = operator.index(value)
+    lo, hi = _INT_RANGES[kind]
+    if not lo <= value <= hi:
+        raise OverflowError("%s must be in %d..%d, not %d"
+                            % (what, lo, hi, value))
+    return value
 
 
 def _to_c(kind, value):
