@@ -315,3 +315,23 @@ def test_integers_out_of_their_c_range_are_refused(rt):
     with pytest.raises(OverflowError):
         tether.current_thread().raise_async(2 ** 64 + 5)
     tether.checkpoint()                 # nothing was raised
+
+
+def test_one_ensure_object_entered_twice(rt):
+    # e = interp.ensure(); with e: with e: ... kept one token slot: the
+    # inner exit released the inner token, the outer exit passed None
+    # (EINVAL) and the outer token was never released, so the thread kept
+    # the GIL for ever (issue 22 review).  Entering it again is refused
+    # and changes nothing.
+    with tether.allow_threads():        # the fixture's thread holds it
+        assert not tether.gil_held()
+        e = rt.main.ensure()
+        with e:
+            with pytest.raises(RuntimeError):
+                with e:
+                    pass
+            assert tether.gil_held()
+        assert not tether.gil_held()
+        with e:                         # usable again once left
+            assert tether.gil_held()
+        assert not tether.gil_held()

@@ -240,6 +240,11 @@ class _Ensure:
         self.token = None
 
     def __enter__(self):
+        if self.token is not None:
+            # One token slot: a second enter would lose the first token
+            # and leave the GIL held for ever.
+            raise RuntimeError("this ensure() is already entered; nest "
+                               "another interp.ensure()")
         lib = library()
         tok = lib.types["tether_gilstate"]()
         _check(lib.ensure(self.interp.handle, ctypes.byref(tok)),
