@@ -335,3 +335,23 @@ def test_one_ensure_object_entered_twice(rt):
         with e:                         # usable again once left
             assert tether.gil_held()
         assert not tether.gil_held()
+
+
+def test_ensures_left_out_of_order(rt):
+    # Generators (or an ExitStack) can leave two ensure blocks outer
+    # first.  The outer release was refused (ESTATE, out of order), its
+    # token dropped all the same, and after both exits the thread held
+    # the GIL for ever (issue 22 review).  The outer one is now released
+    # with the inner one.
+    def hold():
+        with rt.main.ensure():
+            yield
+
+    with tether.allow_threads():        # the fixture's thread holds it
+        g1, g2 = hold(), hold()
+        next(g1)
+        next(g2)
+        g1.close()                       # the outer block ends first
+        assert tether.gil_held()         # the inner one still holds it
+        g2.close()
+        assert not tether.gil_held()

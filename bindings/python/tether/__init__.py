@@ -250,14 +250,42 @@ class _Ensure:
         _check(lib.ensure(self.interp.handle, ctypes.byref(tok)),
                "tether_ensure")
         self.token = tok.value
+        _outstanding().append([self.token, False])
         return self
 
     def __exit__(self, *exc):
         tok, self.token = self.token, None
-        rc = library().release(tok)
+        # tether_release takes this thread's tokens innermost first; a
+        # block left before one entered after it (generators, an
+        # ExitStack) is released together with that one.
+        stack, ready = _outstanding(), [tok]
+        for entry in reversed(stack):
+            if entry[0] == tok:
+                entry[1] = True
+                ready = []
+                while stack and stack[-1][1]:
+                    ready.append(stack.pop()[0])
+                break
+        rc = TETHER_OK  # noqa: F821
+        for t in ready:
+            r = library().release(t)
+            if rc == TETHER_OK:  # noqa: F821
+                rc = r
         if rc != TETHER_OK and exc[0] is None:  # noqa: F821
             raise _error(rc, "tether_release")
         return False
+
+
+_tokens = threading.local()
+
+
+def _outstanding():
+    """This thread's ensure tokens not yet released, oldest first, each
+    with a flag set once its block is left."""
+    stack = getattr(_tokens, "stack", None)
+    if stack is None:
+        stack = _tokens.stack = []
+    return stack
 
 
 # ---------------------------------------------------------------------------
