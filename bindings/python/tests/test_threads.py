@@ -355,3 +355,18 @@ def test_ensures_left_out_of_order(rt):
         assert tether.gil_held()         # the inner one still holds it
         g2.close()
         assert not tether.gil_held()
+
+
+def test_one_allow_threads_object_entered_twice(rt):
+    # The inner enter (detached already: nothing saved) overwrote the
+    # outer's saved state with None, so the outer exit did not re-attach:
+    # the thread went on without the GIL it had on entry (issue 22
+    # review).  Entering it again is refused.
+    assert tether.gil_held()            # the fixture's thread holds it
+    a = tether.allow_threads()
+    with a:
+        with pytest.raises(RuntimeError):
+            with a:
+                pass
+        assert not tether.gil_held()
+    assert tether.gil_held()

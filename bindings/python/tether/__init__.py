@@ -217,7 +217,14 @@ class allow_threads:
     was delivered) or Finalizing (left detached).  A thread that holds no
     tether GIL passes through unchanged."""
 
+    _entered = False
+
     def __enter__(self):
+        if self._entered:
+            # One saved-state slot: a second enter would lose the first.
+            raise RuntimeError("this allow_threads() is already entered; "
+                               "nest another tether.allow_threads()")
+        self._entered = True
         lib = library()
         self._ts = lib.types["tether_tstate"]()
         if lib.save_thread(ctypes.byref(self._ts)) != TETHER_OK:  # noqa
@@ -225,6 +232,7 @@ class allow_threads:
         return self
 
     def __exit__(self, *exc):
+        self._entered = False
         if self._ts is not None:
             rc = library().restore_thread(self._ts)
             if rc != TETHER_OK and exc[0] is None:  # noqa: F821
