@@ -7,7 +7,8 @@
 // ensure and given back with its release.  The caller may hold that GIL or
 // not: gw_run releases it while it waits, since the goroutines need it.  It
 // returns the number of calls made, or a negative status (TETHER_ESTATE:
-// not loaded; TETHER_EINVAL: bad arguments; the first failed ensure, e.g.
+// not loaded; TETHER_EINVAL: bad arguments, or more than 1024 goroutines;
+// the first failed ensure, e.g.
 // TETHER_EFINALIZING at shutdown).
 //
 // The Go scheduler moves a goroutine between OS threads whenever it blocks
@@ -46,6 +47,12 @@ var (
 
 // Calls that found the GIL held, since the process began.
 var gilChecks int64
+
+// maxGoroutines bounds gw_run's ngoroutines (more: TETHER_EINVAL, nothing
+// starts).  Each goroutine is pinned to an OS thread while it waits for the
+// GIL, and past the Go runtime's 10000-thread limit the whole host process
+// dies, so a bad count must not reach the scheduler.
+const maxGoroutines = 1024
 
 // goReady returns once the Go runtime has started (shim.c's entry point).
 //
@@ -117,7 +124,7 @@ func gw_run(fn C.gw_guest_fn, ud unsafe.Pointer, n, calls C.int32_t) C.int64_t {
 	if h == nil {
 		return C.TETHER_ESTATE
 	}
-	if fn == nil || n <= 0 || calls < 0 {
+	if fn == nil || n <= 0 || n > maxGoroutines || calls < 0 {
 		return C.TETHER_EINVAL
 	}
 	var made int64

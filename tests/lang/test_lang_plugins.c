@@ -158,6 +158,34 @@ TEST(go_goroutines_call_the_guest_holding_the_gil)
     t_finalize(rt);
 }
 
+/* More goroutines than GW_MAX_GOROUTINES is bad input: each pinned
+   goroutine needs an OS thread, and past the Go runtime's 10000-thread
+   limit the whole host process dies ("program exceeds 10000-thread
+   limit").  It is refused before any goroutine starts (calls = 0, so the
+   check costs nothing even when it is missing). */
+TEST(go_too_many_goroutines_is_refused)
+{
+    tether_interp interp;
+    tether_runtime rt = t_runtime_main(NULL, &interp);
+    tether_plugin p;
+    ASSERT_OK(tether_plugin_load(rt, path_of("TETHER_GOWORKERS"), &p));
+    void *sym = NULL;
+    ASSERT_OK(tether_plugin_symbol(p, "gw_run", &sym));
+    struct tally t = {0};
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(interp, "void(ptr,i32,i32)", guest, &t, &cb));
+    guest_fn code = AS_FN(guest_fn, tether_callback_code(cb));
+    ASSERT_OK(tether_plugin_enter(p));
+    ASSERT_EQ(AS_FN(run_fn, sym)(code, NULL, 1025, 0), TETHER_EINVAL);
+    ASSERT_EQ(AS_FN(run_fn, sym)(code, NULL, INT32_MAX, 1), TETHER_EINVAL);
+    ASSERT_EQ(AS_FN(run_fn, sym)(code, NULL, 1024, 0), 0);
+    ASSERT_OK(tether_plugin_leave(p));
+    ASSERT_EQ(t.calls, 0);
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT_OK(tether_plugin_unload(p, SECONDS(60)));
+    t_finalize(rt);
+}
+
 /* The release of a token on another OS thread than its ensure's, which an
    unpinned goroutine does when the scheduler moves it: refused with
    TETHER_ESTATE, and the GIL stays with the thread that took it (which
@@ -202,5 +230,6 @@ RUNNER_MAIN(TEST_ENTRY_T(rust_threads_call_the_guest_holding_the_gil, 120),
             TEST_ENTRY_T(rust_plugin_unloads_and_loads_again, 120),
             TEST_ENTRY(rust_plugin_descriptor),
             TEST_ENTRY_T(go_goroutines_call_the_guest_holding_the_gil, 120),
+            TEST_ENTRY_T(go_too_many_goroutines_is_refused, 120),
             TEST_ENTRY(go_wrong_thread_release_is_refused),
             TEST_ENTRY_T(go_plugin_stays_mapped_and_loads_again, 120))

@@ -296,3 +296,77 @@ def test_a_status_out_of_int_range_is_not_ok(rt):
     assert t.result == tether.TETHER_EXIT
     assert isinstance(t.exception, OverflowError)
     assert caught == [OverflowError]
+
+
+def test_integers_out_of_their_c_range_are_refused(rt):
+    # ctypes keeps the low bits: switch_interval_us = 2**32 + 2000 set
+    # 2000, Channel(-1) made an unbounded channel, raise_async(2**64 + 5)
+    # raised code 5 (issue 22 review).  Each is an error, nothing changed.
+    rt.switch_interval_us = 3000
+    with pytest.raises(OverflowError):
+        rt.switch_interval_us = 2 ** 32 + 2000
+    with pytest.raises(OverflowError):
+        rt.switch_interval_us = -1
+    assert rt.switch_interval_us == 3000
+    with pytest.raises(OverflowError):
+        tether.Channel(-1)
+    with pytest.raises(OverflowError):
+        tether.Channel(2 ** 64)
+    with pytest.raises(OverflowError):
+        tether.current_thread().raise_async(2 ** 64 + 5)
+    tether.checkpoint()                 # nothing was raised
+
+
+def test_one_ensure_object_entered_twice(rt):
+    # e = interp.ensure(); with e: with e: ... kept one token slot: the
+    # inner exit released the inner token, the outer exit passed None
+    # (EINVAL) and the outer token was never released, so the thread kept
+    # the GIL for ever (issue 22 review).  Entering it again is refused
+    # and changes nothing.
+    with tether.allow_threads():        # the fixture's thread holds it
+        assert not tether.gil_held()
+        e = rt.main.ensure()
+        with e:
+            with pytest.raises(RuntimeError):
+                with e:
+                    pass
+            assert tether.gil_held()
+        assert not tether.gil_held()
+        with e:                         # usable again once left
+            assert tether.gil_held()
+        assert not tether.gil_held()
+
+
+def test_ensures_left_out_of_order(rt):
+    # Generators (or an ExitStack) can leave two ensure blocks outer
+    # first.  The outer release was refused (ESTATE, out of order), its
+    # token dropped all the same, and after both exits the thread held
+    # the GIL for ever (issue 22 review).  The outer one is now released
+    # with the inner one.
+    def hold():
+        with rt.main.ensure():
+            yield
+
+    with tether.allow_threads():        # the fixture's thread holds it
+        g1, g2 = hold(), hold()
+        next(g1)
+        next(g2)
+        g1.close()                       # the outer block ends first
+        assert tether.gil_held()         # the inner one still holds it
+        g2.close()
+        assert not tether.gil_held()
+
+
+def test_one_allow_threads_object_entered_twice(rt):
+    # The inner enter (detached already: nothing saved) overwrote the
+    # outer's saved state with None, so the outer exit did not re-attach:
+    # the thread went on without the GIL it had on entry (issue 22
+    # review).  Entering it again is refused.
+    assert tether.gil_held()            # the fixture's thread holds it
+    a = tether.allow_threads()
+    with a:
+        with pytest.raises(RuntimeError):
+            with a:
+                pass
+        assert not tether.gil_held()
+    assert tether.gil_held()

@@ -217,7 +217,14 @@ class allow_threads:
     was delivered) or Finalizing (left detached).  A thread that holds no
     tether GIL passes through unchanged."""
 
+    _entered = False
+
     def __enter__(self):
+        if self._entered:
+            # One saved-state slot: a second enter would lose the first.
+            raise RuntimeError("this allow_threads() is already entered; "
+                               "nest another tether.allow_threads()")
+        self._entered = True
         lib = library()
         self._ts = lib.types["tether_tstate"]()
         if lib.save_thread(ctypes.byref(self._ts)) != TETHER_OK:  # noqa
@@ -225,6 +232,7 @@ class allow_threads:
         return self
 
     def __exit__(self, *exc):
+        self._entered = False
         if self._ts is not None:
             rc = library().restore_thread(self._ts)
             if rc != TETHER_OK and exc[0] is None:  # noqa: F821
@@ -240,19 +248,52 @@ class _Ensure:
         self.token = None
 
     def __enter__(self):
+        if self.token is not None:
+            # One token slot: a second enter would lose the first token
+            # and leave the GIL held for ever.
+            raise RuntimeError("this ensure() is already entered; nest "
+                               "another interp.ensure()")
         lib = library()
         tok = lib.types["tether_gilstate"]()
         _check(lib.ensure(self.interp.handle, ctypes.byref(tok)),
                "tether_ensure")
         self.token = tok.value
+        _outstanding().append([self.token, False])
         return self
 
     def __exit__(self, *exc):
         tok, self.token = self.token, None
-        rc = library().release(tok)
+        # tether_release takes this thread's tokens innermost first; a
+        # block left before one entered after it (generators, an
+        # ExitStack) is released together with that one.
+        stack, ready = _outstanding(), [tok]
+        for entry in reversed(stack):
+            if entry[0] == tok:
+                entry[1] = True
+                ready = []
+                while stack and stack[-1][1]:
+                    ready.append(stack.pop()[0])
+                break
+        rc = TETHER_OK  # noqa: F821
+        for t in ready:
+            r = library().release(t)
+            if rc == TETHER_OK:  # noqa: F821
+                rc = r
         if rc != TETHER_OK and exc[0] is None:  # noqa: F821
             raise _error(rc, "tether_release")
         return False
+
+
+_tokens = threading.local()
+
+
+def _outstanding():
+    """This thread's ensure tokens not yet released, oldest first, each
+    with a flag set once its block is left."""
+    stack = getattr(_tokens, "stack", None)
+    if stack is None:
+        stack = _tokens.stack = []
+    return stack
 
 
 # ---------------------------------------------------------------------------
@@ -286,7 +327,8 @@ class Runtime:
                     _report(exc, None)
             hook = _keep(lib.types["tether_excepthook_fn"](c_hook))
         cfg = lib.new("tether_config", flags=flags,
-                      switch_interval_us=switch_interval_us,
+                      switch_interval_us=_int_in(
+                          "u32", switch_interval_us, "switch_interval_us"),
                       excepthook=hook)
         rt = lib.types["tether_runtime"]()
         _check(lib.runtime_create(ctypes.byref(cfg), ctypes.byref(rt)),
@@ -325,6 +367,7 @@ class Runtime:
 
     @switch_interval_us.setter
     def switch_interval_us(self, us):
+        us = _int_in("u32", us, "switch_interval_us")
         _check(library().set_switch_interval(self.handle, us),
                "tether_set_switch_interval")
 
@@ -516,6 +559,7 @@ class Thread:
         """Raises an asynchronous exception in the thread: it gets
         AsyncInterrupt (async_code == code) at its next checkpoint or wait,
         or at once if it is blocked in one."""
+        code = _int_in("i64", code, "code")
         _check(library().thread_raise(
             self.handle, code, None, library().null("tether_dtor")),
             "tether_thread_raise")
@@ -624,6 +668,7 @@ class Channel:
 
     def __init__(self, capacity=0):
         out = ctypes.c_uint64()
+        capacity = _int_in("u64", capacity, "capacity")
         _check(library().channel_new(capacity, ctypes.byref(out)),
                "tether_channel_new")
         self.handle = out.value
@@ -708,6 +753,18 @@ _INT_RANGES = {k: ((-(1 << (b - 1)), (1 << (b - 1)) - 1) if k[0] == "i"
                for k, b in (("i8", 8), ("u8", 8), ("i16", 16), ("u16", 16),
                             ("i32", 32), ("u32", 32), ("i64", 64),
                             ("u64", 64))}
+
+
+def _int_in(kind, value, what):
+    """`value` as an int that fits the C integer `kind` ("u32", ...), else
+    TypeError / OverflowError naming `what` (ctypes would keep the low
+    bits)."""
+    value = operator.index(value)
+    lo, hi = _INT_RANGES[kind]
+    if not lo <= value <= hi:
+        raise OverflowError("%s must be in %d..%d, not %d"
+                            % (what, lo, hi, value))
+    return value
 
 
 def _to_c(kind, value):

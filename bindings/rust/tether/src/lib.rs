@@ -439,11 +439,13 @@ impl Interp {
 
     /// Takes the interpreter's GIL on the calling thread, any thread,
     /// including one tether did not create (`tether_ensure`); the guard's
-    /// `Drop` gives it back.  Guards nest, innermost dropped first, and
+    /// `Drop` gives it back.  Guards nest (one dropped before a guard made after it is released when
+    /// that one is: the C release is innermost first), and
     /// stay on the thread that made them.
     pub fn ensure(&self) -> Result<Gil> {
         let mut st = 0;
         status!(ensure(self.h, &mut st))?;
+        let _ = OUTSTANDING.try_with(|o| o.borrow_mut().push((st, false)));
         Ok(Gil { token: st, interp: *self, _owner_thread: PhantomData })
     }
 
@@ -479,7 +481,9 @@ impl Interp {
 ///
 /// Made by [`Interp::ensure`] (dropping it releases) or handed to a thread
 /// function and to callbacks (then it borrows the GIL the library took for
-/// the call and releases nothing).  It cannot leave its thread: `Gil` is
+/// the call and releases nothing).  Guards of one thread are released
+/// innermost first: one dropped before a guard made after it is released
+/// when that one is.  It cannot leave its thread: `Gil` is
 /// neither `Send` nor `Sync`, as `tether_release` is `[owner-thread]`.
 ///
 /// ```compile_fail
@@ -596,10 +600,44 @@ impl Gil {
     }
 }
 
+thread_local! {
+    /// This thread's ensure tokens not yet released, oldest first, each
+    /// with a flag set once its guard is dropped.  `tether_release` takes
+    /// tokens innermost first; a guard dropped out of that order (safe
+    /// code may drop the outer one first) is released when every token
+    /// made after it is, instead of being refused (`ESTATE`) and leaving
+    /// the GIL held for ever.
+    static OUTSTANDING: std::cell::RefCell<Vec<(sys::tether_gilstate, bool)>> =
+        std::cell::RefCell::new(Vec::new());
+}
+
 impl Drop for Gil {
     fn drop(&mut self) {
-        if self.token != 0 {
-            let _ = call!(release(self.token));
+        if self.token == 0 {
+            return;
+        }
+        let token = self.token;
+        // The tokens now releasable, innermost first; unknown to the
+        // table (thread exit): release this one alone.
+        let ready = OUTSTANDING
+            .try_with(|o| {
+                let mut o = o.borrow_mut();
+                match o.iter().rposition(|e| e.0 == token) {
+                    None => vec![token],
+                    Some(i) => {
+                        o[i].1 = true;
+                        let mut ready = Vec::new();
+                        while let Some(&(t, true)) = o.last() {
+                            o.pop();
+                            ready.push(t);
+                        }
+                        ready
+                    }
+                }
+            })
+            .unwrap_or_else(|_| vec![token]);
+        for t in ready {
+            let _ = call!(release(t));
         }
     }
 }

@@ -325,3 +325,28 @@ fn version_and_abi() {
     assert!(tether::abi_version() & 0xffff >= sys::TETHER_ABI_MINOR);
     assert_eq!(tether::version(), format!("{}.{}.{}", sys::TETHER_VERSION_MAJOR, sys::TETHER_VERSION_MINOR, sys::TETHER_VERSION_PATCH));
 }
+
+#[test]
+fn a_guard_dropped_before_an_inner_one_is_released_with_it() {
+    // Safe code may drop the outer guard first.  Its tether_release was
+    // refused (ESTATE, out of order) and ignored, so after both drops the
+    // thread still held the GIL, for ever (issue 22 review).
+    let rt = Runtime::new().unwrap();
+    let interp = rt.main_interp();
+    let outer = interp.ensure().unwrap();
+    let inner = interp.ensure().unwrap();
+    drop(outer);
+    assert!(tether::gil_held(), "the inner guard still holds it");
+    drop(inner);
+    assert!(!tether::gil_held(), "both guards are gone");
+    // Three deep, the middle one first.
+    let a = interp.ensure().unwrap();
+    let b = interp.ensure().unwrap();
+    let c = interp.ensure().unwrap();
+    drop(b);
+    drop(c);
+    assert!(tether::gil_held());
+    drop(a);
+    assert!(!tether::gil_held());
+    rt.finalize(LONG).unwrap();
+}
