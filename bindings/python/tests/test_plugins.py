@@ -165,3 +165,18 @@ def test_a_ptr_argument_refuses_str():
     with pytest.raises(TypeError):
         tether.ffi_call(_strlen_address(), "u64(ptr)", "abc")
     assert tether.ffi_call(_strlen_address(), "u64(ptr)", b"abcd") == 4
+
+
+def test_a_ptr_callback_cannot_return_bytes(rt):
+    # The address of a bytes object the callback returned reached C after
+    # the object was gone (nothing keeps a return value alive): a dangling
+    # pointer.  It is a TypeError of the callback (excepthook; C gets 0).
+    seen = []
+    old = tether.excepthook
+    tether.excepthook = lambda exc, t: seen.append(type(exc))
+    try:
+        with rt.main.callback("ptr(i32)", lambda x: b"abc" * x) as cb:
+            assert tether.ffi_call(cb, "ptr(i32)", 1000) is None
+    finally:
+        tether.excepthook = old
+    assert seen == [TypeError]

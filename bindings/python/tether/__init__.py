@@ -848,6 +848,12 @@ class Callback:
                 args[i], ctypes.POINTER(_SIG_TYPES[k])).contents)
                 for i, k in enumerate(self.args)]
             rv = self.fn(*values)
+            if self.ret == "ptr" and isinstance(rv, (str, bytes, bytearray)):
+                # Nothing would keep the object alive once we return: C
+                # would get a dangling pointer.
+                raise TypeError("a ptr callback cannot return %s (return "
+                                "an address that outlives the call)"
+                                % type(rv).__name__)
             if self.ret != "void":
                 ctypes.cast(ret, ctypes.POINTER(_SIG_TYPES[self.ret]))[0] = \
                     _to_c(self.ret, rv if rv is not None else 0).value
