@@ -104,44 +104,6 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-int lt_block_poll(int fd, short events, int64_t timeout_ns, short *revents)
-{
-    struct pollfd p[2] = {{fd, events, 0}, {wake_fd(), POLLIN, 0}};
-    nfds_t n = p[1].fd >= 0 ? 2 : 1;
-    int64_t deadline = timeout_ns > 0 ? now_ns() + timeout_ns : 0;
-    for (;;) {
-        struct timespec ts, *tp = NULL;
-        if (timeout_ns >= 0) {
-            int64_t left = timeout_ns == 0 ? 0 : deadline - now_ns();
-            if (left < 0)
-                left = 0;
-            ts.tv_sec = (time_t)(left / 1000000000);
-            ts.tv_nsec = (long)(left % 1000000000);
-            tp = &ts;
-        }
-        int r = ppoll(p, n, tp, NULL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        /* Woken first: the descriptor stays ready for the next call. */
-        if (n == 2 && p[1].revents)
-            return LT_BLOCK_WOKEN;
-        if (p[0].revents & POLLNVAL) {
-            errno = EBADF;
-            return -1;
-        }
-        if (p[0].revents) {
-            if (revents)
-                *revents = p[0].revents;
-            return 1;
-        }
-        if (r == 0 && (timeout_ns == 0 || now_ns() >= deadline))
-            return 0;
-    }
-}
-
 int lt_block_poll_many(struct pollfd *p, int n, int64_t timeout_ns)
 {
     p[n].fd = wake_fd();
@@ -172,6 +134,22 @@ int lt_block_poll_many(struct pollfd *p, int n, int64_t timeout_ns)
         if (timeout_ns == 0 || now_ns() >= deadline)
             return 0;
     }
+}
+
+int lt_block_poll(int fd, short events, int64_t timeout_ns, short *revents)
+{
+    struct pollfd p[2] = {{fd, events, 0}, {-1, 0, 0}};
+    int r = lt_block_poll_many(p, 1, timeout_ns);
+    if (r != 1)
+        return r; /* 0, LT_BLOCK_WOKEN (woken first: the descriptor stays
+                     ready for the next call) or -1 */
+    if (p[0].revents & POLLNVAL) {
+        errno = EBADF;
+        return -1;
+    }
+    if (revents)
+        *revents = p[0].revents;
+    return 1;
 }
 
 /* tether_call_blocking's fn: the caller's, marked as run. */
