@@ -16,6 +16,7 @@ it).  Everything else that states a version must say the same:
   BUILD_DIR/tetherConfigVersion.cmake   PACKAGE_VERSION (find_package)
   abi/tether.map          its newest node is TETHER_<ABI_MAJOR>.<ABI_MINOR>
   debian/libtether1.symbols   no symbol introduced by a later version
+  bindings/rust/*/Cargo.toml   the Rust crates' `version` (when present)
   abi/*.json              (the ABI as data, when present) every top-level
                           "...version..." string: <version>, or
                           <ABI_MAJOR>.<ABI_MINOR> for an ABI version
@@ -124,6 +125,10 @@ def check(src, build):
         print("  ok   %-40s no symbol newer than %s"
               % ("debian/libtether1.symbols", version))
 
+    for c in sorted(glob.glob(os.path.join(src, "bindings/rust/*/Cargo.toml"))):
+        m = re.search(r'^version\s*=\s*"([^"]+)"', read(c), re.M)
+        agree(os.path.relpath(c, src) + " (version)", m.group(1) if m else None)
+
     for j in sorted(glob.glob(os.path.join(src, "abi", "*.json"))):
         try:
             data = json.loads(read(j))
@@ -152,6 +157,7 @@ BREAKS = [
     ("abi/tether.map", r"\Z", "\nTETHER_1.99 { global: tether_x; } TETHER_1.0;\n"),
     ("debian/libtether1.symbols", r"^ (tether_abi_version@\S+) \S+",
      r" \1 99.0.0"),
+    ("bindings/rust/tether/Cargo.toml", r'^version = "', r'version = "9'),
 ]
 
 
@@ -160,13 +166,15 @@ def self_test(src, build):
     work = tempfile.mkdtemp(prefix="tether-versions-")
     try:
         s, b = os.path.join(work, "src"), os.path.join(work, "build")
-        for d in ("abi/include/tether", "debian", "rockspecs"):
+        for d in ("abi/include/tether", "debian", "rockspecs",
+                  "bindings/rust/tether"):
             os.makedirs(os.path.join(s, d))
         os.makedirs(b)
         rock = os.path.relpath(glob.glob(os.path.join(src, "rockspecs",
                                                       "*.rockspec"))[0], src)
         files = ["abi/include/tether/version.h", "abi/tether.map",
-                 "debian/changelog", "debian/libtether1.symbols", rock]
+                 "debian/changelog", "debian/libtether1.symbols", rock,
+                 "bindings/rust/tether/Cargo.toml"]
         for f in files:
             shutil.copy(os.path.join(src, f), os.path.join(s, f))
         for f in ("tether.pc", "tetherConfigVersion.cmake"):
