@@ -466,7 +466,6 @@ static int load_finish(struct load *l, int rc)
     if (doomed) {
         p->st = PS_FINALIZED;
         p->in_fini = true;
-    p->finier = pthread_self();
         p->finier = pthread_self();
     } else if (rc == TETHER_OK) {
         p->st = PS_LOADED;
