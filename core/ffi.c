@@ -145,6 +145,23 @@ static void value_to_ffi(int type, const void *in, void *ret)
  * Dynamic calls
  * ---------------------------------------------------------------------- */
 
+/* Drops a pin of a dynamic call or of a callback.  When it was the last
+   pin of an orphan (a plugin that finalize unloaded while the call ran or
+   the callback lived, or whose init failed) and the caller holds no GIL,
+   the plugin is dlclosed and its record freed at once: after the
+   runtime's finalize no load, unload or finalize may come to do it (API
+   fuzzer seed x12).  Holding a GIL the caller leaves that to the next one:
+   a dlclose waits for the dynamic loader's lock, which a dlopen on another
+   thread may hold while a library's constructor waits for that GIL.  Called
+   holding no lock of the library. */
+static void unpin(struct plugin *p, enum plugin_pin kind)
+{
+    if (tether_gil_held())
+        plugin_unpin(p, kind);
+    else
+        plugin_unpin_reap(p, kind);
+}
+
 int tether_ffi_call(void *fnptr, const char *signature, void **args, void *ret)
 {
     static const char fn[] = "tether_ffi_call";
@@ -167,7 +184,7 @@ int tether_ffi_call(void *fnptr, const char *signature, void **args, void *ret)
     union ffi_value v;
     memset(&v, 0, sizeof v);
     ffi_call(&ci.cif, code, &v, args);
-    plugin_unpin(pin, PLUGIN_PIN_CALL);
+    unpin(pin, PLUGIN_PIN_CALL);
     if (ret && ci.sig.ret != FT_VOID)
         value_from_ffi(ci.sig.ret, &v, ret);
     return TETHER_OK;
@@ -430,13 +447,13 @@ static void callback_destroy(void *obj)
     struct plugin *on_free_pin = cb->on_free_pin;
     pthread_mutex_unlock(&cb->mu);
     limbo_put(cb->blk);
-    plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
+    unpin(cb->pin, PLUGIN_PIN_HOLD);
     pthread_cond_destroy(&cb->idle);
     pthread_mutex_destroy(&cb->mu);
     t_free(cb);
     if (on_free)
         on_free(on_free_ud);
-    plugin_unpin(on_free_pin, PLUGIN_PIN_HOLD); /* on_free has returned */
+    unpin(on_free_pin, PLUGIN_PIN_HOLD); /* on_free has returned */
 }
 
 /* A call that reached a destroyed callback (a caller that went on calling
@@ -772,7 +789,7 @@ int tether_callback_on_free(tether_callback h, void (*fn)(void *ud), void *ud)
         cb->on_free_pin = pin;
     }
     pthread_mutex_unlock(&cb->mu);
-    plugin_unpin(old, PLUGIN_PIN_HOLD); /* the replaced one's, or ours */
+    unpin(old, PLUGIN_PIN_HOLD); /* the replaced one's, or ours */
     handle_put(h);
     if (!alive)
         return err_misuse(TETHER_EBADHANDLE, fn_name, "not a callback handle "

@@ -1471,6 +1471,51 @@ TEST(finalize_drops_a_queued_call_and_its_plugin_pin)
     t_pthread_join(th);
 }
 
+/* A callback whose guest function is in an unloadable plugin outlives the
+   runtime's finalize, which runs fini and, unable to wait for it (its
+   deadline has passed), leaves the plugin mapped, an orphan.  The free of
+   the callback, holding no GIL, drops the last pin: it must dlclose the
+   plugin then, as no load, unload or finalize may come to do it (API
+   fuzzer seed x12: the record and its handle, 5 blocks, were still live
+   at the end, and the library mapped). */
+TEST(a_callback_freed_after_finalize_unmaps_its_plugin)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    tether_guest_fn guest;
+    LOOKUP(guest, p, "fx_guest");
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32(i32)", guest, NULL, &cb));
+    ASSERT_OK(tether_runtime_finalize(rt, 0));
+    ASSERT(is_mapped(FIXTURE("unloadable"))); /* the callback holds it */
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+/* A tether_ffi_call into a plugin still running at the finalize
+   deadline: the plugin is abandoned without fini (mapped for good, as one
+   that is not unloadable always is), and the call's end, holding no GIL,
+   drops the last pin.  It must free the record and its handle at once:
+   the stale handle then answers EBADHANDLE (it answered ESTATE, the
+   registry still holding it, until some later load, unload or finalize).
+   (fx_default: the unloadable fixture's own callback, which its fini would
+   free, would pin it as well.) */
+TEST(a_call_that_outlived_finalize_frees_its_plugins_record)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("default"));
+    struct blocked_call b = {0};
+    ASSERT_OK(tether_plugin_symbol(p, "fx_block", &b.fn));
+    pthread_t th = t_pthread(call_into_plugin, &b);
+    await_flag(&b.flags[0]);
+    ASSERT_OK(tether_runtime_finalize(rt, 0));
+    atomic_store(&b.flags[1], 1);
+    t_pthread_join(th); /* a thread holding no GIL */
+    ASSERT_OK(b.rc);
+    ASSERT_EQ(b.result, 7);
+    ASSERT_STATUS(tether_plugin_leave(p), TETHER_EBADHANDLE);
+}
+
 RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(ticker_calls_a_callback_through_ffi_call),
             TEST_ENTRY(unload_stops_ticker_threads_that_still_call_back),
@@ -1523,4 +1568,6 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(finalize_keeps_a_plugin_whose_fini_never_ran_mapped),
             TEST_ENTRY(on_free_into_a_plugin_keeps_it_mapped),
             TEST_ENTRY(a_long_init_error_is_quoted_in_whole_characters),
-            TEST_ENTRY(finalize_drops_a_queued_call_and_its_plugin_pin))
+            TEST_ENTRY(finalize_drops_a_queued_call_and_its_plugin_pin),
+            TEST_ENTRY(a_callback_freed_after_finalize_unmaps_its_plugin),
+            TEST_ENTRY(a_call_that_outlived_finalize_frees_its_plugins_record))
