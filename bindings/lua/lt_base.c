@@ -145,7 +145,7 @@ void lt_tl_init(void)
  * ---------------------------------------------------------------------- */
 
 #ifndef NDEBUG
-static const char *const rank_names[LT_RANK__COUNT] = {"hook_mu", "dead_mu"};
+static const char *const rank_names[LT_RANK__COUNT] = {"hook_mu", "dead_mu", "waitq_mu"};
 
 void lt_rank_take(enum lt_lock_rank r)
 {
