@@ -49,9 +49,11 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -864,8 +866,8 @@ static struct ring *reverse(struct ring *r)
 }
 
 /* Writes the JSON to fd; returns 0 or an errno value. */
-static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
-                      char **strs, size_t nstrs)
+static int write_json_to(int fd, struct ring *rings, int64_t t0, int64_t t1,
+                         char **strs, size_t nstrs)
 {
     FILE *f = fdopen(fd, "w");
     if (!f) {
@@ -892,6 +894,33 @@ static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
     int err = ferror(f) ? (errno ? errno : EIO) : 0;
     if (fclose(f) != 0 && !err)
         err = errno ? errno : EIO;
+    return err;
+}
+
+/* The same with SIGPIPE blocked in the calling thread: a pipe or socket
+   whose reader is gone makes the write fail with EPIPE (a status for the
+   caller) instead of killing the host.  A SIGPIPE the write raised is
+   taken off again; one that was pending before is left alone. */
+static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
+                      char **strs, size_t nstrs)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    int had = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    int masked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old) == 0;
+    int err = write_json_to(fd, rings, t0, t1, strs, nstrs);
+    if (masked) {
+        if (!had && sigpending(&pending) == 0 &&
+            sigismember(&pending, SIGPIPE)) {
+            const struct timespec zero = {0, 0};
+            int saved = errno;
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+                ;
+            errno = saved;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     return err;
 }
 
@@ -929,7 +958,9 @@ static int start_locked(struct runtime *rt, int fd, const char *path,
                        "0x%016" PRIx64 "; stop it first (one trace at a time "
                        "per process)", other);
     }
-    if (path && ftruncate(fd, 0) != 0) {
+    struct stat st; /* a device or FIFO has nothing to truncate */
+    if (path && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        ftruncate(fd, 0) != 0) {
         int err = errno;
         rank_unlock(&g_lock, RANK_TRACE);
         close(fd);
@@ -1035,6 +1066,28 @@ static int open_trace_file(const char *path, int *created)
     return fd;
 }
 
+/* The status of a failed open or dup: no descriptor left is EAGAIN (as
+   tether.h says), no memory ENOMEM, the rest EINVAL (bad path or fd). */
+static int open_status(int err)
+{
+    return err == EMFILE || err == ENFILE ? TETHER_EAGAIN
+           : err == ENOMEM                ? TETHER_ENOMEM
+                                          : TETHER_EINVAL;
+}
+
+/* Whether the descriptor `fd` was opened for writing. */
+static int writable(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY)
+        return 0;
+#ifdef O_PATH
+    if (fl & O_PATH)
+        return 0;
+#endif
+    return 1;
+}
+
 int tether_trace_start(tether_runtime h, const char *path, int fd,
                        uint32_t flags)
 {
@@ -1053,19 +1106,26 @@ int tether_trace_start(tether_runtime h, const char *path, int fd,
     if (!rt)
         return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
-    int mine = -1, created = 0;
+    int mine = -1, created = 0, err = 0;
     if (atomic_load(&rt->finalizing))
         rc = err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
     else if (atomic_load(&S.rt))
         rc = err_set(TETHER_ESTATE, fn, "a trace already records runtime "
                      "0x%016" PRIx64 "; stop it first (one trace at a time "
                      "per process)", atomic_load(&S.rt_handle));
-    else if (path && (mine = open_trace_file(path, &created)) < 0)
-        rc = err_set(errno == ENOMEM ? TETHER_ENOMEM : TETHER_EINVAL, fn,
-                     "cannot open '%s' for writing: %s", path, strerror(errno));
-    else if (!path && (mine = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
-        rc = err_set(errno == EBADF ? TETHER_EINVAL : TETHER_EAGAIN, fn,
-                     "cannot use descriptor %d: %s", fd, strerror(errno));
+    else if (path && (mine = open_trace_file(path, &created)) < 0) {
+        err = errno;
+        rc = err_set(open_status(err), fn, "cannot open '%s' for writing: %s",
+                     path, strerror(err));
+    } else if (!path && (mine = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        err = errno;
+        rc = err_set(open_status(err), fn, "cannot use descriptor %d: %s", fd,
+                     strerror(err));
+    } else if (!path && !writable(mine)) {
+        close(mine);
+        rc = err_set(TETHER_EINVAL, fn, "descriptor %d is not open for "
+                     "writing", fd);
+    }
     if (rc == TETHER_OK) {
         rc = start_locked(rt, mine, path, fn);
         if (rc != TETHER_OK && created) /* refused: leave nothing behind */

@@ -3,6 +3,8 @@
  * (labels unit, trace).  The JSON itself is validated by check_trace.py.
  */
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,10 +217,102 @@ TEST(full_ring_counts_dropped_events)
     t_finalize(rt);
 }
 
+/* A pipe whose reader is gone: stop reports the write error (EPIPE) as a
+   status; the process is not killed by SIGPIPE, and no SIGPIPE is left
+   pending for the host. */
+TEST(pipe_without_a_reader_is_a_status_not_sigpipe)
+{
+    signal(SIGPIPE, SIG_DFL);
+    tether_runtime rt = t_runtime(NULL);
+    int pfd[2];
+    ASSERT(pipe(pfd) == 0);
+    ASSERT_OK(tether_trace_start(rt, NULL, pfd[1], 0));
+    close(pfd[1]);
+    close(pfd[0]);
+    ASSERT_OK(tether_sleep(1000000));
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_EINVAL, "tether_trace_stop");
+    ASSERT_CONTAINS(tether_last_error(), "the trace is lost");
+    sigset_t pending;
+    ASSERT(sigpending(&pending) == 0);
+    ASSERT(!sigismember(&pending, SIGPIPE));
+    /* The recording stopped all the same. */
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_ESTATE, "tether_trace_stop");
+    t_finalize(rt);
+}
+
+/* A full disk: the descriptor form and the path form of /dev/full both
+   start, and stop says TETHER_EAGAIN. */
+TEST(write_error_of_a_full_disk)
+{
+    tether_runtime rt = t_runtime(NULL);
+    int fd = open("/dev/full", O_WRONLY);
+    ASSERT(fd >= 0);
+    ASSERT_OK(tether_trace_start(rt, NULL, fd, 0));
+    close(fd);
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_EAGAIN, "tether_trace_stop");
+    ASSERT_CONTAINS(tether_last_error(), "the descriptor");
+    /* A path that is a device: nothing to truncate, it must start. */
+    ASSERT_OK(tether_trace_start(rt, "/dev/full", -1, 0));
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_EAGAIN, "tether_trace_stop");
+    ASSERT_CONTAINS(tether_last_error(), "/dev/full");
+    t_finalize(rt);
+}
+
+/* A descriptor not open for writing is refused at start, not found out at
+   stop when the trace is lost. */
+TEST(read_only_descriptor_is_refused_at_start)
+{
+    tether_runtime rt = t_runtime(NULL);
+    const char *p = tmp_path("ro.json");
+    int w = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ASSERT(w >= 0);
+    close(w);
+    int fd = open(p, O_RDONLY);
+    ASSERT(fd >= 0);
+    ASSERT_FAILS(tether_trace_start(rt, NULL, fd, 0), TETHER_EINVAL,
+                 "tether_trace_start");
+    ASSERT_CONTAINS(tether_last_error(), "not open for writing");
+    close(fd);
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_ESTATE, "tether_trace_stop");
+    t_finalize(rt);
+}
+
+/* No descriptor left: TETHER_EAGAIN, as tether.h says, for both forms. */
+TEST(no_descriptor_left_is_eagain)
+{
+    tether_runtime rt = t_runtime(NULL);
+    struct rlimit old, low;
+    ASSERT(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    int fds[64], n = 0;
+    low = old;
+    low.rlim_cur = 64;
+    ASSERT(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    int fd;
+    while (n < 64 && (fd = open("/dev/null", O_WRONLY)) >= 0)
+        fds[n++] = fd;
+    ASSERT(n < 64 || open("/dev/null", O_WRONLY) < 0);
+    int a = tether_trace_start(rt, tmp_path("emfile.json"), -1, 0);
+    char msg_a[256];
+    snprintf(msg_a, sizeof msg_a, "%s", tether_last_error());
+    int b = n ? tether_trace_start(rt, NULL, fds[0], 0) : TETHER_EAGAIN;
+    while (n)
+        close(fds[--n]);
+    ASSERT(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    ASSERT_STATUS(a, TETHER_EAGAIN);
+    ASSERT_CONTAINS(msg_a, "tether_trace_start");
+    ASSERT_STATUS(b, TETHER_EAGAIN);
+    ASSERT_FAILS(tether_trace_stop(rt), TETHER_ESTATE, "tether_trace_stop");
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY(bad_input_changes_nothing),
             TEST_ENTRY(one_trace_at_a_time),
             TEST_ENTRY(stop_writes_the_timeline),
             TEST_ENTRY(descriptor_is_duplicated),
             TEST_ENTRY(finalize_writes_the_trace),
             TEST_ENTRY(environment_variable),
-            TEST_ENTRY(full_ring_counts_dropped_events))
+            TEST_ENTRY(full_ring_counts_dropped_events),
+            TEST_ENTRY(pipe_without_a_reader_is_a_status_not_sigpipe),
+            TEST_ENTRY(write_error_of_a_full_disk),
+            TEST_ENTRY(read_only_descriptor_is_refused_at_start),
+            TEST_ENTRY(no_descriptor_left_is_eagain))
