@@ -378,6 +378,15 @@ int lt_wait_ok(lua_State *L, lt_tstate *ts, int rc, const char *what);
 void lt_checkpoint(lua_State *L, lt_tstate *ts);
 /* Raises the asynchronous exception delivered to the calling thread. */
 int lt_raise_async(lua_State *L, lt_tstate *ts);
+/* The checkpoint at the end of a thread whose function returned normally
+   (issue 18): co holds [message handler, results...].  An asynchronous
+   exception that arrived while the function ran its last line, and that
+   no later line was left to raise, is raised now through the handler in
+   place of the results (co then holds [handler, error]), so that join
+   reports it rather than lose it.  Returns LUA_OK (nothing pending, co
+   unchanged) or the status of that raise.  Leaves Lua (lt_leave) at
+   finalize.  [gil-held], on the thread that ran the function. */
+int lt_end_checkpoint(lua_State *co, lt_tstate *ts);
 /* Raises an exception already taken with tether_async_fetch. */
 int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
                      tether_dtor dtor);
