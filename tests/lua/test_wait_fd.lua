@@ -6,13 +6,7 @@ local T = require "testlib"
 
 -- A FIFO opened for reading and writing: open never blocks, and nothing
 -- is readable until someone writes.
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  local f = assert(io.open(path, "r+"))
-  return f, path
-end
+local function fifo() return T.fifo("r+") end
 
 T.case("bad arguments are errors that name the argument", function()
   local f, path = fifo()
