@@ -716,6 +716,9 @@ static int read_chars(lua_State *L, rd *r, size_t n)
         if (left > 0 && got == k && !feof(r->f) && !ferror(r->f))
             (void)read_regular(r, &b, left);
     } else {
+        (void)luaL_prepbuffsize(&b, n); /* as Lua: a count too large for
+                                           memory is an error, not a
+                                           read to the end */
         while (left > 0 && need(r)) {
             size_t avail = rd_avail(r->f);
             size_t k = avail < left ? avail : left;
