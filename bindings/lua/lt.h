@@ -450,6 +450,11 @@ void lt_sigint_rearm(void);
 /* Puts lua.c's handler back if the module's is current, and stops the
    watcher (nothing in a forked child).  [any-thread] */
 void lt_sigint_remove(void);
+/* 1 if the module's handler is installed in this process and the caller
+   is not the thread it interrupts: Ctrl-C is the installing thread's
+   business, and the caller must not ignore SIGINT for it (os.execute on
+   another thread).  [any-thread] */
+int lt_sigint_elsewhere(void);
 
 /* ---- lt_alloc.c: the small-block cache -------------------------------- */
 
