@@ -134,6 +134,7 @@ static struct {
     struct ring *rings;
     char **strs;                /* plugin names, join targets */
     size_t nstrs;
+    int starting; /* a tether_trace_start between claim and commit */
 } S = {.fd = -1};
 
 static pthread_key_t g_key;
@@ -936,27 +937,62 @@ static uint32_t ring_max_from_env(void)
     return (uint32_t)v;
 }
 
-/* Starts a trace of `rt` into `fd` (ours).  Returns TETHER_OK or
-   TETHER_ESTATE (one records already), with g_lock not held. */
-static int start_locked(struct runtime *rt, int fd, const char *path,
-                        const char *fn)
+/* A start goes in two steps, so that the file is opened without g_lock
+   held (opening a FIFO may block) and yet only one start is ever under
+   way: claim() reserves the trace (S.starting), commit() makes it record
+   or gives the claim back.  A start that finds a trace recording, or
+   another start under way, gets TETHER_ESTATE at once and has opened
+   nothing, so it never removes or truncates a file another start uses.
+   Returns TETHER_OK or TETHER_ESTATE (with a sentence when fn is set). */
+static int claim(const char *fn)
 {
     pthread_once(&g_once, once_init);
+    rank_lock(&g_lock, RANK_TRACE);
+    int busy = atomic_load(&S.rt) != NULL, starting = S.starting;
+    uint64_t other = atomic_load(&S.rt_handle);
+    if (!busy && !starting)
+        S.starting = 1;
+    rank_unlock(&g_lock, RANK_TRACE);
+    if (busy)
+        return fn ? err_set(TETHER_ESTATE, fn, "a trace already records "
+                            "runtime 0x%016" PRIx64 "; stop it first (one "
+                            "trace at a time per process)", other)
+                  : TETHER_ESTATE;
+    if (starting)
+        return fn ? err_set(TETHER_ESTATE, fn, "another tether_trace_start "
+                            "is under way (one trace at a time per process)")
+                  : TETHER_ESTATE;
+    return TETHER_OK;
+}
+
+static void unclaim(void)
+{
+    rank_lock(&g_lock, RANK_TRACE);
+    S.starting = 0;
+    rank_unlock(&g_lock, RANK_TRACE);
+}
+
+/* Ends a claim: starts the trace of `rt` into `fd` (ours: closed on
+   failure).  Checked under g_lock: `rt` is not finalizing.  finalize sets
+   the flag before trace_runtime_finalized takes g_lock, so either this
+   sees it, or that finds the trace and writes it.  Returns TETHER_OK,
+   TETHER_EFINALIZING, TETHER_ENOMEM or TETHER_EINVAL (truncation failed). */
+static int commit(struct runtime *rt, int fd, const char *path,
+                  const char *fn)
+{
     char *p = path ? strdup(path) : NULL;
     if (path && !p) {
+        unclaim();
         close(fd);
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     }
     rank_lock(&g_lock, RANK_TRACE);
-    struct runtime *cur = atomic_load(&S.rt);
-    if (cur) {
-        uint64_t other = atomic_load(&S.rt_handle);
+    S.starting = 0;
+    if (atomic_load(&rt->finalizing)) {
         rank_unlock(&g_lock, RANK_TRACE);
         close(fd);
         free(p);
-        return err_set(TETHER_ESTATE, fn, "a trace already records runtime "
-                       "0x%016" PRIx64 "; stop it first (one trace at a time "
-                       "per process)", other);
+        return err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
     }
     struct stat st; /* a device or FIFO has nothing to truncate */
     if (path && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
@@ -1055,7 +1091,7 @@ static void trace_stop_at_exit(void)
     stop(NULL, NULL);
 }
 
-/* Opens `path` for the trace without truncating it yet (start_locked
+/* Opens `path` for the trace without truncating it yet (commit
    does, once the trace is ours); *created tells whether it is new. */
 static int open_trace_file(const char *path, int *created)
 {
@@ -1107,13 +1143,15 @@ int tether_trace_start(tether_runtime h, const char *path, int fd,
         return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
     int mine = -1, created = 0, err = 0;
-    if (atomic_load(&rt->finalizing))
-        rc = err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
-    else if (atomic_load(&S.rt))
-        rc = err_set(TETHER_ESTATE, fn, "a trace already records runtime "
-                     "0x%016" PRIx64 "; stop it first (one trace at a time "
-                     "per process)", atomic_load(&S.rt_handle));
-    else if (path && (mine = open_trace_file(path, &created)) < 0) {
+    if (atomic_load(&rt->finalizing)) {
+        handle_put(h);
+        return err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
+    }
+    if ((rc = claim(fn)) != TETHER_OK) {
+        handle_put(h);
+        return rc;
+    }
+    if (path && (mine = open_trace_file(path, &created)) < 0) {
         err = errno;
         rc = err_set(open_status(err), fn, "cannot open '%s' for writing: %s",
                      path, strerror(err));
@@ -1126,8 +1164,10 @@ int tether_trace_start(tether_runtime h, const char *path, int fd,
         rc = err_set(TETHER_EINVAL, fn, "descriptor %d is not open for "
                      "writing", fd);
     }
-    if (rc == TETHER_OK) {
-        rc = start_locked(rt, mine, path, fn);
+    if (rc != TETHER_OK) {
+        unclaim();
+    } else {
+        rc = commit(rt, mine, path, fn);
         if (rc != TETHER_OK && created) /* refused: leave nothing behind */
             unlink(path);
     }
@@ -1174,10 +1214,11 @@ static int expand_path(const char *in, char *out, size_t cap)
 void trace_runtime_created(struct runtime *rt)
 {
     const char *env = getenv("TETHER_TRACE");
-    if (!env || !*env || atomic_load(&S.rt))
+    if (!env || !*env || atomic_load(&S.rt) || claim(NULL) != TETHER_OK)
         return;
     char path[4096];
     if (expand_path(env, path, sizeof path) != 0) {
+        unclaim();
         fprintf(stderr, "tether: TETHER_TRACE: the path is too long\n");
         return;
     }
@@ -1185,16 +1226,23 @@ void trace_runtime_created(struct runtime *rt)
     int fd = open_trace_file(path, &created);
     (void)created; /* TETHER_TRACE's file is left even if refused below */
     if (fd < 0) {
+        int err = errno;
+        unclaim();
         fprintf(stderr, "tether: TETHER_TRACE: cannot open '%s' for writing: "
-                "%s; no trace is recorded\n", path, strerror(errno));
+                "%s; no trace is recorded\n", path, strerror(err));
         return;
     }
-    if (start_locked(rt, fd, path, "TETHER_TRACE") != TETHER_OK)
+    if (commit(rt, fd, path, "TETHER_TRACE") != TETHER_OK)
         fprintf(stderr, "tether: TETHER_TRACE: %s\n", tether_last_error());
 }
 
 void trace_runtime_finalized(struct runtime *rt)
 {
-    if (atomic_load(&S.rt) == rt)
+    /* Checked under g_lock, not by a bare load of S.rt: a start that
+       committed just before must be found (see commit). */
+    rank_lock(&g_lock, RANK_TRACE);
+    int mine = atomic_load(&S.rt) == rt;
+    rank_unlock(&g_lock, RANK_TRACE);
+    if (mine)
         stop(rt, NULL);
 }
