@@ -198,11 +198,25 @@ static uint64_t os_tid(void)
 #endif
 }
 
+/* Copies `src` into dst[cap], cut if it must be at a character boundary
+   (never in the middle of a UTF-8 sequence). */
+static void copy_name(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--; /* src[n], the first byte left out, continues a character */
+    }
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 static void ring_name(struct ring *r, struct runtime *rt)
 {
     struct osthread *os = osthread_peek();
     if (t_name[0])
-        snprintf(r->name, sizeof r->name, "%s", t_name);
+        copy_name(r->name, sizeof r->name, t_name);
     else if (os && rt && os->serial == rt->creator_serial)
         snprintf(r->name, sizeof r->name, "main");
     else
@@ -402,7 +416,7 @@ void trace_gil_request(struct gil *g, struct tstate *h)
 
 void trace_thread_named(const char *name)
 {
-    snprintf(t_name, sizeof t_name, "%s", name ? name : "");
+    copy_name(t_name, sizeof t_name, name ? name : "");
 }
 
 void trace_thread_begin(struct runtime *rt)
@@ -501,17 +515,57 @@ static void put_dur(struct out *o, int64_t a, int64_t b)
     fprintf(o->f, ",\"dur\":%" PRId64 ".%03" PRId64, d / 1000, d % 1000);
 }
 
-static void put_str(FILE *f, const char *s)
+/* The length of the well-formed UTF-8 character at `s` (1 to 4), or 0
+   when its bytes are not one (a stray continuation byte, an overlong
+   form, a surrogate, a character cut short). */
+static size_t utf8_char(const unsigned char *s)
 {
+    size_t n;
+    uint32_t cp;
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2, cp = s[0] & 0x1fu;
+    else if ((s[0] & 0xf0) == 0xe0)
+        n = 3, cp = s[0] & 0x0fu;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, cp = s[0] & 0x07u;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) { /* stops at the NUL: not 10xxxxxx */
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3fu);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+/* `s` as a JSON string: JSON is UTF-8, so a byte that is not part of a
+   well-formed character (names come from the host) becomes U+FFFD. */
+static void put_str(FILE *f, const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
     fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
+    while (*s) {
+        size_t n = utf8_char(s);
+        if (n == 0) {
+            fputs("\\ufffd", f);
+            s++;
+        } else if (n > 1) {
+            fwrite(s, 1, n, f);
+            s += n;
+        } else {
+            if (*s == '"' || *s == '\\')
+                fprintf(f, "\\%c", *s);
+            else if (*s < 0x20)
+                fprintf(f, "\\u%04x", *s);
+            else
+                fputc(*s, f);
+            s++;
+        }
     }
     fputc('"', f);
 }

@@ -353,6 +353,52 @@ TEST(concurrent_starts_into_one_path)
     t_finalize(r.rt);
 }
 
+/* Thread names are cut to fit a track name; the cut never splits a UTF-8
+   character, and bytes that are not UTF-8 are replaced: the file stays
+   JSON (RFC 8259 wants UTF-8). */
+static int valid_utf8(const unsigned char *s)
+{
+    while (*s) {
+        int n = *s < 0x80 ? 0 : (*s & 0xe0) == 0xc0 ? 1 : (*s & 0xf0) == 0xe0 ? 2
+              : (*s & 0xf8) == 0xf0 ? 3 : -1;
+        if (n < 0 || (n == 1 && *s < 0xc2))
+            return 0;
+        s++;
+        for (int i = 0; i < n; i++, s++)
+            if ((*s & 0xc0) != 0x80)
+                return 0;
+    }
+    return 1;
+}
+
+static int quick(void *arg)
+{
+    (void)arg;
+    return tether_sleep(100000);
+}
+
+TEST(names_stay_utf8)
+{
+    tether_interp interp;
+    tether_runtime rt = t_runtime_main(NULL, &interp);
+    const char *p = tmp_path("utf8.json");
+    ASSERT_OK(tether_trace_start(rt, p, -1, 0));
+    char name[128] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(name, "\xc3\xa9"); /* é: 80 bytes, more than a track keeps */
+    tether_thread_opts o = {sizeof o, name, 0, 0};
+    ASSERT_EQ(t_join(t_start_opts(interp, quick, NULL, &o)), TETHER_OK);
+    o.name = "bad \xff\xfe byte";
+    ASSERT_EQ(t_join(t_start_opts(interp, quick, NULL, &o)), TETHER_OK);
+    ASSERT_OK(tether_trace_stop(rt));
+    char *s = slurp(p);
+    ASSERT(valid_utf8((const unsigned char *)s));
+    ASSERT_CONTAINS(s, "\xc3\xa9\xc3\xa9\xc3\xa9");
+    ASSERT_CONTAINS(s, "bad \\ufffd\\ufffd byte");
+    free(s);
+    t_finalize(rt);
+}
+
 /* A start that races with finalize of its runtime either is refused
    (TETHER_EFINALIZING, TETHER_EBADHANDLE) or is written by that finalize:
    no trace is left recording a finalized runtime. */
@@ -407,4 +453,5 @@ RUNNER_MAIN(TEST_ENTRY(bad_input_changes_nothing),
             TEST_ENTRY(read_only_descriptor_is_refused_at_start),
             TEST_ENTRY(no_descriptor_left_is_eagain),
             TEST_ENTRY(concurrent_starts_into_one_path),
+            TEST_ENTRY(names_stay_utf8),
             TEST_ENTRY(start_racing_finalize_leaves_no_trace))
