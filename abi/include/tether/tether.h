@@ -619,8 +619,9 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
    descriptor that is not open or not open for writing: the sentence says
    which), TETHER_EBADHANDLE, TETHER_EFINALIZING (the runtime is
    finalizing), TETHER_ESTATE (a trace already records, of this runtime or
-   another; nothing changes), TETHER_ENOMEM, TETHER_EAGAIN (no descriptor
-   left).
+   another, or another start is under way; nothing changes: the file is
+   not opened), TETHER_ENOMEM, TETHER_EAGAIN (no descriptor left).  A
+   start racing a finalize of `rt` either fails or is written by it.
    [any-thread] */
 TETHER_API int tether_trace_start(tether_runtime rt, const char *path,
                                   int fd, uint32_t flags);
