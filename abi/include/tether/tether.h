@@ -776,8 +776,9 @@ TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
    runs its fini holding no GIL, and forgets it.  By default the library
    stays mapped for the life of the process.  A plugin whose descriptor sets
    TETHER_PLUGIN_UNLOADABLE is then dlclosed, once no callback whose function
-   is in its code is alive and no thread started with a function in its code
-   is running.  All the waiting together takes at most `timeout_ns`, with
+   is in its code is alive, no thread started with a function in its code
+   is running and no call of a function in its code queued with
+   tether_call_soon is still pending.  All the waiting together takes at most `timeout_ns`, with
    the caller's GIL released.
    tether_runtime_finalize unloads the plugins still loaded into its
    runtime; their handles are stale afterwards.
