@@ -292,7 +292,15 @@ function Executor:map(fn, list, opts)
     local left = deadline and math.max(0, deadline - clock())
     local fine, r = pcall(f.result, f, left)
     if not fine then
+      -- (result's own timeout, not an error of the task nor a cancel of
+      -- this thread: then f is still not done)
+      local timed_out = type(r) == "string" and not f:done()
+                        and r:find("not done (timeout)", 1, true)
       for j = i, #futures do futures[j]:cancel() end
+      if timed_out then
+        error(string.format("map: timeout (%d of %d %s not done)", #futures - i + 1,
+                            #futures, chunks == 1 and "tasks" or "chunks"), 2)
+      end
       error(r, 0)
     end
     if chunks == 1 then

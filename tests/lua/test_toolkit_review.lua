@@ -169,4 +169,13 @@ T.case("as_completed yields a future listed twice once", function()
   assert(n == 2, n)
 end)
 
+T.case("map's timeout is map's error, not result's", function()
+  local ex <close> = tether.executor{workers = 1}
+  local gate = tether.event()
+  local err = T.raises("map: timeout (2 of 2 tasks not done)", ex.map, ex,
+                       function(x) gate:wait() return x end, {1, 2}, {timeout = 0})
+  assert(not err:find("result:", 1, true), err)
+  gate:set()
+end)
+
 T.done()
