@@ -122,7 +122,7 @@ typedef struct ioctx {
     /* Handles in use with the GIL released.  Atomic, so that the fast
        path can see it empty without the lock. */
     _Atomic(iobusy *) busy;
-    lt_waitq waiters; /* threads waiting for one of them.  Synchronization: gil. */
+    lt_waitq waiters; /* threads waiting for one of them (lt.h). */
 } ioctx;
 
 /* An operation on one handle of a thread that holds the GIL. */
@@ -1439,7 +1439,7 @@ void lt_open_io(lua_State *L, lt_state *S)
     ioctx *X = lua_newuserdatauv(L, sizeof *X, 0);
     pthread_mutex_init(&X->mu, NULL);
     atomic_init(&X->busy, NULL);
-    X->waiters.head = X->waiters.tail = NULL;
+    lt_waitq_init(&X->waiters);
     int ctx = lua_gettop(L);
     replace_in(L, ctx, "io", io_funcs);
     replace_in(L, ctx, "os", os_funcs);

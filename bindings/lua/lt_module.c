@@ -327,7 +327,10 @@ static int module_trace(lua_State *L)
     lt_state *S = lt_upvalue_state(L);
     int rc;
     if (!lua_isnoneornil(L, 1)) {
-        const char *path = luaL_checkstring(L, 1);
+        size_t len;
+        const char *path = luaL_checklstring(L, 1, &len);
+        if (strlen(path) != len) /* C would trace into the part before it */
+            return luaL_argerror(L, 1, "the path contains a zero byte");
         if ((rc = tether_trace_start(S->rt, path, -1, 0)) != TETHER_OK)
             return lt_status_error(L, "trace", rc);
         lua_pushboolean(L, 1);
