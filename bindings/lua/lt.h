@@ -266,6 +266,9 @@ struct lt_state {
     int sigint;                 /* lt_signal.c's handler was installed for it */
     int64_t atexit_ns;          /* tether.atexit_timeout, -1 = none */
     int finalized;              /* shut_down finalized the runtime */
+    int left_alive;             /* shut_down gave up waiting for threads
+                                   still in Lua or in a call with the GIL
+                                   released: lua_close frees nothing */
     lt_worker *workers;         /* every tether.thread record, newest first */
     lt_tstate main_ts;          /* of the thread that required the module */
     lua_State *cb_pool[LT_CB_POOL]; /* idle callback coroutines */
@@ -463,6 +466,12 @@ int lt_sigint_elsewhere(void);
 lt_pool *lt_pool_install(lua_State *L);
 /* Empties it and puts the previous allocator back (at close). */
 void lt_pool_remove(lua_State *L, lt_pool *pool);
+/* From now on L's allocator frees nothing (its blocks are leaked on
+   purpose): for a state that closes while threads that the close gave up
+   waiting for may still read or write its memory (a string being
+   written, a buffer being read into, with the GIL released).  [the
+   closing thread, in lua_close] */
+void lt_alloc_never_free(lua_State *L);
 
 /* ---- lt_hook.c: switching while Lua runs, coroutine tracking ---------- */
 

@@ -75,7 +75,8 @@ static void shut_down(lua_State *L, lt_state *S)
                 reap_ns = 0;
             S->finalized = 1;
         }
-        if (lt_reap_workers(S, reap_ns) && !S->owns_runtime)
+        S->left_alive = lt_reap_workers(S, reap_ns);
+        if (S->left_alive && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
                     "closes: the host must finalize the runtime (or destroy "
                     "the interpreter) before lua_close\n");
@@ -132,6 +133,12 @@ static int anchor_gc(lua_State *L)
     (void)tether_thread_release(S->main_thread);
     lt_pool_remove(L, S->pool);
     S->pool = NULL;
+    /* A thread the close gave up waiting for may be in the middle of an
+       io call with the GIL released, reading a string of the state or
+       writing into a buffer of it: when it comes back it leaves without
+       touching Lua, but until then that memory must stay. */
+    if (S->left_alive)
+        lt_alloc_never_free(L);
     lt_state_unref(S);
     return 0;
 }
