@@ -29,7 +29,8 @@
  * writes nothing, or the stopper sees `busy` and waits for the write to
  * end; the owner's release of `busy` publishes the events to the stopper.
  *
- * Who frees a ring.  The stopper reads a closed ring and sets RELEASED;
+ * Who frees a ring.  The stopper reads a closed ring, frees its events
+ * (an owner that lives on may never record again) and sets RELEASED;
  * its owner, when it exits (a thread-specific destructor) or when it
  * finds its ring belongs to an earlier trace, sets GONE.  Whoever sets the
  * second bit frees it, so a ring of a thread that exited stays readable
@@ -1122,8 +1123,16 @@ static int stop(struct runtime *rt, const char *fn)
             t_ring = NULL;
             pthread_setspecific(g_key, NULL);
             ring_free(rings);
-        } else if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE) {
-            ring_free(rings);
+        } else {
+            /* Its owner may live on and never record again: the events go
+               now (after CLOSED it never touches them), the head stays
+               until the owner lets go of it. */
+            atomic_fetch_sub(&S.bytes, (size_t)rings->cap * sizeof(struct ev));
+            free(rings->ev);
+            rings->ev = NULL;
+            rings->cap = 0;
+            if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE)
+                ring_free(rings);
         }
         rings = next;
     }
