@@ -29,7 +29,8 @@
  * writes nothing, or the stopper sees `busy` and waits for the write to
  * end; the owner's release of `busy` publishes the events to the stopper.
  *
- * Who frees a ring.  The stopper reads a closed ring and sets RELEASED;
+ * Who frees a ring.  The stopper reads a closed ring, frees its events
+ * (an owner that lives on may never record again) and sets RELEASED;
  * its owner, when it exits (a thread-specific destructor) or when it
  * finds its ring belongs to an earlier trace, sets GONE.  Whoever sets the
  * second bit frees it, so a ring of a thread that exited stays readable
@@ -57,6 +58,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "delay.h"
 #include "error.h"
 #include "handle.h"
 #include "internal.h"
@@ -331,13 +333,18 @@ static void emit(struct runtime *rt, int64_t t, uint16_t kind, uint16_t sub,
         emit_r(r, t, kind, sub, a, b, x);
 }
 
-/* A copy of `s` kept until the trace is written (an index into S.strs), or
-   STR_MAX when there is no room. */
-static uint64_t intern(const char *s)
+/* A copy of `s` kept until the trace of ring `r` is written (an index into
+   S.strs), or STR_MAX when there is no room or that trace has stopped (the
+   table then belongs to the next trace, or to none). */
+static uint64_t intern(const struct ring *r, const char *s)
 {
     char *c = strdup(s ? s : "");
     uint64_t i = STR_MAX;
     rank_lock(&g_lock, RANK_TRACE);
+    if (atomic_load(&S.epoch) != r->epoch) {
+        free(c);
+        c = NULL;
+    }
     if (c && !S.strs)
         S.strs = calloc(STR_MAX, sizeof *S.strs);
     if (c && S.strs && S.nstrs < STR_MAX) {
@@ -432,9 +439,10 @@ void trace_thread_end(struct runtime *rt, int result)
 void trace_join(struct tstate *ts, int64_t t0, const struct thread *t, int rc)
 {
     struct runtime *rt = rt_of(ts);
-    if (!t0 || !my_ring(rt))
+    struct ring *r;
+    if (!t0 || !(r = my_ring(rt)))
         return;
-    uint64_t s = intern(t->name);
+    uint64_t s = intern(r, t->name);
     emit(rt, plat_now_ns(), EV_JOIN, 0, (uint64_t)t0, s, (uint32_t)rc);
 }
 
@@ -468,9 +476,10 @@ static struct runtime *rt_by_handle(uint64_t h)
 void trace_plugin_begin(uint64_t h, int unload, const char *what)
 {
     struct runtime *rt = rt_by_handle(h);
-    if (!my_ring(rt))
+    struct ring *r = my_ring(rt);
+    if (!r)
         return;
-    uint64_t s = intern(what);
+    uint64_t s = intern(r, what);
     emit(rt, plat_now_ns(), EV_PLUGIN, (uint16_t)(unload != 0), 0, s, 0);
 }
 
@@ -1096,21 +1105,21 @@ static int stop(struct runtime *rt, const char *fn)
     char *path = S.path;
     S.path = NULL;
     int64_t t0 = S.t_start;
+    /* The strings go with the rings, in the same step as the epoch: one
+       interned from here on is refused (intern checks the epoch), so the
+       table a next trace starts is its own. */
+    char **strs = S.strs;
+    size_t nstrs = S.nstrs;
+    S.strs = NULL;
+    S.nstrs = 0;
     rank_unlock(&g_lock, RANK_TRACE);
+    TETHER_DELAY_POINT("trace.stop.closing");
 
     for (struct ring *r = rings; r; r = r->next)
         atomic_fetch_or(&r->state, R_CLOSED);
     for (struct ring *r = rings; r; r = r->next)
         while (atomic_load(&r->busy))
             sched_yield();
-    /* After CLOSED: a string interned from here on belongs to no event
-       that is written. */
-    rank_lock(&g_lock, RANK_TRACE);
-    char **strs = S.strs;
-    size_t nstrs = S.nstrs;
-    S.strs = NULL;
-    S.nstrs = 0;
-    rank_unlock(&g_lock, RANK_TRACE);
     rings = reverse(rings);
     int err = write_json(fd, rings, t0, t1, strs, nstrs);
     for (size_t i = 0; i < nstrs; i++)
@@ -1122,8 +1131,16 @@ static int stop(struct runtime *rt, const char *fn)
             t_ring = NULL;
             pthread_setspecific(g_key, NULL);
             ring_free(rings);
-        } else if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE) {
-            ring_free(rings);
+        } else {
+            /* Its owner may live on and never record again: the events go
+               now (after CLOSED it never touches them), the head stays
+               until the owner lets go of it. */
+            atomic_fetch_sub(&S.bytes, (size_t)rings->cap * sizeof(struct ev));
+            free(rings->ev);
+            rings->ev = NULL;
+            rings->cap = 0;
+            if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE)
+                ring_free(rings);
         }
         rings = next;
     }
