@@ -848,7 +848,14 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
                         "does not run\n", p->name);
         }
         if (rc == TETHER_OK) {
-            wait_zero(&u, &p->holds);
+            /* Callbacks and threads into an unloadable plugin are waited
+               for until a finite deadline, never without one: they may be
+               the host's to free after finalize returns (a callback freed
+               by the thread that finalizes, or one that waits for this
+               thread's GIL: API fuzzer seed x13, a hang).  The last pin
+               dlcloses the orphan then. */
+            if (!u.forever)
+                wait_zero(&u, &p->holds);
             if (p->holds == 0) {
                 reg_remove(p);
                 reg_unlock();

@@ -1516,6 +1516,28 @@ TEST(a_call_that_outlived_finalize_frees_its_plugins_record)
     ASSERT_STATUS(tether_plugin_leave(p), TETHER_EBADHANDLE);
 }
 
+/* tether_runtime_finalize with no timeout, while a callback whose guest
+   function is in an unloadable plugin is alive: finalize runs fini and
+   returns, leaving the plugin an orphan for the callback's free to
+   dlclose ("later, by itself", docs/plugins.md).  It waited for the
+   callback for ever, though the host frees it only after finalize
+   returns, or from a thread waiting for a GIL the finalizing thread holds
+   (API fuzzer seed x13, a hang). */
+TEST(finalize_without_timeout_leaves_a_live_callback_to_the_host)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("unloadable"));
+    tether_guest_fn guest;
+    LOOKUP(guest, p, "fx_guest");
+    tether_callback cb;
+    ASSERT_OK(tether_callback_new(t_main_interp(rt), "i32(i32)", guest, NULL, &cb));
+    ASSERT_OK(tether_runtime_finalize(rt, -1));
+    ASSERT_STATUS(tether_plugin_info(p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT(is_mapped(FIXTURE("unloadable"))); /* the callback holds it */
+    ASSERT_OK(tether_callback_free(cb));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
 RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(ticker_calls_a_callback_through_ffi_call),
             TEST_ENTRY(unload_stops_ticker_threads_that_still_call_back),
@@ -1570,4 +1592,5 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(a_long_init_error_is_quoted_in_whole_characters),
             TEST_ENTRY(finalize_drops_a_queued_call_and_its_plugin_pin),
             TEST_ENTRY(a_callback_freed_after_finalize_unmaps_its_plugin),
-            TEST_ENTRY(a_call_that_outlived_finalize_frees_its_plugins_record))
+            TEST_ENTRY(a_call_that_outlived_finalize_frees_its_plugins_record),
+            TEST_ENTRY_T(finalize_without_timeout_leaves_a_live_callback_to_the_host, 30))
