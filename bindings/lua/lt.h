@@ -348,9 +348,19 @@ lt_tstate *lt_current_tstate(void);
 /* The lt_tstate the module pushed last on the calling OS thread (a stack
    kept by lt_ts_push/lt_ts_pop, whatever the state): a fast guess at
    lt_current_tstate() that the caller must check (lt_hook.c's ts_here).
-   A pthread key, not __thread: LeakSanitizer's tracer crashed on the
-   dynamic TLS of a dlopen'ed module in threads still running at exit. */
-lt_tstate *lt_tl_get(void);
+   Every coroutine switch reads it, so it is initial-exec TLS: one load
+   from the thread pointer, where a pthread key cost a call into libc and
+   some 20 instructions.  Not the default (general-dynamic) model of a
+   dlopen'ed module either: its blocks are allocated lazily, and
+   LeakSanitizer's tracer crashed on them in threads still running at
+   exit; initial-exec TLS lives in the static TLS block of each thread
+   (the module takes 8 bytes of the space glibc sets aside for this). */
+extern __thread lt_tstate *lt_tl_cur
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
+static inline lt_tstate *lt_tl_get(void)
+{
+    return lt_tl_cur;
+}
 void lt_tl_set(lt_tstate *ts);
 /* Initialises a thread's lt_tstate (worker may be NULL). */
 void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker);
@@ -434,7 +444,8 @@ void lt_push_module(lua_State *L);
 void lt_set_module(lua_State *L);
 /* Records S as the state of L's registry (lt_registry_state). */
 void lt_set_state(lua_State *L, lt_state *S);
-/* Makes the pthread key of lt_tl_get (once per process). */
+/* Makes the pthread key of the lock-rank checks (debug builds; once per
+   process). */
 void lt_tl_init(void);
 /* 1 if the value at idx is the current sentinel (lt_renew_sentinel). */
 int lt_is_sentinel(lua_State *L, int idx);

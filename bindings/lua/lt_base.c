@@ -61,9 +61,7 @@ void lt_ts_init(lt_tstate *ts, lt_state *S, lt_worker *worker)
     ts->tl_outer = NULL;
 }
 
-static pthread_key_t tl_key;
 static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
-static int tl_ok;
 
 #ifndef NDEBUG
 static pthread_key_t rank_key; /* the ranks the thread holds, a bit each */
@@ -72,21 +70,17 @@ static int rank_ok;
 
 static void tl_init(void)
 {
-    tl_ok = pthread_key_create(&tl_key, NULL) == 0;
 #ifndef NDEBUG
     rank_ok = pthread_key_create(&rank_key, NULL) == 0;
 #endif
 }
 
-lt_tstate *lt_tl_get(void)
-{
-    return tl_ok ? pthread_getspecific(tl_key) : NULL;
-}
+__thread lt_tstate *lt_tl_cur
+    __attribute__((tls_model("initial-exec"), visibility("hidden")));
 
 void lt_tl_set(lt_tstate *ts)
 {
-    if (tl_ok)
-        (void)pthread_setspecific(tl_key, ts);
+    lt_tl_cur = ts;
 }
 
 void lt_ts_push(lt_tstate *ts)

@@ -3,7 +3,7 @@
  * or finalize (the model is in lt_block.h), and tether.wait_fd.
  *
  * The wake-up descriptor of a thread is an eventfd kept under a pthread
- * key (not __thread: see lt_tl_get), made on first use, closed by the
+ * key (for its destructor), made on first use, closed by the
  * key's destructor when the thread exits, and forgotten in the child of a
  * fork (which must not share its parent's).  A thread without one (out of
  * descriptors) still blocks with the GIL released; it just cannot be
