@@ -9,6 +9,11 @@
  *   trace.switch     two threads handing the GIL to each other with
  *                    tether_sleep(0) for a window: its length over the
  *                    number of switches (tether_gil_stats)
+ *   trace.acquire_off  the same pair with no trace recording (the tether
+ *                    column) against the library built with the hooks
+ *                    compiled out (TETHER_NO_TRACE, the baseline column,
+ *                    tether-bench-notrace in a process of its own): what
+ *                    the hooks cost while off, which must be noise
  *   trace.overhead   trace.acquire's difference, on minus off, measured in
  *                    one side call with the two halves interleaved: the
  *                    nanoseconds recording adds to one GIL acquisition
@@ -20,6 +25,7 @@
  * earlier run's medians (docs/performance.md).
  */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +82,25 @@ static void acquire_side(bench_ctx *ctx, const void *arg, double out[])
         trace_off(ctx);
         close(fd);
     }
+}
+
+/* out[0]: ns per pair in tether-bench-notrace (the hooks compiled out),
+   run with the same count as acquire_side. */
+static void notrace_side(bench_ctx *ctx, const void *arg, double out[])
+{
+    (void)arg;
+    uint64_t n = bench_count(ctx, 2000000, 100);
+    char cmd[sizeof TETHER_BENCH_NOTRACE + 32];
+    snprintf(cmd, sizeof cmd, "'%s' %" PRIu64, TETHER_BENCH_NOTRACE, n);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        bench_fail("cannot run %s", TETHER_BENCH_NOTRACE);
+    double v = -1;
+    int got = fscanf(p, "%lf", &v);
+    int st = pclose(p);
+    if (got != 1 || st != 0 || v < 0)
+        bench_fail("%s failed (status %d)", TETHER_BENCH_NOTRACE, st);
+    out[0] = v;
 }
 
 /* out[0]: on minus off per pair, the halves interleaved in slices;
@@ -181,6 +206,13 @@ static void trace_run(bench_ctx *ctx)
     bench_row *sw = bench_row_new(
         ctx, "trace.switch", "GIL switch between 2 threads looping on sleep(0), tracing on",
         off, UNIT_NS);
+    bench_row *acq_off = bench_row_new(
+        ctx, "trace.acquire_off",
+        "save/restore pair (one GIL acquisition), tracing off",
+        "no trace support", UNIT_NS);
+    bench_row_note(acq_off, "The baseline is the library built with the trace "
+                   "hooks compiled out, in a process of its own; the two "
+                   "must differ by noise only.");
     bench_row *over = bench_row_new(
         ctx, "trace.overhead", "ns added per GIL acquisition by tracing (on - off)",
         "no baseline", UNIT_NS);
@@ -195,6 +227,8 @@ static void trace_run(bench_ctx *ctx)
     const bench_side sides[] = {
         {acquire_side, &k_on, BENCH_TETHER, {acq}},
         {acquire_side, &k_off, BENCH_BASE, {acq}},
+        {acquire_side, &k_off, BENCH_TETHER, {acq_off}},
+        {notrace_side, NULL, BENCH_BASE, {acq_off}},
         {switch_side, &k_on, BENCH_TETHER, {sw}},
         {switch_side, &k_off, BENCH_BASE, {sw}},
         {overhead_side, NULL, BENCH_TETHER, {over, bytes, ring}},

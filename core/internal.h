@@ -516,6 +516,16 @@ int async_deliver(struct tstate *ts);
    thread detached. */
 int pending_run(struct tstate *ts);
 
+/* Drops the calls still queued on `interp`, without running them, with
+   their plugin pins (tether.h: "Calls still queued at finalize are
+   dropped").  Called once the interpreter is marked finalizing, so that
+   tether_call_soon queues nothing more: left queued, they pinned an
+   unloadable plugin until the interpreter's memory was freed, which a
+   thread's cached state may put off for the life of that thread, and an
+   unload or finalize waited for them (API fuzzer seed x10).  No lock
+   held. */
+void pending_drop(struct interp *interp);
+
 /* ---- checkpoint.c ---------------------------------------------------- */
 
 /* Checks the breaker of a thread that just re-attached after blocking:

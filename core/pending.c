@@ -31,6 +31,17 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     if (c) {
         *c = (struct pending_call){fn, arg, pin, NULL};
         rank_lock(&interp->mutex, RANK_INTERP);
+        /* Looked at again under the mutex: a finalize that marked the
+           interpreter meanwhile has dropped the queue (pending_drop) or
+           will, and nothing may be queued after that. */
+        if (atomic_load(&interp->finalizing)) {
+            rank_unlock(&interp->mutex, RANK_INTERP);
+            plugin_unpin(pin, PLUGIN_PIN_HOLD);
+            t_free(c);
+            handle_put(h);
+            return err_set(TETHER_EFINALIZING, name,
+                           "the interpreter is finalizing");
+        }
         if (interp->pending_tail)
             interp->pending_tail->next = c;
         else
@@ -42,6 +53,20 @@ int tether_call_soon(tether_interp h, int (*fn)(void *), void *arg)
     }
     handle_put(h);
     return rc;
+}
+
+void pending_drop(struct interp *interp)
+{
+    rank_lock(&interp->mutex, RANK_INTERP);
+    struct pending_call *c = interp->pending_head;
+    interp->pending_head = interp->pending_tail = NULL;
+    rank_unlock(&interp->mutex, RANK_INTERP);
+    while (c) {
+        struct pending_call *next = c->next;
+        plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
+        t_free(c);
+        c = next;
+    }
 }
 
 /* Runs the calls that were queued when it began, on the interpreter's main

@@ -315,8 +315,10 @@ static void detach_caller(struct runtime *rt, struct interp *only)
 static int stop_interps(struct interp **v, size_t n, int64_t deadline)
 {
     int rc = TETHER_OK;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         mark_finalizing(v[i]);
+        pending_drop(v[i]); /* no checkpoint of it runs them any more */
+    }
     TETHER_DELAY_POINT("finalize.marked");
     for (size_t i = 0; i < n; i++) {
         int seen = 0; /* each GIL once */

@@ -118,13 +118,17 @@ static int wait_started(struct thread *t)
     while (!t->started)
         pthread_cond_wait(&t->cond, &t->mutex);
     rank_unlock(&t->mutex, RANK_OBJECT);
+    TETHER_DELAY_POINT("thread.start.reattach");
     return cur ? ts_attach(cur, 1) : TETHER_OK;
 }
 
-/* Undoes a start whose OS thread never ran. */
+/* Undoes a start whose OS thread never ran, and drops the plugin pin the
+   thread would have dropped at its end. */
 static void start_undo(struct thread *t, struct tstate *ts)
 {
     struct interp *interp = t->interp;
+    plugin_unpin(t->pin, PLUGIN_PIN_HOLD);
+    t->pin = NULL;
     rank_lock(&interp->mutex, RANK_INTERP);
     thread_unregister(t);
     rank_unlock(&interp->mutex, RANK_INTERP);
@@ -201,11 +205,18 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
         t->stack_size = stack;
         t->fn = fn;
         t->arg = arg;
+        /* The pin is the thread's from here on: start_undo drops it if
+           the OS thread never runs, else the thread's end does
+           (osthread_boot_exit), even when this call then fails because
+           the caller cannot re-attach.  Dropping it here as well took one
+           pin and one reference of the plugin's handle too many: the
+           record of a failed init was freed while still listed. */
         t->pin = pin;
+        pin = NULL;
         rc = start_registered(t, ts);
     }
     if (rc != TETHER_OK)
-        plugin_unpin(pin, PLUGIN_PIN_HOLD);
+        plugin_unpin(pin, PLUGIN_PIN_HOLD); /* (NULL once the thread's) */
     handle_put(h);
     if (rc == TETHER_OK)
         *out = t->handle;

@@ -29,7 +29,8 @@
  * writes nothing, or the stopper sees `busy` and waits for the write to
  * end; the owner's release of `busy` publishes the events to the stopper.
  *
- * Who frees a ring.  The stopper reads a closed ring and sets RELEASED;
+ * Who frees a ring.  The stopper reads a closed ring, frees its events
+ * (an owner that lives on may never record again) and sets RELEASED;
  * its owner, when it exits (a thread-specific destructor) or when it
  * finds its ring belongs to an earlier trace, sets GONE.  Whoever sets the
  * second bit frees it, so a ring of a thread that exited stays readable
@@ -49,12 +50,15 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "delay.h"
 #include "error.h"
 #include "handle.h"
 #include "internal.h"
@@ -132,6 +136,7 @@ static struct {
     struct ring *rings;
     char **strs;                /* plugin names, join targets */
     size_t nstrs;
+    int starting; /* a tether_trace_start between claim and commit */
 } S = {.fd = -1};
 
 static pthread_key_t g_key;
@@ -195,11 +200,25 @@ static uint64_t os_tid(void)
 #endif
 }
 
+/* Copies `src` into dst[cap], cut if it must be at a character boundary
+   (never in the middle of a UTF-8 sequence). */
+static void copy_name(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+            n--; /* src[n], the first byte left out, continues a character */
+    }
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 static void ring_name(struct ring *r, struct runtime *rt)
 {
     struct osthread *os = osthread_peek();
     if (t_name[0])
-        snprintf(r->name, sizeof r->name, "%s", t_name);
+        copy_name(r->name, sizeof r->name, t_name);
     else if (os && rt && os->serial == rt->creator_serial)
         snprintf(r->name, sizeof r->name, "main");
     else
@@ -314,13 +333,18 @@ static void emit(struct runtime *rt, int64_t t, uint16_t kind, uint16_t sub,
         emit_r(r, t, kind, sub, a, b, x);
 }
 
-/* A copy of `s` kept until the trace is written (an index into S.strs), or
-   STR_MAX when there is no room. */
-static uint64_t intern(const char *s)
+/* A copy of `s` kept until the trace of ring `r` is written (an index into
+   S.strs), or STR_MAX when there is no room or that trace has stopped (the
+   table then belongs to the next trace, or to none). */
+static uint64_t intern(const struct ring *r, const char *s)
 {
     char *c = strdup(s ? s : "");
     uint64_t i = STR_MAX;
     rank_lock(&g_lock, RANK_TRACE);
+    if (atomic_load(&S.epoch) != r->epoch) {
+        free(c);
+        c = NULL;
+    }
     if (c && !S.strs)
         S.strs = calloc(STR_MAX, sizeof *S.strs);
     if (c && S.strs && S.nstrs < STR_MAX) {
@@ -399,7 +423,7 @@ void trace_gil_request(struct gil *g, struct tstate *h)
 
 void trace_thread_named(const char *name)
 {
-    snprintf(t_name, sizeof t_name, "%s", name ? name : "");
+    copy_name(t_name, sizeof t_name, name ? name : "");
 }
 
 void trace_thread_begin(struct runtime *rt)
@@ -415,9 +439,10 @@ void trace_thread_end(struct runtime *rt, int result)
 void trace_join(struct tstate *ts, int64_t t0, const struct thread *t, int rc)
 {
     struct runtime *rt = rt_of(ts);
-    if (!t0 || !my_ring(rt))
+    struct ring *r;
+    if (!t0 || !(r = my_ring(rt)))
         return;
-    uint64_t s = intern(t->name);
+    uint64_t s = intern(r, t->name);
     emit(rt, plat_now_ns(), EV_JOIN, 0, (uint64_t)t0, s, (uint32_t)rc);
 }
 
@@ -451,9 +476,10 @@ static struct runtime *rt_by_handle(uint64_t h)
 void trace_plugin_begin(uint64_t h, int unload, const char *what)
 {
     struct runtime *rt = rt_by_handle(h);
-    if (!my_ring(rt))
+    struct ring *r = my_ring(rt);
+    if (!r)
         return;
-    uint64_t s = intern(what);
+    uint64_t s = intern(r, what);
     emit(rt, plat_now_ns(), EV_PLUGIN, (uint16_t)(unload != 0), 0, s, 0);
 }
 
@@ -498,17 +524,57 @@ static void put_dur(struct out *o, int64_t a, int64_t b)
     fprintf(o->f, ",\"dur\":%" PRId64 ".%03" PRId64, d / 1000, d % 1000);
 }
 
-static void put_str(FILE *f, const char *s)
+/* The length of the well-formed UTF-8 character at `s` (1 to 4), or 0
+   when its bytes are not one (a stray continuation byte, an overlong
+   form, a surrogate, a character cut short). */
+static size_t utf8_char(const unsigned char *s)
 {
+    size_t n;
+    uint32_t cp;
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2, cp = s[0] & 0x1fu;
+    else if ((s[0] & 0xf0) == 0xe0)
+        n = 3, cp = s[0] & 0x0fu;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, cp = s[0] & 0x07u;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) { /* stops at the NUL: not 10xxxxxx */
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3fu);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+/* `s` as a JSON string: JSON is UTF-8, so a byte that is not part of a
+   well-formed character (names come from the host) becomes U+FFFD. */
+static void put_str(FILE *f, const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
     fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
+    while (*s) {
+        size_t n = utf8_char(s);
+        if (n == 0) {
+            fputs("\\ufffd", f);
+            s++;
+        } else if (n > 1) {
+            fwrite(s, 1, n, f);
+            s += n;
+        } else {
+            if (*s == '"' || *s == '\\')
+                fprintf(f, "\\%c", *s);
+            else if (*s < 0x20)
+                fprintf(f, "\\u%04x", *s);
+            else
+                fputc(*s, f);
+            s++;
+        }
     }
     fputc('"', f);
 }
@@ -864,8 +930,8 @@ static struct ring *reverse(struct ring *r)
 }
 
 /* Writes the JSON to fd; returns 0 or an errno value. */
-static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
-                      char **strs, size_t nstrs)
+static int write_json_to(int fd, struct ring *rings, int64_t t0, int64_t t1,
+                         char **strs, size_t nstrs)
 {
     FILE *f = fdopen(fd, "w");
     if (!f) {
@@ -895,6 +961,33 @@ static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
     return err;
 }
 
+/* The same with SIGPIPE blocked in the calling thread: a pipe or socket
+   whose reader is gone makes the write fail with EPIPE (a status for the
+   caller) instead of killing the host.  A SIGPIPE the write raised is
+   taken off again; one that was pending before is left alone. */
+static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
+                      char **strs, size_t nstrs)
+{
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    int had = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    int masked = pthread_sigmask(SIG_BLOCK, &pipe_set, &old) == 0;
+    int err = write_json_to(fd, rings, t0, t1, strs, nstrs);
+    if (masked) {
+        if (!had && sigpending(&pending) == 0 &&
+            sigismember(&pending, SIGPIPE)) {
+            const struct timespec zero = {0, 0};
+            int saved = errno;
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+                ;
+            errno = saved;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    return err;
+}
+
 /* ---- start and stop ------------------------------------------------------------- */
 
 static uint32_t ring_max_from_env(void)
@@ -907,29 +1000,66 @@ static uint32_t ring_max_from_env(void)
     return (uint32_t)v;
 }
 
-/* Starts a trace of `rt` into `fd` (ours).  Returns TETHER_OK or
-   TETHER_ESTATE (one records already), with g_lock not held. */
-static int start_locked(struct runtime *rt, int fd, const char *path,
-                        const char *fn)
+/* A start goes in two steps, so that the file is opened without g_lock
+   held (opening a FIFO may block) and yet only one start is ever under
+   way: claim() reserves the trace (S.starting), commit() makes it record
+   or gives the claim back.  A start that finds a trace recording, or
+   another start under way, gets TETHER_ESTATE at once and has opened
+   nothing, so it never removes or truncates a file another start uses.
+   Returns TETHER_OK or TETHER_ESTATE (with a sentence when fn is set). */
+static int claim(const char *fn)
 {
     pthread_once(&g_once, once_init);
+    rank_lock(&g_lock, RANK_TRACE);
+    int busy = atomic_load(&S.rt) != NULL, starting = S.starting;
+    uint64_t other = atomic_load(&S.rt_handle);
+    if (!busy && !starting)
+        S.starting = 1;
+    rank_unlock(&g_lock, RANK_TRACE);
+    if (busy)
+        return fn ? err_set(TETHER_ESTATE, fn, "a trace already records "
+                            "runtime 0x%016" PRIx64 "; stop it first (one "
+                            "trace at a time per process)", other)
+                  : TETHER_ESTATE;
+    if (starting)
+        return fn ? err_set(TETHER_ESTATE, fn, "another tether_trace_start "
+                            "is under way (one trace at a time per process)")
+                  : TETHER_ESTATE;
+    return TETHER_OK;
+}
+
+static void unclaim(void)
+{
+    rank_lock(&g_lock, RANK_TRACE);
+    S.starting = 0;
+    rank_unlock(&g_lock, RANK_TRACE);
+}
+
+/* Ends a claim: starts the trace of `rt` into `fd` (ours: closed on
+   failure).  Checked under g_lock: `rt` is not finalizing.  finalize sets
+   the flag before trace_runtime_finalized takes g_lock, so either this
+   sees it, or that finds the trace and writes it.  Returns TETHER_OK,
+   TETHER_EFINALIZING, TETHER_ENOMEM or TETHER_EINVAL (truncation failed). */
+static int commit(struct runtime *rt, int fd, const char *path,
+                  const char *fn)
+{
     char *p = path ? strdup(path) : NULL;
     if (path && !p) {
+        unclaim();
         close(fd);
         return err_set(TETHER_ENOMEM, fn, "out of memory");
     }
     rank_lock(&g_lock, RANK_TRACE);
-    struct runtime *cur = atomic_load(&S.rt);
-    if (cur) {
-        uint64_t other = atomic_load(&S.rt_handle);
+    S.starting = 0;
+    if (atomic_load(&rt->finalizing)) {
         rank_unlock(&g_lock, RANK_TRACE);
         close(fd);
         free(p);
-        return err_set(TETHER_ESTATE, fn, "a trace already records runtime "
-                       "0x%016" PRIx64 "; stop it first (one trace at a time "
-                       "per process)", other);
+        return err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
     }
-    if (path && ftruncate(fd, 0) != 0) {
+    struct stat st; /* a device or FIFO has nothing to truncate */
+    if (path && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        ftruncate(fd, 0) != 0) {
         int err = errno;
         rank_unlock(&g_lock, RANK_TRACE);
         close(fd);
@@ -975,21 +1105,21 @@ static int stop(struct runtime *rt, const char *fn)
     char *path = S.path;
     S.path = NULL;
     int64_t t0 = S.t_start;
+    /* The strings go with the rings, in the same step as the epoch: one
+       interned from here on is refused (intern checks the epoch), so the
+       table a next trace starts is its own. */
+    char **strs = S.strs;
+    size_t nstrs = S.nstrs;
+    S.strs = NULL;
+    S.nstrs = 0;
     rank_unlock(&g_lock, RANK_TRACE);
+    TETHER_DELAY_POINT("trace.stop.closing");
 
     for (struct ring *r = rings; r; r = r->next)
         atomic_fetch_or(&r->state, R_CLOSED);
     for (struct ring *r = rings; r; r = r->next)
         while (atomic_load(&r->busy))
             sched_yield();
-    /* After CLOSED: a string interned from here on belongs to no event
-       that is written. */
-    rank_lock(&g_lock, RANK_TRACE);
-    char **strs = S.strs;
-    size_t nstrs = S.nstrs;
-    S.strs = NULL;
-    S.nstrs = 0;
-    rank_unlock(&g_lock, RANK_TRACE);
     rings = reverse(rings);
     int err = write_json(fd, rings, t0, t1, strs, nstrs);
     for (size_t i = 0; i < nstrs; i++)
@@ -1001,8 +1131,16 @@ static int stop(struct runtime *rt, const char *fn)
             t_ring = NULL;
             pthread_setspecific(g_key, NULL);
             ring_free(rings);
-        } else if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE) {
-            ring_free(rings);
+        } else {
+            /* Its owner may live on and never record again: the events go
+               now (after CLOSED it never touches them), the head stays
+               until the owner lets go of it. */
+            atomic_fetch_sub(&S.bytes, (size_t)rings->cap * sizeof(struct ev));
+            free(rings->ev);
+            rings->ev = NULL;
+            rings->cap = 0;
+            if (atomic_fetch_or(&rings->state, R_RELEASED) & R_GONE)
+                ring_free(rings);
         }
         rings = next;
     }
@@ -1024,7 +1162,7 @@ static void trace_stop_at_exit(void)
     stop(NULL, NULL);
 }
 
-/* Opens `path` for the trace without truncating it yet (start_locked
+/* Opens `path` for the trace without truncating it yet (commit
    does, once the trace is ours); *created tells whether it is new. */
 static int open_trace_file(const char *path, int *created)
 {
@@ -1033,6 +1171,28 @@ static int open_trace_file(const char *path, int *created)
     if (fd < 0 && errno == EEXIST)
         fd = open(path, O_WRONLY | O_CLOEXEC);
     return fd;
+}
+
+/* The status of a failed open or dup: no descriptor left is EAGAIN (as
+   tether.h says), no memory ENOMEM, the rest EINVAL (bad path or fd). */
+static int open_status(int err)
+{
+    return err == EMFILE || err == ENFILE ? TETHER_EAGAIN
+           : err == ENOMEM                ? TETHER_ENOMEM
+                                          : TETHER_EINVAL;
+}
+
+/* Whether the descriptor `fd` was opened for writing. */
+static int writable(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY)
+        return 0;
+#ifdef O_PATH
+    if (fl & O_PATH)
+        return 0;
+#endif
+    return 1;
 }
 
 int tether_trace_start(tether_runtime h, const char *path, int fd,
@@ -1053,21 +1213,32 @@ int tether_trace_start(tether_runtime h, const char *path, int fd,
     if (!rt)
         return TETHER_EBADHANDLE;
     int rc = TETHER_OK;
-    int mine = -1, created = 0;
-    if (atomic_load(&rt->finalizing))
-        rc = err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
-    else if (atomic_load(&S.rt))
-        rc = err_set(TETHER_ESTATE, fn, "a trace already records runtime "
-                     "0x%016" PRIx64 "; stop it first (one trace at a time "
-                     "per process)", atomic_load(&S.rt_handle));
-    else if (path && (mine = open_trace_file(path, &created)) < 0)
-        rc = err_set(errno == ENOMEM ? TETHER_ENOMEM : TETHER_EINVAL, fn,
-                     "cannot open '%s' for writing: %s", path, strerror(errno));
-    else if (!path && (mine = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
-        rc = err_set(errno == EBADF ? TETHER_EINVAL : TETHER_EAGAIN, fn,
-                     "cannot use descriptor %d: %s", fd, strerror(errno));
-    if (rc == TETHER_OK) {
-        rc = start_locked(rt, mine, path, fn);
+    int mine = -1, created = 0, err = 0;
+    if (atomic_load(&rt->finalizing)) {
+        handle_put(h);
+        return err_set(TETHER_EFINALIZING, fn, "the runtime is finalizing");
+    }
+    if ((rc = claim(fn)) != TETHER_OK) {
+        handle_put(h);
+        return rc;
+    }
+    if (path && (mine = open_trace_file(path, &created)) < 0) {
+        err = errno;
+        rc = err_set(open_status(err), fn, "cannot open '%s' for writing: %s",
+                     path, strerror(err));
+    } else if (!path && (mine = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        err = errno;
+        rc = err_set(open_status(err), fn, "cannot use descriptor %d: %s", fd,
+                     strerror(err));
+    } else if (!path && !writable(mine)) {
+        close(mine);
+        rc = err_set(TETHER_EINVAL, fn, "descriptor %d is not open for "
+                     "writing", fd);
+    }
+    if (rc != TETHER_OK) {
+        unclaim();
+    } else {
+        rc = commit(rt, mine, path, fn);
         if (rc != TETHER_OK && created) /* refused: leave nothing behind */
             unlink(path);
     }
@@ -1114,10 +1285,11 @@ static int expand_path(const char *in, char *out, size_t cap)
 void trace_runtime_created(struct runtime *rt)
 {
     const char *env = getenv("TETHER_TRACE");
-    if (!env || !*env || atomic_load(&S.rt))
+    if (!env || !*env || atomic_load(&S.rt) || claim(NULL) != TETHER_OK)
         return;
     char path[4096];
     if (expand_path(env, path, sizeof path) != 0) {
+        unclaim();
         fprintf(stderr, "tether: TETHER_TRACE: the path is too long\n");
         return;
     }
@@ -1125,16 +1297,23 @@ void trace_runtime_created(struct runtime *rt)
     int fd = open_trace_file(path, &created);
     (void)created; /* TETHER_TRACE's file is left even if refused below */
     if (fd < 0) {
+        int err = errno;
+        unclaim();
         fprintf(stderr, "tether: TETHER_TRACE: cannot open '%s' for writing: "
-                "%s; no trace is recorded\n", path, strerror(errno));
+                "%s; no trace is recorded\n", path, strerror(err));
         return;
     }
-    if (start_locked(rt, fd, path, "TETHER_TRACE") != TETHER_OK)
+    if (commit(rt, fd, path, "TETHER_TRACE") != TETHER_OK)
         fprintf(stderr, "tether: TETHER_TRACE: %s\n", tether_last_error());
 }
 
 void trace_runtime_finalized(struct runtime *rt)
 {
-    if (atomic_load(&S.rt) == rt)
+    /* Checked under g_lock, not by a bare load of S.rt: a start that
+       committed just before must be found (see commit). */
+    rank_lock(&g_lock, RANK_TRACE);
+    int mine = atomic_load(&S.rt) == rt;
+    rank_unlock(&g_lock, RANK_TRACE);
+    if (mine)
         stop(rt, NULL);
 }

@@ -29,6 +29,21 @@ extern _Atomic int trace_on;
 #define TRACE_UNLIKELY(x) (x)
 #endif
 
+/* The start of something traced as a slice: the clock while a trace
+   records, else 0 (the matching hook then records nothing). */
+int64_t trace_now_if_on(void);
+
+#ifdef TETHER_NO_TRACE
+/* The hooks compiled out: only bench/'s tether-notrace library, the
+   baseline of the row trace.acquire_off (what the hooks cost while no
+   trace records).  Never a shipped build. */
+#define TRACE(call)                                                           \
+    do {                                                                      \
+        if (0) /* no code, but what `call` names stays used */                \
+            call;                                                             \
+    } while (0)
+#define TRACE_T0() ((int64_t)0)
+#else
 /* Runs `call` only while a trace records. */
 #define TRACE(call)                                                           \
     do {                                                                      \
@@ -36,14 +51,11 @@ extern _Atomic int trace_on;
                                                 memory_order_relaxed)))       \
             call;                                                             \
     } while (0)
-
-/* The start of something traced as a slice: the clock while a trace
-   records, else 0 (the matching hook then records nothing). */
-int64_t trace_now_if_on(void);
 #define TRACE_T0()                                                            \
     (TRACE_UNLIKELY(atomic_load_explicit(&trace_on, memory_order_relaxed))    \
          ? trace_now_if_on()                                                  \
          : 0)
+#endif
 
 /* Why a holder let the GIL go (the "drop" argument of a "holds GIL"
    slice). */

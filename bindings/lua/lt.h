@@ -85,14 +85,15 @@
 /* The binding's locks and their order.  A thread takes one only while it
    holds none of the same or a higher rank; debug builds (no NDEBUG) check
    it at every lt_mutex_lock and abort with the ranks' names on the first
-   violation (core/lockrank.h is the core's twin).  Both are leaves below
+   violation (core/lockrank.h is the core's twin).  All are leaves below
    the core too: lt_on_breaker takes hook_mu under the core's GIL mutex,
-   and nothing of the core is called, nor another lock taken, while either
+   and nothing of the core is called, nor another lock taken, while any
    is held (the core's checker cannot see the binding's locks: it is not
    part of the library's interface). */
 enum lt_lock_rank {
     LT_RANK_HOOK, /* lt_state.hook_mu */
     LT_RANK_DEAD, /* lt_state.dead_mu */
+    LT_RANK_WAITQ, /* lt_sync.c's waitq_mu: the links of every lt_waitq */
     LT_RANK__COUNT
 };
 
@@ -123,19 +124,35 @@ typedef struct lt_tstate lt_tstate;
 typedef struct lt_worker lt_worker;
 typedef struct lt_pool lt_pool;
 
-/* A thread waiting on an lt_waitq (condition and queue waits).
-   Synchronization: gil (the waiter's own stack frame; `ev` is the core's
-   event, which any thread may set). */
+/* A thread waiting on an lt_waitq (condition, queue, require and file
+   handle waits), on the waiter's own stack.  Synchronization: waitq_mu
+   (lt_sync.c) for prev, next, linked and notified; `ev` is the core's
+   event, which any thread may set.  The waiter unlinks itself on every way
+   out of lt_waitq_wait, the end of the program included (issue 20). */
 typedef struct lt_waiter {
     struct lt_waiter *prev, *next;
     tether_event ev;
     int linked, notified;
 } lt_waiter;
 
-/* Synchronization: gil. */
+/* Linked under the GIL *and* waitq_mu; unlinked under waitq_mu, with or
+   without the GIL: a thread that finalize detached (TETHER_EFINALIZING)
+   has no GIL, and must still take its stack record off the list before
+   it leaves.  Zeroed memory is an empty list. */
 typedef struct lt_waitq {
-    lt_waiter *head, *tail;
+    lt_waiter *head, *tail;  /* Synchronization: waitq_mu. */
+    atomic_int n;            /* linked waiters.  Synchronization: atomic;
+                                written under waitq_mu, read without it by
+                                wakers (which hold the GIL, so no waiter
+                                can link meanwhile). */
 } lt_waitq;
+
+/* Makes q an empty list. */
+static inline void lt_waitq_init(lt_waitq *q)
+{
+    q->head = q->tail = NULL;
+    atomic_init(&q->n, 0);
+}
 
 /* Someone waiting for a source to change (tether.select, future:result):
    the source sets `ev` and leaves the record linked.  Synchronization:
@@ -249,6 +266,9 @@ struct lt_state {
     int sigint;                 /* lt_signal.c's handler was installed for it */
     int64_t atexit_ns;          /* tether.atexit_timeout, -1 = none */
     int finalized;              /* shut_down finalized the runtime */
+    int left_alive;             /* shut_down gave up waiting for threads
+                                   still in Lua or in a call with the GIL
+                                   released: lua_close frees nothing */
     lt_worker *workers;         /* every tether.thread record, newest first */
     lt_tstate main_ts;          /* of the thread that required the module */
     lua_State *cb_pool[LT_CB_POOL]; /* idle callback coroutines */
@@ -361,6 +381,15 @@ int lt_wait_ok(lua_State *L, lt_tstate *ts, int rc, const char *what);
 void lt_checkpoint(lua_State *L, lt_tstate *ts);
 /* Raises the asynchronous exception delivered to the calling thread. */
 int lt_raise_async(lua_State *L, lt_tstate *ts);
+/* The checkpoint at the end of a thread whose function returned normally
+   (issue 18): co holds [message handler, results...].  An asynchronous
+   exception that arrived while the function ran its last line, and that
+   no later line was left to raise, is raised now through the handler in
+   place of the results (co then holds [handler, error]), so that join
+   reports it rather than lose it.  Returns LUA_OK (nothing pending, co
+   unchanged) or the status of that raise.  Leaves Lua (lt_leave) at
+   finalize.  [gil-held], on the thread that ran the function. */
+int lt_end_checkpoint(lua_State *co, lt_tstate *ts);
 /* Raises an exception already taken with tether_async_fetch. */
 int lt_raise_fetched(lua_State *L, lt_tstate *ts, int64_t code, void *payload,
                      tether_dtor dtor);
@@ -424,6 +453,11 @@ void lt_sigint_rearm(void);
 /* Puts lua.c's handler back if the module's is current, and stops the
    watcher (nothing in a forked child).  [any-thread] */
 void lt_sigint_remove(void);
+/* 1 if the module's handler is installed in this process and the caller
+   is not the thread it interrupts: Ctrl-C is the installing thread's
+   business, and the caller must not ignore SIGINT for it (os.execute on
+   another thread).  [any-thread] */
+int lt_sigint_elsewhere(void);
 
 /* ---- lt_alloc.c: the small-block cache -------------------------------- */
 
@@ -432,6 +466,12 @@ void lt_sigint_remove(void);
 lt_pool *lt_pool_install(lua_State *L);
 /* Empties it and puts the previous allocator back (at close). */
 void lt_pool_remove(lua_State *L, lt_pool *pool);
+/* From now on L's allocator frees nothing (its blocks are leaked on
+   purpose): for a state that closes while threads that the close gave up
+   waiting for may still read or write its memory (a string being
+   written, a buffer being read into, with the GIL released).  [the
+   closing thread, in lua_close] */
+void lt_alloc_never_free(lua_State *L);
 
 /* ---- lt_hook.c: switching while Lua runs, coroutine tracking ---------- */
 
@@ -492,8 +532,14 @@ void lt_open_sync(lua_State *L, lt_state *S);
    Returns the status of the underlying event wait. */
 int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns,
                   int *notified);
-/* Wakes up to `n` waiters of `q`, oldest first.  Returns how many. */
+/* Wakes up to `n` waiters of `q`, oldest first.  Returns how many.
+   [gil-held], or a thread leaving at finalize. */
 int lt_waitq_wake(lt_waitq *q, int n);
+/* Takes / gives back waitq_mu, for a list that a waiter also has to
+   unlink itself from without the GIL (lt_require.c's waits-for list).
+   A leaf: take nothing and call nothing of the core while it is held. */
+void lt_waitq_lock(void);
+void lt_waitq_unlock(void);
 /* Frees the thread's cached wait event. */
 void lt_ts_release(lua_State *L, lt_tstate *ts);
 

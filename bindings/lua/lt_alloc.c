@@ -24,6 +24,7 @@
  * left).
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "lt.h"
 
@@ -106,4 +107,33 @@ void lt_pool_remove(lua_State *L, lt_pool *pool)
         free(pool);
     }
     /* else someone wrapped it since: it must stay, as a pass-through */
+}
+
+/* lt_alloc_never_free's allocator: allocations go to the previous one,
+   frees nowhere.  The record itself is never freed either. */
+typedef struct keep_all {
+    lua_Alloc prev;
+    void *prev_ud;
+} keep_all;
+
+static void *keep_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+    keep_all *k = ud;
+    if (nsize == 0)
+        return NULL; /* p stays: a late thread may still use it */
+    if (!p)
+        return k->prev(k->prev_ud, NULL, osize, nsize);
+    void *n = k->prev(k->prev_ud, NULL, 0, nsize); /* moved, not freed */
+    if (n)
+        memcpy(n, p, osize < nsize ? osize : nsize);
+    return n;
+}
+
+void lt_alloc_never_free(lua_State *L)
+{
+    keep_all *k = malloc(sizeof *k);
+    if (!k)
+        return; /* nothing better to do: the state is freed as usual */
+    k->prev = lua_getallocf(L, &k->prev_ud);
+    lua_setallocf(L, keep_alloc, k);
 }

@@ -145,7 +145,7 @@ void lt_tl_init(void)
  * ---------------------------------------------------------------------- */
 
 #ifndef NDEBUG
-static const char *const rank_names[LT_RANK__COUNT] = {"hook_mu", "dead_mu"};
+static const char *const rank_names[LT_RANK__COUNT] = {"hook_mu", "dead_mu", "waitq_mu"};
 
 void lt_rank_take(enum lt_lock_rank r)
 {
@@ -274,6 +274,26 @@ int lt_wait_ok(lua_State *L, lt_tstate *ts, int rc, const char *what)
     default:
         return lt_status_error(L, what, rc);
     }
+}
+
+/* Protected: raises the asynchronous exception that lt_end_checkpoint
+   saw delivered (argument 1: the thread's lt_tstate, or NULL). */
+static int raise_at_end(lua_State *L)
+{
+    return lt_raise_async(L, lua_touserdata(L, 1));
+}
+
+int lt_end_checkpoint(lua_State *co, lt_tstate *ts)
+{
+    int rc = tether_checkpoint();
+    if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
+        lt_leave(ts);
+    if (rc != TETHER_EASYNC)
+        return LUA_OK;
+    lua_settop(co, 1);
+    lua_pushcfunction(co, raise_at_end);
+    lua_pushlightuserdata(co, ts);
+    return lua_pcall(co, 1, 0, 1);
 }
 
 void lt_checkpoint(lua_State *L, lt_tstate *ts)

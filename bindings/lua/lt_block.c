@@ -220,9 +220,12 @@ static int check_fd(lua_State *L, int idx)
         luaL_argcheck(L, p->closef != NULL && p->f != NULL, idx, "file is closed");
         return fileno(p->f);
     }
-    if (!lua_isinteger(L, idx))
+    if (lua_type(L, idx) != LUA_TNUMBER)
         return luaL_typeerror(L, idx, "file descriptor or file");
-    lua_Integer fd = lua_tointeger(L, idx);
+    int isint;
+    lua_Integer fd = lua_tointegerx(L, idx, &isint); /* 3.0 is 3, as in Lua */
+    if (!isint)
+        return luaL_argerror(L, idx, "number has no integer representation");
     luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, idx, "file descriptor out of range");
     return (int)fd;
 }

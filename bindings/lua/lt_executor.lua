@@ -158,7 +158,17 @@ function tether.executor(opts)
   }, Executor)
   local body = interp and interp_worker or thread_worker
   for i = 1, n do
-    ex._threads[i] = tether.thread({name = name .. "-" .. i, daemon = true}, body, ex._q)
+    local ok, t = pcall(tether.thread, {name = name .. "-" .. i, daemon = true}, body, ex._q)
+    if not ok then
+      -- Nothing of an executor that could not start whole keeps running
+      -- (the workers started would wait on the queue for ever).
+      ex._shut = true
+      for _ = 1, i - 1 do ex._q:put(STOP) end
+      for j = 1, i - 1 do ex._threads[j]:join() end
+      local why = tostring(t):gsub("^bad argument #1 to '[^']*' %((.*)%)$", "%1")
+      option_error("worker " .. i .. " could not start: " .. why)
+    end
+    ex._threads[i] = t
   end
   return ex
 end
@@ -282,7 +292,15 @@ function Executor:map(fn, list, opts)
     local left = deadline and math.max(0, deadline - clock())
     local fine, r = pcall(f.result, f, left)
     if not fine then
+      -- (result's own timeout, not an error of the task nor a cancel of
+      -- this thread: then f is still not done)
+      local timed_out = type(r) == "string" and not f:done()
+                        and r:find("not done (timeout)", 1, true)
       for j = i, #futures do futures[j]:cancel() end
+      if timed_out then
+        error(string.format("map: timeout (%d of %d %s not done)", #futures - i + 1,
+                            #futures, chunks == 1 and "tasks" or "chunks"), 2)
+      end
       error(r, 0)
     end
     if chunks == 1 then
@@ -319,7 +337,12 @@ function Executor:shutdown(opts)
     for _ = 1, self.workers do self._q:put(STOP) end
   end
   if wait then
-    for _, t in ipairs(self._threads) do t:join() end
+    -- From inside one of its own tasks: every worker but the caller, which
+    -- stops once its task returns (joining itself would be an error).
+    local me = tether.current()
+    for _, t in ipairs(self._threads) do
+      if t ~= me then t:join() end
+    end
   end
 end
 
@@ -434,6 +457,16 @@ function tether.as_completed(fs, timeout)
   if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
     error("as_completed: bad argument #2 (timeout must be a non-negative number of seconds)", 2)
   end
+  -- A future listed twice is yielded once (its done-callback would put
+  -- it into the queue twice).
+  local seen, distinct = {}, {}
+  for i = 1, #fs do
+    if not seen[fs[i]] then
+      seen[fs[i]] = true
+      distinct[#distinct + 1] = fs[i]
+    end
+  end
+  fs = distinct
   local left_n = #fs
   local q = tether.queue()
   notify_into(fs, q)

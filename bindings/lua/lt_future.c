@@ -472,9 +472,10 @@ static int dump_fn(lua_State *L)
 }
 
 /* The private closing() --> true once the state has begun to close
-   (lua_close's sentinel ran): the daemon workers are gone from Lua and may
-   have left their waits without unlinking, so an executor's finalizer
-   must not touch its queue then. */
+   (lua_close's sentinel ran): the daemon workers are gone from Lua, so an
+   executor's finalizer has nobody left to tell.  (They used to leave their
+   waits still linked on the queue, which made a put from a finalizer
+   crash; they unlink now, issue 20.) */
 static int state_closing(lua_State *L)
 {
     lt_state *S = lt_upvalue_state(L);

@@ -434,8 +434,24 @@ static int is_async(lua_State *L, lt_tstate *ts)
 }
 
 /* Resumes co with the top narg values of L.  Returns the number of values
-   moved to L, or -1 with the error on L's top. */
-static inline __attribute__((always_inline)) int
+   moved to L, or -1 with the error on L's top.
+
+   Never inlined, on purpose: between the Lua call of a wrap function (or
+   coroutine.resume) and lua_resume there must be two C frames, as in the
+   standard library (auxwrap or luaB_coresume, then auxresume).  A yield
+   leaves the coroutine by a longjmp from C frames below the yield, so the
+   CPU's return-address predictor still holds their return addresses on
+   top of those of the yield's own call (the VM calling luaD_precall,
+   luaD_precall calling the C function).  The first returns after the
+   longjmp (into lua_resume, into this function, into wrapped) pop the
+   stale entries and are mispredicted in plain Lua too; the next ones, into
+   luaD_precall and the VM, pop the yield's entries, which are the right
+   addresses only when the two depths match, as they do for the standard
+   library.  Inlined (one frame fewer), those two returns were mispredicted
+   at every switch as well: 1.2-1.4x plain Lua on b_overhead.lua's
+   coroutine loop for 1.05x the instructions (docs/lua.md, "Coroutine
+   switches"). */
+static __attribute__((noinline)) int
 resume(lua_State *L, lua_State *co, int narg, lt_tstate *ts)
 {
     int nres;

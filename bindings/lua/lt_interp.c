@@ -257,6 +257,8 @@ static int bootstrap(lua_State *L)
     lua_pushcclosure(L, lt_traceback_handler, 1);
     lua_insert(L, 1);
     int ok = lua_pcall(L, n - 1, LUA_MULTRET, 1) == LUA_OK;
+    if (ok) /* its end is a checkpoint: nothing raised meanwhile is lost */
+        ok = lt_end_checkpoint(L, lt_current_tstate()) == LUA_OK;
     int nres = lua_gettop(L) - 1;
     int st = LT_DONE;
     if (ok && !lua_checkstack(L, LUA_MINSTACK)) { /* none left after MULTRET */

@@ -122,7 +122,7 @@ typedef struct ioctx {
     /* Handles in use with the GIL released.  Atomic, so that the fast
        path can see it empty without the lock. */
     _Atomic(iobusy *) busy;
-    lt_waitq waiters; /* threads waiting for one of them.  Synchronization: gil. */
+    lt_waitq waiters; /* threads waiting for one of them (lt.h). */
 } ioctx;
 
 /* An operation on one handle of a thread that holds the GIL. */
@@ -716,6 +716,9 @@ static int read_chars(lua_State *L, rd *r, size_t n)
         if (left > 0 && got == k && !feof(r->f) && !ferror(r->f))
             (void)read_regular(r, &b, left);
     } else {
+        (void)luaL_prepbuffsize(&b, n); /* as Lua: a count too large for
+                                           memory is an error, not a
+                                           read to the end */
         while (left > 0 && need(r)) {
             size_t avail = rd_avail(r->f);
             size_t k = avail < left ? avail : left;
@@ -1129,9 +1132,10 @@ static int f_setvbuf(lua_State *L)
  * os.execute, os.remove, os.rename, os.tmpname
  * ---------------------------------------------------------------------- */
 
-/* While any os.execute waits, SIGINT and SIGQUIT are ignored in this
-   process, as system() does, so that Ctrl-C stops the command and not
-   the script.  Protects sig_users and sig_saved.  A leaf: nothing else
+/* While any os.execute waits (but those of threads that Ctrl-C does not
+   interrupt: spawn_fn), SIGINT and SIGQUIT are ignored in this process,
+   as system() does, so that Ctrl-C stops the command and not the
+   script.  Protects sig_users and sig_saved.  A leaf: nothing else
    is taken while it is held. */
 static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
 static int sig_users;
@@ -1155,6 +1159,25 @@ static void sig_ignore(int was_ignored[2])
     pthread_mutex_unlock(&sig_mu);
 }
 
+/* The dispositions of SIGINT and SIGQUIT a child must keep ignored,
+   without changing this process's: those ignored before any os.execute
+   ignored them. */
+static void sig_peek(int was_ignored[2])
+{
+    pthread_mutex_lock(&sig_mu);
+    struct sigaction cur[2];
+    if (sig_users > 0) {
+        cur[0] = sig_saved[0];
+        cur[1] = sig_saved[1];
+    } else {
+        sigaction(SIGINT, NULL, &cur[0]);
+        sigaction(SIGQUIT, NULL, &cur[1]);
+    }
+    was_ignored[0] = cur[0].sa_handler == SIG_IGN;
+    was_ignored[1] = cur[1].sa_handler == SIG_IGN;
+    pthread_mutex_unlock(&sig_mu);
+}
+
 static void sig_restore(void)
 {
     pthread_mutex_lock(&sig_mu);
@@ -1170,15 +1193,32 @@ struct child {
     pid_t pid;
     int pidfd; /* -1: none (waitpid blocks, not cancellable) */
     int status, err;
+    int ignoring; /* 1 while this call has SIGINT and SIGQUIT ignored */
 };
 
+/* Stops ignoring SIGINT and SIGQUIT for c, if it did. */
+static void child_sig_restore(struct child *c)
+{
+    if (c->ignoring)
+        sig_restore();
+    c->ignoring = 0;
+}
+
 /* Starts /bin/sh -c cmd as system() does: the signals it ignores for us
-   back to their defaults, our signal mask. */
+   back to their defaults, our signal mask.  Not on a thread other than
+   the one Ctrl-C interrupts (lt_sigint_elsewhere): there Ctrl-C must
+   still reach that thread (its join of this one, say), as a Python
+   thread's subprocess.run leaves KeyboardInterrupt to the main thread;
+   the command gets it from the terminal all the same. */
 static int spawn_fn(void *a)
 {
     struct child *c = a;
     int was_ignored[2];
-    sig_ignore(was_ignored);
+    c->ignoring = !lt_sigint_elsewhere();
+    if (c->ignoring)
+        sig_ignore(was_ignored);
+    else
+        sig_peek(was_ignored);
     posix_spawnattr_t attr;
     sigset_t dflt, mask;
     posix_spawnattr_init(&attr);
@@ -1195,7 +1235,7 @@ static int spawn_fn(void *a)
     int rc = posix_spawn(&c->pid, "/bin/sh", NULL, &attr, argv, environ);
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
-        sig_restore();
+        child_sig_restore(c);
         c->err = rc;
         c->status = 127 << 8; /* what system() answers: as if sh said 127 */
         return -1;
@@ -1246,7 +1286,7 @@ static void abandon(struct child *c)
     if (pthread_create(&t, &attr, reap, (void *)(intptr_t)c->pid) != 0)
         (void)0; /* no thread: the child stays a zombie until we exit */
     pthread_attr_destroy(&attr);
-    sig_restore();
+    child_sig_restore(c);
 }
 
 static int shell_fn(void *a)
@@ -1259,7 +1299,7 @@ static int shell_fn(void *a)
 static int os_execute(lua_State *L)
 {
     const char *cmd = luaL_optstring(L, 1, NULL);
-    struct child c = {cmd, 0, -1, 0, 0};
+    struct child c = {cmd, 0, -1, 0, 0, 0};
     lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
     if (!cmd) {
         run_released(L, shell_fn, &c);
@@ -1282,7 +1322,7 @@ static int os_execute(lua_State *L)
                 if (res == LT_BLOCK_WOKEN)
                     abandon(&c);
                 else
-                    sig_restore();
+                    child_sig_restore(&c);
                 if (c.pidfd >= 0)
                     close(c.pidfd);
                 lt_wait_ok(L, ts, status, "os.execute");
@@ -1290,7 +1330,7 @@ static int os_execute(lua_State *L)
             if (res != LT_BLOCK_WOKEN)
                 break;
         }
-        sig_restore();
+        child_sig_restore(&c);
         if (c.pidfd >= 0)
             close(c.pidfd);
     }
@@ -1399,7 +1439,7 @@ void lt_open_io(lua_State *L, lt_state *S)
     ioctx *X = lua_newuserdatauv(L, sizeof *X, 0);
     pthread_mutex_init(&X->mu, NULL);
     atomic_init(&X->busy, NULL);
-    X->waiters.head = X->waiters.tail = NULL;
+    lt_waitq_init(&X->waiters);
     int ctx = lua_gettop(L);
     replace_in(L, ctx, "io", io_funcs);
     replace_in(L, ctx, "os", os_funcs);

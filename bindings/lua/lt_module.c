@@ -75,7 +75,8 @@ static void shut_down(lua_State *L, lt_state *S)
                 reap_ns = 0;
             S->finalized = 1;
         }
-        if (lt_reap_workers(S, reap_ns) && !S->owns_runtime)
+        S->left_alive = lt_reap_workers(S, reap_ns);
+        if (S->left_alive && !S->owns_runtime)
             fprintf(stderr, "tether: threads still run Lua as the Lua state "
                     "closes: the host must finalize the runtime (or destroy "
                     "the interpreter) before lua_close\n");
@@ -132,6 +133,12 @@ static int anchor_gc(lua_State *L)
     (void)tether_thread_release(S->main_thread);
     lt_pool_remove(L, S->pool);
     S->pool = NULL;
+    /* A thread the close gave up waiting for may be in the middle of an
+       io call with the GIL released, reading a string of the state or
+       writing into a buffer of it: when it comes back it leaves without
+       touching Lua, but until then that memory must stay. */
+    if (S->left_alive)
+        lt_alloc_never_free(L);
     lt_state_unref(S);
     return 0;
 }
@@ -320,7 +327,10 @@ static int module_trace(lua_State *L)
     lt_state *S = lt_upvalue_state(L);
     int rc;
     if (!lua_isnoneornil(L, 1)) {
-        const char *path = luaL_checkstring(L, 1);
+        size_t len;
+        const char *path = luaL_checklstring(L, 1, &len);
+        if (strlen(path) != len) /* C would trace into the part before it */
+            return luaL_argerror(L, 1, "the path contains a zero byte");
         if ((rc = tether_trace_start(S->rt, path, -1, 0)) != TETHER_OK)
             return lt_status_error(L, "trace", rc);
         lua_pushboolean(L, 1);

@@ -26,7 +26,9 @@
  * - The lock is the to-be-closed variable of `require`'s frame, so it is
  *   released however the loader ends: returning, raising, or cancelled.
  *
- * Everything here runs holding the GIL; the lists need no other lock.
+ * Everything here runs holding the GIL.  The lists of waiters are also
+ * under lt_sync.c's waitq_mu: a waiter that finalize detaches takes its
+ * node off them without the GIL before it leaves.
  * A thread the module does not know (no lt_tstate) runs standard
  * `require` semantics without a lock.  Code that took a local copy of
  * `require` before `require "tether"` keeps the old function.
@@ -43,7 +45,7 @@ static const char k_waits = 0; /* registry: userdata holding the modwait list */
 /* An import lock: the module name is loaded by `owner`. */
 typedef struct modlock {
     lt_tstate *owner; /* Synchronization: gil; NULL once released. */
-    lt_waitq q;       /* threads waiting for the release.  Synchronization: gil. */
+    lt_waitq q;       /* threads waiting for the release (lt.h). */
 } modlock;
 
 /* A thread waiting for a lock, for finding cycles. */
@@ -55,7 +57,7 @@ typedef struct modwait {
 
 /* The head of the list of waiters, a userdata in the registry. */
 typedef struct modwaits {
-    modwait *head; /* Synchronization: gil. */
+    modwait *head; /* Synchronization: waitq_mu (lt_waitq_lock). */
 } modwaits;
 
 /* ------------------------------------------------------------------------
@@ -158,16 +160,18 @@ static modwaits *waits_of(lua_State *L)
    of this lock waits for that lock" from lk leads back to me. */
 static int would_deadlock(modwaits *ws, const modlock *lk, const lt_tstate *me)
 {
-    for (int hops = 0; lk && hops < 1000000; hops++) {
+    lt_waitq_lock();
+    int found = 0;
+    for (int hops = 0; lk && !found && hops < 1000000; hops++) {
         const lt_tstate *owner = lk->owner;
-        if (owner == me)
-            return 1;
+        found = owner == me;
         const modwait *w = ws->head;
         while (w && w->ts != owner)
             w = w->next;
         lk = w ? w->lock : NULL;
     }
-    return 0;
+    lt_waitq_unlock();
+    return found;
 }
 
 /* Waits for the lock at the top, which another thread holds, to be
@@ -175,16 +179,23 @@ static int would_deadlock(modwaits *ws, const modlock *lk, const lt_tstate *me)
 static void wait_for(lua_State *L, modwaits *ws, lt_tstate *me)
 {
     modlock *lk = lua_touserdata(L, -1);
-    modwait node = {me, lk, ws->head};
+    modwait node = {me, lk, NULL};
     int notified;
+    lt_waitq_lock();
+    node.next = ws->head;
     ws->head = &node;
+    lt_waitq_unlock();
     int rc = lt_waitq_wait(me, &lk->q, -1, &notified);
-    if (rc == TETHER_EFINALIZING) /* no GIL: touch nothing, leave */
-        lt_leave(me);
+    /* Off the list on every way out, leaving at finalize (no GIL) too: the
+       node dies with this frame (issue 20). */
+    lt_waitq_lock();
     modwait **pp = &ws->head;
     while (*pp != &node)
         pp = &(*pp)->next;
     *pp = node.next;
+    lt_waitq_unlock();
+    if (rc == TETHER_EFINALIZING) /* no GIL: touch nothing more, leave */
+        lt_leave(me);
     lua_pop(L, 1);
     (void)lt_wait_ok(L, me, rc, "require");
 }
@@ -197,8 +208,8 @@ static int global_require(lua_State *L)
     int pkg = lua_upvalueindex(2);
     lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
     lt_tstate *me = lt_current_tstate();
-    /* While the state closes only its finalizers run Lua, on one thread;
-       a waiter that left at shutdown may still be listed. */
+    /* While the state closes only its finalizers run Lua, on one thread:
+       the locks of threads that left at shutdown are never released. */
     if (!me || atomic_load(&lt_upvalue_state(L)->closed))
         return load(L, pkg, 2);
     modwaits *ws = waits_of(L);
@@ -225,7 +236,7 @@ static int global_require(lua_State *L)
     lua_pop(L, 1);
     modlock *lk = lua_newuserdatauv(L, sizeof *lk, 1); /* 4 */
     lk->owner = NULL;
-    lk->q.head = lk->q.tail = NULL;
+    lt_waitq_init(&lk->q);
     luaL_setmetatable(L, LT_MODLOCK_MT);
     lua_pushvalue(L, 1);
     lua_setiuservalue(L, 4, 1);

@@ -204,3 +204,9 @@ void lt_sigint_remove(void)
     (void)tether_thread_release(g.target);
     g.target = 0;
 }
+
+int lt_sigint_elsewhere(void)
+{
+    return atomic_load(&g.installed) && getpid() == g.pid &&
+           !pthread_equal(pthread_self(), g.owner);
+}

@@ -8,11 +8,13 @@
  *
  * lock and event are the core's objects.  rlock adds an owner and a count,
  * kept under the GIL.  condition and queue keep their waiters on lt_waitq
- * lists, also under the GIL: a waiter links itself and blocks on its own
+ * lists: a waiter links itself (holding the GIL) and blocks on its own
  * tether event with the GIL dropped, and a notifier (which must hold the
  * GIL to run) unlinks it and sets the event.  The GIL is the mutex of the
  * classic condition variable, so no wake-up can fall between a waiter's
- * check and its sleep.
+ * check and its sleep.  The links themselves are also under waitq_mu,
+ * because a waiter that finalize detaches (TETHER_EFINALIZING) must take
+ * its stack record off the list without the GIL.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -25,6 +27,24 @@
  * Wait queues
  * ---------------------------------------------------------------------- */
 
+/* Protects the links of every lt_waitq and of the waiters on them (lt.h),
+   in every state of the process: a waiter links itself holding the GIL,
+   but may have to unlink itself without it (finalize detached it).  A
+   leaf (LT_RANK_WAITQ): nothing is taken and nothing of the core is
+   called while it is held; it is held for a few pointer moves. */
+static pthread_mutex_t waitq_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void lt_waitq_lock(void)
+{
+    lt_mutex_lock(&waitq_mu, LT_RANK_WAITQ);
+}
+
+void lt_waitq_unlock(void)
+{
+    lt_mutex_unlock(&waitq_mu, LT_RANK_WAITQ);
+}
+
+/* [waitq_mu held] */
 static void waitq_link(lt_waitq *q, lt_waiter *w)
 {
     w->next = NULL;
@@ -35,8 +55,10 @@ static void waitq_link(lt_waitq *q, lt_waiter *w)
         q->head = w;
     q->tail = w;
     w->linked = 1;
+    atomic_fetch_add_explicit(&q->n, 1, memory_order_relaxed);
 }
 
+/* [waitq_mu held] */
 static void waitq_unlink(lt_waitq *q, lt_waiter *w)
 {
     if (w->prev)
@@ -47,17 +69,41 @@ static void waitq_unlink(lt_waitq *q, lt_waiter *w)
         w->next->prev = w->prev;
     else
         q->tail = w->prev;
+    w->prev = w->next = NULL;
     w->linked = 0;
+    atomic_fetch_sub_explicit(&q->n, 1, memory_order_relaxed);
+}
+
+/* Unlinks the oldest waiter of q, marked notified; returns its event, or 0
+   if q is empty. */
+static tether_event waitq_pop(lt_waitq *q)
+{
+    tether_event ev = 0;
+    lt_mutex_lock(&waitq_mu, LT_RANK_WAITQ);
+    lt_waiter *w = q->head;
+    if (w) {
+        waitq_unlink(q, w);
+        w->notified = 1;
+        ev = w->ev;
+    }
+    lt_mutex_unlock(&waitq_mu, LT_RANK_WAITQ);
+    return ev;
 }
 
 int lt_waitq_wake(lt_waitq *q, int n)
 {
     int woken = 0;
-    while (woken < n && q->head) {
-        lt_waiter *w = q->head;
-        waitq_unlink(q, w);
-        w->notified = 1;
-        (void)tether_event_set(w->ev);
+    /* No waiter can link meanwhile: that takes the GIL, which we hold. */
+    if (atomic_load_explicit(&q->n, memory_order_relaxed) == 0)
+        return 0;
+    while (woken < n) {
+        tether_event ev = waitq_pop(q);
+        if (!ev)
+            break;
+        /* Outside the lock (a leaf).  The waiter may have left already
+           (finalize): then its event is a stale handle, or one that it
+           no longer waits on, and the set changes nothing that matters. */
+        (void)tether_event_set(ev);
         woken++;
     }
     return woken;
@@ -80,6 +126,17 @@ static int waiter_event(lt_tstate *ts, tether_event *ev, tether_event *own)
     return rc;
 }
 
+/* Takes w off q if it is still there; returns whether it was notified. */
+static int waitq_leave(lt_waitq *q, lt_waiter *w)
+{
+    lt_mutex_lock(&waitq_mu, LT_RANK_WAITQ);
+    if (w->linked)
+        waitq_unlink(q, w);
+    int notified = w->notified;
+    lt_mutex_unlock(&waitq_mu, LT_RANK_WAITQ);
+    return notified;
+}
+
 int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns, int *notified)
 {
     lt_waiter w = {NULL, NULL, 0, 0, 0};
@@ -88,15 +145,18 @@ int lt_waitq_wait(lt_tstate *ts, lt_waitq *q, int64_t timeout_ns, int *notified)
     *notified = 0;
     if (rc != TETHER_OK)
         return rc;
+    lt_mutex_lock(&waitq_mu, LT_RANK_WAITQ);
     waitq_link(q, &w);
+    lt_mutex_unlock(&waitq_mu, LT_RANK_WAITQ);
     lt_sigint_rearm();
     rc = tether_event_wait(w.ev, timeout_ns);
-    if (rc == TETHER_EFINALIZING) /* no GIL: leave the queue alone */
-        return rc;
-    if (w.linked)
-        waitq_unlink(q, &w);
-    *notified = w.notified;
-    if (w.notified && rc != TETHER_OK && rc != TETHER_ETIMEDOUT)
+    /* Every way out unlinks the record, which dies with this frame: with
+       TETHER_EFINALIZING too, when this thread no longer holds the GIL
+       and is about to leave Lua (a finalizer's q:put would otherwise walk
+       into a dead stack; issue 20).  q itself is still there: it is
+       freed only once the state is closed, after the threads have left. */
+    *notified = waitq_leave(q, &w);
+    if (*notified && rc != TETHER_OK && rc != TETHER_ETIMEDOUT)
         lt_waitq_wake(q, 1); /* leaving by an exception: pass the wake-up on */
     if (own)
         (void)tether_event_free(own);

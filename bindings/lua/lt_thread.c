@@ -359,6 +359,10 @@ static int worker_main(void *arg)
        checkpoint at the first line, inside the protected call. */
     lt_request_self(&w->ts);
     int st = lua_pcall(w->co, w->nargs, LUA_MULTRET, 1);
+    if (st == LUA_OK)
+        st = lt_end_checkpoint(w->co, &w->ts);
+    /* From here on (the GIL held throughout) t:raise and t:cancel answer
+       false: w->status is no longer LT_RUNNING. */
     finish(w, st);
     /* The results move out of co, which is then empty: a handle to it
        (coroutine.running() in the thread) reads "dead", as a coroutine
@@ -567,11 +571,23 @@ static int thread_status(lua_State *L)
 }
 
 /* t:raise(value): true if the thread was running, false if it finished. */
+/* Whether the thread of hd is a tether.thread of this state past its end
+   checkpoint: a raise now could never be raised, so it is refused (t:raise
+   and t:cancel answer false) rather than lost.  [gil-held] */
+static int past_end(const lt_handle *hd)
+{
+    return hd->w && hd->w->status != LT_RUNNING;
+}
+
 static int thread_raise(lua_State *L)
 {
     lt_state *S = lt_upvalue_state(L);
     lt_handle *hd = check_handle(L, 1);
     luaL_checkany(L, 2);
+    if (past_end(hd)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     lt_heldref_drain(L, S);
     lua_settop(L, 2);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -598,6 +614,10 @@ static int thread_raise(lua_State *L)
 static int thread_cancel(lua_State *L)
 {
     lt_handle *hd = check_handle(L, 1);
+    if (past_end(hd)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
     int rc = tether_thread_raise(hd->h, LT_ASYNC_CANCEL, NULL, NULL);
     if (rc != TETHER_OK && rc != TETHER_ESTATE)
         return lt_status_error(L, "cancel", rc);

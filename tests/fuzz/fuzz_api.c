@@ -395,6 +395,15 @@ static uint64_t get_h(int kind, unsigned i)
 static void probe_dead(uint64_t h, int kind);
 
 static atomic_int g_plugin_loads; /* OP_PLUGIN_LOADs in progress */
+/* Set once the program made a callback, or queued a pending call, whose
+   function is a plugin's: it pins the plugin (PLUGIN_PIN_HOLD) until the
+   program frees the callback or some checkpoint of the interpreter's main
+   thread runs the call, maybe never.  An unload without a timeout then
+   waits for the pin for ever, as tether.h says it does (seed x10's second
+   program, a false hang: the unloading worker itself owned a live
+   callback into the plugin), so from then on OP_PLUGIN_UNLOAD passes the
+   longest finite timeout instead of -1. */
+static atomic_int g_plugin_pins_outlive;
 
 /* Runtime handles that a tether_runtime_finalize began on: finalize
    unloads the plugins still loaded into its runtime and their handles go
@@ -1721,6 +1730,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             if (!sym)
                 break;
             memcpy(&fn, &sym, sizeof fn);
+            atomic_store(&g_plugin_pins_outlive, 1); /* (before the pin) */
         }
         tether_callback cb = 0;
         if (CALL(tether_callback_new, get_h(K_INTERP, b), "i32(i32)", fn, ud, &cb) == TETHER_OK) {
@@ -1830,7 +1840,10 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         /* Whichever slot names it, an unload drops one of the handle's
            references: the model counts them per handle. */
         uint64_t p = get_h(K_PLUGIN, a);
-        rc = plugin_unload_model(c, p, long_tmo(b), "OP_PLUGIN_UNLOAD");
+        int64_t tmo = long_tmo(b);
+        if (tmo < 0 && atomic_load(&g_plugin_pins_outlive))
+            tmo = long_tmo(3);
+        rc = plugin_unload_model(c, p, tmo, "OP_PLUGIN_UNLOAD");
         break;
     }
     case OP_PLUGIN_SYMBOL: {
@@ -1861,6 +1874,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             if (!sym)
                 break;
             memcpy(&fn, &sym, sizeof fn);
+            atomic_store(&g_plugin_pins_outlive, 1); /* (before the pin) */
             CALL(tether_call_soon, i, fn, NULL);
         }
         }
@@ -2242,6 +2256,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g.ngrave = 0;
     g_nfinalized = 0;
     g_npref = 0;
+    atomic_store(&g_plugin_pins_outlive, 0);
     g.per_interp_gil = (data[0] >> 2) & 1;
     g.deadline = now_ns() + g_program_ns;
     g.soft = now_ns() + g_program_ns / 2;

@@ -17,12 +17,18 @@
  *   capi_test.go()  capi_test.reset()  capi_test.inside() --> callers in
  *   capi_test.last() --> what the last wait_wake/hold saw
  *   capi_test.ubf_calls() --> how many times the unblock function ran
+ *   capi_test.misuse(where) --> a report of the table's functions called
+ *       where they must not be: "nested" (inside a blocking call, the GIL
+ *       released) or "foreign" (on a thread Lua never ran on, the caller
+ *       holding the GIL meanwhile); they must neither raise nor crash
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
@@ -157,6 +163,64 @@ static int l_hold(lua_State *L)
     return wait_wake(L, 20);
 }
 
+/* The table's functions called wrongly, with the pointer fetched while
+   it was right to (a module that caches it). */
+struct misuse {
+    lua_State *L;
+    const tether_lua_api *api;
+    char report[128];
+};
+
+static int count_fn(void *p)
+{
+    (*(int *)p)++;
+    return 7;
+}
+
+static void misuse_all(struct misuse *m)
+{
+    int runs = 0, result = 0;
+    int rc = m->api->call_blocking(m->L, count_fn, &runs, NULL, NULL, &result);
+    tether_lua_saved s = {0, NULL};
+    m->api->save(m->L, &s);
+    m->api->restore(m->L, &s);
+    m->api->restore(m->L, &s); /* twice */
+    m->api->checkpoint(m->L);
+    snprintf(m->report, sizeof m->report, "rc=%d runs=%d result=%d", rc, runs, result);
+}
+
+static int misuse_fn(void *p)
+{
+    misuse_all(p);
+    return 0;
+}
+
+static void *misuse_thread(void *p)
+{
+    misuse_all(p);
+    return NULL;
+}
+
+static int l_misuse(lua_State *L)
+{
+    const char *where = luaL_checkstring(L, 1);
+    struct misuse m = {L, tether_lua_get_api(L), "not run"};
+    if (!m.api)
+        return luaL_error(L, "tether is not loaded");
+    if (strcmp(where, "nested") == 0) {
+        int r;
+        if (m.api->call_blocking(L, misuse_fn, &m, NULL, NULL, &r) != TETHER_LUA_RAN)
+            return luaL_error(L, "misuse: the outer call did not run");
+    } else {
+        pthread_t t;
+        if (pthread_create(&t, NULL, misuse_thread, &m) != 0)
+            return luaL_error(L, "pthread_create failed");
+        pthread_join(t, NULL);
+    }
+    lua_pushstring(L, m.report);
+    return 1;
+}
+
 static int l_api_version(lua_State *L)
 {
     const tether_lua_api *api = tether_lua_get_api(L);
@@ -206,7 +270,8 @@ __attribute__((visibility("default"))) int luaopen_capi_test(lua_State *L)
         {"api_version", l_api_version}, {"barrier", l_barrier},
         {"barrier_macro", l_barrier_macro}, {"wait_wake", l_wait_wake},
         {"hold", l_hold}, {"go", l_go}, {"reset", l_reset}, {"inside", l_inside},
-        {"last", l_last}, {"ubf_calls", l_ubf_calls}, {NULL, NULL}};
+        {"last", l_last}, {"ubf_calls", l_ubf_calls}, {"misuse", l_misuse},
+        {NULL, NULL}};
     luaL_newlib(L, f);
     return 1;
 }

@@ -112,6 +112,20 @@ T.case("without a checkpoint the exception waits for the next line", function()
   assert(c.last() == "holding", c.last())
 end)
 
+T.case("called with the GIL released or on a foreign thread, the functions run fn or do nothing", function()
+  -- A C module that caches the table and calls it where it must not:
+  -- inside its own blocking call, and on a thread of its own.  call_blocking
+  -- runs fn directly (TETHER_LUA_RAN), save/restore/checkpoint do nothing;
+  -- nothing raises across C frames that are not Lua's.
+  for _, where in ipairs({"nested", "foreign"}) do
+    local report = c.misuse(where)
+    assert(report == "rc=0 runs=1 result=7", where .. ": " .. report)
+    local t = tether.thread(function() return c.misuse(where) end)
+    local ok, r = t:join(T.LIMIT)
+    assert(ok and r == "rc=0 runs=1 result=7", where .. " in a thread: " .. tostring(r))
+  end
+end)
+
 T.case("in a finalizer the GIL is kept and the call still runs", function()
   c.reset()
   local got

@@ -5,12 +5,7 @@
 local tether = require "tether"
 local T = require "testlib"
 
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  return path
-end
+local fifo = T.fifo
 
 T.case("an interpreter's io and os functions are the module's", function()
   local i = tether.interp()

@@ -6,12 +6,7 @@
 local tether = require "tether"
 local T = require "testlib"
 
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  return path
-end
+local fifo = T.fifo
 
 -- Starts fn in a thread, lets it block, interrupts it with `how`
 -- ("cancel" or "raise") and checks that it ended with that exception.

@@ -7,12 +7,7 @@
 local tether = require "tether"
 local T = require "testlib"
 
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  return path
-end
+local fifo = T.fifo
 
 -- Runs fn in a thread that sets `ready` just before it calls fn, and
 -- returns the thread once ready is set.

@@ -111,6 +111,14 @@ WAITS = {
     "wait_fd": "local fifo = os.tmpname() os.remove(fifo) assert(os.execute('mkfifo ' .. fifo)) "
                "local f = assert(io.open(fifo, 'r+')) os.remove(fifo) ready() tether.wait_fd(f, 'r')",
     "busy main": "ready() while true do end",
+    # A worker thread's os.execute does not make the process ignore Ctrl-C
+    # (as system() would): the shell says READY once the command runs.
+    # (io.write first: the busy thread's write at exit then fits stdout's
+    # buffer; a cancelled thread's write that reaches the descriptor
+    # raises tether.Cancelled again before it starts.)
+    "join of a thread in os.execute": "io.write('start\\n') io.flush() "
+                                      "local w = tether.thread(function() "
+                                      "os.execute('echo READY; exec sleep 5') end) w:join()",
 }
 
 

@@ -135,4 +135,47 @@ T.case("an executor collected without shutdown lets its workers go", function()
   end
 end)
 
+-- Second pass (issue 20, hostile review 2).
+
+T.case("an executor whose worker k cannot start stops the ones it started", function()
+  local before = #tether.threads()
+  -- "<125 bytes>-10" is 128 bytes, one past the limit of thread names:
+  -- workers 1 to 9 start, worker 10 cannot.
+  local err = T.raises("tether.executor: worker 10 could not start: option 'name' is 128 bytes long",
+                       tether.executor, {workers = 12, name = string.rep("n", 125)})
+  assert(#err < 300, "the message repeats the name: " .. #err .. " bytes")
+  collectgarbage() collectgarbage()
+  T.wait_for(function() return #tether.threads() == before end,
+             "the started workers to end (" .. #tether.threads() .. " threads, " .. before .. " before)")
+end)
+
+T.case("shutdown{wait = true} from inside one of the executor's own tasks", function()
+  local ex = tether.executor{workers = 2}
+  local f = ex:submit(function() ex:shutdown{wait = true} return "returned" end)
+  assert(f:result(T.LIMIT) == "returned")
+  T.raises("submit: the executor is shut down", ex.submit, ex, function() end)
+  for _, t in ipairs(ex._threads) do assert(t:join(T.LIMIT)) end
+end)
+
+T.case("as_completed yields a future listed twice once", function()
+  local ex <close> = tether.executor{workers = 1}
+  local f, g = ex:submit(function() return 1 end), ex:submit(function() return 2 end)
+  local n, seen = 0, {}
+  for h in tether.as_completed({f, g, f, f, g}) do
+    assert(not seen[h], "yielded twice")
+    seen[h] = true
+    n = n + 1
+  end
+  assert(n == 2, n)
+end)
+
+T.case("map's timeout is map's error, not result's", function()
+  local ex <close> = tether.executor{workers = 1}
+  local gate = tether.event()
+  local err = T.raises("map: timeout (2 of 2 tasks not done)", ex.map, ex,
+                       function(x) gate:wait() return x end, {1, 2}, {timeout = 0})
+  assert(not err:find("result:", 1, true), err)
+  gate:set()
+end)
+
 T.done()

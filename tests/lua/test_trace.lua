@@ -49,6 +49,12 @@ T.case("bad use raises a clear error and changes nothing", function()
   tether.trace()
   slurp(p)
   T.raises("no trace records", tether.trace)
+  -- A zero byte would cut the path short: refused, nothing opened.
+  T.raises("zero byte", tether.trace, path("zero") .. "\0.json")
+  assert(io.open(path("zero")) == nil)
+  T.raises("no trace records", tether.trace)
+  T.raises("string expected", tether.trace, {})
+  T.raises("the path is empty", tether.trace, "")
 end)
 
 T.done()

@@ -6,13 +6,7 @@ local T = require "testlib"
 
 -- A FIFO opened for reading and writing: open never blocks, and nothing
 -- is readable until someone writes.
-local function fifo()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkfifo " .. path))
-  local f = assert(io.open(path, "r+"))
-  return f, path
-end
+local function fifo() return T.fifo("r+") end
 
 T.case("bad arguments are errors that name the argument", function()
   local f, path = fifo()
@@ -22,6 +16,13 @@ T.case("bad arguments are errors that name the argument", function()
   T.raises("bad argument #1 to 'tether.wait_fd' (file descriptor or file expected, got string)",
            tether.wait_fd, "0", "r")
   T.raises("bad argument #3 to 'tether.wait_fd' (timeout must be", tether.wait_fd, f, "r", -1)
+  -- A float with an integer value is that integer, as for Lua's own
+  -- functions; other floats are Lua's error for them.
+  T.raises("bad argument #1 to 'tether.wait_fd' (file descriptor out of range)", tether.wait_fd, 2.0^31, "r")
+  T.raises("bad argument #1 to 'tether.wait_fd' (file descriptor out of range)", tether.wait_fd, -1.0, "r")
+  T.raises("bad argument #1 to 'tether.wait_fd' (number has no integer representation)",
+           tether.wait_fd, 0.5, "r")
+  assert(pcall(tether.wait_fd, 1.0, "w", 0)) -- descriptor 1, ready or not
   f:close()
   T.raises("bad argument #1 to 'tether.wait_fd' (file is closed)", tether.wait_fd, f, "r")
   os.remove(path)

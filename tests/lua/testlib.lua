@@ -72,6 +72,17 @@ function T.run_lua(code, env)
   return (how == "exit" and status or -1), out
 end
 
+-- Makes a FIFO at a fresh temporary path and returns the path; with
+-- `mode` (e.g. "r+", which opens a FIFO without blocking), also opens it
+-- and returns the file first: f, path.  The caller removes the path.
+function T.fifo(mode)
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkfifo " .. path))
+  if mode then return assert(io.open(path, mode)), path end
+  return path
+end
+
 -- Starts a thread that signals `ready` and then spins until cancelled.
 function T.spinner(ready, opts)
   local body = function()

@@ -6,6 +6,8 @@
 #      directory: the .debs land next to it); the build itself fails when
 #      the library's exports differ from debian/libtether1.symbols
 #      (dpkg-gensymbols -c4) or debian/changelog's version from version.h;
+#      libtether-dev holds /usr/include/tether/lua.h and lua-tether
+#      /usr/share/lua/5.4/tether/socket.lua;
 #   2. lintian on the .changes: no error and no warning (an accepted one is
 #      overridden in debian/*.lintian-overrides with its reason);
 #   3. apt-get install ./*.deb, then against /usr, with no environment:
@@ -109,6 +111,15 @@ for d in "$work"/*.deb; do
   echo "--- $(basename "$d")"
   dpkg-deb -I "$d" | sed -n 's/^ \(Package\|Version\|Depends\|Multi-Arch\|Provides\):/  \1:/p'
   dpkg-deb -c "$d" | awk '{print "  " $6 ($7 ? " " $7 " " $8 : "")}'
+done
+# The files of issue 18 in the package that must hold them: the C
+# interface for other Lua C modules and the socket module.
+for pf in libtether-dev:./usr/include/tether/lua.h \
+          lua-tether:./usr/share/lua/5.4/tether/socket.lua; do
+  p="${pf%%:*}" f="${pf#*:}"
+  dpkg-deb -c "$work/${p}_"*.deb | awk '{print $6}' | grep -qxF "$f" ||
+    fail "$p does not hold ${f#.}"
+  echo "$p holds ${f#.}"
 done
 echo "--- libtether1's DEBIAN/symbols (head)"
 dpkg-deb -I "$work"/libtether1_*.deb symbols | head -n 6

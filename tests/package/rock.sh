@@ -4,9 +4,11 @@
 #   1. luarocks lint on the rockspec (there is exactly one, rockspecs/);
 #   2. luarocks --lua-version 5.4 --tree <tmp> make in a copy of the tree
 #      (the cmake build type writes build.luarocks/ into the tree it runs
-#      in): the library and the module, built and installed into the tree;
+#      in): the library and the module, built and installed into the tree,
+#      with tether/socket.lua and tether/lua.h;
 #   3. with nothing but `luarocks path` in the environment, lua5.4 runs
-#      require "tether" from that tree and a thread on it;
+#      require "tether" from that tree and a thread on it, and finds
+#      tether.socket there;
 #   4. luarocks remove leaves no file of tether in the tree;
 #   5. luarocks make with LUA_INCDIR holding lua.h but not lauxlib.h (which
 #      LuaRocks' own check accepts) fails, installing nothing: no rock
@@ -51,6 +53,15 @@ CMAKE_BUILD_PARALLEL_LEVEL=2 "${lr[@]}" make "$spec" >"$work/make.log" 2>&1 ||
 tail -n 3 "$work/make.log"
 echo "built and installed in $((SECONDS - t0)) s"
 "${lr[@]}" list --porcelain
+# The files of issue 18: tether/socket.lua in the tree's Lua module
+# directory, tether/lua.h (the C interface for other Lua C modules) in the
+# rock's include directory.
+sock="$tree/share/lua/5.4/tether/socket.lua"
+[ -f "$sock" ] || fail "the rock did not install $sock"
+echo "installed: $sock"
+luah="$(find "$tree" -path '*/include/tether/lua.h' -type f)"
+[ -n "$luah" ] || fail "the rock did not install include/tether/lua.h"
+echo "installed: $luah"
 
 step "3. require \"tether\" through luarocks path"
 paths="$("${lr[@]}" path)" || fail "luarocks path failed"
@@ -60,6 +71,12 @@ exec lua5.4 '$here/check.lua'" 2>&1)" || { echo "$out"; fail "require \"tether\"
 echo "$out"
 case "$out" in *"$tree/"*"/tether.so"*) ;;
   *) fail "the module was not loaded from the rock tree" ;; esac
+# tether.socket is found through the same paths (it needs LuaSocket only
+# when it is loaded).
+out="$(env -i PATH=/usr/bin:/bin HOME="$work" sh -c "$paths
+exec lua5.4 -e 'print(package.searchpath(\"tether.socket\", package.path))'" 2>&1)"
+echo "tether.socket: $out"
+[ "$out" = "$sock" ] || fail "luarocks path does not find tether.socket in the rock tree"
 
 step "4. luarocks remove"
 "${lr[@]}" remove tether >"$work/remove.log" 2>&1 ||

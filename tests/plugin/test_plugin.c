@@ -1427,6 +1427,50 @@ TEST(a_long_init_error_is_quoted_in_whole_characters)
     t_finalize(rt);
 }
 
+/* A call queued with tether_call_soon that no checkpoint ran before the
+   runtime's finalize is dropped (tether.h), and so is its pin of the
+   plugin its function is in.  It used to stay queued, pinned, until the
+   interpreter's memory was freed, which the cached thread state of a
+   thread that once ensured the interpreter (here the one whose load ran
+   init) puts off until that thread exits: finalize ran fini and then
+   waited for the pin until its deadline, and left the unloadable plugin
+   mapped; an unload with no timeout waited for ever (API fuzzer seed
+   x10). */
+struct soon_loader {
+    tether_runtime rt;
+    tether_plugin p;
+    t_sem loaded, end;
+};
+
+static void *soon_load(void *arg)
+{
+    struct soon_loader *s = arg;
+    s->p = load(s->rt, FIXTURE("unloadable")); /* init ensures: cached */
+    t_sem_post(&s->loaded);
+    t_sem_wait(&s->end); /* alive, with its cached state, until the end */
+    return NULL;
+}
+
+TEST(finalize_drops_a_queued_call_and_its_plugin_pin)
+{
+    struct soon_loader s = {.rt = t_runtime(NULL)};
+    t_sem_init(&s.loaded);
+    t_sem_init(&s.end);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts)); /* init needs the GIL */
+    pthread_t th = t_pthread(soon_load, &s);
+    t_sem_wait(&s.loaded);
+    ASSERT_OK(tether_restore_thread(ts));
+    int (*pending)(void *);
+    LOOKUP(pending, s.p, "fx_pending");
+    ASSERT_OK(tether_call_soon(t_main_interp(s.rt), pending, NULL));
+    /* No checkpoint runs it: finalize drops it and unmaps the plugin. */
+    t_finalize(s.rt);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    t_sem_post(&s.end);
+    t_pthread_join(th);
+}
+
 RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(ticker_calls_a_callback_through_ffi_call),
             TEST_ENTRY(unload_stops_ticker_threads_that_still_call_back),
@@ -1478,4 +1522,5 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(load_from_a_thread_the_fini_joins_is_refused),
             TEST_ENTRY(finalize_keeps_a_plugin_whose_fini_never_ran_mapped),
             TEST_ENTRY(on_free_into_a_plugin_keeps_it_mapped),
-            TEST_ENTRY(a_long_init_error_is_quoted_in_whole_characters))
+            TEST_ENTRY(a_long_init_error_is_quoted_in_whole_characters),
+            TEST_ENTRY(finalize_drops_a_queued_call_and_its_plugin_pin))

@@ -12,6 +12,8 @@
  * builds); nothing sleeps to make it likely.
  */
 #include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "delay_ctl.h"
 #include "support.h"
@@ -290,10 +292,92 @@ TEST(an_init_that_outlives_finalize_is_unloaded_by_its_load)
     ASSERT(!is_mapped(FIXTURE("hostile"))); /* unloaded again */
 }
 
+/* The API fuzzer's seed x09 (tests/fuzz): a plugin's init starts a thread
+   running the plugin's code; the thread starts, but before the init's
+   tether_thread_start re-attaches, a finalize of the runtime marks the
+   main interpreter finalizing, so the start answers EFINALIZING and init
+   fails.  The start used to drop the thread's plugin pin itself although
+   the started thread drops it at its end: one pin and one reference of the
+   record's handle too many.  With the thread's end first (as here), the
+   failed load's handle_close freed the record while it was still listed
+   (ASan: heap-use-after-free in the next walk of the registry) and never
+   dlclosed the library; with the start first, the library was dlclosed
+   under the running thread.  The window is held open at the delay point
+   thread.start.reattach, the thread's end and the finalize's mark are
+   waited for by their points: nothing sleeps. */
+struct x09 {
+    const char *path;
+    tether_runtime rt;
+    t_sem made, go;
+    int load_rc, fin_rc;
+};
+
+static void *x09_host(void *arg)
+{
+    struct x09 *x = arg;
+    x->rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts)); /* the init needs the GIL */
+    t_sem_post(&x->made);
+    t_sem_wait(&x->go);
+    ASSERT_OK(tether_restore_thread(ts));
+    x->fin_rc = tether_runtime_finalize(x->rt, SECONDS(30));
+    return NULL;
+}
+
+static void *x09_loader(void *arg)
+{
+    struct x09 *x = arg;
+    tether_plugin p = 0;
+    x->load_rc = tether_plugin_load(x->rt, x->path, &p);
+    return NULL;
+}
+
+TEST(failed_init_whose_thread_start_met_finalize_drops_its_pin_once)
+{
+    static const char REATTACH[] = "thread.start.reattach",
+                      ENDED[] = "thread.boot.before_finish",
+                      MARKED[] = "finalize.marked";
+    struct x09 x = {.path = FIXTURE("init_thread")};
+    t_sem_init(&x.made);
+    t_sem_init(&x.go);
+    /* The fixture's thread waits on FX_EVENT: set already, it returns at
+       once. */
+    tether_event ev;
+    ASSERT_OK(tether_event_new(&ev));
+    ASSERT_OK(tether_event_set(ev));
+    char text[32];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)ev);
+    ASSERT_EQ(setenv("FX_EVENT", text, 1), 0);
+
+    pthread_t host = t_pthread(x09_host, &x);
+    t_sem_wait(&x.made);
+    unsigned long ended = dctl_passes(ENDED), marked = dctl_passes(MARKED);
+    dctl_arm(REATTACH, 1, DCTL_PARK, 0);
+    pthread_t loader = t_pthread(x09_loader, &x);
+    /* The init's thread_start saw the handshake and is detached, parked
+       before it re-attaches; the thread runs its function and ends. */
+    dctl_wait_parked(REATTACH);
+    dctl_wait_passes(ENDED, ended);
+    /* A finalize marks the interpreter finalizing (then waits for the
+       init), so the start cannot re-attach. */
+    t_sem_post(&x.go);
+    dctl_wait_passes(MARKED, marked);
+    dctl_release(REATTACH);
+    t_pthread_join(loader);
+    t_pthread_join(host);
+    ASSERT_STATUS(x.load_rc, TETHER_EPLUGIN);
+    ASSERT_OK(x.fin_rc);
+    /* Nothing runs its code any more: the failed load dlclosed it. */
+    ASSERT(!is_mapped(x.path));
+    ASSERT_OK(tether_event_free(ev));
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 60),
             TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60),
             TEST_ENTRY_T(inits_of_one_library_in_two_runtimes_do_not_overlap, 60),
             TEST_ENTRY_T(finalize_waits_for_an_init_in_progress, 60),
-            TEST_ENTRY_T(an_init_that_outlives_finalize_is_unloaded_by_its_load, 60))
+            TEST_ENTRY_T(an_init_that_outlives_finalize_is_unloaded_by_its_load, 60),
+            TEST_ENTRY_T(failed_init_whose_thread_start_met_finalize_drops_its_pin_once, 60))

@@ -5,6 +5,7 @@
   check_trace.py --run WORKLOAD SCENARIO [--expect KIND...]
   check_trace.py --self-test WORKLOAD
   check_trace.py --timeline GIL_TIMELINE WORKLOAD
+  check_trace.py --timeline-bad GIL_TIMELINE WORKLOAD
 
 Parses the Chrome/Perfetto trace-event JSON that tether_trace_stop writes
 (with the json module, numbers as exact decimals) and checks:
@@ -28,7 +29,11 @@ finalize-phase, dropped, two-gils.  --run runs `WORKLOAD SCENARIO OUT` first.
 each way above and fails unless every break is caught (so this check can
 fail).  --timeline runs scripts/gil-timeline on the "mixed" workload's
 trace and checks its picture (a PNG) and its table (a row per thread,
-with the thread's name).  Exit status 0 when valid, 1 when not, 2 on bad
+with the thread's name).  --timeline-bad feeds scripts/gil-timeline
+broken input (empty, cut short, not JSON, not a trace, events of the
+wrong shape) and checks each gets exit status 1 and a one-line
+"gil-timeline:" sentence, never a Python traceback; and that a trace
+without events still draws.  Exit status 0 when valid, 1 when not, 2 on bad
 usage.
 """
 
@@ -308,6 +313,68 @@ def timeline(script, workload):
     return 0
 
 
+def timeline_bad(script, workload):
+    """gil-timeline on broken input: status 1 and a sentence, no traceback."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "mixed.json")
+        run(workload, "mixed", out)
+        with open(out, "rb") as f:
+            whole = f.read()
+        ev = lambda *es: json.dumps({"traceEvents": list(es)}).encode()
+        x = {"ph": "X", "name": "holds GIL", "tid": 1, "ts": 0, "dur": 1,
+             "args": {}}
+        cases = {
+            "empty": b"",
+            "cut short": whole[: len(whole) // 2],
+            "cut at the last byte": whole[:-2],
+            "not UTF-8": b"\xff\xfe" + whole[2:],
+            "not JSON": b"hello",
+            "a list": b"[]",
+            "no traceEvents": b"{}",
+            "traceEvents not a list": b'{"traceEvents":5}',
+            "an event not an object": ev(1),
+            "no ph": ev({"tid": 1}),
+            "no tid": ev({"ph": "i", "ts": 0}),
+            "metadata without a name": ev({"ph": "M", "tid": 1}),
+            "thread_name without args": ev({"ph": "M", "name": "thread_name", "tid": 1}),
+            "X without dur": ev(dict(x, dur=None)),
+            "ts a string": ev(dict(x, ts="0")),
+            "args a list": ev(dict(x, args=[])),
+            "flow id a list": ev({"ph": "s", "tid": 1, "ts": 0, "id": [1]}),
+            "otherData a list": b'{"traceEvents":[],"otherData":[]}',
+        }
+        failed = []
+        for name, data in cases.items():
+            path = os.path.join(tmp, "bad.json")
+            with open(path, "wb") as f:
+                f.write(data)
+            r = subprocess.run([sys.executable, script, path, "-o",
+                                os.path.join(tmp, "bad.png")],
+                               capture_output=True, text=True)
+            ok = (r.returncode == 1 and "Traceback" not in r.stderr
+                  and r.stderr.startswith("gil-timeline:"))
+            print("%-28s status %d: %s" % (name, r.returncode,
+                                           r.stderr.strip().splitlines()[-1:]))
+            if not ok:
+                failed.append(name)
+        # Without events (a trace stopped at once) it is a table and an
+        # empty picture, not an error.
+        path = os.path.join(tmp, "quiet.json")
+        with open(path, "w") as f:
+            json.dump({"traceEvents": [], "otherData": {}}, f)
+        png = os.path.join(tmp, "quiet.png")
+        r = subprocess.run([sys.executable, script, path, "-o", png],
+                           capture_output=True, text=True)
+        print("no events: status %d %s" % (r.returncode, r.stderr.strip()))
+        if r.returncode != 0 or not os.path.exists(png):
+            failed.append("a trace without events")
+    if failed:
+        print("NOT HANDLED: %s" % ", ".join(failed))
+        return 1
+    print("gil-timeline refused every broken input with a sentence")
+    return 0
+
+
 def main(argv):
     expect = []
     if "--expect" in argv:
@@ -332,6 +399,8 @@ def main(argv):
             return 1
         print("every break was caught")
         return 0
+    if len(argv) == 4 and argv[1] == "--timeline-bad":
+        return timeline_bad(argv[2], argv[3])
     if len(argv) == 4 and argv[1] == "--timeline":
         return timeline(argv[2], argv[3])
     if len(argv) == 4 and argv[1] == "--run":

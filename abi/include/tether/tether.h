@@ -613,12 +613,15 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
    keeps `fd` and may close it; the library writes to its duplicate at
    stop and closes that).  Exactly one of the two: a path with fd -1, or
    NULL with fd >= 0.  `flags` must be 0 (none are defined yet).
+   A path that is not a regular file (a device, a FIFO) is not truncated.
    Returns TETHER_OK, TETHER_EINVAL (flags not 0, both or neither of path
-   and fd, an empty path, a path that cannot be opened for writing or a
-   descriptor that is not open: the sentence says which), TETHER_EBADHANDLE,
-   TETHER_EFINALIZING (the runtime is finalizing), TETHER_ESTATE (a trace
-   already records, of this runtime or another; nothing changes),
-   TETHER_ENOMEM, TETHER_EAGAIN (no descriptor left).
+   and fd, an empty path, a path that cannot be opened for writing, or a
+   descriptor that is not open or not open for writing: the sentence says
+   which), TETHER_EBADHANDLE, TETHER_EFINALIZING (the runtime is
+   finalizing), TETHER_ESTATE (a trace already records, of this runtime or
+   another, or another start is under way; nothing changes: the file is
+   not opened), TETHER_ENOMEM, TETHER_EAGAIN (no descriptor left).  A
+   start racing a finalize of `rt` either fails or is written by it.
    [any-thread] */
 TETHER_API int tether_trace_start(tether_runtime rt, const char *path,
                                   int fd, uint32_t flags);
@@ -627,10 +630,13 @@ TETHER_API int tether_trace_start(tether_runtime rt, const char *path,
    descriptor tether_trace_start was given.  Threads that record an event
    meanwhile are waited for, never blocked: their later events are not
    recorded.
+   The write never raises SIGPIPE: a pipe or socket whose reader is gone
+   is a write error like any other.
    Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (no trace of `rt`
    records), TETHER_EAGAIN (the disk is full: the trace is lost; the
    recording stopped all the same), TETHER_ENOMEM (no memory to build the
-   file: the same), TETHER_EINVAL (another write error: the same).
+   file: the same), TETHER_EINVAL (another write error, such as EPIPE: the
+   same).
    [any-thread] */
 TETHER_API int tether_trace_stop(tether_runtime rt);
 
@@ -770,8 +776,9 @@ TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
    runs its fini holding no GIL, and forgets it.  By default the library
    stays mapped for the life of the process.  A plugin whose descriptor sets
    TETHER_PLUGIN_UNLOADABLE is then dlclosed, once no callback whose function
-   is in its code is alive and no thread started with a function in its code
-   is running.  All the waiting together takes at most `timeout_ns`, with
+   is in its code is alive, no thread started with a function in its code
+   is running and no call of a function in its code queued with
+   tether_call_soon is still pending.  All the waiting together takes at most `timeout_ns`, with
    the caller's GIL released.
    tether_runtime_finalize unloads the plugins still loaded into its
    runtime; their handles are stale afterwards.

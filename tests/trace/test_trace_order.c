@@ -1,0 +1,71 @@
+/*
+ * test_trace_order.c - orderings of the trace recorder held open at its
+ * delay point (core/delay.h; labels unit, trace).
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "delay_ctl.h"
+#include "support.h"
+
+static tether_runtime g_rt;
+
+static void *stopper(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_trace_stop(g_rt));
+    return NULL;
+}
+
+static int quick(void *arg)
+{
+    (void)arg;
+    return TETHER_OK;
+}
+
+static char *slurp(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    ASSERT(fd >= 0);
+    char *s = t_read_all(fd);
+    close(fd);
+    return s;
+}
+
+/* A stop parked after it took the trace: the next trace starts and interns
+   a name (the join of a named thread).  The parked stop must not take the
+   next trace's strings with its own: the join keeps its name. */
+TEST(next_trace_keeps_its_strings)
+{
+    char dir[] = "/tmp/tether-trace-order-XXXXXX", p1[96], p2[96];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(p1, sizeof p1, "%s/one.json", dir);
+    snprintf(p2, sizeof p2, "%s/two.json", dir);
+    tether_interp interp;
+    g_rt = t_runtime_main(NULL, &interp);
+    ASSERT_OK(tether_trace_start(g_rt, p1, -1, 0));
+    dctl_arm("trace.stop.closing", 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(stopper, NULL);
+    dctl_wait_parked("trace.stop.closing");
+    ASSERT_OK(tether_trace_start(g_rt, p2, -1, 0));
+    tether_thread_opts o = {sizeof o, "second-trace-worker", 0, 0};
+    ASSERT_EQ(t_join(t_start_opts(interp, quick, NULL, &o)), TETHER_OK);
+    dctl_release("trace.stop.closing");
+    t_pthread_join(th);
+    ASSERT_OK(tether_trace_stop(g_rt));
+    char *s = slurp(p2);
+    ASSERT_CONTAINS(s, "\"join second-trace-worker\"");
+    free(s);
+    s = slurp(p1);
+    ASSERT_CONTAINS(s, "\"traceEvents\"");
+    free(s);
+    unlink(p1);
+    unlink(p2);
+    rmdir(dir);
+    t_finalize(g_rt);
+}
+
+RUNNER_MAIN(TEST_ENTRY(next_trace_keeps_its_strings))
