@@ -74,7 +74,7 @@ static void *fresh_thread(void *p)
     uint64_t t0 = bench_now();
     ensure_release(f->interp);
     f->ns = bench_now() - t0;
-    return NULL; /* the cached state is freed as the thread exits */
+    return NULL; /* the cached state goes back to the pool as the thread exits */
 }
 
 /* out[0]: the ensure/release pair inside a new thread; out[1]: the whole
@@ -135,8 +135,10 @@ static void gilstate_run(bench_ctx *ctx)
     bench_row_target(save, TARGET_RATIO_MAX, 0.5);
     bench_row_note(fresh, "Timed inside the new thread.  CPython creates and "
                           "deletes its thread state inside the pair; tether "
-                          "creates it in ensure and frees it when the thread "
-                          "exits, which the next row includes.");
+                          "takes it in ensure from the interpreter's pool of "
+                          "ready states (which the previous thread's exit "
+                          "filled) and gives it back when the thread exits, "
+                          "which the next row includes.");
     const bench_side sides[] = {
         {t_ensure_nested, NULL, BENCH_TETHER, {nested}},
         {PY_SIDE(py_ensure_nested), NULL, BENCH_PYTHON, {nested}},

@@ -90,16 +90,19 @@ static int state_for(struct osthread *os, tether_interp h, int internal,
     if (!interp)
         return err_misuse(TETHER_EBADHANDLE, fn, "not an interp handle (0x%llx)",
                           (unsigned long long)h);
-    int rc = TETHER_OK;
-    if (atomic_load(&interp->finalizing))
-        rc = err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
-    else if (!(ts = ts_new(interp)))
-        rc = err_set(TETHER_ENOMEM, fn, "out of memory for a thread state");
-    else
-        ts_bind(ts, os);
-    interp_unref(interp);
+    /* The lookup's reference becomes the state's (ts_new_taking): a
+       pooled state then costs no allocation and one handle reference. */
+    if (atomic_load(&interp->finalizing)) {
+        interp_unref(interp);
+        return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
+    }
+    if (!(ts = ts_new_taking(interp))) {
+        interp_unref(interp);
+        return err_set(TETHER_ENOMEM, fn, "out of memory for a thread state");
+    }
+    ts_bind(ts, os);
     *out = ts;
-    return rc;
+    return TETHER_OK;
 }
 
 T_NOINLINE static int ensure_slow(tether_interp h, int internal,
@@ -114,7 +117,7 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
                           TOKEN_LEVEL_MASK);
     if (os->depth == os->cap && osthread_grow_frames(os) != TETHER_OK)
         return err_set(TETHER_ENOMEM, fn, "out of memory for the ensure stack");
-    struct tstate *ts, *cur = os->current;
+    struct tstate *ts = NULL, *cur = os->current;
     int rc = state_for(os, h, internal, &ts);
     if (rc != TETHER_OK)
         return rc;

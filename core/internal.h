@@ -9,7 +9,8 @@
  *   1  runtime->mutex     a runtime's interpreters and finalize state
  *   2  interp->mutex      an interpreter's thread states, thread registry,
  *                         pending calls, and every thread state's
- *                         asynchronous-exception slots and wait registration
+ *                         asynchronous-exception slots and wait registration;
+ *                         its pool of ready thread states (tstate.c)
  *   3  gil->mutex         the GIL's slow path
  *   4  object mutexes     a thread's sentinel, a lock, an event, a channel,
  *                         a thread state's sleep cond; never two at once
@@ -210,6 +211,14 @@ struct interp {
     int is_main;            /* Synchronization: immutable */
     pthread_mutex_t mutex;  /* rank 2 */
     struct tstate *tstates; /* Synchronization: mutex */
+    /* Ready thread states for ts_new to take before it allocates
+       (tstate.c, "The pool"): unlinked from `tstates`, bound to no
+       thread, holding no interp reference, their mutex and conds
+       initialised; linked by `next`; at most TS_POOL_MAX.  Emptied for
+       good when `finalizing` is set, and in a fork child.
+       Synchronization: mutex. */
+    struct tstate *pool;
+    unsigned pool_len;      /* Synchronization: mutex */
     struct tstate *main_ts; /* runs pending calls.  Synchronization: mutex */
     struct thread *threads; /* started, not finished.  Synchronization: mutex */
     struct pending_call *pending_head, *pending_tail; /* Synchronization: mutex */
@@ -455,10 +464,18 @@ struct osthread *osthread_get(void);
 
 /* A new, unbound thread state of `interp` (takes an interp reference). */
 struct tstate *ts_new(struct interp *interp);
+/* The same, taking over the caller's reference on `interp` (only when it
+   returns a state). */
+struct tstate *ts_new_taking(struct interp *interp);
+/* Frees `interp`'s pool of ready states (finalize and destroy, with
+   `finalizing` set, so that none comes back; interp_dtor).  Called
+   without interp->mutex. */
+void ts_pool_drain(struct interp *interp);
 /* Binds a state to the calling OS thread and its cache. */
 void ts_bind(struct tstate *ts, struct osthread *os);
-/* Unlinks and frees a detached state (drops its interp reference); a
-   thread object of a thread tether did not start finishes with it. */
+/* Unlinks and frees a detached state (drops its interp reference), or
+   gives it to its interpreter's pool; a thread object of a thread tether
+   did not start finishes with it. */
 void ts_unlink_and_free(struct tstate *ts);
 /* Takes `ts` off its interpreter's list (only that).  Called with
    interp->mutex held. */

@@ -100,6 +100,7 @@ static void interp_dtor(void *p)
         plugin_unpin(c->pin, PLUGIN_PIN_HOLD);
         t_free(c);
     }
+    ts_pool_drain(interp); /* empty once finalized (mark_finalizing) */
     if (interp->gil == &interp->own_gil)
         gil_destroy(&interp->own_gil);
     pthread_mutex_destroy(&interp->mutex);

@@ -202,6 +202,7 @@ static void mark_finalizing(struct interp *interp)
     for (struct tstate *ts = interp->tstates; ts; ts = ts->next)
         breaker_signal(ts, BREAKER_FINALIZING);
     rank_unlock(&interp->mutex, RANK_INTERP);
+    ts_pool_drain(interp); /* after the flag: no state comes back to it */
     breaker_unblock(interp);
     gil_wake_all(interp->gil);
 }

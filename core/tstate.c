@@ -17,6 +17,41 @@
  * runtime: their memory lives until the last state is gone, so a foreign
  * thread that exits long after finalize still finds valid memory to unlink
  * itself from.
+ *
+ * The pool.  A state deleted while its interpreter is not finalizing is
+ * not freed but kept, ready, in the interpreter's pool (interp->pool, at
+ * most TS_POOL_MAX), and ts_new takes one from there before it allocates:
+ * so the first ensure of a brand-new thread, once some thread of that
+ * interpreter has exited, makes no allocation (no first malloc of the
+ * thread, which sets up glibc's per-thread cache) and no mutex or cond.
+ * A pooled state is a block of the allocator, never memory of a thread:
+ * it is unlinked from interp->tstates, bound to no OS thread, holds no
+ * interp reference and nothing points to it but the pool.  The pool is
+ * changed only under interp->mutex (rank 2; nothing else is taken while
+ * it is held for the pool), so it is settled across:
+ *   - thread exit: the key destructor deletes the thread's states, which
+ *     go to the pool (ts_unlink_and_free), under the mutex that unlinks
+ *     them; the thread never touches them afterwards;
+ *   - finalize and destroy: mark_finalizing (runtime.c) sets `finalizing`
+ *     and then drains the pool (ts_pool_drain); a deletion takes the mutex
+ *     and tests `finalizing` under it, so it either put its state in before
+ *     the drain or sees the flag and frees the state itself.  States still
+ *     cached by threads (attached, saved, or named by ensure frames whose
+ *     tokens finalize made invalid) are never in the pool: they are freed
+ *     when their thread deletes them, finalizing by then;
+ *   - the interpreter's memory: interp_dtor drains what is left (nothing
+ *     holds a reference for the pool; a deletion holds its state's until
+ *     it has let go of the mutex);
+ *   - fork: prepare holds every interp->mutex, so the child inherits each
+ *     pool whole; tstate_atfork_child takes it (the records of the parent's
+ *     threads are not carried on) and tstate_atfork_release frees it with
+ *     every lock released;
+ *   - the allocator: a pooled block counts as live, so
+ *     tether_set_allocator waits for the finalize that frees it.
+ * Handles and tokens never name a pooled state: a state's handle-visible
+ * objects (its thread object) let go of it under the same mutex, and a
+ * tether_tstate token of a deleted state is refused as before (the
+ * thread's own cache is searched, and the state is in no cache).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,7 +191,8 @@ static void ts_link(struct tstate *ts, struct interp *interp)
         atomic_fetch_or(&ts->breaker, BREAKER_FINALIZING);
 }
 
-struct tstate *ts_new(struct interp *interp)
+/* A new block for a state, its mutex and conds initialised. */
+static struct tstate *ts_make(void)
 {
     struct tstate *ts = t_malloc(sizeof *ts);
     if (!ts)
@@ -169,11 +205,79 @@ struct tstate *ts_new(struct interp *interp)
     ann_atomic(ts->breaker);
     ann_atomic(ts->userdata);
     ann_atomic(ts->ensures);
-    rank_lock(&interp->mutex, RANK_INTERP);
-    ts_link(ts, interp);
-    rank_unlock(&interp->mutex, RANK_INTERP);
-    interp_ref(interp);
     return ts;
+}
+
+/* Takes a state from the pool, else makes one, and links it; with
+   interp->mutex held on entry and on return (released meanwhile if it
+   allocates).  NULL when out of memory. */
+static struct tstate *ts_take_locked(struct interp *interp)
+{
+    struct tstate *ts = interp->pool;
+    if (ts) {
+        interp->pool = ts->next;
+        interp->pool_len--;
+    } else {
+        rank_unlock(&interp->mutex, RANK_INTERP);
+        ts = ts_make();
+        rank_lock(&interp->mutex, RANK_INTERP);
+        if (!ts)
+            return NULL;
+    }
+    ts_link(ts, interp);
+    return ts;
+}
+
+struct tstate *ts_new_taking(struct interp *interp)
+{
+    rank_lock(&interp->mutex, RANK_INTERP);
+    struct tstate *ts = ts_take_locked(interp);
+    rank_unlock(&interp->mutex, RANK_INTERP);
+    return ts;
+}
+
+struct tstate *ts_new(struct interp *interp)
+{
+    struct tstate *ts = ts_new_taking(interp);
+    if (ts)
+        interp_ref(interp);
+    return ts;
+}
+
+/* Puts a deleted state (unlinked, with interp->mutex held) into the pool,
+   unless its interpreter is finalizing, the pool is full or it still holds
+   asynchronous-exception payloads (their destructors must run without
+   the mutex).  Returns 1 if it did: the caller no longer owns `ts`. */
+static int pool_put(struct interp *interp, struct tstate *ts)
+{
+    if (atomic_load(&interp->finalizing) || interp->pool_len >= TS_POOL_MAX ||
+        ts->has_pending || ts->has_delivered)
+        return 0;
+    ann_forget(&ts->interp); /* as ts_free_unlinked does */
+    ts->next = interp->pool;
+    interp->pool = ts;
+    interp->pool_len++;
+    return 1;
+}
+
+/* Frees a list of pooled states linked by `next`. */
+static void pool_free(struct tstate *ts)
+{
+    while (ts) {
+        struct tstate *next = ts->next;
+        ts_free_unlinked(ts);
+        ts = next;
+    }
+}
+
+void ts_pool_drain(struct interp *interp)
+{
+    rank_lock(&interp->mutex, RANK_INTERP);
+    struct tstate *list = interp->pool;
+    interp->pool = NULL;
+    interp->pool_len = 0;
+    rank_unlock(&interp->mutex, RANK_INTERP);
+    pool_free(list);
 }
 
 void ts_bind(struct tstate *ts, struct osthread *os)
@@ -242,6 +346,7 @@ void ts_unlink_and_free(struct tstate *ts)
     ts->thread = NULL;
     if (t)
         t->ts = NULL;
+    int pooled = pool_put(interp, ts); /* then ts is not touched again */
     rank_unlock(&interp->mutex, RANK_INTERP);
     /* A thread tether did not start finishes with its state; tether's own
        threads finish in their bootstrap, right after this. */
@@ -249,8 +354,10 @@ void ts_unlink_and_free(struct tstate *ts)
         thread_finish(t, TETHER_OK);
         handle_put(t->handle);
     }
-    ts_clear_async(ts);
-    ts_free_unlinked(ts);
+    if (!pooled) {
+        ts_clear_async(ts);
+        ts_free_unlinked(ts);
+    }
     interp_unref(interp);
 }
 
@@ -305,7 +412,10 @@ void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp
 
 void osthread_shrink_frames(struct osthread *os)
 {
-    if (os->depth == 0 && os->frames != t_os_store.frames) {
+    /* The inline frames are the only ones of INLINE_FRAMES (a grown stack
+       has at least twice as many): a test of cap spares the common case
+       the TLS address of t_os_store (a __tls_get_addr call). */
+    if (os->depth == 0 && os->cap != INLINE_FRAMES) {
         t_free(os->frames);
         os->frames = t_os_store.frames;
         os->cap = INLINE_FRAMES;
@@ -331,9 +441,10 @@ int osthread_grow_frames(struct osthread *os)
 /* ---- fork --------------------------------------------------------------- */
 
 /* Fork child: the states of vanished threads, unlinked by
-   tstate_atfork_child and released by tstate_atfork_release.  Only the
-   child's one thread touches it. */
-static struct tstate *g_vanished;
+   tstate_atfork_child and released by tstate_atfork_release; and the
+   interpreters' pools, taken by tstate_atfork_child and freed by
+   tstate_atfork_release.  Only the child's one thread touches them. */
+static struct tstate *g_vanished, *g_pooled;
 
 /* Unlinks the states of vanished threads; their references are dropped
    once every lock is released (a dropped reference may free memory whose
@@ -371,6 +482,14 @@ static struct tstate *drop_vanished(struct interp *interp, struct osthread *self
 static void child_interp(struct interp *i, void *ud)
 {
     struct osthread *self = ud;
+    /* The pool is whole (prepare held the mutex); its records go. */
+    while (i->pool) {
+        struct tstate *ts = i->pool;
+        i->pool = ts->next;
+        ts->next = g_pooled;
+        g_pooled = ts;
+    }
+    i->pool_len = 0;
     struct tstate *g = drop_vanished(i, self);
     while (g) {
         struct tstate *ts = g;
@@ -398,6 +517,12 @@ void tstate_atfork_child(void)
    and their states (their OS-thread records were thread-local storage). */
 void tstate_atfork_release(void)
 {
+    /* Pooled records: no thread ever waited on their conds in this
+       process's memory since they were pooled, so they are destroyed as
+       usual. */
+    struct tstate *pooled = g_pooled;
+    g_pooled = NULL;
+    pool_free(pooled);
     struct tstate *gone = g_vanished;
     g_vanished = NULL;
     while (gone) {

@@ -17,6 +17,11 @@
 #define INLINE_FRAMES 8
 #define MAX_FRAMES (1u << 23)
 
+/* Ready thread states an interpreter keeps for new threads (tstate.c,
+   "The pool"): deleted states beyond this many go back to the
+   allocator. */
+#define TS_POOL_MAX 32u
+
 /* A thread name is refused at this many bytes or more (with its NUL, the
    most a name may take). */
 #define THREAD_NAME_MAX 128

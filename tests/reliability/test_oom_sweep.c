@@ -71,9 +71,14 @@ static int disarm(int rc)
 
 /* The runtime still works: the GIL, a thread, a lock, an event, nested
    ensure.  Everything it makes it frees, so it must not change the count
-   of live blocks either. */
+   of live blocks either.  (A thread's state goes to its interpreter's
+   pool when the thread ends, core/tstate.c "The pool", and the next thread
+   takes it from there: the first thread ever run here may leave one block
+   in the pool, so the count is taken after one.) */
 static void check_usable(void)
 {
+    ASSERT_EQ(t_join(t_start(g_interp, t_return_arg, RESULT(TETHER_EXIT))),
+              TETHER_EXIT);
     long live = rel_live_blocks();
     tether_gilstate st;
     ASSERT_OK(tether_ensure(g_interp, &st));
@@ -147,6 +152,25 @@ static void sweep_on(const char *what, attempt_fn attempt, uint64_t count,
     }
 }
 
+/* An operation that allocates nothing (a new thread's state taken from
+   its interpreter's pool): it succeeds with every allocation failing, and
+   leaves the count of live blocks as it was. */
+static void check_needs_nothing(const char *what, attempt_fn attempt)
+{
+    const fault none = {0, 0};
+    ASSERT_OK(attempt(&none)); /* fills the pool */
+    ASSERT_OK(attempt(&none));
+    if (atomic_load(&g_made) != 0)
+        runner_fail(__FILE__, __LINE__, "%s made %ld block(s), expected none",
+                    what, (long)atomic_load(&g_made));
+    long live = rel_live_blocks();
+    int rc = attempt(&(fault){1, 0});
+    if (rc != TETHER_OK)
+        runner_fail(__FILE__, __LINE__, "%s, every allocation failing: got "
+                    "%s: %s", what, tether_status_name(rc), tether_last_error());
+    ASSERT_EQ(rel_live_blocks(), live);
+}
+
 static void sweep_both(const char *what, attempt_fn attempt)
 {
     sweep_on(what, attempt, 1, 0);
@@ -207,20 +231,30 @@ static int try_interp_create(const fault *f)
 
 static tether_thread_opts g_opts;
 
+/* With g_start_fresh, each attempt starts its thread in a new
+   interpreter, whose pool of ready states is empty (core/tstate.c, "The
+   pool"), so that the thread's state is allocated too. */
+static int g_start_fresh;
+
 static int try_thread_start(const fault *f)
 {
-    size_t before = t_thread_count(g_interp);
+    tether_interp in = g_interp;
+    if (g_start_fresh)
+        ASSERT_OK(tether_interp_create(g_rt, &in));
+    size_t before = t_thread_count(in);
     tether_thread t = UNTOUCHED;
     arm(f);
-    int rc = disarm(tether_thread_start(g_interp, t_return_arg, NULL,
+    int rc = disarm(tether_thread_start(in, t_return_arg, NULL,
                                         g_opts.size ? &g_opts : NULL, &t));
     if (rc == TETHER_OK) {
         ASSERT_EQ(t_join(t), TETHER_OK);
-        return rc;
+    } else {
+        ASSERT_EQ(t, UNTOUCHED);
+        ASSERT_EQ(t_thread_count(in), before);
+        ASSERT_CONTAINS(tether_last_error(), "tether_thread_start");
     }
-    ASSERT_EQ(t, UNTOUCHED);
-    ASSERT_EQ(t_thread_count(g_interp), before);
-    ASSERT_CONTAINS(tether_last_error(), "tether_thread_start");
+    if (g_start_fresh)
+        ASSERT_OK(tether_interp_destroy(in, SECONDS(10)));
     return rc;
 }
 
@@ -372,6 +406,14 @@ struct remote {
     int rc;
 };
 
+/* The interpreter the ensure attempts below make a state of: with
+   g_fresh, a new one for each attempt, whose pool is empty, so that the
+   state is allocated; else the main one, whose pool holds the state the
+   previous attempt's thread left when it exited (core/tstate.c, "The
+   pool"). */
+static int g_fresh;
+static tether_interp g_target;
+
 /* Ensure on a thread with no state: the thread record and the state are
    made now.  The pthread exits afterwards, so each attempt starts afresh. */
 static void *ensure_fresh(void *p)
@@ -379,7 +421,7 @@ static void *ensure_fresh(void *p)
     struct remote *r = p;
     tether_gilstate st = UNTOUCHED;
     arm(r->f);
-    r->rc = disarm(tether_ensure(g_interp, &st));
+    r->rc = disarm(tether_ensure(g_target, &st));
     if (r->rc == TETHER_OK) {
         ASSERT_OK(tether_release(st));
     } else {
@@ -390,14 +432,15 @@ static void *ensure_fresh(void *p)
     return NULL;
 }
 
-/* A foreign thread attached to the main interpreter ensures the second. */
+/* A foreign thread attached to the main interpreter ensures another one
+   (g_target). */
 static void *ensure_second_fresh(void *p)
 {
     struct remote *r = p;
     tether_gilstate outer, st = UNTOUCHED;
     ASSERT_OK(tether_ensure(g_interp, &outer));
     arm(r->f);
-    r->rc = disarm(tether_ensure(g_second, &st));
+    r->rc = disarm(tether_ensure(g_target, &st));
     ASSERT_EQ(tether_gil_held(), 1);
     if (r->rc == TETHER_OK)
         ASSERT_OK(tether_release(st));
@@ -430,15 +473,25 @@ static void *(*g_remote_fn)(void *);
 static int try_remote(const fault *f)
 {
     struct remote r = {f, -1000};
+    if (g_fresh)
+        ASSERT_OK(tether_interp_create(g_rt, &g_target));
     t_run_foreign(g_remote_fn, &r);
+    if (g_fresh) /* frees the pool with the interpreter */
+        ASSERT_OK(tether_interp_destroy(g_target, SECONDS(10)));
     return r.rc;
 }
 
-static void sweep_remote(const char *what, void *(*fn)(void *))
+/* Sweeps `fn` on new threads; an ensure in it makes its state in `target`,
+   or in a new interpreter each time when `target` is 0. */
+static void sweep_remote(const char *what, void *(*fn)(void *),
+                         tether_interp target)
 {
     g_remote_fn = fn;
+    g_fresh = target == 0;
+    g_target = target;
     sweep_on(what, try_remote, 1, 1);
     sweep_on(what, try_remote, 0, 1);
+    g_fresh = 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -473,13 +526,23 @@ TEST(sweep_thread_start)
     sweep_both("tether_thread_start", try_thread_start);
     g_opts = (tether_thread_opts){sizeof g_opts, "named", 1, 256 * 1024};
     sweep_both("tether_thread_start (named daemon)", try_thread_start);
+    g_opts = (tether_thread_opts){0, NULL, 0, 0};
+    g_start_fresh = 1;
+    sweep_both("tether_thread_start (new interpreter, empty pool)",
+               try_thread_start);
+    g_start_fresh = 0;
     teardown();
 }
 
 TEST(sweep_ensure_new_thread)
 {
     setup(0);
-    sweep_remote("tether_ensure (new thread)", ensure_fresh);
+    sweep_remote("tether_ensure (new thread)", ensure_fresh, 0);
+    /* Once a thread of the interpreter has exited, a new thread's ensure
+       takes its state from the pool and allocates nothing. */
+    g_remote_fn = ensure_fresh;
+    g_target = g_interp;
+    check_needs_nothing("tether_ensure (new thread, pooled state)", try_remote);
     teardown();
 }
 
@@ -487,7 +550,7 @@ TEST(sweep_ensure_second_interp)
 {
     setup(0);
     sweep_both("tether_ensure (second interp)", try_ensure_other);
-    sweep_remote("tether_ensure (second interp, new thread)", ensure_second_fresh);
+    sweep_remote("tether_ensure (second interp, new thread)", ensure_second_fresh, 0);
     teardown();
 }
 
@@ -496,14 +559,14 @@ TEST(sweep_ensure_second_interp_own_gil)
     setup(TETHER_CONFIG_PER_INTERP_GIL);
     sweep_both("tether_ensure (second interp, own GIL)", try_ensure_other);
     sweep_remote("tether_ensure (second interp, own GIL, new thread)",
-                 ensure_second_fresh);
+                 ensure_second_fresh, 0);
     teardown();
 }
 
 TEST(sweep_thread_current_foreign)
 {
     setup(0);
-    sweep_remote("tether_thread_current (foreign thread)", current_fresh);
+    sweep_remote("tether_thread_current (foreign thread)", current_fresh, g_interp);
     teardown();
 }
 

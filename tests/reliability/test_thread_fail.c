@@ -33,12 +33,37 @@ static void hook(tether_thread t, int code, const char *message, void *ud)
     atomic_fetch_add(&g_hooked, 1);
 }
 
+static int hold_until_set(void *arg)
+{
+    return tether_event_wait((tether_event)(uintptr_t)arg, -1);
+}
+
+/* RUN + 1 threads at once, then they end: their states wait in the
+   interpreter's pool (core/tstate.c, "The pool"), so a run of RUN starts
+   made from a thread that has a state of its own (a tether thread, a
+   foreign one attached) takes its states from there and the block counts
+   below stay exact (a refused start gives its state back to the pool
+   too). */
+static void fill_pool(void)
+{
+    tether_event go;
+    tether_thread t[RUN + 1];
+    ASSERT_OK(tether_event_new(&go));
+    for (int i = 0; i < RUN + 1; i++)
+        t[i] = t_start(g_interp, hold_until_set, (void *)(uintptr_t)go);
+    ASSERT_OK(tether_event_set(go));
+    for (int i = 0; i < RUN + 1; i++)
+        ASSERT_EQ(t_join(t[i]), TETHER_OK);
+    ASSERT_OK(tether_event_free(go));
+}
+
 static void setup(void)
 {
     rel_count_allocations();
     tether_config cfg = {sizeof cfg, 0, 0, hook, NULL};
     ASSERT_OK(tether_runtime_create(&cfg, &g_rt));
     g_interp = t_main_interp(g_rt);
+    fill_pool();
 }
 
 /* No thread was lost or reported, and finalize finds nothing to wait for. */
