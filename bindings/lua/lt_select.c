@@ -89,8 +89,12 @@ typedef struct lt_selecting {
     lt_source src[];
 } lt_selecting;
 
-static void unlink_all(lt_selecting *sel)
+static void unlink_all(lua_State *L, lt_selecting *sel)
 {
+    if (sel->linked) { /* drop the anchor (a raw set of nil cannot raise) */
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, sel);
+    }
     for (int i = 0; i < sel->n; i++) {
         lt_source *s = &sel->src[i];
         if (!s->linked)
@@ -114,13 +118,23 @@ static void unlink_all(lt_selecting *sel)
 
 static int selecting_close(lua_State *L)
 {
-    unlink_all(lua_touserdata(L, 1));
+    unlink_all(L, lua_touserdata(L, 1));
     return 0;
 }
 
-static void link_all(lua_State *L, lt_selecting *sel, lt_tstate *ts)
+/* Links a record of the select at `self` on every source.  While they
+   are linked the userdata is anchored in the registry (keyed by its
+   address): a thread that finalize makes leave Lua in the middle of a
+   select (TETHER_EFINALIZING, no GIL) cannot unlink them, and its
+   coroutine may then be collected; the records must stay valid for the
+   sources that still walk their lists (an ev:set() after the runtime was
+   finalized, in a host that goes on running Lua; issue 20). */
+static void link_all(lua_State *L, lt_selecting *sel, lt_tstate *ts, int self)
 {
     int rc;
+    lua_pushvalue(L, self); /* first: it may raise, nothing is linked yet */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, sel);
+    sel->linked = 1; /* from here on unlink_all (__close) undoes it all */
     if (sel->nfds) {
         sel->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         if (sel->efd < 0)
@@ -130,7 +144,6 @@ static void link_all(lua_State *L, lt_selecting *sel, lt_tstate *ts)
         if (rc != TETHER_OK)
             lt_status_error(L, "select", rc);
     }
-    sel->linked = 1;
     for (int i = 0; i < sel->n; i++) {
         lt_source *s = &sel->src[i];
         if (s->kind == K_FD)
@@ -268,7 +281,7 @@ static int run_select(lua_State *L, lt_selecting *sel, int first, int64_t ns,
             int i = (int)((start + (unsigned)k) % (unsigned)n);
             int r = try_source(L, ts, &sel->src[i], first + i, peek);
             if (r >= 0) {
-                unlink_all(sel);
+                unlink_all(L, sel);
                 lua_pushvalue(L, first + i);
                 lua_insert(L, -(r + 1));
                 return r + 1;
@@ -281,20 +294,20 @@ static int run_select(lua_State *L, lt_selecting *sel, int first, int64_t ns,
                 left = 0;
         }
         if (left == 0 || lt_in_finalizer(L)) {
-            unlink_all(sel);
+            unlink_all(L, sel);
             lua_pushnil(L);
             lua_pushliteral(L, "timeout");
             return 2;
         }
         if (!sel->linked) { /* then try once more: nothing is missed */
-            link_all(L, sel, ts);
+            link_all(L, sel, ts, first - 1);
             continue;
         }
         int rc = sel->nfds ? wait_fds(L, sel, left) : tether_event_wait(sel->ev, left);
         if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
             lt_leave(ts);
         if (rc != TETHER_OK && rc != TETHER_ETIMEDOUT) {
-            unlink_all(sel);
+            unlink_all(L, sel);
             lt_wait_ok(L, ts, rc, "select");
         }
     }

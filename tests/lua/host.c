@@ -1,8 +1,9 @@
 /*
  * host.c - a C host that embeds Lua and makes `require "tether"` join the
  * runtime it created (the registry field "tether.runtime"), then runs a
- * script, finalizes its runtime and closes the state, in that order: the
- * order docs/lua.md asks of hosts.
+ * script, finalizes its runtime, runs the script's HOST_AFTER_FINALIZE (if
+ * it set one: Lua that a host runs after the finalize) and closes the
+ * state, in that order: the order docs/lua.md asks of hosts.
  *
  *   tether_lua_host script.lua
  *
@@ -43,7 +44,12 @@ int main(int argc, char **argv)
     int rc = tether_runtime_finalize(rt, -1);
     if (rc != TETHER_OK)
         return fail("tether_runtime_finalize", tether_last_error());
-    /* No thread runs Lua any more: the host may look at the state. */
+    /* No thread runs Lua any more: the host may look at the state, and
+       run Lua in it (HOST_AFTER_FINALIZE, if the script set it). */
+    lua_getglobal(L, "HOST_AFTER_FINALIZE");
+    if (lua_isfunction(L, -1) && lua_pcall(L, 0, 0, 0) != LUA_OK)
+        return fail("HOST_AFTER_FINALIZE", lua_tostring(L, -1));
+    lua_settop(L, 0);
     lua_getglobal(L, "HOST_CHECK");
     int joined = lua_istable(L, -1) && lua_getfield(L, -1, "nondaemon") == LUA_TSTRING;
     tether_callback cb = 0;
