@@ -234,6 +234,40 @@ static int run_released(lua_State *L, int (*fn)(void *), void *arg)
     return res;
 }
 
+/* An open (fn makes a FILE into *out): the FILE goes into p, with its
+   closef, before an exception that came meanwhile is raised, so that the
+   handle's finalizer closes it instead of leaking it. */
+static void open_released(lua_State *L, int (*fn)(void *), void *arg, FILE **out,
+                          luaL_Stream *p, lua_CFunction closef)
+{
+    int res = 0;
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
+    int status = lt_block_call(L, fn, arg, &res);
+    p->f = *out;
+    if (p->f)
+        p->closef = closef;
+    if (status != TETHER_OK)
+        lt_wait_ok(L, ts, status, "io");
+}
+
+/* A close: runs even in a thread that an exception is pending for (a
+   cancelled one: cancellation is raised again at every call), since the
+   handle is already marked closed and nothing would close its FILE
+   later; the exception is raised once the FILE is closed. */
+static void close_released(lua_State *L, int (*fn)(void *), void *arg)
+{
+    int res = 0;
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
+    int deferred = ts && tether_async_defer() == TETHER_OK;
+    int status = lt_block_call(L, fn, arg, &res);
+    if (deferred)
+        (void)tether_async_allow();
+    if (status != TETHER_OK)
+        lt_wait_ok(L, ts, status, "io");
+    if (deferred)
+        lt_checkpoint(L, ts); /* what came meanwhile, or was pending */
+}
+
 /* ------------------------------------------------------------------------
  * Handles
  * ---------------------------------------------------------------------- */
@@ -277,7 +311,7 @@ static int close_file(lua_State *L)
 {
     luaL_Stream *p = to_stream(L);
     struct fileop x = {.f = p->f};
-    run_released(L, fclose_fn, &x);
+    close_released(L, fclose_fn, &x);
     errno = x.err;
     return luaL_fileresult(L, x.res == 0, NULL);
 }
@@ -296,7 +330,7 @@ static int close_pipe(lua_State *L)
 {
     luaL_Stream *p = to_stream(L);
     struct fileop x = {.f = p->f};
-    run_released(L, pclose_fn, &x);
+    close_released(L, pclose_fn, &x);
     errno = x.err;
     return luaL_execresult(L, x.res);
 }
@@ -333,10 +367,9 @@ static int fopen_fn(void *a)
 /* Opens `name` into a new handle on the top, or raises Lua's message. */
 static void open_or_raise(lua_State *L, const char *name, const char *mode)
 {
-    luaL_Stream *p = new_stream(L, close_file);
+    luaL_Stream *p = new_stream(L, NULL);
     struct fileop x = {.name = name, .mode = mode};
-    run_released(L, fopen_fn, &x);
-    p->f = x.out;
+    open_released(L, fopen_fn, &x, &x.out, p, close_file);
     if (!p->f)
         luaL_error(L, "cannot open file '%s' (%s)", name, strerror(x.err));
 }
@@ -358,8 +391,7 @@ static int io_open(lua_State *L)
     luaL_Stream *p = new_stream(L, close_file);
     luaL_argcheck(L, mode_ok(mode), 2, "invalid mode");
     struct fileop x = {.name = name, .mode = mode};
-    run_released(L, fopen_fn, &x);
-    p->f = x.out;
+    open_released(L, fopen_fn, &x, &x.out, p, close_file);
     if (p->f)
         return 1;
     errno = x.err;
@@ -383,8 +415,7 @@ static int io_popen(lua_State *L)
     luaL_argcheck(L, (mode[0] == 'r' || mode[0] == 'w') && mode[1] == '\0', 2,
                   "invalid mode");
     struct fileop x = {.name = cmd, .mode = mode};
-    run_released(L, popen_fn, &x);
-    p->f = x.out;
+    open_released(L, popen_fn, &x, &x.out, p, close_pipe);
     p->closef = close_pipe;
     if (p->f)
         return 1;
@@ -404,8 +435,7 @@ static int io_tmpfile(lua_State *L)
 {
     luaL_Stream *p = new_stream(L, close_file);
     struct fileop x = {0};
-    run_released(L, tmpfile_fn, &x);
-    p->f = x.out;
+    open_released(L, tmpfile_fn, &x, &x.out, p, close_file);
     if (p->f)
         return 1;
     errno = x.err;
