@@ -234,6 +234,40 @@ static int run_released(lua_State *L, int (*fn)(void *), void *arg)
     return res;
 }
 
+/* An open (fn makes a FILE into *out): the FILE goes into p, with its
+   closef, before an exception that came meanwhile is raised, so that the
+   handle's finalizer closes it instead of leaking it. */
+static void open_released(lua_State *L, int (*fn)(void *), void *arg, FILE **out,
+                          luaL_Stream *p, lua_CFunction closef)
+{
+    int res = 0;
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
+    int status = lt_block_call(L, fn, arg, &res);
+    p->f = *out;
+    if (p->f)
+        p->closef = closef;
+    if (status != TETHER_OK)
+        lt_wait_ok(L, ts, status, "io");
+}
+
+/* A close: runs even in a thread that an exception is pending for (a
+   cancelled one: cancellation is raised again at every call), since the
+   handle is already marked closed and nothing would close its FILE
+   later; the exception is raised once the FILE is closed. */
+static void close_released(lua_State *L, int (*fn)(void *), void *arg)
+{
+    int res = 0;
+    lt_tstate *ts = lt_current_tstate(); /* before: see op.ts */
+    int deferred = ts && tether_async_defer() == TETHER_OK;
+    int status = lt_block_call(L, fn, arg, &res);
+    if (deferred)
+        (void)tether_async_allow();
+    if (status != TETHER_OK)
+        lt_wait_ok(L, ts, status, "io");
+    if (deferred)
+        lt_checkpoint(L, ts); /* what came meanwhile, or was pending */
+}
+
 /* ------------------------------------------------------------------------
  * Handles
  * ---------------------------------------------------------------------- */
@@ -277,7 +311,7 @@ static int close_file(lua_State *L)
 {
     luaL_Stream *p = to_stream(L);
     struct fileop x = {.f = p->f};
-    run_released(L, fclose_fn, &x);
+    close_released(L, fclose_fn, &x);
     errno = x.err;
     return luaL_fileresult(L, x.res == 0, NULL);
 }
@@ -296,7 +330,7 @@ static int close_pipe(lua_State *L)
 {
     luaL_Stream *p = to_stream(L);
     struct fileop x = {.f = p->f};
-    run_released(L, pclose_fn, &x);
+    close_released(L, pclose_fn, &x);
     errno = x.err;
     return luaL_execresult(L, x.res);
 }
@@ -333,10 +367,9 @@ static int fopen_fn(void *a)
 /* Opens `name` into a new handle on the top, or raises Lua's message. */
 static void open_or_raise(lua_State *L, const char *name, const char *mode)
 {
-    luaL_Stream *p = new_stream(L, close_file);
+    luaL_Stream *p = new_stream(L, NULL);
     struct fileop x = {.name = name, .mode = mode};
-    run_released(L, fopen_fn, &x);
-    p->f = x.out;
+    open_released(L, fopen_fn, &x, &x.out, p, close_file);
     if (!p->f)
         luaL_error(L, "cannot open file '%s' (%s)", name, strerror(x.err));
 }
@@ -358,8 +391,7 @@ static int io_open(lua_State *L)
     luaL_Stream *p = new_stream(L, close_file);
     luaL_argcheck(L, mode_ok(mode), 2, "invalid mode");
     struct fileop x = {.name = name, .mode = mode};
-    run_released(L, fopen_fn, &x);
-    p->f = x.out;
+    open_released(L, fopen_fn, &x, &x.out, p, close_file);
     if (p->f)
         return 1;
     errno = x.err;
@@ -383,8 +415,7 @@ static int io_popen(lua_State *L)
     luaL_argcheck(L, (mode[0] == 'r' || mode[0] == 'w') && mode[1] == '\0', 2,
                   "invalid mode");
     struct fileop x = {.name = cmd, .mode = mode};
-    run_released(L, popen_fn, &x);
-    p->f = x.out;
+    open_released(L, popen_fn, &x, &x.out, p, close_pipe);
     p->closef = close_pipe;
     if (p->f)
         return 1;
@@ -404,8 +435,7 @@ static int io_tmpfile(lua_State *L)
 {
     luaL_Stream *p = new_stream(L, close_file);
     struct fileop x = {0};
-    run_released(L, tmpfile_fn, &x);
-    p->f = x.out;
+    open_released(L, tmpfile_fn, &x, &x.out, p, close_file);
     if (p->f)
         return 1;
     errno = x.err;
@@ -497,6 +527,7 @@ typedef struct rd {
     size_t curlen;
     int ndone;
     struct done done[KEEP_FORMATS];
+    int locked;                /* depth of rd_lock: >0 holds the FILE's lock */
 } rd;
 
 static void unread(FILE *f, const char *s, size_t n)
@@ -560,12 +591,14 @@ static int refill_fn(void *a)
         if (pr == LT_BLOCK_WOKEN)
             return pr;
     }
-    int c = getc(x->f);
+    flockfile(x->f); /* the peek as one step for other users of the FILE */
+    int c = getc_unlocked(x->f);
     x->err = errno;
-    if (c == EOF)
-        return ferror(x->f) ? -1 : 0;
-    (void)ungetc(c, x->f);
-    return 1;
+    int res = c == EOF ? (ferror(x->f) ? -1 : 0) : 1;
+    if (c != EOF)
+        (void)ungetc(c, x->f);
+    funlockfile(x->f);
+    return res;
 }
 
 static int is_regular(rd *r)
@@ -581,11 +614,48 @@ static int is_regular(rd *r)
 /* Raises the exception that interrupted a read, after pushing back. */
 static _Noreturn void interrupted(rd *r, int status)
 {
+    if (r->locked > 0) {
+        r->locked = 0;
+        funlockfile(r->f);
+    }
     if (status == TETHER_EASYNC)
         push_back(r);
     lt_wait_ok(r->o->L, r->o->ts, status, "io");
     luaL_error(r->o->L, "io: interrupted"); /* not reached */
     abort();
+}
+
+static int lockf_fn(void *a)
+{
+    flockfile(a);
+    return 0;
+}
+
+/* Takes the lock of r's FILE (nested calls count), which glibc's own
+   functions take too: another interpreter's io on a standard file, or C
+   code, does not take part of what one call reads.  Never waits for it
+   with the GIL held: the holder may be a thread of this GIL that refills
+   the FILE with the GIL released and wants it back.  [gil-held] */
+static void rd_lock(rd *r)
+{
+    if (r->locked++ > 0 || ftrylockfile(r->f) == 0)
+        return;
+    for (;;) {
+        int status;
+        int res = op_step(r->o, lockf_fn, r->f, &status);
+        if (res != 0)
+            r->locked = 0; /* not run: not taken */
+        if (status != TETHER_OK)
+            interrupted(r, status); /* lets it go if it was taken */
+        if (res == 0)
+            return;
+    }
+}
+
+static void rd_unlock(rd *r)
+{
+    if (--r->locked == 0)
+        funlockfile(r->f);
 }
 
 /* 1 once f's buffer holds data, 0 at end of file or on an error (which
@@ -596,7 +666,10 @@ static int need(rd *r)
         if (rd_avail(r->f) > 0)
             return 1;
         if (rd_main_waiting(r->f)) { /* no system call: switch and peek */
-            (void)ungetc(getc(r->f), r->f);
+            rd_lock(r);
+            if (rd_main_waiting(r->f))
+                (void)ungetc(getc_unlocked(r->f), r->f);
+            rd_unlock(r);
             continue;
         }
         if (feof(r->f) || ferror(r->f))
@@ -614,30 +687,61 @@ static int need(rd *r)
     }
 }
 
+/* Takes up to n bytes from f's buffer into d, without a system call: as
+   many as the buffer still holds under the FILE's lock (another user of
+   the FILE may have taken some since they were counted). */
+static size_t take(rd *r, char *d, size_t n)
+{
+    rd_lock(r);
+    size_t avail = rd_avail(r->f);
+    size_t got = fread_unlocked(d, 1, avail < n ? avail : n, r->f);
+    rd_unlock(r);
+    return got;
+}
+
 static int rd_getc(rd *r)
 {
     return need(r) ? getc(r->f) : EOF;
 }
 
-/* Reads a line into a new string on the top. */
+/* Reads a line into a new string on the top.  As Lua's own, it holds
+   the FILE's lock while it fills each chunk of its buffer, refills
+   included (the GIL released), so that another user of the same FILE
+   (another interpreter's io on a standard file, C code) does not take
+   part of the line; the lock is let go where the buffer grows, which may
+   raise, and before an exception is raised. */
 static int read_line(lua_State *L, rd *r, int chop)
 {
     luaL_Buffer b;
-    int newline = 0;
+    int newline = 0, more = 1;
     luaL_buffinit(L, &b);
     r->cur = &b;
-    while (need(r)) {
-        const char *s = r->f->_IO_read_ptr;
-        const char *e = memchr(s, '\n', rd_avail(r->f));
-        size_t k = e ? (size_t)(e - s) : rd_avail(r->f);
-        char *d = luaL_prepbuffsize(&b, k);
-        size_t got = fread(d, 1, k, r->f);
-        luaL_addsize(&b, got);
-        if (e && got == k) {
-            (void)getc(r->f);
-            newline = 1;
-            break;
+    while (more && !newline) {
+        char *d = luaL_prepbuffsize(&b, LUAL_BUFFERSIZE);
+        size_t room = LUAL_BUFFERSIZE;
+        rd_lock(r);
+        while (room > 0) {
+            if (!need(r)) {
+                more = 0;
+                break;
+            }
+            size_t avail = rd_avail(r->f);
+            if (avail > room)
+                avail = room;
+            const char *s = r->f->_IO_read_ptr;
+            const char *e = memchr(s, '\n', avail);
+            size_t k = e ? (size_t)(e - s) : avail;
+            size_t got = fread_unlocked(d, 1, k, r->f);
+            luaL_addsize(&b, got); /* at once: a pushback sees it */
+            d += got;
+            room -= got;
+            if (e && got == k) {
+                (void)getc_unlocked(r->f);
+                newline = 1;
+                break;
+            }
         }
+        rd_unlock(r);
     }
     r->cur = NULL;
     if (newline && !chop)
@@ -685,8 +789,7 @@ static void read_all(lua_State *L, rd *r)
     for (;;) {
         size_t avail = rd_avail(r->f);
         if (avail > 0) {
-            char *d = luaL_prepbuffsize(&b, avail);
-            luaL_addsize(&b, fread(d, 1, avail, r->f));
+            luaL_addsize(&b, take(r, luaL_prepbuffsize(&b, avail), avail));
         } else if (is_regular(r) && !feof(r->f) && !ferror(r->f)) {
             size_t chunk = b.n < 65536 ? 65536 : b.n;
             if (read_regular(r, &b, chunk) < chunk)
@@ -722,8 +825,7 @@ static int read_chars(lua_State *L, rd *r, size_t n)
         while (left > 0 && need(r)) {
             size_t avail = rd_avail(r->f);
             size_t k = avail < left ? avail : left;
-            char *d = luaL_prepbuffsize(&b, k);
-            size_t got = fread(d, 1, k, r->f);
+            size_t got = take(r, luaL_prepbuffsize(&b, k), k);
             luaL_addsize(&b, got);
             left -= got;
         }
@@ -826,6 +928,7 @@ static int g_read(lua_State *L, op *o, int first)
     r.curtext = NULL;
     r.curlen = 0;
     r.ndone = 0;
+    r.locked = 0;
     clearerr(f);
     if (nargs == 0) {
         success = read_line(L, &r, 1);

@@ -81,4 +81,41 @@ T.case("threads of several interpreters overlap os.execute", function()
   end
 end)
 
+T.case("interpreters reading lines of the same standard input share them out whole", function()
+  -- io.stdin is one C FILE for every interpreter: each read takes the
+  -- FILE's lock as Lua's own does (glibc's), so no line is split between
+  -- two interpreters, whatever the buffer boundaries.
+  local n = 400000 // (tonumber(os.getenv("TETHER_TEST_ROUNDS_DIV")) or 1)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  for k = 1, n do f:write(k, "\n") end
+  f:close()
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local is, ts = {}, {}
+    for k = 1, 3 do is[k] = tether.interp() end
+    for k = 1, 3 do
+      ts[k] = is[k]:thread(function()
+        local lines, sum, bad = 0, 0, 0
+        for l in io.lines() do
+          local v = math.tointeger(tonumber(l))
+          if v then sum = sum + v else bad = bad + 1 end
+          lines = lines + 1
+        end
+        return lines, sum, bad
+      end)
+    end
+    local L, S, B = 0, 0, 0
+    for k = 1, 3 do
+      local ok, l, s, b = ts[k]:join()
+      assert(ok, l)
+      L, S, B = L + l, S + s, B + b
+    end
+    print(string.format("lines=%d sum=%d bad=%d", L, S, B))
+  ]], nil, path)
+  os.remove(path)
+  local want = string.format("lines=%d sum=%d bad=0", n, n * (n + 1) // 2)
+  assert(status == 0 and out:find(want, 1, true), "want " .. want .. ", got:\n" .. out)
+end)
+
 T.done()

@@ -225,4 +225,62 @@ T.case("a cancel while waiting for a busy handle", function()
   r:close() w:close() os.remove(path)
 end)
 
+-- How many descriptors of this process are open on `path` (Linux:
+-- /proc/<pid>/fd; other descriptors come and go with threads).
+local function open_on(path)
+  local pid = assert(io.open("/proc/self/stat")):read("n") -- closed by GC
+  local p = io.popen("ls -l /proc/" .. pid .. "/fd")
+  local n = 0
+  for l in p:lines() do
+    if l:sub(-#path - 4) == " -> " .. path then n = n + 1 end
+  end
+  p:close()
+  return n
+end
+
+T.case("a cancelled thread's close still closes: buffered data out, descriptor closed", function()
+  -- Cancellation is raised again at every call, __close's too; close runs
+  -- all the same (the handle is marked closed first: nothing would close
+  -- it later), and raises once it has.
+  local path = os.tmpname()
+  local out = path .. ".popen"
+  local go = tether.event()
+  local t = tether.thread(function()
+    local f <close> = assert(io.open(path, "w"))
+    f:write("file data")
+    local p <close> = assert(io.popen("cat > " .. out, "w"))
+    p:write("popen data")
+    go:set()
+    tether.sleep(T.LIMIT) -- cancelled here: p, then f closed on the way out
+  end)
+  assert(go:wait(T.LIMIT))
+  assert(t:cancel())
+  local ok, err = t:join(T.LIMIT)
+  assert(ok == false and err == tether.Cancelled, tostring(err))
+  assert(io.open(path):read("a") == "file data", "the file's buffer was not written")
+  assert(io.open(out):read("a") == "popen data", "the popen was not closed")
+  os.remove(path) os.remove(out)
+end)
+
+T.case("an exception that comes during an open leaves no descriptor behind", function()
+  -- The open of a FIFO waits for a writer and cannot be interrupted: the
+  -- raise comes during it, and the FILE it made must go into the handle
+  -- (closed when collected), not be lost.
+  local path = fifo()
+  local ready = tether.event()
+  local t = tether.thread(function() ready:set() return io.open(path, "r") end)
+  assert(ready:wait(T.LIMIT))
+  tether.sleep(0.05) -- usually lets it block in the open
+  assert(t:raise("during open"))
+  local w = assert(io.open(path, "w")) -- lets the open return
+  local ok, err = t:join(T.LIMIT)
+  assert(ok == false and err == "during open", tostring(err))
+  w:close()
+  t = nil -- its coroutine held the handle
+  for _ = 1, 4 do collectgarbage() end
+  local left = open_on(path)
+  assert(left == 0, string.format("%d descriptors left open on the FIFO", left))
+  os.remove(path)
+end)
+
 T.done()

@@ -53,9 +53,10 @@ function T.wait_for(pred, what)
 end
 
 -- Runs `code` in a fresh lua5.4 with this environment (plus `env`, e.g.
--- "TETHER_DEBUG=1", when given) and returns its exit status and everything
--- it wrote (stdout and stderr together).
-function T.run_lua(code, env)
+-- "TETHER_DEBUG=1", when given; its standard input from the file `stdin`,
+-- when given) and returns its exit status and everything it wrote (stdout
+-- and stderr together).
+function T.run_lua(code, env, stdin)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(code)
@@ -65,7 +66,8 @@ function T.run_lua(code, env)
   if preload then lua = "LD_PRELOAD=" .. preload .. " " .. lua end
   if env then lua = env .. " " .. lua end
   if preload or env then lua = "env " .. lua end
-  local p = assert(io.popen(lua .. " " .. path .. " 2>&1", "r"))
+  local input = stdin and (" < " .. stdin) or ""
+  local p = assert(io.popen(lua .. " " .. path .. input .. " 2>&1", "r"))
   local out = p:read("a")
   local ok, how, status = p:close()
   os.remove(path)
