@@ -176,6 +176,8 @@ static void child_after_fork(void)
     if (S.fd >= 0)
         close(S.fd);
     S.fd = -1;
+    S.path = NULL;
+    S.starting = 0; /* a parent thread's start: it is not in this process */
     S.rings = NULL;
     S.strs = NULL;
     S.nstrs = 0;
@@ -1222,6 +1224,7 @@ int tether_trace_start(tether_runtime h, const char *path, int fd,
         handle_put(h);
         return rc;
     }
+    TETHER_DELAY_POINT("trace.start.claimed");
     if (path && (mine = open_trace_file(path, &created)) < 0) {
         err = errno;
         rc = err_set(open_status(err), fn, "cannot open '%s' for writing: %s",
