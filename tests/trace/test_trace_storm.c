@@ -198,4 +198,51 @@ TEST(storm)
     ASSERT_EQ(atomic_load(&g_bad), 0);
 }
 
-RUNNER_MAIN(TEST_ENTRY(storm))
+/* Finalize while a trace records, daemon threads spin and foreign threads
+   keep coming in with ensure: finalize writes a whole trace; the foreign
+   threads are refused from then on (any status but a crash). */
+static atomic_int g_fin_done;
+
+static void *foreign_until_refused(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&g_fin_done)) {
+        tether_gilstate st;
+        if (tether_ensure(g_interp, &st) != TETHER_OK)
+            break; /* finalizing or finalized */
+        tether_checkpoint();
+        if (tether_release(st) != TETHER_OK)
+            break;
+    }
+    return NULL;
+}
+
+TEST(finalize_while_busy)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/tether-trace-storm-XXXXXX");
+    ASSERT(mkdtemp(g_dir) != NULL);
+    g_rt = t_runtime_interval(50);
+    g_interp = t_main_interp(g_rt);
+    char path[128];
+    snprintf(path, sizeof path, "%s/fin.json", g_dir);
+    ASSERT_OK(tether_trace_start(g_rt, path, -1, 0));
+    for (int i = 0; i < 4; i++) {
+        tether_thread_opts o = {sizeof o, "daemon", 1, 0};
+        tether_thread t = t_start_opts(g_interp, spinner, NULL, &o);
+        ASSERT_OK(tether_thread_release(t));
+    }
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        th[i] = t_pthread(foreign_until_refused, NULL);
+    ASSERT_OK(tether_sleep(20000000));
+    t_finalize(g_rt);
+    atomic_store(&g_fin_done, 1);
+    for (int i = 0; i < 2; i++)
+        t_pthread_join(th[i]);
+    check_file(path, 1);
+    unlink(path);
+    rmdir(g_dir);
+    ASSERT_EQ(atomic_load(&g_bad), 0);
+}
+
+RUNNER_MAIN(TEST_ENTRY(storm), TEST_ENTRY(finalize_while_busy))
