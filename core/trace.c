@@ -176,6 +176,8 @@ static void child_after_fork(void)
     if (S.fd >= 0)
         close(S.fd);
     S.fd = -1;
+    S.path = NULL;
+    S.starting = 0; /* a parent thread's start: it is not in this process */
     S.rings = NULL;
     S.strs = NULL;
     S.nstrs = 0;
@@ -990,14 +992,26 @@ static int write_json(int fd, struct ring *rings, int64_t t0, int64_t t1,
 
 /* ---- start and stop ------------------------------------------------------------- */
 
+#define RING_MAX_MAX (1ul << 24)
+
+/* TETHER_TRACE_EVENTS: brought into [RING_MIN, RING_MAX_MAX]; not a
+   number: the default, with a message. */
 static uint32_t ring_max_from_env(void)
 {
     const char *s = getenv("TETHER_TRACE_EVENTS");
-    char *end;
-    unsigned long v = s && *s ? strtoul(s, &end, 10) : 0;
-    if (!s || !*s || *end || v < RING_MIN || v > (1ul << 24))
+    if (!s || !*s)
         return RING_MAX_DEFAULT;
-    return (uint32_t)v;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || *s == '-' || *s == '+' || (s[0] < '0' || s[0] > '9')) {
+        fprintf(stderr, "tether: TETHER_TRACE_EVENTS='%s' is not a number of "
+                "events; using %u\n", s, RING_MAX_DEFAULT);
+        return RING_MAX_DEFAULT;
+    }
+    if (errno == ERANGE || v > RING_MAX_MAX)
+        return (uint32_t)RING_MAX_MAX;
+    return v < RING_MIN ? RING_MIN : (uint32_t)v;
 }
 
 /* A start goes in two steps, so that the file is opened without g_lock
@@ -1222,6 +1236,7 @@ int tether_trace_start(tether_runtime h, const char *path, int fd,
         handle_put(h);
         return rc;
     }
+    TETHER_DELAY_POINT("trace.start.claimed");
     if (path && (mine = open_trace_file(path, &created)) < 0) {
         err = errno;
         rc = err_set(open_status(err), fn, "cannot open '%s' for writing: %s",

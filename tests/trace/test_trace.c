@@ -508,6 +508,37 @@ TEST(stop_frees_the_events_of_live_threads)
     t_finalize(rt);
 }
 
+/* TETHER_TRACE_EVENTS out of its range is brought into it (64 to 2^24),
+   not silently replaced by the default; one that is not a number keeps
+   the default with a message on stderr. */
+static char *events_max_with(const char *value)
+{
+    setenv("TETHER_TRACE_EVENTS", value, 1);
+    tether_runtime rt = t_runtime(NULL);
+    const char *p = tmp_path("envmax.json");
+    ASSERT_OK(tether_trace_start(rt, p, -1, 0));
+    unsetenv("TETHER_TRACE_EVENTS");
+    ASSERT_OK(tether_trace_stop(rt));
+    t_finalize(rt);
+    return slurp(p);
+}
+
+TEST(ring_size_from_the_environment)
+{
+    char *s = events_max_with("10");
+    ASSERT_CONTAINS(s, "\"ring_events_max\":64,");
+    free(s);
+    s = events_max_with("4000000000");
+    ASSERT_CONTAINS(s, "\"ring_events_max\":16777216,");
+    free(s);
+    s = events_max_with("1000");
+    ASSERT_CONTAINS(s, "\"ring_events_max\":1000,");
+    free(s);
+    s = events_max_with("lots");
+    ASSERT_CONTAINS(s, "\"ring_events_max\":65536,");
+    free(s);
+}
+
 RUNNER_MAIN(TEST_ENTRY(bad_input_changes_nothing),
             TEST_ENTRY(one_trace_at_a_time),
             TEST_ENTRY(stop_writes_the_timeline),
@@ -522,4 +553,5 @@ RUNNER_MAIN(TEST_ENTRY(bad_input_changes_nothing),
             TEST_ENTRY(concurrent_starts_into_one_path),
             TEST_ENTRY(names_stay_utf8),
             TEST_ENTRY(start_racing_finalize_leaves_no_trace),
-            TEST_ENTRY(stop_frees_the_events_of_live_threads))
+            TEST_ENTRY(stop_frees_the_events_of_live_threads),
+            TEST_ENTRY(ring_size_from_the_environment))

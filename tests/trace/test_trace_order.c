@@ -1,11 +1,12 @@
 /*
  * test_trace_order.c - orderings of the trace recorder held open at its
- * delay point (core/delay.h; labels unit, trace).
+ * delay points (core/delay.h; labels unit, trace).
  */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "delay_ctl.h"
@@ -68,4 +69,62 @@ TEST(next_trace_keeps_its_strings)
     t_finalize(g_rt);
 }
 
-RUNNER_MAIN(TEST_ENTRY(next_trace_keeps_its_strings))
+/* A fork while a start of another thread is under way: the child has no
+   such thread, so the claim is not its own and it may start a trace. */
+static char g_path[96];
+
+static void *starter(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_trace_start(g_rt, g_path, -1, 0));
+    return NULL;
+}
+
+TEST(fork_during_a_start)
+{
+    char dir[] = "/tmp/tether-trace-order-XXXXXX", child[96];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(g_path, sizeof g_path, "%s/parent.json", dir);
+    snprintf(child, sizeof child, "%s/child.json", dir);
+    g_rt = t_runtime(NULL);
+    dctl_arm("trace.start.claimed", 1, DCTL_PARK, 0);
+    pthread_t th = t_pthread(starter, NULL);
+    dctl_wait_parked("trace.start.claimed");
+    ASSERT_FAILS(tether_trace_start(g_rt, child, -1, 0), TETHER_ESTATE,
+                 "under way");
+    tether_tstate saved; /* the child makes a runtime of its own */
+    ASSERT_OK(tether_save_thread(&saved));
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        tether_runtime rt;
+        int rc = tether_runtime_create(NULL, &rt);
+        if (rc == TETHER_OK)
+            rc = tether_trace_start(rt, child, -1, 0);
+        if (rc == TETHER_OK)
+            rc = tether_trace_stop(rt);
+        if (rc != TETHER_OK)
+            fprintf(stderr, "child: %s\n", tether_last_error());
+        _exit(rc == TETHER_OK ? 0 : 1);
+    }
+    int st = 0;
+    ASSERT(waitpid(pid, &st, 0) == pid);
+    ASSERT_OK(tether_restore_thread(saved));
+    dctl_release("trace.start.claimed");
+    t_pthread_join(th);
+    ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ASSERT_OK(tether_trace_stop(g_rt));
+    char *s = slurp(child);
+    ASSERT_CONTAINS(s, "\"traceEvents\"");
+    free(s);
+    s = slurp(g_path);
+    ASSERT_CONTAINS(s, "\"traceEvents\"");
+    free(s);
+    unlink(child);
+    unlink(g_path);
+    rmdir(dir);
+    t_finalize(g_rt);
+}
+
+RUNNER_MAIN(TEST_ENTRY(next_trace_keeps_its_strings),
+            TEST_ENTRY(fork_during_a_start))

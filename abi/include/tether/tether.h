@@ -598,8 +598,9 @@ TETHER_API int tether_gil_stats_get(tether_interp interp,
  * One trace records at a time in a process.  While none does, the hooks
  * cost one predictable branch each.  Each thread records into a ring of
  * its own (no lock on the GIL's paths), of at most TETHER_TRACE_EVENTS
- * events (the environment variable, default 65536; an event is 32 bytes
- * in memory); a full ring overwrites its oldest events, and the JSON
+ * events (the environment variable, read at start: 64 to 16777216, a
+ * number out of that range is brought into it; default 65536; an event
+ * is 32 bytes in memory); a full ring overwrites its oldest events, and the JSON
  * counts them ("dropped_events").  The trace is written when it stops:
  * tether_trace_stop, tether_runtime_finalize of the traced runtime, or the
  * exit of the process (atexit).  Setting TETHER_TRACE=path in the
