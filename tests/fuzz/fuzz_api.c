@@ -2183,12 +2183,17 @@ static void release_everything(void)
     struct { uint64_t h; int kind; } later[2 * NSLOT];
     release_objects();
     /* Plugin references are counted per handle (g_pref): each handle the
-       program still holds is unloaded that many times and buried. */
+       program still holds is unloaded that many times and buried.  Not
+       without a timeout when a pending call may still pin the plugin: no
+       checkpoint may ever run it, and only the finalize below drops it
+       (seed x14, a false hang; g_plugin_pins_outlive).  A plugin left
+       mapped then is unloaded by that finalize. */
+    int64_t unload_tmo = atomic_load(&g_plugin_pins_outlive) ? long_tmo(3) : -1;
     for (int i = 0; i < g_npref; i++)
         if (g_pref[i].refs > 0 || g_pref[i].unsure) {
             h = g_pref[i].h;
             for (int n = g_pref[i].refs; n > 0; n--)
-                CALL(tether_plugin_unload, h, -1);
+                CALL(tether_plugin_unload, h, unload_tmo);
             g_pref[i].refs = 0;
             bury_as(h, K_PLUGIN, 0);
         }
