@@ -430,13 +430,26 @@ static void callback_destroy(void *obj)
     struct plugin *on_free_pin = cb->on_free_pin;
     pthread_mutex_unlock(&cb->mu);
     limbo_put(cb->blk);
-    plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
+    /* The last pin of an orphaned plugin (finalize unloaded it while this
+       callback held it) is often this one, freed after the last finalize:
+       no later load, unload or finalize may come to dlclose it, so a
+       thread that holds no GIL reaps it at once (plugin_unpin_reap's
+       rule; API fuzzer seed x12).  A thread attached somewhere leaves it
+       to that runtime's finalize, as before. */
+    int reap = !tether_gil_held();
+    if (reap)
+        plugin_unpin_reap(cb->pin, PLUGIN_PIN_HOLD);
+    else
+        plugin_unpin(cb->pin, PLUGIN_PIN_HOLD);
     pthread_cond_destroy(&cb->idle);
     pthread_mutex_destroy(&cb->mu);
     t_free(cb);
     if (on_free)
         on_free(on_free_ud);
-    plugin_unpin(on_free_pin, PLUGIN_PIN_HOLD); /* on_free has returned */
+    if (reap) /* on_free has returned */
+        plugin_unpin_reap(on_free_pin, PLUGIN_PIN_HOLD);
+    else
+        plugin_unpin(on_free_pin, PLUGIN_PIN_HOLD);
 }
 
 /* A call that reached a destroyed callback (a caller that went on calling
