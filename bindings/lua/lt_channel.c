@@ -48,16 +48,24 @@ static int channel_send(lua_State *L)
     lt_blob *b = lt_blob_push(L);
     lt_encode(L, b, 2, "value");
     lt_sigint_rearm();
+    /* The channel references in the message are the message's from the
+       moment it is queued, which EFINALIZING does not tell (it may have
+       been): so they are handed over before the send, and taken back only
+       when the send says it was not queued.  After EFINALIZING this
+       thread holds no GIL and must not touch the blob (Lua memory, which
+       the closing thread may be freeing; issue 20). */
+    size_t nchans = b->nchans;
+    b->nchans = 0;
     int rc = tether_channel_send(c->ch, b->data, b->len, ns);
+    if (rc == TETHER_EFINALIZING)
+        lt_leave(ts);
+    if (rc != TETHER_OK)
+        b->nchans = nchans;
     if (rc == TETHER_ECLOSED) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "closed");
         return 2;
     }
-    /* Queued (EFINALIZING: maybe): the message owns their references now,
-       before lt_wait_ok may leave Lua at shutdown. */
-    if (rc == TETHER_OK || rc == TETHER_EFINALIZING)
-        b->nchans = 0;
     int ok = lt_wait_ok(L, ts, rc, "send");
     lua_pushboolean(L, ok);
     return 1;
@@ -74,6 +82,8 @@ static int channel_recv(lua_State *L)
     void *data = NULL;
     lt_sigint_rearm();
     int rc = tether_channel_recv(c->ch, &data, &b->len, ns);
+    if (rc == TETHER_EFINALIZING) /* no GIL: the blob is not ours to touch */
+        lt_leave(ts);
     if (rc == TETHER_ECLOSED) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");

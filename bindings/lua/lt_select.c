@@ -194,6 +194,8 @@ static int try_source(lua_State *L, lt_tstate *ts, lt_source *s, int idx, int pe
     b->release = tether_channel_msg_free;
     void *data = NULL;
     int rc = tether_channel_recv(s->ch, &data, &b->len, 0);
+    if (rc == TETHER_EFINALIZING) /* no GIL: the blob is not ours to touch */
+        lt_leave(ts);
     if (rc == TETHER_ECLOSED) {
         lua_pop(L, 1);
         lua_pushnil(L);

@@ -89,4 +89,33 @@ daemon(function() ready:put(1) return f:read("l") end)
   assert(ok, err)
 end)
 
+T.case("a channel recv and send left as their interpreter closes touch no Lua memory", function()
+  -- A daemon of an isolated interpreter blocked in ch:recv (then in a
+  -- ch:send on a full channel) when i:close() destroys the interpreter
+  -- wrote the message's slot on the Lua stack after its wait answered
+  -- EFINALIZING, without the GIL, while the closing thread freed that
+  -- memory with the state (ThreadSanitizer: data race in channel_recv).
+  -- TETHER_DELAY holds the woken waiter back, so that the close runs
+  -- first; the sanitizer builds report what the dev build cannot see.
+  for _, op in ipairs({"recv", "send"}) do
+    local status, out = T.run_lua([[
+local tether = require "tether"
+local i = tether.interp()
+local ch, ready = tether.channel(1), tether.channel()
+if "]] .. op .. [[" == "send" then ch:send(0) end
+local t = i:thread({daemon = true}, function(op, ch, ready)
+  ready:send(1)
+  if op == "recv" then return ch:recv() end
+  return ch:send({ch})
+end, "]] .. op .. [[", ch, ready)
+assert(ready:recv() == 1)
+assert(i:close() == true)
+assert(t:join(20) == false)
+io.stdout:write("closed\n")
+]], "TETHER_DELAY=wait.woken:300000")
+    assert(status == 0 and out:find("closed", 1, true) and not out:find("Sanitizer", 1, true),
+           op .. ": the child exited " .. tostring(status) .. ":\n" .. out)
+  end
+end)
+
 T.done()
