@@ -74,6 +74,39 @@ extern char **environ;
 #define GLIBC_PUTTING 0x0800
 #define GLIBC_IN_BACKUP 0x0100
 
+/* The FILE's lock (flockfile), told to ThreadSanitizer, which does not
+   see glibc's own locks: what one thread does to the buffer under it
+   happens before what the next holder does. */
+#if defined(__SANITIZE_THREAD__) || LT_HAS_FEATURE(thread_sanitizer)
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define FILE_ACQUIRED(f) __tsan_acquire(f)
+#define FILE_RELEASING(f) __tsan_release(f)
+#else
+#define FILE_ACQUIRED(f) ((void)(f))
+#define FILE_RELEASING(f) ((void)(f))
+#endif
+
+static void file_lock(FILE *f)
+{
+    flockfile(f);
+    FILE_ACQUIRED(f);
+}
+
+static int file_trylock(FILE *f)
+{
+    if (ftrylockfile(f) != 0)
+        return 0;
+    FILE_ACQUIRED(f);
+    return 1;
+}
+
+static void file_unlock(FILE *f)
+{
+    FILE_RELEASING(f);
+    funlockfile(f);
+}
+
 /* Bytes a read gets from f's buffer without a system call. */
 static size_t rd_avail(FILE *f)
 {
@@ -591,13 +624,13 @@ static int refill_fn(void *a)
         if (pr == LT_BLOCK_WOKEN)
             return pr;
     }
-    flockfile(x->f); /* the peek as one step for other users of the FILE */
+    file_lock(x->f); /* the peek as one step for other users of the FILE */
     int c = getc_unlocked(x->f);
     x->err = errno;
     int res = c == EOF ? (ferror(x->f) ? -1 : 0) : 1;
     if (c != EOF)
         (void)ungetc(c, x->f);
-    funlockfile(x->f);
+    file_unlock(x->f);
     return res;
 }
 
@@ -616,7 +649,7 @@ static _Noreturn void interrupted(rd *r, int status)
 {
     if (r->locked > 0) {
         r->locked = 0;
-        funlockfile(r->f);
+        file_unlock(r->f);
     }
     if (status == TETHER_EASYNC)
         push_back(r);
@@ -627,7 +660,7 @@ static _Noreturn void interrupted(rd *r, int status)
 
 static int lockf_fn(void *a)
 {
-    flockfile(a);
+    file_lock(a);
     return 0;
 }
 
@@ -638,7 +671,7 @@ static int lockf_fn(void *a)
    the FILE with the GIL released and wants it back.  [gil-held] */
 static void rd_lock(rd *r)
 {
-    if (r->locked++ > 0 || ftrylockfile(r->f) == 0)
+    if (r->locked++ > 0 || file_trylock(r->f))
         return;
     for (;;) {
         int status;
@@ -655,7 +688,7 @@ static void rd_lock(rd *r)
 static void rd_unlock(rd *r)
 {
     if (--r->locked == 0)
-        funlockfile(r->f);
+        file_unlock(r->f);
 }
 
 /* 1 once f's buffer holds data, 0 at end of file or on an error (which
