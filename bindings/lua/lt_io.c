@@ -742,7 +742,10 @@ static int rd_getc(rd *r)
    included (the GIL released), so that another user of the same FILE
    (another interpreter's io on a standard file, C code) does not take
    part of the line; the lock is let go where the buffer grows, which may
-   raise, and before an exception is raised. */
+   raise, and before an exception is raised.  Unlike Lua's, it waits for
+   the line's first byte without the lock: a reader waiting for its next
+   line would otherwise hold up every fflush(NULL) of the process (each
+   io.popen makes one, as Lua's does), and with it every fopen. */
 static int read_line(lua_State *L, rd *r, int chop)
 {
     luaL_Buffer b;
@@ -752,6 +755,8 @@ static int read_line(lua_State *L, rd *r, int chop)
     while (more && !newline) {
         char *d = luaL_prepbuffsize(&b, LUAL_BUFFERSIZE);
         size_t room = LUAL_BUFFERSIZE;
+        if (luaL_bufflen(&b) == 0 && !need(r))
+            break; /* end of file before the line: nothing read */
         rd_lock(r);
         while (room > 0) {
             if (!need(r)) {

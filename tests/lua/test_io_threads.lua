@@ -89,6 +89,38 @@ T.case("io.open of a FIFO lets other threads run", function()
   os.remove(path)
 end)
 
+T.case("a popen does not wait for a line read that waits for data", function()
+  -- io.popen flushes every stream first (fflush(NULL), as Lua does), which
+  -- takes each FILE's lock: a reader waiting for its next line must not
+  -- hold its FILE's lock meanwhile, or every popen of the program waits
+  -- for that line (8 popen readers took 1.4 s instead of 1 s).
+  -- (Opened before: with the defect, an fopen waits for the popen's
+  -- flush, which holds glibc's list of streams.)
+  local path = fifo()
+  local f = assert(io.open(path, "r+"))
+  local w = assert(io.open(path, "w"))
+  w:setvbuf("no")
+  local t = start(function() return f:read("l") end)
+  tether.sleep(0.1) -- let it block in the read (if not, the case proves nothing)
+  local wrote = tether.event()
+  local watchdog = tether.thread({daemon = true}, function()
+    -- With the defect the popen below never returns: free it, and fail.
+    if not wrote:wait(10) then w:write("from the watchdog\n") end
+  end)
+  local p = assert(io.popen("echo popen"))
+  assert(p:read("l") == "popen")
+  assert(p:close())
+  assert(t:status() == "running", "the popen waited for the reader's line")
+  w:write("from main\n")
+  wrote:set()
+  local ok, line = t:join(T.LIMIT)
+  assert(ok and line == "from main", tostring(line))
+  assert(watchdog:join(T.LIMIT))
+  w:close()
+  f:close()
+  os.remove(path)
+end)
+
 T.case("two readers of one handle never split a line", function()
   local path = fifo()
   local f = assert(io.open(path, "r+"))
