@@ -737,6 +737,14 @@ static int rd_getc(rd *r)
     return need(r) ? getc(r->f) : EOF;
 }
 
+/* Whether other interpreters have handles on f: the standard files are
+   one FILE for all of them (docs/lua.md), the others belong to one
+   interpreter, whose handle serialises its threads' calls. */
+static int shared_file(const FILE *f)
+{
+    return f == stdin || f == stdout || f == stderr;
+}
+
 /* Reads a line into a new string on the top.  As Lua's own, it holds
    the FILE's lock while it fills each chunk of its buffer, refills
    included (the GIL released), so that another user of the same FILE
@@ -745,7 +753,10 @@ static int rd_getc(rd *r)
    raise, and before an exception is raised.  Unlike Lua's, it waits for
    the line's first byte without the lock: a reader waiting for its next
    line would otherwise hold up every fflush(NULL) of the process (each
-   io.popen makes one, as Lua's does), and with it every fopen. */
+   io.popen makes one, as Lua's does), and with it every fopen.  Not on a
+   standard file: there another interpreter may fill the FILE's buffer
+   (draining the descriptor) while this one polls the descriptor, which
+   then waits for data already read, or reads with the lock held. */
 static int read_line(lua_State *L, rd *r, int chop)
 {
     luaL_Buffer b;
@@ -755,7 +766,7 @@ static int read_line(lua_State *L, rd *r, int chop)
     while (more && !newline) {
         char *d = luaL_prepbuffsize(&b, LUAL_BUFFERSIZE);
         size_t room = LUAL_BUFFERSIZE;
-        if (luaL_bufflen(&b) == 0 && !need(r))
+        if (luaL_bufflen(&b) == 0 && !shared_file(r->f) && !need(r))
             break; /* end of file before the line: nothing read */
         rd_lock(r);
         while (room > 0) {
