@@ -451,8 +451,11 @@ TEST(event_set_and_clear_before_the_waiter_blocks)
 
 static tether_interp ys_interp;
 static atomic_int ys_stop, ys_y_in, ys_seq, ys_n_at, ys_y_at;
-/* Sleeps on the GIL counted when the main thread comes back: its own and
-   N's renewed one follow. */
+/* Sleeps on the GIL counted when the main thread comes back.  The main
+   thread's own sleep and N's renewed one follow; the case waits for one
+   more only (a main thread that got the GIL without sleeping must not hang
+   it): if that was the main thread's, N may still be awake when the GIL is
+   dropped, and then takes it first anyway (that round checks nothing). */
 static unsigned long ys_sleeps;
 
 /* Y: CPU-bound, checkpoints until told to stop; records when it first
@@ -525,7 +528,7 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
            woken when this thread left the queue's head: wait until it
            sleeps again. */
         dctl_wait_parked("gil.yield.dropped");
-        dctl_wait_passes("gil.take.slow.sleep", ys_sleeps + 1);
+        dctl_wait_passes("gil.take.slow.sleep", ys_sleeps);
         tether_tstate saved;
         ASSERT_OK(tether_save_thread(&saved)); /* wakes N */
         dctl_release("gil.yield.dropped");
