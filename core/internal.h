@@ -97,7 +97,10 @@ struct frame {
     uint64_t tok;        /* the token this ensure returned */
 };
 
+/* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
+   24 nesting level ] (see struct osthread). */
 #define TOKEN_LEVEL_BITS 24
+#define TOKEN_LEVEL_MASK ((1u << TOKEN_LEVEL_BITS) - 1)
 
 /* Per-OS-thread record: what this thread is attached to, its ensure stack,
    and its cached thread states.  Synchronization: owner (thread-local),
@@ -109,9 +112,11 @@ struct osthread {
        paths of tether_ensure and tether_release (ensure.c): the handle of
        the attached interpreter (0: detached), and the highest token that
        tether_release must not treat as a nested no-op (the innermost
-       frame's, the finalize floor, the level-0 base; all ones: detached). */
+       frame's, the finalize floor, the level-0 base; all ones: detached),
+       and the token at which the nesting level is full (0: detached). */
     uint64_t cur_h;
     uint64_t rel_floor;
+    uint64_t ens_limit;
     struct tstate *cache;   /* states of this thread, linked by os_next */
     struct frame *frames;
     uint32_t depth, cap;
@@ -297,15 +302,16 @@ extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")))
 extern _Atomic unsigned g_breaker_detached;
 extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-exec")));
 
-/* Recomputes what the fast paths read (cur_h, rel_floor, t_breaker) after
-   a change of the calling thread's attached state, ensure stack or token
-   floor.  `os` is the calling thread's record. */
+/* Recomputes what the fast paths read (cur_h, rel_floor, ens_limit,
+   t_breaker) after a change of the calling thread's attached state, ensure
+   stack or token floor.  `os` is the calling thread's record. */
 static inline void os_refresh(struct osthread *os)
 {
     struct tstate *ts = os->current;
     if (!ts) {
         os->cur_h = 0;
         os->rel_floor = UINT64_MAX;
+        os->ens_limit = 0;
         t_breaker = &g_breaker_detached;
         return;
     }
@@ -313,6 +319,7 @@ static inline void os_refresh(struct osthread *os)
                            : os->serial << TOKEN_LEVEL_BITS;
     os->rel_floor = f > os->tok_floor ? f : os->tok_floor;
     os->cur_h = ts->interp->handle;
+    os->ens_limit = os->serial << TOKEN_LEVEL_BITS | TOKEN_LEVEL_MASK;
     t_breaker = &ts->breaker;
 }
 
