@@ -91,7 +91,18 @@
  *
  * Barging.  A thread may take a free GIL even though others wait (under
  * the mutex).  That keeps a thread that releases and re-takes the GIL in a
- * loop fast; fairness comes from drop requests and forced switching.
+ * loop fast; fairness comes from drop requests and forced switching.  Two
+ * exceptions (kept_for_head), both only while the head of the queue has
+ * been woken and is on its way: a thread that is not a returner does not
+ * take the GIL from under a returner at the head; and a thread coming back
+ * from a forced switch does not take it from under any head.  Without the
+ * second, a CPU-bound thread that yielded to a returner took the GIL back
+ * as soon as the returner dropped it again (it was awake, the woken head
+ * not yet), every time: the others' head never got its turn, became a
+ * returner after an interval (q_push), and the next returner then waited
+ * behind it for a whole interval.  With 8 CPU-bound Lua threads and a
+ * thread sleeping 1 ms in a loop, that was 1 sleep in 10 coming back
+ * 5-10 ms late (bench/lua/b_io_priority.lua).
  *
  * Finalize.  Once the interpreter of the taking thread is finalizing,
  * gil_take returns TETHER_EFINALIZING instead of the GIL (CPython hangs
@@ -365,7 +376,19 @@ static void release_locked(struct gil *g)
     q_wake(g->head);
 }
 
-static int take_slow(struct gil *g, struct tstate *ts, int urgent)
+/* Whether a free GIL is kept for the head of the queue instead of going
+   to the thread that looks at it (see "Barging"): the head was woken and
+   is on its way, and either it is a returner and the looker is not, or the
+   looker comes back from a forced switch (`yielded`) and the head is the
+   next in turn. */
+static int kept_for_head(struct gil *g, const struct gil_waiter *self,
+                         int returner, int yielded)
+{
+    const struct gil_waiter *h = g->head;
+    return !returner && h && h != self && h->signalled && (h->prio || yielded);
+}
+
+static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
 {
     int64_t t0 = 0; /* read the clock only once we have to wait */
     int rc = TETHER_OK, requested = 0, taken = 0, queued = 0;
@@ -384,7 +407,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
             break;
         }
         uint64_t w = atomic_load(&g->word);
-        if (!(w & W_LOCKED)) {
+        if (!(w & W_LOCKED) && !kept_for_head(g, &self, returner, yielded)) {
             TETHER_DELAY_POINT("gil.take.slow.free");
             if (atomic_compare_exchange_strong(&g->word, &w, w | W_LOCKED)) {
                 ann_gil_acquired(g);
@@ -432,7 +455,8 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent)
     return rc;
 }
 
-int gil_take(struct gil *g, struct tstate *ts, int urgent)
+/* gil_take, and gil_yield's take (`yielded`). */
+static int take(struct gil *g, struct tstate *ts, int urgent, int yielded)
 {
     uint64_t w = 0;
     int rc;
@@ -448,7 +472,7 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
         TRACE(trace_gil_take(g, ts, 0));
         rc = TETHER_OK;
     } else {
-        rc = take_slow(g, ts, urgent);
+        rc = take_slow(g, ts, urgent, yielded);
     }
     /* Checked after taking: the finalizer sets the flag and then passes
        through the GIL (gil_barrier), so whoever takes the GIL after that
@@ -461,6 +485,10 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
     return rc;
 }
 
+int gil_take(struct gil *g, struct tstate *ts, int urgent)
+{
+    return take(g, ts, urgent, 0);
+}
 
 /* Releases the GIL held by `ts`, with the mutex held.  With `forced`
    (gil_yield), waits until another thread took the GIL, as long as one
@@ -520,7 +548,7 @@ int gil_yield(struct gil *g, struct tstate *ts)
     drop_locked(g, ts, 1);
     rank_unlock(&g->mutex, RANK_GIL);
     TETHER_DELAY_POINT("gil.yield.dropped");
-    return gil_take(g, ts, 0);
+    return take(g, ts, 0, 1);
 }
 
 int gil_contended(struct gil *g)

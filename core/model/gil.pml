@@ -337,7 +337,9 @@ inline q_leave(me)
    compares the clock with the deadline after waking). */
 inline q_sleep(me, timed, timed_out)
 {
-    atomic { assert(mtx[M_GIL] == me && (word & LOCKED)); asleep[me] = 1 + timed;
+    atomic { assert(mtx[M_GIL] == me &&
+                    ((word & LOCKED) || (qlen > 0 && qid[0] != me && signalled[qid[0]])));
+             asleep[me] = 1 + timed;
              CHECK_QUEUE(M_GIL); mtx[M_GIL] = 0; NEXT(M_GIL) };
     if
     :: atomic { signalled[me] -> asleep[me] = 0; timed_out = 0; TICKET(M_GIL) }
@@ -360,6 +362,13 @@ inline release_locked(me)
     }
 }
 
+/* kept_for_head(): a free GIL is left to the head of the queue when the
+   head was woken and is on its way, and either it is a returner (the
+   returners come first in the queue) and the looker is not, or the looker
+   comes back from a forced switch (yld). */
+#define KEPT(me) (!ret && qlen > 0 && qid[0] != me && signalled[qid[0]] &&     \
+                  (nprio > 0 || yld))
+
 inline take_slow(me, rc)
 {
     mutex_lock(M_GIL, me);
@@ -370,7 +379,7 @@ inline take_slow(me, rc)
     :: finalizing -> rc = EFINALIZING; break
     :: else ->
         if
-        :: !(word & LOCKED) -> word = word | LOCKED; taken = 1; break
+        :: !(word & LOCKED) && !KEPT(me) -> word = word | LOCKED; taken = 1; break
         :: else ->
             if
             :: urg && !requested -> request_drop(me); requested = found
@@ -422,7 +431,7 @@ inline gil_take(me, urgent, rc)
     :: rc == OK && finalizing -> gil_drop(me); rc = EFINALIZING
     :: else -> skip
     fi;
-    fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0; ret = 0
+    fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0; ret = 0; yld = 0
 }
 
 /* drop_locked(): releases the GIL with the mutex held; forced switching
@@ -475,6 +484,7 @@ inline gil_yield(me, rc)
     mutex_lock(M_GIL, me);
     drop_locked(me, 1);
     mutex_unlock(M_GIL, me);
+    yld = 1;
     gil_take(me, 0, rc)
 }
 
@@ -724,7 +734,7 @@ inline mark_finalizing(me)
     gil_wake_all(me)
 }
 
-#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg, ret, queued, hd
+#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd
 
 /* ======================================================================
  * The threads of each configuration

@@ -7,6 +7,7 @@
  * No case sleeps to make a window likely: a parked thread stays parked
  * until the case has checked what must hold while it is there.
  */
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -446,6 +447,100 @@ TEST(event_set_and_clear_before_the_waiter_blocks)
     t_finalize(rt);
 }
 
+/* ---- a forced switch leaves a woken head its turn ----------------------- */
+
+static tether_interp ys_interp;
+static atomic_int ys_stop, ys_y_in, ys_seq, ys_n_at, ys_y_at;
+/* Sleeps on the GIL counted when the main thread comes back: its own and
+   N's renewed one follow. */
+static unsigned long ys_sleeps;
+
+/* Y: CPU-bound, checkpoints until told to stop; records when it first
+   runs again after a forced switch. */
+static void *ys_cpu(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    unsigned long yields = dctl_passes("gil.yield.dropped");
+    ASSERT_OK(tether_ensure(ys_interp, &st));
+    atomic_store(&ys_y_in, 1);
+    while (!atomic_load(&ys_stop)) {
+        ASSERT_OK(tether_checkpoint());
+        if (!atomic_load(&ys_y_at) && dctl_passes("gil.yield.dropped") > yields)
+            atomic_store(&ys_y_at, atomic_fetch_add(&ys_seq, 1) + 1);
+    }
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* N: a plain waiter. */
+static void *ys_next(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(ys_interp, &st));
+    atomic_store(&ys_n_at, atomic_fetch_add(&ys_seq, 1) + 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* Runs while the main thread is in a blocking call: Y holds the GIL; N
+   queues behind it; and Y's next forced switch is armed to park. */
+static int ys_blocked(void *arg)
+{
+    pthread_t *n = arg;
+    while (!atomic_load(&ys_y_in))
+        sched_yield();
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    *n = t_pthread(ys_next, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N sleeps on the GIL */
+    dctl_arm("gil.yield.dropped", 1, DCTL_PARK, 0);
+    ys_sleeps = dctl_passes("gil.take.slow.sleep");
+    return TETHER_OK;
+}
+
+/* Y holds the GIL, N waits for it, and the main thread comes back from a
+   blocking call: its drop request makes Y yield, and Y is parked right
+   after its forced switch.  The main thread drops the GIL again at once,
+   which wakes N (the head); Y is let go in the same moment, and races N
+   for the free GIL.  N must win: a thread coming back from a forced switch
+   queues behind a woken head instead of taking the GIL from under it.
+   (Without that rule Y wins about half the time, so the case repeats; the
+   busy threads then kept the GIL among themselves while a woken waiter
+   lost its turn, and the returner behind them waited a whole interval:
+   issue 20, the I/O-priority benchmark.) */
+TEST(forced_switch_leaves_a_woken_head_its_turn)
+{
+    for (int round = 0; round < 20; round++) {
+        tether_runtime rt = t_runtime_interval(10000000);
+        ys_interp = t_main_interp(rt);
+        atomic_store(&ys_stop, 0);
+        atomic_store(&ys_y_in, 0);
+        atomic_store(&ys_seq, 0);
+        atomic_store(&ys_n_at, 0);
+        atomic_store(&ys_y_at, 0);
+        pthread_t y = t_pthread(ys_cpu, NULL), n;
+        ASSERT_OK(tether_call_blocking(ys_blocked, &n, NULL, NULL));
+        /* Back with the GIL: Y yielded to this thread and is parked; N was
+           woken when this thread left the queue's head: wait until it
+           sleeps again. */
+        dctl_wait_parked("gil.yield.dropped");
+        dctl_wait_passes("gil.take.slow.sleep", ys_sleeps + 1);
+        tether_tstate saved;
+        ASSERT_OK(tether_save_thread(&saved)); /* wakes N */
+        dctl_release("gil.yield.dropped");
+        while (!atomic_load(&ys_n_at) && !atomic_load(&ys_y_at))
+            sched_yield();
+        atomic_store(&ys_stop, 1);
+        t_pthread_join(n);
+        t_pthread_join(y);
+        ASSERT_EQ(atomic_load(&ys_n_at), 1);
+        ASSERT_EQ(atomic_load(&ys_y_at), 2);
+        ASSERT_OK(tether_restore_thread(saved));
+        t_finalize(rt);
+    }
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -456,4 +551,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(interp_created_during_finalize, 30),
             TEST_ENTRY_T(second_destroy_is_refused, 30),
             TEST_ENTRY_T(finalize_during_destroy_closes_the_interp, 30),
-            TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30))
+            TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30),
+            TEST_ENTRY_T(forced_switch_leaves_a_woken_head_its_turn, 120))
