@@ -283,7 +283,10 @@ struct thread {
     uint64_t ident;          /* Synchronization: mutex (set at handshake) */
     pthread_mutex_t mutex;   /* rank 4: the sentinel and the fields below */
     pthread_cond_t cond;
-    int started, done;       /* Synchronization: mutex */
+    int started;             /* Synchronization: mutex */
+    /* The sentinel.  Synchronization: written under mutex; atomic, since
+       a spinning joiner also reads it without the mutex (thread.c). */
+    _Atomic int done;
     enum thread_reap reap;   /* Synchronization: mutex */
     int result;              /* fn's, once done.  Synchronization: mutex */
     int user_refs;           /* handles the user holds.  Synchronization: mutex */
@@ -556,6 +559,20 @@ struct waitspec {
    asynchronous exceptions and finalize.  Returns poll's final status,
    TETHER_ETIMEDOUT, TETHER_EASYNC or TETHER_EFINALIZING. */
 int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
+
+/* For a wait that usually ends sooner than a park and a wake-up: `budget`
+   says (asked once, no lock held) how many nanoseconds to spin, with the
+   GIL released, before parking (0: park at once); `peek`, read without
+   the mutex while spinning, whether poll may succeed now; `finish` runs
+   after poll succeeded, before the caller re-takes the GIL. */
+struct waitspin {
+    int64_t (*budget)(void *obj);
+    int (*peek)(void *obj);
+    void (*finish)(void *obj);
+};
+/* wait_run, spinning and finishing as `s` says. */
+int wait_run_spin(const char *func, const struct waitspec *w,
+                  const struct waitspin *s, int64_t timeout_ns);
 
 /* Fork child: makes a lock's or an event's mutex and cond anew. */
 void wait_atfork_child_object(int type, void *obj);
