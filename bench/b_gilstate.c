@@ -169,21 +169,25 @@ static void t_checkpoint(bench_ctx *ctx, const void *arg, double out[])
         bench_fail("tether_checkpoint returned %s", tether_status_name(acc));
 }
 
-static void floor_side(bench_ctx *ctx, const void *arg, double out[])
-{
-    int (*check)(void) = *(int (*const *)(void))arg;
-    uint64_t n = bench_count(ctx, 50000000, 1000);
-    int acc = 0;
-    uint64_t t0 = bench_now();
-    for (uint64_t i = 0; i < n; i++)
-        acc |= check();
-    out[0] = (double)(bench_now() - t0) / (double)n;
-    if (acc != 0)
-        bench_fail("the floor checkpoint saw a pending bit");
-}
-
-static int (*const floor_gd)(void) = bench_floor_checkpoint_gd;
-static int (*const floor_ie)(void) = bench_floor_checkpoint_ie;
+/* The floor sides call their function directly, as t_checkpoint calls
+   tether_checkpoint: through the PLT of the library it lives in.  (A call
+   through a function pointer skips the PLT's jump and would make the floor
+   one indirect jump cheaper than any client's call.) */
+#define FLOOR_SIDE(name, check)                                              \
+    static void name(bench_ctx *ctx, const void *arg, double out[])          \
+    {                                                                        \
+        (void)arg;                                                           \
+        uint64_t n = bench_count(ctx, 50000000, 1000);                       \
+        int acc = 0;                                                         \
+        uint64_t t0 = bench_now();                                           \
+        for (uint64_t i = 0; i < n; i++)                                     \
+            acc |= check();                                                  \
+        out[0] = (double)(bench_now() - t0) / (double)n;                     \
+        if (acc != 0)                                                        \
+            bench_fail("the floor checkpoint saw a pending bit");            \
+    }
+FLOOR_SIDE(floor_ie, bench_floor_checkpoint_ie)
+FLOOR_SIDE(floor_gd, bench_floor_checkpoint_gd)
 
 static void checkpoint_run(bench_ctx *ctx)
 {
@@ -193,12 +197,12 @@ static void checkpoint_run(bench_ctx *ctx)
     bench_row *gd = bench_row_new(
         ctx, "checkpoint.dyn", "checkpoint with nothing pending",
         "floor: .so call + dynamic TLS + relaxed load", UNIT_NS);
-    bench_row_target(ie, TARGET_ABS_MAX, 2.0);
+    bench_row_target(ie, TARGET_RATIO_MAX, 1.0); /* issue 19 item 4 */
     bench_floor_attach();
     const bench_side sides[] = {
         {t_checkpoint, NULL, BENCH_TETHER, {ie, gd}},
-        {floor_side, &floor_ie, BENCH_BASE, {ie}},
-        {floor_side, &floor_gd, BENCH_BASE, {gd}},
+        {floor_ie, NULL, BENCH_BASE, {ie}},
+        {floor_gd, NULL, BENCH_BASE, {gd}},
     };
     bench_round_robin(ctx, sides, sizeof sides / sizeof sides[0]);
 }

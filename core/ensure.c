@@ -16,10 +16,6 @@
 #include "internal.h"
 #include "trace.h"
 
-/* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
-   24 nesting level ] (see struct osthread). */
-#define TOKEN_LEVEL_MASK ((1u << TOKEN_LEVEL_BITS) - 1)
-
 static int finalizing(struct tstate *ts)
 {
     return atomic_load_explicit(&ts->interp->finalizing, memory_order_acquire);
@@ -140,15 +136,19 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
 
 /* The nested ensure of the interpreter already attached is one increment;
    anything else takes ensure_slow.  os->cur_h is the attached
-   interpreter's handle, 0 while detached (os_refresh). */
+   interpreter's handle, and os->ens_limit the token at which the nesting
+   level is full (0 while detached, so that no handle passes; os_refresh):
+   two compares cover "attached, to this interpreter, with room". */
 static inline int ensure_with(tether_interp h, int internal,
                               tether_gilstate *out)
 {
     struct osthread *os = t_os;
-    if (os && h == os->cur_h && h != 0 &&
-        (os->tok & TOKEN_LEVEL_MASK) != TOKEN_LEVEL_MASK) {
-        *out = ++os->tok;
-        return TETHER_OK;
+    if (__builtin_expect(os != NULL, 1)) {
+        uint64_t tok = os->tok;
+        if (__builtin_expect(h == os->cur_h && tok < os->ens_limit, 1)) {
+            *out = os->tok = tok + 1;
+            return TETHER_OK;
+        }
     }
     return ensure_slow(h, internal, out);
 }
@@ -260,7 +260,7 @@ T_NOINLINE static int release_slow(struct osthread *os, tether_gilstate st)
 int tether_release(tether_gilstate st)
 {
     struct osthread *os = t_os;
-    if (os && st == os->tok && st > os->rel_floor) {
+    if (__builtin_expect(os && st == os->tok && st > os->rel_floor, 1)) {
         os->tok = st - 1;
         return TETHER_OK;
     }

@@ -97,7 +97,10 @@ struct frame {
     uint64_t tok;        /* the token this ensure returned */
 };
 
+/* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
+   24 nesting level ] (see struct osthread). */
 #define TOKEN_LEVEL_BITS 24
+#define TOKEN_LEVEL_MASK ((1u << TOKEN_LEVEL_BITS) - 1)
 
 /* Per-OS-thread record: what this thread is attached to, its ensure stack,
    and its cached thread states.  Synchronization: owner (thread-local),
@@ -109,9 +112,11 @@ struct osthread {
        paths of tether_ensure and tether_release (ensure.c): the handle of
        the attached interpreter (0: detached), and the highest token that
        tether_release must not treat as a nested no-op (the innermost
-       frame's, the finalize floor, the level-0 base; all ones: detached). */
+       frame's, the finalize floor, the level-0 base; all ones: detached),
+       and the token at which the nesting level is full (0: detached). */
     uint64_t cur_h;
     uint64_t rel_floor;
+    uint64_t ens_limit;
     struct tstate *cache;   /* states of this thread, linked by os_next */
     struct frame *frames;
     uint32_t depth, cap;
@@ -278,7 +283,10 @@ struct thread {
     uint64_t ident;          /* Synchronization: mutex (set at handshake) */
     pthread_mutex_t mutex;   /* rank 4: the sentinel and the fields below */
     pthread_cond_t cond;
-    int started, done;       /* Synchronization: mutex */
+    int started;             /* Synchronization: mutex */
+    /* The sentinel.  Synchronization: written under mutex; atomic, since
+       a spinning joiner also reads it without the mutex (thread.c). */
+    _Atomic int done;
     enum thread_reap reap;   /* Synchronization: mutex */
     int result;              /* fn's, once done.  Synchronization: mutex */
     int user_refs;           /* handles the user holds.  Synchronization: mutex */
@@ -297,15 +305,16 @@ extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")))
 extern _Atomic unsigned g_breaker_detached;
 extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-exec")));
 
-/* Recomputes what the fast paths read (cur_h, rel_floor, t_breaker) after
-   a change of the calling thread's attached state, ensure stack or token
-   floor.  `os` is the calling thread's record. */
+/* Recomputes what the fast paths read (cur_h, rel_floor, ens_limit,
+   t_breaker) after a change of the calling thread's attached state, ensure
+   stack or token floor.  `os` is the calling thread's record. */
 static inline void os_refresh(struct osthread *os)
 {
     struct tstate *ts = os->current;
     if (!ts) {
         os->cur_h = 0;
         os->rel_floor = UINT64_MAX;
+        os->ens_limit = 0;
         t_breaker = &g_breaker_detached;
         return;
     }
@@ -313,6 +322,7 @@ static inline void os_refresh(struct osthread *os)
                            : os->serial << TOKEN_LEVEL_BITS;
     os->rel_floor = f > os->tok_floor ? f : os->tok_floor;
     os->cur_h = ts->interp->handle;
+    os->ens_limit = os->serial << TOKEN_LEVEL_BITS | TOKEN_LEVEL_MASK;
     t_breaker = &ts->breaker;
 }
 
@@ -549,6 +559,20 @@ struct waitspec {
    asynchronous exceptions and finalize.  Returns poll's final status,
    TETHER_ETIMEDOUT, TETHER_EASYNC or TETHER_EFINALIZING. */
 int wait_run(const char *func, const struct waitspec *w, int64_t timeout_ns);
+
+/* For a wait that usually ends sooner than a park and a wake-up: `budget`
+   says (asked once, no lock held) how many nanoseconds to spin, with the
+   GIL released, before parking (0: park at once); `peek`, read without
+   the mutex while spinning, whether poll may succeed now; `finish` runs
+   after poll succeeded, before the caller re-takes the GIL. */
+struct waitspin {
+    int64_t (*budget)(void *obj);
+    int (*peek)(void *obj);
+    void (*finish)(void *obj);
+};
+/* wait_run, spinning and finishing as `s` says. */
+int wait_run_spin(const char *func, const struct waitspec *w,
+                  const struct waitspin *s, int64_t timeout_ns);
 
 /* Fork child: makes a lock's or an event's mutex and cond anew. */
 void wait_atfork_child_object(int type, void *obj);

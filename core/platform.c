@@ -4,6 +4,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -69,4 +70,30 @@ void plat_sleep_ns(int64_t ns)
     struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
     while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR)
         ;
+}
+
+int plat_spin_step(unsigned i)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+    if (i % PLAT_SPIN_YIELD_EVERY != 0)
+        return 0;
+    sched_yield();
+    return 1;
+}
+
+int plat_thread_tryjoin(pthread_t pt)
+{
+    /* Not under helgrind and DRD: they see a thread's end only through
+       pthread_join. */
+#if defined(__GLIBC__) && !defined(TETHER_VALGRIND)
+    int rc = pthread_tryjoin_np(pt, NULL);
+    return rc == EBUSY ? EBUSY : 0;
+#else
+    pthread_join(pt, NULL);
+    return 0;
+#endif
 }

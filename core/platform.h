@@ -35,4 +35,15 @@ int plat_thread_create(pthread_t *pt, size_t stack_size, void *(*fn)(void *),
 /* Sleeps the calling thread without any lock held. */
 void plat_sleep_ns(int64_t ns);
 
+/* Step `i` (1, 2, ...) of a bounded spin-wait: a CPU pause, and every
+   PLAT_SPIN_YIELD_EVERY steps a yield of the CPU, so that a spinner on a
+   busy machine lets the thread it waits for (or anyone else) run.  Returns
+   1 on the steps where the caller should look at the clock. */
+#define PLAT_SPIN_YIELD_EVERY 8
+int plat_spin_step(unsigned i);
+
+/* Reaps the OS thread `pt` if it has ended: 0 when reaped, EBUSY while it
+   runs.  Where the C library has no non-blocking join, waits for it. */
+int plat_thread_tryjoin(pthread_t pt);
+
 #endif

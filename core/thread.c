@@ -230,6 +230,41 @@ static int poll_done(void *p)
     return ((struct thread *)p)->done ? TETHER_OK : WAIT_AGAIN;
 }
 
+static int peek_done(void *p)
+{
+    return atomic_load_explicit(&((struct thread *)p)->done,
+                                memory_order_relaxed);
+}
+
+/* How long a joiner spins for the sentinel before it parks: only while
+   the thread is ending, so that the spin is usually cut short by the
+   sentinel (an asynchronous exception raised at it waits to be delivered
+   or fetched, or its state is already gone). */
+static int64_t join_spin(void *p)
+{
+    struct thread *t = p;
+    struct interp *interp = t->interp; /* t's reference keeps interp */
+    rank_lock(&interp->mutex, RANK_INTERP);
+    struct tstate *ts = t->ts;
+    int ending = !ts || (ts->has_pending && ts->defer == 0) || ts->has_delivered;
+    rank_unlock(&interp->mutex, RANK_INTERP);
+    return ending ? JOIN_SPIN_NS : 0;
+}
+
+/* Waits for the OS thread to end and reaps it.  Its sentinel is released,
+   so it is past its last tether code, in the C library's thread exit,
+   which usually takes less than a park and a wake-up: spin first. */
+static void reap_os_thread(pthread_t pt)
+{
+    int64_t end = plat_now_ns() + REAP_SPIN_NS;
+    for (unsigned i = 1; plat_thread_tryjoin(pt) == EBUSY; i++) {
+        if (plat_spin_step(i) && plat_now_ns() >= end) {
+            pthread_join(pt, NULL);
+            return;
+        }
+    }
+}
+
 /* Reaps the OS thread once; later joiners wait until it is reaped. */
 static void reap_once(struct thread *t)
 {
@@ -237,7 +272,7 @@ static void reap_once(struct thread *t)
     if (t->reap == REAP_NOT_YET) {
         t->reap = REAP_IN_PROGRESS;
         rank_unlock(&t->mutex, RANK_OBJECT);
-        pthread_join(t->pt, NULL);
+        reap_os_thread(t->pt);
         rank_lock(&t->mutex, RANK_OBJECT);
         t->reap = REAP_DONE;
         pthread_cond_broadcast(&t->cond);
@@ -247,10 +282,16 @@ static void reap_once(struct thread *t)
     rank_unlock(&t->mutex, RANK_OBJECT);
 }
 
+static void finish_join(void *p)
+{
+    reap_once(p);
+}
+
 int thread_join_obj(struct thread *t, int64_t timeout_ns)
 {
+    static const struct waitspin spin = {join_spin, peek_done, finish_join};
     struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, t};
-    int rc = wait_run("tether_thread_join", &w, timeout_ns);
+    int rc = wait_run_spin("tether_thread_join", &w, &spin, timeout_ns);
     if (rc == TETHER_OK)
         reap_once(t);
     return rc;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "annotate.h"
 #include "error.h"
 #include "handle.h"
 #include "hooks.h"
@@ -47,6 +48,7 @@ int thread_new(struct interp *interp, const char *name, int joinable,
     }
     pthread_mutex_init(&t->mutex, NULL);
     plat_cond_init(&t->cond);
+    ann_atomic(t->done); /* for helgrind and DRD: a joiner peeks at it */
     t->interp = interp;
     t->joinable = joinable;
     t->user_refs = 1;

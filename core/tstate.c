@@ -173,10 +173,15 @@ void osthread_boot_exit(struct osthread *os, int result)
     handle_put(t->handle); /* the thread's own reference */
 }
 
-/* Clears a new state and links it into `interp`.  Called with interp->mutex held. */
-static void ts_link(struct tstate *ts, struct interp *interp)
+/* Clears what a state's life leaves behind (from TS_CLEAR_FROM on). */
+static void ts_clear(struct tstate *ts)
 {
     memset((char *)ts + TS_CLEAR_FROM, 0, sizeof *ts - TS_CLEAR_FROM);
+}
+
+/* Links a cleared state into `interp`.  Called with interp->mutex held. */
+static void ts_link(struct tstate *ts, struct interp *interp)
+{
     ts->interp = interp;
     ts->next = interp->tstates;
     if (ts->next)
@@ -215,7 +220,7 @@ static struct tstate *ts_take_locked(struct interp *interp)
 {
     struct tstate *ts = interp->pool;
     if (ts) {
-        interp->pool = ts->next;
+        interp->pool = ts->next; /* cleared by pool_put but for `next` */
         interp->pool_len--;
     } else {
         rank_unlock(&interp->mutex, RANK_INTERP);
@@ -223,6 +228,7 @@ static struct tstate *ts_take_locked(struct interp *interp)
         rank_lock(&interp->mutex, RANK_INTERP);
         if (!ts)
             return NULL;
+        ts_clear(ts);
     }
     ts_link(ts, interp);
     return ts;
@@ -254,6 +260,10 @@ static int pool_put(struct interp *interp, struct tstate *ts)
         ts->has_pending || ts->has_delivered)
         return 0;
     ann_forget(&ts->interp); /* as ts_free_unlinked does */
+    /* Cleared here, by the exiting thread, rather than by the taker: a new
+       thread's first ensure then writes only the lines of the state it
+       uses, not every line the last thread left in its core's cache. */
+    ts_clear(ts);
     ts->next = interp->pool;
     interp->pool = ts;
     interp->pool_len++;

@@ -22,6 +22,15 @@
    allocator. */
 #define TS_POOL_MAX 32u
 
+/* How long a join spins, the GIL released, before it parks (wait.c,
+   thread.c): while the thread is ending (an asynchronous exception was
+   raised at it, or its state is gone), for its sentinel; then, once the
+   sentinel is released, for the C library's end of the OS thread.  A
+   park and its wake-up cost tens of microseconds on a virtual machine
+   (an idle vCPU halts), more than either wait usually lasts. */
+#define JOIN_SPIN_NS 50000
+#define REAP_SPIN_NS 50000
+
 /* A thread name is refused at this many bytes or more (with its NUL, the
    most a name may take). */
 #define THREAD_NAME_MAX 128

@@ -68,15 +68,31 @@ end
 -- ---------------------------------------------------------------------
 -- Workers
 
-local function thread_worker(q)
+-- The next task of the executor's control block `ctl` (its queue and the
+-- STOPs it owes), or nil once a STOP comes.  A finalizer that found the
+-- bounded queue full owes the STOPs it could not put: the room this take
+-- made pays one, so the last task queued is followed by one STOP per
+-- worker.
+local function take(ctl)
+  local q = ctl.q
+  local f = q:get()
+  if f == STOP then return nil end
+  while ctl.owed > 0 do
+    ctl.owed = ctl.owed - 1
+    if not q:put(STOP, 0) then ctl.owed = ctl.owed + 1 break end
+  end
+  return f
+end
+
+local function thread_worker(ctl)
   while true do
-    local f = q:get()
-    if f == STOP then return end
+    local f = take(ctl)
+    if f == nil then return end
     run(f)
   end
 end
 
-local function interp_worker(q)
+local function interp_worker(ctl)
   local I = tether.interp()
   local req, rep, t
   local function spawn()
@@ -101,8 +117,8 @@ local function interp_worker(q)
     spawn()
   end
   while true do
-    local f = q:get()
-    if f == STOP then break end
+    local f = take(ctl)
+    if f == nil then break end
     run(f, runner, on_cancel)
   end
   req:close()
@@ -152,13 +168,14 @@ function tether.executor(opts)
   if interp ~= nil and type(interp) ~= "boolean" then
     option_error("option 'interp' must be a boolean")
   end
+  local q = tether.queue(cap)
   local ex = setmetatable({
     name = name, workers = n, interp = interp or false,
-    _q = tether.queue(cap), _threads = {}, _shut = false,
+    _q = q, _ctl = {q = q, owed = 0}, _threads = {}, _shut = false,
   }, Executor)
   local body = interp and interp_worker or thread_worker
   for i = 1, n do
-    local ok, t = pcall(tether.thread, {name = name .. "-" .. i, daemon = true}, body, ex._q)
+    local ok, t = pcall(tether.thread, {name = name .. "-" .. i, daemon = true}, body, ex._ctl)
     if not ok then
       -- Nothing of an executor that could not start whole keeps running
       -- (the workers started would wait on the queue for ever).
@@ -350,14 +367,18 @@ Executor.__close = function(self) self:shutdown{wait = true} end
 
 -- Collected (or the state closing) without a shutdown: the workers are
 -- told to stop after the queued tasks, without waiting for them (a
--- finalizer must not block: a full bounded queue takes no STOP now).
+-- finalizer must not block: the STOPs a full bounded queue cannot take
+-- now are owed, and the workers put them as they empty it; see take).
 Executor.__gc = function(self)
   -- (at lua_close, once the module's sentinel has stopped the daemon
   -- workers, there is nobody left to tell)
   if self._shut or P.closing() then return end
   self._shut = true
-  for _ = 1, self.workers do
-    if not self._q:put(STOP, 0) then break end
+  for i = 1, self.workers do
+    if not self._q:put(STOP, 0) then
+      self._ctl.owed = self.workers - i + 1
+      break
+    end
   end
 end
 

@@ -94,6 +94,7 @@
 #include <tether/tether.h>
 
 #include "fuzz_api_statuses.h"
+#include "../runner/sanitizers.h"
 
 #ifndef FAPI_PLUGIN_DIR
 #error "FAPI_PLUGIN_DIR: the directory of the fapi_* fixture plugins"
@@ -1056,16 +1057,7 @@ static void *exit_attached(void *arg)
    under ASan, in __sanitizer::SizeClassAllocator64::GetFromAllocator, as
    tests/stress/test_fork_storm.c notes too).  There the F18 probe checks
    the report without its exiting thread; the normal build checks both. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define CHILD_MAY_START_THREADS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define CHILD_MAY_START_THREADS 0
-#endif
-#endif
-#ifndef CHILD_MAY_START_THREADS
-#define CHILD_MAY_START_THREADS 1
-#endif
+#define CHILD_MAY_START_THREADS (!TEST_SANITIZER_THREAD && !TEST_SANITIZER_ADDRESS)
 
 /* Runs in the child, with stderr going to `log` too; returns its exit
    code. */
@@ -1073,15 +1065,8 @@ static int probe_child(unsigned kind, FILE *log)
 {
     if (tether_gil_held())
         return 0; /* the scenario needs an unattached thread */
-#if defined(__SANITIZE_THREAD__)
-    if (kind == 2)
+    if (TEST_SANITIZER_THREAD && kind == 2)
         return 0; /* ThreadSanitizer cannot start threads in a forked child */
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-    if (kind == 2)
-        return 0;
-#endif
-#endif
     tether_runtime rt;
     tether_interp main_interp, x;
     tether_gilstate st;

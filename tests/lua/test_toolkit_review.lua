@@ -178,4 +178,29 @@ T.case("map's timeout is map's error, not result's", function()
   gate:set()
 end)
 
+T.case("an executor collected with its bounded queue full still stops every worker", function()
+  -- Both workers busy, the queue (2) full: the finalizer cannot put its
+  -- STOPs without waiting, and a worker that never gets one waits on the
+  -- queue for ever.  Each task that leaves the full queue makes room for
+  -- an owed STOP.
+  local gate = tether.event()
+  local threads, ran = nil, 0
+  do
+    local ex = tether.executor{workers = 2, queue = 2}
+    threads = {table.unpack(ex._threads)}
+    local busy = tether.queue()
+    for _ = 1, 2 do ex:submit(function() busy:put(true) gate:wait() ran = ran + 1 end) end
+    assert(busy:get(T.LIMIT) and busy:get(T.LIMIT))
+    for _ = 1, 2 do ex:submit(function() ran = ran + 1 end) end
+    assert(ex._q:size() == 2)
+  end
+  for _ = 1, 3 do collectgarbage() end
+  gate:set()
+  for i, t in ipairs(threads) do
+    local ok = t:join(T.LIMIT)
+    assert(ok == true, "worker " .. i .. " did not stop: " .. tostring(ok))
+  end
+  assert(ran == 4, ran)
+end)
+
 T.done()

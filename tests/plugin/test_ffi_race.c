@@ -29,6 +29,7 @@
 #include <tether/tether.h>
 
 #include "runner.h"
+#include "sanitizers.h"
 
 extern void (*ffi_test_entry_hook)(void);
 extern void (*ffi_test_trampoline_hook)(void);
@@ -358,16 +359,7 @@ static int child_makes_a_callback(void)
    malloc, whatever the library does (seen: SizeClassAllocator64::
    GetFromAllocator; tests/stress/test_fork_storm.c says the same).  The
    case runs in the builds without them. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define FORK_UNDER_CHURN 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define FORK_UNDER_CHURN 0
-#endif
-#endif
-#ifndef FORK_UNDER_CHURN
-#define FORK_UNDER_CHURN 1
-#endif
+#define FORK_UNDER_CHURN (!TEST_SANITIZER_THREAD && !TEST_SANITIZER_ADDRESS)
 
 TEST(a_fork_while_callbacks_are_made_and_freed)
 {

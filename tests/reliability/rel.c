@@ -12,6 +12,7 @@
 #include <tether/tether.h>
 
 #include "runner.h"
+#include "sanitizers.h"
 
 /* Synchronization: atomic.  Updated by every thread the library allocates
    or frees on. */
@@ -98,17 +99,7 @@ void rel_wait_live_blocks(long n)
 
 int rel_sanitized(void)
 {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return 1;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    return 1;
-#else
-    return 0;
-#endif
-#else
-    return 0;
-#endif
+    return TEST_SANITIZER_THREAD || TEST_SANITIZER_ADDRESS;
 }
 
 uint32_t rel_rand(uint32_t *state)

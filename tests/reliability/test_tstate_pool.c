@@ -27,19 +27,11 @@
 #include "runner.h"
 #include "support.h"
 #include "tuning.h" /* TS_POOL_MAX */
+#include "sanitizers.h"
 
 /* As tests/unit/test_fork.c: under TSan a fork child of a multi-threaded
    process starts no thread. */
-#if defined(__SANITIZE_THREAD__)
-#define CHILD_MAY_START_THREADS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CHILD_MAY_START_THREADS 0
-#endif
-#endif
-#ifndef CHILD_MAY_START_THREADS
-#define CHILD_MAY_START_THREADS 1
-#endif
+#define CHILD_MAY_START_THREADS (!TEST_SANITIZER_THREAD)
 
 enum { CROWD_MAX = TS_POOL_MAX + 8 };
 

@@ -28,6 +28,7 @@
 #include "rel.h"
 #include "runner.h"
 #include "support.h"
+#include "sanitizers.h"
 
 /* ThreadSanitizer cannot follow threads started in the child of a
    multi-threaded fork, and AddressSanitizer's allocator does not take its
@@ -36,16 +37,7 @@
    __sanitizer::SizeClassAllocator64::GetFromAllocator).  Under either, the
    child checks everything but starting a thread; the normal build does that
    too. */
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define CHILD_MAY_START_THREADS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
-#define CHILD_MAY_START_THREADS 0
-#endif
-#endif
-#ifndef CHILD_MAY_START_THREADS
-#define CHILD_MAY_START_THREADS 1
-#endif
+#define CHILD_MAY_START_THREADS (!TEST_SANITIZER_THREAD && !TEST_SANITIZER_ADDRESS)
 
 enum { CHURNERS = 4, FOREIGN = 3, FORKS = 60 };
 

@@ -1,14 +1,17 @@
 /*
  * test_async.c - asynchronous exceptions: delivery at checkpoints and into
  * every kind of blocked wait, defer/allow, raise by ident, replacement of
- * an undelivered raise, and tether_call_blocking's unblock function.
+ * an undelivered raise, tether_call_blocking's unblock function, and the
+ * join of a thread that was raised at.
  */
 #include <tether/tether.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runner.h"
@@ -284,6 +287,98 @@ TEST(raise_by_ident_self)
     teardown();
 }
 
+/* ------------------------------------------------------------------------
+ * Joining a thread that was raised at (the joiner spins before it parks,
+ * then reaps the OS thread)
+ * ---------------------------------------------------------------------- */
+
+/* Set by the key destructor of a target: the last code of its OS thread,
+   run by the C library after the thread's function and tether's end. */
+static atomic_int g_key_ran;
+static pthread_key_t g_key;
+
+static void key_dtor(void *arg)
+{
+    if (arg == RESULT(1)) {
+        struct timespec ts = {0, 20 * 1000000}; /* outlasts the join's spin */
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+    }
+    atomic_store(&g_key_ran, 1);
+}
+
+/* A spinner whose OS thread ends with a key destructor (slow if arg). */
+static int spinner_with_key(void *arg)
+{
+    ASSERT_EQ(pthread_setspecific(g_key, arg ? RESULT(1) : RESULT(2)), 0);
+    return spinner(NULL);
+}
+
+/* Join returns only once no instruction of the thread runs: the C
+   library's end of the OS thread (here a key destructor) included, both
+   when it ends within the joiner's spin and when it outlasts it. */
+static void join_waits_for_os_thread(int slow)
+{
+    setup();
+    ASSERT_EQ(pthread_key_create(&g_key, key_dtor), 0);
+    atomic_store(&g_key_ran, 0);
+    tether_thread t = t_start(g_interp, spinner_with_key, slow ? RESULT(1) : NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_thread_raise(t, 5, &g_payload_a, t_count_dtor));
+    ASSERT_OK(tether_thread_join(t, -1));
+    ASSERT_EQ(atomic_load(&g_key_ran), 1);
+    ASSERT_EQ(tether_thread_is_alive(t), 0);
+    ASSERT_OK(tether_thread_release(t));
+    expect_seen(5, &g_payload_a);
+    ASSERT_EQ(pthread_key_delete(g_key), 0);
+    teardown();
+}
+
+TEST(join_raised_waits_for_os_thread) { join_waits_for_os_thread(0); }
+TEST(join_raised_waits_for_slow_os_thread) { join_waits_for_os_thread(1); }
+
+/* A target that takes the exception and goes on (it keeps it delivered
+   and unfetched, so a joiner spins before it parks). */
+static tether_event g_took, g_go_on;
+
+static int takes_and_goes_on(void *arg)
+{
+    (void)arg;
+    int rc;
+    ASSERT_OK(tether_event_set(g_ready));
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    ASSERT_STATUS(rc, TETHER_EASYNC);
+    ASSERT_OK(tether_event_set(g_took));
+    ASSERT_OK(tether_event_wait(g_go_on, -1));
+    return record(rc);
+}
+
+/* The join's spin and its reap are for a thread that ends: a join of one
+   that goes on times out as any join does, leaves it running and
+   unreaped, and joins it once it ends. */
+TEST(join_raised_thread_that_goes_on)
+{
+    setup();
+    ASSERT_OK(tether_event_new(&g_took));
+    ASSERT_OK(tether_event_new(&g_go_on));
+    tether_thread t = t_start(g_interp, takes_and_goes_on, NULL);
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    ASSERT_OK(tether_thread_raise(t, 9, &g_payload_b, t_count_dtor));
+    ASSERT_OK(tether_event_wait(g_took, -1));
+    ASSERT_FAILS(tether_thread_join(t, MS(1)), TETHER_ETIMEDOUT,
+                 "tether_thread_join");
+    ASSERT_FAILS(tether_thread_join(t, 1000), TETHER_ETIMEDOUT,
+                 "tether_thread_join");
+    ASSERT_EQ(tether_thread_is_alive(t), 1);
+    ASSERT_OK(tether_event_set(g_go_on));
+    ASSERT_EQ(t_join(t), TETHER_OK);
+    expect_seen(9, &g_payload_b);
+    ASSERT_OK(tether_event_free(g_took));
+    ASSERT_OK(tether_event_free(g_go_on));
+    teardown();
+}
+
 TEST(raise_finished_thread)
 {
     setup();
@@ -555,6 +650,9 @@ RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(defer_holds_until_allow), TEST_ENTRY(replace_undelivered),
             TEST_ENTRY(raise_by_ident), TEST_ENTRY(raise_by_ident_self),
             TEST_ENTRY(raise_finished_thread), TEST_ENTRY(fetch_nothing),
+            TEST_ENTRY(join_raised_waits_for_os_thread),
+            TEST_ENTRY(join_raised_waits_for_slow_os_thread),
+            TEST_ENTRY(join_raised_thread_that_goes_on),
             TEST_ENTRY(call_blocking_unblocked), TEST_ENTRY(call_blocking_result),
             TEST_ENTRY(call_blocking_ubf_may_call_tether),
             TEST_ENTRY(call_blocking_ubf_calls_tether_at_finalize),

@@ -13,21 +13,13 @@
 
 #include "runner.h"
 #include "support.h"
+#include "sanitizers.h"
 
 /* ThreadSanitizer cannot follow threads started after a fork of a
    multi-threaded process (its registry keeps the vanished threads and
    reports "dup thread with used id"), so under TSan the child checks
    everything except starting threads. */
-#if defined(__SANITIZE_THREAD__)
-#define CHILD_MAY_START_THREADS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CHILD_MAY_START_THREADS 0
-#endif
-#endif
-#ifndef CHILD_MAY_START_THREADS
-#define CHILD_MAY_START_THREADS 1
-#endif
+#define CHILD_MAY_START_THREADS (!TEST_SANITIZER_THREAD)
 
 enum { SPINNERS = 2 };
 
