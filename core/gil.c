@@ -95,8 +95,12 @@
  * exceptions (kept_for_head), both only while the head of the queue has
  * been woken and is on its way: a thread that is not a returner does not
  * take the GIL from under a returner at the head; and a thread coming back
- * from a forced switch does not take it from under any head.  Without the
- * second, a CPU-bound thread that yielded to a returner took the GIL back
+ * from a forced switch that answered a drop request does not take it from
+ * under any head.  (A tether_sleep(0) that yields unasked still barges:
+ * keeping the GIL for the woken head there turned every such yield into a
+ * sleep and a wake-up, and a thousand threads yielding in a loop on a
+ * loaded machine ran several times slower: rel_stress_threads.)  Without
+ * the second rule, a CPU-bound thread that yielded to a returner took the GIL back
  * as soon as the returner dropped it again (it was awake, the woken head
  * not yet), every time: the others' head never got its turn, became a
  * returner after an interval (q_push), and the next returner then waited
@@ -379,8 +383,8 @@ static void release_locked(struct gil *g)
 /* Whether a free GIL is kept for the head of the queue instead of going
    to the thread that looks at it (see "Barging"): the head was woken and
    is on its way, and either it is a returner and the looker is not, or the
-   looker comes back from a forced switch (`yielded`) and the head is the
-   next in turn. */
+   looker comes back from a forced switch that answered a drop request
+   (`yielded`) and the head is the next in turn. */
 static int kept_for_head(struct gil *g, const struct gil_waiter *self,
                          int returner, int yielded)
 {
@@ -455,7 +459,8 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     return rc;
 }
 
-/* gil_take, and gil_yield's take (`yielded`). */
+/* gil_take, and gil_yield's take (`yielded`: it answered a drop
+   request). */
 static int take(struct gil *g, struct tstate *ts, int urgent, int yielded)
 {
     uint64_t w = 0;
@@ -492,10 +497,11 @@ int gil_take(struct gil *g, struct tstate *ts, int urgent)
 
 /* Releases the GIL held by `ts`, with the mutex held.  With `forced`
    (gil_yield), waits until another thread took the GIL, as long as one
-   still waits for it. */
-static void drop_locked(struct gil *g, struct tstate *ts, int forced)
+   still waits for it.  Returns 1 if a drop request was pending. */
+static int drop_locked(struct gil *g, struct tstate *ts, int forced)
 {
-    if ((atomic_fetch_and(&ts->breaker, ~BREAKER_DROP) & BREAKER_DROP) && forced)
+    int requested = (atomic_fetch_and(&ts->breaker, ~BREAKER_DROP) & BREAKER_DROP) != 0;
+    if (requested && forced)
         stat_add(&g->forced_drops, 1);
     uint64_t seen = atomic_load(&g->acquisitions);
     ts->acq_at_drop = seen;
@@ -511,6 +517,7 @@ static void drop_locked(struct gil *g, struct tstate *ts, int forced)
         g->switch_waiters--;
     }
     atomic_fetch_sub(&g->word, W_PIN);
+    return requested;
 }
 
 void gil_drop(struct gil *g, struct tstate *ts)
@@ -545,10 +552,10 @@ int gil_yield(struct gil *g, struct tstate *ts)
 {
     TRACE(trace_gil_drop(g, ts, 1));
     rank_lock(&g->mutex, RANK_GIL);
-    drop_locked(g, ts, 1);
+    int requested = drop_locked(g, ts, 1);
     rank_unlock(&g->mutex, RANK_GIL);
     TETHER_DELAY_POINT("gil.yield.dropped");
-    return take(g, ts, 0, 1);
+    return take(g, ts, 0, requested);
 }
 
 int gil_contended(struct gil *g)

@@ -365,7 +365,7 @@ inline release_locked(me)
 /* kept_for_head(): a free GIL is left to the head of the queue when the
    head was woken and is on its way, and either it is a returner (the
    returners come first in the queue) and the looker is not, or the looker
-   comes back from a forced switch (yld). */
+   comes back from a forced switch that answered a drop request (yld). */
 #define KEPT(me) (!ret && qlen > 0 && qid[0] != me && signalled[qid[0]] &&     \
                   (nprio > 0 || yld))
 
@@ -482,9 +482,9 @@ inline gil_drop(me)
 inline gil_yield(me, rc)
 {
     mutex_lock(M_GIL, me);
+    yld = ((breaker[me] & BRK_DROP) != 0); /* what drop_locked returns */
     drop_locked(me, 1);
     mutex_unlock(M_GIL, me);
-    yld = 1;
     gil_take(me, 0, rc)
 }
 
