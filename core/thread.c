@@ -37,6 +37,13 @@
 
 /* ---- start and the bootstrap -------------------------------------------- */
 
+/* The handle of the thread object the calling OS thread runs for, if
+   tether_thread_start made it; 0 on any other thread.  Set by the
+   bootstrap and kept until the OS thread ends, through its key destructors
+   (a thread's ident no longer tells it apart from a new thread once its
+   sentinel is released).  Synchronization: thread-local. */
+static __thread uint64_t t_started_as;
+
 struct boot {
     struct thread *t;
     struct tstate *ts;
@@ -52,6 +59,7 @@ static void *bootstrap(void *p)
     ts_bind(ts, os);
     os->boot = ts; /* this function alone frees it (osthread_boot_exit) */
     os->boot_thread = t;
+    t_started_as = t->handle;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
@@ -287,13 +295,35 @@ static void finish_join(void *p)
     reap_once(p);
 }
 
+/* The reap after a join that found the sentinel already released (a
+   joiner that waited reaped before it re-took its GIL), with the caller's
+   GIL released unless the thread was already reaped: past its sentinel
+   the OS thread runs its key destructors, which may take the GIL
+   (tether_ensure), and a reap by another joiner waits for them too. */
+static int reap_released(struct thread *t)
+{
+    rank_lock(&t->mutex, RANK_OBJECT);
+    int reaped = t->reap == REAP_DONE;
+    rank_unlock(&t->mutex, RANK_OBJECT);
+    if (reaped)
+        return TETHER_OK;
+    struct tstate *ts = ts_current();
+    if (ts)
+        ts_detach(ts);
+    reap_once(t);
+    if (ts && ts_attach(ts, 1) != TETHER_OK)
+        return err_set(TETHER_EFINALIZING, "tether_thread_join", "the "
+                       "interpreter is finalizing; the thread stays detached");
+    return TETHER_OK;
+}
+
 int thread_join_obj(struct thread *t, int64_t timeout_ns)
 {
     static const struct waitspin spin = {join_spin, peek_done, finish_join};
     struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, t};
     int rc = wait_run_spin("tether_thread_join", &w, &spin, timeout_ns);
     if (rc == TETHER_OK)
-        reap_once(t);
+        rc = reap_released(t);
     return rc;
 }
 
@@ -304,8 +334,12 @@ int tether_thread_join(tether_thread h, int64_t timeout_ns)
     if (!t)
         return TETHER_EBADHANDLE;
     int64_t t0 = TRACE_T0();
+    /* Itself: while it runs, its ident says so; past its sentinel (in a
+       key destructor) only what its bootstrap noted does, since a
+       finished thread's ident may be a new thread's. */
     rank_lock(&t->mutex, RANK_OBJECT);
-    int self = t->ident == plat_thread_ident() && !t->done;
+    int self = (t->ident == plat_thread_ident() && !t->done) ||
+               t_started_as == t->handle;
     rank_unlock(&t->mutex, RANK_OBJECT);
     int rc;
     if (self)

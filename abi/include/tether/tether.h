@@ -378,9 +378,11 @@ TETHER_API int tether_thread_start(tether_interp interp, tether_thread_fn fn,
    (once, whichever joiner gets there first), so when join returns OK no
    instruction of the thread is still running.  Any number of threads may
    join the same thread.  The caller's GIL is released while it waits, and an
-   asynchronous exception wakes it.
+   asynchronous exception wakes it; it is released too while join waits for
+   the reap, since the thread's pthread key destructors run before its OS
+   thread ends and may take the GIL.
    Returns TETHER_OK, TETHER_ETIMEDOUT (still running), TETHER_EDEADLK (join
-   itself), TETHER_ESTATE (a thread that was not started by
+   itself, also from one of its key destructors), TETHER_ESTATE (a thread that was not started by
    tether_thread_start, e.g. the main thread), TETHER_EASYNC,
    TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
 TETHER_API int tether_thread_join(tether_thread t, int64_t timeout_ns);
