@@ -195,7 +195,62 @@ TEST(joins_with_timeouts_during_key_dtor)
     teardown();
 }
 
+/* Join with a timeout is bounded past the sentinel too: while the OS
+   thread runs its key destructors, a join that waits for the reap (its
+   own, or another joiner's) gives up at its deadline with
+   TETHER_ETIMEDOUT, and a later join still reaps the thread. */
+static atomic_int g_raw_rc;
+
+static void *joins_raw_forever(void *arg)
+{
+    (void)arg;
+    atomic_store(&g_raw_rc, tether_thread_join(g_target, -1));
+    return NULL;
+}
+
+static void *joins_raw_briefly(void *arg)
+{
+    (void)arg;
+    atomic_store(&g_raw_rc, tether_thread_join(g_target, MS(1)));
+    return NULL;
+}
+
+TEST(timed_join_during_key_dtor)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_SLOW));
+    wait_in_dtor(); /* it waits for g_go, which comes after the joins below */
+    ASSERT_FAILS(tether_thread_join(g_target, 0), TETHER_ETIMEDOUT,
+                 "tether_thread_join");
+    ASSERT_FAILS(tether_thread_join(g_target, 1), TETHER_ETIMEDOUT,
+                 "tether_thread_join");
+    ASSERT_FAILS(tether_thread_join(g_target, MS(1)), TETHER_ETIMEDOUT,
+                 "tether_thread_join");
+    ASSERT_EQ(tether_gil_held(), 1);
+    atomic_store(&g_raw_rc, 1000);
+    t_run_foreign(joins_raw_briefly, NULL); /* not attached */
+    ASSERT_STATUS(atomic_load(&g_raw_rc), TETHER_ETIMEDOUT);
+    ASSERT_EQ(tether_thread_is_alive(g_target), 0);
+    ASSERT_EQ(atomic_load(&g_dtor_done), 0);
+    /* A joiner without a timeout claims the reap or waits for it; timed
+       joins meanwhile still time out. */
+    atomic_store(&g_raw_rc, 1000);
+    pthread_t raw = t_pthread(joins_raw_forever, NULL);
+    for (int i = 0; i < 20; i++)
+        ASSERT_FAILS(tether_thread_join(g_target, 100000), TETHER_ETIMEDOUT,
+                     "tether_thread_join");
+    ASSERT_EQ(atomic_load(&g_dtor_done), 0);
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    t_join_foreign(&raw, 1);
+    ASSERT_STATUS(atomic_load(&g_raw_rc), TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
-            TEST_ENTRY_T(joins_with_timeouts_during_key_dtor, 30))
+            TEST_ENTRY_T(joins_with_timeouts_during_key_dtor, 30),
+            TEST_ENTRY_T(timed_join_during_key_dtor, 30))
