@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "runner.h"
 #include "support.h"
@@ -249,8 +250,35 @@ TEST(timed_join_during_key_dtor)
     teardown();
 }
 
+/* A timed join whose reap outlasts the spin and ends before the deadline
+   (a key destructor that goes on a little later, from another thread):
+   TETHER_OK, and the destructor's end came first. */
+static void *posts_go_later(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 20 * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    t_sem_post(&g_go);
+    return NULL;
+}
+
+TEST(timed_join_outlasting_the_spin)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_SLOW));
+    wait_in_dtor();
+    pthread_t raw = t_pthread(posts_go_later, NULL);
+    ASSERT_OK(tether_thread_join(g_target, SECONDS(60)));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    t_join_foreign(&raw, 1);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
             TEST_ENTRY_T(joins_with_timeouts_during_key_dtor, 30),
-            TEST_ENTRY_T(timed_join_during_key_dtor, 30))
+            TEST_ENTRY_T(timed_join_during_key_dtor, 30),
+            TEST_ENTRY_T(timed_join_outlasting_the_spin, 30))
