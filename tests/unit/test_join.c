@@ -276,9 +276,54 @@ TEST(timed_join_outlasting_the_spin)
     teardown();
 }
 
+/* Finalize joins its non-daemon threads within its deadline, the reap
+   included: a thread it was waiting for ends while finalize waits, and its
+   key destructor blocks until finalize has returned (before, finalize
+   waited for the reap forever). */
+static t_sem g_fn_go;
+
+static int waits_then_sets_key(void *arg)
+{
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_fn_go);
+    TETHER_END_ALLOW_THREADS
+    return sets_key(arg);
+}
+
+static void *posts_fn_go_later(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 50 * 1000000}; /* finalize is joining by then */
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    t_sem_post(&g_fn_go);
+    return NULL;
+}
+
+TEST(finalize_during_key_dtor)
+{
+    setup();
+    t_sem_init(&g_fn_go);
+    g_target = t_start(g_interp, waits_then_sets_key, RESULT(DTOR_SLOW));
+    pthread_t raw = t_pthread(posts_fn_go_later, NULL);
+    int rc = tether_runtime_finalize(g_rt, MS(300));
+    ASSERT(rc == TETHER_OK || rc == TETHER_ETIMEDOUT);
+    ASSERT_EQ(atomic_load(&g_dtor_done), 0);
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    ASSERT_OK(tether_thread_release(g_target));
+    t_pthread_join(raw);
+    ASSERT_EQ(pthread_key_delete(g_key), 0);
+    t_sem_destroy(&g_in_dtor);
+    t_sem_destroy(&g_go);
+    t_sem_destroy(&g_fn_go);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
             TEST_ENTRY_T(joins_with_timeouts_during_key_dtor, 30),
             TEST_ENTRY_T(timed_join_during_key_dtor, 30),
-            TEST_ENTRY_T(timed_join_outlasting_the_spin, 30))
+            TEST_ENTRY_T(timed_join_outlasting_the_spin, 30),
+            TEST_ENTRY_T(finalize_during_key_dtor, 30))
