@@ -320,10 +320,119 @@ TEST(finalize_during_key_dtor)
     t_sem_destroy(&g_fn_go);
 }
 
+/* A joiner inside nested ensures (a foreign thread) joins a thread whose
+   key destructor takes the GIL: the join lets the GIL go whatever the
+   nesting, and the joiner holds it again, at the same depth, after. */
+static void *joins_in_nested_ensures(void *arg)
+{
+    (void)arg;
+    tether_gilstate st[3];
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(tether_ensure(g_interp, &st[i]));
+    wait_in_dtor();
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    for (int i = 2; i >= 0; i--)
+        ASSERT_OK(tether_release(st[i]));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(joiner_in_nested_ensures)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_ENSURES));
+    t_run_foreign(joins_in_nested_ensures, NULL);
+    ASSERT_STATUS(atomic_load(&g_dtor_rc), TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
+/* An asynchronous exception raised at a joiner while it reaps does not
+   interrupt the reap: the join returns OK and the next checkpoint
+   delivers the exception. */
+static int joins_then_checkpoints(void *arg)
+{
+    (void)arg;
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_in_dtor);
+    TETHER_END_ALLOW_THREADS
+    tether_thread me;
+    ASSERT_OK(tether_thread_current(&me));
+    ASSERT_OK(tether_thread_raise(me, 77, NULL, NULL)); /* at itself */
+    ASSERT_OK(tether_thread_release(me));
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+    int64_t code = 0;
+    ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    ASSERT_EQ(code, 77);
+    return TETHER_OK;
+}
+
+TEST(exception_at_the_joiner_during_the_reap)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_ENSURES));
+    ASSERT_EQ(t_join(t_start(g_interp, joins_then_checkpoints, NULL)),
+              TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
+/* A daemon thread told to stop by finalize is joined across it: from a
+   raw pthread while finalize runs, and from the finalizing thread after. */
+static tether_event g_daemon_ready;
+
+static int daemon_spinner(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_event_set(g_daemon_ready));
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    return rc;
+}
+
+static void *joins_daemon(void *arg)
+{
+    (void)arg;
+    atomic_store(&g_raw_rc, tether_thread_join(g_target, -1));
+    return NULL;
+}
+
+TEST(daemon_joined_across_finalize)
+{
+    setup();
+    ASSERT_OK(tether_event_new(&g_daemon_ready));
+    g_target = t_start_daemon(g_interp, daemon_spinner, NULL);
+    ASSERT_OK(tether_event_wait(g_daemon_ready, -1));
+    atomic_store(&g_raw_rc, 1000);
+    pthread_t raw = t_pthread(joins_daemon, NULL);
+    ASSERT_OK(tether_event_free(g_daemon_ready));
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    int result = 0;
+    ASSERT_OK(tether_thread_result(g_target, &result));
+    ASSERT_STATUS(result, TETHER_EFINALIZING);
+    t_pthread_join(raw);
+    ASSERT_STATUS(atomic_load(&g_raw_rc), TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    ASSERT_EQ(pthread_key_delete(g_key), 0);
+    t_sem_destroy(&g_in_dtor);
+    t_sem_destroy(&g_go);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
             TEST_ENTRY_T(joins_with_timeouts_during_key_dtor, 30),
             TEST_ENTRY_T(timed_join_during_key_dtor, 30),
             TEST_ENTRY_T(timed_join_outlasting_the_spin, 30),
-            TEST_ENTRY_T(finalize_during_key_dtor, 30))
+            TEST_ENTRY_T(finalize_during_key_dtor, 30),
+            TEST_ENTRY_T(joiner_in_nested_ensures, 30),
+            TEST_ENTRY_T(exception_at_the_joiner_during_the_reap, 30),
+            TEST_ENTRY_T(daemon_joined_across_finalize, 30))
