@@ -426,6 +426,49 @@ TEST(daemon_joined_across_finalize)
     t_sem_destroy(&g_go);
 }
 
+/* Joins of a thread told to stop race the destroy of its interpreter,
+   which joins it too: every join returns OK, the destroy OK. */
+static t_sem g_spinning;
+
+static int spins_until_told(void *arg)
+{
+    (void)arg;
+    t_sem_post(&g_spinning);
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    ASSERT_STATUS(rc, TETHER_EASYNC);
+    ASSERT_OK(tether_async_fetch(NULL, NULL, NULL));
+    return TETHER_EXIT; /* silent */
+}
+
+TEST(joins_racing_interp_destroy)
+{
+    setup();
+    t_sem_init(&g_spinning);
+    for (int round = 0; round < runner_rounds(20); round++) {
+        tether_interp sub = 0;
+        ASSERT_OK(tether_interp_create(g_rt, &sub));
+        g_target = t_start(sub, spins_until_told, NULL);
+        TETHER_BEGIN_ALLOW_THREADS
+        t_sem_wait(&g_spinning);
+        TETHER_END_ALLOW_THREADS
+        ASSERT_OK(tether_thread_raise(g_target, 3, NULL, NULL));
+        atomic_store(&g_raw_rc, 1000);
+        pthread_t raw = t_pthread(joins_daemon, NULL); /* joins g_target */
+        ASSERT_OK(tether_interp_destroy(sub, SECONDS(30)));
+        ASSERT_OK(tether_thread_join(g_target, round % 2 ? 0 : -1));
+        t_join_foreign(&raw, 1);
+        ASSERT_STATUS(atomic_load(&g_raw_rc), TETHER_OK);
+        int result = 0;
+        ASSERT_OK(tether_thread_result(g_target, &result));
+        ASSERT_STATUS(result, TETHER_EXIT);
+        ASSERT_OK(tether_thread_release(g_target));
+    }
+    t_sem_destroy(&g_spinning);
+    teardown();
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
@@ -435,4 +478,5 @@ RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(finalize_during_key_dtor, 30),
             TEST_ENTRY_T(joiner_in_nested_ensures, 30),
             TEST_ENTRY_T(exception_at_the_joiner_during_the_reap, 30),
-            TEST_ENTRY_T(daemon_joined_across_finalize, 30))
+            TEST_ENTRY_T(daemon_joined_across_finalize, 30),
+            TEST_ENTRY_T(joins_racing_interp_destroy, 60))
