@@ -235,7 +235,8 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
 
 /* One join: the waitspec's object (every callback gets it), so that the
    reap run as the wait's finishing step knows the join's deadline and can
-   report that it passed. */
+   report that it passed.  Synchronization: the joining thread's own (on
+   its stack); `t` is shared as its own fields say. */
 struct join {
     struct thread *t;
     int64_t deadline; /* absolute monotonic; -1 = none */
@@ -270,10 +271,10 @@ static int64_t join_spin(void *p)
 }
 
 /* Waits for the OS thread to end and reaps it, until `deadline`.  Its
-   sentinel is released, so it is past its last tether code, in the C
-   library's thread exit, which usually takes less than a park and a
-   wake-up: spin first.  But its key destructors run there too, and may
-   take any time.  Returns 0, or ETIMEDOUT (not reaped). */
+   sentinel is released, so it is in the C library's thread exit, which
+   usually takes less than a park and a wake-up: spin first.  But its key
+   destructors run there too, may run tether code and may take any time.
+   Returns 0, or ETIMEDOUT (not reaped). */
 static int reap_os_thread(pthread_t pt, int64_t deadline)
 {
     int64_t end = plat_now_ns() + REAP_SPIN_NS;
