@@ -319,13 +319,23 @@ static int reap_once(struct thread *t, int64_t deadline)
     return rc;
 }
 
+/* The reap's deadline: the join's, but at least JOIN_REAP_GRACE_NS from
+   now, the usual end of a finished thread's OS thread being that short. */
+static int64_t reap_deadline(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t grace = plat_now_ns() + JOIN_REAP_GRACE_NS;
+    return deadline > grace ? deadline : grace;
+}
+
 /* The wait's finishing step: a joiner that waited reaps before it re-takes
    its GIL. */
 static void finish_join(void *p)
 {
     struct join *j = p;
     j->reaped = 1;
-    j->reap_rc = reap_once(j->t, j->deadline);
+    j->reap_rc = reap_once(j->t, reap_deadline(j->deadline));
 }
 
 /* The reap after a join that found the sentinel already released, with
@@ -342,7 +352,7 @@ static int reap_released(struct thread *t, int64_t deadline)
     struct tstate *ts = ts_current();
     if (ts)
         ts_detach(ts);
-    int rc = reap_once(t, deadline);
+    int rc = reap_once(t, reap_deadline(deadline));
     if (ts && ts_attach(ts, 1) != TETHER_OK)
         return TETHER_EFINALIZING;
     return rc;
