@@ -469,6 +469,63 @@ TEST(joins_racing_interp_destroy)
     teardown();
 }
 
+/* The last reference to the handle is released while a joiner spins or
+   waits on the thread (told to stop, going on until let go): the join
+   still reaps it and returns OK, and the handle is closed afterwards
+   (a new handle never takes its generation). */
+static t_sem g_took_it, g_let_go;
+
+static int takes_and_waits(void *arg)
+{
+    (void)arg;
+    t_sem_post(&g_spinning);
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    ASSERT_STATUS(rc, TETHER_EASYNC); /* left delivered, unfetched */
+    t_sem_post(&g_took_it);
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_let_go);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_async_fetch(NULL, NULL, NULL));
+    return TETHER_EXIT;
+}
+
+TEST(handle_released_while_joining)
+{
+    setup();
+    t_sem_init(&g_spinning);
+    t_sem_init(&g_took_it);
+    t_sem_init(&g_let_go);
+    g_target = t_start(g_interp, takes_and_waits, NULL);
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_spinning);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_thread_raise(g_target, 4, NULL, NULL));
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_took_it);
+    TETHER_END_ALLOW_THREADS
+    atomic_store(&g_raw_rc, 1000);
+    pthread_t raw = t_pthread(joins_daemon, NULL); /* joins g_target */
+    ASSERT_OK(tether_sleep(MS(20))); /* let it join (not needed to pass) */
+    tether_thread stale = g_target;
+    ASSERT_OK(tether_thread_release(g_target)); /* the last user reference */
+    t_sem_post(&g_let_go);
+    t_join_foreign(&raw, 1);
+    /* EBADHANDLE only if the joiner came after the handle closed. */
+    int rc = atomic_load(&g_raw_rc);
+    ASSERT(rc == TETHER_OK || rc == TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_thread_is_alive(stale), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_thread_join(stale, 0), TETHER_EBADHANDLE);
+    tether_thread fresh = t_start(g_interp, t_return_arg, NULL);
+    ASSERT_NE(fresh, stale);
+    ASSERT_EQ(t_join(fresh), TETHER_OK);
+    t_sem_destroy(&g_spinning);
+    t_sem_destroy(&g_took_it);
+    t_sem_destroy(&g_let_go);
+    teardown();
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
@@ -479,4 +536,5 @@ RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(joiner_in_nested_ensures, 30),
             TEST_ENTRY_T(exception_at_the_joiner_during_the_reap, 30),
             TEST_ENTRY_T(daemon_joined_across_finalize, 30),
-            TEST_ENTRY_T(joins_racing_interp_destroy, 60))
+            TEST_ENTRY_T(joins_racing_interp_destroy, 60),
+            TEST_ENTRY_T(handle_released_while_joining, 30))
