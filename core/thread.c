@@ -54,12 +54,12 @@ static void *bootstrap(void *p)
     struct boot b = *(struct boot *)p; /* the parent's copy dies at the handshake */
     struct thread *t = b.t;
     struct tstate *ts = b.ts;
+    t_started_as = t->handle;
     struct osthread *os = osthread_get(); /* thread-local storage: cannot fail */
     TETHER_DELAY_POINT("thread.boot.before_bind");
     ts_bind(ts, os);
     os->boot = ts; /* this function alone frees it (osthread_boot_exit) */
     os->boot_thread = t;
-    t_started_as = t->handle;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
