@@ -259,7 +259,8 @@ struct runtime {
 /* How far the OS thread of a joinable thread was reaped (pthread_join). */
 enum thread_reap {
     REAP_NOT_YET,     /* a join reaps it; the handle's end detaches it */
-    REAP_IN_PROGRESS, /* one joiner is in pthread_join; others wait */
+    REAP_IN_PROGRESS, /* one joiner reaps; others wait (it gives the
+                         claim back, REAP_NOT_YET, if its deadline passes) */
     REAP_DONE         /* joined (or it exists only in the fork parent) */
 };
 

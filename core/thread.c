@@ -54,12 +54,12 @@ static void *bootstrap(void *p)
     struct boot b = *(struct boot *)p; /* the parent's copy dies at the handshake */
     struct thread *t = b.t;
     struct tstate *ts = b.ts;
+    t_started_as = t->handle;
     struct osthread *os = osthread_get(); /* thread-local storage: cannot fail */
     TETHER_DELAY_POINT("thread.boot.before_bind");
     ts_bind(ts, os);
     os->boot = ts; /* this function alone frees it (osthread_boot_exit) */
     os->boot_thread = t;
-    t_started_as = t->handle;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
@@ -235,7 +235,8 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
 
 /* One join: the waitspec's object (every callback gets it), so that the
    reap run as the wait's finishing step knows the join's deadline and can
-   report that it passed. */
+   report that it passed.  Synchronization: the joining thread's own (on
+   its stack); `t` is shared as its own fields say. */
 struct join {
     struct thread *t;
     int64_t deadline; /* absolute monotonic; -1 = none */
@@ -270,10 +271,10 @@ static int64_t join_spin(void *p)
 }
 
 /* Waits for the OS thread to end and reaps it, until `deadline`.  Its
-   sentinel is released, so it is past its last tether code, in the C
-   library's thread exit, which usually takes less than a park and a
-   wake-up: spin first.  But its key destructors run there too, and may
-   take any time.  Returns 0, or ETIMEDOUT (not reaped). */
+   sentinel is released, so it is in the C library's thread exit, which
+   usually takes less than a park and a wake-up: spin first.  But its key
+   destructors run there too, may run tether code and may take any time.
+   Returns 0, or ETIMEDOUT (not reaped). */
 static int reap_os_thread(pthread_t pt, int64_t deadline)
 {
     int64_t end = plat_now_ns() + REAP_SPIN_NS;
@@ -318,13 +319,23 @@ static int reap_once(struct thread *t, int64_t deadline)
     return rc;
 }
 
+/* The reap's deadline: the join's, but at least JOIN_REAP_GRACE_NS from
+   now, the usual end of a finished thread's OS thread being that short. */
+static int64_t reap_deadline(int64_t deadline)
+{
+    if (deadline < 0)
+        return -1;
+    int64_t grace = plat_now_ns() + JOIN_REAP_GRACE_NS;
+    return deadline > grace ? deadline : grace;
+}
+
 /* The wait's finishing step: a joiner that waited reaps before it re-takes
    its GIL. */
 static void finish_join(void *p)
 {
     struct join *j = p;
     j->reaped = 1;
-    j->reap_rc = reap_once(j->t, j->deadline);
+    j->reap_rc = reap_once(j->t, reap_deadline(j->deadline));
 }
 
 /* The reap after a join that found the sentinel already released, with
@@ -341,7 +352,7 @@ static int reap_released(struct thread *t, int64_t deadline)
     struct tstate *ts = ts_current();
     if (ts)
         ts_detach(ts);
-    int rc = reap_once(t, deadline);
+    int rc = reap_once(t, reap_deadline(deadline));
     if (ts && ts_attach(ts, 1) != TETHER_OK)
         return TETHER_EFINALIZING;
     return rc;

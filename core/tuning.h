@@ -31,6 +31,13 @@
 #define JOIN_SPIN_NS 50000
 #define REAP_SPIN_NS 50000
 
+/* The least time a join gives the reap of a finished thread, whatever its
+   own timeout (thread.c): a thread past its sentinel is usually gone within
+   microseconds, and `join(t, 0)` of a thread that is_alive calls finished
+   should not fail on that; only key destructors that run longer make a
+   timed join give up on the reap. */
+#define JOIN_REAP_GRACE_NS 10000000
+
 /* A thread name is refused at this many bytes or more (with its NUL, the
    most a name may take). */
 #define THREAD_NAME_MAX 128

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "runner.h"
 #include "support.h"
@@ -249,8 +250,291 @@ TEST(timed_join_during_key_dtor)
     teardown();
 }
 
+/* A timed join whose reap outlasts the spin and ends before the deadline
+   (a key destructor that goes on a little later, from another thread):
+   TETHER_OK, and the destructor's end came first. */
+static void *posts_go_later(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 20 * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    t_sem_post(&g_go);
+    return NULL;
+}
+
+TEST(timed_join_outlasting_the_spin)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_SLOW));
+    wait_in_dtor();
+    pthread_t raw = t_pthread(posts_go_later, NULL);
+    ASSERT_OK(tether_thread_join(g_target, SECONDS(60)));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    t_join_foreign(&raw, 1);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
+/* Finalize joins its non-daemon threads within its deadline, the reap
+   included: a thread it was waiting for ends while finalize waits, and its
+   key destructor blocks until finalize has returned (before, finalize
+   waited for the reap forever). */
+static t_sem g_fn_go;
+
+static int waits_then_sets_key(void *arg)
+{
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_fn_go);
+    TETHER_END_ALLOW_THREADS
+    return sets_key(arg);
+}
+
+static void *posts_fn_go_later(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 50 * 1000000}; /* finalize is joining by then */
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    t_sem_post(&g_fn_go);
+    return NULL;
+}
+
+TEST(finalize_during_key_dtor)
+{
+    setup();
+    t_sem_init(&g_fn_go);
+    g_target = t_start(g_interp, waits_then_sets_key, RESULT(DTOR_SLOW));
+    pthread_t raw = t_pthread(posts_fn_go_later, NULL);
+    int rc = tether_runtime_finalize(g_rt, MS(300));
+    ASSERT(rc == TETHER_OK || rc == TETHER_ETIMEDOUT);
+    ASSERT_EQ(atomic_load(&g_dtor_done), 0);
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    ASSERT_OK(tether_thread_release(g_target));
+    t_pthread_join(raw);
+    ASSERT_EQ(pthread_key_delete(g_key), 0);
+    t_sem_destroy(&g_in_dtor);
+    t_sem_destroy(&g_go);
+    t_sem_destroy(&g_fn_go);
+}
+
+/* A joiner inside nested ensures (a foreign thread) joins a thread whose
+   key destructor takes the GIL: the join lets the GIL go whatever the
+   nesting, and the joiner holds it again, at the same depth, after. */
+static void *joins_in_nested_ensures(void *arg)
+{
+    (void)arg;
+    tether_gilstate st[3];
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(tether_ensure(g_interp, &st[i]));
+    wait_in_dtor();
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    for (int i = 2; i >= 0; i--)
+        ASSERT_OK(tether_release(st[i]));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(joiner_in_nested_ensures)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_ENSURES));
+    t_run_foreign(joins_in_nested_ensures, NULL);
+    ASSERT_STATUS(atomic_load(&g_dtor_rc), TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
+/* An asynchronous exception raised at a joiner while it reaps does not
+   interrupt the reap: the join returns OK and the next checkpoint
+   delivers the exception. */
+static int joins_then_checkpoints(void *arg)
+{
+    (void)arg;
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_in_dtor);
+    TETHER_END_ALLOW_THREADS
+    tether_thread me;
+    ASSERT_OK(tether_thread_current(&me));
+    ASSERT_OK(tether_thread_raise(me, 77, NULL, NULL)); /* at itself */
+    ASSERT_OK(tether_thread_release(me));
+    t_sem_post(&g_go);
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    ASSERT_EQ(atomic_load(&g_dtor_done), 1);
+    ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+    int64_t code = 0;
+    ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    ASSERT_EQ(code, 77);
+    return TETHER_OK;
+}
+
+TEST(exception_at_the_joiner_during_the_reap)
+{
+    setup();
+    g_target = t_start(g_interp, sets_key, RESULT(DTOR_ENSURES));
+    ASSERT_EQ(t_join(t_start(g_interp, joins_then_checkpoints, NULL)),
+              TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    teardown();
+}
+
+/* A daemon thread told to stop by finalize is joined across it: from a
+   raw pthread while finalize runs, and from the finalizing thread after. */
+static tether_event g_daemon_ready;
+
+static int daemon_spinner(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_event_set(g_daemon_ready));
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    return rc;
+}
+
+static void *joins_daemon(void *arg)
+{
+    (void)arg;
+    atomic_store(&g_raw_rc, tether_thread_join(g_target, -1));
+    return NULL;
+}
+
+TEST(daemon_joined_across_finalize)
+{
+    setup();
+    ASSERT_OK(tether_event_new(&g_daemon_ready));
+    g_target = t_start_daemon(g_interp, daemon_spinner, NULL);
+    ASSERT_OK(tether_event_wait(g_daemon_ready, -1));
+    atomic_store(&g_raw_rc, 1000);
+    pthread_t raw = t_pthread(joins_daemon, NULL);
+    ASSERT_OK(tether_event_free(g_daemon_ready));
+    ASSERT_OK(tether_runtime_finalize(g_rt, SECONDS(30)));
+    ASSERT_OK(tether_thread_join(g_target, -1));
+    int result = 0;
+    ASSERT_OK(tether_thread_result(g_target, &result));
+    ASSERT_STATUS(result, TETHER_EFINALIZING);
+    t_pthread_join(raw);
+    ASSERT_STATUS(atomic_load(&g_raw_rc), TETHER_OK);
+    ASSERT_OK(tether_thread_release(g_target));
+    ASSERT_EQ(pthread_key_delete(g_key), 0);
+    t_sem_destroy(&g_in_dtor);
+    t_sem_destroy(&g_go);
+}
+
+/* Joins of a thread told to stop race the destroy of its interpreter,
+   which joins it too: every join returns OK, the destroy OK. */
+static t_sem g_spinning;
+
+static int spins_until_told(void *arg)
+{
+    (void)arg;
+    t_sem_post(&g_spinning);
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    ASSERT_STATUS(rc, TETHER_EASYNC);
+    ASSERT_OK(tether_async_fetch(NULL, NULL, NULL));
+    return TETHER_EXIT; /* silent */
+}
+
+TEST(joins_racing_interp_destroy)
+{
+    setup();
+    t_sem_init(&g_spinning);
+    for (int round = 0; round < runner_rounds(20); round++) {
+        tether_interp sub = 0;
+        ASSERT_OK(tether_interp_create(g_rt, &sub));
+        g_target = t_start(sub, spins_until_told, NULL);
+        TETHER_BEGIN_ALLOW_THREADS
+        t_sem_wait(&g_spinning);
+        TETHER_END_ALLOW_THREADS
+        ASSERT_OK(tether_thread_raise(g_target, 3, NULL, NULL));
+        atomic_store(&g_raw_rc, 1000);
+        pthread_t raw = t_pthread(joins_daemon, NULL); /* joins g_target */
+        ASSERT_OK(tether_interp_destroy(sub, SECONDS(30)));
+        ASSERT_OK(tether_thread_join(g_target, round % 2 ? 0 : -1));
+        t_join_foreign(&raw, 1);
+        ASSERT_STATUS(atomic_load(&g_raw_rc), TETHER_OK);
+        int result = 0;
+        ASSERT_OK(tether_thread_result(g_target, &result));
+        ASSERT_STATUS(result, TETHER_EXIT);
+        ASSERT_OK(tether_thread_release(g_target));
+    }
+    t_sem_destroy(&g_spinning);
+    teardown();
+}
+
+/* The last reference to the handle is released while a joiner spins or
+   waits on the thread (told to stop, going on until let go): the join
+   still reaps it and returns OK, and the handle is closed afterwards
+   (a new handle never takes its generation). */
+static t_sem g_took_it, g_let_go;
+
+static int takes_and_waits(void *arg)
+{
+    (void)arg;
+    t_sem_post(&g_spinning);
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        ;
+    ASSERT_STATUS(rc, TETHER_EASYNC); /* left delivered, unfetched */
+    t_sem_post(&g_took_it);
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_let_go);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_async_fetch(NULL, NULL, NULL));
+    return TETHER_EXIT;
+}
+
+TEST(handle_released_while_joining)
+{
+    setup();
+    t_sem_init(&g_spinning);
+    t_sem_init(&g_took_it);
+    t_sem_init(&g_let_go);
+    g_target = t_start(g_interp, takes_and_waits, NULL);
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_spinning);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_thread_raise(g_target, 4, NULL, NULL));
+    TETHER_BEGIN_ALLOW_THREADS
+    t_sem_wait(&g_took_it);
+    TETHER_END_ALLOW_THREADS
+    atomic_store(&g_raw_rc, 1000);
+    pthread_t raw = t_pthread(joins_daemon, NULL); /* joins g_target */
+    ASSERT_OK(tether_sleep(MS(20))); /* let it join (not needed to pass) */
+    tether_thread stale = g_target;
+    ASSERT_OK(tether_thread_release(g_target)); /* the last user reference */
+    t_sem_post(&g_let_go);
+    t_join_foreign(&raw, 1);
+    /* EBADHANDLE only if the joiner came after the handle closed. */
+    int rc = atomic_load(&g_raw_rc);
+    ASSERT(rc == TETHER_OK || rc == TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_thread_is_alive(stale), TETHER_EBADHANDLE);
+    ASSERT_STATUS(tether_thread_join(stale, 0), TETHER_EBADHANDLE);
+    tether_thread fresh = t_start(g_interp, t_return_arg, NULL);
+    ASSERT_NE(fresh, stale);
+    ASSERT_EQ(t_join(fresh), TETHER_OK);
+    t_sem_destroy(&g_spinning);
+    t_sem_destroy(&g_took_it);
+    t_sem_destroy(&g_let_go);
+    teardown();
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(join_of_ended_thread_whose_key_dtor_ensures, 30),
             TEST_ENTRY_T(second_joiner_waits_for_reap_without_gil, 30),
             TEST_ENTRY_T(join_self_from_key_dtor, 30),
             TEST_ENTRY_T(joins_with_timeouts_during_key_dtor, 30),
-            TEST_ENTRY_T(timed_join_during_key_dtor, 30))
+            TEST_ENTRY_T(timed_join_during_key_dtor, 30),
+            TEST_ENTRY_T(timed_join_outlasting_the_spin, 30),
+            TEST_ENTRY_T(finalize_during_key_dtor, 30),
+            TEST_ENTRY_T(joiner_in_nested_ensures, 30),
+            TEST_ENTRY_T(exception_at_the_joiner_during_the_reap, 30),
+            TEST_ENTRY_T(daemon_joined_across_finalize, 30),
+            TEST_ENTRY_T(joins_racing_interp_destroy, 60),
+            TEST_ENTRY_T(handle_released_while_joining, 30))
