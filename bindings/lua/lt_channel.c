@@ -87,19 +87,19 @@ static int channel_recv(lua_State *L)
     lt_chan *c = check_chan(L);
     int64_t ns = lt_opt_timeout(L, 2);
     lt_tstate *ts = lt_current_tstate();
+    /* Made before the wait, so that a message received is never without
+       an owner (a push after it could fail for memory and lose the
+       message with its channel references). */
+    lt_blob *b = lt_blob_push(L);
+    b->release = tether_channel_msg_free;
     void *data = NULL;
     size_t len = 0;
     lt_sigint_rearm();
     int rc = tether_channel_recv(c->ch, &data, &len, ns);
-    /* The message's blob (a finalized userdata) is made only now: one
-       made before the wait is finalized by a lua_close that began during
-       it (lua_close runs the finalizers of the objects newer than the
-       module's sentinel before the sentinel joins the threads), and the
-       message was then freed with free() (issue 20).  A thread that must
-       leave Lua keeps its hands off Lua memory (it frees a message it
-       got). */
+    /* A thread that must leave Lua keeps its hands off Lua memory (it
+       frees a message it got itself). */
     if (rc == TETHER_EFINALIZING || lt_must_leave(ts)) {
-        if (rc == TETHER_OK) { /* the message is this thread's to free */
+        if (rc == TETHER_OK) {
             lt_drop_channels(data, len);
             tether_channel_msg_free(data);
         }
@@ -110,8 +110,18 @@ static int channel_recv(lua_State *L)
         lua_pushliteral(L, "closed");
         return 2;
     }
-    lt_blob *b = lt_blob_push(L);
-    b->release = tether_channel_msg_free;
+    /* A lua_close that began during the wait finalized the blob (it runs
+       the finalizers of the objects newer than the module's sentinel
+       before the sentinel joins the threads): its release is free() now,
+       which freed the message with the wrong function (issue 20).  A
+       fresh one, made during the close, is never finalized: it is
+       cleared below (only its failing for memory there loses the
+       message). */
+    if (b->release != tether_channel_msg_free) {
+        lua_pop(L, 1);
+        b = lt_blob_push(L);
+        b->release = tether_channel_msg_free;
+    }
     b->data = data;
     b->len = len;
     b->message = 1; /* its channel references go with it */
