@@ -52,15 +52,25 @@ static int channel_send(lua_State *L)
        moment it is queued, which EFINALIZING does not tell (it may have
        been): so they are handed over before the send, and taken back only
        when the send says it was not queued.  After EFINALIZING this
-       thread holds no GIL and must not touch the blob (Lua memory, which
-       the closing thread may be freeing; issue 20). */
+       thread holds no GIL and must not touch Lua memory, which the
+       closing thread may be freeing (issue 20).
+       A lua_close that begins during the wait finalizes the blob (the
+       objects newer than the module's sentinel are finalized before the
+       sentinel joins the threads): that frees the encoded message (the
+       channel has its own copy), and a send that then fails leaves its
+       channel references unreleased (their array went with the blob).  A
+       blob made during the close is never finalized: it is cleared here
+       (a send in a finalizer leaked its message). */
+    unsigned char *sent = b->data;
     size_t nchans = b->nchans;
     b->nchans = 0;
     int rc = tether_channel_send(c->ch, b->data, b->len, ns);
-    if (rc == TETHER_EFINALIZING)
+    if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
         lt_leave(ts);
-    if (rc != TETHER_OK)
+    int finalized = sent && !b->data;
+    if (rc != TETHER_OK && !finalized)
         b->nchans = nchans;
+    lt_blob_clear(b);
     if (rc == TETHER_ECLOSED) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "closed");
@@ -77,19 +87,43 @@ static int channel_recv(lua_State *L)
     lt_chan *c = check_chan(L);
     int64_t ns = lt_opt_timeout(L, 2);
     lt_tstate *ts = lt_current_tstate();
+    /* Made before the wait, so that a message received is never without
+       an owner (a push after it could fail for memory and lose the
+       message with its channel references). */
     lt_blob *b = lt_blob_push(L);
     b->release = tether_channel_msg_free;
     void *data = NULL;
+    size_t len = 0;
     lt_sigint_rearm();
-    int rc = tether_channel_recv(c->ch, &data, &b->len, ns);
-    if (rc == TETHER_EFINALIZING) /* no GIL: the blob is not ours to touch */
+    int rc = tether_channel_recv(c->ch, &data, &len, ns);
+    /* A thread that must leave Lua keeps its hands off Lua memory (it
+       frees a message it got itself). */
+    if (rc == TETHER_EFINALIZING || lt_must_leave(ts)) {
+        if (rc == TETHER_OK) {
+            lt_drop_channels(data, len);
+            tether_channel_msg_free(data);
+        }
         lt_leave(ts);
+    }
     if (rc == TETHER_ECLOSED) {
         lua_pushnil(L);
         lua_pushliteral(L, "closed");
         return 2;
     }
+    /* A lua_close that began during the wait finalized the blob (it runs
+       the finalizers of the objects newer than the module's sentinel
+       before the sentinel joins the threads): its release is free() now,
+       which freed the message with the wrong function (issue 20).  A
+       fresh one, made during the close, is never finalized: it is
+       cleared below (only its failing for memory there loses the
+       message). */
+    if (b->release != tether_channel_msg_free) {
+        lua_pop(L, 1);
+        b = lt_blob_push(L);
+        b->release = tether_channel_msg_free;
+    }
     b->data = data;
+    b->len = len;
     b->message = 1; /* its channel references go with it */
     if (!lt_wait_ok(L, ts, rc, "recv")) {
         lua_pushnil(L);

@@ -588,7 +588,7 @@ static int channel_eq(lua_State *L)
 static int channel_tostring(lua_State *L)
 {
     lt_chan *c = luaL_checkudata(L, 1, LT_CHANNEL_MT);
-    lua_pushfstring(L, "tether.channel: 0x%p", (void *)(uintptr_t)c->ch);
+    lua_pushfstring(L, "tether.channel: %p", (void *)(uintptr_t)c->ch); /* %p: 0x... */
     return 1;
 }
 

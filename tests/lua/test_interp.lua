@@ -83,6 +83,8 @@ T.case("channels and tether.Cancelled travel", function()
   assert(c.ch:send("through the copy", L))
   assert(inner:recv(L) == "through the copy")
   assert(roundtrip(tether.Cancelled) == tether.Cancelled)
+  -- (printed "tether.channel: 0x0x...": %p has its own 0x)
+  assert(tostring(inner):find("^tether%.channel: 0x%x+$"), tostring(inner))
 end)
 
 T.case("what cannot be copied is an error naming where it is", function()

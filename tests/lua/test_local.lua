@@ -69,6 +69,42 @@ T.case("callbacks on native threads: each native thread its own", function()
   cb:free()
 end)
 
+T.case("native threads of a later run inherit nothing; the earlier ones' values go", function()
+  -- (a second ticker run's native threads may reuse the first run's
+  -- pthread ids and stacks: a key made of either would hand them the old
+  -- fields)
+  local TICKER = os.getenv("TETHER_TICKER")
+  if not TICKER then print("(no ticker plugin: skipped)") return end
+  local ticker = tether.load(TICKER)
+  local loc = tether["local"]()
+  local alive = setmetatable({}, {__mode = "k"})
+  for run = 1, 3 do
+    local inherited, firsts = 0, 0
+    local cb = tether.callback("void(ptr,i32,i32)", function()
+      if loc.run ~= run then
+        if loc.run ~= nil then inherited = inherited + 1 end
+        loc.run = run
+        local v = {}
+        alive[v] = run
+        loc.value = v
+        firsts = firsts + 1
+      end
+    end)
+    assert(ticker:call("ticker_start", "i32(ptr,ptr,i32,i32,i32)", cb:ptr(), nil, 4, 50, 0) == 0)
+    assert(ticker:call("ticker_wait", "i32(i64)", -1) == 0)
+    cb:free()
+    assert(inherited == 0, "run " .. run .. ": " .. inherited .. " native threads saw an earlier one's fields")
+    assert(firsts == 4, firsts)
+  end
+  -- the earlier runs' threads ended before the last run's stored: their
+  -- values were dropped (only the last run's may remain)
+  for _ = 1, 3 do collectgarbage() end
+  for _, run in pairs(alive) do
+    assert(run == 3, "a value of run " .. run .. " is still referenced")
+  end
+  assert(loc.run == nil)
+end)
+
 T.case("bad input", function()
   local loc = tether["local"]()
   T.raises("field name must not be nil", function() loc[nil] = 1 end)

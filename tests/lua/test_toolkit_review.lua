@@ -304,4 +304,31 @@ T.case("map's copy errors (interp = true) are map's, without a position", functi
   assert(err:find("^map: ") , err)
 end)
 
+T.case("a thread in ch:recv when the program ends gets its message (no crash)", function()
+  -- lua_close runs the finalizers of the objects newer than the module's
+  -- sentinel before the sentinel joins the threads: the message blob of a
+  -- thread waiting in ch:recv was finalized under it, and when the message
+  -- came (while the close joined that thread) it was freed with free()
+  -- instead of the channel's release (abort: invalid pointer).  Here the
+  -- message is sent only once the close has begun: a finalizer tells the
+  -- sender (a thread of another interpreter) to go.
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local I = tether.interp() -- renews the sentinel: older than what follows
+    local go, msg = tether.channel(), tether.channel()
+    I:thread({daemon = true}, function(go, msg)
+      go:recv()
+      msg:send("the message")
+    end, go, msg)
+    local ready = tether.queue()
+    local t = tether.thread(function() ready:put(true) print("got " .. tostring(msg:recv())) end)
+    -- (newer than t, whose finalizer would wait for it)
+    local closing = setmetatable({}, {__gc = function() go:send(true) end})
+    ready:get()
+    tether.sleep(0.05) -- lets t reach its wait (without it the case may pass vacuously)
+    print("end of script")
+  ]])
+  assert(status == 0 and out:find("got the message", 1, true), status .. ": " .. out)
+end)
+
 T.done()
