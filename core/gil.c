@@ -62,7 +62,10 @@
  * running at all, and the head sleeps).  It comes back under the mutex
  * early only for a real release: the GIL free and no acquisition since its
  * last look.  It never fights the holder for the GIL: the holder gives it
- * up at the head's turn.
+ * up at the head's turn.  While it watches it holds no pin (it does not
+ * look at the holder), so with no other waiter the holder's drops and
+ * re-takes take the fast path again; its queue node keeps its place, and
+ * it pins the word again under the mutex before it looks.
  *
  * Hand-over: the head's turn.  A head that has stood a whole switch
  * interval at the head of the queue without getting the GIL takes its
@@ -386,10 +389,19 @@ static inline void cpu_relax(void)
    since its last look, so that it does not fight a holder that re-takes
    at once (that one gives the GIL up at the head's turn, by hand-over).
    Meanwhile it counts as signalled: drops do not wake it, and it is not
-   asleep, so no wake-up is lost (it looks again before it sleeps). */
+   asleep, so no wake-up is lost (it looks again before it sleeps).  And
+   it takes its pin away: it does not look at the holder, and with no
+   other waiter the holder's drops and re-takes go back to the fast path
+   (two threads then run at the speed of one between turns).  Its node
+   stays in the queue, so it keeps its place; it pins the word again
+   under the mutex before it looks.  (Meanwhile gil_contended does not
+   count it, so a holder's tether_sleep(0) does not yield to it; once the
+   holder has kept the GIL for SPIN_HELD_NS the head pins the word again
+   and sleeps, and the next tether_sleep(0) yields.) */
 static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
 {
     w->signalled = 1;
+    atomic_fetch_sub(&g->word, W_PIN);
     rank_unlock(&g->mutex, RANK_GIL);
     TETHER_DELAY_POINT("gil.take.slow.spin");
     uint64_t acq = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
@@ -412,6 +424,7 @@ static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
         }
     }
     rank_lock(&g->mutex, RANK_GIL);
+    atomic_fetch_add(&g->word, W_PIN);
     w->signalled = 0;
 }
 

@@ -354,13 +354,16 @@ inline q_sleep(me, timed, timed_out)
 }
 
 /* q_spin(): the head, woken while the holder releases and re-takes,
-   watches the word outside the mutex, counted as signalled, and comes
-   back under the mutex (when, is a matter of time: any moment). */
+   watches the word outside the mutex, counted as signalled and without
+   its pin, and comes back under the mutex (when, is a matter of time: any
+   moment). */
 inline q_spin(me)
 {
     atomic { assert(mtx[M_GIL] == me && !signalled[me]); signalled[me] = 1; nsig++ };
+    word = word - PIN;
     mutex_unlock(M_GIL, me);
     mutex_lock(M_GIL, me);
+    word = word + PIN;
     atomic { signalled[me] = 0; nsig-- }
 }
 
