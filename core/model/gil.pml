@@ -106,6 +106,11 @@ byte nprio;
 byte asleep[NPROC + 1];
 bit signalled[NPROC + 1];
 byte nsig;
+/* gil->handoff (a thread id, 0 = NULL): the waiter that stood a whole
+   interval at the head, to which the next drop hands the GIL; granted[t]
+   is its struct gil_waiter's `granted`. */
+byte handoff;
+bit granted[NPROC + 1];
 
 /* ---- interpreter and thread states ------------------------------------ */
 
@@ -233,7 +238,8 @@ inline cond_broadcast(c, w)
  * gil.c
  * ====================================================================== */
 
-/* took(): the new holder's bookkeeping (holder, acquisitions). */
+/* took(): the new holder's bookkeeping (holder, acquisitions); `me` is
+   the new holder (hand_over calls it for the waiter it hands to). */
 inline took(me)
 {
     holder = me;
@@ -349,6 +355,31 @@ inline q_sleep(me, timed, timed_out)
     atomic { if :: signalled[me] -> signalled[me] = 0; nsig-- :: else -> skip fi }
 }
 
+/* q_spin(): the head, woken while the holder releases and re-takes,
+   watches the word outside the mutex, counted as signalled and without
+   its pin, and comes back under the mutex (when, is a matter of time: any
+   moment). */
+inline q_spin(me)
+{
+    atomic { assert(mtx[M_GIL] == me && !signalled[me]); signalled[me] = 1; nsig++ };
+    word = word - PIN;
+    mutex_unlock(M_GIL, me);
+    mutex_lock(M_GIL, me);
+    word = word + PIN;
+    atomic { signalled[me] = 0; nsig-- }
+}
+
+/* hand_over(): the dropper, mutex held, gives the GIL (still locked) to
+   the waiter `t` that asked for its turn. */
+inline hand_over(t)
+{
+    assert(mtx[M_GIL] != 0 && (word & LOCKED) && handoff == t);
+    handoff = 0;
+    granted[t] = 1;
+    took(t);
+    q_wake(t)
+}
+
 /* release_locked(): gil mutex held. */
 inline release_locked(me)
 {
@@ -376,11 +407,12 @@ inline take_slow(me, rc)
     ret = urg;
     urg = (urg && since_drop[me] == 1);
     do
-    :: finalizing -> rc = EFINALIZING; break
+    :: granted[me] -> granted[me] = 0; gr = 1; taken = 1; break
     :: else ->
         if
-        :: !(word & LOCKED) && !KEPT(me) -> word = word | LOCKED; taken = 1; break
-        :: else ->
+        :: finalizing -> rc = EFINALIZING; break
+        :: !finalizing && !(word & LOCKED) && !KEPT(me) -> word = word | LOCKED; taken = 1; break
+        :: !finalizing && ((word & LOCKED) || KEPT(me)) ->
             if
             :: urg && !requested -> request_drop(me); requested = found
             :: else -> skip
@@ -390,30 +422,56 @@ inline take_slow(me, rc)
             :: else -> skip
             fi;
             hd = (qid[0] == me);
-            since_seen[me] = 0;
-            q_sleep(me, hd, timed_out);
-            hd = 0;
+            /* head_since (hs): a whole interval at the head has surely
+               passed after a timed sleep that timed out (`due`: its
+               deadline was head_since + interval); after a wake-up or a
+               spin it is a matter of time, so either branch may run */
             if
-            :: timed_out && qid[0] == me && since_seen[me] == 0 -> request_drop(me)
-            :: else -> skip
-            fi
+            :: !hd -> hs = 0
+            :: hd && !hs -> hs = 1; since_seen[me] = 0
+            :: hd && hs && !due -> skip
+            :: hd && hs ->
+                if
+                :: handoff == 0 -> handoff = me
+                :: else -> skip
+                fi;
+                if
+                :: since_seen[me] == 0 -> request_drop(me)
+                :: else -> skip
+                fi;
+                since_seen[me] = 0
+            fi;
+            due = 0;
+            if
+            :: hot && hd && handoff != me -> q_spin(me); hot = 0
+            :: true -> q_sleep(me, hd, timed_out); hot = !timed_out; due = timed_out
+            fi;
+            hd = 0
         fi
     od;
     if
     :: queued -> q_leave(me); queued = 0
     :: else -> skip
     fi;
+    if
+    :: handoff == me -> handoff = 0
+    :: else -> skip
+    fi;
     word = word - PIN;
     if
     :: taken ->
-        took(me);
+        if
+        :: !gr -> took(me)
+        :: else -> skip
+        fi;
         if
         :: switch_waiters > 0 -> cond_broadcast(switch_cond, W_SWITCH)
         :: else -> skip
         fi
     :: else -> skip
     fi;
-    mutex_unlock(M_GIL, me)
+    mutex_unlock(M_GIL, me);
+    hs = 0; hot = 0; gr = 0; due = 0
 }
 
 /* gil_take: the fast CAS, else the slow path; then the finalizing check
@@ -434,18 +492,21 @@ inline gil_take(me, urgent, rc)
     fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0; ret = 0; yld = 0
 }
 
-/* drop_locked(): releases the GIL with the mutex held; forced switching
-   if a drop was requested of this thread (or `always`): wait until another
-   thread took the GIL, as long as one still waits for it. */
+/* drop_locked(): releases the GIL with the mutex held, or hands it to the
+   waiter whose turn it is; with `always` (gil_yield: forced switching)
+   waits until another thread took the GIL, as long as one still waits. */
 inline drop_locked(me, always)
 {
-    atomic { requested = ((breaker[me] & BRK_DROP) != 0); breaker[me] = breaker[me] & ~BRK_DROP };
+    atomic { breaker[me] = breaker[me] & ~BRK_DROP };
     since_drop[me] = 0;
     holder = 0;
     word = word + PIN;
-    release_locked(me);
     if
-    :: requested || always ->
+    :: handoff != 0 -> ho = handoff; hand_over(ho); ho = 0
+    :: else -> release_locked(me)
+    fi;
+    if
+    :: always ->
         switch_waiters++;
         do
         :: since_drop[me] == 0 && (word >> 1) > 1 && !finalizing ->
@@ -734,7 +795,7 @@ inline mark_finalizing(me)
     gil_wake_all(me)
 }
 
-#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd
+#define LOCALS byte tk, i, rc, b, ho; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd, hs, hot, gr, due
 
 /* ======================================================================
  * The threads of each configuration
