@@ -428,20 +428,32 @@ static unsigned long py_ident(PyObject *thread)
     return id;
 }
 
-/* Raises Stop in `thread` and joins it; returns the ns that took. */
-static uint64_t py_raise_and_join(PyObject *thread)
+/* Raises Stop in `thread` and joins it; the ns that took in *ns.  Returns
+   0 if the thread had already ended (no exception raised; joined all the
+   same), 1 otherwise. */
+static int py_try_raise_and_join(PyObject *thread, uint64_t *ns)
 {
     PyObject *stop = PyDict_GetItemString(helpers, "Stop");
     unsigned long id = py_ident(thread);
     uint64_t t0 = bench_now();
-    if (PyThreadState_SetAsyncExc(id, stop) != 1)
+    int raised = PyThreadState_SetAsyncExc(id, stop);
+    if (raised > 1)
         py_fail("PyThreadState_SetAsyncExc");
     PyObject *r = PyObject_CallMethod(thread, "join", NULL);
     uint64_t t1 = bench_now();
     if (!r)
         py_fail("Thread.join");
     Py_DECREF(r);
-    return t1 - t0;
+    *ns = t1 - t0;
+    return raised;
+}
+
+static uint64_t py_raise_and_join(PyObject *thread)
+{
+    uint64_t ns;
+    if (!py_try_raise_and_join(thread, &ns))
+        py_fail("PyThreadState_SetAsyncExc (the thread had ended)");
+    return ns;
 }
 
 void py_async_spinner(bench_ctx *ctx, const void *arg, double out[])
@@ -462,7 +474,9 @@ void py_async_blocked(bench_ctx *ctx, const void *arg, double out[])
     (void)arg;
     double lat[16];
     int k = (int)bench_count(ctx, 5, 1);
-    for (int i = 0; i < k; i++) {
+    /* On a loaded machine the thread's wait may end (at its timeout) and
+       the thread with it before the raise: that trial is taken again. */
+    for (int i = 0, retries = 0; i < k; i++) {
         PyObject *pair = py_call("start_blocked", "(d)",
                                  PY_BLOCKED_WAIT_MS / 1000.0);
         PyObject *t = PyTuple_GetItem(pair, 0);
@@ -470,8 +484,15 @@ void py_async_blocked(bench_ctx *ctx, const void *arg, double out[])
         Py_BEGIN_ALLOW_THREADS
         bench_sleep_ns(1000000); /* let it block in the wait */
         Py_END_ALLOW_THREADS
-        uint64_t t0 = bench_now();
-        py_raise_and_join(t);
+        uint64_t t0 = bench_now(), ns;
+        if (!py_try_raise_and_join(t, &ns)) {
+            Py_DECREF(pair);
+            if (++retries > 10)
+                py_fail("PyThreadState_SetAsyncExc: the blocked thread "
+                        "ended before every raise");
+            i--;
+            continue;
+        }
         PyObject *w = PyList_GetItem(woke, 0);
         if (!w)
             py_fail("the blocked thread's wake-up time");
