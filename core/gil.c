@@ -47,16 +47,23 @@
  * its time in the scheduler.)  Waiters get the GIL in queue order, except
  * that a thread in the slow path may take a free GIL (barging, below).
  *
- * Watching before sleeping.  A head woken by a drop that finds the GIL
+ * Watching before sleeping.  A head woken by a drop that freed the GIL
+ * (release_locked marks the wake-up `freed`) and that finds the GIL
  * taken again is next to a holder that releases and re-takes it in a loop.
+ * (Only such a wake-up: a head woken because the head before it left the
+ * queue with the GIL has no reason to think the holder loops, and while
+ * it watched, the holder's next drop would not wake it, so that a thread
+ * back from a forced switch would take the GIL from under it: see
+ * "Barging".)
  * Going back to sleep would make the holder's next drop wake it again (a
  * futex system call on the holder's side for each of its drops, and a
  * wake-up that loses the same race): on two cores, two such threads spent
  * their time there (perf: 0.65 of a CPU in system time, 50 000 context
  * switches a second).  So on a multi-core machine the woken head watches
  * the word from outside the mutex instead (q_spin), reading only, every
- * few hundred cycles, counted as signalled so that drops do not wake it:
- * until its turn (below), for at most 2 ms, and only while the holder
+ * few hundred cycles, in a state of its own (`watching`: drops do not wake
+ * it, and it is not counted as woken, see "Barging"): until its turn
+ * (below), for at most 2 ms, and only while the holder
  * keeps releasing and re-taking (the acquisition counter moves at least
  * every 50 us; a holder that keeps the GIL is running guest code or is not
  * running at all, and the head sleeps).  It comes back under the mutex
@@ -130,7 +137,11 @@
  * the mutex).  That keeps a thread that releases and re-takes the GIL in a
  * loop fast; fairness comes from the head's turn (hand-over), drop
  * requests and forced switching.  Two exceptions (kept_for_head), both
- * only while the head of the queue has been woken and is on its way: a
+ * only while the head of the queue has been woken and is on its way
+ * (`signalled`; not while it watches the word, which it does only next to
+ * a holder that releases and re-takes, until its turn: a looker then
+ * barges as past a sleeping head, and the 2-thread loop keeps its fast
+ * path; the turn bounds the head's wait either way): a
  * thread that is not a returner does not take the GIL from under a
  * returner at the head; and a thread coming back from a forced switch
  * that answered a drop request does not take it from under any head.  (A
@@ -268,6 +279,9 @@ struct gil_waiter {
     struct tstate *ts; /* the waiting thread's state */
     int prio;      /* in the returners' part of the queue */
     int signalled; /* woken, and not yet back under the mutex to look */
+    int watching;  /* the head watches the word outside the mutex (q_spin):
+                      awake, not woken, holds no pin */
+    int freed;     /* a drop that freed the GIL woke it (release_locked) */
     int granted;   /* the GIL was handed to it (hand_over) */
 };
 
@@ -276,10 +290,12 @@ static int64_t interval_ns(struct gil *g)
     return (int64_t)atomic_load(&g->interval_us) * 1000;
 }
 
-/* Wakes `w` unless a wake-up is already on its way to it. */
+/* Wakes `w` unless a wake-up is already on its way to it, or it is
+   awake anyway: watching the word (q_spin), it looks under the mutex
+   before it sleeps again. */
 static void q_wake(struct gil_waiter *w)
 {
-    if (w && !w->signalled) {
+    if (w && !w->signalled && !w->watching) {
         w->signalled = 1;
         pthread_cond_signal(&w->cond);
     }
@@ -310,6 +326,8 @@ static void q_push(struct gil *g, struct gil_waiter *w, int prio)
 {
     w->prio = prio;
     w->signalled = 0;
+    w->watching = 0;
+    w->freed = 0;
     if (!prio) {
         q_link_after(g, g->tail, w);
         return;
@@ -374,15 +392,6 @@ static int ncpus(void)
     return v;
 }
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* How long the head watches a GIL that its holder keeps for itself
    before it goes to sleep, the most it watches after one wake-up, and how
    many pause instructions lie between two looks (q_spin). */
@@ -403,8 +412,13 @@ static inline void cpu_relax(void)
    mutex early only for a real release: the GIL free and no acquisition
    since its last look, so that it does not fight a holder that re-takes
    at once (that one gives the GIL up at the head's turn, by hand-over).
-   Meanwhile it counts as signalled: drops do not wake it, and it is not
-   asleep, so no wake-up is lost (it looks again before it sleeps).  And
+   Meanwhile it is `watching`, a state of its own: drops do not wake it
+   (q_wake), and it is not asleep, so no wake-up is lost (it looks again
+   under the mutex before it sleeps).  It is not `signalled`: it is not on
+   its way to a free GIL, so kept_for_head does not keep the GIL for it
+   and a thread in the slow path barges as it would past a sleeping head
+   (keeping the GIL for a watcher would send every non-returner that
+   drops and re-takes to sleep behind it).  And
    it takes its pin away: it does not look at the holder, and with no
    other waiter the holder's drops and re-takes go back to the fast path
    (two threads then run at the speed of one between turns).  Its node
@@ -415,7 +429,7 @@ static inline void cpu_relax(void)
    and sleeps, and the next tether_sleep(0) yields.) */
 static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
 {
-    w->signalled = 1;
+    w->watching = 1;
     atomic_fetch_sub(&g->word, W_PIN);
     rank_unlock(&g->mutex, RANK_GIL);
     TETHER_DELAY_POINT("gil.take.slow.spin");
@@ -425,7 +439,7 @@ static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
         until = now + SPIN_MAX_NS;
     while (now < until && now - moved < SPIN_HELD_NS) {
         for (int k = 0; k < SPIN_PAUSES; k++)
-            cpu_relax();
+            plat_cpu_relax();
         now = plat_now_ns();
         uint64_t a = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
         if (a != acq) {
@@ -440,7 +454,7 @@ static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
     }
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
-    w->signalled = 0;
+    w->watching = 0;
 }
 
 /* Bookkeeping of the new holder. */
@@ -505,14 +519,18 @@ static void release_locked(struct gil *g)
 {
     ann_gil_released(g);
     atomic_fetch_and(&g->word, ~(uint64_t)W_LOCKED);
+    if (g->head && !g->head->watching)
+        g->head->freed = 1;
     q_wake(g->head);
 }
 
 /* Whether a free GIL is kept for the head of the queue instead of going
    to the thread that looks at it (see "Barging"): the head was woken and
-   is on its way, and either it is a returner and the looker is not, or the
-   looker comes back from a forced switch that answered a drop request
-   (`yielded`) and the head is the next in turn. */
+   is on its way (`signalled`; a head that watches the word in q_spin is
+   not: it is not on its way, and the looker barges), and either it is a
+   returner and the looker is not, or the looker comes back from a forced
+   switch that answered a drop request (`yielded`) and the head is the
+   next in turn. */
 static int kept_for_head(struct gil *g, const struct gil_waiter *self,
                          int returner, int yielded)
 {
@@ -538,7 +556,8 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     int64_t head_since = 0; /* since when this thread is the head */
     uint64_t seen = 0;      /* the acquisitions then */
     int rc = TETHER_OK, requested = 0, taken = 0, queued = 0;
-    int hot = 0; /* woken by a wake-up (q_sleep): watch before sleeping again */
+    int hot = 0; /* woken by a drop that freed the GIL (q_sleep, `freed`):
+                    watch before sleeping again */
     struct gil_waiter self;
     self.ts = ts;
     self.granted = 0;
@@ -605,8 +624,10 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             q_spin(g, &self, deadline);
             hot = 0;
         } else {
-            hot = q_sleep(g, &self, deadline);
-            TETHER_DELAY_POINT(hot ? "gil.take.slow.woken" : "gil.take.slow.timed_out");
+            int woken = q_sleep(g, &self, deadline);
+            hot = woken && self.freed;
+            self.freed = 0;
+            TETHER_DELAY_POINT(woken ? "gil.take.slow.woken" : "gil.take.slow.timed_out");
         }
     }
     if (queued)

@@ -99,13 +99,20 @@ byte woken[3];
    the first nprio are returners (up to gil->prio_last).  Each waiter
    sleeps on its own cond: asleep[t] is 0 (awake), 1 (untimed) or 2 (timed:
    the head's interval); signalled[t] is its struct gil_waiter's
-   `signalled`, and nsig counts the threads signalled and not back yet. */
+   `signalled`, and nsig counts the threads signalled and not back yet;
+   watching[t] is its `watching` (the head watches the word in q_spin:
+   awake, not woken, no pin). */
 byte qid[NPROC];
 byte qlen;
 byte nprio;
 byte asleep[NPROC + 1];
 bit signalled[NPROC + 1];
 byte nsig;
+bit watching[NPROC + 1];
+/* freed[t] is its `freed`: the wake-up on its way came (also) from a drop
+   that freed the GIL (release_locked); only such a wake-up makes it watch
+   (take_slow's `hot`). */
+bit freed[NPROC + 1];
 /* gil->handoff (a thread id, 0 = NULL): the waiter that stood a whole
    interval at the head, to which the next drop hands the GIL; granted[t]
    is its struct gil_waiter's `granted`. */
@@ -165,8 +172,10 @@ inline mutex_lock(m, me)
 /* No lost wake-up, checked whenever the GIL mutex is let go (everything
    it reads changes only under that mutex): the head of the queue is never
    asleep without a timeout unless a wake-up is on its way, and never
-   asleep at all, unwoken, while the GIL is free. */
-#define HEAD_OK (qlen == 0 || signalled[qid[0]] || asleep[qid[0]] == 0 ||      \
+   asleep at all, unwoken, while the GIL is free.  A watching head
+   (q_spin) is awake: it looks under the mutex before it sleeps. */
+#define HEAD_OK (qlen == 0 || signalled[qid[0]] || watching[qid[0]] ||         \
+                 asleep[qid[0]] == 0 ||                                       \
                  (asleep[qid[0]] == 2 && (word & LOCKED)))
 #define CHECK_QUEUE(m) if :: m == M_GIL -> assert(HEAD_OK) :: else -> skip fi
 
@@ -271,11 +280,11 @@ inline request_drop(me)
     }
 }
 
-/* q_wake(): gil mutex held. */
+/* q_wake(): gil mutex held.  A watching waiter is awake: no wake-up. */
 inline q_wake(t)
 {
     if
-    :: !signalled[t] -> signalled[t] = 1; nsig++
+    :: !signalled[t] && !watching[t] -> signalled[t] = 1; nsig++
     :: else -> skip
     fi
 }
@@ -287,7 +296,9 @@ inline q_wake(t)
 inline q_push(me, prio)
 {
     atomic {
-        assert(mtx[M_GIL] == me && !signalled[me]);
+        /* q_push clears `freed` and `watching` in the C; q_leave does it
+           here, so that a state does not remember a waiter gone */
+        assert(mtx[M_GIL] == me && !signalled[me] && !freed[me] && !watching[me]);
         if
         :: prio ->
             if
@@ -328,6 +339,7 @@ inline q_leave(me)
         od;
         qlen--;
         qid[qlen] = 0;
+        freed[me] = 0;
         i = 0;
         if
         :: hd && qlen > 0 -> q_wake(qid[0])
@@ -340,10 +352,12 @@ inline q_leave(me)
 /* q_sleep(): plat_cond_wait on the waiter's own cond, with the interval
    as timeout if `timed` (the head), forever otherwise.  A timed wait may
    end at any moment; a signalled one may report a timeout too (the C
-   compares the clock with the deadline after waking). */
+   compares the clock with the deadline after waking).  `hot`: a wake-up
+   reached it and it was `freed` (take_slow: watch before sleeping
+   again); `freed` is cleared. */
 inline q_sleep(me, timed, timed_out)
 {
-    atomic { assert(mtx[M_GIL] == me &&
+    atomic { assert(mtx[M_GIL] == me && !watching[me] &&
                     ((word & LOCKED) || (qlen > 0 && qid[0] != me && signalled[qid[0]])));
              asleep[me] = 1 + timed;
              CHECK_QUEUE(M_GIL); mtx[M_GIL] = 0; NEXT(M_GIL) };
@@ -352,21 +366,25 @@ inline q_sleep(me, timed, timed_out)
     :: atomic { asleep[me] == 2 -> asleep[me] = 0; timed_out = 1; TICKET(M_GIL) }
     fi;
     atomic { TURN(M_GIL) -> mtx[M_GIL] = me; tk = 0 };
-    atomic { if :: signalled[me] -> signalled[me] = 0; nsig-- :: else -> skip fi }
+    atomic { if :: signalled[me] -> signalled[me] = 0; nsig--; hot = freed[me]
+                :: else -> hot = 0 fi;
+             freed[me] = 0 }
 }
 
 /* q_spin(): the head, woken while the holder releases and re-takes,
-   watches the word outside the mutex, counted as signalled and without
-   its pin, and comes back under the mutex (when, is a matter of time: any
-   moment). */
+   watches the word outside the mutex, `watching` (not signalled: drops do
+   not wake it, and KEPT does not keep the GIL for it) and without its
+   pin, and comes back under the mutex (when, is a matter of time: any
+   moment; it is not counted in nsig, so the workers' "something else"
+   does not wait for it to come back). */
 inline q_spin(me)
 {
-    atomic { assert(mtx[M_GIL] == me && !signalled[me]); signalled[me] = 1; nsig++ };
+    atomic { assert(mtx[M_GIL] == me && !signalled[me] && !watching[me]); watching[me] = 1 };
     word = word - PIN;
     mutex_unlock(M_GIL, me);
     mutex_lock(M_GIL, me);
     word = word + PIN;
-    atomic { signalled[me] = 0; nsig-- }
+    watching[me] = 0
 }
 
 /* hand_over(): the dropper, mutex held, gives the GIL (still locked) to
@@ -387,14 +405,20 @@ inline release_locked(me)
         assert(mtx[M_GIL] == me);
         word = word & ~LOCKED;
         if
-        :: qlen > 0 -> q_wake(qid[0])
+        :: qlen > 0 ->
+            if
+            :: !watching[qid[0]] -> freed[qid[0]] = 1
+            :: else -> skip
+            fi;
+            q_wake(qid[0])
         :: else -> skip
         fi
     }
 }
 
 /* kept_for_head(): a free GIL is left to the head of the queue when the
-   head was woken and is on its way, and either it is a returner (the
+   head was woken and is on its way (signalled; a watching head is not),
+   and either it is a returner (the
    returners come first in the queue) and the looker is not, or the looker
    comes back from a forced switch that answered a drop request (yld). */
 #define KEPT(me) (!ret && qlen > 0 && qid[0] != me && signalled[qid[0]] &&     \
@@ -444,7 +468,7 @@ inline take_slow(me, rc)
             due = 0;
             if
             :: hot && hd && handoff != me -> q_spin(me); hot = 0
-            :: true -> q_sleep(me, hd, timed_out); hot = !timed_out; due = timed_out
+            :: true -> q_sleep(me, hd, timed_out); due = timed_out
             fi;
             hd = 0
         fi
@@ -583,7 +607,7 @@ inline gil_barrier(me)
         :: !queued -> q_push(me, 1); queued = 1
         :: else -> skip
         fi;
-        q_sleep(me, 1, timed_out)
+        q_sleep(me, 1, timed_out); hot = 0
     od;
     word = word - PIN;
     mutex_unlock(M_GIL, me);
