@@ -526,6 +526,12 @@ static int ys_blocked(void *arg)
     *n = t_pthread(ys_next, NULL);
     dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N sleeps on the GIL */
     dctl_arm("gil.yield.dropped", 1, DCTL_PARK, 0);
+    /* N, woken when this thread leaves the head, must sleep again, not
+       watch the word (q_spin): a watching head is not woken by the drop,
+       so Y would take the GIL from under it.  Parked there, a watching N
+       loses the round for sure (mutant GH2), instead of only when the
+       drop comes within the 50 us it watches. */
+    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
     ys_sleeps = dctl_passes("gil.take.slow.sleep");
     return TETHER_OK;
 }
@@ -535,7 +541,10 @@ static int ys_blocked(void *arg)
    after its forced switch.  The main thread drops the GIL again at once,
    which wakes N (the head); Y is let go in the same moment, and races N
    for the free GIL.  N must win: a thread coming back from a forced switch
-   queues behind a woken head instead of taking the GIL from under it.
+   queues behind a woken head instead of taking the GIL from under it; and
+   N, woken by the main thread's leaving the head (not by a drop that freed
+   the GIL), sleeps again rather than watch the word, so that the drop
+   wakes it.
    (Without that rule Y wins about half the time, so the case repeats; the
    busy threads then kept the GIL among themselves while a woken waiter
    lost its turn, and the returner behind them waited a whole interval:
@@ -570,6 +579,7 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
         dctl_release("gil.yield.dropped");
         while (!atomic_load(&ys_n_at) && !atomic_load(&ys_y_at))
             sched_yield();
+        dctl_release("gil.take.slow.spin"); /* disarmed; a watcher goes on */
         atomic_store(&ys_stop, 1);
         t_pthread_join(n);
         t_pthread_join(y);
