@@ -399,8 +399,9 @@ static int ncpus(void)
 #define SPIN_MAX_NS 2000000
 #define SPIN_PAUSES 64
 
-/* The head of the queue was woken by a drop and found the GIL taken again:
-   the holder releases and re-takes it in a loop.  Sleeping again would
+/* The head of the queue was woken by a drop that freed the GIL (`freed`;
+   not by the head before it leaving the queue with the GIL) and found the
+   GIL taken again: the holder releases and re-takes it in a loop.  Sleeping again would
    cost the holder a system call at its next drop (the wake-up), and the
    woken head would lose the same race: on two cores, two contending
    threads spent their time there.  Instead the head watches from outside
