@@ -101,6 +101,19 @@ static int state_for(struct osthread *os, tether_interp h, int internal,
     return TETHER_OK;
 }
 
+/* ts_attach for ensure_slow, which pushes a frame right after: the
+   record's fast-path fields are refreshed once, by push_frame, rather
+   than once here and again there.  Nothing reads them in between. */
+static int attach_unrefreshed(struct osthread *os, struct tstate *ts)
+{
+    int rc = gil_take(ts->interp->gil, ts, 0);
+    if (rc == TETHER_OK) {
+        ts->attached = 1;
+        os->current = ts;
+    }
+    return rc;
+}
+
 T_NOINLINE static int ensure_slow(tether_interp h, int internal,
                                   tether_gilstate *out)
 {
@@ -121,7 +134,7 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
         *out = ++os->tok;
         return TETHER_OK;
     }
-    rc = cur ? ts_switch(cur, ts, 0) : ts_attach(ts, 0);
+    rc = cur ? ts_switch(cur, ts, 0) : attach_unrefreshed(os, ts);
     if (rc != TETHER_OK) {
         /* Put back what was detached; if that interpreter is finalizing
            too, the thread stays detached, as the message says. */
@@ -225,15 +238,20 @@ T_NOINLINE static int release_frame(struct osthread *os)
     os->depth--;
     os->tok--;
     osthread_shrink_frames(os); /* f is not read again */
-    os_refresh(os);
     ensures_add(ts, (uint32_t)-1);
     TRACE(trace_release(ts));
+    /* The fast-path fields are refreshed (os_refresh) before anything
+       that could read them: by ts_detach itself on the outermost release
+       (was_attached means os->current == ts, checked above). */
     int was_attached = ts->attached;
     if (!prev) {
         if (was_attached)
             ts_detach(ts);
+        else
+            os_refresh(os);
         return TETHER_OK;
     }
+    os_refresh(os);
     /* Detached by finalize: the outer state is taken back all the same
        (the thread held its GIL before this ensure; issue 12 F7). */
     int rc = was_attached ? ts_switch(ts, prev, 1) : ts_attach(prev, 1);

@@ -81,6 +81,26 @@ int plat_spin_step(unsigned i)
     return 1;
 }
 
+int plat_thread_join_until(pthread_t pt, int64_t deadline_ns)
+{
+#if defined(__GLIBC__) && !defined(TETHER_VALGRIND) &&                       \
+    (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 31))
+    if (deadline_ns >= 0) {
+        struct timespec ts = {(time_t)(deadline_ns / 1000000000),
+                              (long)(deadline_ns % 1000000000)};
+        int rc;
+        while ((rc = pthread_clockjoin_np(pt, NULL, CLOCK_MONOTONIC, &ts)) ==
+               EINTR)
+            ;
+        return rc == ETIMEDOUT ? ETIMEDOUT : 0;
+    }
+#else
+    (void)deadline_ns;
+#endif
+    pthread_join(pt, NULL);
+    return 0;
+}
+
 int plat_thread_tryjoin(pthread_t pt)
 {
     /* Not under helgrind and DRD: they see a thread's end only through

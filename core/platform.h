@@ -58,4 +58,12 @@ int plat_spin_step(unsigned i);
    runs.  Where the C library has no non-blocking join, waits for it. */
 int plat_thread_tryjoin(pthread_t pt);
 
+/* Reaps the OS thread `pt`, waiting for its end until the absolute
+   monotonic `deadline_ns` (-1 = no deadline): 0 when reaped, ETIMEDOUT
+   (not reaped; a later join may reap it).  Without pthread_clockjoin_np
+   (glibc before 2.31, other C libraries, and under helgrind and DRD, which
+   see a thread's end only through pthread_join) it waits without a
+   deadline. */
+int plat_thread_join_until(pthread_t pt, int64_t deadline_ns);
+
 #endif

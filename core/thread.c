@@ -37,6 +37,13 @@
 
 /* ---- start and the bootstrap -------------------------------------------- */
 
+/* The handle of the thread object the calling OS thread runs for, if
+   tether_thread_start made it; 0 on any other thread.  Set by the
+   bootstrap and kept until the OS thread ends, through its key destructors
+   (a thread's ident no longer tells it apart from a new thread once its
+   sentinel is released).  Synchronization: thread-local. */
+static __thread uint64_t t_started_as;
+
 struct boot {
     struct thread *t;
     struct tstate *ts;
@@ -52,6 +59,7 @@ static void *bootstrap(void *p)
     ts_bind(ts, os);
     os->boot = ts; /* this function alone frees it (osthread_boot_exit) */
     os->boot_thread = t;
+    t_started_as = t->handle;
     rank_lock(&t->mutex, RANK_OBJECT);
     t->ident = os->ident;
     t->started = 1;
@@ -225,14 +233,24 @@ int tether_thread_start(tether_interp h, tether_thread_fn fn, void *arg,
 
 /* ---- join --------------------------------------------------------------- */
 
+/* One join: the waitspec's object (every callback gets it), so that the
+   reap run as the wait's finishing step knows the join's deadline and can
+   report that it passed. */
+struct join {
+    struct thread *t;
+    int64_t deadline; /* absolute monotonic; -1 = none */
+    int reaped;       /* the finishing step ran: reap_rc says how it went */
+    int reap_rc;      /* TETHER_OK or TETHER_ETIMEDOUT */
+};
+
 static int poll_done(void *p)
 {
-    return ((struct thread *)p)->done ? TETHER_OK : WAIT_AGAIN;
+    return ((struct join *)p)->t->done ? TETHER_OK : WAIT_AGAIN;
 }
 
 static int peek_done(void *p)
 {
-    return atomic_load_explicit(&((struct thread *)p)->done,
+    return atomic_load_explicit(&((struct join *)p)->t->done,
                                 memory_order_relaxed);
 }
 
@@ -242,7 +260,7 @@ static int peek_done(void *p)
    or fetched, or its state is already gone). */
 static int64_t join_spin(void *p)
 {
-    struct thread *t = p;
+    struct thread *t = ((struct join *)p)->t;
     struct interp *interp = t->interp; /* t's reference keeps interp */
     rank_lock(&interp->mutex, RANK_INTERP);
     struct tstate *ts = t->ts;
@@ -251,49 +269,100 @@ static int64_t join_spin(void *p)
     return ending ? JOIN_SPIN_NS : 0;
 }
 
-/* Waits for the OS thread to end and reaps it.  Its sentinel is released,
-   so it is past its last tether code, in the C library's thread exit,
-   which usually takes less than a park and a wake-up: spin first. */
-static void reap_os_thread(pthread_t pt)
+/* Waits for the OS thread to end and reaps it, until `deadline`.  Its
+   sentinel is released, so it is past its last tether code, in the C
+   library's thread exit, which usually takes less than a park and a
+   wake-up: spin first.  But its key destructors run there too, and may
+   take any time.  Returns 0, or ETIMEDOUT (not reaped). */
+static int reap_os_thread(pthread_t pt, int64_t deadline)
 {
     int64_t end = plat_now_ns() + REAP_SPIN_NS;
+    if (deadline >= 0 && deadline < end)
+        end = deadline;
     for (unsigned i = 1; plat_thread_tryjoin(pt) == EBUSY; i++) {
-        if (plat_spin_step(i) && plat_now_ns() >= end) {
-            pthread_join(pt, NULL);
-            return;
+        if (plat_spin_step(i) && plat_now_ns() >= end)
+            return plat_thread_join_until(pt, deadline);
+    }
+    return 0;
+}
+
+/* Reaps the OS thread once: the first joiner to claim the reap does it,
+   later joiners wait until it is done.  A claimant whose deadline passes
+   gives the claim back (a waiting joiner, or a later one, claims it
+   again).  Returns TETHER_OK once reaped, TETHER_ETIMEDOUT if `deadline`
+   passed first.  Called without the GIL (the thread's key destructors may
+   need it). */
+static int reap_once(struct thread *t, int64_t deadline)
+{
+    int rc = TETHER_OK;
+    rank_lock(&t->mutex, RANK_OBJECT);
+    while (t->reap != REAP_DONE) {
+        if (t->reap == REAP_NOT_YET) {
+            t->reap = REAP_IN_PROGRESS;
+            rank_unlock(&t->mutex, RANK_OBJECT);
+            int err = reap_os_thread(t->pt, deadline);
+            rank_lock(&t->mutex, RANK_OBJECT);
+            t->reap = err ? REAP_NOT_YET : REAP_DONE;
+            pthread_cond_broadcast(&t->cond);
+            if (err) {
+                rc = TETHER_ETIMEDOUT;
+                break;
+            }
+        } else if (plat_cond_wait(&t->cond, &t->mutex, deadline) &&
+                   t->reap != REAP_DONE) {
+            rc = TETHER_ETIMEDOUT;
+            break;
         }
     }
-}
-
-/* Reaps the OS thread once; later joiners wait until it is reaped. */
-static void reap_once(struct thread *t)
-{
-    rank_lock(&t->mutex, RANK_OBJECT);
-    if (t->reap == REAP_NOT_YET) {
-        t->reap = REAP_IN_PROGRESS;
-        rank_unlock(&t->mutex, RANK_OBJECT);
-        reap_os_thread(t->pt);
-        rank_lock(&t->mutex, RANK_OBJECT);
-        t->reap = REAP_DONE;
-        pthread_cond_broadcast(&t->cond);
-    }
-    while (t->reap == REAP_IN_PROGRESS)
-        pthread_cond_wait(&t->cond, &t->mutex);
     rank_unlock(&t->mutex, RANK_OBJECT);
+    return rc;
 }
 
+/* The wait's finishing step: a joiner that waited reaps before it re-takes
+   its GIL. */
 static void finish_join(void *p)
 {
-    reap_once(p);
+    struct join *j = p;
+    j->reaped = 1;
+    j->reap_rc = reap_once(j->t, j->deadline);
+}
+
+/* The reap after a join that found the sentinel already released, with
+   the caller's GIL released unless the thread was already reaped: past
+   its sentinel the OS thread runs its key destructors, which may take the
+   GIL (tether_ensure), and a reap by another joiner waits for them too. */
+static int reap_released(struct thread *t, int64_t deadline)
+{
+    rank_lock(&t->mutex, RANK_OBJECT);
+    int reaped = t->reap == REAP_DONE;
+    rank_unlock(&t->mutex, RANK_OBJECT);
+    if (reaped)
+        return TETHER_OK;
+    struct tstate *ts = ts_current();
+    if (ts)
+        ts_detach(ts);
+    int rc = reap_once(t, deadline);
+    if (ts && ts_attach(ts, 1) != TETHER_OK)
+        return TETHER_EFINALIZING;
+    return rc;
 }
 
 int thread_join_obj(struct thread *t, int64_t timeout_ns)
 {
+    static const char fn[] = "tether_thread_join";
     static const struct waitspin spin = {join_spin, peek_done, finish_join};
-    struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, t};
-    int rc = wait_run_spin("tether_thread_join", &w, &spin, timeout_ns);
-    if (rc == TETHER_OK)
-        reap_once(t);
+    struct join j = {t, plat_deadline(timeout_ns), 0, TETHER_OK};
+    struct waitspec w = {&t->mutex, &t->cond, poll_done, NULL, &j};
+    int rc = wait_run_spin(fn, &w, &spin, timeout_ns);
+    if (rc != TETHER_OK)
+        return rc;
+    rc = j.reaped ? j.reap_rc : reap_released(t, j.deadline);
+    if (rc == TETHER_ETIMEDOUT)
+        return err_set(rc, fn, "the timeout elapsed while the thread's OS "
+                       "thread was ending (its key destructors still run)");
+    if (rc == TETHER_EFINALIZING)
+        return err_set(rc, fn, "the interpreter is finalizing; the thread "
+                       "stays detached");
     return rc;
 }
 
@@ -304,8 +373,12 @@ int tether_thread_join(tether_thread h, int64_t timeout_ns)
     if (!t)
         return TETHER_EBADHANDLE;
     int64_t t0 = TRACE_T0();
+    /* Itself: while it runs, its ident says so; past its sentinel (in a
+       key destructor) only what its bootstrap noted does, since a
+       finished thread's ident may be a new thread's. */
     rank_lock(&t->mutex, RANK_OBJECT);
-    int self = t->ident == plat_thread_ident() && !t->done;
+    int self = (t->ident == plat_thread_ident() && !t->done) ||
+               t_started_as == t->handle;
     rank_unlock(&t->mutex, RANK_OBJECT);
     int rc;
     if (self)

@@ -73,35 +73,44 @@
 static pthread_key_t g_os_key;
 static pthread_once_t g_os_once = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t g_os_serial;
+/* Set (release) once g_os_key exists, so that a new thread's record tests
+   one word instead of calling pthread_once.  Synchronization: atomic. */
+static _Atomic int g_os_key_made;
 
 static void osthread_exit(void *p);
 
 static void osthread_key_init(void)
 {
     ann_atomic(g_os_serial); /* atomics only (helgrind, DRD: annotate.h) */
+    ann_atomic(g_os_key_made);
     pthread_key_create(&g_os_key, osthread_exit);
+    atomic_store_explicit(&g_os_key_made, 1, memory_order_release);
 }
 
 /* The record lives in the thread's own TLS (no allocation: a brand-new
    thread's first ensure must not pay for its first malloc), and outlives
-   every runtime.  The default TLS model is used for it; only the pointer
-   above is initial-exec. */
+   every runtime.  Initial-exec, like t_os: its address is the thread
+   pointer plus an offset, not a __tls_get_addr call.  That takes no more
+   static TLS than before: one initial-exec variable already puts the
+   library's whole TLS block in the static TLS (the STATIC_TLS flag;
+   docs/host.md, "Loading it with dlopen"). */
 static __thread struct {
     struct osthread os;
     struct frame frames[INLINE_FRAMES];
-} t_os_store;
+} t_os_store __attribute__((tls_model("initial-exec")));
 
 struct osthread *osthread_get(void)
 {
     if (!t_os) {
-        pthread_once(&g_os_once, osthread_key_init);
+        if (!atomic_load_explicit(&g_os_key_made, memory_order_acquire))
+            pthread_once(&g_os_once, osthread_key_init);
         struct osthread *os = &t_os_store.os;
         os->frames = t_os_store.frames;
         os->cap = INLINE_FRAMES;
         os->serial = atomic_fetch_add(&g_os_serial, 1) + 1;
         os->tok = os->serial << TOKEN_LEVEL_BITS;
         os->ident = plat_thread_ident();
-        os_refresh(os); /* detached */
+        os_set_current(os, NULL); /* detached */
         pthread_setspecific(g_os_key, os);
         t_os = os;
     }

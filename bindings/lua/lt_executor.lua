@@ -68,20 +68,33 @@ end
 -- ---------------------------------------------------------------------
 -- Workers
 
--- The next task of the executor's control block `ctl` (its queue and the
--- STOPs it owes), or nil once a STOP comes.  A finalizer that found the
--- bounded queue full owes the STOPs it could not put: the room this take
--- made pays one, so the last task queued is followed by one STOP per
--- worker.
-local function take(ctl)
-  local q = ctl.q
-  local f = q:get()
-  if f == STOP then return nil end
-  while ctl.owed > 0 do
+-- Puts the STOPs owed to the executor's control block `ctl` that its
+-- bounded queue has room for now.  The count goes down only after a put:
+-- two threads paying at once may put one STOP too many (harmless: every
+-- worker stops at its first), never one too few.
+local function pay(ctl)
+  while ctl.owed > 0 and ctl.q:put(STOP, 0) do
     ctl.owed = ctl.owed - 1
-    if not q:put(STOP, 0) then ctl.owed = ctl.owed + 1 break end
   end
+end
+
+-- The next task of the executor's control block `ctl` (its queue and the
+-- STOPs it owes), or nil once a STOP comes.  A shutdown or finalizer that
+-- found the bounded queue full owes the STOPs it could not put: the room
+-- every take makes (a take of a STOP too) pays them, so the last task
+-- queued is followed by one STOP per worker.
+local function take(ctl)
+  local f = ctl.q:get()
+  pay(ctl)
+  if f == STOP then return nil end
   return f
+end
+
+-- Tells every worker of `ex` to stop after the tasks queued, without
+-- waiting for room in a bounded queue: what does not fit now is owed.
+local function post_stops(ex)
+  ex._ctl.owed = ex._ctl.owed + ex.workers
+  pay(ex._ctl)
 end
 
 local function thread_worker(ctl)
@@ -171,7 +184,7 @@ function tether.executor(opts)
   local q = tether.queue(cap)
   local ex = setmetatable({
     name = name, workers = n, interp = interp or false,
-    _q = q, _ctl = {q = q, owed = 0}, _threads = {}, _shut = false,
+    _q = q, _ctl = {q = q, owed = 0}, _threads = {}, _shut = false, _waiting = {},
   }, Executor)
   local body = interp and interp_worker or thread_worker
   for i = 1, n do
@@ -301,7 +314,8 @@ function Executor:map(fn, list, opts)
   if not ok then
     -- nothing of a map that could not be submitted whole runs
     for j = 1, #futures do futures[j]:cancel() end
-    if type(why) == "string" then why = why:gsub("^submit: ", "map: ") end
+    -- (submit's error raised in the closure above: its position goes)
+    if type(why) == "string" then why = why:gsub("^[^\n]-submit: ", "map: ", 1) end
     error(why, 2)
   end
   local out = {}
@@ -351,14 +365,31 @@ function Executor:shutdown(opts)
         f:cancel()
       end
     end
-    for _ = 1, self.workers do self._q:put(STOP) end
+    -- (the queue may be full and the caller the worker that would make
+    -- room: it must not wait for it)
+    post_stops(self)
   end
   if wait then
     -- From inside one of its own tasks: every worker but the caller, which
-    -- stops once its task returns (joining itself would be an error).
+    -- stops once its task returns (joining itself would be an error), and
+    -- but the workers waiting here too (each would wait for the other).
+    -- A worker says it waits before it looks at the others: of two that
+    -- come together, at least the second sees the first.
     local me = tether.current()
+    local mine = false
     for _, t in ipairs(self._threads) do
-      if t ~= me then t:join() end
+      if t == me then mine = true end
+    end
+    local waiting = self._waiting
+    if mine then waiting[#waiting + 1] = me end
+    for _, t in ipairs(self._threads) do
+      local skip = t == me
+      if mine then
+        for _, w in ipairs(waiting) do
+          if w == t then skip = true end
+        end
+      end
+      if not skip then t:join() end
     end
   end
 end
@@ -374,12 +405,7 @@ Executor.__gc = function(self)
   -- workers, there is nobody left to tell)
   if self._shut or P.closing() then return end
   self._shut = true
-  for i = 1, self.workers do
-    if not self._q:put(STOP, 0) then
-      self._ctl.owed = self.workers - i + 1
-      break
-    end
-  end
+  post_stops(self)
 end
 
 function Executor:__tostring()

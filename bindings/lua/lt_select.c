@@ -10,9 +10,9 @@
  * without this state's GIL, is watched through the core
  * (tether_channel_watch).  select links one record per source, all with
  * the calling thread's select event, and then loops: clear the event, try
- * every source without blocking (from a starting point that rotates from
- * call to call, so that a source that is always ready does not starve the
- * others), and wait on the event only if none was ready.  Same-state
+ * every source without blocking (from a starting point that changes from
+ * call to call, a mix of a count of selects, so that a source that is
+ * always ready does not starve the others), and wait on the event only if none was ready.  Same-state
  * sources change only under the GIL, which select holds from the clear to
  * the wait; a channel that gets a message after the clear sets the event
  * again.  So no wake-up is lost, and nothing is polled: the thread sleeps
@@ -258,8 +258,24 @@ static int wait_fds(lua_State *L, lt_selecting *sel, int64_t left)
     return rc;
 }
 
-/* Where the next select starts trying (fairness).  Synchronization: atomic. */
+/* Counts the selects of the process, for where each starts trying
+   (fairness).  Synchronization: atomic. */
 static atomic_uint rotation;
+
+/* Where the select numbered `count` starts among n sources: the count
+   mixed (splitmix64's finalizer), not the count itself, whose residues
+   alias with any other select made between two of a loop's (one wait per
+   item turned a loop over 2 sources into one that always started at the
+   same source, and the other was never chosen).  Every start stays
+   equally likely, so a source always ready does not starve the others. */
+static unsigned start_of(unsigned count, int n)
+{
+    uint64_t z = (uint64_t)count + 0x9e3779b97f4a7c15u;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    z ^= z >> 31;
+    return (unsigned)(z % (uint64_t)n);
+}
 
 /* Waits for the first ready of the n sources at first..first+n-1 (their
    records in sel, at `sel_idx`, marked to-be-closed).  Returns the number
@@ -269,7 +285,7 @@ static int run_select(lua_State *L, lt_selecting *sel, int first, int64_t ns,
 {
     lt_tstate *ts = lt_current_tstate();
     int n = sel->n;
-    unsigned start = atomic_fetch_add(&rotation, 1) % (unsigned)n;
+    unsigned start = start_of(atomic_fetch_add(&rotation, 1), n);
     int64_t t0 = now_ns();
     for (;;) {
         if (sel->linked && sel->efd >= 0) {

@@ -396,6 +396,9 @@ static uint64_t get_h(int kind, unsigned i)
 static void probe_dead(uint64_t h, int kind);
 
 static atomic_int g_plugin_loads; /* OP_PLUGIN_LOADs in progress */
+/* OP_PLUGIN_LOADs ever started: a load that begins and ends inside an
+   unload's window changes it although g_plugin_loads reads 0 after. */
+static atomic_uint g_plugin_load_starts;
 /* Set once the program made a callback, or queued a pending call, whose
    function is a plugin's: it pins the plugin (PLUGIN_PIN_HOLD) until the
    program frees the callback or some checkpoint of the interpreter's main
@@ -511,6 +514,9 @@ static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo, const cha
     if (e)
         e->unloading++;
     pthread_mutex_unlock(&g.mu);
+    /* Whether no load ran during the call (see the probe below). */
+    unsigned starts = atomic_load(&g_plugin_load_starts);
+    int loading = atomic_load(&g_plugin_loads);
 
     int rc = CALL(tether_plugin_unload, h, tmo);
     if (c)
@@ -543,8 +549,17 @@ static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo, const cha
              "holds a reference to (%s; plugin 0x%016llx, %d references "
              "not being unloaded before the call, %d after)", what,
              (unsigned long long)h, before, after);
+    /* The freed handle is probed at once only if no load of the same
+       path could hold a reference the model has not counted: none was in
+       progress when the call began and none began since.  Reading only
+       g_plugin_loads after the call was not enough (seed x16): a load
+       whose library call took its reference before this unload dropped
+       the other one, and which recorded it after this thread forgot the
+       handle, could end before the read, leaving h alive and counted
+       under a new entry. */
+    int quiet = loading == 0 && atomic_load(&g_plugin_load_starts) == starts;
     if (last)
-        bury_as(h, K_PLUGIN, rc == TETHER_OK && atomic_load(&g_plugin_loads) == 0 && !fin);
+        bury_as(h, K_PLUGIN, rc == TETHER_OK && quiet && !fin);
     return rc;
 }
 
@@ -1777,6 +1792,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         /* Counted while the model lags the library (see
            plugin_unload_model). */
         atomic_fetch_add(&g_plugin_loads, 1);
+        atomic_fetch_add(&g_plugin_load_starts, 1);
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", FAPI_PLUGIN_DIR, fixtures[cc % NFIXTURES]);
         tether_plugin p = 0;

@@ -55,6 +55,45 @@ T.case("fair: a source that is always ready does not starve the others", functio
   assert(from_other > 0 and from_other < 100, from_other)
 end)
 
+T.case("fair with other selects between (a wait, a result): no aliasing", function()
+  -- The starting point came from one counter shared by every select of
+  -- the process: a consumer that made one other select-based wait per
+  -- item (select, tether.wait, a result of a future not done) always
+  -- started at the same source, and the other never came.
+  local ex <close> = tether.executor{workers = 1}
+  local idle = tether.queue()
+  local gate = tether.event()
+  local betweens = {
+    function() tether.select({idle}, 0) end,
+    function() tether.select({idle}, 0) tether.select({idle}, 0) end,
+    function() -- a result of a future not done: a select inside
+      local f = ex:submit(function() gate:wait() end)
+      tether.thread(function() gate:set() end)
+      f:result(T.LIMIT)
+      gate:clear()
+    end,
+  }
+  for b, between in ipairs(betweens) do
+    for n = 2, 3 do
+      local qs, got = {}, {}
+      for i = 1, n do
+        qs[i] = tether.queue()
+        for k = 1, 60 do qs[i]:put(k) end
+        got[qs[i]] = 0
+      end
+      for _ = 1, 60 do
+        local src = tether.select(qs)
+        got[src] = got[src] + 1
+        between()
+      end
+      for i = 1, n do
+        assert(got[qs[i]] > 0, "between " .. b .. ", " .. n .. " sources: source " .. i
+               .. " never chosen in 60 selects")
+      end
+    end
+  end
+end)
+
 T.case("events, threads and futures as sources", function()
   local e = tether.event()
   local t = tether.thread(function() e:wait() return "thread result" end)

@@ -203,4 +203,105 @@ T.case("an executor collected with its bounded queue full still stops every work
   assert(ran == 4, ran)
 end)
 
+-- Third pass (issue 20, hostile review 3).
+
+T.case("a worker that takes a STOP while STOPs are still owed passes them on", function()
+  -- Both workers busy, the queue (1) full: the finalizer owes both STOPs.
+  -- The worker that takes the last task pays one (the queue has room for
+  -- one only); whoever takes that STOP must pay the one still owed, or
+  -- the other worker waits on the empty queue for ever.
+  local gate_a, gate_b = tether.event(), tether.event()
+  local threads, ran = nil, 0
+  do
+    local ex = tether.executor{workers = 2, queue = 1}
+    threads = {table.unpack(ex._threads)}
+    local busy = tether.queue()
+    ex:submit(function() busy:put(true) gate_a:wait() ran = ran + 1 end)
+    ex:submit(function() busy:put(true) gate_b:wait() ran = ran + 1 end)
+    assert(busy:get(T.LIMIT) and busy:get(T.LIMIT))
+    -- the third task waits in the full queue
+    ex:submit(function() ran = ran + 1 end)
+    assert(ex._q:size() == 1)
+  end
+  for _ = 1, 3 do collectgarbage() end
+  gate_a:set() -- worker A takes the queued task and pays one STOP
+  T.wait_for(function() return ran == 2 end, "worker A's two tasks")
+  gate_b:set() -- worker B needs the STOP still owed
+  for i, t in ipairs(threads) do
+    local ok = t:join(T.LIMIT)
+    assert(ok == true, "worker " .. i .. " did not stop: " .. tostring(ok))
+  end
+  assert(ran == 3, ran)
+end)
+
+T.case("shutdown{wait = false} with the bounded queue full does not wait for room", function()
+  local gate = tether.event()
+  local ex = tether.executor{workers = 1, queue = 1}
+  local busy = tether.queue()
+  local first = ex:submit(function() busy:put(true) gate:wait() return 1 end)
+  assert(busy:get(T.LIMIT))
+  local second = ex:submit(function() return 2 end)
+  -- (on a daemon thread: a shutdown that waits for room fails the case
+  -- instead of hanging it)
+  local t = tether.thread({daemon = true}, function() ex:shutdown{wait = false} end)
+  local ok = t:join(T.LIMIT)
+  gate:set()
+  assert(ok == true, "shutdown{wait = false} waited for room in the queue")
+  assert(first:result(T.LIMIT) == 1 and second:result(T.LIMIT) == 2)
+  for i, w in ipairs(ex._threads) do assert(w:join(T.LIMIT) == true, "worker " .. i) end
+end)
+
+T.case("shutdown from the only worker's task with the bounded queue full", function()
+  -- The task is the one that would make room: a shutdown that waits for
+  -- room waits for itself.
+  local gate = tether.event()
+  local ex = tether.executor{workers = 1, queue = 1}
+  local busy = tether.queue()
+  local f = ex:submit(function() busy:put(true) gate:wait() ex:shutdown{wait = false} return "shut" end)
+  assert(busy:get(T.LIMIT))
+  local g = ex:submit(function() return "queued" end)
+  gate:set()
+  assert(f:result(T.LIMIT) == "shut")
+  assert(g:result(T.LIMIT) == "queued")
+  local h = select(2, pcall(ex.submit, ex, print))
+  assert(tostring(h):find("the executor is shut down", 1, true), tostring(h))
+  assert(ex._threads[1]:join(T.LIMIT) == true)
+  -- with wait = true (a <close> in the task) too
+  local ex2 = tether.executor{workers = 1, queue = 1}
+  gate = tether.event()
+  f = ex2:submit(function() busy:put(true) gate:wait() local e <close> = ex2 return "closed" end)
+  assert(busy:get(T.LIMIT))
+  g = ex2:submit(function() return "queued" end)
+  gate:set()
+  assert(f:result(T.LIMIT) == "closed")
+  assert(g:result(T.LIMIT) == "queued")
+  assert(ex2._threads[1]:join(T.LIMIT) == true)
+end)
+
+T.case("two tasks of one executor that both shut it down with wait", function()
+  -- Each joined the other worker: each waited for the other for ever.
+  local ex = tether.executor{workers = 3}
+  local arrived = tether.queue()
+  local go = tether.event()
+  local fs = {}
+  for i = 1, 2 do
+    fs[i] = ex:submit(function() arrived:put(i) go:wait() ex:shutdown() return i end)
+  end
+  assert(arrived:get(T.LIMIT) and arrived:get(T.LIMIT))
+  go:set()
+  for i = 1, 2 do
+    local ok, r = pcall(fs[i].result, fs[i], T.LIMIT)
+    assert(ok and r == i, "task " .. i .. ": " .. tostring(r))
+  end
+  for i, w in ipairs(ex._threads) do assert(w:join(T.LIMIT) == true, "worker " .. i) end
+end)
+
+T.case("map's copy errors (interp = true) are map's, without a position", function()
+  local ex <close> = tether.executor{workers = 1, interp = true}
+  local err = T.raises("cannot copy a FILE*", ex.map, ex, function(x) return x end, {1, io.stdout})
+  assert(err:find("^map: ") , err)
+  err = T.raises("cannot copy a FILE*", ex.map, ex, function(x) return x end, {1, io.stdout}, {chunks = 2})
+  assert(err:find("^map: ") , err)
+end)
+
 T.done()

@@ -373,16 +373,26 @@ TETHER_API int tether_thread_start(tether_interp interp, tether_thread_fn fn,
                                    void *arg, const tether_thread_opts *opts,
                                    tether_thread *out);
 
-/* Waits up to `timeout_ns` for the thread to finish.  The thread counts as
-   finished once its thread state is deleted; join then reaps the OS thread
-   (once, whichever joiner gets there first), so when join returns OK no
+/* Waits up to `timeout_ns` (negative: no limit; 0: do not wait) for the thread
+   to finish and its OS thread to end.  The thread counts as finished once
+   its thread state is deleted (tether_thread_is_alive says 0 from then
+   on); join then reaps the OS thread (once, whichever joiner gets there
+   first; the others wait for that reap), so when join returns OK no
    instruction of the thread is still running.  Any number of threads may
-   join the same thread.  The caller's GIL is released while it waits, and an
-   asynchronous exception wakes it.
-   Returns TETHER_OK, TETHER_ETIMEDOUT (still running), TETHER_EDEADLK (join
-   itself), TETHER_ESTATE (a thread that was not started by
+   join the same thread.  The caller's GIL is released while it waits, and
+   an asynchronous exception wakes it; the GIL is released too while join
+   waits for the reap (the thread's pthread key destructors run before its
+   OS thread ends and may take the GIL), which an asynchronous exception
+   does not interrupt (it is delivered at the next checkpoint or wait).
+   Returns TETHER_OK, TETHER_ETIMEDOUT (still running, or finished but its
+   OS thread still runs its key destructors: not reaped, a later join reaps
+   it; without pthread_clockjoin_np the reap itself waits without a
+   limit), TETHER_EDEADLK (join itself, also from one of its key
+   destructors), TETHER_ESTATE (a thread that was not started by
    tether_thread_start, e.g. the main thread), TETHER_EASYNC,
-   TETHER_EFINALIZING, TETHER_EBADHANDLE.  [any-thread] */
+   TETHER_EFINALIZING (the caller could not re-take its GIL: it stays
+   detached; the thread may have been reaped), TETHER_EBADHANDLE.
+   [any-thread] */
 TETHER_API int tether_thread_join(tether_thread t, int64_t timeout_ns);
 
 /* 1 while the thread runs, 0 once it finished, or TETHER_EBADHANDLE.
