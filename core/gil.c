@@ -47,6 +47,47 @@
  * its time in the scheduler.)  Waiters get the GIL in queue order, except
  * that a thread in the slow path may take a free GIL (barging, below).
  *
+ * Watching before sleeping.  A head woken by a drop that freed the GIL
+ * (release_locked marks the wake-up `freed`) and that finds the GIL
+ * taken again is next to a holder that releases and re-takes it in a loop.
+ * (Only such a wake-up: a head woken because the head before it left the
+ * queue with the GIL has no reason to think the holder loops, and while
+ * it watched, the holder's next drop would not wake it, so that a thread
+ * back from a forced switch would take the GIL from under it: see
+ * "Barging".)
+ * Going back to sleep would make the holder's next drop wake it again (a
+ * futex system call on the holder's side for each of its drops, and a
+ * wake-up that loses the same race): on two cores, two such threads spent
+ * their time there (perf: 0.65 of a CPU in system time, 50 000 context
+ * switches a second).  So on a multi-core machine the woken head watches
+ * the word from outside the mutex instead (q_spin), reading only, every
+ * few hundred cycles, in a state of its own (`watching`: drops do not wake
+ * it, and it is not counted as woken, see "Barging"): until its turn
+ * (below), for at most 2 ms, and only while the holder
+ * keeps releasing and re-taking (the acquisition counter moves at least
+ * every 50 us; a holder that keeps the GIL is running guest code or is not
+ * running at all, and the head sleeps).  It comes back under the mutex
+ * early only for a real release: the GIL free and no acquisition since its
+ * last look.  It never fights the holder for the GIL: the holder gives it
+ * up at the head's turn.  While it watches it holds no pin (it does not
+ * look at the holder), so with no other waiter the holder's drops and
+ * re-takes take the fast path again; its queue node keeps its place, and
+ * it pins the word again under the mutex before it looks.
+ *
+ * Hand-over: the head's turn.  A head that has stood a whole switch
+ * interval at the head of the queue without getting the GIL takes its
+ * turn: it sets `handoff` to itself, and the next drop, plain or forced,
+ * does not release the GIL but hands it over (hand_over: the locked bit
+ * stays set, the holder and the counters are the new holder's, its
+ * `granted` is set and it is woken).  Nobody can barge in between, so a
+ * thread that releases and re-takes the GIL with nothing in between cannot
+ * keep it from a waiter for more than an interval (before the hand-over it
+ * could, CPython's can: the woken waiter usually lost the race, and with 8
+ * such threads the slowest got half of a fair share).  The turns also make
+ * the holder's runs long: two threads in such a loop trade the GIL once
+ * per interval and otherwise run at the speed of one.  A waiter that
+ * leaves the queue clears `handoff` if it is its own.
+ *
  * Returners first.  A thread coming back from a voluntary wait (a blocking
  * call, a sleep, a tether wait: gil_take with `urgent`) queues behind the
  * other returners but ahead of the threads that were made to yield or
@@ -57,9 +98,10 @@
  * itself (q_push).
  *
  * The drop-request protocol (CPython's, since 3.2).  The head of the queue
- * sleeps for one switch interval.  If it times out, the GIL is still held,
- * and no acquisition happened during the interval (the acquisition counter
- * did not move), it sets BREAKER_DROP in the holder's eval breaker.  The
+ * sleeps until one switch interval after it became the head (or after its
+ * last turn).  If by then the GIL is still held and no acquisition happened
+ * (the acquisition counter did not move), then besides taking its turn it
+ * sets BREAKER_DROP in the holder's eval breaker.  The
  * holder sees it at its next tether_checkpoint (one relaxed load when
  * nothing is pending) and calls gil_yield.  The request lives in the
  * holder's own breaker word, not in the GIL, and every drop clears it: a
@@ -68,13 +110,15 @@
  *
  * Forced switching.  A holder that drops because of a request must not
  * take the GIL straight back, or on a multi-core machine it usually wins
- * the race against the waiter it was asked to make way for.  gil_yield
- * therefore drops, then waits on `switch_cond` until the acquisition
- * counter moves (someone else took it), and only then queues again, at
- * the tail: CPU-bound threads take the GIL in turn.  Every
- * slow-path take signals `switch_cond` when a yielder is waiting.  A plain
- * drop (save_thread, a wait) answers a pending request without forcing the
- * switch: gil_drop says why.
+ * the race against the waiter it was asked to make way for.  When the
+ * request comes with a turn, the drop hands the GIL over and that is
+ * that; otherwise (the convoy rule's requests, below) gil_yield drops,
+ * then waits on `switch_cond` until the acquisition counter moves (someone
+ * else took it), and only then queues again, at the tail: CPU-bound
+ * threads take the GIL in turn.  Every slow-path take signals
+ * `switch_cond` when a yielder is waiting.  A plain drop (save_thread, a
+ * wait) answers a pending request without forcing the switch: gil_drop
+ * says why.
  *
  * The convoy effect, and what we do about it.  In CPython a thread that
  * comes back from a short blocking call (an I/O read, a 1 ms sleep) while a
@@ -91,18 +135,23 @@
  *
  * Barging.  A thread may take a free GIL even though others wait (under
  * the mutex).  That keeps a thread that releases and re-takes the GIL in a
- * loop fast; fairness comes from drop requests and forced switching.  Two
- * exceptions (kept_for_head), both only while the head of the queue has
- * been woken and is on its way: a thread that is not a returner does not
- * take the GIL from under a returner at the head; and a thread coming back
- * from a forced switch that answered a drop request does not take it from
- * under any head.  (A tether_sleep(0) that yields unasked still barges:
- * keeping the GIL for the woken head there turned every such yield into a
- * sleep and a wake-up, and a thousand threads yielding in a loop on a
- * loaded machine ran several times slower: rel_stress_threads.)  Without
- * the second rule, a CPU-bound thread that yielded to a returner took the GIL back
- * as soon as the returner dropped it again (it was awake, the woken head
- * not yet), every time: the others' head never got its turn, became a
+ * loop fast; fairness comes from the head's turn (hand-over), drop
+ * requests and forced switching.  Two exceptions (kept_for_head), both
+ * only while the head of the queue has been woken and is on its way
+ * (`signalled`; not while it watches the word, which it does only next to
+ * a holder that releases and re-takes, until its turn: a looker then
+ * barges as past a sleeping head, and the 2-thread loop keeps its fast
+ * path; the turn bounds the head's wait either way): a
+ * thread that is not a returner does not take the GIL from under a
+ * returner at the head; and a thread coming back from a forced switch
+ * that answered a drop request does not take it from under any head.  (A
+ * tether_sleep(0) that yields unasked still barges: keeping the GIL for
+ * the woken head there turned every such yield into a sleep and a
+ * wake-up, and a thousand threads yielding in a loop on a loaded machine
+ * ran several times slower: rel_stress_threads.)  Without the second
+ * rule, a CPU-bound thread that yielded to a returner took the GIL back as
+ * soon as the returner dropped it again (it was awake, the woken head not
+ * yet), every time: the others' head never got its turn, became a
  * returner after an interval (q_push), and the next returner then waited
  * behind it for a whole interval.  With 8 CPU-bound Lua threads and a
  * thread sleeping 1 ms in a loop, that was 1 sleep in 10 coming back
@@ -114,16 +163,20 @@
  * each one that leaves the queue from its head wakes the next.
  * gil_barrier queues as a returner.
  *
- * Where the GIL changes hands.  A take completes in one of two places: the
- * fast CAS of gil_take, or the CAS of take_slow (then note_holder, in the
- * same function); gil_barrier takes and at once releases.  A drop is the
- * fast CAS of gil_drop, or drop_locked: plain (gil_drop's slow path) or
- * forced (gil_yield).
+ * Where the GIL changes hands.  A take completes in one of three places:
+ * the fast CAS of gil_take, the CAS of take_slow (then note_holder, in the
+ * same function), or hand_over (called by drop_locked, which does the new
+ * holder's note_holder; take_slow then sees `granted`); gil_barrier takes
+ * and at once releases.  A drop is the fast CAS of gil_drop, or
+ * drop_locked: plain (gil_drop's slow path) or forced (gil_yield), either
+ * of which releases the GIL or hands it over.
  *
  * errno.  Nothing here can change errno on success paths that matter to
  * guests: pthread functions return their errors instead of setting errno,
  * and clock_gettime on CLOCK_MONOTONIC does not fail.
  */
+#include <unistd.h>
+
 #include "annotate.h"
 #include "delay.h"
 #include "internal.h"
@@ -204,6 +257,7 @@ void gil_init(struct gil *g, uint32_t interval_us)
     g->switch_waiters = 0;
     g->head = g->tail = g->prio_last = g->normal_first = NULL;
     g->normal_since = 0;
+    g->handoff = NULL;
     ann_gil_atomics(g);
     pthread_mutex_init(&g->mutex, NULL);
     plat_cond_init(&g->switch_cond);
@@ -222,8 +276,13 @@ void gil_destroy(struct gil *g)
 struct gil_waiter {
     pthread_cond_t cond; /* this waiter's own wake-up */
     struct gil_waiter *prev, *next;
+    struct tstate *ts; /* the waiting thread's state */
     int prio;      /* in the returners' part of the queue */
     int signalled; /* woken, and not yet back under the mutex to look */
+    int watching;  /* the head watches the word outside the mutex (q_spin):
+                      awake, not woken, holds no pin */
+    int freed;     /* a drop that freed the GIL woke it (release_locked) */
+    int granted;   /* the GIL was handed to it (hand_over) */
 };
 
 static int64_t interval_ns(struct gil *g)
@@ -231,10 +290,12 @@ static int64_t interval_ns(struct gil *g)
     return (int64_t)atomic_load(&g->interval_us) * 1000;
 }
 
-/* Wakes `w` unless a wake-up is already on its way to it. */
+/* Wakes `w` unless a wake-up is already on its way to it, or it is
+   awake anyway: watching the word (q_spin), it looks under the mutex
+   before it sleeps again. */
 static void q_wake(struct gil_waiter *w)
 {
-    if (w && !w->signalled) {
+    if (w && !w->signalled && !w->watching) {
         w->signalled = 1;
         pthread_cond_signal(&w->cond);
     }
@@ -265,6 +326,8 @@ static void q_push(struct gil *g, struct gil_waiter *w, int prio)
 {
     w->prio = prio;
     w->signalled = 0;
+    w->watching = 0;
+    w->freed = 0;
     if (!prio) {
         q_link_after(g, g->tail, w);
         return;
@@ -306,13 +369,93 @@ static void q_leave(struct gil *g, struct gil_waiter *w)
         q_wake(g->head);
 }
 
-/* Sleeps on the waiter's own cond: with the switch interval as timeout at
-   the head of the queue, without one elsewhere.  Returns 1 on a timeout. */
+/* Sleeps on the waiter's own cond: with a deadline at the head of the
+   queue, without one elsewhere.  Returns 1 if a wake-up reached it. */
 static int q_sleep(struct gil *g, struct gil_waiter *w, int64_t deadline)
 {
-    int timed_out = plat_cond_wait(&w->cond, &g->mutex, deadline);
+    (void)plat_cond_wait(&w->cond, &g->mutex, deadline);
+    int woken = w->signalled;
     w->signalled = 0;
-    return timed_out;
+    return woken;
+}
+
+/* The CPUs online, read once (spinning is for a multi-core machine). */
+static int ncpus(void)
+{
+    static _Atomic int n;
+    int v = atomic_load_explicit(&n, memory_order_relaxed);
+    if (!v) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        v = c > 0 ? (int)c : 1;
+        atomic_store_explicit(&n, v, memory_order_relaxed);
+    }
+    return v;
+}
+
+/* How long the head watches a GIL that its holder keeps for itself
+   before it goes to sleep, the most it watches after one wake-up, and how
+   many pause instructions lie between two looks (q_spin). */
+#define SPIN_HELD_NS 50000
+#define SPIN_MAX_NS 2000000
+#define SPIN_PAUSES 64
+
+/* The head of the queue was woken by a drop that freed the GIL (`freed`;
+   not by the head before it leaving the queue with the GIL) and found the
+   GIL taken again: the holder releases and re-takes it in a loop.  Sleeping again would
+   cost the holder a system call at its next drop (the wake-up), and the
+   woken head would lose the same race: on two cores, two contending
+   threads spent their time there.  Instead the head watches from outside
+   the mutex, reading only (the holder keeps its cache line), until
+   `until` (its turn: take_slow), for at most SPIN_MAX_NS, and only as long
+   as the holder keeps releasing and re-taking (the acquisition counter
+   moves at least every SPIN_HELD_NS: otherwise the holder runs guest code,
+   or is not running at all, and the head sleeps).  It goes back under the
+   mutex early only for a real release: the GIL free and no acquisition
+   since its last look, so that it does not fight a holder that re-takes
+   at once (that one gives the GIL up at the head's turn, by hand-over).
+   Meanwhile it is `watching`, a state of its own: drops do not wake it
+   (q_wake), and it is not asleep, so no wake-up is lost (it looks again
+   under the mutex before it sleeps).  It is not `signalled`: it is not on
+   its way to a free GIL, so kept_for_head does not keep the GIL for it
+   and a thread in the slow path barges as it would past a sleeping head
+   (keeping the GIL for a watcher would send every non-returner that
+   drops and re-takes to sleep behind it).  And
+   it takes its pin away: it does not look at the holder, and with no
+   other waiter the holder's drops and re-takes go back to the fast path
+   (two threads then run at the speed of one between turns).  Its node
+   stays in the queue, so it keeps its place; it pins the word again
+   under the mutex before it looks.  (Meanwhile gil_contended does not
+   count it, so a holder's tether_sleep(0) does not yield to it; once the
+   holder has kept the GIL for SPIN_HELD_NS the head pins the word again
+   and sleeps, and the next tether_sleep(0) yields.) */
+static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
+{
+    w->watching = 1;
+    atomic_fetch_sub(&g->word, W_PIN);
+    rank_unlock(&g->mutex, RANK_GIL);
+    TETHER_DELAY_POINT("gil.take.slow.spin");
+    uint64_t acq = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
+    int64_t now = plat_now_ns(), moved = now;
+    if (until < 0 || until - now > SPIN_MAX_NS)
+        until = now + SPIN_MAX_NS;
+    while (now < until && now - moved < SPIN_HELD_NS) {
+        for (int k = 0; k < SPIN_PAUSES; k++)
+            plat_cpu_relax();
+        now = plat_now_ns();
+        uint64_t a = atomic_load_explicit(&g->acquisitions, memory_order_relaxed);
+        if (a != acq) {
+            acq = a;
+            moved = now;
+        } else if (!(atomic_load_explicit(&g->word, memory_order_relaxed) &
+                     W_LOCKED) ||
+                   atomic_load_explicit(&w->ts->interp->finalizing,
+                                        memory_order_relaxed)) {
+            break;
+        }
+    }
+    rank_lock(&g->mutex, RANK_GIL);
+    atomic_fetch_add(&g->word, W_PIN);
+    w->watching = 0;
 }
 
 /* Bookkeeping of the new holder. */
@@ -377,14 +520,18 @@ static void release_locked(struct gil *g)
 {
     ann_gil_released(g);
     atomic_fetch_and(&g->word, ~(uint64_t)W_LOCKED);
+    if (g->head && !g->head->watching)
+        g->head->freed = 1;
     q_wake(g->head);
 }
 
 /* Whether a free GIL is kept for the head of the queue instead of going
    to the thread that looks at it (see "Barging"): the head was woken and
-   is on its way, and either it is a returner and the looker is not, or the
-   looker comes back from a forced switch that answered a drop request
-   (`yielded`) and the head is the next in turn. */
+   is on its way (`signalled`; a head that watches the word in q_spin is
+   not: it is not on its way, and the looker barges), and either it is a
+   returner and the looker is not, or the looker comes back from a forced
+   switch that answered a drop request (`yielded`) and the head is the
+   next in turn. */
 static int kept_for_head(struct gil *g, const struct gil_waiter *self,
                          int returner, int yielded)
 {
@@ -392,11 +539,29 @@ static int kept_for_head(struct gil *g, const struct gil_waiter *self,
     return !returner && h && h != self && h->signalled && (h->prio || yielded);
 }
 
+/* Hands the GIL, held by the caller, straight to the waiter `w` that
+   stood a whole interval at the head of the queue: the locked bit stays
+   set, so no thread in the slow path can barge in between. */
+static void hand_over(struct gil *g, struct gil_waiter *w)
+{
+    g->handoff = NULL;
+    w->granted = 1;
+    ann_gil_released(g);
+    note_holder(g, w->ts);
+    q_wake(w);
+}
+
 static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
 {
     int64_t t0 = 0; /* read the clock only once we have to wait */
+    int64_t head_since = 0; /* since when this thread is the head */
+    uint64_t seen = 0;      /* the acquisitions then */
     int rc = TETHER_OK, requested = 0, taken = 0, queued = 0;
+    int hot = 0; /* woken by a drop that freed the GIL (q_sleep, `freed`):
+                    watch before sleeping again */
     struct gil_waiter self;
+    self.ts = ts;
+    self.granted = 0;
     TRACE(trace_gil_wait(g, ts));
     TETHER_DELAY_POINT("gil.take.slow.enter");
     rank_lock(&g->mutex, RANK_GIL);
@@ -406,6 +571,12 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     int returner = urgent;
     urgent = urgent && atomic_load(&g->acquisitions) == ts->acq_at_drop + 1;
     for (;;) {
+        if (self.granted) {
+            /* Handed over (hand_over): ours, the bookkeeping done. */
+            ann_gil_acquired(g);
+            taken = 1;
+            break;
+        }
         if (interp_finalizing(ts)) {
             rc = TETHER_EFINALIZING;
             break;
@@ -428,22 +599,53 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             queued = 1;
         }
         int head = g->head == &self;
-        uint64_t seen = atomic_load(&g->acquisitions);
         int64_t now = plat_now_ns();
         if (!t0)
             t0 = now;
+        if (!head) {
+            head_since = 0;
+        } else if (!head_since) {
+            head_since = now;
+            seen = atomic_load(&g->acquisitions);
+        } else if (now - head_since >= interval_ns(g)) {
+            /* A whole interval at the head without the GIL: the next drop
+               hands it over, and a holder that kept it all along is asked
+               to drop. */
+            TETHER_DELAY_POINT("gil.take.slow.turn");
+            if (!g->handoff)
+                g->handoff = &self;
+            if (atomic_load(&g->acquisitions) == seen)
+                request_drop(g);
+            head_since = now;
+            seen = atomic_load(&g->acquisitions);
+        }
         TETHER_DELAY_POINT("gil.take.slow.sleep");
-        int timed_out = q_sleep(g, &self, head ? now + interval_ns(g) : -1);
-        TETHER_DELAY_POINT(timed_out ? "gil.take.slow.timed_out" : "gil.take.slow.woken");
-        if (timed_out && g->head == &self && atomic_load(&g->acquisitions) == seen)
-            request_drop(g);
+        int64_t deadline = head ? head_since + interval_ns(g) : -1;
+        if (hot && head && g->handoff != &self && ncpus() > 1) {
+            q_spin(g, &self, deadline);
+            hot = 0;
+        } else {
+            int woken = q_sleep(g, &self, deadline);
+            hot = woken && self.freed;
+            self.freed = 0;
+            TETHER_DELAY_POINT(woken ? "gil.take.slow.woken" : "gil.take.slow.timed_out");
+        }
     }
     if (queued)
         q_leave(g, &self);
+    if (g->handoff == &self)
+        g->handoff = NULL;
     atomic_fetch_sub(&g->word, W_PIN);
-    if (taken) {
+    if (taken && self.granted) {
+        TRACE(trace_gil_take(g, ts, 1));
+        if (t0)
+            record_wait(g, t0);
+        if (g->switch_waiters)
+            pthread_cond_broadcast(&g->switch_cond);
+    } else if (taken) {
         /* The GIL is ours from the CAS on: the stats are ours to write.
-           The one place where a slow-path take completes. */
+           One of the two places where a slow-path take completes (the
+           other: hand_over). */
         note_holder(g, ts);
         TRACE(trace_gil_take(g, ts, 1));
         if (t0)
@@ -507,7 +709,10 @@ static int drop_locked(struct gil *g, struct tstate *ts, int forced)
     ts->acq_at_drop = seen;
     atomic_store_explicit(&g->holder, NULL, memory_order_relaxed);
     atomic_fetch_add(&g->word, W_PIN);
-    release_locked(g);
+    if (g->handoff)
+        hand_over(g, g->handoff);
+    else
+        release_locked(g);
     if (forced) {
         g->switch_waiters++;
         while (atomic_load(&g->acquisitions) == seen &&
@@ -645,6 +850,7 @@ void gil_atfork_child(struct gil *g, struct tstate *survivor)
     g->switch_waiters = 0;
     /* The waiters' nodes were on stacks of threads that are gone. */
     g->head = g->tail = g->prio_last = g->normal_first = NULL;
+    g->handoff = NULL;
     int held = survivor && atomic_load(&g->holder) == survivor &&
                (atomic_load(&g->word) & W_LOCKED);
     atomic_store(&g->word, held ? W_LOCKED : 0);

@@ -84,6 +84,10 @@ struct gil {
        returner saw it there (anti-starvation).  Synchronization: mutex. */
     struct gil_waiter *head, *tail, *prio_last, *normal_first;
     int64_t normal_since;
+    /* A waiter that stood a whole interval at the head of the queue: the
+       next drop hands the GIL straight to it (gil.c, "Hand-over").
+       Synchronization: mutex. */
+    struct gil_waiter *handoff;
     pthread_mutex_t mutex; /* rank 3: the slow path, the queue, switch_cond
                               and every waiter's own cond */
     pthread_cond_t switch_cond; /* someone took the GIL */

@@ -74,11 +74,7 @@ void plat_sleep_ns(int64_t ns)
 
 int plat_spin_step(unsigned i)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
+    plat_cpu_relax();
     if (i % PLAT_SPIN_YIELD_EVERY != 0)
         return 0;
     sched_yield();

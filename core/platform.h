@@ -35,6 +35,18 @@ int plat_thread_create(pthread_t *pt, size_t stack_size, void *(*fn)(void *),
 /* Sleeps the calling thread without any lock held. */
 void plat_sleep_ns(int64_t ns);
 
+/* One CPU pause of a spin-wait (x86 `pause`, AArch64 `yield`; nothing
+   elsewhere): tells the CPU that this is a busy-wait, so that it spends
+   less power and leaves the core's other hardware thread its share. */
+static inline void plat_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 /* Step `i` (1, 2, ...) of a bounded spin-wait: a CPU pause, and every
    PLAT_SPIN_YIELD_EVERY steps a yield of the CPU, so that a spinner on a
    busy machine lets the thread it waits for (or anyone else) run.  Returns

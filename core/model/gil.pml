@@ -99,13 +99,25 @@ byte woken[3];
    the first nprio are returners (up to gil->prio_last).  Each waiter
    sleeps on its own cond: asleep[t] is 0 (awake), 1 (untimed) or 2 (timed:
    the head's interval); signalled[t] is its struct gil_waiter's
-   `signalled`, and nsig counts the threads signalled and not back yet. */
+   `signalled`, and nsig counts the threads signalled and not back yet;
+   watching[t] is its `watching` (the head watches the word in q_spin:
+   awake, not woken, no pin). */
 byte qid[NPROC];
 byte qlen;
 byte nprio;
 byte asleep[NPROC + 1];
 bit signalled[NPROC + 1];
 byte nsig;
+bit watching[NPROC + 1];
+/* freed[t] is its `freed`: the wake-up on its way came (also) from a drop
+   that freed the GIL (release_locked); only such a wake-up makes it watch
+   (take_slow's `hot`). */
+bit freed[NPROC + 1];
+/* gil->handoff (a thread id, 0 = NULL): the waiter that stood a whole
+   interval at the head, to which the next drop hands the GIL; granted[t]
+   is its struct gil_waiter's `granted`. */
+byte handoff;
+bit granted[NPROC + 1];
 
 /* ---- interpreter and thread states ------------------------------------ */
 
@@ -160,8 +172,10 @@ inline mutex_lock(m, me)
 /* No lost wake-up, checked whenever the GIL mutex is let go (everything
    it reads changes only under that mutex): the head of the queue is never
    asleep without a timeout unless a wake-up is on its way, and never
-   asleep at all, unwoken, while the GIL is free. */
-#define HEAD_OK (qlen == 0 || signalled[qid[0]] || asleep[qid[0]] == 0 ||      \
+   asleep at all, unwoken, while the GIL is free.  A watching head
+   (q_spin) is awake: it looks under the mutex before it sleeps. */
+#define HEAD_OK (qlen == 0 || signalled[qid[0]] || watching[qid[0]] ||         \
+                 asleep[qid[0]] == 0 ||                                       \
                  (asleep[qid[0]] == 2 && (word & LOCKED)))
 #define CHECK_QUEUE(m) if :: m == M_GIL -> assert(HEAD_OK) :: else -> skip fi
 
@@ -233,7 +247,8 @@ inline cond_broadcast(c, w)
  * gil.c
  * ====================================================================== */
 
-/* took(): the new holder's bookkeeping (holder, acquisitions). */
+/* took(): the new holder's bookkeeping (holder, acquisitions); `me` is
+   the new holder (hand_over calls it for the waiter it hands to). */
 inline took(me)
 {
     holder = me;
@@ -265,11 +280,11 @@ inline request_drop(me)
     }
 }
 
-/* q_wake(): gil mutex held. */
+/* q_wake(): gil mutex held.  A watching waiter is awake: no wake-up. */
 inline q_wake(t)
 {
     if
-    :: !signalled[t] -> signalled[t] = 1; nsig++
+    :: !signalled[t] && !watching[t] -> signalled[t] = 1; nsig++
     :: else -> skip
     fi
 }
@@ -281,7 +296,9 @@ inline q_wake(t)
 inline q_push(me, prio)
 {
     atomic {
-        assert(mtx[M_GIL] == me && !signalled[me]);
+        /* q_push clears `freed` and `watching` in the C; q_leave does it
+           here, so that a state does not remember a waiter gone */
+        assert(mtx[M_GIL] == me && !signalled[me] && !freed[me] && !watching[me]);
         if
         :: prio ->
             if
@@ -322,6 +339,7 @@ inline q_leave(me)
         od;
         qlen--;
         qid[qlen] = 0;
+        freed[me] = 0;
         i = 0;
         if
         :: hd && qlen > 0 -> q_wake(qid[0])
@@ -334,10 +352,12 @@ inline q_leave(me)
 /* q_sleep(): plat_cond_wait on the waiter's own cond, with the interval
    as timeout if `timed` (the head), forever otherwise.  A timed wait may
    end at any moment; a signalled one may report a timeout too (the C
-   compares the clock with the deadline after waking). */
+   compares the clock with the deadline after waking).  `hot`: a wake-up
+   reached it and it was `freed` (take_slow: watch before sleeping
+   again); `freed` is cleared. */
 inline q_sleep(me, timed, timed_out)
 {
-    atomic { assert(mtx[M_GIL] == me &&
+    atomic { assert(mtx[M_GIL] == me && !watching[me] &&
                     ((word & LOCKED) || (qlen > 0 && qid[0] != me && signalled[qid[0]])));
              asleep[me] = 1 + timed;
              CHECK_QUEUE(M_GIL); mtx[M_GIL] = 0; NEXT(M_GIL) };
@@ -346,7 +366,36 @@ inline q_sleep(me, timed, timed_out)
     :: atomic { asleep[me] == 2 -> asleep[me] = 0; timed_out = 1; TICKET(M_GIL) }
     fi;
     atomic { TURN(M_GIL) -> mtx[M_GIL] = me; tk = 0 };
-    atomic { if :: signalled[me] -> signalled[me] = 0; nsig-- :: else -> skip fi }
+    atomic { if :: signalled[me] -> signalled[me] = 0; nsig--; hot = freed[me]
+                :: else -> hot = 0 fi;
+             freed[me] = 0 }
+}
+
+/* q_spin(): the head, woken while the holder releases and re-takes,
+   watches the word outside the mutex, `watching` (not signalled: drops do
+   not wake it, and KEPT does not keep the GIL for it) and without its
+   pin, and comes back under the mutex (when, is a matter of time: any
+   moment; it is not counted in nsig, so the workers' "something else"
+   does not wait for it to come back). */
+inline q_spin(me)
+{
+    atomic { assert(mtx[M_GIL] == me && !signalled[me] && !watching[me]); watching[me] = 1 };
+    word = word - PIN;
+    mutex_unlock(M_GIL, me);
+    mutex_lock(M_GIL, me);
+    word = word + PIN;
+    watching[me] = 0
+}
+
+/* hand_over(): the dropper, mutex held, gives the GIL (still locked) to
+   the waiter `t` that asked for its turn. */
+inline hand_over(t)
+{
+    assert(mtx[M_GIL] != 0 && (word & LOCKED) && handoff == t);
+    handoff = 0;
+    granted[t] = 1;
+    took(t);
+    q_wake(t)
 }
 
 /* release_locked(): gil mutex held. */
@@ -356,14 +405,20 @@ inline release_locked(me)
         assert(mtx[M_GIL] == me);
         word = word & ~LOCKED;
         if
-        :: qlen > 0 -> q_wake(qid[0])
+        :: qlen > 0 ->
+            if
+            :: !watching[qid[0]] -> freed[qid[0]] = 1
+            :: else -> skip
+            fi;
+            q_wake(qid[0])
         :: else -> skip
         fi
     }
 }
 
 /* kept_for_head(): a free GIL is left to the head of the queue when the
-   head was woken and is on its way, and either it is a returner (the
+   head was woken and is on its way (signalled; a watching head is not),
+   and either it is a returner (the
    returners come first in the queue) and the looker is not, or the looker
    comes back from a forced switch that answered a drop request (yld). */
 #define KEPT(me) (!ret && qlen > 0 && qid[0] != me && signalled[qid[0]] &&     \
@@ -376,11 +431,12 @@ inline take_slow(me, rc)
     ret = urg;
     urg = (urg && since_drop[me] == 1);
     do
-    :: finalizing -> rc = EFINALIZING; break
+    :: granted[me] -> granted[me] = 0; gr = 1; taken = 1; break
     :: else ->
         if
-        :: !(word & LOCKED) && !KEPT(me) -> word = word | LOCKED; taken = 1; break
-        :: else ->
+        :: finalizing -> rc = EFINALIZING; break
+        :: !finalizing && !(word & LOCKED) && !KEPT(me) -> word = word | LOCKED; taken = 1; break
+        :: !finalizing && ((word & LOCKED) || KEPT(me)) ->
             if
             :: urg && !requested -> request_drop(me); requested = found
             :: else -> skip
@@ -390,30 +446,56 @@ inline take_slow(me, rc)
             :: else -> skip
             fi;
             hd = (qid[0] == me);
-            since_seen[me] = 0;
-            q_sleep(me, hd, timed_out);
-            hd = 0;
+            /* head_since (hs): a whole interval at the head has surely
+               passed after a timed sleep that timed out (`due`: its
+               deadline was head_since + interval); after a wake-up or a
+               spin it is a matter of time, so either branch may run */
             if
-            :: timed_out && qid[0] == me && since_seen[me] == 0 -> request_drop(me)
-            :: else -> skip
-            fi
+            :: !hd -> hs = 0
+            :: hd && !hs -> hs = 1; since_seen[me] = 0
+            :: hd && hs && !due -> skip
+            :: hd && hs ->
+                if
+                :: handoff == 0 -> handoff = me
+                :: else -> skip
+                fi;
+                if
+                :: since_seen[me] == 0 -> request_drop(me)
+                :: else -> skip
+                fi;
+                since_seen[me] = 0
+            fi;
+            due = 0;
+            if
+            :: hot && hd && handoff != me -> q_spin(me); hot = 0
+            :: true -> q_sleep(me, hd, timed_out); due = timed_out
+            fi;
+            hd = 0
         fi
     od;
     if
     :: queued -> q_leave(me); queued = 0
     :: else -> skip
     fi;
+    if
+    :: handoff == me -> handoff = 0
+    :: else -> skip
+    fi;
     word = word - PIN;
     if
     :: taken ->
-        took(me);
+        if
+        :: !gr -> took(me)
+        :: else -> skip
+        fi;
         if
         :: switch_waiters > 0 -> cond_broadcast(switch_cond, W_SWITCH)
         :: else -> skip
         fi
     :: else -> skip
     fi;
-    mutex_unlock(M_GIL, me)
+    mutex_unlock(M_GIL, me);
+    hs = 0; hot = 0; gr = 0; due = 0
 }
 
 /* gil_take: the fast CAS, else the slow path; then the finalizing check
@@ -434,18 +516,21 @@ inline gil_take(me, urgent, rc)
     fast = 0; requested = 0; taken = 0; timed_out = 0; found = 0; urg = 0; ret = 0; yld = 0
 }
 
-/* drop_locked(): releases the GIL with the mutex held; forced switching
-   if a drop was requested of this thread (or `always`): wait until another
-   thread took the GIL, as long as one still waits for it. */
+/* drop_locked(): releases the GIL with the mutex held, or hands it to the
+   waiter whose turn it is; with `always` (gil_yield: forced switching)
+   waits until another thread took the GIL, as long as one still waits. */
 inline drop_locked(me, always)
 {
-    atomic { requested = ((breaker[me] & BRK_DROP) != 0); breaker[me] = breaker[me] & ~BRK_DROP };
+    atomic { breaker[me] = breaker[me] & ~BRK_DROP };
     since_drop[me] = 0;
     holder = 0;
     word = word + PIN;
-    release_locked(me);
     if
-    :: requested || always ->
+    :: handoff != 0 -> ho = handoff; hand_over(ho); ho = 0
+    :: else -> release_locked(me)
+    fi;
+    if
+    :: always ->
         switch_waiters++;
         do
         :: since_drop[me] == 0 && (word >> 1) > 1 && !finalizing ->
@@ -522,7 +607,7 @@ inline gil_barrier(me)
         :: !queued -> q_push(me, 1); queued = 1
         :: else -> skip
         fi;
-        q_sleep(me, 1, timed_out)
+        q_sleep(me, 1, timed_out); hot = 0
     od;
     word = word - PIN;
     mutex_unlock(M_GIL, me);
@@ -734,7 +819,7 @@ inline mark_finalizing(me)
     gil_wake_all(me)
 }
 
-#define LOCALS byte tk, i, rc, b; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd
+#define LOCALS byte tk, i, rc, b, ho; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd, hs, hot, gr, due
 
 /* ======================================================================
  * The threads of each configuration

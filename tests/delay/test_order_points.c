@@ -216,6 +216,33 @@ TEST(drop_signals_the_waiter)
     t_finalize(rt);
 }
 
+/* ---- a waiter's turn: the next drop hands the GIL over ----------------- */
+
+/* A waiter that stood a whole switch interval at the head of the queue
+   gets the GIL from the holder's next drop, even if the holder asks for it
+   again at once: a thread that releases and re-takes the GIL with nothing
+   in between cannot keep it from a waiter.  The holder here waits until
+   the waiter has slept twice (its first interval at the head ran out, and
+   its turn is posted under the GIL mutex before the second sleep), then
+   drops and re-takes: the waiter must have held the GIL in between.
+   Before the hand-over (gil.c, "Hand-over"), the re-take won the race
+   against the waiter the drop had only woken. */
+TEST(turn_hands_the_gil_over)
+{
+    tether_runtime rt = t_runtime_interval(1000);
+    dr_interp = t_main_interp(rt);
+    atomic_store(&dr_took, 0);
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t w = t_pthread(dr_waiter, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps + 1);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_EQ(atomic_load(&dr_took), 1);
+    t_join_foreign(&w, 1);
+    t_finalize(rt);
+}
+
 /* ---- a raise that came before a defer waits for the allow -------------- */
 
 /* The exception is posted (the breaker bit set) while the thread runs
@@ -499,6 +526,12 @@ static int ys_blocked(void *arg)
     *n = t_pthread(ys_next, NULL);
     dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N sleeps on the GIL */
     dctl_arm("gil.yield.dropped", 1, DCTL_PARK, 0);
+    /* N, woken when this thread leaves the head, must sleep again, not
+       watch the word (q_spin): a watching head is not woken by the drop,
+       so Y would take the GIL from under it.  Parked there, a watching N
+       loses the round for sure (mutant GH2), instead of only when the
+       drop comes within the 50 us it watches. */
+    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
     ys_sleeps = dctl_passes("gil.take.slow.sleep");
     return TETHER_OK;
 }
@@ -508,7 +541,10 @@ static int ys_blocked(void *arg)
    after its forced switch.  The main thread drops the GIL again at once,
    which wakes N (the head); Y is let go in the same moment, and races N
    for the free GIL.  N must win: a thread coming back from a forced switch
-   queues behind a woken head instead of taking the GIL from under it.
+   queues behind a woken head instead of taking the GIL from under it; and
+   N, woken by the main thread's leaving the head (not by a drop that freed
+   the GIL), sleeps again rather than watch the word, so that the drop
+   wakes it.
    (Without that rule Y wins about half the time, so the case repeats; the
    busy threads then kept the GIL among themselves while a woken waiter
    lost its turn, and the returner behind them waited a whole interval:
@@ -543,6 +579,7 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
         dctl_release("gil.yield.dropped");
         while (!atomic_load(&ys_n_at) && !atomic_load(&ys_y_at))
             sched_yield();
+        dctl_release("gil.take.slow.spin"); /* disarmed; a watcher goes on */
         atomic_store(&ys_stop, 1);
         t_pthread_join(n);
         t_pthread_join(y);
@@ -558,6 +595,7 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
             TEST_ENTRY_T(served_drop_request_is_cleared, 30),
             TEST_ENTRY_T(drop_signals_the_waiter, 30),
+            TEST_ENTRY_T(turn_hands_the_gil_over, 30),
             TEST_ENTRY_T(raise_then_defer_holds_until_allow, 30),
             TEST_ENTRY_T(raise_wakes_a_sleeping_wait, 30),
             TEST_ENTRY_T(interp_created_during_finalize, 30),
