@@ -782,6 +782,20 @@ void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
     rank_unlock(&g->mutex, RANK_GIL);
 }
 
+void gil_interval_changed(struct gil *g)
+{
+    /* The head sleeps until one interval after it became the head, as the
+       interval was when it went to sleep: woken, it starts over with the
+       new one (a waiting head takes its turn, a shorter interval's turn
+       comes sooner).  Nobody else's sleep depends on the interval: the
+       others sleep until woken, a watching head at most SPIN_MAX_NS, a
+       forced switch until the GIL changed hands (its timeout is only a
+       safety net). */
+    rank_lock(&g->mutex, RANK_GIL);
+    q_wake(g->head);
+    rank_unlock(&g->mutex, RANK_GIL);
+}
+
 void gil_wake_all(struct gil *g)
 {
     rank_lock(&g->mutex, RANK_GIL);

@@ -372,6 +372,9 @@ void gil_with_holder(struct gil *g, void (*fn)(struct tstate *, void *),
 void gil_call_hook(struct tstate *h);
 /* Wakes every waiter (finalize). */
 void gil_wake_all(struct gil *g);
+/* Wakes the head of the queue after g->interval_us changed, so that it
+   does not sleep out the old interval.  Takes the gil mutex. */
+void gil_interval_changed(struct gil *g);
 /* Takes and at once drops the GIL, ignoring finalize, to be sure every
    thread that held it before has let go (threads that take it afterwards
    see the finalizing flag).  Returns 0, or -1 if the deadline passed first. */

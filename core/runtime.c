@@ -141,9 +141,13 @@ int tether_set_switch_interval(tether_runtime h, uint32_t us)
     if (!rt)
         return TETHER_EBADHANDLE;
     atomic_store(&rt->gil.interval_us, us);
+    gil_interval_changed(&rt->gil);
     rank_lock(&rt->mutex, RANK_RUNTIME);
-    for (struct interp *i = rt->interps; i; i = i->next)
+    for (struct interp *i = rt->interps; i; i = i->next) {
         atomic_store(&i->gil->interval_us, us);
+        if (i->gil != &rt->gil)
+            gil_interval_changed(i->gil); /* RUNTIME before GIL */
+    }
     rank_unlock(&rt->mutex, RANK_RUNTIME);
     handle_put(h);
     return TETHER_OK;

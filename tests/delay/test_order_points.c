@@ -590,6 +590,45 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
     }
 }
 
+/* ---- a shorter switch interval reaches a head already asleep ----------- */
+
+static tether_interp si_interp;
+
+static void *si_waiter(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(si_interp, &st));
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* The head of the queue sleeps until one switch interval after it became
+   the head (10 s here).  tether_set_switch_interval to 1 ms must reach it
+   where it sleeps: it is woken to start over with the new interval, not
+   left to sleep out the old one (a waiter would then wait up to 10 s for
+   a turn the new interval promises after 1 ms).  The holder neither drops
+   nor checkpoints until the head's sleep has ended, so only the interval
+   change can end it early: "woken", not "timed out".  (Before the fix the
+   case took 10 s and saw "timed out".) */
+TEST(shorter_interval_wakes_a_sleeping_head)
+{
+    tether_runtime rt = t_runtime_interval(10000000);
+    si_interp = t_main_interp(rt);
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t w = t_pthread(si_waiter, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* asleep at the head */
+    unsigned long wakes = dctl_passes("gil.take.slow.woken");
+    unsigned long timeouts = dctl_passes("gil.take.slow.timed_out");
+    ASSERT_OK(tether_set_switch_interval(rt, 1000));
+    int which = dctl_wait_either("gil.take.slow.woken", wakes,
+                                 "gil.take.slow.timed_out", timeouts);
+    ASSERT_EQ(which, 0);
+    /* Dropping the GIL lets the waiter in. */
+    t_join_foreign(&w, 1);
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -602,4 +641,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(second_destroy_is_refused, 30),
             TEST_ENTRY_T(finalize_during_destroy_closes_the_interp, 30),
             TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30),
-            TEST_ENTRY_T(forced_switch_leaves_a_woken_head_its_turn, 120))
+            TEST_ENTRY_T(forced_switch_leaves_a_woken_head_its_turn, 120),
+            TEST_ENTRY_T(shorter_interval_wakes_a_sleeping_head, 60))

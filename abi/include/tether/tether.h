@@ -248,7 +248,8 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
 TETHER_API int tether_interp_destroy(tether_interp interp, int64_t timeout_ns);
 
 /* Sets the switch interval of every GIL of the runtime, in microseconds
-   (1 .. 10,000,000).  Returns TETHER_EINVAL, TETHER_EBADHANDLE.
+   (1 .. 10,000,000), taking effect at once, also for a thread already
+   waiting for a GIL.  Returns TETHER_EINVAL, TETHER_EBADHANDLE.
    [any-thread] */
 TETHER_API int tether_set_switch_interval(tether_runtime rt, uint32_t us);
 
