@@ -629,6 +629,56 @@ TEST(shorter_interval_wakes_a_sleeping_head)
     t_finalize(rt);
 }
 
+/* ---- finalize while the head watches the word --------------------------- */
+
+static tether_interp fw_interp;
+static atomic_int fw_rc[2];
+
+/* Releases and re-takes the GIL in a loop until finalize refuses it. */
+static void *fw_looper(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    tether_gilstate st;
+    int rc = tether_ensure(fw_interp, &st);
+    while (rc == TETHER_OK) {
+        tether_tstate saved;
+        ASSERT_OK(tether_save_thread(&saved));
+        rc = tether_restore_thread(saved);
+    }
+    atomic_store(&fw_rc[me], rc);
+    (void)tether_release(st);
+    return NULL;
+}
+
+/* Two threads release and re-take the GIL in a loop until one of them, the
+   head of the queue, watches the word (q_spin: parked there, outside the
+   GIL mutex, without a pin, its node in the queue, not woken by drops nor
+   by gil_wake_all).  Finalize runs in that window and must return (its
+   barrier takes the GIL past the watcher); the watcher, let go, must
+   notice the finalize and leave with TETHER_EFINALIZING, not take the GIL
+   nor wait for a wake-up that finalize did not send.  (Mutant: q_spin
+   goes back to sleep instead of returning under the mutex -- the watcher
+   then waits for a drop that never comes, and the case hangs.) */
+TEST(finalize_while_the_head_watches)
+{
+    tether_runtime rt = t_runtime_interval(10000000);
+    fw_interp = t_main_interp(rt);
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    atomic_store(&fw_rc[0], 1000);
+    atomic_store(&fw_rc[1], 1000);
+    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
+    pthread_t t[2] = {t_pthread(fw_looper, (void *)0),
+                      t_pthread(fw_looper, (void *)1)};
+    dctl_wait_parked("gil.take.slow.spin"); /* a looper watches */
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(60)));
+    dctl_release("gil.take.slow.spin");
+    t_pthread_join(t[0]);
+    t_pthread_join(t[1]);
+    ASSERT_EQ(atomic_load(&fw_rc[0]), TETHER_EFINALIZING);
+    ASSERT_EQ(atomic_load(&fw_rc[1]), TETHER_EFINALIZING);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -642,4 +692,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(finalize_during_destroy_closes_the_interp, 30),
             TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30),
             TEST_ENTRY_T(forced_switch_leaves_a_woken_head_its_turn, 120),
-            TEST_ENTRY_T(shorter_interval_wakes_a_sleeping_head, 60))
+            TEST_ENTRY_T(shorter_interval_wakes_a_sleeping_head, 60),
+            TEST_ENTRY_T(finalize_while_the_head_watches, 60))
