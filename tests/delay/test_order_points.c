@@ -679,6 +679,61 @@ TEST(finalize_while_the_head_watches)
     ASSERT_EQ(atomic_load(&fw_rc[1]), TETHER_EFINALIZING);
 }
 
+/* ---- a head that leaves the queue wakes the next ------------------------ */
+
+static tether_interp nh_interp;
+static atomic_int nh_second_took;
+
+/* The first waiter: once it has the GIL it runs "guest code" (checkpoints)
+   until the second waiter got the GIL. */
+static void *nh_first(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(nh_interp, &st));
+    while (!atomic_load(&nh_second_took))
+        ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static void *nh_second(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(nh_interp, &st));
+    atomic_store(&nh_second_took, 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* Two waiters queue on the held GIL, the second one asleep without a
+   deadline (only the head times its sleep).  The holder drops; the first
+   takes the GIL and keeps it, checkpointing.  Leaving the head, it must
+   wake the second, which then times its interval at the head and gets a
+   turn: the first's checkpoints hand it over.  Nobody else drops the GIL,
+   so a new head left asleep is never woken, and the case hangs (mutant
+   GH5). */
+TEST(leaving_head_wakes_the_next)
+{
+    /* 10 s while they queue: the head's sleep does not time out, so the
+       second pass of the sleep point is the second waiter's. */
+    tether_runtime rt = t_runtime_interval(10000000);
+    nh_interp = t_main_interp(rt);
+    atomic_store(&nh_second_took, 0);
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t a = t_pthread(nh_first, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* the head */
+    sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t b = t_pthread(nh_second, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* behind it */
+    ASSERT_OK(tether_set_switch_interval(rt, 1000));
+    pthread_t both[2] = {a, b};
+    t_join_foreign(both, 2); /* drops the GIL: the head takes it */
+    ASSERT_EQ(atomic_load(&nh_second_took), 1);
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -693,4 +748,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30),
             TEST_ENTRY_T(forced_switch_leaves_a_woken_head_its_turn, 120),
             TEST_ENTRY_T(shorter_interval_wakes_a_sleeping_head, 60),
-            TEST_ENTRY_T(finalize_while_the_head_watches, 60))
+            TEST_ENTRY_T(finalize_while_the_head_watches, 60),
+            TEST_ENTRY_T(leaving_head_wakes_the_next, 60))

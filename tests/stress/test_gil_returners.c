@@ -112,5 +112,95 @@ TEST(finalize_with_returners_waiting)
     }
 }
 
+/* ---- many threads, mixed, while the switch interval changes ------------- */
+
+enum { MX_CPUS = 24, MX_SLEEPERS = 24, MX_FOREIGN = 16,
+       MX_CHECKPOINTS = 3000, MX_SLEEPS = 300, MX_ENSURES = 300 };
+
+static int mx_inside;     /* Synchronization: gil. */
+static long mx_sections;  /* Synchronization: gil. */
+static atomic_int mx_done;
+
+/* One critical section under the GIL: nobody else is inside. */
+static void mx_section(void)
+{
+    ASSERT_EQ(mx_inside, 0);
+    mx_inside = 1;
+    mx_sections++;
+    mx_inside = 0;
+}
+
+static int mx_cpu(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < MX_CHECKPOINTS; i++) {
+        mx_section();
+        ASSERT_OK(tether_checkpoint());
+    }
+    atomic_fetch_add(&mx_done, 1);
+    return TETHER_OK;
+}
+
+static int mx_sleeper(void *arg)
+{
+    int64_t ns = (intptr_t)arg % 2 ? 20000 : 1;
+    for (int i = 0; i < MX_SLEEPS; i++) {
+        mx_section();
+        ASSERT_OK(tether_sleep(ns));
+    }
+    atomic_fetch_add(&mx_done, 1);
+    return TETHER_OK;
+}
+
+/* A foreign thread: ensure/release loops (not a returner: a fresh take). */
+static void *mx_foreign(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < MX_ENSURES; i++) {
+        tether_gilstate st;
+        ASSERT_OK(tether_ensure(g_interp, &st));
+        mx_section();
+        ASSERT_OK(tether_release(st));
+    }
+    atomic_fetch_add(&mx_done, 1);
+    return NULL;
+}
+
+/* 64 threads -- CPU-bound, returners (sleeps), foreign ensure/release
+   loops -- each doing a fixed amount of work, while the main thread flips
+   the switch interval between 1 us, 1 ms and 10 s.  Every thread finishes
+   (a lost wake-up hangs the case; a head left asleep with a 10 s interval
+   after the interval came back down makes every CPU-bound hand-over cost
+   up to 10 s, and the case times out), and the GIL excludes throughout. */
+TEST(many_mixed_while_the_interval_changes)
+{
+    static const uint32_t flips[] = {1, 1000, 10000000, 1000, 1, 10000000};
+    atomic_store(&mx_done, 0);
+    mx_sections = 0;
+    g_rt = t_runtime_interval(1000);
+    g_interp = t_main_interp(g_rt);
+    tether_thread ts[MX_CPUS + MX_SLEEPERS];
+    pthread_t fs[MX_FOREIGN];
+    for (intptr_t i = 0; i < MX_CPUS; i++)
+        ts[i] = t_start(g_interp, mx_cpu, (void *)i);
+    for (intptr_t i = 0; i < MX_SLEEPERS; i++)
+        ts[MX_CPUS + i] = t_start(g_interp, mx_sleeper, (void *)i);
+    for (int i = 0; i < MX_FOREIGN; i++)
+        fs[i] = t_pthread(mx_foreign, NULL);
+    for (unsigned k = 0; atomic_load(&mx_done) < MX_CPUS + MX_SLEEPERS + MX_FOREIGN; k++) {
+        ASSERT_OK(tether_set_switch_interval(g_rt, flips[k % 6]));
+        ASSERT_OK(tether_sleep(MS(1)));
+    }
+    ASSERT_OK(tether_set_switch_interval(g_rt, 1000));
+    for (int i = 0; i < MX_CPUS + MX_SLEEPERS; i++)
+        ASSERT_EQ(t_join(ts[i]), TETHER_OK);
+    t_join_foreign(fs, MX_FOREIGN);
+    ASSERT_EQ(mx_sections, (long)MX_CPUS * MX_CHECKPOINTS +
+                               (long)MX_SLEEPERS * MX_SLEEPS +
+                               (long)MX_FOREIGN * MX_ENSURES);
+    t_finalize(g_rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(returners_do_not_starve_cpu_bound, 240),
-            TEST_ENTRY_T(finalize_with_returners_waiting, 240))
+            TEST_ENTRY_T(finalize_with_returners_waiting, 240),
+            TEST_ENTRY_T(many_mixed_while_the_interval_changes, 240))
