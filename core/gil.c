@@ -85,8 +85,15 @@
  * could, CPython's can: the woken waiter usually lost the race, and with 8
  * such threads the slowest got half of a fair share).  The turns also make
  * the holder's runs long: two threads in such a loop trade the GIL once
- * per interval and otherwise run at the speed of one.  A waiter that
- * leaves the queue clears `handoff` if it is its own.
+ * per interval and otherwise run at the speed of one.  With more looping
+ * threads than cores the turn is only the bound: a holder preempted while
+ * it holds the GIL outlasts the watching head's 50 us, the head sleeps,
+ * and the holder's next drop wakes it to take the free GIL before the
+ * re-take.  With 8 such threads on 2 cores most changes of hands were
+ * those races (0 to 2 turns per thread in 7 to 19 changes, a loaded
+ * machine), which leaves the shares to chance (docs/performance.md,
+ * "GIL acquisitions/s and fairness").  A waiter that leaves the queue
+ * clears `handoff` if it is its own.
  *
  * Returners first.  A thread coming back from a voluntary wait (a blocking
  * call, a sleep, a tether wait: gil_take with `urgent`) queues behind the
