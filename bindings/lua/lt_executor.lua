@@ -37,13 +37,15 @@ local function remote_loop(req, rep)
     elseif rawequal(res[2], tether.Cancelled) then
       reply = {cancelled = true}
     else
-      local err = res[2]
-      if type(err) ~= "string" and type(err) ~= "number" then
-        err = tostring(err)
-      end
-      reply = {ok = false, err = err, tb = tb or ""}
+      reply = {ok = false, err = res[2], tb = tb or ""}
     end
     local ok, why = pcall(rep.send, rep, reply)
+    if not ok and not res[1] and not rawequal(why, tether.Cancelled) then
+      -- An error value the codec cannot copy arrives as its tostring, as
+      -- from an I:thread's join.
+      reply.err = tostring(reply.err)
+      ok, why = pcall(rep.send, rep, reply)
+    end
     if not ok then
       if rawequal(why, tether.Cancelled) then error(why, 0) end
       rep:send({ok = false, err = "results: " .. tostring(why), tb = tb or ""})

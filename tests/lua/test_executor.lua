@@ -281,6 +281,25 @@ T.case("interp = true: tasks run in isolated interpreters", function()
   local h = ex:submit(function() local function deep() error("remote failure") end deep() end)
   local err = T.raises("remote failure", h.result, h, T.LIMIT)
   assert(err:find("in the worker: stack traceback", 1, true), err)
+  -- a non-string error value is raised as it is, copied, as on threads
+  -- (nil and tables arrived as their tostring); one the codec cannot
+  -- copy arrives as its tostring, as from an I:thread's join
+  local e1 = ex:submit(function() error({code = 7}) end)
+  local ok, v = pcall(e1.result, e1, T.LIMIT)
+  assert(not ok and type(v) == "table" and v.code == 7, tostring(v))
+  local e2 = ex:submit(function() error(nil) end)
+  ok, v = pcall(e2.result, e2, T.LIMIT)
+  assert(not ok and v == nil, tostring(v))
+  local e3 = ex:submit(function() error(false) end)
+  ok, v = pcall(e3.result, e3, T.LIMIT)
+  assert(not ok and v == false, tostring(v))
+  local e4 = ex:submit(function()
+    error(setmetatable({f = print}, {__tostring = function() return "uncopyable error" end}))
+  end)
+  ok, v = pcall(e4.result, e4, T.LIMIT)
+  assert(not ok and type(v) == "string" and v:find("^uncopyable error\n"), tostring(v))
+  assert(select(2, e4:exception()):find("stack traceback", 1, true))
+  assert(ex:submit(function() return "worker alive" end):result(T.LIMIT) == "worker alive")
   -- what cannot be copied is a clear error at submit
   local up = 1
   T.raises("upvalue", ex.submit, ex, function() return up end)
