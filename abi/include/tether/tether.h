@@ -390,8 +390,9 @@ TETHER_API int tether_thread_start(tether_interp interp, tether_thread_fn fn,
    it; the reap of a finished thread is given at least 10 ms whatever the
    timeout, so a join with timeout 0 of a thread tether_thread_is_alive
    calls finished succeeds unless its key destructors run longer; without
-   pthread_clockjoin_np the reap itself waits without a limit), TETHER_EDEADLK (join itself, also from one of its key
-   destructors), TETHER_ESTATE (a thread that was not started by
+   pthread_clockjoin_np the reap itself waits without a limit),
+   TETHER_EDEADLK (join itself, also from one of its key destructors),
+   TETHER_ESTATE (a thread that was not started by
    tether_thread_start, e.g. the main thread), TETHER_EASYNC,
    TETHER_EFINALIZING (the caller could not re-take its GIL: it stays
    detached; the thread may have been reaped), TETHER_EBADHANDLE.
