@@ -42,8 +42,12 @@ local function remote_loop(req, rep)
     local ok, why = pcall(rep.send, rep, reply)
     if not ok and not res[1] and not rawequal(why, tether.Cancelled) then
       -- An error value the codec cannot copy arrives as its tostring, as
-      -- from an I:thread's join.
-      reply.err = tostring(reply.err)
+      -- from an I:thread's join; one whose __tostring fails as a
+      -- placeholder (an error here would end this loop: the worker would
+      -- wait for a reply forever).
+      local sok, s = pcall(tostring, reply.err)
+      reply.err = sok and type(s) == "string" and s
+                  or "(error object is a " .. type(reply.err) .. " value)"
       ok, why = pcall(rep.send, rep, reply)
     end
     if not ok then

@@ -300,6 +300,18 @@ T.case("interp = true: tasks run in isolated interpreters", function()
   assert(not ok and type(v) == "string" and v:find("^uncopyable error\n"), tostring(v))
   assert(select(2, e4:exception()):find("stack traceback", 1, true))
   assert(ex:submit(function() return "worker alive" end):result(T.LIMIT) == "worker alive")
+  -- an uncopyable error whose __tostring raises or returns no string
+  -- still arrives (a placeholder), and the worker goes on (it hung)
+  for which = 1, 2 do
+    local e5 = ex:submit(function(w)
+      local f = w == 1 and function() error("boom") end or function() return {} end
+      error(setmetatable({f = print}, {__tostring = f}))
+    end, which)
+    ok, v = pcall(e5.result, e5, T.LIMIT)
+    assert(not ok and type(v) == "string"
+           and v:find("^%(error object is a table value%)\n"), tostring(v))
+  end
+  assert(ex:submit(function() return "worker alive" end):result(T.LIMIT) == "worker alive")
   -- what cannot be copied is a clear error at submit
   local up = 1
   T.raises("upvalue", ex.submit, ex, function() return up end)
