@@ -286,6 +286,53 @@ TEST(release_outer_destroyed_answers_efinalizing)
     teardown_events();
 }
 
+/* A brand-new thread's only frame (no outer state) with a nested ensure
+   on it, detached by the destroy of its interpreter: both releases pair,
+   and the thread's next ensure of another interpreter attaches and nests
+   through the fast path (its fields refreshed by the outermost release,
+   issue 19 item 4's review). */
+static void *fresh_thread_detached_then_reensures(void *arg)
+{
+    (void)arg;
+    tether_gilstate g1, g2, m1, m2;
+    ASSERT_OK(tether_ensure(g_x, &g1));
+    ASSERT_OK(tether_ensure(g_x, &g2));
+    ASSERT_OK(tether_event_set(g_ready));
+    ASSERT_STATUS(tether_event_wait(g_never, -1), TETHER_EFINALIZING);
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_release(g2));
+    ASSERT_OK(tether_release(g1));
+    ASSERT_STATUS(tether_release(g1), TETHER_ESTATE); /* released already */
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_ensure(g_main, &m1));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_ensure(g_main, &m2));
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_release(m2));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_release(m1));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(fresh_thread_detached_by_destroy_ensures_again)
+{
+    setup();
+    ASSERT_OK(tether_event_new(&g_ready));
+    tether_interp x = g_x;
+    pthread_t f = t_pthread(fresh_thread_detached_then_reensures, NULL);
+    TETHER_BEGIN_ALLOW_THREADS
+    ASSERT_OK(tether_event_wait(g_ready, -1));
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_interp_destroy(x, SECONDS(30)));
+    TETHER_BEGIN_ALLOW_THREADS
+    t_pthread_join(f);
+    TETHER_END_ALLOW_THREADS
+    ASSERT_OK(tether_event_free(g_ready));
+    t_finalize(g_rt);
+    teardown_events();
+}
+
 /* ------------------------------------------------------------------------
  * F16: tokens made invalid by finalize; nested releases while saved
  * ---------------------------------------------------------------------- */
@@ -526,6 +573,7 @@ RUNNER_MAIN(TEST_ENTRY(ensure_own_interp_after_finalize),
             TEST_ENTRY(release_reattaches_outer_shared_gil),
             TEST_ENTRY(release_reattaches_outer_own_gil),
             TEST_ENTRY(release_outer_destroyed_answers_efinalizing),
+            TEST_ENTRY(fresh_thread_detached_by_destroy_ensures_again),
             TEST_ENTRY(finalize_invalidates_nested_token),
             TEST_ENTRY(finalize_invalidates_frame_tokens),
             TEST_ENTRY(finalize_invalidates_tokens_under_another_runtime),
