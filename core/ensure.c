@@ -92,11 +92,10 @@ static int state_for(struct osthread *os, tether_interp h, int internal,
         interp_unref(interp);
         return err_set(TETHER_EFINALIZING, fn, "the interpreter is finalizing");
     }
-    if (!(ts = ts_new_taking(interp))) {
+    if (!(ts = ts_new_taking(interp, os))) {
         interp_unref(interp);
         return err_set(TETHER_ENOMEM, fn, "out of memory for a thread state");
     }
-    ts_bind(ts, os);
     *out = ts;
     return TETHER_OK;
 }

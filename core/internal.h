@@ -158,8 +158,11 @@ struct tstate {
     pthread_cond_t ubf_idle;
 
     struct interp *interp;  /* holds a reference.  Synchronization: immutable */
-    struct osthread *os;    /* Synchronization: immutable once bound */
-    uint64_t ident;         /* Synchronization: immutable once bound */
+    /* The binding: NULL/0 until bound, then immutable.  Written under
+       interp->mutex (a linked state's binding is read under it by other
+       threads: tether_raise_by_ident); the owner reads it freely. */
+    struct osthread *os;
+    uint64_t ident;
     _Atomic unsigned breaker; /* BREAKER_*.  Synchronization: atomic */
     int attached;           /* holds its GIL.  Synchronization: owner */
     /* Outstanding tether_save_thread calls of this state: a save inside an
@@ -480,16 +483,19 @@ void ts_uncache_and_free(struct osthread *os, struct tstate *ts);
 /* The calling thread's record, created on first use (NULL on ENOMEM). */
 struct osthread *osthread_get(void);
 
-/* A new, unbound thread state of `interp` (takes an interp reference). */
+/* A new, unbound thread state of `interp` (takes an interp reference),
+   for another thread to bind (ts_bind). */
 struct tstate *ts_new(struct interp *interp);
-/* The same, taking over the caller's reference on `interp` (only when it
-   returns a state). */
-struct tstate *ts_new_taking(struct interp *interp);
+/* A new thread state of `interp` bound to the calling thread's record
+   `os` and cached on it, taking over the caller's reference on `interp`
+   (only when it returns a state). */
+struct tstate *ts_new_taking(struct interp *interp, struct osthread *os);
 /* Frees `interp`'s pool of ready states (finalize and destroy, with
    `finalizing` set, so that none comes back; interp_dtor).  Called
    without interp->mutex. */
 void ts_pool_drain(struct interp *interp);
-/* Binds a state to the calling OS thread and its cache. */
+/* Binds a state made by ts_new to the calling OS thread (under
+   interp->mutex) and caches it there. */
 void ts_bind(struct tstate *ts, struct osthread *os);
 /* Unlinks and frees a detached state (drops its interp reference), or
    gives it to its interpreter's pool; a thread object of a thread tether

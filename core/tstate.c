@@ -222,10 +222,26 @@ static struct tstate *ts_make(void)
     return ts;
 }
 
-/* Takes a state from the pool, else makes one, and links it; with
-   interp->mutex held on entry and on return (released meanwhile if it
-   allocates).  NULL when out of memory. */
-static struct tstate *ts_take_locked(struct interp *interp)
+/* Writes the binding of `ts` to `os`: with interp->mutex held, because
+   a linked state's binding is read under it by other threads
+   (tether_raise_by_ident, the TETHER_DEBUG report). */
+static void ts_set_os_locked(struct tstate *ts, struct osthread *os)
+{
+    ts->os = os;
+    ts->ident = os->ident;
+}
+
+/* Puts a bound state at the head of its thread's cache (the owner's). */
+static void ts_cache(struct tstate *ts, struct osthread *os)
+{
+    ts->os_next = os->cache;
+    os->cache = ts;
+}
+
+/* Takes a state from the pool, else makes one, binds it to `os` (NULL:
+   unbound) and links it; with interp->mutex held on entry and on return
+   (released meanwhile if it allocates).  NULL when out of memory. */
+static struct tstate *ts_take_locked(struct interp *interp, struct osthread *os)
 {
     struct tstate *ts = interp->pool;
     if (ts) {
@@ -239,21 +255,27 @@ static struct tstate *ts_take_locked(struct interp *interp)
             return NULL;
         ts_clear(ts);
     }
+    if (os)
+        ts_set_os_locked(ts, os);
     ts_link(ts, interp);
     return ts;
 }
 
-struct tstate *ts_new_taking(struct interp *interp)
+struct tstate *ts_new_taking(struct interp *interp, struct osthread *os)
 {
     rank_lock(&interp->mutex, RANK_INTERP);
-    struct tstate *ts = ts_take_locked(interp);
+    struct tstate *ts = ts_take_locked(interp, os);
     rank_unlock(&interp->mutex, RANK_INTERP);
+    if (ts)
+        ts_cache(ts, os);
     return ts;
 }
 
 struct tstate *ts_new(struct interp *interp)
 {
-    struct tstate *ts = ts_new_taking(interp);
+    rank_lock(&interp->mutex, RANK_INTERP);
+    struct tstate *ts = ts_take_locked(interp, NULL);
+    rank_unlock(&interp->mutex, RANK_INTERP);
     if (ts)
         interp_ref(interp);
     return ts;
@@ -301,10 +323,10 @@ void ts_pool_drain(struct interp *interp)
 
 void ts_bind(struct tstate *ts, struct osthread *os)
 {
-    ts->os = os;
-    ts->ident = os->ident;
-    ts->os_next = os->cache;
-    os->cache = ts;
+    rank_lock(&ts->interp->mutex, RANK_INTERP);
+    ts_set_os_locked(ts, os);
+    rank_unlock(&ts->interp->mutex, RANK_INTERP);
+    ts_cache(ts, os);
 }
 
 /* Frees a state's asynchronous-exception payloads (the state is being

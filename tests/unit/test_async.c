@@ -287,6 +287,79 @@ TEST(raise_by_ident_self)
     teardown();
 }
 
+/* A raise by ident walks the interpreter's states while threads attach:
+   a state is linked before its thread is bound to it (a new thread's
+   first ensure, a started thread's bootstrap), so the binding must be
+   written under the interpreter's mutex the walk holds.  Under
+   ThreadSanitizer this case failed with a race between ts_bind and
+   tether_raise_by_ident (seen in the API fuzzer's replay of x06). */
+static atomic_int g_raiser_stop;
+
+static void *nobody_raiser(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&g_raiser_stop)) {
+        int count = -1;
+        ASSERT_OK(tether_raise_by_ident(g_interp, 1, 9, NULL, NULL, &count));
+        ASSERT_EQ(count, 0); /* no thread has ident 1 */
+    }
+    return NULL;
+}
+
+/* A foreign thread's first ensure, then a raise at itself by its ident:
+   the walk finds its new state. */
+static void *attach_and_raise_self(void *arg)
+{
+    (void)arg;
+    tether_gilstate g;
+    tether_thread me;
+    uint64_t ident;
+    int count = 0;
+    ASSERT_OK(tether_ensure(g_interp, &g));
+    ASSERT_OK(tether_thread_current(&me));
+    ASSERT_OK(tether_thread_ident(me, &ident));
+    ASSERT_OK(tether_thread_release(me));
+    ASSERT_OK(tether_raise_by_ident(g_interp, ident, 12, NULL, NULL, &count));
+    ASSERT_EQ(count, 1);
+    ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+    int64_t code = 0;
+    ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    ASSERT_EQ(code, 12);
+    ASSERT_OK(tether_release(g));
+    return NULL;
+}
+
+static int started_returns(void *arg)
+{
+    (void)arg;
+    return TETHER_OK;
+}
+
+TEST(raise_by_ident_while_threads_attach)
+{
+    setup();
+    atomic_store(&g_raiser_stop, 0);
+    pthread_t raiser = t_pthread(nobody_raiser, NULL);
+    tether_tstate main_ts;
+    ASSERT_OK(tether_save_thread(&main_ts));
+    for (int round = 0; round < 20; round++) {
+        pthread_t foreign[4];
+        tether_thread started[4];
+        for (int i = 0; i < 4; i++) {
+            foreign[i] = t_pthread(attach_and_raise_self, NULL);
+            started[i] = t_start(g_interp, started_returns, NULL);
+        }
+        for (int i = 0; i < 4; i++) {
+            t_pthread_join(foreign[i]);
+            ASSERT_EQ(t_join(started[i]), TETHER_OK);
+        }
+    }
+    atomic_store(&g_raiser_stop, 1);
+    t_pthread_join(raiser);
+    ASSERT_OK(tether_restore_thread(main_ts));
+    teardown();
+}
+
 /* ------------------------------------------------------------------------
  * Joining a thread that was raised at (the joiner spins before it parks,
  * then reaps the OS thread)
@@ -649,6 +722,7 @@ RUNNER_MAIN(TEST_ENTRY(into_checkpoint_loop), TEST_ENTRY(into_join),
             TEST_ENTRY(into_sleep), TEST_ENTRY(pending_before_wait),
             TEST_ENTRY(defer_holds_until_allow), TEST_ENTRY(replace_undelivered),
             TEST_ENTRY(raise_by_ident), TEST_ENTRY(raise_by_ident_self),
+            TEST_ENTRY(raise_by_ident_while_threads_attach),
             TEST_ENTRY(raise_finished_thread), TEST_ENTRY(fetch_nothing),
             TEST_ENTRY(join_raised_waits_for_os_thread),
             TEST_ENTRY(join_raised_waits_for_slow_os_thread),
