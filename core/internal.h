@@ -88,6 +88,11 @@ struct gil {
        next drop hands the GIL straight to it (gil.c, "Hand-over").
        Synchronization: mutex. */
     struct gil_waiter *handoff;
+    /* Waiters asleep behind the head without a pin (gil.c, "Sleeping
+       without a pin"): gil_contended and the forced switch count them
+       with the pins.  Synchronization: written under mutex, read
+       atomically. */
+    _Atomic uint32_t unpinned;
     pthread_mutex_t mutex; /* rank 3: the slow path, the queue, switch_cond
                               and every waiter's own cond */
     pthread_cond_t switch_cond; /* someone took the GIL */

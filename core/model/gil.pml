@@ -109,6 +109,19 @@ byte asleep[NPROC + 1];
 bit signalled[NPROC + 1];
 byte nsig;
 bit watching[NPROC + 1];
+/* pinned[t] is its `pinned`: it holds a pin on the word, always but while
+   it sleeps away from the head (take_slow) or watches (q_spin).  The model
+   also sets it for the pin every slow path takes before it queues, or
+   without queuing (take_slow, drop_locked, gil_barrier; implicit in the
+   C), so that the pins of `word` are exactly the threads with `pinned`
+   set (PINS_OK). */
+bit pinned[NPROC + 1];
+/* gil->unpinned: the waiters asleep behind the head without a pin
+   (take_slow counts its own unpin and re-pin, q_pin_for its pin on the
+   new head's behalf), counted with the pins by the forced switch
+   (drop_locked) and by gil_contended (not modelled: tether_sleep(0) is
+   not).  UNPINNED_OK checks it against the queue. */
+byte unpinned;
 /* freed[t] is its `freed`: the wake-up on its way came (also) from a drop
    that freed the GIL (release_locked); only such a wake-up makes it watch
    (take_slow's `hot`). */
@@ -177,7 +190,39 @@ inline mutex_lock(m, me)
 #define HEAD_OK (qlen == 0 || signalled[qid[0]] || watching[qid[0]] ||         \
                  asleep[qid[0]] == 0 ||                                       \
                  (asleep[qid[0]] == 2 && (word & LOCKED)))
-#define CHECK_QUEUE(m) if :: m == M_GIL -> assert(HEAD_OK) :: else -> skip fi
+/* The head of the queue holds a pin unless it watches: a head that was
+   woken and is on its way (signalled) is pinned, so the holder's drop
+   takes the slow path, and a thread that finds the GIL free looks under
+   the mutex, where kept_for_head sees the head (a barger's fast CAS would
+   bypass it).  Waiters away from the head sleep without a pin; q_leave
+   pins the new head on its behalf before it wakes it (q_pin_for). */
+#define HEAD_PINNED (qlen == 0 || pinned[qid[0]] || watching[qid[0]])
+/* The pins of the word are the threads with `pinned` set. */
+#if NPROC == 3
+#define NPINNED (pinned[1] + pinned[2] + pinned[3])
+#elif NPROC == 4
+#define NPINNED (pinned[1] + pinned[2] + pinned[3] + pinned[4])
+#else
+#error "NPINNED: add a case for this NPROC"
+#endif
+#define PINS_OK ((word >> 1) == NPINNED)
+/* gil->unpinned is the number of queued waiters that neither hold a pin
+   nor watch (the queue's slots past qlen are 0). */
+#define Q_UNPINNED(k) (qlen > k && !pinned[qid[k]] && !watching[qid[k]])
+#if NPROC == 3
+#define NUNPINNED (Q_UNPINNED(0) + Q_UNPINNED(1) + Q_UNPINNED(2))
+#elif NPROC == 4
+#define NUNPINNED (Q_UNPINNED(0) + Q_UNPINNED(1) + Q_UNPINNED(2) + Q_UNPINNED(3))
+#else
+#error "NUNPINNED: add a case for this NPROC"
+#endif
+#define UNPINNED_OK (unpinned == NUNPINNED)
+#define CHECK_QUEUE(m) if :: m == M_GIL -> assert(HEAD_OK && HEAD_PINNED && PINS_OK && UNPINNED_OK) :: else -> skip fi
+/* A fast path (the CAS of gil_take or gil_drop) can succeed only with no
+   pins: the queue is empty or its head watches (and everybody behind it
+   sleeps without a pin).  Otherwise a fast take would bypass kept_for_head
+   and a fast drop would not wake a sleeping head. */
+#define FAST_OK (qlen == 0 || watching[qid[0]])
 
 inline mutex_unlock(m, me)
 {
@@ -299,6 +344,8 @@ inline q_push(me, prio)
         /* q_push clears `freed` and `watching` in the C; q_leave does it
            here, so that a state does not remember a waiter gone */
         assert(mtx[M_GIL] == me && !signalled[me] && !freed[me] && !watching[me]);
+        pinned[me] = 1; /* every thread in the slow path pinned on entry
+                           (the model's pinned[me] is 1 already) */
         if
         :: prio ->
             if
@@ -319,7 +366,18 @@ inline q_push(me, prio)
     }
 }
 
-/* q_leave(): unlink; a head that leaves wakes the new head. */
+/* q_pin_for(): gives the new head `t`, asleep away from the head without
+   a pin, its pin back on its behalf before it is woken.  A watching head
+   re-pins itself (q_spin). */
+inline q_pin_for(t)
+{
+    if
+    :: !pinned[t] && !watching[t] -> word = word + PIN; pinned[t] = 1; unpinned--
+    :: else -> skip
+    fi
+}
+
+/* q_leave(): unlink; a head that leaves pins and wakes the new head. */
 inline q_leave(me)
 {
     d_step {
@@ -342,7 +400,7 @@ inline q_leave(me)
         freed[me] = 0;
         i = 0;
         if
-        :: hd && qlen > 0 -> q_wake(qid[0])
+        :: hd && qlen > 0 -> q_pin_for(qid[0]); q_wake(qid[0])
         :: else -> skip
         fi;
         hd = 0
@@ -357,8 +415,14 @@ inline q_leave(me)
    again); `freed` is cleared. */
 inline q_sleep(me, timed, timed_out)
 {
+    /* It sleeps only while the GIL is held or kept for the woken head, or,
+       away from the head and without a pin, while the head watches: the
+       holder's fast drop may have freed the GIL since it looked (no pin is
+       left), and the head, watching, looks. */
     atomic { assert(mtx[M_GIL] == me && !watching[me] &&
-                    ((word & LOCKED) || (qlen > 0 && qid[0] != me && signalled[qid[0]])));
+                    ((word & LOCKED) ||
+                     (qlen > 0 && qid[0] != me &&
+                      (signalled[qid[0]] || (!pinned[me] && watching[qid[0]])))));
              asleep[me] = 1 + timed;
              CHECK_QUEUE(M_GIL); mtx[M_GIL] = 0; NEXT(M_GIL) };
     if
@@ -379,11 +443,12 @@ inline q_sleep(me, timed, timed_out)
    does not wait for it to come back). */
 inline q_spin(me)
 {
-    atomic { assert(mtx[M_GIL] == me && !signalled[me] && !watching[me]); watching[me] = 1 };
-    word = word - PIN;
+    atomic { assert(mtx[M_GIL] == me && !signalled[me] && !watching[me] && pinned[me]);
+             watching[me] = 1 };
+    atomic { pinned[me] = 0; word = word - PIN };
     mutex_unlock(M_GIL, me);
     mutex_lock(M_GIL, me);
-    word = word + PIN;
+    atomic { word = word + PIN; pinned[me] = 1 };
     watching[me] = 0
 }
 
@@ -427,7 +492,7 @@ inline release_locked(me)
 inline take_slow(me, rc)
 {
     mutex_lock(M_GIL, me);
-    word = word + PIN;
+    atomic { word = word + PIN; pinned[me] = 1 };
     ret = urg;
     urg = (urg && since_drop[me] == 1);
     do
@@ -468,7 +533,23 @@ inline take_slow(me, rc)
             due = 0;
             if
             :: hot && hd && handoff != me -> q_spin(me); hot = 0
-            :: true -> q_sleep(me, hd, timed_out); due = timed_out
+            :: true ->
+                /* Away from the head: nothing but the head's leaving wakes
+                   it (q_leave, which pins it again), so it holds no pin
+                   while it sleeps. */
+                atomic { if
+                         :: !hd && pinned[me] -> word = word - PIN; pinned[me] = 0; unpinned++
+                         :: else -> skip
+                         fi };
+                q_sleep(me, hd, timed_out);
+                /* Woken otherwise than as the new head (finalize; a
+                   hand-over to a waiter a returner went ahead of): it pins
+                   the word again, as everyone in the slow path. */
+                atomic { if
+                         :: !pinned[me] -> word = word + PIN; pinned[me] = 1; unpinned--
+                         :: else -> skip
+                         fi };
+                due = timed_out
             fi;
             hd = 0
         fi
@@ -481,7 +562,7 @@ inline take_slow(me, rc)
     :: handoff == me -> handoff = 0
     :: else -> skip
     fi;
-    word = word - PIN;
+    atomic { word = word - PIN; pinned[me] = 0 };
     if
     :: taken ->
         if
@@ -504,7 +585,7 @@ inline gil_take(me, urgent, rc)
 {
     urg = urgent;
     rc = OK;
-    atomic { if :: word == 0 -> word = LOCKED; fast = 1 :: else -> fast = 0 fi };
+    atomic { if :: word == 0 -> assert(FAST_OK); word = LOCKED; fast = 1 :: else -> fast = 0 fi };
     if
     :: fast -> took(me)
     :: else -> take_slow(me, rc)
@@ -518,13 +599,15 @@ inline gil_take(me, urgent, rc)
 
 /* drop_locked(): releases the GIL with the mutex held, or hands it to the
    waiter whose turn it is; with `always` (gil_yield: forced switching)
-   waits until another thread took the GIL, as long as one still waits. */
+   waits until another thread took the GIL, as long as one still waits:
+   another pin, or a waiter asleep behind the head without one
+   (gil->unpinned). */
 inline drop_locked(me, always)
 {
     atomic { breaker[me] = breaker[me] & ~BRK_DROP };
     since_drop[me] = 0;
     holder = 0;
-    word = word + PIN;
+    atomic { word = word + PIN; pinned[me] = 1 };
     if
     :: handoff != 0 -> ho = handoff; hand_over(ho); ho = 0
     :: else -> release_locked(me)
@@ -533,14 +616,14 @@ inline drop_locked(me, always)
     :: always ->
         switch_waiters++;
         do
-        :: since_drop[me] == 0 && (word >> 1) > 1 && !finalizing ->
+        :: since_drop[me] == 0 && ((word >> 1) > 1 || unpinned > 0) && !finalizing ->
             cond_timedwait(switch_cond, W_SWITCH, M_GIL, me, timed_out)
         :: else -> break
         od;
         switch_waiters--
     :: else -> skip
     fi;
-    word = word - PIN;
+    atomic { word = word - PIN; pinned[me] = 0 };
     requested = 0; timed_out = 0
 }
 
@@ -551,7 +634,7 @@ inline gil_drop(me)
     :: !(breaker[me] & BRK_DROP) ->
         since_drop[me] = 0;
         holder = 0;
-        atomic { if :: word == LOCKED -> word = 0; fast = 1 :: else -> fast = 0 fi }
+        atomic { if :: word == LOCKED -> assert(FAST_OK); word = 0; fast = 1 :: else -> fast = 0 fi }
     :: else -> fast = 0
     fi;
     if
@@ -593,7 +676,7 @@ inline gil_wake_all(me)
 inline gil_barrier(me)
 {
     mutex_lock(M_GIL, me);
-    word = word + PIN;
+    atomic { word = word + PIN; pinned[me] = 1 };
     do
     :: !(word & LOCKED) -> word = word | LOCKED;
         if
@@ -609,7 +692,7 @@ inline gil_barrier(me)
         fi;
         q_sleep(me, 1, timed_out); hot = 0
     od;
-    word = word - PIN;
+    atomic { word = word - PIN; pinned[me] = 0 };
     mutex_unlock(M_GIL, me);
     timed_out = 0; found = 0
 }

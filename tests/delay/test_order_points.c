@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "delay_ctl.h"
 #include "sanitizers.h"
@@ -590,6 +591,115 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
     }
 }
 
+/* ---- a waiter made the head by the head's leaving is pinned at once ---- */
+
+static tether_interp hp_interp;
+static atomic_int hp_stop, hp_y_in, hp_seq, hp_n_at, hp_y_at, hp_m_in, hp_m_go,
+    hp_m_done;
+
+/* Y: CPU-bound, checkpoints until told to stop; records when it first
+   runs again after its forced switch. */
+static void *hp_cpu(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    unsigned long yields = dctl_passes("gil.yield.dropped");
+    ASSERT_OK(tether_ensure(hp_interp, &st));
+    atomic_store(&hp_y_in, 1);
+    while (!atomic_load(&hp_stop)) {
+        ASSERT_OK(tether_checkpoint());
+        if (!atomic_load(&hp_y_at) && dctl_passes("gil.yield.dropped") > yields)
+            atomic_store(&hp_y_at, atomic_fetch_add(&hp_seq, 1) + 1);
+    }
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* M: the head of the queue; gets the GIL at its turn, then drops it when
+   told. */
+static void *hp_head(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(hp_interp, &st));
+    atomic_store(&hp_m_in, 1);
+    while (!atomic_load(&hp_m_go))
+        sched_yield();
+    ASSERT_OK(tether_release(st));
+    atomic_store(&hp_m_done, 1);
+    return NULL;
+}
+
+/* N: a plain waiter behind M. */
+static void *hp_next(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(hp_interp, &st));
+    atomic_store(&hp_n_at, atomic_fetch_add(&hp_seq, 1) + 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static void *hp_unpark_later(void *arg)
+{
+    (void)arg;
+    struct timespec d = {0, 50 * 1000 * 1000};
+    nanosleep(&d, NULL);
+    dctl_release("gil.take.slow.woken_behind");
+    return NULL;
+}
+
+/* N sleeps behind the head M, without a pin (only M's leaving wakes it).
+   M takes the GIL at its turn from CPU-bound Y, whose forced switch is
+   parked; M's leaving makes N the head and wakes it, and N is parked as
+   it wakes (holding the GIL mutex).  M then drops the GIL and Y is let
+   go.  N must win: made the head, it holds a pin from that moment (given
+   by M's q_leave), so M's drop takes the slow path (it waits for the
+   mutex until N is let go 50 ms later) and Y, back from a forced switch,
+   leaves the GIL to the woken head (kept_for_head).  Without the pin,
+   M's drop is a fast CAS that frees the GIL with nobody told, and Y's
+   fast CAS takes it from under N every time. */
+TEST(new_head_is_pinned_before_it_wakes)
+{
+    tether_runtime rt = t_runtime_interval(50000); /* 50 ms */
+    hp_interp = t_main_interp(rt);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    pthread_t y = t_pthread(hp_cpu, NULL);
+    while (!atomic_load(&hp_y_in))
+        sched_yield();
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t m = t_pthread(hp_head, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* M asleep at the head */
+    sleeps = dctl_passes("gil.take.slow.sleep");
+    dctl_arm("gil.take.slow.woken_behind", 1, DCTL_PARK, 0);
+    dctl_arm("gil.yield.dropped", 1, DCTL_PARK, 0);
+    pthread_t n = t_pthread(hp_next, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N asleep behind M */
+    /* M's turn: Y hands it the GIL and parks; M's leaving wakes N. */
+    dctl_wait_parked("gil.yield.dropped");
+    dctl_wait_parked("gil.take.slow.woken_behind");
+    while (!atomic_load(&hp_m_in))
+        sched_yield();
+    pthread_t unpark = t_pthread(hp_unpark_later, NULL);
+    atomic_store(&hp_m_go, 1);
+    while (!atomic_load(&hp_m_done))
+        sched_yield();
+    dctl_release("gil.yield.dropped");
+    while (!atomic_load(&hp_n_at) && !atomic_load(&hp_y_at))
+        sched_yield();
+    atomic_store(&hp_stop, 1);
+    t_pthread_join(unpark);
+    t_pthread_join(n);
+    t_pthread_join(m);
+    t_pthread_join(y);
+    ASSERT_EQ(atomic_load(&hp_n_at), 1);
+    ASSERT_EQ(atomic_load(&hp_y_at), 2);
+    ASSERT_OK(tether_restore_thread(saved));
+    t_finalize(rt);
+}
+
 /* ---- a shorter switch interval reaches a head already asleep ----------- */
 
 static tether_interp si_interp;
@@ -734,6 +844,207 @@ TEST(leaving_head_wakes_the_next)
     t_finalize(rt);
 }
 
+/* ---- a forced switch behind a watching head hands the GIL on ----------- */
+
+static tether_interp fs_interp;
+static atomic_int fs_phase, fs_x_role, fs_x_saved, fs_go_x, fs_x_holding,
+    fs_r_saved, fs_go_r, fs_other_took, fs_x_back, fs_x_saw_other;
+
+/* W and X: release and re-take the GIL in a loop (returners).  Once the
+   case moves to phase 1, the one that runs (X: the other, W, is parked
+   watching) drops the GIL and waits; let go, it takes it back and
+   checkpoints until its checkpoint has yielded, and records whether
+   another thread had the GIL in between.  W, back from its watch, notes
+   that it took the GIL and leaves. */
+static void *fs_looper(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(fs_interp, &st));
+    for (;;) {
+        tether_tstate saved;
+        ASSERT_OK(tether_save_thread(&saved));
+        ASSERT_OK(tether_restore_thread(saved));
+        if (!atomic_load(&fs_phase))
+            continue;
+        int zero = 0;
+        if (atomic_compare_exchange_strong(&fs_x_role, &zero, 1))
+            break; /* X */
+        atomic_store(&fs_other_took, 1); /* W */
+        ASSERT_OK(tether_release(st));
+        return NULL;
+    }
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved));
+    atomic_store(&fs_x_saved, 1);
+    while (!atomic_load(&fs_go_x))
+        sched_yield();
+    ASSERT_OK(tether_restore_thread(saved));
+    atomic_store(&fs_x_holding, 1);
+    unsigned long yields = dctl_passes("gil.yield.dropped");
+    while (dctl_passes("gil.yield.dropped") == yields)
+        ASSERT_OK(tether_checkpoint());
+    atomic_store(&fs_x_saw_other, atomic_load(&fs_other_took));
+    atomic_store(&fs_x_back, 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* R: takes the GIL and drops it just before X takes it, then comes back
+   while X holds it: exactly one acquisition since it left, so it asks X
+   to drop at once (the convoy rule) and queues behind W. */
+static void *fs_returner(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    tether_tstate saved;
+    ASSERT_OK(tether_ensure(fs_interp, &st));
+    ASSERT_OK(tether_save_thread(&saved));
+    atomic_store(&fs_r_saved, 1);
+    while (!atomic_load(&fs_go_r))
+        sched_yield();
+    ASSERT_OK(tether_restore_thread(saved));
+    atomic_store(&fs_other_took, 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* The head of the queue, W, watches the word (parked at
+   gil.take.slow.spin: no pin).  X holds the GIL, CPU-bound; R, back from
+   a blocking call, posts a drop request to X and queues behind W (both
+   returners), where it sleeps away from the head.  X's checkpoint answers
+   the request with a forced switch: it must not take the GIL straight
+   back while a thread still waits for it (the essay, "Forced switching"),
+   so it comes back only after W or R had the GIL.  Seen failing: R sleeps
+   without a pin and W watches without one, so drop_locked finds no pin
+   but X's own, does not wait, and X's fast CAS takes the GIL back at
+   once; R then waits for W's turn, a whole switch interval, though it
+   asked X to drop. */
+TEST(forced_switch_behind_a_watching_head_waits_for_the_queue)
+{
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    fs_interp = t_main_interp(rt);
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
+    pthread_t l[2] = {t_pthread(fs_looper, NULL), t_pthread(fs_looper, NULL)};
+    dctl_wait_parked("gil.take.slow.spin"); /* W watches */
+    atomic_store(&fs_phase, 1);
+    while (!atomic_load(&fs_x_saved))
+        sched_yield();
+    pthread_t r = t_pthread(fs_returner, NULL);
+    while (!atomic_load(&fs_r_saved))
+        sched_yield();
+    atomic_store(&fs_go_x, 1);
+    while (!atomic_load(&fs_x_holding))
+        sched_yield();
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    atomic_store(&fs_go_r, 1);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R asleep behind W */
+    /* X must stay in its forced switch while W is parked; give a wrong X
+       time to come back. */
+    for (int i = 0; i < 200 && !atomic_load(&fs_x_back); i++) {
+        struct timespec d = {0, 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+    dctl_release("gil.take.slow.spin");
+    t_pthread_join(r);
+    t_pthread_join(l[0]);
+    t_pthread_join(l[1]);
+    ASSERT_EQ(atomic_load(&fs_x_saw_other), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    t_finalize(rt);
+}
+
+/* ---- tether_sleep(0) yields to a waiter asleep behind a watching head --- */
+
+static tether_interp sz_interp;
+static atomic_int sz_phase, sz_x_role, sz_x_holding, sz_go_x, sz_other_took,
+    sz_x_back, sz_x_saw_other;
+
+/* W and X release and re-take the GIL in a loop until phase 1; then the
+   one that runs (X; W is parked watching) keeps the GIL and, told to,
+   calls tether_sleep(0), recording whether another thread had the GIL
+   before it came back.  W, back from its watch, notes that it took the
+   GIL and leaves. */
+static void *sz_looper(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(sz_interp, &st));
+    for (;;) {
+        tether_tstate saved;
+        ASSERT_OK(tether_save_thread(&saved));
+        ASSERT_OK(tether_restore_thread(saved));
+        if (!atomic_load(&sz_phase))
+            continue;
+        int zero = 0;
+        if (atomic_compare_exchange_strong(&sz_x_role, &zero, 1))
+            break; /* X */
+        atomic_store(&sz_other_took, 1); /* W */
+        ASSERT_OK(tether_release(st));
+        return NULL;
+    }
+    atomic_store(&sz_x_holding, 1);
+    while (!atomic_load(&sz_go_x))
+        sched_yield();
+    ASSERT_OK(tether_sleep(0));
+    atomic_store(&sz_x_saw_other, atomic_load(&sz_other_took));
+    atomic_store(&sz_x_back, 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* N: a plain waiter, queued behind W. */
+static void *sz_waiter(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(sz_interp, &st));
+    atomic_store(&sz_other_took, 1);
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+/* The head W watches the word (parked at gil.take.slow.spin, no pin); X
+   holds the GIL; N waits, asleep behind W.  X's tether_sleep(0) must
+   yield: another thread waits for the GIL (docs/lua.md: "sleep(0) hands
+   the GIL to a thread waiting for it"; threading-model.md: the forced
+   switch's move, made voluntarily "when another thread waits"), so X
+   comes back only after W or N had the GIL.  Seen failing: N sleeps
+   without a pin and W watches without one, so gil_contended reads no pin
+   and tether_sleep(0) returns without dropping the GIL. */
+TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
+{
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    sz_interp = t_main_interp(rt);
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
+    pthread_t l[2] = {t_pthread(sz_looper, NULL), t_pthread(sz_looper, NULL)};
+    dctl_wait_parked("gil.take.slow.spin"); /* W watches */
+    atomic_store(&sz_phase, 1);
+    while (!atomic_load(&sz_x_holding))
+        sched_yield();
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t n = t_pthread(sz_waiter, NULL);
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N asleep behind W */
+    atomic_store(&sz_go_x, 1);
+    /* X must stay in its switch while W is parked; give a wrong X time to
+       come back. */
+    for (int i = 0; i < 200 && !atomic_load(&sz_x_back); i++) {
+        struct timespec d = {0, 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+    dctl_release("gil.take.slow.spin");
+    t_pthread_join(n);
+    t_pthread_join(l[0]);
+    t_pthread_join(l[1]);
+    ASSERT_EQ(atomic_load(&sz_x_saw_other), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -747,6 +1058,9 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(finalize_during_destroy_closes_the_interp, 30),
             TEST_ENTRY_T(event_set_and_clear_before_the_waiter_blocks, 30),
             TEST_ENTRY_T(forced_switch_leaves_a_woken_head_its_turn, 120),
+            TEST_ENTRY(new_head_is_pinned_before_it_wakes),
             TEST_ENTRY_T(shorter_interval_wakes_a_sleeping_head, 60),
             TEST_ENTRY_T(finalize_while_the_head_watches, 60),
-            TEST_ENTRY_T(leaving_head_wakes_the_next, 60))
+            TEST_ENTRY_T(leaving_head_wakes_the_next, 60),
+            TEST_ENTRY_T(forced_switch_behind_a_watching_head_waits_for_the_queue, 60),
+            TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60))
