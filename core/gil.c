@@ -67,11 +67,12 @@
  * anybody waits (without them, it took the GIL straight back from under
  * a returner asleep behind a watching head: order_points
  * forced_switch_behind_a_watching_head_waits_for_the_queue,
- * sleep0_yields_to_a_waiter_behind_a_watching_head).  So the queue costs the holder
- * nothing beyond the head's pin: with the head watching (below), the
- * holder's drops and re-takes take the fast path however many wait (8
- * threads releasing and re-taking in a loop went from 13 to about 38
- * million acquisitions a second on two cores, 64 threads from 13 to 33).
+ * sleep0_yields_to_a_waiter_behind_a_watching_head).  So the queue costs
+ * the holder nothing beyond the head's pin: with the head watching
+ * (below), the holder's drops and re-takes take the fast path however
+ * many wait (8 threads releasing and re-taking in a loop went from 13 to
+ * about 38 million acquisitions a second on two cores, 64 threads from
+ * 13 to 33).
  *
  * Watching before sleeping.  A head woken by a drop that freed the GIL
  * (release_locked marks the wake-up `freed`) and that finds the GIL
@@ -798,7 +799,8 @@ static int drop_locked(struct gil *g, struct tstate *ts, int forced)
     if (forced) {
         g->switch_waiters++;
         while (atomic_load(&g->acquisitions) == seen &&
-               ((atomic_load(&g->word) >> 1) > 1 || atomic_load(&g->unpinned)) &&
+               ((atomic_load(&g->word) >> 1) > 1 ||
+                atomic_load(&g->unpinned)) &&
                !interp_finalizing(ts)) {
             plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval_ns(g));
         }
