@@ -487,6 +487,17 @@ static atomic_int ys_stop, ys_y_in, ys_seq, ys_n_at, ys_y_at;
    dropped, and then takes it first anyway (that round checks nothing). */
 static unsigned long ys_sleeps;
 
+/* A round's start: Y and N of `rt`'s main interpreter, nothing seen. */
+static void ys_reset(tether_runtime rt)
+{
+    ys_interp = t_main_interp(rt);
+    atomic_store(&ys_stop, 0);
+    atomic_store(&ys_y_in, 0);
+    atomic_store(&ys_seq, 0);
+    atomic_store(&ys_n_at, 0);
+    atomic_store(&ys_y_at, 0);
+}
+
 /* Y: CPU-bound, checkpoints until told to stop; records when it first
    runs again after a forced switch. */
 static void *ys_cpu(void *arg)
@@ -562,12 +573,7 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
         return;
     for (int round = 0; round < 20; round++) {
         tether_runtime rt = t_runtime_interval(10000000);
-        ys_interp = t_main_interp(rt);
-        atomic_store(&ys_stop, 0);
-        atomic_store(&ys_y_in, 0);
-        atomic_store(&ys_seq, 0);
-        atomic_store(&ys_n_at, 0);
-        atomic_store(&ys_y_at, 0);
+        ys_reset(rt);
         pthread_t y = t_pthread(ys_cpu, NULL), n;
         ASSERT_OK(tether_call_blocking(ys_blocked, &n, NULL, NULL));
         /* Back with the GIL: Y yielded to this thread and is parked; N was
@@ -593,27 +599,8 @@ TEST(forced_switch_leaves_a_woken_head_its_turn)
 
 /* ---- a waiter made the head by the head's leaving is pinned at once ---- */
 
-static tether_interp hp_interp;
-static atomic_int hp_stop, hp_y_in, hp_seq, hp_n_at, hp_y_at, hp_m_in, hp_m_go,
-    hp_m_done;
-
-/* Y: CPU-bound, checkpoints until told to stop; records when it first
-   runs again after its forced switch. */
-static void *hp_cpu(void *arg)
-{
-    (void)arg;
-    tether_gilstate st;
-    unsigned long yields = dctl_passes("gil.yield.dropped");
-    ASSERT_OK(tether_ensure(hp_interp, &st));
-    atomic_store(&hp_y_in, 1);
-    while (!atomic_load(&hp_stop)) {
-        ASSERT_OK(tether_checkpoint());
-        if (!atomic_load(&hp_y_at) && dctl_passes("gil.yield.dropped") > yields)
-            atomic_store(&hp_y_at, atomic_fetch_add(&hp_seq, 1) + 1);
-    }
-    ASSERT_OK(tether_release(st));
-    return NULL;
-}
+/* Y and N are the previous case's ys_cpu and ys_next (ys_interp). */
+static atomic_int hp_m_in, hp_m_go, hp_m_done;
 
 /* M: the head of the queue; gets the GIL at its turn, then drops it when
    told. */
@@ -621,23 +608,12 @@ static void *hp_head(void *arg)
 {
     (void)arg;
     tether_gilstate st;
-    ASSERT_OK(tether_ensure(hp_interp, &st));
+    ASSERT_OK(tether_ensure(ys_interp, &st));
     atomic_store(&hp_m_in, 1);
     while (!atomic_load(&hp_m_go))
         sched_yield();
     ASSERT_OK(tether_release(st));
     atomic_store(&hp_m_done, 1);
-    return NULL;
-}
-
-/* N: a plain waiter behind M. */
-static void *hp_next(void *arg)
-{
-    (void)arg;
-    tether_gilstate st;
-    ASSERT_OK(tether_ensure(hp_interp, &st));
-    atomic_store(&hp_n_at, atomic_fetch_add(&hp_seq, 1) + 1);
-    ASSERT_OK(tether_release(st));
     return NULL;
 }
 
@@ -663,11 +639,11 @@ static void *hp_unpark_later(void *arg)
 TEST(new_head_is_pinned_before_it_wakes)
 {
     tether_runtime rt = t_runtime_interval(50000); /* 50 ms */
-    hp_interp = t_main_interp(rt);
+    ys_reset(rt);
     tether_tstate saved;
     ASSERT_OK(tether_save_thread(&saved));
-    pthread_t y = t_pthread(hp_cpu, NULL);
-    while (!atomic_load(&hp_y_in))
+    pthread_t y = t_pthread(ys_cpu, NULL);
+    while (!atomic_load(&ys_y_in))
         sched_yield();
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     pthread_t m = t_pthread(hp_head, NULL);
@@ -675,7 +651,7 @@ TEST(new_head_is_pinned_before_it_wakes)
     sleeps = dctl_passes("gil.take.slow.sleep");
     dctl_arm("gil.take.slow.woken_behind", 1, DCTL_PARK, 0);
     dctl_arm("gil.yield.dropped", 1, DCTL_PARK, 0);
-    pthread_t n = t_pthread(hp_next, NULL);
+    pthread_t n = t_pthread(ys_next, NULL);
     dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N asleep behind M */
     /* M's turn: Y hands it the GIL and parks; M's leaving wakes N. */
     dctl_wait_parked("gil.yield.dropped");
@@ -687,15 +663,15 @@ TEST(new_head_is_pinned_before_it_wakes)
     while (!atomic_load(&hp_m_done))
         sched_yield();
     dctl_release("gil.yield.dropped");
-    while (!atomic_load(&hp_n_at) && !atomic_load(&hp_y_at))
+    while (!atomic_load(&ys_n_at) && !atomic_load(&ys_y_at))
         sched_yield();
-    atomic_store(&hp_stop, 1);
+    atomic_store(&ys_stop, 1);
     t_pthread_join(unpark);
     t_pthread_join(n);
     t_pthread_join(m);
     t_pthread_join(y);
-    ASSERT_EQ(atomic_load(&hp_n_at), 1);
-    ASSERT_EQ(atomic_load(&hp_y_at), 2);
+    ASSERT_EQ(atomic_load(&ys_n_at), 1);
+    ASSERT_EQ(atomic_load(&ys_y_at), 2);
     ASSERT_OK(tether_restore_thread(saved));
     t_finalize(rt);
 }
@@ -844,6 +820,31 @@ TEST(leaving_head_wakes_the_next)
     t_finalize(rt);
 }
 
+/* W and X of the next two cases: each releases and re-takes the GIL in a
+   loop until `*phase` is set.  The first to run after that is X: it
+   returns 1, holding the GIL (`*st`).  The other, W (parked watching the
+   word meanwhile), notes in `*other_took` that it had the GIL, releases
+   it and returns 0. */
+static int looper_role(tether_interp interp, atomic_int *phase,
+                       atomic_int *x_role, atomic_int *other_took,
+                       tether_gilstate *st)
+{
+    ASSERT_OK(tether_ensure(interp, st));
+    for (;;) {
+        tether_tstate saved;
+        ASSERT_OK(tether_save_thread(&saved));
+        ASSERT_OK(tether_restore_thread(saved));
+        if (!atomic_load(phase))
+            continue;
+        int zero = 0;
+        if (atomic_compare_exchange_strong(x_role, &zero, 1))
+            return 1;
+        atomic_store(other_took, 1);
+        ASSERT_OK(tether_release(*st));
+        return 0;
+    }
+}
+
 /* ---- a forced switch behind a watching head hands the GIL on ----------- */
 
 static tether_interp fs_interp;
@@ -860,20 +861,9 @@ static void *fs_looper(void *arg)
 {
     (void)arg;
     tether_gilstate st;
-    ASSERT_OK(tether_ensure(fs_interp, &st));
-    for (;;) {
-        tether_tstate saved;
-        ASSERT_OK(tether_save_thread(&saved));
-        ASSERT_OK(tether_restore_thread(saved));
-        if (!atomic_load(&fs_phase))
-            continue;
-        int zero = 0;
-        if (atomic_compare_exchange_strong(&fs_x_role, &zero, 1))
-            break; /* X */
-        atomic_store(&fs_other_took, 1); /* W */
-        ASSERT_OK(tether_release(st));
-        return NULL;
-    }
+    if (!looper_role(fs_interp, &fs_phase, &fs_x_role, &fs_other_took,
+                     &st))
+        return NULL; /* W */
     tether_tstate saved;
     ASSERT_OK(tether_save_thread(&saved));
     atomic_store(&fs_x_saved, 1);
@@ -971,20 +961,9 @@ static void *sz_looper(void *arg)
 {
     (void)arg;
     tether_gilstate st;
-    ASSERT_OK(tether_ensure(sz_interp, &st));
-    for (;;) {
-        tether_tstate saved;
-        ASSERT_OK(tether_save_thread(&saved));
-        ASSERT_OK(tether_restore_thread(saved));
-        if (!atomic_load(&sz_phase))
-            continue;
-        int zero = 0;
-        if (atomic_compare_exchange_strong(&sz_x_role, &zero, 1))
-            break; /* X */
-        atomic_store(&sz_other_took, 1); /* W */
-        ASSERT_OK(tether_release(st));
-        return NULL;
-    }
+    if (!looper_role(sz_interp, &sz_phase, &sz_x_role, &sz_other_took,
+                     &st))
+        return NULL; /* W */
     atomic_store(&sz_x_holding, 1);
     while (!atomic_load(&sz_go_x))
         sched_yield();
