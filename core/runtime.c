@@ -5,7 +5,8 @@
  *
  * Finalize, in order (tether_runtime_finalize; tether_interp_destroy does
  * the same for one interpreter):
- *   1. detach the caller if it is attached to this runtime;
+ *   1. detach the caller: for good from this runtime, and from another
+ *      runtime until finalize returns (let_go, take_back);
  *   2. join every non-daemon thread, until none is left or the deadline;
  *   3. set `finalizing` on each interpreter and BREAKER_FINALIZING in every thread
  *      state's breaker; wake blocked waits, unblock functions, hooks;
@@ -315,6 +316,31 @@ static void detach_caller(struct runtime *rt, struct interp *only)
     ts_uncache_finalized(os, rt, only);
 }
 
+/* Finalize and destroy wait for threads and for GILs, so the caller holds
+   no GIL while they wait: a thread waited for, or a finalize running on
+   another thread, may need the one it holds (two runtimes finalized
+   crosswise, each by a thread attached to the other, deadlocked), and
+   waiting detached leaves an exception raised at the caller pending for
+   its next checkpoint, as finalize is none.  Returns the state detached,
+   or NULL. */
+static struct tstate *let_go(void)
+{
+    struct tstate *cur = ts_current();
+    if (cur)
+        ts_detach(cur);
+    return cur;
+}
+
+/* Attaches `cur` (let_go's) again; returns `rc`, or TETHER_EFINALIZING
+   when its interpreter began finalizing meanwhile. */
+static int take_back(struct tstate *cur, const char *fn, int rc)
+{
+    if (cur && ts_attach(cur, 1) != TETHER_OK)
+        return err_set(TETHER_EFINALIZING, fn, "the caller's interpreter is "
+                       "finalizing; the caller stays detached");
+    return rc;
+}
+
 /* Steps 3-4 for a set of interpreters sharing the runtime. */
 static int stop_interps(struct interp **v, size_t n, int64_t deadline)
 {
@@ -400,6 +426,7 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
     }
     int64_t tp = TRACE_T0(); /* the phases of finalize, when traced */
     detach_caller(rt, NULL);
+    struct tstate *cur = let_go(); /* attached to another runtime */
     TETHER_DELAY_POINT("finalize.detached");
     int rc = TETHER_OK;
     for (size_t i = 0; i < n && rc == TETHER_OK; i++)
@@ -429,9 +456,9 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
     handle_close(h, HT_RUNTIME);
     handle_put(h);
     if (rc != TETHER_OK)
-        return err_set(rc, fn, "threads were still running at the deadline; they "
-                       "fail at their next checkpoint");
-    return TETHER_OK;
+        err_set(rc, fn, "threads were still running at the deadline; they "
+                "fail at their next checkpoint");
+    return take_back(cur, fn, rc);
 }
 
 int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
@@ -457,8 +484,7 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
         return rc;
     }
     int64_t deadline = plat_deadline(timeout_ns);
-    if (cur) /* the GIL may be shared with `interp`: let its threads run */
-        ts_detach(cur);
+    let_go(); /* detaches `cur`; the GIL may be shared with `interp` */
     rc = join_nondaemon(interp, deadline);
     if (stop_interps(&interp, 1, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
@@ -468,10 +494,7 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
        already (snapshot): then this close answers EBADHANDLE, harmlessly. */
     handle_close(h, HT_INTERP);
     handle_put(h);
-    if (cur && ts_attach(cur, 1) != TETHER_OK)
-        return err_set(TETHER_EFINALIZING, fn, "the caller's interpreter is "
-                       "finalizing; the caller stays detached");
     if (rc != TETHER_OK)
-        return err_set(rc, fn, "threads were still running at the deadline");
-    return TETHER_OK;
+        err_set(rc, fn, "threads were still running at the deadline");
+    return take_back(cur, fn, rc);
 }

@@ -96,6 +96,98 @@ TEST(two_runtimes)
     t_finalize(rt);
 }
 
+/* Two runtimes finalized crosswise: each finalizer is attached to, and
+   holds the GIL of, the runtime the other finalizes.  Finalize waits for
+   each GIL of its runtime (and for its non-daemon threads), so it must not
+   hold another runtime's GIL while it waits: both calls deadlocked, found
+   by api_fuzz.  Each call returns OK, or EFINALIZING when its caller's own
+   runtime began finalizing before the caller could attach to it again. */
+static struct {
+    pthread_barrier_t made;
+    tether_runtime rt[2];
+    int rc[2];
+} g_cross;
+
+static void *finalize_the_other(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+    g_cross.rt[me] = t_runtime(NULL); /* attached to it, holding its GIL */
+    pthread_barrier_wait(&g_cross.made);
+    int rc = tether_runtime_finalize(g_cross.rt[!me], SECONDS(30));
+    g_cross.rc[me] = rc;
+    if (rc == TETHER_OK) { /* attached again: let the other finalize through */
+        ASSERT_EQ(tether_gil_held(), 1);
+        tether_tstate saved;
+        ASSERT_OK(tether_save_thread(&saved));
+    } else {
+        ASSERT_EQ(rc, TETHER_EFINALIZING);
+        ASSERT_CONTAINS(tether_last_error(), "tether_runtime_finalize");
+    }
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(finalize_crosswise)
+{
+    ASSERT_EQ(pthread_barrier_init(&g_cross.made, NULL, 2), 0);
+    pthread_t a = t_pthread(finalize_the_other, (void *)(intptr_t)0);
+    pthread_t b = t_pthread(finalize_the_other, (void *)(intptr_t)1);
+    t_pthread_join(a);
+    t_pthread_join(b);
+    pthread_barrier_destroy(&g_cross.made);
+    for (int i = 0; i < 2; i++) {
+        ASSERT(g_cross.rc[i] == TETHER_OK || g_cross.rc[i] == TETHER_EFINALIZING);
+        ASSERT_FAILS(tether_runtime_finalize(g_cross.rt[i], 0), TETHER_EBADHANDLE,
+                     "tether_runtime_finalize");
+    }
+}
+
+/* Finalize is not a checkpoint of the caller's own runtime: an exception
+   raised at the caller while it joins another runtime's threads stays
+   pending for the caller's next checkpoint.  The join ran as a wait of
+   the caller's state, saw the exception, and finalize answered
+   TETHER_ETIMEDOUT with no deadline. */
+static tether_thread g_finalizer;
+static tether_interp g_mine; /* the finalizer's interpreter */
+
+static int raise_at_finalizer(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_thread_raise(g_finalizer, 42, NULL, NULL));
+    /* The finalizer's GIL is free only once it waits: this thread ends
+       after finalize has begun to join it. */
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(g_mine, &st));
+    ASSERT_OK(tether_release(st));
+    return TETHER_OK;
+}
+
+static void *runtime_with_thread(void *arg)
+{
+    tether_runtime rt = t_runtime(NULL);
+    ASSERT_OK(tether_thread_release(t_start(t_main_interp(rt), raise_at_finalizer,
+                                            NULL)));
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved)); /* this thread leaves the runtime */
+    *(tether_runtime *)arg = rt;
+    return NULL;
+}
+
+TEST(finalize_leaves_the_callers_exception_pending)
+{
+    tether_runtime mine = t_runtime_main(NULL, &g_mine), other;
+    ASSERT_OK(tether_thread_current(&g_finalizer));
+    t_pthread_join(t_pthread(runtime_with_thread, &other));
+    ASSERT_OK(tether_runtime_finalize(other, -1));
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_STATUS(tether_checkpoint(), TETHER_EASYNC);
+    int64_t code = 0;
+    ASSERT_OK(tether_async_fetch(&code, NULL, NULL));
+    ASSERT_EQ(code, 42);
+    ASSERT_OK(tether_thread_release(g_finalizer));
+    t_finalize(mine);
+}
+
 static int count_to_ten(void *arg)
 {
     for (int i = 0; i < 10; i++) {
@@ -483,6 +575,8 @@ TEST(breaker_hook)
 
 RUNNER_MAIN(TEST_ENTRY(create_finalize_twice), TEST_ENTRY(config_validation),
             TEST_ENTRY(switch_interval), TEST_ENTRY(two_runtimes),
+            TEST_ENTRY(finalize_crosswise),
+            TEST_ENTRY(finalize_leaves_the_callers_exception_pending),
             TEST_ENTRY(interp_lifecycle), TEST_ENTRY(finalize_from_runtime_thread),
             TEST_ENTRY(call_soon_from_foreign_thread),
             TEST_ENTRY(call_soon_runs_on_main_thread), TEST_ENTRY(gil_stats_move),

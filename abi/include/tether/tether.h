@@ -216,14 +216,22 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    first.  Memory is freed only when the last thread
    has left, so a late daemon thread never touches freed memory, and the
    call never waits past its timeout.  The caller must not be a thread the
-   runtime started; if it holds the GIL of the runtime it is detached.
+   runtime started; if it holds the GIL of the runtime it is detached.  A
+   caller attached to another runtime is detached while it waits, so that
+   it never holds a GIL that the threads waited for, or a finalize of its
+   own runtime on another thread, need; it is attached again before the
+   call returns, and an asynchronous exception raised at it meanwhile is
+   delivered at its next checkpoint.
    Returns TETHER_OK, TETHER_ETIMEDOUT (non-daemon threads were still running;
    the runtime was finalized anyway and they fail at their next checkpoint),
    TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
    started in this runtime, whether it is attached, detached, or attached to
    another interpreter through tether_ensure; or the runtime is already
    finalizing; nothing changes), TETHER_ENOMEM (nothing changes: the
-   runtime runs on and may be finalized again).
+   runtime runs on and may be finalized again), TETHER_EFINALIZING (the
+   runtime was finalized, but the interpreter of another runtime that the
+   caller was attached to began finalizing meanwhile: the caller is left
+   detached, as after any wait that returns it).
    [any-thread] */
 TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
 
