@@ -802,6 +802,7 @@ static int drop_locked(struct gil *g, struct tstate *ts, int forced)
                ((atomic_load(&g->word) >> 1) > 1 ||
                 atomic_load(&g->unpinned)) &&
                !interp_finalizing(ts)) {
+            TETHER_DELAY_POINT("gil.yield.waiting");
             plat_cond_wait(&g->switch_cond, &g->mutex, plat_now_ns() + interval_ns(g));
         }
         g->switch_waiters--;

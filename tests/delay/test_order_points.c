@@ -821,15 +821,17 @@ TEST(leaving_head_wakes_the_next)
 }
 
 /* W and X of the next two cases: each releases and re-takes the GIL in a
-   loop until `*phase` is set.  The first to run after that is X: it
+   loop until `*phase` is set, counting itself in `*looping` once in the
+   loop.  The first to run after that is X: it
    returns 1, holding the GIL (`*st`).  The other, W (parked watching the
    word meanwhile), notes in `*other_took` that it had the GIL, releases
    it and returns 0. */
-static int looper_role(tether_interp interp, atomic_int *phase,
-                       atomic_int *x_role, atomic_int *other_took,
-                       tether_gilstate *st)
+static int looper_role(tether_interp interp, atomic_int *looping,
+                       atomic_int *phase, atomic_int *x_role,
+                       atomic_int *other_took, tether_gilstate *st)
 {
     ASSERT_OK(tether_ensure(interp, st));
+    atomic_fetch_add(looping, 1);
     for (;;) {
         tether_tstate saved;
         ASSERT_OK(tether_save_thread(&saved));
@@ -845,23 +847,40 @@ static int looper_role(tether_interp interp, atomic_int *phase,
     }
 }
 
+/* Starts two loopers (looper_role) and parks the first of them to watch
+   the word as the head of the queue, W, once both are in their loop: W's
+   take is then a restore's, a returner's, which a returner coming later
+   queues behind (in its first ensure W would be a plain waiter, which a
+   returner passes). */
+static void start_loopers(pthread_t l[2], void *(*fn)(void *), atomic_int *looping)
+{
+    l[0] = t_pthread(fn, NULL);
+    l[1] = t_pthread(fn, NULL);
+    while (atomic_load(looping) < 2)
+        sched_yield();
+    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
+    dctl_wait_parked("gil.take.slow.spin");
+}
+
 /* ---- a forced switch behind a watching head hands the GIL on ----------- */
 
 static tether_interp fs_interp;
-static atomic_int fs_phase, fs_x_role, fs_x_saved, fs_go_x, fs_x_holding,
-    fs_r_saved, fs_go_r, fs_other_took, fs_x_back, fs_x_saw_other;
+static atomic_int fs_looping, fs_phase, fs_x_role, fs_x_saved, fs_go_x, fs_x_holding,
+    fs_r_saved, fs_go_r, fs_r_asleep, fs_other_took, fs_x_saw_other;
 
 /* W and X: release and re-take the GIL in a loop (returners).  Once the
    case moves to phase 1, the one that runs (X: the other, W, is parked
-   watching) drops the GIL and waits; let go, it takes it back and
-   checkpoints until its checkpoint has yielded, and records whether
+   watching) drops the GIL and waits; let go, it takes it back, waits
+   until R sleeps behind W (without its pin: R's drop request is then
+   all X's checkpoint can see of it), checkpoints until its checkpoint
+   has yielded, and records whether
    another thread had the GIL in between.  W, back from its watch, notes
    that it took the GIL and leaves. */
 static void *fs_looper(void *arg)
 {
     (void)arg;
     tether_gilstate st;
-    if (!looper_role(fs_interp, &fs_phase, &fs_x_role, &fs_other_took,
+    if (!looper_role(fs_interp, &fs_looping, &fs_phase, &fs_x_role, &fs_other_took,
                      &st))
         return NULL; /* W */
     tether_tstate saved;
@@ -871,11 +890,12 @@ static void *fs_looper(void *arg)
         sched_yield();
     ASSERT_OK(tether_restore_thread(saved));
     atomic_store(&fs_x_holding, 1);
+    while (!atomic_load(&fs_r_asleep))
+        sched_yield();
     unsigned long yields = dctl_passes("gil.yield.dropped");
     while (dctl_passes("gil.yield.dropped") == yields)
         ASSERT_OK(tether_checkpoint());
     atomic_store(&fs_x_saw_other, atomic_load(&fs_other_took));
-    atomic_store(&fs_x_back, 1);
     ASSERT_OK(tether_release(st));
     return NULL;
 }
@@ -905,7 +925,8 @@ static void *fs_returner(void *arg)
    returners), where it sleeps away from the head.  X's checkpoint answers
    the request with a forced switch: it must not take the GIL straight
    back while a thread still waits for it (the essay, "Forced switching"),
-   so it comes back only after W or R had the GIL.  Seen failing: R sleeps
+   so it waits (gil.yield.waiting) and comes back only after W or R had
+   the GIL.  Seen failing: R sleeps
    without a pin and W watches without one, so drop_locked finds no pin
    but X's own, does not wait, and X's fast CAS takes the GIL back at
    once; R then waits for W's turn, a whole switch interval, though it
@@ -916,9 +937,8 @@ TEST(forced_switch_behind_a_watching_head_waits_for_the_queue)
     fs_interp = t_main_interp(rt);
     tether_tstate main_saved;
     ASSERT_OK(tether_save_thread(&main_saved));
-    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
-    pthread_t l[2] = {t_pthread(fs_looper, NULL), t_pthread(fs_looper, NULL)};
-    dctl_wait_parked("gil.take.slow.spin"); /* W watches */
+    pthread_t l[2];
+    start_loopers(l, fs_looper, &fs_looping); /* W watches */
     atomic_store(&fs_phase, 1);
     while (!atomic_load(&fs_x_saved))
         sched_yield();
@@ -930,13 +950,20 @@ TEST(forced_switch_behind_a_watching_head_waits_for_the_queue)
         sched_yield();
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     atomic_store(&fs_go_r, 1);
-    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R asleep behind W */
-    /* X must stay in its forced switch while W is parked; give a wrong X
-       time to come back. */
-    for (int i = 0; i < 200 && !atomic_load(&fs_x_back); i++) {
-        struct timespec d = {0, 1000 * 1000};
-        nanosleep(&d, NULL);
-    }
+    /* R passes the point holding the GIL's mutex, and unpins and sleeps
+       before it lets go of it: X's forced switch, which takes the mutex,
+       finds R asleep without a pin. */
+    dctl_wait_passes("gil.take.slow.sleep", sleeps);
+    unsigned long waits = dctl_passes("gil.yield.waiting"),
+                  drops = dctl_passes("gil.yield.dropped");
+    atomic_store(&fs_r_asleep, 1);
+    /* While W is parked nobody can take the GIL: X's forced switch either
+       waits for that (right) or comes back (wrong), whichever it does
+       first is final. */
+    while (dctl_passes("gil.yield.waiting") == waits &&
+           dctl_passes("gil.yield.dropped") == drops)
+        sched_yield();
+    ASSERT(dctl_passes("gil.yield.dropped") == drops);
     dctl_release("gil.take.slow.spin");
     t_pthread_join(r);
     t_pthread_join(l[0]);
@@ -949,7 +976,7 @@ TEST(forced_switch_behind_a_watching_head_waits_for_the_queue)
 /* ---- tether_sleep(0) yields to a waiter asleep behind a watching head --- */
 
 static tether_interp sz_interp;
-static atomic_int sz_phase, sz_x_role, sz_x_holding, sz_go_x, sz_other_took,
+static atomic_int sz_looping, sz_phase, sz_x_role, sz_x_holding, sz_go_x, sz_other_took,
     sz_x_back, sz_x_saw_other;
 
 /* W and X release and re-take the GIL in a loop until phase 1; then the
@@ -961,7 +988,7 @@ static void *sz_looper(void *arg)
 {
     (void)arg;
     tether_gilstate st;
-    if (!looper_role(sz_interp, &sz_phase, &sz_x_role, &sz_other_took,
+    if (!looper_role(sz_interp, &sz_looping, &sz_phase, &sz_x_role, &sz_other_took,
                      &st))
         return NULL; /* W */
     atomic_store(&sz_x_holding, 1);
@@ -999,9 +1026,8 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
     sz_interp = t_main_interp(rt);
     tether_tstate main_saved;
     ASSERT_OK(tether_save_thread(&main_saved));
-    dctl_arm("gil.take.slow.spin", 1, DCTL_PARK, 0);
-    pthread_t l[2] = {t_pthread(sz_looper, NULL), t_pthread(sz_looper, NULL)};
-    dctl_wait_parked("gil.take.slow.spin"); /* W watches */
+    pthread_t l[2];
+    start_loopers(l, sz_looper, &sz_looping); /* W watches */
     atomic_store(&sz_phase, 1);
     while (!atomic_load(&sz_x_holding))
         sched_yield();
