@@ -48,28 +48,29 @@ static int channel_send(lua_State *L)
     lt_blob *b = lt_blob_push(L);
     lt_encode(L, b, 2, "value");
     lt_sigint_rearm();
-    /* The channel references in the message are the message's from the
-       moment it is queued, which EFINALIZING does not tell (it may have
-       been): so they are handed over before the send, and taken back only
-       when the send says it was not queued.  After EFINALIZING this
-       thread holds no GIL and must not touch Lua memory, which the
-       closing thread may be freeing (issue 20).
-       A lua_close that begins during the wait finalizes the blob (the
-       objects newer than the module's sentinel are finalized before the
-       sentinel joins the threads): that frees the encoded message (the
-       channel has its own copy), and a send that then fails leaves its
-       channel references unreleased (their array went with the blob).  A
+    /* Who owns what during the send.  The encoded bytes stay the blob's
+       (a userdata; the channel queues its own copy).  The channel
+       references in the message, with their array, move to `held` on this
+       C stack: a lua_close that begins during the wait finalizes the blob
+       (the objects newer than the module's sentinel are finalized before
+       the sentinel joins the threads), and a send that failed after that
+       lost the references with the blob's array.  Once the message is
+       queued they are its own; EFINALIZING does not tell whether it was
+       (it may have been), so they are left to it then; after any other
+       failure they are released here.  `held` is plain memory, so even a
+       thread that must leave Lua clears it: that thread must not touch
+       Lua memory, which the closing thread may be freeing (issue 20).  A
        blob made during the close is never finalized: it is cleared here
        (a send in a finalizer leaked its message). */
-    unsigned char *sent = b->data;
-    size_t nchans = b->nchans;
-    b->nchans = 0;
+    lt_blob held = {.release = free, .chans = b->chans, .nchans = b->nchans};
+    b->chans = NULL;
+    b->nchans = b->chcap = 0;
     int rc = tether_channel_send(c->ch, b->data, b->len, ns);
+    if (rc == TETHER_OK || rc == TETHER_EFINALIZING)
+        held.nchans = 0;
+    lt_blob_clear(&held);
     if (rc == TETHER_EFINALIZING || lt_must_leave(ts))
         lt_leave(ts);
-    int finalized = sent && !b->data;
-    if (rc != TETHER_OK && !finalized)
-        b->nchans = nchans;
     lt_blob_clear(b);
     if (rc == TETHER_ECLOSED) {
         lua_pushboolean(L, 0);

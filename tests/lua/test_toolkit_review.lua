@@ -331,4 +331,42 @@ T.case("a thread in ch:recv when the program ends gets its message (no crash)", 
   assert(status == 0 and out:find("got the message", 1, true), status .. ": " .. out)
 end)
 
+T.case("a thread in ch:send when the program ends releases the channels of its message", function()
+  -- lua_close runs the finalizers of the objects newer than the module's
+  -- sentinel before the sentinel joins the threads: the message blob of a
+  -- thread waiting in ch:send on a full channel was finalized under it,
+  -- and the array of the channel references the message held went with
+  -- it, so a send that then failed (here: it times out while the close
+  -- joins the thread) never released them.  TETHER_DEBUG=1 lists the
+  -- handles still open when the runtime finalizes (after the join): the
+  -- payload channel, whose userdata is finalized before the sentinel, must
+  -- not be among them.  The switch interval of 10 s keeps the GIL with the
+  -- thread until it blocks in the send, so the script ends only then.
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    tether.switchinterval(10)
+    local full, ready, go = tether.channel(1), tether.queue(), tether.queue()
+    assert(full:send("fills it"))
+    tether.thread(function()
+      local payload = go:get()
+      ready:put(true)
+      print("send: " .. tostring(full:send(payload, 0.3)))
+    end)
+    -- Newer than the thread (which renewed the sentinel), as the blob is.
+    local payload = tether.channel()
+    local function handle(ch) -- as the report writes it
+      return ("0x%016x"):format(tonumber(tostring(ch):match("0x(%x+)"), 16))
+    end
+    print("full " .. handle(full) .. ", payload " .. handle(payload))
+    go:put(payload)
+    ready:get()
+    print("end of script")
+  ]], "TETHER_DEBUG=1")
+  assert(status == 0 and out:find("end of script\nsend: false\n"), status .. ": " .. out)
+  local full, payload = out:match("full (0x%x+), payload (0x%x+)")
+  -- (full, older than the sentinel, is still open there: the report ran)
+  assert(out:find("channel handle " .. full .. " still open", 1, true), out)
+  assert(not out:find("channel handle " .. payload .. " still open", 1, true), out)
+end)
+
 T.done()
