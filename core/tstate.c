@@ -84,6 +84,7 @@ static void osthread_key_init(void)
     ann_atomic(g_os_serial); /* atomics only (helgrind, DRD: annotate.h) */
     ann_atomic(g_os_key_made);
     pthread_key_create(&g_os_key, osthread_exit);
+    ann_happens_before(&g_os_key_made); /* g_os_key, to osthread_get */
     atomic_store_explicit(&g_os_key_made, 1, memory_order_release);
 }
 
@@ -104,6 +105,10 @@ struct osthread *osthread_get(void)
     if (!t_os) {
         if (!atomic_load_explicit(&g_os_key_made, memory_order_acquire))
             pthread_once(&g_os_once, osthread_key_init);
+        /* The key was made on another thread (as it may be: two threads'
+           first calls at once), seen made through the flag or through
+           pthread_once, neither of which helgrind or DRD follow. */
+        ann_happens_after(&g_os_key_made);
         struct osthread *os = &t_os_store.os;
         os->frames = t_os_store.frames;
         os->cap = INLINE_FRAMES;
