@@ -326,8 +326,14 @@ static void detach_caller(struct runtime *rt, struct interp *only)
 static struct tstate *let_go(void)
 {
     struct tstate *cur = ts_current();
-    if (cur)
+    if (cur) {
+        /* Kept, like a state tether_call_blocking detached: a plugin's
+           fini run meanwhile on this thread may finalize its runtime or
+           meet it finalizing in an ensure, and would free it
+           (osthread_refers), under take_back. */
+        cur->blocking++;
         ts_detach(cur);
+    }
     return cur;
 }
 
@@ -335,6 +341,8 @@ static struct tstate *let_go(void)
    when its interpreter began finalizing meanwhile. */
 static int take_back(struct tstate *cur, const char *fn, int rc)
 {
+    if (cur)
+        cur->blocking--;
     if (cur && ts_attach(cur, 1) != TETHER_OK)
         return err_set(TETHER_EFINALIZING, fn, "the caller's interpreter is "
                        "finalizing; the caller stays detached");

@@ -1227,6 +1227,41 @@ static void hostile_setup(tether_plugin p, tether_runtime rt,
     setup(rt, path, hostile_report, load_in_fini);
 }
 
+/* A plugin's fini runs on the thread that finalizes its runtime, and that
+   thread, attached to another runtime, is detached from it meanwhile
+   (tether_runtime_finalize lets go of its GIL).  A fini that finalizes the
+   caller's own runtime freed the caller's state there, which finalize then
+   attached again (heap-use-after-free in take_back under asan-ubsan, a
+   SIGSEGV in dev).  Now the state is kept while finalize waits, and the
+   call answers TETHER_EFINALIZING with the caller detached. */
+static tether_runtime g_callers_rt;
+static int g_fini_finalize_rc = -99;
+
+static void finalize_callers_rt_in_fini(const char *what, int status)
+{
+    (void)status;
+    if (strcmp(what, "fini") == 0)
+        g_fini_finalize_rc = tether_runtime_finalize(g_callers_rt, SECONDS(30));
+}
+
+TEST(fini_that_finalizes_the_callers_runtime)
+{
+    g_callers_rt = t_runtime(NULL); /* attached to it, with no ensure frame */
+    tether_tstate mine, theirs;
+    ASSERT_OK(tether_save_thread(&mine));
+    tether_runtime rt = t_runtime(NULL);
+    tether_plugin p = load(rt, FIXTURE("hostile_default"));
+    fx_setup_fn setup;
+    LOOKUP(setup, p, "fx_setup");
+    setup(rt, FIXTURE("hostile_default"), finalize_callers_rt_in_fini, 0);
+    ASSERT_OK(tether_save_thread(&theirs));
+    ASSERT_OK(tether_restore_thread(mine));
+    ASSERT_FAILS(tether_runtime_finalize(rt, SECONDS(30)), TETHER_EFINALIZING,
+                 "tether_runtime_finalize");
+    ASSERT_EQ(g_fini_finalize_rc, TETHER_OK);
+    ASSERT_EQ(tether_gil_held(), 0);
+}
+
 static atomic_int g_block_flags[2];
 
 static void *ffi_call_block(void *arg)
@@ -1584,6 +1619,7 @@ RUNNER_MAIN(TEST_ENTRY(ticker_native_threads_count_exactly),
             TEST_ENTRY(load_survives_every_allocation_failure),
             TEST_ENTRY(bad_arguments_get_errors),
             TEST_ENTRY(leave_without_an_enter_does_not_end_a_call_in_progress),
+            TEST_ENTRY(fini_that_finalizes_the_callers_runtime),
             TEST_ENTRY(unload_from_deep_inside_a_plugin_worker_is_refused),
             TEST_ENTRY(load_from_the_plugins_own_fini_is_refused),
             TEST_ENTRY(load_from_a_thread_the_fini_joins_is_refused),
