@@ -174,8 +174,10 @@ struct tstate {
        ensure that re-attached a saved state nests in the outer save.
        Synchronization: owner */
     unsigned saved;
-    int blocking;           /* detached by tether_call_blocking while fn runs
-                               (nested calls count).  Synchronization: owner */
+    int blocking;           /* detached by tether_call_blocking while fn runs,
+                               or by a finalize or destroy while it waits
+                               (runtime.c, let_go); nested calls count.
+                               Synchronization: owner */
     uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.
                                Synchronization: owner */
     _Atomic(void *) userdata; /* read by requesting threads.
@@ -480,7 +482,8 @@ void osthread_shrink_frames(struct osthread *os);
 void ts_free_unlinked(struct tstate *ts);
 /* 1 if `ts` must outlive what the caller is doing: attached, named by an
    ensure frame of `os`, its bootstrap's own state (os->boot), or detached
-   by a tether_call_blocking whose fn is running. */
+   by a tether_call_blocking whose fn is running or a finalize or destroy
+   that waits (ts->blocking). */
 int osthread_refers(const struct osthread *os, const struct tstate *ts);
 /* Removes a state from the calling thread's cache and deletes it. */
 void ts_uncache_and_free(struct osthread *os, struct tstate *ts);

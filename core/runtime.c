@@ -338,14 +338,20 @@ static struct tstate *let_go(void)
 }
 
 /* Attaches `cur` (let_go's) again; returns `rc`, or TETHER_EFINALIZING
-   when its interpreter began finalizing meanwhile. */
+   when its interpreter began finalizing meanwhile (then a state nothing
+   else refers to is freed, as tether_call_blocking frees its own: a
+   finalize of its runtime on this thread meanwhile left it cached). */
 static int take_back(struct tstate *cur, const char *fn, int rc)
 {
-    if (cur)
-        cur->blocking--;
-    if (cur && ts_attach(cur, 1) != TETHER_OK)
+    if (!cur)
+        return rc;
+    cur->blocking--;
+    if (ts_attach(cur, 1) != TETHER_OK) {
+        if (!osthread_refers(cur->os, cur)) /* forgotten here, not kept */
+            ts_uncache_and_free(cur->os, cur);
         return err_set(TETHER_EFINALIZING, fn, "the caller's interpreter is "
                        "finalizing; the caller stays detached");
+    }
     return rc;
 }
 

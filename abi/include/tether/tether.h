@@ -231,7 +231,8 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    runtime runs on and may be finalized again), TETHER_EFINALIZING (the
    runtime was finalized, but the interpreter of another runtime that the
    caller was attached to began finalizing meanwhile: the caller is left
-   detached, as after any wait that returns it).
+   detached, as after any wait that returns it; it is returned in place of
+   TETHER_ETIMEDOUT when both happened).
    [any-thread] */
 TETHER_API int tether_runtime_finalize(tether_runtime rt, int64_t timeout_ns);
 
@@ -251,7 +252,8 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
    to another interpreter, or another tether_interp_destroy of it is in
    progress; nothing changes), TETHER_EFINALIZING (`interp` was
    destroyed, but the caller's own interpreter began finalizing meanwhile:
-   the caller is left detached, as after any wait that returns it).
+   the caller is left detached, as after any wait that returns it; it is
+   returned in place of TETHER_ETIMEDOUT when both happened).
    [any-thread] */
 TETHER_API int tether_interp_destroy(tether_interp interp, int64_t timeout_ns);
 
