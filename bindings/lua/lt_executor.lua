@@ -187,10 +187,12 @@ function tether.executor(opts)
   if interp ~= nil and type(interp) ~= "boolean" then
     option_error("option 'interp' must be a boolean")
   end
-  local q = tether.queue(cap)
   local ex = setmetatable({
     name = name, workers = n, interp = interp or false,
-    _q = q, _ctl = {q = q, owed = 0}, _threads = {}, _shut = false, _waiting = {},
+    -- (the queue and the STOPs owed: all that the workers hold of the
+    -- executor, so that it can still be collected; see __gc)
+    _ctl = {q = tether.queue(cap), owed = 0},
+    _threads = {}, _shut = false, _waiting = {},
   }, Executor)
   local body = interp and interp_worker or thread_worker
   for i = 1, n do
@@ -199,7 +201,7 @@ function tether.executor(opts)
       -- Nothing of an executor that could not start whole keeps running
       -- (the workers started would wait on the queue for ever).
       ex._shut = true
-      for _ = 1, i - 1 do ex._q:put(STOP) end
+      for _ = 1, i - 1 do ex._ctl.q:put(STOP) end
       for j = 1, i - 1 do ex._threads[j]:join() end
       local why = tostring(t):gsub("^bad argument #1 to '[^']*' %((.*)%)$", "%1")
       option_error("worker " .. i .. " could not start: " .. why)
@@ -227,7 +229,7 @@ function Executor:submit(fn, ...)
   else
     f = new_future(fn, ...)
   end
-  self._q:put(f)
+  self._ctl.q:put(f)
   if self._shut and f:status() == "pending" then
     -- shutdown came in while this submit checked or waited for room: f
     -- may be queued behind the workers' STOPs, where nobody would run it
@@ -366,7 +368,7 @@ function Executor:shutdown(opts)
     self._shut = true
     if opts.cancel then
       while true do
-        local f = self._q:get(0)
+        local f = self._ctl.q:get(0)
         if f == nil then break end
         f:cancel()
       end

@@ -11,33 +11,17 @@
  * running was joined by the finalize, and everything shut down; a callback
  * the script made is retained across lua_close and released after it.
  */
-#include <stdio.h>
-
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-
-#include <tether/tether.h>
-
-static int fail(const char *what, const char *why)
-{
-    fprintf(stderr, "tether_lua_host: %s: %s\n", what, why);
-    return 1;
-}
+#define HOST_NAME "tether_lua_host"
+#include "host_common.h"
 
 int main(int argc, char **argv)
 {
     tether_runtime rt;
     if (argc != 2)
         return fail("usage", "tether_lua_host script.lua");
-    if (tether_runtime_create(NULL, &rt) != TETHER_OK)
-        return fail("tether_runtime_create", tether_last_error());
-    lua_State *L = luaL_newstate();
+    lua_State *L = host_open(&rt);
     if (!L)
-        return fail("luaL_newstate", "out of memory");
-    luaL_openlibs(L);
-    lua_pushinteger(L, (lua_Integer)rt);
-    lua_setfield(L, LUA_REGISTRYINDEX, "tether.runtime");
+        return 1;
     int status = luaL_dofile(L, argv[1]);
     if (status != LUA_OK)
         fail(argv[1], lua_tostring(L, -1));

@@ -13,35 +13,20 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-
-#include <tether/tether.h>
-
-static int fail(const char *what, const char *why)
-{
-    fprintf(stderr, "tether_lua_host_late: %s: %s\n", what, why);
-    return 1;
-}
+#define HOST_NAME "tether_lua_host_late"
+#include "host_common.h"
 
 int main(int argc, char **argv)
 {
     tether_runtime rt;
     if (argc != 3)
         return fail("usage", "tether_lua_host_late script.lua seconds");
-    if (tether_runtime_create(NULL, &rt) != TETHER_OK)
-        return fail("tether_runtime_create", tether_last_error());
-    lua_State *L = luaL_newstate();
+    lua_State *L = host_open(&rt);
     if (!L)
-        return fail("luaL_newstate", "out of memory");
-    luaL_openlibs(L);
-    lua_pushinteger(L, (lua_Integer)rt);
-    lua_setfield(L, LUA_REGISTRYINDEX, "tether.runtime");
+        return 1;
     if (luaL_dofile(L, argv[1]) != LUA_OK)
         return fail(argv[1], lua_tostring(L, -1));
     (void)tether_runtime_finalize(rt, 0);

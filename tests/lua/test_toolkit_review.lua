@@ -192,7 +192,7 @@ T.case("an executor collected with its bounded queue full still stops every work
     for _ = 1, 2 do ex:submit(function() busy:put(true) gate:wait() ran = ran + 1 end) end
     assert(busy:get(T.LIMIT) and busy:get(T.LIMIT))
     for _ = 1, 2 do ex:submit(function() ran = ran + 1 end) end
-    assert(ex._q:size() == 2)
+    assert(ex._ctl.q:size() == 2)
   end
   for _ = 1, 3 do collectgarbage() end
   gate:set()
@@ -221,7 +221,7 @@ T.case("a worker that takes a STOP while STOPs are still owed passes them on", f
     assert(busy:get(T.LIMIT) and busy:get(T.LIMIT))
     -- the third task waits in the full queue
     ex:submit(function() ran = ran + 1 end)
-    assert(ex._q:size() == 1)
+    assert(ex._ctl.q:size() == 1)
   end
   for _ = 1, 3 do collectgarbage() end
   gate_a:set() -- worker A takes the queued task and pays one STOP
