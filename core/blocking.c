@@ -33,7 +33,7 @@ int tether_restore_thread(tether_tstate tok)
     if (os && tok)
         for (ts = os->cache; ts && (uintptr_t)ts != tok; ts = ts->os_next)
             ;
-    if (!ts && os && tok && os->evicted_tok == tok)
+    if (!ts && os && tok && osthread_take_evicted(os, tok))
         return err_set(TETHER_EFINALIZING, fn, "the interpreter was finalized "
                        "while the state was saved; the thread stays detached");
     if (!ts || !ts->saved)
@@ -87,19 +87,17 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
         set_ubf(ts, ubf, ubf_arg);
     }
     /* fn may finalize the runtime on this thread, which forgets the
-       thread's unreferenced cached states: `blocking` keeps this one until
-       fn has returned (it is forgotten here instead). */
-    ts->blocking++;
-    ts_detach(ts);
+       thread's unreferenced cached states: ts_block keeps this one until
+       fn has returned (ts_unblock forgets it instead). */
+    ts_block(ts);
     int result = fn(arg);
     set_ubf(ts, NULL, NULL);
-    ts->blocking--;
-    int rc = ts_attach(ts, 1);
-    if (rc != TETHER_OK) {
-        if (!osthread_refers(ts->os, ts))
-            ts_uncache_and_free(ts->os, ts);
+    int rc = ts_unblock(ts);
+    if (rc == TETHER_ESTATE)
+        return err_misuse(rc, name, "fn left a tether_ensure unreleased on "
+                          "this thread, which stays attached through it");
+    if (rc != TETHER_OK)
         return err_set(rc, name, "the interpreter is finalizing");
-    }
     rc = breaker_after_block(ts);
     return rc != TETHER_OK ? rc : result;
 }

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "tether/tether.h"
+#include "tuning.h"
 
 /* Eval-breaker bits (tstate->breaker). */
 #define BREAKER_DROP 0x1u    /* another thread waits for the GIL: drop it */
@@ -134,9 +135,12 @@ struct osthread {
        matches. */
     uint64_t tok;
     uint64_t serial;
-    /* The last saved state that finalize deleted from the cache, so that
-       restoring it answers EFINALIZING rather than "not saved here". */
-    uint64_t evicted_tok;
+    /* The tokens of the last EVICTED_MAX saved states that finalize
+       deleted from the cache (0: none), so that restoring one answers
+       EFINALIZING rather than "not saved here"; `evicted_next` is the
+       slot the next one takes. */
+    uint64_t evicted[EVICTED_MAX];
+    uint32_t evicted_next;
     /* The innermost token when a tether_runtime_finalize on this thread
        detached it and dropped its ensure frames: that token and every
        outer one are invalid, and releasing one is refused. */
@@ -485,8 +489,12 @@ void ts_free_unlinked(struct tstate *ts);
    by a tether_call_blocking whose fn is running or a finalize or destroy
    that waits (ts->blocking). */
 int osthread_refers(const struct osthread *os, const struct tstate *ts);
-/* Removes a state from the calling thread's cache and deletes it. */
+/* Removes a state from the calling thread's cache and deletes it (a saved
+   one's token is remembered in os->evicted). */
 void ts_uncache_and_free(struct osthread *os, struct tstate *ts);
+/* 1 if `tok` is the token of a saved state deleted by finalize (forgotten
+   once answered: a second restore of it is misuse). */
+int osthread_take_evicted(struct osthread *os, uint64_t tok);
 
 /* The calling thread's record, created on first use (NULL on ENOMEM). */
 struct osthread *osthread_get(void);
@@ -516,6 +524,17 @@ void ts_unlink(struct tstate *ts);
 int ts_attach(struct tstate *ts, int urgent);
 /* Detaches the attached `ts` (drops its GIL). */
 void ts_detach(struct tstate *ts);
+/* A blocking section of the calling thread, whose attached state is `ts`:
+   ts_block detaches it and keeps it (ts->blocking: what runs meanwhile on
+   this thread, a finalize of its runtime, an ensure that meets it
+   finalizing, frees no state so kept).  ts_unblock attaches it again and
+   returns TETHER_OK, TETHER_EFINALIZING (its interpreter is finalizing;
+   the thread stays detached, and the state is freed unless something
+   else refers to it), or TETHER_ESTATE (code run meanwhile on this thread
+   left an ensure unreleased, so the thread is attached already: it stays
+   attached through that ensure, and `ts` is not attached again). */
+void ts_block(struct tstate *ts);
+int ts_unblock(struct tstate *ts);
 /* The end of a thread tether started, once fn has returned (or left
    through pthread_exit: the thread-exit destructor calls it): drops every
    GIL, frees the start-up state os->boot and finishes the thread object

@@ -246,12 +246,14 @@ static void report_ensures(struct interp *interp)
     rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
-/* 1 if the calling thread's state of `rt` is saved (detached by
-   tether_save_thread), with no ensure frame above it. */
-static int saved_in(const struct osthread *os, const struct runtime *rt)
+/* 1 if the calling thread's state of `rt` is detached but in use: saved
+   (tether_save_thread), or kept by a blocking section (ts_block: a
+   tether_call_blocking, or a finalize of another runtime whose plugin's
+   fini finalizes this one). */
+static int detached_in(const struct osthread *os, const struct runtime *rt)
 {
     for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
-        if (ts->saved && ts->interp->rt == rt)
+        if ((ts->saved || ts->blocking) && ts->interp->rt == rt)
             return 1;
     return 0;
 }
@@ -262,12 +264,12 @@ static int saved_in(const struct osthread *os, const struct runtime *rt)
    while the state before it was in use (frames[i].prev, which is
    frames[i - 1].ts when i > 0), those from the innermost frame on while
    that frame's state is (the current one, or saved), or without a frame
-   the current or saved state. */
+   the current state or a detached one in use (detached_in). */
 static uint64_t innermost_token_of(const struct osthread *os,
                                    const struct runtime *rt)
 {
     const struct tstate *top = os->depth ? os->frames[os->depth - 1].ts : os->current;
-    if (top ? top->interp->rt == rt : saved_in(os, rt))
+    if (top ? top->interp->rt == rt : detached_in(os, rt))
         return os->tok;
     for (uint32_t i = os->depth; i-- > 0;) {
         const struct tstate *before = os->frames[i].prev;
@@ -321,37 +323,28 @@ static void detach_caller(struct runtime *rt, struct interp *only)
    another thread, may need the one it holds (two runtimes finalized
    crosswise, each by a thread attached to the other, deadlocked), and
    waiting detached leaves an exception raised at the caller pending for
-   its next checkpoint, as finalize is none.  Returns the state detached,
-   or NULL. */
+   its next checkpoint, as finalize is none.  The state is kept meanwhile
+   (ts_block): a plugin's fini run on this thread may finalize its runtime.
+   Returns the state detached, or NULL. */
 static struct tstate *let_go(void)
 {
     struct tstate *cur = ts_current();
-    if (cur) {
-        /* Kept, like a state tether_call_blocking detached: a plugin's
-           fini run meanwhile on this thread may finalize its runtime or
-           meet it finalizing in an ensure, and would free it
-           (osthread_refers), under take_back. */
-        cur->blocking++;
-        ts_detach(cur);
-    }
+    if (cur)
+        ts_block(cur);
     return cur;
 }
 
-/* Attaches `cur` (let_go's) again; returns `rc`, or TETHER_EFINALIZING
-   when its interpreter began finalizing meanwhile (then a state nothing
-   else refers to is freed, as tether_call_blocking frees its own: a
-   finalize of its runtime on this thread meanwhile left it cached). */
+/* Attaches `cur` (let_go's) again; returns `rc`, or ts_unblock's error. */
 static int take_back(struct tstate *cur, const char *fn, int rc)
 {
-    if (!cur)
-        return rc;
-    cur->blocking--;
-    if (ts_attach(cur, 1) != TETHER_OK) {
-        if (!osthread_refers(cur->os, cur)) /* forgotten here, not kept */
-            ts_uncache_and_free(cur->os, cur);
-        return err_set(TETHER_EFINALIZING, fn, "the caller's interpreter is "
-                       "finalizing; the caller stays detached");
-    }
+    int back = cur ? ts_unblock(cur) : TETHER_OK;
+    if (back == TETHER_ESTATE)
+        return err_misuse(back, fn, "a plugin's fini left a tether_ensure "
+                          "unreleased on this thread, which stays attached "
+                          "through it");
+    if (back != TETHER_OK)
+        return err_set(back, fn, "the caller's interpreter is finalizing; "
+                       "the caller stays detached");
     return rc;
 }
 

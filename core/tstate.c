@@ -334,8 +334,6 @@ void ts_bind(struct tstate *ts, struct osthread *os)
     ts_cache(ts, os);
 }
 
-/* Frees a state's asynchronous-exception payloads (the state is being
-   deleted). */
 /* ---- attach and detach -------------------------------------------------- */
 
 int ts_attach(struct tstate *ts, int urgent)
@@ -353,6 +351,24 @@ void ts_detach(struct tstate *ts)
     ts->attached = 0;
     os_set_current(ts->os, NULL);
     gil_drop(ts->interp->gil, ts);
+}
+
+void ts_block(struct tstate *ts)
+{
+    ts->blocking++;
+    ts_detach(ts);
+}
+
+int ts_unblock(struct tstate *ts)
+{
+    struct osthread *os = ts->os;
+    ts->blocking--;
+    if (os->current)
+        return TETHER_ESTATE;
+    int rc = ts_attach(ts, 1);
+    if (rc != TETHER_OK && !osthread_refers(os, ts))
+        ts_uncache_and_free(os, ts);
+    return rc;
 }
 
 /* ---- unlink and delete -------------------------------------------------- */
@@ -426,10 +442,23 @@ struct tstate *ts_cached(struct osthread *os, tether_interp h)
 
 void ts_uncache_and_free(struct osthread *os, struct tstate *ts)
 {
-    if (ts->saved)
-        os->evicted_tok = (uint64_t)(uintptr_t)ts;
+    if (ts->saved) {
+        os->evicted[os->evicted_next] = (uint64_t)(uintptr_t)ts;
+        os->evicted_next = (os->evicted_next + 1) % EVICTED_MAX;
+    }
     osthread_uncache(os, ts);
     ts_unlink_and_free(ts);
+}
+
+int osthread_take_evicted(struct osthread *os, uint64_t tok)
+{
+    for (uint32_t i = 0; i < EVICTED_MAX; i++) {
+        if (os->evicted[i] == tok) {
+            os->evicted[i] = 0;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 int osthread_refers(const struct osthread *os, const struct tstate *ts)

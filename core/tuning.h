@@ -17,6 +17,11 @@
 #define INLINE_FRAMES 8
 #define MAX_FRAMES (1u << 23)
 
+/* Saved states of one thread that finalize deleted, whose restore still
+   answers EFINALIZING (the newest this many; an older one's restore is
+   "not a state saved on this thread"). */
+#define EVICTED_MAX 4
+
 /* Ready thread states an interpreter keeps for new threads (tstate.c,
    "The pool"): deleted states beyond this many go back to the
    allocator. */

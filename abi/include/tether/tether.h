@@ -227,8 +227,10 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
    started in this runtime, whether it is attached, detached, or attached to
    another interpreter through tether_ensure; or the runtime is already
-   finalizing; nothing changes), TETHER_ENOMEM (nothing changes: the
-   runtime runs on and may be finalized again), TETHER_EFINALIZING (the
+   finalizing; nothing changes; or, the runtime finalized, a plugin's fini
+   left a tether_ensure unreleased on this thread, which stays attached
+   through it), TETHER_ENOMEM (nothing changes: the runtime runs on and may
+   be finalized again), TETHER_EFINALIZING (the
    runtime was finalized, but the interpreter of another runtime that the
    caller was attached to began finalizing meanwhile: the caller is left
    detached, as after any wait that returns it; it is returned in place of
@@ -314,7 +316,8 @@ TETHER_API int tether_save_thread(tether_tstate *out);
    Returns TETHER_OK (attached), TETHER_EASYNC (attached, and an asynchronous
    exception was delivered: fetch it with tether_async_fetch),
    TETHER_EFINALIZING (the interpreter is shutting down: the thread stays
-   detached and must return without touching guest state),
+   detached and must return without touching guest state; also for a state
+   a finalize on this thread deleted, for the newest four such states),
    TETHER_ESTATE (not a state saved on this thread, or the thread is
    attached).  [owner-thread] */
 TETHER_API int tether_restore_thread(tether_tstate ts);
@@ -476,7 +479,9 @@ typedef void (*tether_unblock_fn)(void *arg);
    then.
    Returns fn's result, or TETHER_EASYNC / TETHER_EFINALIZING when
    re-attaching found one pending (fn's result is then lost);
-   TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached).  [gil-held] */
+   TETHER_EINVAL (NULL fn), TETHER_ESTATE (not attached; or fn left a
+   tether_ensure of this thread unreleased, so the thread is attached
+   through it: it stays so, and fn's result is lost).  [gil-held] */
 TETHER_API int tether_call_blocking(int (*fn)(void *arg), void *arg,
                                     tether_unblock_fn ubf, void *ubf_arg);
 
