@@ -135,12 +135,6 @@ struct osthread {
        matches. */
     uint64_t tok;
     uint64_t serial;
-    /* The tokens of the last EVICTED_MAX saved states that finalize
-       deleted from the cache (0: none), so that restoring one answers
-       EFINALIZING rather than "not saved here"; `evicted_next` is the
-       slot the next one takes. */
-    uint64_t evicted[EVICTED_MAX];
-    uint32_t evicted_next;
     /* The innermost token when a tether_runtime_finalize on this thread
        detached it and dropped its ensure frames: that token and every
        outer one are invalid, and releasing one is refused. */
@@ -153,6 +147,12 @@ struct osthread {
        "Who owns a thread state"). */
     struct tstate *boot;
     struct thread *boot_thread; /* its thread object, while boot is set */
+    /* The tokens of the last EVICTED_MAX saved states that finalize
+       deleted from the cache (0: none), so that restoring one answers
+       EFINALIZING rather than "not saved here"; `evicted_next` is the
+       slot the next one takes.  Last: away from the fast paths' fields. */
+    uint64_t evicted[EVICTED_MAX];
+    uint32_t evicted_next;
 };
 
 struct interp;
