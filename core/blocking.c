@@ -20,8 +20,9 @@ int tether_save_thread(tether_tstate *out)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
     ts->saved++; /* counted: an outer save may be pending (an ensure
                     re-attached its state inside TETHER_BEGIN_ALLOW_THREADS) */
+    ts->left_at = ts->os->tok;
     ts_detach(ts);
-    *out = (tether_tstate)(uintptr_t)ts;
+    *out = ts_save_token(ts);
     return TETHER_OK;
 }
 
@@ -31,7 +32,7 @@ int tether_restore_thread(tether_tstate tok)
     struct osthread *os = osthread_peek();
     struct tstate *ts = NULL;
     if (os && tok)
-        for (ts = os->cache; ts && (uintptr_t)ts != tok; ts = ts->os_next)
+        for (ts = os->cache; ts && ts_save_token(ts) != tok; ts = ts->os_next)
             ;
     if (!ts && os && tok && osthread_take_evicted(os, tok))
         return err_set(TETHER_EFINALIZING, fn, "the interpreter was finalized "

@@ -143,6 +143,8 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
         return err_set(rc, fn, "the interpreter is finalizing");
     }
     TRACE(trace_ensure(ts));
+    if (!ts->saved && !ts->blocking) /* a new use of it */
+        ts->came_at = os->tok;
     return push_frame(os, ts, cur, out);
 }
 

@@ -128,6 +128,7 @@ struct osthread {
     uint64_t rel_floor;
     uint64_t ens_limit;
     struct tstate *cache;   /* states of this thread, linked by os_next */
+    uint32_t made;          /* states cached so far: their stamps */
     struct frame *frames;
     uint32_t depth, cap;
     /* [ serial | nesting level ]: the token of the innermost ensure; the
@@ -182,6 +183,14 @@ struct tstate {
                                or by a finalize or destroy while it waits
                                (runtime.c, let_go); nested calls count.
                                Synchronization: owner */
+    /* os->tok when this use of it began (cached, or attached again by an
+       ensure after its last use ended), and when it was last saved or
+       blocked: the tokens got while it was in use are those in between
+       (runtime.c, innermost_token_of).  Synchronization: owner */
+    uint64_t came_at, left_at;
+    /* The number its thread gave it (os->made), in its tether_tstate
+       token (ts_save_token).  Synchronization: owner */
+    uint16_t stamp;
     uint64_t acq_at_drop;   /* gil acquisitions when it last dropped.
                                Synchronization: owner */
     _Atomic(void *) userdata; /* read by requesting threads.
@@ -489,6 +498,14 @@ void ts_free_unlinked(struct tstate *ts);
    by a tether_call_blocking whose fn is running or a finalize or destroy
    that waits (ts->blocking). */
 int osthread_refers(const struct osthread *os, const struct tstate *ts);
+/* The tether_tstate token of `ts` (tether_save_thread): its address, with
+   its stamp in the 16 bits above a 48-bit address, so that a state made
+   at the address of a deleted one has another token (os->evicted). */
+static inline uint64_t ts_save_token(const struct tstate *ts)
+{
+    uint64_t a = (uint64_t)(uintptr_t)ts;
+    return a >> 48 ? a : a | (uint64_t)ts->stamp << 48;
+}
 /* Removes a state from the calling thread's cache and deletes it (a saved
    one's token is remembered in os->evicted). */
 void ts_uncache_and_free(struct osthread *os, struct tstate *ts);

@@ -246,37 +246,34 @@ static void report_ensures(struct interp *interp)
     rank_unlock(&interp->mutex, RANK_INTERP);
 }
 
-/* 1 if the calling thread's state of `rt` is detached but in use: saved
-   (tether_save_thread), or kept by a blocking section (ts_block: a
-   tether_call_blocking, or a finalize of another runtime whose plugin's
-   fini finalizes this one). */
-static int detached_in(const struct osthread *os, const struct runtime *rt)
-{
-    for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
-        if ((ts->saved || ts->blocking) && ts->interp->rt == rt)
-            return 1;
-    return 0;
-}
-
-/* The innermost token the calling thread got while its state of `rt` was
-   the one in use, or 0.  Tokens grow with the nesting level, and the
-   ensure frames split them into runs: the tokens below frame i were got
-   while the state before it was in use (frames[i].prev, which is
-   frames[i - 1].ts when i > 0), those from the innermost frame on while
-   that frame's state is (the current one, or saved), or without a frame
-   the current state or a detached one in use (detached_in). */
+/* The innermost token the calling thread got while a state of `rt` was
+   the one in use, or 0.  Tokens grow with the nesting level.  A state's
+   own tokens lie between the token when its use began (came_at) and the
+   innermost token while it is attached (os->tok), or when it was saved or
+   blocked (left_at: tokens got after that, attached to other runtimes, are
+   not `rt`'s); a state that got none adds nothing.  Below ensure frame i,
+   whose ensure detached a state of `rt` (frames[i].prev), the tokens
+   up to frames[i].tok - 1.  The innermost of these. */
 static uint64_t innermost_token_of(const struct osthread *os,
                                    const struct runtime *rt)
 {
-    const struct tstate *top = os->depth ? os->frames[os->depth - 1].ts : os->current;
-    if (top ? top->interp->rt == rt : detached_in(os, rt))
-        return os->tok;
+    uint64_t floor = 0;
+    const struct tstate *cur = os->current;
+    if (cur && cur->interp->rt == rt && os->tok > cur->came_at)
+        floor = os->tok;
+    for (const struct tstate *ts = os->cache; ts; ts = ts->os_next)
+        if ((ts->saved || ts->blocking) && ts->interp->rt == rt &&
+            ts->left_at > ts->came_at && ts->left_at > floor)
+            floor = ts->left_at;
     for (uint32_t i = os->depth; i-- > 0;) {
         const struct tstate *before = os->frames[i].prev;
-        if (before && before->interp->rt == rt)
-            return os->frames[i].tok - 1;
+        if (before && before->interp->rt == rt) {
+            if (os->frames[i].tok - 1 > floor)
+                floor = os->frames[i].tok - 1;
+            break;
+        }
     }
-    return 0;
+    return floor;
 }
 
 /* tether_runtime_finalize on this thread: every token the thread got while

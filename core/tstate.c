@@ -239,6 +239,8 @@ static void ts_set_os_locked(struct tstate *ts, struct osthread *os)
 /* Puts a bound state at the head of its thread's cache (the owner's). */
 static void ts_cache(struct tstate *ts, struct osthread *os)
 {
+    ts->stamp = (uint16_t)++os->made;
+    ts->came_at = os->tok;
     ts->os_next = os->cache;
     os->cache = ts;
 }
@@ -356,6 +358,7 @@ void ts_detach(struct tstate *ts)
 void ts_block(struct tstate *ts)
 {
     ts->blocking++;
+    ts->left_at = ts->os->tok;
     ts_detach(ts);
 }
 
@@ -363,8 +366,18 @@ int ts_unblock(struct tstate *ts)
 {
     struct osthread *os = ts->os;
     ts->blocking--;
-    if (os->current)
+    if (os->current) {
+        /* The outermost ensure made meanwhile found the thread detached;
+           its release re-attaches `ts`, as if made before the block. */
+        for (uint32_t i = 0; i < os->depth; i++) {
+            if (os->frames[i].tok > ts->left_at) {
+                if (!os->frames[i].prev)
+                    os->frames[i].prev = ts;
+                break;
+            }
+        }
         return TETHER_ESTATE;
+    }
     int rc = ts_attach(ts, 1);
     if (rc != TETHER_OK && !osthread_refers(os, ts))
         ts_uncache_and_free(os, ts);
@@ -443,7 +456,7 @@ struct tstate *ts_cached(struct osthread *os, tether_interp h)
 void ts_uncache_and_free(struct osthread *os, struct tstate *ts)
 {
     if (ts->saved) {
-        os->evicted[os->evicted_next] = (uint64_t)(uintptr_t)ts;
+        os->evicted[os->evicted_next] = ts_save_token(ts);
         os->evicted_next = (os->evicted_next + 1) % EVICTED_MAX;
     }
     osthread_uncache(os, ts);

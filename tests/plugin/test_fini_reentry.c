@@ -126,7 +126,8 @@ TEST(fini_ensures_the_callers_interp)
 /* The fini ensures Y and leaves it ensured (a misbehaving fini): the
    thread is attached already when finalize would attach it again, which
    hung (take_back waited for the GIL the thread held).  Misuse, answered
-   with TETHER_ESTATE; the thread stays attached through that ensure. */
+   with TETHER_ESTATE; the thread stays attached through that ensure, whose
+   release attaches the caller's own state again. */
 static tether_gilstate g_kept;
 
 static void fini_ensure_y_and_keep(void)
@@ -143,8 +144,9 @@ static void *keep_thread(void *arg)
                  "tether_runtime_finalize");
     ASSERT_EQ(g_rc1, TETHER_OK);
     ASSERT_EQ(tether_gil_held(), 1);
-    ASSERT_OK(tether_release(g_kept)); /* it detached nothing: now detached */
-    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_release(g_kept)); /* re-attaches the caller's state */
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_checkpoint());
     t_finalize(g_y);
     return NULL;
 }
@@ -543,8 +545,9 @@ static void *base_blocking_keeps(void *arg)
     ASSERT_FAILS(tether_call_blocking(ensure_and_keep_fn, NULL, NULL, NULL),
                  TETHER_ESTATE, "tether_call_blocking");
     ASSERT_EQ(tether_gil_held(), 1);
-    ASSERT_OK(tether_release(g_kept));
-    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_release(g_kept)); /* re-attaches the caller's state */
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_checkpoint());
     t_finalize(g_y);
     return NULL;
 }

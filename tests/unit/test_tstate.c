@@ -10,6 +10,9 @@
  */
 #include <tether/tether.h>
 
+#include <pthread.h>
+#include <stdlib.h>
+
 #include "runner.h"
 #include "support.h"
 
@@ -561,6 +564,239 @@ TEST(nested_release_after_finalize_pairs)
     teardown_events();
 }
 
+/* ------------------------------------------------------------------------
+ * Tokens around a state detached in use: saved, or kept by a blocking
+ * section (tether_call_blocking; a finalize waiting on another runtime).
+ * From the third review of the crosswise-finalize fix; each case failed
+ * before its fix, 5 runs of 5.
+ * ---------------------------------------------------------------------- */
+
+static tether_runtime g_zrt;
+static tether_interp g_ym, g_zm;
+static tether_gilstate g_tz;
+
+/* A runtime made on a helper thread, which leaves it: this thread is not
+   attached to it. */
+static void *make_runtime(void *arg)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_tstate left;
+    ASSERT_OK(tether_save_thread(&left));
+    *(tether_runtime *)arg = rt;
+    return NULL;
+}
+
+static tether_runtime foreign_runtime(void)
+{
+    tether_runtime rt;
+    t_pthread_join(t_pthread(make_runtime, &rt));
+    return rt;
+}
+
+/* fn ensures Z (a frame whose ensure found the thread detached) and
+   finalizes Y, the runtime of the caller's blocked state. */
+static int ensure_z_finalize_y(void *arg)
+{
+    ASSERT_OK(tether_ensure(g_zm, &g_tz));
+    ASSERT_OK(tether_runtime_finalize(*(tether_runtime *)arg, SECONDS(30)));
+    ASSERT_OK(tether_release(g_tz));
+    return TETHER_OK;
+}
+
+/* A token got while Y's state was in use survived: the frame above it
+   named no state it had detached (the thread was detached by the block),
+   and only a state without a frame above it counted. */
+TEST(finalize_invalidates_the_tokens_of_a_blocked_state)
+{
+    g_zrt = foreign_runtime();
+    g_zm = t_main_interp(g_zrt);
+    tether_runtime y = t_runtime_main(NULL, &g_ym);
+    tether_gilstate tok_y;
+    ASSERT_OK(tether_ensure(g_ym, &tok_y)); /* nested: no frame */
+    ASSERT_STATUS(tether_call_blocking(ensure_z_finalize_y, &y, NULL, NULL),
+                  TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(tok_y), TETHER_ESTATE, "finalize");
+    t_finalize(g_zrt);
+}
+
+/* fn makes Z (attached to it, no frame), takes a nested token of it,
+   saves Z and finalizes Y. */
+static int token_of_z_then_finalize_y(void *arg)
+{
+    g_zrt = t_runtime_main(NULL, &g_zm);
+    ASSERT_OK(tether_ensure(g_zm, &g_tz));
+    tether_tstate sz;
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_runtime_finalize(*(tether_runtime *)arg, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(sz));
+    ASSERT_OK(tether_release(g_tz)); /* got later, attached to Z: valid */
+    t_finalize(g_zrt);
+    return TETHER_OK;
+}
+
+/* The other way: every token was made invalid, also those got later on
+   another runtime, once Y's state counted as in use (a regression of the
+   review's first fix; with two saves it was so before). */
+TEST(finalize_leaves_later_tokens_of_another_runtime)
+{
+    tether_runtime y = t_runtime_main(NULL, &g_ym);
+    tether_gilstate tok_y;
+    ASSERT_OK(tether_ensure(g_ym, &tok_y));
+    ASSERT_STATUS(tether_call_blocking(token_of_z_then_finalize_y, &y, NULL,
+                                       NULL),
+                  TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(tok_y), TETHER_ESTATE, "finalize");
+}
+
+TEST(finalize_leaves_later_tokens_of_another_saved_runtime)
+{
+    tether_runtime y = t_runtime_main(NULL, &g_ym);
+    tether_gilstate tok_y;
+    tether_tstate sy, sz;
+    ASSERT_OK(tether_ensure(g_ym, &tok_y));
+    ASSERT_OK(tether_save_thread(&sy));
+    g_zrt = t_runtime_main(NULL, &g_zm);
+    ASSERT_OK(tether_ensure(g_zm, &g_tz));
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_runtime_finalize(y, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(sz));
+    ASSERT_OK(tether_release(g_tz));
+    t_finalize(g_zrt);
+    ASSERT_STATUS(tether_restore_thread(sy), TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(tok_y), TETHER_ESTATE, "finalize");
+}
+
+/* fn leaves an ensure of Z open: misuse, answered ESTATE; the release of
+   that ensure re-attaches the caller's state, so the caller's own tokens
+   release in order (its release detached the thread, and the caller's
+   next release was refused). */
+static int leave_z_ensured(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_ensure(g_zm, &g_tz));
+    return 7;
+}
+
+static void *blocking_leaves_an_ensure(void *arg)
+{
+    (void)arg;
+    tether_gilstate tok_y;
+    ASSERT_OK(tether_ensure(g_ym, &tok_y));
+    ASSERT_FAILS(tether_call_blocking(leave_z_ensured, NULL, NULL, NULL),
+                 TETHER_ESTATE, "tether_call_blocking");
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_release(g_tz)); /* back on Y */
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_checkpoint());
+    ASSERT_OK(tether_release(tok_y));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(blocking_fn_that_leaves_an_ensure_open)
+{
+    g_zrt = foreign_runtime();
+    g_zm = t_main_interp(g_zrt);
+    tether_runtime y = foreign_runtime();
+    g_ym = t_main_interp(y);
+    t_pthread_join(t_pthread(blocking_leaves_an_ensure, NULL));
+    t_finalize(y);
+    t_finalize(g_zrt);
+}
+
+/* An allocator that gives a freed block back to the next allocation of
+   its size (LIFO), so that a new thread state is made at the address of
+   the one finalize deleted. */
+enum { LIFO_SLOTS = 64 };
+static struct {
+    pthread_mutex_t mu;
+    size_t size[LIFO_SLOTS];
+    void *block[LIFO_SLOTS];
+    int n;
+} g_lifo = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *lifo_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&g_lifo.mu);
+    for (int i = g_lifo.n; i-- > 0;) {
+        if (g_lifo.size[i] == n) {
+            void *p = g_lifo.block[i];
+            g_lifo.n--;
+            g_lifo.size[i] = g_lifo.size[g_lifo.n];
+            g_lifo.block[i] = g_lifo.block[g_lifo.n];
+            pthread_mutex_unlock(&g_lifo.mu);
+            return p;
+        }
+    }
+    pthread_mutex_unlock(&g_lifo.mu);
+    size_t *h = malloc(n + 16);
+    if (!h)
+        return NULL;
+    *h = n;
+    return (char *)h + 16;
+}
+
+static void lifo_free(void *p, void *ud)
+{
+    (void)ud;
+    if (!p)
+        return;
+    size_t *h = (size_t *)((char *)p - 16);
+    pthread_mutex_lock(&g_lifo.mu);
+    if (g_lifo.n < LIFO_SLOTS) {
+        /* The newest last: a later free of the same size goes after it. */
+        g_lifo.size[g_lifo.n] = *h;
+        g_lifo.block[g_lifo.n++] = p;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&g_lifo.mu);
+    free(h);
+}
+
+/* The token of a saved state finalize deleted, whose address a new state
+   of the thread took: its restore answered "not a state saved on this
+   thread" (found the new state: tokens were bare addresses), misuse, and
+   an abort under TETHER_CONFIG_ABORT_ON_MISUSE. */
+TEST(restore_of_a_deleted_state_whose_address_was_reused)
+{
+    tether_allocator a = {sizeof a, lifo_malloc, lifo_free, NULL};
+    ASSERT_OK(tether_set_allocator(&a));
+    tether_runtime y = t_runtime(NULL);
+    tether_tstate sy, sw;
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_runtime_finalize(y, SECONDS(30)));
+    tether_runtime w = t_runtime(NULL); /* its state: sy's block */
+    ASSERT_OK(tether_save_thread(&sw));
+    ASSERT_EQ(sw & 0xffffffffffffu, sy & 0xffffffffffffu); /* reused */
+    ASSERT(sw != sy);
+    ASSERT_OK(tether_restore_thread(sw));
+    ASSERT_FAILS(tether_restore_thread(sy), TETHER_EFINALIZING,
+                 "tether_restore_thread");
+    ASSERT_FAILS(tether_restore_thread(sy), TETHER_ESTATE, /* answered once */
+                 "tether_restore_thread");
+    t_finalize(w);
+}
+
+/* The newest four saved states finalize deleted on the thread answer
+   EFINALIZING, once each; the oldest of five is forgotten. */
+TEST(restore_of_the_newest_four_deleted_states)
+{
+    tether_runtime rt[5];
+    tether_tstate saved[5];
+    for (int i = 0; i < 5; i++) {
+        rt[i] = t_runtime(NULL);
+        ASSERT_OK(tether_save_thread(&saved[i]));
+    }
+    for (int i = 0; i < 5; i++)
+        ASSERT_OK(tether_runtime_finalize(rt[i], SECONDS(30)));
+    ASSERT_FAILS(tether_restore_thread(saved[0]), TETHER_ESTATE, "not a state");
+    for (int i = 1; i < 5; i++) {
+        ASSERT_STATUS(tether_restore_thread(saved[i]), TETHER_EFINALIZING);
+        ASSERT_STATUS(tether_restore_thread(saved[i]), TETHER_ESTATE);
+    }
+}
+
 RUNNER_MAIN(TEST_ENTRY(ensure_own_interp_after_finalize),
             TEST_ENTRY(ensure_own_interp_after_destroy),
             TEST_ENTRY(finalize_from_detached_thread),
@@ -581,4 +817,10 @@ RUNNER_MAIN(TEST_ENTRY(ensure_own_interp_after_finalize),
             TEST_ENTRY(save_nests_inside_an_ensure_inside_a_save),
             TEST_ENTRY(nested_release_while_saved_refused),
             TEST_ENTRY(nested_release_while_saved_refused_foreign),
-            TEST_ENTRY(nested_release_after_finalize_pairs))
+            TEST_ENTRY(nested_release_after_finalize_pairs),
+            TEST_ENTRY(finalize_invalidates_the_tokens_of_a_blocked_state),
+            TEST_ENTRY(finalize_leaves_later_tokens_of_another_runtime),
+            TEST_ENTRY(finalize_leaves_later_tokens_of_another_saved_runtime),
+            TEST_ENTRY(blocking_fn_that_leaves_an_ensure_open),
+            TEST_ENTRY(restore_of_a_deleted_state_whose_address_was_reused),
+            TEST_ENTRY(restore_of_the_newest_four_deleted_states))
