@@ -18,9 +18,10 @@ int tether_save_thread(tether_tstate *out)
     struct tstate *ts = ts_current();
     if (!ts)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
+    if (!ts->saved && !ts->blocking) /* the outermost: its use pauses */
+        ts->left_at = ts->os->tok;
     ts->saved++; /* counted: an outer save may be pending (an ensure
                     re-attached its state inside TETHER_BEGIN_ALLOW_THREADS) */
-    ts->left_at = ts->os->tok;
     ts_detach(ts);
     *out = ts_save_token(ts);
     return TETHER_OK;
@@ -90,10 +91,10 @@ int tether_call_blocking(int (*fn)(void *arg), void *arg,
     /* fn may finalize the runtime on this thread, which forgets the
        thread's unreferenced cached states: ts_block keeps this one until
        fn has returned (ts_unblock forgets it instead). */
-    ts_block(ts);
+    uint64_t mark = ts_block(ts);
     int result = fn(arg);
     set_ubf(ts, NULL, NULL);
-    int rc = ts_unblock(ts);
+    int rc = ts_unblock(ts, mark);
     if (rc == TETHER_ESTATE)
         return err_misuse(rc, name, "fn left a tether_ensure unreleased on "
                           "this thread, which stays attached through it");

@@ -542,7 +542,9 @@ int ts_attach(struct tstate *ts, int urgent);
 /* Detaches the attached `ts` (drops its GIL). */
 void ts_detach(struct tstate *ts);
 /* A blocking section of the calling thread, whose attached state is `ts`:
-   ts_block detaches it and keeps it (ts->blocking: what runs meanwhile on
+   ts_block detaches it, keeps it, and returns the mark ts_unblock takes
+   (os->tok then: the ensures made meanwhile have greater tokens)
+   (ts->blocking: what runs meanwhile on
    this thread, a finalize of its runtime, an ensure that meets it
    finalizing, frees no state so kept).  ts_unblock attaches it again and
    returns TETHER_OK, TETHER_EFINALIZING (its interpreter is finalizing;
@@ -550,8 +552,8 @@ void ts_detach(struct tstate *ts);
    else refers to it), or TETHER_ESTATE (code run meanwhile on this thread
    left an ensure unreleased, so the thread is attached already: it stays
    attached through that ensure, and `ts` is not attached again). */
-void ts_block(struct tstate *ts);
-int ts_unblock(struct tstate *ts);
+uint64_t ts_block(struct tstate *ts);
+int ts_unblock(struct tstate *ts, uint64_t mark);
 /* The end of a thread tether started, once fn has returned (or left
    through pthread_exit: the thread-exit destructor calls it): drops every
    GIL, frees the start-up state os->boot and finishes the thread object

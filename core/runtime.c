@@ -251,9 +251,10 @@ static void report_ensures(struct interp *interp)
    own tokens lie between the token when its use began (came_at) and the
    innermost token while it is attached (os->tok), or when it was saved or
    blocked (left_at: tokens got after that, attached to other runtimes, are
-   not `rt`'s); a state that got none adds nothing.  Below ensure frame i,
-   whose ensure detached a state of `rt` (frames[i].prev), the tokens
-   up to frames[i].tok - 1.  The innermost of these. */
+   not `rt`'s); a state that got none adds nothing.  An ensure frame that
+   attached a state of `rt`: its own token.  Below ensure frame i, whose
+   ensure detached a state of `rt` (frames[i].prev), the tokens up to
+   frames[i].tok - 1.  The innermost of these. */
 static uint64_t innermost_token_of(const struct osthread *os,
                                    const struct runtime *rt)
 {
@@ -266,10 +267,12 @@ static uint64_t innermost_token_of(const struct osthread *os,
             ts->left_at > ts->came_at && ts->left_at > floor)
             floor = ts->left_at;
     for (uint32_t i = os->depth; i-- > 0;) {
-        const struct tstate *before = os->frames[i].prev;
-        if (before && before->interp->rt == rt) {
-            if (os->frames[i].tok - 1 > floor)
-                floor = os->frames[i].tok - 1;
+        const struct frame *f = &os->frames[i];
+        if (f->ts->interp->rt == rt && f->tok > floor)
+            floor = f->tok; /* its own token, at least */
+        if (f->prev && f->prev->interp->rt == rt) {
+            if (f->tok - 1 > floor)
+                floor = f->tok - 1;
             break;
         }
     }
@@ -323,18 +326,19 @@ static void detach_caller(struct runtime *rt, struct interp *only)
    its next checkpoint, as finalize is none.  The state is kept meanwhile
    (ts_block): a plugin's fini run on this thread may finalize its runtime.
    Returns the state detached, or NULL. */
-static struct tstate *let_go(void)
+static struct tstate *let_go(uint64_t *mark)
 {
     struct tstate *cur = ts_current();
     if (cur)
-        ts_block(cur);
+        *mark = ts_block(cur);
     return cur;
 }
 
-/* Attaches `cur` (let_go's) again; returns `rc`, or ts_unblock's error. */
-static int take_back(struct tstate *cur, const char *fn, int rc)
+/* Attaches `cur` (let_go's, with its mark) again; returns `rc`, or
+   ts_unblock's error. */
+static int take_back(struct tstate *cur, uint64_t mark, const char *fn, int rc)
 {
-    int back = cur ? ts_unblock(cur) : TETHER_OK;
+    int back = cur ? ts_unblock(cur, mark) : TETHER_OK;
     if (back == TETHER_ESTATE)
         return err_misuse(back, fn, "a plugin's fini left a tether_ensure "
                           "unreleased on this thread, which stays attached "
@@ -430,7 +434,8 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
     }
     int64_t tp = TRACE_T0(); /* the phases of finalize, when traced */
     detach_caller(rt, NULL);
-    struct tstate *cur = let_go(); /* attached to another runtime */
+    uint64_t mark = 0;
+    struct tstate *cur = let_go(&mark); /* attached to another runtime */
     TETHER_DELAY_POINT("finalize.detached");
     int rc = TETHER_OK;
     for (size_t i = 0; i < n && rc == TETHER_OK; i++)
@@ -462,7 +467,7 @@ int tether_runtime_finalize(tether_runtime h, int64_t timeout_ns)
     if (rc != TETHER_OK)
         err_set(rc, fn, "threads were still running at the deadline; they "
                 "fail at their next checkpoint");
-    return take_back(cur, fn, rc);
+    return take_back(cur, mark, fn, rc);
 }
 
 int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
@@ -488,7 +493,8 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
         return rc;
     }
     int64_t deadline = plat_deadline(timeout_ns);
-    let_go(); /* detaches `cur`; the GIL may be shared with `interp` */
+    uint64_t mark = 0;
+    let_go(&mark); /* detaches `cur`; the GIL may be shared with `interp` */
     rc = join_nondaemon(interp, deadline);
     if (stop_interps(&interp, 1, deadline) != TETHER_OK)
         rc = TETHER_ETIMEDOUT;
@@ -500,5 +506,5 @@ int tether_interp_destroy(tether_interp h, int64_t timeout_ns)
     handle_put(h);
     if (rc != TETHER_OK)
         err_set(rc, fn, "threads were still running at the deadline");
-    return take_back(cur, fn, rc);
+    return take_back(cur, mark, fn, rc);
 }

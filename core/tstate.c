@@ -50,8 +50,9 @@
  *     tether_set_allocator waits for the finalize that frees it.
  * Handles and tokens never name a pooled state: a state's handle-visible
  * objects (its thread object) let go of it under the same mutex, and a
- * tether_tstate token of a deleted state is refused as before (the
- * thread's own cache is searched, and the state is in no cache).
+ * tether_tstate token of a deleted state names no cached state (the
+ * thread's own cache is searched; its stamp tells a state made at the
+ * same address apart: ts_save_token).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -355,14 +356,17 @@ void ts_detach(struct tstate *ts)
     gil_drop(ts->interp->gil, ts);
 }
 
-void ts_block(struct tstate *ts)
+uint64_t ts_block(struct tstate *ts)
 {
+    uint64_t mark = ts->os->tok;
+    if (!ts->saved && !ts->blocking) /* the outermost: its use pauses */
+        ts->left_at = mark;
     ts->blocking++;
-    ts->left_at = ts->os->tok;
     ts_detach(ts);
+    return mark;
 }
 
-int ts_unblock(struct tstate *ts)
+int ts_unblock(struct tstate *ts, uint64_t mark)
 {
     struct osthread *os = ts->os;
     ts->blocking--;
@@ -370,7 +374,7 @@ int ts_unblock(struct tstate *ts)
         /* The outermost ensure made meanwhile found the thread detached;
            its release re-attaches `ts`, as if made before the block. */
         for (uint32_t i = 0; i < os->depth; i++) {
-            if (os->frames[i].tok > ts->left_at) {
+            if (os->frames[i].tok > mark) {
                 if (!os->frames[i].prev)
                     os->frames[i].prev = ts;
                 break;

@@ -296,8 +296,9 @@ TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
    re-attached: the token is released and the thread is left detached),
    TETHER_ESTATE (a token of another thread, out of order, already
    released, or made invalid by tether_runtime_finalize on this thread; or
-   the ensure's thread state is detached by tether_save_thread; nothing
-   changes), TETHER_EINVAL (zero token).
+   the ensure's thread state is detached by tether_save_thread, or by a
+   tether_call_blocking whose fn makes the release; nothing changes),
+   TETHER_EINVAL (zero token).
    [owner-thread] */
 TETHER_API int tether_release(tether_gilstate st);
 

@@ -1,0 +1,223 @@
+/*
+ * test_token_rule.c - which ensure tokens a tether_runtime_finalize on the
+ * calling thread makes invalid (tether.h tether_release;
+ * docs/threading-model.md, "A finalize called on the thread itself makes
+ * invalid"), where a state is re-entered through another runtime, saves
+ * and blocking sections nest, or a blocking section's fn misuses a token.
+ * From the fourth review of the rule's rework; every case failed 3 runs
+ * of 3 before its fix (the state's came_at moved by a re-entry through a
+ * frame; left_at moved by a nested save or block; a release inside
+ * tether_call_blocking's fn of the blocked state's token was accepted).
+ */
+#include <tether/tether.h>
+
+#include <pthread.h>
+
+#include "runner.h"
+#include "support.h"
+
+static void *make_runtime(void *arg)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_tstate left;
+    ASSERT_OK(tether_save_thread(&left));
+    *(tether_runtime *)arg = rt;
+    return NULL;
+}
+
+/* A runtime made on a helper thread that leaves it detached. */
+static tether_runtime foreign_runtime(tether_interp *m)
+{
+    tether_runtime rt;
+    t_pthread_join(t_pthread(make_runtime, &rt));
+    *m = t_main_interp(rt);
+    return rt;
+}
+
+/* D1 (under-reach).  Y's state is the prev of Z's frame (in use); an ensure
+   of Y inside Z re-attaches it and moves its came_at up; after both frames
+   are released the thread is back on Y at a level below came_at, so the
+   finalize of Y finds "no token of Y" and t1 (got while attached to Y)
+   stays valid.  Rule: t1 invalid. */
+TEST(came_at_moved_by_reentry_through_another_runtime)
+{
+    tether_interp ym, zm;
+    tether_runtime z = foreign_runtime(&zm);
+    tether_runtime y = t_runtime_main(NULL, &ym); /* attached, frameless */
+    tether_gilstate t1, t2, t3;
+    ASSERT_OK(tether_ensure(ym, &t1)); /* nested on Y */
+    ASSERT_OK(tether_ensure(zm, &t2)); /* frame, prev = Y */
+    ASSERT_OK(tether_ensure(ym, &t3)); /* frame, prev = Z: Y's came_at := 2 */
+    ASSERT_OK(tether_release(t3));
+    ASSERT_OK(tether_release(t2)); /* back on Y, level 1 */
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_runtime_finalize(y, SECONDS(30)));
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    t_finalize(z);
+}
+
+/* D1, with frames only (foreign thread). */
+static tether_interp g_ym, g_zm;
+static tether_runtime g_y;
+static void *frames_only(void *arg)
+{
+    (void)arg;
+    tether_gilstate t1, t2, t3;
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y */
+    ASSERT_OK(tether_ensure(g_zm, &t2)); /* frame Z, prev Y */
+    ASSERT_OK(tether_ensure(g_ym, &t3)); /* frame Y, prev Z */
+    ASSERT_OK(tether_release(t3));
+    ASSERT_OK(tether_release(t2));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    return NULL;
+}
+
+TEST(came_at_moved_by_reentry_foreign)
+{
+    tether_runtime z = foreign_runtime(&g_zm);
+    g_y = foreign_runtime(&g_ym);
+    t_pthread_join(t_pthread(frames_only, NULL));
+    t_finalize(z);
+}
+
+/* D2 (over-reach).  A save nested inside an ensure that re-attached a
+   saved state moves left_at up; after its restore and the release of that
+   ensure the state is saved again by the outer save, but left_at keeps the
+   inner level.  A later token of Z at that level is then refused.
+   Rule: t1 invalid (Y's), tz valid (got later, attached to Z). */
+static void *stale_left_at(void *arg)
+{
+    (void)arg;
+    tether_gilstate t1, t2, tz;
+    tether_tstate sy, sy2;
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* level 1 */
+    ASSERT_OK(tether_save_thread(&sy)); /* left_at 1 */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* re-attaches the saved state */
+    ASSERT_OK(tether_save_thread(&sy2)); /* left_at 2 */
+    ASSERT_OK(tether_restore_thread(sy2));
+    ASSERT_OK(tether_release(t2)); /* saved again (outer save), level 1 */
+    ASSERT_OK(tether_ensure(g_zm, &tz)); /* level 2, Z */
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_STATUS(tether_restore_thread(sy), TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    return NULL;
+}
+
+TEST(stale_left_at_of_a_nested_save)
+{
+    tether_runtime z = foreign_runtime(&g_zm);
+    g_y = foreign_runtime(&g_ym);
+    t_pthread_join(t_pthread(stale_left_at, NULL));
+    t_finalize(z);
+}
+
+/* D2 through a blocking section: fn re-attaches the blocked state with an
+   ensure and runs a nested tether_call_blocking (left_at := its level). */
+static int nothing(void *arg)
+{
+    (void)arg;
+    return TETHER_OK;
+}
+
+static int reenter_block_then_z(void *arg)
+{
+    (void)arg;
+    tether_gilstate t2, tz;
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* re-attaches the blocked state */
+    ASSERT_OK(tether_call_blocking(nothing, NULL, NULL, NULL)); /* left_at 2 */
+    ASSERT_OK(tether_release(t2)); /* detached again, still blocked */
+    ASSERT_OK(tether_ensure(g_zm, &tz)); /* level 2, Z */
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz));
+    return TETHER_OK;
+}
+
+static void *stale_left_at_blocking(void *arg)
+{
+    (void)arg;
+    tether_gilstate t1;
+    ASSERT_OK(tether_ensure(g_ym, &t1));
+    ASSERT_STATUS(tether_call_blocking(reenter_block_then_z, NULL, NULL, NULL),
+                  TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    return NULL;
+}
+
+TEST(stale_left_at_of_a_nested_blocking_section)
+{
+    tether_runtime z = foreign_runtime(&g_zm);
+    g_y = foreign_runtime(&g_ym);
+    t_pthread_join(t_pthread(stale_left_at_blocking, NULL));
+    t_finalize(z);
+}
+
+/* D2, second consequence: ts_unblock's fix-up of an ensure fn left open
+   compares frame tokens with the stale left_at, so the leftover Z frame
+   (at the level of the inner block) is not given the blocked state as its
+   prev: its release leaves the thread detached instead of back on Y
+   (blocking_fn_that_leaves_an_ensure_open, with one nested block first). */
+static tether_gilstate g_tz;
+static int reenter_block_then_leave_z(void *arg)
+{
+    (void)arg;
+    tether_gilstate t2;
+    ASSERT_OK(tether_ensure(g_ym, &t2));
+    ASSERT_OK(tether_call_blocking(nothing, NULL, NULL, NULL));
+    ASSERT_OK(tether_release(t2));
+    ASSERT_OK(tether_ensure(g_zm, &g_tz)); /* left open: misuse */
+    return 7;
+}
+
+static void *leftover_after_nested_block(void *arg)
+{
+    (void)arg;
+    tether_gilstate t1;
+    ASSERT_OK(tether_ensure(g_ym, &t1));
+    ASSERT_FAILS(tether_call_blocking(reenter_block_then_leave_z, NULL, NULL,
+                                      NULL),
+                 TETHER_ESTATE, "tether_call_blocking");
+    ASSERT_OK(tether_release(g_tz)); /* back on Y */
+    ASSERT_EQ(tether_gil_held(), 1);
+    ASSERT_OK(tether_release(t1));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(leftover_ensure_after_a_nested_block_reattaches_nothing)
+{
+    tether_runtime z = foreign_runtime(&g_zm);
+    g_y = foreign_runtime(&g_ym);
+    t_pthread_join(t_pthread(leftover_after_nested_block, NULL));
+    t_finalize(g_y);
+    t_finalize(z);
+}
+
+/* D3 (misuse accepted).  Inside a blocking section fn releases the
+   caller's nested token of the blocked state: answered OK (a release
+   while saved is ESTATE). */
+static tether_gilstate g_t1;
+static int release_outer(void *arg)
+{
+    (void)arg;
+    ASSERT_FAILS(tether_release(g_t1), TETHER_ESTATE, "tether_release");
+    return TETHER_OK;
+}
+
+TEST(release_of_the_blocked_states_token_inside_fn)
+{
+    tether_interp ym;
+    tether_runtime y = t_runtime_main(NULL, &ym);
+    ASSERT_OK(tether_ensure(ym, &g_t1));
+    ASSERT_OK(tether_call_blocking(release_outer, NULL, NULL, NULL));
+    ASSERT_OK(tether_release(g_t1));
+    t_finalize(y);
+}
+
+RUNNER_MAIN(TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
+            TEST_ENTRY(came_at_moved_by_reentry_foreign),
+            TEST_ENTRY(stale_left_at_of_a_nested_save),
+            TEST_ENTRY(stale_left_at_of_a_nested_blocking_section),
+            TEST_ENTRY(leftover_ensure_after_a_nested_block_reattaches_nothing),
+            TEST_ENTRY(release_of_the_blocked_states_token_inside_fn))
