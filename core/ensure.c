@@ -206,19 +206,21 @@ T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
                       "first, once");
 }
 
-/* 1 if the state of the calling thread's innermost ensure is detached by
+/* 1 if the state the nested token `st` was got on is detached by
    tether_save_thread or by a blocking section (ts_block: a release inside
    tether_call_blocking's fn), not by finalize. */
-static int innermost_saved(const struct osthread *os)
+static int innermost_saved(const struct osthread *os, tether_gilstate st)
 {
     if (os->depth) {
         struct tstate *ts = os->frames[os->depth - 1].ts;
         return (ts->saved || ts->blocking) && !finalizing(ts);
     }
     /* No frame: the state attached without one (the runtime's creator, a
-       tether thread's own), one of the cached states. */
+       tether thread's own) whose use spans `st`; another state saved
+       before that one's use began is not it. */
     for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
-        if ((ts->saved || ts->blocking) && !finalizing(ts))
+        if ((ts->saved || ts->blocking) && !finalizing(ts) &&
+            st > ts->came_at && st <= ts->left_at)
             return 1;
     return 0;
 }
@@ -229,7 +231,7 @@ T_NOINLINE static int release_nested_slow(struct osthread *os, tether_gilstate s
 {
     if (st <= os->tok_floor)
         return release_bad(os, st);
-    if (innermost_saved(os))
+    if (innermost_saved(os, st))
         return err_misuse(TETHER_ESTATE, "tether_release",
                           "the thread state of this ensure is saved or in "
                           "a blocking call (unbalanced tether_save_thread, "

@@ -541,17 +541,18 @@ void ts_unlink(struct tstate *ts);
 int ts_attach(struct tstate *ts, int urgent);
 /* Detaches the attached `ts` (drops its GIL). */
 void ts_detach(struct tstate *ts);
-/* A blocking section of the calling thread, whose attached state is `ts`:
-   ts_block detaches it, keeps it, and returns the mark ts_unblock takes
-   (os->tok then: the ensures made meanwhile have greater tokens)
-   (ts->blocking: what runs meanwhile on
-   this thread, a finalize of its runtime, an ensure that meets it
-   finalizing, frees no state so kept).  ts_unblock attaches it again and
-   returns TETHER_OK, TETHER_EFINALIZING (its interpreter is finalizing;
-   the thread stays detached, and the state is freed unless something
-   else refers to it), or TETHER_ESTATE (code run meanwhile on this thread
-   left an ensure unreleased, so the thread is attached already: it stays
-   attached through that ensure, and `ts` is not attached again). */
+/* A blocking section of the calling thread, whose attached state is `ts`
+   (tether_call_blocking; finalize and destroy waiting).
+   ts_block detaches `ts` and keeps it: ts->blocking, so that what runs
+   meanwhile on this thread (a finalize of its runtime, an ensure that
+   meets it finalizing) frees no state so kept.  It returns a mark
+   (os->tok then) for ts_unblock.
+   ts_unblock attaches `ts` again.  Returns TETHER_OK; TETHER_EFINALIZING
+   (its interpreter is finalizing: the thread stays detached, and the
+   state is freed unless something else refers to it); or TETHER_ESTATE
+   (code run meanwhile left an ensure unreleased, so the thread is
+   attached already: it stays attached through that ensure, whose release
+   re-attaches `ts`). */
 uint64_t ts_block(struct tstate *ts);
 int ts_unblock(struct tstate *ts, uint64_t mark);
 /* The end of a thread tether started, once fn has returned (or left

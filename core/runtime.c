@@ -340,9 +340,9 @@ static int take_back(struct tstate *cur, uint64_t mark, const char *fn, int rc)
 {
     int back = cur ? ts_unblock(cur, mark) : TETHER_OK;
     if (back == TETHER_ESTATE)
-        return err_misuse(back, fn, "a plugin's fini left a tether_ensure "
-                          "unreleased on this thread, which stays attached "
-                          "through it");
+        return err_misuse(back, fn, "code run on this thread meanwhile (a "
+                          "plugin's fini) left a tether_ensure unreleased; "
+                          "the thread stays attached through it");
     if (back != TETHER_OK)
         return err_set(back, fn, "the caller's interpreter is finalizing; "
                        "the caller stays detached");

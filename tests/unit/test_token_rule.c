@@ -12,6 +12,7 @@
 #include <tether/tether.h>
 
 #include <pthread.h>
+#include <sched.h>
 
 #include "runner.h"
 #include "support.h"
@@ -215,7 +216,44 @@ TEST(release_of_the_blocked_states_token_inside_fn)
     t_finalize(y);
 }
 
+/* A nested token of runtime B's creator state, with runtime A's state
+   saved before B's use began: another thread finalizes B (this thread's
+   checkpoint answers EFINALIZING and detaches it), and the release still
+   pairs.  It was refused: any saved state of the thread made a release
+   without a frame look unbalanced (fifth review; failed before this
+   session's changes too). */
+static tether_runtime g_b;
+
+static void *finalize_b(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_runtime_finalize(g_b, SECONDS(30)));
+    return NULL;
+}
+
+TEST(release_pairs_after_finalize_with_an_older_state_saved)
+{
+    tether_runtime a = t_runtime(NULL);
+    tether_tstate sa;
+    ASSERT_OK(tether_save_thread(&sa));
+    tether_interp bm;
+    g_b = t_runtime_main(NULL, &bm);
+    tether_gilstate tb;
+    ASSERT_OK(tether_ensure(bm, &tb)); /* nested: no frame */
+    pthread_t f = t_pthread(finalize_b, NULL);
+    int rc;
+    while ((rc = tether_checkpoint()) == TETHER_OK)
+        sched_yield();
+    ASSERT_STATUS(rc, TETHER_EFINALIZING);
+    t_pthread_join(f);
+    ASSERT_OK(tether_release(tb));
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_restore_thread(sa));
+    t_finalize(a);
+}
+
 RUNNER_MAIN(TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
+            TEST_ENTRY(release_pairs_after_finalize_with_an_older_state_saved),
             TEST_ENTRY(came_at_moved_by_reentry_foreign),
             TEST_ENTRY(stale_left_at_of_a_nested_save),
             TEST_ENTRY(stale_left_at_of_a_nested_blocking_section),

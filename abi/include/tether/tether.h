@@ -303,8 +303,9 @@ TETHER_API int tether_ensure(tether_interp interp, tether_gilstate *out);
 TETHER_API int tether_release(tether_gilstate st);
 
 /* Detaches the calling thread from its interpreter and drops the GIL, so
-   other threads run while it blocks.  *out must be passed back to
-   tether_restore_thread on the same thread.  Saves nest: a tether_ensure
+   other threads run while it blocks.  *out, all 64 bits of it (its upper
+   bits are in use), must be passed back to tether_restore_thread on the
+   same thread.  Saves nest: a tether_ensure
    made while the state is saved attaches the same state again, and a
    save and restore inside it leave the outer save in place.
    Returns TETHER_EINVAL (NULL out), TETHER_ESTATE (not attached).
@@ -318,7 +319,8 @@ TETHER_API int tether_save_thread(tether_tstate *out);
    exception was delivered: fetch it with tether_async_fetch),
    TETHER_EFINALIZING (the interpreter is shutting down: the thread stays
    detached and must return without touching guest state; also for a state
-   a finalize on this thread deleted, for the newest four such states),
+   a finalize on this thread deleted, for the newest four such states,
+   once each),
    TETHER_ESTATE (not a state saved on this thread, or the thread is
    attached).  [owner-thread] */
 TETHER_API int tether_restore_thread(tether_tstate ts);
