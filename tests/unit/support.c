@@ -25,6 +25,24 @@ tether_runtime t_runtime_main(const tether_config *cfg, tether_interp *main_inte
     return rt;
 }
 
+static void *runtime_left(void *arg)
+{
+    tether_runtime rt = t_runtime(NULL);
+    tether_tstate left;
+    ASSERT_OK(tether_save_thread(&left)); /* freed with this thread */
+    *(tether_runtime *)arg = rt;
+    return NULL;
+}
+
+tether_runtime t_runtime_elsewhere(tether_interp *main_interp)
+{
+    tether_runtime rt = 0;
+    t_pthread_join(t_pthread(runtime_left, &rt));
+    if (main_interp)
+        *main_interp = t_main_interp(rt);
+    return rt;
+}
+
 const tether_config t_per_interp_gil = {.size = sizeof(tether_config),
                                         .flags = TETHER_CONFIG_PER_INTERP_GIL};
 

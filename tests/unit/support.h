@@ -36,6 +36,10 @@ tether_runtime t_runtime(const tether_config *cfg);
 /* The same, with its main interpreter in *main_interp: the usual start of
    a case, rt = t_runtime_main(NULL, &g_interp). */
 tether_runtime t_runtime_main(const tether_config *cfg, tether_interp *main_interp);
+/* A runtime made on a helper thread, which leaves it: the calling thread
+   is not attached to it.  *main_interp (may be NULL) gets its main
+   interpreter. */
+tether_runtime t_runtime_elsewhere(tether_interp *main_interp);
 /* The configuration of a runtime whose interpreters each have their own
    GIL (TETHER_CONFIG_PER_INTERP_GIL, the rest defaults). */
 extern const tether_config t_per_interp_gil;

@@ -17,24 +17,6 @@
 #include "runner.h"
 #include "support.h"
 
-static void *make_runtime(void *arg)
-{
-    tether_runtime rt = t_runtime(NULL);
-    tether_tstate left;
-    ASSERT_OK(tether_save_thread(&left));
-    *(tether_runtime *)arg = rt;
-    return NULL;
-}
-
-/* A runtime made on a helper thread that leaves it detached. */
-static tether_runtime foreign_runtime(tether_interp *m)
-{
-    tether_runtime rt;
-    t_pthread_join(t_pthread(make_runtime, &rt));
-    *m = t_main_interp(rt);
-    return rt;
-}
-
 /* D1 (under-reach).  Y's state is the prev of Z's frame (in use); an ensure
    of Y inside Z re-attaches it and moves its came_at up; after both frames
    are released the thread is back on Y at a level below came_at, so the
@@ -43,7 +25,7 @@ static tether_runtime foreign_runtime(tether_interp *m)
 TEST(came_at_moved_by_reentry_through_another_runtime)
 {
     tether_interp ym, zm;
-    tether_runtime z = foreign_runtime(&zm);
+    tether_runtime z = t_runtime_elsewhere(&zm);
     tether_runtime y = t_runtime_main(NULL, &ym); /* attached, frameless */
     tether_gilstate t1, t2, t3;
     ASSERT_OK(tether_ensure(ym, &t1)); /* nested on Y */
@@ -76,8 +58,8 @@ static void *frames_only(void *arg)
 
 TEST(came_at_moved_by_reentry_foreign)
 {
-    tether_runtime z = foreign_runtime(&g_zm);
-    g_y = foreign_runtime(&g_ym);
+    tether_runtime z = t_runtime_elsewhere(&g_zm);
+    g_y = t_runtime_elsewhere(&g_ym);
     t_pthread_join(t_pthread(frames_only, NULL));
     t_finalize(z);
 }
@@ -108,8 +90,8 @@ static void *stale_left_at(void *arg)
 
 TEST(stale_left_at_of_a_nested_save)
 {
-    tether_runtime z = foreign_runtime(&g_zm);
-    g_y = foreign_runtime(&g_ym);
+    tether_runtime z = t_runtime_elsewhere(&g_zm);
+    g_y = t_runtime_elsewhere(&g_ym);
     t_pthread_join(t_pthread(stale_left_at, NULL));
     t_finalize(z);
 }
@@ -148,8 +130,8 @@ static void *stale_left_at_blocking(void *arg)
 
 TEST(stale_left_at_of_a_nested_blocking_section)
 {
-    tether_runtime z = foreign_runtime(&g_zm);
-    g_y = foreign_runtime(&g_ym);
+    tether_runtime z = t_runtime_elsewhere(&g_zm);
+    g_y = t_runtime_elsewhere(&g_ym);
     t_pthread_join(t_pthread(stale_left_at_blocking, NULL));
     t_finalize(z);
 }
@@ -188,8 +170,8 @@ static void *leftover_after_nested_block(void *arg)
 
 TEST(leftover_ensure_after_a_nested_block_reattaches_nothing)
 {
-    tether_runtime z = foreign_runtime(&g_zm);
-    g_y = foreign_runtime(&g_ym);
+    tether_runtime z = t_runtime_elsewhere(&g_zm);
+    g_y = t_runtime_elsewhere(&g_ym);
     t_pthread_join(t_pthread(leftover_after_nested_block, NULL));
     t_finalize(g_y);
     t_finalize(z);

@@ -575,24 +575,6 @@ static tether_runtime g_zrt;
 static tether_interp g_ym, g_zm;
 static tether_gilstate g_tz;
 
-/* A runtime made on a helper thread, which leaves it: this thread is not
-   attached to it. */
-static void *make_runtime(void *arg)
-{
-    tether_runtime rt = t_runtime(NULL);
-    tether_tstate left;
-    ASSERT_OK(tether_save_thread(&left));
-    *(tether_runtime *)arg = rt;
-    return NULL;
-}
-
-static tether_runtime foreign_runtime(void)
-{
-    tether_runtime rt;
-    t_pthread_join(t_pthread(make_runtime, &rt));
-    return rt;
-}
-
 /* fn ensures Z (a frame whose ensure found the thread detached) and
    finalizes Y, the runtime of the caller's blocked state. */
 static int ensure_z_finalize_y(void *arg)
@@ -608,8 +590,7 @@ static int ensure_z_finalize_y(void *arg)
    and only a state without a frame above it counted. */
 TEST(finalize_invalidates_the_tokens_of_a_blocked_state)
 {
-    g_zrt = foreign_runtime();
-    g_zm = t_main_interp(g_zrt);
+    g_zrt = t_runtime_elsewhere(&g_zm);
     tether_runtime y = t_runtime_main(NULL, &g_ym);
     tether_gilstate tok_y;
     ASSERT_OK(tether_ensure(g_ym, &tok_y)); /* nested: no frame */
@@ -695,10 +676,8 @@ static void *blocking_leaves_an_ensure(void *arg)
 
 TEST(blocking_fn_that_leaves_an_ensure_open)
 {
-    g_zrt = foreign_runtime();
-    g_zm = t_main_interp(g_zrt);
-    tether_runtime y = foreign_runtime();
-    g_ym = t_main_interp(y);
+    g_zrt = t_runtime_elsewhere(&g_zm);
+    tether_runtime y = t_runtime_elsewhere(&g_ym);
     t_pthread_join(t_pthread(blocking_leaves_an_ensure, NULL));
     t_finalize(y);
     t_finalize(g_zrt);
