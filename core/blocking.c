@@ -18,7 +18,7 @@ int tether_save_thread(tether_tstate *out)
     struct tstate *ts = ts_current();
     if (!ts)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
-    if (!ts->saved && !ts->blocking) /* the outermost: its use pauses */
+    if (!ts_paused(ts)) /* the outermost: its use pauses */
         ts->left_at = ts->os->tok;
     ts->saved++; /* counted: an outer save may be pending (an ensure
                     re-attached its state inside TETHER_BEGIN_ALLOW_THREADS) */

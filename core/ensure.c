@@ -100,19 +100,6 @@ static int state_for(struct osthread *os, tether_interp h, int internal,
     return TETHER_OK;
 }
 
-/* 1 if `ts`, which an ensure just attached, was in use already: saved,
-   blocked, or named by an ensure frame (attached by one, or detached by
-   one to be re-attached): its tokens began before (tstate.came_at). */
-static int in_use(const struct osthread *os, const struct tstate *ts)
-{
-    if (ts->saved || ts->blocking)
-        return 1;
-    for (uint32_t i = 0; i < os->depth; i++)
-        if (os->frames[i].ts == ts || os->frames[i].prev == ts)
-            return 1;
-    return 0;
-}
-
 /* ts_attach for ensure_slow, which pushes a frame right after: the
    record's fast-path fields are refreshed once, by push_frame, rather
    than once here and again there.  Nothing reads them in between. */
@@ -156,7 +143,9 @@ T_NOINLINE static int ensure_slow(tether_interp h, int internal,
         return err_set(rc, fn, "the interpreter is finalizing");
     }
     TRACE(trace_ensure(ts));
-    if (!in_use(os, ts)) /* a new use of it begins */
+    /* A new use of it begins, unless it was in use already: paused, or
+       named by a frame (its tokens began before: tstate.came_at). */
+    if (!ts_paused(ts) && !osthread_in_frames(os, ts))
         ts->came_at = os->tok;
     return push_frame(os, ts, cur, out);
 }
@@ -209,17 +198,17 @@ T_NOINLINE static int release_bad(struct osthread *os, tether_gilstate st)
 /* 1 if the state the nested token `st` was got on is detached by
    tether_save_thread or by a blocking section (ts_block: a release inside
    tether_call_blocking's fn), not by finalize. */
-static int innermost_saved(const struct osthread *os, tether_gilstate st)
+static int innermost_paused(const struct osthread *os, tether_gilstate st)
 {
     if (os->depth) {
         struct tstate *ts = os->frames[os->depth - 1].ts;
-        return (ts->saved || ts->blocking) && !finalizing(ts);
+        return ts_paused(ts) && !finalizing(ts);
     }
     /* No frame: the state attached without one (the runtime's creator, a
        tether thread's own) whose use spans `st`; another state saved
        before that one's use began is not it. */
     for (struct tstate *ts = os->cache; ts; ts = ts->os_next)
-        if ((ts->saved || ts->blocking) && !finalizing(ts) &&
+        if (ts_paused(ts) && !finalizing(ts) &&
             st > ts->came_at && st <= ts->left_at)
             return 1;
     return 0;
@@ -231,7 +220,7 @@ T_NOINLINE static int release_nested_slow(struct osthread *os, tether_gilstate s
 {
     if (st <= os->tok_floor)
         return release_bad(os, st);
-    if (innermost_saved(os, st))
+    if (innermost_paused(os, st))
         return err_misuse(TETHER_ESTATE, "tether_release",
                           "the thread state of this ensure is saved or in "
                           "a blocking call (unbalanced tether_save_thread, "

@@ -506,6 +506,22 @@ static inline uint64_t ts_save_token(const struct tstate *ts)
     uint64_t a = (uint64_t)(uintptr_t)ts;
     return a >> 48 ? a : a | (uint64_t)ts->stamp << 48;
 }
+/* 1 if `ts` is detached but in use: saved (tether_save_thread) or kept by
+   a blocking section (ts_block). */
+static inline int ts_paused(const struct tstate *ts)
+{
+    return ts->saved || ts->blocking;
+}
+/* 1 if an ensure frame of `os` names `ts`: attached by it, or detached by
+   it to be attached again at its release. */
+static inline int osthread_in_frames(const struct osthread *os,
+                                     const struct tstate *ts)
+{
+    for (uint32_t i = 0; i < os->depth; i++)
+        if (os->frames[i].ts == ts || os->frames[i].prev == ts)
+            return 1;
+    return 0;
+}
 /* Removes a state from the calling thread's cache and deletes it (a saved
    one's token is remembered in os->evicted). */
 void ts_uncache_and_free(struct osthread *os, struct tstate *ts);

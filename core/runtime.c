@@ -263,7 +263,7 @@ static uint64_t innermost_token_of(const struct osthread *os,
     if (cur && cur->interp->rt == rt && os->tok > cur->came_at)
         floor = os->tok;
     for (const struct tstate *ts = os->cache; ts; ts = ts->os_next)
-        if ((ts->saved || ts->blocking) && ts->interp->rt == rt &&
+        if (ts_paused(ts) && ts->interp->rt == rt &&
             ts->left_at > ts->came_at && ts->left_at > floor)
             floor = ts->left_at;
     for (uint32_t i = os->depth; i-- > 0;) {

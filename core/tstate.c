@@ -359,7 +359,7 @@ void ts_detach(struct tstate *ts)
 uint64_t ts_block(struct tstate *ts)
 {
     uint64_t mark = ts->os->tok;
-    if (!ts->saved && !ts->blocking) /* the outermost: its use pauses */
+    if (!ts_paused(ts)) /* the outermost: its use pauses */
         ts->left_at = mark;
     ts->blocking++;
     ts_detach(ts);
@@ -480,12 +480,8 @@ int osthread_take_evicted(struct osthread *os, uint64_t tok)
 
 int osthread_refers(const struct osthread *os, const struct tstate *ts)
 {
-    if (os->current == ts || os->boot == ts || ts->blocking)
-        return 1;
-    for (uint32_t i = 0; i < os->depth; i++)
-        if (os->frames[i].ts == ts || os->frames[i].prev == ts)
-            return 1;
-    return 0;
+    return os->current == ts || os->boot == ts || ts->blocking ||
+           osthread_in_frames(os, ts);
 }
 
 void ts_uncache_finalized(struct osthread *os, struct runtime *rt, struct interp *only)

@@ -39,9 +39,22 @@ TEST(came_at_moved_by_reentry_through_another_runtime)
     t_finalize(z);
 }
 
-/* D1, with frames only (foreign thread). */
 static tether_interp g_ym, g_zm;
 static tether_runtime g_y;
+
+/* Runs fn on a new thread, with runtimes Y (g_y, g_ym) and Z (g_zm) made
+   elsewhere; finalizes Z after, and Y too unless fn did. */
+static void on_a_thread_with_y_and_z(void *(*fn)(void *), int finalize_y)
+{
+    tether_runtime z = t_runtime_elsewhere(&g_zm);
+    g_y = t_runtime_elsewhere(&g_ym);
+    t_pthread_join(t_pthread(fn, NULL));
+    if (finalize_y)
+        t_finalize(g_y);
+    t_finalize(z);
+}
+
+/* D1, with frames only (foreign thread). */
 static void *frames_only(void *arg)
 {
     (void)arg;
@@ -58,10 +71,7 @@ static void *frames_only(void *arg)
 
 TEST(came_at_moved_by_reentry_foreign)
 {
-    tether_runtime z = t_runtime_elsewhere(&g_zm);
-    g_y = t_runtime_elsewhere(&g_ym);
-    t_pthread_join(t_pthread(frames_only, NULL));
-    t_finalize(z);
+    on_a_thread_with_y_and_z(frames_only, 0);
 }
 
 /* D2 (over-reach).  A save nested inside an ensure that re-attached a
@@ -90,10 +100,7 @@ static void *stale_left_at(void *arg)
 
 TEST(stale_left_at_of_a_nested_save)
 {
-    tether_runtime z = t_runtime_elsewhere(&g_zm);
-    g_y = t_runtime_elsewhere(&g_ym);
-    t_pthread_join(t_pthread(stale_left_at, NULL));
-    t_finalize(z);
+    on_a_thread_with_y_and_z(stale_left_at, 0);
 }
 
 /* D2 through a blocking section: fn re-attaches the blocked state with an
@@ -130,10 +137,7 @@ static void *stale_left_at_blocking(void *arg)
 
 TEST(stale_left_at_of_a_nested_blocking_section)
 {
-    tether_runtime z = t_runtime_elsewhere(&g_zm);
-    g_y = t_runtime_elsewhere(&g_ym);
-    t_pthread_join(t_pthread(stale_left_at_blocking, NULL));
-    t_finalize(z);
+    on_a_thread_with_y_and_z(stale_left_at_blocking, 0);
 }
 
 /* D2, second consequence: ts_unblock's fix-up of an ensure fn left open
@@ -170,11 +174,7 @@ static void *leftover_after_nested_block(void *arg)
 
 TEST(leftover_ensure_after_a_nested_block_reattaches_nothing)
 {
-    tether_runtime z = t_runtime_elsewhere(&g_zm);
-    g_y = t_runtime_elsewhere(&g_ym);
-    t_pthread_join(t_pthread(leftover_after_nested_block, NULL));
-    t_finalize(g_y);
-    t_finalize(z);
+    on_a_thread_with_y_and_z(leftover_after_nested_block, 1);
 }
 
 /* D3 (misuse accepted).  Inside a blocking section fn releases the
