@@ -8,9 +8,11 @@
  * until the case has checked what must hold while it is there.
  */
 #include <sched.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "delay_ctl.h"
 #include "sanitizers.h"
@@ -1050,6 +1052,137 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
     t_finalize(rt);
 }
 
+/* ---- an urgent returner awaits the drop it asked for ------------------ */
+
+/* Sets up the convoy rule's case for a wait that slept: R waits on an
+   event (dropping the GIL), the main thread takes the GIL (one
+   acquisition since R left) and sets the event: R comes back while the
+   main thread holds the GIL, posts a drop request and, at the head of the
+   queue, waits for the drop awake (gil.c, q_await).  The main thread
+   holds the GIL on entry and on return; R is inside its wait. */
+static tether_interp aw_interp;
+static tether_event aw_event;
+static char aw_log[4];
+static atomic_int aw_len;
+
+static void aw_took(char who)
+{
+    aw_log[atomic_fetch_add(&aw_len, 1)] = who;
+}
+
+static void *aw_returner(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    ASSERT_OK(tether_event_wait(aw_event, -1));
+    aw_took('R');
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static void *aw_newcomer(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    aw_took('N');
+    dctl_note("test.n.took");
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static pthread_t aw_start_returner(tether_runtime rt)
+{
+    aw_interp = t_main_interp(rt);
+    atomic_store(&aw_len, 0);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(aw_returner, NULL);
+    dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
+    ASSERT_OK(tether_restore_thread(main_saved)); /* after R's drop */
+    ASSERT_OK(tether_event_set(aw_event));
+    return r;
+}
+
+static int one_cpu(void)
+{
+    if (sysconf(_SC_NPROCESSORS_ONLN) > 1)
+        return 0;
+    fprintf(stderr, "  (one CPU: a returner never awaits; nothing to check)\n");
+    return 1;
+}
+
+/* R awaits the drop awake (parked at gil.take.slow.await: the mutex let
+   go, R pinned and counted as a head on its way).  The main thread's drop
+   frees the GIL; a newcomer N that looks now must leave it to R, a
+   returner on its way to it (kept_for_head), and queue behind: R takes it
+   first.  Mutant GH10: the awaiting returner is not `signalled`, so N
+   takes the GIL from under it, and R waits for N. */
+TEST(awaiting_returner_keeps_a_freed_gil)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s: no turns */
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    pthread_t r = aw_start_returner(rt);
+    dctl_wait_parked("gil.take.slow.await");
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved)); /* answers R's request */
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    pthread_t n = t_pthread(aw_newcomer, NULL);
+    /* N either queued (about to sleep: correct) or took the GIL. */
+    int took = dctl_wait_either("gil.take.slow.sleep", sleeps, "test.n.took", 0);
+    dctl_release("gil.take.slow.await");
+    t_pthread_join(r);
+    t_pthread_join(n);
+    ASSERT_EQ(took, 0);
+    ASSERT_EQ(atomic_load(&aw_len), 2);
+    ASSERT_EQ(aw_log[0], 'R');
+    ASSERT_EQ(aw_log[1], 'N');
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
+}
+
+/* A drop wakes R while it awaits (parked at gil.take.slow.await; the
+   wake-up finds it awake), and the main thread, back from its own save
+   (a returner, which may take a free GIL from under a returner on its
+   way), takes the GIL first.  R's wait then ends with the GIL held, and
+   R sleeps at the head of the queue; the main thread's next drop must
+   wake it.  With a 10 s switch interval R has the GIL long before its
+   interval could run out (5 s: a bound on a lost wake-up, not on speed).
+   Mutant GH11: R keeps the `signalled` of the wake-up that found it
+   awake, so the drop sends it none (q_wake: one is on its way) and R
+   sleeps out its 10 s. */
+TEST(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    pthread_t r = aw_start_returner(rt);
+    dctl_wait_parked("gil.take.slow.await");
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved)); /* wakes R, awake */
+    ASSERT_OK(tether_restore_thread(main_saved)); /* and takes it back */
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    dctl_release("gil.take.slow.await");
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R goes to sleep */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_OK(tether_save_thread(&main_saved));
+    t_pthread_join(r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ASSERT(t1.tv_sec - t0.tv_sec < 5);
+    ASSERT_EQ(atomic_load(&aw_len), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -1068,4 +1201,6 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(finalize_while_the_head_watches, 60),
             TEST_ENTRY_T(leaving_head_wakes_the_next, 60),
             TEST_ENTRY_T(forced_switch_behind_a_watching_head_waits_for_the_queue, 60),
-            TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60))
+            TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60),
+            TEST_ENTRY_T(awaiting_returner_keeps_a_freed_gil, 60),
+            TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60))
