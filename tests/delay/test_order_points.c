@@ -1252,6 +1252,76 @@ TEST(returner_whose_turn_it_is_does_not_await)
     t_finalize(rt);
 }
 
+/* R awaits the drop it asked for (parked at gil.take.slow.await) from a
+   holder H that keeps the GIL without checkpointing; finalize runs on a
+   third thread meanwhile, and its barrier waits for H.  R, let go, must
+   leave with TETHER_EFINALIZING while H still holds the GIL (its await
+   notices the flag; it does not wait for H's drop). */
+static t_sem fa_go;
+static atomic_int fa_rc = 1000, fa_fin_rc = 1000;
+static tether_runtime fa_rt;
+
+static void *fa_returner(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    atomic_store(&fa_rc, tether_event_wait(aw_event, -1));
+    (void)tether_release(st);
+    return NULL;
+}
+
+static void *fa_holder(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    dctl_note("test.h.took");
+    t_sem_wait(&fa_go);
+    (void)tether_release(st);
+    return NULL;
+}
+
+static void *fa_finalizer(void *arg)
+{
+    (void)arg;
+    atomic_store(&fa_fin_rc, tether_runtime_finalize(fa_rt, SECONDS(60)));
+    return NULL;
+}
+
+TEST(finalize_while_a_returner_awaits)
+{
+    if (one_cpu())
+        return;
+    fa_rt = t_runtime_interval(10000000);
+    t_sem_init(&fa_go);
+    aw_interp = t_main_interp(fa_rt);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    (void)main_saved;
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(fa_returner, NULL);
+    dctl_wait_passes("wait.registered", waits);
+    unsigned long took = dctl_passes("test.h.took");
+    pthread_t h = t_pthread(fa_holder, NULL);
+    dctl_wait_passes("test.h.took", took);
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    ASSERT_OK(tether_event_set(aw_event));
+    dctl_wait_parked("gil.take.slow.await");
+    unsigned long marked = dctl_passes("finalize.marked");
+    pthread_t f = t_pthread(fa_finalizer, NULL);
+    dctl_wait_passes("finalize.marked", marked);
+    dctl_release("gil.take.slow.await");
+    t_pthread_join(r); /* H still holds the GIL */
+    ASSERT_EQ(atomic_load(&fa_rc), TETHER_EFINALIZING);
+    t_sem_post(&fa_go);
+    t_pthread_join(h);
+    t_pthread_join(f);
+    ASSERT_OK(atomic_load(&fa_fin_rc));
+    t_sem_destroy(&fa_go);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -1273,4 +1343,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60),
             TEST_ENTRY_T(awaiting_returner_keeps_a_freed_gil, 60),
             TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60),
-            TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60))
+            TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60),
+            TEST_ENTRY_T(finalize_while_a_returner_awaits, 60))
