@@ -554,7 +554,11 @@ static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
    keeps the freed GIL for it as for a head woken and on its way.  Back
    under the mutex it is on nobody's way: `signalled` and `freed` are
    cleared (a wake-up sent meanwhile found nobody asleep), and take_slow
-   looks at the word before it sleeps, so a drop in between is not lost. */
+   looks at the word before it sleeps, so a drop in between is not lost.
+   Not for a head whose turn it is (`handoff`, as for q_spin): the drop
+   then hands the GIL over and leaves the word locked, and the await
+   would spin out its AWAIT_NS with the GIL already its own (order_points
+   returner_whose_turn_it_is_does_not_await). */
 static void q_await(struct gil *g, struct gil_waiter *w)
 {
     rank_unlock(&g->mutex, RANK_GIL);
@@ -733,7 +737,12 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             head_since = now;
             seen = atomic_load(&g->acquisitions);
         }
-        if (requested && head && may_await && !awaited && ncpus() > 1) {
+        if (requested && head && may_await && !awaited &&
+            g->handoff != &self && ncpus() > 1) {
+            /* Not when it is this thread's turn: the next drop hands the
+               GIL over with the word still locked, which the await does
+               not see (it would spin out AWAIT_NS with the GIL its own);
+               the hand-over wakes it instead. */
             awaited = 1; /* once: a holder that did not drop by then is
                             not running, or not checkpointing */
             q_await(g, &self);

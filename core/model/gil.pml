@@ -549,7 +549,7 @@ inline take_slow(me, rc)
             fi;
             due = 0;
             if
-            :: requested && hd && !aw -> aw = 1; q_await(me)
+            :: requested && hd && !aw && handoff != me -> aw = 1; q_await(me)
             :: hot && hd && handoff != me -> q_spin(me); hot = 0
             :: true ->
                 /* Away from the head: nothing but the head's leaving wakes

@@ -1183,6 +1183,145 @@ TEST(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop)
     t_finalize(rt);
 }
 
+/* R's first look at the GIL finds it taken by a thread (H) whose fast CAS
+   has not yet published it (parked at gil.take.fast.after_cas: `holder`
+   still NULL), so its drop request goes nowhere and it sleeps at the head
+   of the queue.  H then holds the GIL as a plain holder, which wakes
+   nobody; R's interval at the head runs out, and on that one look it
+   posts its request to H at last and takes its turn (`handoff`): H's next
+   drop hands the GIL straight to R (hand_over), leaving the word locked.
+   An await then watches for a free word that never comes: R spins its
+   whole AWAIT_NS with the GIL already its own, and nobody runs.  Like a
+   head whose turn it is (q_spin is not for it either), R must sleep and
+   be woken by the hand-over instead.  On 4cca82f R awaits. */
+static t_sem hw_go;
+
+static void *hw_holder(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st)); /* the fast CAS, parked */
+    t_sem_wait(&hw_go);
+    ASSERT_OK(tether_release(st)); /* hands the GIL over to R */
+    return NULL;
+}
+
+TEST(returner_whose_turn_it_is_does_not_await)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(20000); /* 20 ms */
+    t_sem_init(&hw_go);
+    aw_interp = t_main_interp(rt);
+    atomic_store(&aw_len, 0);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(aw_returner, NULL);
+    dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
+    /* One acquisition since R left (the convoy rule's case), then a fast
+       drop that clears `holder`. */
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_save_thread(&main_saved));
+    dctl_arm("gil.take.fast.after_cas", 1, DCTL_PARK, 0);
+    pthread_t h = t_pthread(hw_holder, NULL);
+    dctl_wait_parked("gil.take.fast.after_cas");
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    ASSERT_OK(tether_event_set(aw_event));
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R asleep, unasked */
+    sleeps = dctl_passes("gil.take.slow.sleep");
+    unsigned long turns = dctl_passes("gil.take.slow.turn");
+    unsigned long awaits = dctl_passes("gil.take.slow.await");
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    dctl_release("gil.take.fast.after_cas"); /* H holds; R is not woken */
+    /* R's interval runs out: it asks H, takes its turn, and then either
+       sleeps (correct) or awaits. */
+    int which = dctl_wait_either("gil.take.slow.await", awaits,
+                                 "gil.take.slow.sleep", sleeps);
+    ASSERT(dctl_passes("gil.take.slow.turn") > turns);
+    dctl_release("gil.take.slow.await");
+    t_sem_post(&hw_go);
+    t_pthread_join(h);
+    t_pthread_join(r);
+    ASSERT_EQ(which, 1);
+    ASSERT_EQ(atomic_load(&aw_len), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_sem_destroy(&hw_go);
+    t_finalize(rt);
+}
+
+/* R awaits the drop it asked for (parked at gil.take.slow.await) from a
+   holder H that keeps the GIL without checkpointing; finalize runs on a
+   third thread meanwhile, and its barrier waits for H.  R, let go, must
+   leave with TETHER_EFINALIZING while H still holds the GIL (its await
+   notices the flag; it does not wait for H's drop). */
+static t_sem fa_go;
+static atomic_int fa_rc = 1000, fa_fin_rc = 1000;
+static tether_runtime fa_rt;
+
+static void *fa_returner(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    atomic_store(&fa_rc, tether_event_wait(aw_event, -1));
+    (void)tether_release(st);
+    return NULL;
+}
+
+static void *fa_holder(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    dctl_note("test.h.took");
+    t_sem_wait(&fa_go);
+    (void)tether_release(st);
+    return NULL;
+}
+
+static void *fa_finalizer(void *arg)
+{
+    (void)arg;
+    atomic_store(&fa_fin_rc, tether_runtime_finalize(fa_rt, SECONDS(60)));
+    return NULL;
+}
+
+TEST(finalize_while_a_returner_awaits)
+{
+    if (one_cpu())
+        return;
+    fa_rt = t_runtime_interval(10000000);
+    t_sem_init(&fa_go);
+    aw_interp = t_main_interp(fa_rt);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    (void)main_saved;
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(fa_returner, NULL);
+    dctl_wait_passes("wait.registered", waits);
+    unsigned long took = dctl_passes("test.h.took");
+    pthread_t h = t_pthread(fa_holder, NULL);
+    dctl_wait_passes("test.h.took", took);
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    ASSERT_OK(tether_event_set(aw_event));
+    dctl_wait_parked("gil.take.slow.await");
+    unsigned long marked = dctl_passes("finalize.marked");
+    pthread_t f = t_pthread(fa_finalizer, NULL);
+    dctl_wait_passes("finalize.marked", marked);
+    dctl_release("gil.take.slow.await");
+    t_pthread_join(r); /* H still holds the GIL */
+    ASSERT_EQ(atomic_load(&fa_rc), TETHER_EFINALIZING);
+    t_sem_post(&fa_go);
+    t_pthread_join(h);
+    t_pthread_join(f);
+    ASSERT_OK(atomic_load(&fa_fin_rc));
+    t_sem_destroy(&fa_go);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -1203,4 +1342,6 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(forced_switch_behind_a_watching_head_waits_for_the_queue, 60),
             TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60),
             TEST_ENTRY_T(awaiting_returner_keeps_a_freed_gil, 60),
-            TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60))
+            TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60),
+            TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60),
+            TEST_ENTRY_T(finalize_while_a_returner_awaits, 60))
