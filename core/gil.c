@@ -166,9 +166,10 @@
  * at once.  If the counter moved more, the GIL is changing hands freely
  * (threads re-taking it in a loop) and the thread waits the normal way
  * (at the front of the queue, as a returner), which keeps acquisition
- * throughput high when everybody releases often.  A thread back from a
- * wait of tether's that slept (a sleep, an event, a queue), having posted
- * its request from the head of the queue, waits for the drop awake
+ * throughput high when everybody releases often.  A thread back from
+ * one of tether's waits (a sleep, an event, a lock, a channel, a join),
+ * having posted its request, waits for the drop at the head of the queue
+ * awake
  * (q_await, at most AWAIT_NS) rather than asleep: the holder answers at
  * its next checkpoint, usually within microseconds, where a sleeper's
  * wake-up from another CPU costs tens of them.  With a thread sleeping
@@ -537,9 +538,11 @@ static void q_spin(struct gil *g, struct gil_waiter *w, int64_t until)
    under the second. */
 #define AWAIT_NS 10000
 
-/* A thread back from a wait of tether's that slept (GIL_URGENT_SLEPT: a
-   sleep, an event, a queue), at the head of the queue, that has just
-   asked the holder to drop (the convoy rule) waits for that drop awake:
+/* A thread back from one of tether's waits (GIL_URGENT_WAITED: a sleep,
+   an event, a lock, a channel, a join), at the head of the queue, that
+   asked the holder to drop (the convoy rule; the holder then, or, if it
+   asked from behind another returner, whoever took the GIL since: the
+   await then costs at most AWAIT_NS) waits for the drop awake:
    the holder answers at its next checkpoint, usually within
    microseconds, sooner than a sleeper's wake-up would come (from another
    CPU: AWAIT_NS).  Not a thread back from tether_restore_thread or a
@@ -686,7 +689,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     atomic_fetch_add(&g->word, W_PIN);
     /* A returner queues ahead of the others; it posts its request at once
        only if the holder has held the GIL since this thread left. */
-    int returner = urgent != 0, may_await = urgent == GIL_URGENT_SLEPT;
+    int returner = urgent != 0, may_await = urgent == GIL_URGENT_WAITED;
     urgent = urgent && atomic_load(&g->acquisitions) == ts->acq_at_drop + 1;
     for (;;) {
         if (self.granted) {

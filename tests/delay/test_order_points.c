@@ -1054,7 +1054,7 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
 
 /* ---- an urgent returner awaits the drop it asked for ------------------ */
 
-/* Sets up the convoy rule's case for a wait that slept: R waits on an
+/* Sets up the convoy rule's case for one of tether's waits: R waits on an
    event (dropping the GIL), the main thread takes the GIL (one
    acquisition since R left) and sets the event: R comes back while the
    main thread holds the GIL, posts a drop request and, at the head of the
