@@ -169,10 +169,9 @@
  * throughput high when everybody releases often.  A thread back from
  * one of tether's waits (a sleep, an event, a lock, a channel, a join),
  * having posted its request, waits for the drop at the head of the queue
- * awake
- * (q_await, at most AWAIT_NS) rather than asleep: the holder answers at
- * its next checkpoint, usually within microseconds, where a sleeper's
- * wake-up from another CPU costs tens of them.  With a thread sleeping
+ * awake (q_await, at most AWAIT_NS) rather than asleep: the holder
+ * answers at its next checkpoint, usually within microseconds, where a
+ * sleeper's wake-up from another CPU costs tens of them.  With a thread sleeping
  * 1 ms in a loop next to 8 CPU-bound Lua threads on two vCPUs, the GIL
  * stood free between the holder's drop and the sleeper's take 8 us on
  * average instead of 25 (bench/lua/b_io_priority.lua).
@@ -742,12 +741,9 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
         }
         if (requested && head && may_await && !awaited &&
             g->handoff != &self && ncpus() > 1) {
-            /* Not when it is this thread's turn: the next drop hands the
-               GIL over with the word still locked, which the await does
-               not see (it would spin out AWAIT_NS with the GIL its own);
-               the hand-over wakes it instead. */
-            awaited = 1; /* once: a holder that did not drop by then is
-                            not running, or not checkpointing */
+            /* Once: a holder that did not drop by then is not running,
+               or not checkpointing.  Not on its turn (see q_await). */
+            awaited = 1;
             q_await(g, &self);
             continue;
         }
