@@ -1062,13 +1062,6 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
    holds the GIL on entry and on return; R is inside its wait. */
 static tether_interp aw_interp;
 static tether_event aw_event;
-static char aw_log[4];
-static atomic_int aw_len;
-
-static void aw_took(char who)
-{
-    aw_log[atomic_fetch_add(&aw_len, 1)] = who;
-}
 
 static void *aw_returner(void *arg)
 {
@@ -1076,26 +1069,15 @@ static void *aw_returner(void *arg)
     tether_gilstate st;
     ASSERT_OK(tether_ensure(aw_interp, &st));
     ASSERT_OK(tether_event_wait(aw_event, -1));
-    aw_took('R');
-    ASSERT_OK(tether_release(st));
-    return NULL;
-}
-
-static void *aw_newcomer(void *arg)
-{
-    (void)arg;
-    tether_gilstate st;
-    ASSERT_OK(tether_ensure(aw_interp, &st));
-    aw_took('N');
-    dctl_note("test.n.took");
+    s1_took('R'); /* the log of S1, whose waiter is the newcomer */
     ASSERT_OK(tether_release(st));
     return NULL;
 }
 
 static pthread_t aw_start_returner(tether_runtime rt)
 {
-    aw_interp = t_main_interp(rt);
-    atomic_store(&aw_len, 0);
+    s1_interp = aw_interp = t_main_interp(rt);
+    atomic_store(&s1_len, 0);
     ASSERT_OK(tether_event_new(&aw_event));
     tether_tstate main_saved;
     ASSERT_OK(tether_save_thread(&main_saved));
@@ -1116,11 +1098,12 @@ static int one_cpu(void)
 }
 
 /* R awaits the drop awake (parked at gil.take.slow.await: the mutex let
-   go, R pinned and counted as a head on its way).  The main thread's drop
-   frees the GIL; a newcomer N that looks now must leave it to R, a
-   returner on its way to it (kept_for_head), and queue behind: R takes it
-   first.  Mutant GH10: the awaiting returner is not `signalled`, so N
-   takes the GIL from under it, and R waits for N. */
+   go, R pinned).  The main thread's drop frees the GIL and marks R on its
+   way (its wake-up finds R awake); a newcomer C (S1's waiter) that looks
+   now must leave the GIL to R, a returner on its way to it
+   (kept_for_head), and queue behind: R takes it first.  Mutant GH10: R
+   lets go of its pin while it waits, so the drop leaves no pin and C's
+   fast CAS takes the GIL from under R. */
 TEST(awaiting_returner_keeps_a_freed_gil)
 {
     if (one_cpu())
@@ -1132,16 +1115,17 @@ TEST(awaiting_returner_keeps_a_freed_gil)
     tether_tstate main_saved;
     ASSERT_OK(tether_save_thread(&main_saved)); /* answers R's request */
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
-    pthread_t n = t_pthread(aw_newcomer, NULL);
+    static const char c = 'C';
+    pthread_t n = t_pthread(s1_waiter, (void *)&c);
     /* N either queued (about to sleep: correct) or took the GIL. */
-    int took = dctl_wait_either("gil.take.slow.sleep", sleeps, "test.n.took", 0);
+    int took = dctl_wait_either("gil.take.slow.sleep", sleeps, "test.c.took", 0);
     dctl_release("gil.take.slow.await");
     t_pthread_join(r);
     t_pthread_join(n);
     ASSERT_EQ(took, 0);
-    ASSERT_EQ(atomic_load(&aw_len), 2);
-    ASSERT_EQ(aw_log[0], 'R');
-    ASSERT_EQ(aw_log[1], 'N');
+    ASSERT_EQ(atomic_load(&s1_len), 2);
+    ASSERT_EQ(s1_log[0], 'R');
+    ASSERT_EQ(s1_log[1], 'C');
     ASSERT_OK(tether_restore_thread(main_saved));
     ASSERT_OK(tether_event_free(aw_event));
     t_finalize(rt);
@@ -1177,7 +1161,7 @@ TEST(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop)
     t_pthread_join(r);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ASSERT(t1.tv_sec - t0.tv_sec < 5);
-    ASSERT_EQ(atomic_load(&aw_len), 1);
+    ASSERT_EQ(atomic_load(&s1_len), 1);
     ASSERT_OK(tether_restore_thread(main_saved));
     ASSERT_OK(tether_event_free(aw_event));
     t_finalize(rt);
@@ -1212,8 +1196,8 @@ TEST(returner_whose_turn_it_is_does_not_await)
         return;
     tether_runtime rt = t_runtime_interval(20000); /* 20 ms */
     t_sem_init(&hw_go);
-    aw_interp = t_main_interp(rt);
-    atomic_store(&aw_len, 0);
+    s1_interp = aw_interp = t_main_interp(rt);
+    atomic_store(&s1_len, 0);
     ASSERT_OK(tether_event_new(&aw_event));
     tether_tstate main_saved;
     ASSERT_OK(tether_save_thread(&main_saved));
@@ -1245,7 +1229,7 @@ TEST(returner_whose_turn_it_is_does_not_await)
     t_pthread_join(h);
     t_pthread_join(r);
     ASSERT_EQ(which, 1);
-    ASSERT_EQ(atomic_load(&aw_len), 1);
+    ASSERT_EQ(atomic_load(&s1_len), 1);
     ASSERT_OK(tether_restore_thread(main_saved));
     ASSERT_OK(tether_event_free(aw_event));
     t_sem_destroy(&hw_go);
