@@ -1116,12 +1116,12 @@ TEST(awaiting_returner_keeps_a_freed_gil)
     ASSERT_OK(tether_save_thread(&main_saved)); /* answers R's request */
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     static const char c = 'C';
-    pthread_t n = t_pthread(s1_waiter, (void *)&c);
-    /* N either queued (about to sleep: correct) or took the GIL. */
+    pthread_t tc = t_pthread(s1_waiter, (void *)&c);
+    /* C either queued (about to sleep: correct) or took the GIL. */
     int took = dctl_wait_either("gil.take.slow.sleep", sleeps, "test.c.took", 0);
     dctl_release("gil.take.slow.await");
     t_pthread_join(r);
-    t_pthread_join(n);
+    t_pthread_join(tc);
     ASSERT_EQ(took, 0);
     ASSERT_EQ(atomic_load(&s1_len), 2);
     ASSERT_EQ(s1_log[0], 'R');
