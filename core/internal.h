@@ -375,9 +375,12 @@ static inline struct tstate *ts_current(void)
 
 void gil_init(struct gil *g, uint32_t interval_us);
 void gil_destroy(struct gil *g);
-/* Takes the GIL for `ts`.  `urgent`: the caller is coming back from a
-   blocking call (the convoy rule).  Returns TETHER_OK or TETHER_EFINALIZING
+/* Takes the GIL for `ts`.  `urgent`: 0, or the caller is coming back
+   from a blocking call (the convoy rule): 1, or GIL_URGENT_WAITED for one
+   of tether's waits (wait.c), which may also wait awake for the drop it
+   asks for (gil.c, q_await).  Returns TETHER_OK or TETHER_EFINALIZING
    (its interpreter is finalizing; the GIL was not taken). */
+#define GIL_URGENT_WAITED 2
 int gil_take(struct gil *g, struct tstate *ts, int urgent);
 /* Releases the GIL held by `ts`. */
 void gil_drop(struct gil *g, struct tstate *ts);

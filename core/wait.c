@@ -141,7 +141,7 @@ int wait_run_spin(const char *func, const struct waitspec *w,
             break;
         TETHER_DELAY_POINT("wait.woken");
         set_wait(ts, NULL, NULL);
-        if (ts_attach(ts, 1) != TETHER_OK) {
+        if (ts_attach(ts, GIL_URGENT_WAITED) != TETHER_OK) {
             if (rc == TETHER_OK && w->undo)
                 w->undo(w->obj);
             return err_set(TETHER_EFINALIZING, func, "the interpreter is "

@@ -58,7 +58,7 @@ collect(run("b_pingpong.lua", n or 5000))
 collect(run("b_interp.lua", n or 5000, smoke and 100000 or 10000000, smoke and 1 or 3))
 collect(run("b_io.lua", smoke and 1 or 5, smoke and 10 or 200, smoke and 0.1 or 1))
 collect(run("b_executor.lua", n or 2000))
-collect(run("b_io_priority.lua", smoke and 1 or 3))
+collect(run("b_io_priority.lua", smoke and 1 or 5))
 collect(run("b_socket.lua", smoke and 2 or 20))
 
 -- The overhead: plain and tether in alternation, every round pooled.

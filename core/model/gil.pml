@@ -452,6 +452,23 @@ inline q_spin(me)
     watching[me] = 0
 }
 
+/* q_await(): an urgent returner at the head of the queue that posted its
+   drop request waits for that drop awake, outside the mutex and pinned
+   (not `watching`: a drop takes the slow path and its q_wake marks it
+   `signalled` though it is awake, so KEPT keeps the freed GIL for it),
+   and comes back under the mutex (when is a matter of time: any moment,
+   before or after the drop).  Back, it clears `signalled` and `freed`:
+   a wake-up sent meanwhile found nobody asleep. */
+inline q_await(me)
+{
+    assert(mtx[M_GIL] == me && !signalled[me] && !watching[me] && pinned[me] &&
+           qlen > 0 && qid[0] == me);
+    mutex_unlock(M_GIL, me);
+    mutex_lock(M_GIL, me);
+    atomic { if :: signalled[me] -> signalled[me] = 0; nsig-- :: else -> skip fi;
+             freed[me] = 0 }
+}
+
 /* hand_over(): the dropper, mutex held, gives the GIL (still locked) to
    the waiter `t` that asked for its turn. */
 inline hand_over(t)
@@ -532,6 +549,7 @@ inline take_slow(me, rc)
             fi;
             due = 0;
             if
+            :: requested && hd && !aw && handoff != me -> aw = 1; q_await(me)
             :: hot && hd && handoff != me -> q_spin(me); hot = 0
             :: true ->
                 /* Away from the head: nothing but the head's leaving wakes
@@ -576,7 +594,7 @@ inline take_slow(me, rc)
     :: else -> skip
     fi;
     mutex_unlock(M_GIL, me);
-    hs = 0; hot = 0; gr = 0; due = 0
+    hs = 0; hot = 0; gr = 0; due = 0; aw = 0
 }
 
 /* gil_take: the fast CAS, else the slow path; then the finalizing check
@@ -902,7 +920,7 @@ inline mark_finalizing(me)
     gil_wake_all(me)
 }
 
-#define LOCALS byte tk, i, rc, b, ho; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd, hs, hot, gr, due
+#define LOCALS byte tk, i, rc, b, ho; bit fast, taken, requested, timed_out, found, urg, ret, yld, queued, hd, hs, hot, gr, due, aw
 
 /* ======================================================================
  * The threads of each configuration

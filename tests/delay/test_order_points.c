@@ -8,9 +8,11 @@
  * until the case has checked what must hold while it is there.
  */
 #include <sched.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "delay_ctl.h"
 #include "sanitizers.h"
@@ -1050,6 +1052,260 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
     t_finalize(rt);
 }
 
+/* ---- an urgent returner awaits the drop it asked for ------------------ */
+
+/* Sets up the convoy rule's case for one of tether's waits: R waits on an
+   event (dropping the GIL), the main thread takes the GIL (one
+   acquisition since R left) and sets the event: R comes back while the
+   main thread holds the GIL, posts a drop request and, at the head of the
+   queue, waits for the drop awake (gil.c, q_await).  The main thread
+   holds the GIL on entry and on return; R is inside its wait. */
+static tether_interp aw_interp;
+static tether_event aw_event;
+
+static void *aw_returner(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    ASSERT_OK(tether_event_wait(aw_event, -1));
+    s1_took('R'); /* the log of S1, whose waiter is the newcomer */
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static pthread_t aw_start_returner(tether_runtime rt)
+{
+    s1_interp = aw_interp = t_main_interp(rt);
+    atomic_store(&s1_len, 0);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(aw_returner, NULL);
+    dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
+    ASSERT_OK(tether_restore_thread(main_saved)); /* after R's drop */
+    ASSERT_OK(tether_event_set(aw_event));
+    return r;
+}
+
+static int one_cpu(void)
+{
+    if (sysconf(_SC_NPROCESSORS_ONLN) > 1)
+        return 0;
+    fprintf(stderr, "  (one CPU: a returner never awaits; nothing to check)\n");
+    return 1;
+}
+
+/* R awaits the drop awake (parked at gil.take.slow.await: the mutex let
+   go, R pinned).  The main thread's drop frees the GIL and marks R on its
+   way (its wake-up finds R awake); a newcomer C (S1's waiter) that looks
+   now must leave the GIL to R, a returner on its way to it
+   (kept_for_head), and queue behind: R takes it first.  Mutant GH10: R
+   lets go of its pin while it waits, so the drop leaves no pin and C's
+   fast CAS takes the GIL from under R. */
+TEST(awaiting_returner_keeps_a_freed_gil)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s: no turns */
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    pthread_t r = aw_start_returner(rt);
+    dctl_wait_parked("gil.take.slow.await");
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved)); /* answers R's request */
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    static const char c = 'C';
+    pthread_t tc = t_pthread(s1_waiter, (void *)&c);
+    /* C either queued (about to sleep: correct) or took the GIL. */
+    int took = dctl_wait_either("gil.take.slow.sleep", sleeps, "test.c.took", 0);
+    dctl_release("gil.take.slow.await");
+    t_pthread_join(r);
+    t_pthread_join(tc);
+    ASSERT_EQ(took, 0);
+    ASSERT_EQ(atomic_load(&s1_len), 2);
+    ASSERT_EQ(s1_log[0], 'R');
+    ASSERT_EQ(s1_log[1], 'C');
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
+}
+
+/* A drop wakes R while it awaits (parked at gil.take.slow.await; the
+   wake-up finds it awake), and the main thread, back from its own save
+   (a returner, which may take a free GIL from under a returner on its
+   way), takes the GIL first.  R's wait then ends with the GIL held, and
+   R sleeps at the head of the queue; the main thread's next drop must
+   wake it.  With a 10 s switch interval R has the GIL long before its
+   interval could run out (5 s: a bound on a lost wake-up, not on speed).
+   Mutant GH11: R keeps the `signalled` of the wake-up that found it
+   awake, so the drop sends it none (q_wake: one is on its way) and R
+   sleeps out its 10 s. */
+TEST(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    pthread_t r = aw_start_returner(rt);
+    dctl_wait_parked("gil.take.slow.await");
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved)); /* wakes R, awake */
+    ASSERT_OK(tether_restore_thread(main_saved)); /* and takes it back */
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    dctl_release("gil.take.slow.await");
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R goes to sleep */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ASSERT_OK(tether_save_thread(&main_saved));
+    t_pthread_join(r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ASSERT(t1.tv_sec - t0.tv_sec < 5);
+    ASSERT_EQ(atomic_load(&s1_len), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
+}
+
+/* R's first look at the GIL finds it taken by a thread (H) whose fast CAS
+   has not yet published it (parked at gil.take.fast.after_cas: `holder`
+   still NULL), so its drop request goes nowhere and it sleeps at the head
+   of the queue.  H then holds the GIL as a plain holder, which wakes
+   nobody; R's interval at the head runs out, and on that one look it
+   posts its request to H at last and takes its turn (`handoff`): H's next
+   drop hands the GIL straight to R (hand_over), leaving the word locked.
+   An await then watches for a free word that never comes: R spins its
+   whole AWAIT_NS with the GIL already its own, and nobody runs.  Like a
+   head whose turn it is (q_spin is not for it either), R must sleep and
+   be woken by the hand-over instead.  On 4cca82f R awaits. */
+static t_sem hw_go;
+
+static void *hw_holder(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st)); /* the fast CAS, parked */
+    t_sem_wait(&hw_go);
+    ASSERT_OK(tether_release(st)); /* hands the GIL over to R */
+    return NULL;
+}
+
+TEST(returner_whose_turn_it_is_does_not_await)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(20000); /* 20 ms */
+    t_sem_init(&hw_go);
+    s1_interp = aw_interp = t_main_interp(rt);
+    atomic_store(&s1_len, 0);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(aw_returner, NULL);
+    dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
+    /* One acquisition since R left (the convoy rule's case), then a fast
+       drop that clears `holder`. */
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_save_thread(&main_saved));
+    dctl_arm("gil.take.fast.after_cas", 1, DCTL_PARK, 0);
+    pthread_t h = t_pthread(hw_holder, NULL);
+    dctl_wait_parked("gil.take.fast.after_cas");
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    ASSERT_OK(tether_event_set(aw_event));
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R asleep, unasked */
+    sleeps = dctl_passes("gil.take.slow.sleep");
+    unsigned long turns = dctl_passes("gil.take.slow.turn");
+    unsigned long awaits = dctl_passes("gil.take.slow.await");
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    dctl_release("gil.take.fast.after_cas"); /* H holds; R is not woken */
+    /* R's interval runs out: it asks H, takes its turn, and then either
+       sleeps (correct) or awaits. */
+    int which = dctl_wait_either("gil.take.slow.await", awaits,
+                                 "gil.take.slow.sleep", sleeps);
+    ASSERT(dctl_passes("gil.take.slow.turn") > turns);
+    dctl_release("gil.take.slow.await");
+    t_sem_post(&hw_go);
+    t_pthread_join(h);
+    t_pthread_join(r);
+    ASSERT_EQ(which, 1);
+    ASSERT_EQ(atomic_load(&s1_len), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_sem_destroy(&hw_go);
+    t_finalize(rt);
+}
+
+/* R awaits the drop it asked for (parked at gil.take.slow.await) from a
+   holder H that keeps the GIL without checkpointing; finalize runs on a
+   third thread meanwhile, and its barrier waits for H.  R, let go, must
+   leave with TETHER_EFINALIZING while H still holds the GIL (its await
+   notices the flag; it does not wait for H's drop). */
+static t_sem fa_go;
+static atomic_int fa_rc = 1000, fa_fin_rc = 1000;
+static tether_runtime fa_rt;
+
+static void *fa_returner(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    atomic_store(&fa_rc, tether_event_wait(aw_event, -1));
+    (void)tether_release(st);
+    return NULL;
+}
+
+static void *fa_holder(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(aw_interp, &st));
+    dctl_note("test.h.took");
+    t_sem_wait(&fa_go);
+    (void)tether_release(st);
+    return NULL;
+}
+
+static void *fa_finalizer(void *arg)
+{
+    (void)arg;
+    atomic_store(&fa_fin_rc, tether_runtime_finalize(fa_rt, SECONDS(60)));
+    return NULL;
+}
+
+TEST(finalize_while_a_returner_awaits)
+{
+    if (one_cpu())
+        return;
+    fa_rt = t_runtime_interval(10000000);
+    t_sem_init(&fa_go);
+    aw_interp = t_main_interp(fa_rt);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    (void)main_saved;
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(fa_returner, NULL);
+    dctl_wait_passes("wait.registered", waits);
+    unsigned long took = dctl_passes("test.h.took");
+    pthread_t h = t_pthread(fa_holder, NULL);
+    dctl_wait_passes("test.h.took", took);
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    ASSERT_OK(tether_event_set(aw_event));
+    dctl_wait_parked("gil.take.slow.await");
+    unsigned long marked = dctl_passes("finalize.marked");
+    pthread_t f = t_pthread(fa_finalizer, NULL);
+    dctl_wait_passes("finalize.marked", marked);
+    dctl_release("gil.take.slow.await");
+    t_pthread_join(r); /* H still holds the GIL */
+    ASSERT_EQ(atomic_load(&fa_rc), TETHER_EFINALIZING);
+    t_sem_post(&fa_go);
+    t_pthread_join(h);
+    t_pthread_join(f);
+    ASSERT_OK(atomic_load(&fa_fin_rc));
+    t_sem_destroy(&fa_go);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -1068,4 +1324,8 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(finalize_while_the_head_watches, 60),
             TEST_ENTRY_T(leaving_head_wakes_the_next, 60),
             TEST_ENTRY_T(forced_switch_behind_a_watching_head_waits_for_the_queue, 60),
-            TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60))
+            TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60),
+            TEST_ENTRY_T(awaiting_returner_keeps_a_freed_gil, 60),
+            TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60),
+            TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60),
+            TEST_ENTRY_T(finalize_while_a_returner_awaits, 60))
