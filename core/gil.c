@@ -756,10 +756,14 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             if (!head && self.pinned) {
                 /* Away from the head: nothing but the head's leaving
                    wakes it (q_leave, which pins it again), so it holds
-                   no pin while it sleeps. */
+                   no pin while it sleeps.  Counted as a sleeper before
+                   its pin goes: gil_contended reads both without the
+                   mutex, and must never find neither (a tether_sleep(0)
+                   that did would not yield to it). */
+                atomic_fetch_add(&g->unpinned, 1);
+                TETHER_DELAY_POINT("gil.take.slow.unpin");
                 atomic_fetch_sub(&g->word, W_PIN);
                 self.pinned = 0;
-                atomic_fetch_add(&g->unpinned, 1);
             }
             int woken = q_sleep(g, &self, deadline);
             if (!head)

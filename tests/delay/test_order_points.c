@@ -1052,6 +1052,44 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
     t_finalize(rt);
 }
 
+/* As above, but X's tether_sleep(0) comes while N, queued behind W, is
+   between its pin and its sleep (parked at gil.take.slow.unpin, holding
+   the GIL mutex): N must count for gil_contended at every moment of that
+   step, so X yields (and waits for the mutex) instead of coming back.
+   Mutant GH13: N lets go of its pin before it is counted as a sleeper, and
+   in between gil_contended reads neither (what made the case above fail
+   once under TSan, whose X came in that window). */
+TEST(sleep0_yields_to_a_waiter_on_its_way_to_sleep)
+{
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    sz_interp = t_main_interp(rt);
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    pthread_t l[2];
+    start_loopers(l, sz_looper, &sz_looping); /* W watches */
+    atomic_store(&sz_phase, 1);
+    while (!atomic_load(&sz_x_holding))
+        sched_yield();
+    dctl_arm("gil.take.slow.unpin", 1, DCTL_PARK, 0);
+    pthread_t n = t_pthread(sz_waiter, NULL);
+    dctl_wait_parked("gil.take.slow.unpin");
+    atomic_store(&sz_go_x, 1);
+    for (int i = 0; i < 200 && !atomic_load(&sz_x_back); i++) {
+        struct timespec d = {0, 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+    int back_early = atomic_load(&sz_x_back);
+    dctl_release("gil.take.slow.unpin");
+    dctl_release("gil.take.slow.spin");
+    t_pthread_join(n);
+    t_pthread_join(l[0]);
+    t_pthread_join(l[1]);
+    ASSERT_EQ(back_early, 0);
+    ASSERT_EQ(atomic_load(&sz_x_saw_other), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    t_finalize(rt);
+}
+
 /* ---- an urgent returner awaits the drop it asked for ------------------ */
 
 /* Sets up the convoy rule's case for one of tether's waits: R waits on an
@@ -1325,6 +1363,7 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(leaving_head_wakes_the_next, 60),
             TEST_ENTRY_T(forced_switch_behind_a_watching_head_waits_for_the_queue, 60),
             TEST_ENTRY_T(sleep0_yields_to_a_waiter_behind_a_watching_head, 60),
+            TEST_ENTRY_T(sleep0_yields_to_a_waiter_on_its_way_to_sleep, 60),
             TEST_ENTRY_T(awaiting_returner_keeps_a_freed_gil, 60),
             TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60),
             TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60),
