@@ -926,7 +926,7 @@ int gil_yield(struct gil *g, struct tstate *ts)
    way back a waiter pins itself before it stops counting as a sleeper,
    and a reading that straddles both steps finds neither; only a sleeper
    woken while the caller holds the GIL takes that way, which is a
-   spurious wake-up or finalize (every other wake-up of a sleeper behind
+   spurious wake-up, finalize or destroy (every other wake-up of a sleeper behind
    the head comes from the holder: its drop, or a hand-over), and the
    cost is one tether_sleep(0) that does not yield. */
 int gil_contended(struct gil *g)
