@@ -757,9 +757,10 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
                 /* Away from the head: nothing but the head's leaving
                    wakes it (q_leave, which pins it again), so it holds
                    no pin while it sleeps.  Counted as a sleeper before
-                   its pin goes: gil_contended reads both without the
-                   mutex, and must never find neither (a tether_sleep(0)
-                   that did would not yield to it). */
+                   its pin goes: gil_contended reads the pins, then the
+                   sleepers, without the mutex, and in this order finds
+                   a waiter on its way to sleep in one or the other (see
+                   gil_contended for the way back). */
                 atomic_fetch_add(&g->unpinned, 1);
                 TETHER_DELAY_POINT("gil.take.slow.unpin");
                 atomic_fetch_sub(&g->word, W_PIN);
@@ -919,9 +920,18 @@ int gil_yield(struct gil *g, struct tstate *ts)
     return take(g, ts, 0, requested);
 }
 
+/* The pins first, then the sleepers (the acquire keeps the second load
+   after the first): a waiter going to sleep is counted as a sleeper
+   before its pin goes (take_slow), so it is found either way.  On the
+   way back a waiter pins itself before it stops counting as a sleeper,
+   and a reading that straddles both steps finds neither; only a sleeper
+   woken while the caller holds the GIL takes that way, which is a
+   spurious wake-up, finalize or destroy (every other wake-up of a sleeper behind
+   the head comes from the holder: its drop, or a hand-over), and the
+   cost is one tether_sleep(0) that does not yield. */
 int gil_contended(struct gil *g)
 {
-    return (atomic_load_explicit(&g->word, memory_order_relaxed) >> 1) != 0 ||
+    return (atomic_load_explicit(&g->word, memory_order_acquire) >> 1) != 0 ||
            atomic_load_explicit(&g->unpinned, memory_order_relaxed) != 0;
 }
 
