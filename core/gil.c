@@ -171,10 +171,10 @@
  * having posted its request, waits for the drop at the head of the queue
  * awake (q_await, at most AWAIT_NS) rather than asleep: the holder
  * answers at its next checkpoint, usually within microseconds, where a
- * sleeper's wake-up from another CPU costs tens of them.  With a thread sleeping
- * 1 ms in a loop next to 8 CPU-bound Lua threads on two vCPUs, the GIL
- * stood free between the holder's drop and the sleeper's take 8 us on
- * average instead of 25 (bench/lua/b_io_priority.lua).
+ * sleeper's wake-up from another CPU costs tens of them.  With a thread
+ * sleeping 1 ms in a loop next to 8 CPU-bound Lua threads on two vCPUs,
+ * the GIL stood free between the holder's drop and the sleeper's take
+ * 8 us on average instead of 25 (bench/lua/b_io_priority.lua).
  *
  * Barging.  A thread may take a free GIL even though others wait (under
  * the mutex).  That keeps a thread that releases and re-takes the GIL in a
@@ -926,9 +926,9 @@ int gil_yield(struct gil *g, struct tstate *ts)
    way back a waiter pins itself before it stops counting as a sleeper,
    and a reading that straddles both steps finds neither; only a sleeper
    woken while the caller holds the GIL takes that way, which is a
-   spurious wake-up, finalize or destroy (every other wake-up of a sleeper behind
-   the head comes from the holder: its drop, or a hand-over), and the
-   cost is one tether_sleep(0) that does not yield. */
+   spurious wake-up, finalize or destroy (every other wake-up of a
+   sleeper behind the head comes from the holder: its drop, or a
+   hand-over), and the cost is one tether_sleep(0) that does not yield. */
 int gil_contended(struct gil *g)
 {
     return (atomic_load_explicit(&g->word, memory_order_acquire) >> 1) != 0 ||
