@@ -1014,6 +1014,43 @@ static void *sz_waiter(void *arg)
     return NULL;
 }
 
+/* The two cases below: the main thread detached, W watching (parked),
+   X holding the GIL, waiting for sz_go_x. */
+static tether_runtime sz_begin(tether_tstate *main_saved, pthread_t l[2])
+{
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    sz_interp = t_main_interp(rt);
+    ASSERT_OK(tether_save_thread(main_saved));
+    start_loopers(l, sz_looper, &sz_looping); /* W watches */
+    atomic_store(&sz_phase, 1);
+    while (!atomic_load(&sz_x_holding))
+        sched_yield();
+    return rt;
+}
+
+/* Lets X call tether_sleep(0), and gives a wrong X 200 ms to come back. */
+static void sz_go_x_and_wait(void)
+{
+    atomic_store(&sz_go_x, 1);
+    for (int i = 0; i < 200 && !atomic_load(&sz_x_back); i++) {
+        struct timespec d = {0, 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+}
+
+/* Lets W go, joins N, W and X, and ends the case. */
+static void sz_end(tether_runtime rt, tether_tstate main_saved,
+                   pthread_t n, pthread_t l[2])
+{
+    dctl_release("gil.take.slow.spin");
+    t_pthread_join(n);
+    t_pthread_join(l[0]);
+    t_pthread_join(l[1]);
+    ASSERT_EQ(atomic_load(&sz_x_saw_other), 1);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    t_finalize(rt);
+}
+
 /* The head W watches the word (parked at gil.take.slow.spin, no pin); X
    holds the GIL; N waits, asleep behind W.  X's tether_sleep(0) must
    yield: another thread waits for the GIL (docs/lua.md: "sleep(0) hands
@@ -1024,32 +1061,14 @@ static void *sz_waiter(void *arg)
    and tether_sleep(0) returns without dropping the GIL. */
 TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
 {
-    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
-    sz_interp = t_main_interp(rt);
     tether_tstate main_saved;
-    ASSERT_OK(tether_save_thread(&main_saved));
     pthread_t l[2];
-    start_loopers(l, sz_looper, &sz_looping); /* W watches */
-    atomic_store(&sz_phase, 1);
-    while (!atomic_load(&sz_x_holding))
-        sched_yield();
+    tether_runtime rt = sz_begin(&main_saved, l);
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     pthread_t n = t_pthread(sz_waiter, NULL);
     dctl_wait_passes("gil.take.slow.sleep", sleeps); /* N asleep behind W */
-    atomic_store(&sz_go_x, 1);
-    /* X must stay in its switch while W is parked; give a wrong X time to
-       come back. */
-    for (int i = 0; i < 200 && !atomic_load(&sz_x_back); i++) {
-        struct timespec d = {0, 1000 * 1000};
-        nanosleep(&d, NULL);
-    }
-    dctl_release("gil.take.slow.spin");
-    t_pthread_join(n);
-    t_pthread_join(l[0]);
-    t_pthread_join(l[1]);
-    ASSERT_EQ(atomic_load(&sz_x_saw_other), 1);
-    ASSERT_OK(tether_restore_thread(main_saved));
-    t_finalize(rt);
+    sz_go_x_and_wait(); /* X must stay in its switch while W is parked */
+    sz_end(rt, main_saved, n, l);
 }
 
 /* As above, but X's tether_sleep(0) comes while N, queued behind W, is
@@ -1061,33 +1080,17 @@ TEST(sleep0_yields_to_a_waiter_behind_a_watching_head)
    once under TSan, whose X came in that window). */
 TEST(sleep0_yields_to_a_waiter_on_its_way_to_sleep)
 {
-    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
-    sz_interp = t_main_interp(rt);
     tether_tstate main_saved;
-    ASSERT_OK(tether_save_thread(&main_saved));
     pthread_t l[2];
-    start_loopers(l, sz_looper, &sz_looping); /* W watches */
-    atomic_store(&sz_phase, 1);
-    while (!atomic_load(&sz_x_holding))
-        sched_yield();
+    tether_runtime rt = sz_begin(&main_saved, l);
     dctl_arm("gil.take.slow.unpin", 1, DCTL_PARK, 0);
     pthread_t n = t_pthread(sz_waiter, NULL);
     dctl_wait_parked("gil.take.slow.unpin");
-    atomic_store(&sz_go_x, 1);
-    for (int i = 0; i < 200 && !atomic_load(&sz_x_back); i++) {
-        struct timespec d = {0, 1000 * 1000};
-        nanosleep(&d, NULL);
-    }
+    sz_go_x_and_wait();
     int back_early = atomic_load(&sz_x_back);
     dctl_release("gil.take.slow.unpin");
-    dctl_release("gil.take.slow.spin");
-    t_pthread_join(n);
-    t_pthread_join(l[0]);
-    t_pthread_join(l[1]);
     ASSERT_EQ(back_early, 0);
-    ASSERT_EQ(atomic_load(&sz_x_saw_other), 1);
-    ASSERT_OK(tether_restore_thread(main_saved));
-    t_finalize(rt);
+    sz_end(rt, main_saved, n, l);
 }
 
 /* ---- an urgent returner awaits the drop it asked for ------------------ */
