@@ -617,8 +617,11 @@ static int request_drop(struct gil *g)
     if (!h || !(atomic_load(&g->word) & W_LOCKED))
         return 0;
     ann_holder_read(h); /* the acquire of note_holder()'s release */
-    atomic_fetch_or(&h->breaker, BREAKER_DROP);
+    /* Stamped before the post: the holder may see the request and drop
+       at once, and the trace must not show the drop before the request
+       that caused it. */
     TRACE(trace_gil_request(g, h));
+    atomic_fetch_or(&h->breaker, BREAKER_DROP);
     TETHER_DELAY_POINT("gil.request_drop.posted");
     gil_call_hook(h);
     return 1;

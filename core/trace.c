@@ -715,9 +715,10 @@ static void put_flow(struct out *o, struct ring *r, struct req *q, int64_t t,
     put_ts(o, "ts", q->t);
     fprintf(o->f, ",\"id\":%" PRIu64 "}", id);
     /* Bound to the enclosing "holds GIL" slice ("bp":"e"): one nanosecond
-       before its end, so that it lies inside it. */
+       before its end, so that it lies inside it, unless that is before the
+       slice or the request (stamped in the same nanosecond as the drop). */
     ev_open(o, "f", "drop request", "gil.flow", r->tid);
-    put_ts(o, "ts", t - 1 > hold_start ? t - 1 : t);
+    put_ts(o, "ts", t - 1 > hold_start && t - 1 >= q->t ? t - 1 : t);
     fprintf(o->f, ",\"bp\":\"e\",\"id\":%" PRIu64 "}", id);
 }
 

@@ -135,5 +135,72 @@ TEST(fork_during_a_start)
     t_finalize(g_rt);
 }
 
+/* A waiter W asks the holder (main) to drop, and the holder sees the
+   request and drops before W goes on: W parked at gil.request_drop.posted,
+   main's drop stamped and parked at gil.drop.slow (before the mutex W
+   holds), then W let go.  The request must be stamped before the drop it
+   caused, so that the trace draws the flow arrow from it to that drop;
+   stamped after its post, it came after the drop (no arrow), and a flow
+   matched that way could go back in time (CI, trace.invariants). */
+static tether_interp g_interp;
+
+static void *drop_asker(void *arg)
+{
+    (void)arg;
+    tether_gilstate st;
+    ASSERT_OK(tether_ensure(g_interp, &st));
+    ASSERT_OK(tether_release(st));
+    return NULL;
+}
+
+static void *drop_releaser(void *arg)
+{
+    (void)arg;
+    dctl_wait_parked("gil.drop.slow"); /* main's drop is stamped */
+    dctl_release("gil.request_drop.posted");
+    dctl_release("gil.drop.slow");
+    return NULL;
+}
+
+/* The "ts" of the first event of phase `ph` in trace `s`, or -1. */
+static double event_ts(const char *s, const char *ph)
+{
+    char key[16];
+    snprintf(key, sizeof key, "{\"ph\":\"%s\"", ph);
+    const char *e = strstr(s, key);
+    const char *ts = e ? strstr(e, "\"ts\":") : NULL;
+    return ts ? strtod(ts + 5, NULL) : -1;
+}
+
+TEST(request_is_stamped_before_the_drop_it_causes)
+{
+    char dir[] = "/tmp/tether-trace-order-XXXXXX", path[96];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/flow.json", dir);
+    g_rt = t_runtime_interval(1000); /* W asks after 1 ms */
+    g_interp = t_main_interp(g_rt);
+    ASSERT_OK(tether_trace_start(g_rt, path, -1, 0));
+    dctl_arm("gil.request_drop.posted", 1, DCTL_PARK, 0);
+    dctl_arm("gil.drop.slow", 1, DCTL_PARK, 0);
+    pthread_t w = t_pthread(drop_asker, NULL);
+    dctl_wait_parked("gil.request_drop.posted");
+    pthread_t r = t_pthread(drop_releaser, NULL);
+    tether_tstate saved;
+    ASSERT_OK(tether_save_thread(&saved)); /* the requested drop */
+    t_pthread_join(w);
+    t_pthread_join(r);
+    ASSERT_OK(tether_restore_thread(saved));
+    ASSERT_OK(tether_trace_stop(g_rt));
+    char *s = slurp(path);
+    double from = event_ts(s, "s"), to = event_ts(s, "f");
+    ASSERT(from >= 0 && to >= 0); /* the requested drop has its arrow */
+    ASSERT(from <= to);
+    free(s);
+    unlink(path);
+    rmdir(dir);
+    t_finalize(g_rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY(next_trace_keeps_its_strings),
-            TEST_ENTRY(fork_during_a_start))
+            TEST_ENTRY(fork_during_a_start),
+            TEST_ENTRY(request_is_stamped_before_the_drop_it_causes))
