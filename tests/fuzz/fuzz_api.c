@@ -2235,7 +2235,8 @@ static void release_objects(void)
    attached), after the workers have finished.  The program's own threads
    may still run, and make objects, until they are joined: the objects are
    released again after the joins (seed x07: a lock made by a thread after
-   the first pass leaked in the model, not in the library). */
+   the first pass leaked in the model, not in the library), and once more
+   when every thread has left (the caller). */
 static void release_everything(void)
 {
     uint64_t h;
@@ -2421,6 +2422,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (count_tasks() > baseline_tasks)
         fail("%d threads still run after the program's runtimes were finalized",
              count_tasks() - baseline_tasks);
+    /* What threads nobody joined (their handles released, daemons) made
+       after release_everything's last pass (seed x19: a channel made
+       while finalize waited for its thread). */
+    release_objects();
     for (int i = 0; i < g.ngrave; i++)
         probe_dead(g.grave[i].h, g.grave[i].kind);
     for (int i = 0; i < g_nstarts; i++)
