@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "delay.h"
 #include "lockrank.h"
 #include "error.h"
 #include "handle.h"
@@ -262,6 +263,31 @@ static int poll_send(void *p)
     return TETHER_OK;
 }
 
+/* A send that returns TETHER_EFINALIZING with its message not queued (the
+   wait was refused before the message could go in, or the channel was
+   found dead, and the thread could not re-attach) hands the message to the
+   discard function, as if it had been queued and freed undelivered: after
+   that status the message is never the caller's (tether.h), so a binding
+   whose messages carry references leaves them to the message, whichever
+   way it went.  The function is read under the mutex with a pin of its
+   plugin of our own: a tether_channel_set_discard meanwhile may replace it
+   and drop the channel's pin.  It runs with no lock held (it may release
+   channels: see bury) and, the thread being detached, no GIL, so the last
+   pin of an orphaned plugin is reaped here. */
+static void discard_unsent(struct channel *ch, struct msg *m)
+{
+    rank_lock(&ch->mutex, RANK_OBJECT);
+    tether_channel_discard_fn fn = ch->discard;
+    void *ud = ch->discard_ud;
+    struct plugin *pin = ch->pin;
+    plugin_pin_again(pin, PLUGIN_PIN_HOLD); /* ch->pin holds it meanwhile */
+    rank_unlock(&ch->mutex, RANK_OBJECT);
+    TETHER_DELAY_POINT("channel.send.discard");
+    if (fn)
+        fn(m->data, m->len, ud);
+    plugin_unpin_reap(pin, PLUGIN_PIN_HOLD);
+}
+
 /* A status of the wait with the channel's own words for its own codes. */
 static int explain(const char *fn, int rc)
 {
@@ -294,6 +320,8 @@ int tether_channel_send(tether_channel h, const void *data, size_t len,
             memcpy(op.m->data, data, len);
         struct waitspec w = {&ch->mutex, &ch->not_full, poll_send, NULL, &op};
         rc = explain(fn, wait_run(fn, &w, timeout_ns));
+        if (rc == TETHER_EFINALIZING && op.m)
+            discard_unsent(ch, op.m);
         t_free(op.m); /* still ours unless it was queued */
         if (op.notify)
             notify_watchers(ch);

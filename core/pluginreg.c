@@ -329,6 +329,19 @@ int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out)
     return *out || !closing ? TETHER_OK : TETHER_ESTATE;
 }
 
+void plugin_pin_again(struct plugin *p, enum plugin_pin kind)
+{
+    if (!p)
+        return;
+    reg_lock();
+    if (kind == PLUGIN_PIN_CALL)
+        p->calls++;
+    else
+        p->holds++;
+    handle_ref(p->handle); /* as every pin does; the pin there holds one */
+    reg_unlock();
+}
+
 void plugin_unpin(struct plugin *p, enum plugin_pin kind)
 {
     if (!p)

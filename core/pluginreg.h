@@ -45,10 +45,20 @@ enum plugin_pin { PLUGIN_PIN_CALL, PLUGIN_PIN_HOLD };
    (nothing is pinned).  [any-thread] */
 int plugin_pin_code(uintptr_t addr, enum plugin_pin kind, struct plugin **out);
 
-/* Drops a pin taken by plugin_pin_code (NULL is a no-op).  The last pin
-   of an orphan (a plugin whose init failed, or that finalize unloaded
-   while something still pinned it) leaves it on the zombie list for the
-   next load, unload or finalize to dlclose.  [any-thread] */
+/* Counts one more pin of `kind` on `p`, a plugin that is pinned already by
+   a pin that cannot go meanwhile (the caller's own, or one that an object
+   whose lock the caller holds keeps); NULL is a no-op.  Unlike
+   plugin_pin_code it never fails, not even while the plugin is being
+   unloaded: the pin already there keeps it as it is (mapped, for a
+   PLUGIN_PIN_HOLD), and so does this one until it is dropped with
+   plugin_unpin or plugin_unpin_reap.  [any-thread] */
+void plugin_pin_again(struct plugin *p, enum plugin_pin kind);
+
+/* Drops a pin taken by plugin_pin_code or plugin_pin_again (NULL is a
+   no-op).  The last pin of an orphan (a plugin whose init failed, or that
+   finalize unloaded while something still pinned it) leaves it on the
+   zombie list for the next load, unload or finalize to dlclose.
+   [any-thread] */
 void plugin_unpin(struct plugin *p, enum plugin_pin kind);
 
 /* plugin_unpin, then, when that was the last pin of an orphan, dlcloses it

@@ -54,12 +54,14 @@ static int channel_send(lua_State *L)
        C stack: a lua_close that begins during the wait finalizes the blob
        (the objects newer than the module's sentinel are finalized before
        the sentinel joins the threads), and a send that failed after that
-       lost the references with the blob's array.  Once the message is
-       queued they are its own; EFINALIZING does not tell whether it was
-       (it may have been), so they are left to it then; after any other
-       failure they are released here.  `held` is plain memory, so even a
-       thread that must leave Lua clears it: that thread must not touch
-       Lua memory, which the closing thread may be freeing (issue 20).  A
+       lost the references with the blob's array.  After OK and
+       EFINALIZING they are the message's: queued, or handed to the
+       channel's discard (`discard` above) by a send that finalize stopped
+       before it queued (tether.h); after any other failure nothing was
+       queued, and they are released here.  `held` is plain memory, so
+       even a thread that must leave Lua clears it: that thread must not
+       touch Lua memory, which the closing thread may be freeing (issue
+       20).  A
        blob made during the close is never finalized: it is cleared here
        (a send in a finalizer leaked its message). */
     lt_blob held = {.release = free, .chans = b->chans, .nchans = b->nchans};

@@ -311,6 +311,49 @@ TEST(discard_releases_carried_channels)
                  "tether_channel_count");
 }
 
+/* A send that finalize stops before it could queue its message hands the
+   message to the discard function, on the sending thread, before it
+   returns TETHER_EFINALIZING: the message is never the caller's after that
+   status (a binding leaves the references a message holds to it).  The
+   daemon blocks on the full channel, or is about to, when finalize comes:
+   either way its message is not queued.  (tests/delay's channel_order
+   holds each of the two ways open, and the case where the message was
+   queued.) */
+static tether_event g_sender_ready;
+
+static int send_b_after_ready(void *arg)
+{
+    tether_channel ch = *(tether_channel *)arg;
+    ASSERT_OK(tether_event_set(g_sender_ready));
+    return tether_channel_send(ch, "b", 1, -1); /* full: until finalize */
+}
+
+TEST(finalize_hands_an_unsent_message_to_the_discard)
+{
+    memset(&g_disc, 0, sizeof g_disc);
+    tether_runtime rt = t_runtime(NULL);
+    tether_channel ch = new_channel(1);
+    ASSERT_OK(tether_channel_set_discard(ch, count_discard, &g_disc));
+    ASSERT_OK(tether_channel_send(ch, "a", 1, 0)); /* full now */
+    ASSERT_OK(tether_event_new(&g_sender_ready));
+    tether_thread t = t_start_daemon(t_main_interp(rt), send_b_after_ready, &ch);
+    ASSERT_OK(tether_event_wait(g_sender_ready, -1)); /* it is in its body */
+    ASSERT_OK(tether_event_free(g_sender_ready));
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(30)));
+    ASSERT_STATUS(t_join(t), TETHER_EFINALIZING);
+    /* "b" went to the discard on the sender's thread; "a" is still queued. */
+    ASSERT_EQ(g_disc.calls, 1);
+    ASSERT_EQ(g_disc.seen[0], 'b');
+    ASSERT(g_disc.thread != (uint64_t)pthread_self());
+    size_t n;
+    ASSERT_OK(tether_channel_count(ch, &n));
+    ASSERT_EQ(n, 1);
+    /* Every undelivered message is discarded once: "a" at the release. */
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_EQ(g_disc.calls, 2);
+    ASSERT(memcmp(g_disc.seen, "ba", 2) == 0);
+}
+
 /* Releases the channel a message carries (the whole message is a handle). */
 static void release_handle_msg(void *data, size_t len, void *ud)
 {
@@ -470,7 +513,9 @@ TEST(bad_input)
 
 RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(discard_undelivered_messages),
             TEST_ENTRY(discard_releases_carried_channels),
-            TEST_ENTRY(discard_chain_runs_in_constant_stack), TEST_ENTRY(capacity_bounds_senders),
+            TEST_ENTRY(discard_chain_runs_in_constant_stack),
+            TEST_ENTRY(finalize_hands_an_unsent_message_to_the_discard),
+            TEST_ENTRY(capacity_bounds_senders),
             TEST_ENTRY(many_producers_across_interps),
             TEST_ENTRY(close_wakes_receivers_and_senders),
             TEST_ENTRY(release_while_waiting),

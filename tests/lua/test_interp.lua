@@ -217,6 +217,36 @@ T.case("channels inside messages nobody receives are released", function()
   assert(not out:find("still open"), out)
 end)
 
+T.case("a send stopped by the close of its interpreter releases the channels of its message", function()
+  -- The daemon blocks in full:send(payload) until i:close() stops it with
+  -- TETHER_EFINALIZING, its message not queued.  The message's reference
+  -- to `payload` is the message's then, and goes with it through the
+  -- channel's discard; before, nobody released it, and TETHER_DEBUG=1
+  -- listed `payload` as still open when the runtime finalized.
+  local status, out = T.run_lua([[
+    local tether = require "tether"
+    local full, ready, payload = tether.channel(1), tether.channel(), tether.channel()
+    assert(full:send("fills it"))
+    local i = tether.interp()
+    i:thread({daemon = true}, function(full, ready, payload)
+      ready:send(true)
+      full:send(payload)                -- waits until the close stops it
+    end, full, ready, payload)
+    assert(ready:recv())
+    tether.sleep(0.05)                  -- (either way it is stopped unqueued)
+    assert(i:close())
+    assert(full:count() == 1)           -- "fills it" alone
+    print(("payload 0x%016x"):format(tonumber(tostring(payload):match("0x(%x+)"), 16)))
+    full, ready, payload = nil
+    collectgarbage()
+    print("done")
+  ]], "TETHER_DEBUG=1")
+  assert(status == 0 and out:find("done"), status .. ": " .. out)
+  local payload = out:match("payload (0x%x+)")
+  assert(payload and not out:find(payload .. " still open", 1, true), out)
+  assert(not out:find("still open"), out)
+end)
+
 T.case("functions with upvalues and C functions cannot be copied", function()
   local i = tether.interp()
   local x = 1

@@ -9,11 +9,16 @@
  * closed a handle that the load still counted).
  *
  * The window is held open at the delay point finalize.plugin.picked (debug
- * builds); nothing sleeps to make it likely.
+ * builds); nothing sleeps to make it likely.  The later cases hold other
+ * windows where finalize meets a plugin open the same way (loads and
+ * inits; a channel send that finalize stopped, calling a discard function
+ * that lies in a plugin).
  */
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "delay_ctl.h"
 #include "support.h"
@@ -373,6 +378,58 @@ TEST(failed_init_whose_thread_start_met_finalize_drops_its_pin_once)
     ASSERT_OK(tether_event_free(ev));
 }
 
+/* ---- a send's discard keeps its plugin mapped --------------------------- */
+
+static tether_channel dp_ch;
+
+static int dp_send(void *arg)
+{
+    (void)arg;
+    return tether_channel_send(dp_ch, "b", 1, -1);
+}
+
+/* A send that finalize stopped before it queued hands its message to the
+   channel's discard function, which it reads under the channel's mutex.
+   Held between that read and the call (channel.send.discard), the
+   channel's function is replaced, which drops the channel's pin of the
+   plugin, and the plugin is unloaded: the send's own pin keeps the
+   plugin mapped until its call returns (without it, the unload unmapped
+   the code the send was about to call). */
+TEST(a_send_stopped_by_finalize_keeps_its_discards_plugin_mapped)
+{
+    static const char AT[] = "channel.send.discard";
+    tether_runtime rt = t_runtime(&t_per_interp_gil);
+    tether_interp b;
+    ASSERT_OK(tether_interp_create(rt, &b));
+    tether_plugin p;
+    ASSERT_OK(tether_plugin_load(rt, FIXTURE("unloadable"), &p));
+    void *sym = NULL;
+    ASSERT_OK(tether_plugin_symbol(p, "fx_discard", &sym));
+    tether_channel_discard_fn discard;
+    memcpy(&discard, &sym, sizeof discard);
+    atomic_int discarded = 0;
+    ASSERT_OK(tether_channel_new(1, &dp_ch));
+    ASSERT_OK(tether_channel_set_discard(dp_ch, discard, &discarded));
+    ASSERT_OK(tether_channel_send(dp_ch, "a", 1, 0)); /* full */
+    dctl_arm(AT, 1, DCTL_PARK, 0);
+    unsigned long sleeps = dctl_passes("wait.sleep");
+    tether_thread t = t_start_daemon(b, dp_send, NULL);
+    dctl_wait_passes("wait.sleep", sleeps); /* blocked on the full channel */
+    ASSERT_OK(tether_interp_destroy(b, SECONDS(30)));
+    dctl_wait_parked(AT); /* it read fx_discard and pinned the plugin */
+    ASSERT_OK(tether_channel_set_discard(dp_ch, NULL, NULL));
+    ASSERT_STATUS(tether_plugin_unload(p, MS(50)), TETHER_ETIMEDOUT);
+    ASSERT(is_mapped(FIXTURE("unloadable")));
+    dctl_release(AT);
+    ASSERT_STATUS(t_join(t), TETHER_EFINALIZING);
+    ASSERT_EQ(atomic_load(&discarded), 1); /* "b", by the replaced function */
+    ASSERT_OK(tether_plugin_unload(p, -1));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+    ASSERT_OK(tether_channel_release(dp_ch)); /* "a": no function any more */
+    ASSERT_EQ(atomic_load(&discarded), 1);
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 60),
             TEST_ENTRY_T(finalize_leaves_a_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
@@ -380,4 +437,5 @@ RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 
             TEST_ENTRY_T(inits_of_one_library_in_two_runtimes_do_not_overlap, 60),
             TEST_ENTRY_T(finalize_waits_for_an_init_in_progress, 60),
             TEST_ENTRY_T(an_init_that_outlives_finalize_is_unloaded_by_its_load, 60),
-            TEST_ENTRY_T(failed_init_whose_thread_start_met_finalize_drops_its_pin_once, 60))
+            TEST_ENTRY_T(failed_init_whose_thread_start_met_finalize_drops_its_pin_once, 60),
+            TEST_ENTRY_T(a_send_stopped_by_finalize_keeps_its_discards_plugin_mapped, 60))

@@ -942,9 +942,17 @@ TETHER_API int tether_channel_release(tether_channel ch);
 /* Queues a copy of `len` bytes at `data` (`data` may be NULL when `len` is
    0), waiting up to `timeout_ns` for room.
    Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_ECLOSED, TETHER_EASYNC,
-   TETHER_EFINALIZING (the message may have been queued: the thread could
-   not re-attach afterwards), TETHER_EINVAL, TETHER_EBADHANDLE,
-   TETHER_ENOMEM.  [any-thread] */
+   TETHER_EFINALIZING (the message is no longer the caller's, see below),
+   TETHER_EINVAL, TETHER_EBADHANDLE, TETHER_ENOMEM.
+   On TETHER_EFINALIZING the thread stays detached, and the message was
+   either queued (the thread could not re-attach afterwards): then a
+   receiver gets it, or the discard function (tether_channel_set_discard)
+   does when the channel is freed; or not queued: then it was passed to the
+   discard function, on this thread, before the call returned.  Either way
+   it reaches a receiver or the discard function once, so references the
+   message carries are the message's after that status.  After any other
+   failure nothing was queued and the discard function was not called for
+   it.  [any-thread] */
 TETHER_API int tether_channel_send(tether_channel ch, const void *data,
                                    size_t len, int64_t timeout_ns);
 
@@ -973,28 +981,33 @@ TETHER_API int tether_channel_close(tether_channel ch);
 TETHER_API int tether_channel_count(tether_channel ch, size_t *out);
 
 /* Called once for each message a channel frees without delivering it:
-   those still queued when its last reference is released.  `data` and
-   `len` are the message (aligned as tether_channel_recv's; the function
-   must not free it) and `ud` the pointer given with the function.  It runs
-   on the thread that released the last reference, with no lock of the
-   channel held, and may call any tether function, including releasing
-   other channels: a channel whose last reference goes inside a discard has
-   its own discards run after that one returns, not nested, so chains of
+   those still queued when its last reference is released, and the message
+   of a tether_channel_send that returns TETHER_EFINALIZING without having
+   queued it.  `data` and `len` are the message (aligned as
+   tether_channel_recv's; the function must not free it) and `ud` the
+   pointer given with the function.  It runs with no lock of the channel
+   held, and may call any tether function, including releasing other
+   channels: a channel whose last reference goes inside a discard has its
+   own discards run after that one returns, not nested, so chains of
    channels queued in channels of any length are freed in constant stack.
    Use it when messages carry references (handles, pointers) of their own;
    a channel queued inside itself, directly or through others, is a
    reference cycle and is never freed.
    Thread rules: called on the thread that releases the channel's last
-   reference, with or without a GIL (whatever that thread holds), with no
-   lock of the library held: it may call any tether function that thread
-   may call. */
+   reference, with or without a GIL (whatever that thread holds), or, for
+   the message of such a send, on the sending thread before the send
+   returns, detached (holding no GIL); with no lock of the library held
+   either way: it may call any tether function that thread may call. */
 typedef void (*tether_channel_discard_fn)(void *data, size_t len, void *ud);
 
 /* Sets the channel's discard function (NULL: none, the default) and its
    `ud`, replacing any earlier one.  Both must stay valid until the channel
    is freed: a function inside an unloadable plugin keeps that plugin
-   mapped until then.  Only the channel's creator should set it: it
-   decides what the messages hold.
+   mapped until then.  A function replaced while a send on the channel is
+   ending may still be called once more, with its `ud`, for that send's
+   message (tether_channel_send; its plugin stays mapped for that call).
+   Only the channel's creator should set it: it decides what the messages
+   hold.
    Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_ESTATE (fn lies in a plugin
    being unloaded; nothing changed).  [any-thread] */
 TETHER_API int tether_channel_set_discard(tether_channel ch,
