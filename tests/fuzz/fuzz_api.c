@@ -1505,7 +1505,20 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             start_put(st); /* fn never runs */
         if (st)
             start_put(st);
-        efin(c, rc);
+        /* EFINALIZING says that the new thread's interpreter is finalizing
+           (the caller is left as it was), or that the caller's own
+           interpreter began finalizing while it waited for the handshake
+           (it stays detached).  A caller whose innermost frame is attached
+           and intact (no finalize or destroy began on its interpreter
+           before the call returned) re-attached; otherwise which of the
+           two it was is unknown (as for OP_PLUGIN_LOAD, seed x08). */
+        if (rc == TETHER_EFINALIZING && c->depth > 0 &&
+            c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
+            if (!frame_intact(&c->f[c->depth - 1]))
+                c->unknown = 1;
+        } else {
+            efin(c, rc);
+        }
         if (rc != TETHER_OK)
             break;
         /* F19: the name is kept, or cut at a character boundary. */
@@ -2209,6 +2222,27 @@ static uint64_t take_slot(int kind, int i, int *refs)
     return h;
 }
 
+/* Joins (up to `tmo`) and releases the thread handles the program holds;
+   their values go to later[] (buried by the caller: a handle released
+   here may be in use by a thread still running) or, without later, are
+   buried at once. */
+static int release_threads(int64_t tmo, uint64_t *later, int nlater)
+{
+    uint64_t h;
+    int refs;
+    for (int i = 0; i < NSLOT; i++)
+        if ((h = take_slot(K_THREAD, i, &refs))) {
+            CALL(tether_thread_join, h, tmo);
+            while (refs-- > 0)
+                CALL(tether_thread_release, h);
+            if (later)
+                later[nlater++] = h;
+            else
+                bury(h, K_THREAD);
+        }
+    return nlater;
+}
+
 /* Frees the callbacks, locks, events and channels the program holds. */
 static void release_objects(void)
 {
@@ -2239,9 +2273,8 @@ static void release_objects(void)
    when every thread has left (the caller). */
 static void release_everything(void)
 {
-    uint64_t h;
-    int refs, nlater = 0;
-    struct { uint64_t h; int kind; } later[2 * NSLOT];
+    uint64_t h, later[NSLOT];
+    int refs, nlater;
     release_objects();
     /* Plugin references are counted per handle (g_pref): each handle the
        program still holds is unloaded that many times and buried.  Not
@@ -2258,17 +2291,10 @@ static void release_everything(void)
             g_pref[i].refs = 0;
             bury_as(h, K_PLUGIN, 0);
         }
-    for (int i = 0; i < NSLOT; i++)
-        if ((h = take_slot(K_THREAD, i, &refs))) {
-            CALL(tether_thread_join, h, 10LL * 1000000000);
-            while (refs-- > 0)
-                CALL(tether_thread_release, h);
-            later[nlater].h = h;
-            later[nlater++].kind = K_THREAD;
-        }
+    nlater = release_threads(10LL * 1000000000, later, 0);
     release_objects();
     for (int i = 0; i < nlater; i++)
-        bury(later[i].h, later[i].kind);
+        bury(later[i], K_THREAD);
     for (int i = 2; i < NSLOT; i++)
         if ((h = take_slot(K_INTERP, i, &refs)) &&
             CALL(tether_interp_destroy, h, 10LL * 1000000000) != TETHER_EBADHANDLE)
@@ -2424,7 +2450,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
              count_tasks() - baseline_tasks);
     /* What threads nobody joined (their handles released, daemons) made
        after release_everything's last pass (seed x19: a channel made
-       while finalize waited for its thread). */
+       while finalize waited for its thread; seed x20: a thread handle
+       made after its pass over the threads, by a daemon that went on
+       after its runtime was finalized). */
+    release_threads(0, NULL, 0);
     release_objects();
     for (int i = 0; i < g.ngrave; i++)
         probe_dead(g.grave[i].h, g.grave[i].kind);
