@@ -1872,12 +1872,19 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         rc = CALL(tether_plugin_load, rt, path, &p);
         /* EFINALIZING says that `rt` is finalizing, or that the caller's
            own interpreter is (its GIL could not be taken back after the
-           dlopen): a caller attached to another runtime that is not
-           finalizing is still attached (seed x08: a false violation). */
-        if (!(rc == TETHER_EFINALIZING && c->depth > 0 &&
-              c->f[c->depth - 1].kind != F_SAVED &&
-              frame_intact(&c->f[c->depth - 1]) && c->f[c->depth - 1].rt_h != rt))
+           dlopen): a caller whose innermost frame is attached and intact
+           (no finalize or destroy began on its interpreter) is still
+           attached (seed x08: a false violation); one whose frame is not
+           intact may be either (seed x22: an interp_destroy of its main
+           interpreter, refused with EINVAL, moved the slot's epoch, and
+           marking the frame detached then checked it). */
+        if (rc == TETHER_EFINALIZING && c->depth > 0 &&
+            c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
+            if (!frame_intact(&c->f[c->depth - 1]))
+                c->unknown = 1;
+        } else {
             efin(c, rc);
+        }
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
             plugin_loaded_locked(p, rt);
