@@ -1905,10 +1905,20 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             }
             pthread_mutex_unlock(&g.mu);
             if (!keep) {
-                rc = plugin_unload_model(NULL, p, -1, "the reference just loaded");
+                /* Other unloads of p may have taken its other references
+                   meanwhile: this one can be the last, and then it waits
+                   with the caller's GIL released, like OP_PLUGIN_UNLOAD
+                   (the same timeout; crash-d3afb2c5 of the rev1 review:
+                   the caller's interpreter began finalizing meanwhile and
+                   the unload answered EFINALIZING, as tether.h says, with
+                   the caller detached). */
+                int64_t tmo = atomic_load(&g_plugin_pins_outlive) ? long_tmo(3) : -1;
+                rc = plugin_unload_model(c, p, tmo, "the reference just loaded");
                 /* EBADHANDLE is judged by plugin_unload_model (other
                    unloads of p may have taken the references). */
-                if (rc != TETHER_OK && rc != TETHER_EBADHANDLE)
+                if (rc != TETHER_OK && rc != TETHER_EBADHANDLE &&
+                    rc != TETHER_EASYNC && rc != TETHER_EFINALIZING &&
+                    !(rc == TETHER_ETIMEDOUT && tmo >= 0))
                     fail("unloading the reference just loaded failed: %d (%s)",
                          rc, tether_status_name(rc));
             }
@@ -2302,19 +2312,26 @@ static void release_everything(void)
     release_objects();
     for (int i = 0; i < nlater; i++)
         bury(later[i], K_THREAD);
+    /* A thread of the program nobody joined may be destroying or
+       finalizing the same object (its own OP_INTERP_DESTROY, or the
+       finalize of a runtime it made, ctx_cleanup): the call then answers
+       TETHER_ESTATE and the handle is closed only when that other call
+       ends, so it is probed at the end, once every thread has left (seed
+       x23), not at once. */
+    int rc;
     for (int i = 2; i < NSLOT; i++)
         if ((h = take_slot(K_INTERP, i, &refs)) &&
-            CALL(tether_interp_destroy, h, 10LL * 1000000000) != TETHER_EBADHANDLE)
-            bury(h, K_INTERP);
+            (rc = CALL(tether_interp_destroy, h, 10LL * 1000000000)) != TETHER_EBADHANDLE)
+            bury_as(h, K_INTERP, rc != TETHER_ESTATE);
     for (int r = 0; r < 2; r++)
         if ((h = take_slot(K_RT, r, &refs))) {
             uint64_t m = take_slot(K_INTERP, r, &refs);
             bump_rt(r);
-            CALL(tether_runtime_finalize, h, 10LL * 1000000000);
+            rc = CALL(tether_runtime_finalize, h, 10LL * 1000000000);
             bump_rt(r);
-            bury(h, K_RT);
+            bury_as(h, K_RT, rc != TETHER_ESTATE);
             if (m)
-                bury(m, K_INTERP);
+                bury_as(m, K_INTERP, rc != TETHER_ESTATE);
         }
 }
 
