@@ -2320,9 +2320,13 @@ static void release_everything(void)
        x23), not at once. */
     int rc;
     for (int i = 2; i < NSLOT; i++)
-        if ((h = take_slot(K_INTERP, i, &refs)) &&
-            (rc = CALL(tether_interp_destroy, h, 10LL * 1000000000)) != TETHER_EBADHANDLE)
-            bury_as(h, K_INTERP, rc != TETHER_ESTATE);
+        if ((h = take_slot(K_INTERP, i, &refs))) {
+            /* Frames of threads still attached to it are not intact from
+               now on (as OP_INTERP_DESTROY does). */
+            atomic_fetch_add(&slot_of(K_INTERP, (unsigned)i)->epoch, 1);
+            if ((rc = CALL(tether_interp_destroy, h, 10LL * 1000000000)) != TETHER_EBADHANDLE)
+                bury_as(h, K_INTERP, rc != TETHER_ESTATE);
+        }
     for (int r = 0; r < 2; r++)
         if ((h = take_slot(K_RT, r, &refs))) {
             uint64_t m = take_slot(K_INTERP, r, &refs);
