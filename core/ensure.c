@@ -54,7 +54,8 @@ static void ensures_add(struct tstate *ts, uint32_t n)
 static int push_frame(struct osthread *os, struct tstate *ts,
                       struct tstate *prev, tether_gilstate *out)
 {
-    os->frames[os->depth++] = (struct frame){ts, prev, ++os->tok};
+    ++os->tok;
+    os->frames[os->depth++] = (struct frame){ts, prev, os->tok, os->tok};
     os_refresh(os);
     ensures_add(ts, 1);
     *out = os->tok;

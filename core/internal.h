@@ -105,6 +105,12 @@ struct frame {
     struct tstate *ts;   /* the state this ensure attached */
     struct tstate *prev; /* the state attached before (re-attached later) */
     uint64_t tok;        /* the token this ensure returned */
+    /* os->tok when its state, attached through it (the innermost frame),
+       was last saved or blocked (ts_pause_mark): the tokens nested on it
+       up to there were got while that state was in use, which its
+       left_at does not say when the pause is nested in an earlier one
+       (runtime.c, innermost_token_of).  tok until then. */
+    uint64_t left;
 };
 
 /* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
@@ -514,6 +520,14 @@ static inline uint64_t ts_save_token(const struct tstate *ts)
 static inline int ts_paused(const struct tstate *ts)
 {
     return ts->saved || ts->blocking;
+}
+/* A save or block of `ts`, the attached state, at os->tok: the frame that
+   attached it, if it is the innermost, records the level. */
+static inline void ts_pause_mark(struct tstate *ts)
+{
+    struct osthread *os = ts->os;
+    if (os->depth && os->frames[os->depth - 1].ts == ts)
+        os->frames[os->depth - 1].left = os->tok;
 }
 /* 1 if an ensure frame of `os` names `ts`: attached by it, or detached by
    it to be attached again at its release. */

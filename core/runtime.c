@@ -252,7 +252,8 @@ static void report_ensures(struct interp *interp)
    innermost token while it is attached (os->tok), or when it was saved or
    blocked (left_at: tokens got after that, attached to other runtimes, are
    not `rt`'s); a state that got none adds nothing.  An ensure frame that
-   attached a state of `rt`: its own token.  Below ensure frame i, whose
+   attached a state of `rt`: its own token, and those nested on it until
+   its state was last saved or blocked (frame.left).  Below ensure frame i, whose
    ensure detached a state of `rt` (frames[i].prev), the tokens up to
    frames[i].tok - 1.  The innermost of these. */
 static uint64_t innermost_token_of(const struct osthread *os,
@@ -270,6 +271,16 @@ static uint64_t innermost_token_of(const struct osthread *os,
         const struct frame *f = &os->frames[i];
         if (f->ts->interp->rt == rt && f->tok > floor)
             floor = f->tok; /* its own token, at least */
+        if (f->ts->interp->rt == rt) {
+            /* And those nested on it up to its state's last save or block
+               (frame.left), no further than the next frame or the
+               thread's level: a level recorded before releases brought
+               the nesting down is stale beyond those. */
+            uint64_t lim = i + 1 < os->depth ? os->frames[i + 1].tok - 1 : os->tok;
+            uint64_t left = f->left < lim ? f->left : lim;
+            if (left > floor)
+                floor = left;
+        }
         if (f->prev && f->prev->interp->rt == rt) {
             if (f->tok - 1 > floor)
                 floor = f->tok - 1;

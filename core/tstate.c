@@ -361,6 +361,7 @@ uint64_t ts_block(struct tstate *ts)
     uint64_t mark = ts->os->tok;
     if (!ts_paused(ts)) /* the outermost: its use pauses */
         ts->left_at = mark;
+    ts_pause_mark(ts);
     ts->blocking++;
     ts_detach(ts);
     return mark;

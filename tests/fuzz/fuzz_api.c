@@ -1505,7 +1505,20 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             start_put(st); /* fn never runs */
         if (st)
             start_put(st);
-        efin(c, rc);
+        /* EFINALIZING says that the new thread's interpreter is finalizing
+           (the caller is left as it was), or that the caller's own
+           interpreter began finalizing while it waited for the handshake
+           (it stays detached).  A caller whose innermost frame is attached
+           and intact (no finalize or destroy began on its interpreter
+           before the call returned) re-attached; otherwise which of the
+           two it was is unknown (as for OP_PLUGIN_LOAD, seed x08). */
+        if (rc == TETHER_EFINALIZING && c->depth > 0 &&
+            c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
+            if (!frame_intact(&c->f[c->depth - 1]))
+                c->unknown = 1;
+        } else {
+            efin(c, rc);
+        }
         if (rc != TETHER_OK)
             break;
         /* F19: the name is kept, or cut at a character boundary. */
@@ -1859,12 +1872,19 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         rc = CALL(tether_plugin_load, rt, path, &p);
         /* EFINALIZING says that `rt` is finalizing, or that the caller's
            own interpreter is (its GIL could not be taken back after the
-           dlopen): a caller attached to another runtime that is not
-           finalizing is still attached (seed x08: a false violation). */
-        if (!(rc == TETHER_EFINALIZING && c->depth > 0 &&
-              c->f[c->depth - 1].kind != F_SAVED &&
-              frame_intact(&c->f[c->depth - 1]) && c->f[c->depth - 1].rt_h != rt))
+           dlopen): a caller whose innermost frame is attached and intact
+           (no finalize or destroy began on its interpreter) is still
+           attached (seed x08: a false violation); one whose frame is not
+           intact may be either (seed x22: an interp_destroy of its main
+           interpreter, refused with EINVAL, moved the slot's epoch, and
+           marking the frame detached then checked it). */
+        if (rc == TETHER_EFINALIZING && c->depth > 0 &&
+            c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
+            if (!frame_intact(&c->f[c->depth - 1]))
+                c->unknown = 1;
+        } else {
             efin(c, rc);
+        }
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
             plugin_loaded_locked(p, rt);
@@ -1885,10 +1905,20 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             }
             pthread_mutex_unlock(&g.mu);
             if (!keep) {
-                rc = plugin_unload_model(NULL, p, -1, "the reference just loaded");
+                /* Other unloads of p may have taken its other references
+                   meanwhile: this one can be the last, and then it waits
+                   with the caller's GIL released, like OP_PLUGIN_UNLOAD
+                   (the same timeout; crash-d3afb2c5 of the rev1 review:
+                   the caller's interpreter began finalizing meanwhile and
+                   the unload answered EFINALIZING, as tether.h says, with
+                   the caller detached). */
+                int64_t tmo = atomic_load(&g_plugin_pins_outlive) ? long_tmo(3) : -1;
+                rc = plugin_unload_model(c, p, tmo, "the reference just loaded");
                 /* EBADHANDLE is judged by plugin_unload_model (other
                    unloads of p may have taken the references). */
-                if (rc != TETHER_OK && rc != TETHER_EBADHANDLE)
+                if (rc != TETHER_OK && rc != TETHER_EBADHANDLE &&
+                    rc != TETHER_EASYNC && rc != TETHER_EFINALIZING &&
+                    !(rc == TETHER_ETIMEDOUT && tmo >= 0))
                     fail("unloading the reference just loaded failed: %d (%s)",
                          rc, tether_status_name(rc));
             }
@@ -2209,6 +2239,27 @@ static uint64_t take_slot(int kind, int i, int *refs)
     return h;
 }
 
+/* Joins (up to `tmo`) and releases the thread handles the program holds;
+   their values go to later[] (buried by the caller: a handle released
+   here may be in use by a thread still running) or, without later, are
+   buried at once. */
+static int release_threads(int64_t tmo, uint64_t *later, int nlater)
+{
+    uint64_t h;
+    int refs;
+    for (int i = 0; i < NSLOT; i++)
+        if ((h = take_slot(K_THREAD, i, &refs))) {
+            CALL(tether_thread_join, h, tmo);
+            while (refs-- > 0)
+                CALL(tether_thread_release, h);
+            if (later)
+                later[nlater++] = h;
+            else
+                bury(h, K_THREAD);
+        }
+    return nlater;
+}
+
 /* Frees the callbacks, locks, events and channels the program holds. */
 static void release_objects(void)
 {
@@ -2239,9 +2290,8 @@ static void release_objects(void)
    when every thread has left (the caller). */
 static void release_everything(void)
 {
-    uint64_t h;
-    int refs, nlater = 0;
-    struct { uint64_t h; int kind; } later[2 * NSLOT];
+    uint64_t h, later[NSLOT];
+    int refs, nlater;
     release_objects();
     /* Plugin references are counted per handle (g_pref): each handle the
        program still holds is unloaded that many times and buried.  Not
@@ -2258,30 +2308,34 @@ static void release_everything(void)
             g_pref[i].refs = 0;
             bury_as(h, K_PLUGIN, 0);
         }
-    for (int i = 0; i < NSLOT; i++)
-        if ((h = take_slot(K_THREAD, i, &refs))) {
-            CALL(tether_thread_join, h, 10LL * 1000000000);
-            while (refs-- > 0)
-                CALL(tether_thread_release, h);
-            later[nlater].h = h;
-            later[nlater++].kind = K_THREAD;
-        }
+    nlater = release_threads(10LL * 1000000000, later, 0);
     release_objects();
     for (int i = 0; i < nlater; i++)
-        bury(later[i].h, later[i].kind);
+        bury(later[i], K_THREAD);
+    /* A thread of the program nobody joined may be destroying or
+       finalizing the same object (its own OP_INTERP_DESTROY, or the
+       finalize of a runtime it made, ctx_cleanup): the call then answers
+       TETHER_ESTATE and the handle is closed only when that other call
+       ends, so it is probed at the end, once every thread has left (seed
+       x23), not at once. */
+    int rc;
     for (int i = 2; i < NSLOT; i++)
-        if ((h = take_slot(K_INTERP, i, &refs)) &&
-            CALL(tether_interp_destroy, h, 10LL * 1000000000) != TETHER_EBADHANDLE)
-            bury(h, K_INTERP);
+        if ((h = take_slot(K_INTERP, i, &refs))) {
+            /* Frames of threads still attached to it are not intact from
+               now on (as OP_INTERP_DESTROY does). */
+            atomic_fetch_add(&slot_of(K_INTERP, (unsigned)i)->epoch, 1);
+            if ((rc = CALL(tether_interp_destroy, h, 10LL * 1000000000)) != TETHER_EBADHANDLE)
+                bury_as(h, K_INTERP, rc != TETHER_ESTATE);
+        }
     for (int r = 0; r < 2; r++)
         if ((h = take_slot(K_RT, r, &refs))) {
             uint64_t m = take_slot(K_INTERP, r, &refs);
             bump_rt(r);
-            CALL(tether_runtime_finalize, h, 10LL * 1000000000);
+            rc = CALL(tether_runtime_finalize, h, 10LL * 1000000000);
             bump_rt(r);
-            bury(h, K_RT);
+            bury_as(h, K_RT, rc != TETHER_ESTATE);
             if (m)
-                bury(m, K_INTERP);
+                bury_as(m, K_INTERP, rc != TETHER_ESTATE);
         }
 }
 
@@ -2424,7 +2478,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
              count_tasks() - baseline_tasks);
     /* What threads nobody joined (their handles released, daemons) made
        after release_everything's last pass (seed x19: a channel made
-       while finalize waited for its thread). */
+       while finalize waited for its thread; seed x20: a thread handle
+       made after its pass over the threads, by a daemon that went on
+       after its runtime was finalized). */
+    release_threads(0, NULL, 0);
     release_objects();
     for (int i = 0; i < g.ngrave; i++)
         probe_dead(g.grave[i].h, g.grave[i].kind);

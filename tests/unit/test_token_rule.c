@@ -234,7 +234,33 @@ TEST(release_pairs_after_finalize_with_an_older_state_saved)
     t_finalize(a);
 }
 
+/* Under-reach (rev1 review, after the API fuzzer's crash-d3118db3): an
+   ensure re-attaches the saved creator state (inside
+   TETHER_BEGIN_ALLOW_THREADS), a nested ensure of the same interpreter
+   takes t2 without a frame, and a nested save pauses the state again: its
+   left_at stays at the outer save's level (stale_left_at_of_a_nested_save)
+   and only the frame's own token t1 was found, so after a finalize on this
+   thread t2, got while attached to the runtime, released with OK.
+   Rule: t1 and t2 invalid. */
+TEST(nested_token_of_a_state_ensured_while_saved)
+{
+    tether_interp ym;
+    tether_runtime y = t_runtime_main(NULL, &ym);
+    tether_tstate s1, s2;
+    tether_gilstate t1, t2;
+    ASSERT_OK(tether_save_thread(&s1));
+    ASSERT_OK(tether_ensure(ym, &t1)); /* frame: re-attaches the saved state */
+    ASSERT_OK(tether_ensure(ym, &t2)); /* nested: no frame */
+    ASSERT_OK(tether_save_thread(&s2)); /* nested save */
+    ASSERT_OK(tether_runtime_finalize(y, SECONDS(30)));
+    ASSERT_STATUS(tether_restore_thread(s2), TETHER_EFINALIZING);
+    ASSERT_FAILS(tether_release(t2), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    ASSERT_EQ(tether_gil_held(), 0);
+}
+
 RUNNER_MAIN(TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
+            TEST_ENTRY(nested_token_of_a_state_ensured_while_saved),
             TEST_ENTRY(release_pairs_after_finalize_with_an_older_state_saved),
             TEST_ENTRY(came_at_moved_by_reentry_foreign),
             TEST_ENTRY(stale_left_at_of_a_nested_save),
