@@ -18,12 +18,13 @@
  * The states of a record:
  *
  *   LOADING --init ok--> LOADED --last unload--> DRAINING --calls 0--> FINALIZED
- *      |                   ^                        |                      |
- *   init failed            +---- a load, timeout ---+       holds 0, dlclose
- *      v                                                                   v
+ *      |                   ^                        |    library idle      |
+ *   init failed            +-- a load, timeout, ----+       holds 0, dlclose
+ *      v                       own init or fini                            v
  *   (removed)                                                       (removed)
  *
- * DRAINING waits for calls into the plugin (PLUGIN_PIN_CALL, see plugin.h)
+ * DRAINING waits for calls into the plugin (PLUGIN_PIN_CALL, see plugin.h),
+ * and until no init or fini of its library runs in any runtime (below),
  * before fini runs; FINALIZED waits for callbacks and threads into an
  * unloadable plugin (PLUGIN_PIN_HOLD) before it is dlclosed.  A load that
  * finds its library DRAINING takes it back; one that finds it FINALIZED
@@ -50,10 +51,20 @@
  *
  * Libraries are keyed by their dlopen handle, which is the same for every
  * path that names the same file, and by runtime: a library loaded into two
- * runtimes has two records, each with its own init.  The inits of one
- * library still never overlap: a load waits while an init or fini of its
- * library runs in any runtime (reg_busy), since the records share the
- * library's statics.
+ * runtimes has two records, each with its own init and fini.  The records
+ * share the library's statics, so the init and fini calls of one library
+ * never run at the same time, across all runtimes: a load waits while an
+ * init or fini of its library runs in any runtime (wait_loading, reg_busy),
+ * and so does an unload's fini (drain, wait_quiet), a record's DRAINING
+ * lasting until then.  (An unload's fini used to wait only for calls: one
+ * runtime's fini ran beside another's init, a data race on the plugin's
+ * statics that ThreadSanitizer saw in plugin_finalize_race.)  A thread
+ * never waits for an init or fini it runs itself, nor while it runs code
+ * of the plugin (which an init or fini may be waiting for): a load then
+ * answers TETHER_EDEADLK, an unload TETHER_EDEADLK with the record as it
+ * was, and finalize abandons the plugin without its fini.  An unload's
+ * timeout bounds this wait as it bounds the wait for calls: the plugin
+ * stays loaded.
  */
 #include "plugin.h"
 #include "pluginreg.h"
@@ -80,9 +91,12 @@
 #include "trace.h"
 
 /* Internal outcomes, apart from the statuses: a load's first phase must
-   start over; an unload found its record taken back by a load. */
+   start over; an unload found its record taken back by a load; an unload
+   found the calling thread itself running the init or fini it would wait
+   for. */
 #define RETRY 1
 #define TAKEN_BACK 2
+#define OWN_BUSY 3
 
 /* What dl_iterate_phdr looks for: the object loaded at `base` as `name`,
    or, when `name` is NULL, the object one of whose segments holds `addr`. */
@@ -282,6 +296,14 @@ static void discard(struct load *l)
     }
 }
 
+/* Whether the calling thread runs the init or the fini that makes `busy`
+   busy (reg_busy).  Called with the registry lock held. */
+static bool runs_it(const struct plugin *busy)
+{
+    return pthread_equal(busy->st == PS_LOADING ? busy->loader : busy->finier,
+                         pthread_self());
+}
+
 /* Waits, without any GIL, while a record of this library is LOADING or
    running its fini, in any runtime.  A thread that runs code of the plugin
    does not wait: the init or fini may be waiting for it (a fini joining
@@ -295,8 +317,7 @@ static int wait_loading(struct load *l, bool *found)
     struct plugin *p;
     while ((p = reg_busy(l->dl))) {
         bool loading = p->st == PS_LOADING;
-        bool mine = pthread_equal(loading ? p->loader : p->finier,
-                                  pthread_self());
+        bool mine = runs_it(p);
         if (!mine && !looked) {
             /* Every record of the library has the same image. */
             uintptr_t lo = p->lo, hi = p->hi;
@@ -432,7 +453,12 @@ static int run_init(struct plugin *p, const tether_host_api *api)
 
 /* Runs fini of a record whose init succeeded after its runtime's finalize
    gave up waiting for it (doomed), holding no GIL, then makes it an orphan
-   like any failed load.  Returns the load's status. */
+   like any failed load.  Returns the load's status.
+   Unlike drain's, this fini need not wait for another init or fini of the
+   library: the record has been busy since it was inserted (LOADING, then
+   in_fini in the same hold of the lock), it was inserted only when no
+   record of its library was busy (load_admit), and no init or fini of the
+   library starts while one is busy (wait_loading, wait_quiet). */
 static int unload_doomed(struct plugin *p)
 {
     tether_tstate ts = 0;
@@ -585,25 +611,80 @@ static int wait_failed(struct unload *u, const char *what)
                    "timed out unloading '%s': %s", u->p->name, what);
 }
 
-/* DRAINING: waits for calls in progress to end, then runs fini.  Called
-   with the registry lock held; returns with it held. */
+/* Waits until no call into the plugin is in progress and no init or fini
+   of its library runs, in any runtime (reg_busy: every record of the
+   library shares its statics, so this fini must not run beside another
+   record's init or fini), or until a load takes the record back, the
+   deadline passes or the unload is interrupted.  The two are waited for
+   together: a call may begin while an init runs.
+   A thread that runs the busy init or fini itself (it unloads from inside
+   it, and the stack walk missed the plugin's frame: a tail call) would
+   wait for ever: then this returns true at once.  A thread running other
+   code of the plugin (one its init may be joining) never gets here: both
+   callers refused it already (on_stack, over the same image).
+   Finalize waits here too, holding no GIL (its caller's was let go) and
+   no lock, its own runtime's threads joined or stopped; the init it waits
+   for runs in another runtime, holding that runtime's GIL.  Nothing that
+   init can wait for through tether is the finalizer's: an ensure of the
+   finalizing runtime, or a thread start in it, answers TETHER_EFINALIZING
+   at once, a second finalize of it TETHER_ESTATE, a load of this library
+   from that init TETHER_EDEADLK (it is the busy one's own), an unload of
+   any of its records TETHER_EDEADLK (on_stack).  What is left is what the
+   host makes: an event the finalizer sets only after finalize returns, or
+   a load of another library whose fini runs on the finalizer (a fini that
+   finalizes).  Such a wait ends at finalize's deadline, and the plugin is
+   abandoned without fini, as one still called into; without a deadline
+   finalize waits, as it does for calls in progress and for its own
+   runtime's inits (await_inits).  Called with the registry lock held. */
+static bool wait_quiet(struct unload *u)
+{
+    struct plugin *p = u->p;
+    while (!taken_back(u) && !u->interrupted) {
+        struct plugin *busy = reg_busy(p->dl);
+        if (busy && runs_it(busy))
+            return true;
+        if (!busy && p->calls == 0)
+            break;
+        if (busy) /* (the registry lock held) */
+            TETHER_DELAY_POINT("unload.wait_busy");
+        if (reg_wait(u->forever ? NULL : &u->deadline) == ETIMEDOUT)
+            break;
+    }
+    return false;
+}
+
+/* DRAINING: waits for calls in progress and for an init or fini of the
+   library in another runtime to end, then runs fini.  If the wait fails,
+   or the calling thread runs that init or fini itself (OWN_BUSY), the
+   record is LOADED again with the one reference the unload dropped, as it
+   was before.  Called with the registry lock held; returns with it
+   held. */
 static int drain(struct unload *u)
 {
     struct plugin *p = u->p;
-    wait_zero(u, &p->calls);
+    bool own = wait_quiet(u);
     if (taken_back(u)) {
         if (p->epoch == u->epoch)
             p->unloading = false; /* else the taker cleared it */
         return TAKEN_BACK;
     }
-    if (p->calls > 0) {
+    bool calls = p->calls > 0;
+    if (own || calls || reg_busy(p->dl)) {
         p->st = PS_LOADED;
         p->refs = 1;
-        return wait_failed(u, "calls into it were still in progress; it "
-                              "stays loaded");
+        if (own) {
+            p->unloading = false;
+            return OWN_BUSY;
+        }
+        return wait_failed(u, calls ? "calls into it were still in progress; "
+                                      "it stays loaded"
+                                    : "an init or fini of its library was "
+                                      "still running in another runtime; it "
+                                      "stays loaded");
     }
     p->st = PS_FINALIZED;
     p->in_fini = true;
+    p->finier = pthread_self();
     reg_unlock();
     TETHER_DELAY_POINT("unload.drained");
     if (p->desc->fini)
@@ -646,6 +727,10 @@ static int unload_last(void *arg)
     if (rc == TETHER_OK)
         rc = retire(u);
     reg_unlock();
+    if (rc == OWN_BUSY)
+        rc = err_misuse(TETHER_EDEADLK, UNLOAD, "the calling thread is "
+                        "running an init or fini of '%s' (in some runtime); "
+                        "unload it from another thread", p->name);
     TETHER_DELAY_POINT("unload.retired");
     if (rc == TETHER_OK) {
         dlclose(p->dl);
@@ -836,16 +921,26 @@ void plugin_finalize_runtime(tether_runtime rt, int64_t deadline_ns, bool debug)
             handle_put(p->handle);
             continue;
         }
-        if (rc == TETHER_ETIMEDOUT && p->st == PS_LOADED) {
-            /* A call into it outlived the deadline: fini cannot run under
-               it, so the plugin is abandoned without fini, and stays
+        if ((rc == TETHER_ETIMEDOUT || rc == OWN_BUSY) &&
+            p->st == PS_LOADED) {
+            /* A call into it, or an init or fini of its library in another
+               runtime, outlived the deadline: fini cannot run beside it
+               (drain); or this thread runs that init or fini itself, which
+               is finalize called from the plugin's own code (as on_stack
+               above).  The plugin is abandoned without fini, and stays
                mapped for good: nothing stopped its threads. */
             p->refs = 0;
             p->abandoned = true;
             if (debug)
-                fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': a call "
-                        "into it was still running at the deadline; its fini "
-                        "does not run\n", p->name);
+                fprintf(stderr, "tether: TETHER_DEBUG: plugin '%s': %s; its "
+                        "fini does not run\n", p->name,
+                        rc == OWN_BUSY ? "finalize was called from an init "
+                                         "or fini of its library"
+                        : p->calls > 0 ? "a call into it was still running "
+                                         "at the deadline"
+                                       : "an init or fini of its library in "
+                                         "another runtime was still running "
+                                         "at the deadline");
         }
         if (rc == TETHER_OK) {
             /* Callbacks and threads into an unloadable plugin are waited

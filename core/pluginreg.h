@@ -106,7 +106,8 @@ struct plugin {
     bool unloading;        /* an unload of the last reference is running */
     uint32_t epoch;        /* loads that took the record back from DRAINING */
     bool orphan;           /* no handle: the last unpin makes it a zombie */
-    bool in_fini;          /* fini is running: loads of the library wait */
+    bool in_fini;          /* fini is running: loads of the library, and
+                              the finis of its other records, wait */
     pthread_t finier;      /* the thread running fini, while in_fini */
     bool abandoned;        /* finalize gave up on it before fini: never
                               unmapped, its threads may still run */
@@ -129,9 +130,10 @@ struct plugin *reg_head(void);
 /* The live record of library `dl` in runtime `rt`, or NULL.  Lock held. */
 struct plugin *reg_find(void *dl, tether_runtime rt);
 /* A record of library `dl`, in any runtime, whose init or fini is
-   running, or NULL: a load waits for it, since the plugin's statics are
-   shared by every record of the library, whichever runtime loaded it (so
-   the inits of one library never overlap).  Lock held. */
+   running, or NULL: a load waits for it, and so does the fini of an
+   unload, since the plugin's statics are shared by every record of the
+   library, whichever runtime loaded it (so the init and fini calls of one
+   library never overlap).  Lock held. */
 struct plugin *reg_busy(void *dl);
 /* Inserts a record, or removes one (it is GONE then).  Lock held. */
 void reg_insert(struct plugin *p);

@@ -12,13 +12,17 @@
  * builds); nothing sleeps to make it likely.  The later cases hold other
  * windows where finalize meets a plugin open the same way (loads and
  * inits; a channel send that finalize stopped, calling a discard function
- * that lies in a plugin).
+ * that lies in a plugin), and the windows where the init and fini calls
+ * of one library, loaded into two runtimes, could overlap (an unload's or
+ * a finalize's fini beside another runtime's init or fini).
  */
 #include <dlfcn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <tether/tether_plugin.h>
 
 #include "delay_ctl.h"
 #include "support.h"
@@ -203,6 +207,377 @@ TEST(inits_of_one_library_in_two_runtimes_do_not_overlap)
     t_pthread_join(ta);
     t_pthread_join(tb);
     ASSERT_EQ(second_init, 0);
+}
+
+/* The other half of the same race (TSan, about 1 run in 12 of the case
+   above: runtime A's fx_fini wrote g_self while runtime B's fx_init wrote
+   it): a load waited for a fini of its library, but an unload's fini did
+   not wait for an init of its library running in another runtime.  Here
+   B's init is held at load.init (A's load is done) while A's last unload
+   runs: A must wait for B's init (unload.wait_busy) and start its fini
+   (unload.drained) only after that init returned (load.init.done). */
+struct fini_after {
+    const char *path;
+    int64_t finalize_in; /* 0: unload, then finalize; else only finalize */
+    tether_runtime rt;
+    tether_plugin p;
+    t_sem loaded, go;
+    int rc;
+};
+
+/* Makes a runtime, loads the plugin into it detached, waits for `go`,
+   unloads it (rc) and finalizes the runtime; or, with `finalize_in`, only
+   finalizes it with that timeout (rc), the plugin still loaded. */
+static void *load_wait_unload(void *arg)
+{
+    struct fini_after *f = arg;
+    f->rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_plugin_load(f->rt, f->path, &f->p));
+    t_sem_post(&f->loaded);
+    t_sem_wait(&f->go);
+    if (f->finalize_in) {
+        f->rc = tether_runtime_finalize(f->rt, f->finalize_in);
+        dctl_note("test.finalized");
+        return NULL;
+    }
+    f->rc = tether_plugin_unload(f->p, SECONDS(30));
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_runtime_finalize(f->rt, SECONDS(30)));
+    return NULL;
+}
+
+static void fini_after_init(struct fini_after *f, const char *path)
+{
+    f->path = path;
+    t_sem_init(&f->loaded);
+    t_sem_init(&f->go);
+}
+
+TEST(a_fini_waits_for_an_init_of_its_library_in_another_runtime)
+{
+    static const char INIT[] = "load.init", DONE[] = "load.init.done",
+                      WAIT[] = "unload.wait_busy", FINI[] = "unload.drained";
+    struct fini_after a = {0}, b = {0};
+    fini_after_init(&a, FIXTURE("unloadable"));
+    fini_after_init(&b, FIXTURE("unloadable"));
+    pthread_t ta = t_pthread(load_wait_unload, &a);
+    t_sem_wait(&a.loaded);
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t tb = t_pthread(load_wait_unload, &b);
+    dctl_wait_parked(INIT); /* b's init is about to run */
+    unsigned long waits = dctl_passes(WAIT), finis = dctl_passes(FINI);
+    unsigned long done = dctl_passes(DONE);
+    dctl_arm(FINI, 1, DCTL_PARK, 0);
+    t_sem_post(&a.go); /* a's last unload */
+    /* a either waits for b's init, or starts its fini beside it. */
+    int fini_first = dctl_wait_either(WAIT, waits, FINI, finis);
+    dctl_release(INIT);
+    dctl_wait_parked(FINI); /* a's fini is about to run */
+    int init_returned = dctl_passes(DONE) > done;
+    dctl_release(FINI);
+    t_pthread_join(ta);
+    t_sem_wait(&b.loaded);
+    t_sem_post(&b.go);
+    t_pthread_join(tb);
+    ASSERT_EQ(fini_first, 0);
+    ASSERT(init_returned);
+    ASSERT_OK(a.rc);
+    ASSERT_OK(b.rc);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+/* Nor do two finis of the library: while A's fini is held at
+   unload.drained, B's last unload waits for it. */
+TEST(finis_of_one_library_in_two_runtimes_do_not_overlap)
+{
+    static const char WAIT[] = "unload.wait_busy", FINI[] = "unload.drained";
+    struct fini_after a = {0}, b = {0};
+    fini_after_init(&a, FIXTURE("unloadable"));
+    fini_after_init(&b, FIXTURE("unloadable"));
+    pthread_t ta = t_pthread(load_wait_unload, &a);
+    t_sem_wait(&a.loaded);
+    pthread_t tb = t_pthread(load_wait_unload, &b);
+    t_sem_wait(&b.loaded);
+    dctl_arm(FINI, 1, DCTL_PARK, 0);
+    t_sem_post(&a.go);
+    dctl_wait_parked(FINI); /* a's fini is about to run */
+    unsigned long waits = dctl_passes(WAIT), finis = dctl_passes(FINI);
+    t_sem_post(&b.go);
+    /* b either waits for a's fini, or runs its own beside it. */
+    int second_fini = dctl_wait_either(WAIT, waits, FINI, finis);
+    dctl_release(FINI);
+    t_pthread_join(ta);
+    t_pthread_join(tb);
+    ASSERT_EQ(second_fini, 0);
+    ASSERT_OK(a.rc);
+    ASSERT_OK(b.rc);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+/* That wait is bounded by the unload's timeout like the wait for calls:
+   the unload returns TETHER_ETIMEDOUT, and the plugin stays loaded and
+   usable with its reference, until an unload after the init succeeds. */
+TEST(a_fini_waiting_for_an_init_in_another_runtime_times_out)
+{
+    static const char INIT[] = "load.init", WAIT[] = "unload.wait_busy";
+    struct fini_after b = {0};
+    fini_after_init(&b, FIXTURE("unloadable"));
+    tether_runtime rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    tether_plugin p;
+    ASSERT_OK(tether_plugin_load(rt, b.path, &p));
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t tb = t_pthread(load_wait_unload, &b);
+    dctl_wait_parked(INIT); /* b's init is about to run */
+    unsigned long waits = dctl_passes(WAIT);
+    int64_t t0 = t_now_ns();
+    int rc = tether_plugin_unload(p, MS(50));
+    int64_t took = t_now_ns() - t0;
+    int waited = dctl_passes(WAIT) > waits;
+    int usable = tether_plugin_info(p, NULL, NULL);
+    dctl_release(INIT);
+    t_sem_wait(&b.loaded);
+    ASSERT_OK(tether_plugin_unload(p, SECONDS(30)));
+    t_sem_post(&b.go);
+    t_pthread_join(tb);
+    ASSERT_OK(tether_restore_thread(ts));
+    t_finalize(rt);
+    ASSERT_STATUS(rc, TETHER_ETIMEDOUT);
+    ASSERT(waited);
+    ASSERT(took >= MS(50) && took < SECONDS(10));
+    ASSERT_OK(usable);
+    ASSERT_OK(b.rc);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+/* Finalize unloads its runtime's plugins through the same wait, until its
+   deadline: a plugin whose library's init still runs in another runtime
+   then is abandoned without its fini (as one still called into), and
+   stays mapped for good. */
+TEST(finalize_abandons_a_plugin_whose_library_inits_past_the_deadline)
+{
+    static const char INIT[] = "load.init", WAIT[] = "unload.wait_busy",
+                      FINI[] = "unload.drained", DONE[] = "test.finalized";
+    struct fini_after a = {0}, b = {0};
+    fini_after_init(&a, FIXTURE("unloadable"));
+    fini_after_init(&b, FIXTURE("unloadable"));
+    a.finalize_in = MS(100);
+    pthread_t ta = t_pthread(load_wait_unload, &a);
+    t_sem_wait(&a.loaded);
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t tb = t_pthread(load_wait_unload, &b);
+    dctl_wait_parked(INIT); /* b's init is about to run */
+    unsigned long waits = dctl_passes(WAIT), finis = dctl_passes(FINI);
+    unsigned long done = dctl_passes(DONE);
+    t_sem_post(&a.go); /* a's finalize */
+    /* a's finalize either waits for b's init, or runs the fini beside it. */
+    int fini_first = dctl_wait_either(WAIT, waits, FINI, finis);
+    dctl_wait_passes(DONE, done); /* it gave up at the deadline */
+    int fini_ran = dctl_passes(FINI) > finis;
+    dctl_release(INIT);
+    t_pthread_join(ta);
+    t_sem_wait(&b.loaded);
+    t_sem_post(&b.go);
+    t_pthread_join(tb);
+    ASSERT_EQ(fini_first, 0);
+    ASSERT(!fini_ran);
+    ASSERT_OK(a.rc);
+    ASSERT_STATUS(tether_plugin_info(a.p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT_OK(b.rc);
+    ASSERT(is_mapped(FIXTURE("unloadable"))); /* abandoned: never unmapped */
+}
+
+/* A thread that runs an init or fini of the library itself must not wait
+   for it: a plugin's init or fini that unloads another runtime's instance
+   of its own library, finalizes that runtime, or loads the library.  The
+   stack walk refuses that when it sees the plugin's frame; the
+   foreign_init fixture's init and fini are the host's own_init and
+   own_fini, so the walk sees none (as with a tail call from a real init),
+   and only the record's loader or finier tells.  An unload then answers
+   TETHER_EDEADLK and leaves the record as it was (loaded, its reference
+   kept; a later unload runs its fini), a finalize abandons the plugin
+   without its fini (as for finalize called from the plugin's code), a
+   load answers TETHER_EDEADLK.  Waiting instead hangs: the cases bound it
+   with a timeout where the call takes one (the unload answers
+   TETHER_ETIMEDOUT, the finalize returns at its deadline); a load from
+   the fini has none, and the case's own timeout ends it (the unload's
+   fini did not record its thread: a load from a fini that the stack walk
+   could not see waited for that fini for ever). */
+enum own_action { OWN_NONE, OWN_UNLOAD, OWN_FINALIZE, OWN_LOAD };
+
+static struct {
+    tether_runtime rt;     /* the other runtime, that the action is on */
+    tether_plugin p;       /* the instance there, for OWN_UNLOAD */
+    enum own_action in_init, in_fini; /* what the second init, or the
+                                         first fini, does */
+    int rc;                /* what the action answered */
+    int64_t took;          /* and how long it took */
+    char msg[512];
+    atomic_int inits, finis;
+} g_own;
+
+#define OWN_TIMEOUT SECONDS(10)
+#define OWN_PATH FIXTURE("foreign_init")
+
+static void own_act(enum own_action what)
+{
+    int64_t t0 = t_now_ns();
+    tether_plugin again = 0;
+    if (what == OWN_UNLOAD)
+        g_own.rc = tether_plugin_unload(g_own.p, OWN_TIMEOUT);
+    else if (what == OWN_FINALIZE)
+        g_own.rc = tether_runtime_finalize(g_own.rt, OWN_TIMEOUT);
+    else if (what == OWN_LOAD)
+        g_own.rc = tether_plugin_load(g_own.rt, OWN_PATH, &again);
+    else
+        return;
+    g_own.took = t_now_ns() - t0;
+    snprintf(g_own.msg, sizeof g_own.msg, "%s", tether_last_error());
+}
+
+static int own_init(const tether_host_api *host, tether_interp interp,
+                    void **state)
+{
+    (void)host, (void)interp, (void)state;
+    if (atomic_fetch_add(&g_own.inits, 1) == 1)
+        own_act(g_own.in_init);
+    return TETHER_OK;
+}
+
+static void own_fini(void *state)
+{
+    (void)state;
+    if (atomic_fetch_add(&g_own.finis, 1) == 0)
+        own_act(g_own.in_fini);
+}
+
+/* Opens the fixture and makes own_init and own_fini its init and fini;
+   returns the test's own handle of it (dlclose it once a runtime holds
+   the library, which keeps the hooks). */
+static void *own_hooks(void)
+{
+    void *dl = dlopen(OWN_PATH, RTLD_NOW | RTLD_LOCAL);
+    ASSERT(dl != NULL);
+    void *sym = dlsym(dl, "fx_set_hooks");
+    ASSERT(sym != NULL);
+    void (*set_hooks)(int (*)(const tether_host_api *, tether_interp, void **),
+                      void (*)(void *));
+    memcpy(&set_hooks, &sym, sizeof set_hooks);
+    set_hooks(own_init, own_fini);
+    return dl;
+}
+
+/* Loads foreign_init into a new runtime on a new thread (own_init acts
+   there), then unloads it and finalizes that runtime. */
+static void *own_load_elsewhere(void *arg)
+{
+    struct rt_load *r = arg;
+    r->rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_plugin_load(r->rt, r->path, &r->p));
+    ASSERT_OK(tether_plugin_unload(r->p, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_runtime_finalize(r->rt, SECONDS(30)));
+    return NULL;
+}
+
+/* Loads the fixture into runtime A (g_own's), then into runtime B on
+   another thread, whose init does `what` to A. */
+static void own_init_acts(enum own_action what)
+{
+    void *dl = own_hooks();
+    g_own.in_init = what;
+    g_own.rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    ASSERT_OK(tether_plugin_load(g_own.rt, OWN_PATH, &g_own.p));
+    dlclose(dl);
+    struct rt_load b = {.path = OWN_PATH};
+    pthread_t tb = t_pthread(own_load_elsewhere, &b);
+    t_pthread_join(tb);
+    ASSERT_EQ(atomic_load(&g_own.inits), 2);
+    if (what != OWN_FINALIZE)
+        ASSERT_OK(tether_restore_thread(ts));
+}
+
+TEST(an_init_that_unloads_another_instance_of_its_library_gets_edeadlk)
+{
+    own_init_acts(OWN_UNLOAD);
+    if (g_own.rc != TETHER_EDEADLK)
+        fprintf(stderr, "unload from init: %s\n", g_own.msg);
+    ASSERT_STATUS(g_own.rc, TETHER_EDEADLK);
+    ASSERT_CONTAINS(g_own.msg, "running an init or fini of 'foreign_init'");
+    /* B's fini ran at its unload; A's did not: A is as it was. */
+    ASSERT_EQ(atomic_load(&g_own.finis), 1);
+    const char *name = NULL;
+    ASSERT_OK(tether_plugin_info(g_own.p, &name, NULL));
+    ASSERT_STREQ(name, "foreign_init");
+    ASSERT_OK(tether_plugin_unload(g_own.p, SECONDS(30)));
+    ASSERT_EQ(atomic_load(&g_own.finis), 2);
+    ASSERT(!is_mapped(OWN_PATH));
+    t_finalize(g_own.rt);
+}
+
+TEST(an_init_that_finalizes_another_instances_runtime_abandons_it)
+{
+    own_init_acts(OWN_FINALIZE);
+    ASSERT_OK(g_own.rc);
+    ASSERT(g_own.took < OWN_TIMEOUT); /* it did not wait for the deadline */
+    /* B's fini ran at its unload; A's never runs: abandoned, mapped. */
+    ASSERT_EQ(atomic_load(&g_own.finis), 1);
+    ASSERT_STATUS(tether_plugin_info(g_own.p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT(is_mapped(OWN_PATH));
+}
+
+/* Runtime A's fini (the first) does `what` to runtime B (g_own's), into
+   which the fixture is loaded too when `load_b`. */
+static void own_fini_acts(enum own_action what, int load_b)
+{
+    void *dl = own_hooks();
+    g_own.in_fini = what;
+    tether_runtime a = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    g_own.rt = t_runtime_elsewhere(NULL);
+    tether_plugin pa;
+    ASSERT_OK(tether_plugin_load(a, OWN_PATH, &pa));
+    if (load_b)
+        ASSERT_OK(tether_plugin_load(g_own.rt, OWN_PATH, &g_own.p));
+    dlclose(dl);
+    ASSERT_OK(tether_plugin_unload(pa, SECONDS(30))); /* A's fini acts */
+    ASSERT_OK(tether_restore_thread(ts));
+    t_finalize(a);
+}
+
+TEST(a_fini_that_unloads_another_instance_of_its_library_gets_edeadlk)
+{
+    own_fini_acts(OWN_UNLOAD, 1);
+    if (g_own.rc != TETHER_EDEADLK)
+        fprintf(stderr, "unload from fini: %s\n", g_own.msg);
+    ASSERT_STATUS(g_own.rc, TETHER_EDEADLK);
+    ASSERT(g_own.took < OWN_TIMEOUT);
+    ASSERT_EQ(atomic_load(&g_own.finis), 1); /* A's alone */
+    ASSERT_OK(tether_plugin_info(g_own.p, NULL, NULL));
+    ASSERT_OK(tether_plugin_unload(g_own.p, SECONDS(30)));
+    ASSERT_EQ(atomic_load(&g_own.finis), 2);
+    ASSERT(!is_mapped(OWN_PATH));
+    t_finalize(g_own.rt);
+}
+
+TEST(a_fini_that_loads_its_library_gets_edeadlk)
+{
+    own_fini_acts(OWN_LOAD, 0);
+    if (g_own.rc != TETHER_EDEADLK)
+        fprintf(stderr, "load from fini: %s\n", g_own.msg);
+    ASSERT_STATUS(g_own.rc, TETHER_EDEADLK);
+    ASSERT_CONTAINS(g_own.msg, "the fini of 'foreign_init' is running");
+    ASSERT_EQ(atomic_load(&g_own.inits), 1); /* no init in B */
+    ASSERT(!is_mapped(OWN_PATH));
+    t_finalize(g_own.rt);
 }
 
 /* A load whose init is running (it attached before finalize stopped the
@@ -435,6 +810,14 @@ RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 
             TEST_ENTRY_T(finalize_leaves_a_mapped_plugin_a_load_took_back_and_unloaded, 60),
             TEST_ENTRY_T(finalize_unloads_a_plugin_a_load_took_back_once_more, 60),
             TEST_ENTRY_T(inits_of_one_library_in_two_runtimes_do_not_overlap, 60),
+            TEST_ENTRY_T(a_fini_waits_for_an_init_of_its_library_in_another_runtime, 60),
+            TEST_ENTRY_T(finis_of_one_library_in_two_runtimes_do_not_overlap, 60),
+            TEST_ENTRY_T(a_fini_waiting_for_an_init_in_another_runtime_times_out, 60),
+            TEST_ENTRY_T(finalize_abandons_a_plugin_whose_library_inits_past_the_deadline, 60),
+            TEST_ENTRY_T(an_init_that_unloads_another_instance_of_its_library_gets_edeadlk, 60),
+            TEST_ENTRY_T(an_init_that_finalizes_another_instances_runtime_abandons_it, 60),
+            TEST_ENTRY_T(a_fini_that_unloads_another_instance_of_its_library_gets_edeadlk, 60),
+            TEST_ENTRY_T(a_fini_that_loads_its_library_gets_edeadlk, 60),
             TEST_ENTRY_T(finalize_waits_for_an_init_in_progress, 60),
             TEST_ENTRY_T(an_init_that_outlives_finalize_is_unloaded_by_its_load, 60),
             TEST_ENTRY_T(failed_init_whose_thread_start_met_finalize_drops_its_pin_once, 60),

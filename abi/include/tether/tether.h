@@ -805,8 +805,10 @@ TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
                                   tether_plugin *out);
 
 /* Drops one reference to the plugin; the last one unloads it.  Unloading
-   waits until no tether_ffi_call into the plugin's code is in progress,
-   runs its fini holding no GIL, and forgets it.  By default the library
+   waits until no tether_ffi_call into the plugin's code is in progress
+   and no init or fini of the same library runs in another runtime (the
+   init and fini calls of one library never run at the same time), runs
+   its fini holding no GIL, and forgets it.  By default the library
    stays mapped for the life of the process.  A plugin whose descriptor sets
    TETHER_PLUGIN_UNLOADABLE is then dlclosed, once no callback whose function
    is in its code is alive, no thread started with a function in its code
@@ -817,8 +819,10 @@ TETHER_API int tether_plugin_load(tether_runtime rt, const char *path,
    runtime; their handles are stale afterwards.
    Returns TETHER_OK, TETHER_EBADHANDLE, TETHER_EDEADLK (the calling thread
    is running code of the plugin: a callback called from it, a function of
-   it; nothing changes), TETHER_ETIMEDOUT (calls into the
-   plugin were still in progress: it stays loaded, usable, and the reference
+   it; or it is running an init or fini of the library, which the unload
+   would wait for; nothing changes), TETHER_ETIMEDOUT (calls into the
+   plugin, or an init or fini of its library in another runtime, were
+   still in progress: it stays loaded, usable, and the reference
    is kept; or, for an unloadable plugin, callbacks or threads into it were
    still alive after fini: it stays mapped but finalized, and a later unload
    waits again), TETHER_ESTATE (another unload of the last reference is in

@@ -226,7 +226,9 @@ typedef struct tether_plugin_desc {
        TETHER_EPLUGIN and fini is not called.  May be NULL.
        Thread rules: called on the thread that calls tether_plugin_load,
        holding `interp`'s GIL (ensured for it), with no lock of the library
-       held: it may call anything a [gil-held] thread may, through `host`. */
+       held: it may call anything a [gil-held] thread may, through `host`.
+       Never while another init or fini of the same library runs, in any
+       runtime: the instances share the library's statics. */
     int (*init)(const tether_host_api *host, tether_interp interp,
                 void **state);
 
@@ -237,7 +239,8 @@ typedef struct tether_plugin_desc {
        Thread rules: called on the thread that drops the last reference
        (tether_plugin_unload, or tether_runtime_finalize unloading what is
        left), holding no GIL and no lock of the library: it may wait for
-       its own threads, which may need the GIL to finish. */
+       its own threads, which may need the GIL to finish.  Never while
+       another init or fini of the same library runs, in any runtime. */
     void (*fini)(void *state);
 } tether_plugin_desc;
 
