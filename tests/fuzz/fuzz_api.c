@@ -770,6 +770,22 @@ static void efin(struct ctx *c, int rc)
         c->unknown = 1;
 }
 
+/* efin for a call whose TETHER_EFINALIZING may be about the interpreter
+   it targets, not the caller's (tether_thread_start, tether_plugin_load):
+   a caller whose innermost frame is attached and intact (no finalize or
+   destroy began on its interpreter) is still attached; one whose frame is
+   not intact may be either. */
+static void efin_of_a_call_into(struct ctx *c, int rc)
+{
+    if (rc == TETHER_EFINALIZING && c->depth > 0 &&
+        c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
+        if (!frame_intact(&c->f[c->depth - 1]))
+            c->unknown = 1;
+    } else {
+        efin(c, rc);
+    }
+}
+
 /* The GIL invariant, checked after each operation. */
 static void check_gil(struct ctx *c)
 {
@@ -1512,13 +1528,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
            and intact (no finalize or destroy began on its interpreter
            before the call returned) re-attached; otherwise which of the
            two it was is unknown (as for OP_PLUGIN_LOAD, seed x08). */
-        if (rc == TETHER_EFINALIZING && c->depth > 0 &&
-            c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
-            if (!frame_intact(&c->f[c->depth - 1]))
-                c->unknown = 1;
-        } else {
-            efin(c, rc);
-        }
+        efin_of_a_call_into(c, rc);
         if (rc != TETHER_OK)
             break;
         /* F19: the name is kept, or cut at a character boundary. */
@@ -1878,13 +1888,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
            intact may be either (seed x22: an interp_destroy of its main
            interpreter, refused with EINVAL, moved the slot's epoch, and
            marking the frame detached then checked it). */
-        if (rc == TETHER_EFINALIZING && c->depth > 0 &&
-            c->f[c->depth - 1].kind != F_SAVED && !c->f[c->depth - 1].detached) {
-            if (!frame_intact(&c->f[c->depth - 1]))
-                c->unknown = 1;
-        } else {
-            efin(c, rc);
-        }
+        efin_of_a_call_into(c, rc);
         if (rc == TETHER_OK) {
             pthread_mutex_lock(&g.mu);
             plugin_loaded_locked(p, rt);

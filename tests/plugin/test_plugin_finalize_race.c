@@ -470,21 +470,6 @@ static void *own_hooks(void)
     return dl;
 }
 
-/* Loads foreign_init into a new runtime on a new thread (own_init acts
-   there), then unloads it and finalizes that runtime. */
-static void *own_load_elsewhere(void *arg)
-{
-    struct rt_load *r = arg;
-    r->rt = t_runtime(NULL);
-    tether_tstate ts;
-    ASSERT_OK(tether_save_thread(&ts));
-    ASSERT_OK(tether_plugin_load(r->rt, r->path, &r->p));
-    ASSERT_OK(tether_plugin_unload(r->p, SECONDS(30)));
-    ASSERT_OK(tether_restore_thread(ts));
-    ASSERT_OK(tether_runtime_finalize(r->rt, SECONDS(30)));
-    return NULL;
-}
-
 /* Loads the fixture into runtime A (g_own's), then into runtime B on
    another thread, whose init does `what` to A. */
 static void own_init_acts(enum own_action what)
@@ -497,7 +482,7 @@ static void own_init_acts(enum own_action what)
     ASSERT_OK(tether_plugin_load(g_own.rt, OWN_PATH, &g_own.p));
     dlclose(dl);
     struct rt_load b = {.path = OWN_PATH};
-    pthread_t tb = t_pthread(own_load_elsewhere, &b);
+    pthread_t tb = t_pthread(load_in_new_runtime, &b); /* own_init acts there */
     t_pthread_join(tb);
     ASSERT_EQ(atomic_load(&g_own.inits), 2);
     if (what != OWN_FINALIZE)
