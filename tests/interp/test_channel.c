@@ -624,6 +624,9 @@ static void self_round(int release_in_discard)
         ASSERT(memcmp(g_self.seen, "ba", 2) == 0);
         size_t n;
         ASSERT_STATUS(tether_channel_count(ch, &n), TETHER_EBADHANDLE);
+        /* tether.h: a channel whose last reference goes inside a discard
+           has its own discards run after that one returns, not nested. */
+        ASSERT_EQ(g_self.nested_release_discard, 0);
         return;
     }
     printf("# the discard's own send: %s\n", tether_status_name(g_self.inner_rc));
