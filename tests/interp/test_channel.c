@@ -6,6 +6,7 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <tether/tether.h>
 
@@ -354,6 +355,349 @@ TEST(finalize_hands_an_unsent_message_to_the_discard)
     ASSERT(memcmp(g_disc.seen, "ba", 2) == 0);
 }
 
+/* ---- rev3: sends stopped by finalize, many at once ---------------------- */
+
+/* Every message of a round reaches exactly one of: a receiver, the discard
+   at send time (on the sender's thread, before its send returns), the
+   discard at the channel's last release; a sender whose send failed with
+   another status (TETHER_EBADHANDLE: the channel was released while it
+   waited) owns its message, which reaches neither. */
+#define R3_SENDERS 16
+
+static struct {
+    atomic_int recvd[R3_SENDERS + 1];
+    atomic_int at_send[R3_SENDERS + 1];
+    atomic_int at_release[R3_SENDERS + 1];
+    atomic_int releasing;               /* the release-time phase began */
+    atomic_int called[R3_SENDERS + 1];  /* the sender's body ran */
+    atomic_int bad;                     /* a discard saw a bad message */
+} g_r3;
+
+static _Thread_local int t_r3_id = -1; /* the id this thread sends, if any */
+
+struct r3_sender {
+    tether_channel ch;
+    int id;
+};
+
+static void r3_discard(void *data, size_t len, void *ud)
+{
+    (void)ud;
+    int id;
+    if (len != sizeof id || !data) {
+        atomic_fetch_add(&g_r3.bad, 1);
+        return;
+    }
+    memcpy(&id, data, sizeof id);
+    if (id < 0 || id > R3_SENDERS) {
+        atomic_fetch_add(&g_r3.bad, 1);
+        return;
+    }
+    if (t_r3_id == id)
+        atomic_fetch_add(&g_r3.at_send[id], 1);
+    else
+        atomic_fetch_add(&g_r3.at_release[id], 1);
+}
+
+static int r3_send(void *arg)
+{
+    struct r3_sender *s = arg;
+    t_r3_id = s->id;
+    atomic_store(&g_r3.called[s->id], 1);
+    return tether_channel_send(s->ch, &s->id, sizeof s->id, -1);
+}
+
+/* Receives `n` messages (fewer if a receive fails), a little apart. */
+struct r3_recv {
+    tether_channel ch;
+    int n;
+};
+
+static void r3_count_recv(void *d, size_t n)
+{
+    int id;
+    if (n != sizeof id) {
+        atomic_fetch_add(&g_r3.bad, 1);
+        tether_channel_msg_free(d);
+        return;
+    }
+    memcpy(&id, d, sizeof id);
+    tether_channel_msg_free(d);
+    if (id < 0 || id > R3_SENDERS)
+        atomic_fetch_add(&g_r3.bad, 1);
+    else
+        atomic_fetch_add(&g_r3.recvd[id], 1);
+}
+
+static int r3_receiver(void *arg)
+{
+    struct r3_recv *r = arg;
+    for (int i = 0; i < r->n; i++) {
+        void *d;
+        size_t n;
+        int rc = tether_channel_recv(r->ch, &d, &n, -1);
+        if (rc != TETHER_OK)
+            return rc;
+        r3_count_recv(d, n);
+        if (tether_sleep(MS(1)) != TETHER_OK)
+            return TETHER_EFINALIZING;
+    }
+    return TETHER_OK;
+}
+
+/* How a round ends: the runtime finalized, or the senders' interpreter
+   destroyed; and whether the channel's last reference goes on another
+   thread while that happens. */
+enum r3_end { R3_FINALIZE, R3_DESTROY };
+
+struct r3_release {
+    tether_channel ch;
+    t_sem go;
+};
+
+static void *r3_release_main(void *arg)
+{
+    struct r3_release *r = arg;
+    t_sem_wait(&r->go);
+    ASSERT_OK(tether_channel_release(r->ch));
+    return NULL;
+}
+
+static void r3_round(enum r3_end end, int release_meanwhile, int round)
+{
+    memset(&g_r3, 0, sizeof g_r3);
+    tether_interp main_in;
+    tether_runtime rt = t_runtime_main(&t_per_interp_gil, &main_in);
+    tether_interp in = main_in;
+    if (end == R3_DESTROY)
+        ASSERT_OK(tether_interp_create(rt, &in));
+    tether_channel ch = new_channel(1);
+    ASSERT_OK(tether_channel_set_discard(ch, r3_discard, NULL));
+    int zero = 0;
+    ASSERT_OK(tether_channel_send(ch, &zero, sizeof zero, 0)); /* full */
+    struct r3_sender s[R3_SENDERS];
+    tether_thread t[R3_SENDERS];
+    for (int i = 0; i < R3_SENDERS; i++) {
+        s[i] = (struct r3_sender){ch, i + 1};
+        t[i] = t_start_daemon(in, r3_send, &s[i]);
+    }
+    struct r3_recv rv = {ch, round % 5};
+    tether_thread r = t_start_daemon(in, r3_receiver, &rv);
+    if (round % 2)
+        let_it_block(); /* some blocked, likely */
+    struct r3_release rel;
+    memset(&rel, 0, sizeof rel);
+    rel.ch = ch;
+    pthread_t relt;
+    if (release_meanwhile) {
+        t_sem_init(&rel.go);
+        relt = t_pthread(r3_release_main, &rel);
+        t_sem_post(&rel.go);
+    }
+    if (end == R3_DESTROY)
+        ASSERT_OK(tether_interp_destroy(in, SECONDS(30)));
+    else
+        ASSERT_OK(tether_runtime_finalize(rt, SECONDS(30)));
+    int rcs[R3_SENDERS + 1];
+    rcs[0] = TETHER_OK;
+    for (int i = 0; i < R3_SENDERS; i++)
+        rcs[i + 1] = t_join(t[i]);
+    int rrc = t_join(r);
+    ASSERT(rrc == TETHER_OK || rrc == TETHER_EFINALIZING || rrc == TETHER_EBADHANDLE);
+    if (release_meanwhile) {
+        t_pthread_join(relt);
+    } else {
+        if (round % 3 == 0) { /* take what is left, if anything */
+            void *d;
+            size_t n;
+            if (tether_channel_recv(ch, &d, &n, 0) == TETHER_OK)
+                r3_count_recv(d, n);
+        }
+        atomic_store(&g_r3.releasing, 1);
+        ASSERT_OK(tether_channel_release(ch));
+    }
+    if (end == R3_DESTROY)
+        t_finalize(rt);
+    ASSERT_EQ(atomic_load(&g_r3.bad), 0);
+    for (int id = 0; id <= R3_SENDERS; id++) {
+        int got = atomic_load(&g_r3.recvd[id]), at_send = atomic_load(&g_r3.at_send[id]),
+            at_rel = atomic_load(&g_r3.at_release[id]);
+        int total = got + at_send + at_rel;
+        if (id && !atomic_load(&g_r3.called[id])) { /* never ran: no message */
+            if (total != 0 || rcs[id] != TETHER_EFINALIZING)
+                runner_fail(__FILE__, __LINE__, "round %d id %d (never sent, %s): "
+                            "recv %d, send-discard %d, release-discard %d", round,
+                            id, tether_status_name(rcs[id]), got, at_send, at_rel);
+        } else if (rcs[id] == TETHER_OK) {
+            if (total != 1 || at_send)
+                runner_fail(__FILE__, __LINE__, "round %d id %d (sent OK): recv %d, "
+                            "send-discard %d, release-discard %d", round, id, got,
+                            at_send, at_rel);
+        } else if (rcs[id] == TETHER_EFINALIZING) {
+            if (total != 1)
+                runner_fail(__FILE__, __LINE__, "round %d id %d (EFINALIZING): "
+                            "recv %d, send-discard %d, release-discard %d", round,
+                            id, got, at_send, at_rel);
+        } else if (rcs[id] == TETHER_EBADHANDLE && release_meanwhile) {
+            if (total != 0)
+                runner_fail(__FILE__, __LINE__, "round %d id %d (EBADHANDLE): "
+                            "recv %d, send-discard %d, release-discard %d", round,
+                            id, got, at_send, at_rel);
+        } else {
+            runner_fail(__FILE__, __LINE__, "round %d id %d: send returned %s",
+                        round, id, tether_status_name(rcs[id]));
+        }
+    }
+}
+
+TEST(many_senders_stopped_by_finalize_each_message_once)
+{
+    for (int i = 0; i < runner_rounds(20); i++)
+        r3_round(R3_FINALIZE, 0, i);
+}
+
+TEST(many_senders_stopped_by_interp_destroy_each_message_once)
+{
+    for (int i = 0; i < runner_rounds(20); i++)
+        r3_round(R3_DESTROY, 0, i);
+}
+
+TEST(many_senders_stopped_while_another_thread_releases_the_channel)
+{
+    for (int i = 0; i < runner_rounds(20); i++)
+        r3_round(i % 2 ? R3_DESTROY : R3_FINALIZE, 1, i);
+}
+
+/* A discard that sends into its own (full) channel with timeout 0, once:
+   the inner send is refused (ETIMEDOUT, or EFINALIZING with its message
+   discarded, nested) and nothing is lost or doubled. */
+static struct {
+    int calls, depth, max_depth, inner_rc;
+    char seen[8];
+    tether_channel ch;
+    int release_in_discard;
+    int nested_release_discard; /* "a" was discarded while "b"'s discard ran */
+} g_self;
+
+static void self_discard(void *data, size_t len, void *ud)
+{
+    (void)ud;
+    g_self.depth++;
+    if (g_self.depth > g_self.max_depth)
+        g_self.max_depth = g_self.depth;
+    if (g_self.calls < (int)sizeof g_self.seen)
+        g_self.seen[g_self.calls] = len ? *(char *)data : '0';
+    g_self.calls++;
+    char c = len ? *(char *)data : '0';
+    if (g_self.depth > 1 && c == 'a')
+        g_self.nested_release_discard = 1;
+    if (c == 'b' && !g_self.release_in_discard)
+        g_self.inner_rc = tether_channel_send(g_self.ch, "c", 1, 0);
+    if (c == 'b' && g_self.release_in_discard)
+        ASSERT_OK(tether_channel_release(g_self.ch)); /* the last reference */
+    g_self.depth--;
+}
+
+static int send_b(void *arg)
+{
+    tether_channel ch = *(tether_channel *)arg;
+    return tether_channel_send(ch, "b", 1, -1);
+}
+
+static void self_round(int release_in_discard)
+{
+    memset(&g_self, 0, sizeof g_self);
+    g_self.inner_rc = 12345;
+    g_self.release_in_discard = release_in_discard;
+    tether_runtime rt = t_runtime(NULL);
+    tether_channel ch = new_channel(1);
+    g_self.ch = ch;
+    ASSERT_OK(tether_channel_set_discard(ch, self_discard, NULL));
+    ASSERT_OK(tether_channel_send(ch, "a", 1, 0)); /* full */
+    tether_thread t = t_start_daemon(t_main_interp(rt), send_b, &ch);
+    let_it_block(); /* blocked, likely; else about to */
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(30)));
+    ASSERT_STATUS(t_join(t), TETHER_EFINALIZING);
+    if (release_in_discard) {
+        /* "b" at send time; its discard released the channel: "a" then. */
+        ASSERT_EQ(g_self.calls, 2);
+        ASSERT(memcmp(g_self.seen, "ba", 2) == 0);
+        size_t n;
+        ASSERT_STATUS(tether_channel_count(ch, &n), TETHER_EBADHANDLE);
+        /* tether.h: a channel whose last reference goes inside a discard
+           has its own discards run after that one returns, not nested. */
+        ASSERT_EQ(g_self.nested_release_discard, 0);
+        return;
+    }
+    printf("# the discard's own send: %s\n", tether_status_name(g_self.inner_rc));
+    if (g_self.inner_rc == TETHER_ETIMEDOUT) {
+        ASSERT_EQ(g_self.calls, 1);
+    } else {
+        ASSERT_STATUS(g_self.inner_rc, TETHER_EFINALIZING);
+        ASSERT_EQ(g_self.calls, 2); /* "c" too, nested */
+        ASSERT(memcmp(g_self.seen, "bc", 2) == 0);
+    }
+    size_t n;
+    ASSERT_OK(tether_channel_count(ch, &n));
+    ASSERT_EQ(n, 1); /* "a" only */
+    int before = g_self.calls;
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_EQ(g_self.calls, before + 1);
+    ASSERT_EQ(g_self.seen[before], 'a');
+}
+
+TEST(a_send_time_discard_that_sends_into_its_channel)
+{
+    self_round(0);
+}
+
+TEST(a_send_time_discard_that_releases_its_channel)
+{
+    self_round(1);
+}
+
+/* A zero-length message (data NULL, len 0) stopped by finalize reaches the
+   discard with len 0 and a non-NULL data pointer (as tether_channel_recv's). */
+static struct {
+    int calls;
+    size_t len;
+    int data_null;
+} g_zero;
+
+static void zero_discard(void *data, size_t len, void *ud)
+{
+    (void)ud;
+    g_zero.calls++;
+    g_zero.len = len;
+    g_zero.data_null = data == NULL;
+}
+
+static int send_empty(void *arg)
+{
+    tether_channel ch = *(tether_channel *)arg;
+    return tether_channel_send(ch, NULL, 0, -1);
+}
+
+TEST(a_zero_length_send_stopped_by_finalize_is_discarded)
+{
+    memset(&g_zero, 0, sizeof g_zero);
+    tether_runtime rt = t_runtime(NULL);
+    tether_channel ch = new_channel(1);
+    ASSERT_OK(tether_channel_set_discard(ch, zero_discard, NULL));
+    ASSERT_OK(tether_channel_send(ch, NULL, 0, 0)); /* full */
+    tether_thread t = t_start_daemon(t_main_interp(rt), send_empty, &ch);
+    let_it_block();
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(30)));
+    ASSERT_STATUS(t_join(t), TETHER_EFINALIZING);
+    ASSERT_EQ(g_zero.calls, 1);
+    ASSERT_EQ(g_zero.len, 0);
+    ASSERT_EQ(g_zero.data_null, 0);
+    ASSERT_OK(tether_channel_release(ch));
+    ASSERT_EQ(g_zero.calls, 2);
+    ASSERT_EQ(g_zero.len, 0);
+    ASSERT_EQ(g_zero.data_null, 0);
+}
+
 /* Releases the channel a message carries (the whole message is a handle). */
 static void release_handle_msg(void *data, size_t len, void *ud)
 {
@@ -515,6 +859,12 @@ RUNNER_MAIN(TEST_ENTRY(fifo_and_sizes), TEST_ENTRY(discard_undelivered_messages)
             TEST_ENTRY(discard_releases_carried_channels),
             TEST_ENTRY(discard_chain_runs_in_constant_stack),
             TEST_ENTRY(finalize_hands_an_unsent_message_to_the_discard),
+            TEST_ENTRY_T(many_senders_stopped_by_finalize_each_message_once, 120),
+            TEST_ENTRY_T(many_senders_stopped_by_interp_destroy_each_message_once, 120),
+            TEST_ENTRY_T(many_senders_stopped_while_another_thread_releases_the_channel, 120),
+            TEST_ENTRY(a_send_time_discard_that_sends_into_its_channel),
+            TEST_ENTRY(a_send_time_discard_that_releases_its_channel),
+            TEST_ENTRY(a_zero_length_send_stopped_by_finalize_is_discarded),
             TEST_ENTRY(capacity_bounds_senders),
             TEST_ENTRY(many_producers_across_interps),
             TEST_ENTRY(close_wakes_receivers_and_senders),

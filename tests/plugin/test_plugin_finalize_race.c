@@ -390,6 +390,175 @@ TEST(finalize_abandons_a_plugin_whose_library_inits_past_the_deadline)
     ASSERT(is_mapped(FIXTURE("unloadable"))); /* abandoned: never unmapped */
 }
 
+/* ---- rev3: one library loaded and unloaded by four runtimes at once ---- */
+
+#define R3_RUNTIMES 4
+#define R3_LOOPS 50
+
+struct r3_loop {
+    const char *path;
+    int64_t unload_timeout;
+    int bad_rc;     /* the first status outside the documented ones, or 0 */
+    int timeouts;   /* unloads that timed out (then retried without one) */
+    int unloads;
+};
+
+static void *r3_load_unload_loop(void *arg)
+{
+    struct r3_loop *l = arg;
+    tether_runtime rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    for (int i = 0; i < R3_LOOPS; i++) {
+        tether_plugin p;
+        int rc = tether_plugin_load(rt, l->path, &p);
+        if (rc != TETHER_OK) {
+            if (!l->bad_rc)
+                l->bad_rc = rc;
+            continue;
+        }
+        if (tether_plugin_info(p, NULL, NULL) != TETHER_OK && !l->bad_rc)
+            l->bad_rc = -1000;
+        rc = tether_plugin_unload(p, l->unload_timeout);
+        if (rc == TETHER_ETIMEDOUT) {
+            /* Documented: it stays loaded, with its reference. */
+            l->timeouts++;
+            if (tether_plugin_info(p, NULL, NULL) != TETHER_OK && !l->bad_rc)
+                l->bad_rc = -1001;
+            rc = tether_plugin_unload(p, SECONDS(30));
+        }
+        if (rc != TETHER_OK && !l->bad_rc)
+            l->bad_rc = rc;
+        l->unloads++;
+    }
+    ASSERT_OK(tether_restore_thread(ts));
+    ASSERT_OK(tether_runtime_finalize(rt, SECONDS(30)));
+    return NULL;
+}
+
+static void r3_four_runtimes(int64_t unload_timeout, int widen)
+{
+    if (widen) { /* every init and fini takes a little while */
+        dctl_arm("load.init", 0, DCTL_SLEEP, 300);
+        dctl_arm("unload.drained", 0, DCTL_SLEEP, 300);
+    }
+    struct r3_loop l[R3_RUNTIMES];
+    pthread_t th[R3_RUNTIMES];
+    for (int i = 0; i < R3_RUNTIMES; i++) {
+        l[i] = (struct r3_loop){FIXTURE("unloadable"), unload_timeout, 0, 0, 0};
+        th[i] = t_pthread(r3_load_unload_loop, &l[i]);
+    }
+    int timeouts = 0;
+    for (int i = 0; i < R3_RUNTIMES; i++) {
+        t_pthread_join(th[i]);
+        if (l[i].bad_rc)
+            runner_fail(__FILE__, __LINE__, "runtime %d: status %d (%s)", i,
+                        l[i].bad_rc, l[i].bad_rc > -1000
+                        ? tether_status_name(l[i].bad_rc) : "plugin not usable");
+        ASSERT_EQ(l[i].unloads, R3_LOOPS);
+        timeouts += l[i].timeouts;
+    }
+    if (widen) {
+        dctl_release("load.init");
+        dctl_release("unload.drained");
+    }
+    printf("# %d unloads timed out (timeout %lld ns), %lu waits for a busy "
+           "library\n", timeouts, (long long)unload_timeout,
+           dctl_passes("unload.wait_busy"));
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+TEST(four_runtimes_load_and_unload_one_library_concurrently)
+{
+    r3_four_runtimes(SECONDS(30), 0);
+}
+
+TEST(four_runtimes_load_and_unload_one_library_with_slow_inits)
+{
+    r3_four_runtimes(SECONDS(30), 1);
+}
+
+TEST(four_runtimes_load_and_unload_one_library_with_timeout_0)
+{
+    r3_four_runtimes(0, 1);
+}
+
+/* An unload with timeout 0 while another runtime's init of the library is
+   held at load.init: TETHER_ETIMEDOUT at once, the plugin still loaded and
+   usable, and an unload after the init succeeds. */
+TEST(an_unload_with_timeout_0_beside_another_runtimes_init_times_out)
+{
+    static const char INIT[] = "load.init";
+    struct fini_after b = {0};
+    fini_after_init(&b, FIXTURE("unloadable"));
+    tether_runtime rt = t_runtime(NULL);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    tether_plugin p;
+    ASSERT_OK(tether_plugin_load(rt, b.path, &p));
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t tb = t_pthread(load_wait_unload, &b);
+    dctl_wait_parked(INIT); /* b's init is about to run */
+    int64_t t0 = t_now_ns();
+    int rc = tether_plugin_unload(p, 0);
+    int64_t took = t_now_ns() - t0;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", tether_last_error());
+    int usable = tether_plugin_info(p, NULL, NULL);
+    void *sym = NULL;
+    int sym_rc = tether_plugin_symbol(p, "fx_discard", &sym);
+    int again = tether_plugin_unload(p, 0); /* still busy: times out again */
+    dctl_release(INIT);
+    t_sem_wait(&b.loaded);
+    ASSERT_OK(tether_plugin_unload(p, SECONDS(30)));
+    t_sem_post(&b.go);
+    t_pthread_join(tb);
+    ASSERT_OK(tether_restore_thread(ts));
+    t_finalize(rt);
+    ASSERT_STATUS(rc, TETHER_ETIMEDOUT);
+    ASSERT_CONTAINS(msg, "tether_plugin_unload");
+    ASSERT(took < SECONDS(5));
+    ASSERT_OK(usable);
+    ASSERT_OK(sym_rc);
+    ASSERT(sym != NULL);
+    ASSERT_STATUS(again, TETHER_ETIMEDOUT);
+    ASSERT_OK(b.rc);
+    ASSERT(!is_mapped(FIXTURE("unloadable")));
+}
+
+/* Finalize with a deadline of 1 ns in that situation: it returns (the
+   plugin abandoned without its fini, its handle gone), and the other
+   runtime's load and unload finish normally; the library stays mapped. */
+TEST(finalize_with_a_1ns_deadline_beside_another_runtimes_init)
+{
+    static const char INIT[] = "load.init", FINI[] = "unload.drained";
+    struct fini_after a = {0}, b = {0};
+    fini_after_init(&a, FIXTURE("unloadable"));
+    fini_after_init(&b, FIXTURE("unloadable"));
+    a.finalize_in = 1;
+    pthread_t ta = t_pthread(load_wait_unload, &a);
+    t_sem_wait(&a.loaded);
+    dctl_arm(INIT, 1, DCTL_PARK, 0);
+    pthread_t tb = t_pthread(load_wait_unload, &b);
+    dctl_wait_parked(INIT);
+    unsigned long finis = dctl_passes(FINI);
+    int64_t t0 = t_now_ns();
+    t_sem_post(&a.go);
+    t_pthread_join(ta); /* must not wait for b's init */
+    int64_t took = t_now_ns() - t0;
+    int fini_ran = dctl_passes(FINI) > finis;
+    dctl_release(INIT);
+    t_sem_wait(&b.loaded);
+    t_sem_post(&b.go);
+    t_pthread_join(tb);
+    ASSERT(took < SECONDS(5));
+    ASSERT(!fini_ran);
+    ASSERT(a.rc == TETHER_OK || a.rc == TETHER_ETIMEDOUT);
+    ASSERT_STATUS(tether_plugin_info(a.p, NULL, NULL), TETHER_EBADHANDLE);
+    ASSERT_OK(b.rc);
+    ASSERT(is_mapped(FIXTURE("unloadable"))); /* abandoned: never unmapped */
+}
+
 /* A thread that runs an init or fini of the library itself must not wait
    for it: a plugin's init or fini that unloads another runtime's instance
    of its own library, finalizes that runtime, or loads the library.  The
@@ -806,4 +975,9 @@ RUNNER_MAIN(TEST_ENTRY_T(load_meets_a_finalize_that_freed_the_main_interpreter, 
             TEST_ENTRY_T(finalize_waits_for_an_init_in_progress, 60),
             TEST_ENTRY_T(an_init_that_outlives_finalize_is_unloaded_by_its_load, 60),
             TEST_ENTRY_T(failed_init_whose_thread_start_met_finalize_drops_its_pin_once, 60),
-            TEST_ENTRY_T(a_send_stopped_by_finalize_keeps_its_discards_plugin_mapped, 60))
+            TEST_ENTRY_T(a_send_stopped_by_finalize_keeps_its_discards_plugin_mapped, 60),
+            TEST_ENTRY_T(four_runtimes_load_and_unload_one_library_concurrently, 120),
+            TEST_ENTRY_T(four_runtimes_load_and_unload_one_library_with_slow_inits, 120),
+            TEST_ENTRY_T(four_runtimes_load_and_unload_one_library_with_timeout_0, 120),
+            TEST_ENTRY_T(an_unload_with_timeout_0_beside_another_runtimes_init_times_out, 60),
+            TEST_ENTRY_T(finalize_with_a_1ns_deadline_beside_another_runtimes_init, 60))
