@@ -176,6 +176,22 @@ int tether_channel_retain(tether_channel h)
 static _Thread_local struct channel *t_doomed;
 static _Thread_local int t_burying;
 
+/* Buries the channels on t_doomed, unless a call further up this
+   thread's stack is burying already (its loop takes them). */
+static void bury_doomed(void)
+{
+    if (t_burying)
+        return;
+    t_burying = 1;
+    struct channel *ch;
+    while ((ch = t_doomed) != NULL) {
+        t_doomed = ch->next_doomed;
+        discard_all(ch);
+        handle_put(ch->handle);
+    }
+    t_burying = 0;
+}
+
 /* Runs the discards of the dead channel `ch` and drops `h`, the reference
    its release took. */
 static void bury(struct channel *ch, uint64_t h)
@@ -183,15 +199,7 @@ static void bury(struct channel *ch, uint64_t h)
     ch->handle = h;
     ch->next_doomed = t_doomed;
     t_doomed = ch;
-    if (t_burying)
-        return; /* the loop below, further up this thread's stack */
-    t_burying = 1;
-    while ((ch = t_doomed) != NULL) {
-        t_doomed = ch->next_doomed;
-        discard_all(ch);
-        handle_put(ch->handle);
-    }
-    t_burying = 0;
+    bury_doomed();
 }
 
 int tether_channel_release(tether_channel h)
@@ -283,8 +291,17 @@ static void discard_unsent(struct channel *ch, struct msg *m)
     plugin_pin_again(pin, PLUGIN_PIN_HOLD); /* ch->pin holds it meanwhile */
     rank_unlock(&ch->mutex, RANK_OBJECT);
     TETHER_DELAY_POINT("channel.send.discard");
-    if (fn)
+    if (fn) {
+        /* As any discard: a channel whose last reference goes inside it
+           is buried after it returns, not nested in it (tether.h). */
+        int outer = !t_burying;
+        t_burying = 1;
         fn(m->data, m->len, ud);
+        if (outer) {
+            t_burying = 0;
+            bury_doomed();
+        }
+    }
     plugin_unpin_reap(pin, PLUGIN_PIN_HOLD);
 }
 
