@@ -2292,10 +2292,12 @@ static void release_objects(void)
    released again after the joins (seed x07: a lock made by a thread after
    the first pass leaked in the model, not in the library), and once more
    when every thread has left (the caller). */
+static void release_runtimes(void);
+
 static void release_everything(void)
 {
     uint64_t h, later[NSLOT];
-    int refs, nlater;
+    int nlater;
     release_objects();
     /* Plugin references are counted per handle (g_pref): each handle the
        program still holds is unloaded that many times and buried.  Not
@@ -2322,7 +2324,15 @@ static void release_everything(void)
        TETHER_ESTATE and the handle is closed only when that other call
        ends, so it is probed at the end, once every thread has left (seed
        x23), not at once. */
-    int rc;
+    release_runtimes();
+}
+
+/* Destroys the interpreters and finalizes the runtimes the program still
+   holds (release_everything, and its last pass). */
+static void release_runtimes(void)
+{
+    uint64_t h;
+    int refs, rc;
     for (int i = 2; i < NSLOT; i++)
         if ((h = take_slot(K_INTERP, i, &refs))) {
             /* Frames of threads still attached to it are not intact from
@@ -2484,8 +2494,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
        after release_everything's last pass (seed x19: a channel made
        while finalize waited for its thread; seed x20: a thread handle
        made after its pass over the threads, by a daemon that went on
-       after its runtime was finalized). */
+       after its runtime was finalized; seed x25: runtimes a thread made
+       after the pass over the runtimes, in a repeat that overflowed its
+       frames, so that its own cleanup did not finalize them). */
     release_threads(0, NULL, 0);
+    release_runtimes();
     release_objects();
     for (int i = 0; i < g.ngrave; i++)
         probe_dead(g.grave[i].h, g.grave[i].kind);
