@@ -506,6 +506,7 @@ static void r3_round(enum r3_end end, int release_meanwhile, int round)
     ASSERT(rrc == TETHER_OK || rrc == TETHER_EFINALIZING || rrc == TETHER_EBADHANDLE);
     if (release_meanwhile) {
         t_pthread_join(relt);
+        t_sem_destroy(&rel.go); /* made again next round (DRD) */
     } else {
         if (round % 3 == 0) { /* take what is left, if anything */
             void *d;
