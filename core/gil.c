@@ -166,7 +166,12 @@
  * at once.  If the counter moved more, the GIL is changing hands freely
  * (threads re-taking it in a loop) and the thread waits the normal way
  * (at the front of the queue, as a returner), which keeps acquisition
- * throughput high when everybody releases often.  A thread back from
+ * throughput high when everybody releases often.  A thread back from one
+ * of tether's waits does not wait out an interval there: at the head,
+ * once nobody has taken the GIL for SPIN_HELD_NS (`held_since`: the holder
+ * took it while the thread was away and runs guest code since), it posts
+ * the request then (before, 1 to 3 sleeps a second of the 1 ms sleeper
+ * below waited 1.5-5 ms for the GIL).  A thread back from
  * one of tether's waits (a sleep, an event, a lock, a channel, a join),
  * having posted its request, waits for the drop at the head of the queue
  * awake (q_await, at most AWAIT_NS) rather than asleep: the holder
@@ -682,6 +687,9 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     int rc = TETHER_OK, requested = 0, taken = 0, queued = 0, awaited = 0;
     int hot = 0; /* woken by a drop that freed the GIL (q_sleep, `freed`):
                     watch before sleeping again */
+    int64_t held_since = 0; /* a waited returner at the head, unanswered:
+                               since when nobody took the GIL */
+    uint64_t held_seen = 0; /* the acquisitions then */
     struct gil_waiter self;
     self.ts = ts;
     self.granted = 0;
@@ -690,8 +698,9 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     rank_lock(&g->mutex, RANK_GIL);
     atomic_fetch_add(&g->word, W_PIN);
     /* A returner queues ahead of the others; it posts its request at once
-       only if the holder has held the GIL since this thread left. */
-    int returner = urgent != 0, may_await = urgent == GIL_URGENT_WAITED;
+       only if the holder has held the GIL since this thread left.  One
+       back from a tether wait (`waited`) asks later too (held_since). */
+    int returner = urgent != 0, waited = urgent == GIL_URGENT_WAITED;
     urgent = urgent && atomic_load(&g->acquisitions) == ts->acq_at_drop + 1;
     for (;;) {
         if (self.granted) {
@@ -742,7 +751,20 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             head_since = now;
             seen = atomic_load(&g->acquisitions);
         }
-        if (requested && head && may_await && !awaited &&
+        if (!(waited && head && !requested)) {
+            held_since = 0;
+        } else if (!held_since ||
+                   atomic_load(&g->acquisitions) != held_seen) {
+            held_since = now;
+            held_seen = atomic_load(&g->acquisitions);
+        } else if (now - held_since >= SPIN_HELD_NS) {
+            /* The GIL changed hands while this thread was away, and the
+               holder has kept it since it came back: it runs guest code
+               (see "The convoy effect").  Asked now, not at the turn. */
+            requested = request_drop(g);
+            held_since = 0;
+        }
+        if (requested && head && waited && !awaited &&
             g->handoff != &self && ncpus() > 1) {
             /* Once: a holder that did not drop by then is not running,
                or not checkpointing.  Not on its turn (see q_await). */
@@ -752,6 +774,8 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
         }
         TETHER_DELAY_POINT("gil.take.slow.sleep");
         int64_t deadline = head ? head_since + interval_ns(g) : -1;
+        if (held_since && held_since + SPIN_HELD_NS < deadline)
+            deadline = held_since + SPIN_HELD_NS;
         if (hot && head && g->handoff != &self && ncpus() > 1) {
             q_spin(g, &self, deadline);
             hot = 0;

@@ -548,6 +548,16 @@ inline take_slow(me, rc)
                 since_seen[me] = 0
             fi;
             due = 0;
+            /* The held-holder rule: a returner at the head that has not
+               asked (the convoy rule found that the GIL changed hands
+               while it was away) asks once the holder has kept the GIL
+               for SPIN_HELD_NS.  When, is a matter of time: at any look,
+               or never.  (The C: only a thread back from one of tether's
+               waits; the model: every returner, a superset.) */
+            if
+            :: ret && hd && !requested -> request_drop(me); requested = found
+            :: true -> skip
+            fi;
             if
             :: requested && hd && !aw && handoff != me -> aw = 1; q_await(me)
             :: hot && hd && handoff != me -> q_spin(me); hot = 0

@@ -1211,14 +1211,16 @@ TEST(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop)
 /* R's first look at the GIL finds it taken by a thread (H) whose fast CAS
    has not yet published it (parked at gil.take.fast.after_cas: `holder`
    still NULL), so its drop request goes nowhere and it sleeps at the head
-   of the queue.  H then holds the GIL as a plain holder, which wakes
-   nobody; R's interval at the head runs out, and on that one look it
-   posts its request to H at last and takes its turn (`handoff`): H's next
-   drop hands the GIL straight to R (hand_over), leaving the word locked.
-   An await then watches for a free word that never comes: R spins its
-   whole AWAIT_NS with the GIL already its own, and nobody runs.  Like a
-   head whose turn it is (q_spin is not for it either), R must sleep and
-   be woken by the hand-over instead.  On 4cca82f R awaits. */
+   of the queue; each later request goes nowhere too, until R's interval
+   at the head runs out and it takes its turn (`handoff`).  H then holds
+   the GIL as a plain holder, which wakes nobody, and R, which has seen no
+   acquisition since it came back, posts its request to H at last (the
+   held-holder rule, 50 us later: gil.request_drop.posted): H's next drop
+   hands the GIL straight to R (hand_over), leaving the word locked.  An
+   await then watches for a free word that never comes: R spins its whole
+   AWAIT_NS with the GIL already its own, and nobody runs.  Like a head
+   whose turn it is (q_spin is not for it either), R must sleep and be
+   woken by the hand-over instead.  On 4cca82f R awaits; mutant GH12. */
 static t_sem hw_go;
 
 static void *hw_holder(void *arg)
@@ -1255,16 +1257,17 @@ TEST(returner_whose_turn_it_is_does_not_await)
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     ASSERT_OK(tether_event_set(aw_event));
     dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R asleep, unasked */
+    dctl_wait_passes("gil.take.slow.turn", dctl_passes("gil.take.slow.turn"));
+    dctl_arm("gil.request_drop.posted", 1, DCTL_PARK, 0);
+    dctl_release("gil.take.fast.after_cas"); /* H holds; R is not woken */
+    dctl_wait_parked("gil.request_drop.posted"); /* R asked, its turn taken */
     sleeps = dctl_passes("gil.take.slow.sleep");
-    unsigned long turns = dctl_passes("gil.take.slow.turn");
     unsigned long awaits = dctl_passes("gil.take.slow.await");
     dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
-    dctl_release("gil.take.fast.after_cas"); /* H holds; R is not woken */
-    /* R's interval runs out: it asks H, takes its turn, and then either
-       sleeps (correct) or awaits. */
+    dctl_release("gil.request_drop.posted");
+    /* R either sleeps (correct) or awaits. */
     int which = dctl_wait_either("gil.take.slow.await", awaits,
                                  "gil.take.slow.sleep", sleeps);
-    ASSERT(dctl_passes("gil.take.slow.turn") > turns);
     dctl_release("gil.take.slow.await");
     t_sem_post(&hw_go);
     t_pthread_join(h);
@@ -1347,6 +1350,45 @@ TEST(finalize_while_a_returner_awaits)
     t_sem_destroy(&fa_go);
 }
 
+/* R comes back from its wait after two acquisitions (the main thread
+   took the GIL, dropped it and took it again while R waited), so the
+   convoy rule does not ask at once: the GIL changed hands while R was
+   away.  The main thread then keeps the GIL and checkpoints, as a
+   CPU-bound holder does.  R, at the head of the queue, must ask it to
+   drop once it has kept the GIL for SPIN_HELD_NS without a change of
+   hands, not wait for its turn after a whole switch interval (10 s here:
+   the loop's 5 s bound catches a request that never comes; it is no bound
+   on speed).  Mutant GH14: R waits for its turn. */
+TEST(returner_asks_a_holder_that_took_the_gil_while_it_was_away)
+{
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    s1_interp = aw_interp = t_main_interp(rt);
+    atomic_store(&s1_len, 0);
+    ASSERT_OK(tether_event_new(&aw_event));
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    unsigned long waits = dctl_passes("wait.registered");
+    pthread_t r = t_pthread(aw_returner, NULL);
+    dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
+    ASSERT_OK(tether_restore_thread(main_saved)); /* after R's drop */
+    ASSERT_OK(tether_save_thread(&main_saved));
+    ASSERT_OK(tether_restore_thread(main_saved)); /* a second acquisition */
+    ASSERT_OK(tether_event_set(aw_event));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        ASSERT_OK(tether_checkpoint());
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    } while (atomic_load(&s1_len) == 0 && t1.tv_sec - t0.tv_sec < 5);
+    int asked = atomic_load(&s1_len) == 1;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    t_pthread_join(r);
+    ASSERT(asked);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -1370,4 +1412,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(awaiting_returner_keeps_a_freed_gil, 60),
             TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60),
             TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60),
-            TEST_ENTRY_T(finalize_while_a_returner_awaits, 60))
+            TEST_ENTRY_T(finalize_while_a_returner_awaits, 60),
+            TEST_ENTRY_T(returner_asks_a_holder_that_took_the_gil_while_it_was_away, 60))
