@@ -259,7 +259,70 @@ TEST(nested_token_of_a_state_ensured_while_saved)
     ASSERT_EQ(tether_gil_held(), 0);
 }
 
-RUNNER_MAIN(TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
+/* rev2 E1 (over-reach, frame.left stale).  Y's frame records left = 3 at a
+   save with a nested token of Y outstanding; Z's saved state is restored
+   (no frame), the nested token of Y is released (level 2), and a nested
+   ensure of Z takes level 3 again, attached to Z.  frame.left still says
+   3, so a finalize of Y invalidates Z's token.  Rule: tz valid (got
+   attached to Z, inner to every token of Y). */
+static void *stale_frame_left(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz0, t1, t2, tz;
+    tether_tstate sz, sy, sz2;
+    ASSERT_OK(tether_ensure(g_zm, &tz0)); /* frame Z, level 1 */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y, level 2 */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* nested, level 3 */
+    ASSERT_OK(tether_save_thread(&sy)); /* frame.left := 3 */
+    ASSERT_OK(tether_restore_thread(sz)); /* Z, no frame */
+    ASSERT_OK(tether_release(t2)); /* level 2 */
+    ASSERT_OK(tether_ensure(g_zm, &tz)); /* level 3, attached to Z */
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_OK(tether_save_thread(&sz2));
+    (void)sy;
+    return NULL;
+}
+
+TEST(stale_frame_left_after_a_release_under_another_state)
+{
+    on_a_thread_with_y_and_z(stale_frame_left, 0);
+}
+
+/* rev2 E2 (over-reach).  Saves restored out of order: Z's nested token tz
+   is got between two uses of Y's state with no frame of Z; Y's second
+   save records its level (left_at and frame.left).  Rule: tz valid. */
+static void *interleaved_saves(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz0, t1, tz;
+    tether_tstate sz, sy, sz2, sy2, sz3;
+    ASSERT_OK(tether_ensure(g_zm, &tz0)); /* frame Z, level 1 */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y, level 2 */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sz)); /* Z */
+    ASSERT_OK(tether_ensure(g_zm, &tz)); /* level 3, Z */
+    ASSERT_OK(tether_save_thread(&sz2));
+    ASSERT_OK(tether_restore_thread(sy)); /* Y again, level 3 */
+    ASSERT_OK(tether_save_thread(&sy2));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(sz2));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_OK(tether_save_thread(&sz3));
+    (void)sy2;
+    return NULL;
+}
+
+TEST(interleaved_saves_of_two_runtimes)
+{
+    on_a_thread_with_y_and_z(interleaved_saves, 0);
+}
+
+RUNNER_MAIN(TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
+            TEST_ENTRY(interleaved_saves_of_two_runtimes),
+            TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
             TEST_ENTRY(nested_token_of_a_state_ensured_while_saved),
             TEST_ENTRY(release_pairs_after_finalize_with_an_older_state_saved),
             TEST_ENTRY(came_at_moved_by_reentry_foreign),
