@@ -320,8 +320,130 @@ TEST(interleaved_saves_of_two_runtimes)
     on_a_thread_with_y_and_z(interleaved_saves, 0);
 }
 
+/* Under-reach side of the owner runs: Y's nested token is released under
+   Z (a token of an outer run: the slow path), and the level it had is
+   got again by a nested ensure of Y itself, restored.  That token is Y's:
+   Y's finalize makes it invalid, with every outer one. */
+static void *released_level_reensured_on_y(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz0, t1, t2, ty;
+    tether_tstate sz, sy;
+    ASSERT_OK(tether_ensure(g_zm, &tz0)); /* frame Z, level 1 */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y, level 2 */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* nested, level 3 */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sz)); /* Z, no frame */
+    ASSERT_OK(tether_release(t2));        /* level 2, under Z */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_restore_thread(sy)); /* Y again, level 2 */
+    ASSERT_OK(tether_ensure(g_ym, &ty));  /* level 3 again: Y's */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_FAILS(tether_release(ty), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(tz0), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&sz));
+    return NULL;
+}
+
+TEST(released_level_got_again_on_the_finalized_runtime_is_invalid)
+{
+    on_a_thread_with_y_and_z(released_level_reensured_on_y, 0);
+}
+
+/* Three runtimes.  X's nested token lies between Y's frame and a later
+   frame of Y (re-attaching its saved state inside a frame of Z) whose
+   level a nested token of Z takes after its release.  Y's finalize makes
+   Y's frame token and the outer X one invalid; X's inner token and Z's
+   stay valid. */
+static tether_interp g_xm;
+static void *three_runtimes(void *arg)
+{
+    (void)arg;
+    tether_gilstate tx1, ty2, tx3, tz4, ty5, tz5;
+    tether_tstate sx, sy;
+    ASSERT_OK(tether_ensure(g_xm, &tx1)); /* frame X, level 1 */
+    ASSERT_OK(tether_save_thread(&sx));
+    ASSERT_OK(tether_ensure(g_ym, &ty2)); /* frame Y, level 2 */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sx)); /* X, no frame */
+    ASSERT_OK(tether_ensure(g_xm, &tx3)); /* level 3: X's */
+    ASSERT_OK(tether_save_thread(&sx));
+    ASSERT_OK(tether_ensure(g_zm, &tz4)); /* frame Z, level 4 */
+    ASSERT_OK(tether_ensure(g_ym, &ty5)); /* frame Y (saved), prev Z */
+    ASSERT_OK(tether_release(ty5));       /* back on Z, level 4 */
+    ASSERT_OK(tether_ensure(g_zm, &tz5)); /* level 5 again: Z's */
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz5));
+    ASSERT_OK(tether_release(tz4)); /* its frame's: detached */
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_restore_thread(sx));
+    ASSERT_OK(tether_release(tx3));
+    ASSERT_FAILS(tether_release(ty2), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(tx1), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&sx));
+    return NULL;
+}
+
+TEST(three_runtimes_interleaved)
+{
+    tether_runtime x = t_runtime_elsewhere(&g_xm);
+    on_a_thread_with_y_and_z(three_runtimes, 0);
+    t_finalize(x);
+}
+
+/* The owner runs' bound (tuning.h, OWNER_RUNS 16): Y and Z restored in
+   turn, each taking a nested token, `rounds` times; a last token of Z is
+   innermost.  Within the bound Y's finalize leaves it valid; beyond it
+   the innermost run stands for every runtime and it is made invalid too
+   (the over-reach docs/threading-model.md names).  Y's own innermost
+   token is invalid either way. */
+static int g_rounds, g_last_z_status;
+static void *alternate(void *arg)
+{
+    (void)arg;
+    tether_gilstate t, ty = 0, tz;
+    tether_tstate sz, sy;
+    ASSERT_OK(tether_ensure(g_zm, &t)); /* frame Z */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t)); /* frame Y */
+    ASSERT_OK(tether_save_thread(&sy));
+    for (int i = 0; i < g_rounds; i++) {
+        ASSERT_OK(tether_restore_thread(sz));
+        ASSERT_OK(tether_ensure(g_zm, &t));
+        ASSERT_OK(tether_save_thread(&sz));
+        ASSERT_OK(tether_restore_thread(sy));
+        ASSERT_OK(tether_ensure(g_ym, &ty));
+        ASSERT_OK(tether_save_thread(&sy));
+    }
+    ASSERT_OK(tether_restore_thread(sz));
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    g_last_z_status = tether_release(tz);
+    if (g_last_z_status == TETHER_OK)
+        ASSERT_FAILS(tether_release(ty), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&sz));
+    return NULL;
+}
+
+TEST(owner_runs_past_their_bound_over_reach_only)
+{
+    g_rounds = 6; /* 2 + 12 + 1 runs */
+    on_a_thread_with_y_and_z(alternate, 0);
+    ASSERT_STATUS(g_last_z_status, TETHER_OK);
+    g_rounds = 8; /* 2 + 16 + 1 */
+    on_a_thread_with_y_and_z(alternate, 0);
+    ASSERT_STATUS(g_last_z_status, TETHER_ESTATE);
+}
+
 RUNNER_MAIN(TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
             TEST_ENTRY(interleaved_saves_of_two_runtimes),
+            TEST_ENTRY(released_level_got_again_on_the_finalized_runtime_is_invalid),
+            TEST_ENTRY(three_runtimes_interleaved),
+            TEST_ENTRY(owner_runs_past_their_bound_over_reach_only),
             TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
             TEST_ENTRY(nested_token_of_a_state_ensured_while_saved),
             TEST_ENTRY(release_pairs_after_finalize_with_an_older_state_saved),
