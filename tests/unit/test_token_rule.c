@@ -13,6 +13,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "runner.h"
 #include "support.h"
@@ -439,11 +441,140 @@ TEST(owner_runs_past_their_bound_over_reach_only)
     ASSERT_STATUS(g_last_z_status, TETHER_ESTATE);
 }
 
+/* Random sequences against a model of the rule: ensures, releases, saves
+   and restores on three runtimes (X, Y, Z), then a finalize of one of
+   them on the thread.  The model knows the runtime attached when each
+   outstanding token was got and the runtime each frame detached; the
+   finalize must make invalid exactly the tokens up to the innermost one
+   of the finalized runtime (or before an ensure frame that detached one
+   of its states), checked by releasing from the innermost token down:
+   a token at or below that level is refused as made invalid by the
+   finalize, one above it is not.  Saves are not nested, and a state is
+   not ensured while saved (other cases cover those). */
+#define RAND_LEVELS 64
+static tether_interp g_rand_m[3];
+static tether_runtime g_rand_rt[3];
+static unsigned g_rand_seed;
+
+struct rand_model {
+    int cur;                    /* attached runtime, -1: none */
+    int saved[3];
+    int top;                    /* outstanding tokens: levels 1..top */
+    tether_gilstate tok[RAND_LEVELS + 1];
+    int owner[RAND_LEVELS + 1]; /* runtime attached when it was got */
+    int frame[RAND_LEVELS + 1]; /* an ensure that attached a state */
+    int prev[RAND_LEVELS + 1];  /* the runtime that frame detached, -1 */
+};
+
+static unsigned rand_next(unsigned *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+/* 1 if runtime r is some frame's prev (its state, detached by that
+   frame, must not be saved: the frame's release re-attaches it). */
+static int rand_is_prev(const struct rand_model *m, int r)
+{
+    for (int l = 1; l <= m->top; l++)
+        if (m->frame[l] && m->prev[l] == r)
+            return 1;
+    return 0;
+}
+
+static tether_tstate g_rand_saved_tok[3]; /* each runtime's saved state */
+
+#define LOG(...) (len += (size_t)snprintf(log + len, sizeof log - len, __VA_ARGS__))
+
+static void *rand_thread(void *arg)
+{
+    (void)arg;
+    unsigned x = g_rand_seed * 2654435761u + 1;
+    struct rand_model m = {.cur = -1};
+    char log[4096];
+    size_t len = 0;
+    int steps = 8 + (int)(rand_next(&x) % 24);
+    for (int i = 0; i < steps; i++) {
+        unsigned op = rand_next(&x) % 5;
+        int r = (int)(rand_next(&x) % 3), l = m.top + 1;
+        if (op <= 1 && m.top < RAND_LEVELS && !m.saved[r]) {
+            ASSERT_OK(tether_ensure(g_rand_m[r], &m.tok[l]));
+            m.owner[l] = r;
+            m.frame[l] = m.cur != r;
+            m.prev[l] = m.cur != r ? m.cur : -1;
+            m.cur = r;
+            m.top = l;
+            LOG(" E%c", "XYZ"[r]);
+        } else if (op == 2 && m.top && m.cur >= 0 &&
+                   (!m.frame[m.top] || m.owner[m.top] == m.cur)) {
+            ASSERT_OK(tether_release(m.tok[m.top]));
+            if (m.frame[m.top])
+                m.cur = m.prev[m.top];
+            m.top--;
+            LOG(" R");
+        } else if (op == 3 && m.cur >= 0 && !rand_is_prev(&m, m.cur)) {
+            ASSERT_OK(tether_save_thread(&g_rand_saved_tok[m.cur]));
+            LOG(" S%c", "XYZ"[m.cur]);
+            m.saved[m.cur] = 1;
+            m.cur = -1;
+        } else if (op == 4 && m.cur < 0 && m.saved[r]) {
+            ASSERT_OK(tether_restore_thread(g_rand_saved_tok[r]));
+            m.saved[r] = 0;
+            m.cur = r;
+            LOG(" r%c", "XYZ"[r]);
+        }
+    }
+    /* Segments of owners (the library's runs, at most one more): past
+       its bound the check does not hold (owner_runs_past_...). */
+    int segs = 0;
+    for (int l = 1; l <= m.top; l++)
+        if (l == 1 || m.owner[l] != m.owner[l - 1])
+            segs++;
+    int f = (int)(rand_next(&x) % 3), floor = 0;
+    for (int l = 1; l <= m.top; l++) {
+        if (m.owner[l] == f)
+            floor = l;
+        if (m.frame[l] && m.prev[l] == f && l - 1 > floor)
+            floor = l - 1;
+    }
+    LOG(" F%c (floor %d)", "XYZ"[f], floor);
+    ASSERT_OK(tether_runtime_finalize(g_rand_rt[f], SECONDS(30)));
+    if (segs >= 15)
+        return NULL;
+    for (int l = m.top; l >= 1; l--) {
+        int rc = tether_release(m.tok[l]);
+        int invalid = rc == TETHER_ESTATE &&
+                      strstr(tether_last_error(), "finalize") != NULL;
+        if (invalid != (l <= floor)) {
+            fprintf(stderr, "seed %u:%s: level %d: %s (%s)\n", g_rand_seed,
+                    log, l, tether_status_name(rc), tether_last_error());
+            ASSERT_EQ(invalid, l <= floor);
+        }
+        if (rc != TETHER_OK && rc != TETHER_EFINALIZING)
+            break;
+    }
+    return NULL;
+}
+
+TEST(random_sequences_against_a_model_of_the_rule)
+{
+    for (g_rand_seed = 1; g_rand_seed <= 2000; g_rand_seed++) {
+        for (int r = 0; r < 3; r++)
+            g_rand_rt[r] = t_runtime_elsewhere(&g_rand_m[r]);
+        t_pthread_join(t_pthread(rand_thread, NULL));
+        for (int r = 0; r < 3; r++)
+            tether_runtime_finalize(g_rand_rt[r], SECONDS(30));
+    }
+}
+
 RUNNER_MAIN(TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
             TEST_ENTRY(interleaved_saves_of_two_runtimes),
             TEST_ENTRY(released_level_got_again_on_the_finalized_runtime_is_invalid),
             TEST_ENTRY(three_runtimes_interleaved),
             TEST_ENTRY(owner_runs_past_their_bound_over_reach_only),
+            TEST_ENTRY(random_sequences_against_a_model_of_the_rule),
             TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
             TEST_ENTRY(nested_token_of_a_state_ensured_while_saved),
             TEST_ENTRY(release_pairs_after_finalize_with_an_older_state_saved),
