@@ -220,7 +220,7 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    the calling thread it makes invalid every tether_ensure token got
    while a state of the runtime was attached, or before an ensure that
    detached one to attach another, and every token outer to those
-   (tether_release answers TETHER_ESTATE); a token got while attached to
+   (tether_release refuses them); a token got while attached to
    another runtime, inner to all of those, stays valid, even if the
    runtime's state, saved, was restored meanwhile (within the bound
    docs/threading-model.md gives, "A finalize called on the thread
