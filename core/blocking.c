@@ -20,7 +20,6 @@ int tether_save_thread(tether_tstate *out)
         return err_misuse(TETHER_ESTATE, fn, "the calling thread is not attached");
     if (!ts_paused(ts)) /* the outermost: its use pauses */
         ts->left_at = ts->os->tok;
-    ts_pause_mark(ts); /* a nested one: its frame's level (ts_pause_mark) */
     ts->saved++; /* counted: an outer save may be pending (an ensure
                     re-attached its state inside TETHER_BEGIN_ALLOW_THREADS) */
     ts_detach(ts);

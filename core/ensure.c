@@ -54,8 +54,9 @@ static void ensures_add(struct tstate *ts, uint32_t n)
 static int push_frame(struct osthread *os, struct tstate *ts,
                       struct tstate *prev, tether_gilstate *out)
 {
+    os_note_owner(os); /* the frame's own token is its state's */
     ++os->tok;
-    os->frames[os->depth++] = (struct frame){ts, prev, os->tok, os->tok};
+    os->frames[os->depth++] = (struct frame){ts, prev, os->tok};
     os_refresh(os);
     ensures_add(ts, 1);
     *out = os->tok;
@@ -216,11 +217,19 @@ static int innermost_paused(const struct osthread *os, tether_gilstate st)
 }
 
 /* A nested ensure's token on a detached thread, or one finalize made
-   invalid. */
+   invalid, or one of an outer owner run (struct owner_run). */
 T_NOINLINE static int release_nested_slow(struct osthread *os, tether_gilstate st)
 {
     if (st <= os->tok_floor)
         return release_bad(os, st);
+    if (os->current) {
+        /* A token of an outer owner run (os->rel_floor): the fast
+           path's release, and then the owner of the next token is the
+           attached state's runtime (os_refresh). */
+        os->tok--;
+        os_refresh(os);
+        return TETHER_OK;
+    }
     if (innermost_paused(os, st))
         return err_misuse(TETHER_ESTATE, "tether_release",
                           "the thread state of this ensure is saved or in "

@@ -105,12 +105,18 @@ struct frame {
     struct tstate *ts;   /* the state this ensure attached */
     struct tstate *prev; /* the state attached before (re-attached later) */
     uint64_t tok;        /* the token this ensure returned */
-    /* os->tok when its state, attached through it (the innermost frame),
-       was last saved or blocked (ts_pause_mark): the tokens nested on it
-       up to there were got while that state was in use, which its
-       left_at does not say when the pause is nested in an earlier one
-       (runtime.c, innermost_token_of).  tok until then. */
-    uint64_t left;
+};
+
+/* Whose the outstanding tokens of a thread are: the tokens from `start`
+   up to the next run's start - 1 (or os->tok, for the innermost run)
+   were got while a state of the runtime whose handle is `rt` was
+   attached; rt 0 stands for every runtime (the stack was full: tuning.h,
+   OWNER_RUNS).  Kept by os_note_owner at each change of the attached
+   state, so that a nested ensure, which keeps the owner, costs nothing
+   here (runtime.c, innermost_token_of). */
+struct owner_run {
+    uint64_t start;
+    uint64_t rt;
 };
 
 /* Ensure tokens are os->tok after the ensure: [ 40 OS-thread serial |
@@ -160,6 +166,16 @@ struct osthread {
        slot the next one takes.  Last: away from the fast paths' fields. */
     uint64_t evicted[EVICTED_MAX];
     uint32_t evicted_next;
+    /* The owners of the outstanding tokens, outermost first (struct
+       owner_run).  Runs that start above os->tok + 1 are stale: every
+       token of theirs was released, and the next os_note_owner drops
+       them.  While attached, the innermost run is the attached state's
+       runtime's and starts at most at os->tok + 1, and os->rel_floor keeps
+       the fast release from bringing os->tok below its start - 1: a token
+       of an outer run is released on the slow path, which notes the
+       owner again. */
+    uint32_t nruns;
+    struct owner_run runs[OWNER_RUNS];
 };
 
 struct interp;
@@ -191,8 +207,10 @@ struct tstate {
                                Synchronization: owner */
     /* os->tok when this use of it began (cached, or attached again by an
        ensure after its last use ended), and when it was last saved or
-       blocked: the tokens got while it was in use are those in between
-       (runtime.c, innermost_token_of).  Synchronization: owner */
+       blocked: a nested token in between, released while no frame is
+       left, is one of its own (ensure.c, innermost_paused).  Which
+       tokens a finalize makes invalid is the owner runs' to say
+       (struct owner_run).  Synchronization: owner */
     uint64_t came_at, left_at;
     /* The number its thread gave it (os->made), in its tether_tstate
        token (ts_save_token).  Synchronization: owner */
@@ -339,9 +357,17 @@ extern __thread struct osthread *t_os __attribute__((tls_model("initial-exec")))
 extern _Atomic unsigned g_breaker_detached;
 extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-exec")));
 
+/* Notes that the tokens from os->tok + 1 on are got while os->current
+   (attached) is: drops the stale runs and starts one for its runtime
+   unless the innermost is that runtime's already (struct owner_run).
+   Returns the innermost run's start (tstate.c). */
+uint64_t os_note_owner(struct osthread *os);
+
 /* Recomputes what the fast paths read (cur_h, rel_floor, ens_limit,
    t_breaker) after a change of the calling thread's attached state, ensure
-   stack or token floor.  `os` is the calling thread's record. */
+   stack, token floor, or of os->tok on a slow path; and notes the owner of
+   the next tokens (os_note_owner).  `os` is the calling thread's
+   record. */
 static inline void os_refresh(struct osthread *os)
 {
     struct tstate *ts = os->current;
@@ -354,7 +380,11 @@ static inline void os_refresh(struct osthread *os)
     }
     uint64_t f = os->depth ? os->frames[os->depth - 1].tok
                            : os->serial << TOKEN_LEVEL_BITS;
-    os->rel_floor = f > os->tok_floor ? f : os->tok_floor;
+    if (f < os->tok_floor)
+        f = os->tok_floor;
+    /* A token of an outer owner run goes to the slow path (owner_run). */
+    uint64_t run = os_note_owner(os) - 1;
+    os->rel_floor = f > run ? f : run;
     os->cur_h = ts->interp->handle;
     os->ens_limit = os->serial << TOKEN_LEVEL_BITS | TOKEN_LEVEL_MASK;
     t_breaker = &ts->breaker;
@@ -520,14 +550,6 @@ static inline uint64_t ts_save_token(const struct tstate *ts)
 static inline int ts_paused(const struct tstate *ts)
 {
     return ts->saved || ts->blocking;
-}
-/* A save or block of `ts`, the attached state, at os->tok: the frame that
-   attached it, if it is the innermost, records the level. */
-static inline void ts_pause_mark(struct tstate *ts)
-{
-    struct osthread *os = ts->os;
-    if (os->depth && os->frames[os->depth - 1].ts == ts)
-        os->frames[os->depth - 1].left = os->tok;
 }
 /* 1 if an ensure frame of `os` names `ts`: attached by it, or detached by
    it to be attached again at its release. */

@@ -247,40 +247,27 @@ static void report_ensures(struct interp *interp)
 }
 
 /* The innermost token the calling thread got while a state of `rt` was
-   the one in use, or 0.  Tokens grow with the nesting level.  A state's
-   own tokens lie between the token when its use began (came_at) and the
-   innermost token while it is attached (os->tok), or when it was saved or
-   blocked (left_at: tokens got after that, attached to other runtimes, are
-   not `rt`'s); a state that got none adds nothing.  An ensure frame that
-   attached a state of `rt`: its own token, and those nested on it until
-   its state was last saved or blocked (frame.left).  Below ensure frame i, whose
-   ensure detached a state of `rt` (frames[i].prev), the tokens up to
-   frames[i].tok - 1.  The innermost of these. */
+   attached (the owner runs: struct owner_run), or else that an ensure
+   frame's ensure detached a state of `rt` to attach another: the tokens
+   before that frame's (frames[i].tok - 1).  The innermost of these, or 0.
+   A token got while the state was saved or blocked, attached to another
+   runtime, is not `rt`'s, nor one at the level of a token of `rt` that
+   was released before it was got. */
 static uint64_t innermost_token_of(const struct osthread *os,
                                    const struct runtime *rt)
 {
-    uint64_t floor = 0;
-    const struct tstate *cur = os->current;
-    if (cur && cur->interp->rt == rt && os->tok > cur->came_at)
-        floor = os->tok;
-    for (const struct tstate *ts = os->cache; ts; ts = ts->os_next)
-        if (ts_paused(ts) && ts->interp->rt == rt &&
-            ts->left_at > ts->came_at && ts->left_at > floor)
-            floor = ts->left_at;
+    uint64_t floor = 0, top = os->tok; /* the innermost token of run i */
+    for (uint32_t i = os->nruns; i-- > 0;) {
+        const struct owner_run *r = &os->runs[i];
+        if (r->start <= top && (r->rt == rt->handle || r->rt == 0)) {
+            floor = top;
+            break;
+        }
+        if (r->start - 1 < top)
+            top = r->start - 1; /* (a stale run leaves it at os->tok) */
+    }
     for (uint32_t i = os->depth; i-- > 0;) {
         const struct frame *f = &os->frames[i];
-        if (f->ts->interp->rt == rt && f->tok > floor)
-            floor = f->tok; /* its own token, at least */
-        if (f->ts->interp->rt == rt) {
-            /* And those nested on it up to its state's last save or block
-               (frame.left), no further than the next frame or the
-               thread's level: a level recorded before releases brought
-               the nesting down is stale beyond those. */
-            uint64_t lim = i + 1 < os->depth ? os->frames[i + 1].tok - 1 : os->tok;
-            uint64_t left = f->left < lim ? f->left : lim;
-            if (left > floor)
-                floor = left;
-        }
         if (f->prev && f->prev->interp->rt == rt) {
             if (f->tok - 1 > floor)
                 floor = f->tok - 1;

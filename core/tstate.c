@@ -337,6 +337,30 @@ void ts_bind(struct tstate *ts, struct osthread *os)
     ts_cache(ts, os);
 }
 
+/* ---- whose the tokens are ---------------------------------------------- */
+
+/* The runs are changed only here, at a change of the attached state or
+   on a slow path that moved os->tok (os_refresh), never by the nested
+   ensure and release of the fast paths: those keep the owner, and the
+   fast release stops at the innermost run (os->rel_floor). */
+uint64_t os_note_owner(struct osthread *os)
+{
+    uint64_t rt = os->current->interp->rt->handle, next = os->tok + 1;
+    uint32_t n = os->nruns;
+    while (n && os->runs[n - 1].start > next)
+        n--; /* stale: their tokens were released */
+    if (n && os->runs[n - 1].start == next)
+        n--; /* holds no token yet: the new owner's instead */
+    if (!n || os->runs[n - 1].rt != rt) {
+        if (n < OWNER_RUNS)
+            os->runs[n++] = (struct owner_run){next, rt};
+        else
+            os->runs[n - 1].rt = 0; /* full: every runtime's (tuning.h) */
+    }
+    os->nruns = n;
+    return os->runs[n - 1].start;
+}
+
 /* ---- attach and detach -------------------------------------------------- */
 
 int ts_attach(struct tstate *ts, int urgent)
@@ -361,7 +385,6 @@ uint64_t ts_block(struct tstate *ts)
     uint64_t mark = ts->os->tok;
     if (!ts_paused(ts)) /* the outermost: its use pauses */
         ts->left_at = mark;
-    ts_pause_mark(ts);
     ts->blocking++;
     ts_detach(ts);
     return mark;

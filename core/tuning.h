@@ -17,6 +17,11 @@
 #define INLINE_FRAMES 8
 #define MAX_FRAMES (1u << 23)
 
+/* Owner runs of one thread's outstanding tokens (struct osthread, runs):
+   beyond this many the innermost run stands for every runtime (an
+   over-reach of the token rule, docs/threading-model.md). */
+#define OWNER_RUNS 16
+
 /* Saved states of one thread that finalize deleted, whose restore still
    answers EFINALIZING (the newest this many; an older one's restore is
    "not a state saved on this thread"). */

@@ -13,6 +13,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "runner.h"
 #include "support.h"
@@ -259,7 +261,321 @@ TEST(nested_token_of_a_state_ensured_while_saved)
     ASSERT_EQ(tether_gil_held(), 0);
 }
 
-RUNNER_MAIN(TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
+/* rev2 E1 (over-reach, frame.left stale).  Y's frame records left = 3 at a
+   save with a nested token of Y outstanding; Z's saved state is restored
+   (no frame), the nested token of Y is released (level 2), and a nested
+   ensure of Z takes level 3 again, attached to Z.  frame.left still says
+   3, so a finalize of Y invalidates Z's token.  Rule: tz valid (got
+   attached to Z, inner to every token of Y). */
+static void *stale_frame_left(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz0, t1, t2, tz;
+    tether_tstate sz, sy, sz2;
+    ASSERT_OK(tether_ensure(g_zm, &tz0)); /* frame Z, level 1 */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y, level 2 */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* nested, level 3 */
+    ASSERT_OK(tether_save_thread(&sy)); /* frame.left := 3 */
+    ASSERT_OK(tether_restore_thread(sz)); /* Z, no frame */
+    ASSERT_OK(tether_release(t2)); /* level 2 */
+    ASSERT_OK(tether_ensure(g_zm, &tz)); /* level 3, attached to Z */
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_OK(tether_save_thread(&sz2));
+    (void)sy;
+    return NULL;
+}
+
+TEST(stale_frame_left_after_a_release_under_another_state)
+{
+    on_a_thread_with_y_and_z(stale_frame_left, 0);
+}
+
+/* rev2 E2 (over-reach).  Saves restored out of order: Z's nested token tz
+   is got between two uses of Y's state with no frame of Z; Y's second
+   save records its level (left_at and frame.left).  Rule: tz valid. */
+static void *interleaved_saves(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz0, t1, tz;
+    tether_tstate sz, sy, sz2, sy2, sz3;
+    ASSERT_OK(tether_ensure(g_zm, &tz0)); /* frame Z, level 1 */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y, level 2 */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sz)); /* Z */
+    ASSERT_OK(tether_ensure(g_zm, &tz)); /* level 3, Z */
+    ASSERT_OK(tether_save_thread(&sz2));
+    ASSERT_OK(tether_restore_thread(sy)); /* Y again, level 3 */
+    ASSERT_OK(tether_save_thread(&sy2));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_restore_thread(sz2));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_OK(tether_save_thread(&sz3));
+    (void)sy2;
+    return NULL;
+}
+
+TEST(interleaved_saves_of_two_runtimes)
+{
+    on_a_thread_with_y_and_z(interleaved_saves, 0);
+}
+
+/* Under-reach side of the owner runs: Y's nested token is released under
+   Z (a token of an outer run: the slow path), and the level it had is
+   got again by a nested ensure of Y itself, restored.  That token is Y's:
+   Y's finalize makes it invalid, with every outer one. */
+static void *released_level_reensured_on_y(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz0, t1, t2, ty;
+    tether_tstate sz, sy;
+    ASSERT_OK(tether_ensure(g_zm, &tz0)); /* frame Z, level 1 */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y, level 2 */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* nested, level 3 */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sz)); /* Z, no frame */
+    ASSERT_OK(tether_release(t2));        /* level 2, under Z */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_restore_thread(sy)); /* Y again, level 2 */
+    ASSERT_OK(tether_ensure(g_ym, &ty));  /* level 3 again: Y's */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_FAILS(tether_release(ty), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(tz0), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&sz));
+    return NULL;
+}
+
+TEST(released_level_got_again_on_the_finalized_runtime_is_invalid)
+{
+    on_a_thread_with_y_and_z(released_level_reensured_on_y, 0);
+}
+
+/* Three runtimes.  X's nested token lies between Y's frame and a later
+   frame of Y (re-attaching its saved state inside a frame of Z) whose
+   level a nested token of Z takes after its release.  Y's finalize makes
+   Y's frame token and the outer X one invalid; X's inner token and Z's
+   stay valid. */
+static tether_interp g_xm;
+static void *three_runtimes(void *arg)
+{
+    (void)arg;
+    tether_gilstate tx1, ty2, tx3, tz4, ty5, tz5;
+    tether_tstate sx, sy;
+    ASSERT_OK(tether_ensure(g_xm, &tx1)); /* frame X, level 1 */
+    ASSERT_OK(tether_save_thread(&sx));
+    ASSERT_OK(tether_ensure(g_ym, &ty2)); /* frame Y, level 2 */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_restore_thread(sx)); /* X, no frame */
+    ASSERT_OK(tether_ensure(g_xm, &tx3)); /* level 3: X's */
+    ASSERT_OK(tether_save_thread(&sx));
+    ASSERT_OK(tether_ensure(g_zm, &tz4)); /* frame Z, level 4 */
+    ASSERT_OK(tether_ensure(g_ym, &ty5)); /* frame Y (saved), prev Z */
+    ASSERT_OK(tether_release(ty5));       /* back on Z, level 4 */
+    ASSERT_OK(tether_ensure(g_zm, &tz5)); /* level 5 again: Z's */
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz5));
+    ASSERT_OK(tether_release(tz4)); /* its frame's: detached */
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_OK(tether_restore_thread(sx));
+    ASSERT_OK(tether_release(tx3));
+    ASSERT_FAILS(tether_release(ty2), TETHER_ESTATE, "finalize");
+    ASSERT_FAILS(tether_release(tx1), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&sx));
+    return NULL;
+}
+
+TEST(three_runtimes_interleaved)
+{
+    tether_runtime x = t_runtime_elsewhere(&g_xm);
+    on_a_thread_with_y_and_z(three_runtimes, 0);
+    t_finalize(x);
+}
+
+/* The owner runs' bound (tuning.h, OWNER_RUNS 16): Y and Z restored in
+   turn, each taking a nested token, `rounds` times; a last token of Z is
+   innermost.  Within the bound Y's finalize leaves it valid; beyond it
+   the innermost run stands for every runtime and it is made invalid too
+   (the over-reach docs/threading-model.md names).  Y's own innermost
+   token is invalid either way. */
+static int g_rounds, g_last_z_status;
+static void *alternate(void *arg)
+{
+    (void)arg;
+    tether_gilstate t, ty = 0, tz;
+    tether_tstate sz, sy;
+    ASSERT_OK(tether_ensure(g_zm, &t)); /* frame Z */
+    ASSERT_OK(tether_save_thread(&sz));
+    ASSERT_OK(tether_ensure(g_ym, &t)); /* frame Y */
+    ASSERT_OK(tether_save_thread(&sy));
+    for (int i = 0; i < g_rounds; i++) {
+        ASSERT_OK(tether_restore_thread(sz));
+        ASSERT_OK(tether_ensure(g_zm, &t));
+        ASSERT_OK(tether_save_thread(&sz));
+        ASSERT_OK(tether_restore_thread(sy));
+        ASSERT_OK(tether_ensure(g_ym, &ty));
+        ASSERT_OK(tether_save_thread(&sy));
+    }
+    ASSERT_OK(tether_restore_thread(sz));
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    g_last_z_status = tether_release(tz);
+    if (g_last_z_status == TETHER_OK)
+        ASSERT_FAILS(tether_release(ty), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&sz));
+    return NULL;
+}
+
+TEST(owner_runs_past_their_bound_over_reach_only)
+{
+    g_rounds = 6; /* 2 + 12 + 1 runs */
+    on_a_thread_with_y_and_z(alternate, 0);
+    ASSERT_STATUS(g_last_z_status, TETHER_OK);
+    g_rounds = 8; /* 2 + 16 + 1 */
+    on_a_thread_with_y_and_z(alternate, 0);
+    ASSERT_STATUS(g_last_z_status, TETHER_ESTATE);
+}
+
+/* Random sequences against a model of the rule: ensures, releases, saves
+   and restores on three runtimes (X, Y, Z), then a finalize of one of
+   them on the thread.  The model knows the runtime attached when each
+   outstanding token was got and the runtime each frame detached; the
+   finalize must make invalid exactly the tokens up to the innermost one
+   of the finalized runtime (or before an ensure frame that detached one
+   of its states), checked by releasing from the innermost token down:
+   a token at or below that level is refused as made invalid by the
+   finalize, one above it is not.  Saves are not nested, and a state is
+   not ensured while saved (other cases cover those). */
+#define RAND_LEVELS 64
+static tether_interp g_rand_m[3];
+static tether_runtime g_rand_rt[3];
+static unsigned g_rand_seed;
+
+struct rand_model {
+    int cur;                    /* attached runtime, -1: none */
+    int saved[3];
+    int top;                    /* outstanding tokens: levels 1..top */
+    tether_gilstate tok[RAND_LEVELS + 1];
+    int owner[RAND_LEVELS + 1]; /* runtime attached when it was got */
+    int frame[RAND_LEVELS + 1]; /* an ensure that attached a state */
+    int prev[RAND_LEVELS + 1];  /* the runtime that frame detached, -1 */
+};
+
+static unsigned rand_next(unsigned *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+/* 1 if runtime r is some frame's prev (its state, detached by that
+   frame, must not be saved: the frame's release re-attaches it). */
+static int rand_is_prev(const struct rand_model *m, int r)
+{
+    for (int l = 1; l <= m->top; l++)
+        if (m->frame[l] && m->prev[l] == r)
+            return 1;
+    return 0;
+}
+
+static tether_tstate g_rand_saved_tok[3]; /* each runtime's saved state */
+
+#define LOG(...) (len += (size_t)snprintf(log + len, sizeof log - len, __VA_ARGS__))
+
+static void *rand_thread(void *arg)
+{
+    (void)arg;
+    unsigned x = g_rand_seed * 2654435761u + 1;
+    struct rand_model m = {.cur = -1};
+    char log[4096];
+    size_t len = 0;
+    int steps = 8 + (int)(rand_next(&x) % 24);
+    for (int i = 0; i < steps; i++) {
+        unsigned op = rand_next(&x) % 5;
+        int r = (int)(rand_next(&x) % 3), l = m.top + 1;
+        if (op <= 1 && m.top < RAND_LEVELS && !m.saved[r]) {
+            ASSERT_OK(tether_ensure(g_rand_m[r], &m.tok[l]));
+            m.owner[l] = r;
+            m.frame[l] = m.cur != r;
+            m.prev[l] = m.cur != r ? m.cur : -1;
+            m.cur = r;
+            m.top = l;
+            LOG(" E%c", "XYZ"[r]);
+        } else if (op == 2 && m.top && m.cur >= 0 &&
+                   (!m.frame[m.top] || m.owner[m.top] == m.cur)) {
+            ASSERT_OK(tether_release(m.tok[m.top]));
+            if (m.frame[m.top])
+                m.cur = m.prev[m.top];
+            m.top--;
+            LOG(" R");
+        } else if (op == 3 && m.cur >= 0 && !rand_is_prev(&m, m.cur)) {
+            ASSERT_OK(tether_save_thread(&g_rand_saved_tok[m.cur]));
+            LOG(" S%c", "XYZ"[m.cur]);
+            m.saved[m.cur] = 1;
+            m.cur = -1;
+        } else if (op == 4 && m.cur < 0 && m.saved[r]) {
+            ASSERT_OK(tether_restore_thread(g_rand_saved_tok[r]));
+            m.saved[r] = 0;
+            m.cur = r;
+            LOG(" r%c", "XYZ"[r]);
+        }
+    }
+    /* Segments of owners (the library's runs, at most one more): past
+       its bound the check does not hold (owner_runs_past_...). */
+    int segs = 0;
+    for (int l = 1; l <= m.top; l++)
+        if (l == 1 || m.owner[l] != m.owner[l - 1])
+            segs++;
+    int f = (int)(rand_next(&x) % 3), floor = 0;
+    for (int l = 1; l <= m.top; l++) {
+        if (m.owner[l] == f)
+            floor = l;
+        if (m.frame[l] && m.prev[l] == f && l - 1 > floor)
+            floor = l - 1;
+    }
+    LOG(" F%c (floor %d)", "XYZ"[f], floor);
+    ASSERT_OK(tether_runtime_finalize(g_rand_rt[f], SECONDS(30)));
+    if (segs >= 15)
+        return NULL;
+    for (int l = m.top; l >= 1; l--) {
+        int rc = tether_release(m.tok[l]);
+        int invalid = rc == TETHER_ESTATE &&
+                      strstr(tether_last_error(), "finalize") != NULL;
+        if (invalid != (l <= floor)) {
+            fprintf(stderr, "seed %u:%s: level %d: %s (%s)\n", g_rand_seed,
+                    log, l, tether_status_name(rc), tether_last_error());
+            ASSERT_EQ(invalid, l <= floor);
+        }
+        if (rc != TETHER_OK && rc != TETHER_EFINALIZING)
+            break;
+    }
+    return NULL;
+}
+
+TEST(random_sequences_against_a_model_of_the_rule)
+{
+    for (g_rand_seed = 1; g_rand_seed <= 2000; g_rand_seed++) {
+        for (int r = 0; r < 3; r++)
+            g_rand_rt[r] = t_runtime_elsewhere(&g_rand_m[r]);
+        t_pthread_join(t_pthread(rand_thread, NULL));
+        for (int r = 0; r < 3; r++)
+            tether_runtime_finalize(g_rand_rt[r], SECONDS(30));
+    }
+}
+
+RUNNER_MAIN(TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
+            TEST_ENTRY(interleaved_saves_of_two_runtimes),
+            TEST_ENTRY(released_level_got_again_on_the_finalized_runtime_is_invalid),
+            TEST_ENTRY(three_runtimes_interleaved),
+            TEST_ENTRY(owner_runs_past_their_bound_over_reach_only),
+            TEST_ENTRY(random_sequences_against_a_model_of_the_rule),
+            TEST_ENTRY(came_at_moved_by_reentry_through_another_runtime),
             TEST_ENTRY(nested_token_of_a_state_ensured_while_saved),
             TEST_ENTRY(release_pairs_after_finalize_with_an_older_state_saved),
             TEST_ENTRY(came_at_moved_by_reentry_foreign),

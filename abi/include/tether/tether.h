@@ -216,7 +216,15 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    first.  Memory is freed only when the last thread
    has left, so a late daemon thread never touches freed memory, and the
    call never waits past its timeout.  The caller must not be a thread the
-   runtime started; if it holds the GIL of the runtime it is detached.  A
+   runtime started; if it holds the GIL of the runtime it is detached.  On
+   the calling thread it makes invalid every tether_ensure token got
+   while a state of the runtime was attached, or before an ensure that
+   detached one to attach another, and every token outer to those
+   (tether_release refuses them); a token got while attached to
+   another runtime, inner to all of those, stays valid, even if the
+   runtime's state, saved, was restored meanwhile (within the bound
+   docs/threading-model.md gives, "A finalize called on the thread
+   itself").  A
    caller attached to another runtime is detached while it waits, so that
    it never holds a GIL that the threads waited for, or a finalize of its
    own runtime on another thread, need; it is attached again before the
