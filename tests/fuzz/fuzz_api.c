@@ -615,11 +615,34 @@ static void put_locked(struct slot *s, uint64_t h, int refs)
     atomic_store(&s->freeing, 0);
 }
 
-static void put_h(int kind, unsigned i, uint64_t h)
+/* A new object's handle into slot i, unless the program holds another
+   one there: returns 1 if it was put (else the caller releases it).  The
+   look and the put are one critical section: two workers making objects
+   into one slot each found it free, and the second put lost the first's
+   handle, a block still live at the end in the model, not the library
+   (seed x26). */
+static int adopt_h(int kind, unsigned i, uint64_t h)
 {
     pthread_mutex_lock(&g.mu);
-    put_locked(slot_of(kind, i), h, 1);
+    struct slot *s = slot_of(kind, i);
+    int free_slot = !s->live;
+    if (free_slot)
+        put_locked(s, h, 1);
     pthread_mutex_unlock(&g.mu);
+    return free_slot;
+}
+
+/* A new object's handle into slot i in place of the one there, which is
+   returned if the program held it (0 if not): the caller frees it.  One
+   critical section, as adopt_h. */
+static uint64_t swap_h(int kind, unsigned i, uint64_t h)
+{
+    pthread_mutex_lock(&g.mu);
+    struct slot *s = slot_of(kind, i);
+    uint64_t old = s->live ? s->h : 0;
+    put_locked(s, h, 1);
+    pthread_mutex_unlock(&g.mu);
+    return old;
 }
 
 /* A new interpreter of runtime slot r into interpreter slot i, unless
@@ -1541,15 +1564,9 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
             if (n < strlen(name) && ((unsigned char)name[n] & 0xc0) == 0x80)
                 fail("thread name cut to %zu bytes, inside a UTF-8 character", n);
         }
-        pthread_mutex_lock(&g.mu);
-        struct slot *s = slot_of(K_THREAD, tslot);
-        int busy = s->live;
-        pthread_mutex_unlock(&g.mu);
-        if (busy) {
+        if (!adopt_h(K_THREAD, tslot, t)) {
             CALL(tether_thread_release, t);
             bury(t, K_THREAD);
-        } else {
-            put_h(K_THREAD, tslot, t);
         }
         break;
     }
@@ -1587,11 +1604,11 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         int keep = !s->live || s->h == t;
         if (keep && s->live)
             s->refs++;
+        else if (keep)
+            put_locked(s, t, 1);
         pthread_mutex_unlock(&g.mu);
         if (!keep)
             CALL(tether_thread_release, t);
-        else if (!is_live(K_THREAD, a, t))
-            put_h(K_THREAD, a, t);
         break;
     }
     case OP_THREAD_QUERY: {
@@ -1638,10 +1655,9 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
     case OP_LOCK_NEW: {
         tether_lock l = 0;
         if (CALL(tether_lock_new, &l) == TETHER_OK) {
-            uint64_t old = get_h(K_LOCK, a);
-            if (is_live(K_LOCK, a, old) && CALL(tether_lock_free, old) == TETHER_OK)
+            uint64_t old = swap_h(K_LOCK, a, l);
+            if (old && CALL(tether_lock_free, old) == TETHER_OK)
                 bury(old, K_LOCK);
-            put_h(K_LOCK, a, l);
         }
         break;
     }
@@ -1671,10 +1687,9 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
     case OP_EVENT_NEW: {
         tether_event e = 0;
         if (CALL(tether_event_new, &e) == TETHER_OK) {
-            uint64_t old = get_h(K_EVENT, a);
-            if (is_live(K_EVENT, a, old) && CALL(tether_event_free, old) == TETHER_OK)
+            uint64_t old = swap_h(K_EVENT, a, e);
+            if (old && CALL(tether_event_free, old) == TETHER_OK)
                 bury(old, K_EVENT);
-            put_h(K_EVENT, a, e);
         }
         break;
     }
@@ -1737,14 +1752,9 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
     case OP_CHANNEL_NEW: {
         tether_channel ch = 0;
         if (CALL(tether_channel_new, b % 4, &ch) == TETHER_OK) {
-            pthread_mutex_lock(&g.mu);
-            int busy = slot_of(K_CHANNEL, a)->live;
-            pthread_mutex_unlock(&g.mu);
-            if (busy) {
+            if (!adopt_h(K_CHANNEL, a, ch)) {
                 CALL(tether_channel_release, ch);
                 bury(ch, K_CHANNEL);
-            } else {
-                put_h(K_CHANNEL, a, ch);
             }
         }
         break;
@@ -1816,14 +1826,9 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         }
         tether_callback cb = 0;
         if (CALL(tether_callback_new, get_h(K_INTERP, b), "i32(i32)", fn, ud, &cb) == TETHER_OK) {
-            pthread_mutex_lock(&g.mu);
-            int busy = slot_of(K_CALLBACK, a)->live;
-            pthread_mutex_unlock(&g.mu);
-            if (busy) {
+            if (!adopt_h(K_CALLBACK, a, cb)) {
                 CALL(tether_callback_free, cb);
                 bury(cb, K_CALLBACK);
-            } else {
-                put_h(K_CALLBACK, a, cb);
             }
         }
         break;
