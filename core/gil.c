@@ -171,7 +171,12 @@
  * once nobody has taken the GIL for SPIN_HELD_NS (`held_since`: the holder
  * took it while the thread was away and runs guest code since), it posts
  * the request then (before, 1 to 3 sleeps a second of the 1 ms sleeper
- * below waited 1.5-5 ms for the GIL).  A thread back from
+ * below waited 1.5-5 ms for the GIL); and so again whenever the GIL has
+ * changed hands since it asked (`asked_at`: the holder it asked dropped,
+ * and another thread took the GIL before it looked; before, it waited
+ * for its turn: order_points
+ * returner_asks_again_a_holder_that_took_the_gil_past_its_request).  A
+ * thread back from
  * one of tether's waits (a sleep, an event, a lock, a channel, a join),
  * having posted its request, waits for the drop at the head of the queue
  * awake (q_await, at most AWAIT_NS) rather than asleep: the holder
@@ -690,6 +695,7 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
     int64_t held_since = 0; /* a waited returner at the head, unanswered:
                                since when nobody took the GIL */
     uint64_t held_seen = 0; /* the acquisitions then */
+    uint64_t asked_at = 0;  /* the acquisitions when it last asked */
     struct gil_waiter self;
     self.ts = ts;
     self.granted = 0;
@@ -723,8 +729,10 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             }
             continue;
         }
-        if (urgent && !requested)
+        if (urgent && !requested) {
             requested = request_drop(g);
+            asked_at = atomic_load(&g->acquisitions);
+        }
         if (!queued) {
             plat_cond_init(&self.cond);
             q_push(g, &self, returner);
@@ -751,17 +759,23 @@ static int take_slow(struct gil *g, struct tstate *ts, int urgent, int yielded)
             head_since = now;
             seen = atomic_load(&g->acquisitions);
         }
-        if (!(waited && head && !requested)) {
+        if (!(waited && head &&
+              (!requested || atomic_load(&g->acquisitions) != asked_at))) {
             held_since = 0;
         } else if (!held_since ||
                    atomic_load(&g->acquisitions) != held_seen) {
             held_since = now;
             held_seen = atomic_load(&g->acquisitions);
         } else if (now - held_since >= SPIN_HELD_NS) {
-            /* The GIL changed hands while this thread was away, and the
-               holder has kept it since it came back: it runs guest code
-               (see "The convoy effect").  Asked now, not at the turn. */
-            requested = request_drop(g);
+            /* The GIL changed hands while this thread was away, or since
+               it last asked (the holder it asked dropped, and another
+               took the GIL before this thread looked), and the holder has
+               kept it since: it runs guest code (see "The convoy
+               effect").  Asked now, not at the turn. */
+            if (request_drop(g)) {
+                requested = 1;
+                asked_at = held_seen;
+            }
             held_since = 0;
         }
         if (requested && head && waited && !awaited &&

@@ -553,9 +553,16 @@ inline take_slow(me, rc)
                while it was away) asks once the holder has kept the GIL
                for SPIN_HELD_NS.  When, is a matter of time: at any look,
                or never.  (The C: only a thread back from one of tether's
-               waits; the model: every returner, a superset.) */
+               waits; the model: every returner, a superset.)  One that
+               asked asks again once the GIL has changed hands since (the
+               holder it asked dropped, and another took the GIL before it
+               looked: the C's `asked_at`); the model lets it ask again at
+               any look, a superset (but for a holder already asked, where
+               a request changes no state of the model). */
             if
             :: ret && hd && !requested -> request_drop(me); requested = found
+            :: ret && hd && requested && holder != 0 &&
+               !(breaker[holder] & BRK_DROP) -> request_drop(me)
             :: true -> skip
             fi;
             if

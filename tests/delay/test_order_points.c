@@ -1389,6 +1389,49 @@ TEST(returner_asks_a_holder_that_took_the_gil_while_it_was_away)
     t_finalize(rt);
 }
 
+/* R comes back while the main thread holds the GIL, one acquisition
+   after it left, so the convoy rule posts its request at once, and R
+   awaits the drop (parked at gil.take.slow.await).  The main thread
+   answers with a plain drop (its save, which wakes R, awake) and, back
+   from that save (a returner, which may take a free GIL from under a
+   returner on its way), takes the GIL again before R looks: R's request
+   went to a holder that is gone, and R sleeps at the head of the queue.
+   The main thread then keeps the GIL and checkpoints, as a CPU-bound
+   holder does.  Nobody takes the GIL any more, so R must ask the holder
+   it has now, as the held-holder rule asks one that took the GIL while
+   R was away, not wait for its turn after a whole switch interval (10 s:
+   the loop's 5 s bound catches a request that never comes; it is no
+   bound on speed).  On 8f5bac8 R has `requested` from its first
+   request and never asks again. */
+TEST(returner_asks_again_a_holder_that_took_the_gil_past_its_request)
+{
+    if (one_cpu())
+        return;
+    tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
+    dctl_arm("gil.take.slow.await", 1, DCTL_PARK, 0);
+    pthread_t r = aw_start_returner(rt);
+    dctl_wait_parked("gil.take.slow.await"); /* R asked the main thread */
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved)); /* answers; wakes R, awake */
+    ASSERT_OK(tether_restore_thread(main_saved)); /* and takes it back */
+    unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
+    dctl_release("gil.take.slow.await");
+    dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R goes to sleep */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        ASSERT_OK(tether_checkpoint());
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    } while (atomic_load(&s1_len) == 0 && t1.tv_sec - t0.tv_sec < 5);
+    int asked = atomic_load(&s1_len) == 1;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    t_pthread_join(r);
+    ASSERT(asked);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
+}
+
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(s2_thread_alive_until_its_state_is_deleted, 30),
             TEST_ENTRY_T(s3_thread_registered_when_start_returns, 30),
@@ -1413,4 +1456,5 @@ RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
             TEST_ENTRY_T(returner_whose_await_ended_in_vain_is_woken_by_the_next_drop, 60),
             TEST_ENTRY_T(returner_whose_turn_it_is_does_not_await, 60),
             TEST_ENTRY_T(finalize_while_a_returner_awaits, 60),
-            TEST_ENTRY_T(returner_asks_a_holder_that_took_the_gil_while_it_was_away, 60))
+            TEST_ENTRY_T(returner_asks_a_holder_that_took_the_gil_while_it_was_away, 60),
+            TEST_ENTRY_T(returner_asks_again_a_holder_that_took_the_gil_past_its_request, 60))
