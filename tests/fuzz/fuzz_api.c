@@ -458,6 +458,7 @@ static struct pref {
     uint64_t owner; /* the runtime handle it was loaded into */
     int refs;
     int unloading;
+    unsigned unloads; /* unloads ever begun (plugin_unload_model) */
     int unsure;
 } g_pref[MAX_PREF];
 static int g_npref;
@@ -507,13 +508,20 @@ static void plugin_forget_locked(uint64_t h)
    its plugins whatever the references).  On the last reference the handle
    is buried, probed at once if no load is in progress (a load may hold a
    reference the model does not show yet).  Returns the status. */
-static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo, const char *what)
+static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo,
+                               const char *what, int *beside)
 {
     pthread_mutex_lock(&g.mu);
     struct pref *e = pref_locked(h, 0, 0);
     int before = e ? e->refs - e->unloading : 0;
-    if (e)
+    /* Whether another unload of h ran beside this one, at some moment of
+       the call (an untracked handle: perhaps). */
+    int other = !e || e->unloading > 0;
+    unsigned begun = e ? e->unloads : 0;
+    if (e) {
         e->unloading++;
+        e->unloads++;
+    }
     pthread_mutex_unlock(&g.mu);
     /* Whether no load ran during the call (see the probe below). */
     unsigned starts = atomic_load(&g_plugin_load_starts);
@@ -526,6 +534,7 @@ static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo, const cha
     pthread_mutex_lock(&g.mu);
     int after = 0, fin = 0, unsure = 0, last = 0;
     if (e) {
+        other = other || e->unloading > 1 || e->unloads != begun + 1;
         e->unloading--;
         if (rc == TETHER_OK && --e->refs <= 0)
             last = 1;
@@ -561,6 +570,8 @@ static int plugin_unload_model(struct ctx *c, uint64_t h, int64_t tmo, const cha
     int quiet = loading == 0 && atomic_load(&g_plugin_load_starts) == starts;
     if (last)
         bury_as(h, K_PLUGIN, rc == TETHER_OK && quiet && !fin);
+    if (beside) /* a finalize of its runtime unloads it too */
+        *beside = other || fin;
     return rc;
 }
 
@@ -1922,12 +1933,20 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
                    the unload answered EFINALIZING, as tether.h says, with
                    the caller detached). */
                 int64_t tmo = atomic_load(&g_plugin_pins_outlive) ? long_tmo(3) : -1;
-                rc = plugin_unload_model(c, p, tmo, "the reference just loaded");
+                int beside = 0;
+                rc = plugin_unload_model(c, p, tmo, "the reference just loaded",
+                                         &beside);
                 /* EBADHANDLE is judged by plugin_unload_model (other
-                   unloads of p may have taken the references). */
+                   unloads of p may have taken the references).  ESTATE is
+                   another unload of p's last reference in progress
+                   (tether.h): another unload of p, or a finalize of its
+                   runtime, ran beside this one (seed x27: another
+                   worker's finalize of p's runtime had begun unloading
+                   it). */
                 if (rc != TETHER_OK && rc != TETHER_EBADHANDLE &&
                     rc != TETHER_EASYNC && rc != TETHER_EFINALIZING &&
-                    !(rc == TETHER_ETIMEDOUT && tmo >= 0))
+                    !(rc == TETHER_ETIMEDOUT && tmo >= 0) &&
+                    !(rc == TETHER_ESTATE && beside))
                     fail("unloading the reference just loaded failed: %d (%s)",
                          rc, tether_status_name(rc));
             }
@@ -1942,7 +1961,7 @@ static void do_op(struct ctx *c, const uint8_t *op, int *consumed, const uint8_t
         int64_t tmo = long_tmo(b);
         if (tmo < 0 && atomic_load(&g_plugin_pins_outlive))
             tmo = long_tmo(3);
-        rc = plugin_unload_model(c, p, tmo, "OP_PLUGIN_UNLOAD");
+        rc = plugin_unload_model(c, p, tmo, "OP_PLUGIN_UNLOAD", NULL);
         break;
     }
     case OP_PLUGIN_SYMBOL: {
