@@ -261,6 +261,8 @@ struct runtime;
 
 struct interp {
     uint64_t handle;        /* Synchronization: immutable */
+    uint64_t rt_handle;     /* rt->handle, one load nearer for
+                               os_note_owner.  Synchronization: immutable */
     struct runtime *rt;     /* holds a reference.  Synchronization: immutable */
     struct gil *gil;        /* Synchronization: immutable */
     struct gil own_gil;     /* used with TETHER_CONFIG_PER_INTERP_GIL */
@@ -360,31 +362,54 @@ extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-ex
 /* Notes that the tokens from os->tok + 1 on are got while os->current
    (attached) is: drops the stale runs and starts one for its runtime
    unless the innermost is that runtime's already (struct owner_run).
-   Returns the innermost run's start (tstate.c). */
-uint64_t os_note_owner(struct osthread *os);
+   Returns the innermost run's start.  Inline, the usual case: the
+   innermost run is the attached runtime's and holds no stale start (it
+   begins at os->tok + 1 at the latest), so nothing changes (an outermost
+   ensure after a release of the same runtime's frame, a restore of the
+   state saved last); os_note_owner_slow (tstate.c) does the rest. */
+uint64_t os_note_owner_slow(struct osthread *os);
+static inline uint64_t os_note_owner(struct osthread *os)
+{
+    uint32_t n = os->nruns;
+    if (n) {
+        const struct owner_run *r = &os->runs[n - 1];
+        if (r->start <= os->tok + 1 &&
+            r->rt == os->current->interp->rt_handle)
+            return r->start;
+    }
+    return os_note_owner_slow(os);
+}
 
 /* Recomputes what the fast paths read (cur_h, rel_floor, ens_limit,
    t_breaker) after a change of the calling thread's attached state, ensure
    stack, token floor, or of os->tok on a slow path; and notes the owner of
    the next tokens (os_note_owner).  `os` is the calling thread's
    record. */
+static inline void os_refresh_attached(struct osthread *os, uint64_t run);
 static inline void os_refresh(struct osthread *os)
 {
-    struct tstate *ts = os->current;
-    if (!ts) {
+    if (!os->current) {
         os->cur_h = 0;
         os->rel_floor = UINT64_MAX;
         os->ens_limit = 0;
         t_breaker = &g_breaker_detached;
         return;
     }
+    os_refresh_attached(os, os_note_owner(os));
+}
+
+/* os_refresh of an attached thread whose owner runs are noted already:
+   `run` is what os_note_owner returned (push_frame notes before it
+   takes the frame's token, and the run stays the same after). */
+static inline void os_refresh_attached(struct osthread *os, uint64_t run)
+{
+    struct tstate *ts = os->current;
     uint64_t f = os->depth ? os->frames[os->depth - 1].tok
                            : os->serial << TOKEN_LEVEL_BITS;
     if (f < os->tok_floor)
         f = os->tok_floor;
     /* A token of an outer owner run goes to the slow path (owner_run). */
-    uint64_t run = os_note_owner(os) - 1;
-    os->rel_floor = f > run ? f : run;
+    os->rel_floor = f > run - 1 ? f : run - 1;
     os->cur_h = ts->interp->handle;
     os->ens_limit = os->serial << TOKEN_LEVEL_BITS | TOKEN_LEVEL_MASK;
     t_breaker = &ts->breaker;

@@ -145,6 +145,7 @@ int interp_new(struct runtime *rt, int is_main, struct interp **out)
     if (!interp)
         return TETHER_ENOMEM;
     interp->rt = rt;
+    interp->rt_handle = rt->handle;
     interp->is_main = is_main;
     /* For helgrind and DRD (annotate.h): flags read and written only
        through C11 atomics, by any thread. */

@@ -343,9 +343,9 @@ void ts_bind(struct tstate *ts, struct osthread *os)
    on a slow path that moved os->tok (os_refresh), never by the nested
    ensure and release of the fast paths: those keep the owner, and the
    fast release stops at the innermost run (os->rel_floor). */
-uint64_t os_note_owner(struct osthread *os)
+uint64_t os_note_owner_slow(struct osthread *os)
 {
-    uint64_t rt = os->current->interp->rt->handle, next = os->tok + 1;
+    uint64_t rt = os->current->interp->rt_handle, next = os->tok + 1;
     uint32_t n = os->nruns;
     while (n && os->runs[n - 1].start > next)
         n--; /* stale: their tokens were released */
