@@ -1115,7 +1115,16 @@ static void *aw_returner(void *arg)
     return NULL;
 }
 
+static pthread_t aw_start_returner_after(tether_runtime rt, int retakes);
 static pthread_t aw_start_returner(tether_runtime rt)
+{
+    return aw_start_returner_after(rt, 0);
+}
+
+/* The same, the main thread dropping and taking the GIL `retakes` more
+   times before it sets the event: R comes back 1 + retakes acquisitions
+   after it left. */
+static pthread_t aw_start_returner_after(tether_runtime rt, int retakes)
 {
     s1_interp = aw_interp = t_main_interp(rt);
     atomic_store(&s1_len, 0);
@@ -1126,8 +1135,35 @@ static pthread_t aw_start_returner(tether_runtime rt)
     pthread_t r = t_pthread(aw_returner, NULL);
     dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
     ASSERT_OK(tether_restore_thread(main_saved)); /* after R's drop */
+    for (int i = 0; i < retakes; i++) {
+        ASSERT_OK(tether_save_thread(&main_saved));
+        ASSERT_OK(tether_restore_thread(main_saved));
+    }
     ASSERT_OK(tether_event_set(aw_event));
     return r;
+}
+
+/* The main thread, holding the GIL, checkpoints as a CPU-bound holder
+   does until R (aw_returner) has taken the GIL, for at most 5 s (a bound
+   on a drop request that never comes, not on speed: the callers' switch
+   interval is 10 s); then lets R finish, checks that it took the GIL in
+   that loop, and ends the case. */
+static void aw_checkpoint_until_r_took(pthread_t r, tether_runtime rt)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        ASSERT_OK(tether_checkpoint());
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+    } while (atomic_load(&s1_len) == 0 && t1.tv_sec - t0.tv_sec < 5);
+    int asked = atomic_load(&s1_len) == 1;
+    tether_tstate main_saved;
+    ASSERT_OK(tether_save_thread(&main_saved));
+    t_pthread_join(r);
+    ASSERT(asked);
+    ASSERT_OK(tether_restore_thread(main_saved));
+    ASSERT_OK(tether_event_free(aw_event));
+    t_finalize(rt);
 }
 
 static int one_cpu(void)
@@ -1362,31 +1398,8 @@ TEST(finalize_while_a_returner_awaits)
 TEST(returner_asks_a_holder_that_took_the_gil_while_it_was_away)
 {
     tether_runtime rt = t_runtime_interval(10000000); /* 10 s */
-    s1_interp = aw_interp = t_main_interp(rt);
-    atomic_store(&s1_len, 0);
-    ASSERT_OK(tether_event_new(&aw_event));
-    tether_tstate main_saved;
-    ASSERT_OK(tether_save_thread(&main_saved));
-    unsigned long waits = dctl_passes("wait.registered");
-    pthread_t r = t_pthread(aw_returner, NULL);
-    dctl_wait_passes("wait.registered", waits); /* R is dropping the GIL */
-    ASSERT_OK(tether_restore_thread(main_saved)); /* after R's drop */
-    ASSERT_OK(tether_save_thread(&main_saved));
-    ASSERT_OK(tether_restore_thread(main_saved)); /* a second acquisition */
-    ASSERT_OK(tether_event_set(aw_event));
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        ASSERT_OK(tether_checkpoint());
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-    } while (atomic_load(&s1_len) == 0 && t1.tv_sec - t0.tv_sec < 5);
-    int asked = atomic_load(&s1_len) == 1;
-    ASSERT_OK(tether_save_thread(&main_saved));
-    t_pthread_join(r);
-    ASSERT(asked);
-    ASSERT_OK(tether_restore_thread(main_saved));
-    ASSERT_OK(tether_event_free(aw_event));
-    t_finalize(rt);
+    pthread_t r = aw_start_returner_after(rt, 1); /* two acquisitions */
+    aw_checkpoint_until_r_took(r, rt);
 }
 
 /* R comes back while the main thread holds the GIL, one acquisition
@@ -1417,19 +1430,7 @@ TEST(returner_asks_again_a_holder_that_took_the_gil_past_its_request)
     unsigned long sleeps = dctl_passes("gil.take.slow.sleep");
     dctl_release("gil.take.slow.await");
     dctl_wait_passes("gil.take.slow.sleep", sleeps); /* R goes to sleep */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        ASSERT_OK(tether_checkpoint());
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-    } while (atomic_load(&s1_len) == 0 && t1.tv_sec - t0.tv_sec < 5);
-    int asked = atomic_load(&s1_len) == 1;
-    ASSERT_OK(tether_save_thread(&main_saved));
-    t_pthread_join(r);
-    ASSERT(asked);
-    ASSERT_OK(tether_restore_thread(main_saved));
-    ASSERT_OK(tether_event_free(aw_event));
-    t_finalize(rt);
+    aw_checkpoint_until_r_took(r, rt);
 }
 
 RUNNER_MAIN(TEST_ENTRY_T(s1_pinned_gil_changes_hands_under_the_mutex, 30),
