@@ -441,6 +441,60 @@ TEST(owner_runs_past_their_bound_over_reach_only)
     ASSERT_STATUS(g_last_z_status, TETHER_ESTATE);
 }
 
+/* rev5 R1 (over-reach that never ends).  Tokens at or below the
+   finalize floor (osthread.tok_floor) are never released, so os->tok never
+   goes below it and the owner runs covering those levels never go stale:
+   each cycle of "ensure Y, ensure Z, finalize Y on the thread" leaves Y's
+   run behind for good.  After 16 cycles the stack is full, its innermost
+   run stands for every runtime, and from then on a finalize on the
+   thread makes invalid every token it holds, with two outstanding
+   (within the bound), even a finalize of a runtime the thread never used.
+   Rule: tz, got attached to Z, stays valid; a finalize of Q, which got
+   none, makes nothing invalid. */
+static void *runs_left_below_the_floor(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++) {
+        tether_interp ym;
+        tether_runtime y = t_runtime_elsewhere(&ym);
+        tether_gilstate ty, tz;
+        ASSERT_OK(tether_ensure(ym, &ty));   /* frame Y */
+        ASSERT_OK(tether_ensure(g_zm, &tz)); /* frame Z, prev Y */
+        ASSERT_OK(tether_runtime_finalize(y, SECONDS(30)));
+        int rc = tether_release(tz); /* EFINALIZING: prev is Y's */
+        if (rc != TETHER_EFINALIZING) {
+            fprintf(stderr, "cycle %d: %s (%s)\n", i, tether_status_name(rc),
+                    tether_last_error());
+        }
+        ASSERT_STATUS(rc, TETHER_EFINALIZING);
+        ASSERT_FAILS(tether_release(ty), TETHER_ESTATE, "finalize");
+        ASSERT_EQ(tether_gil_held(), 0);
+    }
+    /* A runtime this thread never used. */
+    tether_interp qm;
+    tether_runtime q = t_runtime_elsewhere(&qm);
+    (void)qm;
+    tether_gilstate tz;
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_runtime_finalize(q, SECONDS(30)));
+    ASSERT_EQ(tether_gil_held(), 1);
+    int rc = tether_release(tz);
+    if (rc != TETHER_OK)
+        fprintf(stderr, "release after Q's finalize: %s (%s)\n",
+                tether_status_name(rc), tether_last_error());
+    if (tether_gil_held()) { /* stuck on Z: the test must still end */
+        tether_tstate s;
+        ASSERT_OK(tether_save_thread(&s));
+    }
+    ASSERT_STATUS(rc, TETHER_OK);
+    return NULL;
+}
+
+TEST(owner_runs_below_the_finalize_floor_do_not_pile_up)
+{
+    on_a_thread_with_y_and_z(runs_left_below_the_floor, 1);
+}
+
 /* Random sequences against a model of the rule: ensures, releases, saves
    and restores on three runtimes (X, Y, Z), then a finalize of one of
    them on the thread.  The model knows the runtime attached when each
@@ -569,7 +623,8 @@ TEST(random_sequences_against_a_model_of_the_rule)
     }
 }
 
-RUNNER_MAIN(TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
+RUNNER_MAIN(TEST_ENTRY(owner_runs_below_the_finalize_floor_do_not_pile_up),
+            TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
             TEST_ENTRY(interleaved_saves_of_two_runtimes),
             TEST_ENTRY(released_level_got_again_on_the_finalized_runtime_is_invalid),
             TEST_ENTRY(three_runtimes_interleaved),
