@@ -298,6 +298,15 @@ static void invalidate_tokens(struct osthread *os, struct runtime *rt)
         os->frames[i - drop] = os->frames[i];
     os->depth -= drop;
     os->tok_floor = floor; /* tether_release refuses these tokens */
+    /* The runs whose tokens are all invalid now say nothing more, and
+       never go stale (os->tok stays at or above the floor): dropped, or
+       they would fill the stack for good, one or more per finalize. */
+    uint32_t gone = 0;
+    while (gone + 1 < os->nruns && os->runs[gone + 1].start <= floor + 1)
+        gone++;
+    for (uint32_t i = gone; i < os->nruns; i++)
+        os->runs[i - gone] = os->runs[i];
+    os->nruns -= gone;
     osthread_shrink_frames(os);
     os_refresh(os); /* the fast release's floor (internal.h) */
 }
