@@ -495,6 +495,109 @@ TEST(owner_runs_below_the_finalize_floor_do_not_pile_up)
     on_a_thread_with_y_and_z(runs_left_below_the_floor, 1);
 }
 
+/* rev5: the OWNER_RUNS bound exactly, and after the runs shrink back.
+   Run k (level k) is got attached to Z if k % 2 == g_parity, else to Y;
+   runs 1 and 2 are frames, the rest nested ensures of a restored state. */
+static int g_parity;
+static tether_gilstate g_btok[40];
+static tether_tstate g_bsz, g_bsy;
+
+static void build_runs(int from, int to)
+{
+    for (int k = from; k <= to; k++) {
+        int z = k % 2 == g_parity;
+        tether_tstate *s = z ? &g_bsz : &g_bsy;
+        if (k > 2)
+            ASSERT_OK(tether_restore_thread(*s));
+        ASSERT_OK(tether_ensure(z ? g_zm : g_ym, &g_btok[k]));
+        ASSERT_OK(tether_save_thread(s));
+    }
+}
+
+/* Restores Z, finalizes Y on the thread and checks the innermost token
+   `top` (Z's) stays valid and `top - 1` (Y's) is invalid. */
+static void finalize_y_and_check(int top)
+{
+    ASSERT_EQ(top % 2 == g_parity, 1);
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    int rc = tether_release(g_btok[top]);
+    if (rc != TETHER_OK)
+        fprintf(stderr, "level %d: %s (%s)\n", top, tether_status_name(rc),
+                tether_last_error());
+    ASSERT_STATUS(rc, TETHER_OK);
+    ASSERT_FAILS(tether_release(g_btok[top - 1]), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&g_bsz));
+}
+
+static void *exactly_sixteen_runs(void *arg)
+{
+    (void)arg;
+    g_parity = 0;
+    build_runs(1, 16);
+    finalize_y_and_check(16);
+    return NULL;
+}
+
+static void *seventeen_then_shrink_back(void *arg)
+{
+    (void)arg;
+    g_parity = 1;
+    build_runs(1, 17); /* the 17th: run 16 stands for every runtime */
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    for (int k = 17; k > 8; k--)
+        ASSERT_OK(tether_release(g_btok[k]));
+    ASSERT_OK(tether_save_thread(&g_bsz));
+    build_runs(9, 15);
+    finalize_y_and_check(15);
+    return NULL;
+}
+
+TEST(owner_runs_exactly_at_the_bound_and_after_shrinking_back)
+{
+    on_a_thread_with_y_and_z(exactly_sixteen_runs, 0);
+    on_a_thread_with_y_and_z(seventeen_then_shrink_back, 0);
+}
+
+/* rev5: another thread finalizes Y while this one holds Y's tokens
+   (saved) under a run of Z; every release pairs, in order. */
+static void *finalize_y_elsewhere(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    return NULL;
+}
+
+static void *tokens_of_y_finalized_elsewhere(void *arg)
+{
+    (void)arg;
+    tether_gilstate t1, t2, t3, t4;
+    tether_tstate sy;
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* nested Y */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_ensure(g_zm, &t3)); /* frame Z, run Z */
+    ASSERT_OK(tether_ensure(g_zm, &t4));
+    t_pthread_join(t_pthread(finalize_y_elsewhere, NULL));
+    ASSERT_FAILS(tether_release(t3), TETHER_ESTATE, "tether_release");
+    ASSERT_FAILS(tether_release(t2), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_release(t4));
+    ASSERT_FAILS(tether_release(t4), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_release(t3));
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_STATUS(tether_restore_thread(sy), TETHER_EFINALIZING);
+    ASSERT_OK(tether_release(t2));
+    ASSERT_OK(tether_release(t1));
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "tether_release");
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z)
+{
+    on_a_thread_with_y_and_z(tokens_of_y_finalized_elsewhere, 0);
+}
+
 /* Random sequences against a model of the rule: ensures, releases, saves
    and restores on three runtimes (X, Y, Z), then a finalize of one of
    them on the thread.  The model knows the runtime attached when each
@@ -624,6 +727,8 @@ TEST(random_sequences_against_a_model_of_the_rule)
 }
 
 RUNNER_MAIN(TEST_ENTRY(owner_runs_below_the_finalize_floor_do_not_pile_up),
+            TEST_ENTRY(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z),
+            TEST_ENTRY(owner_runs_exactly_at_the_bound_and_after_shrinking_back),
             TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
             TEST_ENTRY(interleaved_saves_of_two_runtimes),
             TEST_ENTRY(released_level_got_again_on_the_finalized_runtime_is_invalid),
