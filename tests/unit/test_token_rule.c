@@ -559,6 +559,52 @@ TEST(owner_runs_exactly_at_the_bound_and_after_shrinking_back)
     on_a_thread_with_y_and_z(seventeen_then_shrink_back, 0);
 }
 
+/* rev5 R2 (over-reach that outlives the bound).  With exactly 16 runs
+   outstanding (within OWNER_RUNS), attaching a state of Y for a moment,
+   restored and saved again with no token got, or ensured and released
+   by a tether_call_blocking fn (a callback), made the 16th run (Z's)
+   stand for every runtime for as long as its tokens are held: Y's
+   finalize then made Z's innermost token invalid, with 16 runs
+   outstanding and Y's run long gone.  Rule (the bound: at most 16
+   outstanding): Z's innermost token stays valid. */
+static int ensure_and_release_y(void *arg)
+{
+    (void)arg;
+    tether_gilstate t;
+    ASSERT_OK(tether_ensure(g_ym, &t));
+    ASSERT_OK(tether_release(t));
+    return TETHER_OK;
+}
+
+static void *sixteen_runs_then_y_attached_for_a_moment(void *arg)
+{
+    (void)arg;
+    g_parity = 0;
+    build_runs(1, 16);
+    ASSERT_OK(tether_restore_thread(g_bsy)); /* no token got */
+    ASSERT_OK(tether_save_thread(&g_bsy));
+    finalize_y_and_check(16);
+    return NULL;
+}
+
+static void *sixteen_runs_then_a_callback_of_y(void *arg)
+{
+    (void)arg;
+    g_parity = 0;
+    build_runs(1, 16);
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    ASSERT_OK(tether_call_blocking(ensure_and_release_y, NULL, NULL, NULL));
+    ASSERT_OK(tether_save_thread(&g_bsz));
+    finalize_y_and_check(16);
+    return NULL;
+}
+
+TEST(owner_runs_a_moment_past_the_bound_leaves_no_over_reach)
+{
+    on_a_thread_with_y_and_z(sixteen_runs_then_y_attached_for_a_moment, 0);
+    on_a_thread_with_y_and_z(sixteen_runs_then_a_callback_of_y, 0);
+}
+
 /* rev5: another thread finalizes Y while this one holds Y's tokens
    (saved) under a run of Z; every release pairs, in order. */
 static void *finalize_y_elsewhere(void *arg)
@@ -727,6 +773,7 @@ TEST(random_sequences_against_a_model_of_the_rule)
 }
 
 RUNNER_MAIN(TEST_ENTRY(owner_runs_below_the_finalize_floor_do_not_pile_up),
+            TEST_ENTRY(owner_runs_a_moment_past_the_bound_leaves_no_over_reach),
             TEST_ENTRY(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z),
             TEST_ENTRY(owner_runs_exactly_at_the_bound_and_after_shrinking_back),
             TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
