@@ -110,8 +110,8 @@ struct frame {
 /* Whose the outstanding tokens of a thread are: the tokens from `start`
    up to the next run's start - 1 (or os->tok, for the innermost run)
    were got while a state of the runtime whose handle is `rt` was
-   attached; rt 0 stands for every runtime (the stack was full: tuning.h,
-   OWNER_RUNS).  Kept by os_note_owner at each change of the attached
+   attached (the tokens from os->wild_at on, if set, are every
+   runtime's: tuning.h, OWNER_RUNS).  Kept by os_note_owner at each change of the attached
    state, so that a nested ensure, which keeps the owner, costs nothing
    here (runtime.c, innermost_token_of). */
 struct owner_run {
@@ -176,6 +176,13 @@ struct osthread {
        owner again. */
     uint32_t nruns;
     struct owner_run runs[OWNER_RUNS];
+    /* The stack was full when another runtime was attached: the tokens
+       from this level on are every runtime's (a finalize on the thread
+       makes them invalid whatever its runtime).  0: none.  Cleared by
+       os_note_owner once no token of that level is outstanding, so the
+       over-reach ends with the tokens past the bound (a run noted for a
+       moment, with no token got, leaves none). */
+    uint64_t wild_at;
 };
 
 struct interp;
@@ -360,7 +367,8 @@ extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-ex
 /* Notes that the tokens from os->tok + 1 on are got while os->current
    (attached) is: drops the stale runs and starts one for its runtime
    unless the innermost is that runtime's already (struct owner_run).
-   Returns the innermost run's start (tstate.c). */
+   Returns the innermost token the fast release must not pass: the
+   innermost run's start - 1, or os->wild_at (tstate.c). */
 uint64_t os_note_owner(struct osthread *os);
 
 /* Recomputes what the fast paths read (cur_h, rel_floor, ens_limit,
@@ -383,7 +391,7 @@ static inline void os_refresh(struct osthread *os)
     if (f < os->tok_floor)
         f = os->tok_floor;
     /* A token of an outer owner run goes to the slow path (owner_run). */
-    uint64_t run = os_note_owner(os) - 1;
+    uint64_t run = os_note_owner(os);
     os->rel_floor = f > run ? f : run;
     os->cur_h = ts->interp->handle;
     os->ens_limit = os->serial << TOKEN_LEVEL_BITS | TOKEN_LEVEL_MASK;

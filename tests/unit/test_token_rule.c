@@ -583,7 +583,14 @@ static void *sixteen_runs_then_y_attached_for_a_moment(void *arg)
     build_runs(1, 16);
     ASSERT_OK(tether_restore_thread(g_bsy)); /* no token got */
     ASSERT_OK(tether_save_thread(&g_bsy));
-    finalize_y_and_check(16);
+    /* Back on Z, a nested token takes the level past the bound: Z's. */
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    ASSERT_OK(tether_ensure(g_zm, &g_btok[17]));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(g_btok[17]));
+    ASSERT_OK(tether_release(g_btok[16]));
+    ASSERT_FAILS(tether_release(g_btok[15]), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&g_bsz));
     return NULL;
 }
 
