@@ -15,6 +15,8 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "runner.h"
 #include "support.h"
@@ -651,6 +653,87 @@ TEST(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z)
     on_a_thread_with_y_and_z(tokens_of_y_finalized_elsewhere, 0);
 }
 
+/* rev5: fork with runs of Y and Z outstanding.  The child keeps the
+   forking thread's runs: its finalize of Y makes Y's frame token invalid
+   and leaves Z's valid; the parent's tokens all pair. */
+static void *fork_with_runs(void *arg)
+{
+    (void)arg;
+    tether_gilstate ty, ty2, tz, tz2;
+    ASSERT_OK(tether_ensure(g_ym, &ty));  /* frame Y */
+    ASSERT_OK(tether_ensure(g_ym, &ty2));
+    ASSERT_OK(tether_ensure(g_zm, &tz));  /* frame Z, prev Y */
+    ASSERT_OK(tether_ensure(g_zm, &tz2));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = tether_runtime_finalize(g_y, SECONDS(30)) == TETHER_OK &&
+                 tether_release(tz2) == TETHER_OK &&
+                 tether_release(tz) == TETHER_EFINALIZING &&
+                 tether_release(ty2) == TETHER_ESTATE &&
+                 strstr(tether_last_error(), "finalize") != NULL &&
+                 tether_gil_held() == 0;
+        _exit(ok ? 0 : 1);
+    }
+    ASSERT(pid > 0);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        ;
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_OK(tether_release(tz2));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_OK(tether_release(ty2));
+    ASSERT_OK(tether_release(ty));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(fork_with_owner_runs_outstanding)
+{
+    on_a_thread_with_y_and_z(fork_with_runs, 1);
+}
+
+/* rev5: a thread exits with runs of Y and Z outstanding (attached to
+   Z, Y's state saved under a frame): both finalize, and a new thread
+   starts with no runs (a finalize of Y there leaves its Z token valid). */
+static void *exit_with_runs(void *arg)
+{
+    (void)arg;
+    tether_gilstate t;
+    tether_tstate s;
+    ASSERT_OK(tether_ensure(g_ym, &t));
+    ASSERT_OK(tether_ensure(g_ym, &t));
+    ASSERT_OK(tether_save_thread(&s));
+    ASSERT_OK(tether_ensure(g_zm, &t));
+    ASSERT_OK(tether_ensure(g_zm, &t));
+    return NULL;
+}
+
+static void *fresh_thread(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz;
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+static void *exit_then_fresh(void *arg)
+{
+    (void)arg;
+    t_pthread_join(t_pthread(exit_with_runs, NULL));
+    t_pthread_join(t_pthread(fresh_thread, NULL));
+    return NULL;
+}
+
+TEST(thread_exit_with_owner_runs_outstanding)
+{
+    on_a_thread_with_y_and_z(exit_then_fresh, 0);
+}
+
 /* Random sequences against a model of the rule: ensures, releases, saves
    and restores on three runtimes (X, Y, Z), then a finalize of one of
    them on the thread.  The model knows the runtime attached when each
@@ -781,6 +864,8 @@ TEST(random_sequences_against_a_model_of_the_rule)
 }
 
 RUNNER_MAIN(TEST_ENTRY(owner_runs_below_the_finalize_floor_do_not_pile_up),
+            TEST_ENTRY(thread_exit_with_owner_runs_outstanding),
+            TEST_ENTRY(fork_with_owner_runs_outstanding),
             TEST_ENTRY(owner_runs_a_moment_past_the_bound_leaves_no_over_reach),
             TEST_ENTRY(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z),
             TEST_ENTRY(owner_runs_exactly_at_the_bound_and_after_shrinking_back),
