@@ -54,10 +54,10 @@ static void ensures_add(struct tstate *ts, uint32_t n)
 static int push_frame(struct osthread *os, struct tstate *ts,
                       struct tstate *prev, tether_gilstate *out)
 {
-    uint64_t run = os_note_owner(os); /* the frame's own token is its state's */
+    uint64_t floor = os_note_owner(os); /* the frame's own token is its state's */
     ++os->tok;
     os->frames[os->depth++] = (struct frame){ts, prev, os->tok};
-    os_refresh_attached(os, run);
+    os_refresh_attached(os, floor);
     ensures_add(ts, 1);
     *out = os->tok;
     return TETHER_OK;

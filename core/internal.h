@@ -110,8 +110,8 @@ struct frame {
 /* Whose the outstanding tokens of a thread are: the tokens from `start`
    up to the next run's start - 1 (or os->tok, for the innermost run)
    were got while a state of the runtime whose handle is `rt` was
-   attached; rt 0 stands for every runtime (the stack was full: tuning.h,
-   OWNER_RUNS).  Kept by os_note_owner at each change of the attached
+   attached (the tokens from os->wild_at on, if set, are every
+   runtime's: tuning.h, OWNER_RUNS).  Kept by os_note_owner at each change of the attached
    state, so that a nested ensure, which keeps the owner, costs nothing
    here (runtime.c, innermost_token_of). */
 struct owner_run {
@@ -176,6 +176,13 @@ struct osthread {
        owner again. */
     uint32_t nruns;
     struct owner_run runs[OWNER_RUNS];
+    /* The stack was full when another runtime was attached: the tokens
+       from this level on are every runtime's (a finalize on the thread
+       makes them invalid whatever its runtime).  0: none.  Cleared by
+       os_note_owner once no token of that level is outstanding, so the
+       over-reach ends with the tokens past the bound (a run noted for a
+       moment, with no token got, leaves none). */
+    uint64_t wild_at;
 };
 
 struct interp;
@@ -362,20 +369,22 @@ extern __thread _Atomic unsigned *t_breaker __attribute__((tls_model("initial-ex
 /* Notes that the tokens from os->tok + 1 on are got while os->current
    (attached) is: drops the stale runs and starts one for its runtime
    unless the innermost is that runtime's already (struct owner_run).
-   Returns the innermost run's start.  Inline, the usual case: the
-   innermost run is the attached runtime's and holds no stale start (it
-   begins at os->tok + 1 at the latest), so nothing changes (an outermost
-   ensure after a release of the same runtime's frame, a restore of the
-   state saved last); os_note_owner_slow (tstate.c) does the rest. */
+   Returns the innermost token the fast release must not pass: the
+   innermost run's start - 1, or os->wild_at.  Inline, the usual case:
+   within the bound, the innermost run is the attached runtime's and holds
+   no stale start (it begins at os->tok + 1 at the latest), so nothing
+   changes (an outermost ensure after a release of the same runtime's
+   frame, a restore of the state saved last); os_note_owner_slow
+   (tstate.c) does the rest. */
 uint64_t os_note_owner_slow(struct osthread *os);
 static inline uint64_t os_note_owner(struct osthread *os)
 {
     uint32_t n = os->nruns;
-    if (n) {
+    if (n && !os->wild_at) {
         const struct owner_run *r = &os->runs[n - 1];
         if (r->start <= os->tok + 1 &&
             r->rt == os->current->interp->rt_handle)
-            return r->start;
+            return r->start - 1;
     }
     return os_note_owner_slow(os);
 }
@@ -385,7 +394,7 @@ static inline uint64_t os_note_owner(struct osthread *os)
    stack, token floor, or of os->tok on a slow path; and notes the owner of
    the next tokens (os_note_owner).  `os` is the calling thread's
    record. */
-static inline void os_refresh_attached(struct osthread *os, uint64_t run);
+static inline void os_refresh_attached(struct osthread *os, uint64_t floor);
 static inline void os_refresh(struct osthread *os)
 {
     if (!os->current) {
@@ -399,9 +408,9 @@ static inline void os_refresh(struct osthread *os)
 }
 
 /* os_refresh of an attached thread whose owner runs are noted already:
-   `run` is what os_note_owner returned (push_frame notes before it
-   takes the frame's token, and the run stays the same after). */
-static inline void os_refresh_attached(struct osthread *os, uint64_t run)
+   `floor` is what os_note_owner returned (push_frame notes before it
+   takes the frame's token, and the floor stays the same after). */
+static inline void os_refresh_attached(struct osthread *os, uint64_t floor)
 {
     struct tstate *ts = os->current;
     uint64_t f = os->depth ? os->frames[os->depth - 1].tok
@@ -409,7 +418,7 @@ static inline void os_refresh_attached(struct osthread *os, uint64_t run)
     if (f < os->tok_floor)
         f = os->tok_floor;
     /* A token of an outer owner run goes to the slow path (owner_run). */
-    os->rel_floor = f > run - 1 ? f : run - 1;
+    os->rel_floor = f > floor ? f : floor;
     os->cur_h = ts->interp->handle;
     os->ens_limit = os->serial << TOKEN_LEVEL_BITS | TOKEN_LEVEL_MASK;
     t_breaker = &ts->breaker;

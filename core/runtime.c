@@ -256,10 +256,12 @@ static void report_ensures(struct interp *interp)
 static uint64_t innermost_token_of(const struct osthread *os,
                                    const struct runtime *rt)
 {
+    if (os->wild_at && os->wild_at <= os->tok)
+        return os->tok; /* past the bound: every runtime's (tuning.h) */
     uint64_t floor = 0, top = os->tok; /* the innermost token of run i */
     for (uint32_t i = os->nruns; i-- > 0;) {
         const struct owner_run *r = &os->runs[i];
-        if (r->start <= top && (r->rt == rt->handle || r->rt == 0)) {
+        if (r->start <= top && r->rt == rt->handle) {
             floor = top;
             break;
         }
@@ -298,6 +300,17 @@ static void invalidate_tokens(struct osthread *os, struct runtime *rt)
         os->frames[i - drop] = os->frames[i];
     os->depth -= drop;
     os->tok_floor = floor; /* tether_release refuses these tokens */
+    /* The runs whose tokens are all invalid now say nothing more, and
+       never go stale (os->tok stays at or above the floor): dropped, or
+       they would fill the stack for good, one or more per finalize. */
+    uint32_t gone = 0;
+    while (gone + 1 < os->nruns && os->runs[gone + 1].start <= floor + 1)
+        gone++;
+    for (uint32_t i = gone; i < os->nruns; i++)
+        os->runs[i - gone] = os->runs[i];
+    os->nruns -= gone;
+    if (os->wild_at && os->wild_at <= floor)
+        os->wild_at = floor + 1; /* (ends when the tokens above end) */
     osthread_shrink_frames(os);
     os_refresh(os); /* the fast release's floor (internal.h) */
 }

@@ -347,6 +347,8 @@ uint64_t os_note_owner_slow(struct osthread *os)
 {
     uint64_t rt = os->current->interp->rt_handle, next = os->tok + 1;
     uint32_t n = os->nruns;
+    if (os->wild_at > os->tok)
+        os->wild_at = 0; /* no token past the bound is outstanding */
     while (n && os->runs[n - 1].start > next)
         n--; /* stale: their tokens were released */
     if (n && os->runs[n - 1].start == next)
@@ -354,11 +356,14 @@ uint64_t os_note_owner_slow(struct osthread *os)
     if (!n || os->runs[n - 1].rt != rt) {
         if (n < OWNER_RUNS)
             os->runs[n++] = (struct owner_run){next, rt};
-        else
-            os->runs[n - 1].rt = 0; /* full: every runtime's (tuning.h) */
+        else if (!os->wild_at)
+            os->wild_at = next; /* full: every runtime's (tuning.h) */
     }
     os->nruns = n;
-    return os->runs[n - 1].start;
+    /* Past the bound, the token at wild_at is released on the slow path
+       too, which clears it (a fast ensure of the innermost run's
+       runtime may take that level again). */
+    return os->wild_at ? os->wild_at : os->runs[n - 1].start - 1;
 }
 
 /* ---- attach and detach -------------------------------------------------- */

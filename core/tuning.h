@@ -18,8 +18,9 @@
 #define MAX_FRAMES (1u << 23)
 
 /* Owner runs of one thread's outstanding tokens (struct osthread, runs):
-   beyond this many the innermost run stands for every runtime (an
-   over-reach of the token rule, docs/threading-model.md). */
+   beyond this many the tokens got past the bound, while they are held,
+   stand for every runtime (osthread.wild_at; an over-reach of the token
+   rule, docs/threading-model.md). */
 #define OWNER_RUNS 16
 
 /* Saved states of one thread that finalize deleted, whose restore still

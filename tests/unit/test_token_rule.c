@@ -15,6 +15,8 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "runner.h"
 #include "support.h"
@@ -441,6 +443,297 @@ TEST(owner_runs_past_their_bound_over_reach_only)
     ASSERT_STATUS(g_last_z_status, TETHER_ESTATE);
 }
 
+/* rev5 R1 (over-reach that never ends).  Tokens at or below the
+   finalize floor (osthread.tok_floor) are never released, so os->tok never
+   goes below it and the owner runs covering those levels never go stale:
+   each cycle of "ensure Y, ensure Z, finalize Y on the thread" leaves Y's
+   run behind for good.  After 16 cycles the stack is full, its innermost
+   run stands for every runtime, and from then on a finalize on the
+   thread makes invalid every token it holds, with two outstanding
+   (within the bound), even a finalize of a runtime the thread never used.
+   Rule: tz, got attached to Z, stays valid; a finalize of Q, which got
+   none, makes nothing invalid. */
+static void *runs_left_below_the_floor(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++) {
+        tether_interp ym;
+        tether_runtime y = t_runtime_elsewhere(&ym);
+        tether_gilstate ty, tz;
+        ASSERT_OK(tether_ensure(ym, &ty));   /* frame Y */
+        ASSERT_OK(tether_ensure(g_zm, &tz)); /* frame Z, prev Y */
+        ASSERT_OK(tether_runtime_finalize(y, SECONDS(30)));
+        int rc = tether_release(tz); /* EFINALIZING: prev is Y's */
+        if (rc != TETHER_EFINALIZING) {
+            fprintf(stderr, "cycle %d: %s (%s)\n", i, tether_status_name(rc),
+                    tether_last_error());
+        }
+        ASSERT_STATUS(rc, TETHER_EFINALIZING);
+        ASSERT_FAILS(tether_release(ty), TETHER_ESTATE, "finalize");
+        ASSERT_EQ(tether_gil_held(), 0);
+    }
+    /* A runtime this thread never used. */
+    tether_interp qm;
+    tether_runtime q = t_runtime_elsewhere(&qm);
+    (void)qm;
+    tether_gilstate tz;
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_runtime_finalize(q, SECONDS(30)));
+    ASSERT_EQ(tether_gil_held(), 1);
+    int rc = tether_release(tz);
+    if (rc != TETHER_OK)
+        fprintf(stderr, "release after Q's finalize: %s (%s)\n",
+                tether_status_name(rc), tether_last_error());
+    if (tether_gil_held()) { /* stuck on Z: the test must still end */
+        tether_tstate s;
+        ASSERT_OK(tether_save_thread(&s));
+    }
+    ASSERT_STATUS(rc, TETHER_OK);
+    return NULL;
+}
+
+TEST(owner_runs_below_the_finalize_floor_do_not_pile_up)
+{
+    on_a_thread_with_y_and_z(runs_left_below_the_floor, 1);
+}
+
+/* rev5: the OWNER_RUNS bound exactly, and after the runs shrink back.
+   Run k (level k) is got attached to Z if k % 2 == g_parity, else to Y;
+   runs 1 and 2 are frames, the rest nested ensures of a restored state. */
+static int g_parity;
+static tether_gilstate g_btok[40];
+static tether_tstate g_bsz, g_bsy;
+
+static void build_runs(int from, int to)
+{
+    for (int k = from; k <= to; k++) {
+        int z = k % 2 == g_parity;
+        tether_tstate *s = z ? &g_bsz : &g_bsy;
+        if (k > 2)
+            ASSERT_OK(tether_restore_thread(*s));
+        ASSERT_OK(tether_ensure(z ? g_zm : g_ym, &g_btok[k]));
+        ASSERT_OK(tether_save_thread(s));
+    }
+}
+
+/* Restores Z, finalizes Y on the thread and checks the innermost token
+   `top` (Z's) stays valid and `top - 1` (Y's) is invalid. */
+static void finalize_y_and_check(int top)
+{
+    ASSERT_EQ(top % 2 == g_parity, 1);
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    int rc = tether_release(g_btok[top]);
+    if (rc != TETHER_OK)
+        fprintf(stderr, "level %d: %s (%s)\n", top, tether_status_name(rc),
+                tether_last_error());
+    ASSERT_STATUS(rc, TETHER_OK);
+    ASSERT_FAILS(tether_release(g_btok[top - 1]), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&g_bsz));
+}
+
+static void *exactly_sixteen_runs(void *arg)
+{
+    (void)arg;
+    g_parity = 0;
+    build_runs(1, 16);
+    finalize_y_and_check(16);
+    return NULL;
+}
+
+static void *seventeen_then_shrink_back(void *arg)
+{
+    (void)arg;
+    g_parity = 1;
+    build_runs(1, 17); /* the 17th: run 16 stands for every runtime */
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    for (int k = 17; k > 8; k--)
+        ASSERT_OK(tether_release(g_btok[k]));
+    ASSERT_OK(tether_save_thread(&g_bsz));
+    build_runs(9, 15);
+    finalize_y_and_check(15);
+    return NULL;
+}
+
+TEST(owner_runs_exactly_at_the_bound_and_after_shrinking_back)
+{
+    on_a_thread_with_y_and_z(exactly_sixteen_runs, 0);
+    on_a_thread_with_y_and_z(seventeen_then_shrink_back, 0);
+}
+
+/* rev5 R2 (over-reach that outlives the bound).  With exactly 16 runs
+   outstanding (within OWNER_RUNS), attaching a state of Y for a moment,
+   restored and saved again with no token got, or ensured and released
+   by a tether_call_blocking fn (a callback), made the 16th run (Z's)
+   stand for every runtime for as long as its tokens are held: Y's
+   finalize then made Z's innermost token invalid, with 16 runs
+   outstanding and Y's run long gone.  Rule (the bound: at most 16
+   outstanding): Z's innermost token stays valid. */
+static int ensure_and_release_y(void *arg)
+{
+    (void)arg;
+    tether_gilstate t;
+    ASSERT_OK(tether_ensure(g_ym, &t));
+    ASSERT_OK(tether_release(t));
+    return TETHER_OK;
+}
+
+static void *sixteen_runs_then_y_attached_for_a_moment(void *arg)
+{
+    (void)arg;
+    g_parity = 0;
+    build_runs(1, 16);
+    ASSERT_OK(tether_restore_thread(g_bsy)); /* no token got */
+    ASSERT_OK(tether_save_thread(&g_bsy));
+    /* Back on Z, a nested token takes the level past the bound: Z's. */
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    ASSERT_OK(tether_ensure(g_zm, &g_btok[17]));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(g_btok[17]));
+    ASSERT_OK(tether_release(g_btok[16]));
+    ASSERT_FAILS(tether_release(g_btok[15]), TETHER_ESTATE, "finalize");
+    ASSERT_OK(tether_save_thread(&g_bsz));
+    return NULL;
+}
+
+static void *sixteen_runs_then_a_callback_of_y(void *arg)
+{
+    (void)arg;
+    g_parity = 0;
+    build_runs(1, 16);
+    ASSERT_OK(tether_restore_thread(g_bsz));
+    ASSERT_OK(tether_call_blocking(ensure_and_release_y, NULL, NULL, NULL));
+    ASSERT_OK(tether_save_thread(&g_bsz));
+    finalize_y_and_check(16);
+    return NULL;
+}
+
+TEST(owner_runs_a_moment_past_the_bound_leaves_no_over_reach)
+{
+    on_a_thread_with_y_and_z(sixteen_runs_then_y_attached_for_a_moment, 0);
+    on_a_thread_with_y_and_z(sixteen_runs_then_a_callback_of_y, 0);
+}
+
+/* rev5: another thread finalizes Y while this one holds Y's tokens
+   (saved) under a run of Z; every release pairs, in order. */
+static void *finalize_y_elsewhere(void *arg)
+{
+    (void)arg;
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    return NULL;
+}
+
+static void *tokens_of_y_finalized_elsewhere(void *arg)
+{
+    (void)arg;
+    tether_gilstate t1, t2, t3, t4;
+    tether_tstate sy;
+    ASSERT_OK(tether_ensure(g_ym, &t1)); /* frame Y */
+    ASSERT_OK(tether_ensure(g_ym, &t2)); /* nested Y */
+    ASSERT_OK(tether_save_thread(&sy));
+    ASSERT_OK(tether_ensure(g_zm, &t3)); /* frame Z, run Z */
+    ASSERT_OK(tether_ensure(g_zm, &t4));
+    t_pthread_join(t_pthread(finalize_y_elsewhere, NULL));
+    ASSERT_FAILS(tether_release(t3), TETHER_ESTATE, "tether_release");
+    ASSERT_FAILS(tether_release(t2), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_release(t4));
+    ASSERT_FAILS(tether_release(t4), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_release(t3));
+    ASSERT_EQ(tether_gil_held(), 0);
+    ASSERT_STATUS(tether_restore_thread(sy), TETHER_EFINALIZING);
+    ASSERT_OK(tether_release(t2));
+    ASSERT_OK(tether_release(t1));
+    ASSERT_FAILS(tether_release(t1), TETHER_ESTATE, "tether_release");
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z)
+{
+    on_a_thread_with_y_and_z(tokens_of_y_finalized_elsewhere, 0);
+}
+
+/* rev5: fork with runs of Y and Z outstanding.  The child keeps the
+   forking thread's runs: its finalize of Y makes Y's frame token invalid
+   and leaves Z's valid; the parent's tokens all pair. */
+static void *fork_with_runs(void *arg)
+{
+    (void)arg;
+    tether_gilstate ty, ty2, tz, tz2;
+    ASSERT_OK(tether_ensure(g_ym, &ty));  /* frame Y */
+    ASSERT_OK(tether_ensure(g_ym, &ty2));
+    ASSERT_OK(tether_ensure(g_zm, &tz));  /* frame Z, prev Y */
+    ASSERT_OK(tether_ensure(g_zm, &tz2));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = tether_runtime_finalize(g_y, SECONDS(30)) == TETHER_OK &&
+                 tether_release(tz2) == TETHER_OK &&
+                 tether_release(tz) == TETHER_EFINALIZING &&
+                 tether_release(ty2) == TETHER_ESTATE &&
+                 strstr(tether_last_error(), "finalize") != NULL &&
+                 tether_gil_held() == 0;
+        _exit(ok ? 0 : 1);
+    }
+    ASSERT(pid > 0);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        ;
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    ASSERT_OK(tether_release(tz2));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_OK(tether_release(ty2));
+    ASSERT_OK(tether_release(ty));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+TEST(fork_with_owner_runs_outstanding)
+{
+    on_a_thread_with_y_and_z(fork_with_runs, 1);
+}
+
+/* rev5: a thread exits with runs of Y and Z outstanding (attached to
+   Z, Y's state saved under a frame): both finalize, and a new thread
+   starts with no runs (a finalize of Y there leaves its Z token valid). */
+static void *exit_with_runs(void *arg)
+{
+    (void)arg;
+    tether_gilstate t;
+    tether_tstate s;
+    ASSERT_OK(tether_ensure(g_ym, &t));
+    ASSERT_OK(tether_ensure(g_ym, &t));
+    ASSERT_OK(tether_save_thread(&s));
+    ASSERT_OK(tether_ensure(g_zm, &t));
+    ASSERT_OK(tether_ensure(g_zm, &t));
+    return NULL;
+}
+
+static void *fresh_thread(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz;
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_runtime_finalize(g_y, SECONDS(30)));
+    ASSERT_OK(tether_release(tz));
+    ASSERT_EQ(tether_gil_held(), 0);
+    return NULL;
+}
+
+static void *exit_then_fresh(void *arg)
+{
+    (void)arg;
+    t_pthread_join(t_pthread(exit_with_runs, NULL));
+    t_pthread_join(t_pthread(fresh_thread, NULL));
+    return NULL;
+}
+
+TEST(thread_exit_with_owner_runs_outstanding)
+{
+    on_a_thread_with_y_and_z(exit_then_fresh, 0);
+}
+
 /* Random sequences against a model of the rule: ensures, releases, saves
    and restores on three runtimes (X, Y, Z), then a finalize of one of
    them on the thread.  The model knows the runtime attached when each
@@ -449,8 +742,9 @@ TEST(owner_runs_past_their_bound_over_reach_only)
    of the finalized runtime (or before an ensure frame that detached one
    of its states), checked by releasing from the innermost token down:
    a token at or below that level is refused as made invalid by the
-   finalize, one above it is not.  Saves are not nested, and a state is
-   not ensured while saved (other cases cover those). */
+   finalize, one above it is not.  Saves nest (a state saved twice is
+   restored twice), and a saved state may be ensured (a frame
+   re-attaches it; rev5: up to 68 steps, 6,000 seeds). */
 #define RAND_LEVELS 64
 static tether_interp g_rand_m[3];
 static tether_runtime g_rand_rt[3];
@@ -458,7 +752,7 @@ static unsigned g_rand_seed;
 
 struct rand_model {
     int cur;                    /* attached runtime, -1: none */
-    int saved[3];
+    int saved[3];               /* saves outstanding */
     int top;                    /* outstanding tokens: levels 1..top */
     tether_gilstate tok[RAND_LEVELS + 1];
     int owner[RAND_LEVELS + 1]; /* runtime attached when it was got */
@@ -495,11 +789,11 @@ static void *rand_thread(void *arg)
     struct rand_model m = {.cur = -1};
     char log[4096];
     size_t len = 0;
-    int steps = 8 + (int)(rand_next(&x) % 24);
+    int steps = 8 + (int)(rand_next(&x) % 60);
     for (int i = 0; i < steps; i++) {
         unsigned op = rand_next(&x) % 5;
         int r = (int)(rand_next(&x) % 3), l = m.top + 1;
-        if (op <= 1 && m.top < RAND_LEVELS && !m.saved[r]) {
+        if (op <= 1 && m.top < RAND_LEVELS) {
             ASSERT_OK(tether_ensure(g_rand_m[r], &m.tok[l]));
             m.owner[l] = r;
             m.frame[l] = m.cur != r;
@@ -517,11 +811,11 @@ static void *rand_thread(void *arg)
         } else if (op == 3 && m.cur >= 0 && !rand_is_prev(&m, m.cur)) {
             ASSERT_OK(tether_save_thread(&g_rand_saved_tok[m.cur]));
             LOG(" S%c", "XYZ"[m.cur]);
-            m.saved[m.cur] = 1;
+            m.saved[m.cur]++;
             m.cur = -1;
         } else if (op == 4 && m.cur < 0 && m.saved[r]) {
             ASSERT_OK(tether_restore_thread(g_rand_saved_tok[r]));
-            m.saved[r] = 0;
+            m.saved[r]--;
             m.cur = r;
             LOG(" r%c", "XYZ"[r]);
         }
@@ -560,7 +854,7 @@ static void *rand_thread(void *arg)
 
 TEST(random_sequences_against_a_model_of_the_rule)
 {
-    for (g_rand_seed = 1; g_rand_seed <= 2000; g_rand_seed++) {
+    for (g_rand_seed = 1; g_rand_seed <= 6000; g_rand_seed++) {
         for (int r = 0; r < 3; r++)
             g_rand_rt[r] = t_runtime_elsewhere(&g_rand_m[r]);
         t_pthread_join(t_pthread(rand_thread, NULL));
@@ -569,7 +863,13 @@ TEST(random_sequences_against_a_model_of_the_rule)
     }
 }
 
-RUNNER_MAIN(TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
+RUNNER_MAIN(TEST_ENTRY(owner_runs_below_the_finalize_floor_do_not_pile_up),
+            TEST_ENTRY(thread_exit_with_owner_runs_outstanding),
+            TEST_ENTRY(fork_with_owner_runs_outstanding),
+            TEST_ENTRY(owner_runs_a_moment_past_the_bound_leaves_no_over_reach),
+            TEST_ENTRY(tokens_pair_after_a_finalize_on_another_thread_under_a_run_of_z),
+            TEST_ENTRY(owner_runs_exactly_at_the_bound_and_after_shrinking_back),
+            TEST_ENTRY(stale_frame_left_after_a_release_under_another_state),
             TEST_ENTRY(interleaved_saves_of_two_runtimes),
             TEST_ENTRY(released_level_got_again_on_the_finalized_runtime_is_invalid),
             TEST_ENTRY(three_runtimes_interleaved),
