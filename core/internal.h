@@ -175,14 +175,15 @@ struct osthread {
        of an outer run is released on the slow path, which notes the
        owner again. */
     uint32_t nruns;
-    struct owner_run runs[OWNER_RUNS];
     /* The stack was full when another runtime was attached: the tokens
        from this level on are every runtime's (a finalize on the thread
        makes them invalid whatever its runtime).  0: none.  Cleared by
        os_note_owner once no token of that level is outstanding, so the
        over-reach ends with the tokens past the bound (a run noted for a
-       moment, with no token got, leaves none). */
+       moment, with no token got, leaves none).  Beside nruns: the
+       inline os_note_owner reads both. */
     uint64_t wild_at;
+    struct owner_run runs[OWNER_RUNS];
 };
 
 struct interp;
