@@ -470,7 +470,10 @@ static int ncpus(void)
 
 /* How long the head watches a GIL that its holder keeps for itself
    before it goes to sleep, the most it watches after one wake-up, and how
-   many pause instructions lie between two looks (q_spin). */
+   many pause instructions lie between two looks (q_spin).  SPIN_HELD_NS
+   is also how long a returner at the head lets a holder keep the GIL
+   before it asks it to drop (take_slow, `held_since`): either way, a
+   holder that kept the GIL that long runs guest code. */
 #define SPIN_HELD_NS 50000
 #define SPIN_MAX_NS 2000000
 #define SPIN_PAUSES 64
