@@ -202,6 +202,44 @@ TEST(release_of_the_blocked_states_token_inside_fn)
     t_finalize(y);
 }
 
+/* The same release after fn restored a state of Z saved before the
+   section: it pairs, as the release of a saved state's nested token
+   under a restored state does (stale_frame_left_...), and the caller's
+   own release of it after the section is then refused (released once).
+   docs/threading-model.md says both (rev5 review's note). */
+static tether_tstate g_sz;
+static tether_gilstate g_t2;
+static int release_outer_under_z(void *arg)
+{
+    (void)arg;
+    ASSERT_FAILS(tether_release(g_t2), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_restore_thread(g_sz));
+    ASSERT_OK(tether_release(g_t2));
+    ASSERT_OK(tether_save_thread(&g_sz));
+    return TETHER_OK;
+}
+
+static void *release_under_z_in_a_section(void *arg)
+{
+    (void)arg;
+    tether_gilstate tz, t1;
+    ASSERT_OK(tether_ensure(g_zm, &tz));
+    ASSERT_OK(tether_save_thread(&g_sz));
+    ASSERT_OK(tether_ensure(g_ym, &t1));
+    ASSERT_OK(tether_ensure(g_ym, &g_t2));
+    ASSERT_OK(tether_call_blocking(release_outer_under_z, NULL, NULL, NULL));
+    ASSERT_FAILS(tether_release(g_t2), TETHER_ESTATE, "tether_release");
+    ASSERT_OK(tether_release(t1));
+    ASSERT_OK(tether_restore_thread(g_sz));
+    ASSERT_OK(tether_release(tz));
+    return NULL;
+}
+
+TEST(release_of_the_blocked_states_token_under_a_state_the_fn_restored)
+{
+    on_a_thread_with_y_and_z(release_under_z_in_a_section, 1);
+}
+
 /* A nested token of runtime B's creator state, with runtime A's state
    saved before B's use began: another thread finalizes B (this thread's
    checkpoint answers EFINALIZING and detaches it), and the release still
@@ -864,6 +902,7 @@ TEST(random_sequences_against_a_model_of_the_rule)
 }
 
 RUNNER_MAIN(TEST_ENTRY(owner_runs_below_the_finalize_floor_do_not_pile_up),
+            TEST_ENTRY(release_of_the_blocked_states_token_under_a_state_the_fn_restored),
             TEST_ENTRY(thread_exit_with_owner_runs_outstanding),
             TEST_ENTRY(fork_with_owner_runs_outstanding),
             TEST_ENTRY(owner_runs_a_moment_past_the_bound_leaves_no_over_reach),
