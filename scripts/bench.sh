@@ -4,6 +4,7 @@
 # Markdown table and the plots, and refreshes docs/performance.md.
 #
 #   scripts/bench.sh [--smoke] [--reps N] [--only G1,G2] [--no-docs]
+#                    [--against REV [--runs N]]
 #
 # Builds in $TETHER_BUILD_ROOT/bench (RelWithDebInfo, tests off) and writes
 # into $TETHER_BENCH_OUT (default: <build dir>/bench-results):
@@ -16,6 +17,16 @@
 # A full run (no --smoke, --only or --no-docs) also copies the table into
 # docs/performance.md and the plots into docs/performance/.
 #
+# --against REV measures before and after on this machine: it builds the
+# library of git revision REV (any 1.x release; in
+# <build dir>-against-<REV's hash>, kept for the next run), then runs this
+# tree's tether-bench N times (default 2) on each library, alternating,
+# REV's first (LD_LIBRARY_PATH chooses the library; tether-bench needs
+# nothing newer than ABI 1.0, and leaves out the rows an older library
+# cannot run).  It writes <out>/before-K and <out>/after-K, and the table
+# of both, <out>/against.md (scripts/bench-compare.py); no plots, and
+# docs/performance.md is not touched.
+#
 # Environment:
 #   TETHER_BUILD_ROOT   where build trees go (default: build)
 #   TETHER_BENCH_BUILD  the build directory (default: $TETHER_BUILD_ROOT/bench)
@@ -26,12 +37,16 @@ cd "$(dirname "$0")/.."
 
 docs=1
 args=()
+against=
+runs=2
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --smoke) args+=(--smoke); docs=0 ;;
     --reps) args+=(--reps "$2"); shift ;;
     --only) args+=(--only "$2"); docs=0; shift ;;
     --no-docs) docs=0 ;;
+    --against) against="$2"; docs=0; shift ;;
+    --runs) runs="$2"; shift ;;
     *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
   esac
   shift
@@ -46,6 +61,50 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF \
   >/dev/null
 cmake --build "$dir" --target tether-bench -j"${TETHER_JOBS:-$(nproc)}"
 mkdir -p "$out"
+
+if [ -n "$against" ]; then
+  case "$runs" in ''|*[!0-9]*|0) echo "bench: --runs takes a count" >&2; exit 2 ;; esac
+  rev=$(git rev-parse --verify --quiet "$against^{commit}") ||
+    { echo "bench: $against is not a git revision here" >&2; exit 2; }
+  old="$dir-against-${rev:0:12}"
+  if [ ! -e "$old/build/core/libtether.so.1" ]; then
+    echo "bench: building the library of $against (${rev:0:12}) in $old" >&2
+    rm -rf "$old"
+    mkdir -p "$old/src"
+    git archive "$rev" | tar -x -C "$old/src"
+    cmake -S "$old/src" -B "$old/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DBUILD_TESTING=OFF >/dev/null
+    cmake --build "$old/build" --target tether -j"${TETHER_JOBS:-$(nproc)}"
+    [ -e "$old/build/core/libtether.so.1" ] ||
+      { echo "bench: $against built no core/libtether.so.1" >&2; exit 1; }
+  fi
+  # The 1000-thread rows leave a one-minute load average of 10-30 behind
+  # them, though nothing runs any more: each run waits (at most 5 min) for
+  # it to fall under 1, so that the load each run records at its start is
+  # the machine's, not the last run's.
+  settle() {
+    local t=0
+    while [ "$t" -lt 300 ] &&
+          awk '{ exit !($1 >= 1.0) }' /proc/loadavg 2>/dev/null; do
+      sleep 10
+      t=$((t + 10))
+    done
+  }
+  status=0
+  for i in $(seq 1 "$runs"); do
+    echo "bench: run $i of $runs, before ($against), then after" >&2
+    mkdir -p "$out/before-$i" "$out/after-$i"
+    settle
+    LD_LIBRARY_PATH="$old/build/core" "$dir/bench/tether-bench" \
+      --out "$out/before-$i" "${args[@]}" || status=$?
+    settle
+    "$dir/bench/tether-bench" --out "$out/after-$i" "${args[@]}" || status=$?
+  done
+  python3 scripts/bench-compare.py "$against" "$out" "$runs" \
+    > "$out/against.md"
+  cat "$out/against.md"
+  exit "$status"
+fi
 
 echo "bench: running (several minutes; results in $out)" >&2
 status=0
