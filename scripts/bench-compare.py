@@ -10,15 +10,20 @@ table: for every row, the ratio (tether / baseline, each side against its
 own baseline in its own run) of every run before and after, and the
 target's result.  NAME is what the "before" library is called in the
 heading.  Rows are matched by their id; a row one side lacks is shown
-missing there.
+missing there.  A group that failed in a run (its rows may hold part of
+the repetitions, or none) is named in that run's line.
 """
 import json
 import sys
 
 
 def load(path):
-    with open(path + "/results.json") as f:
-        return json.load(f)
+    try:
+        with open(path + "/results.json") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        sys.exit("bench-compare: no %s/results.json: that run wrote no "
+                 "results" % path)
 
 
 def ratio(row):
@@ -87,8 +92,11 @@ def main():
     for side, runs_ in (("before", before), ("after", after)):
         for i, run in enumerate(runs_, 1):
             m = run["machine"]
+            failed = run.get("failed_groups") or []
             print("- %s %d: %s, load average %.2f at the start, %.2f at the "
-                  "end" % (side, i, m["date"], m["load"][0], m["load"][1]))
+                  "end%s" % (side, i, m["date"], m["load"][0], m["load"][1],
+                             "; groups that failed: " + "; ".join(failed)
+                             if failed else ""))
     print()
     print("| benchmark | baseline | target | tether before | ratio before "
           "| tether after | ratio after | result before → after |")

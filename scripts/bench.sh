@@ -25,7 +25,8 @@
 # nothing newer than ABI 1.0, and leaves out the rows an older library
 # cannot run).  It writes <out>/before-K and <out>/after-K, and the table
 # of both, <out>/against.md (scripts/bench-compare.py); no plots, and
-# docs/performance.md is not touched.
+# docs/performance.md is not touched.  A bad REV or N is refused before
+# any build; with --smoke the runs do not wait for the load.
 #
 # Environment:
 #   TETHER_BUILD_ROOT   where build trees go (default: build)
@@ -35,22 +36,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2; }
 docs=1
+smoke=0
 args=()
 against=
-runs=2
+runs=
 while [ "$#" -gt 0 ]; do
+  # An option without its value is a usage error (not bash's "unbound
+  # variable").
+  case "$1" in --reps|--only|--against|--runs) [ "$#" -gt 1 ] || usage ;; esac
   case "$1" in
-    --smoke) args+=(--smoke); docs=0 ;;
+    --smoke) args+=(--smoke); docs=0; smoke=1 ;;
     --reps) args+=(--reps "$2"); shift ;;
     --only) args+=(--only "$2"); docs=0; shift ;;
     --no-docs) docs=0 ;;
-    --against) against="$2"; docs=0; shift ;;
+    --against) against="$2"; [ -n "$against" ] || usage; docs=0; shift ;;
     --runs) runs="$2"; shift ;;
-    *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
+    *) usage ;;
   esac
   shift
 done
+
+# --against's arguments are checked before the build, which takes minutes.
+if [ -n "$against" ]; then
+  case "${runs:=2}" in ''|*[!0-9]*|0*) echo "bench: --runs takes a count" >&2; exit 2 ;; esac
+  rev=$(git rev-parse --verify --quiet "$against^{commit}") ||
+    { echo "bench: $against is not a git revision here" >&2; exit 2; }
+elif [ -n "$runs" ]; then
+  echo "bench: --runs goes with --against" >&2
+  exit 2
+fi
 
 dir="${TETHER_BENCH_BUILD:-${TETHER_BUILD_ROOT:-build}/bench}"
 out="${TETHER_BENCH_OUT:-$dir/bench-results}"
@@ -63,9 +79,6 @@ cmake --build "$dir" --target tether-bench -j"${TETHER_JOBS:-$(nproc)}"
 mkdir -p "$out"
 
 if [ -n "$against" ]; then
-  case "$runs" in ''|*[!0-9]*|0) echo "bench: --runs takes a count" >&2; exit 2 ;; esac
-  rev=$(git rev-parse --verify --quiet "$against^{commit}") ||
-    { echo "bench: $against is not a git revision here" >&2; exit 2; }
   old="$dir-against-${rev:0:12}"
   if [ ! -e "$old/build/core/libtether.so.1" ]; then
     echo "bench: building the library of $against (${rev:0:12}) in $old" >&2
@@ -81,11 +94,15 @@ if [ -n "$against" ]; then
   # The 1000-thread rows leave a one-minute load average of 10-30 behind
   # them, though nothing runs any more: each run waits (at most 5 min) for
   # it to fall under 1, so that the load each run records at its start is
-  # the machine's, not the last run's.
+  # the machine's, not the last run's.  Not in smoke mode, whose numbers
+  # mean nothing.
   settle() {
     local t=0
+    [ "$smoke" = 0 ] || return 0
     while [ "$t" -lt 300 ] &&
           awk '{ exit !($1 >= 1.0) }' /proc/loadavg 2>/dev/null; do
+      [ "$t" != 0 ] || echo "bench: waiting (at most 5 min) for the load" \
+        "average, $(cut -d' ' -f1 /proc/loadavg), to fall under 1" >&2
       sleep 10
       t=$((t + 10))
     done
@@ -93,12 +110,20 @@ if [ -n "$against" ]; then
   status=0
   for i in $(seq 1 "$runs"); do
     echo "bench: run $i of $runs, before ($against), then after" >&2
+    # Emptied first: a run that writes nothing must not leave an earlier
+    # invocation's results to be tabled as its own.
+    rm -rf "$out/before-$i" "$out/after-$i"
     mkdir -p "$out/before-$i" "$out/after-$i"
+    # Each run's library directory goes first on LD_LIBRARY_PATH, so that
+    # neither loads a libtether.so.1 the caller's path already holds.
     settle
-    LD_LIBRARY_PATH="$old/build/core" "$dir/bench/tether-bench" \
-      --out "$out/before-$i" "${args[@]}" || status=$?
+    LD_LIBRARY_PATH="$old/build/core${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      "$dir/bench/tether-bench" --out "$out/before-$i" "${args[@]}" ||
+      status=$?
     settle
-    "$dir/bench/tether-bench" --out "$out/after-$i" "${args[@]}" || status=$?
+    LD_LIBRARY_PATH="$dir/core${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      "$dir/bench/tether-bench" --out "$out/after-$i" "${args[@]}" ||
+      status=$?
   done
   python3 scripts/bench-compare.py "$against" "$out" "$runs" \
     > "$out/against.md"
