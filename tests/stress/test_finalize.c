@@ -265,6 +265,43 @@ TEST(stuck_holder)
     ASSERT_OK(tether_thread_release(t));
 }
 
+/* A foreign thread (no tether thread at all) that holds the GIL without
+   checkpointing: there is nothing to join, but finalize's pass through
+   the GIL (threading-model.md, Flow 6, step 4) gives up at the deadline,
+   and that too is TETHER_ETIMEDOUT (tether.h).  The holder is refused at
+   its next checkpoint and its release still pairs. */
+static void *foreign_holder(void *arg)
+{
+    (void)arg;
+    tether_gilstate g;
+    int rc = tether_ensure(g_interp, &g);
+    t_sem_post(&g_left);
+    if (rc != TETHER_OK)
+        return (void *)(intptr_t)rc;
+    while (!atomic_load(&g_let_go))
+        ;
+    atomic_store(&g_rc[0], tether_checkpoint());
+    atomic_store(&g_rc[1], tether_release(g));
+    return NULL;
+}
+
+TEST(stuck_foreign_holder)
+{
+    setup(5000);
+    atomic_store(&g_let_go, 0);
+    tether_tstate ts;
+    ASSERT_OK(tether_save_thread(&ts));
+    pthread_t t = t_pthread(foreign_holder, NULL);
+    t_sem_wait(&g_left); /* it holds the GIL now */
+    int64_t start = t_now_ns();
+    ASSERT_STATUS(tether_runtime_finalize(g_rt, MS(100)), TETHER_ETIMEDOUT);
+    ASSERT(t_now_ns() - start >= MS(100));
+    atomic_store(&g_let_go, 1);
+    t_pthread_join(t);
+    ASSERT_STATUS(atomic_load(&g_rc[0]), TETHER_EFINALIZING);
+    ASSERT_STATUS(atomic_load(&g_rc[1]), TETHER_OK);
+}
+
 /* The finalizing thread's own saved state is refused like every other
    thread's: restore returns EFINALIZING (tether.h, tether_runtime_finalize
    and tether_restore_thread), so TETHER_BEGIN/END_ALLOW_THREADS around
@@ -305,5 +342,6 @@ TEST(destroy_busy_interp)
 
 RUNNER_MAIN(TEST_ENTRY(busy_daemons), TEST_ENTRY(blocked_daemons),
             TEST_ENTRY(foreign_hammer), TEST_ENTRY(nondaemon_timeout),
-            TEST_ENTRY(stuck_holder), TEST_ENTRY(restore_after_own_finalize),
+            TEST_ENTRY(stuck_holder), TEST_ENTRY(stuck_foreign_holder),
+            TEST_ENTRY(restore_after_own_finalize),
             TEST_ENTRY(destroy_busy_interp))

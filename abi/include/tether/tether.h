@@ -230,8 +230,10 @@ TETHER_API int tether_runtime_main_interp(tether_runtime rt,
    own runtime on another thread, need; it is attached again before the
    call returns, and an asynchronous exception raised at it meanwhile is
    delivered at its next checkpoint.
-   Returns TETHER_OK, TETHER_ETIMEDOUT (non-daemon threads were still running;
-   the runtime was finalized anyway and they fail at their next checkpoint),
+   Returns TETHER_OK, TETHER_ETIMEDOUT (at the deadline, non-daemon threads
+   were still running, or a thread, foreign or not, still held a GIL of the
+   runtime without reaching a checkpoint; the runtime was finalized anyway
+   and they fail at their next checkpoint),
    TETHER_EBADHANDLE, TETHER_ESTATE (called from a thread tether_thread_start
    started in this runtime, whether it is attached, detached, or attached to
    another interpreter through tether_ensure; or the runtime is already
@@ -256,7 +258,10 @@ TETHER_API int tether_interp_create(tether_runtime rt, tether_interp *out);
    main interpreter is destroyed only by tether_runtime_finalize.
    A caller attached to another interpreter is detached while it waits and
    attached again before it returns.
-   Returns TETHER_OK, TETHER_ETIMEDOUT, TETHER_EBADHANDLE, TETHER_EINVAL (the
+   Returns TETHER_OK, TETHER_ETIMEDOUT (as for tether_runtime_finalize: its
+   non-daemon threads, or a holder of its GIL that reached no checkpoint,
+   were still running at the deadline; it was destroyed anyway),
+   TETHER_EBADHANDLE, TETHER_EINVAL (the
    main interpreter), TETHER_ESTATE (the caller is attached to it, or is a
    thread tether_thread_start started in it, even when detached or attached
    to another interpreter, or another tether_interp_destroy of it is in
