@@ -107,23 +107,23 @@ if [ -n "$against" ]; then
       t=$((t + 10))
     done
   }
+  # run_on LIBDIR OUTDIR: one run on the library in LIBDIR, which goes
+  # first on LD_LIBRARY_PATH, so that it never loads a libtether.so.1 the
+  # caller's path already holds.  OUTDIR is emptied first: a run that
+  # writes nothing must not leave an earlier invocation's results to be
+  # tabled as its own.
   status=0
+  run_on() {
+    rm -rf "$2"
+    mkdir -p "$2"
+    settle
+    LD_LIBRARY_PATH="$1${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      "$dir/bench/tether-bench" --out "$2" "${args[@]}" || status=$?
+  }
   for i in $(seq 1 "$runs"); do
     echo "bench: run $i of $runs, before ($against), then after" >&2
-    # Emptied first: a run that writes nothing must not leave an earlier
-    # invocation's results to be tabled as its own.
-    rm -rf "$out/before-$i" "$out/after-$i"
-    mkdir -p "$out/before-$i" "$out/after-$i"
-    # Each run's library directory goes first on LD_LIBRARY_PATH, so that
-    # neither loads a libtether.so.1 the caller's path already holds.
-    settle
-    LD_LIBRARY_PATH="$old/build/core${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-      "$dir/bench/tether-bench" --out "$out/before-$i" "${args[@]}" ||
-      status=$?
-    settle
-    LD_LIBRARY_PATH="$dir/core${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-      "$dir/bench/tether-bench" --out "$out/after-$i" "${args[@]}" ||
-      status=$?
+    run_on "$old/build/core" "$out/before-$i"
+    run_on "$dir/core" "$out/after-$i"
   done
   python3 scripts/bench-compare.py "$against" "$out" "$runs" \
     > "$out/against.md"
